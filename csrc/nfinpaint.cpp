@@ -1,0 +1,42 @@
+// The one home of nfinpaint's operator schemas. Backends register their
+// kernels with TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cu.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+namespace {
+// "backends=CPU[,CUDA][\ncuda_archs=...]": one key=value a line, parsed by nfinpaint/_extension.py
+std::string build_info() {
+  std::string info = "backends=CPU";
+#ifdef NFINPAINT_WITH_CUDA
+  info += ",CUDA\ncuda_archs=" NFINPAINT_ARCHS;
+#endif
+  return info;
+}
+}  // namespace
+
+TORCH_LIBRARY(nfinpaint, m) {
+  // ---- fused losses (nfinpaint/ops.py) ----
+  // composite = mask*generated + (1-mask)*target; sq_err[n] = sum over sample n
+  // of mask*(generated-target)^2, accumulated in float32.
+  m.def("composite_l2(Tensor generated, Tensor target, Tensor mask) -> (Tensor composite, Tensor sq_err)");
+  m.def("composite_l2_backward(Tensor grad_composite, Tensor grad_sq_err, Tensor generated, Tensor target, Tensor mask) -> Tensor");
+  // dist[n] = sum over sample n of weight*(fake-real)^2 (equation 2), float32.
+  m.def("feature_distance(Tensor fake, Tensor real, Tensor? weight) -> Tensor");
+  m.def("feature_distance_backward(Tensor grad_dist, Tensor fake, Tensor real, Tensor? weight) -> Tensor");
+
+  // ---- PatchMatch (nfinpaint/patchmatch.py) ----
+  // (schemas added with the PatchMatch operators)
+
+  // ---- build facts for `python -m nfinpaint.info` ----
+  m.def("build_info() -> str", &build_info);
+}
+
+
+// Importing nfinpaint._C loads this library and so runs the registrations
+// above; the module itself has no Python functions.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}

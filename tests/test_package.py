@@ -1,0 +1,28 @@
+"""The installed package: extension built, info command, package layout."""
+import importlib.util
+import subprocess
+import sys
+
+import torch
+
+import nfinpaint
+from nfinpaint import _extension
+
+
+def test_extension_is_built_and_registers_ops():
+    _extension.require()
+    info = _extension.build_info()
+    assert "CPU" in info["backends"].split(",")
+    assert hasattr(torch.ops.nfinpaint, "composite_l2")
+
+
+def test_kernels_install_inside_package_only():
+    assert importlib.util.find_spec("nfinpaint.kernels") is not None
+    assert importlib.util.find_spec("kernels") is None
+
+
+def test_info_command_reports_build():
+    out = subprocess.run([sys.executable, "-m", "nfinpaint.info"], capture_output=True, text=True,
+                         check=True, cwd="/").stdout
+    assert "nfinpaint._C" in out and "built, backends: CPU" in out
+    assert "Triton kernels run on" in out
