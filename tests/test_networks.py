@@ -196,3 +196,50 @@ def test_forward_passes_compile_without_graph_breaks():
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(x, m)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- generator files
+
+from nfinpaint.generator_io import GeneratorFileError, load_generator, save_generator  # noqa: E402
+
+_META = dict(preset="paper", image_size=24, hole_size=8, feature_weights="random (untrained)",
+             feature_pretrained=False)
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(5)
+    g = Generator(24, hole_fill=0.5)
+    g.train()
+    g(torch.rand(4, 3, 24, 24), torch.zeros(4, 1, 24, 24))        # move the BN running stats
+    path = save_generator(tmp_path / "run" / "generator.pt", g, dict(_META, step=7))
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["generator.pt"]  # no temp left
+    for where in (path, path.parent):
+        loaded, meta = load_generator(where)
+        assert meta["step"] == 7 and meta["feature_pretrained"] is False
+        assert loaded.config == g.config and not loaded.training
+        for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), k
+    x, m = torch.rand(2, 3, 24, 24), torch.ones(2, 1, 24, 24)
+    torch.testing.assert_close(loaded(x, m), g.eval()(x, m))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(GeneratorFileError, match="does not exist"):
+        load_generator(tmp_path / "missing.pt")
+    with pytest.raises(GeneratorFileError, match="without generator.pt"):
+        load_generator(tmp_path)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(GeneratorFileError, match="not a readable"):
+        load_generator(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}}, foreign)
+    with pytest.raises(GeneratorFileError, match="not an nfinpaint generator"):
+        load_generator(foreign)
+    truncated = tmp_path / "generator.pt"
+    save_generator(truncated, Generator(8), dict(_META, image_size=8))
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(GeneratorFileError, match="not a readable"):
+        load_generator(tmp_path)
+    with pytest.raises(ValueError, match="meta lacks"):
+        save_generator(tmp_path / "x.pt", Generator(8), {"preset": "paper"})
