@@ -4,7 +4,8 @@ Every method fills one image: ``method.fill(image, mask, seed=0)`` takes a
 (3, H, W) float image in [0, 1] and a (1, H, W) mask (1 = hole) and returns
 the filled (3, H, W) float32 image on the CPU, composited so that every pixel
 outside the hole is the input pixel, bit for bit (``torch.where`` on the mask:
-no arithmetic touches the known pixels).
+no arithmetic touches the known pixels).  Every method gets the image with the
+hole blanked to 0, so no method can use what was under the hole.
 
 Registry (``METHODS``):
 
@@ -75,7 +76,10 @@ class Method:
         image = image.detach().float().cpu()
         mask = mask.detach().float().cpu()
         check_pair(image, mask)
-        filled = self.raw_fill(image, mask, seed).detach().float().cpu()
+        # Methods see the hole blanked out: none can peek at the answer (OpenCV's
+        # Navier-Stokes, for one, reads pixels under the mask).
+        visible = torch.where(mask > 0.5, torch.zeros_like(image), image)
+        filled = self.raw_fill(visible, mask, seed).detach().float().cpu()
         if filled.shape != image.shape:
             raise RuntimeError(f"method {self.name} returned shape {tuple(filled.shape)} "
                                f"for a {tuple(image.shape)} image")
