@@ -104,6 +104,19 @@ class LoadedGenerator:
     meta: dict
     path: Path
     sha256: str
+    run_config: dict = field(default_factory=dict)   # the run's config.toml, when beside the file
+
+
+def read_run_config(file: Path) -> dict:
+    """The training run's resolved ``config.toml`` beside the generator file ({} if absent or unreadable)."""
+    import tomllib
+
+    path = file.parent / "config.toml"
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -129,25 +142,31 @@ def load_checkpoint(text: str) -> LoadedGenerator:
                          "is it an nfinpaint generator export?")
     file = checkpoint_file(path)
     digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else ""
-    return LoadedGenerator(generator.eval(), meta, path, digest)
+    return LoadedGenerator(generator.eval(), meta, path, digest, read_run_config(file))
 
 
 def default_hole_size(image_size: int) -> int:
     return max(1, round(image_size / 3))
 
 
-def split_parameters(meta: dict, split_seed: int | None) -> dict:
-    """The embedded set's train/validation split options that training used (from the checkpoint's meta).
+def split_parameters(meta: dict, run_config: dict | None = None, split_seed: int | None = None) -> dict:
+    """The embedded set's train/validation split options that training used.
 
-    The held-out split depends on the training seed, so evaluating a model
-    trained with another seed on the default split would leak training data:
-    the seed comes from ``--split-seed``, else the checkpoint's meta (``seed``,
-    at the top level or under ``config``), else 0, the training default.
+    The held-out split depends on the training seed (and ``val_fraction``,
+    ``max_crop_scale``), so evaluating on a split drawn with other values would
+    score the model on its training crops.  Each value comes from the
+    checkpoint's meta (top level or under ``config``), else the run's
+    ``config.toml`` beside the generator file, else training's default;
+    ``--split-seed`` overrides the seed.
     """
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    run_config = run_config or {}
 
     def pick(key, default):
-        return meta.get(key, config.get(key, default))
+        for source in (meta, nested, run_config):
+            if source.get(key) is not None:
+                return source[key]
+        return default
 
     params = {"val_fraction": float(pick("val_fraction", 0.1)), "seed": int(pick("seed", 0))}
     if pick("max_crop_scale", None) is not None:
@@ -157,14 +176,12 @@ def split_parameters(meta: dict, split_seed: int | None) -> dict:
     return params
 
 
-def load_images(data: str | None, image_size: int, limit: int | None, meta: dict,
-                split_seed: int | None = None) -> tuple[torch.Tensor, str]:
+def load_images(data: str | None, image_size: int, limit: int | None, split: dict) -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
     from nfinpaint import data as data_module
 
     try:
         if data is None:
-            split = split_parameters(meta, split_seed)
             _, dataset = data_module.build_datasets(None, image_size, augment=False, **split)
             where = ("held-out split of the embedded default set (" +
                      ", ".join(f"{k}={v}" for k, v in split.items()) + ")")
@@ -442,7 +459,11 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         raise UsageError("none of the requested methods can run here: " +
                          "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
-    images, data_description = load_images(args.data, image_size, args.limit, meta, args.split_seed)
+    split = split_parameters(meta, loaded.run_config if loaded else None, args.split_seed)
+    images, data_description = load_images(args.data, image_size, args.limit, split)
+    trained_on = (loaded.run_config.get("data") if loaded else None) or meta.get("data")
+    if args.data is None and trained_on:
+        data_description += f" (note: the model was trained on {trained_on}, not on this set)"
     from nfinpaint import masks as mask_module
     generator = torch.Generator().manual_seed(args.seed)
     masks = mask_module.make_masks(args.masks, len(images), image_size, hole_size, generator=generator)

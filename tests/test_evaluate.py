@@ -139,12 +139,25 @@ def test_embedded_held_out_split_by_default(tmp_path, checkpoint):
     assert "held-out split of the embedded default set" in md and "seed=0" in md
 
 
-def test_split_seed_follows_the_checkpoint():
-    assert evaluate.split_parameters(_meta(seed=5), None)["seed"] == 5
-    assert evaluate.split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2}), None) == \
+def test_split_follows_the_training_run():
+    assert evaluate.split_parameters(_meta(seed=5))["seed"] == 5
+    assert evaluate.split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2})) == \
         {"seed": 6, "val_fraction": 0.2}
-    assert evaluate.split_parameters(_meta(seed=5), 9)["seed"] == 9
-    assert evaluate.split_parameters({}, None) == {"seed": 0, "val_fraction": 0.1}
+    run_config = {"seed": 3, "val_fraction": 0.25, "max_crop_scale": 2.0}
+    assert evaluate.split_parameters(_meta(), run_config) == run_config
+    assert evaluate.split_parameters(_meta(seed=5), run_config, 9)["seed"] == 9
+    assert evaluate.split_parameters({}) == {"seed": 0, "val_fraction": 0.1}
+
+
+def test_run_directory_config_sets_the_split(tmp_path, checkpoint, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generator.pt").write_bytes(checkpoint.read_bytes())
+    (run / "config.toml").write_text('# comment\nseed = 4\nval_fraction = 0.2\ndata = ""\n')
+    _run(["--checkpoint", run, "--methods", "biharmonic", "--limit", 1, "--out", tmp_path / "o", "--no-progress",
+          "--figures", 0])
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "val_fraction=0.2, seed=4" in md
 
 
 def test_missing_opencv_is_skipped_with_a_note(tmp_path, data_dir, monkeypatch, capsys):
