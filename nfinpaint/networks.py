@@ -92,13 +92,14 @@ class Generator(nn.Module):
 
     ``forward(masked, mask)``: ``masked`` (N,3,S,S) in [0,1], ``mask`` (N,1,S,S),
     1 = hole.  Whatever ``masked`` holds inside the hole is ignored: the network
-    replaces it by ``hole_fill`` (default 0) itself, so callers may pass the
+    replaces it by ``hole_fill`` (default 0; a number, or 3 numbers such as the
+    training set's mean colour) itself, so callers may pass the
     zero-filled, mean-filled or even the original image without leaking the
     hole's content.  Returns (N,3,S,S) in [0,1] (sigmoid), the raw generation
     everywhere (compose with the known pixels outside: see losses.composite_and_l2).
     """
 
-    def __init__(self, image_size: int, *, hole_fill: float = 0.0,
+    def __init__(self, image_size: int, *, hole_fill: float | tuple[float, float, float] | list[float] = 0.0,
                  encoder_widths: tuple[int, ...] | list[int] = ENCODER_WIDTHS,
                  decoder_widths: tuple[int, ...] | list[int] = DECODER_WIDTHS,
                  fc_features: int = FC_FEATURES, defc_channels: int = DEFC_CHANNELS):
@@ -108,13 +109,22 @@ class Generator(nn.Module):
         if len(encoder_widths) < stages or len(decoder_widths) < stages:
             raise ValueError(f"image_size={image_size} needs {stages} encoder and decoder widths, got "
                              f"{len(encoder_widths)} and {len(decoder_widths)}")
-        self.config = dict(image_size=image_size, hole_fill=float(hole_fill),
+        if isinstance(hole_fill, (int, float)):
+            fill = [float(hole_fill)] * 3
+        else:
+            fill = [float(v) for v in hole_fill]
+            if len(fill) != 3:
+                raise ValueError(f"hole_fill must be a number or 3 numbers (R, G, B), got {hole_fill!r}")
+        hole_fill = fill[0] if fill.count(fill[0]) == 3 else fill
+        self.config = dict(image_size=image_size, hole_fill=hole_fill,
                            encoder_widths=list(encoder_widths), decoder_widths=list(decoder_widths),
                            fc_features=fc_features, defc_channels=defc_channels)
         self.image_size = image_size
         self.stages = stages
         self.bottleneck = image_size >> stages
-        self.hole_fill = float(hole_fill)
+        self.hole_fill = hole_fill
+        # not persistent: it is part of the config, not of the weights
+        self.register_buffer("fill", torch.tensor(fill).view(1, 3, 1, 1), persistent=False)
         self.defc_channels = defc_channels
         enc = encoder_widths[:stages]          # Table 1 from the input side
         dec = decoder_widths[-stages:]         # Table 2 from the output side (keeps 32, 32 near RGB)
@@ -145,7 +155,7 @@ class Generator(nn.Module):
                              f"{self.image_size}) and mask (N,1,{self.image_size},{self.image_size}); "
                              f"got {tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
-        filled = masked * (1 - mask) + self.hole_fill * mask
+        filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
         x = self.encoder(torch.cat([filled, mask], dim=1))
         # flatten/reshape in NHWC order: free for channels-last tensors, and the fc
         # weights mean the same whichever memory format the caller uses

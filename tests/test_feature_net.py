@@ -53,35 +53,37 @@ def test_bad_layer():
         VGGFeatures("relu4_1", weights="random")
 
 
-def _torchvision_vgg19_state(seed):
-    """A full torchvision vgg19 state_dict (what users download), built without a download."""
-    import torchvision
-    torch.manual_seed(seed)
-    return torchvision.models.vgg19(weights=None).state_dict()
+def _torchvision_vgg19_features():
+    """torchvision's own VGG-19 feature stack (configuration "E"), without the ~500 MB classifier."""
+    from torchvision.models import vgg
+    return vgg.make_layers(vgg.cfgs["E"], batch_norm=False)
 
 
 @pytest.fixture(scope="module")
 def vgg_state_file(tmp_path_factory):
-    # only the features are needed; the classifier (~500 MB) is dropped to keep the test light,
-    # and one file with it is checked below with the truncated entries only
-    state = {k: v for k, v in _torchvision_vgg19_state(0).items() if k.startswith("features.")}
+    # a torchvision vgg19 state_dict's "features.*" entries (what loading needs; the classifier
+    # entries of a full file are ignored), built without a download
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in _torchvision_vgg19_features().state_dict().items()}
+    state["classifier.0.bias"] = torch.zeros(4096)       # ignored, as in a full file
     path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
     torch.save(state, path)
     return path, state
 
 
 def test_loads_state_dict_file_and_matches_torchvision(vgg_state_file):
-    import torchvision
     path, state = vgg_state_file
     net = VGGFeatures("relu3_3", weights=str(path))
     assert net.pretrained is True and net.weights_source == f"file:{path.resolve()}"
-    reference = torchvision.models.vgg19(weights=None).features[:LAYER_INDEX["relu3_3"] + 1]
-    reference.load_state_dict({k[len("features."):]: v for k, v in state.items()
-                               if int(k.split(".")[1]) <= LAYER_INDEX["relu3_3"]})
+    reference = _torchvision_vgg19_features()
+    reference.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    reference = reference[:LAYER_INDEX["relu3_3"] + 1]
     x = torch.rand(2, 3, 24, 24)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(net(x), reference((x - mean) / std), atol=1e-5, rtol=1e-5)
+    # the layer index is torchvision's: the reference ends in the same ReLU after conv3_3
+    assert isinstance(reference[-1], nn.ReLU) and isinstance(reference[-2], nn.Conv2d)
 
 
 def test_bad_files(tmp_path):

@@ -114,10 +114,27 @@ def test_hole_content_is_ignored():
 
 
 def test_config_rebuilds_same_architecture():
-    g = Generator(24, hole_fill=0.5)
-    h = Generator(**g.config)
-    h.load_state_dict(g.state_dict())
-    assert h.config == g.config
+    for fill in (0.5, (0.485, 0.456, 0.406)):
+        g = Generator(24, hole_fill=fill)
+        h = Generator(**g.config)
+        h.load_state_dict(g.state_dict())
+        assert h.config == g.config
+        assert set(g.state_dict()) == set(Generator(24).state_dict())   # the fill is config, not weights
+    with pytest.raises(ValueError, match="hole_fill"):
+        Generator(24, hole_fill=(0.1, 0.2))
+
+
+def test_mean_fill_is_used_in_the_hole():
+    mean = (0.485, 0.456, 0.406)
+    g = Generator(16, hole_fill=mean).eval()
+    seen = []
+    g.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.rand(2, 3, 16, 16)
+    m = torch.zeros(2, 1, 16, 16)
+    m[..., 4:10, 5:11] = 1
+    g(x, m)
+    expected = torch.cat([torch.where(m.bool(), torch.tensor(mean).view(1, 3, 1, 1), x), m], dim=1)
+    torch.testing.assert_close(seen[0], expected)
 
 
 def test_channels_last_matches_contiguous():
