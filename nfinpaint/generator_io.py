@@ -7,10 +7,13 @@ File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
 ``meta`` holds at least: preset, image_size, hole_size, feature_weights
 (source) and feature_pretrained (bool); training adds what it likes (step,
-versions, ...), as plain Python values and tensors.
+versions, ...); values are stored as plain Python data (str subclasses such
+as ``torch.__version__``, paths and other objects as str, tuples as lists)
+so that loading never needs to unpickle arbitrary classes.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -28,6 +31,26 @@ class GeneratorFileError(RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
 
 
+def _plain(value):
+    """``value`` as plain Python/tensor data that ``torch.load(weights_only=True)`` accepts:
+    str subclasses (e.g. ``torch.__version__``), paths and other objects become str."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral):      # also numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
 def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) -> Path:
     """Write ``generator`` (config + weights) and ``meta`` to ``path`` atomically; returns the path."""
     missing = [k for k in REQUIRED_META if k not in meta]
@@ -36,7 +59,7 @@ def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) ->
     if meta["image_size"] != generator.config["image_size"]:
         raise ValueError(f"meta image_size {meta['image_size']} != generator's {generator.config['image_size']}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
-    payload = {"format": FORMAT, "config": dict(generator.config), "state_dict": state, "meta": dict(meta)}
+    payload = {"format": FORMAT, "config": _plain(generator.config), "state_dict": state, "meta": _plain(meta)}
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

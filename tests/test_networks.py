@@ -1,4 +1,5 @@
 """Generator / discriminators / patch cropping: shapes, layer widths, errors, channels-last, compile."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -228,11 +229,15 @@ def test_save_load_roundtrip(tmp_path):
     g = Generator(24, hole_fill=0.5)
     g.train()
     g(torch.rand(4, 3, 24, 24), torch.zeros(4, 1, 24, 24))        # move the BN running stats
-    path = save_generator(tmp_path / "run" / "generator.pt", g, dict(_META, step=7))
+    extra = dict(step=7, versions={"torch": torch.__version__}, out=tmp_path, sizes=(1, 2), lr=2e-4,
+                 count=np.int64(3))
+    path = save_generator(tmp_path / "run" / "generator.pt", g, dict(_META, **extra))
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["generator.pt"]  # no temp left
     for where in (path, path.parent):
         loaded, meta = load_generator(where)
-        assert meta["step"] == 7 and meta["feature_pretrained"] is False
+        assert meta["step"] == 7 and meta["feature_pretrained"] is False and meta["lr"] == 2e-4
+        assert meta["versions"] == {"torch": str(torch.__version__)} and meta["out"] == str(tmp_path)
+        assert meta["sizes"] == [1, 2] and meta["count"] == 3 and type(meta["count"]) is int
         assert loaded.config == g.config and not loaded.training
         for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
             assert torch.equal(a, b), k
