@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import LazyKernel, cdiv, require_triton_path, triton_path_available
+from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, require_triton_path,
+                                      triton_path_available)
 from nfinpaint.ops import REDUCTIONS, feature_distance_reference
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -153,7 +154,8 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
 def _feature_difference_op(fake: Tensor, real: Tensor, weight: Tensor | None,
                            reduction: str) -> Tensor:
     require_triton_path(fake, "feature_difference")
-    per_sample = _forward_launch(fake, real, weight)
+    with device_guard(fake):
+        per_sample = _forward_launch(fake, real, weight)
     if reduction == "per_sample":
         return per_sample
     total = per_sample.sum()
@@ -169,7 +171,8 @@ def _(fake, real, weight, reduction):
 def _feature_difference_backward_op(grad: Tensor, fake: Tensor, real: Tensor,
                                     weight: Tensor | None, reduction: str) -> Tensor:
     require_triton_path(fake, "feature_difference backward")
-    return _backward_launch(grad, fake, real, weight, reduction)
+    with device_guard(fake):
+        return _backward_launch(grad, fake, real, weight, reduction)
 
 
 @_feature_difference_backward_op.register_fake

@@ -22,8 +22,9 @@ written in ``fake``'s dtype and memory format.
 Precision: float32/float16/bfloat16 inputs, float32 accumulation.  In the
 interpreter operands are cast to fp32 right after loading (the interpreter
 mis-computes bf16 arithmetic).  On a GPU, half inputs go to ``tl.dot`` as they
-are (tensor cores, fp32 accumulation); fp32 inputs use "ieee" products unless
-``torch.backends.cuda.matmul.allow_tf32`` is on, then "tf32" like PyTorch.
+are (tensor cores, fp32 accumulation); fp32 inputs use "tf32x3" products (about
+fp32 accuracy on tensor cores) unless ``torch.backends.cuda.matmul.allow_tf32``
+is on, then plain "tf32" like PyTorch's matmul.
 
 Memory formats: contiguous and channels-last (any layout where H and W merge
 into one stride) are read through their strides without copies; other
@@ -36,8 +37,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, fp32_dot_precision, interpreter_enabled,
-                                      require_triton_path, triton_path_available)
+from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, fp32_dot_precision,
+                                      interpreter_enabled, require_triton_path,
+                                      triton_path_available)
 
 REDUCTIONS = ("mean", "sum", "per_sample")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -163,7 +165,8 @@ def _dot_flags(dtype: torch.dtype) -> dict:
     half = dtype in (torch.float16, torch.bfloat16)
     return {
         "UPCAST": interp,
-        "PRECISION": fp32_dot_precision() if (interp or not half) else "ieee",
+        # Precision only applies to fp32 operands; half ones keep Triton's default.
+        "PRECISION": fp32_dot_precision() if (interp or not half) else None,
     }
 
 
@@ -230,7 +233,8 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
 def _gram_distance_op(fake: Tensor, real: Tensor, reduction: str,
                       save_diff: bool) -> tuple[Tensor, Tensor]:
     require_triton_path(fake, "gram_distance")
-    per_sample, diff = _forward_launch(fake, real, save_diff)
+    with device_guard(fake):
+        per_sample, diff = _forward_launch(fake, real, save_diff)
     return _reduce(per_sample, reduction), diff
 
 
@@ -246,9 +250,10 @@ def _(fake, real, reduction, save_diff):
 def _gram_distance_backward_op(grad: Tensor, diff: Tensor, fake: Tensor, real: Tensor,
                                reduction: str) -> Tensor:
     require_triton_path(fake, "gram_distance backward")
-    if diff.numel() == 0:  # forward ran without save_diff (direct op call): recompute D once
-        diff = _forward_launch(fake, real, True)[1]
-    return _backward_launch(grad, diff, fake, reduction)
+    with device_guard(fake):
+        if diff.numel() == 0:  # forward ran without save_diff (direct op call): recompute D once
+            diff = _forward_launch(fake, real, True)[1]
+        return _backward_launch(grad, diff, fake, reduction)
 
 
 @_gram_distance_backward_op.register_fake
