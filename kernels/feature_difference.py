@@ -204,6 +204,8 @@ def _check_inputs(fake: Tensor, real: Tensor, weight: Tensor | None, reduction: 
     if fake.dim() != 4:
         raise ValueError(f"feature_difference expects (N, C, h, w) feature maps, got shape "
                          f"{tuple(fake.shape)}")
+    if fake.numel() == 0:
+        raise ValueError(f"feature_difference needs non-empty feature maps, got shape {tuple(fake.shape)}")
     if fake.shape != real.shape:
         raise ValueError(f"fake and real must have the same shape, got {tuple(fake.shape)} "
                          f"and {tuple(real.shape)}")

@@ -283,6 +283,8 @@ def _check_inputs(fake: Tensor, real: Tensor, reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if fake.dim() != 4:
         raise ValueError(f"gram_distance expects (N, C, H, W) feature maps, got shape {tuple(fake.shape)}")
+    if fake.numel() == 0:
+        raise ValueError(f"gram_distance needs non-empty feature maps, got shape {tuple(fake.shape)}")
     if fake.shape != real.shape:
         raise ValueError(f"fake and real must have the same shape, got {tuple(fake.shape)} "
                          f"and {tuple(real.shape)}")

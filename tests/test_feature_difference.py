@@ -120,6 +120,8 @@ def test_bad_inputs_say_what_is_wrong():
         feature_difference(a, a, torch.rand(2, 1, 4, 4))
     with pytest.raises(ValueError, match="reduction"):
         feature_difference(a, a, reduction="max")
+    with pytest.raises(ValueError, match="non-empty"):
+        feature_difference(a[:, :0], a[:, :0])
 
 
 @pytest.mark.gpu

@@ -60,6 +60,13 @@ def test_channels_last_inputs_and_gradient_layout():
     _check(fake_cl, real, "sum", 1e-5)
 
 
+def test_strided_channel_slice_input():
+    # Not channels-last, not contiguous: every other channel of a larger map (read in place).
+    big, real = _pair((2, 38, 3, 4), torch.float32)
+    fake = big[:, ::2]
+    _check(fake, real[:, ::2], "mean", 1e-5)
+
+
 def test_real_gets_no_gradient_and_equal_inputs_give_zero():
     fake, real = _pair((1, 17, 2, 3), torch.float32)
     real.requires_grad_()
@@ -117,6 +124,8 @@ def test_bad_inputs_say_what_is_wrong():
         gram_distance(a, a, "max")
     with pytest.raises(ValueError, match="dtype"):
         gram_distance(a.double(), a.double())
+    with pytest.raises(ValueError, match="non-empty"):
+        gram_distance(a[:0], a[:0])
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         gram_distance(a[0], a[0])
 
