@@ -53,7 +53,7 @@ def _feature_diff_partials(f_ptr, r_ptr, w_ptr, partial_ptr, C, HW, partial_stri
     tl.store(partial_ptr + n * partial_stride + pid_c * tl.num_programs(1) + pid_k, total)
 
 
-def _feature_diff_grad(f_ptr, r_ptr, w_ptr, scale_ptr, g_ptr, C, HW,
+def _feature_diff_grad(f_ptr, r_ptr, w_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                        sf_n, sf_c, sf_k, sr_n, sr_c, sr_k, sw_n, sw_c, sw_k, sg_n, sg_c, sg_k,
                        HAS_WEIGHT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_c = tl.program_id(0)
@@ -66,7 +66,8 @@ def _feature_diff_grad(f_ptr, r_ptr, w_ptr, scale_ptr, g_ptr, C, HW,
                 mask=mask, other=0.0).to(tl.float32)
     r = tl.load(r_ptr + n * sr_n + offs_c[:, None] * sr_c + offs_k[None, :] * sr_k,
                 mask=mask, other=0.0).to(tl.float32)
-    g = (f - r) * (2.0 * tl.load(scale_ptr + n))
+    # 2·(incoming gradient of sample n; stride 0 for a scalar loss)·(1 or 1/numel).
+    g = (f - r) * (2.0 * scale * tl.load(dloss_ptr + n * dloss_stride).to(tl.float32))
     if HAS_WEIGHT:
         w = tl.load(w_ptr + n * sw_n + offs_c[:, None] * sw_c + offs_k[None, :] * sw_k,
                     mask=mask, other=0.0).to(tl.float32)
@@ -123,14 +124,6 @@ def _forward_launch(fake: Tensor, real: Tensor, weight: Tensor | None) -> Tensor
     return partial.sum(1)
 
 
-def _grad_scale(grad: Tensor, fake: Tensor, reduction: str) -> Tensor:
-    n = fake.shape[0]
-    g = grad.float()
-    if reduction == "per_sample":
-        return g.contiguous()
-    return (g / fake.numel() if reduction == "mean" else g).expand(n).contiguous()
-
-
 def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | None,
                      reduction: str) -> Tensor:
     n, c, h, w = fake.shape
@@ -138,13 +131,14 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
     out = torch.empty_like(fake)  # keeps channels-last for dense inputs
     f3, r3, g3 = _as_matrices(fake), _as_matrices(real), _as_matrices(out)
     w3, w_strides = _weight_args(weight, f3)
-    scale = _grad_scale(grad, fake, reduction)
+    dloss_stride = grad.stride(0) if reduction == "per_sample" else 0
+    scale = 1.0 / fake.numel() if reduction == "mean" else 1.0
 
     def grid(meta):
         return (cdiv(c, meta["BLOCK_C"]), cdiv(hw, meta["BLOCK_K"]), n)
 
-    _GRAD.launch(grid, f3, r3, w3, scale, g3, c, hw, *f3.stride(), *r3.stride(), *w_strides,
-                 *g3.stride(), HAS_WEIGHT=weight is not None)
+    _GRAD.launch(grid, f3, r3, w3, grad, dloss_stride, scale, g3, c, hw,
+                 *f3.stride(), *r3.stride(), *w_strides, *g3.stride(), HAS_WEIGHT=weight is not None)
     return out
 
 

@@ -94,7 +94,7 @@ def _gram_diff_tiles(f_ptr, r_ptr, partial_ptr, diff_ptr, C, HW, partial_stride,
         tl.store(d_base + offs_j[None, :] * C + offs_i[:, None], d, mask=m_ij)
 
 
-def _gram_grad(diff_ptr, f_ptr, scale_ptr, g_ptr, C, HW,
+def _gram_grad(diff_ptr, f_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                sf_n, sf_c, sf_k, sg_n, sg_c, sg_k,
                UPCAST: tl.constexpr, DOWNCAST_DIFF: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -120,8 +120,8 @@ def _gram_grad(diff_ptr, f_ptr, scale_ptr, g_ptr, C, HW,
         if DOWNCAST_DIFF:  # half inputs on a GPU: tensor-core product, fp32 accumulation
             d = d.to(f.dtype)
         acc = tl.dot(d, f, acc, input_precision=PRECISION)
-    scale = tl.load(scale_ptr + n)
-    g = acc * scale
+    # Incoming gradient of sample n (stride 0 for a scalar loss) times 4/K (/N for "mean").
+    g = acc * (tl.load(dloss_ptr + n * dloss_stride).to(tl.float32) * scale)
     tl.store(g_ptr + n * sg_n + offs_m[:, None] * sg_c + offs_n[None, :] * sg_k,
              g.to(g_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -191,14 +191,10 @@ def _forward_launch(fake: Tensor, real: Tensor, save_diff: bool) -> tuple[Tensor
     return partial.sum(1), diff
 
 
-def _grad_scale(grad: Tensor, n: int, c: int, hw: int, reduction: str) -> Tensor:
-    """Per-sample factor 4/K · dloss/dL_n, (N,) float32."""
-    g = grad.float()
-    if reduction == "per_sample":
-        per = g
-    else:
-        per = (g / n if reduction == "mean" else g).expand(n)
-    return (per * (4.0 / (c * hw))).contiguous()
+def _grad_scale(grad: Tensor, n: int, c: int, hw: int, reduction: str) -> tuple[Tensor, int, float]:
+    """(incoming gradient, its per-sample stride, factor): dL/dF_n = factor·grad[n]·D_n·F_n."""
+    factor = 4.0 / (c * hw) / (n if reduction == "mean" else 1)
+    return grad, (grad.stride(0) if reduction == "per_sample" else 0), factor
 
 
 def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -> Tensor:
@@ -209,14 +205,14 @@ def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -
     if g3.data_ptr() != out.data_ptr() or not g3._is_view():  # pragma: no cover - defensive
         out = torch.empty_like(fake, memory_format=torch.contiguous_format)
         g3 = _as_matrices(out)
-    scale = _grad_scale(grad, n, c, hw, reduction)
+    dloss, dloss_stride, scale = _grad_scale(grad, n, c, hw, reduction)
     flags = _dot_flags(fake.dtype)
     downcast = not flags["UPCAST"] and fake.dtype in (torch.float16, torch.bfloat16)
 
     def grid(meta):
         return (cdiv(c, meta["BLOCK_M"]), cdiv(hw, meta["BLOCK_N"]), n)
 
-    _GRAD.launch(grid, diff, f3, scale, g3, c, hw, *f3.stride(), *g3.stride(),
+    _GRAD.launch(grid, diff, f3, dloss, dloss_stride, scale, g3, c, hw, *f3.stride(), *g3.stride(),
                  DOWNCAST_DIFF=downcast, **flags)
     return out
 

@@ -67,6 +67,15 @@ def test_channels_last_inputs_weight_and_gradient_layout():
     _check(fake_cl, real_cl, None, "mean", 1e-5)
 
 
+def test_per_sample_losses_summed_later():
+    # The incoming gradient is then an expanded (stride-0) tensor.
+    fake, real, weight = _inputs((3, 17, 2, 2), torch.float32, "full")
+    (g,) = torch.autograd.grad(feature_difference(fake, real, weight, "per_sample").sum() * 2, fake)
+    ref = feature_distance_reference(fake, real, weight, "per_sample").sum() * 2
+    (g_ref,) = torch.autograd.grad(ref, fake)
+    _close(g, g_ref, 1e-5)
+
+
 def test_weight_zero_masks_out_and_weight_gets_no_gradient():
     fake, real, weight = _inputs((1, 5, 2, 3), torch.float32, "full")
     weight.zero_()

@@ -76,6 +76,14 @@ def test_real_gets_no_gradient_and_equal_inputs_give_zero():
     assert gram_distance(same, same.clone(), "per_sample").abs().max() < 1e-12
 
 
+def test_per_sample_losses_summed_later():
+    # The incoming gradient is then an expanded (stride-0) tensor.
+    fake, real = _pair((3, 17, 2, 2), torch.float32)
+    (g,) = torch.autograd.grad(gram_distance(fake, real, "per_sample").sum() * 2, fake)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "per_sample").sum() * 2, fake)
+    _close(g, g_ref, 1e-5)
+
+
 def test_no_grad_forward_matches():
     fake, real = _pair((2, 20, 2, 2), torch.float32)
     with torch.no_grad():
