@@ -23,6 +23,7 @@ import torch
 
 from nfinpaint.kernels.feature_difference import feature_difference
 from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
+from nfinpaint import ops as nfi_ops
 from nfinpaint.ops import feature_distance_reference
 from timing import measure, print_table
 
@@ -90,6 +91,18 @@ def test_gram_forward_backward(dtype):
                         "speed-up vs compiled ref", f"nominal {FLOP_UNIT}"], rows)
 
 
+def _cpp_feature_distance_usable(fake, real, weight) -> bool:
+    """The compiled feature_distance op, when this checkout has it built, for comparison."""
+    if not hasattr(nfi_ops, "feature_distance"):
+        return False
+    try:
+        nfi_ops.feature_distance(fake[:1], real[:1], weight[:1])
+    except (RuntimeError, NotImplementedError) as err:  # extension not built for this device
+        print(f"C++/CUDA feature_distance not timed: {err}")
+        return False
+    return True
+
+
 def test_feature_difference_forward_backward():
     torch.manual_seed(0)
     compiled_ref = torch.compile(feature_distance_reference)
@@ -104,11 +117,14 @@ def test_feature_difference_forward_backward():
                  ("reference (compiled)", lambda a, b: compiled_ref(a, b, weight))]
         if ON_GPU:
             impls.append(("triton", lambda a, b: feature_difference(a, b, weight)))
+        if _cpp_feature_distance_usable(fake, real, weight):
+            impls.append(("C++/CUDA op (nfinpaint.ops.feature_distance)",
+                          lambda a, b: nfi_ops.feature_distance(a, b, weight)))
         times = {name: measure(_fwd_bwd(fn, fake, real), device=DEVICE, **REPS) for name, fn in impls}
         base = times["reference (compiled)"].median_ms
         for name, t in times.items():
             gbs = moved / (t.median_ms * 1e-3) / 1e9
-            rows.append([label, name, t.median_ms, f"{base / t.median_ms:.2f}x", f"{gbs:.0f}"])
+            rows.append([label, name, t.median_ms, f"{base / t.median_ms:.2f}x", f"{gbs:.1f}"])
         if not ON_GPU:
             rows.append([label, "triton", "skipped", TRITON_SKIP, "-"])
         del fake, real
