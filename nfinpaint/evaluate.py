@@ -385,7 +385,7 @@ def versions() -> dict[str, str | None]:
     except ImportError:
         cv2_version = None
     return {"python": platform.python_version(), "nfinpaint": nfinpaint.__version__,
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "numpy": numpy.__version__, "scipy": scipy.__version__,
             "scikit-image": skimage.__version__, "opencv": cv2_version,
             "cuda": torch.version.cuda,
