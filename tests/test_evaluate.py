@@ -266,3 +266,23 @@ def test_argparse_rejects_unknown_mask_kind(capsys):
         evaluate.main(["--masks", "triangle"])
     assert info.value.code == 2
     assert "invalid choice: 'triangle'" in capsys.readouterr().err
+
+
+def test_comparison_grid_layout_and_cells():
+    from nfinpaint import figures
+
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 8, 8, generator=g)
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, 2:5, 3:6] = 1
+    filled = {"A": torch.rand(2, 3, 8, 8, generator=g)}
+    grid = figures.comparison_grid(images, masks, filled, scale=4)
+    cell = 8 * 4
+    assert grid.size == (3 * (cell + figures.GAP) + figures.GAP, figures.HEADER + 2 * (cell + figures.GAP) + figures.GAP)
+    pixels = np.asarray(grid)
+    # second row, masked column: the hole is white, the rest is the original, enlarged 4x
+    top, left = figures.HEADER + cell + figures.GAP, 2 * figures.GAP + cell
+    masked = pixels[top:top + cell, left:left + cell]
+    expected = (figures.masked_view(images[1], masks[1]).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(masked[::4, ::4], expected)
+    assert (masked[2 * 4:5 * 4, 3 * 4:6 * 4] == 255).all()
