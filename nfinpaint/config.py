@@ -173,6 +173,9 @@ def _field_type(name: str) -> type:
     return type(getattr(TrainConfig(), name))
 
 
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def coerce(name: str, value: Any, origin: str = "") -> Any:
     """Check (and for strings from the command line, parse) ``value`` for config key ``name``."""
     where = f" in {origin}" if origin else ""
@@ -188,7 +191,7 @@ def coerce(name: str, value: Any, origin: str = "") -> Any:
                 return text in ("true", "1", "yes")
             return kind(text)
         except ValueError:
-            raise ConfigError(f"config key {name!r}{where} needs a {kind.__name__}, got {value!r}") from None
+            raise ConfigError(f"config key {name!r}{where} needs {_KIND_WORDS[kind]}, got {value!r}") from None
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"config key {name!r}{where} needs true or false, got {value!r}")
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -196,7 +199,7 @@ def coerce(name: str, value: Any, origin: str = "") -> Any:
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {name!r}{where} needs a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"config key {name!r}{where} needs {_KIND_WORDS[kind]}, got {value!r}")
     return value
 
 

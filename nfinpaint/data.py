@@ -25,6 +25,7 @@ instead.  Validation items are fixed crops, never augmented.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -60,7 +61,8 @@ class DataWarning(UserWarning):
 # --------------------------------------------------------------------------- sources
 
 
-def _embedded_arrays() -> list[tuple[str, np.ndarray]]:
+@functools.lru_cache(maxsize=1)
+def _embedded_arrays() -> tuple[tuple[str, np.ndarray], ...]:
     import skimage.data  # noqa: PLC0415  (optional until the default set is asked for)
 
     out = []
@@ -68,12 +70,14 @@ def _embedded_arrays() -> list[tuple[str, np.ndarray]]:
         array = getattr(skimage.data, name)()
         if isinstance(array, tuple):  # stereo_motorcycle: (left, right, disparity); the left view only
             array = array[0]
-        out.append((f"skimage.data.{name}", np.ascontiguousarray(array[..., :3])))
-    return out
+        array = np.ascontiguousarray(array[..., :3])
+        array.flags.writeable = False  # cached and shared
+        out.append((f"skimage.data.{name}", array))
+    return tuple(out)
 
 
 def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0).contiguous()
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
 def find_image_files(data_dir: str | os.PathLike) -> list[Path]:

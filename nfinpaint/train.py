@@ -69,7 +69,8 @@ def versions() -> dict[str, str]:
     out["nfinpaint._C"] = _extension.build_info()["backends"] if _extension.is_built() else "not built"
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
-    return out
+    # plain str: torch.__version__ is a str subclass that weights_only loading refuses
+    return {key: str.__str__(value) for key, value in out.items()}
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -234,6 +235,11 @@ class Trainer:
                 generated = self.g_ddp(masked, mask)
         composite, l2 = losses.composite_and_l2(generated.float(), real, mask, cfg.use_custom_ops,
                                                 reduction=cfg.loss_reduction)
+        if stage == "joint":
+            # Under torch.compile one graph is one autograd node: without this break the
+            # discriminator's backward would free the generator's saved tensors before the
+            # generator's own backward needs them.
+            torch._dynamo.graph_break()
         if stage != "generator":
             d_loss = self._d_loss(real, composite.detach(), mask)
             self.opt_d.zero_grad(set_to_none=True)
@@ -340,6 +346,7 @@ def build_feature_net(config: TrainConfig):
     """The frozen VGG-19 of the feature loss (FeatureWeightsError when its weights can't be had)."""
     from nfinpaint.feature_net import VGGFeatures  # noqa: PLC0415
 
+    torch.manual_seed(config.seed)  # "random" weights: the same ones again when a run resumes
     with warnings.catch_warnings():
         # the "random weights" warning is repeated in the run's own log lines, marked there
         warnings.simplefilter("ignore", UserWarning)
@@ -444,14 +451,15 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
 
     def evaluate(step: int) -> None:
         nonlocal last_val
-        if not info.is_main or len(val_ds) == 0:
-            return
-        last_val = trainer.validate(val_loader)
-        log.write({"kind": "val", "step": step, **last_val})
-        if sample_batch is not None:
+        if info.is_main and len(val_ds):
+            last_val = trainer.validate(val_loader)
+            log.write({"kind": "val", "step": step, **last_val})
+
+    def samples(step: int) -> None:
+        if info.is_main and sample_batch is not None:
             center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
-            filled = trainer.fill(sample_batch, center)
-            save_samples(samples_dir / f"step_{step:07d}.png", sample_batch, center, filled)
+            save_samples(samples_dir / f"step_{step:07d}.png", sample_batch, center,
+                         trainer.fill(sample_batch, center))
 
     def checkpoint(step: int) -> Path | None:
         if not info.is_main:
@@ -477,6 +485,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
                mininterval=1.0, desc="train")
     if start == 0:
         evaluate(0)
+        samples(0)
     step = start
     interrupted = False
     window_start, window_images = time.perf_counter(), 0
@@ -506,6 +515,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
                 evaluate(step)
                 if last_val:
                     bar.set_description(f"train (val hole PSNR {last_val['val_psnr_hole']:.2f} dB)", refresh=False)
+            if step % config.sample_every == 0 or step == config.steps:
+                samples(step)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 checkpoint(step)
         bar.close()
