@@ -12,10 +12,10 @@
 namespace nfinpaint {
 
 // ---- composite_l2 ----
-// composite = m*g + (1-m)*t, written as t + m*(g-t): one multiply-add, and
-// exactly g where m == 1 and t where m == 0.
+// composite = m*g + (1-m)*t; this form (not t + m*(g-t)) gives exactly g where
+// m == 1 and exactly t where m == 0.
 template <typename T>
-NFI_HD T composite_value(T g, T t, T m) { return t + m * (g - t); }
+NFI_HD T composite_value(T g, T t, T m) { return m * g + (T(1) - m) * t; }
 
 // Squared error of one element inside the (soft) hole: m*(g-t)^2.
 template <typename T>
