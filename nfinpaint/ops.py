@@ -90,8 +90,11 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
     _check_reduction(reduction)
     if not _BUILT:
         _extension.require()
-    composite, sq_err, count = torch.ops.nfinpaint.composite_l2.default(
-        generated, target.to(generated.dtype), mask.to(generated.dtype))
+    if target.dtype != generated.dtype:
+        target = target.to(generated.dtype)
+    if mask.dtype != generated.dtype:
+        mask = mask.to(generated.dtype)
+    composite, sq_err, count = torch.ops.nfinpaint.composite_l2.default(generated, target, mask)
     if reduction == "sum":
         return composite, sq_err.sum()
     if reduction == "per_sample":
@@ -105,9 +108,11 @@ def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
     _check_reduction(reduction)
     if not _BUILT:
         _extension.require()
-    if weight is not None:
+    if real.dtype != fake.dtype:
+        real = real.to(fake.dtype)
+    if weight is not None and weight.dtype != fake.dtype:
         weight = weight.to(fake.dtype)
-    per_sample = torch.ops.nfinpaint.feature_distance.default(fake, real.to(fake.dtype), weight)
+    per_sample = torch.ops.nfinpaint.feature_distance.default(fake, real, weight)
     if reduction == "per_sample":
         return per_sample
     total = per_sample.sum()

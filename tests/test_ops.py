@@ -213,6 +213,12 @@ def test_feature_distance_edge_cases():
     assert ops.feature_distance(f0, r0).item() == 0
 
 
+def test_feature_distance_converts_real_and_weight_to_fake_dtype():
+    f, r, w = make_inputs((2, 4, 3, 5), torch.bfloat16, 1, channels_last=True, soft=True, seed=24)
+    loss = ops.feature_distance(f, r.float(), w.double(), "per_sample")
+    torch.testing.assert_close(loss, ops.feature_distance_reference(f, r, w, "per_sample"), rtol=LOSS_RTOL, atol=0)
+
+
 def test_feature_distance_real_and_weight_get_no_gradient():
     f, r, w = make_inputs((2, 4, 3, 3), seed=14)
     for x in (f, r, w):
