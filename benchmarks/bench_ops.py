@@ -1,0 +1,120 @@
+"""Fused loss ops (nfinpaint.ops) vs their PyTorch references, forward+backward.
+
+Run: ``pytest benchmarks/bench_ops.py -s`` (``NFI_BENCH_REPS`` sets the timed
+repetitions, default 5; ``NFI_BENCH_THREADS`` the CPU threads, default torch's).  For each op and training size it prints
+the median time of one forward+backward step of the fused op, the eager
+reference and the ``torch.compile``d reference, the ratios reference/fused
+(>1: fused is faster), and the GB/s achieved against the bytes the step must
+move at the least (every input read once and every output written once, in
+forward and in backward).  Times are only compared within one run.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import pytest
+import torch
+from timing import measure, print_table
+
+from nfinpaint import _extension, ops
+
+pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
+
+REPS = int(os.environ.get("NFI_BENCH_REPS", "5"))
+# On a machine shared with other jobs, more threads than idle cores makes every
+# parallel region wait for descheduled threads; NFI_BENCH_THREADS=1 measures the
+# single-core work instead.
+THREADS = int(os.environ.get("NFI_BENCH_THREADS", "0")) or torch.get_num_threads()
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.bfloat16]}
+
+
+def composite_step(fn, g, t, m, probe):
+    """Training's use: the loss and the composite (seen by the discriminators) both get gradients."""
+    g.grad = None
+    composite, loss = fn(g, t, m)
+    torch.autograd.backward([composite, loss], [probe, torch.ones_like(loss)])
+
+
+def feature_step(fn, f, r, w):
+    f.grad = None
+    fn(f, r, w).backward()
+
+
+def bytes_composite(g, m):
+    # forward: read g, t, m; write composite.  backward: read grad_composite, g, t, m; write grad.
+    return 7 * g.numel() * g.element_size() + 2 * m.numel() * m.element_size()
+
+
+def bytes_feature(f, w):
+    # forward: read f, r, w.  backward: read f, r, w; write grad.
+    return 5 * f.numel() * f.element_size() + 2 * w.numel() * w.element_size()
+
+
+def medians_ms(fns, device):
+    """Median ms of each fn. On the CPU the fns take turns rep by rep, so that load
+    from other jobs on a shared machine falls on all of them alike."""
+    if device != "cpu":
+        return {label: measure(fn, device=device, warmup=2, reps=REPS).median_ms for label, fn in fns.items()}
+    for fn in fns.values():
+        for _ in range(2):
+            fn()
+    samples = {label: [] for label in fns}
+    for _ in range(REPS):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[label].append((time.perf_counter() - start) * 1e3)
+    return {label: statistics.median(times) for label, times in samples.items()}
+
+
+def run_case(device, name, shape_str, step, fused, reference, args, nbytes):
+    torch._dynamo.reset()
+    compiled = torch.compile(reference)
+    step(compiled, *args)  # compile outside the timing
+    times = medians_ms({label: (lambda f=f: step(f, *args)) for label, f in
+                        (("fused", fused), ("eager ref", reference), ("compiled ref", compiled))}, device)
+    fused_ms = times["fused"]
+    gbps = lambda ms: nbytes / (ms * 1e-3) / 1e9  # noqa: E731
+    return [name, shape_str, f"{nbytes / 1e6:.1f}", fused_ms, times["eager ref"], times["compiled ref"],
+            f"{times['eager ref'] / fused_ms:.2f}x", f"{times['compiled ref'] / fused_ms:.2f}x",
+            f"{gbps(fused_ms):.1f}", f"{gbps(times['compiled ref']):.1f}"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_fused_losses(device):
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        bench_fused_losses(device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def bench_fused_losses(device):
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for dtype in DTYPES[device]:
+        for size in (24, 64):
+            shape = (64, 3, size, size)
+            g = torch.rand(shape, generator=gen).to(device, dtype).requires_grad_()
+            t = torch.rand(shape, generator=gen).to(device, dtype)
+            m = (torch.rand((64, 1, size, size), generator=gen) > 0.5).to(device, dtype)
+            probe = torch.rand(shape, generator=gen).to(device, dtype)
+            rows.append(run_case(device, f"composite_l2 {str(dtype)[6:]}", "x".join(map(str, shape)), composite_step,
+                                 ops.composite_l2, ops.composite_l2_reference, (g, t, m, probe),
+                                 bytes_composite(g, m)))
+        for size in (6, 16):  # VGG-19 relu3_x of 24x24 and 64x64 images: 256 channels at 1/4 resolution
+            shape = (64, 256, size, size)
+            f = torch.randn(shape, generator=gen).to(device, dtype).requires_grad_()
+            r = torch.randn(shape, generator=gen).to(device, dtype)
+            w = torch.rand((64, 1, size, size), generator=gen).to(device, dtype)
+            rows.append(run_case(device, f"feature_distance {str(dtype)[6:]}", "x".join(map(str, shape)),
+                                 feature_step, ops.feature_distance, ops.feature_distance_reference,
+                                 (f, r, w), bytes_feature(f, w)))
+    threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
+    print_table(f"Fused losses, forward+backward on {device}{threads} (median ms of {REPS} reps)",
+                ["op", "shape", "MB moved", "fused ms", "eager ref ms", "compiled ref ms", "eager/fused",
+                 "compiled/fused", "fused GB/s", "compiled GB/s"], rows)
