@@ -11,7 +11,12 @@
 namespace nfinpaint::patchmatch {
 
 namespace {
-constexpr int64_t kPixelGrain = 64;  // active pixels per parallel task (each costs tens of patch SSDs)
+// Active pixels per parallel task: each costs tens of patch SSDs (~2 us), so a
+// task is ~10 ms. Every pass ends in a barrier; on a loaded 2-core machine a
+// barrier waits for a descheduled thread (a time slice), so small searches
+// (e.g. a 64x64 hole) stay on one thread and only large ones fan out.
+constexpr int64_t kPixelGrain = 4096;
+constexpr int64_t kCheapGrain = 32768;  // init / normalise / vote: cheap per pixel
 
 void check_image(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 3 && t.size(0) > 0 && t.size(1) > 0 && t.size(2) > 0, "patchmatch: ", name,
@@ -61,6 +66,11 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
   TORCH_CHECK(out.usable_list.numel() > 0,
               "patchmatch: no usable source patch (every centre is forbidden or too close to the border)");
   out.active_list = at::nonzero(active.flatten()).squeeze(1).to(at::kInt).contiguous();
+  if (out.active_list.numel() > 0) {
+    const at::Tensor rows = at::nonzero(active.any(1)), cols = at::nonzero(active.any(0));
+    out.active_extent = std::max(rows.max().item<int64_t>() - rows.min().item<int64_t>(),
+                                 cols.max().item<int64_t>() - cols.min().item<int64_t>()) + 1;
+  }
   if (init_field.has_value() && init_field->defined()) {
     const at::Tensor& init = *init_field;
     TORCH_CHECK(init.dim() == 3 && init.size(0) == ht && init.size(1) == wt && init.size(2) == 2,
@@ -87,11 +97,10 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
   return out;
 }
 
-std::vector<int32_t> jump_steps(int64_t iteration, int64_t target_h, int64_t target_w) {
-  const int64_t extent = std::max(target_h, target_w);
+std::vector<int32_t> jump_steps(int64_t iteration, int64_t extent, bool from_scratch) {
   int32_t step = 1;
   while (2 * static_cast<int64_t>(step) < extent) step *= 2;
-  if (iteration > 0) step = std::min(step, kLaterMaxStep);
+  if (iteration > 0 || !from_scratch) step = std::min(step, kLaterMaxStep);
   std::vector<int32_t> steps;
   for (; step >= 1; step /= 2) steps.push_back(step);
   return steps;
@@ -129,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor> nnf_cpu(const at::Tensor& target, const at::T
   {
     int32_t* f = field.data_ptr<int32_t>();
     float* c = cost.data_ptr<float>();
-    at::parallel_for(0, ht * wt, 1024, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, ht * wt, kCheapGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) init_pixel(p, static_cast<int32_t>(i), init, act[i], f, c);
     });
   }
@@ -138,27 +147,26 @@ std::tuple<at::Tensor, at::Tensor> nnf_cpu(const at::Tensor& target, const at::T
   // Double buffers for the Jacobi propagation; inactive pixels are equal in both.
   at::Tensor field_next = field.clone(), cost_next = cost.clone();
   for (int64_t it = 0; it < iterations && n_active > 0; ++it) {
-    for (const int32_t step : jump_steps(it, ht, wt)) {
+    for (const int32_t step : jump_steps(it, prep.active_extent, !prep.init.defined())) {
       const int32_t* fi = field.data_ptr<int32_t>();
       const float* ci = cost.data_ptr<float>();
       int32_t* fo = field_next.data_ptr<int32_t>();
       float* co = cost_next.data_ptr<float>();
+      const bool search = step == 1;  // the pass's last step: random search follows per pixel
       at::parallel_for(0, n_active, kPixelGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) propagate_pixel(p, list[k], step, fi, ci, fo, co);
+        for (int64_t k = begin; k < end; ++k) {
+          propagate_pixel(p, list[k], step, fi, ci, fo, co);
+          if (search) search_pixel(p, list[k], static_cast<int32_t>(it), fo, co);
+        }
       });
       std::swap(field, field_next);
       std::swap(cost, cost_next);
     }
-    int32_t* f = field.data_ptr<int32_t>();
-    float* c = cost.data_ptr<float>();
-    at::parallel_for(0, n_active, kPixelGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) search_pixel(p, list[k], static_cast<int32_t>(it), f, c);
-    });
   }
   at::Tensor dist = at::empty_like(cost);
   const float* c = cost.data_ptr<float>();
   float* d = dist.data_ptr<float>();
-  at::parallel_for(0, ht * wt, 4096, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, ht * wt, kCheapGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) d[i] = normalised_cost(p, static_cast<int32_t>(i), c[i]);
   });
   return {field, dist};
@@ -176,7 +184,7 @@ at::Tensor vote_cpu(const at::Tensor& image, const at::Tensor& field, const at::
   const float* wp = w.data_ptr<float>();
   const bool* mp = m.data_ptr<bool>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, static_cast<int64_t>(h) * wd, 1024, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, static_cast<int64_t>(h) * wd, kCheapGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) vote_pixel(ip, h, wd, ch, r, fp, wp, mp, static_cast<int32_t>(i), op);
   });
   return out;

@@ -24,16 +24,14 @@ __global__ void init_kernel(Problem p, int32_t n, const int32_t* init, const boo
   if (i < n) init_pixel(p, static_cast<int32_t>(i), init, active[i], field, cost);
 }
 
-__global__ void propagate_kernel(Problem p, const int32_t* list, int32_t n, int32_t step, const int32_t* field_in,
-                                 const float* cost_in, int32_t* field_out, float* cost_out) {
+// search_iteration >= 0: the random search of that iteration follows the
+// propagation, per pixel (it touches only the pixel's own output entries).
+__global__ void propagate_kernel(Problem p, const int32_t* list, int32_t n, int32_t step, int32_t search_iteration,
+                                 const int32_t* field_in, const float* cost_in, int32_t* field_out, float* cost_out) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k < n) propagate_pixel(p, list[k], step, field_in, cost_in, field_out, cost_out);
-}
-
-__global__ void search_kernel(Problem p, const int32_t* list, int32_t n, int32_t iteration, int32_t* field,
-                              float* cost) {
-  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k < n) search_pixel(p, list[k], iteration, field, cost);
+  if (k >= n) return;
+  propagate_pixel(p, list[k], step, field_in, cost_in, field_out, cost_out);
+  if (search_iteration >= 0) search_pixel(p, list[k], search_iteration, field_out, cost_out);
 }
 
 __global__ void normalise_kernel(Problem p, int32_t n, const float* cost, float* dist) {
@@ -70,17 +68,15 @@ std::tuple<at::Tensor, at::Tensor> nnf_cuda(const at::Tensor& target, const at::
   const int32_t* list = prep.active_list.data_ptr<int32_t>();
   at::Tensor field_next = field.clone(), cost_next = cost.clone();
   for (int64_t it = 0; it < iterations && n_active > 0; ++it) {
-    for (const int32_t step : jump_steps(it, ht, wt)) {
+    for (const int32_t step : jump_steps(it, prep.active_extent, !prep.init.defined())) {
+      const int32_t search_iteration = step == 1 ? static_cast<int32_t>(it) : -1;
       propagate_kernel<<<blocks_for(n_active), kThreads, 0, stream>>>(
-          p, list, n_active, step, field.data_ptr<int32_t>(), cost.data_ptr<float>(), field_next.data_ptr<int32_t>(),
-          cost_next.data_ptr<float>());
+          p, list, n_active, step, search_iteration, field.data_ptr<int32_t>(), cost.data_ptr<float>(),
+          field_next.data_ptr<int32_t>(), cost_next.data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       std::swap(field, field_next);
       std::swap(cost, cost_next);
     }
-    search_kernel<<<blocks_for(n_active), kThreads, 0, stream>>>(p, list, n_active, static_cast<int32_t>(it),
-                                                                 field.data_ptr<int32_t>(), cost.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   at::Tensor dist = at::empty_like(cost);
   normalise_kernel<<<blocks_for(n_pixels), kThreads, 0, stream>>>(p, n_pixels, cost.data_ptr<float>(),

@@ -25,8 +25,11 @@ namespace nfinpaint::patchmatch {
 
 constexpr float kInf = __builtin_huge_valf();
 // Jump-flooding propagation: steps max_step, max_step/2, ..., 1. The first
-// iteration starts from the largest power of two below max(H, W) (global
-// reach in log2 passes); later ones from kLaterMaxStep (local refinement).
+// iteration of a search from scratch (no initial field) starts from the
+// largest power of two below the active region's bounding-box extent (global
+// reach in log2 passes); later iterations, and every iteration of a search
+// that continues from an initial field, from kLaterMaxStep (local refinement). The random search of an iteration runs in
+// the same pass as its step-1 propagation, right after it, for each pixel.
 constexpr int32_t kLaterMaxStep = 8;
 
 struct Problem {
@@ -269,6 +272,7 @@ struct Prepared {
   at::Tensor usable_list;      // int32 linear indices of usable centres
   at::Tensor active_list;      // int32 linear indices of active target pixels
   at::Tensor init;             // contiguous int32 (Ht, Wt, 2) or undefined
+  int64_t active_extent = 0;   // max side of the active pixels' bounding box
   Problem problem;
 };
 
@@ -278,8 +282,9 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
                      const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
                      int64_t iterations, int64_t seed);
 
-// Jump steps of one iteration, largest first.
-std::vector<int32_t> jump_steps(int64_t iteration, int64_t target_h, int64_t target_w);
+// Jump steps of one iteration, largest first; extent = max side of the
+// active pixels' bounding box; from_scratch = no initial field was given.
+std::vector<int32_t> jump_steps(int64_t iteration, int64_t extent, bool from_scratch);
 
 void check_vote(const at::Tensor& image, const at::Tensor& field, const at::Tensor& weight, const at::Tensor& hole,
                 int64_t patch_size);
