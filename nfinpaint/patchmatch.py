@@ -176,10 +176,12 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
 
 # ---------------------------------------------------------------- hole filling
 def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """(H, W) bool -> pixels within a (2r+1)^2 square of a True pixel."""
+    """(H, W) bool -> pixels within a (2r+1)^2 square of a True pixel (separable: rows, then columns)."""
     if radius == 0:
         return mask
-    return F.max_pool2d(mask[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
+    k = 2 * radius + 1
+    m = F.max_pool2d(mask[None, None].float(), (1, k), 1, (0, radius))
+    return F.max_pool2d(m, (k, 1), 1, (radius, 0))[0, 0] > 0
 
 
 def _halve(image: Tensor, hole: Tensor) -> tuple[Tensor, Tensor]:
@@ -206,8 +208,7 @@ def _pyramid(image: Tensor, hole: Tensor, patch_size: int) -> list[tuple[Tensor,
     levels = [(image, hole)]
     while True:
         img, m = levels[-1]
-        known_near = F.max_pool2d((~m)[None, None].float(), patch_size, 1, r)[0, 0] > 0
-        if bool(known_near[m].all()):
+        if bool(_dilate(~m, r)[m].all()):
             break
         nxt = _halve(img, m)
         if min(nxt[1].shape) < 2 * patch_size or _usable_sources(nxt[1], r) < 4 * patch_size * patch_size:
@@ -243,9 +244,12 @@ def _upsample_field(field: Tensor, h: int, w: int) -> Tensor:
 
 def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
     """Wexler-style similarity weights exp(-d / (2 sigma^2)), sigma^2 = 75th percentile of the active distances."""
+    weight = torch.zeros_like(dist)
     d = dist[active]
-    sigma2 = torch.quantile(d, 0.75).clamp_min(1e-6) if d.numel() > 0 else dist.new_tensor(1.0)
-    return torch.where(active, torch.exp(-dist / (2 * sigma2)), torch.zeros_like(dist))
+    if d.numel() > 0:
+        sigma2 = torch.quantile(d, 0.75).clamp_min(1e-6)
+        weight[active] = torch.exp(d / (-2 * sigma2))
+    return weight
 
 
 def _call_seed(seed: int, level: int, step: int) -> int:
