@@ -15,11 +15,12 @@ per-pixel code on the CPU (multi-threaded) and on CUDA:
     ``active`` (Ht, Wt) bool = target pixels to search; ``init_field``
     (Ht, Wt, 2) int32 or None. Returns ``field`` (Ht, Wt, 2) int32 absolute
     source centres (y, x) and ``dist`` (Ht, Wt) float32 (-1 where inactive).
-    Each iteration = jump-flooding propagation (steps 2^k..1; the first
-    iteration from the largest power of two below max(Ht, Wt), later ones
-    from 8) + random search (radius max(Hs, Ws) halved down to 1). Random
-    numbers are a hash of (seed, pixel, counter), so the result depends on
-    the seed only, not on the backend or thread count.
+    Each iteration = Jacobi jump-flooding propagation (passes with steps
+    2^k, ..., 2, 1; 2^k = the largest power of two below the active region's
+    extent in the first iteration of a search without init_field, else 8),
+    then random search (radius max(Hs, Ws) halved down to 1). Random numbers
+    are a hash of (seed, pixel, counter), so the result depends on the seed
+    only, not on the backend or the thread count.
 ``torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)``
     hole pixels := weighted average of the pixels that the matches of all
     patches covering them put there; other pixels copied.
@@ -31,8 +32,6 @@ inside the source; target patches may hang over the target's border (the
 outside pixels are skipped, and the mean is over the pixels inside).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
