@@ -125,7 +125,7 @@ def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Ten
         m = m[0]
     if m.dim() != 2 or tuple(m.shape) != (h, w):
         raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape "
-                         f"{tuple(np.shape(mask))}")
+                         f"{tuple(mask.shape)}")
     return (m > 0.5 if m.is_floating_point() else m.bool()).to(device)
 
 

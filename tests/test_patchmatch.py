@@ -270,12 +270,17 @@ def test_cuda_field_equals_cpu_field():
 
 @pytest.mark.gpu
 def test_cuda_fill_close_to_cpu_fill():
-    image = smooth_image(64, 64, seed=41)
+    # Fields agree exactly, but the float weights/upsampling between searches may
+    # differ in the last bit across devices; on a periodic texture both fills
+    # must be near exact, hence close to each other.
+    image = torch.from_numpy(periodic_texture(64, 64)).permute(2, 0, 1).contiguous()
     mask = torch.zeros(64, 64)
     mask[20:36, 24:44] = 1
     out_cpu = pm.inpaint(image, mask, patch_size=5, seed=2)
     out_gpu = pm.inpaint(image.cuda(), mask.cuda(), patch_size=5, seed=2)
     assert out_gpu.is_cuda
     assert torch.equal(out_gpu.cpu()[:, mask == 0], image[:, mask == 0])
-    assert (out_gpu.cpu() - out_cpu).abs().mean() < 2e-2
-    assert torch.equal(pm.inpaint(image, mask, patch_size=5, seed=2, device="cuda"), out_gpu.cpu())
+    assert (out_gpu.cpu() - out_cpu).abs().max() < 2e-3
+    assert (out_gpu.cpu() - image).abs().max() < 2e-3
+    on_gpu = pm.inpaint(image, mask, patch_size=5, seed=2, device="cuda")
+    assert not on_gpu.is_cuda and torch.equal(on_gpu, out_gpu.cpu())
