@@ -17,7 +17,7 @@ per-pixel code on the CPU (multi-threaded) and on CUDA:
     source centres (y, x) and ``dist`` (Ht, Wt) float32 (-1 where inactive).
     Each iteration = Jacobi jump-flooding propagation (passes with steps
     2^k, ..., 2, 1; 2^k = the largest power of two below the active region's
-    extent in the first iteration of a search without init_field, else 8),
+    extent in the first iteration of a search without init_field, else 2),
     then random search (radius max(Hs, Ws) halved down to 1). Random numbers
     are a hash of (seed, pixel, counter), so the result depends on the seed
     only, not on the backend or the thread count.

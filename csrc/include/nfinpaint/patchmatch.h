@@ -28,9 +28,10 @@ constexpr float kInf = __builtin_huge_valf();
 // iteration of a search from scratch (no initial field) starts from the
 // largest power of two below the active region's bounding-box extent (global
 // reach in log2 passes); later iterations, and every iteration of a search
-// that continues from an initial field, from kLaterMaxStep (local refinement). The random search of an iteration runs in
-// the same pass as its step-1 propagation, right after it, for each pixel.
-constexpr int32_t kLaterMaxStep = 8;
+// that continues from an initial field, from kLaterMaxStep (local
+// refinement). The random search of an iteration runs in the same pass as
+// its step-1 propagation, right after it, for each pixel.
+constexpr int32_t kLaterMaxStep = 2;  // {2, 1}: best distance per time (notes/patchmatch.md)
 
 struct Problem {
   const float* target;          // (target_h, target_w, channels)
