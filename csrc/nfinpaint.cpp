@@ -31,7 +31,16 @@ TORCH_LIBRARY(nfinpaint, m) {
   m.def("feature_distance_backward(Tensor grad_dist, Tensor fake, Tensor real, Tensor? weight) -> Tensor");
 
   // ---- PatchMatch (nfinpaint/patchmatch.py) ----
-  // (schemas added with the PatchMatch operators)
+  // Images are (H, W, C) float32. One scale of nearest-neighbour-field search:
+  // init (init_field where usable, else seeded random), then `iterations` x
+  // (jump-flooding propagation + random search) over the `active` target
+  // pixels. source_allowed (Hs, Ws) bool: True = centre may be matched.
+  // field (Ht, Wt, 2) int32 absolute (y, x); dist (Ht, Wt) float32 mean
+  // squared difference (-1 for inactive pixels).
+  m.def("patchmatch_nnf(Tensor target, Tensor source, Tensor source_allowed, Tensor active, Tensor? init_field, "
+        "int patch_size, int iterations, int seed) -> (Tensor field, Tensor dist)");
+  // Hole pixels := weighted average of the overlapping matched patches' pixels.
+  m.def("patchmatch_vote(Tensor image, Tensor field, Tensor weight, Tensor hole, int patch_size) -> Tensor");
 
   // ---- build facts for `python -m nfinpaint.info` ----
   m.def("build_info() -> str", &build_info);
