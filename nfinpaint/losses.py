@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import ops
+from nfinpaint.kernels import gram
 
 REDUCTIONS = ("mean", "image_sum", "sum")
 TERMS = ("l2", "adv_global", "adv_local", "feature")
@@ -33,11 +34,6 @@ TERMS = ("l2", "adv_global", "adv_local", "feature")
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
-def _require_ops() -> None:
-    from nfinpaint import _extension
-    _extension.require()
 
 
 # ----------------------------------------------------------------------------- L2 + composite
@@ -52,11 +48,7 @@ def composite_and_l2(generated: Tensor, target: Tensor, mask: Tensor, use_custom
     _check_reduction(reduction)
     op_reduction = "sum" if reduction == "image_sum" else reduction
     if use_custom_ops:
-        _require_ops()
-        fused = getattr(ops, "composite_l2", None)
-        if fused is None:  # TODO(lead): remove after ops merge (use_custom_ops must then require ops.composite_l2)
-            fused = ops.composite_l2_reference
-        composite, loss = fused(generated, target, mask, reduction=op_reduction)
+        composite, loss = ops.composite_l2(generated, target, mask, reduction=op_reduction)
     else:
         composite, loss = ops.composite_l2_reference(generated, target, mask, reduction=op_reduction)
     if reduction == "image_sum":
@@ -83,38 +75,6 @@ def adversarial_g_loss(fake_logits: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- neural features
 
-try:  # the Triton Gram kernel lives in another module (merged later); absent means reference-only
-    from nfinpaint.kernels import gram as _gram_kernels
-except ImportError:  # TODO(lead): remove after the Triton merge (import it unconditionally)
-    _gram_kernels = None
-
-
-def gram_matrices(features: Tensor) -> Tensor:
-    """(N,C,H,W) -> (N,C,C) Gram matrices F Fᵀ / (C·H·W), in float32."""
-    n, c, h, w = features.shape
-    f = features.float().reshape(n, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
-
-
-def gram_distance_torch(fake: Tensor, real: Tensor, reduction: str = "mean") -> Tensor:
-    """Squared Frobenius distance of the normalised Gram matrices, per sample, then reduced:
-    "mean" over the batch (default), "sum", or "per_sample".  Same semantics as
-    ``nfinpaint.kernels.gram.gram_distance_reference``; ``real`` is a target (detached)."""
-    if reduction not in ("mean", "sum", "per_sample"):
-        raise ValueError(f"reduction must be mean, sum or per_sample, got {reduction!r}")
-    diff = gram_matrices(fake) - gram_matrices(real.detach())
-    per_sample = (diff * diff).sum(dim=(1, 2))
-    if reduction == "per_sample":
-        return per_sample
-    return per_sample.mean() if reduction == "mean" else per_sample.sum()
-
-
-def _gram_reference():
-    if _gram_kernels is not None and hasattr(_gram_kernels, "gram_distance_reference"):
-        return _gram_kernels.gram_distance_reference
-    return gram_distance_torch
-
-
 def feature_loss(feat_fake: Tensor, feat_real: Tensor, kind: str = "feature", weight: Tensor | None = None,
                  use_custom_ops: bool = False, reduction: str = "mean") -> Tensor:
     """Neural-feature loss between feature maps (N,C,h,w) of the generated and the real image.
@@ -131,25 +91,17 @@ def feature_loss(feat_fake: Tensor, feat_real: Tensor, kind: str = "feature", we
     feat_real = feat_real.detach()
     if kind == "feature":
         op_reduction = "mean" if reduction == "mean" else "sum"
-        if use_custom_ops:
-            _require_ops()
-            fn = getattr(ops, "feature_distance", None)
-            if fn is None:  # TODO(lead): remove after ops merge (use_custom_ops must then require ops.feature_distance)
-                fn = ops.feature_distance_reference
-        else:
-            fn = ops.feature_distance_reference
+        fn = ops.feature_distance if use_custom_ops else ops.feature_distance_reference
         loss = fn(feat_fake, feat_real, weight, reduction=op_reduction)
         return loss / feat_fake.shape[0] if reduction == "image_sum" else loss
     if kind == "gram":
         if weight is not None:
             raise ValueError("weight applies to kind='feature' only; the Gram distance compares whole maps")
         gram_reduction = "sum" if reduction == "sum" else "mean"
+        # The Triton kernel runs on GPUs; on the CPU the bmm reference is the fast path.
         if use_custom_ops and feat_fake.is_cuda:
-            if _gram_kernels is None or not hasattr(_gram_kernels, "gram_distance"):
-                raise RuntimeError("use_custom_ops=True on CUDA needs the Triton Gram kernel "
-                                   "(nfinpaint.kernels.gram), which is not installed")
-            return _gram_kernels.gram_distance(feat_fake, feat_real, reduction=gram_reduction)
-        return _gram_reference()(feat_fake, feat_real, reduction=gram_reduction)
+            return gram.gram_distance(feat_fake, feat_real, reduction=gram_reduction)
+        return gram.gram_distance_reference(feat_fake, feat_real, reduction=gram_reduction)
     raise ValueError(f"kind must be 'feature' or 'gram', got {kind!r}")
 
 
