@@ -198,16 +198,24 @@ def _usable_sources(hole: Tensor, radius: int) -> int:
     return int((~_dilate(hole, radius))[radius:h - radius, radius:w - radius].sum())
 
 
+# Halving stops once every hole pixel is within this many patch radii of a
+# known pixel: the coarsest hole is at most ~2.5 patches thick. Measured on
+# 256x256 skimage photos (astronaut, coffee, chelsea; square and scribble
+# holes): 3 gave +0.9 to +3.2 dB hole PSNR over 1 on astronaut and coffee
+# (with 1 the coarsest image is so small that patches of unrelated content,
+# e.g. the flag, get copied) and -0.1 to -0.2 dB on chelsea, at the same speed.
+_COARSEST_REACH = 3
+
+
 def _pyramid(image: Tensor, hole: Tensor, patch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """Levels from fine to coarse. Stop halving once every hole pixel sees a
-    known pixel within its patch (the coarsest hole is about a patch thick),
-    or before the image gets smaller than 2 patches or runs short of source
-    patches."""
+    """Levels from fine to coarse. Stop halving once every hole pixel is within
+    _COARSEST_REACH patch radii of a known pixel, or before the image gets
+    smaller than 2 patches or runs short of source patches."""
     r = patch_size // 2
     levels = [(image, hole)]
     while True:
         img, m = levels[-1]
-        if bool(_dilate(~m, r)[m].all()):
+        if bool(_dilate(~m, _COARSEST_REACH * r)[m].all()):
             break
         nxt = _halve(img, m)
         if min(nxt[1].shape) < 2 * patch_size or _usable_sources(nxt[1], r) < 4 * patch_size * patch_size:
@@ -246,7 +254,8 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
     weight = torch.zeros_like(dist)
     d = dist[active]
     if d.numel() > 0:
-        sigma2 = torch.quantile(d, 0.75).clamp_min(1e-6)
+        # kthvalue, not quantile: quantile refuses inputs above 16M elements.
+        sigma2 = d.kthvalue(max(1, (3 * d.numel() + 3) // 4)).values.clamp_min(1e-6)
         weight[active] = torch.exp(d / (-2 * sigma2))
     return weight
 
@@ -299,7 +308,8 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, _upsample_field(field, lh, lw),
                                   patch_size, 0, _call_seed(seed, level, 0))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
-        for step in range(em_steps):
+        # The coarsest scale sets the structure and is cheap: twice the rounds.
+        for step in range(2 * em_steps if level == len(levels) - 1 else em_steps):
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, field, patch_size, iterations,
                                   _call_seed(seed, level, step + 1))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
