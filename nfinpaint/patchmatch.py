@@ -115,7 +115,7 @@ def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
         raise ValueError(f"{name}: a tensor image must be (3, H, W), got shape {tuple(image.shape)}")
     if not image.is_floating_point():
         raise ValueError(f"{name}: a tensor image must be floating point in [0, 1], got {image.dtype}")
-    return image.float(), False
+    return image.detach().float(), False  # the ops are not differentiable
 
 
 def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Tensor:
@@ -145,7 +145,7 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
     """Nearest-neighbour field from ``target`` patches to ``source`` patches.
 
     target, source: (3, H, W) float tensors (same device) or (H, W, 3) numpy
-    arrays. source_mask: optional (Hs, Ws) bool/float, True = forbidden source
+    arrays (uint8 ones are scaled to [0, 1] first). source_mask: optional (Hs, Ws) bool/float, True = forbidden source
     centre (e.g. the hole). Returns ``(field, dist)``: field (Ht, Wt, 2) int32
     absolute source centres (y, x); dist (Ht, Wt) float32 mean squared
     difference per patch pixel and channel (see the module docstring for
