@@ -126,7 +126,8 @@ def test_fill_256():
           f"load average: {os.getloadavg()[0]:.1f}]")
     rows = fill_rows(256, square_mask(256), "64x64 square", reps=5, slow_baseline=False)
     rows += fill_rows(256, realistic_mask(256), "square + 2 scribbles", reps=5, slow_baseline=False)
-    print_table("Hole filling, 256x256 astronaut (PatchMatch: 7x7, 3 EM steps x 2 iterations per scale)", HEADER, rows)
+    print_table("Hole filling, 256x256 astronaut "
+                "(PatchMatch: 7x7, 3 EM rounds (6 at the coarsest) x 2 iterations per scale)", HEADER, rows)
 
 
 @pytest.mark.skipif(not BIG, reason="NFI_BENCH_BIG=0")

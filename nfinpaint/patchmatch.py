@@ -115,7 +115,7 @@ def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
         raise ValueError(f"{name}: a tensor image must be (3, H, W), got shape {tuple(image.shape)}")
     if not image.is_floating_point():
         raise ValueError(f"{name}: a tensor image must be floating point in [0, 1], got {image.dtype}")
-    return image.float(), False
+    return image.detach().float(), False  # the ops are not differentiable
 
 
 def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Tensor:
@@ -145,7 +145,7 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
     """Nearest-neighbour field from ``target`` patches to ``source`` patches.
 
     target, source: (3, H, W) float tensors (same device) or (H, W, 3) numpy
-    arrays. source_mask: optional (Hs, Ws) bool/float, True = forbidden source
+    arrays (uint8 ones are scaled to [0, 1] first). source_mask: optional (Hs, Ws) bool/float, True = forbidden source
     centre (e.g. the hole). Returns ``(field, dist)``: field (Ht, Wt, 2) int32
     absolute source centres (y, x); dist (Ht, Wt) float32 mean squared
     difference per patch pixel and channel (see the module docstring for
@@ -198,16 +198,24 @@ def _usable_sources(hole: Tensor, radius: int) -> int:
     return int((~_dilate(hole, radius))[radius:h - radius, radius:w - radius].sum())
 
 
+# Halving stops once every hole pixel is within this many patch radii of a
+# known pixel: the coarsest hole is at most ~2.5 patches thick. Measured on
+# 256x256 skimage photos (astronaut, coffee, chelsea; square and scribble
+# holes): 3 gave +0.9 to +3.2 dB hole PSNR over 1 on astronaut and coffee
+# (with 1 the coarsest image is so small that patches of unrelated content,
+# e.g. the flag, get copied) and -0.1 to -0.2 dB on chelsea, at the same speed.
+_COARSEST_REACH = 3
+
+
 def _pyramid(image: Tensor, hole: Tensor, patch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """Levels from fine to coarse. Stop halving once every hole pixel sees a
-    known pixel within its patch (the coarsest hole is about a patch thick),
-    or before the image gets smaller than 2 patches or runs short of source
-    patches."""
+    """Levels from fine to coarse. Stop halving once every hole pixel is within
+    _COARSEST_REACH patch radii of a known pixel, or before the image gets
+    smaller than 2 patches or runs short of source patches."""
     r = patch_size // 2
     levels = [(image, hole)]
     while True:
         img, m = levels[-1]
-        if bool(_dilate(~m, r)[m].all()):
+        if bool(_dilate(~m, _COARSEST_REACH * r)[m].all()):
             break
         nxt = _halve(img, m)
         if min(nxt[1].shape) < 2 * patch_size or _usable_sources(nxt[1], r) < 4 * patch_size * patch_size:
@@ -246,7 +254,8 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
     weight = torch.zeros_like(dist)
     d = dist[active]
     if d.numel() > 0:
-        sigma2 = torch.quantile(d, 0.75).clamp_min(1e-6)
+        # kthvalue, not quantile: quantile refuses inputs above 16M elements.
+        sigma2 = d.kthvalue(max(1, (3 * d.numel() + 3) // 4)).values.clamp_min(1e-6)
         weight[active] = torch.exp(d / (-2 * sigma2))
     return weight
 
@@ -299,7 +308,8 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, _upsample_field(field, lh, lw),
                                   patch_size, 0, _call_seed(seed, level, 0))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
-        for step in range(em_steps):
+        # The coarsest scale sets the structure and is cheap: twice the rounds.
+        for step in range(2 * em_steps if level == len(levels) - 1 else em_steps):
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, field, patch_size, iterations,
                                   _call_seed(seed, level, step + 1))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
