@@ -6,7 +6,10 @@ the median time of one forward+backward step of the fused op, the eager
 reference and the ``torch.compile``d reference, the ratios reference/fused
 (>1: fused is faster), and the GB/s achieved against the bytes the step must
 move at the least (every input read once and every output written once, in
-forward and in backward).  Times are only compared within one run.
+forward and in backward).  "kernels only" times the op's forward and backward
+kernels called directly, without autograd or the Python wrapper: the
+bandwidth the kernels reach, apart from the per-call overhead.  Times are only
+compared within one run.
 """
 from __future__ import annotations
 
@@ -41,6 +44,17 @@ def composite_step(fn, g, t, m, probe):
 def feature_step(fn, f, r, w):
     f.grad = None
     fn(f, r, w).backward()
+
+
+def composite_kernels(g, t, m, probe):
+    """The two kernels alone (no autograd, no Python wrapper): the part the op itself costs."""
+    _, sq_err, _ = torch.ops.nfinpaint.composite_l2.default(g, t, m)
+    torch.ops.nfinpaint.composite_l2_backward.default(probe, torch.ones_like(sq_err), g, t, m)
+
+
+def feature_kernels(f, r, w):
+    dist = torch.ops.nfinpaint.feature_distance.default(f, r, w)
+    torch.ops.nfinpaint.feature_distance_backward.default(torch.ones_like(dist), f, r, w)
 
 
 def bytes_composite(g, m):
@@ -83,15 +97,19 @@ def row(name, shape_str, nbytes, times):
     gbps = lambda ms: nbytes / (ms * 1e-3) / 1e9  # noqa: E731
     return [name, shape_str, f"{nbytes / 1e6:.1f}", fused_ms, times["eager ref"], times["compiled ref"],
             f"{times['eager ref'] / fused_ms:.2f}x", f"{times['compiled ref'] / fused_ms:.2f}x",
-            f"{gbps(fused_ms):.1f}", f"{gbps(times['compiled ref']):.1f}"]
+            f"{gbps(fused_ms):.1f}", f"{gbps(times['compiled ref']):.1f}", times["kernels"],
+            f"{gbps(times['kernels']):.1f}"]
 
 
-def run_case(device, name, shape_str, step, fused, reference, args, nbytes):
+def run_case(device, name, shape_str, step, fused, reference, args, nbytes, kernels):
     torch._dynamo.reset()
     compiled = torch.compile(reference)
     step(compiled, *args)  # compile outside the timing
-    wall, cpu = medians_ms({label: (lambda f=f: step(f, *args)) for label, f in
-                            (("fused", fused), ("eager ref", reference), ("compiled ref", compiled))}, device)
+    detached = [a.detach() for a in args]
+    fns = {label: (lambda f=f: step(f, *args)) for label, f in
+           (("fused", fused), ("eager ref", reference), ("compiled ref", compiled))}
+    fns["kernels"] = lambda: kernels(*detached)
+    wall, cpu = medians_ms(fns, device)
     return row(name, shape_str, nbytes, wall), None if cpu is None else row(name, shape_str, nbytes, cpu)
 
 
@@ -117,7 +135,7 @@ def bench_fused_losses(device):
             probe = torch.rand(shape, generator=gen).to(device, dtype)
             rows.append(run_case(device, f"composite_l2 {str(dtype)[6:]}", "x".join(map(str, shape)), composite_step,
                                  ops.composite_l2, ops.composite_l2_reference, (g, t, m, probe),
-                                 bytes_composite(g, m)))
+                                 bytes_composite(g, m), composite_kernels))
         for size in (6, 16):  # VGG-19 relu3_x of 24x24 and 64x64 images: 256 channels at 1/4 resolution
             shape = (64, 256, size, size)
             f = torch.randn(shape, generator=gen).to(device, dtype).requires_grad_()
@@ -125,10 +143,10 @@ def bench_fused_losses(device):
             w = torch.rand((64, 1, size, size), generator=gen).to(device, dtype)
             rows.append(run_case(device, f"feature_distance {str(dtype)[6:]}", "x".join(map(str, shape)),
                                  feature_step, ops.feature_distance, ops.feature_distance_reference,
-                                 (f, r, w), bytes_feature(f, w)))
+                                 (f, r, w), bytes_feature(f, w), feature_kernels))
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
     header = ["op", "shape", "MB moved", "fused ms", "eager ref ms", "compiled ref ms", "eager/fused",
-              "compiled/fused", "fused GB/s", "compiled GB/s"]
+              "compiled/fused", "fused GB/s", "compiled GB/s", "kernels only ms", "kernels GB/s"]
     print_table(f"Fused losses, forward+backward on {device}{threads}: median wall ms of {REPS} reps",
                 header, [wall for wall, _ in rows])
     if device == "cpu":
