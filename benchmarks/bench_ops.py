@@ -6,7 +6,10 @@ the median time of one forward+backward step of the fused op, the eager
 reference and the ``torch.compile``d reference, the ratios reference/fused
 (>1: fused is faster), and the GB/s achieved against the bytes the step must
 move at the least (every input read once and every output written once, in
-forward and in backward).  Times are only compared within one run.
+forward and in backward).  "kernels only" times the op's forward and backward
+kernels called directly, without autograd or the Python wrapper: the
+bandwidth the kernels reach, apart from the per-call overhead.  Times are only
+compared within one run.
 """
 from __future__ import annotations
 
@@ -43,6 +46,17 @@ def feature_step(fn, f, r, w):
     fn(f, r, w).backward()
 
 
+def composite_kernels(g, t, m, probe):
+    """The two kernels alone (no autograd, no Python wrapper): the part the op itself costs."""
+    _, sq_err, _ = torch.ops.nfinpaint.composite_l2.default(g, t, m)
+    torch.ops.nfinpaint.composite_l2_backward.default(probe, torch.ones_like(sq_err), g, t, m)
+
+
+def feature_kernels(f, r, w):
+    dist = torch.ops.nfinpaint.feature_distance.default(f, r, w)
+    torch.ops.nfinpaint.feature_distance_backward.default(torch.ones_like(dist), f, r, w)
+
+
 def bytes_composite(g, m):
     # forward: read g, t, m; write composite.  backward: read grad_composite, g, t, m; write grad.
     return 7 * g.numel() * g.element_size() + 2 * m.numel() * m.element_size()
@@ -54,33 +68,49 @@ def bytes_feature(f, w):
 
 
 def medians_ms(fns, device):
-    """Median ms of each fn. On the CPU the fns take turns rep by rep, so that load
-    from other jobs on a shared machine falls on all of them alike."""
+    """Median wall ms of each fn, and on the CPU also median process CPU ms.
+
+    On the CPU the fns take turns rep by rep, so that load from other jobs on a
+    shared machine falls on all of them alike.  On a machine with more runnable
+    jobs than cores a step of a few ms is often preempted and its wall time
+    measures the scheduler; the process CPU time (all threads) measures the work.
+    """
     if device != "cpu":
-        return {label: measure(fn, device=device, warmup=2, reps=REPS).median_ms for label, fn in fns.items()}
+        return {label: measure(fn, device=device, warmup=2, reps=REPS).median_ms for label, fn in fns.items()}, None
     for fn in fns.values():
         for _ in range(2):
             fn()
-    samples = {label: [] for label in fns}
+    wall = {label: [] for label in fns}
+    cpu = {label: [] for label in fns}
     for _ in range(REPS):
         for label, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            samples[label].append((time.perf_counter() - start) * 1e3)
-    return {label: statistics.median(times) for label, times in samples.items()}
+            cpu[label].append((time.process_time() - start_cpu) * 1e3)
+            wall[label].append((time.perf_counter() - start) * 1e3)
+    median = lambda d: {label: statistics.median(v) for label, v in d.items()}  # noqa: E731
+    return median(wall), median(cpu)
 
 
-def run_case(device, name, shape_str, step, fused, reference, args, nbytes):
-    torch._dynamo.reset()
-    compiled = torch.compile(reference)
-    step(compiled, *args)  # compile outside the timing
-    times = medians_ms({label: (lambda f=f: step(f, *args)) for label, f in
-                        (("fused", fused), ("eager ref", reference), ("compiled ref", compiled))}, device)
+def row(name, shape_str, nbytes, times):
     fused_ms = times["fused"]
     gbps = lambda ms: nbytes / (ms * 1e-3) / 1e9  # noqa: E731
     return [name, shape_str, f"{nbytes / 1e6:.1f}", fused_ms, times["eager ref"], times["compiled ref"],
             f"{times['eager ref'] / fused_ms:.2f}x", f"{times['compiled ref'] / fused_ms:.2f}x",
-            f"{gbps(fused_ms):.1f}", f"{gbps(times['compiled ref']):.1f}"]
+            f"{gbps(fused_ms):.1f}", f"{gbps(times['compiled ref']):.1f}", times["kernels"],
+            f"{gbps(times['kernels']):.1f}"]
+
+
+def run_case(device, name, shape_str, step, fused, reference, args, nbytes, kernels):
+    torch._dynamo.reset()
+    compiled = torch.compile(reference)
+    step(compiled, *args)  # compile outside the timing
+    detached = [a.detach() for a in args]
+    fns = {label: (lambda f=f: step(f, *args)) for label, f in
+           (("fused", fused), ("eager ref", reference), ("compiled ref", compiled))}
+    fns["kernels"] = lambda: kernels(*detached)
+    wall, cpu = medians_ms(fns, device)
+    return row(name, shape_str, nbytes, wall), None if cpu is None else row(name, shape_str, nbytes, cpu)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -105,7 +135,7 @@ def bench_fused_losses(device):
             probe = torch.rand(shape, generator=gen).to(device, dtype)
             rows.append(run_case(device, f"composite_l2 {str(dtype)[6:]}", "x".join(map(str, shape)), composite_step,
                                  ops.composite_l2, ops.composite_l2_reference, (g, t, m, probe),
-                                 bytes_composite(g, m)))
+                                 bytes_composite(g, m), composite_kernels))
         for size in (6, 16):  # VGG-19 relu3_x of 24x24 and 64x64 images: 256 channels at 1/4 resolution
             shape = (64, 256, size, size)
             f = torch.randn(shape, generator=gen).to(device, dtype).requires_grad_()
@@ -113,8 +143,12 @@ def bench_fused_losses(device):
             w = torch.rand((64, 1, size, size), generator=gen).to(device, dtype)
             rows.append(run_case(device, f"feature_distance {str(dtype)[6:]}", "x".join(map(str, shape)),
                                  feature_step, ops.feature_distance, ops.feature_distance_reference,
-                                 (f, r, w), bytes_feature(f, w)))
+                                 (f, r, w), bytes_feature(f, w), feature_kernels))
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
-    print_table(f"Fused losses, forward+backward on {device}{threads} (median ms of {REPS} reps)",
-                ["op", "shape", "MB moved", "fused ms", "eager ref ms", "compiled ref ms", "eager/fused",
-                 "compiled/fused", "fused GB/s", "compiled GB/s"], rows)
+    header = ["op", "shape", "MB moved", "fused ms", "eager ref ms", "compiled ref ms", "eager/fused",
+              "compiled/fused", "fused GB/s", "compiled GB/s", "kernels only ms", "kernels GB/s"]
+    print_table(f"Fused losses, forward+backward on {device}{threads}: median wall ms of {REPS} reps",
+                header, [wall for wall, _ in rows])
+    if device == "cpu":
+        print_table(f"Same run, median process CPU ms (all threads) of {REPS} reps", header,
+                    [cpu for _, cpu in rows])

@@ -13,6 +13,7 @@
 
 #include "nfinpaint/loss_inputs.h"
 #include "nfinpaint/loss_math.h"
+#include "cpu_isa.h"
 
 namespace nfinpaint {
 namespace {
@@ -21,85 +22,33 @@ constexpr const char* kOp = "nfinpaint::feature_distance";
 constexpr const char* kOpBwd = "nfinpaint::feature_distance_backward";
 constexpr int64_t kGrainChunks = 4;
 
-template <typename scalar_t, MaskLayout L>
-void forward_loop(const LossInputs& in, at::Tensor& dist) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
-  std::vector<acc_t> part(n * nchunk);
-  const scalar_t* f = in.a.const_data_ptr<scalar_t>();
-  const scalar_t* r = in.b.const_data_ptr<scalar_t>();
-  const scalar_t* w = in.w.defined() ? in.w.const_data_ptr<scalar_t>() : nullptr;
-  at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
-      const scalar_t* fs = f + i * s;
-      const scalar_t* rs = r + i * s;
-      acc_t sum = 0;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c,
-                          w ? w + i * in.w_per_sample : nullptr,
-                          [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
-                            constexpr int M = decltype(mode)::value;
-                            const acc_t wcv = static_cast<acc_t>(wc);
-                            const scalar_t* fp = fs + b;
-                            const scalar_t* rp = rs + b;
-                            acc_t seg = 0;
-#pragma omp simd reduction(+ : seg)
-                            for (int64_t j = 0; j < e - b; ++j) {
-                              const acc_t wv = M == kWeightPtr ? static_cast<acc_t>(wp[j]) : wcv;
-                              seg += weighted_sq_diff(static_cast<acc_t>(fp[j]), static_cast<acc_t>(rp[j]), wv);
-                            }
-                            sum += seg;
-                          });
-      part[item] = sum;
-    }
-  });
-  acc_t* out = dist.mutable_data_ptr<acc_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    double a = 0;
-    for (int64_t k = 0; k < nchunk; ++k) a += part[i * nchunk + k];
-    out[i] = static_cast<acc_t>(a);
-  }
-}
+namespace cpu_base {
+#include "feature_distance_loops.h"
+}  // namespace cpu_base
+#ifdef NFI_CPU_AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace cpu_avx2 {
+#include "feature_distance_loops.h"
+}  // namespace cpu_avx2
+#pragma GCC pop_options
+#else
+namespace cpu_avx2 = cpu_base;  // cpu_has_avx2() is false
+#endif
 
 at::Tensor feature_distance_cpu(const at::Tensor& fake, const at::Tensor& real, const c10::optional<at::Tensor>& weight) {
   const LossInputs in = prepare_loss_inputs(kOp, "fake", "real", "weight", fake, real, weight);
   auto dist = at::empty({in.n}, in.a.options().dtype(loss_accumulate_dtype(in.a.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.a.scalar_type(), "feature_distance_cpu", [&] {
-    dispatch_mask_layout(in.layout, [&](auto layout) { forward_loop<scalar_t, decltype(layout)::value>(in, dist); });
+    dispatch_mask_layout(in.layout, [&](auto layout) {
+      constexpr MaskLayout L = decltype(layout)::value;
+      if (cpu_has_avx2())
+        cpu_avx2::forward_loop<scalar_t, L>(in, dist);
+      else
+        cpu_base::forward_loop<scalar_t, L>(in, dist);
+    });
   });
   return dist;
-}
-
-template <typename scalar_t, MaskLayout L>
-void backward_loop(const LossInputs& in, const at::opmath_type<scalar_t>* gd, at::Tensor& grad) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
-  const scalar_t* f = in.a.const_data_ptr<scalar_t>();
-  const scalar_t* r = in.b.const_data_ptr<scalar_t>();
-  const scalar_t* w = in.w.defined() ? in.w.const_data_ptr<scalar_t>() : nullptr;
-  scalar_t* out = grad.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
-      const acc_t gdv = gd[i];
-      const int64_t base = i * s;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c,
-                          w ? w + i * in.w_per_sample : nullptr,
-                          [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
-                            constexpr int M = decltype(mode)::value;
-                            const acc_t wcv = static_cast<acc_t>(wc);
-                            const scalar_t* fp = f + base + b;
-                            const scalar_t* rp = r + base + b;
-                            scalar_t* op = out + base + b;
-#pragma omp simd
-                            for (int64_t j = 0; j < e - b; ++j) {
-                              const acc_t wv = M == kWeightPtr ? static_cast<acc_t>(wp[j]) : wcv;
-                              op[j] = static_cast<scalar_t>(
-                                  feature_distance_grad(gdv, static_cast<acc_t>(fp[j]), static_cast<acc_t>(rp[j]), wv));
-                            }
-                          });
-    }
-  });
 }
 
 at::Tensor feature_distance_backward_cpu(const at::Tensor& grad_dist, const at::Tensor& fake, const at::Tensor& real,
@@ -110,7 +59,11 @@ at::Tensor feature_distance_backward_cpu(const at::Tensor& grad_dist, const at::
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.a.scalar_type(), "feature_distance_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_mask_layout(in.layout, [&](auto layout) {
-      backward_loop<scalar_t, decltype(layout)::value>(in, gd.const_data_ptr<acc_t>(), grad);
+      constexpr MaskLayout L = decltype(layout)::value;
+      if (cpu_has_avx2())
+        cpu_avx2::backward_loop<scalar_t, L>(in, gd.const_data_ptr<acc_t>(), grad);
+      else
+        cpu_base::backward_loop<scalar_t, L>(in, gd.const_data_ptr<acc_t>(), grad);
     });
   });
   return grad;
