@@ -82,6 +82,7 @@ class TrainConfig:
     # -- run ----------------------------------------------------------------
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
+    threads: int = 0                # torch intra-op CPU threads (0 = torch's default, one per core)
     log_every: int = 25             # metrics.jsonl / progress-bar cadence
     sample_every: int = 250         # sample grid PNG cadence
     val_every: int = 250            # validation PSNR cadence
@@ -122,6 +123,7 @@ class TrainConfig:
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("log_every", "sample_every", "val_every", "checkpoint_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         need(self.val_batches >= 0, f"val_batches must be >= 0, got {self.val_batches}")
         return self
 
@@ -165,7 +167,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 # Keys a resumed run may change without breaking its bit-for-bit continuation.
-RESUMABLE_KEYS = frozenset({"steps", "device", "num_workers", "log_every", "sample_every", "val_every",
+RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "num_workers", "log_every", "sample_every", "val_every",
                             "val_batches", "checkpoint_every", "tensorboard", "compile"})
 
 
