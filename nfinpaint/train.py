@@ -394,6 +394,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
     if resume is not None:
         payload = load_checkpoint(find_resume_checkpoint(resume), map_location="cpu")
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent.parent
+        if config.steps < int(payload["step"]):
+            raise ConfigError(f"the run in {run_dir} is already at step {payload['step']}; pass --steps N with "
+                              f"N >= {payload['step']} to continue it")
         if payload.get("world_size", 1) != info.world_size:
             _log(info, f"note: the run used {payload.get('world_size', 1)} processes, now {info.world_size}: "
                        f"it continues, but not bit for bit")

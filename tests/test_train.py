@@ -163,6 +163,7 @@ def test_resume_refuses_to_change_the_run(tmp_path, capsys):
     assert main(TINY + ["--steps", "1", "--out", str(run)]) == 0
     assert "cannot change batch_size" in _bad(["--resume", str(run), "--batch-size", "8"], capsys)
     assert "drop --preset" in _bad(["--resume", str(run), "--preset", "paper"], capsys)
+    assert "already at step 1" in _bad(["--resume", str(run), "--steps", "0"], capsys)
 
 
 @pytest.mark.skipif(Path(torch.hub.get_dir(), "checkpoints", "vgg19-dcbb9e9d.pth").exists(),
