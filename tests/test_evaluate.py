@@ -243,6 +243,7 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
         (["--checkpoint", checkpoint, "--data", data_dir, "--hole-size", 0], "--hole-size must be in [1, 24]"),
         (["--checkpoint", checkpoint, "--data", data_dir, "--device", "tpu:x"], "--device"),
         (["--methods", "biharmonic", "--data", data_dir, "--image-size", 5], "--image-size must be at least 8"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--threads", 0], "--threads must be at least 1"),
     ]
     (tmp_path / "emptyrun").mkdir()
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
