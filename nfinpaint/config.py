@@ -20,7 +20,7 @@ Presets:
     What trains in a few CPU minutes on the embedded photographs: the paper's
     24x24 / 8x8 geometry, random rectangular training holes (the paper's test
     protocol: a model trained on the centre hole alone fails elsewhere), the
-    adversarial weights of GLCIC's order (0.004 on per-element means, not 200)
+    adversarial weight of GLCIC (0.0004 on per-element means, not 200)
     and a short staged schedule; the evidence is in notes/training.md.
 """
 from __future__ import annotations
@@ -70,8 +70,8 @@ class TrainConfig:
     beta2: float = 0.999
     # -- loss ---------------------------------------------------------------
     l2_weight: float = 1.0
-    adv_global_weight: float = 0.004
-    adv_local_weight: float = 0.004
+    adv_global_weight: float = 0.0004
+    adv_local_weight: float = 0.0004
     feature_weight: float = 0.05
     loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
     feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
@@ -85,7 +85,7 @@ class TrainConfig:
     # -- run ----------------------------------------------------------------
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    threads: int = 0                # torch intra-op CPU threads (0 = torch's default, one per core)
+    threads: int = 0                # torch intra-op CPU threads (0 = auto: one per core not already busy)
     log_every: int = 20             # metrics.jsonl / progress-bar cadence
     sample_every: int = 100         # sample grid PNG cadence
     val_every: int = 200            # validation PSNR cadence
