@@ -1,9 +1,10 @@
 """Images/s of the whole training step (generator + discriminator updates, the joint stage).
 
 Variants, timed round-robin in one run (so ratios compare like with like on a
-shared machine): eager NCHW, eager channels-last, compiled channels-last, each
-with the PyTorch reference losses and (when the compiled operators are built)
-with the custom operators.  On a GPU the default preset runs in bf16 autocast.
+shared machine): eager NCHW, eager channels-last, compiled channels-last in
+fp32, and eager / compiled channels-last in bf16 autocast (on GPUs and on CPUs
+with native bf16), each with the PyTorch reference losses and (when the
+compiled operators are built) with the custom operators.
 
     pytest benchmarks/bench_train_step.py -s                       # default preset
     NFINPAINT_BENCH_PRESET=paper64 pytest benchmarks/bench_train_step.py -s
@@ -25,7 +26,7 @@ from timing import print_table
 
 from nfinpaint import _extension, distributed
 from nfinpaint.config import PRESETS
-from nfinpaint.train import Trainer, build_feature_net
+from nfinpaint.train import Trainer, build_feature_net, cpu_has_bf16
 
 
 def _has_custom_ops() -> bool:
@@ -34,9 +35,9 @@ def _has_custom_ops() -> bool:
     return _extension.is_built() and hasattr(ops, "composite_l2") and hasattr(ops, "feature_distance")
 
 
-def _trainer(base, device, *, compile: bool, channels_last: bool, custom_ops: bool) -> Trainer:
+def _trainer(base, device, *, compile: bool, channels_last: bool, custom_ops: bool, amp: str) -> Trainer:
     cfg = dataclasses.replace(base, compile=compile, channels_last=channels_last, use_custom_ops=custom_ops,
-                              feature_weights="random", device=str(device))
+                              feature_weights="random", device=str(device), amp=amp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Trainer(cfg, build_feature_net(cfg), distributed.DistInfo(device=device))
@@ -52,9 +53,12 @@ def test_train_step_images_per_second():
     device = distributed.resolve_device("auto")
     base = PRESETS[preset]
     n, s = base.batch_size, base.image_size
-    variants = [("eager NCHW", dict(compile=False, channels_last=False)),
-                ("eager channels-last", dict(compile=False, channels_last=True)),
-                ("compiled channels-last", dict(compile=True, channels_last=True))]
+    variants = [("eager NCHW", dict(compile=False, channels_last=False, amp="none")),
+                ("eager channels-last", dict(compile=False, channels_last=True, amp="none")),
+                ("compiled channels-last", dict(compile=True, channels_last=True, amp="none"))]
+    if device.type == "cuda" or cpu_has_bf16():
+        variants += [("eager channels-last bf16", dict(compile=False, channels_last=True, amp="bf16")),
+                     ("compiled channels-last bf16", dict(compile=True, channels_last=True, amp="bf16"))]
     loss_paths = [("reference", False)] + ([("custom ops", True)] if _has_custom_ops() else [])
     runs = {}
     for loss_name, custom in loss_paths:
@@ -85,8 +89,7 @@ def test_train_step_images_per_second():
     for (name, loss_name), (trainer, _, _, times, first) in runs.items():
         med = statistics.median(times)
         rows.append([name, loss_name, med, min(times), n * 1e3 / med, base_ms / med, first])
-    amp = runs[("eager NCHW", "reference")][0].amp_dtype or "fp32"
-    print_table(f"training step ({stage} stage), preset {preset} ({s}x{s}, batch {n}), {device}, {amp}, "
+    print_table(f"training step ({stage} stage), preset {preset} ({s}x{s}, batch {n}), {device}, "
                 f"torch threads {torch.get_num_threads()}; {rounds} rounds x {steps} steps",
                 ["variant", "losses", "median ms/step", "best ms/step", "images/s", "speed-up vs eager NCHW",
                  "warm-up s (2 steps, incl. compile)"], rows)

@@ -81,7 +81,7 @@ class TrainConfig:
     # -- speed --------------------------------------------------------------
     compile: bool = True            # torch.compile the training step
     channels_last: bool = True
-    amp: str = "auto"               # auto (bf16 on GPU, off on CPU) | bf16 | none
+    amp: str = "auto"               # auto (bf16 on GPUs and on CPUs with native bf16, else fp32) | bf16 | none
     # -- run ----------------------------------------------------------------
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N

@@ -10,8 +10,9 @@ The schedule is GLCIC's staged one (the paper optimises "in a gradual way"):
 ``d_warmup_steps`` of the discriminators alone, then joint adversarial
 training; Adam with DCGAN settings (lr 2e-4, beta1 0.5).  The whole step
 (generator and discriminator updates) runs channels-last under
-``torch.compile`` (``--no-compile`` to turn off), in bf16 autocast on GPUs,
-with the fused loss operators.
+``torch.compile`` (``--no-compile`` to turn off), in bf16 autocast on GPUs
+and on CPUs with native bf16 (AMX / AVX512-BF16; ``--set amp=none`` for
+fp32), with the fused loss operators.
 
 The run directory (``--out``) holds config.toml (the resolved configuration
 and the versions in use), metrics.jsonl, samples/ (original | masked | filled
@@ -172,6 +173,21 @@ class StopRequest:
 # --------------------------------------------------------------------------- trainer
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16): there oneDNN's bf16
+    convolutions run about twice as fast as fp32 (measured: notes/training.md)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+@torch._dynamo.disable
+def _set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
 @torch._dynamo.disable
 def _optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     # Kept out of torch.compile: compiling the Adam update for every parameter costs minutes
@@ -199,11 +215,11 @@ class Trainer:
         betas = (config.beta1, config.beta2)
         # fused Adam: one kernel per update on CPU and GPU, so nothing is left for the compiler to fuse
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas, fused=True)
-        self.opt_d = torch.optim.Adam(list(self.global_d.parameters()) + list(self.local_d.parameters()),
-                                      lr=config.lr, betas=betas, fused=True)
+        self.d_params = list(self.global_d.parameters()) + list(self.local_d.parameters())
+        self.opt_d = torch.optim.Adam(self.d_params, lr=config.lr, betas=betas, fused=True)
         self.weights = losses.LossWeights(config.l2_weight, config.adv_global_weight, config.adv_local_weight,
                                           config.feature_weight, reduction=config.loss_reduction)
-        amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+        amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" or cpu_has_bf16() else "none")
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.step_fn = torch.compile(self.train_step) if config.compile else self.train_step
 
@@ -265,8 +281,10 @@ class Trainer:
             terms["feature"] = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=cfg.feature_kind,
                                                    use_custom_ops=cfg.use_custom_ops, reduction=cfg.loss_reduction)
         if stage == "joint":
-            # the plain modules: the discriminators' own gradients here are discarded (zeroed
-            # before their next update), so DDP need not all-reduce them
+            # The generator's update needs the discriminators' input gradients only: freezing
+            # their weights skips the weight-gradient half of their backward, and running the
+            # plain modules keeps DDP from all-reducing gradients nobody uses.
+            _set_requires_grad(self.d_params, False)
             p = cfg.local_patch_size
             with self._autocast():
                 g_logits = self.global_d(composite)
@@ -277,6 +295,8 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         _optimizer_step(self.opt_g)
+        if stage == "joint":
+            _set_requires_grad(self.d_params, True)
         out["loss_g"] = loss_g.detach()
         out.update({name: value.detach() for name, value in terms.items()})
         return out
@@ -380,7 +400,7 @@ def set_cpu_threads(requested: int, info: distributed.DistInfo) -> int:
         busy = os.getloadavg()[0]
     except OSError:
         busy = 0.0
-    threads = max(1, min(cores, int(cores - busy + 0.5)))
+    threads = max(1, min(cores, cores - int(busy)))  # a core counts as busy once fully loaded
     torch.set_num_threads(threads)
     if threads < cores:
         _log(info, f"note: using {threads} of {cores} CPU threads: the load average ({busy:.1f}) says other work "
@@ -585,7 +605,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nfinpaint.train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 2)[0] + "\n\n" + __doc__.split("\n\n", 2)[1],
+        description="\n\n".join(__doc__.split("\n\n")[:3]).replace("``", ""),
         epilog="Configuration precedence: --preset, then --config FILE.toml, then the options above and --set. "
                f"Presets: {', '.join(PRESETS)}. Every config key (python -m nfinpaint.train --print-config "
                "lists them) can be set with --set KEY=VALUE. Exit status: 0 done, 2 bad input, 130 interrupted "

@@ -20,6 +20,7 @@ from nfinpaint.train import main
 
 # 16x16 crops, tiny batches, eager: seconds per run on 2 CPU cores
 TINY = ["--feature-weights", "random", "--no-compile", "--batch-size", "4", "--quiet", "--threads", "1",
+        "--set", "amp=none",
         "--set", "image_size=16", "--set", "hole_size=6", "--set", "local_patch_size=8",
         "--set", "g_warmup_steps=2", "--set", "d_warmup_steps=1", "--set", "use_custom_ops=false",
         "--set", "val_batches=1", "--set", "log_every=1", "--set", "val_every=1000",
