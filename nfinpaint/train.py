@@ -487,7 +487,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
                f"validation {describe(val_ds)}")
     _log(info, f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
                f"compile={config.compile}, "
-               f"channels_last={config.channels_last}, amp={trainer.amp_dtype or 'off'}, "
+               f"channels_last={config.channels_last}, amp={'bf16' if trainer.amp_dtype else 'off (fp32)'}, "
                f"custom ops={config.use_custom_ops}")
     _log(info, f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}")
     _log(info, f"schedule: {config.g_warmup_steps} generator-only, {config.d_warmup_steps} discriminator-only, "
@@ -500,9 +500,12 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
 
     sampler = StepSampler(train_ds, num_replicas=info.world_size, rank=info.rank, seed=config.seed,
                           start=start * config.batch_size)
-    loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+    # no more workers than CPUs this process may use (the paper presets ask for 4, for GPU hosts)
+    workers = min(config.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else (os.cpu_count() or 1))
+    loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=info.device.type == "cuda", worker_init_fn=_worker_init,
-                        persistent_workers=False, prefetch_factor=4 if config.num_workers else None)
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
     # samples spread over the validation split (its items are grouped by source image)
     picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
