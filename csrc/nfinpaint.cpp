@@ -17,17 +17,30 @@ std::string build_info() {
 }  // namespace
 
 TORCH_LIBRARY(nfinpaint, m) {
-  // ---- fused losses (nfinpaint/ops.py) ----
-  // composite = mask*generated + (1-mask)*target; sq_err[n] = sum over sample n
-  // of mask*(generated-target)^2, accumulated in float32.
-  m.def("composite_l2(Tensor generated, Tensor target, Tensor mask) -> (Tensor composite, Tensor sq_err)");
-  m.def("composite_l2_backward(Tensor grad_composite, Tensor grad_sq_err, Tensor generated, Tensor target, Tensor mask) -> Tensor");
-  // dist[n] = sum over sample n of weight*(fake-real)^2 (equation 2), float32.
+  // ---- fused losses (nfinpaint/ops.py; kernels csrc/cpu|cuda/{composite_l2,feature_distance}) ----
+  // composite = mask*generated + (1-mask)*target (generated's dtype and memory
+  // format); per sample n: sq_err[n] = sum of mask*(generated-target)^2 and
+  // hole_count[n] = sum of the mask broadcast to (N,C,H,W), both float32
+  // (float64 for float64 inputs), added in a fixed order (deterministic).
+  m.def("composite_l2(Tensor generated, Tensor target, Tensor mask) -> (Tensor composite, Tensor sq_err, Tensor hole_count)");
+  // grad_generated = mask*grad_composite + grad_sq_err[n]*2*mask*(generated-target); a missing grad counts as 0.
+  m.def("composite_l2_backward(Tensor? grad_composite, Tensor? grad_sq_err, Tensor generated, Tensor target, Tensor mask) -> Tensor");
+  // dist[n] = sum over sample n of weight*(fake-real)^2 (equation 2), float32 (float64 for float64 inputs).
   m.def("feature_distance(Tensor fake, Tensor real, Tensor? weight) -> Tensor");
+  // grad_fake = 2*grad_dist[n]*weight*(fake-real); real is a detached target and gets none.
   m.def("feature_distance_backward(Tensor grad_dist, Tensor fake, Tensor real, Tensor? weight) -> Tensor");
 
   // ---- PatchMatch (nfinpaint/patchmatch.py) ----
-  // (schemas added with the PatchMatch operators)
+  // Images are (H, W, C) float32. One scale of nearest-neighbour-field search:
+  // init (init_field where usable, else seeded random), then `iterations` x
+  // (jump-flooding propagation + random search) over the `active` target
+  // pixels. source_allowed (Hs, Ws) bool: True = centre may be matched.
+  // field (Ht, Wt, 2) int32 absolute (y, x); dist (Ht, Wt) float32 mean
+  // squared difference (-1 for inactive pixels).
+  m.def("patchmatch_nnf(Tensor target, Tensor source, Tensor source_allowed, Tensor active, Tensor? init_field, "
+        "int patch_size, int iterations, int seed) -> (Tensor field, Tensor dist)");
+  // Hole pixels := weighted average of the overlapping matched patches' pixels.
+  m.def("patchmatch_vote(Tensor image, Tensor field, Tensor weight, Tensor hole, int patch_size) -> Tensor");
 
   // ---- build facts for `python -m nfinpaint.info` ----
   m.def("build_info() -> str", &build_info);

@@ -1,29 +1,44 @@
 """Fused loss operators: masked composite + L2, and the conv3 feature distance.
 
-Each op has a plain PyTorch reference here (``*_reference``) that defines what
-it must compute; the compiled kernels (``csrc/``) are held to it by the tests.
-Registration (fake kernels, autograd) is added with the compiled operators.
+``composite_l2`` and ``feature_distance`` run the compiled kernels of
+``nfinpaint._C`` (CPU and CUDA, ``csrc/``): one pass over the data forward and
+one backward, float32 accumulation, deterministic per-sample sums.  Each op
+also has a plain PyTorch reference here (``*_reference``) that defines what it
+must compute; the tests hold the kernels to it.  The ops are registered with
+``torch.library`` (fake kernels for ``torch.compile``, autograd).
 
 Semantics (both the op and its reference):
 
 ``composite_l2(generated, target, mask, reduction)`` -> ``(composite, loss)``
-    composite = mask*generated + (1-mask)*target, in generated's dtype; mask is
-    (N,1,H,W) (broadcast over channels) or (N,C,H,W).  The squared error
-    mask*(generated-target)^2 is summed per sample in float32; ``reduction``:
-    "mean" (default) = total / number of hole elements (hole pixels x C) in the
-    batch, "per_sample" = each sample's own mean, "sum" = total.  An empty
-    hole gives 0.
+    composite = mask*generated + (1-mask)*target, in generated's dtype and
+    memory format (NCHW or channels-last); mask is (N,1,H,W) (broadcast over
+    channels) or (N,C,H,W).  The squared error mask*(generated-target)^2 is
+    summed per sample in float32; ``reduction``: "mean" (default) = total /
+    number of hole elements (hole pixels x C) in the batch, "per_sample" =
+    each sample's own mean, "sum" = total.  An empty hole gives 0.
+    Gradients flow to ``generated`` only (from both the composite and the
+    loss); ``target`` and ``mask`` are constants of the loss and get none.
+    The op converts ``target`` and ``mask`` to generated's dtype.
 
 ``feature_distance(fake, real, weight=None, reduction)`` -> loss (float32)
     Equation 2 of the paper: sum of weight*(fake-real)^2; weight is an optional
     (N,1,h,w) or (N,C,h,w) per-position weight (the hole mask resized to the
     feature resolution).  ``reduction``: "sum" (default, the paper's), "mean"
-    (divided by fake.numel()), "per_sample" ((N,) sums).
+    (divided by fake.numel()), "per_sample" ((N,) sums).  Gradients flow to
+    ``fake`` only: ``real`` is the detached target (features of the real
+    image) and ``weight`` a constant; they get none, so pass
+    ``real.detach()``-like tensors.  The op converts ``real`` and ``weight`` to
+    fake's dtype.
+
+Losses come back in float32 (float64 when the inputs are float64, so that
+``gradcheck`` can check the kernels).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from nfinpaint import _extension
 
 REDUCTIONS = ("mean", "sum", "per_sample")
 
@@ -57,3 +72,145 @@ def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None
         return per_sample
     total = per_sample.sum()
     return total / fake.numel() if reduction == "mean" else total
+
+
+# ---------------------------------------------------------------------------
+# Compiled operators
+# ---------------------------------------------------------------------------
+
+_BUILT = _extension.is_built()  # a plain bool, so torch.compile traces the wrappers without a break
+
+
+def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
+                 reduction: str = "mean") -> tuple[Tensor, Tensor]:
+    """Fused ``composite = mask*generated + (1-mask)*target`` and the L2 loss in the hole.
+
+    Returns ``(composite, loss)``; see the module docstring for the reductions.
+    """
+    _check_reduction(reduction)
+    if not _BUILT:
+        _extension.require()
+    if target.dtype != generated.dtype:
+        target = target.to(generated.dtype)
+    if mask.dtype != generated.dtype:
+        mask = mask.to(generated.dtype)
+    composite, sq_err, count = torch.ops.nfinpaint.composite_l2.default(generated, target, mask)
+    if reduction == "sum":
+        return composite, sq_err.sum()
+    if reduction == "per_sample":
+        return composite, sq_err / count.clamp_min(1)
+    return composite, sq_err.sum() / count.sum().clamp_min(1)
+
+
+def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
+                     reduction: str = "sum") -> Tensor:
+    """Equation 2: (optionally weighted) squared distance of two feature maps."""
+    _check_reduction(reduction)
+    if not _BUILT:
+        _extension.require()
+    if real.dtype != fake.dtype:
+        real = real.to(fake.dtype)
+    if weight is not None and weight.dtype != fake.dtype:
+        weight = weight.to(fake.dtype)
+    per_sample = torch.ops.nfinpaint.feature_distance.default(fake, real, weight)
+    if reduction == "per_sample":
+        return per_sample
+    total = per_sample.sum()
+    return total / fake.numel() if reduction == "mean" else total
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    # Same rule as loss_memory_format() in csrc/include/nfinpaint/loss_inputs.h:
+    # the fake kernels must give the real kernels' strides.
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: Tensor,
+                  w: Tensor | None) -> None:
+    """The shape/dtype checks of prepare_loss_inputs() (loss_inputs.h), for the fake kernels."""
+    if a.dim() != 4:
+        raise RuntimeError(f"{op}: expected {a_name} of shape (N,C,H,W), got {list(a.shape)}")
+    if b.shape != a.shape:
+        raise RuntimeError(f"{op}: expected {b_name} of the same shape as {a_name} {list(a.shape)}, "
+                           f"got {list(b.shape)}")
+    if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise RuntimeError(f"{op}: expected {a_name} of dtype float32, float16, bfloat16 or float64, "
+                           f"got {a.dtype}")
+    if b.dtype != a.dtype:
+        raise RuntimeError(f"{op}: expected {b_name} of the same dtype as {a_name} ({a.dtype}), got {b.dtype}")
+    if w is None:
+        return
+    n, c, h, wd = a.shape
+    if not (w.dim() == 4 and w.shape[0] == n and w.shape[1] in (1, c) and w.shape[2:] == a.shape[2:]):
+        raise RuntimeError(f"{op}: expected {w_name} of shape (N,1,H,W) or (N,C,H,W) = [{n}, 1 or {c}, {h}, {wd}] "
+                           f"to match {a_name} {list(a.shape)}, got {list(w.shape)}")
+    if w.dtype != a.dtype:
+        raise RuntimeError(f"{op}: expected {w_name} of the same dtype as {a_name} ({a.dtype}), got {w.dtype}")
+
+
+def _register() -> None:
+    lib = "nfinpaint::"
+
+    @torch.library.register_fake(lib + "composite_l2")
+    def _composite_l2_fake(generated, target, mask):
+        _check_inputs("nfinpaint::composite_l2", "generated", "target", "mask", generated, target, mask)
+        composite = torch.empty_like(generated, memory_format=_memory_format(generated))
+        acc = _accumulate_dtype(generated.dtype)
+        n = generated.shape[0]
+        return composite, generated.new_empty((n,), dtype=acc), generated.new_empty((n,), dtype=acc)
+
+    @torch.library.register_fake(lib + "composite_l2_backward")
+    def _composite_l2_backward_fake(grad_composite, grad_sq_err, generated, target, mask):
+        _check_inputs("nfinpaint::composite_l2_backward", "generated", "target", "mask", generated, target, mask)
+        return torch.empty_like(generated, memory_format=_memory_format(generated))
+
+    @torch.library.register_fake(lib + "feature_distance")
+    def _feature_distance_fake(fake, real, weight):
+        _check_inputs("nfinpaint::feature_distance", "fake", "real", "weight", fake, real, weight)
+        return fake.new_empty((fake.shape[0],), dtype=_accumulate_dtype(fake.dtype))
+
+    @torch.library.register_fake(lib + "feature_distance_backward")
+    def _feature_distance_backward_fake(grad_dist, fake, real, weight):
+        _check_inputs("nfinpaint::feature_distance_backward", "fake", "real", "weight", fake, real, weight)
+        return torch.empty_like(fake, memory_format=_memory_format(fake))
+
+    def composite_setup_context(ctx, inputs, output):
+        generated, target, mask = inputs
+        ctx.save_for_backward(generated, target, mask)
+        ctx.mark_non_differentiable(output[2])  # hole_count
+        # An unused output (e.g. a loss-only caller ignores the composite) then
+        # arrives as None and the kernel skips reading its gradient.
+        ctx.set_materialize_grads(False)
+
+    def composite_backward(ctx, grad_composite, grad_sq_err, _grad_count):
+        if not ctx.needs_input_grad[0] or (grad_composite is None and grad_sq_err is None):
+            return None, None, None
+        generated, target, mask = ctx.saved_tensors
+        grad = torch.ops.nfinpaint.composite_l2_backward.default(grad_composite, grad_sq_err, generated, target, mask)
+        return grad, None, None  # target and mask are constants of the loss
+
+    torch.library.register_autograd(lib + "composite_l2", composite_backward, setup_context=composite_setup_context)
+
+    def feature_setup_context(ctx, inputs, output):
+        fake, real, weight = inputs
+        ctx.save_for_backward(fake, real, weight)
+        ctx.set_materialize_grads(False)
+
+    def feature_backward(ctx, grad_dist):
+        if not ctx.needs_input_grad[0] or grad_dist is None:
+            return None, None, None
+        fake, real, weight = ctx.saved_tensors
+        grad = torch.ops.nfinpaint.feature_distance_backward.default(grad_dist, fake, real, weight)
+        return grad, None, None  # real is the detached target, weight a constant
+
+    torch.library.register_autograd(lib + "feature_distance", feature_backward, setup_context=feature_setup_context)
+
+
+if _BUILT:
+    _register()

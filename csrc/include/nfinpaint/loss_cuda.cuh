@@ -1,0 +1,100 @@
+#pragma once
+// CUDA building blocks of the fused-loss kernels (csrc/cuda/composite_l2.cu,
+// feature_distance.cu): vector loads, a deterministic block sum, and the tiny
+// second pass that adds each sample's chunk partials in order.
+#include <cstdint>
+
+#include "nfinpaint/loss_math.h"
+
+namespace nfinpaint {
+
+constexpr int kThreads = 256;
+// Elements one thread block covers (one chunk of one sample). Smaller than the
+// CPU chunk so a batch of small images still fills the GPU.
+constexpr int64_t kCudaChunk = 2048;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// VEC elements at p into float/double registers; VEC > 1 needs p aligned to sizeof(T)*VEC.
+template <int VEC, typename T, typename A>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, A (&out)[VEC]) {
+  if constexpr (VEC == 1) {
+    out[0] = static_cast<A>(p[0]);
+  } else {
+    const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = static_cast<A>(pk.v[e]);
+  }
+}
+
+template <int VEC, typename T, typename A>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const A (&in)[VEC]) {
+  if constexpr (VEC == 1) {
+    p[0] = static_cast<T>(in[0]);
+  } else {
+    Pack<T, VEC> pk;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) pk.v[e] = static_cast<T>(in[e]);
+    *reinterpret_cast<Pack<T, VEC>*>(p) = pk;
+  }
+}
+
+// Weights of the VEC elements starting at flat index i of a sample whose
+// weights start at w (layout L; w unused for kNone).
+template <MaskLayout L, int VEC, typename T, typename A>
+__device__ __forceinline__ void load_weights(const T* __restrict__ w, int64_t i, int64_t hw, int64_t c,
+                                             A (&out)[VEC]) {
+  if constexpr (L == MaskLayout::kNone) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = A(1);
+  } else if constexpr (L == MaskLayout::kFull) {
+    load_vec<VEC>(w + i, out);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = static_cast<A>(w[mask_index<L>(i + e, hw, c)]);
+  }
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+// Sum of x over the block, valid in thread 0; a fixed tree, so deterministic.
+// May be called several times in a row (the leading barrier protects the scratch).
+template <typename A>
+__device__ __forceinline__ A block_sum(A x) {
+  __shared__ A warp_sums[kThreads / 32];
+  __syncthreads();
+  x = warp_sum(x);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = x;
+  __syncthreads();
+  x = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : A(0);
+  if (warp == 0) x = warp_sum(x);
+  return x;
+}
+
+// Second pass: row r of `rows` sums its nchunk partials in chunk order (in
+// double) into out_a[r] for r < split, else out_b[r - split].
+template <typename A>
+__global__ void sum_chunks_kernel(const A* __restrict__ part, int64_t rows, int64_t nchunk, int64_t split,
+                                  A* __restrict__ out_a, A* __restrict__ out_b) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  double s = 0;
+  for (int64_t k = 0; k < nchunk; ++k) s += static_cast<double>(part[r * nchunk + k]);
+  if (r < split)
+    out_a[r] = static_cast<A>(s);
+  else
+    out_b[r - split] = static_cast<A>(s);
+}
+
+inline bool is_aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace nfinpaint

@@ -1,0 +1,108 @@
+"""Choosing and building the Triton path at call time.
+
+``triton.jit`` decides between the compiler and the CPU interpreter when the
+decorator runs (import time).  The kernels here are plain Python functions
+wrapped lazily instead, so ``TRITON_INTERPRET`` is read when an op is called:
+setting it after ``import nfinpaint.kernels.gram`` still works.
+
+Paths, in order:
+
+- ``TRITON_INTERPRET=1``: the interpreter (any device; CPU tensors stay put),
+  one fixed block configuration so CPU tests stay quick;
+- CUDA tensors: compiled Triton with a small autotuned configuration set;
+- otherwise there is no Triton path: :func:`require_triton_path` raises, and
+  the public wrappers fall back to the PyTorch reference only when the caller
+  passed ``allow_reference_fallback=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Callable, Sequence
+
+import torch
+
+NO_TRITON_PATH = (
+    "the Triton path needs CUDA tensors on a GPU, or TRITON_INTERPRET=1 for the CPU "
+    "interpreter (slow, for tests); pass allow_reference_fallback=True to use the PyTorch "
+    "reference instead")
+
+
+def interpreter_enabled() -> bool:
+    """True when ``TRITON_INTERPRET=1`` is set now (read on every call)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_path_available(tensor: torch.Tensor) -> bool:
+    """Whether a Triton kernel can run on ``tensor`` right now."""
+    return interpreter_enabled() or tensor.is_cuda
+
+
+def require_triton_path(tensor: torch.Tensor, op_name: str) -> None:
+    """Raise a clear RuntimeError when no Triton path exists for ``tensor``."""
+    if not triton_path_available(tensor):
+        raise RuntimeError(f"{op_name}: {NO_TRITON_PATH} (got a {tensor.device.type} tensor, "
+                           f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', 'unset')})")
+
+
+def device_guard(tensor: torch.Tensor):
+    """Make ``tensor``'s GPU current for the launch (Triton launches on the current device
+    and its current stream)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+def fp32_dot_precision() -> str:
+    """``tl.dot`` precision for float32 operands on a GPU, following PyTorch's matmul
+    setting: "tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is on; otherwise
+    "tf32x3" (three tf32 tensor-core products, about float32 accuracy and, on Hopper,
+    faster than Triton's CUDA-core "ieee" products)."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+
+
+class LazyKernel:
+    """A Triton kernel built on first use for the current mode.
+
+    ``configs`` (``triton.Config`` list) are autotuned on the GPU with ``key``;
+    ``interpret_meta`` is the fixed block configuration for the interpreter.
+    Launch with ``kernel.launch(grid, *args, **constexprs)``; ``grid`` is a
+    callable of the meta-parameters (block sizes), as for ``triton.autotune``.
+    """
+
+    def __init__(self, fn: Callable, configs: Callable[[], Sequence], key: Sequence[str],
+                 interpret_meta: dict):
+        self.fn = fn
+        self.configs = configs
+        self.key = list(key)
+        self.interpret_meta = dict(interpret_meta)
+
+    @functools.cached_property
+    def _interpreted(self):
+        from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
+
+        return InterpretedFunction(self.fn)
+
+    @functools.cached_property
+    def _autotuned(self):
+        import triton  # noqa: PLC0415
+        from triton.runtime.jit import JITFunction  # noqa: PLC0415
+
+        return triton.autotune(configs=list(self.configs()), key=self.key)(JITFunction(self.fn))
+
+    def launch(self, grid: Callable[[dict], tuple], *args, **constexprs) -> None:
+        if interpreter_enabled():
+            self._interpreted[grid](*args, **constexprs, **self.interpret_meta)
+        else:
+            self._autotuned[grid](*args, **constexprs)
+
+    def smallest(self, name: str) -> int:
+        """Smallest value meta-parameter ``name`` takes in any mode (sizes scratch buffers
+        whose length depends on the block size the autotuner picks)."""
+        values = [self.interpret_meta[name]]
+        if not interpreter_enabled():
+            values += [c.kwargs[name] for c in self.configs()]
+        return min(values)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,106 @@
+"""Training-state checkpoints: written atomically, resumed bit for bit.
+
+A checkpoint (``RUN/checkpoints/step_0000500.pt``) holds everything the next
+step depends on: model and optimiser states, the step, the resolved config,
+the random-number-generator states (torch CPU and CUDA, numpy, python) and
+how the feature network was obtained.  The data order needs no state: every
+item is a pure function of (seed, epoch, index) and the position in the stream
+follows from the step.  Files are loaded with ``weights_only=True``, so they
+hold only tensors and plain Python values.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nfinpaint.files import atomic_path
+
+FORMAT = "nfinpaint-train-checkpoint/1"
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A resume path or checkpoint that cannot be used, with what to do."""
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state({"bit_generator": np_state["bit_generator"],
+                         "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, payload: dict, keep: int = 2) -> Path:
+    """Write ``payload`` as the step-``step`` checkpoint (temp file + rename); keep the newest ``keep``."""
+    path = checkpoint_path(run_dir, step)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "step": step, **payload}, tmp)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def find_resume_checkpoint(path: str | os.PathLike) -> Path:
+    """The newest checkpoint of run directory ``path`` (or ``path`` itself if it is a checkpoint file)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"resume path {path} does not exist; pass a run directory written by "
+                              f"python -m nfinpaint.train")
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint ({CHECKPOINT_DIR}/step_*.pt); pass a run directory "
+                              f"that has trained for at least one checkpoint")
+    return found[-1][1]
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt, truncated, foreign
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(exc).__name__}: {first})") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an nfinpaint training checkpoint (expected format {FORMAT!r})")
+    return payload

@@ -1,0 +1,265 @@
+"""Training configuration: one dataclass, named presets, TOML files and overrides.
+
+The resolved configuration is ``preset -> TOML file -> command-line overrides``
+(later wins).  Every run directory holds its resolved ``config.toml`` (written
+by :func:`to_toml`), which :func:`load_config` reads back, so a run can be
+repeated with ``--config RUN/config.toml``.
+
+Presets:
+
+``paper``
+    The paper's setting (section 4): 24x24 crops, an 8x8 hole fixed at the
+    centre, loss weights l1 = l2 = 200 (adversarial), l3 = 0.05 (feature),
+    Adam lr 2e-4 beta1 0.5 (DCGAN).  What a user with a GPU runs on ImageNet
+    crops.
+``paper64``
+    The 64x64 layout that Tables 1-2 imply (4096-wide "defc" = 256x4x4 after
+    four 2x poolings), with the paper's weights; hole 22 (about 1/3 of the
+    side, as 8 of 24) and local patch 32 (half the image, as GLCIC).
+``default``
+    What trains in a few CPU minutes on the embedded photographs: the paper's
+    24x24 / 8x8 geometry, random rectangular training holes (the paper's test
+    protocol: a model trained on the centre hole alone fails elsewhere), the
+    adversarial weight of GLCIC (0.0004 on per-element means, not 200)
+    and a short staged schedule; the evidence is in notes/training.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (unknown key, bad value), with what to do."""
+
+
+MASK_KINDS = ("center", "random", "freeform")
+FEATURE_KINDS = ("feature", "gram")
+AMP_MODES = ("auto", "bf16", "none")
+LOSS_REDUCTIONS = ("mean", "image_sum")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``python -m nfinpaint.train --help``)."""
+
+    preset: str = "default"
+    # -- data ---------------------------------------------------------------
+    data: str = ""                  # folder of training images ("" = the embedded scikit-image photos)
+    image_size: int = 24            # crops are scaled to image_size x image_size
+    hole_size: int = 8              # side of the training hole (random holes: hole_size/2 .. 1.5*hole_size)
+    local_patch_size: int = 12      # local discriminator's patch around the hole
+    train_masks: str = "random"     # center (the paper) | random (rectangles) | freeform (strokes)
+    val_fraction: float = 0.1       # held-out share of the data (by image region or by file)
+    augment: bool = True            # flip, shift (random crop position), rotation
+    max_rotation: float = 15.0      # degrees, augmentation
+    max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale*image_size source pixels
+    num_workers: int = 0            # DataLoader worker processes (0 = load in the main process)
+    # -- schedule (GLCIC-style staged training) -----------------------------
+    steps: int = 800                # total optimisation steps
+    g_warmup_steps: int = 300       # stage 1: generator only, L2 (+ feature) loss
+    d_warmup_steps: int = 40        # stage 2: discriminators only
+    batch_size: int = 32            # per process (torchrun: per GPU)
+    lr: float = 2e-4                # Adam, DCGAN settings
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # -- loss ---------------------------------------------------------------
+    l2_weight: float = 1.0
+    adv_global_weight: float = 0.0004
+    adv_local_weight: float = 0.0004
+    feature_weight: float = 0.05
+    loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
+    feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
+    feature_layer: str = "relu3_1"
+    feature_weights: str = "imagenet"  # imagenet | PATH to a VGG-19 state dict | random (untrained, tests only)
+    use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
+    # -- speed --------------------------------------------------------------
+    compile: bool = True            # torch.compile the training step
+    channels_last: bool = True
+    amp: str = "auto"               # auto (bf16 on GPUs and on CPUs with native bf16, else fp32) | bf16 | none
+    # -- run ----------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    threads: int = 0                # torch intra-op CPU threads (0 = auto: one per core not already busy)
+    log_every: int = 20             # metrics.jsonl / progress-bar cadence
+    sample_every: int = 100         # sample grid PNG cadence
+    val_every: int = 200            # validation PSNR cadence
+    val_batches: int = 0            # batches of the validation split per evaluation (0 = all)
+    checkpoint_every: int = 200     # checkpoint cadence (also at the end and on Ctrl-C)
+    tensorboard: bool = True        # log to TensorBoard too when it is installed
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` on values no run can use."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(self.image_size >= 8, f"image_size must be at least 8, got {self.image_size}")
+        need(0 < self.hole_size < self.image_size,
+             f"hole_size must be between 1 and image_size-1 ({self.image_size - 1}), got {self.hole_size}")
+        need(self.hole_size <= self.local_patch_size <= self.image_size,
+             f"local_patch_size must be between hole_size ({self.hole_size}) and image_size "
+             f"({self.image_size}), got {self.local_patch_size}")
+        need(self.train_masks in MASK_KINDS, f"train_masks must be one of {MASK_KINDS}, got {self.train_masks!r}")
+        need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        need(0.0 <= self.max_rotation <= 45.0, f"max_rotation must be in [0, 45] degrees, got {self.max_rotation}")
+        need(self.max_crop_scale >= 1.0, f"max_crop_scale must be >= 1, got {self.max_crop_scale}")
+        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
+        need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
+        for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight"):
+            need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
+                 f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        need(self.loss_reduction in LOSS_REDUCTIONS,
+             f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
+        need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
+        need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
+        need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("log_every", "sample_every", "val_every", "checkpoint_every"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        need(self.val_batches >= 0, f"val_batches must be >= 0, got {self.val_batches}")
+        return self
+
+    @property
+    def untrained_features(self) -> bool:
+        return self.feature_weights == "random"
+
+    def stage(self, step: int) -> str:
+        """Which stage step ``step`` (0-based) is in: "generator", "discriminator" or "joint"."""
+        if step < self.g_warmup_steps:
+            return "generator"
+        if step < self.g_warmup_steps + self.d_warmup_steps:
+            return "discriminator"
+        return "joint"
+
+
+def _preset(**changes: Any) -> TrainConfig:
+    return dataclasses.replace(TrainConfig(), **changes)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (losses.PAPER_WEIGHTS);
+    # 24x24 crops, 8x8 centre hole; local patch = half the image (networks.MODEL_PRESETS).
+    "paper": _preset(
+        preset="paper", image_size=24, hole_size=8, local_patch_size=12, loss_reduction="image_sum",
+        max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
+        batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
+        train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
+        checkpoint_every=5_000, num_workers=4,
+    ),
+    # The 64x64 layout of Tables 1-2 with the paper's weights; hole and patch at the paper's ratios.
+    "paper64": _preset(
+        preset="paper64", image_size=64, hole_size=22, local_patch_size=32, loss_reduction="image_sum",
+        max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
+        batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
+        train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
+        checkpoint_every=5_000, num_workers=4,
+    ),
+    "default": TrainConfig(),
+}
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+# Keys a resumed run may change without breaking its bit-for-bit continuation.
+RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "num_workers", "log_every", "sample_every", "val_every",
+                            "val_batches", "checkpoint_every", "tensorboard", "compile"})
+
+
+def _field_type(name: str) -> type:
+    return type(getattr(TrainConfig(), name))
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def coerce(name: str, value: Any, origin: str = "") -> Any:
+    """Check (and for strings from the command line, parse) ``value`` for config key ``name``."""
+    where = f" in {origin}" if origin else ""
+    if name not in FIELD_NAMES:
+        raise ConfigError(f"unknown config key {name!r}{where}; known keys: {', '.join(FIELD_NAMES)}")
+    kind = _field_type(name)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text in ("true", "1", "yes")
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"config key {name!r}{where} needs {_KIND_WORDS[kind]}, got {value!r}") from None
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key {name!r}{where} needs true or false, got {value!r}")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {name!r}{where} needs {_KIND_WORDS[kind]}, got {value!r}")
+    return value
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The config keys of a TOML file (top-level keys; a ``[versions]`` table is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data.pop("versions", None)  # recorded by the run directory, informational
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"unknown config table [{key}] in {path}; config keys are top-level")
+        out[key] = coerce(key, value, str(path))
+    return out
+
+
+def load_config(preset: str | None = None, toml_path: str | os.PathLike | None = None,
+                overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve ``preset`` (default: the TOML file's ``preset`` key, else "default"), then the
+    TOML file's keys, then ``overrides``; validate; return a new :class:`TrainConfig`."""
+    from_file = read_toml(toml_path) if toml_path is not None else {}
+    name = preset if preset is not None else from_file.get("preset", "default")
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    values = dataclasses.asdict(PRESETS[name])
+    values.update(from_file)
+    for key, value in (overrides or {}).items():
+        values[key] = coerce(key, value, "overrides")
+    values["preset"] = name
+    return TrainConfig(**values).validate()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        for ch, esc in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
+            escaped = escaped.replace(ch, esc)
+        return f'"{escaped}"'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(config: TrainConfig, versions: dict[str, str] | None = None, header: str = "") -> str:
+    """The config as TOML (``tomllib`` reads it back), plus an informational ``[versions]`` table."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines += [f"{f.name} = {_toml_value(getattr(config, f.name))}" for f in fields(config)]
+    if versions:
+        lines += ["", "[versions]"]
+        lines += [f'"{key}" = {_toml_value(str(value))}' for key, value in versions.items()]
+    return "\n".join(lines) + "\n"

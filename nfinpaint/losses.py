@@ -1,0 +1,148 @@
+"""The objective of the paper: L = L2 + l1*Ladv_global + l2*Ladv_local + l3*Ln (equation 3).
+
+Every term has a plain PyTorch path (the references in ``nfinpaint.ops`` and
+``nfinpaint.kernels.gram``); ``use_custom_ops=True`` routes the L2/composite
+and the feature distance through the compiled operators and the Gram distance
+through its Triton kernel on CUDA.
+
+Reductions (``reduction=`` of :func:`composite_and_l2` and :func:`feature_loss`):
+
+* ``"mean"``: per element (hole elements for L2, feature elements for Ln);
+  scale-free, the usual deep-learning reading.
+* ``"image_sum"``: the sum over each image's elements (equation 2 literally,
+  and the L2 as a sum over the hole), averaged over the batch.  With the
+  paper's weights (200, 200, 0.05) this keeps the terms within ~2 orders of
+  magnitude of each other, which "mean" does not (see notes/model.md), so
+  ``PAPER_WEIGHTS`` uses it.
+* ``"sum"``: over the whole batch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nfinpaint import ops
+from nfinpaint.kernels import gram
+
+REDUCTIONS = ("mean", "image_sum", "sum")
+TERMS = ("l2", "adv_global", "adv_local", "feature")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+# ----------------------------------------------------------------------------- L2 + composite
+
+def composite_and_l2(generated: Tensor, target: Tensor, mask: Tensor, use_custom_ops: bool,
+                     reduction: str = "mean") -> tuple[Tensor, Tensor]:
+    """``composite = mask*generated + (1-mask)*target`` and the L2 over the hole.
+
+    Gradients reach ``generated`` through both outputs (the composite carries
+    the adversarial and feature terms back into the hole).
+    """
+    _check_reduction(reduction)
+    op_reduction = "sum" if reduction == "image_sum" else reduction
+    if use_custom_ops:
+        composite, loss = ops.composite_l2(generated, target, mask, reduction=op_reduction)
+    else:
+        composite, loss = ops.composite_l2_reference(generated, target, mask, reduction=op_reduction)
+    if reduction == "image_sum":
+        loss = loss / generated.shape[0]
+    return composite, loss
+
+
+# ----------------------------------------------------------------------------- adversarial
+
+def adversarial_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator side of equation 1 (to minimise): BCE(real, 1) + BCE(fake, 0), batch means.
+
+    Logit form (``binary_cross_entropy_with_logits``): no sigmoid-then-log overflow.
+    """
+    real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float32))
+    fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
+    return real + fake
+
+
+def adversarial_g_loss(fake_logits: Tensor) -> Tensor:
+    """Generator side, non-saturating form: BCE(fake, 1) = -log sigmoid(fake), batch mean."""
+    return F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+
+
+# ----------------------------------------------------------------------------- neural features
+
+def feature_loss(feat_fake: Tensor, feat_real: Tensor, kind: str = "feature", weight: Tensor | None = None,
+                 use_custom_ops: bool = False, reduction: str = "mean") -> Tensor:
+    """Neural-feature loss between feature maps (N,C,h,w) of the generated and the real image.
+
+    ``kind="feature"``: equation 2, sum of ``weight*(fake-real)^2`` (``weight``:
+    optional (N,1,h,w) or (N,C,h,w), e.g. :func:`mask_to_feature_weight`).
+    ``kind="gram"``: the Gram (style) distance, per image by definition, so
+    "mean" and "image_sum" both average it over the batch.
+    ``feat_real`` is the target: no gradient flows into it.
+    """
+    _check_reduction(reduction)
+    if feat_fake.shape != feat_real.shape:
+        raise ValueError(f"feature maps differ in shape: {tuple(feat_fake.shape)} vs {tuple(feat_real.shape)}")
+    feat_real = feat_real.detach()
+    if kind == "feature":
+        op_reduction = "mean" if reduction == "mean" else "sum"
+        fn = ops.feature_distance if use_custom_ops else ops.feature_distance_reference
+        loss = fn(feat_fake, feat_real, weight, reduction=op_reduction)
+        return loss / feat_fake.shape[0] if reduction == "image_sum" else loss
+    if kind == "gram":
+        if weight is not None:
+            raise ValueError("weight applies to kind='feature' only; the Gram distance compares whole maps")
+        gram_reduction = "sum" if reduction == "sum" else "mean"
+        # The Triton kernel runs on GPUs; on the CPU the bmm reference is the fast path.
+        if use_custom_ops and feat_fake.is_cuda:
+            return gram.gram_distance(feat_fake, feat_real, reduction=gram_reduction)
+        return gram.gram_distance_reference(feat_fake, feat_real, reduction=gram_reduction)
+    raise ValueError(f"kind must be 'feature' or 'gram', got {kind!r}")
+
+
+def mask_to_feature_weight(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Hole mask (N,1,H,W) -> (N,1,h,w) weight at feature resolution: the hole fraction
+    of each feature cell (area average), for a feature loss that looks only at the hole."""
+    return F.adaptive_avg_pool2d(mask.float(), size)
+
+
+# ----------------------------------------------------------------------------- total
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of equation 3 and the reduction the L2 and feature terms use."""
+    l2: float = 1.0
+    adv_global: float = 200.0
+    adv_local: float = 200.0
+    feature: float = 0.05
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_reduction(self.reduction)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PAPER_WEIGHTS = LossWeights(1, 200, 200, 0.05, reduction="image_sum")
+
+
+def total_generator_loss(terms: dict[str, Tensor], weights: LossWeights) -> Tensor:
+    """sum of weight * term over the terms given (any subset of l2, adv_global,
+    adv_local, feature: e.g. only l2 and feature during the warm-up)."""
+    unknown = set(terms) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {TERMS}")
+    if not terms:
+        raise ValueError("no loss terms given")
+    total = None
+    for name in TERMS:
+        if name in terms:
+            part = getattr(weights, name) * terms[name].float()
+            total = part if total is None else total + part
+    return total

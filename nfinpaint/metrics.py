@@ -1,0 +1,167 @@
+"""Image-quality metrics for inpainting: PSNR, SSIM and L1, over the hole and the whole image.
+
+Definitions (all on float images in [0, 1], ``data_range = 1.0``, RGB, the
+three channels pooled):
+
+- **PSNR, whole image**: scikit-image's ``peak_signal_noise_ratio`` on the
+  full (H, W, 3) arrays, i.e. ``10 * log10(1 / MSE)`` with the MSE over every
+  pixel and channel.
+- **PSNR, hole**: the same function on the hole pixels only (the MSE over the
+  pixels where the mask is 1, all three channels).  Pixels outside the hole
+  never enter it, so it measures the fill alone and does not grow with the
+  amount of untouched context.
+- **SSIM, whole image**: scikit-image's ``structural_similarity`` with
+  ``channel_axis=-1``, ``data_range=1.0`` and its default uniform 7x7 window
+  (``gaussian_weights=False``, sample covariance), i.e. the mean of the SSIM map
+  with the window half-width cropped off the border (scikit-image's own mean).
+- **SSIM, hole**: the mean of the same SSIM map (``full=True``) over the hole
+  pixels (all channels), border pixels included so that holes touching the
+  border are measured too.  Each map value is computed from the window around
+  the pixel, so it sees the hole's surrounding context, as a viewer does.
+- **Window size**: 7, or the largest odd number not above the image's shorter
+  side when that is smaller than 7 (SSIM needs the window inside the image;
+  the paper's 24x24 images take the default 7).
+- **L1**: mean absolute difference, over the hole and over the whole image.
+- **PSNR of a perfect fill** (MSE = 0) is reported as :data:`PSNR_CAP` dB
+  rather than infinity, so that means and confidence intervals stay finite.
+
+Means come with a 95% confidence interval of the mean (Student's t,
+``mean ± t(0.975, n-1) * s / sqrt(n)``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+DATA_RANGE = 1.0
+PSNR_CAP = 100.0
+DEFAULT_WIN_SIZE = 7
+
+#: Metric names in table order; every one is "higher is better" except the L1s.
+QUALITY_METRICS = ("psnr_hole", "ssim_hole", "psnr_full", "ssim_full", "l1_hole", "l1_full")
+
+
+def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(3, H, W) tensor or (H, W, 3) array -> (H, W, 3) float64 array."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3:
+            raise ValueError(f"expected a (C, H, W) image tensor, got shape {tuple(image.shape)}")
+        return image.detach().cpu().double().permute(1, 2, 0).numpy()
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) image array, got shape {array.shape}")
+    return array
+
+
+def _to_hole(mask: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(1, H, W) / (H, W) mask (1 = hole) -> (H, W) bool array, checked against the image."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    hole = np.asarray(mask)
+    if hole.ndim == 3 and hole.shape[0] == 1:
+        hole = hole[0]
+    if hole.shape != shape:
+        raise ValueError(f"mask of shape {hole.shape} does not match the image's {shape}")
+    hole = hole > 0.5
+    if not hole.any():
+        raise ValueError("the mask has no hole pixel: hole metrics are undefined")
+    return hole
+
+
+def win_size_for(height: int, width: int) -> int:
+    """SSIM window: 7, or the largest odd size that fits the shorter side."""
+    side = min(height, width, DEFAULT_WIN_SIZE)
+    if side < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}")
+    return side if side % 2 == 1 else side - 1
+
+
+def psnr(pred, target, mask=None) -> float:
+    """PSNR in dB (data range 1.0) over the whole image, or over the hole when ``mask`` is given."""
+    x, y = _to_hwc(pred), _to_hwc(target)
+    if x.shape != y.shape:
+        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
+    if mask is not None:
+        hole = _to_hole(mask, x.shape[:2])
+        x, y = x[hole], y[hole]
+    if np.array_equal(x, y):
+        return PSNR_CAP
+    return min(float(peak_signal_noise_ratio(y, x, data_range=DATA_RANGE)), PSNR_CAP)
+
+
+def ssim_map(pred, target) -> tuple[float, np.ndarray]:
+    """scikit-image's SSIM (mean, full (H, W, C) map) with this module's settings."""
+    x, y = _to_hwc(pred), _to_hwc(target)
+    if x.shape != y.shape:
+        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
+    mean, full = structural_similarity(y, x, data_range=DATA_RANGE, channel_axis=-1,
+                                       win_size=win_size_for(*x.shape[:2]), full=True)
+    return float(mean), full
+
+
+def ssim(pred, target, mask=None) -> float:
+    """SSIM over the whole image (scikit-image's mean), or the SSIM map's mean over the hole."""
+    mean, full = ssim_map(pred, target)
+    if mask is None:
+        return mean
+    hole = _to_hole(mask, full.shape[:2])
+    return float(full[hole].mean())
+
+
+def l1(pred, target, mask=None) -> float:
+    """Mean absolute difference over the whole image, or over the hole pixels."""
+    x, y = _to_hwc(pred), _to_hwc(target)
+    if x.shape != y.shape:
+        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
+    if mask is not None:
+        hole = _to_hole(mask, x.shape[:2])
+        x, y = x[hole], y[hole]
+    return float(np.abs(x - y).mean())
+
+
+def image_metrics(pred, target, mask) -> dict[str, float]:
+    """All of :data:`QUALITY_METRICS` for one filled image against its original."""
+    x, y = _to_hwc(pred), _to_hwc(target)
+    hole = _to_hole(mask, x.shape[:2])
+    ssim_mean, full = ssim_map(x, y)
+    return {
+        "psnr_hole": psnr(x, y, hole),
+        "ssim_hole": float(full[hole].mean()),
+        "psnr_full": psnr(x, y),
+        "ssim_full": ssim_mean,
+        "l1_hole": l1(x, y, hole),
+        "l1_full": l1(x, y),
+    }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean of a sample and the half-width of its 95% confidence interval (nan when n < 2)."""
+
+    mean: float
+    ci95: float
+    n: int
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """Mean ± 95% CI half-width (Student's t) of ``values``."""
+    data = np.asarray(list(values), dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("cannot summarise an empty sample")
+    mean = float(data.mean())
+    if data.size < 2:
+        return Summary(mean, math.nan, 1)
+    sem = float(data.std(ddof=1)) / math.sqrt(data.size)
+    return Summary(mean, float(stats.t.ppf(0.975, data.size - 1)) * sem, int(data.size))
+
+
+def summarize_rows(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, Summary]:
+    return {key: summarize(row[key] for row in rows) for key in keys}

@@ -1,0 +1,328 @@
+"""PatchMatch: nearest-neighbour fields and coarse-to-fine hole filling.
+
+The classical baseline (Barnes et al. 2009; hole filling as in Wexler et al.
+2007): :func:`nnf` finds, for every target patch, a similar source patch by
+random initialisation, propagation and random search; :func:`inpaint` fills
+holes coarse-to-fine, alternating nearest-neighbour search (restricted to
+source patches outside the hole) with voting.
+
+The per-scale work runs in two compiled operators (``csrc/``), the same
+per-pixel code on the CPU (multi-threaded) and on CUDA:
+
+``torch.ops.nfinpaint.patchmatch_nnf(target, source, source_allowed, active, init_field, patch_size, iterations, seed)``
+    images (H, W, C) float32; ``source_allowed`` (Hs, Ws) bool, True = centre
+    may be matched (centres whose patch leaves the source never are);
+    ``active`` (Ht, Wt) bool = target pixels to search; ``init_field``
+    (Ht, Wt, 2) int32 or None. Returns ``field`` (Ht, Wt, 2) int32 absolute
+    source centres (y, x) and ``dist`` (Ht, Wt) float32 (-1 where inactive).
+    Each iteration = Jacobi jump-flooding propagation (passes with steps
+    2^k, ..., 2, 1; 2^k = the largest power of two below the active region's
+    extent in the first iteration of a search without init_field, else 2),
+    then random search (radius max(Hs, Ws) halved down to 1). Random numbers
+    are a hash of (seed, pixel, counter), so the result depends on the seed
+    only, not on the backend or the thread count.
+``torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)``
+    hole pixels := weighted average of the pixels that the matches of all
+    patches covering them put there; other pixels copied.
+
+Patch distance: the mean, over the target patch's pixels that lie inside the
+target image and over channels, of the squared difference to the source
+patch. Source centres are restricted to positions whose whole patch lies
+inside the source; target patches may hang over the target's border (the
+outside pixels are skipped, and the mean is over the pixels inside).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nfinpaint import _extension
+
+__all__ = ["nnf", "inpaint", "patch_distance_reference"]
+
+
+# ---------------------------------------------------------------- operators
+def _nnf_op(target: Tensor, source: Tensor, source_allowed: Tensor, active: Tensor, init_field: Tensor | None,
+            patch_size: int, iterations: int, seed: int) -> tuple[Tensor, Tensor]:
+    _extension.require()
+    return torch.ops.nfinpaint.patchmatch_nnf(target, source, source_allowed, active, init_field, patch_size,
+                                              iterations, seed)
+
+
+def _vote_op(image: Tensor, field: Tensor, weight: Tensor, hole: Tensor, patch_size: int) -> Tensor:
+    _extension.require()
+    return torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)
+
+
+def _register_fakes() -> None:
+    if not _extension.is_built():
+        return
+
+    @torch.library.register_fake("nfinpaint::patchmatch_nnf")
+    def _(target, source, source_allowed, active, init_field, patch_size, iterations, seed):
+        h, w = target.shape[0], target.shape[1]
+        return target.new_empty((h, w, 2), dtype=torch.int32), target.new_empty((h, w), dtype=torch.float32)
+
+    @torch.library.register_fake("nfinpaint::patchmatch_vote")
+    def _(image, field, weight, hole, patch_size):
+        return torch.empty_like(image, memory_format=torch.contiguous_format)
+
+
+_register_fakes()
+
+
+def patch_distance_reference(target: Tensor, source: Tensor, field: Tensor, patch_size: int) -> Tensor:
+    """Plain PyTorch patch distances of a field (the op's ``dist``), in float64.
+
+    ``target``/``source`` (H, W, C); ``field`` (Ht, Wt, 2) absolute (y, x)
+    centres whose patches lie inside the source.
+    """
+    r = patch_size // 2
+    ht, wt, _ = target.shape
+    t = target.double()
+    s = source.double()
+    total = torch.zeros(ht, wt, dtype=torch.float64, device=target.device)
+    count = torch.zeros(ht, wt, dtype=torch.float64, device=target.device)
+    ys = torch.arange(ht, device=target.device)[:, None].expand(ht, wt)
+    xs = torch.arange(wt, device=target.device)[None, :].expand(ht, wt)
+    fy, fx = field[..., 0].long(), field[..., 1].long()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            ty, tx = ys + dy, xs + dx
+            inside = (ty >= 0) & (ty < ht) & (tx >= 0) & (tx < wt)
+            tv = t[ty.clamp(0, ht - 1), tx.clamp(0, wt - 1)]
+            sv = s[fy + dy, fx + dx]
+            total += torch.where(inside, ((tv - sv) ** 2).sum(-1), 0.0)
+            count += inside
+    return total / (count * target.shape[2])
+
+
+# ---------------------------------------------------------------- input handling
+def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
+    """(3, H, W) float tensor or (H, W, 3) numpy -> (float32 (C, H, W) tensor, was_numpy)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise ValueError(f"{name}: a numpy image must be (H, W, 3), got shape {image.shape}")
+        arr = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1), True
+    if not isinstance(image, Tensor):
+        raise ValueError(f"{name}: expected a (3, H, W) torch tensor or an (H, W, 3) numpy array, got {type(image)}")
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f"{name}: a tensor image must be (3, H, W), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"{name}: a tensor image must be floating point in [0, 1], got {image.dtype}")
+    return image.detach().float(), False  # the ops are not differentiable
+
+
+def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Tensor:
+    """(H, W) or (1, H, W) bool/float mask (tensor or numpy) -> (H, W) bool tensor on device (True = set)."""
+    m = torch.from_numpy(np.asarray(mask)) if not isinstance(mask, Tensor) else mask
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.dim() != 2 or tuple(m.shape) != (h, w):
+        raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape "
+                         f"{tuple(mask.shape)}")
+    return (m > 0.5 if m.is_floating_point() else m.bool()).to(device)
+
+
+def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> None:
+    if not isinstance(patch_size, int) or patch_size < 1 or patch_size % 2 == 0:
+        raise ValueError(f"patch_size must be a positive odd integer (e.g. 5 or 7), got {patch_size!r}")
+    if patch_size > min(h, w):
+        raise ValueError(f"patch_size {patch_size} is larger than the {what} ({h}x{w}); use a smaller patch")
+
+
+def _to_hwc(chw: Tensor) -> Tensor:
+    return chw.permute(1, 2, 0).contiguous()
+
+
+# ---------------------------------------------------------------- nearest-neighbour field
+def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0, source_mask=None):
+    """Nearest-neighbour field from ``target`` patches to ``source`` patches.
+
+    target, source: (3, H, W) float tensors (same device) or (H, W, 3) numpy
+    arrays (uint8 ones are scaled to [0, 1] first). source_mask: optional (Hs, Ws) bool/float, True = forbidden source
+    centre (e.g. the hole). Returns ``(field, dist)``: field (Ht, Wt, 2) int32
+    absolute source centres (y, x); dist (Ht, Wt) float32 mean squared
+    difference per patch pixel and channel (see the module docstring for
+    borders). numpy in -> numpy out. Same seed -> same field, on CPU or CUDA.
+    """
+    t, t_np = _image_to_chw(target, "target")
+    s, _ = _image_to_chw(source, "source")
+    if t.shape[0] != s.shape[0]:
+        raise ValueError(f"target and source must have the same channels, got {t.shape[0]} and {s.shape[0]}")
+    s = s.to(t.device)
+    hs, ws = s.shape[1:]
+    _check_patch_size(patch_size, hs, ws, "source image")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    allowed = torch.ones(hs, ws, dtype=torch.bool, device=t.device)
+    if source_mask is not None:
+        allowed = ~_plane_to_bool(source_mask, "source_mask", hs, ws, t.device)
+    r = patch_size // 2
+    if not allowed[r:hs - r, r:ws - r].any():
+        raise ValueError("source_mask forbids every source patch; leave some source centres unmasked")
+    active = torch.ones(t.shape[1], t.shape[2], dtype=torch.bool, device=t.device)
+    field, dist = _nnf_op(_to_hwc(t), _to_hwc(s), allowed, active, None, patch_size, iterations, int(seed))
+    if t_np:
+        return field.numpy(), dist.numpy()
+    return field, dist
+
+
+# ---------------------------------------------------------------- hole filling
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """(H, W) bool -> pixels within a (2r+1)^2 square of a True pixel (separable: rows, then columns)."""
+    if radius == 0:
+        return mask
+    k = 2 * radius + 1
+    m = F.max_pool2d(mask[None, None].float(), (1, k), 1, (0, radius))
+    return F.max_pool2d(m, (k, 1), 1, (radius, 0))[0, 0] > 0
+
+
+def _halve(image: Tensor, hole: Tensor) -> tuple[Tensor, Tensor]:
+    """Next pyramid level: 2x2 box average (edge-replicated to even size); a
+    coarse pixel is a hole if any of its fine pixels is."""
+    h, w = hole.shape
+    pad = (0, w % 2, 0, h % 2)
+    img = F.avg_pool2d(F.pad(image[None], pad, mode="replicate"), 2)[0]
+    m = F.max_pool2d(F.pad(hole[None, None].float(), pad, mode="replicate"), 2)[0, 0] > 0
+    return img, m
+
+
+def _usable_sources(hole: Tensor, radius: int) -> int:
+    h, w = hole.shape
+    return int((~_dilate(hole, radius))[radius:h - radius, radius:w - radius].sum())
+
+
+# Halving stops once every hole pixel is within this many patch radii of a
+# known pixel: the coarsest hole is at most ~2.5 patches thick. Measured on
+# 256x256 skimage photos (astronaut, coffee, chelsea; square and scribble
+# holes): 3 gave +0.9 to +3.2 dB hole PSNR over 1 on astronaut and coffee
+# (with 1 the coarsest image is so small that patches of unrelated content,
+# e.g. the flag, get copied) and -0.1 to -0.2 dB on chelsea, at the same speed.
+_COARSEST_REACH = 3
+
+
+def _pyramid(image: Tensor, hole: Tensor, patch_size: int) -> list[tuple[Tensor, Tensor]]:
+    """Levels from fine to coarse. Stop halving once every hole pixel is within
+    _COARSEST_REACH patch radii of a known pixel, or before the image gets
+    smaller than 2 patches or runs short of source patches."""
+    r = patch_size // 2
+    levels = [(image, hole)]
+    while True:
+        img, m = levels[-1]
+        if bool(_dilate(~m, _COARSEST_REACH * r)[m].all()):
+            break
+        nxt = _halve(img, m)
+        if min(nxt[1].shape) < 2 * patch_size or _usable_sources(nxt[1], r) < 4 * patch_size * patch_size:
+            break
+        levels.append(nxt)
+    return levels
+
+
+def _fill_from_border(image: Tensor, hole: Tensor) -> Tensor:
+    """Initial guess: fill the hole inwards, each ring the mean of its known 3x3 neighbours."""
+    known = (~hole).float()[None, None]
+    est = image[None] * known
+    ones = torch.ones(1, 1, 3, 3, device=image.device)
+    channels = image.shape[0]
+    while bool((known == 0).any()):
+        s = F.conv2d(est, ones.expand(channels, 1, 3, 3), padding=1, groups=channels)
+        c = F.conv2d(known, ones, padding=1)
+        new = (known == 0) & (c > 0)
+        est = torch.where(new, s / c.clamp_min(1), est)
+        known = known + new.float()
+    return est[0]
+
+
+def _upsample_field(field: Tensor, h: int, w: int) -> Tensor:
+    """Coarse field -> fine field: fine (y, x) starts from 2 * coarse(y//2, x//2) + (y%2, x%2)."""
+    up = field.repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w] * 2
+    ys = torch.arange(h, device=field.device, dtype=torch.int32) % 2
+    xs = torch.arange(w, device=field.device, dtype=torch.int32) % 2
+    up[..., 0] += ys[:, None]
+    up[..., 1] += xs[None, :]
+    return up.contiguous()
+
+
+def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
+    """Wexler-style similarity weights exp(-d / (2 sigma^2)), sigma^2 = 75th percentile of the active distances."""
+    weight = torch.zeros_like(dist)
+    d = dist[active]
+    if d.numel() > 0:
+        # kthvalue, not quantile: quantile refuses inputs above 16M elements.
+        sigma2 = d.kthvalue(max(1, (3 * d.numel() + 3) // 4)).values.clamp_min(1e-6)
+        weight[active] = torch.exp(d / (-2 * sigma2))
+    return weight
+
+
+def _call_seed(seed: int, level: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + level * 1009 + step) % (1 << 63)
+
+
+def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3):
+    """Fill the holes of ``image`` by coarse-to-fine PatchMatch + voting.
+
+    image: (3, H, W) float tensor in [0, 1], or (H, W, 3) numpy float/uint8
+    (returned in the same type, layout and dtype). mask: (H, W) or (1, H, W)
+    bool/float, True/1 = hole; any number of irregular holes. Pixels outside
+    the hole are returned bit-identical. iterations: PatchMatch iterations per
+    EM step; em_steps: search+vote rounds per scale. Runs on the image's
+    device (CUDA for a GPU tensor) unless ``device`` says otherwise.
+    """
+    img, was_numpy = _image_to_chw(image, "image")
+    c, h, w = img.shape
+    dev = torch.device(device) if device is not None else img.device
+    hole = _plane_to_bool(mask, "mask", h, w, dev)
+    _check_patch_size(patch_size, h, w, "image")
+    if iterations < 0 or em_steps < 1:
+        raise ValueError(f"need iterations >= 0 and em_steps >= 1, got {iterations} and {em_steps}")
+    if not bool(hole.any()):
+        raise ValueError("mask has no hole (no pixel is 1/True); nothing to fill")
+    r = patch_size // 2
+    if _usable_sources(hole, r) < 1:
+        raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from; "
+                         "use a smaller hole or a smaller patch_size")
+    _extension.require()
+    work = img.to(dev)
+    levels = _pyramid(work, hole, patch_size)
+
+    est = field = None
+    for level in range(len(levels) - 1, -1, -1):
+        lvl_img, lvl_hole = levels[level]
+        lh, lw = lvl_hole.shape
+        forbidden = _dilate(lvl_hole, r)  # centres whose patch touches the hole: never a source...
+        allowed = ~forbidden              # ...and the only targets whose match matters
+        if est is None:
+            est = _fill_from_border(lvl_img, lvl_hole)
+        else:
+            up = F.interpolate(est[None], size=(lh, lw), mode="bilinear", align_corners=False)[0]
+            est = torch.where(lvl_hole, up, lvl_img)
+        est_hwc = _to_hwc(est)
+        if field is not None:
+            # Vote the upsampled coarse matches first: a sharper start than the bilinear guess.
+            field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, _upsample_field(field, lh, lw),
+                                  patch_size, 0, _call_seed(seed, level, 0))
+            est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
+        # The coarsest scale sets the structure and is cheap: twice the rounds.
+        for step in range(2 * em_steps if level == len(levels) - 1 else em_steps):
+            field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, field, patch_size, iterations,
+                                  _call_seed(seed, level, step + 1))
+            est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
+        est = est_hwc.permute(2, 0, 1)
+
+    filled = est.to(img.device)
+    if was_numpy:
+        hole_np = hole.cpu().numpy()
+        out = image.copy()
+        vals = filled.permute(1, 2, 0).cpu().numpy()[hole_np]
+        if image.dtype == np.uint8:
+            out[hole_np] = np.clip(np.rint(vals * 255.0), 0, 255).astype(np.uint8)
+        else:
+            out[hole_np] = vals.astype(image.dtype)
+        return out
+    return torch.where(hole.to(image.device), filled.to(image.dtype), image)

@@ -1,0 +1,99 @@
+"""Training configuration: presets, TOML round trip, precedence, clear errors."""
+import dataclasses
+import tomllib
+
+import pytest
+
+from nfinpaint import losses, networks
+from nfinpaint.config import PRESETS, ConfigError, TrainConfig, load_config, to_toml
+
+
+def test_paper_preset_is_the_papers_setting():
+    paper = PRESETS["paper"]
+    assert (paper.image_size, paper.hole_size) == (24, 8)
+    assert (paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight) == (200.0, 200.0, 0.05)
+    assert (paper.lr, paper.beta1) == (2e-4, 0.5)
+    assert paper.train_masks == "center"
+    # the same objective as the model's PAPER_WEIGHTS (reduction included)
+    p = losses.PAPER_WEIGHTS
+    assert (paper.l2_weight, paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight,
+            paper.loss_reduction) == (p.l2, p.adv_global, p.adv_local, p.feature, p.reduction)
+
+
+@pytest.mark.parametrize("name", ["paper", "paper64"])
+def test_presets_match_the_model_presets(name):
+    cfg, model = PRESETS[name], networks.MODEL_PRESETS[name]
+    assert (cfg.image_size, cfg.hole_size, cfg.local_patch_size) == (model.image_size, model.hole_size,
+                                                                      model.patch_size)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid_and_buildable(name):
+    cfg = PRESETS[name].validate()
+    assert cfg.preset == name
+    networks.generator_stages(cfg.image_size)  # raises for a size the generator cannot take
+    assert cfg.g_warmup_steps + cfg.d_warmup_steps < cfg.steps
+
+
+def test_toml_round_trip_and_versions_table_ignored(tmp_path):
+    cfg = dataclasses.replace(PRESETS["paper"], steps=123, data='C:\\a "quoted" dir', feature_weights="random")
+    text = to_toml(cfg, versions={"torch": "2.x", "nfinpaint._C": "CPU,CUDA"}, header="hello\nworld")
+    parsed = tomllib.loads(text)
+    assert parsed["versions"]["nfinpaint._C"] == "CPU,CUDA"
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert load_config(None, path) == cfg
+
+
+def test_precedence_preset_then_file_then_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "paper"\nsteps = 77\nbatch_size = 5\nlr = 1\n')
+    cfg = load_config(None, path, {"batch_size": 9})
+    assert (cfg.preset, cfg.image_size, cfg.steps, cfg.batch_size) == ("paper", 24, 77, 9)
+    assert isinstance(cfg.lr, float) and cfg.lr == 1.0  # TOML int accepted for a float key
+    # an explicit preset wins over the file's
+    assert load_config("paper64", path).image_size == 64
+    assert load_config().preset == "default"
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("stpes = 10\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'stpes' in .*c.toml"):
+        load_config(None, path)
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        load_config("default", None, {"nope": 1})
+    path.write_text("[train]\nsteps = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown config table \[train\]"):
+        load_config(None, path)
+
+
+def test_bad_values_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        load_config("fast")
+    with pytest.raises(ConfigError, match="needs an integer"):
+        load_config("default", None, {"steps": "ten"})
+    with pytest.raises(ConfigError, match="needs true or false"):
+        load_config("default", None, {"compile": 1})
+    with pytest.raises(ConfigError, match="hole_size"):
+        load_config("default", None, {"hole_size": 64})
+    with pytest.raises(ConfigError, match="train_masks"):
+        load_config("default", None, {"train_masks": "square"})
+    path = tmp_path / "bad.toml"
+    path.write_text("steps = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(None, path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(None, tmp_path / "missing.toml")
+
+
+def test_strings_from_the_command_line_are_parsed():
+    cfg = load_config("default", None, {"compile": "false", "steps": "12", "lr": "1e-3", "augment": "yes"})
+    assert (cfg.compile, cfg.steps, cfg.lr, cfg.augment) == (False, 12, 1e-3, True)
+
+
+def test_stage_boundaries():
+    cfg = TrainConfig(steps=10, g_warmup_steps=3, d_warmup_steps=2)
+    assert [cfg.stage(s) for s in range(7)] == ["generator"] * 3 + ["discriminator"] * 2 + ["joint"] * 2
+    no_warmup = TrainConfig(steps=10, g_warmup_steps=0, d_warmup_steps=0)
+    assert no_warmup.stage(0) == "joint"

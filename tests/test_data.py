@@ -1,0 +1,204 @@
+"""Data pipeline: crops, augmentation, the held-out split, folders, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nfinpaint import data
+from nfinpaint.data import DataError, DataWarning, build_datasets, folder_dataset
+
+
+def _coordinate_image(height, width, k):
+    """R = x/(W-1), G = y/(H-1), B = image id: every pixel says where it came from."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x / (width - 1), y / (height - 1), np.full_like(x, k / 2.0, dtype=float)], axis=-1)
+    return Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
+
+
+def _decode(item, height, width):
+    xs = item[0].flatten() * (width - 1)
+    ys = item[1].flatten() * (height - 1)
+    return xs, ys
+
+
+@pytest.fixture
+def coordinate_folder(tmp_path):
+    sizes = [(120, 160), (150, 130)]
+    for k, (h, w) in enumerate(sizes):
+        _coordinate_image(h, w, k).save(tmp_path / f"img{k}.png")
+    return tmp_path, sizes
+
+
+def test_items_are_float_crops_in_unit_range():
+    train, val = build_datasets(None, 16, seed=3)
+    for ds in (train, val):
+        for i in (0, len(ds) - 1):
+            item = ds[i]
+            assert item.shape == (3, 16, 16) and item.dtype == torch.float32
+            assert 0.0 <= float(item.min()) and float(item.max()) <= 1.0
+    assert len(train) >= 1024 and len(val) > 20
+
+
+def test_split_is_deterministic_and_depends_on_the_seed():
+    _, val_a = build_datasets(None, 16, seed=1)
+    _, val_b = build_datasets(None, 16, seed=1)
+    _, val_c = build_datasets(None, 16, seed=2)
+    assert torch.equal(torch.stack(list(val_a)), torch.stack(list(val_b)))
+    assert val_a.crops != val_c.crops
+
+
+def test_training_crops_never_touch_the_validation_region(coordinate_folder):
+    folder, sizes = coordinate_folder
+    train, val = build_datasets(str(folder), 16, seed=5, max_crop_scale=4.0)
+    assert isinstance(train, data.RegionCrops)
+    boxes = train.holdout
+    assert all(b is not None for b in boxes)
+    for i in range(150):
+        item = train[(i % 3, i)]
+        k = int(round(float(item[2].mean()) * 2))
+        xs, ys = _decode(item, *sizes[k])
+        b = boxes[k]
+        inside = (xs > b.left + 1) & (xs < b.left + b.width - 2) & (ys > b.top + 1) & (ys < b.top + b.height - 2)
+        assert not bool(inside.any()), f"training crop {i} of image {k} reaches into the validation box {b}"
+    for item in val:
+        k = int(round(float(item[2].mean()) * 2))
+        xs, ys = _decode(item, *sizes[k])
+        b = boxes[k]
+        assert float(xs.min()) >= b.left - 1 and float(xs.max()) <= b.left + b.width
+        assert float(ys.min()) >= b.top - 1 and float(ys.max()) <= b.top + b.height
+
+
+def test_augmentation_flips_and_rotates_only_when_asked(coordinate_folder):
+    folder, _ = coordinate_folder
+    plain, _ = build_datasets(str(folder), 16, seed=0, augment=False)
+    augmented, val = build_datasets(str(folder), 16, seed=0, augment=True, max_rotation=30)
+    def orientation(item):
+        dx = float((item[0, :, -1] - item[0, :, 0]).mean())    # R along a row: + unless mirrored
+        tilt = float((item[1, :, -1] - item[1, :, 0]).abs().mean())  # G along a row: 0 unless rotated
+        return dx, tilt
+    plain_o = [orientation(plain[i]) for i in range(40)]
+    assert all(dx > 0 and tilt < 0.01 for dx, tilt in plain_o)
+    aug_o = [orientation(augmented[i]) for i in range(40)]
+    assert any(dx < 0 for dx, _ in aug_o) and any(dx > 0 for dx, _ in aug_o)   # mirrored sometimes
+    assert sum(tilt > 0.02 for _, tilt in aug_o) > 20                          # rotated mostly
+    # validation items are never augmented
+    assert all(o[0] > 0 and o[1] < 0.01 for o in map(orientation, val))
+
+
+def test_items_are_a_function_of_seed_epoch_and_index():
+    train, _ = build_datasets(None, 16, seed=0)
+    again, _ = build_datasets(None, 16, seed=0)
+    assert torch.equal(train[(2, 17)], again[(2, 17)])
+    assert not torch.equal(train[(2, 17)], train[(3, 17)])
+    train.set_epoch(2)
+    assert torch.equal(train[17], again[(2, 17)])
+
+
+def test_augmented_crop_against_torch_reference():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 40, 50, generator=gen)
+    top, left, side = 7, 11, 12
+    ref = image[:, top:top + side, left:left + side]
+    cy, cx = top + side / 2, left + side / 2
+    plain = data.augmented_crop(image, cy, cx, side, 0.0, False, side)
+    flipped = data.augmented_crop(image, cy, cx, side, 0.0, True, side)
+    rotated = data.augmented_crop(image, cy, cx, side, math.pi / 2, False, side)
+    torch.testing.assert_close(plain, ref)
+    torch.testing.assert_close(flipped, ref.flip(-1), atol=1e-5, rtol=0)
+    # +90 degrees maps output (row r, col c) to source offset (y, x) = (c', -r'): torch.rot90 k=1 on (H, W)
+    torch.testing.assert_close(rotated, torch.rot90(ref, 1, dims=(1, 2)), atol=1e-5, rtol=0)
+    # scaling: a 2x crop equals the antialiased resize of the region
+    half = data.augmented_crop(image, cy, cx, side, 0.0, False, side // 2)
+    want = torch.nn.functional.interpolate(ref[None], size=(6, 6), mode="bilinear", antialias=True,
+                                           align_corners=False)[0]
+    torch.testing.assert_close(half, want, atol=1e-5, rtol=0)
+
+
+def test_large_folders_split_by_file(tmp_path):
+    for i in range(data.FILE_SPLIT_MIN):
+        Image.fromarray(np.full((20, 24, 3), i * 10, np.uint8)).save(tmp_path / f"{i:02d}.jpg")
+    train, val = build_datasets(str(tmp_path), 16, val_fraction=0.1, seed=0)
+    assert isinstance(train, data.FileCrops) and len(train) == 18 and len(val) == 2
+    assert not set(train.files) & set(val.files)
+    _, val2 = build_datasets(str(tmp_path), 16, val_fraction=0.1, seed=0)
+    assert val2.files == val.files
+    colours = {int(round(float(val[i].mean()) * 255)) for i in range(2)}
+    assert colours == {int(p.stem) * 10 for p in val.files}
+
+
+def test_folder_dataset_centre_crops_every_readable_image(tmp_path):
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "b.png")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    Image.fromarray(big[:, :30]).convert("L").save(sub / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image, not a warning")
+    ds = folder_dataset(str(tmp_path), 30)
+    assert ds.names == [str(tmp_path / "b.png"), str(sub / "a.png")]
+    torch.testing.assert_close(ds[0], torch.from_numpy(big[:, 5:35]).permute(2, 0, 1).float() / 255)
+    assert ds[1].shape == (3, 30, 30)
+    assert torch.equal(ds[1][0], ds[1][1])   # grey promoted to RGB
+
+
+def test_unreadable_files_are_reported_and_skipped(tmp_path):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.warns(DataWarning, match=r"broken\.jpg"):
+        ds = folder_dataset(str(tmp_path), 16)
+    assert len(ds) == 1
+    with pytest.warns(DataWarning, match=r"broken\.jpg"):
+        train, _ = build_datasets(str(tmp_path), 16, val_fraction=0.0)
+    assert len(train) > 0
+
+
+def test_a_file_that_breaks_mid_run_is_skipped(tmp_path):
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    good = tmp_path / "a.png"
+    truncated = tmp_path / "b.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:60])   # header intact, pixels missing
+    ds = data.FileCrops([truncated, good], 16, seed=0, augment=False, max_rotation=0, max_crop_scale=1)
+    with pytest.warns(DataWarning, match=r"b\.png"):
+        item = ds[0]
+    torch.testing.assert_close(item, torch.full((3, 16, 16), 200 / 255))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such folder"),
+    ("empty", "no image files found"),
+    ("unreadable", "none of the 1 image files could be read"),
+    ("small", r"tiny\.png is 10x12 pixels, smaller than the 16x16 crop"),
+])
+def test_bad_folders_are_clear_errors(tmp_path, case, message):
+    folder = tmp_path / "data"
+    if case != "missing":
+        folder.mkdir()
+    if case == "unreadable":
+        (folder / "x.png").write_text("nope")
+    if case == "small":
+        Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(folder / "tiny.png")
+    with pytest.warns(DataWarning) if case == "unreadable" else _no_warning():
+        with pytest.raises(DataError, match=message):
+            build_datasets(str(folder), 16)
+    with pytest.warns(DataWarning) if case == "unreadable" else _no_warning():
+        with pytest.raises(DataError, match=message):
+            folder_dataset(str(folder), 16)
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_images_too_small_for_a_validation_region(tmp_path):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match="too small to hold out"):
+        build_datasets(str(tmp_path), 16, val_fraction=0.1)
+    train, val = build_datasets(str(tmp_path), 16, val_fraction=0.0)
+    assert len(val) == 0 and train[0].shape == (3, 16, 16)

@@ -1,0 +1,289 @@
+"""``python -m nfinpaint.evaluate`` and the method registry, on a few tiny images.
+
+The GAN here is an *untrained* generator saved to tmp_path: these tests check
+the plumbing (same inputs -> same table, known pixels untouched, clear errors),
+not the quality of any model.
+"""
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nfinpaint import baselines, evaluate
+from nfinpaint.generator_io import save_generator
+from nfinpaint.masks import make_masks
+from nfinpaint.networks import Generator
+
+SIZE, HOLE = 24, 8
+
+
+def _meta(**extra):
+    return dict(preset="paper", image_size=SIZE, hole_size=HOLE, feature_weights="random",
+                feature_pretrained=False, **extra)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("run") / "generator.pt"
+    save_generator(path, Generator(SIZE), _meta())
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        # smooth gradients plus noise, so every method has something to reconstruct
+        yy, xx = np.mgrid[0:40, 0:32] / 40.0
+        base = np.stack([yy, xx, (yy + xx) / 2], axis=-1) * rng.uniform(0.3, 1.0, 3)
+        pixels = np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1)
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _available_methods():
+    names = ["gan", "biharmonic"]
+    if baselines.opencv_missing() is None:
+        names += ["opencv-telea", "opencv-ns"]
+    if baselines.patchmatch_missing() is None:
+        names.append("patchmatch")
+    return names
+
+
+def _run(argv):
+    assert evaluate.main([str(a) for a in argv]) == 0
+
+
+def _error(argv, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        evaluate.main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2
+    return err
+
+
+def _without_time(csv_text):
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    return [{k: v for k, v in row.items() if not k.startswith("time_ms")} for row in rows]
+
+
+# ---------------------------------------------------------------- reproducibility and outputs
+
+def test_same_inputs_give_the_same_table(tmp_path, checkpoint, data_dir):
+    methods = ",".join(_available_methods())
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        _run(["--checkpoint", checkpoint, "--data", data_dir, "--methods", methods, "--limit", 3,
+              "--seed", 7, "--out", out, "--no-progress", "--figures", 3])
+        outs.append(out)
+    a, b = outs
+    assert _without_time((a / "results.csv").read_text()) == _without_time((b / "results.csv").read_text())
+    assert _without_time((a / "per_image.csv").read_text()) == _without_time((b / "per_image.csv").read_text())
+    quality = lambda p: (p / "results.md").read_text().split("## Time per image")[0]
+    assert quality(a) == quality(b)
+    assert (a / "figures" / "grid_000.png").read_bytes() == (b / "figures" / "grid_000.png").read_bytes()
+    # a different seed draws different masks, hence a different table
+    other = tmp_path / "c"
+    _run(["--checkpoint", checkpoint, "--data", data_dir, "--methods", methods, "--limit", 3,
+          "--seed", 8, "--out", other, "--no-progress", "--figures", 0])
+    assert _without_time((other / "results.csv").read_text()) != _without_time((a / "results.csv").read_text())
+
+
+def test_outputs_and_config(tmp_path, checkpoint, data_dir, capsys):
+    out = tmp_path / "out"
+    _run(["--checkpoint", checkpoint, "--data", data_dir, "--methods", "gan,biharmonic", "--limit", 2,
+          "--out", out, "--no-progress", "--masks", "center"])
+    printed = capsys.readouterr().out
+    assert "| GAN (ours) |" in printed and "| Biharmonic |" in printed
+    md = (out / "results.md").read_text()
+    assert "data_range=1.0" in md and "centred 8x8 square" in md and "NOT pretrained" in md
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [r["method"] for r in rows] == ["gan", "biharmonic"] and all(r["n"] == "2" for r in rows)
+    per_image = list(csv.DictReader(io.StringIO((out / "per_image.csv").read_text())))
+    assert len(per_image) == 4
+    # the table's means are the means of the per-image values
+    gan_psnr = [float(r["psnr_hole"]) for r in per_image if r["method"] == "gan"]
+    assert float(rows[0]["psnr_hole_mean"]) == pytest.approx(np.mean(gan_psnr))
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["image_size"] == SIZE and config["resolved"]["hole_size"] == HOLE
+    assert config["checkpoint"]["meta"]["feature_pretrained"] is False
+    assert len(config["checkpoint"]["sha256"]) == 64
+    assert config["versions"]["torch"] == torch.__version__
+    grid = Image.open(out / "figures" / "grid_000.png")
+    assert grid.width > 4 * SIZE and grid.height > 2 * SIZE   # 4 columns, 2 rows, enlarged
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+
+
+@pytest.mark.parametrize("kind", ["random", "freeform"])
+def test_mask_kinds_without_checkpoint(tmp_path, data_dir, kind):
+    out = tmp_path / kind
+    _run(["--data", data_dir, "--methods", "biharmonic", "--masks", kind, "--limit", 2, "--out", out,
+          "--no-progress", "--image-size", 16])
+    assert (out / "results.csv").exists()
+    assert json.loads((out / "config.json").read_text())["resolved"]["image_size"] == 16
+
+
+def test_embedded_held_out_split_by_default(tmp_path, checkpoint):
+    out = tmp_path / "embedded"
+    _run(["--checkpoint", checkpoint, "--methods", "biharmonic", "--limit", 2, "--out", out, "--no-progress",
+          "--figures", 0])
+    md = (out / "results.md").read_text()
+    assert "held-out split of the embedded default set" in md and "seed=0" in md
+
+
+def test_split_follows_the_training_run():
+    assert evaluate.split_parameters(_meta(seed=5))["seed"] == 5
+    assert evaluate.split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2})) == \
+        {"seed": 6, "val_fraction": 0.2}
+    run_config = {"seed": 3, "val_fraction": 0.25, "max_crop_scale": 2.0}
+    assert evaluate.split_parameters(_meta(), run_config) == run_config
+    assert evaluate.split_parameters(_meta(seed=5), run_config, 9)["seed"] == 9
+    assert evaluate.split_parameters({}) == {"seed": 0, "val_fraction": 0.1}
+
+
+def test_run_directory_config_sets_the_split(tmp_path, checkpoint, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generator.pt").write_bytes(checkpoint.read_bytes())
+    (run / "config.toml").write_text('# comment\nseed = 4\nval_fraction = 0.2\ndata = ""\n')
+    _run(["--checkpoint", run, "--methods", "biharmonic", "--limit", 1, "--out", tmp_path / "o", "--no-progress",
+          "--figures", 0])
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "val_fraction=0.2, seed=4" in md
+
+
+def test_missing_opencv_is_skipped_with_a_note(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setattr(baselines, "opencv_missing", lambda: "OpenCV is not installed (test)")
+    out = tmp_path / "nocv"
+    _run(["--data", data_dir, "--methods", "biharmonic,opencv-telea,opencv-ns", "--limit", 1, "--out", out,
+          "--no-progress"])
+    assert "note: skipping opencv-telea: OpenCV is not installed (test)" in capsys.readouterr().err
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [r["method"] for r in rows] == ["biharmonic"]
+    assert "opencv-ns" in json.loads((out / "config.json").read_text())["resolved"]["skipped"]
+
+
+# ---------------------------------------------------------------- methods
+
+def _method(name):
+    generator = None
+    if name == "gan":
+        torch.manual_seed(1)
+        generator = Generator(SIZE)
+    return baselines.build_method(name, generator=generator)
+
+
+@pytest.mark.parametrize("name", baselines.METHODS)
+def test_every_method_keeps_known_pixels_and_ignores_hole_content(name):
+    if name.startswith("opencv") and baselines.opencv_missing():
+        pytest.skip(baselines.opencv_missing())
+    if name == "patchmatch" and baselines.patchmatch_missing():
+        pytest.skip(baselines.patchmatch_missing())
+    method = _method(name)
+    g = torch.Generator().manual_seed(11)
+    images = torch.rand(3, 3, SIZE, SIZE, generator=g)
+    masks = torch.cat([make_masks("random", 2, SIZE, HOLE, generator=g), make_masks("freeform", 1, SIZE, HOLE, generator=g)])
+    for image, mask in zip(images, masks):
+        filled = method.fill(image, mask, seed=3)
+        known = mask[0] < 0.5
+        assert filled.dtype == torch.float32 and filled.shape == image.shape
+        assert torch.equal(filled[:, known], image[:, known])
+        assert filled.min() >= 0 and filled.max() <= 1
+        # what is under the hole must not influence the fill
+        scrambled = torch.where(mask > 0.5, torch.rand(image.shape, generator=g), image)
+        assert torch.equal(method.fill(scrambled, mask, seed=3), filled)
+
+
+def test_composite_is_exact_and_clamps():
+    image = torch.rand(3, 5, 5)
+    mask = torch.zeros(1, 5, 5)
+    mask[:, 1:3, 1:4] = 1
+    filled = torch.full((3, 5, 5), 2.0)
+    out = baselines.composite(filled, image, mask)
+    assert torch.equal(out[:, mask[0] == 0], image[:, mask[0] == 0])
+    assert torch.all(out[:, mask[0] == 1] == 1.0)
+
+
+def test_gan_rejects_wrong_image_size():
+    with pytest.raises(ValueError, match="24x24"):
+        _method("gan").fill(torch.rand(3, 16, 16), torch.ones(1, 16, 16))
+
+
+def test_parse_methods():
+    assert baselines.parse_methods("gan, Biharmonic,gan") == ["gan", "biharmonic"]
+    with pytest.raises(ValueError, match="unknown method 'telea'"):
+        baselines.parse_methods("gan,telea")
+    with pytest.raises(ValueError, match="empty"):
+        baselines.parse_methods(" , ")
+
+
+# ---------------------------------------------------------------- bad command lines
+
+def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, capsys):
+    common = ["--out", tmp_path / "o", "--no-progress", "--methods", "gan,biharmonic"]  # later flags win
+    cases = [
+        (["--methods", "gan,nosuch", "--checkpoint", checkpoint], "unknown method 'nosuch'"),
+        (["--methods", "gan,biharmonic", "--data", data_dir], "the gan method needs --checkpoint"),
+        (["--checkpoint", tmp_path / "missing.pt"], "no such file or directory"),
+        (["--checkpoint", tmp_path / "emptyrun"], "without generator.pt"),
+        (["--checkpoint", tmp_path / "garbage.pt"], "not a readable nfinpaint generator"),
+        (["--checkpoint", tmp_path / "foreign.pt"], "not an nfinpaint generator"),
+        (["--checkpoint", checkpoint, "--image-size", 32, "--data", data_dir], "takes 24x24 images"),
+        (["--checkpoint", checkpoint, "--data", tmp_path / "nodata"], "no such folder"),
+        (["--checkpoint", checkpoint, "--data", tmp_path / "emptydata"], "--data"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--limit", 0], "--limit must be at least 1"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--hole-size", 0], "--hole-size must be in [1, 24]"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--device", "tpu:x"], "--device"),
+        (["--methods", "biharmonic", "--data", data_dir, "--image-size", 5], "--image-size must be at least 8"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--threads", 0], "--threads must be at least 1"),
+    ]
+    (tmp_path / "emptyrun").mkdir()
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    (tmp_path / "emptydata").mkdir()
+    for argv, expected in cases:
+        err = _error(common + argv, capsys)
+        assert err.startswith("error: ") and "\n" not in err, (argv, err)
+        assert expected in err, (argv, err)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is visible")
+def test_cuda_device_without_gpu_is_rejected(tmp_path, data_dir, capsys):
+    err = _error(["--methods", "biharmonic", "--data", data_dir, "--device", "cuda", "--out", tmp_path], capsys)
+    assert "no CUDA GPU is visible" in err
+
+
+def test_argparse_rejects_unknown_mask_kind(capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--masks", "triangle"])
+    assert info.value.code == 2
+    assert "invalid choice: 'triangle'" in capsys.readouterr().err
+
+
+def test_comparison_grid_layout_and_cells():
+    from nfinpaint import figures
+
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 8, 8, generator=g)
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, 2:5, 3:6] = 1
+    filled = {"A": torch.rand(2, 3, 8, 8, generator=g)}
+    grid = figures.comparison_grid(images, masks, filled, scale=4)
+    cell = 8 * 4
+    assert grid.size == (3 * (cell + figures.GAP) + figures.GAP, figures.HEADER + 2 * (cell + figures.GAP) + figures.GAP)
+    pixels = np.asarray(grid)
+    # second row, masked column: the hole is white, the rest is the original, enlarged 4x
+    top, left = figures.HEADER + cell + figures.GAP, 2 * figures.GAP + cell
+    masked = pixels[top:top + cell, left:left + cell]
+    expected = (figures.masked_view(images[1], masks[1]).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(masked[::4, ::4], expected)
+    assert (masked[2 * 4:5 * 4, 3 * 4:6 * 4] == 255).all()

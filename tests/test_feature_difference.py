@@ -1,0 +1,144 @@
+"""Triton feature difference (equation 2) vs ``nfinpaint.ops.feature_distance_reference``.
+
+The reference is the ground truth for values and (through autograd) gradients
+to fake and real.  Interpreter on the CPU, so shapes stay tiny; they cover C and
+H·W not multiples of the block (16 in the interpreter) and H·W = 1.
+"""
+import pytest
+import torch
+
+from nfinpaint.kernels import feature_difference as fd_module
+from nfinpaint.kernels.feature_difference import feature_difference
+from nfinpaint.ops import feature_distance_reference
+
+# Both paths square in fp32, so values stay tight for every dtype; the gradients are
+# stored in the input dtype and round at its precision.
+DTYPES = [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)]
+SHAPES = [(2, 20, 3, 3), (2, 33, 1, 1), (1, 7, 5, 7)]
+WEIGHTS = [None, "broadcast", "full"]
+
+
+def _close(actual, expected, rtol):
+    atol = rtol * expected.float().abs().max().item() + 1e-12
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol)
+
+
+def _inputs(shape, dtype, weight_kind, device="cpu"):
+    fake = torch.randn(shape, device=device).to(dtype).requires_grad_()
+    real = torch.randn(shape, device=device).to(dtype).requires_grad_()
+    n, c, h, w = shape
+    weight = {None: None,
+              "broadcast": torch.rand(n, 1, h, w, device=device),
+              "full": torch.rand(n, c, h, w, device=device)}[weight_kind]
+    return fake, real, weight
+
+
+def _check(fake, real, weight, reduction, rtol, fwd_rtol=1e-5):
+    out = feature_difference(fake, real, weight, reduction)
+    ref = feature_distance_reference(fake, real, weight, reduction)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    _close(out, ref, max(fwd_rtol, 1e-5))
+    grad_out = torch.rand_like(ref) + 0.5
+    grads = torch.autograd.grad(out, (fake, real), grad_out)
+    grads_ref = torch.autograd.grad(ref, (fake, real), grad_out)
+    for g, g_ref, x in zip(grads, grads_ref, (fake, real)):
+        assert g.dtype == x.dtype and g.shape == x.shape
+        assert g_ref.abs().max() > 0
+        _close(g, g_ref, rtol)
+    return grads[0]
+
+
+@pytest.mark.parametrize("dtype,rtol", DTYPES, ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("weight_kind", WEIGHTS, ids=["noweight", "weight1", "weightC"])
+def test_matches_reference_with_gradient(shape, dtype, rtol, weight_kind):
+    fake, real, weight = _inputs(shape, dtype, weight_kind)
+    for reduction in ("sum", "mean", "per_sample"):
+        _check(fake, real, weight, reduction, rtol)
+
+
+def test_channels_last_inputs_weight_and_gradient_layout():
+    fake, real, weight = _inputs((2, 18, 4, 5), torch.float32, "broadcast")
+    fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
+    weight_cl = weight.to(memory_format=torch.channels_last)
+    g = _check(fake_cl, real, weight_cl, "per_sample", 1e-5)
+    assert g.is_contiguous(memory_format=torch.channels_last)
+    real_cl = real.detach().to(memory_format=torch.channels_last).requires_grad_()
+    _check(fake_cl, real_cl, None, "mean", 1e-5)
+
+
+def test_per_sample_losses_summed_later():
+    # The incoming gradient is then an expanded (stride-0) tensor.
+    fake, real, weight = _inputs((3, 17, 2, 2), torch.float32, "full")
+    (g,) = torch.autograd.grad(feature_difference(fake, real, weight, "per_sample").sum() * 2, fake)
+    ref = feature_distance_reference(fake, real, weight, "per_sample").sum() * 2
+    (g_ref,) = torch.autograd.grad(ref, fake)
+    _close(g, g_ref, 1e-5)
+
+
+def test_weight_zero_masks_out_and_weight_gets_no_gradient():
+    fake, real, weight = _inputs((1, 5, 2, 3), torch.float32, "full")
+    weight.zero_()
+    weight.requires_grad_()
+    out = feature_difference(fake, real, weight)
+    assert out.item() == 0.0
+    out.backward()
+    assert weight.grad is None
+    assert fake.grad.abs().max().item() == 0.0
+
+
+def test_opcheck():
+    fake, real, weight = _inputs((2, 18, 2, 3), torch.float32, "broadcast")
+    torch.library.opcheck(fd_module._feature_difference_op, (fake, real, weight, "mean"))
+    torch.library.opcheck(fd_module._feature_difference_op, (fake, real, None, "per_sample"))
+
+
+def test_torch_compile_fullgraph():
+    fake, real, weight = _inputs((2, 18, 3, 2), torch.float32, "broadcast")
+
+    @torch.compile(fullgraph=True)
+    def loss_fn(a, b, w):
+        return 0.5 * feature_difference(a, b, w, "sum") + a.abs().mean()
+
+    out = loss_fn(fake, real, weight)
+    grads = torch.autograd.grad(out, (fake, real))
+    ref = 0.5 * feature_distance_reference(fake, real, weight, "sum") + fake.abs().mean()
+    grads_ref = torch.autograd.grad(ref, (fake, real))
+    _close(out, ref, 1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        _close(g, g_ref, 1e-5)
+
+
+def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
+    fake, real, weight = _inputs((1, 4, 2, 2), torch.float32, "broadcast")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time, after import
+    with pytest.raises(RuntimeError, match="needs CUDA tensors on a GPU, or TRITON_INTERPRET=1"):
+        feature_difference(fake, real, weight)
+    out = feature_difference(fake, real, weight, allow_reference_fallback=True)
+    _close(out, feature_distance_reference(fake, real, weight), 1e-6)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    _close(feature_difference(fake, real, weight), feature_distance_reference(fake, real, weight),
+           1e-5)
+
+
+def test_bad_inputs_say_what_is_wrong():
+    a = torch.randn(2, 4, 2, 2)
+    with pytest.raises(ValueError, match="same shape"):
+        feature_difference(a, torch.randn(2, 4, 2, 3))
+    with pytest.raises(ValueError, match="resize the mask"):
+        feature_difference(a, a, torch.rand(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="reduction"):
+        feature_difference(a, a, reduction="max")
+    with pytest.raises(ValueError, match="non-empty"):
+        feature_difference(a[:, :0], a[:, :0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1.6e-2)],
+                         ids=["fp32", "bf16"])
+def test_cuda_matches_reference(dtype, rtol):
+    fake, real, weight = _inputs((3, 130, 9, 17), dtype, "broadcast", device="cuda")
+    for reduction in ("sum", "per_sample"):
+        _check(fake, real, weight, reduction, rtol, fwd_rtol=1e-4)
+    fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
+    _check(fake_cl, real, None, "mean", rtol, fwd_rtol=1e-4)

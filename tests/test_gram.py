@@ -1,0 +1,150 @@
+"""Triton Gram distance vs the bmm reference (interpreter on the CPU, compiled on a GPU).
+
+The reference's gradient comes from autograd through two bmm's, so it checks the
+kernel's hand-derived backward 4·D·F/K independently.  Shapes are tiny because
+the interpreter runs one program at a time; they still cover C not a multiple of
+the block (16 in the interpreter), H·W = 1 and several tiles on each side.
+"""
+import pytest
+import torch
+
+from nfinpaint.kernels import gram
+from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
+
+# (dtype, rtol): fp32 tight; half inputs are read by both paths and multiplied in fp32,
+# so the loss stays tight and only the gradient, stored in the half dtype, rounds.
+DTYPES = [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)]
+SHAPES = [(2, 20, 3, 3), (2, 33, 1, 1), (1, 7, 5, 7)]
+
+
+def _close(actual, expected, rtol):
+    # atol scaled by the largest reference value: sums of many rounded terms near zero.
+    atol = rtol * expected.float().abs().max().item() + 1e-12
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol)
+
+
+def _pair(shape, dtype, device="cpu", scale_real=1.0):
+    fake = torch.randn(shape, device=device).to(dtype).requires_grad_()
+    real = (scale_real * torch.randn(shape, device=device)).to(dtype)
+    return fake, real
+
+
+def _check(fake, real, reduction, rtol, fwd_rtol=1e-4):
+    out = gram_distance(fake, real, reduction)
+    ref = gram_distance_reference(fake, real, reduction)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    _close(out, ref, min(rtol, fwd_rtol))
+    grad_out = torch.rand_like(ref) + 0.5
+    (g,) = torch.autograd.grad(out, fake, grad_out)
+    (g_ref,) = torch.autograd.grad(ref, fake, grad_out)
+    assert g.dtype == fake.dtype and g.shape == fake.shape
+    assert g_ref.abs().max() > 0
+    _close(g, g_ref, rtol)
+    return g
+
+
+@pytest.mark.parametrize("dtype,rtol", DTYPES, ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference_with_gradient(shape, dtype, rtol):
+    fake, real = _pair(shape, dtype, scale_real=1.5)
+    for reduction in ("mean", "sum", "per_sample"):
+        _check(fake, real, reduction, rtol)
+
+
+def test_channels_last_inputs_and_gradient_layout():
+    fake, real = _pair((2, 18, 4, 5), torch.float32)
+    fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
+    g = _check(fake_cl, real.to(memory_format=torch.channels_last), "per_sample", 1e-5)
+    assert g.is_contiguous(memory_format=torch.channels_last)
+    # Mixed layouts: only fake channels-last, real contiguous.
+    _check(fake_cl, real, "sum", 1e-5)
+
+
+def test_strided_channel_slice_input():
+    # Not channels-last, not contiguous: every other channel of a larger map (read in place).
+    big, real = _pair((2, 38, 3, 4), torch.float32)
+    fake = big[:, ::2]
+    _check(fake, real[:, ::2], "mean", 1e-5)
+
+
+def test_real_gets_no_gradient_and_equal_inputs_give_zero():
+    fake, real = _pair((1, 17, 2, 3), torch.float32)
+    real.requires_grad_()
+    gram_distance(fake, real).backward()
+    assert real.grad is None and fake.grad is not None
+    same = torch.randn(2, 17, 3, 2)
+    assert gram_distance(same, same.clone(), "per_sample").abs().max() < 1e-12
+
+
+def test_per_sample_losses_summed_later():
+    # The incoming gradient is then an expanded (stride-0) tensor.
+    fake, real = _pair((3, 17, 2, 2), torch.float32)
+    (g,) = torch.autograd.grad(gram_distance(fake, real, "per_sample").sum() * 2, fake)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "per_sample").sum() * 2, fake)
+    _close(g, g_ref, 1e-5)
+
+
+def test_no_grad_forward_matches():
+    fake, real = _pair((2, 20, 2, 2), torch.float32)
+    with torch.no_grad():
+        out = gram_distance(fake, real, "sum")
+    _close(out, gram_distance_reference(fake, real, "sum"), 1e-5)
+
+
+@pytest.mark.parametrize("save_diff", [True, False])
+def test_opcheck(save_diff):
+    fake, real = _pair((2, 18, 2, 3), torch.float32)
+    torch.library.opcheck(gram._gram_distance_op, (fake, real, "mean", save_diff))
+    torch.library.opcheck(gram._gram_distance_op, (fake, real, "per_sample", save_diff))
+
+
+def test_torch_compile_fullgraph():
+    fake, real = _pair((2, 18, 3, 2), torch.float32)
+
+    @torch.compile(fullgraph=True)
+    def loss_fn(a, b):
+        return 3.0 * gram_distance(a, b, "sum") + a.square().mean()
+
+    out = loss_fn(fake, real)
+    (g,) = torch.autograd.grad(out, fake)
+    ref = 3.0 * gram_distance_reference(fake, real, "sum") + fake.square().mean()
+    (g_ref,) = torch.autograd.grad(ref, fake)
+    _close(out, ref, 1e-5)
+    _close(g, g_ref, 1e-5)
+
+
+def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
+    fake, real = _pair((1, 4, 2, 2), torch.float32)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time, after import
+    with pytest.raises(RuntimeError, match="needs CUDA tensors on a GPU, or TRITON_INTERPRET=1"):
+        gram_distance(fake, real)
+    out = gram_distance(fake, real, allow_reference_fallback=True)
+    _close(out, gram_distance_reference(fake, real), 1e-6)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    _close(gram_distance(fake, real), gram_distance_reference(fake, real), 1e-5)
+
+
+def test_bad_inputs_say_what_is_wrong():
+    a = torch.randn(1, 4, 2, 2)
+    with pytest.raises(ValueError, match="same shape"):
+        gram_distance(a, torch.randn(1, 4, 2, 3))
+    with pytest.raises(ValueError, match="reduction"):
+        gram_distance(a, a, "max")
+    with pytest.raises(ValueError, match="dtype"):
+        gram_distance(a.double(), a.double())
+    with pytest.raises(ValueError, match="non-empty"):
+        gram_distance(a[:0], a[:0])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        gram_distance(a[0], a[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)],
+                         ids=["fp32", "bf16"])
+def test_cuda_matches_reference(dtype, rtol):
+    # Larger than on the CPU: several tiles of every autotuned block size, odd C and H·W.
+    fake, real = _pair((3, 130, 9, 17), dtype, device="cuda", scale_real=1.5)
+    for reduction in ("mean", "per_sample"):
+        _check(fake, real, reduction, rtol, fwd_rtol=rtol)
+    fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
+    _check(fake_cl, real, "sum", rtol, fwd_rtol=rtol)

@@ -1,0 +1,245 @@
+"""``python -m nfinpaint.inpaint``: hole planning, windowed GAN filling, and the command line.
+
+The generator is untrained (made in tmp_path): the tests check where pixels
+go, not how good they look.
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nfinpaint import baselines, inpaint
+from nfinpaint.generator_io import save_generator
+from nfinpaint.images import read_image
+from nfinpaint.networks import Generator
+
+SIZE, HOLE = 24, 8
+needs_patchmatch = pytest.mark.skipif(baselines.patchmatch_missing() is not None,
+                                      reason=f"PatchMatch unavailable: {baselines.patchmatch_missing()}")
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    return Generator(SIZE).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, generator):
+    path = tmp_path_factory.mktemp("run") / "generator.pt"
+    save_generator(path, generator, dict(preset="paper", image_size=SIZE, hole_size=HOLE,
+                                         feature_weights="random", feature_pretrained=False))
+    return path
+
+
+def _hole(top, left, h, w):
+    return inpaint.Hole(1, top, left, h, w)
+
+
+def _plan(hole, picture=(100, 100), method="auto", image_size=SIZE, max_scale=4.0):
+    inpaint.plan([hole], picture, method, image_size, HOLE, max_scale)
+    return hole
+
+
+# ---------------------------------------------------------------- planning
+
+def test_small_hole_gets_an_unscaled_window_centred_on_it():
+    hole = _plan(_hole(40, 50, 6, 5))
+    assert hole.method == "gan"
+    top, left, side = hole.window
+    assert side == SIZE                                   # 6 * 24/8 = 18 < 24: no scaling
+    assert top <= 40 and top + side >= 46 and left <= 50 and left + side >= 55
+    assert abs((top + side / 2) - 43) <= 1 and abs((left + side / 2) - 52.5) <= 1
+
+
+def test_window_keeps_the_training_hole_fraction():
+    hole = _plan(_hole(30, 30, 12, 10))
+    assert hole.method == "gan" and hole.window[2] == 36  # 12 * 24 / 8
+    assert "scaled to 24x24" in hole.reason
+
+
+def test_window_is_clamped_inside_the_picture():
+    hole = _plan(_hole(0, 95, 3, 5), picture=(60, 100))
+    top, left, side = hole.window
+    assert top == 0 and left + side == 100
+
+
+def test_hole_too_large_for_the_generator_goes_to_patchmatch():
+    hole = _plan(_hole(50, 50, 40, 40), picture=(200, 200))   # needs 120 > 4 * 24
+    assert hole.method == "patchmatch" and "more than 4x" in hole.reason
+    assert _plan(_hole(50, 50, 40, 40), picture=(200, 200), max_scale=5).method == "gan"
+
+
+def test_small_picture_limits_the_window():
+    ok = _plan(_hole(5, 5, 5, 5), picture=(20, 30))
+    assert ok.method == "gan" and ok.window[2] == 20             # upscaled to 24
+    big = _plan(_hole(4, 4, 12, 12), picture=(20, 30))          # 12 > 50% of the 20 px window
+    assert big.method == "patchmatch" and "largest window the picture allows" in big.reason
+
+
+def test_forced_methods_and_no_generator():
+    assert _plan(_hole(1, 1, 3, 3), method="patchmatch").method == "patchmatch"
+    assert _plan(_hole(1, 1, 3, 3), image_size=None).method == "patchmatch"
+    forced = _plan(_hole(50, 50, 40, 40), picture=(200, 200), method="gan")
+    assert forced.method == "gan" and "too large" in forced.reason
+
+
+def test_find_holes_uses_8_connectivity():
+    mask = torch.zeros(1, 10, 10)
+    mask[0, 1, 1] = mask[0, 2, 2] = 1        # diagonal neighbours: one hole
+    mask[0, 6:8, 5:9] = 1
+    _, holes = inpaint.find_holes(mask)
+    assert [(h.top, h.left, h.height, h.width) for h in holes] == [(1, 1, 2, 2), (6, 5, 2, 4)]
+
+
+# ---------------------------------------------------------------- filling
+
+def _picture_and_mask(h=50, w=70, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, h, w, generator=g)
+    mask = torch.zeros(1, h, w)
+    mask[:, 2:7, 3:9] = 1          # near the corner
+    mask[:, 20:32, 30:40] = 1      # needs a 36 px window, scaled down
+    mask[:, 45, 66] = 1            # one pixel
+    return image, mask
+
+
+def test_gan_fill_touches_only_the_holes_and_ignores_their_content(generator):
+    image, mask = _picture_and_mask()
+    logs = []
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, log=logs.append)
+    known = mask[0] == 0
+    assert torch.equal(filled[:, known], image[:, known])
+    assert [h.method for h in holes] == ["gan"] * 3 and len(logs) == 3 and all("GAN" in m for m in logs)
+    assert not torch.equal(filled[:, ~known], image[:, ~known])
+    scrambled = torch.where(mask > 0, torch.rand_like(image), image)
+    again, _ = inpaint.inpaint_image(scrambled, mask, generator=generator, hole_size=HOLE, log=lambda m: None)
+    assert torch.equal(again, filled)
+
+
+def test_window_fill_matches_a_direct_generator_call_when_unscaled(generator):
+    g = torch.Generator().manual_seed(1)
+    window = torch.rand(3, SIZE, SIZE, generator=g)
+    mask = torch.zeros(1, SIZE, SIZE)
+    mask[:, 8:16, 8:16] = 1
+    with torch.inference_mode():
+        direct = generator((window * (1 - mask))[None], mask[None])[0]
+    out = inpaint.gan_fill_window(generator, window, mask, torch.device("cpu"))
+    assert torch.allclose(out[:, mask[0] > 0], direct[:, mask[0] > 0])
+    assert torch.equal(out[:, mask[0] == 0], window[:, mask[0] == 0])
+    assert inpaint.gan_fill_window(generator, torch.rand(3, 40, 40), torch.ones(1, 40, 40) * 0, "cpu").shape == (3, 40, 40)
+
+
+def test_inpaint_image_rejects_bad_input(generator):
+    image, mask = _picture_and_mask()
+    with pytest.raises(ValueError, match="same size"):
+        inpaint.inpaint_image(image, mask[:, :10], generator=generator)
+    with pytest.raises(ValueError, match="no hole"):
+        inpaint.inpaint_image(image, torch.zeros_like(mask), generator=generator)
+    with pytest.raises(ValueError, match="whole image"):
+        inpaint.inpaint_image(image, torch.ones_like(mask), generator=generator)
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        inpaint.inpaint_image(image, mask, method="gan")
+
+
+@needs_patchmatch
+def test_patchmatch_fill_touches_only_the_holes():
+    image, mask = _picture_and_mask(seed=2)
+    filled, holes = inpaint.inpaint_image(image, mask, method="patchmatch", log=lambda m: None)
+    known = mask[0] == 0
+    assert torch.equal(filled[:, known], image[:, known])
+    assert all(h.method == "patchmatch" for h in holes)
+
+
+# ---------------------------------------------------------------- command line
+
+def _write(tmp_path, image, mask, mask_mode="L"):
+    img_path, mask_path = tmp_path / "in.png", tmp_path / f"mask_{mask_mode}.png"
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(img_path)
+    hole = (mask[0].numpy() > 0).astype(np.uint8) * 255
+    if mask_mode == "RGBA":   # white hole, fully opaque
+        Image.fromarray(np.stack([hole] * 3 + [np.full_like(hole, 255)], -1), "RGBA").save(mask_path)
+    elif mask_mode == "P":
+        Image.fromarray(hole).convert("P").save(mask_path)
+    else:
+        Image.fromarray(hole).save(mask_path)
+    return img_path, mask_path
+
+
+@pytest.mark.parametrize("mask_mode", ["L", "RGBA", "P"])
+def test_cli_gan_writes_output_and_keeps_known_pixels(tmp_path, checkpoint, capsys, mask_mode):
+    image, mask = _picture_and_mask(seed=3)
+    img_path, mask_path = _write(tmp_path, image, mask, mask_mode)
+    out = tmp_path / "new" / "folder" / "filled.png"
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
+                         "--method", "gan"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(": GAN") == 3 and "3 by the GAN, 0 by PatchMatch" in printed
+    original, result = np.asarray(Image.open(img_path)), np.asarray(Image.open(out))
+    known = mask[0].numpy() == 0
+    assert result.shape == original.shape
+    assert np.array_equal(result[known], original[known])
+    assert not np.array_equal(result[~known], original[~known])
+    assert not list(out.parent.glob(".*tmp*")), "temporary file left behind"
+
+
+@needs_patchmatch
+def test_cli_without_checkpoint_uses_patchmatch_with_a_note(tmp_path, capsys):
+    image, mask = _picture_and_mask(seed=4)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    out = tmp_path / "pm.png"
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: no --checkpoint given" in printed and printed.count(": PatchMatch") == 3
+    known = mask[0].numpy() == 0
+    assert np.array_equal(np.asarray(Image.open(out))[known], np.asarray(Image.open(img_path))[known])
+
+
+def test_cli_reports_when_patchmatch_cannot_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inpaint, "patchmatch_missing", lambda: "not built (test)")
+    image, mask = _picture_and_mask(seed=5)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        inpaint.main([str(img_path), str(mask_path), "-o", str(tmp_path / "o.png")])
+    assert info.value.code == 2
+    assert "3 hole(s) need PatchMatch, which cannot run here: not built (test)" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_input_with_one_line_errors(tmp_path, checkpoint, capsys):
+    image, mask = _picture_and_mask(seed=6)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    small_mask = tmp_path / "small_mask.png"
+    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(small_mask)
+    black_mask = tmp_path / "black.png"
+    Image.fromarray(np.zeros((50, 70), np.uint8)).save(black_mask)
+    white_mask = tmp_path / "white.png"
+    Image.fromarray(np.full((50, 70), 255, np.uint8)).save(white_mask)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image at all")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    out = str(tmp_path / "out.png")
+    cases = [
+        ([img_path, small_mask, "-o", out], "is 12x10 but"),
+        ([img_path, black_mask, "-o", out], "has no hole"),
+        ([img_path, white_mask, "-o", out, "--checkpoint", checkpoint], "covers the whole image"),
+        ([garbage, mask_path, "-o", out], "not a readable image"),
+        ([tmp_path / "nosuch.png", mask_path, "-o", out], "no such file"),
+        ([img_path, garbage, "-o", out], "not a readable image"),
+        ([img_path, mask_path, "-o", str(tmp_path / "out.xyz")], "unknown image format"),
+        ([img_path, mask_path, "-o", str(tmp_path)], "is a folder"),
+        ([img_path, mask_path, "-o", out, "--method", "gan"], "--method gan needs --checkpoint"),
+        ([img_path, mask_path, "-o", out, "--checkpoint", foreign], "not an nfinpaint generator"),
+        ([img_path, mask_path, "-o", out, "--checkpoint", tmp_path / "nosuch.pt"], "no such file or directory"),
+        ([img_path, mask_path, "-o", out, "--max-scale", "0.5"], "--max-scale must be at least 1"),
+    ]
+    for argv, expected in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            inpaint.main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2, (argv, err)
+        assert err.startswith("error: ") and "\n" not in err, (argv, err)
+        assert expected in err, (argv, err)
+    assert not (tmp_path / "out.png").exists()

@@ -1,0 +1,198 @@
+"""Loss terms against hand-computed values; gradients reach the generator from every term."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from nfinpaint import losses
+from nfinpaint.feature_net import VGGFeatures
+from nfinpaint.losses import (PAPER_WEIGHTS, LossWeights, adversarial_d_loss, adversarial_g_loss,
+                              composite_and_l2, feature_loss,
+                              mask_to_feature_weight, total_generator_loss)
+from nfinpaint.kernels.gram import gram_distance_reference
+from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
+
+
+def _tiny_case():
+    # one 1-channel 2x2 image pair; hole = the two left pixels
+    generated = torch.tensor([[[[0.5, 0.1], [0.2, 0.9]]]])
+    target = torch.tensor([[[[0.1, 0.3], [0.6, 0.4]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    return generated, target, mask
+
+
+@pytest.mark.parametrize("use_custom_ops", [False, True])
+def test_composite_and_l2_by_hand(use_custom_ops):
+    generated, target, mask = _tiny_case()
+    composite, loss = composite_and_l2(generated, target, mask, use_custom_ops)
+    assert torch.allclose(composite, torch.tensor([[[[0.5, 0.3], [0.2, 0.4]]]]))
+    # hole errors: (0.5-0.1)^2 = 0.16, (0.2-0.6)^2 = 0.16 -> mean over 2 hole pixels
+    assert math.isclose(float(loss), 0.16, rel_tol=1e-6)
+    _, total = composite_and_l2(generated, target, mask, use_custom_ops, reduction="sum")
+    assert math.isclose(float(total), 0.32, rel_tol=1e-6)
+    batch = (torch.cat([generated, generated]), torch.cat([target, target]), torch.cat([mask, mask]))
+    _, per_image = composite_and_l2(*batch, use_custom_ops, reduction="image_sum")
+    assert math.isclose(float(per_image), 0.32, rel_tol=1e-6)
+
+
+def test_adversarial_by_hand_and_stable():
+    zero = torch.zeros(3)
+    assert math.isclose(float(adversarial_d_loss(zero, zero)), 2 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(float(adversarial_g_loss(zero)), math.log(2), rel_tol=1e-6)
+    x = torch.tensor([1.5, -0.5])
+    expected_g = torch.log1p(torch.exp(-x)).mean()
+    assert torch.allclose(adversarial_g_loss(x), expected_g)
+    real, fake = torch.tensor([2.0, 0.3]), torch.tensor([-1.0, 0.7])
+    expected_d = torch.log1p(torch.exp(-real)).mean() + torch.log1p(torch.exp(fake)).mean()
+    assert torch.allclose(adversarial_d_loss(real, fake), expected_d)
+    # far-out logits: the logit form stays finite where sigmoid-then-log gives inf
+    big = torch.tensor([-1000.0])
+    assert math.isclose(float(adversarial_g_loss(big)), 1000.0, rel_tol=1e-6)
+    assert math.isclose(float(adversarial_d_loss(big, -big)), 2000.0, rel_tol=1e-6)   # both wrong
+    assert float(adversarial_d_loss(-big, big)) == 0.0                                  # both right
+    assert adversarial_g_loss(torch.zeros(2, dtype=torch.bfloat16)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("use_custom_ops", [False, True])
+def test_feature_distance_by_hand(use_custom_ops):
+    fake = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])       # (1,2,1,2)
+    real = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])
+    # squared differences: 1, 0, 4, 1 -> sum 6, mean 1.5
+    assert math.isclose(float(feature_loss(fake, real, use_custom_ops=use_custom_ops, reduction="image_sum")), 6.0)
+    assert math.isclose(float(feature_loss(fake, real, use_custom_ops=use_custom_ops)), 1.5)
+    weight = torch.tensor([[[[1.0, 0.0]]]])                   # only the first position: 1 + 4
+    assert math.isclose(float(feature_loss(fake, real, weight=weight, use_custom_ops=use_custom_ops,
+                                           reduction="sum")), 5.0)
+
+
+def test_gram_by_hand():
+    fake = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])       # (1,C=2,1,HW=2); K = C*H*W = 4
+    real = torch.tensor([[[[1.0, 1.0]], [[1.0, 1.0]]]])
+    # G_fake = [[1,0],[0,4]]/4, G_real = [[2,2],[2,2]]/4; diff = [[-1,-2],[-2,2]]/4 -> 13/16
+    assert math.isclose(float(gram_distance_reference(fake, real)), 13 / 16, rel_tol=1e-6)
+    assert math.isclose(float(feature_loss(fake, real, kind="gram")), 13 / 16, rel_tol=1e-6)
+    two = torch.cat([fake, real]), torch.cat([real, real])
+    assert math.isclose(float(feature_loss(*two, kind="gram")), 13 / 32, rel_tol=1e-6)
+    assert math.isclose(float(feature_loss(*two, kind="gram", reduction="sum")), 13 / 16, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        feature_loss(fake, real, kind="gram", weight=torch.ones(1, 1, 1, 2))
+
+
+def test_real_features_get_no_gradient():
+    fake = torch.randn(2, 3, 2, 2, requires_grad=True)
+    real = torch.randn(2, 3, 2, 2, requires_grad=True)
+    for kind in ("feature", "gram"):
+        fake.grad = real.grad = None
+        feature_loss(fake, real, kind=kind).backward()
+        assert fake.grad is not None and real.grad is None
+
+
+def test_bad_arguments():
+    a = torch.zeros(1, 2, 2, 2)
+    with pytest.raises(ValueError, match="kind"):
+        feature_loss(a, a, kind="style")
+    with pytest.raises(ValueError, match="shape"):
+        feature_loss(a, torch.zeros(1, 2, 1, 2))
+    with pytest.raises(ValueError, match="reduction"):
+        composite_and_l2(a, a, a[:, :1], False, reduction="avg")
+    with pytest.raises(ValueError, match="unknown"):
+        total_generator_loss({"l1": torch.tensor(1.0)}, PAPER_WEIGHTS)
+    with pytest.raises(ValueError, match="reduction"):
+        LossWeights(reduction="median")
+
+
+def test_total_generator_loss_by_hand():
+    terms = {"l2": torch.tensor(0.5), "adv_global": torch.tensor(0.25), "adv_local": torch.tensor(2.0),
+             "feature": torch.tensor(10.0)}
+    assert PAPER_WEIGHTS == LossWeights(1, 200, 200, 0.05, reduction="image_sum")
+    assert math.isclose(float(total_generator_loss(terms, PAPER_WEIGHTS)), 0.5 + 50 + 400 + 0.5)
+    assert math.isclose(float(total_generator_loss({"l2": terms["l2"]}, PAPER_WEIGHTS)), 0.5)
+    w = LossWeights(l2=2.0, adv_global=0.0, adv_local=1.0, feature=0.1)
+    assert math.isclose(float(total_generator_loss(terms, w)), 1.0 + 2.0 + 1.0)
+
+
+def test_mask_to_feature_weight():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 0:4, 0:2] = 1
+    weight = mask_to_feature_weight(mask, (2, 2))
+    assert torch.allclose(weight, torch.tensor([[[[0.5, 0.0], [0.0, 0.0]]]]))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vgg = VGGFeatures(weights="random")
+    return Generator(8), GlobalDiscriminator(8), LocalDiscriminator(8), vgg
+
+
+@pytest.mark.parametrize("term", ["l2", "adv_global", "adv_local", "feature", "gram"])
+def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
+    g, gd, ld, vgg = tiny_model
+    g.train()
+    g.zero_grad(set_to_none=True)
+    target = torch.rand(4, 3, 8, 8)
+    mask = torch.zeros(4, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    generated = g(target * (1 - mask), mask)
+    composite, l2 = composite_and_l2(generated, target, mask, use_custom_ops=False)
+    if term == "l2":
+        loss = l2
+    elif term == "adv_global":
+        loss = adversarial_g_loss(gd(composite))
+    elif term == "adv_local":
+        loss = adversarial_g_loss(ld(crop_patches(composite, local_patch_origin(mask, 8), 8)))
+    else:
+        kind = "feature" if term == "feature" else "gram"
+        loss = feature_loss(vgg(composite), vgg(target), kind=kind)
+    total = total_generator_loss({term if term != "gram" else "feature": loss}, LossWeights())
+    total.backward()
+    grads = [p.grad for p in g.parameters()]
+    assert all(gr is not None for gr in grads), "some generator parameter got no gradient"
+    assert g.encoder[0][0].weight.grad.abs().sum() > 0 and g.to_rgb.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vgg.parameters())
+
+
+def test_losses_compile_without_graph_breaks():
+    def objective(generated, target, mask, logits):
+        composite, l2 = composite_and_l2(generated, target, mask, use_custom_ops=False)
+        feat = feature_loss(composite, target, kind="feature", weight=mask_to_feature_weight(mask, (4, 4)))
+        gram = feature_loss(composite, target, kind="gram")
+        return total_generator_loss({"l2": l2, "adv_global": adversarial_g_loss(logits),
+                                     "feature": feat + gram}, PAPER_WEIGHTS)
+    args = (torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float(), torch.randn(2))
+    compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*args), objective(*args))
+
+
+def test_custom_ops_path_requires_the_extension(monkeypatch):
+    from nfinpaint import _extension, ops
+
+    def missing():
+        raise RuntimeError("nfinpaint's C++/CUDA operators (nfinpaint._C) are not built")
+    monkeypatch.setattr(_extension, "require", missing)
+    monkeypatch.setattr(ops, "_BUILT", False)  # as if `import nfinpaint._C` had failed
+    generated, target, mask = _tiny_case()
+    with pytest.raises(RuntimeError, match="not built"):
+        composite_and_l2(generated, target, mask, use_custom_ops=True)
+    with pytest.raises(RuntimeError, match="not built"):
+        feature_loss(generated, target, use_custom_ops=True)
+    composite_and_l2(generated, target, mask, use_custom_ops=False)       # the reference path needs nothing
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_gram_custom_kernel_on_cuda_matches_reference(dtype, tol):
+    torch.manual_seed(0)
+    fake = torch.randn(4, 256, 6, 6, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    real = torch.randn(4, 256, 6, 6, device="cuda", dtype=dtype)
+    fake.requires_grad_(True)
+    ours = feature_loss(fake, real, kind="gram", use_custom_ops=True)
+    (grad,) = torch.autograd.grad(ours, fake)
+    ref_in = fake.detach().float().requires_grad_(True)
+    ref = gram_distance_reference(ref_in, real.float())
+    (ref_grad,) = torch.autograd.grad(ref, ref_in)
+    torch.testing.assert_close(ours.float(), ref, rtol=tol, atol=tol * float(ref.abs()))
+    torch.testing.assert_close(grad.float(), ref_grad, rtol=tol, atol=tol * float(ref_grad.abs().max()))

@@ -1,0 +1,289 @@
+"""Generator / discriminators / patch cropping: shapes, layer widths, errors, channels-last, compile."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nfinpaint.networks import (MODEL_PRESETS, GlobalDiscriminator, Generator, LocalDiscriminator,
+                                count_parameters, crop_patches, generator_stages, local_patch_origin)
+
+
+def _convs(module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _linears(module):
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("preset", ["paper", "paper64"])
+def test_presets_shapes_and_range(preset):
+    p = MODEL_PRESETS[preset]
+    torch.manual_seed(0)
+    g = Generator(p.image_size)
+    x = torch.rand(2, 3, p.image_size, p.image_size)
+    m = torch.zeros(2, 1, p.image_size, p.image_size)
+    m[..., 2:6, 3:7] = 1
+    y = g(x, m)
+    assert y.shape == x.shape
+    assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    gd, ld = GlobalDiscriminator(p.image_size), LocalDiscriminator(p.patch_size)
+    assert gd(y).shape == (2,)
+    origins = local_patch_origin(m, p.patch_size)
+    assert ld(crop_patches(y, origins, p.patch_size)).shape == (2,)
+
+
+def test_paper64_layer_widths_match_tables():
+    g = Generator(64)
+    convs = _convs(g)
+    # Table 1 encoder convs, Table 2 decoder convs, then to RGB
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 64, 64, 32, 32, 3]
+    assert convs[0].in_channels == 4 and convs[4].in_channels == 256
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    fc, defc = _linears(g)
+    assert (fc.in_features, fc.out_features) == (256 * 4 * 4, 1024)
+    assert (defc.in_features, defc.out_features) == (1024, 4096)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in g.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 8
+    print(f"\nGenerator(64): {count_parameters(g):,} parameters "
+          f"(encoder {count_parameters(g.encoder):,}, fc {count_parameters(g.fc):,}, "
+          f"defc {count_parameters(g.defc):,}, decoder {count_parameters(g.decoder):,}, "
+          f"to_rgb {count_parameters(g.to_rgb):,})")
+
+
+def test_paper24_layout():
+    g = Generator(24)
+    assert g.stages == 3 and g.bottleneck == 3
+    assert [c.out_channels for c in _convs(g)] == [32, 64, 128, 64, 32, 32, 3]
+    fc, defc = _linears(g)
+    assert (fc.in_features, fc.out_features, defc.out_features) == (128 * 9, 1024, 256 * 9)
+    print(f"\nGenerator(24): {count_parameters(g):,} parameters")
+
+
+def test_discriminator_widths_match_tables():
+    gd = GlobalDiscriminator(64)
+    convs = _convs(gd)
+    assert [c.out_channels for c in convs] == [32, 32, 64, 128, 256, 128, 1]       # Table 3
+    assert [c.kernel_size[0] for c in convs] == [3, 4, 4, 4, 4, 4, 4]
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 2, 2, 2, 1]
+    ld = LocalDiscriminator(32)
+    convs = _convs(ld)
+    assert [c.out_channels for c in convs] == [64, 64, 128, 256, 1]                # Table 4
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 2, 1]
+    for d in (gd, ld, GlobalDiscriminator(24), LocalDiscriminator(12)):
+        assert not any(isinstance(m, (nn.BatchNorm2d, nn.Sigmoid)) for m in d.modules())
+    print(f"\nGlobalD(64) {count_parameters(gd):,}, LocalD(32) {count_parameters(ld):,}, "
+          f"GlobalD(24) {count_parameters(GlobalDiscriminator(24)):,}, "
+          f"LocalD(12) {count_parameters(LocalDiscriminator(12)):,} parameters")
+
+
+@pytest.mark.parametrize("size,stages", [(8, 2), (12, 2), (16, 3), (20, 2), (28, 2), (32, 4), (48, 4)])
+def test_other_sizes(size, stages):
+    assert generator_stages(size) == stages
+    g = Generator(size).eval()
+    y = g(torch.rand(1, 3, size, size), torch.zeros(1, 1, size, size))
+    assert y.shape == (1, 3, size, size)
+    assert GlobalDiscriminator(size)(y).shape == (1,)
+
+
+@pytest.mark.parametrize("size", [4, 7, 9, 10, 18, 25, 30])
+def test_bad_sizes_raise_naming_valid_sizes(size):
+    with pytest.raises(ValueError, match="multiples of 4"):
+        Generator(size)
+
+
+def test_bad_input_shapes():
+    g = Generator(24)
+    with pytest.raises(ValueError, match="expects"):
+        g(torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="expects"):
+        g(torch.rand(1, 3, 24, 24), torch.zeros(1, 3, 24, 24))
+    with pytest.raises(ValueError, match="patch_size"):
+        LocalDiscriminator(5)
+    with pytest.raises(ValueError, match="expects"):
+        LocalDiscriminator(12)(torch.rand(1, 3, 16, 16))
+
+
+def test_hole_content_is_ignored():
+    torch.manual_seed(1)
+    g = Generator(16).eval()
+    x = torch.rand(2, 3, 16, 16)
+    m = torch.zeros(2, 1, 16, 16)
+    m[..., 4:10, 5:11] = 1
+    other = torch.where(m.bool(), torch.rand_like(x), x)
+    assert torch.equal(g(x, m), g(other, m))
+
+
+def test_config_rebuilds_same_architecture():
+    for fill in (0.5, (0.485, 0.456, 0.406)):
+        g = Generator(24, hole_fill=fill)
+        h = Generator(**g.config)
+        h.load_state_dict(g.state_dict())
+        assert h.config == g.config
+        assert set(g.state_dict()) == set(Generator(24).state_dict())   # the fill is config, not weights
+    with pytest.raises(ValueError, match="hole_fill"):
+        Generator(24, hole_fill=(0.1, 0.2))
+
+
+def test_mean_fill_is_used_in_the_hole():
+    mean = (0.485, 0.456, 0.406)
+    g = Generator(16, hole_fill=mean).eval()
+    seen = []
+    g.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.rand(2, 3, 16, 16)
+    m = torch.zeros(2, 1, 16, 16)
+    m[..., 4:10, 5:11] = 1
+    g(x, m)
+    expected = torch.cat([torch.where(m.bool(), torch.tensor(mean).view(1, 3, 1, 1), x), m], dim=1)
+    torch.testing.assert_close(seen[0], expected)
+
+
+def test_channels_last_matches_contiguous():
+    torch.manual_seed(2)
+    g = Generator(24).eval()
+    d = GlobalDiscriminator(24)
+    x = torch.rand(3, 3, 24, 24)
+    m = torch.zeros(3, 1, 24, 24)
+    m[..., 8:16, 8:16] = 1
+    cl = torch.channels_last
+    y, ycl = g(x, m), g(x.contiguous(memory_format=cl), m.contiguous(memory_format=cl))
+    assert ycl.is_contiguous(memory_format=cl)
+    torch.testing.assert_close(ycl, y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(d.to(memory_format=cl)(ycl), d(y), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_origin_centres_and_clamps():
+    m = torch.zeros(4, 1, 24, 24)
+    m[0, :, 8:16, 8:16] = 1          # centred 8x8 -> patch 6..17
+    m[1, :, 0:3, 20:24] = 1          # corner -> clamped
+    m[2, :, 5:6, 9:12] = 1           # 1x3 hole: centre y=5.5, x=10.5
+    origins = local_patch_origin(m, 12)  # sample 3: empty -> image centre
+    assert origins.dtype == torch.long
+    assert origins.tolist() == [[6, 6], [0, 12], [0, 4], [6, 6]]
+
+
+def test_patch_origin_random_boxes_against_loop():
+    g = torch.Generator().manual_seed(3)
+    n, s, p = 16, 20, 9
+    m = torch.zeros(n, 1, s, s)
+    expected = []
+    for i in range(n):
+        y0, x0 = torch.randint(0, s - 1, (2,), generator=g).tolist()
+        y1 = y0 + int(torch.randint(1, s - y0 + 1, (1,), generator=g))
+        x1 = x0 + int(torch.randint(1, s - x0 + 1, (1,), generator=g))
+        m[i, 0, y0:y1, x0:x1] = 1
+        # hand computation: centre of [y0, y1) is (y0 + y1) / 2; patch starts p/2 before it
+        cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+        oy = min(max(int((cy - p / 2) // 1), 0), s - p)
+        ox = min(max(int((cx - p / 2) // 1), 0), s - p)
+        expected.append([oy, ox])
+    assert local_patch_origin(m, p).tolist() == expected
+
+
+def test_crop_patches_values_and_gradient():
+    images = torch.rand(3, 2, 10, 10, requires_grad=True)
+    origins = torch.tensor([[0, 0], [3, 5], [6, 6]])
+    patches = crop_patches(images, origins, 4)
+    for i, (y, x) in enumerate(origins.tolist()):
+        assert torch.equal(patches[i], images[i, :, y:y + 4, x:x + 4])
+    weights = torch.rand_like(patches)
+    (patches * weights).sum().backward()
+    expected = torch.zeros_like(images)
+    for i, (y, x) in enumerate(origins.tolist()):
+        expected[i, :, y:y + 4, x:x + 4] = weights[i]
+    assert torch.equal(images.grad, expected)
+
+
+def test_forward_passes_compile_without_graph_breaks():
+    """fullgraph=True fails on any graph break; one compile of each network on tiny sizes."""
+    torch.manual_seed(4)
+    cl = torch.channels_last
+    g = Generator(8).to(memory_format=cl)
+    gd, ld = GlobalDiscriminator(8).to(memory_format=cl), LocalDiscriminator(8).to(memory_format=cl)
+    x = torch.rand(2, 3, 8, 8).contiguous(memory_format=cl)
+    m = torch.zeros(2, 1, 8, 8)
+    m[..., 2:5, 3:6] = 1
+    m = m.contiguous(memory_format=cl)
+
+    def step(x, m):
+        y = g(x, m)
+        patches = crop_patches(y, local_patch_origin(m, 8), 8)
+        return y, gd(y), ld(patches)
+
+    eager = step(x, m)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(x, m)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- generator files
+
+from nfinpaint.generator_io import GeneratorFileError, load_generator, save_generator  # noqa: E402
+
+_META = dict(preset="paper", image_size=24, hole_size=8, feature_weights="random (untrained)",
+             feature_pretrained=False)
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(5)
+    g = Generator(24, hole_fill=0.5)
+    g.train()
+    g(torch.rand(4, 3, 24, 24), torch.zeros(4, 1, 24, 24))        # move the BN running stats
+    extra = dict(step=7, versions={"torch": torch.__version__}, out=tmp_path, sizes=(1, 2), lr=2e-4,
+                 count=np.int64(3))
+    path = save_generator(tmp_path / "run" / "generator.pt", g, dict(_META, **extra))
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["generator.pt"]  # no temp left
+    for where in (path, path.parent):
+        loaded, meta = load_generator(where)
+        assert meta["step"] == 7 and meta["feature_pretrained"] is False and meta["lr"] == 2e-4
+        assert meta["versions"] == {"torch": str(torch.__version__)} and meta["out"] == str(tmp_path)
+        assert meta["sizes"] == [1, 2] and meta["count"] == 3 and type(meta["count"]) is int
+        assert loaded.config == g.config and not loaded.training
+        for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), k
+    x, m = torch.rand(2, 3, 24, 24), torch.ones(2, 1, 24, 24)
+    torch.testing.assert_close(loaded(x, m), g.eval()(x, m))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(GeneratorFileError, match="does not exist"):
+        load_generator(tmp_path / "missing.pt")
+    with pytest.raises(GeneratorFileError, match="without generator.pt"):
+        load_generator(tmp_path)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(GeneratorFileError, match="not a readable"):
+        load_generator(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}}, foreign)
+    with pytest.raises(GeneratorFileError, match="not an nfinpaint generator"):
+        load_generator(foreign)
+    truncated = tmp_path / "generator.pt"
+    save_generator(truncated, Generator(8), dict(_META, image_size=8))
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(GeneratorFileError, match="not a readable"):
+        load_generator(tmp_path)
+    with pytest.raises(ValueError, match="meta lacks"):
+        save_generator(tmp_path / "x.pt", Generator(8), {"preset": "paper"})
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last_compiled_matches_eager():
+    torch.manual_seed(6)
+    cl = torch.channels_last
+    g = Generator(24).cuda().to(memory_format=cl).eval()
+    gd = GlobalDiscriminator(24).cuda().to(memory_format=cl)
+    x = torch.rand(8, 3, 24, 24, device="cuda").contiguous(memory_format=cl)
+    m = torch.zeros(8, 1, 24, 24, device="cuda")
+    m[..., 8:16, 8:16] = 1
+
+    def forward(x, m):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = g(x, m)
+            return y, gd(y)
+
+    eager = forward(x, m)
+    compiled = torch.compile(forward, fullgraph=True)(x, m)
+    assert compiled[0].is_contiguous(memory_format=cl)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)

@@ -1,0 +1,372 @@
+"""The fused loss operators (nfinpaint.ops) against their PyTorch references.
+
+CPU tests run everywhere; tests marked ``gpu`` hold the CUDA kernels to the
+reference and to the CPU kernels when a GPU is visible.
+"""
+import pytest
+import torch
+
+from nfinpaint import _extension, ops
+
+pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# (atol, rtol) for elementwise outputs (composite, gradients) in each dtype: the
+# kernels round once from float32, the references may round at every step.
+ELEMENT_TOL = {torch.float32: (1e-6, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2),
+               torch.float64: (1e-12, 1e-12)}
+# Reductions are float32 sums of the same float32 terms in another order.
+LOSS_RTOL = 1e-5
+SHAPES = [(2, 3, 5, 7), (1, 3, 40, 45)]  # odd sizes; the second spans several 4096-element chunks
+
+
+def make_inputs(shape, dtype=torch.float32, mask_channels=1, channels_last=False, soft=False, seed=0,
+                device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    generated = torch.rand(shape, generator=gen, dtype=torch.float64)
+    target = torch.rand(shape, generator=gen, dtype=torch.float64)
+    mask = torch.rand((n, mask_channels, h, w), generator=gen, dtype=torch.float64)
+    mask = mask if soft else (mask > 0.5).double()
+    out = []
+    for x in (generated, target, mask):
+        x = x.to(device=device, dtype=dtype)
+        out.append(x.to(memory_format=torch.channels_last) if channels_last else x)
+    return out
+
+
+def assert_close(actual, expected, dtype):
+    atol, rtol = ELEMENT_TOL[dtype]
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+def reference_grads(fn, generated, *args):
+    """Gradient of (loss + <composite-or-nothing, probe>) from fn, and its outputs."""
+    generated = generated.detach().clone().requires_grad_()
+    out = fn(generated, *args)
+    if isinstance(out, tuple):
+        composite, loss = out
+        probe = torch.rand(composite.shape, generator=torch.Generator().manual_seed(7)).to(composite)
+        total = loss.sum() + (composite.float() * probe.float()).sum()
+    else:
+        total = out.sum()
+    total.backward()
+    return out, generated.grad
+
+
+# ---------------------------------------------------------------------------
+# composite_l2
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mask_channels", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_composite_l2_matches_reference(dtype, shape, mask_channels, channels_last):
+    g, t, m = make_inputs(shape, dtype, mask_channels, channels_last, soft=mask_channels == 3, seed=1)
+    for reduction in ops.REDUCTIONS:
+        (comp, loss), grad = reference_grads(lambda x: ops.composite_l2(x, t, m, reduction), g)
+        (rcomp, rloss), rgrad = reference_grads(lambda x: ops.composite_l2_reference(x, t, m, reduction), g)
+        assert comp.dtype == dtype and loss.dtype == torch.float32
+        assert comp.stride() == g.stride()  # same memory format as generated
+        assert_close(comp, rcomp, dtype)
+        torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=1e-7)
+        assert grad.stride() == g.stride()
+        assert_close(grad, rgrad, dtype)
+
+
+def test_composite_l2_mixed_layouts_and_dtypes():
+    # target NCHW, generated channels-last, mask float32 with float16 images
+    g, t, m = make_inputs((2, 3, 6, 5), torch.float16, 1, channels_last=True, seed=2)
+    t = t.contiguous()
+    comp, loss = ops.composite_l2(g, t, m.float())
+    rcomp, rloss = ops.composite_l2_reference(g, t, m)
+    assert comp.is_contiguous(memory_format=torch.channels_last)
+    assert_close(comp, rcomp, torch.float16)
+    torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ops.REDUCTIONS)
+def test_composite_l2_empty_and_full_masks(reduction):
+    g, t, _ = make_inputs((2, 3, 4, 5), seed=3)
+    empty = torch.zeros(2, 1, 4, 5)
+    full = torch.ones(2, 1, 4, 5)
+    g.requires_grad_()
+    comp, loss = ops.composite_l2(g, t, empty, reduction)
+    assert torch.equal(comp, t) and torch.all(loss == 0)
+    loss.sum().backward()
+    assert torch.all(g.grad == 0)
+    comp, loss = ops.composite_l2(g, t, full, reduction)
+    assert torch.equal(comp, g.detach())
+    per_sample_mse = ((g.detach() - t) ** 2).flatten(1).mean(1)
+    expected = {"mean": per_sample_mse.mean(), "per_sample": per_sample_mse,
+                "sum": ((g.detach() - t) ** 2).sum()}[reduction]
+    torch.testing.assert_close(loss, expected, rtol=LOSS_RTOL, atol=0)
+
+
+def test_composite_l2_batch_one_and_empty_batch():
+    g, t, m = make_inputs((1, 3, 9, 11), seed=4)
+    comp, loss = ops.composite_l2(g, t, m, "per_sample")
+    rcomp, rloss = ops.composite_l2_reference(g, t, m, "per_sample")
+    assert loss.shape == (1,)
+    torch.testing.assert_close(comp, rcomp)
+    torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+    g0, t0, m0 = make_inputs((0, 3, 4, 4), seed=4)
+    comp, loss = ops.composite_l2(g0, t0, m0, "sum")
+    assert comp.shape == (0, 3, 4, 4) and loss.item() == 0
+
+
+def test_composite_l2_gradient_only_from_used_outputs():
+    g, t, m = make_inputs((2, 3, 5, 6), mask_channels=1, soft=True, seed=5)
+    # loss only: the composite's gradient is None and must count as zero
+    (_, _), grad = reference_grads(lambda x: (torch.zeros(()), ops.composite_l2(x, t, m)[1]), g)
+    (_, _), rgrad = reference_grads(lambda x: (torch.zeros(()), ops.composite_l2_reference(x, t, m)[1]), g)
+    torch.testing.assert_close(grad, rgrad)
+    # composite only
+    x = g.clone().requires_grad_()
+    probe = torch.rand(g.shape, generator=torch.Generator().manual_seed(8))
+    (ops.composite_l2(x, t, m)[0] * probe).sum().backward()
+    torch.testing.assert_close(x.grad, m * probe)
+
+
+def test_composite_l2_target_and_mask_get_no_gradient():
+    g, t, m = make_inputs((2, 3, 4, 4), seed=6)
+    for x in (g, t, m):
+        x.requires_grad_()
+    composite, loss = ops.composite_l2(g, t, m)
+    (loss + composite.sum()).backward()
+    assert g.grad is not None and t.grad is None and m.grad is None
+
+
+@pytest.mark.parametrize("mask_channels,channels_last,reduction", [
+    (1, False, "mean"), (3, False, "per_sample"), (1, True, "sum"), (3, True, "mean")])
+def test_composite_l2_gradcheck_float64(mask_channels, channels_last, reduction):
+    g, t, m = make_inputs((2, 3, 3, 4), torch.float64, mask_channels, channels_last, soft=True, seed=9)
+    g.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.composite_l2(x, t, m, reduction), (g,))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_composite_l2_opcheck(channels_last):
+    g, t, m = make_inputs((2, 3, 4, 5), torch.float32, 1, channels_last, seed=10)
+    g.requires_grad_()
+    torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default, (g, t, m))
+    _, _, m3 = make_inputs((2, 3, 4, 5), torch.float32, 3, channels_last, seed=10)
+    torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default, (g, t, m3))
+    gc = torch.rand_like(g)
+    gs = torch.rand(2)
+    for grads in ((gc, gs), (None, gs), (gc, None)):
+        torch.library.opcheck(torch.ops.nfinpaint.composite_l2_backward.default, (*grads, g.detach(), t, m))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda g, t, m: (g, t, m[:, :1, :-1]), r"expected mask of shape \(N,1,H,W\) or \(N,C,H,W\)"),
+    (lambda g, t, m: (g, t, torch.cat([m, m], 1)), r"expected mask of shape \(N,1,H,W\) or \(N,C,H,W\) = \[2, 1 or 3, 4, 5\]"),
+    (lambda g, t, m: (g, t, m[:1]), r"expected mask of shape"),
+    (lambda g, t, m: (g, t[:, :2], m), r"expected target of the same shape as generated"),
+    (lambda g, t, m: (g[0], t[0], m[0]), r"expected generated of shape \(N,C,H,W\)"),
+])
+def test_composite_l2_rejects_bad_shapes(bad, match):
+    args = bad(*make_inputs((2, 3, 4, 5), seed=11))
+    with pytest.raises(RuntimeError, match=match):
+        ops.composite_l2(*args)
+    with pytest.raises(RuntimeError, match=match):  # the fake kernel says the same under torch.compile
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            torch.ops.nfinpaint.composite_l2.default(*(mode.from_tensor(x) for x in args))
+
+
+def test_composite_l2_rejects_bad_reduction():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        ops.composite_l2(*make_inputs((1, 3, 2, 2)), reduction="avg")
+
+
+# ---------------------------------------------------------------------------
+# feature_distance
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 8, 3, 5), (2, 256, 4, 5)])
+@pytest.mark.parametrize("weight_channels", [None, 1, "C"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_distance_matches_reference(dtype, shape, weight_channels, channels_last):
+    wc = shape[1] if weight_channels == "C" else (weight_channels or 1)
+    f, r, w = make_inputs(shape, dtype, wc, channels_last, soft=True, seed=12)
+    f, r = f * 4 - 2, r * 4 - 2  # features are not in [0, 1]
+    w = None if weight_channels is None else w
+    for reduction in ops.REDUCTIONS:
+        loss, grad = reference_grads(lambda x: ops.feature_distance(x, r, w, reduction), f)
+        rloss, rgrad = reference_grads(lambda x: ops.feature_distance_reference(x, r, w, reduction), f)
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+        assert grad.stride() == f.stride()
+        assert_close(grad, rgrad, dtype)
+
+
+def test_feature_distance_edge_cases():
+    f, r, w = make_inputs((1, 4, 3, 3), seed=13)
+    torch.testing.assert_close(ops.feature_distance(f, r, torch.zeros_like(w)), torch.tensor(0.0))
+    torch.testing.assert_close(ops.feature_distance(f, r, torch.ones_like(w)), ops.feature_distance(f, r),
+                               rtol=LOSS_RTOL, atol=0)
+    assert ops.feature_distance(f, f).item() == 0
+    f0, r0, _ = make_inputs((0, 4, 3, 3), seed=13)
+    assert ops.feature_distance(f0, r0, reduction="per_sample").shape == (0,)
+    assert ops.feature_distance(f0, r0).item() == 0
+
+
+def test_feature_distance_converts_real_and_weight_to_fake_dtype():
+    f, r, w = make_inputs((2, 4, 3, 5), torch.bfloat16, 1, channels_last=True, soft=True, seed=24)
+    loss = ops.feature_distance(f, r.float(), w.double(), "per_sample")
+    torch.testing.assert_close(loss, ops.feature_distance_reference(f, r, w, "per_sample"), rtol=LOSS_RTOL, atol=0)
+
+
+def test_feature_distance_real_and_weight_get_no_gradient():
+    f, r, w = make_inputs((2, 4, 3, 3), seed=14)
+    for x in (f, r, w):
+        x.requires_grad_()
+    ops.feature_distance(f, r, w).backward()
+    assert f.grad is not None and r.grad is None and w.grad is None
+
+
+@pytest.mark.parametrize("weight_channels,channels_last,reduction", [
+    (None, False, "sum"), (1, False, "mean"), (4, True, "per_sample"), (1, True, "sum")])
+def test_feature_distance_gradcheck_float64(weight_channels, channels_last, reduction):
+    f, r, w = make_inputs((2, 4, 3, 2), torch.float64, weight_channels or 1, channels_last, soft=True, seed=15)
+    w = None if weight_channels is None else w
+    f.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.feature_distance(x, r, w, reduction), (f,))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_distance_opcheck(channels_last):
+    f, r, w = make_inputs((2, 4, 3, 5), torch.float32, 1, channels_last, seed=16)
+    f.requires_grad_()
+    for weight in (None, w, make_inputs((2, 4, 3, 5), mask_channels=4, channels_last=channels_last)[2]):
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (f, r, weight))
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance_backward.default,
+                              (torch.rand(2), f.detach(), r, weight))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda f, r, w: (f, r, w[:, :, :-1]), r"expected weight of shape \(N,1,H,W\) or \(N,C,H,W\)"),
+    (lambda f, r, w: (f, r, torch.cat([w, w], 1)), r"= \[2, 1 or 4, 3, 5\]"),
+    (lambda f, r, w: (f, r[:, :, :2], w), r"expected real of the same shape as fake"),
+    (lambda f, r, w: (f.flatten(2), r.flatten(2), None), r"expected fake of shape \(N,C,H,W\)"),
+])
+def test_feature_distance_rejects_bad_shapes(bad, match):
+    args = bad(*make_inputs((2, 4, 3, 5), seed=17))
+    with pytest.raises(RuntimeError, match=match):
+        ops.feature_distance(*args)
+
+
+# ---------------------------------------------------------------------------
+# both: determinism, torch.compile
+# ---------------------------------------------------------------------------
+
+def test_reductions_do_not_depend_on_thread_count():
+    g, t, m = make_inputs((3, 3, 64, 70), soft=True, seed=18)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.composite_l2(g, t, m, "per_sample")[1], ops.feature_distance(g, t, m, "per_sample")
+        torch.set_num_threads(max(2, threads))
+        many = ops.composite_l2(g, t, m, "per_sample")[1], ops.feature_distance(g, t, m, "per_sample")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_torch_compile_fullgraph_forward_and_backward(channels_last):
+    g, t, m = make_inputs((2, 3, 8, 8), channels_last=channels_last, soft=True, seed=19)
+    fr = torch.rand(2, 16, 2, 2, generator=torch.Generator().manual_seed(20))
+
+    def step(op_l2, op_fd, x):
+        composite, l2 = op_l2(x, t, m)
+        fake = torch.nn.functional.avg_pool2d(composite, 4).repeat(1, 16 // 3 + 1, 1, 1)[:, :16]
+        w = torch.nn.functional.max_pool2d(m, 4)
+        return l2 + 0.1 * op_fd(fake, fr, w, "mean")
+
+    def run(fn):
+        x = g.clone().requires_grad_()
+        loss = fn(x)
+        loss.backward()
+        return loss.detach(), x.grad
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: step(ops.composite_l2, ops.feature_distance, x), fullgraph=True)
+    loss, grad = run(compiled)
+    rloss, rgrad = run(lambda x: step(ops.composite_l2_reference, ops.feature_distance_reference, x))
+    torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+    torch.testing.assert_close(grad, rgrad, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# CUDA kernels (run only where a GPU is visible)
+# ---------------------------------------------------------------------------
+
+def unaligned(x):
+    """x's values in a tensor whose data starts one element past a 16-byte boundary."""
+    flat = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)[1:]
+    out = flat.view(x.shape)
+    out.copy_(x)
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (3, 3, 64, 64)])
+@pytest.mark.parametrize("mask_channels", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_composite_l2_cuda_matches_reference_and_cpu(dtype, shape, mask_channels, channels_last):
+    g, t, m = make_inputs(shape, dtype, mask_channels, channels_last, soft=True, seed=21)
+    for reduction in ops.REDUCTIONS:
+        (cpu_comp, cpu_loss), cpu_grad = reference_grads(lambda x: ops.composite_l2(x, t, m, reduction), g)
+        gpu = [x.cuda() for x in (g, t, m)]
+        (comp, loss), grad = reference_grads(lambda x: ops.composite_l2(x, *gpu[1:], reduction), gpu[0])
+        (rcomp, rloss), rgrad = reference_grads(
+            lambda x: ops.composite_l2_reference(x, *gpu[1:], reduction), gpu[0])
+        assert comp.stride() == gpu[0].stride() and grad.stride() == gpu[0].stride()
+        assert_close(comp, rcomp, dtype)
+        assert_close(grad, rgrad, dtype)
+        torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=1e-7)
+        assert_close(comp.cpu(), cpu_comp, dtype)
+        assert_close(grad.cpu(), cpu_grad, dtype)
+        torch.testing.assert_close(loss.cpu(), cpu_loss, rtol=LOSS_RTOL, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight_channels", [None, 1, "C"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_distance_cuda_matches_reference_and_cpu(dtype, weight_channels, channels_last):
+    shape = (4, 256, 6, 6)
+    wc = shape[1] if weight_channels == "C" else (weight_channels or 1)
+    f, r, w = make_inputs(shape, dtype, wc, channels_last, soft=True, seed=22)
+    w = None if weight_channels is None else w
+    for reduction in ops.REDUCTIONS:
+        cpu_loss, cpu_grad = reference_grads(lambda x: ops.feature_distance(x, r, w, reduction), f)
+        gr, gw = r.cuda(), None if w is None else w.cuda()
+        loss, grad = reference_grads(lambda x: ops.feature_distance(x, gr, gw, reduction), f.cuda())
+        rloss, rgrad = reference_grads(lambda x: ops.feature_distance_reference(x, gr, gw, reduction), f.cuda())
+        assert grad.stride() == f.stride()
+        torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad, rgrad, dtype)
+        torch.testing.assert_close(loss.cpu(), cpu_loss, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad.cpu(), cpu_grad, dtype)
+
+
+@pytest.mark.gpu
+def test_cuda_unaligned_empty_and_deterministic():
+    g, t, m = (x.cuda() for x in make_inputs((2, 3, 32, 32), soft=True, seed=23))
+    comp, loss = ops.composite_l2(unaligned(g), unaligned(t), unaligned(m), "per_sample")
+    rcomp, rloss = ops.composite_l2_reference(g, t, m, "per_sample")
+    torch.testing.assert_close(comp, rcomp)
+    torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+    torch.testing.assert_close(ops.feature_distance(unaligned(g), unaligned(t), unaligned(m)),
+                               ops.feature_distance_reference(g, t, m), rtol=LOSS_RTOL, atol=0)
+    assert ops.composite_l2(g, t, torch.zeros_like(m))[1].item() == 0
+    assert ops.composite_l2(g[:0], t[:0], m[:0], "sum")[1].item() == 0
+    assert torch.equal(ops.feature_distance(g, t, m, "per_sample"), ops.feature_distance(g, t, m, "per_sample"))
+    assert torch.equal(ops.composite_l2(g, t, m)[1], ops.composite_l2(g, t, m)[1])
+    torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default, (g.requires_grad_(), t, m))
+    torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (g, t, m))

@@ -1,0 +1,286 @@
+"""PatchMatch: nearest-neighbour field and hole filling (CPU; CUDA vs CPU on a GPU)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nfinpaint import _extension
+
+pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
+
+pm = pytest.importorskip("nfinpaint.patchmatch")
+
+
+def smooth_image(h, w, seed, blur=5):
+    """Random smooth colour image (3, h, w): PatchMatch's test bed (pure noise has no gradient to follow)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(1, 3, h + 2 * blur, w + 2 * blur, generator=g)
+    img = F.avg_pool2d(noise, 2 * (blur // 2) + 1, 1, blur // 2)[0, :, blur:blur + h, blur:blur + w]
+    return ((img - img.min()) / (img.max() - img.min())).contiguous()
+
+
+def periodic_texture(h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([0.5 + 0.4 * np.sin(2 * np.pi * xx / 8), 0.5 + 0.4 * np.cos(2 * np.pi * yy / 6),
+                     0.5 + 0.2 * np.sin(2 * np.pi * (xx + yy) / 12)], -1).astype(np.float32)
+
+
+def hwc(chw):
+    return chw.permute(1, 2, 0).contiguous()
+
+
+# ---------------------------------------------------------------- nnf
+@pytest.mark.parametrize("shift", [(3, -2), (-5, 4)])
+def test_nnf_recovers_shift(shift):
+    sy, sx = shift
+    base = smooth_image(80, 80, seed=sy * 31 + sx)
+    target = base[:, 8:72, 8:72].contiguous()                      # target(y, x) = base(y+8, x+8)
+    source = base[:, 8 + sy:72 + sy, 8 + sx:72 + sx].contiguous()  # source(y, x) = base(y+8+sy, x+8+sx)
+    field, dist = pm.nnf(target, source, patch_size=5, iterations=5, seed=3)
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    exp_y, exp_x = ys - sy, xs - sx
+    reachable = (exp_y >= 2) & (exp_y < 62) & (exp_x >= 2) & (exp_x < 62)  # true match is a usable centre
+    hit = (field[..., 0] == exp_y) & (field[..., 1] == exp_x)
+    assert hit[reachable].float().mean() > 0.97
+    assert dist[hit & reachable].max() < 1e-10
+
+
+@pytest.mark.parametrize("patch_size", [3, 5, 7])
+def test_nnf_distances_match_reference(patch_size):
+    g = torch.Generator().manual_seed(100 + patch_size)
+    target = torch.rand(3, 23, 31, generator=g)
+    source = torch.rand(3, 19, 17, generator=g)
+    forbidden = torch.rand(19, 17, generator=g) > 0.6
+    field, dist = pm.nnf(target, source, patch_size=patch_size, iterations=2, seed=5, source_mask=forbidden)
+    assert field.shape == (23, 31, 2) and field.dtype == torch.int32
+    assert dist.shape == (23, 31) and dist.dtype == torch.float32
+    r = patch_size // 2
+    fy, fx = field[..., 0].long(), field[..., 1].long()
+    assert bool(((fy >= r) & (fy < 19 - r) & (fx >= r) & (fx < 17 - r)).all()), "patch leaves the source"
+    assert not bool(forbidden[fy, fx].any()), "matched a forbidden centre"
+    # Independent numpy computation of the documented distance (mean over the
+    # target patch pixels inside the target, and channels).
+    t, s = target.permute(1, 2, 0).double().numpy(), source.permute(1, 2, 0).double().numpy()
+    expected = np.zeros((23, 31))
+    for y in range(23):
+        for x in range(31):
+            y0, y1, x0, x1 = max(y - r, 0), min(y + r, 22), max(x - r, 0), min(x + r, 30)
+            cy, cx = fy[y, x].item(), fx[y, x].item()
+            diff = t[y0:y1 + 1, x0:x1 + 1] - s[cy + y0 - y:cy + y1 - y + 1, cx + x0 - x:cx + x1 - x + 1]
+            expected[y, x] = (diff ** 2).mean()
+    np.testing.assert_allclose(dist.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(dist.double(), pm.patch_distance_reference(hwc(target), hwc(source), field,
+                                                                          patch_size), rtol=1e-5, atol=1e-7)
+
+
+def test_nnf_more_iterations_do_not_hurt():
+    target, source = smooth_image(40, 40, seed=7), smooth_image(40, 40, seed=8)
+    d1 = pm.nnf(target, source, patch_size=5, iterations=1, seed=1)[1]
+    d4 = pm.nnf(target, source, patch_size=5, iterations=4, seed=1)[1]
+    assert d4.mean() < d1.mean()
+
+
+def test_nnf_seeded_and_thread_count_independent():
+    target, source = smooth_image(37, 41, seed=11), smooth_image(29, 33, seed=12)
+    f1, d1 = pm.nnf(target, source, patch_size=5, iterations=2, seed=42)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        f2, d2 = pm.nnf(target, source, patch_size=5, iterations=2, seed=42)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(f1, f2) and torch.equal(d1, d2)
+    f3, _ = pm.nnf(target, source, patch_size=5, iterations=2, seed=43)
+    assert not torch.equal(f1, f3)
+
+
+def test_nnf_numpy_in_numpy_out():
+    target = hwc(smooth_image(20, 24, seed=1)).numpy()
+    field, dist = pm.nnf(target, target, patch_size=3, iterations=3)
+    assert isinstance(field, np.ndarray) and field.dtype == np.int32 and field.shape == (20, 24, 2)
+    assert isinstance(dist, np.ndarray) and dist.dtype == np.float32 and dist.shape == (20, 24)
+    assert dist[1:-1, 1:-1].max() < 1e-12  # identity is the perfect match away from the border
+
+
+def test_nnf_op_init_field_and_active():
+    """The op keeps a usable initial match of an inactive pixel, replaces unusable ones, and searches active ones."""
+    target = hwc(smooth_image(16, 16, seed=2))
+    allowed = torch.ones(16, 16, dtype=torch.bool)
+    active = torch.zeros(16, 16, dtype=torch.bool)
+    active[4:12, 4:12] = True
+    init = torch.stack(torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij"), -1).int()
+    init[0, 0] = torch.tensor([-5, 99])  # unusable: must be replaced by a usable centre
+    field, dist = torch.ops.nfinpaint.patchmatch_nnf(target, target, allowed, active, init, 3, 0, 0)
+    assert torch.equal(field[1:15, 1:15], init[1:15, 1:15])
+    assert 1 <= field[0, 0, 0] <= 14 and 1 <= field[0, 0, 1] <= 14
+    assert bool((dist[~active] == -1).all()) and dist[4:12, 4:12].abs().max() < 1e-12
+
+
+# ---------------------------------------------------------------- vote
+def test_vote_matches_reference():
+    g = torch.Generator().manual_seed(9)
+    h, w, p = 12, 14, 5
+    r = p // 2
+    image = torch.rand(h, w, 3, generator=g)
+    field = torch.stack([torch.randint(r, h - r, (h, w), generator=g),
+                         torch.randint(r, w - r, (h, w), generator=g)], -1).int()
+    weight = torch.rand(h, w, generator=g) * (torch.rand(h, w, generator=g) > 0.3)
+    hole = torch.rand(h, w, generator=g) > 0.5
+    out = torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, p)
+    img, f, wt = image.double().numpy(), field.numpy(), weight.double().numpy()
+    expected = img.copy()
+    for y, x in zip(*np.nonzero(hole.numpy())):
+        acc, wsum = np.zeros(3), 0.0
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                cy, cx = y - dy, x - dx
+                if 0 <= cy < h and 0 <= cx < w and wt[cy, cx] > 0:
+                    acc += wt[cy, cx] * img[f[cy, cx, 0] + dy, f[cy, cx, 1] + dx]
+                    wsum += wt[cy, cx]
+        if wsum > 0:
+            expected[y, x] = acc / wsum
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[~hole], image[~hole])
+
+
+# ---------------------------------------------------------------- inpaint
+def test_inpaint_periodic_texture_near_exact():
+    tex = periodic_texture(48, 48)
+    mask = np.zeros((48, 48), bool)
+    mask[18:30, 20:32] = True
+    out = pm.inpaint(tex, mask, patch_size=5, seed=0)
+    assert np.abs(out - tex)[mask].max() < 1e-3
+
+
+def test_inpaint_keeps_known_pixels_and_several_holes():
+    image = torch.from_numpy(periodic_texture(50, 61)).permute(2, 0, 1)
+    g = torch.Generator().manual_seed(22)
+    mask = torch.zeros(1, 50, 61)
+    mask[0, 5:14, 6:20] = 1
+    mask[0, 30:44, 40:47] = 1
+    mask[0, 20:26, 2:9] = (torch.rand(6, 7, generator=g) > 0.3).float()  # irregular
+    out = pm.inpaint(image, mask, patch_size=5, seed=1)
+    hole = mask[0].bool()
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert torch.equal(out[:, ~hole], image[:, ~hole])
+    assert bool(torch.isfinite(out).all()) and 0 <= out.min() and out.max() <= 1
+    # Every hole, irregular ones and those near the border included, is filled with the texture.
+    assert (out - image)[:, hole].abs().mean() < 1e-2
+
+
+def test_inpaint_numpy_uint8_roundtrip_and_seed():
+    rng = np.random.default_rng(5)
+    image = (hwc(smooth_image(40, 36, seed=5)).numpy() * 255).astype(np.uint8)
+    mask = np.zeros((40, 36), np.float32)
+    mask[10:22, 12:20] = 1
+    mask[30:35, 3:9] = rng.random((5, 6)) > 0.4
+    a = pm.inpaint(image, mask, patch_size=5, seed=3)
+    b = pm.inpaint(image, mask, patch_size=5, seed=3)
+    assert isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.shape == image.shape
+    assert np.array_equal(a, b)
+    assert np.array_equal(a[mask == 0], image[mask == 0])
+    f = pm.inpaint(image.astype(np.float64) / 255, mask, patch_size=5, seed=3)
+    assert f.dtype == np.float64 and np.array_equal(f[mask == 0], image[mask == 0] / 255)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mask_size", "matching the image"),
+    ("no_hole", "no hole"),
+    ("full_hole", "no 5x5 patch"),
+    ("mostly_hole", "no 5x5 patch"),
+    ("even_patch", "odd"),
+    ("big_patch", "larger than the image"),
+    ("bad_image", "(3, H, W)"),
+])
+def test_inpaint_bad_input(case, message):
+    image = torch.rand(3, 20, 24)
+    mask = torch.zeros(20, 24)
+    mask[5:10, 5:10] = 1
+    kwargs = {"patch_size": 5}
+    if case == "mask_size":
+        mask = torch.ones(20, 23)
+    elif case == "no_hole":
+        mask = torch.zeros(20, 24)
+    elif case == "full_hole":
+        mask = torch.ones(20, 24)
+    elif case == "mostly_hole":
+        mask = torch.ones(20, 24)
+        mask[0:3, 0:3] = 0  # known pixels, but no whole 5x5 patch of them
+    elif case == "even_patch":
+        kwargs["patch_size"] = 4
+    elif case == "big_patch":
+        kwargs["patch_size"] = 21
+    elif case == "bad_image":
+        image = torch.rand(20, 24)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pm.inpaint(image, mask, **kwargs)
+
+
+def test_nnf_bad_input():
+    with pytest.raises(ValueError, match="forbids every source patch"):
+        pm.nnf(torch.rand(3, 9, 9), torch.rand(3, 9, 9), patch_size=3, source_mask=torch.ones(9, 9))
+    with pytest.raises(ValueError, match="larger than the source"):
+        pm.nnf(torch.rand(3, 9, 9), torch.rand(3, 4, 9), patch_size=5)
+    with pytest.raises(ValueError, match="same channels"):
+        pm.nnf(torch.rand(3, 9, 9), torch.rand(1, 9, 9), patch_size=3)
+
+
+def test_ops_reject_bad_tensors():
+    t = torch.rand(8, 8, 3)
+    ok = torch.ones(8, 8, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="odd"):
+        torch.ops.nfinpaint.patchmatch_nnf(t, t, ok, ok, None, 2, 1, 0)
+    with pytest.raises(RuntimeError, match="source_allowed must have shape"):
+        torch.ops.nfinpaint.patchmatch_nnf(t, t, ok[:4], ok, None, 3, 1, 0)
+    with pytest.raises(RuntimeError, match="no usable source patch"):
+        torch.ops.nfinpaint.patchmatch_nnf(t, t, ~ok, ok, None, 3, 1, 0)
+
+
+# ---------------------------------------------------------------- opcheck
+def test_opcheck_nnf():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(10, 12, 3, generator=g)
+    s = torch.rand(9, 11, 3, generator=g)
+    allowed = torch.rand(9, 11, generator=g) > 0.3
+    active = torch.rand(10, 12, generator=g) > 0.2
+    init = torch.randint(0, 9, (10, 12, 2), generator=g, dtype=torch.int32)
+    for args in [(t, s, allowed, active, None, 3, 2, 7), (t, s, allowed, active, init, 5, 1, 1)]:
+        torch.library.opcheck(torch.ops.nfinpaint.patchmatch_nnf.default, args)
+
+
+def test_opcheck_vote():
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(8, 9, 3, generator=g)
+    field = torch.stack([torch.randint(1, 7, (8, 9), generator=g), torch.randint(1, 8, (8, 9), generator=g)], -1).int()
+    args = (image, field, torch.rand(8, 9, generator=g), torch.rand(8, 9, generator=g) > 0.5, 3)
+    torch.library.opcheck(torch.ops.nfinpaint.patchmatch_vote.default, args)
+
+
+# ---------------------------------------------------------------- CUDA vs CPU
+@pytest.mark.gpu
+def test_cuda_field_equals_cpu_field():
+    target, source = smooth_image(70, 90, seed=31), smooth_image(64, 80, seed=32)
+    forbidden = torch.zeros(64, 80, dtype=torch.bool)
+    forbidden[20:40, 30:60] = True
+    f_cpu, d_cpu = pm.nnf(target, source, patch_size=7, iterations=4, seed=9, source_mask=forbidden)
+    f_gpu, d_gpu = pm.nnf(target.cuda(), source.cuda(), patch_size=7, iterations=4, seed=9, source_mask=forbidden)
+    assert torch.equal(f_gpu.cpu(), f_cpu)
+    torch.testing.assert_close(d_gpu.cpu(), d_cpu, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_cuda_fill_close_to_cpu_fill():
+    # Fields agree exactly, but the float weights/upsampling between searches may
+    # differ in the last bit across devices; on a periodic texture both fills
+    # must be near exact, hence close to each other.
+    image = torch.from_numpy(periodic_texture(64, 64)).permute(2, 0, 1).contiguous()
+    mask = torch.zeros(64, 64)
+    mask[20:36, 24:44] = 1
+    out_cpu = pm.inpaint(image, mask, patch_size=5, seed=2)
+    out_gpu = pm.inpaint(image.cuda(), mask.cuda(), patch_size=5, seed=2)
+    assert out_gpu.is_cuda
+    assert torch.equal(out_gpu.cpu()[:, mask == 0], image[:, mask == 0])
+    assert (out_gpu.cpu() - out_cpu).abs().max() < 2e-3
+    assert (out_gpu.cpu() - image).abs().max() < 2e-3
+    on_gpu = pm.inpaint(image, mask, patch_size=5, seed=2, device="cuda")
+    assert not on_gpu.is_cuda and torch.equal(on_gpu, out_gpu.cpu())

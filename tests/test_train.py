@@ -1,0 +1,209 @@
+"""python -m nfinpaint.train: a tiny run end to end, bit-for-bit resume, Ctrl-C, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nfinpaint import _extension, ops
+from nfinpaint.checkpoint import list_checkpoints
+from nfinpaint.generator_io import load_generator
+from nfinpaint.train import main
+
+# 16x16 crops, tiny batches, eager: seconds per run on 2 CPU cores
+TINY = ["--feature-weights", "random", "--no-compile", "--batch-size", "4", "--quiet", "--threads", "1",
+        "--set", "amp=none",
+        "--set", "image_size=16", "--set", "hole_size=6", "--set", "local_patch_size=8",
+        "--set", "g_warmup_steps=2", "--set", "d_warmup_steps=1", "--set", "use_custom_ops=false",
+        "--set", "val_batches=1", "--set", "log_every=1", "--set", "val_every=1000",
+        "--set", "sample_every=1000", "--set", "checkpoint_every=1000", "--set", "tensorboard=false"]
+
+
+def _records(run, kind="train"):
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def _losses(run):
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith(("loss", "l2", "adv", "feature"))}
+            for r in _records(run)}
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--device", "--seed",
+                   "--no-compile", "--feature-weights", "--config", "--set", "--workers"):
+        assert option in text
+    assert "random" in text and "UNTRAINED" in text
+
+
+def test_tiny_run_writes_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "5", "--out", str(run), "--set", "sample_every=2", "--set", "val_every=5"]) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "generator.pt", "metrics.jsonl",
+                                                      "samples"]
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert config["steps"] == 5 and config["image_size"] == 16 and config["feature_weights"] == "random"
+    assert config["versions"]["torch"] == torch.__version__
+    assert "UNTRAINED" in (run / "config.toml").read_text()
+    assert [r["stage"] for r in _records(run)] == ["generator", "generator", "discriminator", "joint", "joint"]
+    joint = _records(run)[-1]
+    assert {"loss_d", "loss_g", "l2", "feature", "adv_global", "adv_local"} <= set(joint)
+    assert all(np.isfinite(v) for v in joint.values() if isinstance(v, float))
+    vals = _records(run, "val")
+    assert [v["step"] for v in vals] == [0, 5] and vals[0]["val_psnr_hole"] > 0
+    start = _records(run, "start")[0]
+    assert start["feature_pretrained"] is False and "untrained" in start["feature_weights"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"step_{s:07d}.png" for s in (0, 2, 4, 5)]
+    grid = Image.open(run / "samples" / "step_0000005.png")
+    assert grid.size[0] < grid.size[1]     # 3 columns (original | masked | filled), one row per image
+    assert [s for s, _ in list_checkpoints(run)] == [5]
+    generator, meta = load_generator(run)
+    assert meta["preset"] == "default" and meta["image_size"] == 16 and meta["hole_size"] == 6
+    assert meta["feature_pretrained"] is False and meta["complete"] is True and meta["step"] == 5
+    assert generator(torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16)).shape == (2, 3, 16, 16)
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    k = 4  # stops in the joint stage (warm-ups: 2 generator + 1 discriminator steps)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    common = TINY + ["--seed", "3", "--set", "train_masks=random"]
+    assert main(common + ["--steps", str(2 * k), "--out", str(straight)]) == 0
+    assert main(common + ["--steps", str(k), "--out", str(stopped)]) == 0
+    assert main(["--resume", str(stopped), "--steps", str(2 * k), "--quiet"]) == 0
+    want, got = _losses(straight), _losses(stopped)
+    assert sorted(got) == list(range(1, 2 * k + 1))     # no step logged twice
+    assert got == want                                  # exactly the same floats
+    g_straight, _ = load_generator(straight)
+    g_resumed, meta = load_generator(stopped)
+    assert meta["step"] == 2 * k
+    for (name, a), b in zip(g_straight.state_dict().items(), g_resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["step"] for r in _records(stopped, "resume")] == [k]
+
+
+def test_different_seeds_train_differently(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(TINY + ["--steps", "2", "--seed", "1", "--out", str(a)]) == 0
+    assert main(TINY + ["--steps", "2", "--seed", "2", "--out", str(b)]) == 0
+    assert _losses(a) != _losses(b)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nfinpaint.train", *TINY, "--steps", "100000", "--out", str(run),
+                             "--set", "num_workers=1"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if (run / "metrics.jsonl").exists() and len(_records(run)) >= 3:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    (step, _), = list_checkpoints(run)
+    assert step >= 3
+    _, meta = load_generator(run)
+    assert meta["complete"] is False and meta["step"] == step
+    assert not list(run.rglob("*.tmp*"))      # nothing half-written
+    assert main(["--resume", str(run), "--steps", str(step + 1), "--quiet"]) == 0
+    assert _records(run)[-1]["step"] == step + 1
+
+
+def _bad(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ")
+    return err[-1]
+
+
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no image files found" in _bad(TINY + ["--data", str(empty), "--out", str(out)], capsys)
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small / "s.png")
+    assert "smaller than the 16x16 crop" in _bad(TINY + ["--data", str(small), "--out", str(out)], capsys)
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "a.jpg").write_text("?")
+    assert "could be read" in _bad(TINY + ["--data", str(unreadable), "--out", str(out)], capsys)
+    assert "does not exist" in _bad(["--resume", str(tmp_path / "nope")], capsys)
+    assert "unknown config key 'stepz'" in _bad(TINY + ["--set", "stepz=3", "--out", str(out)], capsys)
+    toml = tmp_path / "c.toml"
+    toml.write_text("learning_rate = 0.1\n")
+    assert "unknown config key 'learning_rate'" in _bad(TINY + ["--config", str(toml), "--out", str(out)], capsys)
+    assert not out.exists()
+    out.mkdir()
+    (out / "something").write_text("x")
+    assert "already exists and is not empty" in _bad(TINY + ["--out", str(out)], capsys)
+
+
+def test_resume_refuses_to_change_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "1", "--out", str(run)]) == 0
+    assert "cannot change batch_size" in _bad(["--resume", str(run), "--batch-size", "8"], capsys)
+    assert "drop --preset" in _bad(["--resume", str(run), "--preset", "paper"], capsys)
+    assert "already at step 1" in _bad(["--resume", str(run), "--steps", "0"], capsys)
+
+
+@pytest.mark.skipif(Path(torch.hub.get_dir(), "checkpoints", "vgg19-dcbb9e9d.pth").exists(),
+                    reason="the ImageNet VGG-19 weights are cached here")
+def test_imagenet_weights_offline_say_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))   # no cached weights, no network
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable (test)")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    args = [a for a in TINY if a not in ("--feature-weights", "random")]
+    message = _bad(args + ["--out", str(tmp_path / "run")], capsys)
+    assert "--feature-weights random" in message and "--feature-weights PATH" in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not (_extension.is_built() and hasattr(ops, "composite_l2")),
+                    reason="the custom operators are not built/merged")
+def test_custom_ops_and_references_train_the_same(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(TINY + ["--steps", "4", "--out", str(a)]) == 0
+    assert main(TINY + ["--steps", "4", "--out", str(b), "--set", "use_custom_ops=true"]) == 0
+    for (step, want), got in zip(_losses(a).items(), _losses(b).values()):
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (step, key)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tmp_path):
+    """The one compile test: compiled joint steps (both updates, the graph break between
+    them) agree with eager ones; only the joint stage, to keep the compile short."""
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    args = TINY + ["--steps", "2", "--set", "image_size=8", "--set", "hole_size=4", "--set", "local_patch_size=8",
+                   "--set", "g_warmup_steps=0", "--set", "d_warmup_steps=0"]
+    assert main(args + ["--out", str(eager)]) == 0
+    assert main([a for a in args if a != "--no-compile"] + ["--out", str(compiled)]) == 0
+    want, got = _losses(eager), _losses(compiled)
+    assert sorted(got) == sorted(want)
+    for step in want:
+        for key in want[step]:
+            assert got[step][key] == pytest.approx(want[step][key], rel=1e-3, abs=1e-5), (step, key)
