@@ -21,7 +21,7 @@ Presets:
     24x24 / 8x8 geometry, random rectangular training holes (the paper's test
     protocol: a model trained on the centre hole alone fails elsewhere), the
     adversarial weight of GLCIC (0.0004 on per-element means, not 200)
-    and a short staged schedule; the evidence is in notes/training.md.
+    and a short staged schedule; the evidence is in docs/training.md.
 """
 from __future__ import annotations
 

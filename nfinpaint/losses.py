@@ -12,7 +12,7 @@ Reductions (``reduction=`` of :func:`composite_and_l2` and :func:`feature_loss`)
 * ``"image_sum"``: the sum over each image's elements (equation 2 literally,
   and the L2 as a sum over the hole), averaged over the batch.  With the
   paper's weights (200, 200, 0.05) this keeps the terms within ~2 orders of
-  magnitude of each other, which "mean" does not (see notes/model.md), so
+  magnitude of each other, which "mean" does not (see docs/model.md), so
   ``PAPER_WEIGHTS`` uses it.
 * ``"sum"``: over the whole batch.
 """

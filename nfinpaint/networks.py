@@ -1,6 +1,6 @@
 """The generator and the two discriminators of the paper (Tables 1-4), built from the image size.
 
-Layout (see notes/model.md for the reasoning):
+Layout (see docs/model.md for the reasoning):
 
 * ``Generator(image_size)``: ``stages`` x [conv3x3 + BN + ReLU, maxpool 2x2]
   with widths 32, 64, 128, 256 (Table 1, the first ``stages`` of them), fc 1024

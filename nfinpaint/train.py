@@ -175,7 +175,7 @@ class StopRequest:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16): there oneDNN's bf16
-    convolutions run about twice as fast as fp32 (measured: notes/training.md)."""
+    convolutions run about twice as fast as fp32 (measured: docs/training.md)."""
     try:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
