@@ -104,7 +104,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nfinpaint.train", *TINY, "--steps", "100000", "--out", str(run),
-                             "--set", "num_workers=1"], stderr=subprocess.PIPE, text=True, env=env)
+                             "--set", "num_workers=1"], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)  # outside the source tree: import the installed package
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
