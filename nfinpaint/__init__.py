@@ -5,7 +5,14 @@ that ``torch.ops.nfinpaint`` is populated) but does not require them: the
 models and the pure-PyTorch references work without, and the code paths that
 need them say so when called.
 """
-from nfinpaint import _extension
+import pkgutil
+
+# `python -m nfinpaint.train` in the repository root imports this source folder,
+# which holds neither the compiled _C nor the Triton kernels (kernels/ installs
+# as nfinpaint.kernels): let submodules also resolve from the installed copy.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from nfinpaint import _extension  # noqa: E402
 
 __version__ = "0.1.0"
 
