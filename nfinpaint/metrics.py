@@ -76,6 +76,23 @@ def _to_hole(mask: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.ndar
     return hole
 
 
+def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as (H, W, C) float64 arrays of the same shape."""
+    x, y = _to_hwc(pred), _to_hwc(target)
+    if x.shape != y.shape:
+        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
+    return x, y
+
+
+def _pixels(pred, target, mask) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels a metric compares: the whole images, or only the hole's when ``mask`` is given."""
+    x, y = _pair(pred, target)
+    if mask is None:
+        return x, y
+    hole = _to_hole(mask, x.shape[:2])
+    return x[hole], y[hole]
+
+
 def win_size_for(height: int, width: int) -> int:
     """SSIM window: 7, or the largest odd size that fits the shorter side."""
     side = min(height, width, DEFAULT_WIN_SIZE)
@@ -86,12 +103,7 @@ def win_size_for(height: int, width: int) -> int:
 
 def psnr(pred, target, mask=None) -> float:
     """PSNR in dB (data range 1.0) over the whole image, or over the hole when ``mask`` is given."""
-    x, y = _to_hwc(pred), _to_hwc(target)
-    if x.shape != y.shape:
-        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
-    if mask is not None:
-        hole = _to_hole(mask, x.shape[:2])
-        x, y = x[hole], y[hole]
+    x, y = _pixels(pred, target, mask)
     if np.array_equal(x, y):
         return PSNR_CAP
     return min(float(peak_signal_noise_ratio(y, x, data_range=DATA_RANGE)), PSNR_CAP)
@@ -99,9 +111,7 @@ def psnr(pred, target, mask=None) -> float:
 
 def ssim_map(pred, target) -> tuple[float, np.ndarray]:
     """scikit-image's SSIM (mean, full (H, W, C) map) with this module's settings."""
-    x, y = _to_hwc(pred), _to_hwc(target)
-    if x.shape != y.shape:
-        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
+    x, y = _pair(pred, target)
     mean, full = structural_similarity(y, x, data_range=DATA_RANGE, channel_axis=-1,
                                        win_size=win_size_for(*x.shape[:2]), full=True)
     return float(mean), full
@@ -118,12 +128,7 @@ def ssim(pred, target, mask=None) -> float:
 
 def l1(pred, target, mask=None) -> float:
     """Mean absolute difference over the whole image, or over the hole pixels."""
-    x, y = _to_hwc(pred), _to_hwc(target)
-    if x.shape != y.shape:
-        raise ValueError(f"prediction {x.shape} and target {y.shape} differ in shape")
-    if mask is not None:
-        hole = _to_hole(mask, x.shape[:2])
-        x, y = x[hole], y[hole]
+    x, y = _pixels(pred, target, mask)
     return float(np.abs(x - y).mean())
 
 
