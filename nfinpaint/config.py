@@ -33,6 +33,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nfinpaint.networks import GENERATOR_VARIANTS
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used (unknown key, bad value), with what to do."""
@@ -59,7 +61,9 @@ class TrainConfig:
     augment: bool = True            # flip, shift (random crop position), rotation
     max_rotation: float = 15.0      # degrees, augmentation
     max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale*image_size source pixels
-    num_workers: int = 0            # DataLoader worker processes (0 = load in the main process)
+    val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
+    # -- model ----------------------------------------------------------------
+    generator: str = "paper"        # paper (Tables 1-2) | residual | residual_unet (networks.GENERATOR_VARIANTS)
     # -- schedule (GLCIC-style staged training) -----------------------------
     steps: int = 800                # total optimisation steps
     g_warmup_steps: int = 300       # stage 1: generator only, L2 (+ feature) loss
@@ -109,7 +113,9 @@ class TrainConfig:
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         need(0.0 <= self.max_rotation <= 45.0, f"max_rotation must be in [0, 45] degrees, got {self.max_rotation}")
         need(self.max_crop_scale >= 1.0, f"max_crop_scale must be >= 1, got {self.max_crop_scale}")
-        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.generator in GENERATOR_VARIANTS,
+             f"generator must be one of {GENERATOR_VARIANTS}, got {self.generator!r}")
+        need(not self.val_data or bool(self.data), "val_data (a validation folder) needs data (a training folder)")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -155,7 +161,7 @@ PRESETS: dict[str, TrainConfig] = {
         max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
         batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
         train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000, num_workers=4,
+        checkpoint_every=5_000,
     ),
     # The 64x64 layout of Tables 1-2 with the paper's weights; hole and patch at the paper's ratios.
     "paper64": _preset(
@@ -163,14 +169,16 @@ PRESETS: dict[str, TrainConfig] = {
         max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
         batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
         train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000, num_workers=4,
+        checkpoint_every=5_000,
     ),
     "default": TrainConfig(),
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+# Keys of older config files that are read and ignored (num_workers: crops are now cut in batches).
+RETIRED_KEYS = frozenset({"num_workers"})
 # Keys a resumed run may change without breaking its bit-for-bit continuation.
-RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "num_workers", "log_every", "sample_every", "val_every",
+RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "log_every", "sample_every", "val_every",
                             "val_batches", "checkpoint_every", "tensorboard", "compile"})
 
 
@@ -218,6 +226,8 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     data.pop("versions", None)  # recorded by the run directory, informational
+    for key in RETIRED_KEYS:     # written by older versions; they no longer change anything
+        data.pop(key, None)
     out = {}
     for key, value in data.items():
         if isinstance(value, dict):

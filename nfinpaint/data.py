@@ -9,19 +9,21 @@ Two sources:
   immunohistochemistry, hubble_deep_field, stereo_motorcycle's left view),
   seven images, about 2.4 megapixels in all.  Small, but it needs no download.
 
-Training items are random crops at several scales (``image_size`` up to
-``max_crop_scale * image_size`` source pixels, scaled to ``image_size``), with
-the paper's augmentation: horizontal flip, shift (the crop's random position)
-and rotation.  Every random choice of item ``i`` in epoch ``e`` comes from a
-generator seeded by ``(seed, e, i)``, so the data are the same whatever the
-number of DataLoader workers, and a resumed run sees exactly the items it
-would have seen.
+Training images are decoded once into an :class:`~nfinpaint.crop_store.ImageStore`
+and cut into random crops a whole batch at a time (:mod:`nfinpaint.crop_store`):
+several scales (``image_size`` up to ``max_crop_scale * image_size`` source
+pixels, scaled to ``image_size``), with the paper's augmentation: horizontal
+flip, shift (the crop's random position) and rotation.  Every random choice
+of item ``i`` is a counter-based hash of ``(seed, i)``, so the data do not
+depend on batch size, workers or device, and a resumed run sees exactly the
+items it would have seen.
 
 The validation split is held out *by region*: from each photograph (or each
 image of a folder with few images) a rectangle of ``val_fraction`` of its area,
 placed by the seed, serves validation only, and no training crop touches it.
 A folder with many images (``>= FILE_SPLIT_MIN`` files) is split by file
-instead.  Validation items are fixed crops, never augmented.
+instead, and a separate validation folder (``val_dir``) replaces the split.
+Validation items are fixed crops, never augmented.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops  # noqa: F401  (re-exported)
 from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
 
 # skimage.data's colour photographs that load offline.  ("retina" also does, but is mostly
@@ -150,42 +153,6 @@ def crop_resize(image: torch.Tensor, top: int, left: int, side: int, size: int) 
     return _resize(image[:, top:top + side, left:left + side], (size, size)).contiguous()
 
 
-def _rotated_bbox(side: float, angle: float) -> int:
-    """Side of the axis-aligned box that holds a ``side`` square rotated by ``angle`` radians."""
-    return int(math.ceil(side * (abs(math.cos(angle)) + abs(math.sin(angle))))) + 2
-
-
-def augmented_crop(image: torch.Tensor, cy: float, cx: float, side: float, angle: float, flip: bool,
-                   size: int) -> torch.Tensor:
-    """A ``side``-pixel square centred at (cy, cx) of ``image``, rotated by ``angle`` radians,
-    optionally mirrored, scaled to ``size`` x ``size``.
-
-    The enclosing box is cut out and scaled (with antialiasing) to the output's
-    resolution first, so the rotation resamples at 1:1 and does not alias.
-    """
-    box = _rotated_bbox(side, angle)
-    top, left = int(round(cy - box / 2)), int(round(cx - box / 2))
-    region = image[:, top:top + box, left:left + box]
-    if angle == 0.0 and not flip and abs(side - round(side)) < 1e-6 and box - 2 == round(side):
-        return crop_resize(image, top + 1, left + 1, int(round(side)), size)
-    out_box = max(size, int(round(box * size / side)))
-    region = _resize(region, (out_box, out_box))
-    scale = (side / size) * (out_box / box)  # output pixels -> region pixels (about 1)
-    # the crop's centre inside the resampled region (continuous coords, pixel centres at k + 0.5)
-    ry = (cy - top) * out_box / box
-    rx = (cx - left) * out_box / box
-    offs = (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) * scale
-    v, u = torch.meshgrid(offs, offs, indexing="ij")
-    if flip:
-        u = -u
-    cos, sin = math.cos(angle), math.sin(angle)
-    x = rx + cos * u - sin * v
-    y = ry + sin * u + cos * v
-    grid = torch.stack((2 * x / out_box - 1, 2 * y / out_box - 1), dim=-1)[None]
-    out = F.grid_sample(region[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0].clamp_(0.0, 1.0).contiguous()
-
-
 @dataclass(frozen=True)
 class _Box:
     top: int
@@ -229,120 +196,7 @@ def _val_crops(box: _Box, size: int, max_scale: float) -> list[tuple[int, int, i
     return crops
 
 
-def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, 0x6E66, epoch, index])
-
-
 # --------------------------------------------------------------------------- datasets
-
-
-class _RandomCrops(Dataset):
-    """Shared sampling of training crops (scale, position, flip, rotation) from one image."""
-
-    image_size: int
-    augment: bool
-    max_rotation: float
-    max_crop_scale: float
-    seed: int
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw different crops in each epoch (deterministically from the seed)."""
-        self.epoch = epoch
-
-    def _where(self, index) -> tuple[int, int]:
-        """``index`` is an int (this dataset's epoch) or an (epoch, index) pair from a sampler
-        that streams several epochs (nfinpaint.train's sampler)."""
-        if isinstance(index, (tuple, list)):
-            return int(index[0]), int(index[1])
-        return self.epoch, int(index)
-
-    def _sample(self, image: torch.Tensor, rng: np.random.Generator, hole: _Box | None) -> torch.Tensor:
-        S = self.image_size
-        height, width = image.shape[-2:]
-        limit = min(self.max_crop_scale, min(height, width) / S)
-        for attempt in range(64):
-            if attempt == 48:  # fall back to the smallest, unrotated crop (always fits somewhere)
-                limit = 1.0
-            side = S * math.exp(rng.uniform(0.0, math.log(limit))) if limit > 1 else float(S)
-            angle = math.radians(rng.uniform(-self.max_rotation, self.max_rotation)) \
-                if self.augment and self.max_rotation > 0 and attempt < 48 else 0.0
-            flip = bool(self.augment and rng.random() < 0.5)
-            box = _rotated_bbox(side, angle)
-            if box > min(height, width):
-                continue
-            top = int(rng.integers(0, height - box + 1))
-            left = int(rng.integers(0, width - box + 1))
-            if hole is not None and hole.intersects(top, left, box, box):
-                continue
-            return augmented_crop(image, top + box / 2, left + box / 2, side, angle, flip, S)
-        # exhaustive scan for a plain crop outside the held-out box
-        for top in range(0, height - S + 1, max(1, S // 2)):
-            for left in range(0, width - S + 1, max(1, S // 2)):
-                if hole is None or not hole.intersects(top, left, S, S):
-                    return crop_resize(image, top, left, S, S)
-        raise DataError("no training crop fits outside the validation region")  # _val_box prevents this
-
-
-class RegionCrops(_RandomCrops):
-    """Random crops of in-memory images, avoiding each image's held-out rectangle."""
-
-    def __init__(self, images: list[tuple[str, torch.Tensor]], holdout: list[_Box | None], image_size: int, *,
-                 seed: int, augment: bool, max_rotation: float, max_crop_scale: float,
-                 length: int | None = None):
-        self.names = [name for name, _ in images]
-        self.images = [image for _, image in images]
-        self.holdout = holdout
-        self.image_size, self.seed, self.augment = image_size, seed, augment
-        self.max_rotation, self.max_crop_scale = max_rotation, max_crop_scale
-        areas = np.array([img.shape[-1] * img.shape[-2] - (b.height * b.width if b else 0)
-                          for img, b in zip(self.images, holdout)], dtype=np.float64)
-        # every image equally often: by area, one large flat photo would dominate
-        self.weights = np.full(len(self.images), 1.0 / len(self.images))
-        # one "epoch" ~ as many crops as the training area holds at the smallest scale
-        self.length = length or int(min(100_000, max(1024, areas.sum() // image_size**2)))
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index) -> torch.Tensor:
-        epoch, index = self._where(index)
-        rng = _item_rng(self.seed, epoch, index)
-        k = int(rng.choice(len(self.images), p=self.weights))
-        return self._sample(self.images[k], rng, self.holdout[k])
-
-
-class FileCrops(_RandomCrops):
-    """Random crops of image files read on demand (folders too big to hold in memory).
-
-    A file that fails to decode mid-run is reported once and replaced by the next
-    file, so a bad file never stops training.
-    """
-
-    def __init__(self, files: list[Path], image_size: int, *, seed: int, augment: bool,
-                 max_rotation: float, max_crop_scale: float):
-        self.files = files
-        self.image_size, self.seed, self.augment = image_size, seed, augment
-        self.max_rotation, self.max_crop_scale = max_rotation, max_crop_scale
-        self._bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        epoch, index = self._where(index)
-        for k in range(len(self.files)):
-            i = (index + k) % len(self.files)
-            if i in self._bad:
-                continue
-            try:
-                image = _load_file(self.files[i])
-            except ImageError as exc:
-                self._bad.add(i)
-                warnings.warn(f"skipping {exc}", DataWarning, stacklevel=2)
-                continue
-            return self._sample(image, _item_rng(self.seed, epoch, index), None)
-        raise DataError("none of the training images could be read")
 
 
 class FixedCrops(Dataset):
@@ -388,19 +242,73 @@ def _region_split(images: list[tuple[str, torch.Tensor]], image_size: int, *, va
     if val_fraction > 0 and not val_crops:
         raise DataError(f"the images are too small to hold out a {image_size}x{image_size} validation region "
                         f"and still train; use larger or more images, or val_fraction = 0")
-    train = RegionCrops(images, holdout, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
-                        max_crop_scale=max_crop_scale)
+    store = ImageStore([image for _, image in images], image_size, names=[name for name, _ in images])
+    train = RandomCrops(store, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
+                        max_crop_scale=max_crop_scale,
+                        holdout=[Holdout(b.top, b.left, b.height, b.width) if b else None for b in holdout])
     return train, FixedCrops([image for _, image in images], val_crops, image_size)
 
 
+def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
+    """Decode every file once (threads: PIL releases the GIL while decoding); unreadable files
+    are reported with a :class:`DataWarning` and skipped."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from tqdm import tqdm  # noqa: PLC0415
+
+    def load(path: Path) -> tuple[str, torch.Tensor] | ImageError:
+        try:
+            return str(path), _load_file(path)
+        except ImageError as exc:
+            return exc
+
+    images = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = pool.map(load, paths)
+        for result in tqdm(results, total=len(paths), desc=f"decoding {what}", disable=len(paths) < 20,
+                           leave=False, dynamic_ncols=True):
+            if isinstance(result, ImageError):
+                warnings.warn(f"skipping {result}", DataWarning, stacklevel=3)
+            else:
+                images.append(result)
+    return images
+
+
+def _file_split(train_files: list[Path], val_files: list[Path], image_size: int, *, seed: int, augment: bool,
+                max_rotation: float, max_crop_scale: float) -> tuple[Dataset, Dataset]:
+    """Train on every crop of ``train_files``; validate on fixed crops of ``val_files``."""
+    images = _load_files(train_files, "training images")
+    if not images:
+        raise DataError("none of the training image files could be read")
+    store = ImageStore([image for _, image in images], image_size, names=[name for name, _ in images])
+    train = RandomCrops(store, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
+                        max_crop_scale=max_crop_scale)
+    return train, fixed_crops(_load_files(val_files, "validation images"), image_size, max_crop_scale)
+
+
+def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_crop_scale: float) -> "FixedCrops":
+    """Deterministic crops spread over whole images (up to ``VAL_CROPS_PER_SCALE`` per scale, at
+    scales 1, 2, 4, ... up to ``max_crop_scale``): the validation and test crops of held-out files."""
+    crops = []
+    for k, (_, image) in enumerate(images):
+        height, width = image.shape[-2:]
+        crops += [(k, *crop) for crop in _val_crops(_Box(0, 0, height, width), image_size, max_crop_scale)]
+    dataset = FixedCrops([image for _, image in images], crops, image_size)
+    dataset.names = [images[k][0] for k, *_ in crops]
+    return dataset
+
+
 def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = 0.1, seed: int = 0,
-                   augment: bool = True, max_rotation: float = 15.0,
-                   max_crop_scale: float = 4.0) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets of (3, S, S) float32 crops in [0, 1].
+                   augment: bool = True, max_rotation: float = 15.0, max_crop_scale: float = 4.0,
+                   val_dir: str | None = None) -> tuple[Dataset, Dataset]:
+    """Training crops (:class:`~nfinpaint.crop_store.RandomCrops`, cut in batches) and a
+    validation dataset of fixed (3, S, S) float32 crops in [0, 1].
 
     ``data_dir=None`` uses the embedded scikit-image photographs.  The split is
-    deterministic from ``seed`` and disjoint (by region, or by file for folders
-    of ``FILE_SPLIT_MIN`` images or more); validation items are never
+    deterministic from ``seed`` and disjoint: with ``val_dir`` the validation
+    crops come from that folder's files and training uses all of ``data_dir``;
+    otherwise by region (a held-out rectangle per image), or by file for
+    folders of ``FILE_SPLIT_MIN`` images or more.  Validation items are never
     augmented.  Raises :class:`DataError` for an empty folder, a folder without
     readable images or an image smaller than the crop.
     """
@@ -409,17 +317,22 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     opts = dict(seed=seed, augment=augment, max_rotation=max_rotation, max_crop_scale=max_crop_scale)
+    if val_dir is not None:
+        if data_dir is None:
+            raise DataError("a separate validation folder needs a training folder (--data) too")
+        train_files = [path for path, _, _ in _readable_images(data_dir, image_size, decode=False)]
+        val_files = [path for path, _, _ in _readable_images(val_dir, image_size, decode=False)]
+        overlap = {p.resolve() for p in train_files} & {p.resolve() for p in val_files}
+        if overlap:
+            raise DataError(f"{len(overlap)} file(s) are in both the training and the validation folder, "
+                            f"e.g. {sorted(overlap)[0]}; keep the splits apart")
+        return _file_split(train_files, val_files, image_size, **opts)
     if data_dir is None:
         images = [(name, _array_to_tensor(array)) for name, array in _embedded_arrays()]
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
     found = _readable_images(data_dir, image_size, decode=False)
     if len(found) < FILE_SPLIT_MIN:
-        images = []
-        for path, _, _ in found:
-            try:
-                images.append((str(path), _load_file(path)))
-            except ImageError as exc:
-                warnings.warn(f"skipping {exc}", DataWarning, stacklevel=2)
+        images = _load_files([path for path, _, _ in found], "images")
         if not images:
             raise DataError(f"{data_dir}: none of the image files could be read")
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
@@ -428,10 +341,7 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     n_val = int(round(len(files) * val_fraction))
     val_files = sorted(files[i] for i in order[:n_val])
     train_files = sorted(files[i] for i in order[n_val:])
-    train = FileCrops(train_files, image_size, **opts)
-    # validation crops at the middle of the training scales
-    val_side = int(round(image_size * math.sqrt(max_crop_scale)))
-    return train, CenterCrops(val_files, image_size, max_side=val_side)
+    return _file_split(train_files, val_files, image_size, **opts)
 
 
 def folder_dataset(data_dir: str, image_size: int) -> Dataset:
@@ -450,10 +360,9 @@ def folder_dataset(data_dir: str, image_size: int) -> Dataset:
 
 def describe(dataset: Dataset) -> str:
     """One line on what a dataset holds (for logs)."""
-    if isinstance(dataset, RegionCrops):
-        return f"{len(dataset.images)} images, random crops ({len(dataset)} per epoch)"
-    if isinstance(dataset, FileCrops):
-        return f"{len(dataset.files)} image files, random crops"
+    if isinstance(dataset, RandomCrops):
+        return (f"{len(dataset.store)} images decoded once ({dataset.store.nbytes / 2**20:.0f} MiB with their "
+                f"pyramids), random crops cut in batches")
     if isinstance(dataset, FixedCrops):
         return f"{len(dataset)} fixed crops"
     return f"{len(dataset)} items"

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nfinpaint.initial_fill import harmonic_fill
+
 ENCODER_WIDTHS = (32, 64, 128, 256)            # Table 1
 DECODER_WIDTHS = (64, 64, 32, 32)              # Table 2
 FC_FEATURES = 1024                             # Table 1 "fc"
@@ -36,6 +38,10 @@ DEFC_CHANNELS = 256                            # Table 2 "reshape" to 256 channe
 GLOBAL_D_WIDTHS = (32, (32, 64, 128, 256, 128))  # Table 3: conv3x3 s1, then conv4x4 s2 ...
 LOCAL_D_WIDTHS = (64, (64, 128, 256))            # Table 4
 MIN_SIZE = 8
+# "paper": Tables 1-2 exactly.  Beyond the paper (measured against it in docs/training.md):
+# "residual": the same network predicts a correction to a harmonic fill of the hole (initial_fill);
+# "residual_unet": that, plus U-Net skips from each encoder stage to the decoder stage of its resolution.
+GENERATOR_VARIANTS = ("paper", "residual", "residual_unet")
 MAX_STAGES = 4
 MIN_BOTTLENECK = 2
 
@@ -102,8 +108,10 @@ class Generator(nn.Module):
     def __init__(self, image_size: int, *, hole_fill: float | tuple[float, float, float] | list[float] = 0.0,
                  encoder_widths: tuple[int, ...] | list[int] = ENCODER_WIDTHS,
                  decoder_widths: tuple[int, ...] | list[int] = DECODER_WIDTHS,
-                 fc_features: int = FC_FEATURES, defc_channels: int = DEFC_CHANNELS):
+                 fc_features: int = FC_FEATURES, defc_channels: int = DEFC_CHANNELS, variant: str = "paper"):
         super().__init__()
+        if variant not in GENERATOR_VARIANTS:
+            raise ValueError(f"generator variant must be one of {GENERATOR_VARIANTS}, got {variant!r}")
         stages = generator_stages(image_size)
         encoder_widths, decoder_widths = tuple(encoder_widths), tuple(decoder_widths)
         if len(encoder_widths) < stages or len(decoder_widths) < stages:
@@ -118,7 +126,10 @@ class Generator(nn.Module):
         hole_fill = fill[0] if fill.count(fill[0]) == 3 else fill
         self.config = dict(image_size=image_size, hole_fill=hole_fill,
                            encoder_widths=list(encoder_widths), decoder_widths=list(decoder_widths),
-                           fc_features=fc_features, defc_channels=defc_channels)
+                           fc_features=fc_features, defc_channels=defc_channels, variant=variant)
+        self.variant = variant
+        self.residual = variant != "paper"
+        self.skips = variant == "residual_unet"
         self.image_size = image_size
         self.stages = stages
         self.bottleneck = image_size >> stages
@@ -134,6 +145,8 @@ class Generator(nn.Module):
             layers += [_conv_bn_relu(cin, width), nn.MaxPool2d(2)]
             cin = width
         self.encoder = nn.Sequential(*layers)
+        # U-Net skips: decoder stage k also sees the encoder's features at its resolution
+        skip_widths = list(reversed(enc)) if self.skips else [0] * stages
         flat = cin * self.bottleneck ** 2
         self.fc = nn.Sequential(nn.Linear(flat, fc_features, bias=False), nn.BatchNorm1d(fc_features),
                                 nn.ReLU(inplace=True))
@@ -142,11 +155,15 @@ class Generator(nn.Module):
                                   nn.ReLU(inplace=True))
         layers = []
         cin = defc_channels
-        for width in dec:
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv_bn_relu(cin, width)]
+        for width, skip in zip(dec, skip_widths):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv_bn_relu(cin + skip, width)]
             cin = width
         self.decoder = nn.Sequential(*layers)
         self.to_rgb = nn.Conv2d(cin, 3, 3, padding=1)
+        if self.residual:
+            # start as the initial fill exactly; training learns the correction
+            nn.init.zeros_(self.to_rgb.weight)
+            nn.init.zeros_(self.to_rgb.bias)
 
     def forward(self, masked: Tensor, mask: Tensor) -> Tensor:
         n, c, h, w = masked.shape
@@ -155,8 +172,16 @@ class Generator(nn.Module):
                              f"{self.image_size}) and mask (N,1,{self.image_size},{self.image_size}); "
                              f"got {tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
-        filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
-        x = self.encoder(torch.cat([filled, mask], dim=1))
+        if self.residual:
+            filled = harmonic_fill(masked * (1 - mask), mask)
+        else:
+            filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
+        x = torch.cat([filled, mask], dim=1)
+        skips = []
+        for layer in self.encoder:
+            if isinstance(layer, nn.MaxPool2d):
+                skips.append(x)
+            x = layer(x)
         # flatten/reshape in NHWC order: free for channels-last tensors, and the fc
         # weights mean the same whichever memory format the caller uses
         x = self.fc(x.permute(0, 2, 3, 1).reshape(n, -1))
@@ -164,7 +189,13 @@ class Generator(nn.Module):
         x = self.defc(x).view(n, s, s, self.defc_channels).permute(0, 3, 1, 2)
         if not masked.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous()
-        return torch.sigmoid(self.to_rgb(self.decoder(x)))
+        for layer in self.decoder:
+            if self.skips and not isinstance(layer, nn.Upsample):
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = layer(x)
+        if self.residual:
+            return (filled + self.to_rgb(x)).clamp(0.0, 1.0)
+        return torch.sigmoid(self.to_rgb(x))
 
 
 def discriminator_halvings(size: int, max_layers: int) -> int:

@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 import nfinpaint
 from nfinpaint import _extension, distributed, losses, masks
 from nfinpaint.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
                                   rng_state, save_checkpoint, set_rng_state)
 from nfinpaint.config import (PRESETS, RESUMABLE_KEYS, ConfigError, TrainConfig, coerce, load_config, to_toml)
+from nfinpaint.crop_store import batch_items
 from nfinpaint.data import DataError, build_datasets, describe
 from nfinpaint.files import write_text
 from nfinpaint.images import ImageError
@@ -72,34 +73,6 @@ def versions() -> dict[str, str]:
         out["gpu"] = torch.cuda.get_device_name()
     # plain str: torch.__version__ is a str subclass that weights_only loading refuses
     return {key: str.__str__(value) for key, value in out.items()}
-
-
-def _worker_init(_worker_id: int) -> None:
-    # Ctrl-C is the main process's to handle (it finishes the step and saves); workers carry on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class StepSampler(DistributedSampler):
-    """An endless stream of ``(epoch, index)`` pairs: this rank's share of a fresh seeded
-    permutation each epoch (DistributedSampler's), starting ``start`` items in.
-
-    The datasets draw each item's crop and augmentation from (seed, epoch,
-    index), so the stream position alone fixes the data: resuming at step k
-    starts at item k * batch_size.
-    """
-
-    def __init__(self, dataset, *, num_replicas: int, rank: int, seed: int, start: int = 0):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        self.start = start
-
-    def __iter__(self):
-        epoch, offset = divmod(self.start, self.num_samples)
-        while True:
-            self.set_epoch(epoch)
-            for i, index in enumerate(super().__iter__()):
-                if i >= offset:
-                    yield (epoch, index)
-            epoch, offset = epoch + 1, 0
 
 
 def hole_psnr(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -205,7 +178,7 @@ class Trainer:
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         self.memory_format = fmt
         torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts)
-        self.generator = Generator(config.image_size).to(device, memory_format=fmt)
+        self.generator = Generator(config.image_size, variant=config.generator).to(device, memory_format=fmt)
         self.global_d = GlobalDiscriminator(config.image_size).to(device, memory_format=fmt)
         self.local_d = LocalDiscriminator(config.local_patch_size).to(device, memory_format=fmt)
         self.feature_net = feature_net.to(device, memory_format=fmt)
@@ -458,7 +431,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
     data_dir = config.data or None
     train_ds, val_ds = build_datasets(data_dir, config.image_size, val_fraction=config.val_fraction, seed=config.seed,
                                       augment=config.augment, max_rotation=config.max_rotation,
-                                      max_crop_scale=config.max_crop_scale)
+                                      max_crop_scale=config.max_crop_scale, val_dir=config.val_data or None)
     feature_net = build_feature_net(config)
     trainer = Trainer(config, feature_net, info)
     start = 0
@@ -498,14 +471,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
                    "world_size": info.world_size, "device": str(info.device),
                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
-    sampler = StepSampler(train_ds, num_replicas=info.world_size, rank=info.rank, seed=config.seed,
-                          start=start * config.batch_size)
-    # no more workers than CPUs this process may use (the paper presets ask for 4, for GPU hosts)
-    workers = min(config.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                  else (os.cpu_count() or 1))
-    loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=info.device.type == "cuda", worker_init_fn=_worker_init,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    # crops are cut a batch at a time where the model trains (see crop_store): no loader workers
+    train_ds.store.to(info.device)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
     # samples spread over the validation split (its items are grouped by source image)
     picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
@@ -539,7 +506,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
             return
         from nfinpaint.generator_io import save_generator  # noqa: PLC0415
 
-        meta = {"preset": config.preset, "image_size": config.image_size, "hole_size": config.hole_size,
+        meta = {"preset": config.preset, "generator": config.generator, "data": config.data,
+                "val_data": config.val_data, "seed": config.seed, "val_fraction": config.val_fraction,
+                "max_crop_scale": config.max_crop_scale, "image_size": config.image_size, "hole_size": config.hole_size,
                 "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
                 "step": step, "steps": config.steps, "complete": complete, **feature_meta,
                 "loss_weights": trainer.weights.as_dict(), "val": dict(last_val), "versions": versions()}
@@ -557,12 +526,12 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
     window_start, window_images = time.perf_counter(), 0
     t0 = time.perf_counter()
     with StopRequest() as stop:
-        batches = iter(loader) if step < config.steps else iter(())
         while step < config.steps:
             if distributed.any_rank(stop.requested, info):
                 interrupted = True
                 break
-            real = next(batches).to(info.device, memory_format=trainer.memory_format, non_blocking=True)
+            items = batch_items(step, config.batch_size, info.rank, info.world_size)
+            real = train_ds.crops(items).to(memory_format=trainer.memory_format)
             stage = config.stage(step)
             out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
             step += 1
@@ -627,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run directory to create (must not exist or be empty); default runs/PRESET-TIMESTAMP")
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the run in DIR from its newest checkpoint, bit for bit (same losses as an "
-                             "uninterrupted run); only --steps, --device, --workers, --no-compile and logging "
+                             "uninterrupted run); only --steps, --device, --no-compile and logging "
                              "cadences may change")
     parser.add_argument("--device", metavar="DEV", help="auto (GPU if visible, default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, metavar="S",
@@ -639,7 +608,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="VGG-19 weights of the feature loss: 'imagenet' (torchvision's, downloaded and cached; "
                              "the default), PATH to a vgg19 state_dict file, or 'random' (UNTRAINED: only for "
                              "offline smoke runs and tests; marked as such in logs, checkpoints and generator.pt)")
-    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default per preset)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: one per core not already busy, by the load average; "
                              "a resumed run reuses its recorded count)")
@@ -653,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {}
     for option, key in (("data", "data"), ("steps", "steps"), ("batch_size", "batch_size"), ("device", "device"),
-                        ("seed", "seed"), ("feature_weights", "feature_weights"), ("workers", "num_workers"),
+                        ("seed", "seed"), ("feature_weights", "feature_weights"),
                         ("threads", "threads")):
         value = getattr(args, option)
         if value is not None:

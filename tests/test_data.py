@@ -1,5 +1,6 @@
 """Data pipeline: crops, augmentation, the held-out split, folders, bad input."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_split_is_deterministic_and_depends_on_the_seed():
 def test_training_crops_never_touch_the_validation_region(coordinate_folder):
     folder, sizes = coordinate_folder
     train, val = build_datasets(str(folder), 16, seed=5, max_crop_scale=4.0)
-    assert isinstance(train, data.RegionCrops)
+    assert isinstance(train, data.RandomCrops)
     boxes = train.holdout
     assert all(b is not None for b in boxes)
     for i in range(150):
@@ -96,36 +97,63 @@ def test_items_are_a_function_of_seed_epoch_and_index():
     assert torch.equal(train[17], again[(2, 17)])
 
 
-def test_augmented_crop_against_torch_reference():
+def test_store_crops_against_torch_reference():
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(3, 40, 50, generator=gen)
+    store = data.ImageStore([image], 6)
+    exact = (image * 255 + 0.5).floor() / 255            # the store keeps 8 bits
     top, left, side = 7, 11, 12
-    ref = image[:, top:top + side, left:left + side]
+    ref = exact[:, top:top + side, left:left + side]
     cy, cx = top + side / 2, left + side / 2
-    plain = data.augmented_crop(image, cy, cx, side, 0.0, False, side)
-    flipped = data.augmented_crop(image, cy, cx, side, 0.0, True, side)
-    rotated = data.augmented_crop(image, cy, cx, side, math.pi / 2, False, side)
-    torch.testing.assert_close(plain, ref)
-    torch.testing.assert_close(flipped, ref.flip(-1), atol=1e-5, rtol=0)
+
+    def crop(angle, flip, size=side, side=side):
+        t = lambda v: torch.tensor([float(v)])  # noqa: E731
+        return store.sample(torch.tensor([0]), t(cy), t(cx), t(side), t(angle), torch.tensor([flip]), size)[0]
+
+    torch.testing.assert_close(crop(0.0, False), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(crop(0.0, True), ref.flip(-1), atol=1e-5, rtol=0)
     # +90 degrees maps output (row r, col c) to source offset (y, x) = (c', -r'): torch.rot90 k=1 on (H, W)
-    torch.testing.assert_close(rotated, torch.rot90(ref, 1, dims=(1, 2)), atol=1e-5, rtol=0)
-    # scaling: a 2x crop equals the antialiased resize of the region
-    half = data.augmented_crop(image, cy, cx, side, 0.0, False, side // 2)
-    want = torch.nn.functional.interpolate(ref[None], size=(6, 6), mode="bilinear", antialias=True,
-                                           align_corners=False)[0]
-    torch.testing.assert_close(half, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(crop(math.pi / 2, False), torch.rot90(ref, 1, dims=(1, 2)), atol=1e-5, rtol=0)
+
+
+def test_store_downscaled_crops_match_an_antialiased_resize():
+    # a smooth image: pyramid levels and a direct antialiased resize agree to 8-bit rounding
+    y, x = torch.meshgrid(torch.linspace(0, 3, 96), torch.linspace(0, 2, 128), indexing="ij")
+    image = torch.stack([0.5 + 0.4 * torch.sin(x + y), 0.5 + 0.4 * torch.cos(2 * x), 0.5 + 0.3 * torch.sin(y)])
+    store = data.ImageStore([image], 8)
+    top, left, side, size = 16, 40, 48, 12                # 4x downscale: taken from the 1/4 level
+    got = store.sample(torch.tensor([0]), torch.tensor([top + side / 2]), torch.tensor([left + side / 2]),
+                       torch.tensor([float(side)]), torch.tensor([0.0]), torch.tensor([False]), size)[0]
+    want = data.crop_resize(image, top, left, side, size)
+    torch.testing.assert_close(got, want, atol=0.02, rtol=0)
 
 
 def test_large_folders_split_by_file(tmp_path):
     for i in range(data.FILE_SPLIT_MIN):
         Image.fromarray(np.full((20, 24, 3), i * 10, np.uint8)).save(tmp_path / f"{i:02d}.jpg")
     train, val = build_datasets(str(tmp_path), 16, val_fraction=0.1, seed=0)
-    assert isinstance(train, data.FileCrops) and len(train) == 18 and len(val) == 2
-    assert not set(train.files) & set(val.files)
+    assert isinstance(train, data.RandomCrops) and len(train.store) == 18 and len(val) == 2
+    assert not set(train.store.names) & set(val.names)
     _, val2 = build_datasets(str(tmp_path), 16, val_fraction=0.1, seed=0)
-    assert val2.files == val.files
+    assert val2.names == val.names
     colours = {int(round(float(val[i].mean()) * 255)) for i in range(2)}
-    assert colours == {int(p.stem) * 10 for p in val.files}
+    assert colours == {int(Path(name).stem) * 10 for name in val.names}
+    # training crops come from the training files only
+    train_colours = {int(round(float(item.mean()) * 255)) for item in train.crops(torch.arange(200))}
+    assert train_colours == {int(Path(name).stem) * 10 for name in train.store.names}
+
+
+def test_a_validation_folder_replaces_the_split(tmp_path):
+    for split, colours in (("train", (10, 20, 30)), ("val", (200, 220))):
+        (tmp_path / split).mkdir()
+        for c in colours:
+            Image.fromarray(np.full((40, 40, 3), c, np.uint8)).save(tmp_path / split / f"{c}.png")
+    train, val = build_datasets(str(tmp_path / "train"), 16, seed=0, val_dir=str(tmp_path / "val"))
+    assert len(train.store) == 3
+    assert {int(round(float(v.mean()) * 255)) for v in val} == {200, 220}
+    assert {int(round(float(t.mean()) * 255)) for t in train.crops(torch.arange(100))} == {10, 20, 30}
+    with pytest.raises(DataError, match="both the training and the validation folder"):
+        build_datasets(str(tmp_path / "train"), 16, val_dir=str(tmp_path / "train"))
 
 
 def test_folder_dataset_centre_crops_every_readable_image(tmp_path):
@@ -154,16 +182,14 @@ def test_unreadable_files_are_reported_and_skipped(tmp_path):
     assert len(train) > 0
 
 
-def test_a_file_that_breaks_mid_run_is_skipped(tmp_path):
+def test_a_file_that_fails_to_decode_is_skipped(tmp_path):
     Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "a.png")
-    good = tmp_path / "a.png"
     truncated = tmp_path / "b.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
-    truncated.write_bytes(truncated.read_bytes()[:60])   # header intact, pixels missing
-    ds = data.FileCrops([truncated, good], 16, seed=0, augment=False, max_rotation=0, max_crop_scale=1)
+    truncated.write_bytes(truncated.read_bytes()[:60])   # header intact (passes the probe), pixels missing
     with pytest.warns(DataWarning, match=r"b\.png"):
-        item = ds[0]
-    torch.testing.assert_close(item, torch.full((3, 16, 16), 200 / 255))
+        train, _ = build_datasets(str(tmp_path), 16, val_fraction=0.0, augment=False, max_crop_scale=1)
+    torch.testing.assert_close(train.crops(torch.arange(4)), torch.full((4, 3, 16, 16), 200 / 255))
 
 
 @pytest.mark.parametrize("case, message", [

@@ -5,7 +5,7 @@ import torch
 import torch.multiprocessing as mp
 
 from nfinpaint.config import load_config
-from nfinpaint.train import StepSampler
+from nfinpaint.crop_store import batch_items
 
 TINY = dict(image_size=16, hole_size=6, local_patch_size=8, batch_size=3, steps=4, g_warmup_steps=1,
             d_warmup_steps=1, compile=False, use_custom_ops=False, feature_weights="random", val_batches=1,
@@ -62,16 +62,9 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     assert (out / "metrics.jsonl").exists() and len(list((out / "checkpoints").iterdir())) == 1
 
 
-def test_step_sampler_shards_and_resumes():
-    data = list(range(10))
-    ranks = [StepSampler(data, num_replicas=2, rank=r, seed=0) for r in range(2)]
-    streams = [[next(it) for _ in range(5)] for it in map(iter, ranks)]
-    first_epoch = [i for stream in streams for _, i in stream]
-    assert sorted(first_epoch) == data                      # each item once per epoch, split across ranks
-    assert all(epoch == 0 for stream in streams for epoch, _ in stream)
-    whole = iter(StepSampler(data, num_replicas=2, rank=1, seed=0))
-    long = [next(whole) for _ in range(13)]
-    resumed = iter(StepSampler(data, num_replicas=2, rank=1, seed=0, start=7))
-    assert [next(resumed) for _ in range(6)] == long[7:]     # position from the step alone
-    assert {e for e, _ in long} == {0, 1, 2}
-    assert [i for e, i in long if e == 1] != [i for e, i in long if e == 0]  # reshuffled each epoch
+def test_batch_items_shard_and_resume():
+    world, batch = 2, 5
+    steps = [[batch_items(step, batch, rank, world) for rank in range(world)] for step in range(4)]
+    flat = torch.cat([t for per_step in steps for t in per_step])
+    assert torch.equal(flat.sort().values, torch.arange(4 * world * batch))   # every item once, across ranks
+    assert torch.equal(batch_items(3, batch, 1, world), steps[3][1])          # position from the step alone

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Assemble nfinpaint's offline photograph corpus from packages the registries ship.
+
+    python scripts/build_photo_corpus.py data/corpus
+
+No internet beyond the package registries is needed: Debian packages are
+fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (nothing is
+installed), scikit-learn's wheel with ``pip download`` (opened as a zip), and
+scikit-image's bundled photographs come with the installed scikit-image.
+Every picture is scaled (Lanczos, antialiased) so its long side is at most
+``--max-side`` pixels (1024) and written as PNG, with ``MANIFEST.tsv`` naming
+source package, version, original file, licence and size.
+
+Layout (the splits are fixed lists below, chosen once by a seeded shuffle,
+never by looking at results):
+
+    OUT/photos/train/  photographs to train on
+    OUT/photos/val/    photographs held out for choosing settings (--set val_data=...)
+    OUT/photos/test/   photographs held out for the README's test table; nothing is chosen on them
+    OUT/art/           synthetic desktop art (for measuring whether art helps); train-only
+    OUT/mate/          Debian's mate-backgrounds "nature" photographs: the cross-source test
+                       set. NEVER train on it or choose settings with it.
+
+The script is repeatable: the same package versions give the same files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+# package -> {file name (basename) -> licence}; "*" = every file of the package named below
+PHOTOS = {
+    "lomiri-wallpapers-16.04": {
+        "Bridge_by_Sander_Klootwijk.jpg": "CC-BY-SA-4.0",
+        "Dragonfly_by_Bolly.jpg": "CC-BY-SA-4.0",
+        "Picture_0B_by_freespace.jpg": "CC-BY-SA-4.0",
+        "Picture_1A_by_freespace.jpg": "CC-BY-SA-4.0",
+        "Wine_by_Jakkub_Mede.jpg": "CC-BY-SA-4.0",
+        "aitzgorri_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+        "analogpattern_by_Peter_Nerlich.jpg": "CC-BY-SA-4.0",
+        "free_by_Peter_Nerlich.jpg": "CC-BY-SA-4.0",
+        "friends_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+        "greentock_by_Peter_Nerlich.jpg": "CC-BY-SA-4.0",
+        "life_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+        "picosdeeuropa_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+        "seeding_by_Clements_Engelhardt.jpg": "CC-BY-SA-4.0",
+        "sunset_by_Aitzol_Berasategi.jpg": "CC-BY-4.0",
+    },
+    "lomiri-wallpapers-20.04": {
+        "Infinite-Sea_by_Aury88.jpg": "CC-BY-SA-3.0",
+        "Kleiber_by_Lukas_Baubkus.jpg": "CC-BY-SA-3.0",
+    },
+    # KDE wallpapers: one folder per wallpaper, several resolutions; the largest is taken.
+    "plasma-workspace-wallpapers": {
+        name: "GPL-2+" for name in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow",
+                                    "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")
+    },
+}
+ART = {
+    "plasma-workspace-wallpapers": {
+        name: "GPL-2+" for name in ("Altai", "Autumn", "Canopee", "Cascade", "Cluster", "Elarun", "Flow",
+                                    "FlyingKonqui", "Honeywave", "IceCold", "Kay", "Kokkini", "MilkyWay", "Opal",
+                                    "PastelHills", "Patak", "SafeLanding", "Shell", "Volna")
+    },
+    "lomiri-wallpapers-16.04": {"umang_by_Abhishek_Mudgal.jpg": "CC-BY-SA-4.0"},
+    "lomiri-wallpapers-20.04": {"Fossa_by_Jasper_Roks.jpg": "CC-BY-SA-3.0",
+                                "Painting-Colors_by__herobrine7gamer.jpg": "CC-BY-SA-3.0"},
+    "ukui-wallpapers": {"*": "see the package's copyright file"},
+}
+# Reserved for independent testing only.
+MATE = {"mate-backgrounds": {"nature/*": "GPL-2+ (see the package's copyright file)"}}
+# scikit-image's colour photographs (they also form the embedded default data set).
+SKIMAGE = {"astronaut": "public domain (NASA)", "chelsea": "CC0", "coffee": "CC0", "rocket": "public domain (NASA)",
+           "immunohistochemistry": "CC0", "hubble_deep_field": "public domain (NASA)",
+           "stereo_motorcycle": "Middlebury stereo data set"}
+SKLEARN = {"china.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)",
+           "flower.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)"}
+SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+TEST_FILES, VAL_FILES, SPLIT_SEED = 6, 4, 2026
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def unpack_deb(package: str, work: Path) -> tuple[Path, str]:
+    """apt-get download + dpkg -x; returns (unpacked root, version)."""
+    run(["apt-get", "download", package], work)
+    deb = next(work.glob(f"{package}_*.deb"))
+    root = work / package
+    run(["dpkg", "-x", deb.name, str(root)], work)
+    version = deb.name.split("_")[1]
+    return root, version
+
+
+def deb_files(root: Path, wanted: dict[str, str]) -> list[tuple[Path, str]]:
+    """(file, licence) for the entries of ``wanted`` found under ``root``."""
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    out = []
+    for key, licence in wanted.items():
+        if key == "*":
+            out += [(p, licence) for p in images]
+        elif key.endswith("/*"):
+            out += [(p, licence) for p in images if p.parent.name == key[:-2]]
+        elif "." in key:
+            match = [p for p in images if p.name == key]
+            if not match:
+                sys.exit(f"error: {key} not found in the package (a new version?); update the lists")
+            out.append((match[0], licence))
+        else:  # KDE wallpaper folder: largest image file
+            match = [p for p in images if f"/{key}/" in str(p)]
+            if not match:
+                sys.exit(f"error: wallpaper {key} not found in the package; update the lists")
+            out.append((max(match, key=lambda p: p.stat().st_size), licence))
+    return out
+
+
+def save_scaled(image: Image.Image, dest: Path, max_side: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    original = image.size
+    image = image.convert("RGB")
+    scale = max_side / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.LANCZOS, reducing_gap=3.0)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp.png")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, dest)
+    return original, image.size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="output folder (created; existing corpus files are replaced)")
+    parser.add_argument("--max-side", type=int, default=1024, help="long side of the written images (default 1024)")
+    args = parser.parse_args()
+    out: Path = args.out
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photos: list[tuple[str, str, str, object]] = []   # (name, package, licence, source)
+        art, mate = [], []
+        versions: dict[str, str] = {}
+        for table, bucket in ((PHOTOS, photos), (ART, art), (MATE, mate)):
+            for package, wanted in table.items():
+                if package not in versions:
+                    print(f"fetching {package} ...", flush=True)
+                    versions[package] = unpack_deb(package, work)[1]
+                for path, licence in deb_files(work / package, wanted):
+                    label = path.parent.parent.parent.name if "/contents/images/" in str(path) else path.stem
+                    bucket.append((label, f"{package} {versions[package]}", licence, path))
+        import skimage.data  # noqa: PLC0415
+        for name, licence in SKIMAGE.items():
+            array = getattr(skimage.data, name)()
+            array = array[0] if isinstance(array, tuple) else array
+            photos.append((f"skimage_{name}", f"scikit-image {skimage.__version__}", licence,
+                           Image.fromarray(array[..., :3])))
+        print("fetching the scikit-learn wheel ...", flush=True)
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(work / "wheel"),
+             "scikit-learn"], work)
+        wheel = next((work / "wheel").glob("scikit_learn-*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            for name, licence in SKLEARN.items():
+                data = zf.read(f"sklearn/datasets/images/{name}")
+                photos.append((f"sklearn_{Path(name).stem}", wheel.name.split("-")[0] + " " + wheel.name.split("-")[1],
+                               licence, Image.open(io.BytesIO(data))))
+
+        # fixed split: a seeded shuffle of the sorted Debian photographs (skimage/sklearn ones train)
+        debian = sorted(p[0] for p in photos if not p[0].startswith(("skimage_", "sklearn_")))
+        order = random.Random(SPLIT_SEED).sample(debian, len(debian))
+        split = {name: "test" for name in order[:TEST_FILES]}
+        split.update({name: "val" for name in order[TEST_FILES:TEST_FILES + VAL_FILES]})
+        for sub in ("photos", "art", "mate"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        jobs = [(f"photos/{split.get(n, 'train')}", n, pkg, lic, src) for n, pkg, lic, src in photos]
+        jobs += [("art", n, pkg, lic, src) for n, pkg, lic, src in art]
+        jobs += [("mate", n, pkg, lic, src) for n, pkg, lic, src in mate]
+        for i, (folder, name, package, licence, source) in enumerate(jobs, 1):
+            image = Image.open(source) if isinstance(source, Path) else source
+            dest = out / folder / f"{name}.png"
+            original, size = save_scaled(image, dest, args.max_side)
+            origin = str(source.relative_to(work)) if isinstance(source, Path) else "(bundled)"
+            rows.append([folder, dest.name, package, origin, licence, f"{original[0]}x{original[1]}",
+                         f"{size[0]}x{size[1]}"])
+            print(f"[{i}/{len(jobs)}] {folder}/{dest.name} {size[0]}x{size[1]}", flush=True)
+    with open(out / "MANIFEST.tsv", "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t")
+        writer.writerow(["split", "file", "source", "original path", "licence", "original size", "size"])
+        writer.writerows(rows)
+    counts = {}
+    for row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    print("done:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
