@@ -43,6 +43,7 @@ class ConfigError(ValueError):
 MASK_KINDS = ("center", "random", "freeform")
 FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
+LR_SCHEDULES = ("constant", "cosine")
 LOSS_REDUCTIONS = ("mean", "image_sum")
 
 
@@ -70,6 +71,7 @@ class TrainConfig:
     d_warmup_steps: int = 40        # stage 2: discriminators only
     batch_size: int = 32            # per process (torchrun: per GPU)
     lr: float = 2e-4                # Adam, DCGAN settings
+    lr_schedule: str = "constant"   # constant (DCGAN) | cosine (decays to 0 at `steps`; beyond the paper)
     beta1: float = 0.5
     beta2: float = 0.999
     # -- loss ---------------------------------------------------------------
@@ -127,6 +129,8 @@ class TrainConfig:
              f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
         need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
+        need(self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -139,6 +143,12 @@ class TrainConfig:
     @property
     def untrained_features(self) -> bool:
         return self.feature_weights == "random"
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based): a function of the step alone, so resuming keeps it."""
+        if self.lr_schedule == "cosine" and self.steps > 0:
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
+        return self.lr
 
     def stage(self, step: int) -> str:
         """Which stage step ``step`` (0-based) is in: "generator", "discriminator" or "joint"."""

@@ -344,15 +344,24 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     return _file_split(train_files, val_files, image_size, **opts)
 
 
-def folder_dataset(data_dir: str, image_size: int) -> Dataset:
-    """Every readable image under ``data_dir``, centre-cropped to its largest square and scaled
-    to ``image_size`` (for evaluating on a user's test folder), in sorted path order.
+FOLDER_CROPS = ("center", "grid")
+
+
+def folder_dataset(data_dir: str, image_size: int, crops: str = "center", max_crop_scale: float = 4.0) -> Dataset:
+    """Every readable image under ``data_dir`` as fixed crops (for evaluating on a test folder), in
+    sorted path order: ``crops="center"``, each image centre-cropped to its largest square and
+    scaled to ``image_size``; ``"grid"``, the crops validation uses, spread over each whole
+    image at scales 1, 2, 4, ... up to ``max_crop_scale`` (what training sees).
 
     Unreadable files are reported (a :class:`DataWarning` naming the file) and
     skipped; an empty folder, no readable image, or an image smaller than the
     crop raise :class:`DataError`.
     """
+    if crops not in FOLDER_CROPS:
+        raise DataError(f"crops must be one of {FOLDER_CROPS}, got {crops!r}")
     found = _readable_images(data_dir, image_size, decode=True)
+    if crops == "grid":
+        return fixed_crops(_load_files([path for path, _, _ in found], "images"), image_size, max_crop_scale)
     dataset = CenterCrops([path for path, _, _ in found], image_size)
     dataset.names = [str(path) for path, _, _ in found]
     return dataset

@@ -196,6 +196,11 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.step_fn = torch.compile(self.train_step) if config.compile else self.train_step
 
+    def set_lr(self, lr: float) -> None:
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     # -- the step ---------------------------------------------------------------------------
 
     def _autocast(self):
@@ -533,6 +538,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, resume: 
             items = batch_items(step, config.batch_size, info.rank, info.world_size)
             real = train_ds.crops(items).to(memory_format=trainer.memory_format)
             stage = config.stage(step)
+            trainer.set_lr(config.lr_at(step))
             out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
             step += 1
             window_images += real.shape[0] * info.world_size
