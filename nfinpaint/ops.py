@@ -40,17 +40,20 @@ from torch import Tensor
 
 from nfinpaint import _extension
 
+# How an op reduces its per-sample values over the batch: the one definition for the
+# compiled ops here and the Triton kernels (nfinpaint.kernels).  Not the objective's
+# LOSS_REDUCTIONS (nfinpaint.config), which scale whole loss terms.
 REDUCTIONS = ("mean", "sum", "per_sample")
 
 
-def _check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     composite = mask * generated + (1 - mask) * target
     diff = generated.float() - target.float()
     sq_err = (mask.float() * diff * diff).flatten(1).sum(1)
@@ -64,7 +67,7 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
 
 def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                                reduction: str = "sum") -> Tensor:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     diff = fake.float() - real.float()
     sq = diff * diff if weight is None else weight.float() * diff * diff
     per_sample = sq.flatten(1).sum(1)
@@ -87,7 +90,7 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
 
     Returns ``(composite, loss)``; see the module docstring for the reductions.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if not _BUILT:
         _extension.require()
     if target.dtype != generated.dtype:
@@ -105,7 +108,7 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
 def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                      reduction: str = "sum") -> Tensor:
     """Equation 2: (optionally weighted) squared distance of two feature maps."""
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if not _BUILT:
         _extension.require()
     if real.dtype != fake.dtype:
