@@ -21,7 +21,7 @@ import os
 import pytest
 import torch
 
-from nfinpaint.kernels.feature_difference import feature_difference
+from nfinpaint.kernels.feature_distance import feature_distance
 from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
 from nfinpaint import ops as nfi_ops
 from nfinpaint.ops import feature_distance_reference
@@ -103,7 +103,7 @@ def _cpp_feature_distance_usable(fake, real, weight) -> bool:
     return True
 
 
-def test_feature_difference_forward_backward():
+def test_feature_distance_forward_backward():
     torch.manual_seed(0)
     compiled_ref = torch.compile(feature_distance_reference)
     rows = []
@@ -116,7 +116,7 @@ def test_feature_difference_forward_backward():
         impls = [("reference (eager)", lambda a, b: feature_distance_reference(a, b, weight)),
                  ("reference (compiled)", lambda a, b: compiled_ref(a, b, weight))]
         if ON_GPU:
-            impls.append(("triton", lambda a, b: feature_difference(a, b, weight)))
+            impls.append(("triton", lambda a, b: feature_distance(a, b, weight)))
         if _cpp_feature_distance_usable(fake, real, weight):
             impls.append(("C++/CUDA op (nfinpaint.ops.feature_distance)",
                           lambda a, b: nfi_ops.feature_distance(a, b, weight)))
@@ -128,7 +128,7 @@ def test_feature_difference_forward_backward():
         if not ON_GPU:
             rows.append([label, "triton", "skipped", TRITON_SKIP, "-"])
         del fake, real
-    print_table(f"feature_difference fwd+bwd (weight (N,1,h,w)), float32, "
+    print_table(f"feature_distance fwd+bwd (weight (N,1,h,w)), float32, "
                 f"{torch.cuda.get_device_name() if ON_GPU else 'CPU'}",
                 ["shape", "implementation", "median ms", "speed-up vs compiled ref",
                  "min. GB/s (3 tensors)"], rows)

@@ -2,7 +2,7 @@
 
 - :mod:`nfinpaint.kernels.gram`: ``gram_distance`` (Gram/style distance, tiled,
   never writes the Gram matrices) and its bmm reference ``gram_distance_reference``;
-- :mod:`nfinpaint.kernels.feature_difference`: ``feature_difference`` (equation 2,
+- :mod:`nfinpaint.kernels.feature_distance`: ``feature_distance`` (equation 2,
   the semantics of ``nfinpaint.ops.feature_distance_reference``);
 - :mod:`nfinpaint.kernels.launch`: call-time choice between compiled Triton (CUDA
   tensors, autotuned), the CPU interpreter (``TRITON_INTERPRET=1``) and a clear error.

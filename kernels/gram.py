@@ -37,11 +37,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, fp32_dot_precision,
-                                      interpreter_enabled, require_triton_path,
-                                      triton_path_available)
-
-REDUCTIONS = ("mean", "sum", "per_sample")
+from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, folded_grid,
+                                      fp32_dot_precision, interpreter_enabled,
+                                      require_triton_path, triton_path_available)
+from nfinpaint.ops import check_reduction
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -51,8 +50,12 @@ def _gram_diff_tiles(f_ptr, r_ptr, partial_ptr, diff_ptr, C, HW, partial_stride,
                      sf_n, sf_c, sf_k, sr_n, sr_c, sr_k, inv_k,
                      STORE_DIFF: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
+    # One 1-D grid: program id = sample * pairs + tile pair (grid axes 1/2 stop at 65,535).
+    tiles = tl.cdiv(C, BLOCK_C)
+    pairs = tiles * (tiles + 1) // 2
+    pid_all = tl.program_id(0)
+    n = (pid_all // pairs).to(tl.int64)
+    pid = pid_all % pairs
     # Lower-triangle tile (bi >= bj) from the linear id pid = bi(bi+1)/2 + bj; the float
     # estimate of bi is corrected by one either way against rounding.
     bi = ((tl.sqrt((8 * pid + 1).to(tl.float32)) - 1.0) * 0.5).to(tl.int32)
@@ -98,9 +101,13 @@ def _gram_grad(diff_ptr, f_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                sf_n, sf_c, sf_k, sg_n, sg_c, sg_k,
                UPCAST: tl.constexpr, DOWNCAST_DIFF: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
+    # One 1-D grid: program id = (sample * row tiles + row tile) * column tiles + column tile.
+    tiles_n = tl.cdiv(HW, BLOCK_N)
+    tiles_mn = tl.cdiv(C, BLOCK_M) * tiles_n
+    pid = tl.program_id(0)
+    n = (pid // tiles_mn).to(tl.int64)
+    pid_m = (pid % tiles_mn) // tiles_n
+    pid_n = pid % tiles_n
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # channels of the gradient
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # positions of the gradient
     mask_m = offs_m < C
@@ -170,25 +177,35 @@ def _dot_flags(dtype: torch.dtype) -> dict:
     }
 
 
-def _forward_launch(fake: Tensor, real: Tensor, save_diff: bool) -> tuple[Tensor, Tensor]:
-    """Per-sample losses (N,) float32, and D = G(fake) − G(real) (N, C, C) if save_diff."""
+def _tile_pairs(c: int, block_c: int) -> int:
+    """Lower-triangle tile pairs of a C x C Gram matrix in BLOCK_C tiles: partials per sample."""
+    t = cdiv(c, block_c)
+    return t * (t + 1) // 2
+
+
+def _forward_launch(fake: Tensor, real: Tensor, save_diff: bool, partial: Tensor | None = None,
+                    meta: dict | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample losses (N,) float32, and D = G(fake) − G(real) (N, C, C) if save_diff.
+
+    ``partial`` (scratch, reused by tests) and ``meta`` (one block configuration) exist
+    so that a test can run every autotune configuration on the same buffer."""
     n, c, h, w = fake.shape
     hw = h * w
     f3, r3 = _as_matrices(fake), _as_matrices(real)
-    tiles_max = cdiv(c, _TILES.smallest("BLOCK_C"))
-    pairs_max = tiles_max * (tiles_max + 1) // 2
-    # Zero-filled: with a larger block the kernel writes fewer partials than the buffer holds.
-    partial = torch.zeros(n, pairs_max, device=fake.device, dtype=torch.float32)
+    pairs_max = _tile_pairs(c, _TILES.smallest("BLOCK_C"))
+    if partial is None:
+        partial = torch.empty(n, pairs_max, device=fake.device, dtype=torch.float32)
     diff = torch.empty((n, c, c) if save_diff else (0,), device=fake.device, dtype=torch.float32)
 
     def grid(meta):
-        t = cdiv(c, meta["BLOCK_C"])
-        return (t * (t + 1) // 2, n)
+        return folded_grid("gram_distance", n * _tile_pairs(c, meta["BLOCK_C"]))
 
-    _TILES.launch(grid, f3, r3, partial, diff, c, hw, pairs_max,
-                  *f3.stride(), *r3.stride(), 1.0 / (c * hw),
-                  STORE_DIFF=save_diff, **_dot_flags(fake.dtype))
-    return partial.sum(1), diff
+    used = _TILES.launch(grid, f3, r3, partial, diff, c, hw, partial.stride(0),
+                         *f3.stride(), *r3.stride(), 1.0 / (c * hw), meta=meta,
+                         STORE_DIFF=save_diff, **_dot_flags(fake.dtype))
+    # Larger blocks write fewer partials, and the autotuner has run every configuration
+    # on this buffer: only the first columns, those the launch that ran wrote, count.
+    return partial[:, :_tile_pairs(c, used["BLOCK_C"])].sum(1), diff
 
 
 def _grad_scale(grad: Tensor, n: int, c: int, hw: int, reduction: str) -> tuple[Tensor, int, float]:
@@ -210,7 +227,8 @@ def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -
     downcast = not flags["UPCAST"] and fake.dtype in (torch.float16, torch.bfloat16)
 
     def grid(meta):
-        return (cdiv(c, meta["BLOCK_M"]), cdiv(hw, meta["BLOCK_N"]), n)
+        return folded_grid("gram_distance backward",
+                           n * cdiv(c, meta["BLOCK_M"]) * cdiv(hw, meta["BLOCK_N"]))
 
     _GRAD.launch(grid, diff, f3, dloss, dloss_stride, scale, g3, c, hw, *f3.stride(), *g3.stride(),
                  DOWNCAST_DIFF=downcast, **flags)
@@ -275,8 +293,7 @@ _gram_distance_op.register_autograd(_backward, setup_context=_setup_context)
 # --------------------------------------------------------------------------- public API
 
 def _check_inputs(fake: Tensor, real: Tensor, reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     if fake.dim() != 4:
         raise ValueError(f"gram_distance expects (N, C, H, W) feature maps, got shape {tuple(fake.shape)}")
     if fake.numel() == 0:

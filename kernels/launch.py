@@ -10,6 +10,10 @@ Paths, in order:
 - ``TRITON_INTERPRET=1``: the interpreter (any device; CPU tensors stay put),
   one fixed block configuration so CPU tests stay quick;
 - CUDA tensors: compiled Triton with a small autotuned configuration set;
+  the autotuner benchmarks every configuration on the real buffers, so a
+  kernel that leaves per-program partial sums must let the caller read only
+  the slots the configuration that ran wrote: :meth:`LazyKernel.launch`
+  returns that configuration's meta-parameters;
 - otherwise there is no Triton path: :func:`require_triton_path` raises, and
   the public wrappers fall back to the PyTorch reference only when the caller
   passed ``allow_reference_fallback=True``.
@@ -77,6 +81,12 @@ class LazyKernel:
         self.interpret_meta = dict(interpret_meta)
 
     @functools.cached_property
+    def _jit(self):
+        from triton.runtime.jit import JITFunction  # noqa: PLC0415
+
+        return JITFunction(self.fn)
+
+    @functools.cached_property
     def _interpreted(self):
         from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
 
@@ -85,24 +95,47 @@ class LazyKernel:
     @functools.cached_property
     def _autotuned(self):
         import triton  # noqa: PLC0415
-        from triton.runtime.jit import JITFunction  # noqa: PLC0415
 
-        return triton.autotune(configs=list(self.configs()), key=self.key)(JITFunction(self.fn))
+        return triton.autotune(configs=list(self.configs()), key=self.key)(self._jit)
 
-    def launch(self, grid: Callable[[dict], tuple], *args, **constexprs) -> None:
+    def launch(self, grid: Callable[[dict], tuple], *args, meta: dict | None = None,
+               **constexprs) -> dict:
+        """Run the kernel; return the meta-parameters (block sizes) of the launch that
+        produced the outputs.  ``meta`` forces one configuration (tests run every
+        autotune configuration in turn this way)."""
         if interpreter_enabled():
-            self._interpreted[grid](*args, **constexprs, **self.interpret_meta)
-        else:
-            self._autotuned[grid](*args, **constexprs)
+            meta = dict(self.interpret_meta if meta is None else meta)
+            self._interpreted[grid](*args, **constexprs, **meta)
+            return meta
+        if meta is not None:
+            self._jit[grid](*args, **constexprs, **meta)
+            return dict(meta)
+        self._autotuned[grid](*args, **constexprs)
+        # The autotuner records the configuration of its final (real) run here.
+        return dict(self._autotuned.best_config.kwargs)
+
+    def all_meta(self) -> list[dict]:
+        """Every configuration the kernel can run with: the interpreter's, then the GPU's."""
+        return [dict(self.interpret_meta)] + [dict(c.kwargs) for c in self.configs()]
 
     def smallest(self, name: str) -> int:
-        """Smallest value meta-parameter ``name`` takes in any mode (sizes scratch buffers
-        whose length depends on the block size the autotuner picks)."""
-        values = [self.interpret_meta[name]]
-        if not interpreter_enabled():
-            values += [c.kwargs[name] for c in self.configs()]
-        return min(values)
+        """Smallest value meta-parameter ``name`` takes in any configuration (sizes scratch
+        buffers whose length depends on the block size the autotuner picks)."""
+        return min(m[name] for m in self.all_meta())
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+# CUDA caps grid axes 1 and 2 at 65,535 programs and axis 0 at 2^31 - 1: every kernel
+# here folds the sample index into axis 0 (one 1-D grid), and checks the total.
+MAX_PROGRAMS = 2**31 - 1
+
+
+def folded_grid(op_name: str, programs: int) -> tuple[int]:
+    """A 1-D grid of ``programs`` programs (samples x tiles folded into axis 0)."""
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"{op_name}: {programs} Triton programs exceed the grid limit "
+                         f"{MAX_PROGRAMS}; split the batch")
+    return (programs,)

@@ -44,7 +44,11 @@ MASK_KINDS = ("center", "random", "freeform")
 FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
-LOSS_REDUCTIONS = ("mean", "image_sum")
+# Reductions of the objective's L2 and feature terms (nfinpaint.losses): the one
+# definition.  Not nfinpaint.ops.REDUCTIONS, which reduce one op's per-sample values.
+LOSS_REDUCTIONS = ("mean", "image_sum", "sum")
+# A run uses a per-image one: "sum" over the batch would tie the loss scale to the batch size.
+RUN_LOSS_REDUCTIONS = ("mean", "image_sum")
 
 
 @dataclass
@@ -125,8 +129,8 @@ class TrainConfig:
         for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight"):
             need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
                  f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        need(self.loss_reduction in LOSS_REDUCTIONS,
-             f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
+        need(self.loss_reduction in RUN_LOSS_REDUCTIONS,
+             f"loss_reduction must be one of {RUN_LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
         need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
         need(self.lr_schedule in LR_SCHEDULES,

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import ops
+from nfinpaint.config import LOSS_REDUCTIONS
 from nfinpaint.kernels import gram
 
-REDUCTIONS = ("mean", "image_sum", "sum")
 TERMS = ("l2", "adv_global", "adv_local", "feature")
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
 
 
 # ----------------------------------------------------------------------------- L2 + composite

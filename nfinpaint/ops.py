@@ -40,17 +40,20 @@ from torch import Tensor
 
 from nfinpaint import _extension
 
+# How an op reduces its per-sample values over the batch: the one definition for the
+# compiled ops here and the Triton kernels (nfinpaint.kernels).  Not the objective's
+# LOSS_REDUCTIONS (nfinpaint.config), which scale whole loss terms.
 REDUCTIONS = ("mean", "sum", "per_sample")
 
 
-def _check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     composite = mask * generated + (1 - mask) * target
     diff = generated.float() - target.float()
     sq_err = (mask.float() * diff * diff).flatten(1).sum(1)
@@ -64,7 +67,7 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
 
 def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                                reduction: str = "sum") -> Tensor:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     diff = fake.float() - real.float()
     sq = diff * diff if weight is None else weight.float() * diff * diff
     per_sample = sq.flatten(1).sum(1)
@@ -87,7 +90,7 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
 
     Returns ``(composite, loss)``; see the module docstring for the reductions.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if not _BUILT:
         _extension.require()
     if target.dtype != generated.dtype:
@@ -105,7 +108,7 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
 def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                      reduction: str = "sum") -> Tensor:
     """Equation 2: (optionally weighted) squared distance of two feature maps."""
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if not _BUILT:
         _extension.require()
     if real.dtype != fake.dtype:
@@ -133,25 +136,18 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: Tensor,
                   w: Tensor | None) -> None:
-    """The shape/dtype checks of prepare_loss_inputs() (loss_inputs.h), for the fake kernels."""
-    if a.dim() != 4:
-        raise RuntimeError(f"{op}: expected {a_name} of shape (N,C,H,W), got {list(a.shape)}")
-    if b.shape != a.shape:
-        raise RuntimeError(f"{op}: expected {b_name} of the same shape as {a_name} {list(a.shape)}, "
-                           f"got {list(b.shape)}")
-    if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        raise RuntimeError(f"{op}: expected {a_name} of dtype float32, float16, bfloat16 or float64, "
-                           f"got {a.dtype}")
-    if b.dtype != a.dtype:
-        raise RuntimeError(f"{op}: expected {b_name} of the same dtype as {a_name} ({a.dtype}), got {b.dtype}")
-    if w is None:
+    """Apply the kernels' own input checks (prepare_loss_inputs in loss_inputs.h, through
+    ``nfinpaint::_check_loss_inputs``) to meta copies of the fake kernel's inputs, so the
+    fake kernels raise what the real ones would.  Symbolic shapes are left to the real
+    kernel's check at run time (a meta copy needs concrete sizes)."""
+    tensors = [a, b] + ([] if w is None else [w])
+    if any(isinstance(d, torch.SymInt) for x in tensors for d in (*x.shape, *x.stride())):
         return
-    n, c, h, wd = a.shape
-    if not (w.dim() == 4 and w.shape[0] == n and w.shape[1] in (1, c) and w.shape[2:] == a.shape[2:]):
-        raise RuntimeError(f"{op}: expected {w_name} of shape (N,1,H,W) or (N,C,H,W) = [{n}, 1 or {c}, {h}, {wd}] "
-                           f"to match {a_name} {list(a.shape)}, got {list(w.shape)}")
-    if w.dtype != a.dtype:
-        raise RuntimeError(f"{op}: expected {w_name} of the same dtype as {a_name} ({a.dtype}), got {w.dtype}")
+    with torch._subclasses.fake_tensor.unset_fake_temporarily():
+        meta = [torch.empty_strided(tuple(x.shape), tuple(x.stride()), dtype=x.dtype, device="meta")
+                for x in tensors]
+        torch.ops.nfinpaint._check_loss_inputs(op, a_name, b_name, w_name, meta[0], meta[1],
+                                               meta[2] if w is not None else None)
 
 
 def _register() -> None:

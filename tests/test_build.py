@@ -35,17 +35,23 @@ def test_force_cpu_skips_cuda(setup_module, monkeypatch):
     assert setup_module.configure_cuda() is False
 
 
-def test_mismatched_toolkit_major_is_a_clear_error(setup_module, monkeypatch, tmp_path, capsys):
+def test_mismatched_toolkit_major_is_a_clear_error(setup_module, monkeypatch, tmp_path):
+    # setup.py hands the toolkit to torch; torch's BuildExtension refuses a toolkit whose
+    # major version differs from torch's CUDA when it compiles (_check_cuda_version).
     torch = pytest.importorskip("torch")
     if torch.version.cuda is None:
         pytest.skip("torch is a CPU-only build; no CUDA version to mismatch")
+    from torch.utils import cpp_extension
+
     wrong_major = int(torch.version.cuda.split(".")[0]) - 1
-    monkeypatch.setenv("CUDA_HOME", str(fake_toolkit(tmp_path / "cuda", f"{wrong_major}.4")))
-    with pytest.raises(SystemExit) as exc:
-        setup_module.configure_cuda()
-    assert exc.value.code == 1
-    err = capsys.readouterr().err
-    assert "major versions must match" in err and str(tmp_path / "cuda") in err
+    root = fake_toolkit(tmp_path / "cuda", f"{wrong_major}.4")
+    monkeypatch.setenv("CUDA_HOME", str(root))
+    assert setup_module.configure_cuda() is True
+    assert os.environ["CUDA_HOME"] == str(root)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", os.environ["CUDA_HOME"])  # read at import in a build
+    with pytest.raises(RuntimeError) as exc:
+        cpp_extension._check_cuda_version("c++", cpp_extension.TorchVersion("13.0"))
+    assert "mismatches the version" in str(exc.value) and f"{wrong_major}.4" in str(exc.value)
 
 
 def test_cuda_home_that_is_not_a_toolkit_is_ignored(setup_module, monkeypatch, tmp_path, capsys):

@@ -148,3 +148,38 @@ def test_cuda_matches_reference(dtype, rtol):
         _check(fake, real, reduction, rtol, fwd_rtol=rtol)
     fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
     _check(fake_cl, real, "sum", rtol, fwd_rtol=rtol)
+
+
+def test_every_autotune_config_on_one_reused_buffer():
+    # On a GPU the autotuner runs every configuration on the same partial-sum buffer
+    # before the real run; what a config with more tiles leaves there must not reach
+    # the loss.  Run each configuration in turn on one buffer filled with garbage.
+    fake, real = _pair((2, 130, 3, 3), torch.float32, scale_real=1.5)
+    ref = gram_distance_reference(fake, real, "per_sample")
+    metas = gram._TILES.all_meta()
+    assert len({gram._tile_pairs(130, m["BLOCK_C"]) for m in metas}) >= 3  # the configs differ
+    partial = torch.full((2, gram._tile_pairs(130, gram._TILES.smallest("BLOCK_C"))), 1e3)
+    for meta in metas + metas[::-1]:  # small blocks before large ones, then the reverse
+        per_sample, _ = gram._forward_launch(fake.detach(), real, False, partial=partial, meta=meta)
+        _close(per_sample, ref, 1e-4)
+
+
+def test_batch_is_folded_into_grid_axis_0(monkeypatch):
+    # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
+    grids = []
+
+    def record(kernel):
+        def launch(grid, *args, meta=None, **constexprs):
+            meta = meta or kernel.interpret_meta
+            grids.append(grid(meta))
+            return meta
+        return launch
+
+    monkeypatch.setattr(gram._TILES, "launch", record(gram._TILES))
+    monkeypatch.setattr(gram._GRAD, "launch", record(gram._GRAD))
+    fake, real = _pair((70_000, 20, 1, 1), torch.float32)
+    gram._forward_launch(fake.detach(), real, True)
+    gram._backward_launch(torch.ones(()), torch.zeros(70_000, 20, 20), fake.detach(), "sum")
+    assert grids == [(70_000 * 3,), (70_000 * 2,)]  # 2 tiles of 16 -> 3 pairs; 2 x 1 gradient tiles
+    with pytest.raises(ValueError, match="grid limit"):
+        gram.folded_grid("gram_distance", 2**31)

@@ -370,3 +370,35 @@ def test_cuda_unaligned_empty_and_deterministic():
     assert torch.equal(ops.composite_l2(g, t, m)[1], ops.composite_l2(g, t, m)[1])
     torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default, (g.requires_grad_(), t, m))
     torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (g, t, m))
+
+
+# ---------------------------------------------------------------------------
+# The CUDA kernels' launch plan and chunk mapping (shared host code, checked on the CPU)
+# ---------------------------------------------------------------------------
+
+def test_cuda_launch_plan_vector_loads_and_grid_limit():
+    plan = torch.ops.nfinpaint._loss_launch_plan
+    # [chunks a sample, blocks, vector loads]: 2048 elements a block
+    assert plan(2, 4097, 4, []) == [3, 6, 0]  # 4097 floats: samples not 16-byte aligned
+    assert plan(2, 48, 4, [0, 16, 4096]) == [1, 2, 1]
+    assert plan(2, 48, 4, [0, 4]) == [1, 2, 0]  # one pointer off a 16-byte boundary
+    assert plan(3, 40, 2, [32, 64]) == [1, 3, 1]  # half: 8 a vector
+    assert plan(3, 44, 2, [32, 64]) == [1, 3, 0]
+    assert plan(1, 2**31 + 16, 2, [0]) == [2**20 + 1, 2**20 + 1, 1]  # one sample over 2^31 elements
+    with pytest.raises(RuntimeError, match="input too large"):
+        plan(2**20, 2**22, 4, [])  # 2^31 blocks: past CUDA's grid limit
+
+
+@pytest.mark.parametrize("chunk", [2048, 4096])  # CUDA blocks, CPU work items
+def test_chunks_cover_samples_with_int64_offsets(chunk):
+    chunk_of = torch.ops.nfinpaint._loss_chunk
+    s = 2**31 - 1000  # two samples: the second starts below 2^31 and ends far above it
+    nchunk = -(-s // chunk)
+    assert chunk_of(0, 2, s, chunk) == [0, 0, chunk, 0, nchunk]
+    last = 2 * nchunk - 1
+    begin = (nchunk - 1) * chunk
+    assert chunk_of(last, 2, s, chunk) == [1, begin, s - begin, s + begin, nchunk]
+    assert chunk_of(nchunk, 2, s, chunk)[:4] == [1, 0, chunk, s]
+    small = [chunk_of(i, 3, 5000, chunk)[:4] for i in range(3 * -(-5000 // chunk))]
+    covered = [i for _, _, n, b in sorted(small, key=lambda c: c[3]) for i in range(b, b + n)]
+    assert covered == list(range(3 * 5000))  # every element once, in order

@@ -25,19 +25,8 @@ constexpr const char* kOpBwd = "nfinpaint::composite_l2_backward";
 // Chunks one task takes at least: small batches stay on one thread.
 constexpr int64_t kGrainChunks = 4;
 
-namespace cpu_base {
-#include "composite_l2_loops.h"
-}  // namespace cpu_base
-#ifdef NFI_CPU_AVX2
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-namespace cpu_avx2 {
-#include "composite_l2_loops.h"
-}  // namespace cpu_avx2
-#pragma GCC pop_options
-#else
-namespace cpu_avx2 = cpu_base;  // cpu_has_avx2() is false
-#endif
+#define NFI_CPU_LOOPS "composite_l2_loops.h"
+#include "cpu_isa_variants.h"
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cpu(const at::Tensor& generated,
                                                                 const at::Tensor& target,
@@ -51,10 +40,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cpu(const at::Tensor
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
       if constexpr (L != MaskLayout::kNone) {
-        if (cpu_has_avx2())
-          cpu_avx2::forward_loop<scalar_t, L>(in, composite, sq_err, count);
-        else
-          cpu_base::forward_loop<scalar_t, L>(in, composite, sq_err, count);
+        NFI_CPU_CALL(forward_loop<scalar_t, L>(in, composite, sq_err, count));
       }
     });
   });
@@ -81,15 +67,10 @@ at::Tensor composite_l2_backward_cpu(const c10::optional<at::Tensor>& grad_compo
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
       if constexpr (L != MaskLayout::kNone) {
-        const bool avx2 = cpu_has_avx2();
-        if (gcp && avx2)
-          cpu_avx2::backward_loop<scalar_t, L, true>(in, gcp, gsp, grad);
-        else if (gcp)
-          cpu_base::backward_loop<scalar_t, L, true>(in, gcp, gsp, grad);
-        else if (avx2)
-          cpu_avx2::backward_loop<scalar_t, L, false>(in, nullptr, gsp, grad);
+        if (gcp)
+          NFI_CPU_CALL(backward_loop<scalar_t, L, true>(in, gcp, gsp, grad));
         else
-          cpu_base::backward_loop<scalar_t, L, false>(in, nullptr, gsp, grad);
+          NFI_CPU_CALL(backward_loop<scalar_t, L, false>(in, nullptr, gsp, grad));
       }
     });
   });

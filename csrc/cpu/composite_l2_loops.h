@@ -5,7 +5,7 @@
 template <typename scalar_t, MaskLayout L>
 void forward_loop(const LossInputs& in, at::Tensor& composite, at::Tensor& sq_err, at::Tensor& count) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
+  const int64_t n = in.n, s = in.s, nchunk = chunk_count(s, kChunk);
   std::vector<acc_t> part_sq(n * nchunk), part_cnt(n * nchunk);
   const scalar_t* g = in.a.const_data_ptr<scalar_t>();
   const scalar_t* t = in.b.const_data_ptr<scalar_t>();
@@ -13,12 +13,13 @@ void forward_loop(const LossInputs& in, at::Tensor& composite, at::Tensor& sq_er
   scalar_t* out = composite.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
+      const Chunk ch = chunk_at(item, nchunk, s, kChunk);
+      const int64_t i = ch.sample;
       const scalar_t* gs = g + i * s;
       const scalar_t* ts = t + i * s;
       scalar_t* os = out + i * s;
       acc_t sq = 0, cnt = 0;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c, m + i * in.w_per_sample,
+      for_each_segment<L>(ch.begin, ch.begin + ch.len, in.hw, in.c, m + i * in.w_per_sample,
                           [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
                             constexpr int M = decltype(mode)::value;
                             const acc_t mc = static_cast<acc_t>(wc);
@@ -45,13 +46,8 @@ void forward_loop(const LossInputs& in, at::Tensor& composite, at::Tensor& sq_er
   acc_t* sq_out = sq_err.mutable_data_ptr<acc_t>();
   acc_t* cnt_out = count.mutable_data_ptr<acc_t>();
   for (int64_t i = 0; i < n; ++i) {
-    double a = 0, c = 0;
-    for (int64_t k = 0; k < nchunk; ++k) {
-      a += part_sq[i * nchunk + k];
-      c += part_cnt[i * nchunk + k];
-    }
-    sq_out[i] = static_cast<acc_t>(a);
-    cnt_out[i] = static_cast<acc_t>(c);
+    sq_out[i] = sum_chunk_partials(part_sq.data(), i, nchunk);
+    cnt_out[i] = sum_chunk_partials(part_cnt.data(), i, nchunk);
   }
 }
 
@@ -59,17 +55,18 @@ template <typename scalar_t, MaskLayout L, bool kHasGradComposite>
 void backward_loop(const LossInputs& in, const scalar_t* gc, const at::opmath_type<scalar_t>* gsq,
                    at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
+  const int64_t n = in.n, s = in.s, nchunk = chunk_count(s, kChunk);
   const scalar_t* g = in.a.const_data_ptr<scalar_t>();
   const scalar_t* t = in.b.const_data_ptr<scalar_t>();
   const scalar_t* m = in.w.const_data_ptr<scalar_t>();
   scalar_t* out = grad.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
+      const Chunk ch = chunk_at(item, nchunk, s, kChunk);
+      const int64_t i = ch.sample;
       const acc_t gs = gsq ? gsq[i] : acc_t(0);
       const int64_t base = i * s;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c, m + i * in.w_per_sample,
+      for_each_segment<L>(ch.begin, ch.begin + ch.len, in.hw, in.c, m + i * in.w_per_sample,
                           [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
                             constexpr int M = decltype(mode)::value;
                             const acc_t mc = static_cast<acc_t>(wc);

@@ -1,6 +1,6 @@
 #pragma once
 // Runtime choice of the instruction set for the fused-loss CPU loops. The loop
-// templates (*_loops.h) are compiled twice: for the baseline x86-64 target
+// templates (*_loops.h) are compiled twice (cpu_isa_variants.h): for the baseline x86-64 target
 // (SSE2) in namespace cpu_base, and, with GCC on x86-64, for AVX2+FMA+F16C in
 // namespace cpu_avx2 (the build passes no -march, so the package still runs on
 // any x86-64 CPU); the kernels take the AVX2 copy when the CPU has it.
@@ -21,3 +21,6 @@ inline bool cpu_has_avx2() {
 }
 
 }  // namespace nfinpaint
+
+// The call `f<...>(args)` in the copy of the loops this CPU runs (cpu_isa_variants.h).
+#define NFI_CPU_CALL(...) (::nfinpaint::cpu_has_avx2() ? cpu_avx2::__VA_ARGS__ : cpu_base::__VA_ARGS__)

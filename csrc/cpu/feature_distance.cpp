@@ -22,19 +22,8 @@ constexpr const char* kOp = "nfinpaint::feature_distance";
 constexpr const char* kOpBwd = "nfinpaint::feature_distance_backward";
 constexpr int64_t kGrainChunks = 4;
 
-namespace cpu_base {
-#include "feature_distance_loops.h"
-}  // namespace cpu_base
-#ifdef NFI_CPU_AVX2
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-namespace cpu_avx2 {
-#include "feature_distance_loops.h"
-}  // namespace cpu_avx2
-#pragma GCC pop_options
-#else
-namespace cpu_avx2 = cpu_base;  // cpu_has_avx2() is false
-#endif
+#define NFI_CPU_LOOPS "feature_distance_loops.h"
+#include "cpu_isa_variants.h"
 
 at::Tensor feature_distance_cpu(const at::Tensor& fake, const at::Tensor& real, const c10::optional<at::Tensor>& weight) {
   const LossInputs in = prepare_loss_inputs(kOp, "fake", "real", "weight", fake, real, weight);
@@ -42,10 +31,7 @@ at::Tensor feature_distance_cpu(const at::Tensor& fake, const at::Tensor& real, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.a.scalar_type(), "feature_distance_cpu", [&] {
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
-      if (cpu_has_avx2())
-        cpu_avx2::forward_loop<scalar_t, L>(in, dist);
-      else
-        cpu_base::forward_loop<scalar_t, L>(in, dist);
+      NFI_CPU_CALL(forward_loop<scalar_t, L>(in, dist));
     });
   });
   return dist;
@@ -60,10 +46,7 @@ at::Tensor feature_distance_backward_cpu(const at::Tensor& grad_dist, const at::
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
-      if (cpu_has_avx2())
-        cpu_avx2::backward_loop<scalar_t, L>(in, gd.const_data_ptr<acc_t>(), grad);
-      else
-        cpu_base::backward_loop<scalar_t, L>(in, gd.const_data_ptr<acc_t>(), grad);
+      NFI_CPU_CALL(backward_loop<scalar_t, L>(in, gd.const_data_ptr<acc_t>(), grad));
     });
   });
   return grad;

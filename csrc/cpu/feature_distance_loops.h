@@ -5,18 +5,19 @@
 template <typename scalar_t, MaskLayout L>
 void forward_loop(const LossInputs& in, at::Tensor& dist) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
+  const int64_t n = in.n, s = in.s, nchunk = chunk_count(s, kChunk);
   std::vector<acc_t> part(n * nchunk);
   const scalar_t* f = in.a.const_data_ptr<scalar_t>();
   const scalar_t* r = in.b.const_data_ptr<scalar_t>();
   const scalar_t* w = in.w.defined() ? in.w.const_data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
+      const Chunk ch = chunk_at(item, nchunk, s, kChunk);
+      const int64_t i = ch.sample;
       const scalar_t* fs = f + i * s;
       const scalar_t* rs = r + i * s;
       acc_t sum = 0;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c,
+      for_each_segment<L>(ch.begin, ch.begin + ch.len, in.hw, in.c,
                           w ? w + i * in.w_per_sample : nullptr,
                           [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
                             constexpr int M = decltype(mode)::value;
@@ -35,27 +36,24 @@ void forward_loop(const LossInputs& in, at::Tensor& dist) {
     }
   });
   acc_t* out = dist.mutable_data_ptr<acc_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    double a = 0;
-    for (int64_t k = 0; k < nchunk; ++k) a += part[i * nchunk + k];
-    out[i] = static_cast<acc_t>(a);
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = sum_chunk_partials(part.data(), i, nchunk);
 }
 
 template <typename scalar_t, MaskLayout L>
 void backward_loop(const LossInputs& in, const at::opmath_type<scalar_t>* gd, at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = in.n, s = in.s, nchunk = (s + kChunk - 1) / kChunk;
+  const int64_t n = in.n, s = in.s, nchunk = chunk_count(s, kChunk);
   const scalar_t* f = in.a.const_data_ptr<scalar_t>();
   const scalar_t* r = in.b.const_data_ptr<scalar_t>();
   const scalar_t* w = in.w.defined() ? in.w.const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out = grad.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, n * nchunk, kGrainChunks, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / nchunk, k = item % nchunk;
+      const Chunk ch = chunk_at(item, nchunk, s, kChunk);
+      const int64_t i = ch.sample;
       const acc_t gdv = gd[i];
       const int64_t base = i * s;
-      for_each_segment<L>(k * kChunk, std::min(s, (k + 1) * kChunk), in.hw, in.c,
+      for_each_segment<L>(ch.begin, ch.begin + ch.len, in.hw, in.c,
                           w ? w + i * in.w_per_sample : nullptr,
                           [&](auto mode, int64_t b, int64_t e, const scalar_t* wp, scalar_t wc) {
                             constexpr int M = decltype(mode)::value;

@@ -7,8 +7,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that needs cuSPARSE/cuBLAS headers
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -32,10 +30,8 @@ __global__ void __launch_bounds__(kThreads)
                                 int64_t c, int64_t m_per_sample, int64_t nchunk) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t item = blockIdx.x;
-  const int64_t i = item / nchunk;
-  const int64_t begin = (item % nchunk) * kCudaChunk;
-  const int64_t len = s - begin < kCudaChunk ? s - begin : kCudaChunk;
-  const int64_t base = i * s + begin;
+  const Chunk ch = chunk_at(item, nchunk, s, kCudaChunk);
+  const int64_t i = ch.sample, begin = ch.begin, len = ch.len, base = ch.base;
   const scalar_t* ms = m + i * m_per_sample;
   acc_t sq = 0, cnt = 0;
   for (int64_t j = static_cast<int64_t>(threadIdx.x) * VEC; j < len; j += kThreads * VEC) {
@@ -67,10 +63,8 @@ __global__ void __launch_bounds__(kThreads)
                                  int64_t c, int64_t m_per_sample, int64_t nchunk) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t item = blockIdx.x;
-  const int64_t i = item / nchunk;
-  const int64_t begin = (item % nchunk) * kCudaChunk;
-  const int64_t len = s - begin < kCudaChunk ? s - begin : kCudaChunk;
-  const int64_t base = i * s + begin;
+  const Chunk ch = chunk_at(item, nchunk, s, kCudaChunk);
+  const int64_t i = ch.sample, begin = ch.begin, len = ch.len, base = ch.base;
   const scalar_t* ms = m + i * m_per_sample;
   const acc_t gs = gsq != nullptr ? gsq[i] : acc_t(0);
   for (int64_t j = static_cast<int64_t>(threadIdx.x) * VEC; j < len; j += kThreads * VEC) {
@@ -90,16 +84,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Vector loads need every sample (and so every chunk) to start 16-byte aligned.
-template <typename scalar_t>
-bool can_vectorise(const LossInputs& in, std::initializer_list<const void*> ptrs) {
-  constexpr int vec = 16 / sizeof(scalar_t);
-  if (in.s % vec != 0) return false;
-  for (const void* p : ptrs)
-    if (p != nullptr && !is_aligned(p, 16)) return false;
-  return true;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cuda(const at::Tensor& generated,
                                                                  const at::Tensor& target,
                                                                  const at::Tensor& mask) {
@@ -109,37 +93,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cuda(const at::Tenso
   const auto acc_opts = in.a.options().dtype(loss_accumulate_dtype(in.a.scalar_type()));
   auto sq_err = at::zeros({in.n}, acc_opts);
   auto count = at::zeros({in.n}, acc_opts);
-  const int64_t nchunk = (in.s + kCudaChunk - 1) / kCudaChunk;
-  if (in.n * nchunk == 0) return {composite, sq_err, count};
-  TORCH_CHECK(in.n * nchunk < (int64_t{1} << 31), kOp, ": input too large (", in.n * nchunk, " blocks)");
-  auto part = at::empty({2 * in.n * nchunk}, acc_opts);
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  if (in.n * in.s == 0) return {composite, sq_err, count};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.a.scalar_type(), "composite_l2_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = in.a.const_data_ptr<scalar_t>();
     const scalar_t* t = in.b.const_data_ptr<scalar_t>();
     const scalar_t* m = in.w.const_data_ptr<scalar_t>();
     scalar_t* out = composite.mutable_data_ptr<scalar_t>();
-    const bool vec = can_vectorise<scalar_t>(in, {g, t, out, in.layout == MaskLayout::kFull ? m : nullptr});
+    const LaunchPlan plan = loss_launch_plan(kOp, in.n, in.s, sizeof(scalar_t),
+                                             {g, t, out, in.layout == MaskLayout::kFull ? m : nullptr});
+    auto part = at::empty({2 * plan.blocks}, acc_opts);
+    acc_t* pp = part.mutable_data_ptr<acc_t>();
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
       if constexpr (L != MaskLayout::kNone) {
-        auto launch = [&](auto kernel) {
-          kernel<<<in.n * nchunk, kThreads, 0, stream>>>(g, t, m, out, part.mutable_data_ptr<acc_t>(), in.n, in.s,
-                                                         in.hw, in.c, in.w_per_sample, nchunk);
-        };
-        if (vec)
-          launch(composite_l2_forward_kernel<scalar_t, L, 16 / sizeof(scalar_t)>);
-        else
-          launch(composite_l2_forward_kernel<scalar_t, L, 1>);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_chunks(plan, composite_l2_forward_kernel<scalar_t, L, 16 / sizeof(scalar_t)>,
+                      composite_l2_forward_kernel<scalar_t, L, 1>, g, t, m, out, pp, in.n, in.s, in.hw, in.c,
+                      in.w_per_sample, plan.nchunk);
       }
     });
-    const int64_t rows = 2 * in.n;
-    sum_chunks_kernel<acc_t><<<(rows + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-        part.const_data_ptr<acc_t>(), rows, nchunk, in.n, sq_err.mutable_data_ptr<acc_t>(),
-        count.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // rows 0..n-1 of the partials: squared error; rows n..2n-1: hole count
+    launch_sum_chunks<acc_t>(part.const_data_ptr<acc_t>(), 2 * in.n, plan.nchunk, in.n,
+                             sq_err.mutable_data_ptr<acc_t>(), count.mutable_data_ptr<acc_t>());
   });
   return {composite, sq_err, count};
 }
@@ -160,10 +135,7 @@ at::Tensor composite_l2_backward_cuda(const c10::optional<at::Tensor>& grad_comp
   }
   if (grad_sq_err.has_value() && grad_sq_err->defined()) gsq = prepare_sample_grad(kOpBwd, "grad_sq_err", *grad_sq_err, in);
   auto grad = at::empty(generated.sizes(), in.a.options().memory_format(in.format));
-  const int64_t nchunk = (in.s + kCudaChunk - 1) / kCudaChunk;
-  if (in.n * nchunk == 0) return grad;
-  TORCH_CHECK(in.n * nchunk < (int64_t{1} << 31), kOpBwd, ": input too large (", in.n * nchunk, " blocks)");
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  if (in.n * in.s == 0) return grad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.a.scalar_type(), "composite_l2_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gcp = gc.defined() ? gc.const_data_ptr<scalar_t>() : nullptr;
@@ -172,19 +144,14 @@ at::Tensor composite_l2_backward_cuda(const c10::optional<at::Tensor>& grad_comp
     const scalar_t* t = in.b.const_data_ptr<scalar_t>();
     const scalar_t* m = in.w.const_data_ptr<scalar_t>();
     scalar_t* out = grad.mutable_data_ptr<scalar_t>();
-    const bool vec = can_vectorise<scalar_t>(in, {g, t, out, gcp, in.layout == MaskLayout::kFull ? m : nullptr});
+    const LaunchPlan plan = loss_launch_plan(kOpBwd, in.n, in.s, sizeof(scalar_t),
+                                             {g, t, out, gcp, in.layout == MaskLayout::kFull ? m : nullptr});
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
       if constexpr (L != MaskLayout::kNone) {
-        auto launch = [&](auto kernel) {
-          kernel<<<in.n * nchunk, kThreads, 0, stream>>>(gcp, gsp, g, t, m, out, in.s, in.hw, in.c, in.w_per_sample,
-                                                         nchunk);
-        };
-        if (vec)
-          launch(composite_l2_backward_kernel<scalar_t, L, 16 / sizeof(scalar_t)>);
-        else
-          launch(composite_l2_backward_kernel<scalar_t, L, 1>);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_chunks(plan, composite_l2_backward_kernel<scalar_t, L, 16 / sizeof(scalar_t)>,
+                      composite_l2_backward_kernel<scalar_t, L, 1>, gcp, gsp, g, t, m, out, in.s, in.hw, in.c,
+                      in.w_per_sample, plan.nchunk);
       }
     });
   });

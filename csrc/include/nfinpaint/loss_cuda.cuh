@@ -2,16 +2,19 @@
 // CUDA building blocks of the fused-loss kernels (csrc/cuda/composite_l2.cu,
 // feature_distance.cu): vector loads, a deterministic block sum, and the tiny
 // second pass that adds each sample's chunk partials in order.
+// What stays CUDA-only, and so is covered by the GPU tests alone: the vector
+// loads/stores, the warp-shuffle block sum and the launches. The chunk mapping,
+// the second-pass sum and the launch plan are shared with the CPU build
+// (loss_math.h, loss_launch.h).
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that needs cuSPARSE/cuBLAS headers
+
 #include <cstdint>
 
+#include "nfinpaint/loss_launch.h"
 #include "nfinpaint/loss_math.h"
 
 namespace nfinpaint {
-
-constexpr int kThreads = 256;
-// Elements one thread block covers (one chunk of one sample). Smaller than the
-// CPU chunk so a batch of small images still fills the GPU.
-constexpr int64_t kCudaChunk = 2048;
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -80,21 +83,38 @@ __device__ __forceinline__ A block_sum(A x) {
   return x;
 }
 
-// Second pass: row r of `rows` sums its nchunk partials in chunk order (in
-// double) into out_a[r] for r < split, else out_b[r - split].
+// Second pass: row r of `rows` sums its nchunk partials (sum_chunk_partials)
+// into out_a[r] for r < split, else out_b[r - split].
 template <typename A>
 __global__ void sum_chunks_kernel(const A* __restrict__ part, int64_t rows, int64_t nchunk, int64_t split,
                                   A* __restrict__ out_a, A* __restrict__ out_b) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  double s = 0;
-  for (int64_t k = 0; k < nchunk; ++k) s += static_cast<double>(part[r * nchunk + k]);
+  const A s = sum_chunk_partials(part, r, nchunk);
   if (r < split)
-    out_a[r] = static_cast<A>(s);
+    out_a[r] = s;
   else
-    out_b[r - split] = static_cast<A>(s);
+    out_b[r - split] = s;
 }
 
-inline bool is_aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+// Launch one block a chunk, with the vector-load kernel when the plan allows,
+// on the current stream (a kernel on the default stream gave wrong results
+// under torch.compile's CUDA graphs).
+template <typename KernelVec, typename KernelScalar, typename... Args>
+void launch_chunks(const LaunchPlan& plan, KernelVec vec_kernel, KernelScalar scalar_kernel, Args... args) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (plan.vec)
+    vec_kernel<<<plan.blocks, kThreads, 0, stream>>>(args...);
+  else
+    scalar_kernel<<<plan.blocks, kThreads, 0, stream>>>(args...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename A>
+void launch_sum_chunks(const A* part, int64_t rows, int64_t nchunk, int64_t split, A* out_a, A* out_b) {
+  sum_chunks_kernel<A><<<(rows + kThreads - 1) / kThreads, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      part, rows, nchunk, split, out_a, out_b);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
 }  // namespace nfinpaint

@@ -2,7 +2,8 @@
 // Per-element math of the fused losses (composite_l2, feature_distance), and
 // the index arithmetic of their layouts. Called by the CPU loops
 // (csrc/cpu/*.cpp) and the CUDA kernels (csrc/cuda/*.cu), so the CPU tests
-// prove the CUDA kernels' arithmetic.
+// cover this arithmetic for both. nvcc builds with --fmad=false (setup.py), so
+// it does not contract these into FMAs: elementwise results round as on the CPU.
 // T is the accumulate type: float for float32/float16/bfloat16 inputs (converted
 // on load, results rounded once on store), double for float64 (gradcheck).
 #include <cstdint>
@@ -70,9 +71,40 @@ NFI_HD int64_t mask_index(int64_t i, int64_t hw, int64_t channels) {
   }
 }
 
-// Elements a reduction chunk covers. Each sample is cut into fixed chunks whose
-// float32 partial sums are added per sample in chunk order (in float64): the
-// result does not depend on the number of threads (deterministic).
+// ---- chunking and the second-pass sum (both backends run these) ----
+// Each sample is cut into fixed chunks whose float32 partial sums are added per
+// sample in chunk order (in float64): the result does not depend on the number
+// of threads or blocks (deterministic). The CPU loops take kChunk elements a
+// work item, a CUDA block kCudaChunk (smaller, so a batch of small images still
+// fills the GPU); both map work items to elements with chunk_at().
 constexpr int64_t kChunk = 4096;
+constexpr int64_t kCudaChunk = 2048;
+
+NFI_HD int64_t chunk_count(int64_t s, int64_t chunk) { return (s + chunk - 1) / chunk; }
+
+struct Chunk {
+  int64_t sample;  // which sample
+  int64_t begin;   // first element within the sample
+  int64_t len;     // elements in the chunk
+  int64_t base;    // flat offset of the chunk's first element in the batch
+};
+
+// Work item `item` of n * nchunk. All int64: a batch may exceed 2^31 elements.
+NFI_HD Chunk chunk_at(int64_t item, int64_t nchunk, int64_t s, int64_t chunk) {
+  Chunk c;
+  c.sample = item / nchunk;
+  c.begin = (item % nchunk) * chunk;
+  c.len = s - c.begin < chunk ? s - c.begin : chunk;
+  c.base = c.sample * s + c.begin;
+  return c;
+}
+
+// Row `row` of the (rows, nchunk) partials, added in chunk order in double.
+template <typename A>
+NFI_HD A sum_chunk_partials(const A* part, int64_t row, int64_t nchunk) {
+  double s = 0;
+  for (int64_t k = 0; k < nchunk; ++k) s += static_cast<double>(part[row * nchunk + k]);
+  return static_cast<A>(s);
+}
 
 }  // namespace nfinpaint

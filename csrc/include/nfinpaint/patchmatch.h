@@ -135,6 +135,25 @@ NFI_HD float patch_ssd(const Problem& p, int32_t ty, int32_t tx, int32_t sy, int
   return total;
 }
 
+// Index of pixel i's (y, x) pair in an (H, W, 2) field: int64, since 2*i
+// overflows int32 for images over 2^30 pixels.
+NFI_HD int64_t fi(int32_t i) { return 2 * static_cast<int64_t>(i); }
+
+// The one "try a candidate, keep it if better" of propagation and random
+// search: source centre (cy, cx) replaces the best match (by, bx) of target
+// pixel (ty, tx) when it is a different usable centre with a strictly lower
+// SSD (ties keep the earlier candidate, the fixed order both backends share).
+NFI_HD void try_candidate(const Problem& p, int32_t ty, int32_t tx, int32_t cy, int32_t cx, int32_t& by,
+                          int32_t& bx, float& best) {
+  if ((cy == by && cx == bx) || !is_usable(p, cy, cx)) return;
+  const float c = patch_ssd(p, ty, tx, cy, cx, best);
+  if (c < best) {
+    best = c;
+    by = cy;
+    bx = cx;
+  }
+}
+
 // Initialise target pixel idx: the given initial match when it is usable,
 // otherwise a uniform draw among the usable centres. The cost is computed
 // only for active pixels (inactive ones are never searched; cost -1).
@@ -142,16 +161,16 @@ NFI_HD void init_pixel(const Problem& p, int32_t idx, const int32_t* init, bool 
                        float* cost) {
   int32_t sy = -1, sx = -1;
   if (init != nullptr) {
-    sy = init[2 * idx];
-    sx = init[2 * idx + 1];
+    sy = init[fi(idx)];
+    sx = init[fi(idx) + 1];
   }
   if (init == nullptr || !is_usable(p, sy, sx)) {
     const int32_t s = p.usable_list[random_u32(p, static_cast<uint32_t>(idx), 0U) % static_cast<uint32_t>(p.n_usable)];
     sy = s / p.source_w;
     sx = s % p.source_w;
   }
-  field[2 * idx] = sy;
-  field[2 * idx + 1] = sx;
+  field[fi(idx)] = sy;
+  field[fi(idx) + 1] = sx;
   cost[idx] = active ? patch_ssd(p, idx / p.target_w, idx % p.target_w, sy, sx, kInf) : -1.f;
 }
 
@@ -162,7 +181,7 @@ NFI_HD void init_pixel(const Problem& p, int32_t idx, const int32_t* init, bool 
 NFI_HD void propagate_pixel(const Problem& p, int32_t idx, int32_t step, const int32_t* field_in,
                             const float* cost_in, int32_t* field_out, float* cost_out) {
   const int32_t ty = idx / p.target_w, tx = idx % p.target_w;
-  int32_t by = field_in[2 * idx], bx = field_in[2 * idx + 1];
+  int32_t by = field_in[fi(idx)], bx = field_in[fi(idx) + 1];
   float best = cost_in[idx];
   const int32_t oys[4] = {0, 0, -step, step};
   const int32_t oxs[4] = {-step, step, 0, 0};
@@ -170,17 +189,10 @@ NFI_HD void propagate_pixel(const Problem& p, int32_t idx, int32_t step, const i
     const int32_t ny = ty + oys[k], nx = tx + oxs[k];
     if (ny < 0 || ny >= p.target_h || nx < 0 || nx >= p.target_w) continue;
     const int32_t n = ny * p.target_w + nx;
-    const int32_t cy = field_in[2 * n] - oys[k], cx = field_in[2 * n + 1] - oxs[k];
-    if ((cy == by && cx == bx) || !is_usable(p, cy, cx)) continue;
-    const float c = patch_ssd(p, ty, tx, cy, cx, best);
-    if (c < best) {
-      best = c;
-      by = cy;
-      bx = cx;
-    }
+    try_candidate(p, ty, tx, field_in[fi(n)] - oys[k], field_in[fi(n) + 1] - oxs[k], by, bx, best);
   }
-  field_out[2 * idx] = by;
-  field_out[2 * idx + 1] = bx;
+  field_out[fi(idx)] = by;
+  field_out[fi(idx) + 1] = bx;
   cost_out[idx] = best;
 }
 
@@ -190,7 +202,7 @@ NFI_HD void propagate_pixel(const Problem& p, int32_t idx, int32_t step, const i
 // skipped when not usable.
 NFI_HD void search_pixel(const Problem& p, int32_t idx, int32_t iteration, int32_t* field, float* cost) {
   const int32_t ty = idx / p.target_w, tx = idx % p.target_w;
-  int32_t by = field[2 * idx], bx = field[2 * idx + 1];
+  int32_t by = field[fi(idx)], bx = field[fi(idx) + 1];
   float best = cost[idx];
   int32_t draw = 0;
   for (int32_t radius = max_i(p.source_h, p.source_w); radius >= 1; radius /= 2, ++draw) {
@@ -200,16 +212,10 @@ NFI_HD void search_pixel(const Problem& p, int32_t idx, int32_t iteration, int32
     const int32_t ox = static_cast<int32_t>(random_u32(p, static_cast<uint32_t>(idx), c0 + 1U) % span) - radius;
     const int32_t cy = min_i(max_i(by + oy, p.radius), p.source_h - 1 - p.radius);
     const int32_t cx = min_i(max_i(bx + ox, p.radius), p.source_w - 1 - p.radius);
-    if ((cy == by && cx == bx) || !is_usable(p, cy, cx)) continue;
-    const float c = patch_ssd(p, ty, tx, cy, cx, best);
-    if (c < best) {
-      best = c;
-      by = cy;
-      bx = cx;
-    }
+    try_candidate(p, ty, tx, cy, cx, by, bx, best);
   }
-  field[2 * idx] = by;
-  field[2 * idx + 1] = bx;
+  field[fi(idx)] = by;
+  field[fi(idx) + 1] = bx;
   cost[idx] = best;
 }
 
@@ -245,7 +251,7 @@ NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channel
         const int32_t c = cy * w + cx;
         const float wc = weight[c];
         if (!(wc > 0.f)) continue;
-        const int32_t sy = field[2 * c] + dy, sx = field[2 * c + 1] + dx;
+        const int32_t sy = field[fi(c)] + dy, sx = field[fi(c) + 1] + dx;
         if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
         const float* src = image + (static_cast<int64_t>(sy) * w + sx) * channels;
         for (int32_t ch = 0; ch < channels; ++ch) acc[ch] = add_rn(acc[ch], mul_rn(wc, src[ch]));

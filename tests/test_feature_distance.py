@@ -7,8 +7,8 @@ H·W not multiples of the block (16 in the interpreter) and H·W = 1.
 import pytest
 import torch
 
-from nfinpaint.kernels import feature_difference as fd_module
-from nfinpaint.kernels.feature_difference import feature_difference
+from nfinpaint.kernels import feature_distance as fd_module
+from nfinpaint.kernels.feature_distance import feature_distance
 from nfinpaint.ops import feature_distance_reference
 
 # Both paths square in fp32, so values stay tight for every dtype; the gradients are
@@ -34,7 +34,7 @@ def _inputs(shape, dtype, weight_kind, device="cpu"):
 
 
 def _check(fake, real, weight, reduction, rtol, fwd_rtol=1e-5):
-    out = feature_difference(fake, real, weight, reduction)
+    out = feature_distance(fake, real, weight, reduction)
     ref = feature_distance_reference(fake, real, weight, reduction)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     _close(out, ref, max(fwd_rtol, 1e-5))
@@ -70,7 +70,7 @@ def test_channels_last_inputs_weight_and_gradient_layout():
 def test_per_sample_losses_summed_later():
     # The incoming gradient is then an expanded (stride-0) tensor.
     fake, real, weight = _inputs((3, 17, 2, 2), torch.float32, "full")
-    (g,) = torch.autograd.grad(feature_difference(fake, real, weight, "per_sample").sum() * 2, fake)
+    (g,) = torch.autograd.grad(feature_distance(fake, real, weight, "per_sample").sum() * 2, fake)
     ref = feature_distance_reference(fake, real, weight, "per_sample").sum() * 2
     (g_ref,) = torch.autograd.grad(ref, fake)
     _close(g, g_ref, 1e-5)
@@ -80,7 +80,7 @@ def test_weight_zero_masks_out_and_weight_gets_no_gradient():
     fake, real, weight = _inputs((1, 5, 2, 3), torch.float32, "full")
     weight.zero_()
     weight.requires_grad_()
-    out = feature_difference(fake, real, weight)
+    out = feature_distance(fake, real, weight)
     assert out.item() == 0.0
     out.backward()
     assert weight.grad is None
@@ -89,8 +89,8 @@ def test_weight_zero_masks_out_and_weight_gets_no_gradient():
 
 def test_opcheck():
     fake, real, weight = _inputs((2, 18, 2, 3), torch.float32, "broadcast")
-    torch.library.opcheck(fd_module._feature_difference_op, (fake, real, weight, "mean"))
-    torch.library.opcheck(fd_module._feature_difference_op, (fake, real, None, "per_sample"))
+    torch.library.opcheck(fd_module._feature_distance_op, (fake, real, weight, "mean"))
+    torch.library.opcheck(fd_module._feature_distance_op, (fake, real, None, "per_sample"))
 
 
 def test_torch_compile_fullgraph():
@@ -98,7 +98,7 @@ def test_torch_compile_fullgraph():
 
     @torch.compile(fullgraph=True)
     def loss_fn(a, b, w):
-        return 0.5 * feature_difference(a, b, w, "sum") + a.abs().mean()
+        return 0.5 * feature_distance(a, b, w, "sum") + a.abs().mean()
 
     out = loss_fn(fake, real, weight)
     grads = torch.autograd.grad(out, (fake, real))
@@ -113,24 +113,24 @@ def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
     fake, real, weight = _inputs((1, 4, 2, 2), torch.float32, "broadcast")
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time, after import
     with pytest.raises(RuntimeError, match="needs CUDA tensors on a GPU, or TRITON_INTERPRET=1"):
-        feature_difference(fake, real, weight)
-    out = feature_difference(fake, real, weight, allow_reference_fallback=True)
+        feature_distance(fake, real, weight)
+    out = feature_distance(fake, real, weight, allow_reference_fallback=True)
     _close(out, feature_distance_reference(fake, real, weight), 1e-6)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    _close(feature_difference(fake, real, weight), feature_distance_reference(fake, real, weight),
+    _close(feature_distance(fake, real, weight), feature_distance_reference(fake, real, weight),
            1e-5)
 
 
 def test_bad_inputs_say_what_is_wrong():
     a = torch.randn(2, 4, 2, 2)
     with pytest.raises(ValueError, match="same shape"):
-        feature_difference(a, torch.randn(2, 4, 2, 3))
+        feature_distance(a, torch.randn(2, 4, 2, 3))
     with pytest.raises(ValueError, match="resize the mask"):
-        feature_difference(a, a, torch.rand(2, 1, 4, 4))
+        feature_distance(a, a, torch.rand(2, 1, 4, 4))
     with pytest.raises(ValueError, match="reduction"):
-        feature_difference(a, a, reduction="max")
+        feature_distance(a, a, reduction="max")
     with pytest.raises(ValueError, match="non-empty"):
-        feature_difference(a[:, :0], a[:, :0])
+        feature_distance(a[:, :0], a[:, :0])
 
 
 @pytest.mark.gpu
@@ -142,3 +142,38 @@ def test_cuda_matches_reference(dtype, rtol):
         _check(fake, real, weight, reduction, rtol, fwd_rtol=1e-4)
     fake_cl = fake.detach().to(memory_format=torch.channels_last).requires_grad_()
     _check(fake_cl, real, None, "mean", rtol, fwd_rtol=1e-4)
+
+
+def test_every_autotune_config_on_one_reused_buffer():
+    # On a GPU the autotuner runs every configuration on the same partial-sum buffer
+    # before the real run; what a config with more tiles leaves there must not reach
+    # the loss.  Run each configuration in turn on one buffer filled with garbage.
+    fake, real, weight = _inputs((2, 130, 9, 17), torch.float32, "broadcast")
+    ref = feature_distance_reference(fake, real, weight, "per_sample")
+    metas = fd_module._PARTIALS.all_meta()
+    counts = [fd_module._tiles(130, 153, m) for m in metas]
+    assert len(set(counts)) >= 3  # the configs differ in how many partials they write
+    partial = torch.full((2, max(counts)), 1e3)
+    for meta in metas + metas[::-1]:
+        per_sample = fd_module._forward_launch(fake.detach(), real.detach(), weight,
+                                               partial=partial, meta=meta)
+        _close(per_sample, ref, 1e-5)
+
+
+def test_batch_is_folded_into_grid_axis_0(monkeypatch):
+    # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
+    grids = []
+
+    def record(kernel):
+        def launch(grid, *args, meta=None, **constexprs):
+            meta = meta or kernel.interpret_meta
+            grids.append(grid(meta))
+            return meta
+        return launch
+
+    monkeypatch.setattr(fd_module._PARTIALS, "launch", record(fd_module._PARTIALS))
+    monkeypatch.setattr(fd_module._GRAD, "launch", record(fd_module._GRAD))
+    fake, real, _ = _inputs((70_000, 20, 1, 1), torch.float32, None)
+    fd_module._forward_launch(fake.detach(), real.detach(), None)
+    fd_module._backward_launch(torch.ones(()), fake.detach(), real.detach(), None, "sum")
+    assert grids == [(70_000 * 2,), (70_000 * 2,)]  # 20 channels = 2 tiles of 16, 1 position tile

@@ -1,4 +1,4 @@
-"""Plain (optionally weighted) feature difference, equation 2 of the paper, in Triton.
+"""Equation 2 of the paper, the (optionally weighted) feature distance, in Triton.
 
 Same semantics as :func:`nfinpaint.ops.feature_distance_reference`, which is
 the ground truth the tests hold this to: loss = sum of weight·(fake − real)²,
@@ -20,23 +20,27 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, require_triton_path,
-                                      triton_path_available)
-from nfinpaint.ops import REDUCTIONS, feature_distance_reference
+from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, folded_grid,
+                                      require_triton_path, triton_path_available)
+from nfinpaint.ops import check_reduction, feature_distance_reference
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- kernels
 
-def _feature_diff_partials(f_ptr, r_ptr, w_ptr, partial_ptr, C, HW, partial_stride,
+def _feature_dist_partials(f_ptr, r_ptr, w_ptr, partial_ptr, C, HW, partial_stride,
                            sf_n, sf_c, sf_k, sr_n, sr_c, sr_k, sw_n, sw_c, sw_k,
                            HAS_WEIGHT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_c = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    # One 1-D grid: program id = sample * tiles + tile, tile = channel tile * position
+    # tiles + position tile (grid axes 1/2 stop at 65,535).
+    tiles_k = tl.cdiv(HW, BLOCK_K)
+    tiles = tl.cdiv(C, BLOCK_C) * tiles_k
+    pid = tl.program_id(0)
+    n = (pid // tiles).to(tl.int64)
+    tile = pid % tiles
+    offs_c = (tile // tiles_k) * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_k = (tile % tiles_k) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (offs_c[:, None] < C) & (offs_k[None, :] < HW)
     # fp32 right after the load: the interpreter mis-computes half arithmetic.
     f = tl.load(f_ptr + n * sf_n + offs_c[:, None] * sf_c + offs_k[None, :] * sf_k,
@@ -50,17 +54,19 @@ def _feature_diff_partials(f_ptr, r_ptr, w_ptr, partial_ptr, C, HW, partial_stri
                     mask=mask, other=0.0).to(tl.float32)
         sq = sq * w
     total = tl.sum(tl.sum(sq, axis=1), axis=0)
-    tl.store(partial_ptr + n * partial_stride + pid_c * tl.num_programs(1) + pid_k, total)
+    tl.store(partial_ptr + n * partial_stride + tile, total)
 
 
-def _feature_diff_grad(f_ptr, r_ptr, w_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
+def _feature_dist_grad(f_ptr, r_ptr, w_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                        sf_n, sf_c, sf_k, sr_n, sr_c, sr_k, sw_n, sw_c, sw_k, sg_n, sg_c, sg_k,
                        HAS_WEIGHT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_c = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    tiles_k = tl.cdiv(HW, BLOCK_K)
+    tiles = tl.cdiv(C, BLOCK_C) * tiles_k
+    pid = tl.program_id(0)
+    n = (pid // tiles).to(tl.int64)
+    tile = pid % tiles
+    offs_c = (tile // tiles_k) * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_k = (tile % tiles_k) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (offs_c[:, None] < C) & (offs_k[None, :] < HW)
     f = tl.load(f_ptr + n * sf_n + offs_c[:, None] * sf_c + offs_k[None, :] * sf_k,
                 mask=mask, other=0.0).to(tl.float32)
@@ -85,9 +91,9 @@ def _configs():
     ]
 
 
-_PARTIALS = LazyKernel(_feature_diff_partials, _configs, key=["C", "HW"],
+_PARTIALS = LazyKernel(_feature_dist_partials, _configs, key=["C", "HW"],
                        interpret_meta={"BLOCK_C": 16, "BLOCK_K": 16})
-_GRAD = LazyKernel(_feature_diff_grad, _configs, key=["C", "HW"],
+_GRAD = LazyKernel(_feature_dist_grad, _configs, key=["C", "HW"],
                    interpret_meta={"BLOCK_C": 16, "BLOCK_K": 16})
 
 
@@ -107,21 +113,34 @@ def _weight_args(weight: Tensor | None, fake3: Tensor) -> tuple[Tensor, tuple[in
     return w3, (s_n, 0 if w3.shape[1] == 1 else s_c, s_k)
 
 
-def _forward_launch(fake: Tensor, real: Tensor, weight: Tensor | None) -> Tensor:
-    """Per-sample weighted sums of squares, (N,) float32."""
+def _tiles(c: int, hw: int, meta: dict) -> int:
+    """(channel x position) tiles of one sample: partials per sample."""
+    return cdiv(c, meta["BLOCK_C"]) * cdiv(hw, meta["BLOCK_K"])
+
+
+def _forward_launch(fake: Tensor, real: Tensor, weight: Tensor | None,
+                    partial: Tensor | None = None, meta: dict | None = None) -> Tensor:
+    """Per-sample weighted sums of squares, (N,) float32.
+
+    ``partial`` (scratch, reused by tests) and ``meta`` (one block configuration) exist
+    so that a test can run every autotune configuration on the same buffer."""
     n, c, h, w = fake.shape
     hw = h * w
     f3, r3 = _as_matrices(fake), _as_matrices(real)
     w3, w_strides = _weight_args(weight, f3)
-    tiles_max = cdiv(c, _PARTIALS.smallest("BLOCK_C")) * cdiv(hw, _PARTIALS.smallest("BLOCK_K"))
-    partial = torch.zeros(n, tiles_max, device=fake.device, dtype=torch.float32)
+    if partial is None:
+        tiles_max = max(_tiles(c, hw, m) for m in _PARTIALS.all_meta())
+        partial = torch.empty(n, tiles_max, device=fake.device, dtype=torch.float32)
 
     def grid(meta):
-        return (cdiv(c, meta["BLOCK_C"]), cdiv(hw, meta["BLOCK_K"]), n)
+        return folded_grid("feature_distance", n * _tiles(c, hw, meta))
 
-    _PARTIALS.launch(grid, f3, r3, w3, partial, c, hw, tiles_max,
-                     *f3.stride(), *r3.stride(), *w_strides, HAS_WEIGHT=weight is not None)
-    return partial.sum(1)
+    used = _PARTIALS.launch(grid, f3, r3, w3, partial, c, hw, partial.stride(0),
+                            *f3.stride(), *r3.stride(), *w_strides, meta=meta,
+                            HAS_WEIGHT=weight is not None)
+    # Other block shapes write other numbers of partials, and the autotuner has run every
+    # configuration on this buffer: only the columns the launch that ran wrote count.
+    return partial[:, :_tiles(c, hw, used)].sum(1)
 
 
 def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | None,
@@ -135,7 +154,7 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
     scale = 1.0 / fake.numel() if reduction == "mean" else 1.0
 
     def grid(meta):
-        return (cdiv(c, meta["BLOCK_C"]), cdiv(hw, meta["BLOCK_K"]), n)
+        return folded_grid("feature_distance backward", n * _tiles(c, hw, meta))
 
     _GRAD.launch(grid, f3, r3, w3, grad, dloss_stride, scale, g3, c, hw,
                  *f3.stride(), *r3.stride(), *w_strides, *g3.stride(), HAS_WEIGHT=weight is not None)
@@ -144,10 +163,10 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
 
 # --------------------------------------------------------------------------- registered ops
 
-@torch.library.custom_op("nfinpaint_triton::feature_difference", mutates_args=())
-def _feature_difference_op(fake: Tensor, real: Tensor, weight: Tensor | None,
+@torch.library.custom_op("nfinpaint_triton::feature_distance", mutates_args=())
+def _feature_distance_op(fake: Tensor, real: Tensor, weight: Tensor | None,
                            reduction: str) -> Tensor:
-    require_triton_path(fake, "feature_difference")
+    require_triton_path(fake, "feature_distance")
     with device_guard(fake):
         per_sample = _forward_launch(fake, real, weight)
     if reduction == "per_sample":
@@ -156,20 +175,20 @@ def _feature_difference_op(fake: Tensor, real: Tensor, weight: Tensor | None,
     return total / fake.numel() if reduction == "mean" else total
 
 
-@_feature_difference_op.register_fake
+@_feature_distance_op.register_fake
 def _(fake, real, weight, reduction):
     return fake.new_empty((fake.shape[0],) if reduction == "per_sample" else (), dtype=torch.float32)
 
 
-@torch.library.custom_op("nfinpaint_triton::feature_difference_backward", mutates_args=())
-def _feature_difference_backward_op(grad: Tensor, fake: Tensor, real: Tensor,
+@torch.library.custom_op("nfinpaint_triton::feature_distance_backward", mutates_args=())
+def _feature_distance_backward_op(grad: Tensor, fake: Tensor, real: Tensor,
                                     weight: Tensor | None, reduction: str) -> Tensor:
-    require_triton_path(fake, "feature_difference backward")
+    require_triton_path(fake, "feature_distance backward")
     with device_guard(fake):
         return _backward_launch(grad, fake, real, weight, reduction)
 
 
-@_feature_difference_backward_op.register_fake
+@_feature_distance_backward_op.register_fake
 def _(grad, fake, real, weight, reduction):
     return torch.empty_like(fake)
 
@@ -182,24 +201,23 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     fake, real, weight = ctx.saved_tensors
-    grad_fake = _feature_difference_backward_op(grad, fake, real, weight, ctx.reduction)
+    grad_fake = _feature_distance_backward_op(grad, fake, real, weight, ctx.reduction)
     grad_real = -grad_fake.to(real.dtype) if ctx.needs_input_grad[1] else None
     return grad_fake, grad_real, None, None
 
 
-_feature_difference_op.register_autograd(_backward, setup_context=_setup_context)
+_feature_distance_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------- public API
 
 def _check_inputs(fake: Tensor, real: Tensor, weight: Tensor | None, reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     if fake.dim() != 4:
-        raise ValueError(f"feature_difference expects (N, C, h, w) feature maps, got shape "
+        raise ValueError(f"feature_distance expects (N, C, h, w) feature maps, got shape "
                          f"{tuple(fake.shape)}")
     if fake.numel() == 0:
-        raise ValueError(f"feature_difference needs non-empty feature maps, got shape {tuple(fake.shape)}")
+        raise ValueError(f"feature_distance needs non-empty feature maps, got shape {tuple(fake.shape)}")
     if fake.shape != real.shape:
         raise ValueError(f"fake and real must have the same shape, got {tuple(fake.shape)} "
                          f"and {tuple(real.shape)}")
@@ -219,7 +237,7 @@ def _check_inputs(fake: Tensor, real: Tensor, weight: Tensor | None, reduction: 
                              f"{weight.dtype} on {weight.device}")
 
 
-def feature_difference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
+def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                        reduction: str = "sum", allow_reference_fallback: bool = False) -> Tensor:
     """Equation 2: sum of ``weight``·(fake − real)², float32, through Triton kernels.
 
@@ -232,4 +250,4 @@ def feature_difference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
         return feature_distance_reference(fake, real, weight, reduction)
     if weight is not None:
         weight = weight.detach()
-    return _feature_difference_op(fake, real, weight, reduction)
+    return _feature_distance_op(fake, real, weight, reduction)
