@@ -16,6 +16,12 @@ from torch import Tensor
 MASK_KINDS = ("center", "random", "freeform")
 
 
+def blank_holes(image: Tensor, mask: Tensor) -> Tensor:
+    """``image`` with 0 wherever ``mask`` marks a hole (> 0.5): what every fill method gets to see,
+    so that none can use what was under the hole."""
+    return torch.where(mask > 0.5, torch.zeros((), dtype=image.dtype, device=image.device), image)
+
+
 def _rng(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")

@@ -5,7 +5,7 @@ import torch
 import torch.multiprocessing as mp
 
 from nfinpaint.config import load_config
-from nfinpaint.train import StepSampler
+from nfinpaint.loader import StepSampler
 
 TINY = dict(image_size=16, hole_size=6, local_patch_size=8, batch_size=3, steps=4, g_warmup_steps=1,
             d_warmup_steps=1, compile=False, use_custom_ops=False, feature_weights="random", val_batches=1,

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nfinpaint.networks import (MODEL_PRESETS, GlobalDiscriminator, Generator, LocalDiscriminator,
+from nfinpaint.config import PRESETS
+from nfinpaint.networks import (GlobalDiscriminator, Generator, LocalDiscriminator,
                                 count_parameters, crop_patches, generator_stages, local_patch_origin)
 
 
@@ -18,7 +19,7 @@ def _linears(module):
 
 @pytest.mark.parametrize("preset", ["paper", "paper64"])
 def test_presets_shapes_and_range(preset):
-    p = MODEL_PRESETS[preset]
+    p = PRESETS[preset]
     torch.manual_seed(0)
     g = Generator(p.image_size)
     x = torch.rand(2, 3, p.image_size, p.image_size)
@@ -27,10 +28,10 @@ def test_presets_shapes_and_range(preset):
     y = g(x, m)
     assert y.shape == x.shape
     assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
-    gd, ld = GlobalDiscriminator(p.image_size), LocalDiscriminator(p.patch_size)
+    gd, ld = GlobalDiscriminator(p.image_size), LocalDiscriminator(p.local_patch_size)
     assert gd(y).shape == (2,)
-    origins = local_patch_origin(m, p.patch_size)
-    assert ld(crop_patches(y, origins, p.patch_size)).shape == (2,)
+    origins = local_patch_origin(m, p.local_patch_size)
+    assert ld(crop_patches(y, origins, p.local_patch_size)).shape == (2,)
 
 
 def test_paper64_layer_widths_match_tables():
