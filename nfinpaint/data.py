@@ -111,19 +111,25 @@ def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
     return height, width
 
 
-def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool) -> list[tuple[Path, int, int]]:
+def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool,
+                     skip_small: bool = False) -> list[tuple[Path, int, int]]:
     files = find_image_files(data_dir)
     found = []
     for path in files:
         size = _probe(path, decode)
         if size is None:
             continue
+        if min(size) < min_side and skip_small:
+            warnings.warn(f"skipping {path}: {size[1]}x{size[0]} pixels, smaller than the {min_side}x{min_side} "
+                          f"crop", DataWarning, stacklevel=2)
+            continue
         if min(size) < min_side:
             raise DataError(f"{path} is {size[1]}x{size[0]} pixels, smaller than the {min_side}x{min_side} crop; "
                             f"remove it or use a smaller image size")
         found.append((path, *size))
     if not found:
-        raise DataError(f"{data_dir}: none of the {len(files)} image files could be read")
+        raise DataError(f"{data_dir}: none of the {len(files)} image files could be read"
+                        + (f" at {min_side}x{min_side} or larger" if skip_small else ""))
     return found
 
 
@@ -438,11 +444,11 @@ def folder_dataset(data_dir: str, image_size: int) -> Dataset:
     """Every readable image under ``data_dir``, centre-cropped to its largest square and scaled
     to ``image_size`` (for evaluating on a user's test folder), in sorted path order.
 
-    Unreadable files are reported (a :class:`DataWarning` naming the file) and
-    skipped; an empty folder, no readable image, or an image smaller than the
-    crop raise :class:`DataError`.
+    Unreadable files and images smaller than the crop are reported (a
+    :class:`DataWarning` naming the file) and skipped; an empty folder or no
+    usable image raise :class:`DataError`.
     """
-    found = _readable_images(data_dir, image_size, decode=True)
+    found = _readable_images(data_dir, image_size, decode=True, skip_small=True)
     dataset = CenterCrops([path for path, _, _ in found], image_size)
     dataset.names = [str(path) for path, _, _ in found]
     return dataset

@@ -31,7 +31,7 @@ import torch
 
 import nfinpaint
 from nfinpaint.files import atomic_path
-from nfinpaint.masks import blank_holes
+from nfinpaint.masks import blank_holes, default_hole_size
 from nfinpaint.networks import Generator
 
 FORMAT = "nfinpaint-generator/1"
@@ -180,7 +180,7 @@ class TrainedGenerator:
     @property
     def hole_size(self) -> int:
         """The training hole (a third of the image when the meta does not say)."""
-        return int(self.meta.get("hole_size") or max(1, round(self.image_size / 3)))
+        return int(self.meta.get("hole_size") or default_hole_size(self.image_size))
 
     def describe(self) -> str:
         """One line: where it is, what it is."""

@@ -128,6 +128,11 @@ def freeform_masks(n: int, image_size: int, generator: torch.Generator | None = 
     return masks
 
 
+def default_hole_size(image_size: int) -> int:
+    """The hole size to assume when none is known: a third of the side (the paper's 8 of 24)."""
+    return max(1, round(image_size / 3))
+
+
 def random_rect_range(image_size: int, hole_size: int) -> tuple[int, int]:
     """The side range ``make_masks("random")`` uses: hole_size/2 .. 1.5*hole_size, inside the image."""
     low = max(1, hole_size // 2)
