@@ -433,8 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nfinpaint.images import ImageError  # noqa: PLC0415
 
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    return cli.main(lambda args: evaluate(args, argv) and None, argv, build_parser(),
-                    (GeneratorFileError, DataError, ImageError))
+    def command(args: argparse.Namespace) -> None:
+        evaluate(args, argv)
+
+    return cli.main(command, argv, build_parser(), (GeneratorFileError, DataError, ImageError))
 
 
 if __name__ == "__main__":
