@@ -72,7 +72,7 @@ def training_meta(config, *, step: int, complete: bool, **extra) -> dict:
     split (so evaluation can hold the same images out without the run's config.toml)."""
     data = config.data or "the embedded scikit-image photographs"
     state = "" if complete else ", interrupted"
-    description = f"{config.preset} preset, {config.image_size}x{config.image_size}, step {step}{state}, on {data}"
+    description = f"{config.preset} preset, step {step}{state}, trained on {data}"
     return {"preset": config.preset, "image_size": config.image_size, "hole_size": config.hole_size,
             "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
             "data": config.data, "seed": config.seed, "val_fraction": config.val_fraction,
