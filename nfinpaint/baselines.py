@@ -14,6 +14,10 @@ Registry (``METHODS``):
 - ``patchmatch``: :func:`nfinpaint.patchmatch.inpaint` (CUDA when the device
   is a GPU, the multi-threaded CPU implementation otherwise).
 - ``biharmonic``: ``skimage.restoration.inpaint_biharmonic``.
+- ``border-mean``: the floor every method should beat: each hole (8-connected)
+  filled with the mean colour of the known pixels in a ring of
+  :data:`BORDER_WIDTH` pixels around it (chessboard distance; all known pixels
+  when the ring holds none).
 - ``opencv-telea`` / ``opencv-ns``: ``cv2.inpaint`` with Telea's fast marching
   or the Navier-Stokes method, radius 3.  OpenCV is optional
   (``pip install opencv-python-headless``); without it these methods are
@@ -27,19 +31,26 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy import ndimage
 
-METHODS = ("gan", "patchmatch", "biharmonic", "opencv-telea", "opencv-ns")
+from nfinpaint import generator_io
+from nfinpaint.masks import blank_holes
+
+METHODS = ("gan", "patchmatch", "biharmonic", "border-mean", "opencv-telea", "opencv-ns")
+FLOOR = "border-mean"   # shown in every evaluation table
 
 #: Names shown in tables and figures.
 LABELS = {
     "gan": "GAN (ours)",
     "patchmatch": "PatchMatch",
     "biharmonic": "Biharmonic",
+    "border-mean": "Border mean colour (floor)",
     "opencv-telea": "OpenCV Telea",
     "opencv-ns": "OpenCV Navier-Stokes",
 }
 
 OPENCV_RADIUS = 3
+BORDER_WIDTH = 2
 
 
 class MethodUnavailable(RuntimeError):
@@ -78,8 +89,7 @@ class Method:
         check_pair(image, mask)
         # Methods see the hole blanked out: none can peek at the answer (OpenCV's
         # Navier-Stokes, for one, reads pixels under the mask).
-        visible = torch.where(mask > 0.5, torch.zeros_like(image), image)
-        filled = self.raw_fill(visible, mask, seed).detach().float().cpu()
+        filled = self.raw_fill(blank_holes(image, mask), mask, seed).detach().float().cpu()
         if filled.shape != image.shape:
             raise RuntimeError(f"method {self.name} returned shape {tuple(filled.shape)} "
                                f"for a {tuple(image.shape)} image")
@@ -119,6 +129,24 @@ def _biharmonic(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Ten
     return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float()
 
 
+def border_mean_fill(image: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(3, H, W) ``image`` with each hole of the (1, H, W) ``mask`` set to the mean colour of the
+    known pixels within :data:`BORDER_WIDTH` pixels of it."""
+    hole = mask[0].cpu().numpy() > 0.5
+    known = torch.from_numpy(~hole)
+    labels, count = ndimage.label(hole, structure=np.ones((3, 3), dtype=bool))
+    ring_shape = np.ones((2 * BORDER_WIDTH + 1,) * 2, dtype=bool)
+    out = image.clone()
+    for k in range(1, count + 1):
+        component = labels == k
+        ring = torch.from_numpy(ndimage.binary_dilation(component, structure=ring_shape)) & known
+        if not bool(ring.any()):
+            ring = known
+        colour = image[:, ring].mean(dim=1) if bool(ring.any()) else torch.full((3,), 0.5)
+        out[:, torch.from_numpy(component)] = colour[:, None].to(out.dtype)
+    return out
+
+
 def _opencv(flag_name: str) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
     def fill(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
         import cv2
@@ -146,16 +174,13 @@ def _patchmatch(device: torch.device, options: dict) -> Callable[[torch.Tensor, 
 
 def _gan(generator: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
     generator = generator.to(device).eval()
-    size = getattr(generator, "image_size", None)
+    size = generator.image_size
 
-    @torch.inference_mode()
     def fill(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
-        if size is not None and tuple(image.shape[1:]) != (size, size):
+        if tuple(image.shape[1:]) != (size, size):
             raise ValueError(f"the generator takes {size}x{size} images, got "
                              f"{image.shape[1]}x{image.shape[2]}")
-        x = image.to(device)[None]
-        m = mask.to(device)[None]
-        return generator(x * (1 - m), m)[0]
+        return generator_io.fill(generator, image.to(device)[None], mask.to(device)[None])[0]
 
     return fill
 
@@ -176,6 +201,8 @@ def build_method(name: str, *, generator: torch.nn.Module | None = None,
         return Method(name, _patchmatch(device, dict(patchmatch_options or {})), device)
     if name == "biharmonic":
         return Method(name, _biharmonic)
+    if name == FLOOR:
+        return Method(name, border_mean_fill)
     if name in ("opencv-telea", "opencv-ns"):
         missing = opencv_missing()
         if missing:

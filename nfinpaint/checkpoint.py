@@ -78,29 +78,16 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, payload: dict, keep: 
     return path
 
 
-def find_resume_checkpoint(path: str | os.PathLike) -> Path:
-    """The newest checkpoint of run directory ``path`` (or ``path`` itself if it is a checkpoint file)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise CheckpointError(f"resume path {path} does not exist; pass a run directory written by "
-                              f"python -m nfinpaint.train")
-    found = list_checkpoints(path)
-    if not found:
-        raise CheckpointError(f"{path} holds no checkpoint ({CHECKPOINT_DIR}/step_*.pt); pass a run directory "
-                              f"that has trained for at least one checkpoint")
-    return found[-1][1]
-
-
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a readable training checkpoint")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated, foreign
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(exc).__name__}: {first})") \
-            from None
+        # torch's own message may advise weights_only=False: never for a file of unknown origin
+        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt, truncated or not "
+                              f"written by torch.save; {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nfinpaint training checkpoint (expected format {FORMAT!r})")
     return payload

@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nfinpaint.masks import MASK_KINDS
 from nfinpaint.networks import GENERATOR_VARIANTS
 
 
@@ -40,7 +41,6 @@ class ConfigError(ValueError):
     """A configuration that cannot be used (unknown key, bad value), with what to do."""
 
 
-MASK_KINDS = ("center", "random", "freeform")
 FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
@@ -142,11 +142,29 @@ class TrainConfig:
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         need(self.val_batches >= 0, f"val_batches must be >= 0, got {self.val_batches}")
+        # the models' own checks, as config errors before anything is built or written
+        from nfinpaint.feature_net import LAYER_INDEX  # noqa: PLC0415  (torchvision: only when validating)
+        from nfinpaint.networks import generator_stages  # noqa: PLC0415
+
+        need(self.feature_layer in LAYER_INDEX,
+             f"feature_layer must be one of {', '.join(LAYER_INDEX)}, got {self.feature_layer!r}")
+        try:
+            generator_stages(self.image_size)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return self
 
-    @property
-    def untrained_features(self) -> bool:
-        return self.feature_weights == "random"
+    def schedule(self) -> str:
+        """The stages as this run will see them, e.g. "300 generator-only, 40 discriminator-only,
+        460 joint steps" (a stage cut short by ``steps`` is said so)."""
+        g = min(self.g_warmup_steps, self.steps)
+        d = min(self.d_warmup_steps, self.steps - g)
+        joint = self.steps - g - d
+        text = f"{g} generator-only, {d} discriminator-only, {joint} joint steps"
+        if g < self.g_warmup_steps or d < self.d_warmup_steps:
+            text += (f" (the {self.g_warmup_steps} + {self.d_warmup_steps}-step warm-up is longer than "
+                     f"--steps {self.steps})")
+        return text
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based): a function of the step alone, so resuming keeps it."""
@@ -168,8 +186,8 @@ def _preset(**changes: Any) -> TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (losses.PAPER_WEIGHTS);
-    # 24x24 crops, 8x8 centre hole; local patch = half the image (networks.MODEL_PRESETS).
+    # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (losses.LossWeights.from_config);
+    # 24x24 crops, 8x8 centre hole; local patch = half the image, as in GLCIC.
     "paper": _preset(
         preset="paper", image_size=24, hole_size=8, local_patch_size=12, loss_reduction="image_sum",
         max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,

@@ -114,19 +114,25 @@ def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
     return height, width
 
 
-def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool) -> list[tuple[Path, int, int]]:
+def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool,
+                     skip_small: bool = False) -> list[tuple[Path, int, int]]:
     files = find_image_files(data_dir)
     found = []
     for path in files:
         size = _probe(path, decode)
         if size is None:
             continue
+        if min(size) < min_side and skip_small:
+            warnings.warn(f"skipping {path}: {size[1]}x{size[0]} pixels, smaller than the {min_side}x{min_side} "
+                          f"crop", DataWarning, stacklevel=2)
+            continue
         if min(size) < min_side:
             raise DataError(f"{path} is {size[1]}x{size[0]} pixels, smaller than the {min_side}x{min_side} crop; "
                             f"remove it or use a smaller image size")
         found.append((path, *size))
     if not found:
-        raise DataError(f"{data_dir}: none of the {len(files)} image files could be read")
+        raise DataError(f"{data_dir}: none of the {len(files)} image files could be read"
+                        + (f" at {min_side}x{min_side} or larger" if skip_small else ""))
     return found
 
 
@@ -353,13 +359,13 @@ def folder_dataset(data_dir: str, image_size: int, crops: str = "center", max_cr
     scaled to ``image_size``; ``"grid"``, the crops validation uses, spread over each whole
     image at scales 1, 2, 4, ... up to ``max_crop_scale`` (what training sees).
 
-    Unreadable files are reported (a :class:`DataWarning` naming the file) and
-    skipped; an empty folder, no readable image, or an image smaller than the
-    crop raise :class:`DataError`.
+    Unreadable files and images smaller than the crop are reported (a
+    :class:`DataWarning` naming the file) and skipped; an empty folder or no
+    usable image raise :class:`DataError`.
     """
     if crops not in FOLDER_CROPS:
         raise DataError(f"crops must be one of {FOLDER_CROPS}, got {crops!r}")
-    found = _readable_images(data_dir, image_size, decode=True)
+    found = _readable_images(data_dir, image_size, decode=True, skip_small=True)
     if crops == "grid":
         return fixed_crops(_load_files([path for path, _, _ in found], "images"), image_size, max_crop_scale)
     dataset = CenterCrops([path for path, _, _ in found], image_size)

@@ -14,9 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-class DeviceError(ValueError):
-    """A device that is not available here."""
+from nfinpaint.cli import resolve_device  # noqa: F401  (also this module's: benchmarks use it)
 
 
 @dataclass(frozen=True)
@@ -34,19 +32,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """Rank 0: the process that logs, samples and writes checkpoints."""
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when one is visible, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 def setup(device_name: str = "auto") -> DistInfo:

@@ -3,7 +3,9 @@
 Every method fills the same images with the same masks (drawn once from
 ``--seed``); the table reports, per method, the mean and 95% confidence
 interval of PSNR and SSIM over the hole and over the whole image, L1, and the
-time per image, in the style of the paper's Table 5.
+time per image, in the style of the paper's Table 5.  The floor,
+``border-mean`` (each hole filled with the mean colour of its border), is in
+every table: a method that does not beat it has learnt nothing.
 
 Outputs in ``--out``: ``results.md`` and ``results.csv`` (the table),
 ``per_image.csv`` (every image's metrics), ``figures/grid_NNN.png``
@@ -15,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,26 +29,24 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from nfinpaint import baselines, metrics
-from nfinpaint.files import write_text
-from nfinpaint.images import save_image
+from nfinpaint import baselines, cli, generator_io, metrics
+from nfinpaint.cli import UsageError, one_line
+from nfinpaint.files import atomic_folder, write_text
+from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError, TrainedGenerator
+from nfinpaint.info import versions
+from nfinpaint.masks import default_hole_size
 
-DEFAULT_METHODS = "gan,patchmatch,biharmonic,opencv-telea,opencv-ns"
+DEFAULT_METHODS = "gan,patchmatch,biharmonic,border-mean,opencv-telea,opencv-ns"
 DEFAULT_IMAGE_SIZE = 24   # the paper preset, used only without a checkpoint
 FIGURE_ROWS = 8           # images per figure grid
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one ``error: ...`` line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m nfinpaint.evaluate", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m nfinpaint.evaluate", __doc__)
     p.add_argument("--checkpoint", metavar="PATH",
                    help="trained generator: a training run directory or its exported generator.pt "
-                        "(required for the gan method; sets the image and hole size)")
+                        f"(default: the generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when "
+                        "installed; sets the image and hole size)")
     p.add_argument("--data", metavar="DIR",
                    help="folder of test images (cropped and scaled to the generator's size); "
                         "default: the held-out split of the embedded default set")
@@ -62,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and of PatchMatch (default 0)")
     p.add_argument("--out", metavar="DIR", default="evaluation",
-                   help="output folder (created; default ./evaluation)")
+                   help="output folder (default ./evaluation); it holds this run's results only: a previous "
+                        "evaluation there is replaced when this one is done")
     p.add_argument("--device", default="auto",
                    help="device for the GAN and PatchMatch: auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--image-size", type=int, metavar="S",
@@ -87,98 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- inputs
 
-def resolve_device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
-    return device
-
-
-@dataclass
-class LoadedGenerator:
-    generator: torch.nn.Module
-    meta: dict
-    path: Path
-    sha256: str
-    run_config: dict = field(default_factory=dict)   # the run's config.toml, when beside the file
-
-
-def read_run_config(file: Path) -> dict:
-    """The training run's resolved ``config.toml`` beside the generator file ({} if absent or unreadable)."""
-    import tomllib
-
-    path = file.parent / "config.toml"
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-
-
-def checkpoint_file(path: Path) -> Path:
-    """The file holding the generator: ``path`` itself or ``path/generator.pt`` for a run directory."""
-    return path / "generator.pt" if path.is_dir() else path
-
-
-def load_checkpoint(text: str) -> LoadedGenerator:
-    """Load a generator with :func:`nfinpaint.generator_io.load_generator`, errors as UsageError."""
-    from nfinpaint import generator_io
-
-    path = Path(text)
-    if not path.exists():
-        raise UsageError(f"--checkpoint {text}: no such file or directory")
-    try:
-        generator, meta = generator_io.load_generator(path, map_location="cpu")
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:
-        raise UsageError(f"--checkpoint {text}: {_one_line(exc)}") from None
-    meta = dict(meta or {})
-    size = meta.get("image_size", getattr(generator, "image_size", None))
-    if not isinstance(size, int) or getattr(generator, "image_size", size) != size:
-        raise UsageError(f"--checkpoint {text}: its metadata does not give the generator's image size; "
-                         "is it an nfinpaint generator export?")
-    file = checkpoint_file(path)
-    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else ""
-    return LoadedGenerator(generator.eval(), meta, path, digest, read_run_config(file))
-
-
-def default_hole_size(image_size: int) -> int:
-    return max(1, round(image_size / 3))
-
-
-def split_parameters(meta: dict, run_config: dict | None = None, split_seed: int | None = None) -> dict:
-    """The embedded set's train/validation split options that training used.
-
-    The held-out split depends on the training seed (and ``val_fraction``,
-    ``max_crop_scale``), so evaluating on a split drawn with other values would
-    score the model on its training crops.  Each value comes from the
-    checkpoint's meta (top level or under ``config``), else the run's
-    ``config.toml`` beside the generator file, else training's default;
-    ``--split-seed`` overrides the seed.
-    """
-    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    run_config = run_config or {}
-
-    def pick(key, default):
-        for source in (meta, nested, run_config):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-
-    params = {"val_fraction": float(pick("val_fraction", 0.1)), "seed": int(pick("seed", 0))}
-    if pick("max_crop_scale", None) is not None:
-        params["max_crop_scale"] = float(pick("max_crop_scale", None))
-    if split_seed is not None:
-        params["seed"] = split_seed
-    return params
-
-
 def load_images(data: str | None, image_size: int, limit: int | None, split: dict) -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
     from nfinpaint import data as data_module
@@ -196,7 +103,7 @@ def load_images(data: str | None, image_size: int, limit: int | None, split: dic
     except UsageError:
         raise
     except (ValueError, OSError) as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         if data is None:
             raise UsageError(f"embedded data: {message}") from None
         raise UsageError(message if message.startswith(str(data)) else f"--data {data}: {message}") from None
@@ -213,11 +120,6 @@ def load_images(data: str | None, image_size: int, limit: int | None, split: dic
 def _item_image(item) -> torch.Tensor:
     # Datasets yield an image tensor; tolerate (image, ...) tuples too.
     return item[0] if isinstance(item, (tuple, list)) else item
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- running
@@ -353,63 +255,47 @@ def per_image_csv(results: Sequence[MethodResult]) -> str:
 
 def write_figures(out: Path, images: torch.Tensor, masks: torch.Tensor,
                   results: Sequence[MethodResult], count: int) -> list[Path]:
-    from nfinpaint.figures import comparison_grid
+    from nfinpaint.figures import save_comparison_grid
 
     paths = []
     count = min(count, len(images))
     for start in range(0, count, FIGURE_ROWS):
         stop = min(start + FIGURE_ROWS, count)
-        grid = comparison_grid(images[start:stop], masks[start:stop],
-                               {r.method.label: r.filled[start:stop] for r in results})
         path = out / "figures" / f"grid_{start // FIGURE_ROWS:03d}.png"
-        _save_pil(grid, path)
-        paths.append(path)
+        paths.append(save_comparison_grid(path, images[start:stop], masks[start:stop],
+                                          {r.method.label: r.filled[start:stop] for r in results}))
     return paths
-
-
-def _save_pil(image, path: Path) -> None:
-    from nfinpaint.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
-def versions() -> dict[str, str | None]:
-    import numpy
-    import scipy
-    import skimage
-    import torchvision
-
-    import nfinpaint
-
-    try:
-        import cv2
-        cv2_version = cv2.__version__
-    except ImportError:
-        cv2_version = None
-    return {"python": platform.python_version(), "nfinpaint": nfinpaint.__version__,
-            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-image": skimage.__version__, "opencv": cv2_version,
-            "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 # --------------------------------------------------------------------------- main
 
-def _generator_description(loaded: LoadedGenerator | None) -> str:
+def _open_generator(args: argparse.Namespace, wanted: bool) -> TrainedGenerator | None:
+    """--checkpoint's generator; without it the shipped default (said in one line) when the gan
+    method is wanted."""
+    if args.checkpoint:
+        if not Path(args.checkpoint).exists():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file or directory")
+        try:
+            return generator_io.open_generator(args.checkpoint)
+        except GeneratorFileError as exc:
+            raise UsageError(f"--checkpoint {args.checkpoint}: {one_line(exc)}") from None
+    if not wanted:
+        return None
+    loaded = generator_io.open_generator(None)
     if loaded is None:
-        return "none (no --checkpoint)"
-    meta = loaded.meta
-    weights = meta.get("feature_weights", "unknown")
-    parts = [str(loaded.path), f"preset {meta.get('preset', '?')}",
-             f"{meta.get('image_size')}x{meta.get('image_size')}, training hole {meta.get('hole_size', '?')}",
-             f"feature-network weights: {weights}"]
-    if meta.get("feature_pretrained") is False:
-        parts.append("feature network NOT pretrained (untrained VGG)")
-    if "step" in meta:
-        parts.append(f"step {meta['step']}")
-    return ", ".join(parts)
+        raise UsageError(f"the gan method needs --checkpoint PATH (a run directory or generator.pt): this "
+                         f"installation has no shipped default generator (nfinpaint/{DEFAULT_GENERATOR}); "
+                         f"or leave gan out of --methods")
+    print(f"note: no --checkpoint given: using the shipped default generator {loaded.describe()}", file=sys.stderr)
+    return loaded
+
+
+def check_out_folder(out: Path) -> None:
+    """--out must be a new folder, an empty one, or an earlier evaluation's (which this one replaces)."""
+    cli.check_output_folder(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation (no config.json); "
+                         f"choose a new or empty folder")
 
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
@@ -421,23 +307,23 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         names = baselines.parse_methods(args.methods)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if baselines.FLOOR not in names:
+        names.append(baselines.FLOOR)
+    out = Path(args.out)
+    check_out_folder(out)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
-    if "gan" in names and not args.checkpoint:
-        raise UsageError("the gan method needs --checkpoint PATH (a run directory or generator.pt); "
-                         "or leave gan out of --methods")
-    device = resolve_device(args.device)
+    device = cli.resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    loaded = _open_generator(args, wanted="gan" in names)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-
-    loaded = load_checkpoint(args.checkpoint) if args.checkpoint else None
     meta = loaded.meta if loaded else {}
     if loaded is not None:
-        image_size = int(meta["image_size"])
+        image_size = loaded.image_size
         if args.image_size is not None and args.image_size != image_size:
             raise UsageError(f"--image-size {args.image_size} does not match the checkpoint's generator, "
                              f"which takes {image_size}x{image_size} images; leave --image-size out")
@@ -445,8 +331,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         image_size = args.image_size if args.image_size is not None else DEFAULT_IMAGE_SIZE
     if image_size < 8:
         raise UsageError(f"--image-size must be at least 8, got {image_size}")
-    hole_size = args.hole_size if args.hole_size is not None else int(meta.get("hole_size") or
-                                                                      default_hole_size(image_size))
+    if args.hole_size is not None:
+        hole_size = args.hole_size
+    else:
+        hole_size = loaded.hole_size if loaded else default_hole_size(image_size)
     if not 1 <= hole_size <= image_size:
         raise UsageError(f"--hole-size must be in [1, {image_size}], got {hole_size}")
 
@@ -466,9 +354,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         raise UsageError("none of the requested methods can run here: " +
                          "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
-    split = split_parameters(meta, loaded.run_config if loaded else None, args.split_seed)
+    split = generator_io.split_parameters(meta, args.split_seed)
     images, data_description = load_images(args.data, image_size, args.limit, split)
-    trained_on = (loaded.run_config.get("data") if loaded else None) or meta.get("data")
+    trained_on = meta.get("data")
     if args.data is None and trained_on:
         data_description += f" (note: the model was trained on {trained_on}, not on this set)"
     from nfinpaint import masks as mask_module
@@ -487,36 +375,44 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     try:
         results = run_methods(images, masks, methods, args.seed, progress=not args.no_progress)
     except ValueError as exc:  # e.g. PatchMatch rejecting a patch size larger than the image
-        raise UsageError(_one_line(exc)) from None
+        raise UsageError(one_line(exc)) from None
 
-    out = Path(args.out)
     header = {"masks": args.masks, "seed": args.seed, "data": data_description,
-              "mask_description": mask_description, "generator": _generator_description(loaded),
+              "mask_description": mask_description,
+              "generator": loaded.describe() if loaded else "none (the gan method was not asked for)",
               "skipped": skipped}
     markdown = results_markdown(results, header)
-    write_text(out / "results.md", markdown)
-    write_text(out / "results.csv", results_csv(results))
-    write_text(out / "per_image.csv", per_image_csv(results))
-    figures = write_figures(out, images, masks, results, args.figures)
-    config = {
-        "command": "python -m nfinpaint.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "arguments": vars(args),
-        "resolved": {"image_size": image_size, "hole_size": hole_size, "device": str(device),
-                     "methods": [m.name for m in methods], "skipped": skipped,
-                     "data": data_description, "masks": mask_description,
-                     "patchmatch_options": patchmatch_options, "torch_threads": torch.get_num_threads(),
-                     "metrics": {"data_range": metrics.DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP,
-                                 "ssim_win_size": metrics.win_size_for(image_size, image_size)}},
-        "checkpoint": None if loaded is None else {"path": str(loaded.path), "sha256": loaded.sha256,
-                                                   "meta": _jsonable(meta)},
-        "versions": versions(),
-        "outputs": ["results.md", "results.csv", "per_image.csv"] + [str(p.relative_to(out)) for p in figures],
-    }
-    write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    resolved = {"image_size": image_size, "hole_size": hole_size, "device": str(device),
+                "methods": [m.name for m in methods], "skipped": skipped,
+                "data": data_description, "masks": mask_description,
+                "patchmatch_options": patchmatch_options, "torch_threads": torch.get_num_threads(),
+                "metrics": {"data_range": metrics.DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP,
+                            "ssim_win_size": metrics.win_size_for(image_size, image_size)}}
+    with atomic_folder(out) as folder:   # the folder describes this run only, and appears whole
+        write_text(folder / "results.md", markdown)
+        write_text(folder / "results.csv", results_csv(results))
+        write_text(folder / "per_image.csv", per_image_csv(results))
+        figures = [p.relative_to(folder) for p in write_figures(folder, images, masks, results, args.figures)]
+        record = _config_record(args, argv, resolved, loaded, figures)
+        write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(markdown)
     print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
           f"{out / 'figures'}, {out / 'config.json'}")
     return out
+
+
+def _config_record(args: argparse.Namespace, argv: Sequence[str] | None, resolved: dict,
+                   loaded: TrainedGenerator | None, figures: list[Path]) -> dict:
+    """config.json: the command, the resolved inputs, the checkpoint, versions and outputs."""
+    return {
+        "command": "python -m nfinpaint.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "arguments": vars(args),
+        "resolved": resolved,
+        "checkpoint": None if loaded is None else {"path": str(loaded.path), "sha256": loaded.sha256,
+                                                   "meta": _jsonable(loaded.meta)},
+        "versions": versions(),
+        "outputs": ["results.md", "results.csv", "per_image.csv"] + [str(p) for p in figures],
+    }
 
 
 def _jsonable(value):
@@ -532,15 +428,15 @@ def _jsonable(value):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 on success; bad input exits with status 2 and one ``error:`` line."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    try:
+    """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
+    from nfinpaint.data import DataError  # noqa: PLC0415
+    from nfinpaint.images import ImageError  # noqa: PLC0415
+
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    def command(args: argparse.Namespace) -> None:
         evaluate(args, argv)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return 0
+
+    return cli.main(command, argv, build_parser(), (GeneratorFileError, DataError, ImageError))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
-"""Comparison grids like the paper's Figures 2-4: original | masked | one column per method."""
+"""Image grids like the paper's Figures 2-4: original | masked | one column per method.
+
+Training's sample grids (original | masked | filled) and evaluation's
+figures are both these grids.
+"""
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from nfinpaint.files import atomic_path
 from nfinpaint.images import tensor_to_pil
 
 MIN_CELL = 96  # small images (24x24) are enlarged, pixel-exact, to at least this size
@@ -48,6 +55,17 @@ def comparison_grid(originals: torch.Tensor, masks: torch.Tensor,
             cell = tensor_to_pil(cells[row]).resize((cw, ch), Image.NEAREST)
             canvas.paste(cell, (x, HEADER + row * (ch + GAP)))
     return canvas
+
+
+def save_comparison_grid(path: str | os.PathLike, originals: torch.Tensor, masks: torch.Tensor,
+                         filled: Mapping[str, torch.Tensor]) -> Path:
+    """:func:`comparison_grid` written to ``path`` as PNG, atomically."""
+    path = Path(path)
+    grid = comparison_grid(originals.detach().float().cpu(), masks.detach().float().cpu(),
+                           {label: cells.detach().float().cpu() for label, cells in filled.items()})
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+    return path
 
 
 def _fit(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:

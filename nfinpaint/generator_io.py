@@ -1,4 +1,4 @@
-"""Saving and loading a trained generator: what training exports and evaluate/inpaint load.
+"""A trained generator: the file training exports, finding and loading it, and filling holes with it.
 
 File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
@@ -6,29 +6,47 @@ File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
      "state_dict": {...}, "meta": {...}}
 
 ``meta`` holds at least: preset, image_size, hole_size, feature_weights
-(source) and feature_pretrained (bool); training adds what it likes (step,
-versions, ...); values are stored as plain Python data (str subclasses such
-as ``torch.__version__``, paths and other objects as str, tuples as lists)
-so that loading never needs to unpickle arbitrary classes.
+(source) and feature_pretrained (bool); training's export
+(:func:`training_meta`) adds everything evaluation needs to rebuild the
+held-out split (seed, val_fraction, max_crop_scale, data) and a one-line
+``description``.  Values are stored as plain Python data (str subclasses such
+as ``torch.__version__``, paths and other objects as str, tuples as lists) so
+that loading never needs to unpickle arbitrary classes.  The weights may be
+stored in half precision (the shipped default is); they load as float32.
+
+Where a generator comes from (:func:`open_generator`): a file, a run directory
+holding ``generator.pt``, or with no path the default that ships inside the
+package (``nfinpaint/weights/default_generator.pt``) when it is installed.
 """
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import nfinpaint
 from nfinpaint.files import atomic_path
+from nfinpaint.masks import blank_holes, default_hole_size
 from nfinpaint.networks import Generator
 
 FORMAT = "nfinpaint-generator/1"
 GENERATOR_FILENAME = "generator.pt"
+DEFAULT_GENERATOR = Path("weights") / "default_generator.pt"   # inside the package
 REQUIRED_META = ("preset", "image_size", "hole_size", "feature_weights", "feature_pretrained")
+# Defaults of the split options, for generator files written before the meta carried them.
+SPLIT_DEFAULTS = {"val_fraction": 0.1, "seed": 0}
 
 
 class GeneratorFileError(RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
+
+
+# --------------------------------------------------------------------------- saving
 
 
 def _plain(value):
@@ -42,13 +60,25 @@ def _plain(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, numbers.Integral):      # also numpy integers
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
+
+
+def training_meta(config, *, step: int, complete: bool, **extra) -> dict:
+    """The meta a training run exports: the model's geometry, how it was trained, and the data
+    split (so evaluation can hold the same images out without the run's config.toml)."""
+    data = config.data or "the embedded scikit-image photographs"
+    state = "" if complete else ", interrupted"
+    description = f"{config.preset} preset, step {step}{state}, trained on {data}"
+    return {"preset": config.preset, "generator": config.generator, "val_data": config.val_data,
+            "image_size": config.image_size, "hole_size": config.hole_size,
+            "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
+            "data": config.data, "seed": config.seed, "val_fraction": config.val_fraction,
+            "max_crop_scale": config.max_crop_scale, "step": step, "steps": config.steps,
+            "complete": complete, "description": description, **extra}
 
 
 def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) -> Path:
@@ -66,6 +96,19 @@ def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) ->
     return path
 
 
+# --------------------------------------------------------------------------- finding and loading
+
+
+def shipped_default() -> Path | None:
+    """The generator installed with the package, or None when this installation has none."""
+    # nfinpaint.__path__ may list the source folder and the installed copy (see __init__)
+    for folder in nfinpaint.__path__:
+        candidate = Path(folder) / DEFAULT_GENERATOR
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def resolve_generator_path(path: str | os.PathLike) -> Path:
     """``path`` itself, or ``path/generator.pt`` when ``path`` is a run directory."""
     path = Path(path).expanduser()
@@ -81,28 +124,135 @@ def resolve_generator_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generator, dict]:
-    """Load a generator saved by :func:`save_generator` (file or run directory).
-
-    Returns ``(generator in eval mode, meta)``.  Raises GeneratorFileError with a
-    one-line reason for a missing, corrupt or foreign file.
-    """
-    file = resolve_generator_path(path)
+def _read(file: Path, map_location) -> dict:
+    if file.stat().st_size == 0:
+        raise GeneratorFileError(f"{str(file)!r} is empty (0 bytes): not a readable nfinpaint generator file")
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise GeneratorFileError(f"{str(file)!r} is not a readable nfinpaint generator file (corrupt or not "
-                                 f"written by torch.save: {type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        # torch's own message may advise weights_only=False: never for a file of unknown origin
+        raise GeneratorFileError(f"{str(file)!r} is not a readable nfinpaint generator file (corrupt, truncated "
+                                 f"or not written by torch.save; {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise GeneratorFileError(f"{str(file)!r} is not an nfinpaint generator (format {found!r}, expected "
                                  f"{FORMAT!r}); training checkpoints are in checkpoints/, the exported "
                                  f"generator is {GENERATOR_FILENAME} in the run directory")
+    return payload
+
+
+def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generator, dict]:
+    """Load a generator saved by :func:`save_generator` (file or run directory).
+
+    Returns ``(float32 generator in eval mode, meta)``.  Raises GeneratorFileError
+    with a one-line reason for a missing, corrupt or foreign file.
+    """
+    file = resolve_generator_path(path)
+    payload = _read(file, map_location)
     try:
         generator = Generator(**payload["config"])
-        generator.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        # half-precision files (the shipped default) load as float32: the model runs in float32
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        generator.load_state_dict(state)
+        meta = dict(payload.get("meta", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise GeneratorFileError(f"{str(file)!r} has an nfinpaint header but its generator does not load "
-                                 f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if meta.get("image_size", generator.image_size) != generator.image_size:
+        raise GeneratorFileError(f"{str(file)!r}: its meta says image_size {meta['image_size']} but the generator "
+                                 f"takes {generator.image_size}")
     generator.eval()
-    return generator, dict(payload.get("meta", {}))
+    return generator, meta
+
+
+@dataclass
+class TrainedGenerator:
+    """A loaded generator with its meta, where it came from, and the file's SHA-256."""
+
+    generator: Generator
+    meta: dict
+    path: Path
+    sha256: str
+
+    @property
+    def image_size(self) -> int:
+        return self.generator.image_size
+
+    @property
+    def hole_size(self) -> int:
+        """The training hole (a third of the image when the meta does not say)."""
+        return int(self.meta.get("hole_size") or default_hole_size(self.image_size))
+
+    def describe(self) -> str:
+        """One line: where it is, what it is."""
+        meta = self.meta
+        parts = [str(self.path), meta.get("description") or f"preset {meta.get('preset', '?')}",
+                 f"{self.image_size}x{self.image_size}, training hole {meta.get('hole_size', '?')}",
+                 f"feature-network weights: {meta.get('feature_weights', 'unknown')}"]
+        if meta.get("feature_pretrained") is False:
+            parts.append("feature network NOT pretrained (untrained VGG)")
+        if "step" in meta and "description" not in meta:
+            parts.append(f"step {meta['step']}")
+        return ", ".join(parts)
+
+
+def open_generator(path: str | os.PathLike | None) -> TrainedGenerator | None:
+    """The generator at ``path`` (file or run directory); with None, the shipped default, or None
+    when none is installed.  GeneratorFileError for anything that does not load."""
+    if path is None:
+        path = shipped_default()
+        if path is None:
+            return None
+    file = resolve_generator_path(path)
+    generator, meta = load_generator(file)
+    return TrainedGenerator(generator, meta, Path(path), hashlib.sha256(file.read_bytes()).hexdigest())
+
+
+def split_parameters(meta: dict, split_seed: int | None = None) -> dict:
+    """The embedded set's train/validation split options that training used, from the meta.
+
+    The held-out split depends on the training seed (and ``val_fraction``,
+    ``max_crop_scale``), so evaluating on a split drawn with other values would
+    score the model on its training crops.  Each value comes from the meta (top
+    level or under ``config``), else training's default; ``split_seed``
+    overrides the seed.
+    """
+    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+
+    def pick(key, default):
+        for source in (meta, nested):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+
+    params = {"val_fraction": float(pick("val_fraction", SPLIT_DEFAULTS["val_fraction"])),
+              "seed": int(pick("seed", SPLIT_DEFAULTS["seed"]))}
+    if pick("max_crop_scale", None) is not None:
+        params["max_crop_scale"] = float(pick("max_crop_scale", None))
+    if split_seed is not None:
+        params["seed"] = split_seed
+    return params
+
+
+# --------------------------------------------------------------------------- filling
+
+
+@torch.inference_mode()
+def fill(generator: Generator, image: torch.Tensor, mask: torch.Tensor,
+         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Fill the holes of (N, 3, S, S) ``image`` given (N, 1, S, S) ``mask`` (1 = hole), in eval mode.
+
+    The generator sees the image with its holes blanked; the result is its
+    output (clamped to [0, 1]) in the holes and ``image``'s own pixels, exactly,
+    everywhere else.  ``autocast_dtype`` runs the generator under autocast
+    (training's bf16); the result is float32.
+    """
+    was_training = generator.training
+    generator.eval()
+    try:
+        context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
+        with context:
+            generated = generator(blank_holes(image, mask), mask.to(image.dtype))
+        return torch.where(mask > 0.5, generated.float().clamp(0, 1), image.float())
+    finally:
+        generator.train(was_training)

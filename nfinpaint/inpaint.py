@@ -1,6 +1,8 @@
 """``python -m nfinpaint.inpaint IMAGE MASK -o OUT``: fill the holes of your own picture.
 
-IMAGE is any picture PIL reads, of any size; MASK is an image of the same
+IMAGE is any picture PIL reads, of any size (8- or 16-bit, grey, palette,
+CMYK; its EXIF orientation is applied; an alpha channel is passed through to
+the output untouched where the format keeps it); MASK is an image of the same
 size in which white marks the holes (any PNG mode: grey, RGB, palette, 16-bit;
 an alpha channel counts as "not a hole" where transparent).
 
@@ -20,18 +22,20 @@ at most ``--max-scale`` (default 4) times the generator's size, i.e. the
 window is not shrunk by more than that, and (2) the hole's longer side is at
 most the largest hole the evaluation protocol uses (1.5 x the training hole,
 as a fraction of the window) -- which matters only when the picture is too
-small for the full window.  Otherwise, or with no ``--checkpoint``, it goes to
-PatchMatch.  The command prints which method filled each hole.
+small for the full window.  Otherwise it goes to PatchMatch.  Without
+``--checkpoint`` the generator shipped in the package is used when installed
+(the command says which), else every hole goes to PatchMatch.  The command
+prints which method filled each hole.
 
 Pixels outside the holes are copied from the input unchanged (exactly, for a
 lossless output format such as PNG).  The output's folder is created if
-missing; the file is written atomically.
+missing; the file is written atomically, and never over IMAGE or MASK unless
+``--overwrite`` is given.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,12 +45,16 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from nfinpaint import cli, generator_io
 from nfinpaint.baselines import patchmatch_missing
-from nfinpaint.evaluate import UsageError, load_checkpoint, resolve_device
-from nfinpaint.images import IMAGE_SUFFIXES, ImageError, read_image, read_mask, save_image
+from nfinpaint.cli import UsageError
+from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
+from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
+                              read_image_and_alpha, read_mask, save_image)
+from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
-LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}
+PATCHMATCH_PATCH = 7    # PatchMatch's patch side: the picture needs known patches this big to copy from
 
 
 @dataclass
@@ -152,11 +160,9 @@ def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mas
     size = generator.image_size
     side = window.shape[-1]
     window_mask = window_mask[None].to(device)
-    x = _resize(window[None].to(device) * (1 - window_mask), size)
+    x = _resize(blank_holes(window[None].to(device), window_mask), size)
     m = (_resize(window_mask, size) > 0).float()
-    out = generator(x * (1 - m), m)
-    out = torch.where(m > 0.5, out.clamp(0, 1), x)
-    return _resize(out, side)[0].float().cpu()
+    return _resize(generator_io.fill(generator, x, m), side)[0].float().cpu()
 
 
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
@@ -191,7 +197,7 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     image_size = None if generator is None else int(generator.image_size)
     if generator is not None:
         generator = generator.to(device).eval()
-        hole_size = int(hole_size) if hole_size else max(1, round(image_size / 3))
+        hole_size = int(hole_size) if hole_size else default_hole_size(image_size)
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
     pm_holes = [h for h in holes if h.method == "patchmatch"]
@@ -199,6 +205,11 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         missing = patchmatch_missing()
         if missing:
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which cannot run here: {missing}")
+        if not _has_known_patch(hole_mask, PATCHMATCH_PATCH):
+            raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which copies {PATCHMATCH_PATCH}x"
+                             f"{PATCHMATCH_PATCH} patches of known pixels, and this {image.shape[-1]}x"
+                             f"{image.shape[-2]} picture has none outside the holes; use a larger picture, "
+                             f"smaller holes, or a generator (--checkpoint)")
 
     current = image.clone()
     remaining = hole_mask.clone()                       # holes not filled yet
@@ -218,8 +229,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         from nfinpaint import patchmatch
 
         pm_mask = remaining.float()
-        visible = torch.where(remaining, torch.zeros_like(current), current)   # never show it the holes
-        filled = patchmatch.inpaint(visible.to(device), pm_mask.to(device), seed=seed)
+        visible = blank_holes(current, pm_mask)   # never show it the holes
+        filled = patchmatch.inpaint(visible.to(device), pm_mask.to(device), patch_size=PATCHMATCH_PATCH, seed=seed)
         current = torch.where(remaining, filled.detach().float().cpu().clamp(0, 1), current)
         for hole in pm_holes:
             log(f"{hole.describe()}: PatchMatch ({hole.reason})")
@@ -227,15 +238,22 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     return torch.where(hole_mask, current, image), holes
 
 
+def _has_known_patch(hole: torch.Tensor, side: int) -> bool:
+    """Whether some ``side`` x ``side`` window of the (1, H, W) bool ``hole`` mask is all known."""
+    if min(hole.shape[-2:]) < side:
+        return False
+    return bool((F.max_pool2d(hole.float()[None], side, stride=1) < 0.5).any())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nfinpaint.inpaint", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m nfinpaint.inpaint", __doc__)
     p.add_argument("image", metavar="IMAGE", help="the picture to fill (any size)")
     p.add_argument("mask", metavar="MASK", help="mask image of the same size: white = hole")
     p.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output image (.png keeps the pixels outside the holes exactly; folder created)")
     p.add_argument("--checkpoint", metavar="PATH",
-                   help="trained generator: a training run directory or its generator.pt (enables the GAN)")
+                   help="trained generator: a training run directory or its generator.pt (default: the "
+                        f"generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when installed)")
     p.add_argument("--method", choices=("auto", "gan", "patchmatch"), default="auto",
                    help="auto (default): the GAN for holes that fit its window, PatchMatch otherwise; "
                         "gan or patchmatch: that method for every hole")
@@ -243,61 +261,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="PatchMatch seed (default 0)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"largest window / generator size ratio the GAN is used at (default {DEFAULT_MAX_SCALE:g})")
+    p.add_argument("--overwrite", action="store_true", help="allow OUT to be IMAGE or MASK itself")
     return p
 
 
-def run(args: argparse.Namespace) -> list[Hole]:
-    output = Path(args.output)
-    if output.exists() and output.is_dir():
-        raise UsageError(f"-o {args.output} is a folder; give a file name such as {output / 'filled.png'}")
+def _check_output(args: argparse.Namespace) -> Path:
+    output = cli.check_output_file(args.output, "-o")
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"-o {args.output}: unknown image format {output.suffix or '(no suffix)'!r}; "
                          f"end the name in one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+    for name, given in (("IMAGE", args.image), ("MASK", args.mask)):
+        if output.exists() and Path(given).exists() and output.samefile(given) and not args.overwrite:
+            raise UsageError(f"-o {args.output} is {name} itself: writing it would replace your file; choose "
+                             f"another name, or pass --overwrite")
+    return output
+
+
+def _open_generator(args: argparse.Namespace) -> generator_io.TrainedGenerator | None:
+    if args.checkpoint:
+        if not Path(args.checkpoint).exists():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file or directory")
+        try:
+            return generator_io.open_generator(args.checkpoint)
+        except GeneratorFileError as exc:
+            raise UsageError(f"--checkpoint {args.checkpoint}: {cli.one_line(exc)}") from None
+    if args.method == "patchmatch":
+        return None
+    loaded = generator_io.open_generator(None)
+    if loaded is not None:
+        print(f"note: no --checkpoint given: using the shipped default generator {loaded.describe()}")
+    elif args.method == "gan":
+        raise UsageError(f"--method gan needs --checkpoint PATH (a run directory or generator.pt): this "
+                         f"installation has no shipped default generator (nfinpaint/{DEFAULT_GENERATOR})")
+    return loaded
+
+
+def run(args: argparse.Namespace) -> list[Hole]:
+    output = _check_output(args)
     if args.max_scale < 1:
         raise UsageError(f"--max-scale must be at least 1, got {args.max_scale:g}")
-    if args.method == "gan" and not args.checkpoint:
-        raise UsageError("--method gan needs --checkpoint PATH (a run directory or generator.pt)")
-    device = resolve_device(args.device)
-    loaded = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    device = cli.resolve_device(args.device)
     try:
-        image = read_image(args.image)
+        image, alpha, bits = read_image_and_alpha(args.image)
         mask = read_mask(args.mask)
     except ImageError as exc:
         raise UsageError(str(exc)) from None
-    if mask.shape[-2:] != image.shape[-2:]:
-        raise UsageError(f"{args.mask} is {mask.shape[-1]}x{mask.shape[-2]} but {args.image} is "
-                         f"{image.shape[-1]}x{image.shape[-2]} (width x height); they must be the same size")
-    if not bool((mask > 0.5).any()):
-        raise UsageError(f"{args.mask} has no hole: white (brighter than 50% grey) marks the pixels to fill")
-    if loaded is None and args.method == "auto":
-        print("note: no --checkpoint given: every hole is filled with PatchMatch")
     if any(s == 0 for s in image.shape[-2:]):
         raise UsageError(f"{args.image} is empty")
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise UsageError(f"{args.mask} is {mask.shape[-1]}x{mask.shape[-2]} but {args.image} is "
+                         f"{image.shape[-1]}x{image.shape[-2]} (width x height, after EXIF orientation); "
+                         f"they must be the same size")
+    if not bool((mask > 0.5).any()):
+        raise UsageError(f"{args.mask} has no hole: white (brighter than 50% grey) marks the pixels to fill")
+    loaded = _open_generator(args)
+    if loaded is None and args.method == "auto":
+        print(f"note: no --checkpoint given and no shipped default generator is installed "
+              f"(nfinpaint/{DEFAULT_GENERATOR}): every hole is filled with PatchMatch")
     try:
         filled, holes = inpaint_image(
             image, mask, generator=None if loaded is None else loaded.generator,
-            hole_size=None if loaded is None else loaded.meta.get("hole_size"),
+            hole_size=None if loaded is None else loaded.hole_size,
             method=args.method, device=device, seed=args.seed, max_scale=args.max_scale)
     except ValueError as exc:
-        raise UsageError(str(exc).splitlines()[0]) from None
-    save_image(filled, output)
+        raise UsageError(cli.one_line(exc)) from None
+    suffix = output.suffix.lower()
+    if suffix in PALETTE_SUFFIXES:
+        cli.warn(f"{suffix} holds at most 256 colours: pixels outside the holes change too; use .png to keep "
+                 f"them exact")
+    keep_alpha = alpha is not None and suffix in ALPHA_SUFFIXES
+    save_image(filled, output, alpha if keep_alpha else None)
     used = {m: sum(h.method == m for h in holes) for m in ("gan", "patchmatch")}
     print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the GAN, {used['patchmatch']} by PatchMatch")
-    if output.suffix.lower() in LOSSY_SUFFIXES:
+    if alpha is not None:
+        print("note: the alpha channel is passed through unchanged" if keep_alpha else
+              f"note: {suffix} has no alpha channel: the input's transparency is dropped; use .png to keep it")
+    if suffix in LOSSY_SUFFIXES:
         print(f"note: {output.suffix} is lossy, so pixels outside the holes change slightly; "
               "use .png to keep them exact")
+    if bits > 8:
+        print(f"note: {args.image} has {bits} bits per channel; {output} is written with 8, so pixels outside "
+              f"the holes are rounded to 8 bits")
     return holes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 on success; bad input exits with status 2 and one ``error:`` line."""
-    args = build_parser().parse_args(argv)
-    try:
+    """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
+    def command(args: argparse.Namespace) -> None:
         run(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return 0
+
+    return cli.main(command, argv, build_parser(), (GeneratorFileError, ImageError))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Reductions (``reduction=`` of :func:`composite_and_l2` and :func:`feature_loss`)
   and the L2 as a sum over the hole), averaged over the batch.  With the
   paper's weights (200, 200, 0.05) this keeps the terms within ~2 orders of
   magnitude of each other, which "mean" does not (see docs/model.md), so
-  ``PAPER_WEIGHTS`` uses it.
+  the ``paper`` preset (``nfinpaint.config.PRESETS``) uses it.
 * ``"sum"``: over the whole batch.
 """
 from __future__ import annotations
@@ -125,11 +125,14 @@ class LossWeights:
     def __post_init__(self):
         _check_reduction(self.reduction)
 
+    @classmethod
+    def from_config(cls, config) -> "LossWeights":
+        """The weights of a :class:`nfinpaint.config.TrainConfig` (its presets hold the paper's)."""
+        return cls(config.l2_weight, config.adv_global_weight, config.adv_local_weight, config.feature_weight,
+                   reduction=config.loss_reduction)
+
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-PAPER_WEIGHTS = LossWeights(1, 200, 200, 0.05, reduction="image_sum")
 
 
 def total_generator_loss(terms: dict[str, Tensor], weights: LossWeights) -> Tensor:

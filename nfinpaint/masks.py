@@ -16,6 +16,12 @@ from torch import Tensor
 MASK_KINDS = ("center", "random", "freeform")
 
 
+def blank_holes(image: Tensor, mask: Tensor) -> Tensor:
+    """``image`` with 0 wherever ``mask`` marks a hole (> 0.5): what every fill method gets to see,
+    so that none can use what was under the hole."""
+    return torch.where(mask > 0.5, torch.zeros((), dtype=image.dtype, device=image.device), image)
+
+
 def _rng(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
@@ -120,6 +126,11 @@ def freeform_masks(n: int, image_size: int, generator: torch.Generator | None = 
         first_only = active & (torch.arange(max_strokes)[:, None] == 0) & (seg_index == 0)
         masks = torch.where(too_big[:, None, None, None], paint(first_only), masks)
     return masks
+
+
+def default_hole_size(image_size: int) -> int:
+    """The hole size to assume when none is known: a third of the side (the paper's 8 of 24)."""
+    return max(1, round(image_size / 3))
 
 
 def random_rect_range(image_size: int, hole_size: int) -> tuple[int, int]:

@@ -24,8 +24,6 @@ the fc weights mean the same in either memory format) and compiles with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
@@ -44,27 +42,6 @@ MIN_SIZE = 8
 GENERATOR_VARIANTS = ("paper", "residual", "residual_unet")
 MAX_STAGES = 4
 MIN_BOTTLENECK = 2
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    """Sizes that go together: image, training hole (centred) and local-discriminator patch."""
-    image_size: int
-    hole_size: int
-    patch_size: int
-
-
-# paper: 24x24 images, 8x8 centre hole (section 4.1); patch = half the image as in GLCIC.
-# paper64: the 64x64 layout that Table 1's 4096-wide defc implies; hole ~1/3 of the side like paper.
-MODEL_PRESETS = {
-    "paper": ModelPreset(image_size=24, hole_size=8, patch_size=12),
-    "paper64": ModelPreset(image_size=64, hole_size=22, patch_size=32),
-}
-
-
-def default_patch_size(image_size: int) -> int:
-    """Local-discriminator patch side: half the image (GLCIC: 128 of 256), at least 8."""
-    return max(MIN_SIZE, image_size // 2)
 
 
 def _halvings(size: int, limit: int, min_out: int) -> int:

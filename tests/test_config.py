@@ -14,17 +14,14 @@ def test_paper_preset_is_the_papers_setting():
     assert (paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight) == (200.0, 200.0, 0.05)
     assert (paper.lr, paper.beta1) == (2e-4, 0.5)
     assert paper.train_masks == "center"
-    # the same objective as the model's PAPER_WEIGHTS (reduction included)
-    p = losses.PAPER_WEIGHTS
-    assert (paper.l2_weight, paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight,
-            paper.loss_reduction) == (p.l2, p.adv_global, p.adv_local, p.feature, p.reduction)
+    # the paper's objective on per-image sums, as the loss module reads it
+    assert losses.LossWeights.from_config(paper) == losses.LossWeights(1, 200, 200, 0.05, reduction="image_sum")
 
 
-@pytest.mark.parametrize("name", ["paper", "paper64"])
-def test_presets_match_the_model_presets(name):
-    cfg, model = PRESETS[name], networks.MODEL_PRESETS[name]
-    assert (cfg.image_size, cfg.hole_size, cfg.local_patch_size) == (model.image_size, model.hole_size,
-                                                                      model.patch_size)
+@pytest.mark.parametrize("name, sizes", [("paper", (24, 8, 12)), ("paper64", (64, 22, 32))])
+def test_paper_presets_geometry(name, sizes):
+    cfg = PRESETS[name]
+    assert (cfg.image_size, cfg.hole_size, cfg.local_patch_size) == sizes
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -90,6 +87,24 @@ def test_bad_values_are_clear_errors(tmp_path):
 def test_strings_from_the_command_line_are_parsed():
     cfg = load_config("default", None, {"compile": "false", "steps": "12", "lr": "1e-3", "augment": "yes"})
     assert (cfg.compile, cfg.steps, cfg.lr, cfg.augment) == (False, 12, 1e-3, True)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"image_size": 25, "hole_size": 8, "local_patch_size": 12}, "cannot take image_size=25"),
+    ({"feature_layer": "conv9"}, "feature_layer must be one of"),
+])
+def test_values_the_models_cannot_take_are_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("default", None, changes)
+
+
+@pytest.mark.parametrize("steps, g, d, text", [
+    (800, 300, 40, "300 generator-only, 40 discriminator-only, 460 joint steps"),
+    (20, 300, 40, "20 generator-only, 0 discriminator-only, 0 joint steps (the 300 + 40-step warm-up"),
+    (310, 300, 40, "300 generator-only, 10 discriminator-only, 0 joint steps (the 300 + 40-step warm-up"),
+])
+def test_schedule_describes_the_stages_this_run_sees(steps, g, d, text):
+    assert TrainConfig(steps=steps, g_warmup_steps=g, d_warmup_steps=d).schedule().startswith(text)
 
 
 def test_stage_boundaries():

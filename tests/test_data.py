@@ -209,9 +209,22 @@ def test_bad_folders_are_clear_errors(tmp_path, case, message):
     with pytest.warns(DataWarning) if case == "unreadable" else _no_warning():
         with pytest.raises(DataError, match=message):
             build_datasets(str(folder), 16)
-    with pytest.warns(DataWarning) if case == "unreadable" else _no_warning():
+    # evaluation skips an image smaller than the crop, with a warning naming it
+    if case == "small":
+        message = r"none of the 1 image files could be read at 16x16 or larger"
+    with pytest.warns(DataWarning, match="tiny.png" if case == "small" else "") \
+            if case in ("unreadable", "small") else _no_warning():
         with pytest.raises(DataError, match=message):
             folder_dataset(str(folder), 16)
+
+
+def test_evaluation_folder_skips_images_smaller_than_the_crop(tmp_path):
+    rng = np.random.default_rng()
+    Image.fromarray(rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(rng.integers(0, 256, (12, 30, 3), dtype=np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.warns(DataWarning, match=r"tiny\.png: 30x12 pixels, smaller than the 16x16 crop"):
+        dataset = folder_dataset(str(tmp_path), 16)
+    assert dataset.names == [str(tmp_path / "big.png")] and dataset[0].shape == (3, 16, 16)
 
 
 class _no_warning:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nfinpaint import baselines, evaluate
+from nfinpaint import baselines, evaluate, generator_io
 from nfinpaint.generator_io import save_generator
 from nfinpaint.masks import make_masks
 from nfinpaint.networks import Generator
@@ -62,10 +62,9 @@ def _run(argv):
 
 def _error(argv, capsys):
     capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        evaluate.main([str(a) for a in argv])
+    code = evaluate.main([str(a) for a in argv])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2
+    assert code == 2, err
     return err
 
 
@@ -106,9 +105,10 @@ def test_outputs_and_config(tmp_path, checkpoint, data_dir, capsys):
     md = (out / "results.md").read_text()
     assert "data_range=1.0" in md and "centred 8x8 square" in md and "NOT pretrained" in md
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
-    assert [r["method"] for r in rows] == ["gan", "biharmonic"] and all(r["n"] == "2" for r in rows)
+    # the floor is in every table, asked for or not
+    assert [r["method"] for r in rows] == ["gan", "biharmonic", "border-mean"] and all(r["n"] == "2" for r in rows)
     per_image = list(csv.DictReader(io.StringIO((out / "per_image.csv").read_text())))
-    assert len(per_image) == 4
+    assert len(per_image) == 6
     # the table's means are the means of the per-image values
     gan_psnr = [float(r["psnr_hole"]) for r in per_image if r["method"] == "gan"]
     assert float(rows[0]["psnr_hole_mean"]) == pytest.approx(np.mean(gan_psnr))
@@ -140,24 +140,47 @@ def test_embedded_held_out_split_by_default(tmp_path, checkpoint):
 
 
 def test_split_follows_the_training_run():
-    assert evaluate.split_parameters(_meta(seed=5))["seed"] == 5
-    assert evaluate.split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2})) == \
-        {"seed": 6, "val_fraction": 0.2}
-    run_config = {"seed": 3, "val_fraction": 0.25, "max_crop_scale": 2.0}
-    assert evaluate.split_parameters(_meta(), run_config) == run_config
-    assert evaluate.split_parameters(_meta(seed=5), run_config, 9)["seed"] == 9
-    assert evaluate.split_parameters({}) == {"seed": 0, "val_fraction": 0.1}
+    split_parameters = generator_io.split_parameters
+    assert split_parameters(_meta(seed=5))["seed"] == 5
+    assert split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2})) == {"seed": 6, "val_fraction": 0.2}
+    exported = {"seed": 3, "val_fraction": 0.25, "max_crop_scale": 2.0}
+    assert split_parameters(_meta(**exported)) == exported
+    assert split_parameters(_meta(**exported), 9)["seed"] == 9
+    assert split_parameters({}) == {"seed": 0, "val_fraction": 0.1}
 
 
-def test_run_directory_config_sets_the_split(tmp_path, checkpoint, capsys):
+def test_the_generators_meta_sets_the_split(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "generator.pt").write_bytes(checkpoint.read_bytes())
-    (run / "config.toml").write_text('# comment\nseed = 4\nval_fraction = 0.2\ndata = ""\n')
+    torch.manual_seed(0)
+    save_generator(run / "generator.pt", Generator(SIZE), _meta(seed=4, val_fraction=0.2, data=""))
     _run(["--checkpoint", run, "--methods", "biharmonic", "--limit", 1, "--out", tmp_path / "o", "--no-progress",
           "--figures", 0])
     md = (tmp_path / "o" / "results.md").read_text()
     assert "val_fraction=0.2, seed=4" in md
+
+
+def test_a_rerun_replaces_the_earlier_results(tmp_path, checkpoint, data_dir):
+    out = tmp_path / "out"
+    common = ["--checkpoint", checkpoint, "--data", data_dir, "--methods", "gan", "--limit", 4, "--out", out,
+              "--no-progress"]
+    _run(common + ["--figures", 4])
+    (out / "notes.txt").write_text("an earlier run's leftover")
+    _run(common + ["--figures", 0])
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "per_image.csv", "results.csv", "results.md"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_shipped_default_generator_is_used_and_named(tmp_path, data_dir, monkeypatch, capsys):
+    torch.manual_seed(3)
+    shipped = tmp_path / "default_generator.pt"
+    save_generator(shipped, Generator(SIZE).half(), _meta(description="the test's default"))
+    assert generator_io.torch.load(shipped)["state_dict"]["to_rgb.weight"].dtype == torch.float16
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: shipped)
+    _run(["--data", data_dir, "--methods", "gan", "--limit", 1, "--out", tmp_path / "o", "--no-progress"])
+    err = capsys.readouterr().err
+    assert err.count("note: no --checkpoint given: using the shipped default generator") == 1
+    assert str(shipped) in err and "the test's default" in err
+    assert "the test's default" in (tmp_path / "o" / "results.md").read_text()
 
 
 def test_missing_opencv_is_skipped_with_a_note(tmp_path, data_dir, monkeypatch, capsys):
@@ -167,7 +190,7 @@ def test_missing_opencv_is_skipped_with_a_note(tmp_path, data_dir, monkeypatch, 
           "--no-progress"])
     assert "note: skipping opencv-telea: OpenCV is not installed (test)" in capsys.readouterr().err
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
-    assert [r["method"] for r in rows] == ["biharmonic"]
+    assert [r["method"] for r in rows] == ["biharmonic", "border-mean"]
     assert "opencv-ns" in json.loads((out / "config.json").read_text())["resolved"]["skipped"]
 
 
@@ -227,11 +250,12 @@ def test_parse_methods():
 
 # ---------------------------------------------------------------- bad command lines
 
-def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, capsys):
+def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
     common = ["--out", tmp_path / "o", "--no-progress", "--methods", "gan,biharmonic"]  # later flags win
     cases = [
         (["--methods", "gan,nosuch", "--checkpoint", checkpoint], "unknown method 'nosuch'"),
-        (["--methods", "gan,biharmonic", "--data", data_dir], "the gan method needs --checkpoint"),
+        (["--methods", "gan,biharmonic", "--data", data_dir], "no shipped default generator"),
         (["--checkpoint", tmp_path / "missing.pt"], "no such file or directory"),
         (["--checkpoint", tmp_path / "emptyrun"], "without generator.pt"),
         (["--checkpoint", tmp_path / "garbage.pt"], "not a readable nfinpaint generator"),
@@ -244,7 +268,17 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
         (["--checkpoint", checkpoint, "--data", data_dir, "--device", "tpu:x"], "--device"),
         (["--methods", "biharmonic", "--data", data_dir, "--image-size", 5], "--image-size must be at least 8"),
         (["--checkpoint", checkpoint, "--data", data_dir, "--threads", 0], "--threads must be at least 1"),
+        (["--checkpoint", tmp_path / "empty.pt"], "empty (0 bytes)"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "a_file"], "is a file, not a folder"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "a_file" / "sub"],
+         "is a file, not a folder"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "photos"],
+         "does not hold an nfinpaint evaluation"),
     ]
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"not to be deleted")
     (tmp_path / "emptyrun").mkdir()
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
@@ -253,13 +287,58 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
         err = _error(common + argv, capsys)
         assert err.startswith("error: ") and "\n" not in err, (argv, err)
         assert expected in err, (argv, err)
+        assert "weights_only" not in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "o").exists()
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"not to be deleted"
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_an_image_smaller_than_the_crop_is_skipped_with_a_warning(tmp_path, data_dir, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for image in sorted(data_dir.iterdir())[:2]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    Image.fromarray(np.zeros((10, 40, 3), np.uint8)).save(folder / "tiny.png")
+    from nfinpaint.data import DataWarning
+
+    with pytest.warns(DataWarning, match=r"skipping .*tiny\.png: 40x10 pixels, smaller than the 24x24 crop"):
+        _run(["--data", folder, "--methods", "biharmonic", "--out", tmp_path / "o", "--no-progress"])
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "results.csv").read_text())))
+    assert rows[0]["n"] == "2"
+
+
+def test_help_has_no_markup(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "**" not in text and "--checkpoint" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is visible")
 def test_cuda_device_without_gpu_is_rejected(tmp_path, data_dir, capsys):
     err = _error(["--methods", "biharmonic", "--data", data_dir, "--device", "cuda", "--out", tmp_path], capsys)
     assert "no CUDA GPU is visible" in err
+
+
+def test_border_mean_floor_against_a_direct_computation():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    image = torch.rand(3, 20, 17, generator=g)
+    mask = torch.zeros(1, 20, 17)
+    mask[:, 3:7, 2:6] = 1                      # two separate holes: each gets its own ring's colour
+    mask[:, 12:18, 9:15] = 1
+    mask[:, 19, 0] = 1                         # a one-pixel hole in the corner
+    filled = baselines.build_method("border-mean").fill(image, mask)
+    hole = mask[0].numpy() > 0.5
+    ys, xs = np.nonzero(hole)
+    expected = image.clone()
+    for box in ((range(3, 7), range(2, 6)), (range(12, 18), range(9, 15)), (range(19, 20), range(0, 1))):
+        cells = [(y, x) for y in box[0] for x in box[1]]
+        ring = [(y, x) for y in range(20) for x in range(17) if not hole[y, x]
+                and min(max(abs(y - cy), abs(x - cx)) for cy, cx in cells) <= 2]
+        colour = torch.stack([image[:, y, x] for y, x in ring]).mean(0)
+        for y, x in cells:
+            expected[:, y, x] = colour
+    torch.testing.assert_close(filled, expected)
 
 
 def test_argparse_rejects_unknown_mask_kind(capsys):

@@ -25,3 +25,30 @@ def test_failed_write_leaves_nothing(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_replaces_the_old_folder_whole(tmp_path):
+    from nfinpaint.files import atomic_folder
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "old.txt").write_text("earlier run")
+    with atomic_folder(out) as folder:
+        (folder / "new.txt").write_text("this run")
+        assert (out / "old.txt").exists()           # untouched until the new folder is complete
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]   # no temporary folder left
+
+
+def test_atomic_folder_keeps_the_old_folder_on_error(tmp_path):
+    from nfinpaint.files import atomic_folder
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "old.txt").write_text("earlier run")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as folder:
+            (folder / "new.txt").write_text("half")
+            raise RuntimeError("failed mid-way")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nfinpaint import baselines, inpaint
+from nfinpaint import baselines, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
-from nfinpaint.images import read_image
+from nfinpaint.images import read_image_and_alpha
 from nfinpaint.networks import Generator
 
 SIZE, HOLE = 24, 8
@@ -184,7 +184,8 @@ def test_cli_gan_writes_output_and_keeps_known_pixels(tmp_path, checkpoint, caps
 
 
 @needs_patchmatch
-def test_cli_without_checkpoint_uses_patchmatch_with_a_note(tmp_path, capsys):
+def test_cli_without_checkpoint_uses_patchmatch_with_a_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)
     image, mask = _picture_and_mask(seed=4)
     img_path, mask_path = _write(tmp_path, image, mask)
     out = tmp_path / "pm.png"
@@ -195,51 +196,173 @@ def test_cli_without_checkpoint_uses_patchmatch_with_a_note(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(out))[known], np.asarray(Image.open(img_path))[known])
 
 
+def _cli_error(argv, capsys):
+    capsys.readouterr()
+    code = inpaint.main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in err and "weights_only" not in err, err
+    return err
+
+
 def test_cli_reports_when_patchmatch_cannot_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inpaint, "patchmatch_missing", lambda: "not built (test)")
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)
     image, mask = _picture_and_mask(seed=5)
     img_path, mask_path = _write(tmp_path, image, mask)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        inpaint.main([str(img_path), str(mask_path), "-o", str(tmp_path / "o.png")])
-    assert info.value.code == 2
-    assert "3 hole(s) need PatchMatch, which cannot run here: not built (test)" in capsys.readouterr().err
+    err = _cli_error([img_path, mask_path, "-o", tmp_path / "o.png"], capsys)
+    assert "3 hole(s) need PatchMatch, which cannot run here: not built (test)" in err
 
 
-def test_cli_rejects_bad_input_with_one_line_errors(tmp_path, checkpoint, capsys):
+def _bad_inputs(tmp_path, checkpoint):
+    """Files for the table of bad inputs below (names as the cases use them)."""
     image, mask = _picture_and_mask(seed=6)
     img_path, mask_path = _write(tmp_path, image, mask)
-    small_mask = tmp_path / "small_mask.png"
-    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(small_mask)
-    black_mask = tmp_path / "black.png"
-    Image.fromarray(np.zeros((50, 70), np.uint8)).save(black_mask)
-    white_mask = tmp_path / "white.png"
-    Image.fromarray(np.full((50, 70), 255, np.uint8)).save(white_mask)
-    garbage = tmp_path / "garbage.png"
-    garbage.write_bytes(b"not an image at all")
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"state_dict": {}}, foreign)
-    out = str(tmp_path / "out.png")
-    cases = [
-        ([img_path, small_mask, "-o", out], "is 12x10 but"),
-        ([img_path, black_mask, "-o", out], "has no hole"),
-        ([img_path, white_mask, "-o", out, "--checkpoint", checkpoint], "covers the whole image"),
-        ([garbage, mask_path, "-o", out], "not a readable image"),
-        ([tmp_path / "nosuch.png", mask_path, "-o", out], "no such file"),
-        ([img_path, garbage, "-o", out], "not a readable image"),
-        ([img_path, mask_path, "-o", str(tmp_path / "out.xyz")], "unknown image format"),
-        ([img_path, mask_path, "-o", str(tmp_path)], "is a folder"),
-        ([img_path, mask_path, "-o", out, "--method", "gan"], "--method gan needs --checkpoint"),
-        ([img_path, mask_path, "-o", out, "--checkpoint", foreign], "not an nfinpaint generator"),
-        ([img_path, mask_path, "-o", out, "--checkpoint", tmp_path / "nosuch.pt"], "no such file or directory"),
-        ([img_path, mask_path, "-o", out, "--max-scale", "0.5"], "--max-scale must be at least 1"),
-    ]
-    for argv, expected in cases:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            inpaint.main([str(a) for a in argv])
-        err = capsys.readouterr().err.strip()
-        assert info.value.code == 2, (argv, err)
-        assert err.startswith("error: ") and "\n" not in err, (argv, err)
-        assert expected in err, (argv, err)
-    assert not (tmp_path / "out.png").exists()
+    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(tmp_path / "small_mask.png")
+    Image.fromarray(np.zeros((50, 70), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((50, 70), 255, np.uint8)).save(tmp_path / "white.png")
+    (tmp_path / "garbage.png").write_bytes(b"not an image at all")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "a_file.png").write_bytes(b"x")
+    tiny = torch.rand(3, 10, 10)
+    tiny_mask = torch.zeros(1, 10, 10)
+    tiny_mask[:, 4:6, 4:6] = 1
+    (tmp_path / "tiny").mkdir()
+    _write(tmp_path / "tiny", tiny, tiny_mask)          # too small for PatchMatch's 7x7 patches
+    return {"img": img_path, "mask": mask_path, "ckpt": checkpoint, "tmp": tmp_path}
+
+
+BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-line error)
+    ("{img} {tmp}/small_mask.png -o {tmp}/out.png", "is 12x10 but"),
+    ("{img} {tmp}/black.png -o {tmp}/out.png", "has no hole"),
+    ("{img} {tmp}/white.png -o {tmp}/out.png --checkpoint {ckpt}", "covers the whole image"),
+    ("{tmp}/garbage.png {mask} -o {tmp}/out.png", "not a readable image"),
+    ("{tmp}/nosuch.png {mask} -o {tmp}/out.png", "no such file"),
+    ("{img} {tmp}/garbage.png -o {tmp}/out.png", "not a readable image"),
+    ("{img} {mask} -o {tmp}/out.xyz", "unknown image format"),
+    ("{img} {mask} -o {tmp}", "is a folder"),
+    ("{img} {mask} -o {tmp}/a_file.png/x.png", "is a file, not a folder"),
+    ("{img} {mask} -o {img}", "is IMAGE itself"),
+    ("{img} {mask} -o {mask}", "is MASK itself"),
+    ("{img} {mask} -o {tmp}/out.png --method gan", "--method gan needs --checkpoint"),
+    ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/foreign.pt", "not an nfinpaint generator"),
+    ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/empty.pt", "empty (0 bytes)"),
+    ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/random.pt", "not a readable nfinpaint generator"),
+    ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/nosuch.pt", "no such file or directory"),
+    ("{img} {mask} -o {tmp}/out.png --max-scale 0.5", "--max-scale must be at least 1"),
+    ("{img} {mask} -o {tmp}/out.png --device tpu", "--device"),
+    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside the holes"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_INPUTS)
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint, capsys, monkeypatch, argv, expected):
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
+    names = _bad_inputs(tmp_path, checkpoint)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    err = _cli_error(argv.format(**names).split(), capsys)
+    assert expected in err, err
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before, "a file was written or changed"
+
+
+def test_cli_overwrite_allows_replacing_the_input(tmp_path, checkpoint, capsys):
+    image, mask = _picture_and_mask(seed=7)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(img_path), "--checkpoint", str(checkpoint),
+                         "--method", "gan", "--overwrite"]) == 0
+    known = mask[0].numpy() == 0
+    assert np.array_equal(np.asarray(Image.open(img_path))[known],
+                          (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)[known])
+
+
+def _known_pixels_of(out, mask):
+    return np.asarray(Image.open(out).convert("RGB"))[mask[0].numpy() == 0]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "L", "LA", "P", "CMYK", "F", "RGBA"])
+def test_cli_reads_every_image_mode_scaled_to_0_1(tmp_path, checkpoint, capsys, mode):
+    rng = np.random.default_rng()
+    h, w = 50, 70
+    _, mask = _picture_and_mask(h, w)
+    grey16 = rng.integers(0, 65536, (h, w), dtype=np.uint16)
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    if mode == "I;16":
+        picture, expected = Image.fromarray(grey16), np.repeat((grey16 / 65535.0)[..., None], 3, 2)
+    elif mode == "F":
+        values = rng.random((h, w), dtype=np.float32)
+        picture, expected = Image.fromarray(values), np.repeat(values[..., None], 3, 2)
+    elif mode == "L":
+        picture, expected = Image.fromarray(rgba[..., 0]), np.repeat(rgba[..., :1] / 255.0, 3, 2)
+    elif mode == "LA":
+        picture = Image.fromarray(rgba[..., [0, 3]], "LA")
+        expected = np.repeat(rgba[..., :1] / 255.0, 3, 2)
+    elif mode == "RGBA":
+        picture, expected = Image.fromarray(rgba, "RGBA"), rgba[..., :3] / 255.0
+    elif mode == "P":
+        picture = Image.fromarray(rgba[..., :3]).quantize(64)
+        expected = np.asarray(picture.convert("RGB")) / 255.0
+    else:  # CMYK: PIL's own conversion is the reference
+        picture = Image.fromarray(rgba, "CMYK")
+        expected = np.asarray(picture.convert("RGB")) / 255.0
+    path = tmp_path / ("in.tif" if mode in ("F", "CMYK") else "in.png")
+    picture.save(path)
+    image, alpha, _ = read_image_and_alpha(path)
+    np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(mask_path)
+    out = tmp_path / "out.png"
+    assert inpaint.main([str(path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
+                         "--method", "gan"]) == 0
+    assert np.array_equal(_known_pixels_of(out, mask),
+                          (expected * 255 + 0.5).astype(np.uint8)[mask[0].numpy() == 0])
+    if mode in ("LA", "RGBA"):   # alpha passed through unchanged
+        assert np.array_equal(np.asarray(Image.open(out))[..., 3], rgba[..., 3])
+        assert "alpha channel is passed through" in capsys.readouterr().out
+
+
+def test_cli_says_when_alpha_is_dropped_and_warns_for_palette_output(tmp_path, checkpoint, capsys):
+    rgba = np.random.default_rng().integers(0, 256, (50, 70, 4), dtype=np.uint8)
+    _, mask = _picture_and_mask()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    common = [str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "--checkpoint", str(checkpoint)]
+    assert inpaint.main(common + ["-o", str(tmp_path / "out.jpg")]) == 0
+    assert "transparency is dropped" in capsys.readouterr().out
+    assert inpaint.main(common + ["-o", str(tmp_path / "out.gif")]) == 0
+    assert "warning: .gif holds at most 256 colours" in capsys.readouterr().err
+
+
+def test_cli_applies_exif_orientation_to_image_and_mask(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng()
+    stored = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)     # 50 wide as stored ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                # ... shown rotated: 30 wide, 50 high
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
+    shown = np.rot90(stored, k=-1)                                  # orientation 6: rotate 90 degrees clockwise
+    hole = np.zeros((50, 30), np.uint8)
+    hole[20:26, 10:16] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")               # drawn over what a viewer shows
+    out = tmp_path / "out.png"
+    assert inpaint.main([str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "-o", str(out),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    result = np.asarray(Image.open(out))
+    assert result.shape == shown.shape
+    assert np.array_equal(result[hole == 0], shown[hole == 0])
+
+
+def test_cli_uses_the_shipped_default_and_says_so(tmp_path, generator, capsys, monkeypatch):
+    shipped = tmp_path / "default_generator.pt"
+    save_generator(shipped, Generator(SIZE).half(), dict(preset="default", image_size=SIZE, hole_size=HOLE,
+                                                         feature_weights="random", feature_pretrained=False,
+                                                         description="shipped for the test"))
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: shipped)
+    image, mask = _picture_and_mask(seed=8)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(tmp_path / "o.png")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("note: no --checkpoint given: using the shipped default generator") == 1
+    assert str(shipped) in printed and "shipped for the test" in printed and ": GAN" in printed

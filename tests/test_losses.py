@@ -7,11 +7,14 @@ import torch
 
 from nfinpaint import losses
 from nfinpaint.feature_net import VGGFeatures
-from nfinpaint.losses import (PAPER_WEIGHTS, LossWeights, adversarial_d_loss, adversarial_g_loss,
+from nfinpaint.config import PRESETS
+from nfinpaint.losses import (LossWeights, adversarial_d_loss, adversarial_g_loss,
                               composite_and_l2, feature_loss,
                               mask_to_feature_weight, total_generator_loss)
 from nfinpaint.kernels.gram import gram_distance_reference
 from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
+
+PAPER = LossWeights.from_config(PRESETS["paper"])   # l1 = l2 = 200, l3 = 0.05 on per-image sums
 
 
 def _tiny_case():
@@ -97,7 +100,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="reduction"):
         composite_and_l2(a, a, a[:, :1], False, reduction="avg")
     with pytest.raises(ValueError, match="unknown"):
-        total_generator_loss({"l1": torch.tensor(1.0)}, PAPER_WEIGHTS)
+        total_generator_loss({"l1": torch.tensor(1.0)}, PAPER)
     with pytest.raises(ValueError, match="reduction"):
         LossWeights(reduction="median")
 
@@ -105,9 +108,9 @@ def test_bad_arguments():
 def test_total_generator_loss_by_hand():
     terms = {"l2": torch.tensor(0.5), "adv_global": torch.tensor(0.25), "adv_local": torch.tensor(2.0),
              "feature": torch.tensor(10.0)}
-    assert PAPER_WEIGHTS == LossWeights(1, 200, 200, 0.05, reduction="image_sum")
-    assert math.isclose(float(total_generator_loss(terms, PAPER_WEIGHTS)), 0.5 + 50 + 400 + 0.5)
-    assert math.isclose(float(total_generator_loss({"l2": terms["l2"]}, PAPER_WEIGHTS)), 0.5)
+    assert LossWeights.from_config(PRESETS["paper"]) == LossWeights(1, 200, 200, 0.05, reduction="image_sum")
+    assert math.isclose(float(total_generator_loss(terms, PAPER)), 0.5 + 50 + 400 + 0.5)
+    assert math.isclose(float(total_generator_loss({"l2": terms["l2"]}, PAPER)), 0.5)
     w = LossWeights(l2=2.0, adv_global=0.0, adv_local=1.0, feature=0.1)
     assert math.isclose(float(total_generator_loss(terms, w)), 1.0 + 2.0 + 1.0)
 
@@ -161,7 +164,7 @@ def test_losses_compile_without_graph_breaks():
         feat = feature_loss(composite, target, kind="feature", weight=mask_to_feature_weight(mask, (4, 4)))
         gram = feature_loss(composite, target, kind="gram")
         return total_generator_loss({"l2": l2, "adv_global": adversarial_g_loss(logits),
-                                     "feature": feat + gram}, PAPER_WEIGHTS)
+                                     "feature": feat + gram}, PAPER)
     args = (torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float(), torch.randn(2))
     compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(*args), objective(*args))

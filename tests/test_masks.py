@@ -76,3 +76,14 @@ def test_bad_arguments():
         make_masks("circle", 1, 24, 8)
     with pytest.raises(ValueError, match="not both"):
         make_masks("random", 1, 24, 8, generator=torch.Generator(), seed=1)
+
+
+def test_blank_holes_zeroes_exactly_the_hole():
+    from nfinpaint.masks import blank_holes
+
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    image = torch.rand(2, 3, 9, 9, generator=g) + 0.01      # no pixel is 0 before blanking
+    mask = (torch.rand(2, 1, 9, 9, generator=g) > 0.5).float()
+    out = blank_holes(image, mask)
+    hole = mask.expand_as(image) > 0.5
+    assert torch.all(out[hole] == 0) and torch.equal(out[~hole], image[~hole])

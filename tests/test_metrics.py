@@ -137,3 +137,18 @@ def test_summary_mean_and_confidence_interval_by_hand():
     assert single.mean == 5.0 and math.isnan(single.ci95)
     with pytest.raises(ValueError):
         metrics.summarize([])
+
+
+def test_batch_psnr_is_the_per_image_psnr():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    target = torch.rand(5, 3, 12, 10, generator=g)
+    pred = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    pred[3] = target[3]                                       # a perfect fill: capped, not infinite
+    mask = (torch.rand(5, 1, 12, 10, generator=g) > 0.6).float()
+    mask[:, :, 0, 0] = 1                                      # every image has a hole
+    hole = metrics.batch_psnr(pred, target, mask)
+    whole = metrics.batch_psnr(pred, target)
+    for i in range(5):
+        assert float(hole[i]) == pytest.approx(metrics.psnr(pred[i], target[i], mask[i]), abs=1e-3)
+        assert float(whole[i]) == pytest.approx(metrics.psnr(pred[i], target[i]), abs=1e-3)
+    assert float(hole[3]) == pytest.approx(metrics.PSNR_CAP)

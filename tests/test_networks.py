@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nfinpaint.networks import (MODEL_PRESETS, GlobalDiscriminator, Generator, LocalDiscriminator,
+from nfinpaint.config import PRESETS
+from nfinpaint.networks import (GlobalDiscriminator, Generator, LocalDiscriminator,
                                 count_parameters, crop_patches, generator_stages, local_patch_origin)
 
 
@@ -18,7 +19,7 @@ def _linears(module):
 
 @pytest.mark.parametrize("preset", ["paper", "paper64"])
 def test_presets_shapes_and_range(preset):
-    p = MODEL_PRESETS[preset]
+    p = PRESETS[preset]
     torch.manual_seed(0)
     g = Generator(p.image_size)
     x = torch.rand(2, 3, p.image_size, p.image_size)
@@ -27,10 +28,10 @@ def test_presets_shapes_and_range(preset):
     y = g(x, m)
     assert y.shape == x.shape
     assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
-    gd, ld = GlobalDiscriminator(p.image_size), LocalDiscriminator(p.patch_size)
+    gd, ld = GlobalDiscriminator(p.image_size), LocalDiscriminator(p.local_patch_size)
     assert gd(y).shape == (2,)
-    origins = local_patch_origin(m, p.patch_size)
-    assert ld(crop_patches(y, origins, p.patch_size)).shape == (2,)
+    origins = local_patch_origin(m, p.local_patch_size)
+    assert ld(crop_patches(y, origins, p.local_patch_size)).shape == (2,)
 
 
 def test_paper64_layer_widths_match_tables():
@@ -245,6 +246,19 @@ def test_save_load_roundtrip(tmp_path):
     torch.testing.assert_close(loaded(x, m), g.eval()(x, m))
 
 
+def test_half_precision_file_loads_as_float32(tmp_path):
+    torch.manual_seed(int(torch.randint(0, 2**31, ())))
+    g = Generator(16).eval()
+    path = save_generator(tmp_path / "half.pt", g.half(), dict(_META, image_size=16))
+    assert torch.load(path)["state_dict"]["to_rgb.weight"].dtype == torch.float16
+    loaded, _ = load_generator(path)
+    for (name, want), got in zip(g.state_dict().items(), loaded.state_dict().values()):
+        assert got.dtype == (torch.float32 if want.is_floating_point() else want.dtype), name
+        assert torch.equal(got, want.float() if want.is_floating_point() else want), name
+    x, m = torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16)
+    assert loaded(x, m).dtype == torch.float32
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(GeneratorFileError, match="does not exist"):
         load_generator(tmp_path / "missing.pt")
@@ -252,8 +266,13 @@ def test_load_errors(tmp_path):
         load_generator(tmp_path)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
-    with pytest.raises(GeneratorFileError, match="not a readable"):
+    with pytest.raises(GeneratorFileError, match="not a readable") as info:
         load_generator(corrupt)
+    assert "weights_only" not in str(info.value)     # never advise unpickling a file of unknown origin
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(GeneratorFileError, match=r"empty \(0 bytes\)"):
+        load_generator(empty)
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {}}, foreign)
     with pytest.raises(GeneratorFileError, match="not an nfinpaint generator"):

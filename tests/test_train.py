@@ -121,6 +121,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
     (step, _), = list_checkpoints(run)
     assert step >= 3
+    # the end record's validation is of the step it stopped at, not step 0's
+    end, = _records(run, "end")
+    assert end["interrupted"] is True and _records(run, "val")[-1]["step"] == step
+    assert end["val_psnr_hole"] == _records(run, "val")[-1]["val_psnr_hole"]
     _, meta = load_generator(run)
     assert meta["complete"] is False and meta["step"] == step
     assert not list(run.rglob("*.tmp*"))      # nothing half-written
@@ -136,28 +140,85 @@ def _bad(args, capsys):
     return err[-1]
 
 
-def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
-    out = tmp_path / "run"
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert "no image files found" in _bad(TINY + ["--data", str(empty), "--out", str(out)], capsys)
-    small = tmp_path / "small"
-    small.mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small / "s.png")
-    assert "smaller than the 16x16 crop" in _bad(TINY + ["--data", str(small), "--out", str(out)], capsys)
-    unreadable = tmp_path / "unreadable"
-    unreadable.mkdir()
-    (unreadable / "a.jpg").write_text("?")
-    assert "could be read" in _bad(TINY + ["--data", str(unreadable), "--out", str(out)], capsys)
-    assert "does not exist" in _bad(["--resume", str(tmp_path / "nope")], capsys)
-    assert "unknown config key 'stepz'" in _bad(TINY + ["--set", "stepz=3", "--out", str(out)], capsys)
-    toml = tmp_path / "c.toml"
-    toml.write_text("learning_rate = 0.1\n")
-    assert "unknown config key 'learning_rate'" in _bad(TINY + ["--config", str(toml), "--out", str(out)], capsys)
-    assert not out.exists()
-    out.mkdir()
-    (out / "something").write_text("x")
-    assert "already exists and is not empty" in _bad(TINY + ["--out", str(out)], capsys)
+def _bad_input_files(tmp_path):
+    """The files the table below refers to ({tmp}/NAME)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "small").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small" / "s.png")
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "a.jpg").write_text("?")
+    (tmp_path / "c.toml").write_text("learning_rate = 0.1\n")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "something").write_text("x")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "backup.pt").write_bytes(b"")
+    (tmp_path / "broken" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "broken" / "checkpoints" / "step_0000002.pt").write_bytes(np.random.default_rng(0).bytes(999))
+
+
+BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of the one-line error)
+    ("--data {tmp}/empty --out {tmp}/run", "no image files found"),
+    ("--data {tmp}/small --out {tmp}/run", "smaller than the 16x16 crop"),
+    ("--data {tmp}/unreadable --out {tmp}/run", "could be read"),
+    ("--set stepz=3 --out {tmp}/run", "unknown config key 'stepz'"),
+    ("--config {tmp}/c.toml --out {tmp}/run", "unknown config key 'learning_rate'"),
+    ("--out {tmp}/taken", "already exists and is not empty"),
+    ("--out {tmp}/a_file", "is a file, not a folder"),
+    ("--out {tmp}/a_file/run", "is a file, not a folder"),
+    ("--set image_size=25 --out {tmp}/run", "cannot take image_size=25"),
+    ("--set feature_layer=conv9 --out {tmp}/run", "feature_layer must be one of"),
+    ("--device tpu --out {tmp}/run", "device must be auto, cpu, cuda or cuda:N"),
+    ("--set train_masks=square --out {tmp}/run", "train_masks"),
+]
+RESUME_INPUTS = [
+    ("--resume {tmp}/nope", "does not exist"),
+    ("--resume {tmp}/backup.pt", "accepted only inside its run directory's checkpoints/"),
+    ("--resume {tmp}/empty", "holds no checkpoint"),
+    ("--resume {tmp}/broken", "not a readable training checkpoint"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_INPUTS + RESUME_INPUTS)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, argv, expected):
+    _bad_input_files(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = ([] if argv.startswith("--resume") else TINY) + argv.format(tmp=tmp_path).split()   # later wins
+    message = _bad(args + ["--quiet"], capsys)
+    assert expected in message and "weights_only" not in message, message
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "3", "--out", str(run), "--set", "checkpoint_every=2"]) == 0
+    assert [s for s, _ in list_checkpoints(run)] == [2, 3]
+    (run / "checkpoints" / "step_0000003.pt").write_bytes(b"\x00" * 100)   # a crash mid-write, say
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "step_0000003.pt" in err and "older checkpoint step_0000002.pt" in err
+    assert [r["step"] for r in _records(run, "resume")] == [2]
+    assert sorted(r["step"] for r in _records(run)) == [1, 2, 3, 4]
+
+
+def test_resume_drops_damaged_metrics_lines_with_a_warning(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"kind": "train", "step": 1, "l2"\n')                  # cut short
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--quiet"]) == 0
+    assert "warning: " in capsys.readouterr().err
+    assert [r["step"] for r in _records(run)] == [1, 2, 3]
+
+
+def test_schedule_line_says_what_this_run_does(tmp_path, capsys):
+    assert main(TINY + ["--steps", "2", "--set", "g_warmup_steps=300", "--set", "d_warmup_steps=40",
+                        "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "schedule: 2 generator-only, 0 discriminator-only, 0 joint steps" in err
+    assert "No CUDA runtime" not in err
 
 
 def test_resume_refuses_to_change_the_run(tmp_path, capsys):

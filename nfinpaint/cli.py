@@ -1,0 +1,136 @@
+"""What every command (train, evaluate, inpaint) shares: bad input as one line, devices, paths.
+
+A command's ``main`` is ``cli.main(run, argv, parser, errors)``: bad input
+(:class:`UsageError` or one of the command's own error types) prints one line
+``error: ...`` and exits with status 2; Ctrl-C that the command does not handle
+prints ``aborted`` and exits with 130; warnings print as ``warning: ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one ``error: ...`` line, exit status 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
+
+
+class _DropCudaRuntimeNotice(logging.Filter):
+    # torch's extension loader logs this on every CPU-only machine that has a CUDA toolkit;
+    # it says nothing the user can act on.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def quiet_startup() -> None:
+    """One warning format for every command, and no CUDA-runtime notice on CPU-only machines."""
+    warnings.formatwarning = _format_warning
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _DropCudaRuntimeNotice) for f in logger.filters):
+        logger.addFilter(_DropCudaRuntimeNotice())
+
+
+def warn(message: str) -> None:
+    """A ``warning: ...`` line on stderr (the same format as Python warnings get)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def help_text(doc: str) -> str:
+    """A module docstring as plain ``--help`` text: no reStructuredText/Markdown markup."""
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", doc.replace("``", "")).strip()
+
+
+def parser(prog: str, doc: str, **kwargs) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=help_text(doc),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | None,
+         arg_parser: argparse.ArgumentParser, errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse ``argv``, call ``run(args)``; returns the exit status: ``run``'s (0 for None), 2 after
+    one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C."""
+    quiet_startup()
+    args = arg_parser.parse_args(None if argv is None else [str(a) for a in argv])
+    try:
+        code = run(args)
+    except (UsageError, *errors) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return 0 if code is None else code
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(text: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU when one is visible, else the CPU; UsageError for a
+    device that is not one or is not here."""
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Fail now, before any work, if the file ``path`` cannot be written (its folder may be missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name such as {path / 'filled.png'}")
+    check_output_folder(path.parent, option, of=path)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, option: str, *, of: Path | None = None) -> Path:
+    """Fail now if folder ``path`` cannot be created or written: a plain file on the way, no permission."""
+    path = Path(path)
+    existing = _nearest_existing(path)
+    shown = of if of is not None else path
+    if not existing.is_dir():
+        raise UsageError(f"{option} {shown}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {shown}: no permission to write in {existing}")
+    return path

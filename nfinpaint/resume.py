@@ -1,0 +1,79 @@
+"""Continuing a stopped training run: which run, from which checkpoint, with which config.
+
+``--resume RUN`` continues from the newest readable checkpoint of
+``RUN/checkpoints/`` (a corrupt newest one is skipped with a warning);
+``--resume RUN/checkpoints/step_N.pt`` from that one.  A checkpoint file
+anywhere else is refused: its run directory would be a guess, and the run
+writes config.toml, samples and generator.pt there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
+from nfinpaint.cli import warn
+from nfinpaint.config import RESUMABLE_KEYS, ConfigError, TrainConfig
+
+
+@dataclass
+class ResumePoint:
+    """A run directory and the checkpoint (already loaded) it continues from."""
+
+    run_dir: Path
+    checkpoint: Path
+    payload: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.payload["step"])
+
+
+def _candidates(path: Path) -> tuple[Path, list[Path]]:
+    """(run directory, checkpoint files to try, newest first)."""
+    if not path.exists():
+        raise CheckpointError(f"resume path {path} does not exist; pass a run directory written by "
+                              f"python -m nfinpaint.train")
+    if path.is_file():
+        if path.parent.name != CHECKPOINT_DIR or path not in [p for _, p in list_checkpoints(path.parent.parent)]:
+            raise CheckpointError(f"--resume {path}: a checkpoint file is accepted only inside its run directory's "
+                                  f"{CHECKPOINT_DIR}/ folder (RUN/{CHECKPOINT_DIR}/step_N.pt), where the run "
+                                  f"directory is unambiguous; copy it there, or pass the run directory")
+        return path.parent.parent, [path]
+    found = [p for _, p in reversed(list_checkpoints(path))]
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint ({CHECKPOINT_DIR}/step_*.pt); pass a run directory "
+                              f"that has trained for at least one checkpoint")
+    return path, found
+
+
+def find_resume_point(path: str | os.PathLike) -> ResumePoint:
+    """The run at ``path`` (a run directory, or one of its checkpoint files) and its checkpoint.
+
+    Falls back from a corrupt newest checkpoint to the next older one, with a
+    warning; CheckpointError when none can be read.
+    """
+    run_dir, candidates = _candidates(Path(path).expanduser())
+    for i, candidate in enumerate(candidates):
+        try:
+            return ResumePoint(run_dir, candidate, load_checkpoint(candidate, map_location="cpu"))
+        except CheckpointError as exc:
+            if i + 1 == len(candidates):
+                if i > 0:
+                    raise CheckpointError(f"none of the {len(candidates)} checkpoints in {run_dir / CHECKPOINT_DIR} "
+                                          f"can be read (the oldest: {exc})") from None
+                raise
+            warn(f"{exc}; resuming from the older checkpoint {candidates[i + 1].name} instead")
+    raise AssertionError("unreachable")
+
+
+def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
+    """The run's own config with ``overrides`` of the keys a resumed run may change."""
+    saved = TrainConfig(**point.payload["config"])
+    for key, value in overrides.items():
+        if key not in RESUMABLE_KEYS and value != getattr(saved, key):
+            raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
+                              f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
+    return dataclasses.replace(saved, **overrides).validate()

@@ -1,0 +1,112 @@
+"""A training run's directory and its logs: where it goes, config.toml, metrics.jsonl, console lines.
+
+Layout: ``config.toml`` (resolved config + versions), ``metrics.jsonl`` (one
+JSON record per line), ``samples/``, ``checkpoints/`` (nfinpaint.checkpoint)
+and ``generator.pt`` (nfinpaint.generator_io).  Everything that can refuse a
+run directory is checked here before anything is written into it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nfinpaint.cli import warn
+from nfinpaint.config import ConfigError, TrainConfig, to_toml
+from nfinpaint.files import write_text
+from nfinpaint.info import versions
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def say(is_main: bool, message: str) -> None:
+    """A line on stderr from the main process, printed above the progress bar."""
+    if is_main:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        tqdm.write(message, file=sys.stderr)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.preset}-{stamp}"
+
+
+def check_new_run_dir(path: Path) -> None:
+    """ConfigError unless ``path`` can become a new run directory (missing, or an empty folder)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder; choose another --out for the run directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"run directory {path} already exists and is not empty; continue it with "
+                          f"--resume {path}, or choose another --out")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"--out {path}: no permission to create folders in {parent}")
+            break
+
+
+def write_config(run_dir: Path, config: TrainConfig, weights_source: str, pretrained: bool) -> None:
+    header = ("nfinpaint training run: the resolved configuration.\n"
+              "Repeat it with: python -m nfinpaint.train --config config.toml --out NEW_DIR\n"
+              f"feature network weights: {weights_source}"
+              + ("" if pretrained else "  <-- UNTRAINED: the feature loss is not perceptual"))
+    write_text(run_dir / "config.toml", to_toml(config, versions(), header))
+
+
+def metrics_to_keep(run_dir: Path, resume_step: int) -> list[str]:
+    """The records of ``run_dir``'s metrics.jsonl up to ``resume_step`` (a stopped run's later ones
+    are redone); damaged lines (e.g. cut short by a crash) are dropped with a warning.  Reads only."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    kept, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            damaged += 1
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= resume_step:
+            kept.append(line)
+    if damaged:
+        warn(f"{path}: dropped {damaged} damaged line(s) that are not JSON records")
+    return kept
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line, flushed) and TensorBoard when installed."""
+
+    def __init__(self, run_dir: Path, kept: list[str] | None, tensorboard: bool):
+        """``kept``: the records to keep from a resumed run (:func:`metrics_to_keep`); None for a new run."""
+        self.path = run_dir / METRICS_FILE
+        if kept is not None:
+            write_text(self.path, "".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+            except ImportError:
+                pass
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None and "step" in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()

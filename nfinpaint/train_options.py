@@ -1,0 +1,73 @@
+"""The options of ``python -m nfinpaint.train`` and how they become config overrides."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nfinpaint import cli
+from nfinpaint.config import PRESETS, ConfigError, coerce
+
+
+def build_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser; ``doc`` (train.py's docstring) gives the description."""
+    parser = cli.parser(
+        "python -m nfinpaint.train", "\n\n".join(doc.split("\n\n")[:3]),
+        epilog="Configuration precedence: --preset, then --config FILE.toml, then the options above and --set. "
+               f"Presets: {', '.join(PRESETS)}. Every config key (python -m nfinpaint.train --print-config "
+               "lists them) can be set with --set KEY=VALUE. Exit status: 0 done, 2 bad input, 130 interrupted "
+               "(checkpoint saved).")
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder (searched recursively) of training images, any format PIL reads; default: the "
+                             "embedded scikit-image photographs (no download)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="named configuration: 'default' (trains in minutes on a CPU), 'paper' (24x24, 8x8 hole, "
+                             "the paper's loss weights), 'paper64' (the tables' 64x64 layout); default: default")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="TOML file of config keys (a run's config.toml works); applied over the preset")
+    parser.add_argument("--steps", type=int, metavar="N", help="total optimisation steps (all three stages)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="images per step per process")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory to create (must not exist or be empty); default runs/PRESET-TIMESTAMP")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the run in DIR from its newest checkpoint, bit for bit (same losses as an "
+                             "uninterrupted run); only --steps, --device, --workers, --no-compile and logging "
+                             "cadences may change")
+    parser.add_argument("--device", metavar="DEV", help="auto (GPU if visible, default), cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="seed of the weights, the data split, crops and augmentation (default 0)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="run the training step eagerly instead of under torch.compile (starts faster, "
+                             "steps slower)")
+    parser.add_argument("--feature-weights", metavar="{imagenet,PATH,random}",
+                        help="VGG-19 weights of the feature loss: 'imagenet' (torchvision's, downloaded and cached; "
+                             "the default), PATH to a vgg19 state_dict file, or 'random' (UNTRAINED: only for "
+                             "offline smoke runs and tests; marked as such in logs, checkpoints and generator.pt)")
+    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default per preset)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: one per core not already busy, by the load average; "
+                             "a resumed run reuses its recorded count)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config key, e.g. --set adv_global_weight=0.01 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    overrides = {}
+    for option, key in (("data", "data"), ("steps", "steps"), ("batch_size", "batch_size"), ("device", "device"),
+                        ("seed", "seed"), ("feature_weights", "feature_weights"), ("workers", "num_workers"),
+                        ("threads", "threads")):
+        value = getattr(args, option)
+        if value is not None:
+            overrides[key] = value
+    if args.data is not None:
+        overrides["data"] = str(Path(args.data).expanduser())
+    if args.no_compile:
+        overrides["compile"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = coerce(key.strip(), value, "--set")
+    return overrides

@@ -1,0 +1,101 @@
+"""What the commands share (nfinpaint.cli): one-line errors, "aborted", one warning format, paths."""
+import argparse
+import logging
+import signal
+import warnings
+
+import pytest
+import torch
+
+from nfinpaint import cli
+from nfinpaint.stop import StopRequest
+
+
+def _parser():
+    return argparse.ArgumentParser(prog="x")
+
+
+def test_bad_input_is_one_line_and_status_2(capsys):
+    def run(args):
+        raise cli.UsageError("first line\nsecond line")
+    assert cli.main(run, [], _parser()) == 2
+    assert capsys.readouterr().err == "error: first line\n"
+
+
+def test_a_commands_own_error_types_count_as_bad_input_and_others_do_not(capsys):
+    class OwnError(Exception):
+        pass
+
+    def own(args):
+        raise OwnError("bad file")
+    assert cli.main(own, [], _parser(), (OwnError,)) == 2
+    assert capsys.readouterr().err == "error: bad file\n"
+
+    def bug(args):
+        raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError):      # a bug stays a traceback: it is not the user's input
+        cli.main(bug, [], _parser(), (OwnError,))
+
+
+def test_ctrl_c_nobody_handles_says_aborted(capsys):
+    def run(args):
+        raise KeyboardInterrupt
+    assert cli.main(run, [], _parser()) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.strip() == "aborted" and "Traceback" not in err
+
+
+def test_second_ctrl_c_during_training_aborts():
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_warnings_print_as_warning_lines(capsys, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)   # restored afterwards
+    cli.quiet_startup()
+    line = warnings.formatwarning("skipping x.png: unreadable", UserWarning, "/some/file.py", 12)
+    assert line == "warning: skipping x.png: unreadable\n"
+    cli.warn("the same format")
+    assert capsys.readouterr().err == "warning: the same format\n"
+
+
+def test_cuda_runtime_notice_is_dropped_and_other_messages_kept(caplog):
+    cli.quiet_startup()
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    with caplog.at_level(logging.WARNING, logger="torch.utils.cpp_extension"):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_help_text_has_no_markup():
+    assert cli.help_text("Use ``--x`` for **bold** things.") == "Use --x for bold things."
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is visible")
+@pytest.mark.parametrize("text, message", [("tpu", "is not a device"), ("meta", "only cpu and cuda"),
+                                           ("cuda", "no CUDA GPU is visible"),
+                                           ("cuda:x", "is not a device")])
+def test_bad_devices(text, message):
+    with pytest.raises(cli.UsageError, match=message):
+        cli.resolve_device(text)
+
+
+def test_resolve_device_auto_and_cpu():
+    assert cli.resolve_device("cpu") == torch.device("cpu")
+    assert cli.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert cli.check_output_file(tmp_path / "new" / "deeper" / "out.png", "-o") == tmp_path / "new/deeper/out.png"
+    with pytest.raises(cli.UsageError, match="is a folder"):
+        cli.check_output_file(tmp_path, "-o")
+    with pytest.raises(cli.UsageError, match="is a file, not a folder"):
+        cli.check_output_file(tmp_path / "file" / "out.png", "-o")
+    with pytest.raises(cli.UsageError, match="is a file, not a folder"):
+        cli.check_output_folder(tmp_path / "file" / "sub", "--out")
+    assert not (tmp_path / "new").exists()
