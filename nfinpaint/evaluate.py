@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR",
                    help="folder of test images (cropped and scaled to the generator's size); "
                         "default: the held-out split of the embedded default set")
+    p.add_argument("--crops", choices=("center", "grid"), default="center",
+                   help="with --data: one centre square per image scaled to the generator's size (default), or "
+                        "grid: crops spread over each whole image at 1x, 2x and 4x the generator's size, up to 8 "
+                        "per scale (the crops validation uses; what the README's tables report)")
     p.add_argument("--masks", choices=("random", "center", "freeform"), default="random",
                    help="hole protocol: random rectangles of random size and position (the paper's "
                         "test protocol, default), the fixed centre hole of training, or free-form strokes")
@@ -86,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- inputs
 
-def load_images(data: str | None, image_size: int, limit: int | None, split: dict) -> tuple[torch.Tensor, str]:
+def load_images(data: str | None, image_size: int, limit: int | None, split: dict,
+                crops: str = "center") -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
     from nfinpaint import data as data_module
 
@@ -98,8 +103,9 @@ def load_images(data: str | None, image_size: int, limit: int | None, split: dic
         else:
             if not Path(data).is_dir():
                 raise UsageError(f"--data {data}: no such folder")
-            dataset = data_module.folder_dataset(data, image_size)
-            where = f"folder {data}"
+            dataset = data_module.folder_dataset(data, image_size, crops=crops,
+                                                 max_crop_scale=split.get("max_crop_scale", 4.0))
+            where = f"folder {data} ({crops} crops)"
     except UsageError:
         raise
     except (ValueError, OSError) as exc:
@@ -355,7 +361,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
                          "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
     split = generator_io.split_parameters(meta, args.split_seed)
-    images, data_description = load_images(args.data, image_size, args.limit, split)
+    images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
     trained_on = meta.get("data")
     if args.data is None and trained_on:
         data_description += f" (note: the model was trained on {trained_on}, not on this set)"

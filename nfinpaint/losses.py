@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import ops
-from nfinpaint.config import LOSS_REDUCTIONS
+from nfinpaint.config import L2_FORMS, LOSS_REDUCTIONS
 from nfinpaint.kernels import gram
 
 TERMS = ("l2", "adv_global", "adv_local", "feature")
+# The log-form L2's floor: an image's hole MSE below it (PSNR above 50 dB) no longer counts.
+LOG_L2_EPS = 1e-5
 
 
 def _check_reduction(reduction: str) -> None:
@@ -39,18 +41,27 @@ def _check_reduction(reduction: str) -> None:
 # ----------------------------------------------------------------------------- L2 + composite
 
 def composite_and_l2(generated: Tensor, target: Tensor, mask: Tensor, use_custom_ops: bool,
-                     reduction: str = "mean") -> tuple[Tensor, Tensor]:
+                     reduction: str = "mean", form: str = "mse") -> tuple[Tensor, Tensor]:
     """``composite = mask*generated + (1-mask)*target`` and the L2 over the hole.
 
+    ``form="mse"`` is the paper's L2 (reduced per ``reduction``); ``form="log"``
+    is the batch mean of ``ln(hole MSE + LOG_L2_EPS)`` per image, i.e. it
+    maximises the mean per-image hole PSNR that evaluation reports, so smooth
+    crops, where a small error is a large PSNR loss, weigh as much as busy ones
+    (beyond the paper; ``reduction`` does not apply).
     Gradients reach ``generated`` through both outputs (the composite carries
     the adversarial and feature terms back into the hole).
     """
     _check_reduction(reduction)
-    op_reduction = "sum" if reduction == "image_sum" else reduction
+    if form not in L2_FORMS:
+        raise ValueError(f"form must be one of {L2_FORMS}, got {form!r}")
+    op_reduction = "per_sample" if form == "log" else "sum" if reduction == "image_sum" else reduction
     if use_custom_ops:
         composite, loss = ops.composite_l2(generated, target, mask, reduction=op_reduction)
     else:
         composite, loss = ops.composite_l2_reference(generated, target, mask, reduction=op_reduction)
+    if form == "log":
+        return composite, torch.log(loss + LOG_L2_EPS).mean()
     if reduction == "image_sum":
         loss = loss / generated.shape[0]
     return composite, loss

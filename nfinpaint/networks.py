@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nfinpaint.initial_fill import harmonic_fill
+from nfinpaint.initial_fill import biharmonic_fill
 
 ENCODER_WIDTHS = (32, 64, 128, 256)            # Table 1
 DECODER_WIDTHS = (64, 64, 32, 32)              # Table 2
@@ -37,7 +37,8 @@ GLOBAL_D_WIDTHS = (32, (32, 64, 128, 256, 128))  # Table 3: conv3x3 s1, then con
 LOCAL_D_WIDTHS = (64, (64, 128, 256))            # Table 4
 MIN_SIZE = 8
 # "paper": Tables 1-2 exactly.  Beyond the paper (measured against it in docs/training.md):
-# "residual": the same network predicts a correction to a harmonic fill of the hole (initial_fill);
+# "residual": the same network predicts a correction to a biharmonic fill of the hole (initial_fill),
+#   in units of the crop's own contrast (input normalised by, output scaled by the known pixels' spread);
 # "residual_unet": that, plus U-Net skips from each encoder stage to the decoder stage of its resolution.
 GENERATOR_VARIANTS = ("paper", "residual", "residual_unet")
 MAX_STAGES = 4
@@ -150,10 +151,15 @@ class Generator(nn.Module):
                              f"got {tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
         if self.residual:
-            filled = harmonic_fill(masked * (1 - mask), mask)
+            filled = biharmonic_fill(masked * (1 - mask), mask)
+            # contrast normalisation: the network sees the crop in units of its own known pixels'
+            # spread and its correction is scaled back by it, so a flat crop gets a tiny
+            # correction and a busy one a large one (per-image PSNR is scale-free too)
+            centre, spread = _known_stats(filled, mask)
+            x = torch.cat([(filled - centre) / spread, mask], dim=1)
         else:
             filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
-        x = torch.cat([filled, mask], dim=1)
+            x = torch.cat([filled, mask], dim=1)
         skips = []
         for layer in self.encoder:
             if isinstance(layer, nn.MaxPool2d):
@@ -171,8 +177,18 @@ class Generator(nn.Module):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = layer(x)
         if self.residual:
-            return (filled + self.to_rgb(x)).clamp(0.0, 1.0)
+            return (filled + spread * self.to_rgb(x)).clamp(0.0, 1.0)
         return torch.sigmoid(self.to_rgb(x))
+
+
+def _known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
+    """Per-image mean and standard deviation (over channels and pixels) of the known pixels,
+    the deviation floored at one 8-bit level; shapes (N,1,1,1)."""
+    known = (1 - mask).expand_as(image)
+    count = known.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    mean = (image * known).sum(dim=(1, 2, 3), keepdim=True) / count
+    var = (((image - mean) * known) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count
+    return mean, var.sqrt().clamp_min(floor)
 
 
 def discriminator_halvings(size: int, max_layers: int) -> int:

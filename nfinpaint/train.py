@@ -22,6 +22,7 @@ generator.pt (what ``nfinpaint.evaluate`` and ``nfinpaint.inpaint`` load).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import time
@@ -111,6 +112,10 @@ class Trainer:
                                                        for m in build_models(config))
         self.feature_net = feature_net.to(self.device, memory_format=fmt)
         self.g_ddp = distributed.wrap(self.generator, info)
+        # an exponential moving average of the generator's weights: what validation, samples
+        # and the exported generator use when ema_decay > 0 (beyond the paper)
+        self.generator_ema = (copy.deepcopy(self.generator).eval().requires_grad_(False)
+                              if config.ema_decay > 0 else None)
         self.global_d_ddp = distributed.wrap(self.global_d, info)
         self.local_d_ddp = distributed.wrap(self.local_d, info)
         betas = (config.beta1, config.beta2)
@@ -124,6 +129,21 @@ class Trainer:
             amp = "bf16" if self.device.type == "cuda" or cpu_has_bf16() else "none"
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.step_fn = torch.compile(self.train_step) if config.compile else self.train_step
+
+    @property
+    def inference_generator(self) -> Generator:
+        """The generator to evaluate and export: the weight average when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the average towards the generator after one of its updates (outside the compiled step)."""
+        if self.generator_ema is None:
+            return
+        ema = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(ema, list(self.generator.parameters()), 1.0 - self.config.ema_decay)
+        for mine, theirs in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            mine.copy_(theirs)   # BatchNorm statistics: the current ones
 
     def set_lr(self, lr: float) -> None:
         """The step's learning rate (config.lr_at); the optimisers run outside the compiled step."""
@@ -164,7 +184,7 @@ class Trainer:
             else:
                 generated = self.g_ddp(masked, mask)
         composite, l2 = losses.composite_and_l2(generated.float(), real, mask, cfg.use_custom_ops,
-                                                reduction=cfg.loss_reduction)
+                                                reduction=cfg.loss_reduction, form=cfg.l2_form)
         if stage == "joint":
             # Under torch.compile one graph is one autograd node: without this break the
             # discriminator's backward would free the generator's saved tensors before the
@@ -222,7 +242,7 @@ class Trainer:
         """The generator's fill of ``real``'s ``mask`` holes (eval mode, the training's precision)."""
         real = real.to(self.device, memory_format=self.memory_format)
         mask = mask.to(self.device, memory_format=self.memory_format)
-        return generator_io.fill(self.generator, real, mask, self.amp_dtype)
+        return generator_io.fill(self.inference_generator, real, mask, self.amp_dtype)
 
     @torch.no_grad()
     def validate(self, loader) -> dict[str, float]:
@@ -252,12 +272,17 @@ class Trainer:
     # -- state ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"models": {"generator": self.generator.state_dict(), "global_d": self.global_d.state_dict(),
-                           "local_d": self.local_d.state_dict()},
+        models = {"generator": self.generator.state_dict(), "global_d": self.global_d.state_dict(),
+                  "local_d": self.local_d.state_dict()}
+        if self.generator_ema is not None:
+            models["generator_ema"] = self.generator_ema.state_dict()
+        return {"models": models,
                 "optimizers": {"generator": self.opt_g.state_dict(), "discriminators": self.opt_d.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["models"]["generator"])
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(state["models"]["generator_ema"])
         self.global_d.load_state_dict(state["models"]["global_d"])
         self.local_d.load_state_dict(state["models"]["local_d"])
         self.opt_g.load_state_dict(state["optimizers"]["generator"])
@@ -365,7 +390,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
             val = {k: v for k, v in last_val.items() if k != "step"}
             meta = generator_io.training_meta(config, step=step, complete=complete, **feature_meta,
                                               loss_weights=trainer.weights.as_dict(), val=val, versions=versions())
-            generator_io.save_generator(run_dir / generator_io.GENERATOR_FILENAME, trainer.generator, meta)
+            generator_io.save_generator(run_dir / generator_io.GENERATOR_FILENAME, trainer.inference_generator, meta)
 
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -387,6 +412,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
             stage = config.stage(step)
             trainer.set_lr(config.lr_at(step))
             out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
+            if stage != "discriminator":
+                trainer.update_ema()
             step += 1
             window_images += real.shape[0] * info.world_size
             if info.is_main and (step % config.log_every == 0 or step == config.steps):

@@ -30,7 +30,7 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
                         help="run directory to create (must not exist or be empty); default runs/PRESET-TIMESTAMP")
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the run in DIR from its newest checkpoint, bit for bit (same losses as an "
-                             "uninterrupted run); only --steps, --device, --workers, --no-compile and logging "
+                             "uninterrupted run); only --steps, --device, --no-compile and logging "
                              "cadences may change")
     parser.add_argument("--device", metavar="DEV", help="auto (GPU if visible, default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, metavar="S",
@@ -42,7 +42,6 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
                         help="VGG-19 weights of the feature loss: 'imagenet' (torchvision's, downloaded and cached; "
                              "the default), PATH to a vgg19 state_dict file, or 'random' (UNTRAINED: only for "
                              "offline smoke runs and tests; marked as such in logs, checkpoints and generator.pt)")
-    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default per preset)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: one per core not already busy, by the load average; "
                              "a resumed run reuses its recorded count)")
@@ -56,7 +55,7 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
 def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {}
     for option, key in (("data", "data"), ("steps", "steps"), ("batch_size", "batch_size"), ("device", "device"),
-                        ("seed", "seed"), ("feature_weights", "feature_weights"), ("workers", "num_workers"),
+                        ("seed", "seed"), ("feature_weights", "feature_weights"),
                         ("threads", "threads")):
         value = getattr(args, option)
         if value is not None:

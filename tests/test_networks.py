@@ -130,7 +130,7 @@ def test_mean_fill_is_used_in_the_hole():
     mean = (0.485, 0.456, 0.406)
     g = Generator(16, hole_fill=mean).eval()
     seen = []
-    g.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    g.encoder[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     x = torch.rand(2, 3, 16, 16)
     m = torch.zeros(2, 1, 16, 16)
     m[..., 4:10, 5:11] = 1

@@ -43,7 +43,7 @@ def test_help_explains_every_option(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--device", "--seed",
-                   "--no-compile", "--feature-weights", "--config", "--set", "--workers"):
+                   "--no-compile", "--feature-weights", "--config", "--set"):
         assert option in text
     assert "random" in text and "UNTRAINED" in text
 
@@ -103,8 +103,8 @@ def test_different_seeds_train_differently(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nfinpaint.train", *TINY, "--steps", "100000", "--out", str(run),
-                             "--set", "num_workers=1"], stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "nfinpaint.train", *TINY, "--steps", "100000", "--out", str(run)],
+                            stderr=subprocess.PIPE, text=True, env=env,
                             cwd=tmp_path)  # outside the source tree: import the installed package
     try:
         deadline = time.time() + 240
