@@ -5,8 +5,7 @@
 
 No internet beyond the package registries is needed: Debian packages are
 fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (nothing is
-installed), scikit-learn's wheel with ``pip download`` (opened as a zip), and
-scikit-image's bundled photographs come with the installed scikit-image.
+installed), scikit-learn's wheel with ``pip download`` (opened as a zip).
 Every picture is scaled (Lanczos, antialiased) so its long side is at most
 ``--max-side`` pixels (1024) and written as PNG, with ``MANIFEST.tsv`` naming
 source package, version, original file, licence and size.
@@ -80,10 +79,8 @@ ART = {
 }
 # Reserved for independent testing only.
 MATE = {"mate-backgrounds": {"nature/*": "GPL-2+ (see the package's copyright file)"}}
-# scikit-image's colour photographs (they also form the embedded default data set).
-SKIMAGE = {"astronaut": "public domain (NASA)", "chelsea": "CC0", "coffee": "CC0", "rocket": "public domain (NASA)",
-           "immunohistochemistry": "CC0", "hubble_deep_field": "public domain (NASA)",
-           "stereo_motorcycle": "Middlebury stereo data set"}
+# scikit-image's photographs are left out on purpose: they are the embedded default data set,
+# so a generator trained on this corpus can be tested on them as a second source it never saw.
 SKLEARN = {"china.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)",
            "flower.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)"}
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -163,12 +160,6 @@ def main() -> int:
                 for path, licence in deb_files(work / package, wanted):
                     label = path.parent.parent.parent.name if "/contents/images/" in str(path) else path.stem
                     bucket.append((label, f"{package} {versions[package]}", licence, path))
-        import skimage.data  # noqa: PLC0415
-        for name, licence in SKIMAGE.items():
-            array = getattr(skimage.data, name)()
-            array = array[0] if isinstance(array, tuple) else array
-            photos.append((f"skimage_{name}", f"scikit-image {skimage.__version__}", licence,
-                           Image.fromarray(array[..., :3])))
         print("fetching the scikit-learn wheel ...", flush=True)
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(work / "wheel"),
              "scikit-learn"], work)
@@ -179,8 +170,8 @@ def main() -> int:
                 photos.append((f"sklearn_{Path(name).stem}", wheel.name.split("-")[0] + " " + wheel.name.split("-")[1],
                                licence, Image.open(io.BytesIO(data))))
 
-        # fixed split: a seeded shuffle of the sorted Debian photographs (skimage/sklearn ones train)
-        debian = sorted(p[0] for p in photos if not p[0].startswith(("skimage_", "sklearn_")))
+        # fixed split: a seeded shuffle of the sorted Debian photographs (the sklearn ones train)
+        debian = sorted(p[0] for p in photos if not p[0].startswith("sklearn_"))
         order = random.Random(SPLIT_SEED).sample(debian, len(debian))
         split = {name: "test" for name in order[:TEST_FILES]}
         split.update({name: "val" for name in order[TEST_FILES:TEST_FILES + VAL_FILES]})
