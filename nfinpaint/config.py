@@ -27,7 +27,7 @@ Presets:
     rate and an average of the generator's weights; the evidence is in
     docs/training.md.
 ``photos``
-    ``default`` for 8,000 steps (about an hour on 2 CPU cores): the recipe of
+    ``default`` for 12,000 steps (about 50 minutes on 2 CPU cores): the recipe of
     the shipped generator, trained on ``scripts/build_photo_corpus.py``'s
     photographs (``--data CORPUS/photos/train --set val_data=CORPUS/photos/val``).
 """
@@ -222,7 +222,7 @@ PRESETS: dict[str, TrainConfig] = {
     # default, trained for about an hour on 2 CPU cores on a folder of photographs: the recipe of
     # the generator that ships in the package (scripts/build_photo_corpus.py makes the folders).
     "photos": _preset(preset="photos", generator="residual_unet", l2_form="log", lr_schedule="cosine",
-                      ema_decay=0.999, steps=8_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
+                      ema_decay=0.999, steps=12_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
                       log_every=50),
 }
 

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def unpack_deb(package: str, work: Path) -> tuple[Path, str]:
     deb = next(work.glob(f"{package}_*.deb"))
     root = work / package
     run(["dpkg", "-x", deb.name, str(root)], work)
-    version = deb.name.split("_")[1]
+    version = urllib.parse.unquote(deb.name.split("_")[1])   # the epoch's ':' is %3a in the file name
     return root, version
 
 

@@ -79,4 +79,5 @@ def test_crops_on_the_gpu_match_the_cpu():
     store.to("cuda")
     gpu = crops.crops(items)
     assert gpu.is_cuda
-    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-6, rtol=0)
+    # the same draws (made on the CPU); only float rounding of the sampling grid differs
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)

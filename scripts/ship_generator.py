@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Turn a finished training run into the generator that ships inside the package.
+
+    python scripts/ship_generator.py RUN [--eval NAME=EVAL_DIR ...] [--out nfinpaint/weights/default_generator.pt]
+
+Writes RUN/generator.pt's weights in half precision (the package loads them as
+float32) with its meta, plus ``shipped``: how it was trained (data, steps,
+preset, the untrained VGG) and, for each ``--eval NAME=DIR`` (a folder written
+by ``python -m nfinpaint.evaluate``), that evaluation's data description and
+every method's hole and image PSNR/SSIM (mean and 95% CI).  Evaluate the
+shipped file itself (``--checkpoint nfinpaint/weights/default_generator.pt``)
+and run this again with ``--eval``: the weights are the same bytes, and the
+numbers in the meta are then those of the weights users get.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from nfinpaint.files import atomic_path
+from nfinpaint.generator_io import FORMAT, load_generator, resolve_generator_path
+
+COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
+           "ssim_full_mean")
+
+
+def read_evaluation(folder: Path) -> dict:
+    config = json.loads((folder / "config.json").read_text())
+    methods = {}
+    with open(folder / "results.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            methods[row["method"]] = {k: (int(row[k]) if k == "n" else round(float(row[k]), 4)) for k in COLUMNS}
+    return {"data": config["resolved"]["data"], "command": config.get("command", ""), "methods": methods}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a finished training run directory (or its generator.pt)")
+    parser.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
+                        help="an evaluation of the shipped weights to record (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("nfinpaint/weights/default_generator.pt"))
+    args = parser.parse_args()
+    source = resolve_generator_path(args.run)
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT:
+        sys.exit(f"error: {source} is not an nfinpaint generator")
+    generator, meta = load_generator(source)            # checks it loads
+    if not meta.get("complete", False):
+        sys.exit(f"error: {source} is from an interrupted run; ship a finished one")
+    evaluations = {}
+    for item in args.eval:
+        name, _, folder = item.partition("=")
+        if not folder:
+            sys.exit(f"error: --eval wants NAME=DIR, got {item!r}")
+        evaluations[name] = read_evaluation(Path(folder))
+    untrained = meta.get("feature_pretrained") is False
+    meta["shipped"] = {
+        "what": "nfinpaint's default generator (used by inpaint and evaluate without --checkpoint)",
+        "generator": generator.config.get("variant", "paper"),
+        "data": meta.get("data"), "val_data": meta.get("val_data"), "steps": meta.get("step"),
+        "preset": meta.get("preset"),
+        "feature_network": "untrained VGG-19 (random weights: no ImageNet weights offline)" if untrained
+                           else str(meta.get("feature_weights")),
+        "precision": "float16 weights, run in float32",
+        "evaluations": evaluations,
+    }
+    meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
+                           f"the {meta.get('preset')} preset on the photograph corpus "
+                           f"(scripts/build_photo_corpus.py), untrained VGG" if untrained else "")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    out = {"format": FORMAT, "config": payload["config"], "state_dict": half, "meta": meta}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as tmp:
+        torch.save(out, tmp)
+    size = args.out.stat().st_size
+    print(f"wrote {args.out} ({size / 2**20:.1f} MiB): {meta['description']}; "
+          f"{len(evaluations)} evaluation(s) recorded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
