@@ -112,3 +112,13 @@ def test_stage_boundaries():
     assert [cfg.stage(s) for s in range(7)] == ["generator"] * 3 + ["discriminator"] * 2 + ["joint"] * 2
     no_warmup = TrainConfig(steps=10, g_warmup_steps=0, d_warmup_steps=0)
     assert no_warmup.stage(0) == "joint"
+
+
+def test_cosine_learning_rate_is_a_function_of_the_step():
+    config = load_config("default", None, {"steps": 100, "lr": 1e-3})
+    assert config.lr_schedule == "cosine"
+    lrs = [config.lr_at(step) for step in range(101)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[50] == pytest.approx(5e-4) and lrs[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    constant = load_config("paper", None, {"steps": 100})
+    assert {constant.lr_at(step) for step in (0, 50, 99)} == {constant.lr}
