@@ -76,8 +76,13 @@ def test_input_pipeline(tmp_path):
     # 1. crop sampling alone
     rows = []
     for n in (batch, 256):
-        items = iter(range(10**9))
-        t = measure(lambda: folder_train.crops(torch.arange(next(items) * n, (next(items) + 1) * n)), reps=20)
+        calls = iter(range(10**9))
+
+        def cut(n=n):   # fresh items every call
+            k = next(calls)
+            return folder_train.crops(torch.arange(k * n, (k + 1) * n))
+
+        t = measure(cut, reps=20)
         rows.append([f"batched sampler, batch {n}", t.median_ms, n * 1e3 / t.median_ms])
     files = sorted(folder.glob("*.png"))[:8]
     k = iter(range(10**9))

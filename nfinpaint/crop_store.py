@@ -4,8 +4,8 @@ The paper trains on 24x24 crops: the model is tiny, so the input pipeline sets
 the pace.  Decoding a 1024-pixel photograph for every 24-pixel crop (what a
 per-item ``Dataset`` does) costs about a thousand times the crop.  Here:
 
-- :class:`ImageStore` decodes each image once into one flat ``uint8`` buffer
-  (HWC), with a pyramid of copies at half-octave scales (1, 1/sqrt 2, 1/2, ...,
+- :class:`ImageStore` decodes each image once into one flat buffer of
+  packed RGBX pixels (four bytes, one ``int32`` each), with a pyramid of copies at half-octave scales (1, 1/sqrt 2, 1/2, ...,
   antialiased), about twice the image in memory.  A crop of ``side`` source
   pixels is cut from the level whose scale brings it to between 1 and sqrt(2)
   times the output size, so bilinear sampling does not alias.
@@ -15,7 +15,8 @@ per-item ``Dataset`` does) costs about a thousand times the crop.  Here:
   item does not depend on batch size, worker count or device, and a resumed
   run continues bit for bit.  Sampling is one gather of the four bilinear
   neighbours per output pixel from the flat buffer: it runs on whatever
-  device the store lives on (the GPU when training there).
+  device the store lives on (the GPU when training there).  One ``int32``
+  per pixel makes that one gather per neighbour for all three channels.
 
 Per-crop cost is independent of the source image's size.
 """
@@ -77,7 +78,8 @@ def _levels(height: int, width: int, min_side: int) -> list[tuple[int, int]]:
 
 
 class ImageStore:
-    """Images decoded once: a flat uint8 HWC buffer holding every pyramid level of every image.
+    """Images decoded once: a flat buffer of packed RGBX pixels (``int32``, bytes R, G, B, 0)
+    holding every pyramid level of every image.
 
     ``images`` are (3, H, W) uint8 tensors (or float in [0, 1]); ``min_side``
     is the smallest level worth keeping (the output crop size).
@@ -108,9 +110,10 @@ class ImageStore:
                     previous = F.interpolate(previous, size=(h, w), mode="bilinear", align_corners=False,
                                              antialias=True)
                     level = previous[0].round().clamp_(0, 255).to(torch.uint8)
-                chunks.append(level.permute(1, 2, 0).reshape(-1))
+                rgbx = torch.cat([level, torch.zeros_like(level[:1])]).permute(1, 2, 0).contiguous()
+                chunks.append(rgbx.view(torch.int32).reshape(-1))
                 rows.append((offset, h, w))
-                offset += h * w * 3
+                offset += h * w
             table.append(rows)
         self.buffer = torch.cat(chunks)
         self.max_levels = max(self.level_counts)
@@ -125,7 +128,7 @@ class ImageStore:
 
     @property
     def nbytes(self) -> int:
-        return self.buffer.numel()
+        return self.buffer.numel() * self.buffer.element_size()
 
     def to(self, device: torch.device | str) -> "ImageStore":
         """Move the buffer and tables (e.g. to the GPU, where the crops are then cut)."""
@@ -172,16 +175,13 @@ class ImageStore:
         x1 = torch.minimum(x0 + 1, wmax)
         y1 = torch.minimum(y0 + 1, hmax)
         base = off.view(n, 1, 1)
-        stride = (lw * 3).view(n, 1, 1)
-        channel = torch.arange(3, device=dev)
-
-        def gather(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-            idx = (base + yy * stride + xx * 3).unsqueeze(-1) + channel         # (N, S, S, 3)
-            return self.buffer[idx].float()
-
-        top = gather(y0, x0) * (1 - ax).unsqueeze(-1) + gather(y0, x1) * ax.unsqueeze(-1)
-        bottom = gather(y1, x0) * (1 - ax).unsqueeze(-1) + gather(y1, x1) * ax.unsqueeze(-1)
-        out = (top * (1 - ay).unsqueeze(-1) + bottom * ay.unsqueeze(-1)) * (1.0 / 255.0)
+        stride = lw.view(n, 1, 1)
+        rows, cols = torch.stack([y0, y1]), torch.stack([x0, x1])                 # (2, N, S, S)
+        # the four neighbours in one gather: (2, 2, N, S, S) int32 -> bytes R, G, B, X (little-endian)
+        pixels = self.buffer[base + rows[:, None] * stride + cols[None]]
+        nb = pixels.view(torch.uint8).view(2, 2, n, size, size, 4)[..., :3].float()
+        ax, ay = ax.unsqueeze(-1), ay.unsqueeze(-1)
+        out = torch.lerp(torch.lerp(nb[0, 0], nb[0, 1], ax), torch.lerp(nb[1, 0], nb[1, 1], ax), ay) * (1.0 / 255.0)
         return out.clamp_(0.0, 1.0).permute(0, 3, 1, 2)                          # NHWC memory = channels-last
 
 
