@@ -28,7 +28,13 @@ def test_kernels_install_inside_package_only():
     # source folder kernels/ is importable there; nothing installed may be.
     spec = importlib.util.find_spec("kernels")
     assert spec is None or Path(spec.origin).resolve().parent == REPO / "kernels"
-    files = importlib.metadata.files("nfinpaint") or []
+    # the installed distribution's file list (not a build's egg-info that the source tree may hold,
+    # which `python -m pytest` from the root would find first)
+    site = Path(importlib.util.find_spec("nfinpaint._C").origin).parents[1]
+    installed = [d for d in importlib.metadata.distributions(path=[str(site)]) if d.metadata["Name"] == "nfinpaint"]
+    assert len(installed) == 1
+    files = installed[0].files or []
+    assert [f for f in files if str(f).startswith("nfinpaint/kernels/")]
     assert not [f for f in files if str(f).split("/")[0] == "kernels"]
 
 
