@@ -134,3 +134,29 @@ def check_output_folder(path: str | os.PathLike, option: str, *, of: Path | None
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {shown}: no permission to write in {existing}")
     return path
+
+
+def open_generator_option(checkpoint: str | None, *, wanted: bool, needed_by: str | None, hint: str = "",
+                          stream=None):
+    """The generator of a command's ``--checkpoint``; without one, the shipped default when
+    ``wanted`` (said in one line on ``stream``, stderr by default), else None.  ``needed_by``
+    names what cannot run without a generator (a :class:`UsageError` when there is none)."""
+    from nfinpaint import generator_io  # noqa: PLC0415  (torch models: only when a command asks)
+
+    if checkpoint:
+        if not Path(checkpoint).exists():
+            raise UsageError(f"--checkpoint {checkpoint}: no such file or directory")
+        try:
+            return generator_io.open_generator(checkpoint)
+        except generator_io.GeneratorFileError as exc:
+            raise UsageError(f"--checkpoint {checkpoint}: {one_line(exc)}") from None
+    if not wanted:
+        return None
+    loaded = generator_io.open_generator(None)
+    if loaded is not None:
+        print(f"note: no --checkpoint given: using the shipped default generator {loaded.describe()}",
+              file=stream or sys.stderr)
+    elif needed_by:
+        raise UsageError(f"{needed_by} needs --checkpoint PATH (a run directory or generator.pt): this installation "
+                         f"has no shipped default generator (nfinpaint/{generator_io.DEFAULT_GENERATOR}){hint}")
+    return loaded

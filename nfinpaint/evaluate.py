@@ -275,27 +275,6 @@ def write_figures(out: Path, images: torch.Tensor, masks: torch.Tensor,
 
 # --------------------------------------------------------------------------- main
 
-def _open_generator(args: argparse.Namespace, wanted: bool) -> TrainedGenerator | None:
-    """--checkpoint's generator; without it the shipped default (said in one line) when the gan
-    method is wanted."""
-    if args.checkpoint:
-        if not Path(args.checkpoint).exists():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such file or directory")
-        try:
-            return generator_io.open_generator(args.checkpoint)
-        except GeneratorFileError as exc:
-            raise UsageError(f"--checkpoint {args.checkpoint}: {one_line(exc)}") from None
-    if not wanted:
-        return None
-    loaded = generator_io.open_generator(None)
-    if loaded is None:
-        raise UsageError(f"the gan method needs --checkpoint PATH (a run directory or generator.pt): this "
-                         f"installation has no shipped default generator (nfinpaint/{DEFAULT_GENERATOR}); "
-                         f"or leave gan out of --methods")
-    print(f"note: no --checkpoint given: using the shipped default generator {loaded.describe()}", file=sys.stderr)
-    return loaded
-
-
 def check_out_folder(out: Path) -> None:
     """--out must be a new folder, an empty one, or an earlier evaluation's (which this one replaces)."""
     cli.check_output_folder(out, "--out")
@@ -324,7 +303,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     device = cli.resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    loaded = _open_generator(args, wanted="gan" in names)
+    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
+                                       hint="; or leave gan out of --methods")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     meta = loaded.meta if loaded else {}

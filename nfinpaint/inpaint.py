@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -277,25 +278,6 @@ def _check_output(args: argparse.Namespace) -> Path:
     return output
 
 
-def _open_generator(args: argparse.Namespace) -> generator_io.TrainedGenerator | None:
-    if args.checkpoint:
-        if not Path(args.checkpoint).exists():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such file or directory")
-        try:
-            return generator_io.open_generator(args.checkpoint)
-        except GeneratorFileError as exc:
-            raise UsageError(f"--checkpoint {args.checkpoint}: {cli.one_line(exc)}") from None
-    if args.method == "patchmatch":
-        return None
-    loaded = generator_io.open_generator(None)
-    if loaded is not None:
-        print(f"note: no --checkpoint given: using the shipped default generator {loaded.describe()}")
-    elif args.method == "gan":
-        raise UsageError(f"--method gan needs --checkpoint PATH (a run directory or generator.pt): this "
-                         f"installation has no shipped default generator (nfinpaint/{DEFAULT_GENERATOR})")
-    return loaded
-
-
 def run(args: argparse.Namespace) -> list[Hole]:
     output = _check_output(args)
     if args.max_scale < 1:
@@ -314,7 +296,9 @@ def run(args: argparse.Namespace) -> list[Hole]:
                          f"they must be the same size")
     if not bool((mask > 0.5).any()):
         raise UsageError(f"{args.mask} has no hole: white (brighter than 50% grey) marks the pixels to fill")
-    loaded = _open_generator(args)
+    loaded = cli.open_generator_option(args.checkpoint, wanted=args.method != "patchmatch",
+                                       needed_by="--method gan" if args.method == "gan" else None,
+                                       stream=sys.stdout)
     if loaded is None and args.method == "auto":
         print(f"note: no --checkpoint given and no shipped default generator is installed "
               f"(nfinpaint/{DEFAULT_GENERATOR}): every hole is filled with PatchMatch")

@@ -28,3 +28,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def record_grids(monkeypatch):
+    """``record_grids(kernel, ...)`` replaces the Triton kernels' launch by a recorder: no kernel
+    runs, and the returned list collects the grid each launch would have used."""
+    grids = []
+
+    def patch(*kernels):
+        for kernel in kernels:
+            def launch(grid, *args, meta=None, _kernel=kernel, **constexprs):
+                meta = meta or _kernel.interpret_meta
+                grids.append(grid(meta))
+                return meta
+            monkeypatch.setattr(kernel, "launch", launch)
+        return grids
+
+    return patch

@@ -160,19 +160,9 @@ def test_every_autotune_config_on_one_reused_buffer():
         _close(per_sample, ref, 1e-5)
 
 
-def test_batch_is_folded_into_grid_axis_0(monkeypatch):
+def test_batch_is_folded_into_grid_axis_0(record_grids):
     # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
-    grids = []
-
-    def record(kernel):
-        def launch(grid, *args, meta=None, **constexprs):
-            meta = meta or kernel.interpret_meta
-            grids.append(grid(meta))
-            return meta
-        return launch
-
-    monkeypatch.setattr(fd_module._PARTIALS, "launch", record(fd_module._PARTIALS))
-    monkeypatch.setattr(fd_module._GRAD, "launch", record(fd_module._GRAD))
+    grids = record_grids(fd_module._PARTIALS, fd_module._GRAD)
     fake, real, _ = _inputs((70_000, 20, 1, 1), torch.float32, None)
     fd_module._forward_launch(fake.detach(), real.detach(), None)
     fd_module._backward_launch(torch.ones(()), fake.detach(), real.detach(), None, "sum")

@@ -164,19 +164,9 @@ def test_every_autotune_config_on_one_reused_buffer():
         _close(per_sample, ref, 1e-4)
 
 
-def test_batch_is_folded_into_grid_axis_0(monkeypatch):
+def test_batch_is_folded_into_grid_axis_0(record_grids):
     # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
-    grids = []
-
-    def record(kernel):
-        def launch(grid, *args, meta=None, **constexprs):
-            meta = meta or kernel.interpret_meta
-            grids.append(grid(meta))
-            return meta
-        return launch
-
-    monkeypatch.setattr(gram._TILES, "launch", record(gram._TILES))
-    monkeypatch.setattr(gram._GRAD, "launch", record(gram._GRAD))
+    grids = record_grids(gram._TILES, gram._GRAD)
     fake, real = _pair((70_000, 20, 1, 1), torch.float32)
     gram._forward_launch(fake.detach(), real, True)
     gram._backward_launch(torch.ones(()), torch.zeros(70_000, 20, 20), fake.detach(), "sum")
