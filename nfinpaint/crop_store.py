@@ -62,6 +62,10 @@ class Holdout:
     height: int
     width: int
 
+    def intersects(self, top: float, left: float, height: float, width: float) -> bool:
+        return not (top >= self.top + self.height or top + height <= self.top
+                    or left >= self.left + self.width or left + width <= self.left)
+
 
 def _levels(height: int, width: int, min_side: int) -> list[tuple[int, int]]:
     """(height, width) of the half-octave pyramid levels that are still at least ``min_side``."""
@@ -206,7 +210,9 @@ class RandomCrops(torch.utils.data.Dataset):
         self.epoch = 0
         S = image_size
         sizes = np.array(store.sizes, dtype=np.float64)
-        # per-image upper scale limit (the whole short side at most)
+        # the draws are made on the CPU (whatever device the store is on): per-image sizes and
+        # upper scale limits (the whole short side at most) kept here
+        self._sizes = torch.tensor(sizes, dtype=torch.float32)
         self._limit = torch.tensor(np.minimum(max_crop_scale, sizes.min(axis=1) / S), dtype=torch.float32)
         boxes = [(b.top, b.left, b.height, b.width) if b else (0, 0, 0, 0) for b in self.holdout]
         self._boxes = torch.tensor(boxes, dtype=torch.float32)
@@ -222,7 +228,7 @@ class RandomCrops(torch.utils.data.Dataset):
         box = self.holdout[k]
         for top in range(0, height - S + 1, max(1, S // 2)):
             for left in range(0, width - S + 1, max(1, S // 2)):
-                if box is None or not _intersects(box, top, left, S, S):
+                if box is None or not box.intersects(top, left, S, S):
                     return top + S / 2, left + S / 2
         raise ValueError(f"image {self.store.names[k]} has no room for a training crop outside its "
                          f"validation region")
@@ -250,7 +256,7 @@ class RandomCrops(torch.utils.data.Dataset):
         else:
             angle = torch.zeros_like(side)
         flip = (uniforms(seed, items, _FLIP) < 0.5) if self.augment else torch.zeros_like(side, dtype=torch.bool)
-        height, width = self.store.full_size[image.to(self.store.full_size.device)].cpu().unbind(1)
+        height, width = self._sizes[image].unbind(1)
         # the rotated square's bounding box (+2 px margin for bilinear taps) must fit in the image
         bbox = side * (angle.cos().abs() + angle.sin().abs()) + 2
         too_big = bbox > torch.minimum(height, width)
@@ -282,13 +288,8 @@ class RandomCrops(torch.utils.data.Dataset):
         return self.store.sample(image, cy.to(dev), cx.to(dev), side.to(dev), angle.to(dev), flip.to(dev), S)
 
 
-def _intersects(box: Holdout, top: float, left: float, height: float, width: float) -> bool:
-    return not (top >= box.top + box.height or top + height <= box.top
-                or left >= box.left + box.width or left + width <= box.left)
-
-
 def _hits(boxes: torch.Tensor, top: torch.Tensor, left: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-    """Vectorised :func:`_intersects` of squares with (top, left, height, width) rows (0-size rows: never)."""
+    """Vectorised :meth:`Holdout.intersects` of squares with (top, left, height, width) rows (0-size rows: never)."""
     b_top, b_left, b_h, b_w = boxes.unbind(1)
     empty = (b_h <= 0) | (b_w <= 0)
     apart = (top >= b_top + b_h) | (top + side <= b_top) | (left >= b_left + b_w) | (left + side <= b_left)

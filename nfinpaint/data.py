@@ -31,7 +31,6 @@ import functools
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops  # noqa: F401  (re-exported)
+from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
 from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
 
 # skimage.data's colour photographs that load offline.  ("retina" also does, but is mostly
@@ -159,19 +158,7 @@ def crop_resize(image: torch.Tensor, top: int, left: int, side: int, size: int) 
     return _resize(image[:, top:top + side, left:left + side], (size, size)).contiguous()
 
 
-@dataclass(frozen=True)
-class _Box:
-    top: int
-    left: int
-    height: int
-    width: int
-
-    def intersects(self, top: float, left: float, height: float, width: float) -> bool:
-        return not (top >= self.top + self.height or top + height <= self.top
-                    or left >= self.left + self.width or left + width <= self.left)
-
-
-def _val_box(height: int, width: int, fraction: float, size: int, rng: np.random.Generator) -> _Box | None:
+def _val_box(height: int, width: int, fraction: float, size: int, rng: np.random.Generator) -> Holdout | None:
     """The held-out rectangle of an image: ``fraction`` of its area, at least one crop big,
     leaving room for training crops; None when the image is too small for both."""
     if fraction <= 0:
@@ -180,10 +167,10 @@ def _val_box(height: int, width: int, fraction: float, size: int, rng: np.random
     bw = min(width, max(size, int(round(width * math.sqrt(fraction)))))
     if height - bh < size and width - bw < size:
         return None
-    return _Box(int(rng.integers(0, height - bh + 1)), int(rng.integers(0, width - bw + 1)), bh, bw)
+    return Holdout(int(rng.integers(0, height - bh + 1)), int(rng.integers(0, width - bw + 1)), bh, bw)
 
 
-def _val_crops(box: _Box, size: int, max_scale: float) -> list[tuple[int, int, int]]:
+def _val_crops(box: Holdout, size: int, max_scale: float) -> list[tuple[int, int, int]]:
     """Fixed (top, left, side) crops inside ``box``: a spread of non-overlapping crops at
     scales 1, 2, 4, ... up to ``max_scale``."""
     crops = []
@@ -235,6 +222,12 @@ class CenterCrops(Dataset):
         return crop_resize(image, (height - side) // 2, (width - side) // 2, side, self.image_size)
 
 
+def _training_crops(images: list[tuple[str, torch.Tensor]], image_size: int, **options) -> RandomCrops:
+    """Random crops of named images, decoded into one store (see nfinpaint.crop_store)."""
+    store = ImageStore([image for _, image in images], image_size, names=[name for name, _ in images])
+    return RandomCrops(store, image_size, **options)
+
+
 def _region_split(images: list[tuple[str, torch.Tensor]], image_size: int, *, val_fraction: float, seed: int,
                   augment: bool, max_rotation: float, max_crop_scale: float) -> tuple[Dataset, Dataset]:
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x7661])
@@ -248,10 +241,8 @@ def _region_split(images: list[tuple[str, torch.Tensor]], image_size: int, *, va
     if val_fraction > 0 and not val_crops:
         raise DataError(f"the images are too small to hold out a {image_size}x{image_size} validation region "
                         f"and still train; use larger or more images, or val_fraction = 0")
-    store = ImageStore([image for _, image in images], image_size, names=[name for name, _ in images])
-    train = RandomCrops(store, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
-                        max_crop_scale=max_crop_scale,
-                        holdout=[Holdout(b.top, b.left, b.height, b.width) if b else None for b in holdout])
+    train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
+                            max_crop_scale=max_crop_scale, holdout=holdout)
     return train, FixedCrops([image for _, image in images], val_crops, image_size)
 
 
@@ -286,9 +277,8 @@ def _file_split(train_files: list[Path], val_files: list[Path], image_size: int,
     images = _load_files(train_files, "training images")
     if not images:
         raise DataError("none of the training image files could be read")
-    store = ImageStore([image for _, image in images], image_size, names=[name for name, _ in images])
-    train = RandomCrops(store, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
-                        max_crop_scale=max_crop_scale)
+    train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
+                            max_crop_scale=max_crop_scale)
     return train, fixed_crops(_load_files(val_files, "validation images"), image_size, max_crop_scale)
 
 
@@ -298,7 +288,7 @@ def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_cro
     crops = []
     for k, (_, image) in enumerate(images):
         height, width = image.shape[-2:]
-        crops += [(k, *crop) for crop in _val_crops(_Box(0, 0, height, width), image_size, max_crop_scale)]
+        crops += [(k, *crop) for crop in _val_crops(Holdout(0, 0, height, width), image_size, max_crop_scale)]
     dataset = FixedCrops([image for _, image in images], crops, image_size)
     dataset.names = [images[k][0] for k, *_ in crops]
     return dataset

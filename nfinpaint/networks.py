@@ -162,7 +162,7 @@ class Generator(nn.Module):
             x = torch.cat([filled, mask], dim=1)
         skips = []
         for layer in self.encoder:
-            if isinstance(layer, nn.MaxPool2d):
+            if self.skips and isinstance(layer, nn.MaxPool2d):
                 skips.append(x)
             x = layer(x)
         # flatten/reshape in NHWC order: free for channels-last tensors, and the fc

@@ -20,10 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from nfinpaint.files import atomic_path
-from nfinpaint.generator_io import FORMAT, load_generator, resolve_generator_path
+from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
@@ -46,10 +43,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("nfinpaint/weights/default_generator.pt"))
     args = parser.parse_args()
     source = resolve_generator_path(args.run)
-    payload = torch.load(source, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        sys.exit(f"error: {source} is not an nfinpaint generator")
-    generator, meta = load_generator(source)            # checks it loads
+    generator, meta = load_generator(source)
     if not meta.get("complete", False):
         sys.exit(f"error: {source} is from an interrupted run; ship a finished one")
     evaluations = {}
@@ -72,11 +66,8 @@ def main() -> int:
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
                            f"the {meta.get('preset')} preset on the photograph corpus "
                            f"(scripts/build_photo_corpus.py), untrained VGG" if untrained else "")
-    half = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    out = {"format": FORMAT, "config": payload["config"], "state_dict": half, "meta": meta}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        torch.save(out, tmp)
+    save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size
     print(f"wrote {args.out} ({size / 2**20:.1f} MiB): {meta['description']}; "
           f"{len(evaluations)} evaluation(s) recorded")
