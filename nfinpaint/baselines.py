@@ -7,10 +7,10 @@ outside the hole is the input pixel, bit for bit (``torch.where`` on the mask:
 no arithmetic touches the known pixels).  Every method gets the image with the
 hole blanked to 0, so no method can use what was under the hole.
 
-Registry (``METHODS``):
+Registry (``METHODS``, one :class:`Method` subclass per entry, read by ``evaluate`` and ``inpaint``):
 
-- ``gan``: the trained generator (needs a checkpoint); the image must have the
-  generator's size.
+- ``gan``: the trained generator (needs a checkpoint), through the code path of
+  ``python -m nfinpaint.inpaint`` (any picture size).
 - ``patchmatch``: :func:`nfinpaint.patchmatch.inpaint` (CUDA when the device
   is a GPU, the multi-threaded CPU implementation otherwise).
 - ``biharmonic``: ``skimage.restoration.inpaint_biharmonic``.
@@ -26,28 +26,13 @@ Registry (``METHODS``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
 import torch
 from scipy import ndimage
 
-from nfinpaint import generator_io
 from nfinpaint.masks import blank_holes
 
-METHODS = ("gan", "patchmatch", "biharmonic", "border-mean", "opencv-telea", "opencv-ns")
 FLOOR = "border-mean"   # shown in every evaluation table
-
-#: Names shown in tables and figures.
-LABELS = {
-    "gan": "GAN (ours)",
-    "patchmatch": "PatchMatch",
-    "biharmonic": "Biharmonic",
-    "border-mean": "Border mean colour (floor)",
-    "opencv-telea": "OpenCV Telea",
-    "opencv-ns": "OpenCV Navier-Stokes",
-}
 
 OPENCV_RADIUS = 3
 BORDER_WIDTH = 2
@@ -71,17 +56,33 @@ def check_pair(image: torch.Tensor, mask: torch.Tensor) -> None:
                          f"{tuple(image.shape)} image, got shape {tuple(mask.shape)}")
 
 
-@dataclass
 class Method:
-    """One inpainting method: ``fill(image, mask, seed)`` -> composited (3, H, W) on the CPU."""
+    """One inpainting method: ``fill(image, mask, seed)`` -> composited (3, H, W) on the CPU.
 
-    name: str
-    raw_fill: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = field(repr=False)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    A method is a subclass with a ``name`` (its registry key, used on the command
+    line), a ``label`` (tables and figures), ``missing()`` (None when it can run
+    here, else why not) and ``raw_fill(image, mask, seed)`` (the image arrives with
+    its holes blanked; the result is composited by :meth:`fill`).  Register it in
+    :data:`METHODS` with :func:`register`.
+    """
 
-    @property
-    def label(self) -> str:
-        return LABELS.get(self.name, self.name)
+    name: str = ""
+    label: str = ""
+    needs_generator: bool = False
+    optional: bool = False     # an extra install; evaluation skips it with a note when missing
+
+    def __init__(self, *, generator: torch.nn.Module | None = None, device: str | torch.device = "cpu",
+                 options: dict | None = None):
+        self.device = torch.device(device)
+        self.generator = generator
+        self.options = dict(options or {})
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return None
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
         image = image.detach().float().cpu()
@@ -94,6 +95,18 @@ class Method:
             raise RuntimeError(f"method {self.name} returned shape {tuple(filled.shape)} "
                                f"for a {tuple(image.shape)} image")
         return composite(filled, image, mask)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
+
+
+#: Every method by name: what ``evaluate --methods`` and ``inpaint --method`` choose from.
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
 
 
 def opencv_missing() -> str | None:
@@ -121,12 +134,62 @@ def patchmatch_missing() -> str | None:
     return None
 
 
-def _biharmonic(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
-    from skimage.restoration import inpaint_biharmonic
+@register
+class LearnedFill(Method):
+    """The trained generator, through exactly the code path of ``python -m nfinpaint.inpaint``:
+    any picture size; a full-resolution generator fills every hole on windows at the picture's
+    own resolution, a fixed-size one on windows scaled to its size."""
 
-    out = inpaint_biharmonic(image.permute(1, 2, 0).double().numpy(), mask[0].numpy() > 0.5,
-                             channel_axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float()
+    name, label, needs_generator = "gan", "GAN (ours)", True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.generator is None:
+            raise ValueError("the gan method needs a trained generator (--checkpoint PATH)")
+        self.generator = self.generator.to(self.device).eval()
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415  (inpaint imports this module)
+
+        filled, _ = inpaint_image(image, mask, generator=self.generator, method="gan", device=self.device,
+                                  seed=seed, log=lambda line: None, **self.options)
+        return filled
+
+
+@register
+class PatchMatchFill(Method):
+    """:func:`nfinpaint.patchmatch.inpaint` (CUDA on a GPU, multi-threaded C++ on the CPU)."""
+
+    name, label = "patchmatch", "PatchMatch"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        missing = self.missing()
+        if missing:
+            raise MethodUnavailable(missing)
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return patchmatch_missing()
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        from nfinpaint import patchmatch  # noqa: PLC0415
+
+        return patchmatch.inpaint(image.to(self.device), mask.to(self.device), seed=seed, **self.options)
+
+
+@register
+class BiharmonicFill(Method):
+    """``skimage.restoration.inpaint_biharmonic``."""
+
+    name, label = "biharmonic", "Biharmonic"
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        from skimage.restoration import inpaint_biharmonic  # noqa: PLC0415
+
+        out = inpaint_biharmonic(image.permute(1, 2, 0).double().numpy(), mask[0].numpy() > 0.5,
+                                 channel_axis=-1)
+        return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float()
 
 
 def border_mean_fill(image: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -137,78 +200,79 @@ def border_mean_fill(image: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> 
     labels, count = ndimage.label(hole, structure=np.ones((3, 3), dtype=bool))
     ring_shape = np.ones((2 * BORDER_WIDTH + 1,) * 2, dtype=bool)
     out = image.clone()
-    for k in range(1, count + 1):
-        component = labels == k
-        ring = torch.from_numpy(ndimage.binary_dilation(component, structure=ring_shape)) & known
-        if not bool(ring.any()):
-            ring = known
-        colour = image[:, ring].mean(dim=1) if bool(ring.any()) else torch.full((3,), 0.5)
-        out[:, torch.from_numpy(component)] = colour[:, None].to(out.dtype)
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        # each hole's ring from its bounding box grown by the ring width: cost follows the holes
+        rows = slice(max(0, sl[0].start - BORDER_WIDTH), sl[0].stop + BORDER_WIDTH)
+        cols = slice(max(0, sl[1].start - BORDER_WIDTH), sl[1].stop + BORDER_WIDTH)
+        component = labels[rows, cols] == k
+        ring = torch.from_numpy(ndimage.binary_dilation(component, structure=ring_shape)) & known[rows, cols]
+        colour = image[:, rows, cols][:, ring].mean(dim=1) if bool(ring.any()) else None
+        if colour is None:
+            colour = image[:, known].mean(dim=1) if bool(known.any()) else torch.full((3,), 0.5)
+        region = out[:, rows, cols]
+        region[:, torch.from_numpy(component)] = colour[:, None].to(out.dtype)
     return out
 
 
-def _opencv(flag_name: str) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    def fill(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
-        import cv2
+@register
+class BorderMeanFill(Method):
+    """The floor: each hole filled with the mean colour of the known pixels around it."""
+
+    name, label = FLOOR, "Border mean colour (floor)"
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        return border_mean_fill(image, mask, seed)
+
+
+class _OpenCVFill(Method):
+    """``cv2.inpaint`` (radius :data:`OPENCV_RADIUS`) on the image rounded to 8 bits."""
+
+    flag = ""
+    optional = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        missing = self.missing()
+        if missing:
+            raise MethodUnavailable(missing)
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return opencv_missing()
+
+    def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+        import cv2  # noqa: PLC0415
 
         rgb = (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
         hole = (mask[0].numpy() > 0.5).astype(np.uint8) * 255
-        out = cv2.inpaint(np.ascontiguousarray(rgb[..., ::-1]), hole, OPENCV_RADIUS,
-                          getattr(cv2, flag_name))
+        out = cv2.inpaint(np.ascontiguousarray(rgb[..., ::-1]), hole, OPENCV_RADIUS, getattr(cv2, self.flag))
         return torch.from_numpy(np.ascontiguousarray(out[..., ::-1])).permute(2, 0, 1).float() / 255.0
 
-    return fill
+
+@register
+class TeleaFill(_OpenCVFill):
+    name, label, flag = "opencv-telea", "OpenCV Telea", "INPAINT_TELEA"
 
 
-def _patchmatch(device: torch.device, options: dict) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    missing = patchmatch_missing()
-    if missing:
-        raise MethodUnavailable(missing)
-    from nfinpaint import patchmatch
-
-    def fill(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
-        return patchmatch.inpaint(image.to(device), mask.to(device), seed=seed, **options)
-
-    return fill
+@register
+class NavierStokesFill(_OpenCVFill):
+    name, label, flag = "opencv-ns", "OpenCV Navier-Stokes", "INPAINT_NS"
 
 
-def _gan(generator: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    generator = generator.to(device).eval()
-    size = generator.image_size
-
-    def fill(image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
-        if tuple(image.shape[1:]) != (size, size):
-            raise ValueError(f"the generator takes {size}x{size} images, got "
-                             f"{image.shape[1]}x{image.shape[2]}")
-        return generator_io.fill(generator, image.to(device)[None], mask.to(device)[None])[0]
-
-    return fill
+#: Names shown in tables and figures.
+LABELS = {name: cls.label for name, cls in METHODS.items()}
 
 
 def build_method(name: str, *, generator: torch.nn.Module | None = None,
-                 device: str | torch.device = "cpu", patchmatch_options: dict | None = None) -> Method:
-    """The method called ``name`` (one of :data:`METHODS`), ready to fill images.
+                 device: str | torch.device = "cpu", options: dict | None = None) -> Method:
+    """The method called ``name`` (a key of :data:`METHODS`), ready to fill images.
 
     Raises ValueError for an unknown name or ``gan`` without a generator, and
     :class:`MethodUnavailable` when the method cannot run here.
     """
-    device = torch.device(device)
-    if name == "gan":
-        if generator is None:
-            raise ValueError("the gan method needs a trained generator (--checkpoint PATH)")
-        return Method(name, _gan(generator, device), device)
-    if name == "patchmatch":
-        return Method(name, _patchmatch(device, dict(patchmatch_options or {})), device)
-    if name == "biharmonic":
-        return Method(name, _biharmonic)
-    if name == FLOOR:
-        return Method(name, border_mean_fill)
-    if name in ("opencv-telea", "opencv-ns"):
-        missing = opencv_missing()
-        if missing:
-            raise MethodUnavailable(missing)
-        return Method(name, _opencv("INPAINT_TELEA" if name == "opencv-telea" else "INPAINT_NS"))
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name](generator=generator, device=device, options=options)
 
 
 def parse_methods(text: str) -> list[str]:

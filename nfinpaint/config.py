@@ -41,8 +41,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
-from nfinpaint.networks import GENERATOR_VARIANTS
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,9 @@ FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
 L2_FORMS = ("mse", "log")
+# The feature term as equation 2 ("plain"), or its logarithm ("log": scale-free, so the term keeps its
+# share of the gradient whatever the feature network's scale, untrained features included).
+FEATURE_FORMS = ("plain", "log")
 # Reductions of the objective's L2 and feature terms (nfinpaint.losses): the one
 # definition.  Not nfinpaint.ops.REDUCTIONS, which reduce one op's per-sample values.
 LOSS_REDUCTIONS = ("mean", "image_sum", "sum")
@@ -77,7 +80,7 @@ class TrainConfig:
     max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale*image_size source pixels
     val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
     # -- model ----------------------------------------------------------------
-    generator: str = "paper"        # paper (Tables 1-2) | residual | residual_unet (networks.GENERATOR_VARIANTS)
+    generator: str = "paper"        # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
     # -- schedule (GLCIC-style staged training) -----------------------------
     steps: int = 800                # total optimisation steps
     g_warmup_steps: int = 300       # stage 1: generator only, L2 (+ feature) loss
@@ -96,6 +99,7 @@ class TrainConfig:
     l2_form: str = "mse"            # mse (the paper's L2) | log (mean per-image log hole MSE = hole PSNR; beyond the paper)
     loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
     feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
+    feature_form: str = "plain"     # plain (equation 2) | log (log of the term: scale-free; beyond the paper)
     feature_layer: str = "relu3_1"
     feature_weights: str = "imagenet"  # imagenet | PATH to a VGG-19 state dict | random (untrained, tests only)
     use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
@@ -130,8 +134,8 @@ class TrainConfig:
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         need(0.0 <= self.max_rotation <= 45.0, f"max_rotation must be in [0, 45] degrees, got {self.max_rotation}")
         need(self.max_crop_scale >= 1.0, f"max_crop_scale must be >= 1, got {self.max_crop_scale}")
-        need(self.generator in GENERATOR_VARIANTS,
-             f"generator must be one of {GENERATOR_VARIANTS}, got {self.generator!r}")
+        need(self.generator in GENERATORS,
+             f"generator must be one of {tuple(GENERATORS)}, got {self.generator!r}")
         need(not self.val_data or bool(self.data), "val_data (a validation folder) needs data (a training folder)")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
@@ -144,6 +148,8 @@ class TrainConfig:
              f"loss_reduction must be one of {RUN_LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
         need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
+        need(self.feature_form in FEATURE_FORMS,
+             f"feature_form must be one of {FEATURE_FORMS}, got {self.feature_form!r}")
         need(self.l2_form in L2_FORMS, f"l2_form must be one of {L2_FORMS}, got {self.l2_form!r}")
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.lr_schedule in LR_SCHEDULES,
@@ -157,12 +163,10 @@ class TrainConfig:
         need(self.val_batches >= 0, f"val_batches must be >= 0, got {self.val_batches}")
         # the models' own checks, as config errors before anything is built or written
         from nfinpaint.feature_net import LAYER_INDEX  # noqa: PLC0415  (torchvision: only when validating)
-        from nfinpaint.networks import generator_stages  # noqa: PLC0415
-
         need(self.feature_layer in LAYER_INDEX,
              f"feature_layer must be one of {', '.join(LAYER_INDEX)}, got {self.feature_layer!r}")
         try:
-            generator_stages(self.image_size)
+            spec(self.generator).check_size(self.image_size)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return self
@@ -224,6 +228,14 @@ PRESETS: dict[str, TrainConfig] = {
     "photos": _preset(preset="photos", generator="residual_unet", l2_form="log", lr_schedule="cosine",
                       ema_decay=0.999, steps=12_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
                       log_every=50),
+    # Full-size inpainting: the fully convolutional generator on 128x128 crops with thin / medium /
+    # large holes (up to ~40% of the crop), crops of 1-2.5x as many source pixels; the paper's objective
+    # (both discriminators, the feature term in log form so it keeps its share with any feature net).
+    "fullres": _preset(preset="fullres", generator="fullres", image_size=128, hole_size=48, local_patch_size=64,
+                       train_masks="mixed", max_crop_scale=2.5, batch_size=8, steps=4_000, g_warmup_steps=1_000,
+                       d_warmup_steps=50, l2_form="log", lr_schedule="cosine", ema_decay=0.998,
+                       feature_form="log", feature_weight=0.1, val_every=500, val_batches=4, sample_every=500,
+                       checkpoint_every=250, log_every=25),
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))

@@ -330,9 +330,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         try:
             methods.append(baselines.build_method(
                 name, generator=loaded.generator if loaded else None, device=device,
-                patchmatch_options=patchmatch_options))
+                options=patchmatch_options if name == "patchmatch" else None))
         except baselines.MethodUnavailable as exc:
-            if not name.startswith("opencv"):
+            if not baselines.METHODS[name].optional:
                 raise UsageError(f"method {name}: {exc}") from None
             skipped[name] = str(exc)
             print(f"note: skipping {name}: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ import torch
 import nfinpaint
 from nfinpaint.files import atomic_path
 from nfinpaint.masks import blank_holes, default_hole_size
+from nfinpaint.generators import generator_from_config
 from nfinpaint.networks import Generator
 
 FORMAT = "nfinpaint-generator/1"
@@ -150,7 +151,7 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
     file = resolve_generator_path(path)
     payload = _read(file, map_location)
     try:
-        generator = Generator(**payload["config"])
+        generator = generator_from_config(payload["config"])
         # half-precision files (the shipped default) load as float32: the model runs in float32
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         generator.load_state_dict(state)

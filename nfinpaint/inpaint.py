@@ -46,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, generator_io
+from nfinpaint import cli, generator_io, neural_fill
 from nfinpaint.baselines import patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
+from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
                               read_image_and_alpha, read_mask, save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
@@ -199,6 +200,17 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     if generator is not None:
         generator = generator.to(device).eval()
         hole_size = int(hole_size) if hole_size else default_hole_size(image_size)
+    if generator is not None and method != "patchmatch" and is_full_resolution(generator):
+        # a fully convolutional generator fills every hole at the picture's own resolution
+        for hole in holes:
+            hole.method, hole.reason = "gan", "learned fill at full resolution"
+
+        def say(window) -> None:
+            names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
+            log(f"hole(s) {names}: learned fill on a {window.describe()}")
+
+        filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
+        return torch.where(hole_mask, filled, image), holes
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
     pm_holes = [h for h in holes if h.method == "patchmatch"]

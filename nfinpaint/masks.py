@@ -13,7 +13,11 @@ import math
 import torch
 from torch import Tensor
 
-MASK_KINDS = ("center", "random", "freeform")
+MASK_KINDS = ("center", "random", "freeform", "thin", "medium", "large", "mixed")
+# The hole families of full-size inpainting (in the spirit of LaMa's thin / medium / thick masks):
+# scratches and wires, an object, a large object.  "mixed" draws one family per mask.
+HOLE_FAMILIES = ("thin", "medium", "large")
+MIXED_WEIGHTS = (0.3, 0.35, 0.35)
 
 
 def blank_holes(image: Tensor, mask: Tensor) -> Tensor:
@@ -128,6 +132,114 @@ def freeform_masks(n: int, image_size: int, generator: torch.Generator | None = 
     return masks
 
 
+def stroke_masks(n: int, height: int, width: int, generator: torch.Generator | None = None, *,
+                 seed: int | None = None, strokes: tuple[int, int], vertices: tuple[int, int],
+                 brush: tuple[float, float], length: tuple[float, float], margin: float = 0.0,
+                 max_coverage: float = 0.4) -> Tensor:
+    """Brush strokes on (N,1,height,width) masks: 1 = hole.
+
+    Each mask gets ``strokes`` (inclusive range) strokes; a stroke starts at a
+    uniform point at least ``margin`` pixels inside the picture and walks
+    ``vertices`` segments of random direction and ``length`` pixels, painted with
+    a round brush of diameter ``brush`` pixels (one diameter per stroke).  A
+    mask covering more than ``max_coverage`` of the picture keeps its first
+    stroke's first segment only, so every mask has a hole and keeps context.
+    """
+    if n < 0 or height < 1 or width < 1:
+        raise ValueError(f"need n >= 0 and a positive size, got n={n}, {width}x{height}")
+    if not (1 <= strokes[0] <= strokes[1] and 1 <= vertices[0] <= vertices[1]):
+        raise ValueError(f"stroke and vertex counts must be ranges of positive integers, got {strokes}, {vertices}")
+    g = _rng(generator, seed)
+    ms, mv = strokes[1], vertices[1]
+    k = ms * mv
+    n_strokes = torch.randint(strokes[0], strokes[1] + 1, (n,), generator=g)
+    n_vertices = torch.randint(vertices[0], vertices[1] + 1, (n, ms), generator=g)
+    size = torch.tensor([float(height), float(width)])
+    inner = (size - 2 * margin).clamp_min(1.0)
+    start = (size - inner) / 2 + torch.rand(n, ms, 1, 2, generator=g) * inner
+    angle = torch.rand(n, ms, mv, generator=g) * (2 * math.pi)
+    seg = length[0] + torch.rand(n, ms, mv, generator=g) * (length[1] - length[0])
+    radius = (brush[0] + torch.rand(n, ms, 1, generator=g) * (brush[1] - brush[0])) / 2
+    step = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1) * seg[..., None]
+    points = torch.cat([start, start + step.cumsum(dim=2)], dim=2)    # may leave the picture: painted where inside
+    a, b = points[:, :, :-1] + 0.5, points[:, :, 1:] + 0.5
+    active = (torch.arange(mv) < n_vertices[..., None]) & (torch.arange(ms)[:, None] < n_strokes[:, None, None])
+    radius = radius.expand(-1, -1, mv)
+    ys = torch.arange(height, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, dtype=torch.float32) + 0.5
+
+    def paint(active: Tensor) -> Tensor:
+        out = torch.zeros(n, height, width, dtype=torch.bool)
+        aa, bb = a.reshape(n, k, 2), b.reshape(n, k, 2)
+        rr, on = radius.reshape(n, k), active.reshape(n, k)
+        for j in range(k):       # one segment at a time: memory n*H*W, whatever the picture size
+            ab = bb[:, j] - aa[:, j]                                        # (N,2)
+            dy = ys.view(1, -1, 1) - aa[:, j, 0].view(-1, 1, 1)           # (N,H,1)
+            dx = xs.view(1, 1, -1) - aa[:, j, 1].view(-1, 1, 1)           # (N,1,W)
+            denom = (ab * ab).sum(-1).clamp_min(1e-12).view(-1, 1, 1)
+            t = ((dy * ab[:, 0].view(-1, 1, 1) + dx * ab[:, 1].view(-1, 1, 1)) / denom).clamp(0, 1)
+            ey, ex = dy - t * ab[:, 0].view(-1, 1, 1), dx - t * ab[:, 1].view(-1, 1, 1)
+            hit = ey * ey + ex * ex <= (rr[:, j] ** 2).view(-1, 1, 1)
+            out |= hit & on[:, j].view(-1, 1, 1)
+        return out[:, None].to(torch.float32)
+
+    masks = paint(active)
+    too_big = masks.mean(dim=(1, 2, 3)) > max_coverage
+    if bool(too_big.any()):
+        first = active & (torch.arange(ms)[:, None] == 0) & (torch.arange(mv) == 0)
+        masks = torch.where(too_big[:, None, None, None], paint(first), masks)
+    return masks
+
+
+# Hole families as fractions of a reference side: (strokes, vertices, brush diameter, segment length,
+# margin from the border, largest share of the picture).  "crop": training crops, where the crop plays the
+# window that inpaint cuts around a hole (holes up to ~40% of it); "picture": whole pictures at 512x384
+# (reference 384): scratches 4-9 px wide, an object of ~56 px, an object of ~150 px.
+_FAMILY_FRACTIONS = {
+    "crop": {
+        "thin": ((2, 5), (2, 6), (0.03, 0.07), (0.1, 0.35), 0.0, 0.25),
+        "medium": ((1, 2), (1, 2), (0.2, 0.35), (0.0, 0.1), 0.25, 0.4),
+        "large": ((1, 2), (1, 2), (0.4, 0.55), (0.0, 0.15), 0.3, 0.45),
+    },
+    "picture": {
+        "thin": ((2, 5), (2, 5), (0.0104, 0.0234), (0.1, 0.3), 0.0, 0.25),
+        "medium": ((1, 1), (1, 2), (0.11, 0.15), (0.0, 0.04), 0.2, 0.4),
+        "large": ((1, 1), (1, 2), (0.34, 0.42), (0.0, 0.06), 0.3, 0.45),
+    },
+}
+FAMILY_SCALES = tuple(_FAMILY_FRACTIONS)
+
+
+def family_stroke_settings(kind: str, height: int, width: int, scale: str = "crop") -> dict:
+    """:func:`stroke_masks` settings of hole family ``kind`` for a ``height`` x ``width`` crop or
+    picture (``scale``), sizes in proportion to its shorter side."""
+    if scale not in _FAMILY_FRACTIONS:
+        raise ValueError(f"scale must be one of {FAMILY_SCALES}, got {scale!r}")
+    if kind not in _FAMILY_FRACTIONS[scale]:
+        raise ValueError(f"hole family must be one of {HOLE_FAMILIES}, got {kind!r}")
+    strokes, vertices, brush, length, margin, coverage = _FAMILY_FRACTIONS[scale][kind]
+    r = float(min(height, width))
+    return dict(strokes=strokes, vertices=vertices, brush=(max(2.0, brush[0] * r), max(3.0, brush[1] * r)),
+                length=(length[0] * r, length[1] * r), margin=margin * r, max_coverage=coverage)
+
+
+def family_masks(kind: str, n: int, height: int, width: int | None = None,
+                 generator: torch.Generator | None = None, *, seed: int | None = None,
+                 scale: str = "crop") -> Tensor:
+    """(N,1,H,W) masks of hole family ``kind`` (thin / medium / large, or mixed: one family per
+    mask drawn with :data:`MIXED_WEIGHTS`) for ``height`` x ``width`` pictures."""
+    width = height if width is None else width
+    g = _rng(generator, seed)
+    if kind != "mixed":
+        return stroke_masks(n, height, width, g, **family_stroke_settings(kind, height, width, scale))
+    choice = torch.multinomial(torch.tensor(MIXED_WEIGHTS), n, replacement=True, generator=g)
+    out = torch.zeros(n, 1, height, width)
+    for index, family in enumerate(HOLE_FAMILIES):
+        drawn = stroke_masks(n, height, width, g, **family_stroke_settings(family, height, width, scale))
+        out = torch.where((choice == index).view(-1, 1, 1, 1), drawn, out)
+    return out
+
+
 def default_hole_size(image_size: int) -> int:
     """The hole size to assume when none is known: a third of the side (the paper's 8 of 24)."""
     return max(1, round(image_size / 3))
@@ -147,7 +259,9 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
     * "center": the training mask, a ``hole_size`` square at the centre;
     * "random": the paper's test protocol, a rectangle whose sides are drawn from
       [hole_size//2, hole_size*3//2] (clipped to the image) at a random position;
-    * "freeform": brush strokes with the default settings of :func:`freeform_masks`.
+    * "freeform": brush strokes with the default settings of :func:`freeform_masks`;
+    * "thin", "medium", "large", "mixed": the hole families of :func:`family_masks`,
+      scaled to the crop (``hole_size`` is not used).
     """
     if kind == "center":
         _rng(generator, seed)        # still reject generator+seed together
@@ -157,4 +271,6 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
         return random_rect_masks(n, image_size, low, high, generator, seed=seed)
     if kind == "freeform":
         return freeform_masks(n, image_size, generator, seed=seed)
+    if kind in HOLE_FAMILIES or kind == "mixed":
+        return family_masks(kind, n, image_size, image_size, generator, seed=seed)
     raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")

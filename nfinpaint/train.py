@@ -45,7 +45,8 @@ from nfinpaint.images import ImageError
 from nfinpaint.info import versions
 from nfinpaint.masks import blank_holes
 from nfinpaint.metrics import batch_psnr
-from nfinpaint.networks import Generator, GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
+from nfinpaint.generators import build_generator
+from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
 from nfinpaint.resume import ResumePoint, find_resume_point, resume_config
 from nfinpaint.run_dir import MetricsLog, check_new_run_dir, default_run_dir, metrics_to_keep, say, write_config
 from nfinpaint.stop import StopRequest
@@ -67,10 +68,10 @@ def build_data(config: TrainConfig):
 # --------------------------------------------------------------------------- models
 
 
-def build_models(config: TrainConfig) -> tuple[Generator, GlobalDiscriminator, LocalDiscriminator]:
+def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscriminator, LocalDiscriminator]:
     """The generator and the two discriminators, initialised from the seed (the same on every rank)."""
     torch.manual_seed(config.seed)
-    return (Generator(config.image_size, variant=config.generator), GlobalDiscriminator(config.image_size),
+    return (build_generator(config.generator, config.image_size), GlobalDiscriminator(config.image_size),
             LocalDiscriminator(config.local_patch_size))
 
 
@@ -131,7 +132,7 @@ class Trainer:
         self.step_fn = torch.compile(self.train_step) if config.compile else self.train_step
 
     @property
-    def inference_generator(self) -> Generator:
+    def inference_generator(self) -> torch.nn.Module:
         """The generator to evaluate and export: the weight average when there is one."""
         return self.generator_ema if self.generator_ema is not None else self.generator
 
@@ -204,8 +205,9 @@ class Trainer:
                 feat_fake = self.feature_net(composite)
                 with torch.no_grad():
                     feat_real = self.feature_net(real)
-            terms["feature"] = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=cfg.feature_kind,
-                                                   use_custom_ops=cfg.use_custom_ops, reduction=cfg.loss_reduction)
+            feature = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=cfg.feature_kind,
+                                          use_custom_ops=cfg.use_custom_ops, reduction=cfg.loss_reduction)
+            terms["feature"] = feature.clamp_min(1e-12).log() if cfg.feature_form == "log" else feature
         if stage == "joint":
             # The generator's update needs the discriminators' input gradients only: freezing
             # their weights skips the weight-gradient half of their backward, and running the
@@ -246,10 +248,12 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, loader) -> dict[str, float]:
-        """Mean hole PSNR on the validation split with the training's centre holes and with
-        random rectangles (seeded: the same masks every time), and whole-image PSNR."""
+        """Mean hole PSNR on the validation split with the training's centre holes, with random
+        rectangles and, for runs trained on the hole families, with those (all seeded: the same
+        masks every time); and whole-image PSNR."""
         cfg = self.config
-        psnr_center, psnr_random, psnr_image = [], [], []
+        families = cfg.train_masks in masks.HOLE_FAMILIES + ("mixed",)
+        psnr_center, psnr_random, psnr_image, psnr_family = [], [], [], []
         for b, real in enumerate(loader):
             if cfg.val_batches and b >= cfg.val_batches:
                 break
@@ -262,12 +266,19 @@ class Trainer:
             psnr_center.append(batch_psnr(filled, real, center).cpu())
             psnr_image.append(batch_psnr(filled, real).cpu())
             psnr_random.append(batch_psnr(self.fill(real, rand), real, rand).cpu())
+            if families:
+                holes = masks.make_masks("mixed", n, cfg.image_size, cfg.hole_size, seed=cfg.seed * 7919 + b)
+                holes = holes.to(self.device)
+                psnr_family.append(batch_psnr(self.fill(real, holes), real, holes).cpu())
         if not psnr_center:
             return {}
-        return {"val_psnr_hole": float(torch.cat(psnr_center).mean()),
-                "val_psnr_hole_random": float(torch.cat(psnr_random).mean()),
-                "val_psnr_image": float(torch.cat(psnr_image).mean()),
-                "val_images": int(sum(len(x) for x in psnr_center))}
+        out = {"val_psnr_hole": float(torch.cat(psnr_center).mean()),
+               "val_psnr_hole_random": float(torch.cat(psnr_random).mean()),
+               "val_psnr_image": float(torch.cat(psnr_image).mean()),
+               "val_images": int(sum(len(x) for x in psnr_center))}
+        if psnr_family:
+            out["val_psnr_hole_mixed"] = float(torch.cat(psnr_family).mean())
+        return out
 
     # -- state ------------------------------------------------------------------------------
 

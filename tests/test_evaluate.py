@@ -15,7 +15,7 @@ from PIL import Image
 
 from nfinpaint import baselines, evaluate, generator_io
 from nfinpaint.generator_io import save_generator
-from nfinpaint.masks import make_masks
+from nfinpaint.masks import blank_holes, make_masks
 from nfinpaint.networks import Generator
 
 SIZE, HOLE = 24, 8
@@ -235,9 +235,18 @@ def test_composite_is_exact_and_clamps():
     assert torch.all(out[:, mask[0] == 1] == 1.0)
 
 
-def test_gan_rejects_wrong_image_size():
-    with pytest.raises(ValueError, match="24x24"):
-        _method("gan").fill(torch.rand(3, 16, 16), torch.ones(1, 16, 16))
+def test_gan_method_is_the_inpaint_code_path():
+    """evaluate's gan fills whole pictures of any size exactly as ``inpaint`` does."""
+    from nfinpaint.inpaint import inpaint_image
+
+    method = _method("gan")
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    image = torch.rand(3, 40, 56, generator=g)
+    mask = torch.zeros(1, 40, 56)
+    mask[:, 10:16, 30:37] = 1
+    expected, _ = inpaint_image(blank_holes(image, mask), mask, generator=method.generator, method="gan",
+                                log=lambda line: None)
+    assert torch.equal(method.fill(image, mask), expected)
 
 
 def test_parse_methods():

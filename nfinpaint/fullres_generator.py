@@ -1,0 +1,139 @@
+"""A fully convolutional generator for pictures at their own resolution.
+
+The paper's generator (``networks.Generator``) has a fixed-size fc bottleneck:
+it sees 24x24 or 64x64 crops and nothing else.  People inpaint 0.2-50
+megapixel photographs with holes from a thin scratch to an object hundreds of
+pixels across.  :class:`FullResGenerator` keeps what worked at 24x24 (a
+contrast-normalised correction of a smooth fill of the hole) and drops the fc
+layer:
+
+* base: :func:`~nfinpaint.initial_fill.multiscale_biharmonic_fill`, the
+  coarse-to-fine biharmonic fill (converged for holes of any size), or a base
+  the caller passes (the upsampled fill of a coarser pass, see
+  :mod:`nfinpaint.neural_fill`);
+* a U-Net: a stem at full resolution, three stride-2 stages to 1/8, residual
+  blocks of dilated 3x3 convolutions there (dilations 1, 2, 4, 8: a receptive
+  field of about 500 pixels), and a decoder of nearest x2 upsampling + conv
+  with a skip from the encoder at each resolution;
+* no normalisation layer: a pixel's output does not depend on the batch or
+  on how large the window around it is, so windows of any size give the
+  same fill (up to the border), in training and at inference;
+* the last convolution starts at zero, so an untrained generator *is* the
+  base fill, and training learns the correction.
+
+Any height and width work (the input is padded by reflection to a multiple
+of 8 and the output cropped back).  ``image_size`` is the side of the
+training crops, which the discriminators and the window planning of
+``inpaint`` read.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nfinpaint.initial_fill import multiscale_biharmonic_fill
+
+WIDTHS = (32, 64, 96, 128)       # full, 1/2, 1/4, 1/8 resolution
+DILATIONS = (1, 2, 4, 8)         # one residual block (two convs) each, at 1/8 resolution
+STRIDE = 8                       # three stride-2 stages
+
+
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class _DilatedBlock(nn.Module):
+    def __init__(self, width: int, dilation: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(width, width, dilation=dilation), _act(), _conv(width, width, dilation=dilation))
+        self.act = _act()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(x + self.body(x))
+
+
+def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
+    """Per-image mean and standard deviation (over channels and pixels) of the known pixels,
+    the deviation floored at one 8-bit level; shapes (N,1,1,1)."""
+    known = (1 - mask).expand_as(image)
+    count = known.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    mean = (image * known).sum(dim=(1, 2, 3), keepdim=True) / count
+    var = (((image - mean) * known) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count
+    return mean, var.sqrt().clamp_min(floor)
+
+
+class FullResGenerator(nn.Module):
+    """Fully convolutional residual U-Net over a multiscale biharmonic fill (see the module doc).
+
+    ``forward(masked, mask, base=None)``: ``masked`` (N,3,H,W) in [0,1], ``mask``
+    (N,1,H,W), 1 = hole, any H and W; whatever ``masked`` holds in the hole is
+    ignored.  Returns (N,3,H,W) in [0,1]: the raw generation everywhere (compose
+    with the known pixels outside).
+    """
+
+    variant = "fullres"
+
+    def __init__(self, image_size: int = 128, *, widths: tuple[int, ...] | list[int] = WIDTHS,
+                 dilations: tuple[int, ...] | list[int] = DILATIONS, variant: str = "fullres"):
+        super().__init__()
+        if variant != self.variant:
+            raise ValueError(f"FullResGenerator is variant {self.variant!r}, got {variant!r}")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16 or image_size % STRIDE:
+            raise ValueError(f"the fullres generator trains on crops whose side is a multiple of {STRIDE} "
+                             f"from 16 up, got image_size={image_size!r}")
+        widths, dilations = [int(w) for w in widths], [int(d) for d in dilations]
+        if len(widths) != 4:
+            raise ValueError(f"widths must give 4 numbers (full, 1/2, 1/4, 1/8 resolution), got {widths}")
+        self.config = dict(image_size=image_size, widths=widths, dilations=dilations, variant=variant)
+        self.image_size = image_size
+        w0, w1, w2, w3 = widths
+        self.stem = nn.Sequential(_conv(4, w0), _act(), _conv(w0, w0), _act())
+        self.down1 = nn.Sequential(_conv(w0, w1, stride=2), _act(), _conv(w1, w1), _act())
+        self.down2 = nn.Sequential(_conv(w1, w2, stride=2), _act(), _conv(w2, w2), _act())
+        self.down3 = nn.Sequential(_conv(w2, w3, stride=2), _act())
+        self.middle = nn.Sequential(*[_DilatedBlock(w3, d) for d in dilations])
+        self.up2 = nn.Sequential(_conv(w3 + w2, w2), _act())
+        self.up1 = nn.Sequential(_conv(w2 + w1, w1), _act())
+        self.up0 = nn.Sequential(_conv(w1 + w0, w0), _act())
+        self.to_rgb = nn.Conv2d(w0, 3, 3, padding=1)
+        # start as the base fill exactly; training learns the correction
+        nn.init.zeros_(self.to_rgb.weight)
+        nn.init.zeros_(self.to_rgb.bias)
+
+    def base_fill(self, masked: Tensor, mask: Tensor) -> Tensor:
+        """The smooth fill the network corrects: the multiscale biharmonic fill of the hole."""
+        return multiscale_biharmonic_fill(masked * (1 - mask), mask)
+
+    def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None) -> Tensor:
+        n, c, h, w = masked.shape
+        if c != 3 or mask.shape != (n, 1, h, w):
+            raise ValueError(f"FullResGenerator expects masked (N,3,H,W) and mask (N,1,H,W); got "
+                             f"{tuple(masked.shape)} and {tuple(mask.shape)}")
+        mask = mask.to(masked.dtype)
+        filled = self.base_fill(masked, mask) if base is None else torch.where(mask > 0.5, base, masked)
+        filled = filled.to(masked.dtype)
+        # contrast normalisation: the network sees the window in units of its own known pixels'
+        # spread and its correction is scaled back by it
+        centre, spread = known_stats(filled, mask)
+        x = torch.cat([(filled - centre) / spread, mask], dim=1)
+        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        s0 = self.stem(x)
+        s1 = self.down1(s0)
+        s2 = self.down2(s1)
+        y = self.middle(self.down3(s2))
+        y = self.up2(torch.cat([_up(y), s2], dim=1))
+        y = self.up1(torch.cat([_up(y), s1], dim=1))
+        y = self.up0(torch.cat([_up(y), s0], dim=1))
+        correction = self.to_rgb(y)[:, :, :h, :w]
+        return (filled + spread * correction).clamp(0.0, 1.0)
+
+
+def _up(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")

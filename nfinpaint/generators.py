@@ -1,0 +1,74 @@
+"""The generator registry: every generator by name, read by config validation, training, loading,
+inpainting and the probe script.  A new generator is one class and one entry here.
+
+Each entry says how to build the generator for a training crop size, how to rebuild it from the
+``config`` dict it stores in its file, which crop sizes it takes, and whether it fills windows of
+any size at a picture's own resolution (``full_resolution``) or only its fixed ``image_size``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from nfinpaint.fullres_generator import FullResGenerator
+from nfinpaint.networks import Generator, generator_stages
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    name: str
+    summary: str
+    build: Callable[..., nn.Module]          # build(image_size, **stored_config_without_variant)
+    check_size: Callable[[int], object]      # raises ValueError for crop sizes it cannot take
+    full_resolution: bool
+
+
+def _fullres_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16 or image_size % 8:
+        raise ValueError(f"the fullres generator trains on crops whose side is a multiple of 8 from 16 up, "
+                         f"got image_size={image_size!r}")
+
+
+def _paper_family(variant: str) -> Callable[..., nn.Module]:
+    def build(image_size: int, **config) -> nn.Module:
+        return Generator(image_size, variant=variant, **config)
+    return build
+
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    "paper": GeneratorSpec("paper", "the paper's encoder-decoder (Tables 1-2), fixed size",
+                           _paper_family("paper"), generator_stages, False),
+    "residual": GeneratorSpec("residual", "the paper's network correcting a biharmonic fill, fixed size",
+                              _paper_family("residual"), generator_stages, False),
+    "residual_unet": GeneratorSpec("residual_unet", "residual, with U-Net skips, fixed size",
+                                   _paper_family("residual_unet"), generator_stages, False),
+    "fullres": GeneratorSpec("fullres", "fully convolutional residual U-Net over a multiscale biharmonic fill, "
+                             "any size", lambda image_size, **config: FullResGenerator(image_size, **config),
+                             _fullres_size, True),
+}
+
+
+def spec(name: str) -> GeneratorSpec:
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    return GENERATORS[name]
+
+
+def build_generator(name: str, image_size: int) -> nn.Module:
+    """A new (untrained) generator ``name`` for ``image_size`` training crops."""
+    return spec(name).build(image_size)
+
+
+def generator_from_config(config: dict) -> nn.Module:
+    """Rebuild a generator from the ``config`` dict it stores (``variant`` names its registry entry)."""
+    config = dict(config)
+    name = config.pop("variant", "paper")
+    image_size = config.pop("image_size")
+    return spec(name).build(image_size, **config)
+
+
+def is_full_resolution(generator: nn.Module) -> bool:
+    """Whether ``generator`` fills windows of any size at their own resolution."""
+    return spec(getattr(generator, "config", {}).get("variant", "paper")).full_resolution

@@ -1,0 +1,148 @@
+"""The learned fill of a whole picture at its own resolution, with a fully convolutional generator.
+
+Every hole is filled by the generator on a window around it, at the
+picture's own resolution (the picture is never shrunk):
+
+1. **Windows.**  Each hole (8-connected component) gets a box: its bounding
+   box grown by a margin of context as wide as the hole is thick (twice its
+   largest distance to a known pixel), at least :data:`MIN_MARGIN` pixels, so
+   a window looks like the training crops (a hole of up to ~40% of the crop).
+   Boxes that overlap are merged into one window, so many small holes close
+   together (a scratched photograph) cost one generator call, not one each.
+2. **Coarse to fine for thick holes.**  The generator trained on holes up to
+   about half its crop size.  A window whose thickest hole is thicker than
+   :data:`COARSE_THICKNESS` pixels is first filled on a copy shrunk by an
+   integer factor that brings the hole to that size; the coarse fill,
+   upsampled, replaces the biharmonic base of the full-resolution pass, which
+   adds the detail.
+3. **Composite.**  Only the window's own holes are copied into the picture;
+   pixels outside the holes are the input's, exactly.
+
+Windows are filled in order, each seeing the fills of the ones before it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from nfinpaint.masks import blank_holes
+
+MIN_MARGIN = 24          # pixels of context around the thinnest hole
+COARSE_THICKNESS = 64    # holes thicker than this are filled coarse to fine
+
+
+@dataclass
+class Window:
+    """A rectangle of the picture filled in one generator call, and the holes it fills."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    holes: list[int] = field(default_factory=list)    # 1-based hole labels
+    thickness: float = 0.0                            # of its thickest hole, in pixels
+
+    @property
+    def scale(self) -> int:
+        """The shrink factor of the coarse pass (1: none)."""
+        return max(1, math.ceil(self.thickness / COARSE_THICKNESS)) if self.thickness > COARSE_THICKNESS else 1
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
+    def describe(self) -> str:
+        size = f"{self.width}x{self.height} window at x={self.left}, y={self.top}"
+        return size + (f", coarse pass at 1/{self.scale}" if self.scale > 1 else "")
+
+
+def hole_thickness(labels: np.ndarray, count: int) -> np.ndarray:
+    """Per hole label (index 0 unused): twice the largest distance from a hole pixel to a known one
+    (each hole measured on its own bounding box plus a known border, so cost follows the holes)."""
+    out = np.zeros(count + 1)
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            own = np.pad(labels[sl] == index, 1)
+            out[index] = 2.0 * float(ndimage.distance_transform_edt(own).max())
+    return out
+
+
+def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
+    """The windows that fill the ``count`` labelled holes of ``labels`` (H, W), in scan order."""
+    h, w = labels.shape
+    thickness = hole_thickness(labels, count)
+    boxes = []
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        margin = max(MIN_MARGIN, math.ceil(thickness[index]))
+        boxes.append([max(0, sl[0].start - margin), max(0, sl[1].start - margin),
+                      min(h, sl[0].stop + margin), min(w, sl[1].stop + margin), [index], thickness[index]])
+    merged = True
+    while merged:      # merge overlapping boxes until none overlap (few boxes in practice)
+        merged = False
+        out: list[list] = []
+        for box in boxes:
+            for other in out:
+                if box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]:
+                    other[0], other[1] = min(other[0], box[0]), min(other[1], box[1])
+                    other[2], other[3] = max(other[2], box[2]), max(other[3], box[3])
+                    other[4] += box[4]
+                    other[5] = max(other[5], box[5])
+                    merged = True
+                    break
+            else:
+                out.append(box)
+        boxes = out
+    return [Window(t, l, b - t, r - l, sorted(ids), float(thick)) for t, l, b, r, ids, thick in boxes]
+
+
+def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,3,h,w) image and (N,1,h,w) hole shrunk by ``scale``: a coarse pixel is a hole when any of
+    its pixels is, else the mean of its pixels (nothing under a hole leaks into it)."""
+    known = 1 - hole
+    size = (max(1, math.ceil(image.shape[-2] / scale)), max(1, math.ceil(image.shape[-1] / scale)))
+    weight = F.adaptive_avg_pool2d(known, size)
+    coarse_hole = (weight < 1 - 1e-6).float()
+    coarse = F.adaptive_avg_pool2d(image * known, size) / weight.clamp_min(1e-6)
+    return blank_holes(coarse, coarse_hole), coarse_hole
+
+
+@torch.inference_mode()
+def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int = 1) -> torch.Tensor:
+    """Fill the ``hole`` (N,1,h,w) of ``window`` (N,3,h,w) with a full-resolution generator; ``scale`` > 1
+    fills a copy shrunk by that factor first and refines its upsampled fill at full resolution.
+    Returns the window with its holes filled (known pixels exactly the input's)."""
+    masked = blank_holes(window, hole)
+    base = None
+    if scale > 1:
+        coarse, coarse_hole = _shrink(masked, hole, scale)
+        coarse_fill = torch.where(coarse_hole > 0.5, generator(coarse, coarse_hole), coarse)
+        base = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
+    out = generator(masked, hole, base=base)
+    return torch.where(hole > 0.5, out.float().clamp(0, 1), window)
+
+
+def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
+                 count: int, device: torch.device, log=None) -> torch.Tensor:
+    """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
+    ``generator`` on the windows of :func:`plan_windows`; returns the filled (3, H, W) on the CPU."""
+    generator = generator.to(device).eval()
+    current = image.clone()
+    remaining = hole.clone()
+    labels_t = torch.from_numpy(labels)[None]
+    for window in plan_windows(labels, count):
+        rows, cols = window.slices()
+        part = current[:, rows, cols]
+        todo = remaining[:, rows, cols]
+        filled = fill_window(generator, part[None].to(device), todo[None].float().to(device), window.scale)[0]
+        mine = torch.isin(labels_t[:, rows, cols], torch.tensor(window.holes))
+        current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
+        remaining[:, rows, cols] &= ~mine
+        if log is not None:
+            log(window)
+    return current
