@@ -176,10 +176,13 @@ def read_image_info(path: str | os.PathLike) -> dict:
             info["icc_profile"] = img.info["icc_profile"]
         if img.info.get("dpi"):
             info["dpi"] = tuple(float(v) for v in img.info["dpi"])
-        exif = img.getexif()
-        if len(exif):
-            exif.pop(0x0112, None)   # orientation: applied to the pixels when they were read
-            info["exif"] = exif.tobytes()
+        try:
+            exif = img.getexif()
+            if len(exif):
+                exif.pop(0x0112, None)   # orientation: applied to the pixels when they were read
+                info["exif"] = exif.tobytes()
+        except Exception:  # noqa: BLE001  (damaged EXIF: the pixels are still good; write without it)
+            info.pop("exif", None)
     return info
 
 
