@@ -8,10 +8,13 @@ prints ``aborted`` and exits with 130; warnings print as ``warning: ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +23,7 @@ import torch
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143   # 128 + SIGTERM, as a shell reports a process it ended
 
 
 class UsageError(ValueError):
@@ -66,20 +70,43 @@ def parser(prog: str, doc: str, **kwargs) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler), raised where Ctrl-C would be, so that it unwinds the same
+    way: temporary files are removed (files.atomic_path), nothing half-written stays."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within: SIGTERM raises :class:`Terminated` (the main thread only can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | None,
          arg_parser: argparse.ArgumentParser, errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse ``argv``, call ``run(args)``; returns the exit status: ``run``'s (0 for None), 2 after
-    one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C."""
+    one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C (143 for SIGTERM)."""
     quiet_startup()
     args = arg_parser.parse_args(None if argv is None else [str(a) for a in argv])
     try:
-        code = run(args)
+        with sigterm_as_interrupt():
+            code = run(args)
     except (UsageError, *errors) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\naborted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return 0 if code is None else code
 
 

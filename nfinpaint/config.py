@@ -124,6 +124,10 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        for f in fields(self):   # inf passes range checks such as lr > 0
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
         need(self.image_size >= 8, f"image_size must be at least 8, got {self.image_size}")
         need(0 < self.hole_size < self.image_size,
              f"hole_size must be between 1 and image_size-1 ({self.image_size - 1}), got {self.hole_size}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
+from nfinpaint.files import marker_kind
 from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
 
 # skimage.data's colour photographs that load offline.  ("retina" also does, but is mostly
@@ -83,17 +85,57 @@ def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def find_image_files(data_dir: str | os.PathLike) -> list[Path]:
-    """Image files (by suffix) under ``data_dir``, sorted; hidden files and folders skipped."""
+    """Image files (by suffix) under ``data_dir``, sorted; hidden files and folders skipped.
+
+    Links are followed, but every file is taken once: a folder reached again
+    (a link loop such as ``sub/loop -> ..``) is not walked twice, and a file
+    reached by several paths counts once (the first path in sorted order), so
+    the split cannot put copies of one image on both sides; how many were
+    dropped is said in a :class:`DataWarning`.  Anything that is not a regular
+    file (a FIFO, a device: reading one could block forever) and the folders
+    the commands write their outputs to (marked with ``files.MARKER``) are
+    skipped with a warning.
+    """
     root = Path(data_dir)
     if not root.exists():
         raise DataError(f"{root}: no such folder")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass a folder of images")
-    files = []
+    files, seen_files, seen_dirs, dup_dirs, dup_files = [], set(), set(), 0, 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:          # reached again through a link (a loop, a mirror): walked already
+            dup_dirs += 1
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        if dirpath != str(root) and marker_kind(dirpath) is not None:
+            warnings.warn(f"skipping {dirpath}: the output folder of an nfinpaint {marker_kind(dirpath)}, "
+                          f"not data", DataWarning, stacklevel=2)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            path = Path(dirpath) / name
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:            # a dangling link
+                regular = False
+            if not regular:
+                warnings.warn(f"skipping {path}: not a regular file", DataWarning, stacklevel=2)
+                continue
+            real = os.path.realpath(path)
+            if real in seen_files:
+                dup_files += 1
+                continue
+            seen_files.add(real)
+            files.append(path)
+    if dup_dirs or dup_files:
+        warnings.warn(f"{root}: dropped {dup_dirs + dup_files} duplicate path(s) reached again through links "
+                      f"({dup_dirs} folder(s), {dup_files} file(s)): each image is taken once",
+                      DataWarning, stacklevel=2)
     if not files:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
                         f"point --data at a folder of images")
@@ -279,7 +321,11 @@ def _file_split(train_files: list[Path], val_files: list[Path], image_size: int,
         raise DataError("none of the training image files could be read")
     train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
                             max_crop_scale=max_crop_scale)
-    return train, fixed_crops(_load_files(val_files, "validation images"), image_size, max_crop_scale)
+    val_images = _load_files(val_files, "validation images")
+    if val_files and not val_images:   # training on without the validation that was asked for
+        raise DataError(f"none of the {len(val_files)} validation image files could be read (e.g. "
+                        f"{val_files[0]}); fix or replace them, or train without val_data")
+    return train, fixed_crops(val_images, image_size, max_crop_scale)
 
 
 def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_crop_scale: float) -> "FixedCrops":

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from nfinpaint import baselines, cli, generator_io, metrics
 from nfinpaint.cli import UsageError, one_line
-from nfinpaint.files import atomic_folder, write_text
+from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError, TrainedGenerator
 from nfinpaint.info import versions
 from nfinpaint.masks import default_hole_size
@@ -275,12 +275,20 @@ def write_figures(out: Path, images: torch.Tensor, masks: torch.Tensor,
 
 # --------------------------------------------------------------------------- main
 
-def check_out_folder(out: Path) -> None:
-    """--out must be a new folder, an empty one, or an earlier evaluation's (which this one replaces)."""
+EVALUATION = "evaluation"   # the marker's word (files.MARKER) of an evaluation folder
+
+
+def check_out_folder(out: Path, data: str | None) -> None:
+    """--out must be a new folder, an empty one, or one an earlier evaluation marked as its own
+    (which this one replaces whole); never one that holds or is inside --data."""
     cli.check_output_folder(out, "--out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation (no config.json); "
-                         f"choose a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and marker_kind(out) != EVALUATION:
+        # a config.json alone proves nothing: replacing the folder would delete the user's files
+        raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation (no {MARKER} "
+                         f"marker); choose a new or empty folder")
+    if data is not None and Path(data).is_dir() and overlap(out, data):
+        raise UsageError(f"--out {out} overlaps --data {data}: the results would be read as test images, or "
+                         f"the images replaced with the results; choose an --out outside --data")
 
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
@@ -294,8 +302,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         raise UsageError(str(exc)) from None
     if baselines.FLOOR not in names:
         names.append(baselines.FLOOR)
+    if not args.out.strip():
+        raise UsageError("--out is empty; give the name of a folder for the results")
     out = Path(args.out)
-    check_out_folder(out)
+    check_out_folder(out, args.data)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:
@@ -348,6 +358,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     from nfinpaint import masks as mask_module
     generator = torch.Generator().manual_seed(args.seed)
     masks = mask_module.make_masks(args.masks, len(images), image_size, hole_size, generator=generator)
+    whole = int((masks.flatten(1) > 0.5).all(dim=1).sum())
+    if whole:   # no known pixel: nothing to fill from, and no metric over the known part
+        raise UsageError(f"--hole-size {hole_size}: {whole} of the {len(masks)} {args.masks} masks cover the whole "
+                         f"{image_size}x{image_size} image, leaving nothing to fill from; use a smaller --hole-size")
     if args.masks == "random":
         low, high = mask_module.random_rect_range(image_size, hole_size)
         mask_description = (f"random rectangles, sides uniform in [{low}, {high}], uniform position "
@@ -381,6 +395,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         figures = [p.relative_to(folder) for p in write_figures(folder, images, masks, results, args.figures)]
         record = _config_record(args, argv, resolved, loaded, figures)
         write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_marker(folder, EVALUATION)
     print(markdown)
     print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
           f"{out / 'figures'}, {out / 'config.json'}")

@@ -74,9 +74,10 @@ def _file_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FeatureWeightsError(f"could not read VGG-19 weights from {str(path)!r} "
-                                  f"({type(exc).__name__}: {exc}); expected a torchvision vgg19 state_dict "
-                                  f"saved with torch.save") from exc
+        # not torch's own message: it may advise weights_only=False, never safe for a file of unknown origin
+        raise FeatureWeightsError(f"could not read VGG-19 weights from {str(path)!r} (corrupt, or not written "
+                                  f"by torch.save; {type(exc).__name__}); expected a torchvision vgg19 "
+                                  f"state_dict saved with torch.save") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

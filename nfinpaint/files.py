@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,3 +69,55 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- folders the tools own
+
+# A folder that one of the commands made holds this file, saying which command: only such a
+# folder is ever replaced whole, and data scans skip it (its images are outputs, not data).
+MARKER = ".nfinpaint-output"
+
+
+def write_marker(folder: str | os.PathLike, kind: str) -> Path:
+    """Mark ``folder`` as written by the command ``kind`` ("evaluation", "training run")."""
+    path = Path(folder) / MARKER
+    write_text(path, f"nfinpaint {kind}\n")
+    return path
+
+
+def marker_kind(folder: str | os.PathLike) -> str | None:
+    """The command that wrote ``folder`` (its marker's word), or None for a folder of anyone else."""
+    path = Path(folder) / MARKER
+    try:
+        if not path.is_file():
+            return None
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text[len("nfinpaint "):] if text.startswith("nfinpaint ") else None
+
+
+def overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether folders ``a`` and ``b`` are the same or one holds the other (links resolved)."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+# --------------------------------------------------------------------------- temporary files
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")   # atomic_path's names
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` (not its subfolders) when
+    its process was killed (kill -9, power loss).  Only for a folder no other process writes
+    (a locked run directory).  Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -47,6 +47,10 @@ class GeneratorFileError(RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
 
 
+class NonFiniteOutput(ValueError):
+    """The generator produced NaN or infinite values: filling with them would paint garbage."""
+
+
 # --------------------------------------------------------------------------- saving
 
 
@@ -159,6 +163,12 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise GeneratorFileError(f"{str(file)!r} has an nfinpaint header but its generator does not load "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    bad = [name for name, value in generator.state_dict().items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:   # a diverged training: every fill would be NaN (black holes)
+        raise GeneratorFileError(f"{str(file)!r}: {len(bad)} of its weight tensors are not finite (NaN or "
+                                 f"infinite, e.g. {bad[0]}): the training that wrote it diverged; use an "
+                                 f"earlier checkpoint or train again")
     if meta.get("image_size", generator.image_size) != generator.image_size:
         raise GeneratorFileError(f"{str(file)!r}: its meta says image_size {meta['image_size']} but the generator "
                                  f"takes {generator.image_size}")
@@ -254,6 +264,9 @@ def fill(generator: Generator, image: torch.Tensor, mask: torch.Tensor,
         context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
         with context:
             generated = generator(blank_holes(image, mask), mask.to(image.dtype))
+        if not bool(torch.isfinite(generated).all()):
+            raise NonFiniteOutput("the generator's output is not finite (NaN or infinite) for this input; "
+                                  "its weights are broken: use another --checkpoint")
         return torch.where(mask > 0.5, generated.float().clamp(0, 1), image.float())
     finally:
         generator.train(was_training)

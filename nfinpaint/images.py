@@ -13,6 +13,8 @@ alpha channel, when there is one, can be had separately.
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from nfinpaint.files import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}       # change pixels when saving
+LOSSY_SUFFIXES = {".jpg", ".jpeg"}                # change pixels when saving (WebP is written lossless)
 PALETTE_SUFFIXES = {".gif"}                       # at most 256 colours
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -33,15 +35,42 @@ class ImageError(ValueError):
     """An image or mask file that cannot be used, with the reason."""
 
 
+class ImageWarning(UserWarning):
+    """Something of an image file that is not read (extra frames or pages, colour depth)."""
+
+
+def check_regular_file(path: Path) -> None:
+    """ImageError unless ``path`` is a regular file: a folder or a missing file said as such, and
+    a FIFO or device refused (reading one may block forever, or never end: /dev/zero)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path} is a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path} is not a regular file (a pipe, socket or device); give an image file")
+
+
 def _open(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+    check_regular_file(path)
     try:
         img = Image.open(path)
+        frames = getattr(img, "n_frames", 1)
+        high_colour = any(";16" in str(tile.args) for tile in getattr(img, "tile", []) or [])
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
+    if frames > 1:
+        warnings.warn(f"{path} has {frames} frames or pages: only the first is read", ImageWarning, stacklevel=3)
+    # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
+    img.info["nfinpaint_16bit_colour"] = high_colour and img.mode in ("RGB", "RGBA")
+    if img.info["nfinpaint_16bit_colour"]:
+        warnings.warn(f"{path} has 16 bits per colour channel: it is read at 8 bits per channel",
+                      ImageWarning, stacklevel=3)
     return img
 
 
@@ -86,13 +115,18 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """(3, H, W) float32 RGB in [0, 1], the (H, W) uint8 alpha channel or None, and the bits per
-    channel of the file (8 or 16: a 16-bit image written back as 8-bit loses precision)."""
+    channel of the file (8, 16, or 32 for float: more than 8 written back as 8-bit loses precision)."""
     img = _open(path)
     try:
         rgb, alpha = pil_to_arrays(img)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
-    bits = 16 if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F") else 8
+    if img.mode == "F":
+        bits = 32
+    elif img.mode in _SIXTEEN_BIT_MODES or img.mode == "I" or img.info.get("nfinpaint_16bit_colour"):
+        bits = 16
+    else:
+        bits = 8
     return (torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
             None if alpha is None else torch.from_numpy(alpha), bits)
 
@@ -112,10 +146,13 @@ def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         value = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) * rgba[..., 3]
-    elif img.mode in ("I", "I;16", "F"):
-        array = np.asarray(img, dtype=np.float32)
-        peak = float(array.max()) if array.size else 0.0
-        value = array / peak if peak > 0 else array
+    elif img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        # scaled by the format's full range, as images are: one threshold whatever the bit depth
+        # (never by the mask's own brightest pixel, which turned a faint grey into a hole)
+        try:
+            value = _grey_scale(img)
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
     else:
         value = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     return torch.from_numpy((value > threshold).astype(np.float32))[None]
@@ -129,13 +166,49 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None) -> None:
+def read_image_info(path: str | os.PathLike) -> dict:
+    """What of an image file besides its pixels is written back with them: the ICC colour
+    profile (without it wide-gamut photos change colour), EXIF (its orientation reset, since
+    the pixels are read already turned) and the resolution (dpi)."""
+    with Image.open(path) as img:
+        info = {}
+        if img.info.get("icc_profile"):
+            info["icc_profile"] = img.info["icc_profile"]
+        if img.info.get("dpi"):
+            info["dpi"] = tuple(float(v) for v in img.info["dpi"])
+        try:
+            exif = img.getexif()
+            if len(exif):
+                exif.pop(0x0112, None)   # orientation: applied to the pixels when they were read
+                info["exif"] = exif.tobytes()
+        except Exception:  # noqa: BLE001  (damaged EXIF: the pixels are still good; write without it)
+            info.pop("exif", None)
+    return info
+
+
+# What each output format can hold of read_image_info, and how it is written: JPEG at high quality
+# without chroma subsampling (4:4:4), WebP lossless (exact: even fully transparent pixels kept).
+_SAVE_OPTIONS = {
+    "PNG": ({"icc_profile", "exif", "dpi"}, {}),
+    "JPEG": ({"icc_profile", "exif", "dpi"}, {"quality": 95, "subsampling": 0}),
+    "WEBP": ({"icc_profile", "exif"}, {"lossless": True, "exact": True}),
+    "TIFF": ({"icc_profile", "exif", "dpi"}, {}),
+    "BMP": ({"dpi"}, {}),
+}
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
+               info: dict | None = None) -> None:
     """Write a (C, H, W) [0, 1] tensor as an 8-bit image, atomically (format from the suffix);
-    an (H, W) uint8 ``alpha`` is written as the image's alpha channel, unchanged."""
+    an (H, W) uint8 ``alpha`` is written as the image's alpha channel, unchanged; ``info``
+    (:func:`read_image_info`) is kept as far as the format can hold it."""
     path = Path(path)
     pil = tensor_to_pil(image)
     if alpha is not None:
         pil = pil.convert("RGB")
         pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
+    options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
     with atomic_path(path) as tmp:
-        pil.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        pil.save(tmp, format=fmt, **options)

@@ -52,7 +52,7 @@ from nfinpaint.cli import UsageError
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
-                              read_image_and_alpha, read_mask, save_image)
+                              read_image_and_alpha, read_image_info, read_mask, save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
@@ -292,11 +292,12 @@ def _check_output(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> list[Hole]:
     output = _check_output(args)
-    if args.max_scale < 1:
+    if not math.isfinite(args.max_scale) or args.max_scale < 1:
         raise UsageError(f"--max-scale must be at least 1, got {args.max_scale:g}")
     device = cli.resolve_device(args.device)
     try:
         image, alpha, bits = read_image_and_alpha(args.image)
+        kept = read_image_info(args.image)     # colour profile, EXIF, dpi: written back unchanged
         mask = read_mask(args.mask)
     except ImageError as exc:
         raise UsageError(str(exc)) from None
@@ -326,7 +327,7 @@ def run(args: argparse.Namespace) -> list[Hole]:
         cli.warn(f"{suffix} holds at most 256 colours: pixels outside the holes change too; use .png to keep "
                  f"them exact")
     keep_alpha = alpha is not None and suffix in ALPHA_SUFFIXES
-    save_image(filled, output, alpha if keep_alpha else None)
+    save_image(filled, output, alpha if keep_alpha else None, info=kept)
     used = {m: sum(h.method == m for h in holes) for m in ("gan", "patchmatch")}
     print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the GAN, {used['patchmatch']} by PatchMatch")
     if alpha is not None:
@@ -336,7 +337,8 @@ def run(args: argparse.Namespace) -> list[Hole]:
         print(f"note: {output.suffix} is lossy, so pixels outside the holes change slightly; "
               "use .png to keep them exact")
     if bits > 8:
-        print(f"note: {args.image} has {bits} bits per channel; {output} is written with 8, so pixels outside "
+        depth = "32-bit float" if bits == 32 else f"{bits}-bit"
+        print(f"note: {args.image} has {depth} channels; {output} is written with 8 bits, so pixels outside "
               f"the holes are rounded to 8 bits")
     return holes
 

@@ -4,18 +4,24 @@
 ``RUN/checkpoints/`` (a corrupt newest one is skipped with a warning);
 ``--resume RUN/checkpoints/step_N.pt`` from that one.  A checkpoint file
 anywhere else is refused: its run directory would be a guess, and the run
-writes config.toml, samples and generator.pt there.
+writes config.toml, samples and generator.pt there.  Resuming from a checkpoint
+older than the run's newest starts a new branch: the later checkpoints are
+moved aside (:func:`set_aside_later_checkpoints`), said in one line.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
 from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
 from nfinpaint.cli import warn
-from nfinpaint.config import RESUMABLE_KEYS, ConfigError, TrainConfig
+from nfinpaint.config import RESUMABLE_KEYS, ConfigError, TrainConfig, read_toml
+from nfinpaint.generator_io import GENERATOR_FILENAME
+from nfinpaint.run_dir import METRICS_FILE
 
 
 @dataclass
@@ -77,3 +83,52 @@ def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
                               f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
     return dataclasses.replace(saved, **overrides).validate()
+
+
+def check_config_file(point: ResumePoint) -> None:
+    """ConfigError when the run's config.toml was edited by hand in a key a resumed run cannot
+    change: the run goes on with its checkpoint's config, and would silently overwrite the edit."""
+    path = point.run_dir / "config.toml"
+    if not path.is_file():
+        return
+    try:
+        written = read_toml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; --resume rewrites {path}: restore it, or remove it") from None
+    saved = point.payload["config"]
+    edited = sorted(key for key, value in written.items()
+                    if key not in RESUMABLE_KEYS and key in saved and value != saved[key])
+    if edited:
+        key = edited[0]
+        raise ConfigError(f"{path} was edited ({', '.join(edited)}; e.g. {key} = {written[key]!r}, the run's is "
+                          f"{saved[key]!r}), and a resumed run keeps its own config; to train with the edited "
+                          f"file start a new run with --config {path} --out NEW_DIR, or undo the edit")
+
+
+ABANDONED_DIR = "abandoned"
+
+
+def later_checkpoints(point: ResumePoint) -> list[Path]:
+    """The run's checkpoints after the one it resumes from (the branch that resuming abandons)."""
+    return [p for step, p in list_checkpoints(point.run_dir) if step > point.step]
+
+
+def set_aside_later_checkpoints(point: ResumePoint) -> Path | None:
+    """Move the checkpoints after ``point`` (and the generator exported from them) into
+    ``RUN/abandoned/after_step_N-STAMP/``, so that ``--resume RUN`` later continues this new branch,
+    not the abandoned one; returns that folder (None when there was nothing to move)."""
+    later = later_checkpoints(point)
+    if not later:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = point.run_dir / ABANDONED_DIR / f"after_step_{point.step}-{stamp}"
+    folder.mkdir(parents=True, exist_ok=False)
+    for path in later:
+        os.replace(path, folder / path.name)
+    generator = point.run_dir / GENERATOR_FILENAME
+    if generator.is_file():
+        os.replace(generator, folder / GENERATOR_FILENAME)
+    metrics = point.run_dir / METRICS_FILE
+    if metrics.is_file():          # the abandoned branch's records, before the log is cut back
+        shutil.copy2(metrics, folder / METRICS_FILE)
+    return folder

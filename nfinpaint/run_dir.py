@@ -7,6 +7,7 @@ run directory is checked here before anything is written into it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from nfinpaint.cli import warn
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
-from nfinpaint.files import write_text
+from nfinpaint.files import MARKER, overlap, write_text
 from nfinpaint.info import versions
 
 METRICS_FILE = "metrics.jsonl"
@@ -35,10 +36,12 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def check_new_run_dir(path: Path) -> None:
-    """ConfigError unless ``path`` can become a new run directory (missing, or an empty folder)."""
+    """ConfigError unless ``path`` can become a new run directory (missing, or an empty folder:
+    one that holds only a run's marker, left by a run that stopped before writing, counts)."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder; choose another --out for the run directory")
-    if path.is_dir() and any(path.iterdir()):
+    check_not_in_use(path)
+    if path.is_dir() and any(p.name != MARKER for p in path.iterdir()):
         raise ConfigError(f"run directory {path} already exists and is not empty; continue it with "
                           f"--resume {path}, or choose another --out")
     for parent in path.parents:
@@ -48,6 +51,74 @@ def check_new_run_dir(path: Path) -> None:
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ConfigError(f"--out {path}: no permission to create folders in {parent}")
             break
+
+
+def check_outside_data(run_dir: Path, config: TrainConfig) -> None:
+    """ConfigError when the run directory overlaps a data folder: its sample grids would become
+    training or validation data when the run resumes (and resuming would no longer be bit for bit)."""
+    for key in ("data", "val_data"):
+        folder = getattr(config, key)
+        if folder and Path(folder).is_dir() and overlap(run_dir, folder):
+            raise ConfigError(f"run directory {run_dir} overlaps {key} {folder}: the run's own images would be "
+                              f"read as data; keep the run directory (--out) outside the data folders")
+
+
+RUN_KIND = "training run"   # the marker's word (files.MARKER) of a run directory
+
+
+def _in_use(path: Path) -> bool:
+    """Whether another process holds the lock of run directory ``path`` (a look: nothing is written)."""
+    try:
+        fd = os.open(path / MARKER, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # also releases the lock taken just now
+    return False
+
+
+def _busy(path: Path) -> ConfigError:
+    return ConfigError(f"run directory {path} is in use by another training process; wait for it to finish "
+                       f"(or stop it), or choose another --out")
+
+
+def check_not_in_use(path: Path) -> None:
+    """ConfigError when another training writes into ``path`` now."""
+    if _in_use(path):
+        raise _busy(path)
+
+
+class RunLock:
+    """The run directory, taken for one process: an exclusive lock on its marker file, held
+    until :meth:`release` (or the process ends: the kernel drops it, so a crash leaves no lock)."""
+
+    def __init__(self, path: Path, new: bool):
+        """Create (``new``) or open the run directory and lock it; ConfigError when another process
+        holds it, or (``new``) when another run wrote into it since it was checked."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path / MARKER, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise _busy(path) from None
+        if new and any(p.name != MARKER for p in path.iterdir()):
+            self.release()
+            raise ConfigError(f"run directory {path} was written by another run since this one started; "
+                              f"choose another --out")
+        text = f"nfinpaint {RUN_KIND}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text, 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def write_config(run_dir: Path, config: TrainConfig, weights_source: str, pretrained: bool) -> None:

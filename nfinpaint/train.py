@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from nfinpaint import _extension, cli, distributed, generator_io, losses, masks
-from nfinpaint.checkpoint import CheckpointError, rng_state, save_checkpoint, set_rng_state
+from nfinpaint.checkpoint import (CHECKPOINT_DIR, CheckpointError, list_checkpoints, rng_state, save_checkpoint,
+                                  set_rng_state)
 from nfinpaint.config import ConfigError, TrainConfig, load_config, to_toml
 from nfinpaint.cpu import cpu_has_bf16, set_cpu_threads
 from nfinpaint.crop_store import batch_items
@@ -45,10 +46,13 @@ from nfinpaint.images import ImageError
 from nfinpaint.info import versions
 from nfinpaint.masks import blank_holes
 from nfinpaint.metrics import batch_psnr
+from nfinpaint.files import remove_stale_temps
 from nfinpaint.generators import build_generator
 from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
-from nfinpaint.resume import ResumePoint, find_resume_point, resume_config
-from nfinpaint.run_dir import MetricsLog, check_new_run_dir, default_run_dir, metrics_to_keep, say, write_config
+from nfinpaint.resume import (ResumePoint, check_config_file, find_resume_point, resume_config,
+                              set_aside_later_checkpoints)
+from nfinpaint.run_dir import (MetricsLog, RunLock, check_new_run_dir, check_not_in_use, check_outside_data,
+                               default_run_dir, metrics_to_keep, say, write_config)
 from nfinpaint.stop import StopRequest
 from nfinpaint.train_options import build_parser, overrides_from_args
 
@@ -322,10 +326,16 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
         if point.payload.get("world_size", 1) != info.world_size:
             say(info.is_main, f"note: the run used {point.payload.get('world_size', 1)} processes, now "
                               f"{info.world_size}: it continues, but not bit for bit")
+        if info.is_main:
+            check_not_in_use(run_dir)
+            check_config_file(point)
     else:
+        if out is not None and not str(out).strip():
+            raise ConfigError("--out is empty; give the name of a folder for the run directory")
         run_dir = Path(distributed.broadcast_object(str(out or default_run_dir(config)), info))
         if info.is_main:
             check_new_run_dir(run_dir)
+    check_outside_data(run_dir, config)
     if config.use_custom_ops and not _extension.is_built():
         raise ConfigError("use_custom_ops = true needs the compiled operators (nfinpaint._C), which are not built: "
                           "install with `pip install .`, or pass --set use_custom_ops=false")
@@ -344,123 +354,164 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
         start = point.step
 
     # -- nothing was written before this point --------------------------------------------
-    samples_dir = run_dir / "samples"
-    log = None
-    feature_meta = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained}
-    if info.is_main:
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config, feature_net.weights_source, feature_net.pretrained)
-        log = MetricsLog(run_dir, kept_metrics, config.tensorboard)
-    distributed.barrier(info)
-
-    untrained = "" if feature_net.pretrained else " (UNTRAINED: random weights, smoke runs only)"
-    say(info.is_main, f"run directory: {run_dir}")
-    say(info.is_main, f"data: {config.data or 'embedded scikit-image photographs'}: train {describe(train_ds)}, "
-                      f"validation {describe(val_ds)}")
-    say(info.is_main, f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
-                      f"compile={config.compile}, channels_last={config.channels_last}, "
-                      f"amp={'bf16' if trainer.amp_dtype else 'off (fp32)'}, custom ops={config.use_custom_ops}")
-    say(info.is_main, f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}"
-                      f"{untrained}")
-    say(info.is_main, f"schedule: {config.schedule()}, to step {config.steps}"
-                      + (f"; resuming at step {start}" if start else ""))
-    if log is not None:
-        log.write({"kind": "start" if point is None else "resume", "step": start, "preset": config.preset,
-                   **feature_meta, "world_size": info.world_size, "device": str(info.device),
-                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-
-    # crops are cut a batch at a time where the model trains (crop_store): no loader workers
-    train_ds.store.to(info.device)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
-    # samples spread over the validation split (its items are grouped by source image)
-    picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
-    sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
-    last_val: dict[str, float] = {}
-
-    def validate(step: int) -> None:
-        nonlocal last_val
-        if info.is_main and len(val_ds):
-            last_val = {"step": step, **trainer.validate(val_loader)}
-            log.write({"kind": "val", **last_val})
-
-    def samples(step: int) -> None:
-        if info.is_main and sample_batch is not None:
-            center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
-            save_comparison_grid(samples_dir / f"step_{step:07d}.png", sample_batch, center,
-                                 {"filled": trainer.fill(sample_batch, center)})
-
-    def checkpoint(step: int) -> Path | None:
+    # The run directory is taken (created, locked) before the first write; a second training
+    # into it fails here with one line instead of interleaving with this one.
+    lock = RunLock(run_dir, new=point is None) if info.is_main else None
+    try:
+        samples_dir = run_dir / "samples"
+        log = None
         if info.is_main:
-            return save_checkpoint(run_dir, step, {"config": dataclasses.asdict(config), **trainer.state_dict(),
-                                                   "rng": rng_state(), "world_size": info.world_size,
-                                                   "threads": threads, "versions": versions(), **feature_meta})
-        return None
-
-    def export(step: int, complete: bool) -> None:
+            # temporary files of a writer killed mid-write (kill -9): no other process writes here now
+            for folder in (run_dir, run_dir / CHECKPOINT_DIR, samples_dir):
+                for stale in remove_stale_temps(folder):
+                    say(True, f"note: removed {stale}, a temporary file left by a run that was killed mid-write")
+            if point is not None:
+                aside = set_aside_later_checkpoints(point)
+                if aside is not None:
+                    say(True, f"note: resuming from step {point.step}, older than the run's newest checkpoint: "
+                              f"a new branch starts here; the later checkpoints are moved to {aside}")
+        feature_meta = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained}
         if info.is_main:
-            val = {k: v for k, v in last_val.items() if k != "step"}
-            meta = generator_io.training_meta(config, step=step, complete=complete, **feature_meta,
-                                              loss_weights=trainer.weights.as_dict(), val=val, versions=versions())
-            generator_io.save_generator(run_dir / generator_io.GENERATOR_FILENAME, trainer.inference_generator, meta)
+            samples_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, config, feature_net.weights_source, feature_net.pretrained)
+            log = MetricsLog(run_dir, kept_metrics, config.tensorboard)
+        distributed.barrier(info)
 
-    from tqdm import tqdm  # noqa: PLC0415
+        untrained = "" if feature_net.pretrained else " (UNTRAINED: random weights, smoke runs only)"
+        say(info.is_main, f"run directory: {run_dir}")
+        say(info.is_main, f"data: {config.data or 'embedded scikit-image photographs'}: train {describe(train_ds)}, "
+                          f"validation {describe(val_ds)}")
+        say(info.is_main, f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
+                          f"compile={config.compile}, channels_last={config.channels_last}, "
+                          f"amp={'bf16' if trainer.amp_dtype else 'off (fp32)'}, custom ops={config.use_custom_ops}")
+        say(info.is_main, f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}"
+                          f"{untrained}")
+        say(info.is_main, f"schedule: {config.schedule()}, to step {config.steps}"
+                          + (f"; resuming at step {start}" if start else ""))
+        if log is not None:
+            log.write({"kind": "start" if point is None else "resume", "step": start, "preset": config.preset,
+                       **feature_meta, "world_size": info.world_size, "device": str(info.device),
+                       "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
-    bar = tqdm(total=config.steps, initial=start, disable=not (info.is_main and progress), dynamic_ncols=True,
-               mininterval=1.0, desc="train")
-    if start == 0:
-        validate(0)
-        samples(0)
-    step, interrupted, path = start, False, None
-    window_start, window_images = time.perf_counter(), 0
-    t0 = time.perf_counter()
-    with StopRequest() as stop:
-        while step < config.steps:
-            if distributed.any_rank(stop.requested, info):
-                interrupted = True
-                break
-            items = batch_items(step, config.batch_size, info.rank, info.world_size)
-            real = train_ds.crops(items).to(memory_format=trainer.memory_format)
-            stage = config.stage(step)
-            trainer.set_lr(config.lr_at(step))
-            out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
-            if stage != "discriminator":
-                trainer.update_ema()
-            step += 1
-            window_images += real.shape[0] * info.world_size
-            if info.is_main and (step % config.log_every == 0 or step == config.steps):
-                values = {k: float(v) for k, v in out.items()}
-                now = time.perf_counter()
-                log.write({"kind": "train", "step": step, "stage": stage, **values,
-                           "images_per_s": window_images / max(now - window_start, 1e-9), "elapsed_s": now - t0})
-                window_start, window_images = now, 0
-                bar.set_postfix({"stage": stage[:5], **{k: f"{v:.4g}" for k, v in values.items()}}, refresh=False)
-            bar.update(1)
-            if step % config.val_every == 0 or step == config.steps:
-                validate(step)
-                if "val_psnr_hole" in last_val:
-                    bar.set_description(f"train (val hole PSNR {last_val['val_psnr_hole']:.2f} dB)", refresh=False)
-            if step % config.sample_every == 0 or step == config.steps:
-                samples(step)
-            if step % config.checkpoint_every == 0 and step < config.steps:
-                checkpoint(step)
-        bar.close()
-        if interrupted or step == config.steps:
-            if last_val.get("step") != step:
-                validate(step)   # the exported generator and the end record describe this step
-            path = checkpoint(step)
-            export(step, complete=not interrupted)
-    distributed.barrier(info)
-    final = {k: v for k, v in last_val.items() if k != "step"}
+        # crops are cut a batch at a time where the model trains (crop_store): no loader workers
+        train_ds.store.to(info.device)
+        val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
+        # samples spread over the validation split (its items are grouped by source image)
+        picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
+        sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
+        last_val: dict[str, float] = {}
+
+        def validate(step: int) -> None:
+            nonlocal last_val
+            if info.is_main and len(val_ds):
+                last_val = {"step": step, **trainer.validate(val_loader)}
+                log.write({"kind": "val", **last_val})
+
+        def samples(step: int) -> None:
+            if info.is_main and sample_batch is not None:
+                center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
+                save_comparison_grid(samples_dir / f"step_{step:07d}.png", sample_batch, center,
+                                     {"filled": trainer.fill(sample_batch, center)})
+
+        def checkpoint(step: int) -> Path | None:
+            if info.is_main:
+                return save_checkpoint(run_dir, step, {"config": dataclasses.asdict(config), **trainer.state_dict(),
+                                                       "rng": rng_state(), "world_size": info.world_size,
+                                                       "threads": threads, "versions": versions(), **feature_meta})
+            return None
+
+        def export(step: int, complete: bool) -> None:
+            if info.is_main:
+                val = {k: v for k, v in last_val.items() if k != "step"}
+                meta = generator_io.training_meta(config, step=step, complete=complete, **feature_meta,
+                                                  loss_weights=trainer.weights.as_dict(), val=val, versions=versions())
+                generator_io.save_generator(run_dir / generator_io.GENERATOR_FILENAME, trainer.inference_generator, meta)
+
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=config.steps, initial=start, disable=not (info.is_main and progress), dynamic_ncols=True,
+                   mininterval=1.0, desc="train")
+        if start == 0:
+            validate(0)
+            samples(0)
+        step, interrupted, path = start, False, None
+        window_start, window_images = time.perf_counter(), 0
+        t0 = time.perf_counter()
+        with StopRequest() as stop:
+            while step < config.steps:
+                if distributed.any_rank(stop.requested, info):
+                    interrupted = True
+                    break
+                items = batch_items(step, config.batch_size, info.rank, info.world_size)
+                real = train_ds.crops(items).to(memory_format=trainer.memory_format)
+                stage = config.stage(step)
+                trainer.set_lr(config.lr_at(step))
+                out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
+                finite = bool(torch.isfinite(torch.stack([v.float() for v in out.values()])).all())
+                if distributed.any_rank(not finite, info):
+                    bar.close()
+                    raise _diverged(step + 1, stage, out, run_dir, log)
+                if stage != "discriminator":
+                    trainer.update_ema()
+                step += 1
+                window_images += real.shape[0] * info.world_size
+                if info.is_main and (step % config.log_every == 0 or step == config.steps):
+                    values = {k: float(v) for k, v in out.items()}
+                    now = time.perf_counter()
+                    log.write({"kind": "train", "step": step, "stage": stage, **values,
+                               "images_per_s": window_images / max(now - window_start, 1e-9), "elapsed_s": now - t0})
+                    window_start, window_images = now, 0
+                    bar.set_postfix({"stage": stage[:5], **{k: f"{v:.4g}" for k, v in values.items()}}, refresh=False)
+                bar.update(1)
+                if step % config.val_every == 0 or step == config.steps:
+                    validate(step)
+                    if "val_psnr_hole" in last_val:
+                        bar.set_description(f"train (val hole PSNR {last_val['val_psnr_hole']:.2f} dB)", refresh=False)
+                if step % config.sample_every == 0 or step == config.steps:
+                    samples(step)
+                if step % config.checkpoint_every == 0 and step < config.steps:
+                    checkpoint(step)
+            bar.close()
+            if interrupted or step == config.steps:
+                if last_val.get("step") != step:
+                    validate(step)   # the exported generator and the end record describe this step
+                path = checkpoint(step)
+                export(step, complete=not interrupted)
+        distributed.barrier(info)
+        final = {k: v for k, v in last_val.items() if k != "step"}
+        if log is not None:
+            log.write({"kind": "end", "step": step, "interrupted": interrupted, "elapsed_s": time.perf_counter() - t0,
+                       **final})
+            log.close()
+        if interrupted:
+            say(info.is_main, f"interrupted at step {step}: checkpoint {path}; continue with --resume {run_dir}")
+        else:
+            summary = ", ".join(f"{k} {v:.2f}" for k, v in final.items() if k.startswith("val_psnr"))
+            say(info.is_main, f"done: {step} steps; {summary}; generator exported to {run_dir / 'generator.pt'}")
+        return {"run_dir": run_dir, "step": step, "interrupted": interrupted, "val": final, "trainer": trainer}
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stopped, and nothing of that step was saved."""
+
+
+def _diverged(step: int, stage: str, out: dict, run_dir: Path, log: MetricsLog | None) -> TrainingDiverged:
+    """Log the stop and say what is left: the weights of this step are not saved (they are not
+    finite, or soon will be), so the last checkpoint is the one before it."""
+    values = {k: float(v) for k, v in out.items()}
     if log is not None:
-        log.write({"kind": "end", "step": step, "interrupted": interrupted, "elapsed_s": time.perf_counter() - t0,
-                   **final})
+        log.write({"kind": "diverged", "step": step, "stage": stage, **values})
         log.close()
-    if interrupted:
-        say(info.is_main, f"interrupted at step {step}: checkpoint {path}; continue with --resume {run_dir}")
-    else:
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in final.items() if k.startswith("val_psnr"))
-        say(info.is_main, f"done: {step} steps; {summary}; generator exported to {run_dir / 'generator.pt'}")
-    return {"run_dir": run_dir, "step": step, "interrupted": interrupted, "val": final, "trainer": trainer}
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    saved = list_checkpoints(run_dir)
+    before = (f"the last checkpoint before it is {saved[-1][1]}" if saved else
+              "no checkpoint was saved before it")
+    return TrainingDiverged(f"training stopped at step {step} ({stage} stage): the loss is not finite ({shown}); "
+                            f"nothing of this step was saved, {before}; start again with a lower lr or smaller "
+                            f"loss weights")
 
 
 # --------------------------------------------------------------------------- command line
@@ -497,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     from nfinpaint.feature_net import FeatureWeightsError  # noqa: PLC0415
 
     return cli.main(run, argv, build_parser(__doc__),
-                    (ConfigError, DataError, CheckpointError, ImageError, FeatureWeightsError))
+                    (ConfigError, DataError, CheckpointError, ImageError, FeatureWeightsError, TrainingDiverged,
+                     generator_io.NonFiniteOutput))
 
 
 if __name__ == "__main__":

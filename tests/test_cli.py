@@ -99,3 +99,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     with pytest.raises(cli.UsageError, match="is a file, not a folder"):
         cli.check_output_folder(tmp_path / "file" / "sub", "--out")
     assert not (tmp_path / "new").exists()
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, capsys):
+    from nfinpaint.files import atomic_path
+
+    def run(args):
+        with atomic_path(tmp_path / "out.png") as tmp:
+            tmp.write_bytes(b"half an image")
+            signal.raise_signal(signal.SIGTERM)      # kill PID, mid-write
+    assert cli.main(run, [], _parser()) == cli.EXIT_TERMINATED
+    assert capsys.readouterr().err.strip() == "aborted"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL     # restored afterwards

@@ -1,5 +1,6 @@
 """Data pipeline: crops, augmentation, the held-out split, folders, bad input."""
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 
 from nfinpaint import data
 from nfinpaint.data import DataError, DataWarning, build_datasets, folder_dataset
+from nfinpaint.files import write_marker
 
 
 def _coordinate_image(height, width, k):
@@ -241,3 +243,42 @@ def test_images_too_small_for_a_validation_region(tmp_path):
         build_datasets(str(tmp_path), 16, val_fraction=0.1)
     train, val = build_datasets(str(tmp_path), 16, val_fraction=0.0)
     assert len(val) == 0 and train[0].shape == (3, 16, 16)
+
+
+def _scan_case(folder, case):
+    """Three images, and what ``case`` adds to the folder; returns the warning expected."""
+    (folder / "sub").mkdir()
+    for k, name in enumerate(("a.png", "b.png", "sub/c.png")):
+        Image.fromarray(np.full((20, 20, 3), 60 * k, np.uint8)).save(folder / name)
+    if case == "link loop":
+        (folder / "sub" / "loop").symlink_to("..")
+        return r"dropped \d+ duplicate path"
+    if case == "linked copies":
+        (folder / "a_again.png").symlink_to(folder / "a.png")
+        (folder / "mirror").symlink_to(folder / "sub")
+        return "dropped 2 duplicate path"
+    if case == "fifo":
+        os.mkfifo(folder / "pipe.png")       # opening it to read would block forever
+        return r"pipe\.png: not a regular file"
+    if case == "dangling link":
+        (folder / "gone.png").symlink_to(folder / "nowhere.png")
+        return r"gone\.png: not a regular file"
+    if case == "output folder":           # an evaluation's figures or a training run's samples
+        (folder / "results" / "figures").mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "results" / "figures" / "grid_000.png")
+        write_marker(folder / "results", "evaluation")
+        return r"results: the output folder of an nfinpaint evaluation"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["link loop", "linked copies", "fifo", "dangling link", "output folder"])
+def test_folder_scans_take_each_image_file_once(tmp_path, case):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    message = _scan_case(folder, case)
+    with pytest.warns(DataWarning, match=message):
+        files = data.find_image_files(folder)
+    assert sorted(os.path.realpath(p) for p in files) == sorted(
+        os.path.realpath(folder / name) for name in ("a.png", "b.png", "sub/c.png"))
+    with pytest.warns(DataWarning, match=message):
+        assert len(folder_dataset(str(folder), 16)) == 3

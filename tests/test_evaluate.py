@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from nfinpaint import baselines, evaluate, generator_io
+from nfinpaint.files import write_marker
 from nfinpaint.generator_io import save_generator
 from nfinpaint.masks import blank_holes, make_masks
 from nfinpaint.networks import Generator
@@ -166,7 +167,8 @@ def test_a_rerun_replaces_the_earlier_results(tmp_path, checkpoint, data_dir):
     _run(common + ["--figures", 4])
     (out / "notes.txt").write_text("an earlier run's leftover")
     _run(common + ["--figures", 0])
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "per_image.csv", "results.csv", "results.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".nfinpaint-output", "config.json", "per_image.csv",
+                                                     "results.csv", "results.md"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
@@ -283,7 +285,33 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
          "is a file, not a folder"),
         (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "photos"],
          "does not hold an nfinpaint evaluation"),
+        # a config.json of anyone's is no proof: the folder is replaced only with the tool's own marker
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "lookalike"],
+         "does not hold an nfinpaint evaluation"),
+        (["--checkpoint", checkpoint, "--data", tmp_path / "mydata", "--out", tmp_path / "mydata" / "results"],
+         "overlaps --data"),
+        # an earlier evaluation's folder that now holds test images: replacing it would delete them
+        (["--checkpoint", checkpoint, "--data", tmp_path / "oldeval" / "inner", "--out", tmp_path / "oldeval"],
+         "overlaps --data"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", ""], "--out is empty"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--masks", "center", "--hole-size", 24],
+         "cover the whole 24x24 image"),
+        (["--checkpoint", tmp_path / "nan.pt", "--data", data_dir], "are not finite"),
     ]
+    (tmp_path / "lookalike").mkdir()
+    for name in ("config.json", "holiday.png", "notes.txt"):
+        (tmp_path / "lookalike" / name).write_text(f"the user's {name}")
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "oldeval" / "inner").mkdir(parents=True)
+    write_marker(tmp_path / "oldeval", evaluate.EVALUATION)
+    for image in sorted(data_dir.iterdir())[:1]:
+        (tmp_path / "mydata" / image.name).write_bytes(image.read_bytes())
+        (tmp_path / "oldeval" / "inner" / image.name).write_bytes(image.read_bytes())
+    torch.manual_seed(0)
+    broken = Generator(SIZE)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))      # what a diverged training exports
+    save_generator(tmp_path / "nan.pt", broken, _meta())
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "photos").mkdir()
@@ -299,6 +327,10 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
         assert "weights_only" not in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "o").exists()
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"not to be deleted"
+    for name in ("config.json", "holiday.png", "notes.txt"):
+        assert (tmp_path / "lookalike" / name).read_text() == f"the user's {name}"
+    assert sorted(p.name for p in (tmp_path / "mydata").iterdir()) == ["img0.png"]
+    assert sorted(p.name for p in (tmp_path / "oldeval" / "inner").iterdir()) == ["img0.png"]
     assert (tmp_path / "a_file").read_text() == "x"
 
 

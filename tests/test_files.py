@@ -52,3 +52,17 @@ def test_atomic_folder_keeps_the_old_folder_on_error(tmp_path):
             raise RuntimeError("failed mid-way")
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["results"]
+
+
+def test_stale_temporary_files_are_found_by_name(tmp_path):
+    from nfinpaint.files import atomic_path, remove_stale_temps
+
+    kept = ["step_0000002.pt", "notes.tmp.txt", ".hidden"]
+    for name in kept:
+        (tmp_path / name).write_text("x")
+    with atomic_path(tmp_path / "generator.pt") as tmp:
+        stale = tmp.name
+        tmp.write_text("done")
+    (tmp_path / stale).write_text("half")      # the same name, as a writer killed by kill -9 leaves it
+    assert [p.name for p in remove_stale_temps(tmp_path)] == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["generator.pt"])

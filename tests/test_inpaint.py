@@ -3,6 +3,8 @@
 The generator is untrained (made in tmp_path): the tests check where pixels
 go, not how good they look.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from PIL import Image
 
 from nfinpaint import baselines, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
-from nfinpaint.images import read_image_and_alpha
+from nfinpaint.images import ImageWarning, read_image_and_alpha
 from nfinpaint.networks import Generator
 
 SIZE, HOLE = 24, 8
@@ -232,6 +234,18 @@ def _bad_inputs(tmp_path, checkpoint):
     tiny_mask[:, 4:6, 4:6] = 1
     (tmp_path / "tiny").mkdir()
     _write(tmp_path / "tiny", tiny, tiny_mask)          # too small for PatchMatch's 7x7 patches
+    # a faint mask (1.5% grey where the holes are) in 16 bits, both byte orders: no hole, as in 8 bits
+    faint = (mask[0].numpy() > 0) * np.uint16(1000)
+    Image.fromarray(faint.astype(np.uint16)).save(tmp_path / "faint16.png")
+    Image.fromarray(faint.astype(">u2")).save(tmp_path / "faint16b.tif")
+    Image.fromarray((faint // 257).astype(np.uint8)).save(tmp_path / "faint8.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    torch.manual_seed(0)
+    broken = Generator(SIZE)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))   # what a diverged training exports
+    save_generator(tmp_path / "nan.pt", broken, dict(preset="paper", image_size=SIZE, hole_size=HOLE,
+                                                      feature_weights="random", feature_pretrained=False))
     return {"img": img_path, "mask": mask_path, "ckpt": checkpoint, "tmp": tmp_path}
 
 
@@ -255,6 +269,16 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {mask} -o {tmp}/out.png --max-scale 0.5", "--max-scale must be at least 1"),
     ("{img} {mask} -o {tmp}/out.png --device tpu", "--device"),
     ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside the holes"),
+    ("{img} {tmp}/faint8.png -o {tmp}/out.png", "has no hole"),
+    ("{img} {tmp}/faint16.png -o {tmp}/out.png", "has no hole"),
+    ("{img} {tmp}/faint16b.tif -o {tmp}/out.png", "has no hole"),
+    ("{tmp} {mask} -o {tmp}/out.png", "is a folder, not an image file"),
+    ("{img} {tmp} -o {tmp}/out.png", "is a folder, not an image file"),
+    ("{tmp}/fifo.png {mask} -o {tmp}/out.png", "is not a regular file"),
+    ("/dev/zero {mask} -o {tmp}/out.png", "is not a regular file"),
+    ("{img} {mask} -o {tmp}/out.png --max-scale nan", "--max-scale must be at least 1"),
+    ("{img} {mask} -o {tmp}/out.png --max-scale inf", "--max-scale must be at least 1"),
+    ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/nan.pt", "are not finite"),
 ]
 
 
@@ -366,3 +390,85 @@ def test_cli_uses_the_shipped_default_and_says_so(tmp_path, generator, capsys, m
     printed = capsys.readouterr().out
     assert printed.count("note: no --checkpoint given: using the shipped default generator") == 1
     assert str(shipped) in printed and "shipped for the test" in printed and ": GAN" in printed
+
+
+def _profile_picture(tmp_path):
+    """A picture with an ICC profile, EXIF (a camera make) and 300 dpi, and a mask."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCamera"
+    image, mask = _picture_and_mask(seed=9)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    Image.open(img_path).save(img_path, icc_profile=icc, exif=exif, dpi=(300, 300))
+    return img_path, mask_path, icc, mask
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_cli_keeps_colour_profile_exif_and_dpi(tmp_path, checkpoint, capsys, suffix):
+    img_path, mask_path, icc, mask = _profile_picture(tmp_path)
+    out = tmp_path / f"out{suffix}"
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
+                         "--method", "gan"]) == 0
+    with Image.open(out) as result:
+        assert result.info.get("icc_profile") == icc
+        assert result.getexif().get(0x010F) == "TestCamera"
+        if suffix != ".webp":      # WebP has no resolution field
+            assert tuple(round(float(v)) for v in result.info["dpi"]) == (300, 300)
+        known = mask[0].numpy() == 0
+        got, want = np.asarray(result.convert("RGB")).astype(int), np.asarray(Image.open(img_path)).astype(int)
+        if suffix == ".jpg":       # quality 95, no chroma subsampling: known pixels stay close
+            from PIL import JpegImagePlugin
+
+            assert JpegImagePlugin.get_sampling(result) == 0
+            # on this noise picture PIL's defaults (75, 4:2:0) are off by 47/255 on average
+            assert np.abs(got[known] - want[known]).mean() < 5
+        else:                      # lossless, WebP included
+            assert np.array_equal(got[known], want[known])
+
+
+def test_a_16_bit_mask_uses_the_same_threshold_as_an_8_bit_one(tmp_path):
+    from nfinpaint.images import read_mask
+
+    grey = np.zeros((6, 8), np.uint16)
+    grey[1:3, 2:5] = 40000                     # 61% grey: a hole in any depth
+    grey[4, 1] = 30000                         # 46% grey: no hole in any depth
+    Image.fromarray(grey).save(tmp_path / "m16.png")
+    Image.fromarray(grey.astype(">u2")).save(tmp_path / "m16b.tif")
+    Image.fromarray((grey // 257).astype(np.uint8)).save(tmp_path / "m8.png")
+    expected = (grey > 32767).astype(np.float32)
+    for name in ("m16.png", "m16b.tif", "m8.png"):
+        assert np.array_equal(read_mask(tmp_path / name)[0].numpy(), expected), name
+
+
+def _png_16bit_rgb(path, pixels):
+    """A 16-bit RGB PNG, written by hand (PIL writes colour PNGs with 8 bits only)."""
+    import struct
+    import zlib
+
+    h, w, _ = pixels.shape
+    raw = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
+    _, mask = _picture_and_mask(seed=10)
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.random((50, 70), dtype=np.float32)).save(tmp_path / "float.tif")
+    _png_16bit_rgb(tmp_path / "rgb16.png", rng.integers(0, 65536, (50, 70, 3)))
+    frames = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    common = ["--checkpoint", str(checkpoint), "--method", "gan", "-o", str(tmp_path / "out.png")]
+    assert inpaint.main([str(tmp_path / "float.tif"), str(tmp_path / "mask.png")] + common) == 0
+    printed = capsys.readouterr().out
+    assert "32-bit float channels" in printed and "16-bit" not in printed
+    for name, said in (("rgb16.png", "16 bits per colour channel: it is read at 8"),
+                       ("anim.gif", "has 3 frames or pages: only the first is read")):
+        with pytest.warns(ImageWarning, match=said):
+            assert inpaint.main([str(tmp_path / name), str(tmp_path / "mask.png")] + common) == 0

@@ -1,4 +1,6 @@
 """python -m nfinpaint.train: a tiny run end to end, bit-for-bit resume, Ctrl-C, bad input."""
+import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -14,7 +16,10 @@ import torch
 from PIL import Image
 
 from nfinpaint import _extension, ops
+from nfinpaint.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nfinpaint.checkpoint import list_checkpoints
+from nfinpaint.config import ConfigError, TrainConfig, to_toml
+from nfinpaint.files import MARKER
 from nfinpaint.generator_io import load_generator
 from nfinpaint.train import main
 
@@ -51,8 +56,8 @@ def test_help_explains_every_option(capsys):
 def test_tiny_run_writes_the_run_directory(tmp_path):
     run = tmp_path / "run"
     assert main(TINY + ["--steps", "5", "--out", str(run), "--set", "sample_every=2", "--set", "val_every=5"]) == 0
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "generator.pt", "metrics.jsonl",
-                                                      "samples"]
+    assert sorted(p.name for p in run.iterdir()) == [MARKER, "checkpoints", "config.toml", "generator.pt",
+                                                      "metrics.jsonl", "samples"]
     config = tomllib.loads((run / "config.toml").read_text())
     assert config["steps"] == 5 and config["image_size"] == 16 and config["feature_weights"] == "random"
     assert config["versions"]["torch"] == torch.__version__
@@ -156,6 +161,25 @@ def _bad_input_files(tmp_path):
     (tmp_path / "backup.pt").write_bytes(b"")
     (tmp_path / "broken" / "checkpoints").mkdir(parents=True)
     (tmp_path / "broken" / "checkpoints" / "step_0000002.pt").write_bytes(np.random.default_rng(0).bytes(999))
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), np.uint8)).save(tmp_path / "photos" / "p.png")
+    (tmp_path / "truncval").mkdir()      # its header reads, its pixels do not
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "truncval" / "v.png")
+    (tmp_path / "truncval" / "v.png").write_bytes((tmp_path / "truncval" / "v.png").read_bytes()[:60])
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "x.png")
+    # a run whose config.toml was edited by hand after its checkpoint (lr), and one in use by another process
+    for name, config in (("edited", TrainConfig(lr=1e-3)), ("busyrun", TrainConfig())):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "config": dataclasses.asdict(TrainConfig())},
+                   tmp_path / name / "checkpoints" / "step_0000001.pt")
+        (tmp_path / name / "config.toml").write_text(to_toml(config))
+    (tmp_path / "busy").mkdir()
+    held = []
+    for name in ("busy", "busyrun"):     # another training's lock on the run directory
+        fd = os.open(tmp_path / name / MARKER, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
+    return held
 
 
 BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of the one-line error)
@@ -171,24 +195,39 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--set feature_layer=conv9 --out {tmp}/run", "feature_layer must be one of"),
     ("--device tpu --out {tmp}/run", "device must be auto, cpu, cuda or cuda:N"),
     ("--set train_masks=square --out {tmp}/run", "train_masks"),
+    ("--set lr=inf --out {tmp}/run", "lr must be a finite number"),
+    ("--set max_crop_scale=inf --out {tmp}/run", "max_crop_scale must be a finite number"),
+    ("--out=", "--out is empty"),
+    ("--data {tmp}/photos --out {tmp}/photos/run", "overlaps data"),
+    ("--data {tmp}/photos --set val_data={tmp}/small --out {tmp}/small/run", "overlaps val_data"),
+    ("--data {tmp}/photos --set val_data={tmp}/truncval --out {tmp}/run", "validation image files could be read"),
+    ("--feature-weights {tmp}/x.png --out {tmp}/run", "could not read VGG-19 weights"),
+    ("--out {tmp}/busy", "in use by another training"),
 ]
 RESUME_INPUTS = [
     ("--resume {tmp}/nope", "does not exist"),
     ("--resume {tmp}/backup.pt", "accepted only inside its run directory's checkpoints/"),
     ("--resume {tmp}/empty", "holds no checkpoint"),
     ("--resume {tmp}/broken", "not a readable training checkpoint"),
+    ("--resume {tmp}/edited", "config.toml was edited (lr"),
+    ("--resume {tmp}/busyrun", "in use by another training"),
 ]
 
 
 @pytest.mark.parametrize("argv, expected", BAD_INPUTS + RESUME_INPUTS)
-def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, argv, expected):
-    _bad_input_files(tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    args = ([] if argv.startswith("--resume") else TINY) + argv.format(tmp=tmp_path).split()   # later wins
-    message = _bad(args + ["--quiet"], capsys)
-    assert expected in message and "weights_only" not in message, message
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
-    assert not (tmp_path / "run").exists()
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)          # the default run folder (runs/) would land in the snapshot below
+    held = _bad_input_files(tmp_path)
+    try:
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        args = ([] if argv.startswith("--resume") else TINY) + argv.format(tmp=tmp_path).split()   # later wins
+        message = _bad(args + ["--quiet"], capsys)
+        assert expected in message and "weights_only" not in message, message
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+        assert not (tmp_path / "run").exists() and not (tmp_path / "photos" / "run").exists()
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, capsys):
@@ -271,3 +310,51 @@ def test_compiled_step_matches_eager(tmp_path):
     for step in want:
         for key in want[step]:
             assert got[step][key] == pytest.approx(want[step][key], rel=1e-3, abs=1e-5), (step, key)
+
+
+def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    # steps 1-2 are finite and checkpointed; a huge learning rate then overflows the weights
+    message = _bad(TINY + ["--steps", "8", "--out", str(run), "--set", "lr=1e30", "--set", "checkpoint_every=1",
+                           "--set", "lr_schedule=constant"], capsys)
+    assert "the loss is not finite" in message and "nothing of this step was saved" in message, message
+    diverged, = _records(run, "diverged")
+    steps = [s for s, _ in list_checkpoints(run)]
+    assert steps and max(steps) < diverged["step"]          # only checkpoints from before it
+    assert f"step_{max(steps):07d}.pt" in message
+    assert not (run / "generator.pt").exists()
+    for _, path in list_checkpoints(run):
+        state = torch.load(path, weights_only=True)["models"]["generator"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_resuming_from_an_older_checkpoint_starts_a_new_branch(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "6", "--out", str(run), "--set", "checkpoint_every=2"]) == 0
+    assert [s for s, _ in list_checkpoints(run)] == [4, 6]
+    stale = run / "checkpoints" / ".step_0000008.x1y2.pt.tmp.pt"   # a checkpoint write killed by kill -9
+    stale.write_bytes(b"half")
+    capsys.readouterr()
+    assert main(["--resume", str(run / "checkpoints" / "step_0000004.pt"), "--steps", "5", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "a new branch starts here" in err and "removed" in err and not stale.exists()
+    assert [s for s, _ in list_checkpoints(run)] == [4, 5]
+    aside, = (run / "abandoned").iterdir()
+    assert sorted(p.name for p in aside.iterdir()) == ["generator.pt", "metrics.jsonl", "step_0000006.pt"]
+    # the run now continues the new branch (from step 5), not the abandoned step 6
+    assert main(["--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    assert [r["step"] for r in _records(run, "resume")] == [4, 5]
+    assert sorted(r["step"] for r in _records(run)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_run_directory_is_taken_by_one_process(tmp_path):
+    from nfinpaint.run_dir import RunLock
+
+    first = RunLock(tmp_path / "run", new=True)
+    with pytest.raises(ConfigError, match="in use by another training"):
+        RunLock(tmp_path / "run", new=False)
+    first.release()
+    RunLock(tmp_path / "run", new=False).release()      # free again once the first let go
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="written by another run"):
+        RunLock(tmp_path / "run", new=True)
