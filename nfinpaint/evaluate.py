@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from nfinpaint import baselines, cli, generator_io, metrics
+from nfinpaint import baselines, cli, generator_io, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError, TrainedGenerator
@@ -54,9 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --data: one centre square per image scaled to the generator's size (default), or "
                         "grid: crops spread over each whole image at 1x, 2x and 4x the generator's size, up to 8 "
                         "per scale (the crops validation uses; what the README's tables report)")
-    p.add_argument("--masks", choices=("random", "center", "freeform"), default="random",
-                   help="hole protocol: random rectangles of random size and position (the paper's "
-                        "test protocol, default), the fixed centre hole of training, or free-form strokes")
+    p.add_argument("--size", type=int, metavar="PX",
+                   help="the full-size protocol: whole pictures with their longer side scaled to PX (512: "
+                        "512x384 for a 4:3 photograph), holes of the families in --masks, every method "
+                        "through its public code path (gan = inpaint's); without it, the crop protocol")
+    p.add_argument("--masks", default=None,
+                   help="crop protocol: random (rectangles of random size and position, the paper's test "
+                        "protocol, default), center (the training hole) or freeform (strokes); full-size "
+                        f"protocol (--size): a comma-separated list of hole families (default "
+                        f"{picture_eval.DEFAULT_FAMILIES})")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
                         f"(default: {DEFAULT_METHODS}; the OpenCV ones are skipped with a note when "
@@ -291,17 +297,109 @@ def check_out_folder(out: Path, data: str | None) -> None:
                          f"the images replaced with the results; choose an --out outside --data")
 
 
+CROP_MASKS = ("random", "center", "freeform")
+
+
+def _method_names(text: str) -> list[str]:
+    try:
+        names = baselines.parse_methods(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if baselines.FLOOR not in names:
+        names.append(baselines.FLOOR)
+    return names
+
+
+def _build_methods(names: Sequence[str], loaded: TrainedGenerator | None, device: torch.device,
+                   patchmatch_options: dict) -> tuple[list[baselines.Method], dict[str, str]]:
+    """The methods that can run here, and the optional ones skipped (with why)."""
+    methods, skipped = [], {}
+    for name in names:
+        try:
+            methods.append(baselines.build_method(
+                name, generator=loaded.generator if loaded else None, device=device,
+                options=patchmatch_options if name == "patchmatch" else None))
+        except baselines.MethodUnavailable as exc:
+            if not baselines.METHODS[name].optional:
+                raise UsageError(f"method {name}: {exc}") from None
+            skipped[name] = str(exc)
+            print(f"note: skipping {name}: {exc}", file=sys.stderr)
+    if not methods:
+        raise UsageError("none of the requested methods can run here: " +
+                         "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return methods, skipped
+
+
+def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
+    """The full-size protocol (:mod:`nfinpaint.picture_eval`): whole pictures through every method."""
+    names = _method_names(args.methods)
+    if not args.out.strip():
+        raise UsageError("--out is empty; give the name of a folder for the results")
+    out = Path(args.out)
+    check_out_folder(out, args.data)
+    if args.size < 64:
+        raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if args.figures < 0:
+        raise UsageError(f"--figures must be 0 or more, got {args.figures}")
+    if args.data is not None and not Path(args.data).is_dir():
+        raise UsageError(f"--data {args.data}: no such folder")
+    try:
+        families = picture_eval.parse_families(args.masks or picture_eval.DEFAULT_FAMILIES)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    device = cli.resolve_device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
+                                       hint="; or leave gan out of --methods")
+    patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
+    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
+    pictures, where = picture_eval.load_pictures(args.data, args.size, args.limit)
+    if not pictures:
+        raise UsageError(f"{where}: no pictures to evaluate")
+    try:
+        results = picture_eval.run(pictures, families, methods, args.seed, progress=not args.no_progress,
+                                   keep_fills=min(args.figures, len(pictures)))
+    except ValueError as exc:
+        raise UsageError(one_line(exc)) from None
+    header = {"pictures": len(pictures), "size": args.size, "seed": args.seed, "data": where,
+              "generator": loaded.describe() if loaded else "none (the gan method was not asked for)",
+              "skipped": skipped}
+    text = picture_eval.markdown(results, methods, header)
+    resolved = {"protocol": "full-size", "size": args.size, "families": families, "device": str(device),
+                "methods": [m.name for m in methods], "skipped": skipped, "data": where,
+                "pictures": [name for name, _ in pictures], "patchmatch_options": patchmatch_options,
+                "torch_threads": torch.get_num_threads()}
+    with atomic_folder(out) as folder:
+        write_text(folder / "results.md", text)
+        write_text(folder / "results.csv", picture_eval.results_csv(results))
+        write_text(folder / "per_image.csv", picture_eval.per_picture_csv(results, [n for n, _ in pictures]))
+        figures = [p.relative_to(folder) for p in picture_eval.write_figures(folder, pictures, results, methods)]
+        record = _config_record(args, argv, resolved, loaded, figures)
+        write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_marker(folder, EVALUATION)
+    print(text)
+    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
+          f"{out / 'figures'}, {out / 'config.json'}")
+    return out
+
+
 def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
     """Run the evaluation described by parsed ``args``; returns the output folder.
 
     ``argv`` (the command-line words) is only recorded in ``config.json``.
     """
-    try:
-        names = baselines.parse_methods(args.methods)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if baselines.FLOOR not in names:
-        names.append(baselines.FLOOR)
+    if args.size is not None:
+        return evaluate_pictures(args, argv)
+    args.masks = args.masks or "random"
+    if args.masks not in CROP_MASKS:
+        raise UsageError(f"--masks {args.masks}: the crop protocol takes one of {', '.join(CROP_MASKS)} (the hole "
+                         f"families {picture_eval.DEFAULT_FAMILIES} need --size)")
+    names = _method_names(args.methods)
     if not args.out.strip():
         raise UsageError("--out is empty; give the name of a folder for the results")
     out = Path(args.out)
@@ -334,21 +432,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     if not 1 <= hole_size <= image_size:
         raise UsageError(f"--hole-size must be in [1, {image_size}], got {hole_size}")
 
-    methods, skipped = [], {}
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
-    for name in names:
-        try:
-            methods.append(baselines.build_method(
-                name, generator=loaded.generator if loaded else None, device=device,
-                options=patchmatch_options if name == "patchmatch" else None))
-        except baselines.MethodUnavailable as exc:
-            if not baselines.METHODS[name].optional:
-                raise UsageError(f"method {name}: {exc}") from None
-            skipped[name] = str(exc)
-            print(f"note: skipping {name}: {exc}", file=sys.stderr)
-    if not methods:
-        raise UsageError("none of the requested methods can run here: " +
-                         "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
 
     split = generator_io.split_parameters(meta, args.split_seed)
     images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)

@@ -6,7 +6,15 @@ the output untouched where the format keeps it); MASK is an image of the same
 size in which white marks the holes (any PNG mode: grey, RGB, palette, 16-bit;
 an alpha channel counts as "not a hole" where transparent).
 
-Each hole (8-connected component of the mask) is filled on its own:
+With the shipped generator (or any full-resolution one, such as the
+``fullres`` preset trains), every hole is filled by the learned model at the
+picture's own resolution (:mod:`nfinpaint.neural_fill`): a window of context
+around each hole (holes close together share one), and for holes thicker than
+the generator trained on, a coarse pass on a shrunk copy whose upsampled fill
+the full-resolution pass refines.  The command prints each window.
+
+With a fixed-size generator (the ``paper``, ``paper64`` and ``default``
+presets' 24x24 or 64x64 networks) each hole is filled on its own:
 
 - **GAN**, on a square window around the hole: the window's side is chosen so
   that the hole takes the same fraction of it as the training hole takes of the
@@ -17,15 +25,14 @@ Each hole (8-connected component of the mask) is filled on its own:
 - **PatchMatch** (``nfinpaint.patchmatch``), for holes the generator cannot
   fill well, or for every hole with ``--method patchmatch``.
 
-With ``--method auto`` (default) a hole goes to the GAN when (1) its window is
-at most ``--max-scale`` (default 4) times the generator's size, i.e. the
-window is not shrunk by more than that, and (2) the hole's longer side is at
-most the largest hole the evaluation protocol uses (1.5 x the training hole,
-as a fraction of the window) -- which matters only when the picture is too
-small for the full window.  Otherwise it goes to PatchMatch.  Without
-``--checkpoint`` the generator shipped in the package is used when installed
-(the command says which), else every hole goes to PatchMatch.  The command
-prints which method filled each hole.
+With ``--method auto`` (default) and a fixed-size generator a hole goes to the
+GAN when (1) its window is at most ``--max-scale`` (default 4) times the
+generator's size, i.e. the window is not shrunk by more than that, and (2) the
+hole's longer side is at most the largest hole the evaluation protocol uses
+(1.5 x the training hole, as a fraction of the window); otherwise it goes to
+PatchMatch.  Without ``--checkpoint`` the generator shipped in the package is
+used when installed (the command says which), else every hole goes to
+PatchMatch.
 
 Pixels outside the holes are copied from the input unchanged (exactly, for a
 lossless output format such as PNG).  The output's folder is created if
@@ -268,12 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained generator: a training run directory or its generator.pt (default: the "
                         f"generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when installed)")
     p.add_argument("--method", choices=("auto", "gan", "patchmatch"), default="auto",
-                   help="auto (default): the GAN for holes that fit its window, PatchMatch otherwise; "
-                        "gan or patchmatch: that method for every hole")
+                   help="auto (default): the learned fill for every hole with a full-resolution generator "
+                        "(the shipped one); with a fixed-size one, the GAN for holes that fit its window and "
+                        "PatchMatch otherwise; gan or patchmatch: that method for every hole")
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="PatchMatch seed (default 0)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
-                   help=f"largest window / generator size ratio the GAN is used at (default {DEFAULT_MAX_SCALE:g})")
+                   help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
+                        f"(default {DEFAULT_MAX_SCALE:g})")
     p.add_argument("--overwrite", action="store_true", help="allow OUT to be IMAGE or MASK itself")
     return p
 
@@ -329,7 +338,8 @@ def run(args: argparse.Namespace) -> list[Hole]:
     keep_alpha = alpha is not None and suffix in ALPHA_SUFFIXES
     save_image(filled, output, alpha if keep_alpha else None, info=kept)
     used = {m: sum(h.method == m for h in holes) for m in ("gan", "patchmatch")}
-    print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the GAN, {used['patchmatch']} by PatchMatch")
+    print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the learned model, {used['patchmatch']} by "
+          f"PatchMatch")
     if alpha is not None:
         print("note: the alpha channel is passed through unchanged" if keep_alpha else
               f"note: {suffix} has no alpha channel: the input's transparency is dropped; use .png to keep it")

@@ -176,7 +176,7 @@ def test_cli_gan_writes_output_and_keeps_known_pixels(tmp_path, checkpoint, caps
     assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
                          "--method", "gan"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count(": GAN") == 3 and "3 by the GAN, 0 by PatchMatch" in printed
+    assert printed.count(": GAN") == 3 and "3 by the learned model, 0 by PatchMatch" in printed
     original, result = np.asarray(Image.open(img_path)), np.asarray(Image.open(out))
     known = mask[0].numpy() == 0
     assert result.shape == original.shape

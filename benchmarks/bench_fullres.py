@@ -1,0 +1,78 @@
+"""The learned fill of whole pictures against scikit-image's biharmonic fill, on the CPU.
+
+Run: ``pytest benchmarks/bench_fullres.py -s``.  Rows (medians, ratios from the same run):
+
+- a 512x384 photograph with one ~56 px hole (the medium hole family);
+- a 2048x1536 photograph with three such holes (at that picture's scale);
+
+each filled by ``nfinpaint.inpaint.inpaint_image`` with the shipped generator (the
+code path of ``python -m nfinpaint.inpaint``) and by ``skimage.restoration.inpaint_biharmonic``;
+peak resident memory of a fresh process filling the large picture.  Nothing is asserted about time.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from timing import measure, print_table
+
+skimage_data = pytest.importorskip("skimage.data")
+from skimage.restoration import inpaint_biharmonic  # noqa: E402
+from skimage.transform import resize  # noqa: E402
+
+from nfinpaint import generator_io, generators, masks  # noqa: E402
+from nfinpaint.inpaint import inpaint_image  # noqa: E402
+
+SHIPPED = generator_io.open_generator(None)
+pytestmark = pytest.mark.skipif(SHIPPED is None or not generators.is_full_resolution(SHIPPED.generator),
+                                reason="no full-resolution shipped generator installed")
+
+
+def picture(height: int, width: int) -> torch.Tensor:
+    img = resize(skimage_data.astronaut(), (height, width), anti_aliasing=True).astype(np.float32)
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()
+
+
+def medium_holes(height: int, width: int, count: int) -> torch.Tensor:
+    """``count`` medium-family holes (an object of ~56 px at 512x384, scaled with the picture)."""
+    drawn = masks.family_masks("medium", count, height, width, seed=7, scale="picture")
+    return (drawn.amax(dim=0) > 0.5).float()
+
+
+PEAK = """
+import json, resource, sys, torch
+sys.path.insert(0, {bench!r})
+from bench_fullres import picture, medium_holes, SHIPPED
+from nfinpaint.inpaint import inpaint_image
+image, hole = picture(1536, 2048), medium_holes(1536, 2048, 3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
+print(json.dumps({{"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "before_mib": before / 1024}}))
+"""
+
+
+def test_learned_fill_against_biharmonic():
+    rows = []
+    for (h, w), count in (((384, 512), 1), ((1536, 2048), 3)):
+        image, hole = picture(h, w), medium_holes(h, w, count)
+        array, boolean = image.permute(1, 2, 0).double().numpy(), hole[0].numpy() > 0.5
+        reps = 5 if w <= 512 else 2
+        ours = measure(lambda: inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None),
+                       warmup=1, reps=reps)
+        theirs = measure(lambda: inpaint_biharmonic(array, boolean, channel_axis=-1), warmup=1, reps=reps)
+        rows.append([f"{w}x{h}, {count} hole(s) of ~{round(56 * min(h, w) / 384)} px", f"{ours.median_ms:.0f}",
+                     f"{theirs.median_ms:.0f}", f"{ours.median_ms / theirs.median_ms:.2f}x"])
+    import os  # noqa: PLC0415
+
+    script = PEAK.format(bench=os.path.dirname(__file__))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    peak = json.loads(result.stdout.strip().splitlines()[-1])
+    print_table(f"Learned fill vs biharmonic, CPU, {torch.get_num_threads()} threads (ms, medians)",
+                ["picture", "learned fill (inpaint)", "skimage biharmonic", "ratio"], rows)
+    print(f"peak resident memory filling 2048x1536 with 3 holes: {peak['peak_mib']:.0f} MiB "
+          f"({peak['before_mib']:.0f} MiB after imports and the picture)")

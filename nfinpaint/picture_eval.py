@@ -1,0 +1,250 @@
+"""The full-size evaluation protocol: whole pictures, the hole families people paint, every method.
+
+``python -m nfinpaint.evaluate --data DIR --size 512 --masks thin,medium,large``:
+
+- every picture of DIR scaled (Lanczos) so its longer side is ``--size``
+  (512x384 for a 4:3 photograph); pictures are never cropped;
+- for each hole family (:func:`nfinpaint.masks.family_masks`, ``scale="picture"``:
+  scratches 4-9 px wide, an object of ~56 px, an object of ~150 px at 512x384)
+  one mask per picture, drawn from (seed, picture, family), the same for every
+  method;
+- every method fills the whole picture through its public code path (the
+  ``gan`` method is ``nfinpaint.inpaint.inpaint_image`` itself);
+- per family and method: hole PSNR, hole SSIM, whole-picture PSNR and SSIM,
+  the texture ratio (gradient energy in the hole relative to the truth's:
+  1 = as much detail as the original, a smooth blob is near 0) and seconds
+  per picture; then the paired difference of the ``gan`` method against every
+  other method on the same pictures and masks, mean ± 95% confidence interval.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from nfinpaint import metrics
+from nfinpaint.baselines import Method
+from nfinpaint.masks import HOLE_FAMILIES, family_masks
+
+DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
+CROP_SIDE = 160          # figure crops around each hole, in pixels of the figure
+KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psnr_full", "PSNR picture (dB)", 2),
+        ("ssim_full", "SSIM picture", 4), ("texture", "texture ratio", 3), ("seconds", "s / picture", 3))
+
+
+def parse_families(text: str) -> list[str]:
+    names = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in HOLE_FAMILIES:
+            raise ValueError(f"unknown hole family {name!r} in --masks; with --size choose from "
+                             f"{', '.join(HOLE_FAMILIES)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError(f"--masks is empty; choose from {', '.join(HOLE_FAMILIES)}")
+    return names
+
+
+def _scaled(img: Image.Image, size: int) -> torch.Tensor:
+    img = img.convert("RGB")
+    scale = size / max(img.size)
+    shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    img = img.resize(shape, Image.LANCZOS) if shape != img.size else img
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def load_pictures(data: str | None, size: int, limit: int | None = None) -> tuple[list[tuple[str, torch.Tensor]], str]:
+    """(name, (3, H, W) float picture) pairs, the longer side scaled to ``size`` (Lanczos), from the
+    folder ``data`` or, with None, the embedded scikit-image photographs; and a one-line description."""
+    from nfinpaint import data as data_module  # noqa: PLC0415
+
+    out = []
+    if data is None:
+        for name, array in data_module._embedded_arrays()[:limit]:
+            out.append((name, _scaled(Image.fromarray(np.asarray(array)), size)))
+        where = "the embedded scikit-image photographs"
+    else:
+        for path in data_module.find_image_files(data)[:limit]:
+            with Image.open(path) as img:
+                out.append((path.name, _scaled(img, size)))
+        where = f"folder {data}"
+    return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
+
+
+def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int) -> torch.Tensor:
+    """The (1, H, W) mask of ``family`` for picture ``index``: a function of (seed, index, family)."""
+    h, w = picture.shape[-2:]
+    family_seed = (seed * 1_000_003 + index * 101 + HOLE_FAMILIES.index(family)) & 0x7FFF_FFFF
+    return family_masks(family, 1, h, w, seed=family_seed, scale="picture")[0]
+
+
+def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> float:
+    """Gradient energy of ``filled`` over the hole divided by the truth's (forward differences,
+    channels pooled, hole pixels and their right/lower neighbours): 1 = as much detail as the original."""
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        gy = F.pad(x[:, 1:, :] - x[:, :-1, :], (0, 0, 0, 1))
+        gx = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 1, 0, 0))
+        return ((gy ** 2 + gx ** 2) * hole).sum()
+
+    hole = (hole > 0.5).float()
+    return float(energy(filled) / energy(truth).clamp_min(1e-12))
+
+
+@dataclass
+class FamilyResult:
+    family: str
+    rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)    # method -> per picture
+    fills: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    masks: list[torch.Tensor] = field(default_factory=list)
+
+
+def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], methods: Sequence[Method],
+        seed: int, progress: bool = True, keep_fills: int = 0) -> list[FamilyResult]:
+    """Fill every picture with every method for every family; ``keep_fills`` pictures' fills are kept
+    for figures.  Each method fills the first picture once untimed first (start-up costs)."""
+    results = []
+    bar = tqdm(total=len(families) * len(pictures) * len(methods), desc="evaluating", unit="fill",
+               disable=not progress, file=sys.stderr)
+    for method in methods:
+        method.fill(pictures[0][1], picture_mask(families[0], pictures[0][1], seed, 0), seed)
+    for family in families:
+        result = FamilyResult(family)
+        for index, (_, picture) in enumerate(pictures):
+            mask = picture_mask(family, picture, seed, index)
+            if index < keep_fills:
+                result.masks.append(mask)
+            for method in methods:
+                bar.set_postfix_str(f"{family}, {method.name}")
+                start = time.perf_counter()
+                filled = method.fill(picture, mask, seed + index)
+                if method.device.type == "cuda":
+                    torch.cuda.synchronize(method.device)
+                seconds = time.perf_counter() - start
+                row = metrics.image_metrics(filled, picture, mask)
+                row["texture"] = texture_ratio(filled, picture, mask)
+                row["seconds"] = seconds
+                result.rows.setdefault(method.name, []).append(row)
+                if index < keep_fills:
+                    result.fills.setdefault(method.name, []).append(filled)
+                bar.update(1)
+        results.append(result)
+    bar.close()
+    return results
+
+
+def _fmt(summary: metrics.Summary, digits: int) -> str:
+    if np.isnan(summary.ci95):
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} ± {summary.ci95:.{digits}f}"
+
+
+def paired(result: FamilyResult, ours: str, other: str, key: str) -> metrics.Summary:
+    """Mean ± 95% CI of ``ours - other`` in ``key`` over the same pictures and masks."""
+    return metrics.summarize(a[key] - b[key] for a, b in zip(result.rows[ours], result.rows[other]))
+
+
+def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header: dict) -> str:
+    labels = {m.name: m.label for m in methods}
+    lines = [f"# Full-size evaluation: {header['pictures']} pictures, longer side {header['size']} px, "
+             f"seed {header['seed']}", "",
+             f"- Data: {header['data']}", f"- Generator: {header['generator']}",
+             "- Holes: one mask per picture and family, the same for every method (nfinpaint.masks.family_masks, "
+             "scale='picture': thin = scratches 4-9 px wide, medium = an object of ~56 px, large = an object of "
+             "~150 px, at 512x384).",
+             "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
+             "as in nfinpaint.metrics; texture ratio = gradient energy in the hole / the original's (1 = as "
+             "detailed as the original). Mean ± 95% CI over the pictures.", ""]
+    if header.get("skipped"):
+        lines += ["- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()), ""]
+    for result in results:
+        coverage = np.mean([float((m > 0.5).float().mean()) for m in result.masks]) if result.masks else None
+        lines += [f"## {result.family} holes" + (f" (mean {coverage * 100:.1f}% of the picture)" if coverage else ""),
+                  "", "| Method | " + " | ".join(h for _, h, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
+        for name, rows in result.rows.items():
+            stats = metrics.summarize_rows(rows, [k for k, _, _ in KEYS])
+            lines.append(f"| {labels[name]} | " + " | ".join(_fmt(stats[k], d) for k, _, d in KEYS) + " |")
+        if "gan" in result.rows and len(result.rows) > 1:
+            lines += ["", f"Paired, {labels['gan']} minus each method (same pictures and masks):", "",
+                      "| vs | PSNR hole (dB) | SSIM hole |", "|---|---:|---:|"]
+            for name in result.rows:
+                if name != "gan":
+                    lines.append(f"| {labels[name]} | {_fmt(paired(result, 'gan', name, 'psnr_hole'), 2)} | "
+                                 f"{_fmt(paired(result, 'gan', name, 'ssim_hole'), 4)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def results_csv(results: Sequence[FamilyResult]) -> str:
+    keys = [k for k, _, _ in KEYS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["family", "method", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")])
+    for result in results:
+        for name, rows in result.rows.items():
+            stats = metrics.summarize_rows(rows, keys)
+            writer.writerow([result.family, name, len(rows)]
+                            + [repr(float(v)) for k in keys for v in (stats[k].mean, stats[k].ci95)])
+    return buf.getvalue()
+
+
+def per_picture_csv(results: Sequence[FamilyResult], names: Sequence[str]) -> str:
+    keys = [k for k, _, _ in KEYS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["family", "picture", "method"] + keys)
+    for result in results:
+        for method, rows in result.rows.items():
+            for name, row in zip(names, rows):
+                writer.writerow([result.family, name, method] + [repr(float(row[k])) for k in keys])
+    return buf.getvalue()
+
+
+def hole_crop(image: torch.Tensor, mask: torch.Tensor) -> tuple[slice, slice]:
+    """A square around the mask's holes with as much context again, inside the picture."""
+    ys, xs = torch.nonzero(mask[0] > 0.5, as_tuple=True)
+    h, w = mask.shape[-2:]
+    extent = int(max(ys.max() - ys.min(), xs.max() - xs.min())) + 1
+    side = min(h, w, max(64, 2 * extent))
+    cy, cx = int(ys.min() + ys.max()) // 2, int(xs.min() + xs.max()) // 2
+    top, left = min(max(cy - side // 2, 0), h - side), min(max(cx - side // 2, 0), w - side)
+    return slice(top, top + side), slice(left, left + side)
+
+
+def write_figures(folder: Path, pictures: list[tuple[str, torch.Tensor]], results: Sequence[FamilyResult],
+                  methods: Sequence[Method]) -> list[Path]:
+    """Per family, one grid: a crop around the holes of each kept picture, original | masked | each method."""
+    from nfinpaint.figures import save_comparison_grid  # noqa: PLC0415
+
+    paths = []
+    for result in results:
+        if not result.masks:
+            continue
+        originals, holes, fills = [], [], {m.label: [] for m in methods}
+        for index, mask in enumerate(result.masks):
+            rows, cols = hole_crop(pictures[index][1], mask)
+
+            def crop(x: torch.Tensor) -> torch.Tensor:
+                return F.interpolate(x[None, :, rows, cols], size=(CROP_SIDE, CROP_SIDE), mode="bilinear",
+                                     align_corners=False, antialias=True)[0].clamp(0, 1)
+
+            originals.append(crop(pictures[index][1]))
+            holes.append((crop(mask) > 0.5).float())
+            for m in methods:
+                fills[m.label].append(crop(result.fills[m.name][index]))
+        path = folder / "figures" / f"{result.family}.png"
+        paths.append(save_comparison_grid(path, torch.stack(originals), torch.stack(holes),
+                                          {k: torch.stack(v) for k, v in fills.items()}))
+    return paths

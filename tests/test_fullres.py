@@ -1,0 +1,237 @@
+"""Full-size inpainting: the fully convolutional generator, its base fill, the hole families,
+the window planning of the learned fill, the generator registry and the full-size evaluation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from nfinpaint import evaluate, generators, masks, neural_fill, picture_eval
+from nfinpaint.config import ConfigError, load_config
+from nfinpaint.fullres_generator import FullResGenerator
+from nfinpaint.generator_io import load_generator, save_generator
+from nfinpaint.initial_fill import biharmonic_fill, multiscale_biharmonic_fill
+from nfinpaint.inpaint import inpaint_image
+from test_initial_fill import _biharmonic_solution
+
+
+def _rng():
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+
+
+def _trained_looking(generator: FullResGenerator, g: torch.Generator) -> FullResGenerator:
+    """Non-zero output layer: an untrained generator *is* its base fill, which would hide bugs."""
+    with torch.no_grad():
+        generator.to_rgb.weight.normal_(0, 0.05, generator=g)
+        generator.to_rgb.bias.normal_(0, 0.05, generator=g)
+    return generator.eval()
+
+
+# ---------------------------------------------------------------- base fill
+
+def test_multiscale_biharmonic_fill_converges_to_the_direct_solve():
+    g = _rng()
+    image = torch.rand(1, 3, 40, 48, generator=g, dtype=torch.float64).float()
+    hole = torch.zeros(1, 1, 40, 48)
+    hole[..., 6:34, 9:37] = 1                        # a large hole: plain CG needs many steps
+    exact = torch.from_numpy(_biharmonic_solution(image[0].double().numpy(), hole[0, 0].numpy() > 0.5)).float()
+    coarse_to_fine = multiscale_biharmonic_fill(image, hole)
+    single_level = biharmonic_fill(image, hole, iterations=32)
+    err_ms = float((coarse_to_fine[0] - exact).abs().max())
+    err_cg = float((single_level[0] - exact).abs().max())
+    assert err_ms < 0.5 * err_cg
+    converged = multiscale_biharmonic_fill(image, hole, iterations=300, coarsest_iterations=300)
+    torch.testing.assert_close(converged[0], exact, atol=2e-4, rtol=0)
+    assert torch.equal(coarse_to_fine * (1 - hole), image * (1 - hole))
+
+
+# ---------------------------------------------------------------- generator
+
+@pytest.mark.parametrize("shape", [(1, 37, 53), (2, 64, 48), (1, 16, 130)])
+def test_fullres_generator_takes_any_size_and_starts_as_its_base(shape):
+    g = _rng()
+    n, h, w = shape
+    generator = FullResGenerator(32).eval()
+    image = torch.rand(n, 3, h, w, generator=g)
+    hole = masks.family_masks("medium", n, h, w, generator=g)
+    with torch.no_grad():
+        out = generator(image * (1 - hole), hole)
+        torch.testing.assert_close(out, generator.base_fill(image, hole).clamp(0, 1))
+        # whatever the hole holds is ignored
+        scrambled = torch.where(hole > 0.5, torch.rand(image.shape, generator=g), image)
+        assert torch.equal(generator(scrambled, hole), out)
+
+
+def test_fullres_generator_output_does_not_depend_on_the_batch():
+    """No normalisation layer: a window's fill is the same alone or in a batch (inference = training)."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 3, 40, 40, generator=g)
+    hole = masks.family_masks("mixed", 3, 40, 40, generator=g)
+    with torch.no_grad():
+        batch = generator(image, hole)
+        alone = generator(image[1:2], hole[1:2])
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_fullres_generator_uses_a_given_base():
+    g = _rng()
+    generator = FullResGenerator(32).eval()
+    image = torch.rand(1, 3, 24, 24, generator=g)
+    hole = torch.zeros(1, 1, 24, 24)
+    hole[..., 5:15, 6:18] = 1
+    base = torch.rand(1, 3, 24, 24, generator=g)
+    with torch.no_grad():
+        out = generator(image, hole, base=base)
+    torch.testing.assert_close(out, torch.where(hole > 0.5, base, image))
+
+
+def test_fullres_generator_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        FullResGenerator(100)
+    with pytest.raises(ValueError, match=r"\(N,1,H,W\)"):
+        FullResGenerator(32)(torch.rand(1, 3, 16, 16), torch.rand(1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------- registry
+
+@pytest.mark.parametrize("name", generators.GENERATORS)
+def test_every_registered_generator_round_trips_through_its_file(tmp_path, name):
+    size = 32 if generators.GENERATORS[name].full_resolution else 24
+    generator = _trained_looking(generators.build_generator(name, size), _rng()) if name == "fullres" else \
+        generators.build_generator(name, size).eval()
+    path = save_generator(tmp_path / "g.pt", generator, dict(preset="test", image_size=size, hole_size=8,
+                                                             feature_weights="random", feature_pretrained=False))
+    loaded, _ = load_generator(path)
+    assert type(loaded) is type(generator) and loaded.config == generator.config
+    assert generators.is_full_resolution(loaded) == generators.GENERATORS[name].full_resolution
+    x, m = torch.rand(2, 3, size, size), masks.make_masks("random", 2, size, 8, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, m), generator(x, m))
+
+
+def test_config_reads_the_registry():
+    assert load_config("fullres").generator == "fullres"
+    with pytest.raises(ConfigError, match="fullres"):
+        load_config("default", overrides={"generator": "nosuch"})
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        load_config("fullres", overrides={"image_size": 100})
+
+
+# ---------------------------------------------------------------- hole families
+
+def _thickness(mask: torch.Tensor) -> float:
+    return 2 * float(ndimage.distance_transform_edt(np.pad(mask[0].numpy() > 0.5, 1)).max())
+
+
+@pytest.mark.parametrize("family, thickness", [("thin", (3, 11)), ("medium", (38, 72)), ("large", (110, 175))])
+def test_picture_families_have_the_sizes_they_promise(family, thickness):
+    """At 512x384: scratches 4-9 px wide, an object of ~56 px, an object of ~150 px."""
+    g = _rng()
+    drawn = masks.family_masks(family, 12, 384, 512, generator=g, scale="picture")
+    for mask in drawn:
+        assert mask.any() and float(mask.mean()) <= 0.45
+        assert thickness[0] <= _thickness(mask) <= thickness[1]
+
+
+def test_family_masks_are_seeded_and_mixed_uses_every_family():
+    a = masks.make_masks("mixed", 30, 64, 20, seed=5)
+    assert torch.equal(a, masks.make_masks("mixed", 30, 64, 20, seed=5))
+    assert not torch.equal(a, masks.make_masks("mixed", 30, 64, 20, seed=6))
+    thick = [_thickness(m) for m in a]
+    assert min(thick) < 6 and max(thick) > 25       # thin strokes and large blobs both present
+    assert all(0 < float(m.mean()) <= 0.45 for m in a)
+
+
+# ---------------------------------------------------------------- window planning
+
+def _labels(hole: torch.Tensor):
+    return ndimage.label(hole[0].numpy() > 0.5, structure=np.ones((3, 3), dtype=bool))
+
+
+def test_windows_hold_their_holes_with_margin_and_do_not_overlap():
+    hole = torch.zeros(1, 200, 300)
+    hole[:, 20:30, 20:30] = 1          # two close holes: one window
+    hole[:, 20:30, 45:52] = 1
+    hole[:, 120:190, 150:220] = 1      # a thick one far away: its own window, coarse to fine
+    labels, count = _labels(hole)
+    windows = neural_fill.plan_windows(labels, count)
+    assert len(windows) == 2
+    assert sorted(len(w.holes) for w in windows) == [1, 2]
+    for w in windows:
+        rows, cols = w.slices()
+        inside = np.isin(labels, w.holes)
+        assert inside[rows, cols].sum() == inside.sum()            # every pixel of its holes
+        ys, xs = np.nonzero(inside)
+        assert ys.min() - w.top >= min(ys.min(), neural_fill.MIN_MARGIN)
+        assert xs.min() - w.left >= min(xs.min(), neural_fill.MIN_MARGIN)
+    a, b = windows
+    assert a.top + a.height <= b.top or b.top + b.height <= a.top or \
+        a.left + a.width <= b.left or b.left + b.width <= a.left
+    big = next(w for w in windows if len(w.holes) == 1)
+    assert big.scale == math.ceil(big.thickness / neural_fill.COARSE_THICKNESS) > 1
+
+
+def test_many_tiny_holes_cost_few_windows():
+    hole = torch.zeros(1, 64, 96)
+    hole[:, 2::4, 2::4] = 1            # 384 one-pixel holes
+    labels, count = _labels(hole)
+    assert count == 384
+    assert len(neural_fill.plan_windows(labels, count)) == 1
+
+
+def test_learned_fill_fills_every_hole_of_a_picture_and_keeps_the_rest():
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 150, 210, generator=g)
+    hole = torch.zeros(1, 150, 210)
+    hole[:, 10:14, 20:120] = 1         # a scratch
+    hole[:, 60:140, 100:190] = 1       # a large object: coarse to fine
+    lines = []
+    filled, holes = inpaint_image(image, hole, generator=generator, log=lines.append)
+    assert {h.method for h in holes} == {"gan"} and len(holes) == 2
+    assert any("coarse pass" in line for line in lines)
+    known = hole[0] < 0.5
+    assert torch.equal(filled[:, known], image[:, known])
+    assert torch.isfinite(filled).all() and not torch.equal(filled, image)
+    scrambled = torch.where(hole > 0.5, torch.rand(image.shape, generator=g), image)
+    assert torch.equal(inpaint_image(scrambled, hole, generator=generator, log=lambda s: None)[0], filled)
+
+
+# ---------------------------------------------------------------- full-size evaluation
+
+def test_texture_ratio():
+    g = _rng()
+    truth = torch.rand(3, 32, 32, generator=g)
+    hole = torch.zeros(1, 32, 32)
+    hole[:, 8:24, 8:24] = 1
+    assert picture_eval.texture_ratio(truth, truth, hole) == pytest.approx(1.0)
+    flat = torch.where(hole > 0.5, truth.mean(), truth)
+    assert picture_eval.texture_ratio(flat, truth, hole) < 0.2
+
+
+def test_full_size_protocol_end_to_end(tmp_path):
+    from PIL import Image
+
+    g = _rng()
+    data = tmp_path / "pictures"
+    data.mkdir()
+    for i in range(3):
+        array = (torch.rand(90, 120, 3, generator=g) * 255).byte().numpy()
+        Image.fromarray(array).resize((200, 150)).save(data / f"p{i}.png")
+    checkpoint = save_generator(tmp_path / "g.pt", _trained_looking(FullResGenerator(32), g),
+                                dict(preset="test", image_size=32, hole_size=12, feature_weights="random",
+                                     feature_pretrained=False))
+    out = tmp_path / "eval"
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(data), "--size", "160",
+                          "--masks", "medium,large", "--methods", "gan,biharmonic", "--figures", "2",
+                          "--out", str(out), "--no-progress"]) == 0
+    text = (out / "results.md").read_text()
+    assert "## medium holes" in text and "## large holes" in text and "thin" not in text.split("##")[1]
+    assert "Paired, GAN (ours) minus each method" in text and "texture ratio" in text
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3 * 3          # families x pictures x methods (border-mean added)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["large.png", "medium.png"]
+    assert evaluate.main(["--data", str(data), "--size", "160", "--masks", "random", "--methods", "biharmonic",
+                          "--out", str(tmp_path / "e2")]) == 2
