@@ -23,12 +23,14 @@ Precision: float32/float16/bfloat16 inputs, float32 accumulation.  In the
 interpreter operands are cast to fp32 right after loading (the interpreter
 mis-computes bf16 arithmetic).  On a GPU, half inputs go to ``tl.dot`` as they
 are (tensor cores, fp32 accumulation); fp32 inputs use "tf32x3" products (about
-fp32 accuracy on tensor cores) unless ``torch.backends.cuda.matmul.allow_tf32``
-is on, then plain "tf32" like PyTorch's matmul.
+fp32 accuracy on tensor cores) unless ``torch.backends.cuda.matmul.fp32_precision``
+is "tf32" (or the legacy ``allow_tf32`` is on), then plain "tf32" like PyTorch's matmul.
 
 Memory formats: contiguous and channels-last (any layout where H and W merge
 into one stride) are read through their strides without copies; other
-layouts are copied by ``reshape``.
+layouts are copied by ``reshape``.  The gradient keeps ``fake``'s layout when its H
+and W merge and is NCHW-contiguous otherwise (``launch.grad_like``, shared with the
+fake kernel).
 """
 from __future__ import annotations
 
@@ -37,9 +39,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, folded_grid,
-                                      fp32_dot_precision, interpreter_enabled,
-                                      require_triton_path, triton_path_available)
+from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, device_guard,
+                                      folded_grid, fp32_dot_precision, grad_like,
+                                      interpreter_enabled, require_triton_path,
+                                      triton_path_available)
 from nfinpaint.ops import check_reduction
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -217,11 +220,8 @@ def _grad_scale(grad: Tensor, n: int, c: int, hw: int, reduction: str) -> tuple[
 def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -> Tensor:
     n, c, h, w = fake.shape
     hw = h * w
-    out = torch.empty_like(fake)  # keeps channels-last for dense inputs
-    f3, g3 = _as_matrices(fake), _as_matrices(out)
-    if g3.data_ptr() != out.data_ptr() or not g3._is_view():  # pragma: no cover - defensive
-        out = torch.empty_like(fake, memory_format=torch.contiguous_format)
-        g3 = _as_matrices(out)
+    out = grad_like(fake)
+    f3, g3 = _as_matrices(fake), as_matrix_view(out)
     dloss, dloss_stride, scale = _grad_scale(grad, n, c, hw, reduction)
     flags = _dot_flags(fake.dtype)
     downcast = not flags["UPCAST"] and fake.dtype in (torch.float16, torch.bfloat16)
@@ -272,7 +272,7 @@ def _gram_distance_backward_op(grad: Tensor, diff: Tensor, fake: Tensor, real: T
 
 @_gram_distance_backward_op.register_fake
 def _(grad, diff, fake, real, reduction):
-    return torch.empty_like(fake)
+    return grad_like(fake)
 
 
 def _setup_context(ctx, inputs, output):

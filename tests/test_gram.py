@@ -8,6 +8,7 @@ the block (16 in the interpreter), H·W = 1 and several tiles on each side.
 import pytest
 import torch
 
+from _layouts import LAYOUTS, relayout
 from nfinpaint.kernels import gram
 from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
 
@@ -65,6 +66,50 @@ def test_strided_channel_slice_input():
     big, real = _pair((2, 38, 3, 4), torch.float32)
     fake = big[:, ::2]
     _check(fake, real[:, ::2], "mean", 1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_inputs_values_gradients_and_opcheck(layout):
+    fake, real = _pair((2, 18, 3, 5), torch.float32, scale_real=1.5)
+    fake_l = relayout(fake, layout).requires_grad_()
+    real_l = relayout(real, layout)
+    g = _check(fake_l, real_l, "per_sample", 1e-5)
+    expected = fake_l if layout == "channels_last" else fake_l.contiguous()
+    assert g.stride() == expected.stride()
+    # The backward's fake kernel must report the real op's strides (it reported the
+    # transposed input's while the op returned NCHW): opcheck compares them.
+    grad = torch.rand(2) + 0.5
+    _, diff = gram._gram_distance_op(fake_l.detach(), real_l, "per_sample", True)
+    for args in ((grad, diff, fake_l.detach(), real_l, "per_sample"),
+                 (grad, diff[:0].reshape(0), fake_l.detach(), real_l, "per_sample")):
+        torch.library.opcheck(gram._gram_distance_backward_op, args)
+    torch.library.opcheck(gram._gram_distance_op, (fake_l, real_l, "sum", True))
+
+
+@pytest.fixture
+def restore_fp32_precision():
+    saved = (torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    yield
+    # "none" (the default) at both levels also clears torch's mixed-API state.
+    torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+
+
+@pytest.mark.parametrize("api", ["matmul", "global", "legacy"])
+def test_fp32_precision_follows_both_tf32_apis(api, restore_fp32_precision):
+    # torch 2.14 raises when the legacy allow_tf32 is read after the new API set TF32.
+    fake, real = _pair((1, 17, 2, 3), torch.float32)
+    assert gram.fp32_dot_precision() == "tf32x3"
+    if api == "matmul":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    elif api == "global":
+        torch.backends.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    assert gram.fp32_dot_precision() == "tf32"
+    out = gram_distance(fake, real, "sum")  # the interpreter runs the "tf32" dot too
+    (g,) = torch.autograd.grad(out, fake)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "sum"), fake)
+    _close(g, g_ref, 1e-2)  # tf32 keeps 10 mantissa bits
 
 
 def test_real_gets_no_gradient_and_equal_inputs_give_zero():
