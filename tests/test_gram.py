@@ -158,6 +158,14 @@ def test_torch_compile_fullgraph():
     _close(g, g_ref, 1e-5)
 
 
+def test_inductor_compiles_in_this_process():
+    # conftest flips TRITON_INTERPRET per test; a compile-worker pool would keep the value
+    # it started with and could compile a later GPU test's kernels for the interpreter.
+    from torch._inductor import config
+
+    assert config.compile_threads == 1
+
+
 def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
     fake, real = _pair((1, 4, 2, 2), torch.float32)
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time, after import
