@@ -3,9 +3,11 @@
 CPU tests run everywhere; tests marked ``gpu`` hold the CUDA kernels to the
 reference and to the CPU kernels when a GPU is visible.
 """
+import numpy as np
 import pytest
 import torch
 
+from _layouts import LAYOUTS, relayout
 from nfinpaint import _extension, ops
 
 pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
@@ -244,6 +246,52 @@ def test_feature_distance_opcheck(channels_last):
         torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (f, r, weight))
         torch.library.opcheck(torch.ops.nfinpaint.feature_distance_backward.default,
                               (torch.rand(2), f.detach(), r, weight))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_ops_on_strided_inputs_match_reference_and_opcheck(layout):
+    # Each input in its own layout (the others contiguous), values, gradients and the
+    # fake kernels' strides (opcheck) included.
+    for i in range(3):
+        g, t, m = make_inputs((2, 3, 4, 5), torch.float32, 3, soft=True, seed=30 + i)
+        args = [g, t, m]
+        args[i] = relayout(args[i], layout)
+        (comp, loss), grad = reference_grads(lambda x, *a: ops.composite_l2(x, *a, "per_sample"), *args)
+        (comp_ref, loss_ref), grad_ref = reference_grads(
+            lambda x, *a: ops.composite_l2_reference(x, *a, "per_sample"), *args)
+        assert_close(comp, comp_ref, torch.float32)
+        torch.testing.assert_close(loss, loss_ref, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad, grad_ref, torch.float32)
+        dist, grad = reference_grads(lambda x, *a: ops.feature_distance(x, *a, "per_sample"), *args)
+        dist_ref, grad_ref = reference_grads(
+            lambda x, *a: ops.feature_distance_reference(x, *a, "per_sample"), *args)
+        torch.testing.assert_close(dist, dist_ref, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad, grad_ref, torch.float32)
+        torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default,
+                              (args[0].requires_grad_(), *args[1:]))
+        torch.library.opcheck(torch.ops.nfinpaint.composite_l2_backward.default,
+                              (torch.rand(2, 3, 4, 5), torch.rand(2), *(a.detach() for a in args)))
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, tuple(args))
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance_backward.default,
+                              (torch.rand(2), *(a.detach() for a in args)))
+
+
+def test_cpu_rounds_every_operation_like_cuda():
+    # CUDA builds with --fmad=false; the CPU build must not contract a*b + c into an FMA
+    # either (GCC's default for the AVX2 loops), or the two differ by an ulp. numpy
+    # float32 ufuncs round after every operation: the unfused order of loss_math.h.
+    g, t, m = make_inputs((2, 3, 16, 17), torch.float32, 3, soft=True, seed=40)
+    gc = torch.rand(g.shape, generator=torch.Generator().manual_seed(41))
+    gs = torch.rand(2, generator=torch.Generator().manual_seed(42))
+    comp, _, _ = torch.ops.nfinpaint.composite_l2.default(g, t, m)
+    grad = torch.ops.nfinpaint.composite_l2_backward.default(gc, gs, g, t, m)
+    gn, tn, mn, gcn = (x.numpy() for x in (g, t, m, gc))
+    one, two = np.float32(1), np.float32(2)
+    comp_np = mn * gn + (one - mn) * tn
+    grad_np = mn * (gcn + (two * gs.numpy()[:, None, None, None]) * (gn - tn))
+    for name, actual, expected in (("composite", comp, comp_np), ("gradient", grad, grad_np)):
+        differ = int((actual.numpy() != expected).sum())
+        assert differ == 0, f"{name}: {differ} of {expected.size} elements round differently"
 
 
 @pytest.mark.parametrize("bad,match", [
