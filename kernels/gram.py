@@ -97,7 +97,9 @@ def _gram_diff_tiles(f_ptr, r_ptr, partial_ptr, diff_ptr, C, HW, partial_stride,
         d_base = diff_ptr + n * C * C
         m_ij = mask_i[:, None] & mask_j[None, :]
         tl.store(d_base + offs_i[:, None] * C + offs_j[None, :], d, mask=m_ij)
-        tl.store(d_base + offs_j[None, :] * C + offs_i[:, None], d, mask=m_ij)
+        # The mirror, but not over a diagonal tile: d need not be bit-symmetric (tf32x3
+        # splits), and two stores of different values to one address leave either.
+        tl.store(d_base + offs_j[None, :] * C + offs_i[:, None], d, mask=m_ij & (bi != bj))
 
 
 def _gram_grad(diff_ptr, f_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,

@@ -5,6 +5,7 @@ kernel's hand-derived backward 4·D·F/K independently.  Shapes are tiny because
 the interpreter runs one program at a time; they still cover C not a multiple of
 the block (16 in the interpreter), H·W = 1 and several tiles on each side.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,42 @@ def test_every_autotune_config_on_one_reused_buffer():
     for meta in metas + metas[::-1]:  # small blocks before large ones, then the reverse
         per_sample, _ = gram._forward_launch(fake.detach(), real, False, partial=partial, meta=meta)
         _close(per_sample, ref, 1e-4)
+
+
+def test_saved_diff_written_once_per_element(monkeypatch):
+    # The diagonal tiles used to be stored twice (the tile and its mirror); d is not
+    # bit-symmetric (tf32x3), so on a GPU which store won varied run to run.  Count the
+    # interpreter's stores into the saved D.
+    from triton.runtime import interpreter
+
+    fake, real = _pair((2, 20, 3, 5), torch.float32, scale_real=1.5)
+    n, c = 2, 20
+    stored = []  # addresses of every masked store, kept apart from the D buffer's below
+    store = interpreter.interpreter_builder.create_masked_store
+
+    def recording_store(ptrs, value, mask, *args):
+        stored.append(ptrs.data[np.broadcast_to(mask.data.astype(bool), ptrs.data.shape)].ravel())
+        return store(ptrs, value, mask, *args)
+
+    monkeypatch.setattr(interpreter.interpreter_builder, "create_masked_store", recording_store)
+    _, saved = gram._forward_launch(fake.detach(), real, True)
+    addr = torch.from_numpy(np.concatenate(stored).astype(np.int64)) - saved.data_ptr()
+    index = addr[(addr >= 0) & (addr < saved.numel() * saved.element_size())] // saved.element_size()
+    counts = torch.bincount(index, minlength=saved.numel())
+    assert counts.min() == 1, "some elements of D never written"
+    assert counts.max() == 1, f"{int((counts > 1).sum())} elements of D written twice"
+    # D stays the symmetric difference of the two Gram matrices.
+    f, r = fake.detach().reshape(n, c, -1).double(), real.reshape(n, c, -1).double()
+    ref = (f @ f.transpose(1, 2) - r @ r.transpose(1, 2)) / (c * 15)
+    _close(saved, ref, 1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_saved_diff_is_the_same_every_run():
+    fake, real = _pair((2, 130, 9, 17), torch.float32, device="cuda")
+    first = gram._forward_launch(fake.detach(), real, True)[1]
+    for _ in range(10):
+        assert torch.equal(gram._forward_launch(fake.detach(), real, True)[1], first)
 
 
 def test_batch_is_folded_into_grid_axis_0(record_grids):
