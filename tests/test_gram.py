@@ -246,6 +246,39 @@ def test_saved_diff_written_once_per_element(monkeypatch):
     _close(saved, ref, 1e-5)
 
 
+def test_fp16_gradient_with_the_gpu_flags_keeps_d_in_fp32(monkeypatch):
+    # The GPU path (no upcast after loading) used to cast D to fp16 for the backward
+    # product; at C=256, H*W=256 D's entries (~1/sqrt(K)) fall into fp16's subnormals.
+    # Run the GPU flags in the interpreter.
+    monkeypatch.setattr(gram, "interpreter_enabled", lambda: False)
+    # fake near real, as late in training: D's entries are then far below fp16's 6e-5.
+    fake, _ = _pair((1, 256, 16, 16), torch.float16)
+    real = (fake.detach().float() + 0.005 * torch.randn(fake.shape)).half()
+    scale = torch.tensor(2.0**24)  # as a GradScaler would: the gradient is then fp16-normal
+    (g,) = torch.autograd.grad(gram_distance(fake, real, "sum"), fake, scale)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "sum"), fake, scale)
+    assert g_ref.abs().max() > 1e-2
+    _close(g, g_ref, 2e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_matches_reference():
+    # The size where D underflowed in fp16 (C=256, H*W >= 256), and an odd one.
+    # The incoming gradient is scaled as a GradScaler would, so the gradient is fp16-normal.
+    for shape in ((2, 256, 16, 16), (3, 130, 9, 17)):
+        fake, real = _pair(shape, torch.float16, device="cuda", scale_real=1.1)
+        near = (fake.detach().float() + 0.005 * torch.randn(shape, device="cuda")).half()
+        for target in (real, near):
+            out = gram_distance(fake, target, "per_sample")
+            ref = gram_distance_reference(fake, target, "per_sample")
+            _close(out, ref, 1e-3)
+            scale = torch.full_like(ref, 2.0**24)
+            (g,) = torch.autograd.grad(out, fake, scale)
+            (g_ref,) = torch.autograd.grad(ref, fake, scale)
+            assert g_ref.abs().max() > 1e-2
+            _close(g, g_ref, 2e-3)
+
+
 @pytest.mark.gpu
 def test_cuda_saved_diff_is_the_same_every_run():
     fake, real = _pair((2, 130, 9, 17), torch.float32, device="cuda")
