@@ -276,6 +276,37 @@ def test_ops_on_strided_inputs_match_reference_and_opcheck(layout):
                               (torch.rand(2), *(a.detach() for a in args)))
 
 
+def test_mixed_devices_are_refused_with_the_input_named():
+    # A call mixing devices runs the kernel of the "highest" one: with a meta input that
+    # was the fake kernel, which returned uninitialised tensors on the CPU.
+    g, t, m = make_inputs((1, 3, 4, 4), soft=True, seed=50)
+    meta = {"device": "meta"}
+    with pytest.raises(RuntimeError, match="expected target on cpu like generated, got meta"):
+        ops.composite_l2(g, t.to(**meta), m)
+    with pytest.raises(RuntimeError, match="expected mask on cpu like generated, got meta"):
+        ops.composite_l2(g, t, m.to(**meta))
+    with pytest.raises(RuntimeError, match="expected grad_composite on cpu, got meta"):
+        torch.ops.nfinpaint.composite_l2_backward(torch.ones(1, 3, 4, 4, **meta), None, g, t, m)
+    with pytest.raises(RuntimeError, match="expected weight on cpu like fake, got meta"):
+        ops.feature_distance(g, t, m.to(**meta))
+    with pytest.raises(RuntimeError, match="expected grad_dist on cpu, got meta"):
+        torch.ops.nfinpaint.feature_distance_backward(torch.ones(1, **meta), g, t, m)
+
+
+@pytest.mark.gpu
+def test_cuda_mixed_devices_are_refused_with_the_input_named():
+    # The CUDA kernels used to build their device guard from a CPU tensor first:
+    # "CUDAGuardImpl initialized with non-CUDA DeviceType".
+    g, t, m = make_inputs((1, 3, 4, 4), soft=True, seed=51)
+    cuda = {"device": "cuda"}
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got generated on cpu"):
+        ops.composite_l2(g, t.to(**cuda), m.to(**cuda))
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got fake on cpu"):
+        ops.feature_distance(g, t.to(**cuda))
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got grad_dist on cpu"):
+        torch.ops.nfinpaint.feature_distance_backward(torch.ones(1), g.to(**cuda), t.to(**cuda), None)
+
+
 def test_cpu_rounds_every_operation_like_cuda():
     # CUDA builds with --fmad=false; the CPU build must not contract a*b + c into an FMA
     # either (GCC's default for the AVX2 loops), or the two differ by an ulp. numpy
