@@ -21,8 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, device_guard,
-                                      folded_grid, grad_like, require_triton_path,
+from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, check_sample_offsets,
+                                      device_guard, folded_grid, grad_like, require_triton_path,
                                       triton_path_available)
 from nfinpaint.ops import check_reduction, feature_distance_reference
 
@@ -130,6 +130,7 @@ def _forward_launch(fake: Tensor, real: Tensor, weight: Tensor | None,
     hw = h * w
     f3, r3 = _as_matrices(fake), _as_matrices(real)
     w3, w_strides = _weight_args(weight, f3)
+    check_sample_offsets("feature_distance", f3, r3, None if weight is None else w3)
     if partial is None:
         tiles_max = max(_tiles(c, hw, m) for m in _PARTIALS.all_meta())
         partial = torch.empty(n, tiles_max, device=fake.device, dtype=torch.float32)
@@ -152,6 +153,7 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
     out = grad_like(fake)
     f3, r3, g3 = _as_matrices(fake), _as_matrices(real), as_matrix_view(out)
     w3, w_strides = _weight_args(weight, f3)
+    check_sample_offsets("feature_distance backward", f3, r3, g3, None if weight is None else w3)
     dloss_stride = grad.stride(0) if reduction == "per_sample" else 0
     scale = 1.0 / fake.numel() if reduction == "mean" else 1.0
 

@@ -42,8 +42,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, device_guard,
-                                      folded_grid, fp32_dot_precision, grad_like,
+from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, check_sample_offsets,
+                                      device_guard, folded_grid, fp32_dot_precision, grad_like,
                                       interpreter_enabled, require_triton_path,
                                       triton_path_available)
 from nfinpaint.ops import check_reduction
@@ -202,6 +202,7 @@ def _forward_launch(fake: Tensor, real: Tensor, save_diff: bool, partial: Tensor
     if partial is None:
         partial = torch.empty(n, pairs_max, device=fake.device, dtype=torch.float32)
     diff = torch.empty((n, c, c) if save_diff else (0,), device=fake.device, dtype=torch.float32)
+    check_sample_offsets("gram_distance", f3, r3, diff)
 
     def grid(meta):
         return folded_grid("gram_distance", n * _tile_pairs(c, meta["BLOCK_C"]))
@@ -225,6 +226,7 @@ def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -
     hw = h * w
     out = grad_like(fake)
     f3, g3 = _as_matrices(fake), as_matrix_view(out)
+    check_sample_offsets("gram_distance backward", f3, g3, diff)
     dloss, dloss_stride, scale = _grad_scale(grad, n, c, hw, reduction)
     precision = _dot_flags(fake.dtype)["PRECISION"] or "tf32"  # fp32 operands here, even for half inputs
 

@@ -159,6 +159,25 @@ def cdiv(a: int, b: int) -> int:
 MAX_PROGRAMS = 2**31 - 1
 
 
+# Offsets inside one sample are int32 in the kernels (index vectors times strides; the
+# sample's base offset is int64), so no element may lie further than this from its
+# sample's first one.
+MAX_SAMPLE_OFFSET = 2**31 - 1
+
+
+def check_sample_offsets(op_name: str, *tensors: torch.Tensor | None) -> None:
+    """Raise ValueError when an element of one sample (dims 1.. of a tensor) lies beyond
+    int32 reach of the sample's start."""
+    for t in tensors:
+        if t is None or t.numel() == 0:
+            continue
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[1:], t.stride()[1:]))
+        if span > MAX_SAMPLE_OFFSET:
+            raise ValueError(f"{op_name}: one sample of a {tuple(t.shape)} operand spans {span + 1} elements, "
+                             f"beyond the kernels' int32 offsets ({MAX_SAMPLE_OFFSET + 1}); "
+                             "split the channels or the image")
+
+
 def folded_grid(op_name: str, programs: int) -> tuple[int]:
     """A 1-D grid of ``programs`` programs (samples x tiles folded into axis 0)."""
     if programs > MAX_PROGRAMS:

@@ -180,6 +180,19 @@ def test_every_autotune_config_on_one_reused_buffer():
         _close(per_sample, ref, 1e-5)
 
 
+def test_offsets_beyond_int32_are_refused(record_grids):
+    # 2^32 elements in one sample (meta tensors, launches recorded: nothing is allocated
+    # or run); the same total split over 2 samples fits the int32 offsets.
+    record_grids(fd_module._PARTIALS, fd_module._GRAD)
+    big = torch.empty(1, 2**16, 2**8, 2**8, device="meta")
+    with pytest.raises(ValueError, match="int32 offsets"):
+        fd_module._forward_launch(big, big, None)
+    with pytest.raises(ValueError, match="int32 offsets"):
+        fd_module._backward_launch(torch.ones((), device="meta"), big, big, None, "sum")
+    halves = torch.empty(2, 2**15, 2**8, 2**8, device="meta")
+    fd_module._forward_launch(halves, halves, halves[:, :1])
+
+
 def test_batch_is_folded_into_grid_axis_0(record_grids):
     # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
     grids = record_grids(fd_module._PARTIALS, fd_module._GRAD)

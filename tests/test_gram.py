@@ -287,6 +287,20 @@ def test_cuda_saved_diff_is_the_same_every_run():
         assert torch.equal(gram._forward_launch(fake.detach(), real, True)[1], first)
 
 
+def test_offsets_beyond_int32_are_refused(record_grids):
+    # Offsets inside a sample are int32 in the kernels: D of 50,000 channels has 2.5e9
+    # entries a sample.  Meta tensors and a recorded launch: nothing is allocated or run.
+    record_grids(gram._TILES, gram._GRAD)
+    fake = torch.empty(1, 50_000, 1, 1, device="meta")
+    with pytest.raises(ValueError, match="int32 offsets"):
+        gram._forward_launch(fake, fake, True)
+    with pytest.raises(ValueError, match="int32 offsets"):
+        gram._backward_launch(torch.ones((), device="meta"), torch.empty(1, 50_000, 50_000, device="meta"),
+                              fake, "sum")
+    gram._forward_launch(torch.empty(2, 40_000, 1, 1, device="meta"), torch.empty(2, 40_000, 1, 1, device="meta"),
+                         True)  # 1.6e9 a sample: fits
+
+
 def test_batch_is_folded_into_grid_axis_0(record_grids):
     # CUDA caps grid axes 1 and 2 at 65,535: a batch of 70,000 must stay on axis 0.
     grids = record_grids(gram._TILES, gram._GRAD)
