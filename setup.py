@@ -127,14 +127,16 @@ def extensions():
     debug = env_flag("NFINPAINT_DEBUG")
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = [*opt, "-std=c++20", "-fopenmp"]
+    # -ffp-contract=off: GCC contracts a*b + c into an FMA by default (also in the AVX2
+    # copies of the CPU loops), which rounds once where CUDA (--fmad=false) rounds twice.
+    cxx = [*opt, "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     macros = [("NFINPAINT_ARCHS", f'"{os.environ.get("TORCH_CUDA_ARCH_LIST", "")}"')] if with_cuda else []
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc", "include")], extra_link_args=["-fopenmp"])
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         macros.append(("NFINPAINT_WITH_CUDA", None))
         # --fmad=false: no FMA contraction, so the per-element math of the shared headers
-        # rounds as on the CPU (whose build has no FMA contraction either: ISO C++ mode).
+        # rounds as on the CPU (built with -ffp-contract=off).
         nvcc = [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "--fmad=false"]
         ext = CUDAExtension("nfinpaint._C", sources, define_macros=macros,
                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)

@@ -2,30 +2,43 @@
 
     python benchmarks/gpu_report.py --out gpu-report.md        # from the repository root
 
-Steps (each timed; its exit status and output go into the report):
+Steps, most telling first (the first GPU session may be short): each timed, with
+its own time limit, and its exit status and output go into the report, which is
+rewritten after every step, so a step that hangs or a session that ends keeps
+what the earlier steps measured:
 
 1. build: ``pip install --no-build-isolation .`` with ``NFINPAINT_FORCE_CUDA=1``
    (``--no-build`` skips it when the installed package is current);
-2. ``pytest tests`` (everything; the ``gpu``-marked tests run since a GPU is
-   visible), then ``pytest tests -m gpu`` alone for a list of the GPU tests;
-3. ``pytest benchmarks -s``: fused ops vs eager and compiled references with
+2. CUDA vs CPU agreement of every custom op (forward and gradient) and of the
+   PatchMatch field, each against a stated limit (:data:`LIMITS`,
+   :data:`MIN_SAME_FIELD`): the step fails when any is exceeded; and the
+   device-to-device copy bandwidth (the bytes-moved bound the GB/s columns are
+   a fraction of);
+3. ``pytest tests -m gpu`` (the GPU tests alone, listed);
+4. ``pytest benchmarks -s``: fused ops vs eager and compiled references with
    GB/s (CUDA rows), Triton Gram vs the compiled bmm reference at N=64, C=256,
    CUDA vs CPU PatchMatch on 1024x1024, compiled channels-last step vs eager
    (bf16 on the GPU);
-4. a short GPU training run of the default preset;
-5. CUDA vs CPU agreement of every custom op and of the PatchMatch field, and
-   the device-to-device copy bandwidth (the bytes-moved bound the GB/s columns
-   are a fraction of).
+5. a short GPU training run of the default preset, in a fresh folder per run
+   (``gpu-report-runs/<time>-<random>/`` next to the report: ``train`` refuses
+   a non-empty ``--out``, so a fixed folder failed every run after the first);
+6. ``pytest tests`` (everything; the ``gpu``-marked tests run since a GPU is
+   visible).
 
-Without a CUDA GPU it refuses at once (exit status 2) and writes nothing.
+A step over its limit (``--timeout-scale`` scales them all) is killed with its
+whole process group and reported as TIMEOUT.  Exit status: 0 when every step
+passed, 1 otherwise.  Without a CUDA GPU it refuses at once (exit status 2) and
+writes nothing.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,31 +55,64 @@ class Step:
     returncode: int | None = None
     seconds: float = 0.0
     output: str = ""
+    timeout: float = 600.0  # seconds; the step is killed after this
+    timed_out: bool = False
 
 
-def plan(python: str, out_dir: Path, build: bool) -> list[Step]:
+def fresh_run_dir(parent: Path) -> Path:
+    """A new empty folder for this run's outputs under ``parent`` (created)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=parent))
+
+
+def plan(python: str, run_dir: Path, build: bool, timeout_scale: float = 1.0) -> list[Step]:
+    """The steps, in order; ``run_dir`` is this run's own (fresh) output folder."""
     steps = []
     if build:
         steps.append(Step("build (CPU + CUDA operators)",
-                          [python, "-m", "pip", "install", "--no-build-isolation", "-v", "."]))
+                          [python, "-m", "pip", "install", "--no-build-isolation", "-v", "."], timeout=1200))
     steps += [
-        Step("pytest tests (all, GPU tests included)", [python, "-m", "pytest", "tests", "-q"]),
-        Step("pytest tests -m gpu", [python, "-m", "pytest", "tests", "-m", "gpu", "-q", "-rA"]),
-        Step("pytest benchmarks (CUDA rows)", [python, "-m", "pytest", "benchmarks", "-s", "-q"]),
+        Step("CUDA vs CPU agreement, copy bandwidth", [python, str(Path(__file__).resolve()), "--agreement"],
+             timeout=300),
+        Step("pytest tests -m gpu", [python, "-m", "pytest", "tests", "-m", "gpu", "-q", "-rA"], timeout=900),
+        Step("pytest benchmarks (CUDA rows)", [python, "-m", "pytest", "benchmarks", "-s", "-q"], timeout=900),
         Step("training run, default preset, 300 steps on the GPU",
              [python, "-m", "nfinpaint.train", "--feature-weights", "random", "--steps", "300",
-              "--device", "cuda", "--out", str(out_dir / "train-default")]),
-        Step("CUDA vs CPU agreement, copy bandwidth", [python, str(Path(__file__).resolve()), "--agreement"]),
+              "--device", "cuda", "--out", str(run_dir / "train-default")], timeout=600),
+        Step("pytest tests (all, GPU tests included)", [python, "-m", "pytest", "tests", "-q"], timeout=1800),
     ]
+    for step in steps:
+        step.timeout *= timeout_scale
     return steps
 
 
-def run_step(step: Step, env: dict) -> Step:
+def run_step(step: Step, env: dict, log: Path | None = None) -> Step:
+    """Run one step with its time limit.  Output goes to a file, not a pipe: a child
+    that outlives a killed step (a compile worker) would keep a pipe open and block the
+    read.  On timeout the step's whole process group is killed."""
     start = time.perf_counter()
-    proc = subprocess.run(step.command, cwd=ROOT, env=env, capture_output=True, text=True)
-    step.seconds = time.perf_counter() - start
-    step.returncode = proc.returncode
-    step.output = proc.stdout + (("\n" + proc.stderr) if proc.stderr.strip() else "")
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") if log is None \
+            else open(log, "w+", encoding="utf-8", errors="replace") as out:
+        proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            step.returncode = proc.wait(timeout=step.timeout)
+        except subprocess.TimeoutExpired:
+            step.timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            step.returncode = proc.wait()
+        else:
+            # A step that passed may leave children in its group: end them too.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        step.seconds = time.perf_counter() - start
+        out.seek(0)
+        step.output = out.read()
+    if step.timed_out:
+        step.output += f"\n[gpu_report] killed after {step.timeout:.0f} s (the step's time limit)\n"
     return step
 
 
@@ -81,7 +127,11 @@ def render(steps: list[Step], header: list[tuple[str, str]], tail_lines: int = 4
     lines += [f"- **{key}**: {value}" for key, value in header]
     lines += ["", "| step | result | seconds |", "| --- | --- | ---: |"]
     for s in steps:
-        result = "not run" if s.returncode is None else ("ok" if s.returncode == 0 else f"FAILED (exit {s.returncode})")
+        if s.timed_out:
+            result = f"TIMEOUT (killed after {s.timeout:.0f} s)"
+        else:
+            result = ("not run" if s.returncode is None
+                      else "ok" if s.returncode == 0 else f"FAILED (exit {s.returncode})")
         lines.append(f"| {s.name} | {result} | {s.seconds:.1f} |")
     for s in steps:
         lines += ["", f"## {s.name}", "", f"`{' '.join(s.command)}`", ""]
@@ -100,16 +150,75 @@ def _max_err(a, b) -> tuple[float, float]:
     return abs_err, abs_err / scale
 
 
-def agreement() -> str:
-    """Markdown: CUDA vs CPU results of every custom op (forward and gradient), the
-    PatchMatch field, and the measured device copy bandwidth."""
+# Largest allowed (max |CUDA - CPU|) / max |CPU| per (op kind, dtype, output kind).
+# C++/CUDA: elementwise outputs round alike (no FMA contraction on either side), so
+# an fp32 gradient may differ by an ulp at most and a bf16 one by one bf16 rounding;
+# losses are float32 sums in another order (the GPU tests' rtol).  Triton vs the CPU
+# reference: fp32 dots run as tf32x3 (the GPU tests' 1e-4); bf16 gradients are
+# stored in bf16.
+LIMITS = {
+    ("C++/CUDA", "float32", "loss"): 1e-5,
+    ("C++/CUDA", "float32", "gradient"): 1e-6,
+    ("C++/CUDA", "bfloat16", "loss"): 1e-5,
+    ("C++/CUDA", "bfloat16", "gradient"): 8e-3,
+    ("Triton", "float32", "loss"): 1e-4,
+    ("Triton", "float32", "gradient"): 1e-4,
+    ("Triton", "bfloat16", "loss"): 1e-4,
+    ("Triton", "bfloat16", "gradient"): 2e-2,
+}
+# PatchMatch runs the same per-pixel code with counter-based random numbers: the
+# fields should be identical; allow one pixel in a thousand.
+MIN_SAME_FIELD = 0.999
+
+
+@dataclass
+class Measurement:
+    op: str
+    kind: str  # "C++/CUDA" or "Triton": which LIMITS row applies
+    dtype: str
+    output: str  # "loss" or "gradient"
+    abs_err: float
+    rel_err: float
+
+    @property
+    def limit(self) -> float:
+        return LIMITS[(self.kind, self.dtype, self.output)]
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_err <= self.limit  # NaN fails
+
+
+def agreement_table(measurements: list[Measurement], same_field: float) -> tuple[str, bool]:
+    """Markdown of the agreement figures against their limits, and whether all pass."""
+    rows = ["| op | dtype | output | max abs diff | max diff / max value | limit | result |",
+            "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for m in measurements:
+        rows.append(f"| {m.op} ({m.kind}) | {m.dtype} | {m.output} | {m.abs_err:.3g} | {m.rel_err:.3g} | "
+                    f"{m.limit:.0e} | {'ok' if m.ok else 'FAIL'} |")
+    field_ok = same_field >= MIN_SAME_FIELD
+    rows += ["", "| PatchMatch NNF 256x256, seed 3 | fraction of pixels with the same match on CUDA and CPU "
+                 "| limit | result |",
+             "| --- | ---: | ---: | --- |",
+             f"| nnf | {same_field:.6f} | >= {MIN_SAME_FIELD} | {'ok' if field_ok else 'FAIL'} |"]
+    ok = field_ok and all(m.ok for m in measurements)
+    return "\n".join(rows), ok
+
+
+def measure_agreement() -> tuple[list[Measurement], float]:
+    """CUDA vs CPU results of every custom op (forward and gradient), and the fraction
+    of PatchMatch pixels with the same match on both."""
     import torch  # noqa: PLC0415
 
     from nfinpaint import ops, patchmatch  # noqa: PLC0415
     from nfinpaint.kernels import feature_distance as triton_fd, gram  # noqa: PLC0415
 
     gen = torch.Generator().manual_seed(0)
-    rows = ["| op | dtype | output | max abs diff | max diff / max value |", "| --- | --- | --- | ---: | ---: |"]
+    found = []
+
+    def record(name, kind, dtype, pairs):
+        for what, a, b in pairs:
+            found.append(Measurement(name, kind, str(dtype)[6:], what, *_max_err(a, b)))
 
     def both(fn, *args):
         """fn's outputs and gradient wrt args[0] on the CPU and on CUDA."""
@@ -127,33 +236,35 @@ def agreement() -> str:
         m = (torch.rand(64, 1, 64, 64, generator=gen) > 0.5).to(dtype)
         f, r = (torch.randn(64, 256, 16, 16, generator=gen).to(dtype) for _ in range(2))
         w = torch.rand(64, 1, 16, 16, generator=gen).to(dtype)
-        cases = [("composite_l2 (C++/CUDA)", lambda x, t, m: ops.composite_l2(x, t, m, "per_sample"), (g, t, m)),
-                 ("feature_distance (C++/CUDA)", lambda x, r, w: ops.feature_distance(x, r, w, "per_sample"), (f, r, w))]
+        cases = [("composite_l2", lambda x, t, m: ops.composite_l2(x, t, m, "per_sample"), (g, t, m)),
+                 ("feature_distance", lambda x, r, w: ops.feature_distance(x, r, w, "per_sample"), (f, r, w))]
         for name, fn, args in cases:
             (lc, gc), (lg, gg) = both(fn, *args)
-            for what, a, b in (("loss", lg, lc), ("gradient", gg, gc)):
-                rows.append(f"| {name} | {str(dtype)[6:]} | {what} | {_max_err(a, b)[0]:.3g} | {_max_err(a, b)[1]:.3g} |")
+            record(name, "C++/CUDA", dtype, (("loss", lg, lc), ("gradient", gg, gc)))
         # Triton on CUDA against the CPU reference (the CPU has no compiled Triton path).
         fr, rr = (torch.randn(64, 256, 6, 6, generator=gen).to(dtype) for _ in range(2))
-        for name, fn, ref in (("gram_distance (Triton)", gram.gram_distance, gram.gram_distance_reference),
-                              ("feature_distance (Triton)", triton_fd.feature_distance, ops.feature_distance_reference)):
+        for name, fn, ref in (("gram_distance", gram.gram_distance, gram.gram_distance_reference),
+                              ("feature_distance", triton_fd.feature_distance, ops.feature_distance_reference)):
             x = fr.cuda().requires_grad_()
             out = fn(x, rr.cuda(), reduction="per_sample")
             (gx,) = torch.autograd.grad(out.sum(), x)
             xc = fr.clone().requires_grad_()
             rc = ref(xc, rr, reduction="per_sample")
             (gc,) = torch.autograd.grad(rc.sum(), xc)
-            for what, a, b in (("loss vs CPU reference", out, rc), ("gradient vs CPU reference", gx, gc)):
-                rows.append(f"| {name} | {str(dtype)[6:]} | {what} | {_max_err(a, b)[0]:.3g} | {_max_err(a, b)[1]:.3g} |")
+            record(name, "Triton", dtype, (("loss", out, rc), ("gradient", gx, gc)))
     # PatchMatch: same seed, same field on both backends (shared per-pixel code, counter-based RNG).
     img = torch.rand(3, 256, 256, generator=gen)
     src = torch.rand(3, 256, 256, generator=gen)
     cpu_field, _ = patchmatch.nnf(img, src, seed=3)
     gpu_field, _ = patchmatch.nnf(img.cuda(), src.cuda(), seed=3)
     same = (cpu_field == gpu_field.cpu()).all(-1).float().mean().item()
-    rows += ["", "| PatchMatch NNF 256x256, seed 3 | fraction of pixels with the same match on CUDA and CPU |",
-             "| --- | ---: |", f"| nnf | {same:.6f} |"]
-    # The bytes-moved bound: a device-to-device copy of 1 GiB (read + write).
+    return found, same
+
+
+def copy_bandwidth() -> str:
+    """The bytes-moved bound: a device-to-device copy of 1 GiB (read + write)."""
+    import torch  # noqa: PLC0415
+
     src_buf = torch.empty(2**28, dtype=torch.float32, device="cuda")
     dst_buf = torch.empty_like(src_buf)
     dst_buf.copy_(src_buf)
@@ -165,16 +276,36 @@ def agreement() -> str:
     end.record()
     torch.cuda.synchronize()
     gbps = 10 * 2 * src_buf.numel() * 4 / (start.elapsed_time(end) / 1e3) / 1e9
-    rows += ["", f"Device-to-device copy bandwidth (read + write): **{gbps:.0f} GB/s** "
-             f"({torch.cuda.get_device_name()})"]
-    return "\n".join(rows)
+    return (f"Device-to-device copy bandwidth (read + write): **{gbps:.0f} GB/s** "
+            f"({torch.cuda.get_device_name()})")
+
+
+def agreement() -> int:
+    """Step 2, in its own process: print the agreement tables (and the copy bandwidth);
+    exit status 1 when any figure is beyond its limit."""
+    table, ok = agreement_table(*measure_agreement())
+    print(table, flush=True)  # before the bandwidth: a failure there keeps the table
+    print("\n" + copy_bandwidth())
+    if not ok:
+        print("\nCUDA and CPU disagree beyond the stated limits (rows marked FAIL)", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def header_facts() -> list[tuple[str, str]]:
+    import torch  # noqa: PLC0415
+
+    return [("date", datetime.datetime.now().isoformat(timespec="seconds")),
+            ("GPU", torch.cuda.get_device_name()), ("torch", torch.__version__),
+            ("CUDA (torch)", str(torch.version.cuda))]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "gpu-report.md", help="Markdown report to write")
     parser.add_argument("--no-build", action="store_true", help="skip `pip install .`")
-    parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)  # step 5, in its own process
+    parser.add_argument("--timeout-scale", type=float, default=1.0,
+                        help="multiply every step's time limit by this (default 1)")
+    parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)  # step 2, in its own process
     args = parser.parse_args(argv)
     import torch  # noqa: PLC0415
 
@@ -182,18 +313,19 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_GPU, file=sys.stderr)
         return 2
     if args.agreement:
-        print(agreement())
-        return 0
+        return agreement()
     env = dict(os.environ, NFINPAINT_FORCE_CUDA="1", NFI_BENCH_GRAM_SIZES="6,16,64")
     env.pop("TRITON_INTERPRET", None)
-    out_dir = args.out.resolve().parent / "gpu-report-runs"
-    steps = [run_step(s, env) for s in plan(sys.executable, out_dir, build=not args.no_build)]
-    header = [("date", datetime.datetime.now().isoformat(timespec="seconds")),
-              ("GPU", torch.cuda.get_device_name()), ("torch", torch.__version__),
-              ("CUDA (torch)", str(torch.version.cuda))]
+    run_dir = fresh_run_dir(args.out.resolve().parent / "gpu-report-runs")
+    steps = plan(sys.executable, run_dir, build=not args.no_build, timeout_scale=args.timeout_scale)
+    header = header_facts() + [("outputs and step logs", str(run_dir))]
     args.out.write_text(render(steps, header))
+    for i, step in enumerate(steps):
+        print(f"[gpu_report] {step.name} (limit {step.timeout:.0f} s) ...", flush=True)
+        run_step(step, env, log=run_dir / f"step{i + 1}.log")
+        args.out.write_text(render(steps, header))  # after every step: a later hang keeps this
     print(f"wrote {args.out}")
-    return 0 if all(s.returncode == 0 for s in steps) else 1
+    return 0 if all(s.returncode == 0 and not s.timed_out for s in steps) else 1
 
 
 if __name__ == "__main__":

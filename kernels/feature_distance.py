@@ -9,7 +9,8 @@ The result is float32.
 The forward is one pass: each program squares and weights one (channels ×
 positions) tile in float32 and writes its partial sum; the partials are summed
 per sample.  The backward writes 2·weight·(fake − real)·dloss/dL_n in
-``fake``'s dtype and memory format; ``real`` gets its negation; ``weight`` (a
+``fake``'s dtype and memory format (NCHW-contiguous when H and W of ``fake`` do not
+merge, e.g. a transposed map); ``real`` gets its negation; ``weight`` (a
 resized hole mask) gets no gradient.  Inputs are read through their strides,
 so contiguous and channels-last tensors need no copy.
 """
@@ -20,8 +21,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, folded_grid,
-                                      require_triton_path, triton_path_available)
+from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, check_sample_offsets,
+                                      device_guard, folded_grid, grad_like, require_triton_path,
+                                      triton_path_available)
 from nfinpaint.ops import check_reduction, feature_distance_reference
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -128,6 +130,7 @@ def _forward_launch(fake: Tensor, real: Tensor, weight: Tensor | None,
     hw = h * w
     f3, r3 = _as_matrices(fake), _as_matrices(real)
     w3, w_strides = _weight_args(weight, f3)
+    check_sample_offsets("feature_distance", f3, r3, None if weight is None else w3)
     if partial is None:
         tiles_max = max(_tiles(c, hw, m) for m in _PARTIALS.all_meta())
         partial = torch.empty(n, tiles_max, device=fake.device, dtype=torch.float32)
@@ -147,9 +150,10 @@ def _backward_launch(grad: Tensor, fake: Tensor, real: Tensor, weight: Tensor | 
                      reduction: str) -> Tensor:
     n, c, h, w = fake.shape
     hw = h * w
-    out = torch.empty_like(fake)  # keeps channels-last for dense inputs
-    f3, r3, g3 = _as_matrices(fake), _as_matrices(real), _as_matrices(out)
+    out = grad_like(fake)
+    f3, r3, g3 = _as_matrices(fake), _as_matrices(real), as_matrix_view(out)
     w3, w_strides = _weight_args(weight, f3)
+    check_sample_offsets("feature_distance backward", f3, r3, g3, None if weight is None else w3)
     dloss_stride = grad.stride(0) if reduction == "per_sample" else 0
     scale = 1.0 / fake.numel() if reduction == "mean" else 1.0
 
@@ -190,7 +194,7 @@ def _feature_distance_backward_op(grad: Tensor, fake: Tensor, real: Tensor,
 
 @_feature_distance_backward_op.register_fake
 def _(grad, fake, real, weight, reduction):
-    return torch.empty_like(fake)
+    return grad_like(fake)
 
 
 def _setup_context(ctx, inputs, output):

@@ -23,12 +23,17 @@ Precision: float32/float16/bfloat16 inputs, float32 accumulation.  In the
 interpreter operands are cast to fp32 right after loading (the interpreter
 mis-computes bf16 arithmetic).  On a GPU, half inputs go to ``tl.dot`` as they
 are (tensor cores, fp32 accumulation); fp32 inputs use "tf32x3" products (about
-fp32 accuracy on tensor cores) unless ``torch.backends.cuda.matmul.allow_tf32``
-is on, then plain "tf32" like PyTorch's matmul.
+fp32 accuracy on tensor cores) unless ``torch.backends.cuda.matmul.fp32_precision``
+is "tf32" (or the legacy ``allow_tf32`` is on), then plain "tf32" like PyTorch's matmul.
+The backward keeps D in fp32 for every input dtype (in fp16 its entries, of
+order 1/sqrt(K), underflow) and multiplies it with F read as fp32: "tf32" for
+half inputs (which tf32 holds exactly), as for fp32 inputs otherwise.
 
 Memory formats: contiguous and channels-last (any layout where H and W merge
 into one stride) are read through their strides without copies; other
-layouts are copied by ``reshape``.
+layouts are copied by ``reshape``.  The gradient keeps ``fake``'s layout when its H
+and W merge and is NCHW-contiguous otherwise (``launch.grad_like``, shared with the
+fake kernel).
 """
 from __future__ import annotations
 
@@ -37,9 +42,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nfinpaint.kernels.launch import (LazyKernel, cdiv, device_guard, folded_grid,
-                                      fp32_dot_precision, interpreter_enabled,
-                                      require_triton_path, triton_path_available)
+from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, check_sample_offsets,
+                                      device_guard, folded_grid, fp32_dot_precision, grad_like,
+                                      interpreter_enabled, require_triton_path,
+                                      triton_path_available)
 from nfinpaint.ops import check_reduction
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -94,12 +100,14 @@ def _gram_diff_tiles(f_ptr, r_ptr, partial_ptr, diff_ptr, C, HW, partial_stride,
         d_base = diff_ptr + n * C * C
         m_ij = mask_i[:, None] & mask_j[None, :]
         tl.store(d_base + offs_i[:, None] * C + offs_j[None, :], d, mask=m_ij)
-        tl.store(d_base + offs_j[None, :] * C + offs_i[:, None], d, mask=m_ij)
+        # The mirror, but not over a diagonal tile: d need not be bit-symmetric (tf32x3
+        # splits), and two stores of different values to one address leave either.
+        tl.store(d_base + offs_j[None, :] * C + offs_i[:, None], d, mask=m_ij & (bi != bj))
 
 
 def _gram_grad(diff_ptr, f_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                sf_n, sf_c, sf_k, sg_n, sg_c, sg_k,
-               UPCAST: tl.constexpr, DOWNCAST_DIFF: tl.constexpr, PRECISION: tl.constexpr,
+               PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # One 1-D grid: program id = (sample * row tiles + row tile) * column tiles + column tile.
     tiles_n = tl.cdiv(HW, BLOCK_N)
@@ -122,11 +130,9 @@ def _gram_grad(diff_ptr, f_ptr, dloss_ptr, dloss_stride, scale, g_ptr, C, HW,
                     mask=mask_m[:, None] & mask_c[None, :], other=0.0)
         f = tl.load(f_base + offs_c[:, None] * sf_c + offs_n[None, :] * sf_k,
                     mask=mask_c[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST:
-            f = f.to(tl.float32)
-        if DOWNCAST_DIFF:  # half inputs on a GPU: tensor-core product, fp32 accumulation
-            d = d.to(f.dtype)
-        acc = tl.dot(d, f, acc, input_precision=PRECISION)
+        # D stays fp32 (in fp16 it underflows: entries ~1/sqrt(K)); half features are
+        # exact in tf32, so half inputs lose nothing to a "tf32" product.
+        acc = tl.dot(d, f.to(tl.float32), acc, input_precision=PRECISION)
     # Incoming gradient of sample n (stride 0 for a scalar loss) times 4/K (/N for "mean").
     g = acc * (tl.load(dloss_ptr + n * dloss_stride).to(tl.float32) * scale)
     tl.store(g_ptr + n * sg_n + offs_m[:, None] * sg_c + offs_n[None, :] * sg_k,
@@ -196,6 +202,7 @@ def _forward_launch(fake: Tensor, real: Tensor, save_diff: bool, partial: Tensor
     if partial is None:
         partial = torch.empty(n, pairs_max, device=fake.device, dtype=torch.float32)
     diff = torch.empty((n, c, c) if save_diff else (0,), device=fake.device, dtype=torch.float32)
+    check_sample_offsets("gram_distance", f3, r3, diff)
 
     def grid(meta):
         return folded_grid("gram_distance", n * _tile_pairs(c, meta["BLOCK_C"]))
@@ -217,21 +224,18 @@ def _grad_scale(grad: Tensor, n: int, c: int, hw: int, reduction: str) -> tuple[
 def _backward_launch(grad: Tensor, diff: Tensor, fake: Tensor, reduction: str) -> Tensor:
     n, c, h, w = fake.shape
     hw = h * w
-    out = torch.empty_like(fake)  # keeps channels-last for dense inputs
-    f3, g3 = _as_matrices(fake), _as_matrices(out)
-    if g3.data_ptr() != out.data_ptr() or not g3._is_view():  # pragma: no cover - defensive
-        out = torch.empty_like(fake, memory_format=torch.contiguous_format)
-        g3 = _as_matrices(out)
+    out = grad_like(fake)
+    f3, g3 = _as_matrices(fake), as_matrix_view(out)
+    check_sample_offsets("gram_distance backward", f3, g3, diff)
     dloss, dloss_stride, scale = _grad_scale(grad, n, c, hw, reduction)
-    flags = _dot_flags(fake.dtype)
-    downcast = not flags["UPCAST"] and fake.dtype in (torch.float16, torch.bfloat16)
+    precision = _dot_flags(fake.dtype)["PRECISION"] or "tf32"  # fp32 operands here, even for half inputs
 
     def grid(meta):
         return folded_grid("gram_distance backward",
                            n * cdiv(c, meta["BLOCK_M"]) * cdiv(hw, meta["BLOCK_N"]))
 
     _GRAD.launch(grid, diff, f3, dloss, dloss_stride, scale, g3, c, hw, *f3.stride(), *g3.stride(),
-                 DOWNCAST_DIFF=downcast, **flags)
+                 PRECISION=precision)
     return out
 
 
@@ -272,7 +276,7 @@ def _gram_distance_backward_op(grad: Tensor, diff: Tensor, fake: Tensor, real: T
 
 @_gram_distance_backward_op.register_fake
 def _(grad, diff, fake, real, reduction):
-    return torch.empty_like(fake)
+    return grad_like(fake)
 
 
 def _setup_context(ctx, inputs, output):

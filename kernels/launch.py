@@ -58,10 +58,36 @@ def device_guard(tensor: torch.Tensor):
 
 def fp32_dot_precision() -> str:
     """``tl.dot`` precision for float32 operands on a GPU, following PyTorch's matmul
-    setting: "tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is on; otherwise
-    "tf32x3" (three tf32 tensor-core products, about float32 accuracy and, on Hopper,
-    faster than Triton's CUDA-core "ieee" products)."""
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+    setting: "tf32" when ``torch.backends.cuda.matmul.fp32_precision`` is "tf32" (set
+    directly, inherited from ``torch.backends.fp32_precision``, or through the legacy
+    ``allow_tf32``, which the new getter reflects); otherwise "tf32x3" (three tf32
+    tensor-core products, about float32 accuracy and, on Hopper, faster than Triton's
+    CUDA-core "ieee" products).  Reading the legacy ``allow_tf32`` instead raises once a
+    user has set the new API (torch refuses to mix the two)."""
+    return "tf32" if torch.backends.cuda.matmul.fp32_precision == "tf32" else "tf32x3"
+
+
+def hw_merge(x: torch.Tensor) -> bool:
+    """Whether (N, C, H, W) ``x``'s H and W merge into one stride, so that
+    ``x.view(N, C, H*W)`` exists (contiguous and channels-last do; a transposed map does not)."""
+    h, w = x.shape[2], x.shape[3]
+    return h == 1 or w == 1 or x.stride(2) == x.stride(3) * w
+
+
+def grad_like(x: torch.Tensor) -> torch.Tensor:
+    """Empty gradient buffer for an (N, C, H, W) input: ``x``'s layout when its H and W
+    merge, else NCHW-contiguous.  The kernels write through :func:`as_matrix_view` of it,
+    and the fake kernels call this same function, so ``torch.compile`` plans for the
+    strides the real op returns."""
+    out = torch.empty_like(x)  # keeps channels-last (and any dense permutation)
+    return out if hw_merge(out) else torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def as_matrix_view(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H*W) view of the same memory, for outputs: ``reshape``
+    would silently copy a non-mergeable layout and the kernel would write the copy."""
+    n, c, h, w = x.shape
+    return x.view(n, c, h * w)
 
 
 class LazyKernel:
@@ -131,6 +157,25 @@ def cdiv(a: int, b: int) -> int:
 # CUDA caps grid axes 1 and 2 at 65,535 programs and axis 0 at 2^31 - 1: every kernel
 # here folds the sample index into axis 0 (one 1-D grid), and checks the total.
 MAX_PROGRAMS = 2**31 - 1
+
+
+# Offsets inside one sample are int32 in the kernels (index vectors times strides; the
+# sample's base offset is int64), so no element may lie further than this from its
+# sample's first one.
+MAX_SAMPLE_OFFSET = 2**31 - 1
+
+
+def check_sample_offsets(op_name: str, *tensors: torch.Tensor | None) -> None:
+    """Raise ValueError when an element of one sample (dims 1.. of a tensor) lies beyond
+    int32 reach of the sample's start."""
+    for t in tensors:
+        if t is None or t.numel() == 0:
+            continue
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[1:], t.stride()[1:]))
+        if span > MAX_SAMPLE_OFFSET:
+            raise ValueError(f"{op_name}: one sample of a {tuple(t.shape)} operand spans {span + 1} elements, "
+                             f"beyond the kernels' int32 offsets ({MAX_SAMPLE_OFFSET + 1}); "
+                             "split the channels or the image")
 
 
 def folded_grid(op_name: str, programs: int) -> tuple[int]:

@@ -141,6 +141,12 @@ def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: 
     fake kernels raise what the real ones would.  Symbolic shapes are left to the real
     kernel's check at run time (a meta copy needs concrete sizes)."""
     tensors = [a, b] + ([] if w is None else [w])
+    # Devices first, on the inputs themselves (the meta copies below all share one): a call
+    # mixing devices reaches this fake kernel when one input is on "meta", and would
+    # otherwise return uninitialised tensors on a's device.
+    for name, x in ((b_name, b), (w_name, w)):
+        if x is not None and x.device != a.device:
+            raise RuntimeError(f"{op}: expected {name} on {a.device} like {a_name}, got {x.device}")
     if any(isinstance(d, torch.SymInt) for x in tensors for d in (*x.shape, *x.stride())):
         return
     with torch._subclasses.fake_tensor.unset_fake_temporarily():
@@ -148,6 +154,12 @@ def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: 
                 for x in tensors]
         torch.ops.nfinpaint._check_loss_inputs(op, a_name, b_name, w_name, meta[0], meta[1],
                                                meta[2] if w is not None else None)
+
+
+def _check_grad_devices(op: str, a: Tensor, **grads: Tensor | None) -> None:
+    for name, g in grads.items():
+        if g is not None and g.device != a.device:
+            raise RuntimeError(f"{op}: expected {name} on {a.device}, got {g.device}")
 
 
 def _register() -> None:
@@ -164,6 +176,8 @@ def _register() -> None:
     @torch.library.register_fake(lib + "composite_l2_backward")
     def _composite_l2_backward_fake(grad_composite, grad_sq_err, generated, target, mask):
         _check_inputs("nfinpaint::composite_l2_backward", "generated", "target", "mask", generated, target, mask)
+        _check_grad_devices("nfinpaint::composite_l2_backward", generated,
+                            grad_composite=grad_composite, grad_sq_err=grad_sq_err)
         return torch.empty_like(generated, memory_format=_memory_format(generated))
 
     @torch.library.register_fake(lib + "feature_distance")
@@ -174,6 +188,7 @@ def _register() -> None:
     @torch.library.register_fake(lib + "feature_distance_backward")
     def _feature_distance_backward_fake(grad_dist, fake, real, weight):
         _check_inputs("nfinpaint::feature_distance_backward", "fake", "real", "weight", fake, real, weight)
+        _check_grad_devices("nfinpaint::feature_distance_backward", fake, grad_dist=grad_dist)
         return torch.empty_like(fake, memory_format=_memory_format(fake))
 
     def composite_setup_context(ctx, inputs, output):

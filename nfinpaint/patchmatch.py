@@ -126,7 +126,8 @@ def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Ten
     if m.dim() != 2 or tuple(m.shape) != (h, w):
         raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape "
                          f"{tuple(mask.shape)}")
-    return (m > 0.5 if m.is_floating_point() else m.bool()).to(device)
+    # Contiguous: the ops take any strides, but a row-major plane needs no copy there.
+    return (m > 0.5 if m.is_floating_point() else m.bool()).to(device).contiguous()
 
 
 def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> None:

@@ -5,11 +5,17 @@
   kernels read ``TRITON_INTERPRET`` at call time (``kernels/launch.py``), so it
   is set per test here; the collection-time default covers module-level code.
 - Tests marked ``@pytest.mark.gpu`` skip with a reason when no GPU is visible.
+- Inductor compiles in this process (``TORCHINDUCTOR_COMPILE_THREADS=1``): a
+  pool of compile workers keeps the environment it started with, so after a
+  CPU test set ``TRITON_INTERPRET=1`` a GPU ``torch.compile`` test could build
+  its kernels in interpreter mode.
 """
 import os
 
-import pytest
-import torch
+os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # before torch reads it (see above)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -7,6 +7,7 @@ H·W not multiples of the block (16 in the interpreter) and H·W = 1.
 import pytest
 import torch
 
+from _layouts import LAYOUTS, relayout
 from nfinpaint.kernels import feature_distance as fd_module
 from nfinpaint.kernels.feature_distance import feature_distance
 from nfinpaint.ops import feature_distance_reference
@@ -65,6 +66,25 @@ def test_channels_last_inputs_weight_and_gradient_layout():
     assert g.is_contiguous(memory_format=torch.channels_last)
     real_cl = real.detach().to(memory_format=torch.channels_last).requires_grad_()
     _check(fake_cl, real_cl, None, "mean", 1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_inputs_values_gradients_and_opcheck(layout):
+    # "transposed" (H and W don't merge) used to return the untouched gradient buffer:
+    # the kernel wrote a reshape copy of it.
+    fake, real, weight = _inputs((2, 18, 3, 5), torch.float32, "broadcast")
+    fake_l = relayout(fake, layout).requires_grad_()
+    real_l = relayout(real, layout).requires_grad_()
+    weight_l = relayout(weight, layout)
+    g = _check(fake_l, real_l, weight_l, "per_sample", 1e-5)
+    # Dense layouts whose H and W merge keep their strides; the others come back NCHW.
+    expected = fake_l if layout == "channels_last" else fake_l.contiguous()
+    assert g.stride() == expected.stride()
+    _check(fake_l, real_l, None, "sum", 1e-5)
+    grad = torch.rand(2) + 0.5
+    torch.library.opcheck(fd_module._feature_distance_op, (fake_l, real_l, weight_l, "per_sample"))
+    torch.library.opcheck(fd_module._feature_distance_backward_op,
+                          (grad, fake_l.detach(), real_l.detach(), weight_l, "per_sample"))
 
 
 def test_per_sample_losses_summed_later():
@@ -158,6 +178,19 @@ def test_every_autotune_config_on_one_reused_buffer():
         per_sample = fd_module._forward_launch(fake.detach(), real.detach(), weight,
                                                partial=partial, meta=meta)
         _close(per_sample, ref, 1e-5)
+
+
+def test_offsets_beyond_int32_are_refused(record_grids):
+    # 2^32 elements in one sample (meta tensors, launches recorded: nothing is allocated
+    # or run); the same total split over 2 samples fits the int32 offsets.
+    record_grids(fd_module._PARTIALS, fd_module._GRAD)
+    big = torch.empty(1, 2**16, 2**8, 2**8, device="meta")
+    with pytest.raises(ValueError, match="int32 offsets"):
+        fd_module._forward_launch(big, big, None)
+    with pytest.raises(ValueError, match="int32 offsets"):
+        fd_module._backward_launch(torch.ones((), device="meta"), big, big, None, "sum")
+    halves = torch.empty(2, 2**15, 2**8, 2**8, device="meta")
+    fd_module._forward_launch(halves, halves, halves[:, :1])
 
 
 def test_batch_is_folded_into_grid_axis_0(record_grids):

@@ -1,12 +1,16 @@
 """benchmarks/gpu_report.py: what can be checked without a GPU.
 
 It must refuse cleanly where no GPU is visible (exit 2, nothing written), plan
-every step the issue lists, and write one Markdown report from step results
-(here fake ones: the real steps need a GPU).
+every step the issue lists, write one Markdown report from step results (here
+fake ones: the real steps need a GPU) after every step, fail its agreement step
+beyond the stated limits, kill a step over its time limit, and train in a fresh
+folder on every run.
 """
 import importlib.util
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,71 @@ def test_report_from_fake_step_results(report):
     section = text.split("## pytest benchmarks (CUDA rows)")[1]
     assert "### Fused losses on cuda\n| op | ms |\n| --- | --- |\n| composite_l2 | 0.05 |\n" in section
     assert "E   AssertionError: boom" in text.split("## pytest tests -m gpu")[1]
+
+
+def test_agreement_beyond_a_limit_fails_the_step(report, monkeypatch, capsys):
+    m = report.Measurement
+    good = [m("composite_l2", "C++/CUDA", "float32", "gradient", 1e-7, 1e-7),
+            m("gram_distance", "Triton", "bfloat16", "loss", 1e-6, 1e-5)]
+    table, ok = report.agreement_table(good, 1.0)
+    assert ok and "FAIL" not in table and table.count("| ok |") == 3
+    for bad_rows, same in ((good + [m("feature_distance", "C++/CUDA", "float32", "gradient", 1e-3, 2e-6)], 1.0),
+                           (good + [m("feature_distance", "Triton", "float32", "loss", 0, float("nan"))], 1.0),
+                           (good, 0.99)):
+        table, ok = report.agreement_table(bad_rows, same)
+        assert not ok and table.count("| FAIL |") == 1
+    # The --agreement step's exit status follows the verdict.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "copy_bandwidth", lambda: "bandwidth: n/a")
+    monkeypatch.setattr(report, "measure_agreement", lambda: (bad_rows, 0.99))
+    assert report.main(["--agreement"]) == 1
+    assert "| nnf | 0.990000 | >= 0.999 | FAIL |" in capsys.readouterr().out
+    monkeypatch.setattr(report, "measure_agreement", lambda: (good, 1.0))
+    assert report.main(["--agreement"]) == 0
+
+
+def test_each_run_trains_in_a_fresh_folder(report, tmp_path):
+    # train refuses a non-empty --out: a fixed folder failed every run after the first.
+    outs = []
+    for _ in range(2):
+        run_dir = report.fresh_run_dir(tmp_path / "gpu-report-runs")
+        assert run_dir.is_dir() and not any(run_dir.iterdir())
+        (train,) = [s for s in report.plan("python", run_dir, build=False) if "nfinpaint.train" in s.command]
+        out = Path(train.command[train.command.index("--out") + 1])
+        assert out.parent == run_dir and not out.exists()
+        out.mkdir()  # what the training run leaves behind
+        outs.append(out)
+    assert outs[0] != outs[1]
+
+
+def test_step_over_its_limit_is_killed_with_its_children(report, tmp_path):
+    # The grandchild keeps the output open: a pipe read would wait for it to end.
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            "print('started', flush=True); time.sleep(120)")
+    step = report.Step("hangs", [sys.executable, "-c", code], timeout=3)
+    start = time.monotonic()
+    report.run_step(step, dict(os.environ), log=tmp_path / "hangs.log")
+    assert time.monotonic() - start < 60
+    assert step.timed_out and step.returncode != 0 and "started" in step.output
+    assert "TIMEOUT (killed after 3 s)" in report.render([step], [])
+    quick = report.run_step(report.Step("quick", [sys.executable, "-c", "print('hi')"]), dict(os.environ))
+    assert quick.returncode == 0 and not quick.timed_out and quick.output.strip() == "hi"
+
+
+def test_report_is_written_after_every_step(report, monkeypatch, tmp_path):
+    out = tmp_path / "report.md"
+    # The second step reads the report: the first step's result must be in it already.
+    check = (f"import sys; text = open({str(out)!r}).read(); "
+             "sys.exit(0 if '| first | ok |' in text and '| third | not run |' in text else 3)")
+    steps = [report.Step("first", [sys.executable, "-c", "print('one')"]),
+             report.Step("second", [sys.executable, "-c", check]),
+             report.Step("third", [sys.executable, "-c", "import time; time.sleep(120)"], timeout=2)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "header_facts", lambda: [("GPU", "Fake")])
+    monkeypatch.setattr(report, "plan", lambda *a, **k: steps)
+    assert report.main(["--out", str(out), "--no-build"]) == 1  # the third step timed out
+    text = out.read_text()
+    assert "| second | ok |" in text and "| third | TIMEOUT (killed after 2 s) |" in text
+    logs = sorted(p.name for p in (tmp_path / "gpu-report-runs").glob("*/step*.log"))
+    assert logs == ["step1.log", "step2.log", "step3.log"]

@@ -5,9 +5,11 @@ kernel's hand-derived backward 4·D·F/K independently.  Shapes are tiny because
 the interpreter runs one program at a time; they still cover C not a multiple of
 the block (16 in the interpreter), H·W = 1 and several tiles on each side.
 """
+import numpy as np
 import pytest
 import torch
 
+from _layouts import LAYOUTS, relayout
 from nfinpaint.kernels import gram
 from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
 
@@ -67,6 +69,50 @@ def test_strided_channel_slice_input():
     _check(fake, real[:, ::2], "mean", 1e-5)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_inputs_values_gradients_and_opcheck(layout):
+    fake, real = _pair((2, 18, 3, 5), torch.float32, scale_real=1.5)
+    fake_l = relayout(fake, layout).requires_grad_()
+    real_l = relayout(real, layout)
+    g = _check(fake_l, real_l, "per_sample", 1e-5)
+    expected = fake_l if layout == "channels_last" else fake_l.contiguous()
+    assert g.stride() == expected.stride()
+    # The backward's fake kernel must report the real op's strides (it reported the
+    # transposed input's while the op returned NCHW): opcheck compares them.
+    grad = torch.rand(2) + 0.5
+    _, diff = gram._gram_distance_op(fake_l.detach(), real_l, "per_sample", True)
+    for args in ((grad, diff, fake_l.detach(), real_l, "per_sample"),
+                 (grad, diff[:0].reshape(0), fake_l.detach(), real_l, "per_sample")):
+        torch.library.opcheck(gram._gram_distance_backward_op, args)
+    torch.library.opcheck(gram._gram_distance_op, (fake_l, real_l, "sum", True))
+
+
+@pytest.fixture
+def restore_fp32_precision():
+    saved = (torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    yield
+    # "none" (the default) at both levels also clears torch's mixed-API state.
+    torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+
+
+@pytest.mark.parametrize("api", ["matmul", "global", "legacy"])
+def test_fp32_precision_follows_both_tf32_apis(api, restore_fp32_precision):
+    # torch 2.14 raises when the legacy allow_tf32 is read after the new API set TF32.
+    fake, real = _pair((1, 17, 2, 3), torch.float32)
+    assert gram.fp32_dot_precision() == "tf32x3"
+    if api == "matmul":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    elif api == "global":
+        torch.backends.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    assert gram.fp32_dot_precision() == "tf32"
+    out = gram_distance(fake, real, "sum")  # the interpreter runs the "tf32" dot too
+    (g,) = torch.autograd.grad(out, fake)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "sum"), fake)
+    _close(g, g_ref, 1e-2)  # tf32 keeps 10 mantissa bits
+
+
 def test_real_gets_no_gradient_and_equal_inputs_give_zero():
     fake, real = _pair((1, 17, 2, 3), torch.float32)
     real.requires_grad_()
@@ -111,6 +157,14 @@ def test_torch_compile_fullgraph():
     (g_ref,) = torch.autograd.grad(ref, fake)
     _close(out, ref, 1e-5)
     _close(g, g_ref, 1e-5)
+
+
+def test_inductor_compiles_in_this_process():
+    # conftest flips TRITON_INTERPRET per test; a compile-worker pool would keep the value
+    # it started with and could compile a later GPU test's kernels for the interpreter.
+    from torch._inductor import config
+
+    assert config.compile_threads == 1
 
 
 def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
@@ -162,6 +216,89 @@ def test_every_autotune_config_on_one_reused_buffer():
     for meta in metas + metas[::-1]:  # small blocks before large ones, then the reverse
         per_sample, _ = gram._forward_launch(fake.detach(), real, False, partial=partial, meta=meta)
         _close(per_sample, ref, 1e-4)
+
+
+def test_saved_diff_written_once_per_element(monkeypatch):
+    # The diagonal tiles used to be stored twice (the tile and its mirror); d is not
+    # bit-symmetric (tf32x3), so on a GPU which store won varied run to run.  Count the
+    # interpreter's stores into the saved D.
+    from triton.runtime import interpreter
+
+    fake, real = _pair((2, 20, 3, 5), torch.float32, scale_real=1.5)
+    n, c = 2, 20
+    stored = []  # addresses of every masked store, kept apart from the D buffer's below
+    store = interpreter.interpreter_builder.create_masked_store
+
+    def recording_store(ptrs, value, mask, *args):
+        stored.append(ptrs.data[np.broadcast_to(mask.data.astype(bool), ptrs.data.shape)].ravel())
+        return store(ptrs, value, mask, *args)
+
+    monkeypatch.setattr(interpreter.interpreter_builder, "create_masked_store", recording_store)
+    _, saved = gram._forward_launch(fake.detach(), real, True)
+    addr = torch.from_numpy(np.concatenate(stored).astype(np.int64)) - saved.data_ptr()
+    index = addr[(addr >= 0) & (addr < saved.numel() * saved.element_size())] // saved.element_size()
+    counts = torch.bincount(index, minlength=saved.numel())
+    assert counts.min() == 1, "some elements of D never written"
+    assert counts.max() == 1, f"{int((counts > 1).sum())} elements of D written twice"
+    # D stays the symmetric difference of the two Gram matrices.
+    f, r = fake.detach().reshape(n, c, -1).double(), real.reshape(n, c, -1).double()
+    ref = (f @ f.transpose(1, 2) - r @ r.transpose(1, 2)) / (c * 15)
+    _close(saved, ref, 1e-5)
+
+
+def test_fp16_gradient_with_the_gpu_flags_keeps_d_in_fp32(monkeypatch):
+    # The GPU path (no upcast after loading) used to cast D to fp16 for the backward
+    # product; at C=256, H*W=256 D's entries (~1/sqrt(K)) fall into fp16's subnormals.
+    # Run the GPU flags in the interpreter.
+    monkeypatch.setattr(gram, "interpreter_enabled", lambda: False)
+    # fake near real, as late in training: D's entries are then far below fp16's 6e-5.
+    fake, _ = _pair((1, 256, 16, 16), torch.float16)
+    real = (fake.detach().float() + 0.005 * torch.randn(fake.shape)).half()
+    scale = torch.tensor(2.0**24)  # as a GradScaler would: the gradient is then fp16-normal
+    (g,) = torch.autograd.grad(gram_distance(fake, real, "sum"), fake, scale)
+    (g_ref,) = torch.autograd.grad(gram_distance_reference(fake, real, "sum"), fake, scale)
+    assert g_ref.abs().max() > 1e-2
+    _close(g, g_ref, 2e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_matches_reference():
+    # The size where D underflowed in fp16 (C=256, H*W >= 256), and an odd one.
+    # The incoming gradient is scaled as a GradScaler would, so the gradient is fp16-normal.
+    for shape in ((2, 256, 16, 16), (3, 130, 9, 17)):
+        fake, real = _pair(shape, torch.float16, device="cuda", scale_real=1.1)
+        near = (fake.detach().float() + 0.005 * torch.randn(shape, device="cuda")).half()
+        for target in (real, near):
+            out = gram_distance(fake, target, "per_sample")
+            ref = gram_distance_reference(fake, target, "per_sample")
+            _close(out, ref, 1e-3)
+            scale = torch.full_like(ref, 2.0**24)
+            (g,) = torch.autograd.grad(out, fake, scale)
+            (g_ref,) = torch.autograd.grad(ref, fake, scale)
+            assert g_ref.abs().max() > 1e-2
+            _close(g, g_ref, 2e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_saved_diff_is_the_same_every_run():
+    fake, real = _pair((2, 130, 9, 17), torch.float32, device="cuda")
+    first = gram._forward_launch(fake.detach(), real, True)[1]
+    for _ in range(10):
+        assert torch.equal(gram._forward_launch(fake.detach(), real, True)[1], first)
+
+
+def test_offsets_beyond_int32_are_refused(record_grids):
+    # Offsets inside a sample are int32 in the kernels: D of 50,000 channels has 2.5e9
+    # entries a sample.  Meta tensors and a recorded launch: nothing is allocated or run.
+    record_grids(gram._TILES, gram._GRAD)
+    fake = torch.empty(1, 50_000, 1, 1, device="meta")
+    with pytest.raises(ValueError, match="int32 offsets"):
+        gram._forward_launch(fake, fake, True)
+    with pytest.raises(ValueError, match="int32 offsets"):
+        gram._backward_launch(torch.ones((), device="meta"), torch.empty(1, 50_000, 50_000, device="meta"),
+                              fake, "sum")
+    gram._forward_launch(torch.empty(2, 40_000, 1, 1, device="meta"), torch.empty(2, 40_000, 1, 1, device="meta"),
+                         True)  # 1.6e9 a sample: fits
 
 
 def test_batch_is_folded_into_grid_axis_0(record_grids):

@@ -3,9 +3,11 @@
 CPU tests run everywhere; tests marked ``gpu`` hold the CUDA kernels to the
 reference and to the CPU kernels when a GPU is visible.
 """
+import numpy as np
 import pytest
 import torch
 
+from _layouts import LAYOUTS, relayout
 from nfinpaint import _extension, ops
 
 pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
@@ -244,6 +246,83 @@ def test_feature_distance_opcheck(channels_last):
         torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (f, r, weight))
         torch.library.opcheck(torch.ops.nfinpaint.feature_distance_backward.default,
                               (torch.rand(2), f.detach(), r, weight))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_ops_on_strided_inputs_match_reference_and_opcheck(layout):
+    # Each input in its own layout (the others contiguous), values, gradients and the
+    # fake kernels' strides (opcheck) included.
+    for i in range(3):
+        g, t, m = make_inputs((2, 3, 4, 5), torch.float32, 3, soft=True, seed=30 + i)
+        args = [g, t, m]
+        args[i] = relayout(args[i], layout)
+        (comp, loss), grad = reference_grads(lambda x, *a: ops.composite_l2(x, *a, "per_sample"), *args)
+        (comp_ref, loss_ref), grad_ref = reference_grads(
+            lambda x, *a: ops.composite_l2_reference(x, *a, "per_sample"), *args)
+        assert_close(comp, comp_ref, torch.float32)
+        torch.testing.assert_close(loss, loss_ref, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad, grad_ref, torch.float32)
+        dist, grad = reference_grads(lambda x, *a: ops.feature_distance(x, *a, "per_sample"), *args)
+        dist_ref, grad_ref = reference_grads(
+            lambda x, *a: ops.feature_distance_reference(x, *a, "per_sample"), *args)
+        torch.testing.assert_close(dist, dist_ref, rtol=LOSS_RTOL, atol=0)
+        assert_close(grad, grad_ref, torch.float32)
+        torch.library.opcheck(torch.ops.nfinpaint.composite_l2.default,
+                              (args[0].requires_grad_(), *args[1:]))
+        torch.library.opcheck(torch.ops.nfinpaint.composite_l2_backward.default,
+                              (torch.rand(2, 3, 4, 5), torch.rand(2), *(a.detach() for a in args)))
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, tuple(args))
+        torch.library.opcheck(torch.ops.nfinpaint.feature_distance_backward.default,
+                              (torch.rand(2), *(a.detach() for a in args)))
+
+
+def test_mixed_devices_are_refused_with_the_input_named():
+    # A call mixing devices runs the kernel of the "highest" one: with a meta input that
+    # was the fake kernel, which returned uninitialised tensors on the CPU.
+    g, t, m = make_inputs((1, 3, 4, 4), soft=True, seed=50)
+    meta = {"device": "meta"}
+    with pytest.raises(RuntimeError, match="expected target on cpu like generated, got meta"):
+        ops.composite_l2(g, t.to(**meta), m)
+    with pytest.raises(RuntimeError, match="expected mask on cpu like generated, got meta"):
+        ops.composite_l2(g, t, m.to(**meta))
+    with pytest.raises(RuntimeError, match="expected grad_composite on cpu, got meta"):
+        torch.ops.nfinpaint.composite_l2_backward(torch.ones(1, 3, 4, 4, **meta), None, g, t, m)
+    with pytest.raises(RuntimeError, match="expected weight on cpu like fake, got meta"):
+        ops.feature_distance(g, t, m.to(**meta))
+    with pytest.raises(RuntimeError, match="expected grad_dist on cpu, got meta"):
+        torch.ops.nfinpaint.feature_distance_backward(torch.ones(1, **meta), g, t, m)
+
+
+@pytest.mark.gpu
+def test_cuda_mixed_devices_are_refused_with_the_input_named():
+    # The CUDA kernels used to build their device guard from a CPU tensor first:
+    # "CUDAGuardImpl initialized with non-CUDA DeviceType".
+    g, t, m = make_inputs((1, 3, 4, 4), soft=True, seed=51)
+    cuda = {"device": "cuda"}
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got generated on cpu"):
+        ops.composite_l2(g, t.to(**cuda), m.to(**cuda))
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got fake on cpu"):
+        ops.feature_distance(g, t.to(**cuda))
+    with pytest.raises(RuntimeError, match="every input on one CUDA device, got grad_dist on cpu"):
+        torch.ops.nfinpaint.feature_distance_backward(torch.ones(1), g.to(**cuda), t.to(**cuda), None)
+
+
+def test_cpu_rounds_every_operation_like_cuda():
+    # CUDA builds with --fmad=false; the CPU build must not contract a*b + c into an FMA
+    # either (GCC's default for the AVX2 loops), or the two differ by an ulp. numpy
+    # float32 ufuncs round after every operation: the unfused order of loss_math.h.
+    g, t, m = make_inputs((2, 3, 16, 17), torch.float32, 3, soft=True, seed=40)
+    gc = torch.rand(g.shape, generator=torch.Generator().manual_seed(41))
+    gs = torch.rand(2, generator=torch.Generator().manual_seed(42))
+    comp, _, _ = torch.ops.nfinpaint.composite_l2.default(g, t, m)
+    grad = torch.ops.nfinpaint.composite_l2_backward.default(gc, gs, g, t, m)
+    gn, tn, mn, gcn = (x.numpy() for x in (g, t, m, gc))
+    one, two = np.float32(1), np.float32(2)
+    comp_np = mn * gn + (one - mn) * tn
+    grad_np = mn * (gcn + (two * gs.numpy()[:, None, None, None]) * (gn - tn))
+    for name, actual, expected in (("composite", comp, comp_np), ("gradient", grad, grad_np)):
+        differ = int((actual.numpy() != expected).sum())
+        assert differ == 0, f"{name}: {differ} of {expected.size} elements round differently"
 
 
 @pytest.mark.parametrize("bad,match", [

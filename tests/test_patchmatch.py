@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _layouts import relayout
 from nfinpaint import _extension
 
 pytestmark = pytest.mark.skipif(not _extension.is_built(), reason="nfinpaint._C is not built")
@@ -254,6 +255,91 @@ def test_opcheck_vote():
     field = torch.stack([torch.randint(1, 7, (8, 9), generator=g), torch.randint(1, 8, (8, 9), generator=g)], -1).int()
     args = (image, field, torch.rand(8, 9, generator=g), torch.rand(8, 9, generator=g) > 0.5, 3)
     torch.library.opcheck(torch.ops.nfinpaint.patchmatch_vote.default, args)
+
+
+# ---------------------------------------------------------------- memory layouts
+# Each op on strided inputs must give what it gives on contiguous ones (the contiguous
+# results are held to the references above). Images are (H, W, C): "transposed" swaps
+# H and W in memory, "planar" stores channel planes (C, H, W); planes (H, W) are
+# column-major ("transposed") or a window of a wider buffer ("sliced").
+IMAGE_LAYOUTS = [("transposed", (0, 1)), ("planar", (0, 2)), ("sliced", (-2, -1))]
+PLANE_LAYOUTS = ["transposed", "sliced"]
+
+
+def _image_layout(x, kind, dims):
+    if kind == "planar":
+        out = x.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        assert not out.is_contiguous() and torch.equal(out, x)
+        return out
+    return relayout(x, kind, dims)
+
+
+def _nnf_inputs():
+    g = torch.Generator().manual_seed(4)
+    t = hwc(smooth_image(12, 14, seed=5))
+    s = hwc(smooth_image(11, 13, seed=6))
+    allowed = torch.rand(11, 13, generator=g) > 0.5
+    active = torch.rand(12, 14, generator=g) > 0.2
+    init = torch.stack([torch.randint(0, 11, (12, 14), generator=g),
+                        torch.randint(0, 13, (12, 14), generator=g)], -1).int()
+    return t, s, allowed, active, init
+
+
+def _assert_usable(field, allowed, r):
+    fy, fx = field[..., 0].long(), field[..., 1].long()
+    hs, ws = allowed.shape
+    assert bool(((fy >= r) & (fy < hs - r) & (fx >= r) & (fx < ws - r)).all())
+    assert bool(allowed[fy, fx].all()), f"{int((~allowed[fy, fx]).sum())} matches on forbidden centres"
+
+
+@pytest.mark.parametrize("which", ["target", "source", "source_allowed", "active", "init_field"])
+def test_nnf_op_strided_inputs_match_contiguous(which):
+    # A column-major source_allowed used to be read as row-major: matches on forbidden centres.
+    args = list(_nnf_inputs())
+    index = ["target", "source", "source_allowed", "active", "init_field"].index(which)
+    for init in (None, args[4]):
+        base = args[:4] + [init]
+        field, dist = torch.ops.nfinpaint.patchmatch_nnf(*base, 3, 2, 11)
+        _assert_usable(field, args[2], 1)
+        if which == "init_field" and init is None:
+            continue
+        layouts = IMAGE_LAYOUTS if index in (0, 1, 4) else [(k, (-2, -1)) for k in PLANE_LAYOUTS]
+        for kind, dims in layouts:
+            strided = list(base)
+            strided[index] = _image_layout(base[index], kind, dims)
+            field_s, dist_s = torch.ops.nfinpaint.patchmatch_nnf(*strided, 3, 2, 11)
+            _assert_usable(field_s, args[2], 1)
+            assert torch.equal(field_s, field) and torch.equal(dist_s, dist), (which, kind)
+            torch.library.opcheck(torch.ops.nfinpaint.patchmatch_nnf.default, (*strided, 3, 1, 11))
+
+
+def test_nnf_column_major_source_mask():
+    # The public entry point with a column-major (numpy Fortran-order) mask.
+    t = smooth_image(12, 14, seed=7)
+    g = torch.Generator().manual_seed(8)
+    forbidden = (torch.rand(12, 14, generator=g) > 0.4).numpy()
+    field, _ = pm.nnf(t, t, patch_size=3, iterations=2, seed=1, source_mask=np.asfortranarray(forbidden))
+    _assert_usable(field, ~torch.from_numpy(forbidden), 1)
+    field_c, _ = pm.nnf(t, t, patch_size=3, iterations=2, seed=1, source_mask=forbidden)
+    assert torch.equal(field, field_c)
+
+
+@pytest.mark.parametrize("which", ["image", "field", "weight", "hole"])
+def test_vote_op_strided_inputs_match_contiguous(which):
+    g = torch.Generator().manual_seed(10)
+    h, w, p = 9, 11, 3
+    image = torch.rand(h, w, 3, generator=g)
+    field = torch.stack([torch.randint(1, h - 1, (h, w), generator=g),
+                         torch.randint(1, w - 1, (h, w), generator=g)], -1).int()
+    args = [image, field, torch.rand(h, w, generator=g), torch.rand(h, w, generator=g) > 0.5]
+    index = ["image", "field", "weight", "hole"].index(which)
+    out = torch.ops.nfinpaint.patchmatch_vote(*args, p)
+    layouts = IMAGE_LAYOUTS if index < 2 else [(k, (-2, -1)) for k in PLANE_LAYOUTS]
+    for kind, dims in layouts:
+        strided = list(args)
+        strided[index] = _image_layout(args[index], kind, dims)
+        assert torch.equal(torch.ops.nfinpaint.patchmatch_vote(*strided, p), out), kind
+        torch.library.opcheck(torch.ops.nfinpaint.patchmatch_vote.default, (*strided, p))
 
 
 # ---------------------------------------------------------------- CUDA vs CPU

@@ -59,8 +59,10 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
   out.target = target.contiguous();
   out.source = source.contiguous();
   const int64_t r = patch_size / 2;
-  // Usable centres: allowed, and their whole patch inside the source.
-  out.usable = at::zeros_like(source_allowed);
+  // Usable centres: allowed, and their whole patch inside the source. Row-major
+  // whatever source_allowed's strides (zeros_like would keep a column-major
+  // layout, and patchmatch.h indexes the plane as sy * source_w + sx).
+  out.usable = at::zeros({hs, ws}, source_allowed.options());
   out.usable.slice(0, r, hs - r).slice(1, r, ws - r).copy_(source_allowed.slice(0, r, hs - r).slice(1, r, ws - r));
   out.usable_list = at::nonzero(out.usable.flatten()).squeeze(1).to(at::kInt).contiguous();
   TORCH_CHECK(out.usable_list.numel() > 0,

@@ -87,6 +87,7 @@ __global__ void __launch_bounds__(kThreads)
 std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cuda(const at::Tensor& generated,
                                                                  const at::Tensor& target,
                                                                  const at::Tensor& mask) {
+  check_one_cuda_device(kOp, {{"generated", &generated}, {"target", &target}, {"mask", &mask}});
   const c10::cuda::CUDAGuard guard(generated.device());
   const LossInputs in = prepare_loss_inputs(kOp, "generated", "target", "mask", generated, target, mask);
   auto composite = at::empty(generated.sizes(), in.a.options().memory_format(in.format));
@@ -122,6 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_l2_cuda(const at::Tenso
 at::Tensor composite_l2_backward_cuda(const c10::optional<at::Tensor>& grad_composite,
                                       const c10::optional<at::Tensor>& grad_sq_err, const at::Tensor& generated,
                                       const at::Tensor& target, const at::Tensor& mask) {
+  check_one_cuda_device(kOpBwd, {{"grad_composite", opt_ptr(grad_composite)}, {"grad_sq_err", opt_ptr(grad_sq_err)},
+                                 {"generated", &generated}, {"target", &target}, {"mask", &mask}});
   const c10::cuda::CUDAGuard guard(generated.device());
   const LossInputs in = prepare_loss_inputs(kOpBwd, "generated", "target", "mask", generated, target, mask);
   at::Tensor gc, gsq;

@@ -66,6 +66,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 at::Tensor feature_distance_cuda(const at::Tensor& fake, const at::Tensor& real, const c10::optional<at::Tensor>& weight) {
+  check_one_cuda_device(kOp, {{"fake", &fake}, {"real", &real}, {"weight", opt_ptr(weight)}});
   const c10::cuda::CUDAGuard guard(fake.device());
   const LossInputs in = prepare_loss_inputs(kOp, "fake", "real", "weight", fake, real, weight);
   const auto acc_opts = in.a.options().dtype(loss_accumulate_dtype(in.a.scalar_type()));
@@ -94,6 +95,8 @@ at::Tensor feature_distance_cuda(const at::Tensor& fake, const at::Tensor& real,
 
 at::Tensor feature_distance_backward_cuda(const at::Tensor& grad_dist, const at::Tensor& fake, const at::Tensor& real,
                                           const c10::optional<at::Tensor>& weight) {
+  check_one_cuda_device(kOpBwd,
+                        {{"grad_dist", &grad_dist}, {"fake", &fake}, {"real", &real}, {"weight", opt_ptr(weight)}});
   const c10::cuda::CUDAGuard guard(fake.device());
   const LossInputs in = prepare_loss_inputs(kOpBwd, "fake", "real", "weight", fake, real, weight);
   const at::Tensor gd = prepare_sample_grad(kOpBwd, "grad_dist", grad_dist, in);

@@ -5,9 +5,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "nfinpaint/loss_math.h"
 
@@ -32,6 +34,29 @@ inline std::string shape_str(const at::Tensor& x) {
   s << x.sizes();
   return s.str();
 }
+
+// For the CUDA kernels, before their device guard: the dispatcher sends a call
+// there when any input is on CUDA, and a guard made from a CPU tensor fails with
+// "CUDAGuardImpl initialized with non-CUDA DeviceType", which names no input.
+// Undefined (missing optional) inputs are skipped.
+inline void check_one_cuda_device(const char* op,
+                                  std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs) {
+  const char* first_name = nullptr;
+  c10::Device first(c10::kCUDA);
+  for (const auto& [name, t] : inputs) {
+    if (t == nullptr || !t->defined()) continue;
+    TORCH_CHECK(t->is_cuda(), op, ": expected every input on one CUDA device, got ", name, " on ", t->device(),
+                "; move it with .to(device)");
+    if (first_name == nullptr) {
+      first_name = name;
+      first = t->device();
+    }
+    TORCH_CHECK(t->device() == first, op, ": expected every input on one CUDA device, got ", first_name, " on ",
+                first, " and ", name, " on ", t->device());
+  }
+}
+
+inline const at::Tensor* opt_ptr(const c10::optional<at::Tensor>& t) { return t.has_value() ? &*t : nullptr; }
 
 // Two same-shaped (N,C,H,W) tensors `a`, `b` and an optional weight of shape
 // (N,1,H,W) or (N,C,H,W), made contiguous in a's memory format.
