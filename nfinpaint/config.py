@@ -236,8 +236,8 @@ PRESETS: dict[str, TrainConfig] = {
     # large holes (up to ~40% of the crop), crops of 1-2.5x as many source pixels; the paper's objective
     # (both discriminators, the feature term in log form so it keeps its share with any feature net).
     "fullres": _preset(preset="fullres", generator="fullres", image_size=128, hole_size=48, local_patch_size=64,
-                       train_masks="mixed", max_crop_scale=2.5, batch_size=8, steps=4_000, g_warmup_steps=1_000,
-                       d_warmup_steps=50, l2_form="log", lr_schedule="cosine", ema_decay=0.998,
+                       train_masks="mixed", max_crop_scale=2.5, batch_size=8, steps=5_000, g_warmup_steps=2_000,
+                       d_warmup_steps=50, lr=5e-4, l2_form="log", lr_schedule="cosine", ema_decay=0.995,
                        feature_form="log", feature_weight=0.1, val_every=500, val_batches=4, sample_every=500,
                        checkpoint_every=250, log_every=25),
 }

@@ -7,10 +7,10 @@ pixels across.  :class:`FullResGenerator` keeps what worked at 24x24 (a
 contrast-normalised correction of a smooth fill of the hole) and drops the fc
 layer:
 
-* base: :func:`~nfinpaint.initial_fill.multiscale_biharmonic_fill`, the
-  coarse-to-fine biharmonic fill (converged for holes of any size), or a base
-  the caller passes (the upsampled fill of a coarser pass, see
-  :mod:`nfinpaint.neural_fill`);
+* base: :func:`~nfinpaint.initial_fill.multiscale_biharmonic_fill`, a
+  coarse-to-fine smooth fill of holes of any size (level with scikit-image's
+  biharmonic inpainting on photographs), or a base the caller passes (the
+  upsampled fill of a coarser pass, see :mod:`nfinpaint.neural_fill`);
 * a U-Net: a stem at full resolution, three stride-2 stages to 1/8, residual
   blocks of dilated 3x3 convolutions there (dilations 1, 2, 4, 8: a receptive
   field of about 500 pixels), and a decoder of nearest x2 upsampling + conv
@@ -101,12 +101,22 @@ class FullResGenerator(nn.Module):
         self.up1 = nn.Sequential(_conv(w2 + w1, w1), _act())
         self.up0 = nn.Sequential(_conv(w1 + w0, w0), _act())
         self.to_rgb = nn.Conv2d(w0, 3, 3, padding=1)
+        # Without a normalisation layer the scale of every activation comes from the init: He init
+        # for the leaky ReLUs keeps it near 1 through the depth (PyTorch's default shrinks it ~3x a
+        # layer, leaving the decoder's features at 1e-2 and the early layers without gradient).
+        # Each residual block's last conv starts small, so the blocks start near the identity.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        for block in self.middle:
+            block.body[-1].weight.data.mul_(0.1)
         # start as the base fill exactly; training learns the correction
         nn.init.zeros_(self.to_rgb.weight)
         nn.init.zeros_(self.to_rgb.bias)
 
     def base_fill(self, masked: Tensor, mask: Tensor) -> Tensor:
-        """The smooth fill the network corrects: the multiscale biharmonic fill of the hole."""
+        """The smooth fill the network corrects: the coarse-to-fine biharmonic relaxation of the hole."""
         return multiscale_biharmonic_fill(masked * (1 - mask), mask)
 
     def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None) -> Tensor:

@@ -22,12 +22,13 @@ import torch
 
 from nfinpaint import data, masks
 from nfinpaint.metrics import batch_psnr
-from nfinpaint.networks import GENERATOR_VARIANTS, Generator
+from nfinpaint.generators import GENERATORS, build_generator
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=GENERATOR_VARIANTS, default="residual_unet")
+    parser.add_argument("--variant", choices=tuple(GENERATORS), default="residual_unet")
+    parser.add_argument("--size", type=int, default=24, help="crop side (default 24)")
     parser.add_argument("--data", required=True, help="training folder")
     parser.add_argument("--val-data", required=True, help="validation folder")
     parser.add_argument("--steps", type=int, default=1500)
@@ -38,16 +39,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train, val = data.build_datasets(args.data, 24, val_dir=args.val_data)
+    size = args.size
+    hole_size = masks.default_hole_size(size)
+    train, val = data.build_datasets(args.data, size, val_dir=args.val_data)
     images = torch.stack([val[i] for i in range(len(val))])
-    holes = torch.cat([masks.make_masks("random", min(32, len(images) - b), 24, 8, seed=b // 32)
+    holes = torch.cat([masks.make_masks("random", min(32, len(images) - b), size, hole_size, seed=b // 32)
                        for b in range(0, len(images), 32)])
     torch.manual_seed(0)
-    generator = Generator(24, variant=args.variant)
+    generator = build_generator(args.variant, size)
     average = copy.deepcopy(generator).eval()
     optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
 
-    def score(model: Generator) -> float:
+    def score(model: torch.nn.Module) -> float:
         was = model.training
         model.eval()
         with torch.no_grad():
@@ -63,7 +66,7 @@ def main() -> None:
         if step == args.steps:
             break
         real = train.crops(torch.arange(step * 32, step * 32 + 32))
-        hole = masks.make_masks("random", 32, 24, 8, seed=100_000 + step)
+        hole = masks.make_masks("random", 32, size, hole_size, seed=100_000 + step)
         out = generator(real * (1 - hole), hole)
         mse = ((out - real) ** 2 * hole).flatten(1).sum(1) / (hole.flatten(1).sum(1) * 3)
         loss = torch.log(mse + 1e-5).mean() if args.l2_form == "log" else mse.mean()

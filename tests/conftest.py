@@ -23,7 +23,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 @pytest.fixture(autouse=True)
 def _triton_mode(request, monkeypatch):
     # A GPU machine must still interpret the CPU-tensor tests: the compiled path only
-    # takes CUDA tensors (issue 15); GPU tests must compile, or they test the interpreter.
+    # takes CUDA tensors; GPU tests must compile, or they test the interpreter.
     monkeypatch.setenv("TRITON_INTERPRET", "0" if "gpu" in request.keywords else "1")
 
 

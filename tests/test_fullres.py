@@ -30,20 +30,29 @@ def _trained_looking(generator: FullResGenerator, g: torch.Generator) -> FullRes
 
 # ---------------------------------------------------------------- base fill
 
-def test_multiscale_biharmonic_fill_converges_to_the_direct_solve():
+def test_multiscale_biharmonic_fill_converges_faster_than_single_level_cg():
     g = _rng()
-    image = torch.rand(1, 3, 40, 48, generator=g, dtype=torch.float64).float()
-    hole = torch.zeros(1, 1, 40, 48)
+    n = 16
+    # smooth pictures (photographs are locally smooth; on white noise no interpolant means much)
+    image = torch.nn.functional.interpolate(torch.rand(n, 3, 6, 7, generator=g), size=(40, 48), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+    hole = torch.zeros(n, 1, 40, 48)
     hole[..., 6:34, 9:37] = 1                        # a large hole: plain CG needs many steps
-    exact = torch.from_numpy(_biharmonic_solution(image[0].double().numpy(), hole[0, 0].numpy() > 0.5)).float()
-    coarse_to_fine = multiscale_biharmonic_fill(image, hole)
-    single_level = biharmonic_fill(image, hole, iterations=32)
-    err_ms = float((coarse_to_fine[0] - exact).abs().max())
-    err_cg = float((single_level[0] - exact).abs().max())
-    assert err_ms < 0.5 * err_cg
-    converged = multiscale_biharmonic_fill(image, hole, iterations=300, coarsest_iterations=300)
-    torch.testing.assert_close(converged[0], exact, atol=2e-4, rtol=0)
-    assert torch.equal(coarse_to_fine * (1 - hole), image * (1 - hole))
+    exact = torch.stack([torch.from_numpy(_biharmonic_solution(x.double().numpy(), hole[0, 0].numpy() > 0.5))
+                         for x in image]).float()
+    inside = hole.bool().expand(-1, 3, -1, -1)
+
+    def rms(x):
+        return float(((x - exact)[inside] ** 2).mean().sqrt())
+
+    # same number of steps per level as the single-level solve: closer to the solution over a batch
+    # (not on every picture: on some, CG alone happens to get closer)
+    assert rms(multiscale_biharmonic_fill(image, hole, 128, 128)) < 0.8 * rms(biharmonic_fill(image, hole, 128))
+    converged = multiscale_biharmonic_fill(image[:2], hole[:2], iterations=600, coarsest_iterations=600)
+    torch.testing.assert_close(converged, exact[:2], atol=1e-4, rtol=0)
+    default = multiscale_biharmonic_fill(image, hole)
+    assert torch.equal(default * (1 - hole), image * (1 - hole))
+    assert float(default.min()) >= -0.05 and float(default.max()) <= 1.05     # smooth, no overshoot
 
 
 # ---------------------------------------------------------------- generator
@@ -131,8 +140,14 @@ def test_picture_families_have_the_sizes_they_promise(family, thickness):
     g = _rng()
     drawn = masks.family_masks(family, 12, 384, 512, generator=g, scale="picture")
     for mask in drawn:
-        assert mask.any() and float(mask.mean()) <= 0.45
-        assert thickness[0] <= _thickness(mask) <= thickness[1]
+        hole = mask[0].numpy() > 0.5
+        assert hole.any() and hole.mean() <= 0.45
+        if family == "thin":   # strokes may cross; away from crossings nothing is wider than the brush
+            opened = ndimage.binary_opening(hole, structure=np.ones((thickness[1] + 2,) * 2, dtype=bool))
+            assert opened.sum() <= 0.15 * hole.sum()
+            assert _thickness(mask) >= thickness[0]
+        else:
+            assert thickness[0] <= _thickness(mask) <= thickness[1]
 
 
 def test_family_masks_are_seeded_and_mixed_uses_every_family():

@@ -1,4 +1,4 @@
-"""The CPU-tensor Triton tests still pass where a GPU is visible (issue 15).
+"""The CPU-tensor Triton tests still pass where a GPU is visible.
 
 No GPU here: a subprocess runs part of the Triton test files with
 ``torch.cuda.is_available()`` patched to True and ``TRITON_INTERPRET`` unset,
