@@ -92,7 +92,7 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             if inner == "I":
                 result = Image.fromarray(out.astype(np.int32), "I")
             elif inner == "I;16":
-                result = Image.fromarray(out.astype(np.uint16), "I;16")
+                result = Image.fromarray(out.astype(np.uint16))
             else:
                 result = Image.fromarray(out, inner)
             return result if result.mode == mode else result.convert(mode)
