@@ -20,7 +20,10 @@ from nfinpaint.generators import build_generator
 from nfinpaint.initial_fill import multiscale_biharmonic_fill
 from nfinpaint.networks import Generator
 
-TOLERANCE = 1e-4         # float32 graphs of a few hundred operations: rounding only
+TOLERANCE = 1e-4         # TorchScript: the same kernels as PyTorch (measured: 0)
+# onnxruntime sums in another order, and the base fill's conjugate gradients (over a hundred
+# steps) carry the rounding on: measured 2.5e-4 for fullres; a quarter of an 8-bit level
+ONNX_TOLERANCE = 1e-3
 MAX_SIDE = 64            # a small graph: exact for pictures up to 64 px on the shorter side
 
 
@@ -130,7 +133,9 @@ def test_onnx_file_runs_in_onnxruntime_and_matches_pytorch(kind, checkpoints, tm
         got = session.run(None, {"image": image.numpy(), "mask": mask.numpy()})[0]
         diff = float(np.abs(got - _expected(kind, checkpoints, image, mask)).max())
         print(f"onnx {kind} {tuple(image.shape)}: max abs difference {diff:.3g}")
-        assert diff < TOLERANCE
+        assert diff < ONNX_TOLERANCE
+        known = mask.expand_as(image).numpy() == 0
+        assert np.array_equal(got[known], image.numpy()[known])
 
 
 @pytest.mark.parametrize("argv, expected", [
