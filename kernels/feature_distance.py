@@ -17,8 +17,11 @@ so contiguous and channels-last tensors need no copy.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+try:
+    import triton
+    import triton.language as tl
+except ImportError:   # no Triton wheel for this platform: the ops say so when called
+    triton = tl = None
 from torch import Tensor
 
 from nfinpaint.kernels.launch import (LazyKernel, as_matrix_view, cdiv, check_sample_offsets,

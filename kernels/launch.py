@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 from typing import Callable, Sequence
 
@@ -38,13 +39,25 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def triton_installed() -> bool:
+    """Whether Triton is importable (it ships Linux wheels only, so elsewhere it is not installed)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+NO_TRITON = ("Triton is not installed (it ships wheels for Linux only, and nfinpaint installs it only "
+             "there), so the Triton kernels cannot run on this machine; pass allow_reference_fallback=True "
+             "to use the PyTorch reference instead")
+
+
 def triton_path_available(tensor: torch.Tensor) -> bool:
     """Whether a Triton kernel can run on ``tensor`` right now."""
-    return interpreter_enabled() or tensor.is_cuda
+    return triton_installed() and (interpreter_enabled() or tensor.is_cuda)
 
 
 def require_triton_path(tensor: torch.Tensor, op_name: str) -> None:
     """Raise a clear RuntimeError when no Triton path exists for ``tensor``."""
+    if not triton_installed():
+        raise RuntimeError(f"{op_name}: {NO_TRITON}")
     if not triton_path_available(tensor):
         raise RuntimeError(f"{op_name}: {NO_TRITON_PATH} (got a {tensor.device.type} tensor, "
                            f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', 'unset')})")

@@ -17,3 +17,12 @@ from nfinpaint import _extension  # noqa: E402
 __version__ = "0.1.0"
 
 _extension._load()
+
+
+def __getattr__(name):
+    # the array API loads on first use, so that `import nfinpaint` stays cheap
+    if name in ("Inpainter", "InpaintError", "fill_holes"):
+        from nfinpaint import api  # noqa: PLC0415
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'nfinpaint' has no attribute {name!r}")

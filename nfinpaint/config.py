@@ -41,6 +41,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
 
@@ -320,24 +322,16 @@ def load_config(preset: str | None = None, toml_path: str | os.PathLike | None =
     return TrainConfig(**values).validate()
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        for ch, esc in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
-            escaped = escaped.replace(ch, esc)
-        return f'"{escaped}"'
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+def _comment_safe(text: str) -> str:
+    """``text`` with the control characters TOML forbids in comments written as escapes."""
+    return "".join(c if c == "\t" or (" " <= c != "\x7f") else c.encode("unicode_escape").decode() for c in text)
 
 
 def to_toml(config: TrainConfig, versions: dict[str, str] | None = None, header: str = "") -> str:
     """The config as TOML (``tomllib`` reads it back), plus an informational ``[versions]`` table."""
-    lines = [f"# {line}" for line in header.splitlines()]
-    lines += [f"{f.name} = {_toml_value(getattr(config, f.name))}" for f in fields(config)]
+    # tomli-w escapes every string (control characters included), so every file reads back
+    data: dict[str, Any] = {f.name: getattr(config, f.name) for f in fields(config)}
     if versions:
-        lines += ["", "[versions]"]
-        lines += [f'"{key}" = {_toml_value(str(value))}' for key, value in versions.items()]
-    return "\n".join(lines) + "\n"
+        data["versions"] = {str(key): str(value) for key, value in versions.items()}
+    comments = "".join(f"# {_comment_safe(line)}\n" for line in header.splitlines())
+    return comments + tomli_w.dumps(data)

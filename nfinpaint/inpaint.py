@@ -34,6 +34,20 @@ PatchMatch.  Without ``--checkpoint`` the generator shipped in the package is
 used when installed (the command says which), else every hole goes to
 PatchMatch.
 
+**Folders**: ``--images DIR --masks DIR|FILE -o DIR`` fills every picture of DIR
+(pairing: a mask of the same stem, LaMa's ``NAME_mask*.png``, or one mask FILE
+for all; see :mod:`nfinpaint.folders`), writes ``DIR/NAME.png`` for each, shows a
+progress bar, keeps what is there with ``--skip-existing`` and replaces it only
+with ``--overwrite``.  Pictures that cannot be filled (no mask, a mask of
+another size, an unreadable file) are listed at the end and the status is 1;
+the others are filled.
+
+**Masks as drawn**: white (brighter than 50% grey) marks the holes, and so does
+an antialiased brush's soft rim (brighter than 10% grey, touching a hole);
+``--invert`` for black = hole; ``--dilate PX`` grows every hole by PX pixels;
+a mask of another size is refused unless ``--resize-mask`` (nearest neighbour).
+See :mod:`nfinpaint.mask_options`.
+
 Pixels outside the holes are copied from the input unchanged (exactly, for a
 lossless output format such as PNG).  The output's folder is created if
 missing; the file is written atomically, and never over IMAGE or MASK unless
@@ -53,13 +67,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, generator_io, neural_fill
+from nfinpaint import cli, folders, generator_io, mask_options, neural_fill
 from nfinpaint.baselines import patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
-                              read_image_and_alpha, read_image_info, read_mask, save_image)
+                              check_regular_file, read_image_and_alpha, read_image_info, save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
@@ -267,10 +281,20 @@ def _has_known_patch(hole: torch.Tensor, side: int) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m nfinpaint.inpaint", __doc__)
-    p.add_argument("image", metavar="IMAGE", help="the picture to fill (any size)")
-    p.add_argument("mask", metavar="MASK", help="mask image of the same size: white = hole")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="the picture to fill (any size)")
+    p.add_argument("mask", metavar="MASK", nargs="?", help="mask image of the same size: white = hole")
     p.add_argument("-o", "--output", metavar="OUT", required=True,
-                   help="output image (.png keeps the pixels outside the holes exactly; folder created)")
+                   help="output image (.png keeps the pixels outside the holes exactly; folder created); "
+                        "with --images, the output folder")
+    p.add_argument("--images", metavar="DIR", help="fill every picture in DIR (instead of IMAGE MASK)")
+    p.add_argument("--masks", metavar="DIR|FILE",
+                   help="with --images: a folder of masks (same stem, or LaMa's NAME_mask*.png), or one mask for all")
+    p.add_argument("--skip-existing", action="store_true", help="with --images: keep outputs already in -o DIR")
+    p.add_argument("--dilate", type=int, default=0, metavar="PX",
+                   help="grow every hole by PX pixels (for a brush that missed an object's edge; default 0)")
+    p.add_argument("--invert", action="store_true", help="black marks the holes (white is kept)")
+    p.add_argument("--resize-mask", action="store_true",
+                   help="resize a mask of another size to the picture's (nearest neighbour) instead of refusing it")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="trained generator: a training run directory or its generator.pt (default: the "
                         f"generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when installed)")
@@ -283,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
                         f"(default {DEFAULT_MAX_SCALE:g})")
-    p.add_argument("--overwrite", action="store_true", help="allow OUT to be IMAGE or MASK itself")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow OUT to be IMAGE or MASK itself; with --images, replace outputs already in -o DIR")
     return p
 
 
@@ -299,44 +324,97 @@ def _check_output(args: argparse.Namespace) -> Path:
     return output
 
 
-def run(args: argparse.Namespace) -> list[Hole]:
-    output = _check_output(args)
+def _check_options(args: argparse.Namespace) -> None:
     if not math.isfinite(args.max_scale) or args.max_scale < 1:
         raise UsageError(f"--max-scale must be at least 1, got {args.max_scale:g}")
-    device = cli.resolve_device(args.device)
+    if args.dilate < 0:
+        raise UsageError(f"--dilate must be 0 or more pixels, got {args.dilate}")
+    folder = args.images is not None or args.masks is not None
+    if folder and (args.image or args.mask):
+        raise UsageError("give either IMAGE MASK or --images DIR --masks DIR|FILE, not both")
+    if folder and (args.images is None or args.masks is None):
+        raise UsageError("--images DIR needs --masks DIR|FILE (and --masks needs --images)")
+    if not folder and not (args.image and args.mask):
+        raise UsageError("give IMAGE MASK -o OUT, or --images DIR --masks DIR|FILE -o DIR")
+    if not folder and args.skip_existing:
+        raise UsageError("--skip-existing is for --images DIR; for one picture choose another -o name")
+    if args.skip_existing and args.overwrite:
+        raise UsageError("--skip-existing keeps existing outputs and --overwrite replaces them: pass one")
+
+
+def _read_holes(masks: list[Path], invert: bool) -> np.ndarray:
+    """The holes of one or more mask files (LaMa's several masks of a picture: their union)."""
+    hole = None
+    for path in masks:
+        part = mask_options.read_holes(path, invert)
+        if hole is not None and part.shape != hole.shape:
+            raise UsageError(f"{path} is {part.shape[1]}x{part.shape[0]} but {masks[0]} is "
+                             f"{hole.shape[1]}x{hole.shape[0]}; masks of one picture must be the same size")
+        hole = part if hole is None else hole | part
+    return hole
+
+
+def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.Namespace, loaded, device,
+              log: Callable[[str], None]) -> tuple[list[Hole], torch.Tensor | None, int]:
+    """Read, fill and write one picture; UsageError (or ImageError) for bad input.
+    Returns (holes, the alpha channel or None, the input's bits per channel)."""
     try:
-        image, alpha, bits = read_image_and_alpha(args.image)
-        kept = read_image_info(args.image)     # colour profile, EXIF, dpi: written back unchanged
-        mask = read_mask(args.mask)
+        image, alpha, bits = read_image_and_alpha(image_path)
+        kept = read_image_info(image_path)     # colour profile, EXIF, dpi: written back unchanged
+        hole = _read_holes(masks, args.invert)
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if any(s == 0 for s in image.shape[-2:]):
-        raise UsageError(f"{args.image} is empty")
-    if mask.shape[-2:] != image.shape[-2:]:
-        raise UsageError(f"{args.mask} is {mask.shape[-1]}x{mask.shape[-2]} but {args.image} is "
+        raise UsageError(f"{image_path} is empty")
+    shown = ", ".join(str(m) for m in masks)
+    if hole.shape != tuple(image.shape[-2:]) and not args.resize_mask:
+        raise UsageError(f"{shown} is {hole.shape[1]}x{hole.shape[0]} but {image_path} is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height, after EXIF orientation); "
-                         f"they must be the same size")
-    if not bool((mask > 0.5).any()):
-        raise UsageError(f"{args.mask} has no hole: white (brighter than 50% grey) marks the pixels to fill")
+                         f"they must be the same size, or pass --resize-mask")
+    hole = mask_options.prepare(hole, tuple(image.shape[-2:]), dilate_px=args.dilate, resize=True)
+    if not hole.any():
+        colour = "black (darker" if args.invert else "white (brighter"
+        raise UsageError(f"{shown} has no hole: {colour} than 50% grey) marks the pixels to fill")
+    try:
+        filled, holes = inpaint_image(
+            image, torch.from_numpy(hole)[None].float(), generator=None if loaded is None else loaded.generator,
+            hole_size=None if loaded is None else loaded.hole_size,
+            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log)
+    except ValueError as exc:
+        raise UsageError(cli.one_line(exc)) from None
+    keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
+    save_image(filled, output, alpha if keep_alpha else None, info=kept)
+    return holes, alpha, bits
+
+
+def _open_generator(args: argparse.Namespace):
     loaded = cli.open_generator_option(args.checkpoint, wanted=args.method != "patchmatch",
                                        needed_by="--method gan" if args.method == "gan" else None,
                                        stream=sys.stdout)
     if loaded is None and args.method == "auto":
         print(f"note: no --checkpoint given and no shipped default generator is installed "
               f"(nfinpaint/{DEFAULT_GENERATOR}): every hole is filled with PatchMatch")
-    try:
-        filled, holes = inpaint_image(
-            image, mask, generator=None if loaded is None else loaded.generator,
-            hole_size=None if loaded is None else loaded.hole_size,
-            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale)
-    except ValueError as exc:
-        raise UsageError(cli.one_line(exc)) from None
+    return loaded
+
+
+def run(args: argparse.Namespace) -> list[Hole] | int:
+    _check_options(args)
+    if args.images is not None:
+        return run_folders(args)
+    output = _check_output(args)
+    device = cli.resolve_device(args.device)
+    for given in (args.image, args.mask):     # before the generator loads: a typo fails at once
+        try:
+            check_regular_file(Path(given))
+        except ImageError as exc:
+            raise UsageError(str(exc)) from None
+    loaded = _open_generator(args)
     suffix = output.suffix.lower()
+    holes, alpha, bits = _fill_one(Path(args.image), [Path(args.mask)], output, args, loaded, device, print)
     if suffix in PALETTE_SUFFIXES:
         cli.warn(f"{suffix} holds at most 256 colours: pixels outside the holes change too; use .png to keep "
                  f"them exact")
     keep_alpha = alpha is not None and suffix in ALPHA_SUFFIXES
-    save_image(filled, output, alpha if keep_alpha else None, info=kept)
     used = {m: sum(h.method == m for h in holes) for m in ("gan", "patchmatch")}
     print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the learned model, {used['patchmatch']} by "
           f"PatchMatch")
@@ -353,10 +431,65 @@ def run(args: argparse.Namespace) -> list[Hole]:
     return holes
 
 
+EXIT_SOME_FAILED = 1
+
+
+def run_folders(args: argparse.Namespace) -> int:
+    """``--images DIR --masks DIR|FILE -o DIR``: 0 when every picture was filled (or kept), else 1
+    after listing the ones that were not."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    images, masks, out_dir = Path(args.images), Path(args.masks), Path(args.output)
+    if not images.is_dir():
+        raise UsageError(f"--images {images}: " + ("no such folder" if not images.exists() else
+                                                   "is a file; give the folder of pictures"))
+    if not masks.exists():
+        raise UsageError(f"--masks {masks}: no such file or folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir} is a file; with --images, -o names the output folder")
+    cli.check_output_folder(out_dir, "-o")
+    pairs = folders.pair(images, masks, out_dir)
+    if not pairs:
+        raise UsageError(f"--images {images} holds no picture (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    sources = {p.image.resolve() for p in pairs} | {m.resolve() for p in pairs for m in p.masks}
+    clash = [p for p in pairs if p.output.exists() and p.output.resolve() in sources]
+    if clash:
+        raise UsageError(f"-o {out_dir}: {clash[0].output.name} would replace an input picture or mask; "
+                         f"choose another output folder")
+    existing = [p for p in pairs if not p.problem and p.output.exists()]
+    if existing and not (args.skip_existing or args.overwrite):
+        raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
+                         f"pass --skip-existing to keep them or --overwrite to replace them")
+    device = cli.resolve_device(args.device)
+    loaded = _open_generator(args)
+    todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
+    skipped = len(pairs) - len(todo)
+    bad: list[tuple[Path, str]] = []
+    filled = 0
+    for item in tqdm(todo, desc="inpaint", unit="picture", file=sys.stderr, dynamic_ncols=True):
+        if item.problem:
+            bad.append((item.image, item.problem))
+            continue
+        try:
+            _fill_one(item.image, item.masks, item.output, args, loaded, device, lambda message: None)
+            filled += 1
+        except (UsageError, ImageError) as exc:
+            bad.append((item.image, cli.one_line(exc)))
+    print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))
+    if bad:
+        print(f"error: {len(bad)} of {len(pairs)} picture(s) not filled:", file=sys.stderr)
+        for path, reason in bad:
+            print(f"  {path.name}: {reason}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
-    def command(args: argparse.Namespace) -> None:
-        run(args)
+    """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input, 1 when some
+    pictures of ``--images`` could not be filled (listed)."""
+    def command(args: argparse.Namespace) -> int:
+        result = run(args)
+        return result if isinstance(result, int) else 0
 
     return cli.main(command, argv, build_parser(), (GeneratorFileError, ImageError))
 

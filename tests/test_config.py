@@ -42,6 +42,16 @@ def test_toml_round_trip_and_versions_table_ignored(tmp_path):
     assert load_config(None, path) == cfg
 
 
+def test_toml_reads_back_with_every_control_character(tmp_path):
+    # a path may hold any character but NUL and "/"; the file must still read back
+    weird = "".join(chr(c) for c in range(1, 32)) + "\x7f\\\"'" + chr(0x2028) + "é"
+    cfg = dataclasses.replace(PRESETS["default"], data=f"/tmp/{weird}", val_data=weird)
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg, versions={weird: weird}, header=f"run in {weird}"))
+    assert load_config(None, path) == cfg
+    assert tomllib.loads(path.read_text())["versions"] == {weird: weird}
+
+
 def test_precedence_preset_then_file_then_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('preset = "paper"\nsteps = 77\nbatch_size = 5\nlr = 1\n')

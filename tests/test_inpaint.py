@@ -279,6 +279,20 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {mask} -o {tmp}/out.png --max-scale nan", "--max-scale must be at least 1"),
     ("{img} {mask} -o {tmp}/out.png --max-scale inf", "--max-scale must be at least 1"),
     ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/nan.pt", "are not finite"),
+    ("{img} {mask} -o {tmp}/out.png --dilate -1", "--dilate must be 0 or more"),
+    ("{img} {tmp}/small_mask.png -o {tmp}/out.png", "or pass --resize-mask"),
+    ("{img} {tmp}/white.png -o {tmp}/out.png --invert", "has no hole: black (darker than 50% grey)"),
+    ("{img} {mask} -o {tmp}/out.png --images {tmp}", "not both"),
+    ("--images {tmp} -o {tmp}/outdir", "--images DIR needs --masks"),
+    ("--masks {mask} -o {tmp}/outdir", "--images DIR needs --masks"),
+    ("-o {tmp}/out.png", "give IMAGE MASK -o OUT, or --images"),
+    ("{img} {mask} -o {tmp}/out.png --skip-existing", "--skip-existing is for --images"),
+    ("--images {tmp}/nosuch --masks {mask} -o {tmp}/outdir", "no such folder"),
+    ("--images {img} --masks {mask} -o {tmp}/outdir", "is a file; give the folder"),
+    ("--images {tmp}/tiny --masks {tmp}/nosuch -o {tmp}/outdir", ": no such file or folder"),
+    ("--images {tmp}/tiny --masks {mask} -o {img}", "is a file; with --images"),
+    ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --skip-existing --overwrite", "pass one"),
+    ("--images {tmp}/tiny --masks {tmp}/tiny -o {tmp}/tiny", "would replace an input"),
 ]
 
 
@@ -472,3 +486,139 @@ def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
                        ("anim.gif", "has 3 frames or pages: only the first is read")):
         with pytest.warns(ImageWarning, match=said):
             assert inpaint.main([str(tmp_path / name), str(tmp_path / "mask.png")] + common) == 0
+
+
+# ---------------------------------------------------------------- folders (issue 22, item 2)
+
+def _folder_of_pairs(tmp_path, count, rng):
+    """``count`` pictures in images/ with masks in masks/: same stem, or LaMa's NAME_mask001.png."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    holes = {}
+    for i in range(count):
+        h, w = 30 + i % 3, 40 + i % 4
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"p{i:02d}.png")
+        hole = np.zeros((h, w), bool)
+        hole[5 + i % 5: 12 + i % 5, 8:16] = True
+        name = f"p{i:02d}_mask001.png" if i % 2 else f"p{i:02d}.png"
+        Image.fromarray(hole.astype(np.uint8) * 255).save(masks / name)
+        holes[f"p{i:02d}"] = hole
+    return images, masks, holes
+
+
+def test_folder_fills_the_good_pairs_lists_the_bad_and_exits_1(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng()
+    images, masks, holes = _folder_of_pairs(tmp_path, 20, rng)
+    (masks / "p03_mask001.png").unlink()                                       # missing mask
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(masks / "p04.png")  # size mismatch
+    (images / "p05.png").write_bytes(b"not a picture")                         # unreadable
+    out = tmp_path / "out"
+    code = inpaint.main(["--images", images, "--masks", masks, "-o", out, "--checkpoint", checkpoint,
+                         "--method", "gan"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(set(holes) - {"p03", "p04", "p05"})
+    listed = [line.strip() for line in captured.err.splitlines() if line.startswith("  ")]
+    assert [line.split(":")[0] for line in listed] == ["p03.png", "p04.png", "p05.png"], captured.err
+    assert "3 of 20 picture(s) not filled" in captured.err and "is 10x10 but" in listed[1]
+    assert "inpaint" in captured.err and "20/20" in captured.err       # the progress bar
+    for stem in set(holes) - {"p03", "p04", "p05"}:
+        before, after = np.asarray(Image.open(images / f"{stem}.png")), np.asarray(Image.open(out / f"{stem}.png"))
+        assert np.array_equal(after[~holes[stem]], before[~holes[stem]])
+        assert not np.array_equal(after[holes[stem]], before[holes[stem]])
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng()
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.jpg")
+    hole = np.zeros((30, 40), bool)
+    hole[10:20, 5:15] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    argv = ["--images", images, "--masks", tmp_path / "mask.png", "-o", out, "--checkpoint", checkpoint]
+    assert inpaint.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a0.png", "a1.png", "a2.png"]
+    (out / "a1.png").write_bytes(b"mine")
+    capsys.readouterr()
+    assert inpaint.main(argv) == 2                                            # never overwrites unasked
+    assert "already holds 3 of the outputs" in capsys.readouterr().err
+    assert inpaint.main(argv + ["--skip-existing"]) == 0
+    assert (out / "a1.png").read_bytes() == b"mine" and "kept 3 already there" in capsys.readouterr().out
+    assert inpaint.main(argv + ["--overwrite"]) == 0
+    assert Image.open(out / "a1.png").size == (40, 30)
+
+
+def test_folder_lama_layout_masks_beside_pictures_are_combined(tmp_path, checkpoint):
+    rng = np.random.default_rng()
+    folder = tmp_path / "lama"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / "cat.png")
+    first, second = np.zeros((30, 40), bool), np.zeros((30, 40), bool)
+    first[2:8, 2:8], second[20:26, 30:36] = True, True
+    Image.fromarray(first.astype(np.uint8) * 255).save(folder / "cat_mask000.png")
+    Image.fromarray(second.astype(np.uint8) * 255).save(folder / "cat_mask001.png")
+    assert inpaint.main(["--images", folder, "--masks", folder, "-o", tmp_path / "out", "--checkpoint",
+                         checkpoint, "--method", "gan"]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cat.png"]     # masks are not pictures
+    before, after = np.asarray(Image.open(folder / "cat.png")), np.asarray(Image.open(tmp_path / "out/cat.png"))
+    both = first | second
+    assert np.array_equal(after[~both], before[~both])
+    assert not np.array_equal(after[first], before[first]) and not np.array_equal(after[second], before[second])
+
+
+# ---------------------------------------------------------------- masks as drawn (issue 22, item 3)
+
+def test_dilate_and_invert_pixel_by_pixel(tmp_path, checkpoint):
+    from nfinpaint import mask_options
+
+    rng = np.random.default_rng()
+    hole = rng.random((25, 31)) > 0.97
+    for px in (1, 2, 4):
+        grown = mask_options.dilate(hole, px)
+        ys, xs = np.nonzero(hole)
+        yy, xx = np.mgrid[:25, :31]
+        # independent: brute force over every hole pixel
+        near = ((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2 <= px * px).any(axis=-1)
+        assert np.array_equal(grown, near), px
+    drawn = np.where(hole, 0, 255).astype(np.uint8)            # black = hole
+    Image.fromarray(drawn).save(tmp_path / "black_holes.png")
+    assert np.array_equal(mask_options.read_holes(tmp_path / "black_holes.png", invert=True), hole)
+    assert np.array_equal(mask_options.read_holes(tmp_path / "black_holes.png"), ~hole)
+
+
+def test_antialiased_rim_counts_and_isolated_faint_grey_does_not(tmp_path):
+    from nfinpaint import mask_options
+
+    grey = np.zeros((20, 20), np.uint8)
+    grey[5:10, 5:10] = 255                  # the stroke
+    grey[4, 5:10] = 60                      # its soft rim: 24% grey, touching it
+    grey[3, 5:10] = 20                      # below the rim level (8%): not a hole
+    grey[15, 15] = 100                      # 39% grey touching no hole: not a hole
+    Image.fromarray(grey).save(tmp_path / "soft.png")
+    expected = np.zeros((20, 20), bool)
+    expected[4:10, 5:10] = True
+    assert np.array_equal(mask_options.read_holes(tmp_path / "soft.png"), expected)
+
+
+def test_cli_dilate_invert_and_resize_mask(tmp_path, checkpoint):
+    from nfinpaint import mask_options
+
+    rng = np.random.default_rng()
+    picture = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    small = np.zeros((20, 24), bool)
+    small[5:9, 6:10] = True
+    Image.fromarray(np.where(small, 0, 255).astype(np.uint8)).save(tmp_path / "small_black.png")
+    out = tmp_path / "out.png"
+    assert inpaint.main([tmp_path / "in.png", tmp_path / "small_black.png", "-o", out, "--checkpoint", checkpoint,
+                         "--method", "gan", "--invert", "--resize-mask", "--dilate", "3"]) == 0
+    hole = mask_options.dilate(np.kron(small, np.ones((2, 2), bool)), 3)
+    result = np.asarray(Image.open(out))
+    assert np.array_equal(result[~hole], picture[~hole])
+    changed = (result != picture).any(axis=2)
+    assert changed[hole].mean() > 0.5 and not changed[~hole].any()

@@ -1,6 +1,7 @@
 """The installed package: extension built, info command, package layout."""
 import importlib.metadata
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,60 @@ def test_info_command_reports_build(cwd):
                          check=True, cwd=cwd).stdout
     assert "nfinpaint._C" in out and "built, backends: CPU" in out
     assert "Triton kernels run on" in out
+
+
+TRITON_BLOCKED = r"""
+import sys, importlib.abc
+class NoTriton(importlib.abc.MetaPathFinder):      # as on a platform without a Triton wheel
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, NoTriton())
+import importlib.util
+import re
+importlib.util.find_spec = (lambda real: lambda name, *a: None if name.split(".")[0] == "triton" else real(name, *a))(importlib.util.find_spec)
+import torch
+from nfinpaint.kernels import gram, feature_distance
+import nfinpaint.losses, nfinpaint.inpaint                    # the package works without Triton
+a, b = torch.rand(2, 4, 5, 6), torch.rand(2, 4, 5, 6)
+ref = gram.gram_distance(a, b, allow_reference_fallback=True)
+assert torch.allclose(ref, gram.gram_distance_reference(a, b))
+try:
+    gram.gram_distance(a, b)
+except RuntimeError as exc:
+    print(str(exc))
+"""
+
+
+def test_without_triton_the_package_imports_and_the_kernels_say_why(tmp_path):
+    import os
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}    # even the interpreter needs Triton installed
+    done = subprocess.run([sys.executable, "-c", TRITON_BLOCKED], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Triton is not installed (it ships wheels for Linux only" in done.stdout, done.stdout
+
+
+def test_every_imported_package_is_declared():
+    import ast
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[ ;<>=\[]", d)[0].lower().replace("-", "_") for d in project["dependencies"]}
+    extras = {re.split(r"[ ;<>=\[]", d)[0].lower().replace("-", "_")
+              for deps in project["optional-dependencies"].values() for d in deps}
+    names = {"pillow": "PIL", "scikit_image": "skimage", "opencv_python_headless": "cv2", "tomli_w": "tomli_w"}
+    provided = {names.get(d, d) for d in declared | extras}
+    imported = set()
+    for path in list((root / "nfinpaint").glob("*.py")) + list((root / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "nfinpaint"}
+    assert third_party - provided == set()

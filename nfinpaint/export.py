@@ -1,0 +1,137 @@
+"""``python -m nfinpaint.export --format onnx|torchscript -o FILE``: a generator others can run without nfinpaint.
+
+The file holds the whole fill: ``filled = model(image, mask)`` with ``image`` float32
+(N, 3, H, W) in [0, 1] and ``mask`` float32 (N, 1, H, W), 1 = hole; the holes are blanked,
+generated, and every pixel outside them is returned unchanged.  For a full-resolution
+generator (the shipped one, ``fullres``) H and W are free, and the multiscale biharmonic
+base fill is inside the graph (:mod:`nfinpaint.export_graph`): the same numbers as PyTorch
+for pictures whose shorter side is at most ``--max-side`` (default 8192).  A fixed-size
+generator (``paper``, ``residual``, ...) takes its own ``image_size`` squares.
+
+The exported model fills the given picture in one pass; the ``inpaint`` command's
+windows around each hole and coarse pass for very thick holes are not in it (crop a
+window around a hole yourself for large pictures).  After writing, the file is run on a
+fresh random picture and the largest difference from PyTorch is printed.
+
+ONNX needs the ``export`` extra (``pip install "nfinpaint[export]"``: onnx, onnxscript,
+onnxruntime).  How to run the files: docs/export.md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nfinpaint import cli, generator_io
+from nfinpaint.cli import UsageError
+from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
+from nfinpaint.files import atomic_path
+from nfinpaint.generator_io import GeneratorFileError
+from nfinpaint.generators import is_full_resolution
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+ONNX_OPSET = 18
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("python -m nfinpaint.export", __doc__)
+    p.add_argument("--format", choices=sorted(SUFFIXES), required=True, help="onnx or torchscript")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write (folder created)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="trained generator: a run directory or its generator.pt (default: the shipped one)")
+    p.add_argument("--max-side", type=int, default=MAX_SIDE, metavar="PX",
+                   help=f"full-resolution generators: the shorter side up to which the graph's base fill is "
+                        f"exact (default {MAX_SIDE}; smaller makes a smaller, faster-to-export file)")
+    return p
+
+
+def fill_module(generator: torch.nn.Module, max_side: int = MAX_SIDE) -> tuple[torch.nn.Module, tuple, bool]:
+    """(the whole fill as an exportable module, example inputs, whether H and W are free)."""
+    generator = generator.float().eval()
+    if is_full_resolution(generator):
+        h, w = 48, 64
+        module, dynamic = FullResFill(generator, max_side), True
+    else:
+        h = w = int(generator.image_size)
+        module, dynamic = FixedFill(generator), False
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, h, w, generator=g)
+    mask = torch.zeros(1, 1, h, w)
+    mask[..., h // 4: h // 2, w // 4: w // 2] = 1
+    return module.eval(), (image, mask), dynamic
+
+
+def export_torchscript(module: torch.nn.Module, example: tuple, path: Path) -> None:
+    # traced, not scripted: the graph has no branch on the shape (export_graph), and the
+    # trace records shape arithmetic, so other sizes run through the same graph
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp))
+
+
+def export_onnx(module: torch.nn.Module, example: tuple, path: Path, dynamic: bool) -> None:
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--format onnx needs {' and '.join(missing)}: pip install \"nfinpaint[export]\"")
+    free = torch.export.Dim.DYNAMIC
+    axes = {0: free, 2: free, 3: free} if dynamic else {0: free}
+    with torch.no_grad():
+        program = torch.onnx.export(module, example, dynamo=True, input_names=["image", "mask"],
+                                    output_names=["filled"], dynamic_shapes=(axes, axes), opset_version=ONNX_OPSET,
+                                    verbose=False)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
+
+
+def run_file(path: Path, fmt: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The exported file's output for (image, mask), or None when onnxruntime is not installed."""
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return torch.jit.load(str(path))(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime  # noqa: PLC0415
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image, "mask": mask})[0]
+
+
+def run(args: argparse.Namespace) -> None:
+    output = cli.check_output_file(args.output, "-o")
+    if output.suffix.lower() != SUFFIXES[args.format]:
+        raise UsageError(f"-o {args.output}: a {args.format} file's name ends in {SUFFIXES[args.format]}")
+    if args.max_side < 16:
+        raise UsageError(f"--max-side must be at least 16 pixels, got {args.max_side}")
+    loaded = cli.open_generator_option(args.checkpoint, wanted=True, needed_by="export",
+                                       hint="; pass --checkpoint PATH")
+    module, example, dynamic = fill_module(loaded.generator, args.max_side)
+    print(f"exporting {loaded.describe()} as {args.format} ({'any height and width' if dynamic else 'fixed size'})")
+    if args.format == "onnx":
+        export_onnx(module, example, output, dynamic)
+    else:
+        export_torchscript(module, example, output)
+    # a fresh picture of another size than the example, when the size is free
+    h, w = (37, 53) if dynamic else example[0].shape[-2:]
+    g = torch.Generator().manual_seed(1)
+    image, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.8).float()
+    expected = generator_io.fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
+    got = run_file(output, args.format, image.numpy(), mask.numpy())
+    if got is None:
+        print(f"wrote {output} (not checked: onnxruntime is not installed)")
+    else:
+        print(f"wrote {output}: max abs difference from PyTorch {float(np.abs(got - expected).max()):.3g} "
+              f"on a {w}x{h} picture")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
+    return cli.main(run, argv, build_parser(), (GeneratorFileError,))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

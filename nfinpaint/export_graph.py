@@ -1,0 +1,183 @@
+"""The whole fill (blank the holes, run the generator, keep the known pixels) as one graph that
+ONNX and TorchScript can hold, with any height and width for full-resolution generators.
+
+:func:`~nfinpaint.initial_fill.multiscale_biharmonic_fill` recurses as deep as the picture's
+shape says, which a graph of fixed operators cannot: here every pyramid level that a picture
+up to :data:`MAX_SIDE` pixels can need is computed, and at each level the branch its shape
+calls for is *selected* (``torch.where`` on a flag computed from the shape).  The result is
+the recursive fill's, to float rounding (tests/test_export.py); pictures whose shorter side
+exceeds ``MAX_SIDE`` get their coarsest level solved at more than 16 pixels (still a fill,
+no longer the same numbers).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nfinpaint.fullres_generator import STRIDE, FullResGenerator, known_stats
+from nfinpaint.initial_fill import (CG_ITERATIONS, COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
+                                    MULTISCALE_MIN_SIDE)
+
+MAX_SIDE = 8192
+
+
+def _levels(side: int, stop: int) -> int:
+    """Halvings (rounding up) until a side of ``side`` is below ``stop``."""
+    count = 0
+    while side >= stop:
+        side = (side + 1) // 2
+        count += 1
+    return count
+
+
+
+
+def _min_side(x: Tensor) -> Tensor:
+    # the shorter side as data, not a Python int: a branch on it is a select, not a guard
+    h = torch.ones_like(x[0, 0, :, 0]).sum()
+    w = torch.ones_like(x[0, 0, 0, :]).sum()
+    return torch.minimum(h, w)
+
+
+def _halve_mean(x: Tensor) -> Tensor:
+    """``avg_pool2d(x, 2, ceil_mode=True)``: the mean of the pixels of each 2x2 block inside the picture
+    (one zero row/column of padding and a count, so the shape arithmetic is plain floor division)."""
+    ones = torch.ones_like(x[:, :1])
+    total = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2)
+    count = F.avg_pool2d(F.pad(ones, (0, 1, 0, 1)), 2)
+    return total / count
+
+
+def _halve_max(x: Tensor) -> Tensor:
+    """``max_pool2d(x, 2, ceil_mode=True)`` for x >= 0."""
+    return F.max_pool2d(F.pad(x, (0, 1, 0, 1)), 2)
+
+
+def _up(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=[like.shape[-2], like.shape[-1]], mode="bilinear", align_corners=False)
+
+
+def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
+    pyramid = [(values, weight)]
+    for _ in range(levels):
+        v, w = pyramid[-1]
+        pyramid.append((_halve_mean(v), _halve_mean(w)))
+    v, w = pyramid[-1]
+    out = v / w.clamp_min(1e-12)
+    for i in range(levels - 1, -1, -1):
+        v, w = pyramid[i]
+        own = v / w.clamp_min(1e-12)
+        refined = torch.where(w > 0, own, _up(out, v))
+        out = torch.where(_min_side(v) <= 1, own, refined)   # the recursion stops at a side of 1
+    return out
+
+
+def harmonic_fill(image: Tensor, mask: Tensor, levels: int) -> Tensor:
+    known = 1 - mask
+    known3 = known.expand_as(image).contiguous()
+    x = push_pull(image * known, known3, levels)
+    x = torch.where(known3 > 0, image, x)
+    c = image.shape[1]
+    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]],
+                          dtype=image.dtype, device=image.device).expand(c, 1, 3, 3)
+    for _ in range(DEFAULT_ITERATIONS):
+        neighbours = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+        x = image * known + neighbours * mask
+    empty = known.flatten(1).amax(dim=1) == 0
+    return torch.where(empty.view(-1, 1, 1, 1), torch.full_like(x, 0.5), x)
+
+
+def _laplacian(x: Tensor) -> Tensor:
+    c = x.shape[1]
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
+                          dtype=x.dtype, device=x.device).expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+
+
+def biharmonic_fill(image: Tensor, mask: Tensor, iterations: int, start: Tensor) -> Tensor:
+    hole = mask.expand_as(image)
+    x = torch.where(hole > 0.5, start, image)
+    r = -_laplacian(_laplacian(x)) * hole
+    p = r
+    rs = (r * r).sum(dim=(2, 3), keepdim=True)
+    for _ in range(iterations):
+        ap = _laplacian(_laplacian(p * hole)) * hole
+        alpha = rs / (p * ap).sum(dim=(2, 3), keepdim=True).clamp_min(1e-20)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum(dim=(2, 3), keepdim=True)
+        p = r + (rs_new / rs.clamp_min(1e-20)) * p
+        rs = rs_new
+    return x
+
+
+def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE) -> Tensor:
+    """:func:`nfinpaint.initial_fill.multiscale_biharmonic_fill` as a fixed graph, the same numbers for
+    pictures whose shorter side is at most ``max_side`` (see the module doc)."""
+    levels = _levels(max_side, 2 * MULTISCALE_MIN_SIDE)          # down to a side below 16
+    # push-pull depth at level i: down to a side of 1 from that level's largest side
+    pp = [_levels(-(-max_side // 2 ** i), 2) for i in range(levels + 1)]
+    pyramid = [(image, mask)]
+    for _ in range(levels):
+        img, m = pyramid[-1]
+        known = 1 - m
+        coarse_mask = _halve_max(m)
+        coarse_known = _halve_mean(known)
+        coarse_image = _halve_mean(img * known) / coarse_known.clamp_min(1e-6)
+        pyramid.append((coarse_image * (1 - coarse_mask), coarse_mask))
+    img, m = pyramid[-1]
+    out = biharmonic_fill(img, m, COARSEST_ITERATIONS, harmonic_fill(img, m, pp[levels]))
+    for i in range(levels - 1, -1, -1):
+        img, m = pyramid[i]
+        terminal = biharmonic_fill(img, m, COARSEST_ITERATIONS, harmonic_fill(img, m, pp[i]))
+        refined = biharmonic_fill(img, m, LEVEL_ITERATIONS, _up(out, img))
+        out = torch.where(_min_side(img) < 2 * MULTISCALE_MIN_SIDE, terminal, refined)
+    return out
+
+
+class FullResFill(nn.Module):
+    """A :class:`FullResGenerator`'s whole fill, ``forward(image (N,3,H,W) in [0,1], mask (N,1,H,W), 1 = hole)
+    -> (N,3,H,W)``: holes blanked, generated, known pixels kept; any H and W."""
+
+    def __init__(self, generator: FullResGenerator, max_side: int = MAX_SIDE):
+        super().__init__()
+        self.max_side = int(max_side)
+        g = generator
+        self.stem, self.down1, self.down2, self.down3 = g.stem, g.down1, g.down2, g.down3
+        self.middle, self.up2, self.up1, self.up0, self.to_rgb = g.middle, g.up2, g.up1, g.up0, g.to_rgb
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = image.float(), (mask > 0.5).float()
+        masked = image * (1 - mask)
+        filled = multiscale_biharmonic_fill(masked, mask, self.max_side)
+        centre, spread = known_stats(filled, mask)
+        x = torch.cat([(filled - centre) / spread, mask], dim=1)
+        h, w = x.shape[-2], x.shape[-1]
+        # always padded (by 0 when the side is a multiple of 8): no branch on the shape
+        x = F.pad(x, (0, (STRIDE - w % STRIDE) % STRIDE, 0, (STRIDE - h % STRIDE) % STRIDE), mode="replicate")
+        s0 = self.stem(x)
+        s1 = self.down1(s0)
+        s2 = self.down2(s1)
+        y = self.middle(self.down3(s2))
+        y = self.up2(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s2], dim=1))
+        y = self.up1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s1], dim=1))
+        y = self.up0(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s0], dim=1))
+        correction = self.to_rgb(y)[:, :, :h, :w]
+        out = (filled + spread * correction).clamp(0.0, 1.0)
+        return torch.where(mask > 0.5, out, image)
+
+
+class FixedFill(nn.Module):
+    """A fixed-size generator's whole fill on (N,3,S,S) images and (N,1,S,S) masks, S its image_size."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = image.float(), (mask > 0.5).float()
+        out = self.generator(image * (1 - mask), mask).float().clamp(0.0, 1.0)
+        return torch.where(mask > 0.5, out, image)

@@ -1,0 +1,65 @@
+"""Pairing a folder of pictures with their masks, for ``python -m nfinpaint.inpaint --images DIR``.
+
+A picture ``NAME.ext`` in ``--images DIR`` is paired with, in ``--masks``:
+
+* a file: that one mask, for every picture;
+* a folder: the mask of the same stem (``NAME.*``), else LaMa's layout ``NAME_mask*.png``
+  (several such masks of one picture are combined: their holes together).  When the masks
+  sit beside the pictures (the same folder), files named ``*_mask*`` are masks, not pictures.
+
+Its output is ``OUT/NAME.png`` (PNG: pixels outside the holes exact, alpha kept).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nfinpaint.images import IMAGE_SUFFIXES
+
+_LAMA_MASK = re.compile(r"^(?P<stem>.+)_mask[^/]*$")
+
+
+@dataclass
+class Pair:
+    image: Path
+    masks: list[Path] = field(default_factory=list)
+    output: Path | None = None
+    problem: str = ""
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def pair(images: Path, masks: Path, output: Path) -> list[Pair]:
+    """Every picture of ``images`` with its mask(s) and output; a pair that cannot be made says why."""
+    same_folder = masks.is_dir() and masks.resolve() == images.resolve()
+    pictures = [p for p in _images_in(images) if not (same_folder and _LAMA_MASK.match(p.stem))]
+    by_stem: dict[str, list[Path]] = {}
+    lama: dict[str, list[Path]] = {}
+    if masks.is_dir():
+        for m in _images_in(masks):
+            by_stem.setdefault(m.stem, []).append(m)
+            found = _LAMA_MASK.match(m.stem)
+            if found and m.suffix.lower() == ".png":
+                lama.setdefault(found["stem"], []).append(m)
+    stems: dict[str, int] = {}
+    for p in pictures:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    out = []
+    for picture in pictures:
+        item = Pair(picture, output=output / f"{picture.stem}.png")
+        if stems[picture.stem] > 1:
+            item.problem = f"another picture has the stem {picture.stem!r}: both would write {item.output.name}"
+        elif not masks.is_dir():
+            item.masks = [masks]
+        else:
+            own = [m for m in by_stem.get(picture.stem, []) if m.resolve() != picture.resolve()]
+            if len(own) > 1:
+                item.problem = f"{len(own)} masks named {picture.stem}.* in {masks}: " + ", ".join(m.name for m in own)
+            item.masks = own or lama.get(picture.stem, [])
+            if not item.masks and not item.problem:
+                item.problem = f"no mask: neither {picture.stem}.* nor {picture.stem}_mask*.png in {masks}"
+        out.append(item)
+    return out

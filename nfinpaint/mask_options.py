@@ -1,0 +1,82 @@
+"""Masks as people draw them: what counts as hole, inverted masks, grown holes, resized masks.
+
+The rule for a mask's grey levels (one for files, arrays and every command):
+
+* a pixel brighter than 50% grey is a hole (:data:`HOLE_LEVEL`);
+* **antialiased brush edges**: a pixel brighter than 10% grey (:data:`RIM_LEVEL`) is a hole
+  too when it touches a hole through such pixels (8-connected): the soft rim a painting
+  program draws around a stroke belongs to the stroke, so the fill covers what the brush
+  covered; faint grey that touches no hole (noise, a lossy format's ringing) is not a hole;
+* ``invert``: black marks the holes instead (MAT's polarity): the rule applies to
+  ``1 - value``;
+* ``dilate`` PX: every pixel within PX pixels (Euclidean distance) of a hole becomes a
+  hole: the usual fix for a brush that missed an object's edge.
+
+Resizing (``--resize-mask``) is nearest-neighbour, so a resized mask holds only levels the
+drawn one held.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+HOLE_LEVEL = 0.5
+RIM_LEVEL = 0.1
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def holes_from_levels(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """The hole (H, W) bool from the pixels above :data:`HOLE_LEVEL` (``strong``) and above
+    :data:`RIM_LEVEL` (``weak``): every 8-connected region of ``weak`` that holds a ``strong`` pixel."""
+    weak = weak | strong
+    labels, _ = ndimage.label(weak, structure=_EIGHT)
+    keep = np.unique(labels[strong])
+    return np.isin(labels, keep[keep > 0])
+
+
+def holes_from_values(value: np.ndarray, invert: bool = False) -> np.ndarray:
+    """The hole (H, W) bool of grey levels ``value`` (H, W) in [0, 1] (see the module doc)."""
+    if invert:
+        value = 1.0 - value
+    return holes_from_levels(value > HOLE_LEVEL, value > RIM_LEVEL)
+
+
+def resize_nearest(hole: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``hole`` (h, w) bool resized to (height, width), nearest neighbour (PIL's pixel-centre rule)."""
+    if hole.shape == (height, width):
+        return hole
+    img = Image.fromarray(hole.astype(np.uint8) * 255)
+    return np.asarray(img.resize((width, height), Image.Resampling.NEAREST)) > 127
+
+
+def dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
+    """``hole`` grown by every pixel within ``pixels`` (Euclidean) of it."""
+    if pixels <= 0 or not hole.any():
+        return hole
+    return ndimage.distance_transform_edt(~hole) <= pixels
+
+
+def prepare(hole: np.ndarray, size: tuple[int, int], *, dilate_px: int = 0, resize: bool = False) -> np.ndarray:
+    """The hole (H, W) bool for a picture of ``size`` (H, W): resized when ``resize`` (ValueError
+    naming both sizes otherwise), then grown by ``dilate_px``."""
+    if dilate_px < 0:
+        raise ValueError(f"dilate must be 0 or more pixels, got {dilate_px}")
+    if hole.shape != tuple(size):
+        if not resize:
+            raise ValueError(f"the mask is {hole.shape[1]}x{hole.shape[0]} but the image is {size[1]}x{size[0]} "
+                             f"(width x height); they must be the same size, or resize the mask (resize_mask)")
+        hole = resize_nearest(hole, *size)
+    return dilate(hole, dilate_px)
+
+
+def read_holes(path, invert: bool = False) -> np.ndarray:
+    """The hole (H, W) bool of a mask file (any mode :func:`nfinpaint.images.read_mask` reads)."""
+    from nfinpaint.images import read_mask  # noqa: PLC0415  (torch: only when a file is read)
+
+    def above(level: float) -> np.ndarray:
+        return read_mask(path, level)[0].numpy() > 0.5
+
+    if invert:   # 1 - value > level  <=>  not (value > 1 - level), for levels a file can hold
+        return holes_from_levels(~above(1 - HOLE_LEVEL), ~above(1 - RIM_LEVEL))
+    return holes_from_levels(above(HOLE_LEVEL), above(RIM_LEVEL))

@@ -1,0 +1,162 @@
+"""``nfinpaint.Inpainter``: arrays in, the same kind of array out, only the holes changed.
+
+The generator is a ``fullres`` one made here with small random output weights (an untrained
+one returns its base fill exactly): the tests check types, channels and where pixels go.
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nfinpaint
+from nfinpaint import Inpainter, InpaintError, fill_holes
+from nfinpaint.generator_io import save_generator
+from nfinpaint.generators import build_generator
+from nfinpaint.inpaint import inpaint_image
+
+H, W = 36, 44
+
+
+@pytest.fixture(scope="module")
+def fullres_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    g = build_generator("fullres", 32)
+    with torch.no_grad():
+        g.to_rgb.weight.normal_(0, 0.05)
+        g.to_rgb.bias.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("gen") / "generator.pt"
+    save_generator(path, g, dict(preset="fullres", image_size=32, hole_size=16, feature_weights="random",
+                                 feature_pretrained=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inpainter(fullres_checkpoint):
+    return Inpainter(fullres_checkpoint, device="cpu")
+
+
+def _hole():
+    hole = np.zeros((H, W), bool)
+    hole[8:20, 10:24] = True
+    hole[28, 40] = True
+    return hole
+
+
+def _pictures(rng):
+    u8 = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    u16 = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    return {
+        "numpy uint8 grey": u8[..., 0],
+        "numpy uint8 rgb": u8[..., :3],
+        "numpy uint8 rgba": u8,
+        "numpy uint16 rgb": u16,
+        "numpy uint16 grey+alpha": u16[..., :2],
+        "numpy float32 rgb": rng.random((H, W, 3), dtype=np.float32),
+        "numpy float64 grey": rng.random((H, W)),
+        "PIL RGB": Image.fromarray(u8[..., :3]),
+        "PIL RGBA": Image.fromarray(u8, "RGBA"),
+        "PIL L": Image.fromarray(u8[..., 0]),
+        "PIL I;16": Image.fromarray(u16[..., 0]),
+        "torch float rgb": torch.rand(3, H, W, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30)))),
+        "torch uint8 rgba": torch.from_numpy(u8).permute(2, 0, 1).contiguous(),
+    }
+
+
+def _as_array(x):
+    """(H, W, C) numpy view of any image kind, for comparing pixels."""
+    if isinstance(x, Image.Image):
+        a = np.asarray(x)
+    elif isinstance(x, torch.Tensor):
+        a = x.permute(1, 2, 0).numpy()
+    else:
+        a = x
+    return a[..., None] if a.ndim == 2 else a
+
+
+@pytest.mark.parametrize("kind", list(_pictures(np.random.default_rng(0))))
+def test_same_kind_out_and_only_the_holes_change(inpainter, kind):
+    picture = _pictures(np.random.default_rng())[kind]
+    hole = _hole()
+    out = inpainter(picture, hole)
+    assert type(out) is type(picture)
+    if isinstance(picture, Image.Image):
+        assert (out.mode, out.size) == (picture.mode, picture.size)
+    else:
+        assert out.dtype == picture.dtype and tuple(out.shape) == tuple(picture.shape)
+    before, after = _as_array(picture), _as_array(out)
+    assert np.array_equal(after[~hole], before[~hole])                  # known pixels: exactly
+    colour = 1 if before.shape[2] in (1, 2) else 3
+    if before.shape[2] in (2, 4):
+        assert np.array_equal(after[..., colour], before[..., colour])  # alpha passed through
+    assert not np.array_equal(after[hole][:, :colour], before[hole][:, :colour])
+
+
+def test_rgb_holes_are_inpaint_image_s_fill(inpainter, fullres_checkpoint):
+    rng = np.random.default_rng()
+    picture = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    hole = _hole()
+    out = inpainter(picture, hole)
+    expected, _ = inpaint_image(torch.from_numpy(picture).permute(2, 0, 1).float() / 255,
+                                torch.from_numpy(hole)[None].float(), generator=inpainter.loaded.generator,
+                                log=lambda m: None)
+    expected = np.rint(expected.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.array_equal(out, np.where(hole[..., None], expected, picture))
+
+
+def test_every_mask_kind_gives_the_same_fill(inpainter):
+    picture = np.random.default_rng().random((H, W, 3), dtype=np.float32)
+    hole = _hole()
+    reference = inpainter(picture, hole)
+    for mask in (hole.astype(np.uint8) * 255, hole.astype(np.float32), Image.fromarray(hole.astype(np.uint8) * 255),
+                 torch.from_numpy(hole)[None].float(), Image.fromarray(~hole).convert("RGB")):
+        invert = isinstance(mask, Image.Image) and mask.mode == "RGB"
+        assert np.array_equal(inpainter(picture, mask, invert=invert), reference)
+
+
+def test_package_level_names_and_one_off_call(fullres_checkpoint):
+    assert nfinpaint.Inpainter is Inpainter and issubclass(InpaintError, ValueError)
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    hole = _hole()
+    out = fill_holes(picture, hole, checkpoint=fullres_checkpoint, device="cpu", dilate=2)
+    grown = fill_holes(picture, hole, checkpoint=fullres_checkpoint, device="cpu")
+    assert np.array_equal(out[~hole], picture[~hole]) is False      # dilation changed pixels beside the hole
+    assert np.array_equal(grown[~hole], picture[~hole])
+
+
+BAD = [  # (image, mask, options, expected part of the message)
+    (np.zeros((H, W, 3), np.int32), "hole", {}, "uint8, uint16 or float"),
+    (np.full((H, W, 3), 2.0, np.float32), "hole", {}, "outside [0, 1]"),
+    (np.zeros((H, W, 5), np.uint8), "hole", {}, "C in 1-4"),
+    (torch.zeros(H, W, 3), "hole", {}, "(C, H, W)"),
+    ([[0, 1]], "hole", {}, "PIL image, a numpy array or a torch tensor"),
+    (np.zeros((H, W, 3), np.uint8), np.zeros((H, W), bool), {}, "no hole"),
+    (np.zeros((H, W, 3), np.uint8), np.ones((H, W), bool), {}, "whole image"),
+    (np.zeros((H, W, 3), np.uint8), np.ones((10, 12), bool), {}, "the mask is 12x10 but the image is 44x36"),
+    (np.zeros((H, W, 3), np.uint8), np.full((H, W), np.nan), {}, "outside [0, 1]"),
+    (np.zeros((H, W, 3), np.uint8), np.zeros((2, H, W)), {}, "the mask must be (H, W)"),
+]
+
+
+@pytest.mark.parametrize("image, mask, options, expected", BAD)
+def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expected):
+    mask = _hole() if isinstance(mask, str) else mask
+    with pytest.raises(InpaintError) as info:
+        inpainter(image, mask, **options)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"method": "best"}, "method must be"), ({"dilate": -1}, "dilate must be"), ({"device": "tpu9"}, "not a device"),
+    ({"checkpoint": "/no/such/generator.pt"}, "does not exist")])
+def test_bad_options_are_the_same_error(options, expected):
+    with pytest.raises(InpaintError, match=expected):
+        Inpainter(**options)
+
+
+def test_a_mask_of_another_size_is_resized_when_asked(inpainter):
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    small = np.zeros((H // 2, W // 2), bool)
+    small[4:10, 5:12] = True
+    out = inpainter(picture, small, resize_mask=True)
+    big = np.kron(small, np.ones((2, 2), bool))           # nearest, exactly 2x
+    assert np.array_equal(out[~big], picture[~big]) and not np.array_equal(out[big], picture[big])

@@ -1,0 +1,159 @@
+"""``python -m nfinpaint.export``: the exported files compute PyTorch's fill, run without nfinpaint.
+
+Both generator kinds: a ``fullres`` one (random output weights, so the correction is not zero)
+checked on two picture sizes, and a fixed-size paper one on its own size.  The TorchScript
+file runs in a fresh Python process that never imports nfinpaint; the ONNX file runs in
+onnxruntime (skipped, with the reason, when it is not installed).
+"""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from nfinpaint import export, export_graph, generator_io
+from nfinpaint.generator_io import save_generator
+from nfinpaint.generators import build_generator
+from nfinpaint.initial_fill import multiscale_biharmonic_fill
+from nfinpaint.networks import Generator
+
+TOLERANCE = 1e-4         # TorchScript: the same kernels as PyTorch (measured: 0)
+# onnxruntime sums in another order, and the base fill's conjugate gradients (over a hundred
+# steps) carry the rounding on: measured 2.5e-4 for fullres; a quarter of an 8-bit level
+ONNX_TOLERANCE = 1e-3
+MAX_SIDE = 64            # a small graph: exact for pictures up to 64 px on the shorter side
+
+
+def _meta(size):
+    return dict(preset="test", image_size=size, hole_size=size // 3, feature_weights="random",
+                feature_pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generators")
+    torch.manual_seed(0)
+    full = build_generator("fullres", 32)
+    with torch.no_grad():
+        full.to_rgb.weight.normal_(0, 0.05)
+        full.to_rgb.bias.normal_(0, 0.05)
+    paper = Generator(24, variant="residual").eval()
+    return {"fullres": save_generator(folder / "fullres.pt", full, _meta(32)),
+            "paper": save_generator(folder / "paper.pt", paper, _meta(24))}
+
+
+def _inputs(sizes, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        image = torch.rand(2, 3, h, w, generator=g)
+        mask = (torch.rand(2, 1, h, w, generator=g) > 0.85).float()
+        mask[..., h // 3: h // 2, w // 4: w // 2] = 1
+        out.append((image, mask))
+    return out
+
+
+SIZES = {"fullres": [(40, 56), (27, 61)], "paper": [(24, 24)]}
+
+
+@pytest.mark.parametrize("side", [(1, 7), (9, 13), (15, 40), (33, 64), (64, 100)])
+def test_graph_base_fill_is_the_recursive_one(side):
+    g = torch.Generator().manual_seed(sum(side))
+    image = torch.rand(2, 3, *side, generator=g)
+    mask = (torch.rand(2, 1, *side, generator=g) > 0.6).float()
+    masked = image * (1 - mask)
+    expected = multiscale_biharmonic_fill(masked, mask)
+    got = export_graph.multiscale_biharmonic_fill(masked, mask, MAX_SIDE)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def _export(kind, fmt, checkpoints, tmp_path, capsys):
+    out = tmp_path / f"{kind}{export.SUFFIXES[fmt]}"
+    assert export.main(["--format", fmt, "-o", out, "--checkpoint", checkpoints[kind], "--max-side", MAX_SIDE]) == 0
+    printed = capsys.readouterr().out
+    assert "max abs difference from PyTorch" in printed or "not checked" in printed
+    return out
+
+
+def _expected(kind, checkpoints, image, mask):
+    generator, _ = generator_io.load_generator(checkpoints[kind])
+    return generator_io.fill(generator, image, mask).numpy()
+
+
+FRESH_PROCESS = r"""
+import json, sys
+import numpy as np, torch
+model = torch.jit.load(sys.argv[1])
+data = np.load(sys.argv[2])
+outs = {}
+with torch.no_grad():
+    for i in range(len(data.files) // 2):
+        outs[f"out{i}"] = model(torch.from_numpy(data[f"image{i}"]), torch.from_numpy(data[f"mask{i}"])).numpy()
+np.savez(sys.argv[3], **outs)
+print(json.dumps({"nfinpaint_imported": any(m.split(".")[0] == "nfinpaint" for m in sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fullres", "paper"])
+def test_torchscript_file_runs_in_a_fresh_process_and_matches_pytorch(kind, checkpoints, tmp_path, capsys):
+    path = _export(kind, "torchscript", checkpoints, tmp_path, capsys)
+    cases = _inputs(SIZES[kind], seed=len(kind))
+    arrays = {}
+    for i, (image, mask) in enumerate(cases):
+        arrays[f"image{i}"], arrays[f"mask{i}"] = image.numpy(), mask.numpy()
+    np.savez(tmp_path / "in.npz", **arrays)
+    (tmp_path / "run.py").write_text(FRESH_PROCESS)
+    done = subprocess.run([sys.executable, tmp_path / "run.py", path, tmp_path / "in.npz", tmp_path / "out.npz"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"nfinpaint_imported": False}
+    outs = np.load(tmp_path / "out.npz")
+    for i, (image, mask) in enumerate(cases):
+        diff = float(np.abs(outs[f"out{i}"] - _expected(kind, checkpoints, image, mask)).max())
+        print(f"torchscript {kind} {tuple(image.shape)}: max abs difference {diff:.3g}")
+        assert diff < TOLERANCE
+        assert np.array_equal(outs[f"out{i}"][mask.expand_as(image).numpy() == 0],
+                              image.numpy()[mask.expand_as(image).numpy() == 0])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason='onnxruntime is not installed (pip install "nfinpaint[export]")')
+@pytest.mark.parametrize("kind", ["fullres", "paper"])
+def test_onnx_file_runs_in_onnxruntime_and_matches_pytorch(kind, checkpoints, tmp_path, capsys):
+    import onnxruntime
+
+    path = _export(kind, "onnx", checkpoints, tmp_path, capsys)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for image, mask in _inputs(SIZES[kind], seed=7 + len(kind)):
+        got = session.run(None, {"image": image.numpy(), "mask": mask.numpy()})[0]
+        diff = float(np.abs(got - _expected(kind, checkpoints, image, mask)).max())
+        print(f"onnx {kind} {tuple(image.shape)}: max abs difference {diff:.3g}")
+        assert diff < ONNX_TOLERANCE
+        known = mask.expand_as(image).numpy() == 0
+        assert np.array_equal(got[known], image.numpy()[known])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ("--format onnx -o {tmp}/model.pt --checkpoint {ckpt}", "ends in .onnx"),
+    ("--format torchscript -o {tmp} --checkpoint {ckpt}", "is a folder"),
+    ("--format torchscript -o {tmp}/m.pt --checkpoint {tmp}/nosuch.pt", "no such file"),
+    ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 8", "--max-side must be at least 16"),
+])
+def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
+    code = export.main(argv.format(tmp=tmp_path, ckpt=checkpoints["fullres"]).split())
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_without_the_extra_says_what_to_install(checkpoints, tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    assert export.main(["--format", "onnx", "-o", tmp_path / "m.onnx", "--checkpoint", checkpoints["paper"]]) == 2
+    assert 'pip install "nfinpaint[export]"' in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
