@@ -214,11 +214,14 @@ def _register() -> None:
         ctx.set_materialize_grads(False)
 
     def feature_backward(ctx, grad_dist):
-        if not ctx.needs_input_grad[0] or grad_dist is None:
+        # One contract for the C++/CUDA op, the Triton kernel and the reference: fake gets
+        # d/dfake, real its negation (the distance is symmetric in fake - real), weight none.
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]) or grad_dist is None:
             return None, None, None
         fake, real, weight = ctx.saved_tensors
         grad = torch.ops.nfinpaint.feature_distance_backward.default(grad_dist, fake, real, weight)
-        return grad, None, None  # real is the detached target, weight a constant
+        grad_real = -grad.to(real.dtype) if ctx.needs_input_grad[1] else None
+        return (grad if ctx.needs_input_grad[0] else None), grad_real, None
 
     torch.library.register_autograd(lib + "feature_distance", feature_backward, setup_context=feature_setup_context)
 

@@ -24,15 +24,24 @@ from nfinpaint.generator_io import load_generator, resolve_generator_path, save_
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
+PICTURE_COLUMNS = COLUMNS + ("texture_mean", "seconds_mean")
 
 
 def read_evaluation(folder: Path) -> dict:
+    """An evaluation's numbers: per method (crop protocol), or per hole family and method (full-size
+    protocol, ``evaluate --size``)."""
     config = json.loads((folder / "config.json").read_text())
-    methods = {}
+    methods: dict = {}
     with open(folder / "results.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            methods[row["method"]] = {k: (int(row[k]) if k == "n" else round(float(row[k]), 4)) for k in COLUMNS}
-    return {"data": config["resolved"]["data"], "command": config.get("command", ""), "methods": methods}
+            columns = PICTURE_COLUMNS if "family" in row else COLUMNS
+            values = {k: (int(row[k]) if k == "n" else round(float(row[k]), 4)) for k in columns}
+            if "family" in row:
+                methods.setdefault(row["family"], {})[row["method"]] = values
+            else:
+                methods[row["method"]] = values
+    key = "families" if config["resolved"].get("protocol") == "full-size" else "methods"
+    return {"data": config["resolved"]["data"], "command": config.get("command", ""), key: methods}
 
 
 def main() -> int:
@@ -65,7 +74,7 @@ def main() -> int:
     }
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
                            f"the {meta.get('preset')} preset on the photograph corpus "
-                           f"(scripts/build_photo_corpus.py), untrained VGG" if untrained else "")
+                           f"(scripts/build_photo_corpus.py), " + ("untrained VGG" if untrained else "trained VGG"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size

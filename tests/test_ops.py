@@ -221,12 +221,23 @@ def test_feature_distance_converts_real_and_weight_to_fake_dtype():
     torch.testing.assert_close(loss, ops.feature_distance_reference(f, r, w, "per_sample"), rtol=LOSS_RTOL, atol=0)
 
 
-def test_feature_distance_real_and_weight_get_no_gradient():
-    f, r, w = make_inputs((2, 4, 3, 3), seed=14)
-    for x in (f, r, w):
-        x.requires_grad_()
-    ops.feature_distance(f, r, w).backward()
-    assert f.grad is not None and r.grad is None and w.grad is None
+def test_feature_distance_gradient_contract_matches_the_reference_and_triton():
+    """fake gets d/dfake, real its negation, weight nothing: the same for the C++ op, the Triton
+    kernel (interpreted) and, for fake and real, the plain PyTorch reference."""
+    from nfinpaint.kernels.feature_distance import feature_distance as triton_feature_distance
+
+    f, r, w = make_inputs((2, 4, 3, 3), seed=int(torch.randint(0, 2**31, ())))
+    grads = {}
+    for name, fn in (("op", ops.feature_distance), ("reference", ops.feature_distance_reference),
+                     ("triton", triton_feature_distance)):
+        fx, rx, wx = (x.detach().clone().requires_grad_() for x in (f, r, w))
+        fn(fx, rx, wx, reduction="sum").backward()
+        grads[name] = (fx.grad, rx.grad, wx.grad)
+    for name in ("op", "triton"):
+        fake_grad, real_grad, weight_grad = grads[name]
+        torch.testing.assert_close(fake_grad, grads["reference"][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(real_grad, grads["reference"][1], rtol=1e-5, atol=1e-6)
+        assert weight_grad is None
 
 
 @pytest.mark.parametrize("weight_channels,channels_last,reduction", [
