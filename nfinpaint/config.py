@@ -93,6 +93,7 @@ class TrainConfig:
     ema_decay: float = 0.0          # > 0: evaluate and export an EMA of the generator's weights (beyond the paper)
     beta1: float = 0.5
     beta2: float = 0.999
+    grad_clip: float = 0.0          # > 0: clip each network's gradient norm to this (beyond the paper)
     # -- loss ---------------------------------------------------------------
     l2_weight: float = 1.0
     adv_global_weight: float = 0.0004
@@ -237,9 +238,11 @@ PRESETS: dict[str, TrainConfig] = {
     # Full-size inpainting: the fully convolutional generator on 128x128 crops with thin / medium /
     # large holes (up to ~40% of the crop), crops of 1-2.5x as many source pixels; the paper's objective
     # (both discriminators, the feature term in log form so it keeps its share with any feature net).
+    # Without normalisation layers the log-L2's large gradients on near-perfect holes can blow the
+    # generator up (seen at lr 5e-4): gradients are clipped.
     "fullres": _preset(preset="fullres", generator="fullres", image_size=128, hole_size=48, local_patch_size=64,
-                       train_masks="mixed", max_crop_scale=2.5, batch_size=8, steps=5_000, g_warmup_steps=2_000,
-                       d_warmup_steps=50, lr=5e-4, l2_form="log", lr_schedule="cosine", ema_decay=0.995,
+                       train_masks="mixed", max_crop_scale=2.5, batch_size=8, steps=3_500, g_warmup_steps=1_500,
+                       d_warmup_steps=50, grad_clip=1.0, l2_form="log", lr_schedule="cosine", ema_decay=0.995,
                        feature_form="log", feature_weight=0.1, val_every=500, val_batches=4, sample_every=500,
                        checkpoint_every=250, log_every=25),
 }

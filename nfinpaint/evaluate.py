@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the full-size protocol: whole pictures with their longer side scaled to PX (512: "
                         "512x384 for a 4:3 photograph), holes of the families in --masks, every method "
                         "through its public code path (gan = inpaint's); without it, the crop protocol")
+    p.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="full-size protocol: masks per picture and family (default 1), each a different hole")
     p.add_argument("--masks", default=None,
                    help="crop protocol: random (rectangles of random size and position, the paper's test "
                         "protocol, default), center (the training hole) or freeform (strokes); full-size "
@@ -341,6 +343,8 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
         raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
     if args.data is not None and not Path(args.data).is_dir():
@@ -363,14 +367,15 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
         raise UsageError(f"{where}: no pictures to evaluate")
     try:
         results = picture_eval.run(pictures, families, methods, args.seed, progress=not args.no_progress,
-                                   keep_fills=min(args.figures, len(pictures)))
+                                   keep_fills=min(args.figures, len(pictures)), repeats=args.repeats)
     except ValueError as exc:
         raise UsageError(one_line(exc)) from None
-    header = {"pictures": len(pictures), "size": args.size, "seed": args.seed, "data": where,
+    header = {"pictures": len(pictures), "repeats": args.repeats, "size": args.size, "seed": args.seed, "data": where,
               "generator": loaded.describe() if loaded else "none (the gan method was not asked for)",
               "skipped": skipped}
     text = picture_eval.markdown(results, methods, header)
-    resolved = {"protocol": "full-size", "size": args.size, "families": families, "device": str(device),
+    resolved = {"protocol": "full-size", "size": args.size, "repeats": args.repeats, "families": families,
+                "device": str(device),
                 "methods": [m.name for m in methods], "skipped": skipped, "data": where,
                 "pictures": [name for name, _ in pictures], "patchmatch_options": patchmatch_options,
                 "torch_threads": torch.get_num_threads()}

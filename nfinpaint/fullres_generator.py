@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfinpaint.initial_fill import multiscale_biharmonic_fill
+from nfinpaint.initial_fill import LEVEL_ITERATIONS, multiscale_biharmonic_fill
 
 WIDTHS = (32, 64, 96, 128)       # full, 1/2, 1/4, 1/8 resolution
 DILATIONS = (1, 2, 4, 8)         # one residual block (two convs) each, at 1/8 resolution
@@ -79,7 +79,8 @@ class FullResGenerator(nn.Module):
     variant = "fullres"
 
     def __init__(self, image_size: int = 128, *, widths: tuple[int, ...] | list[int] = WIDTHS,
-                 dilations: tuple[int, ...] | list[int] = DILATIONS, variant: str = "fullres"):
+                 dilations: tuple[int, ...] | list[int] = DILATIONS, base_iterations: int = LEVEL_ITERATIONS,
+                 variant: str = "fullres"):
         super().__init__()
         if variant != self.variant:
             raise ValueError(f"FullResGenerator is variant {self.variant!r}, got {variant!r}")
@@ -89,8 +90,14 @@ class FullResGenerator(nn.Module):
         widths, dilations = [int(w) for w in widths], [int(d) for d in dilations]
         if len(widths) != 4:
             raise ValueError(f"widths must give 4 numbers (full, 1/2, 1/4, 1/8 resolution), got {widths}")
-        self.config = dict(image_size=image_size, widths=widths, dilations=dilations, variant=variant)
+        if not isinstance(base_iterations, int) or base_iterations < 1:
+            raise ValueError(f"base_iterations must be a positive integer, got {base_iterations!r}")
+        self.config = dict(image_size=image_size, widths=widths, dilations=dilations,
+                           base_iterations=base_iterations, variant=variant)
         self.image_size = image_size
+        # conjugate-gradient steps per pyramid level of the base fill: cheap in training (8); a
+        # generator file may ask for more at inference (the shipped one runs 32, chosen on validation)
+        self.base_iterations = base_iterations
         w0, w1, w2, w3 = widths
         self.stem = nn.Sequential(_conv(4, w0), _act(), _conv(w0, w0), _act())
         self.down1 = nn.Sequential(_conv(w0, w1, stride=2), _act(), _conv(w1, w1), _act())
@@ -117,7 +124,7 @@ class FullResGenerator(nn.Module):
 
     def base_fill(self, masked: Tensor, mask: Tensor) -> Tensor:
         """The smooth fill the network corrects: the coarse-to-fine biharmonic relaxation of the hole."""
-        return multiscale_biharmonic_fill(masked * (1 - mask), mask)
+        return multiscale_biharmonic_fill(masked * (1 - mask), mask, self.base_iterations)
 
     def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None) -> Tensor:
         n, c, h, w = masked.shape

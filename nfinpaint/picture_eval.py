@@ -84,10 +84,11 @@ def load_pictures(data: str | None, size: int, limit: int | None = None) -> tupl
     return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
 
 
-def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int) -> torch.Tensor:
-    """The (1, H, W) mask of ``family`` for picture ``index``: a function of (seed, index, family)."""
+def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int, repeat: int = 0) -> torch.Tensor:
+    """The (1, H, W) mask of ``family`` for picture ``index`` (its ``repeat``-th): a function of
+    (seed, index, family, repeat)."""
     h, w = picture.shape[-2:]
-    family_seed = (seed * 1_000_003 + index * 101 + HOLE_FAMILIES.index(family)) & 0x7FFF_FFFF
+    family_seed = (seed * 1_000_003 + index * 101 + HOLE_FAMILIES.index(family) + repeat * 7919) & 0x7FFF_FFFF
     return family_masks(family, 1, h, w, seed=family_seed, scale="picture")[0]
 
 
@@ -112,19 +113,23 @@ class FamilyResult:
 
 
 def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], methods: Sequence[Method],
-        seed: int, progress: bool = True, keep_fills: int = 0) -> list[FamilyResult]:
-    """Fill every picture with every method for every family; ``keep_fills`` pictures' fills are kept
-    for figures.  Each method fills the first picture once untimed first (start-up costs)."""
+        seed: int, progress: bool = True, keep_fills: int = 0, repeats: int = 1) -> list[FamilyResult]:
+    """Fill every picture with every method for every family, ``repeats`` masks per picture;
+    ``keep_fills`` pictures' first fills are kept for figures.  Each method fills the first
+    picture once untimed first (start-up costs)."""
     results = []
-    bar = tqdm(total=len(families) * len(pictures) * len(methods), desc="evaluating", unit="fill",
+    bar = tqdm(total=len(families) * len(pictures) * len(methods) * repeats, desc="evaluating", unit="fill",
                disable=not progress, file=sys.stderr)
     for method in methods:
         method.fill(pictures[0][1], picture_mask(families[0], pictures[0][1], seed, 0), seed)
     for family in families:
         result = FamilyResult(family)
-        for index, (_, picture) in enumerate(pictures):
-            mask = picture_mask(family, picture, seed, index)
-            if index < keep_fills:
+        jobs = [(index, repeat) for repeat in range(repeats) for index in range(len(pictures))]
+        for index, repeat in jobs:
+            picture = pictures[index][1]
+            mask = picture_mask(family, picture, seed, index, repeat)
+            keep = repeat == 0 and index < keep_fills
+            if keep:
                 result.masks.append(mask)
             for method in methods:
                 bar.set_postfix_str(f"{family}, {method.name}")
@@ -137,7 +142,7 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
                 row["texture"] = texture_ratio(filled, picture, mask)
                 row["seconds"] = seconds
                 result.rows.setdefault(method.name, []).append(row)
-                if index < keep_fills:
+                if keep:
                     result.fills.setdefault(method.name, []).append(filled)
                 bar.update(1)
         results.append(result)
@@ -158,15 +163,15 @@ def paired(result: FamilyResult, ours: str, other: str, key: str) -> metrics.Sum
 
 def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header: dict) -> str:
     labels = {m.name: m.label for m in methods}
-    lines = [f"# Full-size evaluation: {header['pictures']} pictures, longer side {header['size']} px, "
-             f"seed {header['seed']}", "",
+    lines = [f"# Full-size evaluation: {header['pictures']} pictures x {header.get('repeats', 1)} mask(s) per "
+             f"family, longer side {header['size']} px, seed {header['seed']}", "",
              f"- Data: {header['data']}", f"- Generator: {header['generator']}",
              "- Holes: one mask per picture and family, the same for every method (nfinpaint.masks.family_masks, "
              "scale='picture': thin = scratches 4-9 px wide, medium = an object of ~56 px, large = an object of "
              "~150 px, at 512x384).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
              "as in nfinpaint.metrics; texture ratio = gradient energy in the hole / the original's (1 = as "
-             "detailed as the original). Mean ± 95% CI over the pictures.", ""]
+             "detailed as the original). Mean ± 95% CI over the fills (pictures x masks).", ""]
     if header.get("skipped"):
         lines += ["- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()), ""]
     for result in results:
@@ -204,11 +209,12 @@ def per_picture_csv(results: Sequence[FamilyResult], names: Sequence[str]) -> st
     keys = [k for k, _, _ in KEYS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["family", "picture", "method"] + keys)
+    writer.writerow(["family", "picture", "mask", "method"] + keys)
     for result in results:
         for method, rows in result.rows.items():
-            for name, row in zip(names, rows):
-                writer.writerow([result.family, name, method] + [repr(float(row[k])) for k in keys])
+            for i, row in enumerate(rows):
+                writer.writerow([result.family, names[i % len(names)], i // len(names), method]
+                                + [repr(float(row[k])) for k in keys])
     return buf.getvalue()
 
 

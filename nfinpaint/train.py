@@ -100,9 +100,12 @@ def _set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
 
 
 @torch._dynamo.disable
-def _optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+def _optimizer_step(optimizer: torch.optim.Optimizer, clip: float = 0.0) -> None:
     # Kept out of torch.compile: compiling the Adam update for every parameter costs minutes
     # of compile time on a 2-core CPU and buys nothing over the fused kernel.
+    if clip > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
 
 
@@ -199,7 +202,7 @@ class Trainer:
             d_loss = self._d_loss(real, composite.detach(), mask)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            _optimizer_step(self.opt_d)
+            _optimizer_step(self.opt_d, cfg.grad_clip)
             out["loss_d"] = d_loss.detach()
         if stage == "discriminator":
             return out
@@ -226,7 +229,7 @@ class Trainer:
         loss_g = losses.total_generator_loss(terms, self.weights)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        _optimizer_step(self.opt_g)
+        _optimizer_step(self.opt_g, cfg.grad_clip)
         if stage == "joint":
             _set_requires_grad(self.d_params, True)
         out["loss_g"] = loss_g.detach()

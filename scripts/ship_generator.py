@@ -50,9 +50,18 @@ def main() -> int:
     parser.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                         help="an evaluation of the shipped weights to record (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("nfinpaint/weights/default_generator.pt"))
+    parser.add_argument("--base-iterations", type=int, default=None, metavar="N",
+                        help="full-resolution generators: conjugate-gradient steps per level of the base fill "
+                             "at inference (training used the preset's; more is closer to the biharmonic "
+                             "solution; choose on the validation split)")
     args = parser.parse_args()
     source = resolve_generator_path(args.run)
     generator, meta = load_generator(source)
+    if args.base_iterations is not None:
+        if "base_iterations" not in generator.config:
+            sys.exit(f"error: {source} is not a full-resolution generator: it has no base fill to change")
+        meta["trained_base_iterations"] = generator.config["base_iterations"]
+        generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
     if not meta.get("complete", False):
         sys.exit(f"error: {source} is from an interrupted run; ship a finished one")
     evaluations = {}
@@ -70,6 +79,8 @@ def main() -> int:
         "feature_network": "untrained VGG-19 (random weights: no ImageNet weights offline)" if untrained
                            else str(meta.get("feature_weights")),
         "precision": "float16 weights, run in float32",
+        "base_iterations": generator.config.get("base_iterations"),
+        "trained_base_iterations": meta.get("trained_base_iterations", generator.config.get("base_iterations")),
         "evaluations": evaluations,
     }
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "

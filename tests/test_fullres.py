@@ -165,7 +165,8 @@ def _labels(hole: torch.Tensor):
     return ndimage.label(hole[0].numpy() > 0.5, structure=np.ones((3, 3), dtype=bool))
 
 
-def test_windows_hold_their_holes_with_margin_and_do_not_overlap():
+def test_windows_hold_their_holes_with_margin_and_do_not_overlap(monkeypatch):
+    monkeypatch.setattr(neural_fill, "COARSE_THICKNESS", 64)
     hole = torch.zeros(1, 200, 300)
     hole[:, 20:30, 20:30] = 1          # two close holes: one window
     hole[:, 20:30, 45:52] = 1
@@ -196,7 +197,8 @@ def test_many_tiny_holes_cost_few_windows():
     assert len(neural_fill.plan_windows(labels, count)) == 1
 
 
-def test_learned_fill_fills_every_hole_of_a_picture_and_keeps_the_rest():
+def test_learned_fill_fills_every_hole_of_a_picture_and_keeps_the_rest(monkeypatch):
+    monkeypatch.setattr(neural_fill, "COARSE_THICKNESS", 64)     # the large hole takes the coarse pass
     g = _rng()
     generator = _trained_looking(FullResGenerator(32), g)
     image = torch.rand(3, 150, 210, generator=g)
@@ -240,13 +242,13 @@ def test_full_size_protocol_end_to_end(tmp_path):
                                      feature_pretrained=False))
     out = tmp_path / "eval"
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(data), "--size", "160",
-                          "--masks", "medium,large", "--methods", "gan,biharmonic", "--figures", "2",
+                          "--masks", "medium,large", "--methods", "gan,biharmonic", "--figures", "2", "--repeats", "2",
                           "--out", str(out), "--no-progress"]) == 0
     text = (out / "results.md").read_text()
     assert "## medium holes" in text and "## large holes" in text and "thin" not in text.split("##")[1]
     assert "Paired, GAN (ours) minus each method" in text and "texture ratio" in text
     rows = (out / "per_image.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 3 * 3          # families x pictures x methods (border-mean added)
+    assert len(rows) == 1 + 2 * 3 * 2 * 3      # families x pictures x masks x methods (border-mean added)
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["large.png", "medium.png"]
     assert evaluate.main(["--data", str(data), "--size", "160", "--masks", "random", "--methods", "biharmonic",
                           "--out", str(tmp_path / "e2")]) == 2
