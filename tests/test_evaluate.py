@@ -382,11 +382,13 @@ def test_border_mean_floor_against_a_direct_computation():
     torch.testing.assert_close(filled, expected)
 
 
-def test_argparse_rejects_unknown_mask_kind(capsys):
-    with pytest.raises(SystemExit) as info:
-        evaluate.main(["--masks", "triangle"])
-    assert info.value.code == 2
-    assert "invalid choice: 'triangle'" in capsys.readouterr().err
+def test_unknown_mask_kind_is_a_one_line_error(capsys, tmp_path):
+    assert evaluate.main(["--masks", "triangle", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--masks triangle" in err[0] and "random, center, freeform" in err[0]
+    assert evaluate.main(["--masks", "triangle", "--size", "128", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown hole family 'triangle'" in err[0] and not (tmp_path / "o").exists()
 
 
 def test_comparison_grid_layout_and_cells():

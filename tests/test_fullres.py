@@ -142,10 +142,9 @@ def test_picture_families_have_the_sizes_they_promise(family, thickness):
     for mask in drawn:
         hole = mask[0].numpy() > 0.5
         assert hole.any() and hole.mean() <= 0.45
-        if family == "thin":   # strokes may cross; away from crossings nothing is wider than the brush
-            opened = ndimage.binary_opening(hole, structure=np.ones((thickness[1] + 2,) * 2, dtype=bool))
-            assert opened.sum() <= 0.15 * hole.sum()
-            assert _thickness(mask) >= thickness[0]
+        if family == "thin":   # strokes may cross or double back; a typical hole pixel is on a thin stroke
+            twice_depth = 2 * ndimage.distance_transform_edt(np.pad(hole, 1))[1:-1, 1:-1][hole]
+            assert np.median(twice_depth) <= 7 and _thickness(mask) >= thickness[0]
         else:
             assert thickness[0] <= _thickness(mask) <= thickness[1]
 
