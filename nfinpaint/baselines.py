@@ -73,6 +73,9 @@ class Method:
 
     def __init__(self, *, generator: torch.nn.Module | None = None, device: str | torch.device = "cpu",
                  options: dict | None = None):
+        missing = self.missing()
+        if missing:
+            raise MethodUnavailable(missing)
         self.device = torch.device(device)
         self.generator = generator
         self.options = dict(options or {})
@@ -162,12 +165,6 @@ class PatchMatchFill(Method):
 
     name, label = "patchmatch", "PatchMatch"
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        missing = self.missing()
-        if missing:
-            raise MethodUnavailable(missing)
-
     @classmethod
     def missing(cls) -> str | None:
         return patchmatch_missing()
@@ -229,12 +226,6 @@ class _OpenCVFill(Method):
 
     flag = ""
     optional = True
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        missing = self.missing()
-        if missing:
-            raise MethodUnavailable(missing)
 
     @classmethod
     def missing(cls) -> str | None:

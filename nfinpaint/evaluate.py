@@ -332,34 +332,58 @@ def _build_methods(names: Sequence[str], loaded: TrainedGenerator | None, device
     return methods, skipped
 
 
-def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
-    """The full-size protocol (:mod:`nfinpaint.picture_eval`): whole pictures through every method."""
+def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.device, TrainedGenerator | None]:
+    """What both protocols check and open first: the methods, --out, --limit, --figures, the
+    device, --threads (applied) and the generator."""
     names = _method_names(args.methods)
     if not args.out.strip():
         raise UsageError("--out is empty; give the name of a folder for the results")
     out = Path(args.out)
     check_out_folder(out, args.data)
-    if args.size < 64:
-        raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    if args.repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
+    device = cli.resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
+                                       hint="; or leave gan out of --methods")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return names, out, device, loaded
+
+
+def _write_results(out: Path, text: str, tables: dict[str, str], write_figures_in, args: argparse.Namespace,
+                   argv: Sequence[str] | None, resolved: dict, loaded: TrainedGenerator | None) -> None:
+    """The output folder, written whole (it describes this run only) and marked as an evaluation's;
+    ``write_figures_in(folder)`` returns the figure paths it wrote."""
+    with atomic_folder(out) as folder:
+        write_text(folder / "results.md", text)
+        for name, content in tables.items():
+            write_text(folder / name, content)
+        figures = [p.relative_to(folder) for p in write_figures_in(folder)]
+        record = _config_record(args, argv, resolved, loaded, figures)
+        write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_marker(folder, EVALUATION)
+    print(text)
+    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
+          f"{out / 'figures'}, {out / 'config.json'}")
+
+
+def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
+    """The full-size protocol (:mod:`nfinpaint.picture_eval`): whole pictures through every method."""
+    if args.size < 64:
+        raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if args.data is not None and not Path(args.data).is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
     try:
         families = picture_eval.parse_families(args.masks or picture_eval.DEFAULT_FAMILIES)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    device = cli.resolve_device(args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
-                                       hint="; or leave gan out of --methods")
+    names, out, device, loaded = _common_inputs(args)
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
     methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
     pictures, where = picture_eval.load_pictures(args.data, args.size, args.limit)
@@ -379,17 +403,10 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
                 "methods": [m.name for m in methods], "skipped": skipped, "data": where,
                 "pictures": [name for name, _ in pictures], "patchmatch_options": patchmatch_options,
                 "torch_threads": torch.get_num_threads()}
-    with atomic_folder(out) as folder:
-        write_text(folder / "results.md", text)
-        write_text(folder / "results.csv", picture_eval.results_csv(results))
-        write_text(folder / "per_image.csv", picture_eval.per_picture_csv(results, [n for n, _ in pictures]))
-        figures = [p.relative_to(folder) for p in picture_eval.write_figures(folder, pictures, results, methods)]
-        record = _config_record(args, argv, resolved, loaded, figures)
-        write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-        write_marker(folder, EVALUATION)
-    print(text)
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
-          f"{out / 'figures'}, {out / 'config.json'}")
+    tables = {"results.csv": picture_eval.results_csv(results),
+              "per_image.csv": picture_eval.per_picture_csv(results, [n for n, _ in pictures])}
+    _write_results(out, text, tables, lambda folder: picture_eval.write_figures(folder, pictures, results, methods),
+                   args, argv, resolved, loaded)
     return out
 
 
@@ -404,22 +421,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     if args.masks not in CROP_MASKS:
         raise UsageError(f"--masks {args.masks}: the crop protocol takes one of {', '.join(CROP_MASKS)} (the hole "
                          f"families {picture_eval.DEFAULT_FAMILIES} need --size)")
-    names = _method_names(args.methods)
-    if not args.out.strip():
-        raise UsageError("--out is empty; give the name of a folder for the results")
-    out = Path(args.out)
-    check_out_folder(out, args.data)
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    if args.figures < 0:
-        raise UsageError(f"--figures must be 0 or more, got {args.figures}")
-    device = cli.resolve_device(args.device)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
-                                       hint="; or leave gan out of --methods")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    names, out, device, loaded = _common_inputs(args)
     meta = loaded.meta if loaded else {}
     if loaded is not None:
         image_size = loaded.image_size
@@ -478,17 +480,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
                 "patchmatch_options": patchmatch_options, "torch_threads": torch.get_num_threads(),
                 "metrics": {"data_range": metrics.DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP,
                             "ssim_win_size": metrics.win_size_for(image_size, image_size)}}
-    with atomic_folder(out) as folder:   # the folder describes this run only, and appears whole
-        write_text(folder / "results.md", markdown)
-        write_text(folder / "results.csv", results_csv(results))
-        write_text(folder / "per_image.csv", per_image_csv(results))
-        figures = [p.relative_to(folder) for p in write_figures(folder, images, masks, results, args.figures)]
-        record = _config_record(args, argv, resolved, loaded, figures)
-        write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-        write_marker(folder, EVALUATION)
-    print(markdown)
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
-          f"{out / 'figures'}, {out / 'config.json'}")
+    tables = {"results.csv": results_csv(results), "per_image.csv": per_image_csv(results)}
+    _write_results(out, markdown, tables, lambda folder: write_figures(folder, images, masks, results, args.figures),
+                   args, argv, resolved, loaded)
     return out
 
 

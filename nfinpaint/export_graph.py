@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfinpaint.fullres_generator import STRIDE, FullResGenerator, known_stats
+from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (CG_ITERATIONS, COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
                                     MULTISCALE_MIN_SIDE)
 
@@ -114,7 +114,8 @@ def biharmonic_fill(image: Tensor, mask: Tensor, iterations: int, start: Tensor)
     return x
 
 
-def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE) -> Tensor:
+def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE,
+                               iterations: int = LEVEL_ITERATIONS) -> Tensor:
     """:func:`nfinpaint.initial_fill.multiscale_biharmonic_fill` as a fixed graph, the same numbers for
     pictures whose shorter side is at most ``max_side`` (see the module doc)."""
     levels = _levels(max_side, 2 * MULTISCALE_MIN_SIDE)          # down to a side below 16
@@ -133,7 +134,7 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
     for i in range(levels - 1, -1, -1):
         img, m = pyramid[i]
         terminal = biharmonic_fill(img, m, COARSEST_ITERATIONS, harmonic_fill(img, m, pp[i]))
-        refined = biharmonic_fill(img, m, LEVEL_ITERATIONS, _up(out, img))
+        refined = biharmonic_fill(img, m, iterations, _up(out, img))
         out = torch.where(_min_side(img) < 2 * MULTISCALE_MIN_SIDE, terminal, refined)
     return out
 
@@ -145,29 +146,13 @@ class FullResFill(nn.Module):
     def __init__(self, generator: FullResGenerator, max_side: int = MAX_SIDE):
         super().__init__()
         self.max_side = int(max_side)
-        g = generator
-        self.stem, self.down1, self.down2, self.down3 = g.stem, g.down1, g.down2, g.down3
-        self.middle, self.up2, self.up1, self.up0, self.to_rgb = g.middle, g.up2, g.up1, g.up0, g.to_rgb
+        self.generator = generator
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         image, mask = image.float(), (mask > 0.5).float()
-        masked = image * (1 - mask)
-        filled = multiscale_biharmonic_fill(masked, mask, self.max_side)
-        centre, spread = known_stats(filled, mask)
-        x = torch.cat([(filled - centre) / spread, mask], dim=1)
-        h, w = x.shape[-2], x.shape[-1]
-        # always padded (by 0 when the side is a multiple of 8): no branch on the shape
-        x = F.pad(x, (0, (STRIDE - w % STRIDE) % STRIDE, 0, (STRIDE - h % STRIDE) % STRIDE), mode="replicate")
-        s0 = self.stem(x)
-        s1 = self.down1(s0)
-        s2 = self.down2(s1)
-        y = self.middle(self.down3(s2))
-        y = self.up2(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s2], dim=1))
-        y = self.up1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s1], dim=1))
-        y = self.up0(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), s0], dim=1))
-        correction = self.to_rgb(y)[:, :, :h, :w]
-        out = (filled + spread * correction).clamp(0.0, 1.0)
-        return torch.where(mask > 0.5, out, image)
+        # the generator's own base fill, as a fixed graph, with the generator's step count
+        filled = multiscale_biharmonic_fill(image * (1 - mask), mask, self.max_side, self.generator.base_iterations)
+        return torch.where(mask > 0.5, self.generator.refine(filled, mask), image)
 
 
 class FixedFill(nn.Module):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint.initial_fill import LEVEL_ITERATIONS, multiscale_biharmonic_fill
+from nfinpaint.networks import known_stats
 
 WIDTHS = (32, 64, 96, 128)       # full, 1/2, 1/4, 1/8 resolution
 DILATIONS = (1, 2, 4, 8)         # one residual block (two convs) each, at 1/8 resolution
@@ -55,16 +56,6 @@ class _DilatedBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(x + self.body(x))
-
-
-def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
-    """Per-image mean and standard deviation (over channels and pixels) of the known pixels,
-    the deviation floored at one 8-bit level; shapes (N,1,1,1)."""
-    known = (1 - mask).expand_as(image)
-    count = known.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
-    mean = (image * known).sum(dim=(1, 2, 3), keepdim=True) / count
-    var = (((image - mean) * known) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count
-    return mean, var.sqrt().clamp_min(floor)
 
 
 class FullResGenerator(nn.Module):
@@ -133,14 +124,18 @@ class FullResGenerator(nn.Module):
                              f"{tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
         filled = self.base_fill(masked, mask) if base is None else torch.where(mask > 0.5, base, masked)
-        filled = filled.to(masked.dtype)
+        return self.refine(filled.to(masked.dtype), mask)
+
+    def refine(self, filled: Tensor, mask: Tensor) -> Tensor:
+        """The network's pass: ``filled`` (a base fill in the hole, the known pixels outside) plus the
+        correction the network predicts, clamped to [0, 1].  No branch on the shape (the padding to a
+        multiple of 8 is always applied, by 0 pixels when none is needed), so the export traces it as is."""
+        h, w = filled.shape[-2], filled.shape[-1]
         # contrast normalisation: the network sees the window in units of its own known pixels'
         # spread and its correction is scaled back by it
         centre, spread = known_stats(filled, mask)
         x = torch.cat([(filled - centre) / spread, mask], dim=1)
-        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, (STRIDE - w % STRIDE) % STRIDE, 0, (STRIDE - h % STRIDE) % STRIDE), mode="replicate")
         s0 = self.stem(x)
         s1 = self.down1(s0)
         s2 = self.down2(s1)

@@ -155,7 +155,7 @@ class Generator(nn.Module):
             # contrast normalisation: the network sees the crop in units of its own known pixels'
             # spread and its correction is scaled back by it, so a flat crop gets a tiny
             # correction and a busy one a large one (per-image PSNR is scale-free too)
-            centre, spread = _known_stats(filled, mask)
+            centre, spread = known_stats(filled, mask)
             x = torch.cat([(filled - centre) / spread, mask], dim=1)
         else:
             filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
@@ -181,7 +181,7 @@ class Generator(nn.Module):
         return torch.sigmoid(self.to_rgb(x))
 
 
-def _known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
+def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
     """Per-image mean and standard deviation (over channels and pixels) of the known pixels,
     the deviation floored at one 8-bit level; shapes (N,1,1,1)."""
     known = (1 - mask).expand_as(image)

@@ -16,6 +16,7 @@ import torch
 
 from nfinpaint import export, export_graph, generator_io
 from nfinpaint.generator_io import save_generator
+from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.generators import build_generator
 from nfinpaint.initial_fill import multiscale_biharmonic_fill
 from nfinpaint.networks import Generator
@@ -68,6 +69,20 @@ def test_graph_base_fill_is_the_recursive_one(side):
     expected = multiscale_biharmonic_fill(masked, mask)
     got = export_graph.multiscale_biharmonic_fill(masked, mask, MAX_SIDE)
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("base_iterations", [8, 32])
+def test_graph_whole_fill_is_the_generator_s_own(base_iterations):
+    """The graph runs the generator's base fill with the generator's own step count (the shipped
+    generator runs more steps than it trained with)."""
+    torch.manual_seed(int(torch.randint(0, 2**31, ())))
+    generator = FullResGenerator(32, base_iterations=base_iterations).eval()
+    with torch.no_grad():
+        generator.to_rgb.weight.normal_(0, 0.05)
+    (image, mask), = _inputs([(40, 56)], seed=base_iterations)
+    with torch.no_grad():
+        got = export_graph.FullResFill(generator, MAX_SIDE)(image, mask)
+    torch.testing.assert_close(got, generator_io.fill(generator, image, mask), atol=1e-5, rtol=0)
 
 
 def _export(kind, fmt, checkpoints, tmp_path, capsys):
