@@ -30,11 +30,12 @@ import torch
 from PIL import Image
 
 from nfinpaint import mask_options
+from nfinpaint.errors import NfinpaintError
 
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"}
 
 
-class InpaintError(ValueError):
+class InpaintError(NfinpaintError, ValueError):
     """Bad input to :class:`Inpainter` (image, mask, options or generator file), in one line."""
 
 

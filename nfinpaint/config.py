@@ -43,11 +43,12 @@ from typing import Any
 
 import tomli_w
 
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
 
 
-class ConfigError(ValueError):
+class ConfigError(NfinpaintError, ValueError):
     """A configuration that cannot be used (unknown key, bad value), with what to do."""
 
 

@@ -41,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import marker_kind
 from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
 
@@ -54,7 +55,7 @@ FILE_SPLIT_MIN = 20
 VAL_CROPS_PER_SCALE = 8
 
 
-class DataError(ValueError):
+class DataError(NfinpaintError, ValueError):
     """Data that cannot be used (empty folder, no readable image, image too small), with what to do."""
 
 

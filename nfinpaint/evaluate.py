@@ -32,7 +32,7 @@ from tqdm import tqdm
 from nfinpaint import baselines, cli, generator_io, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
-from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError, TrainedGenerator
+from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
 from nfinpaint.info import versions
 from nfinpaint.masks import default_hole_size
 
@@ -514,14 +514,11 @@ def _jsonable(value):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
-    from nfinpaint.data import DataError  # noqa: PLC0415
-    from nfinpaint.images import ImageError  # noqa: PLC0415
-
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     def command(args: argparse.Namespace) -> None:
         evaluate(args, argv)
 
-    return cli.main(command, argv, build_parser(), (GeneratorFileError, DataError, ImageError))
+    return cli.main(command, argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from nfinpaint import cli, generator_io
 from nfinpaint.cli import UsageError
 from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
 from nfinpaint.files import atomic_path
-from nfinpaint.generator_io import GeneratorFileError
 from nfinpaint.generators import is_full_resolution
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
-    return cli.main(run, argv, build_parser(), (GeneratorFileError,))
+    return cli.main(run, argv, build_parser())
 
 
 if __name__ == "__main__":

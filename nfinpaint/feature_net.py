@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nfinpaint.errors import NfinpaintError
+
 DEFAULT_LAYER = "relu3_1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +44,7 @@ _IMAGENET_HINT = ("pass a local file with `--feature-weights PATH` (a torchvisio
                   "machine with internet), or `--feature-weights random` for an untrained smoke run")
 
 
-class FeatureWeightsError(RuntimeError):
+class FeatureWeightsError(NfinpaintError, RuntimeError):
     """The requested VGG-19 weights cannot be obtained or do not fit."""
 
 

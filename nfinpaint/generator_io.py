@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import nfinpaint
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 from nfinpaint.masks import blank_holes, default_hole_size
 from nfinpaint.generators import generator_from_config
@@ -43,11 +44,11 @@ REQUIRED_META = ("preset", "image_size", "hole_size", "feature_weights", "featur
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "seed": 0}
 
 
-class GeneratorFileError(RuntimeError):
+class GeneratorFileError(NfinpaintError, RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
 
 
-class NonFiniteOutput(ValueError):
+class NonFiniteOutput(NfinpaintError, ValueError):
     """The generator produced NaN or infinite values: filling with them would paint garbage."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -31,7 +32,7 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
-class ImageError(ValueError):
+class ImageError(NfinpaintError, ValueError):
     """An image or mask file that cannot be used, with the reason."""
 
 

@@ -70,7 +70,7 @@ from scipy import ndimage
 from nfinpaint import cli, folders, generator_io, mask_options, neural_fill
 from nfinpaint.baselines import patchmatch_missing
 from nfinpaint.cli import UsageError
-from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
+from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
                               check_regular_file, read_image_and_alpha, read_image_info, save_image)
@@ -491,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args)
         return result if isinstance(result, int) else 0
 
-    return cli.main(command, argv, build_parser(), (GeneratorFileError, ImageError))
+    return cli.main(command, argv, build_parser())
 
 
 if __name__ == "__main__":

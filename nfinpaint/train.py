@@ -41,6 +41,7 @@ from nfinpaint.config import ConfigError, TrainConfig, load_config, to_toml
 from nfinpaint.cpu import cpu_has_bf16, set_cpu_threads
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import DataError, build_datasets, describe
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.figures import save_comparison_grid
 from nfinpaint.images import ImageError
 from nfinpaint.info import versions
@@ -497,7 +498,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
             lock.release()
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NfinpaintError, RuntimeError):
     """The loss became NaN or infinite: the run stopped, and nothing of that step was saved."""
 
 

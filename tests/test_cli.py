@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nfinpaint import cli
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.stop import StopRequest
 
 
@@ -22,19 +23,28 @@ def test_bad_input_is_one_line_and_status_2(capsys):
     assert capsys.readouterr().err == "error: first line\n"
 
 
-def test_a_commands_own_error_types_count_as_bad_input_and_others_do_not(capsys):
-    class OwnError(Exception):
+def test_every_nfinpaint_error_counts_as_bad_input_and_others_do_not(capsys):
+    class OwnError(NfinpaintError):
         pass
 
     def own(args):
         raise OwnError("bad file")
-    assert cli.main(own, [], _parser(), (OwnError,)) == 2
+    assert cli.main(own, [], _parser()) == 2
     assert capsys.readouterr().err == "error: bad file\n"
 
     def bug(args):
         raise ZeroDivisionError
     with pytest.raises(ZeroDivisionError):      # a bug stays a traceback: it is not the user's input
-        cli.main(bug, [], _parser(), (OwnError,))
+        cli.main(bug, [], _parser())
+
+
+def test_the_error_types_of_every_module_share_one_base():
+    from nfinpaint import api, baselines, checkpoint, config, data, feature_net, generator_io, images, train
+
+    for error in (cli.UsageError, config.ConfigError, images.ImageError, data.DataError, api.InpaintError,
+                  checkpoint.CheckpointError, feature_net.FeatureWeightsError, baselines.MethodUnavailable,
+                  generator_io.GeneratorFileError, generator_io.NonFiniteOutput, train.TrainingDiverged):
+        assert issubclass(error, NfinpaintError), error
 
 
 def test_ctrl_c_nobody_handles_says_aborted(capsys):
