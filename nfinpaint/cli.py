@@ -1,4 +1,4 @@
-"""What every command (train, evaluate, inpaint) shares: bad input as one line, devices, paths.
+"""What every command (train, evaluate, inpaint) shares: bad input as one line, warnings, paths.
 
 A command's ``main`` is ``cli.main(run, argv, parser)``: bad input (any
 :class:`nfinpaint.errors.NfinpaintError`, :class:`UsageError` among them) prints one line
@@ -18,8 +18,6 @@ import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
-
-import torch
 
 from nfinpaint.errors import NfinpaintError
 
@@ -110,28 +108,6 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
         print("\naborted", file=sys.stderr, flush=True)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return 0 if code is None else code
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def resolve_device(text: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when one is visible, else the CPU; UsageError for a
-    device that is not one or is not here."""
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 # --------------------------------------------------------------------------- output paths

@@ -29,11 +29,11 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from nfinpaint import baselines, cli, generator_io, metrics, picture_eval
+from nfinpaint import baselines, cli, devices, generator_io, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
-from nfinpaint.info import versions
+from nfinpaint.provenance import versions
 from nfinpaint.masks import default_hole_size
 
 DEFAULT_METHODS = "gan,patchmatch,biharmonic,border-mean,opencv-telea,opencv-ns"
@@ -344,7 +344,7 @@ def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.dev
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",

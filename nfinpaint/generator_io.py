@@ -1,4 +1,4 @@
-"""A trained generator: the file training exports, finding and loading it, and filling holes with it.
+"""A trained generator's file: its format, where it is found, loading it (filling with it: nfinpaint.inference).
 
 File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
@@ -7,7 +7,7 @@ File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
 ``meta`` holds at least: preset, image_size, hole_size, feature_weights
 (source) and feature_pretrained (bool); training's export
-(:func:`training_meta`) adds everything evaluation needs to rebuild the
+(:func:`nfinpaint.training_run.training_meta`) adds everything evaluation needs to rebuild the
 held-out split (seed, val_fraction, max_crop_scale, data) and a one-line
 ``description``.  Values are stored as plain Python data (str subclasses such
 as ``torch.__version__``, paths and other objects as str, tuples as lists) so
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +47,6 @@ class GeneratorFileError(NfinpaintError, RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
 
 
-class NonFiniteOutput(NfinpaintError, ValueError):
-    """The generator produced NaN or infinite values: filling with them would paint garbage."""
-
-
 # --------------------------------------------------------------------------- saving
 
 
@@ -71,20 +66,6 @@ def _plain(value):
     if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
-
-
-def training_meta(config, *, step: int, complete: bool, **extra) -> dict:
-    """The meta a training run exports: the model's geometry, how it was trained, and the data
-    split (so evaluation can hold the same images out without the run's config.toml)."""
-    data = config.data or "the embedded scikit-image photographs"
-    state = "" if complete else ", interrupted"
-    description = f"{config.preset} preset, step {step}{state}, trained on {data}"
-    return {"preset": config.preset, "generator": config.generator, "val_data": config.val_data,
-            "image_size": config.image_size, "hole_size": config.hole_size,
-            "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
-            "data": config.data, "seed": config.seed, "val_fraction": config.val_fraction,
-            "max_crop_scale": config.max_crop_scale, "step": step, "steps": config.steps,
-            "complete": complete, "description": description, **extra}
 
 
 def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) -> Path:
@@ -244,30 +225,3 @@ def split_parameters(meta: dict, split_seed: int | None = None) -> dict:
     if split_seed is not None:
         params["seed"] = split_seed
     return params
-
-
-# --------------------------------------------------------------------------- filling
-
-
-@torch.inference_mode()
-def fill(generator: Generator, image: torch.Tensor, mask: torch.Tensor,
-         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Fill the holes of (N, 3, S, S) ``image`` given (N, 1, S, S) ``mask`` (1 = hole), in eval mode.
-
-    The generator sees the image with its holes blanked; the result is its
-    output (clamped to [0, 1]) in the holes and ``image``'s own pixels, exactly,
-    everywhere else.  ``autocast_dtype`` runs the generator under autocast
-    (training's bf16); the result is float32.
-    """
-    was_training = generator.training
-    generator.eval()
-    try:
-        context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
-        with context:
-            generated = generator(blank_holes(image, mask), mask.to(image.dtype))
-        if not bool(torch.isfinite(generated).all()):
-            raise NonFiniteOutput("the generator's output is not finite (NaN or infinite) for this input; "
-                                  "its weights are broken: use another --checkpoint")
-        return torch.where(mask > 0.5, generated.float().clamp(0, 1), image.float())
-    finally:
-        generator.train(was_training)

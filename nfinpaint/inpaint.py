@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, folders, generator_io, mask_options, neural_fill
+from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill
 from nfinpaint.baselines import patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.generator_io import DEFAULT_GENERATOR
@@ -185,7 +185,7 @@ def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mas
     window_mask = window_mask[None].to(device)
     x = _resize(blank_holes(window[None].to(device), window_mask), size)
     m = (_resize(window_mask, size) > 0).float()
-    return _resize(generator_io.fill(generator, x, m), side)[0].float().cpu()
+    return _resize(inference.fill(generator, x, m), side)[0].float().cpu()
 
 
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
@@ -402,7 +402,7 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
     if args.images is not None:
         return run_folders(args)
     output = _check_output(args)
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     for given in (args.image, args.mask):     # before the generator loads: a typo fails at once
         try:
             check_regular_file(Path(given))
@@ -460,7 +460,7 @@ def run_folders(args: argparse.Namespace) -> int:
     if existing and not (args.skip_existing or args.overwrite):
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     skipped = len(pairs) - len(todo)

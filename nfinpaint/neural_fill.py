@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from nfinpaint import inference
 from nfinpaint.masks import blank_holes
 
 MIN_MARGIN = 24          # pixels of context around the thinnest hole
@@ -120,14 +121,11 @@ def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     """Fill the ``hole`` (N,1,h,w) of ``window`` (N,3,h,w) with a full-resolution generator; ``scale`` > 1
     fills a copy shrunk by that factor first and refines its upsampled fill at full resolution.
     Returns the window with its holes filled (known pixels exactly the input's)."""
-    masked = blank_holes(window, hole)
     base = None
     if scale > 1:
-        coarse, coarse_hole = _shrink(masked, hole, scale)
-        coarse_fill = torch.where(coarse_hole > 0.5, generator(coarse, coarse_hole), coarse)
+        coarse_fill = inference.fill(generator, *_shrink(blank_holes(window, hole), hole, scale))
         base = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
-    out = generator(masked, hole, base=base)
-    return torch.where(hole > 0.5, out.float().clamp(0, 1), window)
+    return inference.fill(generator, window, hole, base=base)
 
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,

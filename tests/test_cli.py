@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from nfinpaint import cli
+from nfinpaint import cli, devices
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.stop import StopRequest
 
@@ -39,11 +39,12 @@ def test_every_nfinpaint_error_counts_as_bad_input_and_others_do_not(capsys):
 
 
 def test_the_error_types_of_every_module_share_one_base():
-    from nfinpaint import api, baselines, checkpoint, config, data, feature_net, generator_io, images, train
+    from nfinpaint import (api, baselines, checkpoint, config, data, feature_net, generator_io, images, inference,
+                           training_run)
 
     for error in (cli.UsageError, config.ConfigError, images.ImageError, data.DataError, api.InpaintError,
                   checkpoint.CheckpointError, feature_net.FeatureWeightsError, baselines.MethodUnavailable,
-                  generator_io.GeneratorFileError, generator_io.NonFiniteOutput, train.TrainingDiverged):
+                  generator_io.GeneratorFileError, inference.NonFiniteOutput, training_run.TrainingDiverged):
         assert issubclass(error, NfinpaintError), error
 
 
@@ -91,12 +92,12 @@ def test_help_text_has_no_markup():
                                            ("cuda:x", "is not a device")])
 def test_bad_devices(text, message):
     with pytest.raises(cli.UsageError, match=message):
-        cli.resolve_device(text)
+        devices.resolve_device(text)
 
 
 def test_resolve_device_auto_and_cpu():
-    assert cli.resolve_device("cpu") == torch.device("cpu")
-    assert cli.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):

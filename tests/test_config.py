@@ -4,7 +4,8 @@ import tomllib
 
 import pytest
 
-from nfinpaint import losses, networks
+from nfinpaint import networks
+from nfinpaint.objective import Objective
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, load_config, to_toml
 
 
@@ -14,8 +15,17 @@ def test_paper_preset_is_the_papers_setting():
     assert (paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight) == (200.0, 200.0, 0.05)
     assert (paper.lr, paper.beta1) == (2e-4, 0.5)
     assert paper.train_masks == "center"
-    # the paper's objective on per-image sums, as the loss module reads it
-    assert losses.LossWeights.from_config(paper) == losses.LossWeights(1, 200, 200, 0.05, reduction="image_sum")
+    # the paper's objective on per-image sums, as the objective reads it
+    objective = Objective.from_config(paper)
+    assert objective.loss_weights() == {"l2": 1, "adv_global": 200, "adv_local": 200, "feature": 0.05,
+                                        "reduction": "image_sum"}
+    assert (objective.l2_form, objective.feature_form, objective.feature_region) == ("mse", "plain", "image")
+
+
+def test_the_default_config_is_the_default_preset():
+    # one set of defaults: the dataclass's fields are the default preset, the objective has none of its own
+    assert TrainConfig() == PRESETS["default"]
+    assert dataclasses.asdict(load_config()) == dataclasses.asdict(TrainConfig())
 
 
 @pytest.mark.parametrize("name, sizes", [("paper", (24, 8, 12)), ("paper64", (64, 22, 32))])
