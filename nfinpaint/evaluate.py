@@ -33,10 +33,10 @@ from nfinpaint import baselines, cli, devices, generator_io, metrics, picture_ev
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
-from nfinpaint.provenance import versions
 from nfinpaint.masks import default_hole_size
+from nfinpaint.provenance import versions
 
-DEFAULT_METHODS = "gan,patchmatch,biharmonic,border-mean,opencv-telea,opencv-ns"
+DEFAULT_METHODS = ",".join(baselines.METHODS)    # every registered method
 DEFAULT_IMAGE_SIZE = 24   # the paper preset, used only without a checkpoint
 FIGURE_ROWS = 8           # images per figure grid
 
@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{picture_eval.DEFAULT_FAMILIES})")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
-                        f"(default: {DEFAULT_METHODS}; the OpenCV ones are skipped with a note when "
-                        f"OpenCV is not installed)")
+                        f"(default: all of them; the optional ones, "
+                        f"{', '.join(n for n, m in baselines.METHODS.items() if m.optional)}, are skipped with a "
+                        f"note when their extra is not installed)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and of PatchMatch (default 0)")
     p.add_argument("--out", metavar="DIR", default="evaluation",

@@ -49,12 +49,8 @@ def data_dir(tmp_path_factory):
 
 
 def _available_methods():
-    names = ["gan", "biharmonic"]
-    if baselines.opencv_missing() is None:
-        names += ["opencv-telea", "opencv-ns"]
-    if baselines.patchmatch_missing() is None:
-        names.append("patchmatch")
-    return names
+    # every registered method that can run here (the floor is added by evaluate itself)
+    return [name for name, method in baselines.METHODS.items() if name != baselines.FLOOR and not method.missing()]
 
 
 def _run(argv):
@@ -208,8 +204,8 @@ def _method(name):
 
 @pytest.mark.parametrize("name", baselines.METHODS)
 def test_every_method_keeps_known_pixels_and_ignores_hole_content(name):
-    if name.startswith("opencv") and baselines.opencv_missing():
-        pytest.skip(baselines.opencv_missing())
+    if baselines.METHODS[name].missing():
+        pytest.skip(baselines.METHODS[name].missing())
     if name == "patchmatch" and baselines.patchmatch_missing():
         pytest.skip(baselines.patchmatch_missing())
     method = _method(name)
