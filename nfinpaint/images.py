@@ -132,11 +132,6 @@ def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.T
             None if alpha is None else torch.from_numpy(alpha), bits)
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read any PIL-readable image as (3, H, W) float32 RGB in [0, 1]."""
-    return read_image_and_alpha(path)[0]
-
-
 def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
     """Read a mask image (white = hole) of any mode as a (1, H, W) {0, 1} float32 tensor.
 
