@@ -517,7 +517,7 @@ def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
             assert inpaint.main([str(tmp_path / name), str(tmp_path / "mask.png")] + common) == 0
 
 
-# ---------------------------------------------------------------- folders (issue 22, item 2)
+# ---------------------------------------------------------------- folders (--images, --masks)
 
 def _folder_of_pairs(tmp_path, count, rng):
     """``count`` pictures in images/ with masks in masks/: same stem, or LaMa's NAME_mask001.png."""
@@ -600,7 +600,7 @@ def test_folder_lama_layout_masks_beside_pictures_are_combined(tmp_path, checkpo
     assert not np.array_equal(after[first], before[first]) and not np.array_equal(after[second], before[second])
 
 
-# ---------------------------------------------------------------- masks as drawn (issue 22, item 3)
+# ---------------------------------------------------------------- masks as drawn (--dilate, --invert, --resize-mask)
 
 def test_dilate_and_invert_pixel_by_pixel(tmp_path, checkpoint):
     from nfinpaint import mask_options
