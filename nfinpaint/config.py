@@ -48,6 +48,7 @@ from typing import Any
 
 import tomli_w
 
+from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
@@ -84,10 +85,10 @@ class TrainConfig:
     hole_size: int = 8              # side of the training hole (random holes: hole_size/2 .. 1.5*hole_size)
     local_patch_size: int = 12      # local discriminator's patch around the hole
     train_masks: str = "random"     # center (the paper) | random (rectangles) | freeform (strokes)
-    val_fraction: float = 0.1       # held-out share of the data (by image region or by file)
+    val_fraction: float = DataSplit.val_fraction    # held-out share of the data (by image region or by file)
     augment: bool = True            # flip, shift (random crop position), rotation
     max_rotation: float = 15.0      # degrees, augmentation
-    max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale*image_size source pixels
+    max_crop_scale: float = DataSplit.max_crop_scale  # crops span image_size .. max_crop_scale*image_size source pixels
     val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
     # -- model ----------------------------------------------------------------
     generator: str = "residual_unet"  # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
@@ -191,6 +192,10 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return self
+
+    def split(self) -> DataSplit:
+        """The data split this run trains and validates on (recorded in its exported generator)."""
+        return DataSplit(val_fraction=self.val_fraction, seed=self.seed, max_crop_scale=self.max_crop_scale)
 
     def schedule(self) -> str:
         """The stages as this run will see them, e.g. "300 generator-only, 40 discriminator-only,

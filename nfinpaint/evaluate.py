@@ -29,10 +29,11 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from nfinpaint import baselines, cli, devices, generator_io, metrics, picture_eval
+from nfinpaint import baselines, cli, devices, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
+from nfinpaint.data import DataSplit
 from nfinpaint.masks import default_hole_size
 from nfinpaint.provenance import versions
 
@@ -99,21 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- inputs
 
-def load_images(data: str | None, image_size: int, limit: int | None, split: dict,
+def load_images(data: str | None, image_size: int, limit: int | None, split: DataSplit,
                 crops: str = "center") -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
     from nfinpaint import data as data_module
 
     try:
         if data is None:
-            _, dataset = data_module.build_datasets(None, image_size, augment=False, **split)
-            where = ("held-out split of the embedded default set (" +
-                     ", ".join(f"{k}={v}" for k, v in split.items()) + ")")
+            _, dataset = data_module.build_datasets(None, image_size, augment=False, **split.as_meta())
+            where = f"held-out split of the embedded default set ({split.describe()})"
         else:
             if not Path(data).is_dir():
                 raise UsageError(f"--data {data}: no such folder")
             dataset = data_module.folder_dataset(data, image_size, crops=crops,
-                                                 max_crop_scale=split.get("max_crop_scale", 4.0))
+                                                 max_crop_scale=split.max_crop_scale)
             where = f"folder {data} ({crops} crops)"
     except UsageError:
         raise
@@ -443,7 +443,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
     methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
 
-    split = generator_io.split_parameters(meta, args.split_seed)
+    split = DataSplit.from_meta(meta, args.split_seed)
     images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
     trained_on = meta.get("data")
     if args.data is None and trained_on:

@@ -8,8 +8,8 @@ File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 ``meta`` holds at least: preset, image_size, hole_size, feature_weights
 (source) and feature_pretrained (bool); training's export
 (:func:`nfinpaint.training_run.training_meta`) adds everything evaluation needs to rebuild the
-held-out split (seed, val_fraction, max_crop_scale, data) and a one-line
-``description``.  Values are stored as plain Python data (str subclasses such
+held-out split (``split``: :class:`nfinpaint.data.DataSplit`, and data) and a
+one-line ``description``.  Values are stored as plain Python data (str subclasses such
 as ``torch.__version__``, paths and other objects as str, tuples as lists) so
 that loading never needs to unpickle arbitrary classes.  The weights may be
 stored in half precision (the shipped default is); they load as float32.
@@ -39,8 +39,6 @@ FORMAT = "nfinpaint-generator/1"
 GENERATOR_FILENAME = "generator.pt"
 DEFAULT_GENERATOR = Path("weights") / "default_generator.pt"   # inside the package
 REQUIRED_META = ("preset", "image_size", "hole_size", "feature_weights", "feature_pretrained")
-# Defaults of the split options, for generator files written before the meta carried them.
-SPLIT_DEFAULTS = {"val_fraction": 0.1, "seed": 0}
 
 
 class GeneratorFileError(NfinpaintError, RuntimeError):
@@ -199,29 +197,3 @@ def open_generator(path: str | os.PathLike | None) -> TrainedGenerator | None:
     file = resolve_generator_path(path)
     generator, meta = load_generator(file)
     return TrainedGenerator(generator, meta, Path(path), hashlib.sha256(file.read_bytes()).hexdigest())
-
-
-def split_parameters(meta: dict, split_seed: int | None = None) -> dict:
-    """The embedded set's train/validation split options that training used, from the meta.
-
-    The held-out split depends on the training seed (and ``val_fraction``,
-    ``max_crop_scale``), so evaluating on a split drawn with other values would
-    score the model on its training crops.  Each value comes from the meta (top
-    level or under ``config``), else training's default; ``split_seed``
-    overrides the seed.
-    """
-    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-
-    def pick(key, default):
-        for source in (meta, nested):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-
-    params = {"val_fraction": float(pick("val_fraction", SPLIT_DEFAULTS["val_fraction"])),
-              "seed": int(pick("seed", SPLIT_DEFAULTS["seed"]))}
-    if pick("max_crop_scale", None) is not None:
-        params["max_crop_scale"] = float(pick("max_crop_scale", None))
-    if split_seed is not None:
-        params["seed"] = split_seed
-    return params

@@ -53,9 +53,8 @@ N_SAMPLES = 8
 
 def build_data(config: TrainConfig):
     """The training and validation datasets of (3, S, S) crops (nfinpaint.data)."""
-    return build_datasets(config.data or None, config.image_size, val_fraction=config.val_fraction,
-                          seed=config.seed, augment=config.augment, max_rotation=config.max_rotation,
-                          max_crop_scale=config.max_crop_scale, val_dir=config.val_data or None)
+    return build_datasets(config.data or None, config.image_size, **config.split().as_meta(),
+                          augment=config.augment, max_rotation=config.max_rotation, val_dir=config.val_data or None)
 
 
 def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscriminator, LocalDiscriminator]:

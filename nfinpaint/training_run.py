@@ -53,8 +53,8 @@ def training_meta(config: TrainConfig, *, step: int, complete: bool, **extra) ->
     return {"preset": config.preset, "generator": config.generator, "val_data": config.val_data,
             "image_size": config.image_size, "hole_size": config.hole_size,
             "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
-            "data": config.data, "seed": config.seed, "val_fraction": config.val_fraction,
-            "max_crop_scale": config.max_crop_scale, "step": step, "steps": config.steps,
+            "data": config.data, "seed": config.seed, "split": config.split().as_meta(), "step": step,
+            "steps": config.steps,
             "complete": complete, "description": description, **extra}
 
 
