@@ -112,6 +112,8 @@ def test_strings_from_the_command_line_are_parsed():
 @pytest.mark.parametrize("changes, message", [
     ({"image_size": 25, "hole_size": 8, "local_patch_size": 12}, "cannot take image_size=25"),
     ({"feature_layer": "conv9"}, "feature_layer must be one of"),
+    ({"feature_region": "border"}, "feature_region must be one of"),
+    ({"feature_region": "hole", "feature_kind": "gram"}, "the Gram distance compares whole maps"),
 ])
 def test_values_the_models_cannot_take_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -142,3 +144,14 @@ def test_cosine_learning_rate_is_a_function_of_the_step():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     constant = load_config("paper", None, {"steps": 100})
     assert {constant.lr_at(step) for step in (0, 50, 99)} == {constant.lr}
+
+
+def test_a_checkpoint_without_the_newer_keys_resumes_as_it_trained():
+    # keys added after a checkpoint was written take what training did before them (the paper's method)
+    from nfinpaint.config import PAPER_METHOD
+    from nfinpaint.resume import ResumePoint, resume_config
+
+    saved = {k: v for k, v in dataclasses.asdict(PRESETS["paper"]).items() if k not in PAPER_METHOD}
+    saved.pop("feature_region")
+    config = resume_config(ResumePoint(None, None, {"config": saved}), {})
+    assert config == PRESETS["paper"]
