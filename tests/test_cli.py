@@ -46,6 +46,9 @@ def test_the_error_types_of_every_module_share_one_base():
                   checkpoint.CheckpointError, feature_net.FeatureWeightsError, baselines.MethodUnavailable,
                   generator_io.GeneratorFileError, inference.NonFiniteOutput, training_run.TrainingDiverged):
         assert issubclass(error, NfinpaintError), error
+    import nfinpaint
+
+    assert nfinpaint.NfinpaintError is NfinpaintError
 
 
 def test_ctrl_c_nobody_handles_says_aborted(capsys):
