@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from nfinpaint import inference
 from nfinpaint.masks import blank_holes
 
 MIN_MARGIN = 24          # pixels of context around the thinnest hole
@@ -122,14 +123,16 @@ def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.
     return blank_holes(coarse, coarse_hole), coarse_hole
 
 
-def _pass(generator: torch.nn.Module, masked: torch.Tensor, hole: torch.Tensor, base: torch.Tensor | None,
+def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, base: torch.Tensor | None,
           mirror: bool) -> torch.Tensor:
-    """One generator pass, or with ``mirror`` the mean of it and the pass on the left-right mirror image
-    (flipped back).  Two calls, not one batch of two: the peak memory of a large window stays one pass's."""
-    out = generator(masked, hole, base=base).float()
+    """One filled window, or with ``mirror`` the mean of it and the fill of the left-right mirror image
+    (flipped back; known pixels stay exact, being the mean of two equal values).  Two calls, not one
+    batch of two: the peak memory of a large window stays one pass's."""
+    out = inference.fill(generator, window, hole, base=base)
     if mirror:
-        flipped = generator(masked.flip(-1), hole.flip(-1), base=None if base is None else base.flip(-1))
-        out = (out + flipped.float().flip(-1)) / 2
+        flipped = inference.fill(generator, window.flip(-1), hole.flip(-1),
+                                 base=None if base is None else base.flip(-1))
+        out = (out + flipped.flip(-1)) / 2
     return out
 
 
@@ -140,14 +143,11 @@ def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     fills a copy shrunk by that factor first and refines its upsampled fill at full resolution;
     ``mirror`` averages each pass with its mirror image's.
     Returns the window with its holes filled (known pixels exactly the input's)."""
-    masked = blank_holes(window, hole)
     base = None
     if scale > 1:
-        coarse, coarse_hole = _shrink(masked, hole, scale)
-        coarse_fill = torch.where(coarse_hole > 0.5, _pass(generator, coarse, coarse_hole, None, mirror), coarse)
+        coarse_fill = _pass(generator, *_shrink(blank_holes(window, hole), hole, scale), None, mirror)
         base = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
-    out = _pass(generator, masked, hole, base, mirror)
-    return torch.where(hole > 0.5, out.clamp(0, 1), window)
+    return _pass(generator, window, hole, base, mirror)
 
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
