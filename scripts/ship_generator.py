@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from nfinpaint import neural_fill
 from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
@@ -81,6 +82,9 @@ def main() -> int:
         "precision": "float16 weights, run in float32",
         "base_iterations": generator.config.get("base_iterations"),
         "trained_base_iterations": meta.get("trained_base_iterations", generator.config.get("base_iterations")),
+        # the evaluations ran through inpaint's fill: say which, so the numbers can be reproduced
+        "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
+                      if neural_fill.MIRROR else "full resolution, one pass per window"),
         "evaluations": evaluations,
     }
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
