@@ -450,6 +450,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(128)   # connections made before uvicorn runs wait in the backlog
     except OSError as exc:
         sock.close()
         raise cli.UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
