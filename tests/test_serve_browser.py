@@ -109,7 +109,7 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from nfinpaint import Inpainter
-    from nfinpaint.serve import create_app
+    from nfinpaint.serve import create_app, warm_up
 
     clean = _background()
     picture = clean.copy()
@@ -120,7 +120,9 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
 
-    app = create_app(Inpainter(device="cpu"))      # the shipped generator, as a user gets it
+    inpainter = Inpainter(device="cpu")            # the shipped generator, as the command runs it:
+    warm_up(inpainter)                              # loaded and warmed up before the first request
+    app = create_app(inpainter)
     with running_server(app) as url, chromium(browser, driver, downloads) as web:
         web.get(url)
         web.find_element(By.ID, "file").send_keys(str(source))
