@@ -32,6 +32,7 @@ import io
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -207,12 +208,24 @@ class FillJob:
     dilation: int
 
 
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(inpainter) -> threading.Lock:
+    """The one lock of ``inpainter``: apps that share a model still fill one at a time."""
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(inpainter, threading.Lock())
+
+
 class FillQueue:
-    """Runs fills one at a time on one worker thread (the model is not shared between fills);
-    at most ``waiting`` more requests wait, further ones are refused with 503."""
+    """Runs fills one at a time on one worker thread (a model runs one fill at a time: its
+    threads are the machine's, and two fills would only slow each other down and double the
+    memory); at most ``waiting`` more requests wait, further ones are refused with 503."""
 
     def __init__(self, inpainter, waiting: int):
         self.inpainter, self.waiting = inpainter, waiting
+        self.model_lock = model_lock(inpainter)
         self.pending = 0                 # running + waiting, counted until the worker is done with a job
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfinpaint-fill")
@@ -242,7 +255,8 @@ class FillQueue:
             raise RequestError(400, f"the mask is {mask.width}x{mask.height} but the image is "
                                     f"{image.width}x{image.height}; they must be the same size")
         try:
-            filled = self.inpainter(image, mask, dilate=job.dilation, method=job.method)
+            with self.model_lock:
+                filled = self.inpainter(image, mask, dilate=job.dilation, method=job.method)
         except InpaintError as exc:
             raise RequestError(400, str(exc)) from None
         return png_bytes(filled, icc), time.perf_counter() - start

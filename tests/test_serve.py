@@ -353,6 +353,18 @@ def test_concurrent_requests_are_filled_one_at_a_time(inpainter):
         assert np.array_equal(out, np.asarray(inpainter(Image.fromarray(image), Image.fromarray(hole_mask()))))
 
 
+def test_two_apps_on_one_model_still_fill_one_at_a_time(inpainter):
+    gate = Gate(inpainter, hold=False)
+    images = [picture(30 + i) for i in range(4)]
+    with TestClient(create_app(gate)) as a, TestClient(create_app(gate)) as b:
+        threads_a, results_a = _in_threads(a, 2, images[:2])
+        threads_b, results_b = _in_threads(b, 2, images[2:])
+        for t in threads_a + threads_b:
+            t.join(60)
+    assert gate.most == 1
+    assert all(r.status_code == 200 for r in results_a + results_b)
+
+
 def test_a_full_queue_answers_503(inpainter):
     gate = Gate(inpainter, hold=True)
     app = create_app(gate, queue=1)            # one running, one waiting

@@ -26,6 +26,7 @@ const state = {
   comparing: false,
   busy: false,
   lastFill: null,    // {ms, serverSeconds, width, height}: shown, and read by the browser test
+  limits: null,      // the server's (GET /api/info): said here rather than as a failed upload
 };
 window.nfinpaint = state;
 
@@ -57,6 +58,12 @@ async function openPicture(blob, name) {
     bitmap = await createImageBitmap(blob);   // applies the EXIF orientation, as the server does
   } catch (err) {
     setStatus(`${name || "that file"} is not a picture this browser can open`, "error");
+    return;
+  }
+  const limits = state.limits;
+  if (limits && bitmap.width * bitmap.height > limits.max_pixels) {
+    setStatus(`${name || "that picture"} is ${bitmap.width}x${bitmap.height}; this server fills at most ` +
+              `${(limits.max_pixels / 1e6).toFixed(0)} megapixels`, "error");
     return;
   }
   state.name = (name || "picture").replace(/\.[^.]*$/, "") || "picture";
@@ -262,7 +269,13 @@ async function fill() {
   try {
     const form = new FormData();
     form.append("image", state.current.blob, `${state.name}.png`);
-    form.append("mask", await maskBlob(), "mask.png");
+    const mask = await maskBlob();
+    const limit = state.limits ? state.limits.max_upload_bytes : Infinity;
+    if (state.current.blob.size + mask.size > limit) {
+      throw new Error(`the picture and mask are ${((state.current.blob.size + mask.size) / 2 ** 20).toFixed(1)} MB; ` +
+                      `this server takes at most ${(limit / 2 ** 20).toFixed(0)} MB`);
+    }
+    form.append("mask", mask, "mask.png");
     form.append("method", ui.method.value);
     form.append("dilation", String(Math.max(0, Math.round(Number(ui.dilation.value) || 0))));
     const xhr = await post(form, (fraction) => {
@@ -333,6 +346,7 @@ document.addEventListener("drop", (event) => {
 fetch("api/info").then((r) => r.json()).then((info) => {
   const model = info.model ? `${info.model.preset || "generator"} (${info.model.file})` : "PatchMatch only";
   ui.model.textContent = `${model} on ${info.device}`;
+  state.limits = info.limits;
 }).catch(() => { ui.model.textContent = ""; });
 
 refresh();
