@@ -112,7 +112,7 @@ def test_page_is_served_and_needs_no_network(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for src in re.findall(r'(?:src|href)="([^"]+)"', page.text):
-        if not src.startswith(("http", "//")):
+        if not src.startswith(("http", "//", "data:")):
             assert client.get(f"/{src}").status_code == 200, src
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
         response = client.get(f"/{name}")
