@@ -1,7 +1,5 @@
 """``python -m nfinpaint.serve``: a local web page that removes things from a picture, and its HTTP API.
 
-::
-
     pip install ".[serve]"
     python -m nfinpaint.serve                     # then open http://127.0.0.1:8080/
 
@@ -13,7 +11,7 @@ and downloads it as PNG.
 The API (OpenAPI document at ``/openapi.json``, interactive page at ``/docs``):
 
 * ``POST /api/inpaint``: multipart ``image`` and ``mask`` files (same size; white = hole, with
-  :mod:`nfinpaint.mask_options`'s rule for antialiased edges, alpha = 0 is not a hole), optional
+  the mask rule of ``nfinpaint.mask_options`` for antialiased edges, alpha = 0 is not a hole), optional
   ``method`` (auto, gan, patchmatch) and ``dilation`` (pixels); the filled picture as PNG, every
   pixel outside the hole exactly the input's.
 * ``GET /api/info``: the model, the device, the limits and the versions.
