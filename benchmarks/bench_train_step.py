@@ -26,7 +26,8 @@ from timing import print_table
 
 from nfinpaint import _extension, distributed
 from nfinpaint.config import PRESETS
-from nfinpaint.train import Trainer, build_feature_net, cpu_has_bf16
+from nfinpaint.devices import cpu_has_bf16
+from nfinpaint.train import Trainer, build_feature_net
 
 
 def _has_custom_ops() -> bool:

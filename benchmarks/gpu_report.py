@@ -2,9 +2,9 @@
 
     python benchmarks/gpu_report.py --out gpu-report.md        # from the repository root
 
-Steps, most telling first (the first GPU session may be short): each timed, with
+Steps, most telling first (time on a GPU machine may be short): each timed, with
 its own time limit, and its exit status and output go into the report, which is
-rewritten after every step, so a step that hangs or a session that ends keeps
+rewritten after every step, so a step that hangs or a run cut short keeps
 what the earlier steps measured:
 
 1. build: ``pip install --no-build-isolation .`` with ``NFINPAINT_FORCE_CUDA=1``

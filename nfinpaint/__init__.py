@@ -25,4 +25,8 @@ def __getattr__(name):
         from nfinpaint import api  # noqa: PLC0415
 
         return getattr(api, name)
+    if name == "NfinpaintError":     # the base of every error raised for input nfinpaint cannot use
+        from nfinpaint.errors import NfinpaintError  # noqa: PLC0415
+
+        return NfinpaintError
     raise AttributeError(f"module 'nfinpaint' has no attribute {name!r}")

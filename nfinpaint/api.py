@@ -30,11 +30,12 @@ import torch
 from PIL import Image
 
 from nfinpaint import mask_options
+from nfinpaint.errors import NfinpaintError
 
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"}
 
 
-class InpaintError(ValueError):
+class InpaintError(NfinpaintError, ValueError):
     """Bad input to :class:`Inpainter` (image, mask, options or generator file), in one line."""
 
 
@@ -158,8 +159,8 @@ class Inpainter:
 
     ``checkpoint``: a generator file or training run directory (default: the generator
     shipped in the package; without one every hole goes to PatchMatch).  ``device``:
-    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.  ``method``: auto, gan or
-    patchmatch, as the command's ``--method``.  ``dilate``, ``invert``, ``resize_mask``:
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.  ``method``: auto or a name of
+    ``nfinpaint.baselines.METHODS``, as the command's ``--method``.  ``dilate``, ``invert``, ``resize_mask``:
     the mask options, defaults for every call.
     """
 
@@ -167,8 +168,10 @@ class Inpainter:
                  dilate: int = 0, invert: bool = False, resize_mask: bool = False, seed: int = 0):
         from nfinpaint import generator_io  # noqa: PLC0415
 
-        if method not in ("auto", "gan", "patchmatch"):
-            raise InpaintError(f"method must be auto, gan or patchmatch, got {method!r}")
+        from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+        if method not in ("auto", *METHODS):
+            raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
         if isinstance(dilate, bool) or not isinstance(dilate, (int, np.integer)) or dilate < 0:
             raise InpaintError(f"dilate must be a whole number of pixels, 0 or more, got {dilate!r}")
         if device == "auto":
@@ -182,7 +185,7 @@ class Inpainter:
         self.method, self.seed = method, seed
         self.dilate, self.invert, self.resize_mask = int(dilate), bool(invert), bool(resize_mask)
         self.loaded = None
-        if method != "patchmatch":
+        if method == "auto" or METHODS[method].needs_generator:
             try:
                 self.loaded = generator_io.open_generator(checkpoint)
             except generator_io.GeneratorFileError as exc:
@@ -195,11 +198,13 @@ class Inpainter:
         """``image`` with its holes filled; the keywords override the constructor's for this call."""
         from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415  (inpaint imports this module's neighbours)
 
+        from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
         method = self.method if method is None else method
-        if method not in ("auto", "gan", "patchmatch"):
-            raise InpaintError(f"method must be auto, gan or patchmatch, got {method!r}")
-        if method == "gan" and self.loaded is None:
-            raise InpaintError("method='gan' needs a generator: this Inpainter has none")
+        if method not in ("auto", *METHODS):
+            raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
+        if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
+            raise InpaintError(f"method={method!r} needs a generator: this Inpainter has none")
 
         array, back = _as_hwc(image)
         if array.shape[0] == 0 or array.shape[1] == 0:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.masks import blank_holes
 
 FLOOR = "border-mean"   # shown in every evaluation table
@@ -38,7 +39,7 @@ OPENCV_RADIUS = 3
 BORDER_WIDTH = 2
 
 
-class MethodUnavailable(RuntimeError):
+class MethodUnavailable(NfinpaintError, RuntimeError):
     """A method that cannot run in this installation (e.g. OpenCV not installed)."""
 
 

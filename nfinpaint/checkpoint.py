@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 
 FORMAT = "nfinpaint-train-checkpoint/1"
@@ -25,7 +26,7 @@ CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NfinpaintError, ValueError):
     """A resume path or checkpoint that cannot be used, with what to do."""
 
 

@@ -1,7 +1,7 @@
-"""What every command (train, evaluate, inpaint) shares: bad input as one line, devices, paths.
+"""What every command (train, evaluate, inpaint) shares: bad input as one line, warnings, paths.
 
-A command's ``main`` is ``cli.main(run, argv, parser, errors)``: bad input
-(:class:`UsageError` or one of the command's own error types) prints one line
+A command's ``main`` is ``cli.main(run, argv, parser)``: bad input (any
+:class:`nfinpaint.errors.NfinpaintError`, :class:`UsageError` among them) prints one line
 ``error: ...`` and exits with status 2; Ctrl-C that the command does not handle
 prints ``aborted`` and exits with 130; warnings print as ``warning: ...``.
 """
@@ -19,14 +19,14 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
+from nfinpaint.errors import NfinpaintError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143   # 128 + SIGTERM, as a shell reports a process it ended
 
 
-class UsageError(ValueError):
+class UsageError(NfinpaintError, ValueError):
     """Bad input from the user: printed as one ``error: ...`` line, exit status 2."""
 
 
@@ -93,7 +93,7 @@ def sigterm_as_interrupt():
 
 
 def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | None,
-         arg_parser: argparse.ArgumentParser, errors: tuple[type[BaseException], ...] = ()) -> int:
+         arg_parser: argparse.ArgumentParser) -> int:
     """Parse ``argv``, call ``run(args)``; returns the exit status: ``run``'s (0 for None), 2 after
     one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C (143 for SIGTERM)."""
     quiet_startup()
@@ -101,35 +101,13 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
     try:
         with sigterm_as_interrupt():
             code = run(args)
-    except (UsageError, *errors) as exc:
+    except NfinpaintError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         print("\naborted", file=sys.stderr, flush=True)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return 0 if code is None else code
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def resolve_device(text: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when one is visible, else the CPU; UsageError for a
-    device that is not one or is not here."""
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 # --------------------------------------------------------------------------- output paths

@@ -5,6 +5,11 @@ The resolved configuration is ``preset -> TOML file -> command-line overrides``
 by :func:`to_toml`), which :func:`load_config` reads back, so a run can be
 repeated with ``--config RUN/config.toml``.
 
+``TrainConfig()`` is the ``default`` preset: the dataclass's field defaults are
+the one definition of every training default (the objective's weights and
+forms included, :mod:`nfinpaint.objective`); the other presets are changes to
+it.
+
 Presets:
 
 ``paper``
@@ -43,11 +48,13 @@ from typing import Any
 
 import tomli_w
 
+from nfinpaint.data import DataSplit
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
 
 
-class ConfigError(ValueError):
+class ConfigError(NfinpaintError, ValueError):
     """A configuration that cannot be used (unknown key, bad value), with what to do."""
 
 
@@ -58,6 +65,8 @@ L2_FORMS = ("mse", "log")
 # The feature term as equation 2 ("plain"), or its logarithm ("log": scale-free, so the term keeps its
 # share of the gradient whatever the feature network's scale, untrained features included).
 FEATURE_FORMS = ("plain", "log")
+# Where equation 2 looks: the whole image, or the hole (each feature cell weighted by its hole fraction).
+FEATURE_REGIONS = ("image", "hole")
 # Reductions of the objective's L2 and feature terms (nfinpaint.losses): the one
 # definition.  Not nfinpaint.ops.REDUCTIONS, which reduce one op's per-sample values.
 LOSS_REDUCTIONS = ("mean", "image_sum", "sum")
@@ -76,21 +85,21 @@ class TrainConfig:
     hole_size: int = 8              # side of the training hole (random holes: hole_size/2 .. 1.5*hole_size)
     local_patch_size: int = 12      # local discriminator's patch around the hole
     train_masks: str = "random"     # center (the paper) | random (rectangles) | freeform (strokes)
-    val_fraction: float = 0.1       # held-out share of the data (by image region or by file)
+    val_fraction: float = DataSplit.val_fraction    # held-out share of the data (by image region or by file)
     augment: bool = True            # flip, shift (random crop position), rotation
     max_rotation: float = 15.0      # degrees, augmentation
-    max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale*image_size source pixels
+    max_crop_scale: float = DataSplit.max_crop_scale  # crops span image_size .. max_crop_scale*image_size source pixels
     val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
     # -- model ----------------------------------------------------------------
-    generator: str = "paper"        # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
+    generator: str = "residual_unet"  # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
     # -- schedule (GLCIC-style staged training) -----------------------------
     steps: int = 800                # total optimisation steps
     g_warmup_steps: int = 300       # stage 1: generator only, L2 (+ feature) loss
     d_warmup_steps: int = 40        # stage 2: discriminators only
     batch_size: int = 32            # per process (torchrun: per GPU)
     lr: float = 2e-4                # Adam, DCGAN settings
-    lr_schedule: str = "constant"   # constant (DCGAN) | cosine (decays to 0 at `steps`; beyond the paper)
-    ema_decay: float = 0.0          # > 0: evaluate and export an EMA of the generator's weights (beyond the paper)
+    lr_schedule: str = "cosine"     # constant (DCGAN) | cosine (decays to 0 at `steps`; beyond the paper)
+    ema_decay: float = 0.995        # > 0: evaluate and export an EMA of the generator's weights (beyond the paper)
     beta1: float = 0.5
     beta2: float = 0.999
     grad_clip: float = 0.0          # > 0: clip each network's gradient norm to this (beyond the paper)
@@ -99,10 +108,11 @@ class TrainConfig:
     adv_global_weight: float = 0.0004
     adv_local_weight: float = 0.0004
     feature_weight: float = 0.05
-    l2_form: str = "mse"            # mse (the paper's L2) | log (mean per-image log hole MSE = hole PSNR; beyond the paper)
+    l2_form: str = "log"            # mse (the paper's L2) | log (mean per-image log hole MSE = hole PSNR; beyond the paper)
     loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
     feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
     feature_form: str = "plain"     # plain (equation 2) | log (log of the term: scale-free; beyond the paper)
+    feature_region: str = "image"   # image (equation 2) | hole (each feature cell weighted by its share of hole pixels)
     feature_layer: str = "relu3_1"
     feature_weights: str = "imagenet"  # imagenet | PATH to a VGG-19 state dict | random (untrained, tests only)
     use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
@@ -157,6 +167,11 @@ class TrainConfig:
         need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
         need(self.feature_form in FEATURE_FORMS,
              f"feature_form must be one of {FEATURE_FORMS}, got {self.feature_form!r}")
+        need(self.feature_region in FEATURE_REGIONS,
+             f"feature_region must be one of {FEATURE_REGIONS}, got {self.feature_region!r}")
+        need(self.feature_region == "image" or self.feature_kind == "feature",
+             "feature_region = \"hole\" weights equation 2 (feature_kind = \"feature\"); the Gram distance compares "
+             "whole maps")
         need(self.l2_form in L2_FORMS, f"l2_form must be one of {L2_FORMS}, got {self.l2_form!r}")
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.lr_schedule in LR_SCHEDULES,
@@ -177,6 +192,10 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return self
+
+    def split(self) -> DataSplit:
+        """The data split this run trains and validates on (recorded in its exported generator)."""
+        return DataSplit(val_fraction=self.val_fraction, seed=self.seed, max_crop_scale=self.max_crop_scale)
 
     def schedule(self) -> str:
         """The stages as this run will see them, e.g. "300 generator-only, 40 discriminator-only,
@@ -209,6 +228,12 @@ def _preset(**changes: Any) -> TrainConfig:
     return dataclasses.replace(TrainConfig(), **changes)
 
 
+# The paper's method where the default recipe goes beyond it: its generator (Tables 1-2), the plain L2,
+# a constant learning rate, no weight average.  Also what a checkpoint written before these keys
+# existed trained with (resume.resume_config).
+PAPER_METHOD: dict[str, Any] = {"generator": "paper", "l2_form": "mse", "lr_schedule": "constant", "ema_decay": 0.0}
+
+
 PRESETS: dict[str, TrainConfig] = {
     # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (losses.LossWeights.from_config);
     # 24x24 crops, 8x8 centre hole; local patch = half the image, as in GLCIC.
@@ -217,7 +242,7 @@ PRESETS: dict[str, TrainConfig] = {
         max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
         batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
         train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000,
+        checkpoint_every=5_000, **PAPER_METHOD,
     ),
     # The 64x64 layout of Tables 1-2 with the paper's weights; hole and patch at the paper's ratios.
     "paper64": _preset(
@@ -225,15 +250,14 @@ PRESETS: dict[str, TrainConfig] = {
         max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
         batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
         train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000,
+        checkpoint_every=5_000, **PAPER_METHOD,
     ),
     # The paper's geometry with what trained best here (docs/training.md): the residual U-Net over a
     # biharmonic fill, the log-form L2, a cosine learning rate and a weight average.
-    "default": _preset(generator="residual_unet", l2_form="log", lr_schedule="cosine", ema_decay=0.995),
+    "default": TrainConfig(),
     # default, trained for about an hour on 2 CPU cores on a folder of photographs: the recipe of
     # the generator that ships in the package (scripts/build_photo_corpus.py makes the folders).
-    "photos": _preset(preset="photos", generator="residual_unet", l2_form="log", lr_schedule="cosine",
-                      ema_decay=0.999, steps=12_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
+    "photos": _preset(preset="photos", ema_decay=0.999, steps=12_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
                       log_every=50),
     # Full-size inpainting: the fully convolutional generator on 128x128 crops with thin / medium /
     # large holes (up to ~40% of the crop), crops of 1-2.5x as many source pixels; the paper's objective

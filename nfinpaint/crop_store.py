@@ -207,7 +207,6 @@ class RandomCrops(torch.utils.data.Dataset):
         self.store, self.image_size, self.seed = store, image_size, seed
         self.augment, self.max_rotation, self.max_crop_scale = augment, max_rotation, max_crop_scale
         self.holdout = holdout if holdout is not None else [None] * len(store)
-        self.epoch = 0
         S = image_size
         sizes = np.array(store.sizes, dtype=np.float64)
         # the draws are made on the CPU (whatever device the store is on): per-image sizes and
@@ -236,11 +235,9 @@ class RandomCrops(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __getitem__(self, index) -> torch.Tensor:
-        epoch, index = (int(index[0]), int(index[1])) if isinstance(index, (tuple, list)) else (self.epoch, int(index))
+        """Item ``index`` of epoch 0, or ``(epoch, index)``."""
+        epoch, index = (int(index[0]), int(index[1])) if isinstance(index, (tuple, list)) else (0, int(index))
         return self.crops(torch.tensor([epoch * self.length + index]))[0].contiguous()
 
     def crops(self, items: torch.Tensor) -> torch.Tensor:

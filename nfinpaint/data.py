@@ -27,11 +27,13 @@ Validation items are fixed crops, never augmented.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import marker_kind
 from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
 
@@ -54,7 +57,45 @@ FILE_SPLIT_MIN = 20
 VAL_CROPS_PER_SCALE = 8
 
 
-class DataError(ValueError):
+@dataclass(frozen=True)
+class DataSplit:
+    """Which crops of a data set are held out for validation, and at which scales crops are cut: the one
+    definition of these options and their defaults.
+
+    Training builds its data with its config's split (``TrainConfig.split()``); the generator it
+    exports stores the split verbatim in its meta (``meta["split"]``, :meth:`as_meta`), and evaluation
+    hands it back here (:meth:`from_meta`, then :func:`build_datasets`) to hold the same crops out.
+    """
+
+    val_fraction: float = 0.1       # held-out share of the data (by image region or by file)
+    seed: int = 0                   # which regions or files are held out (training's seed)
+    max_crop_scale: float = 4.0     # crops span image_size .. max_crop_scale * image_size source pixels
+
+    def as_meta(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict, seed: int | None = None) -> "DataSplit":
+        """The split a generator file records (``meta["split"]``); a file written before the split was
+        stored as one value has its keys at the top level of the meta (or under ``config``), and a key
+        it lacks has this class's default.  ``seed`` overrides the recorded seed."""
+        if isinstance(meta.get("split"), dict):
+            sources = [meta["split"]]
+        else:
+            sources = [meta, meta.get("config") if isinstance(meta.get("config"), dict) else {}]
+        values = {}
+        for f in dataclasses.fields(cls):
+            found = next((source[f.name] for source in sources if source.get(f.name) is not None), f.default)
+            values[f.name] = type(f.default)(found)
+        if seed is not None:
+            values["seed"] = seed
+        return cls(**values)
+
+    def describe(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.as_meta().items())
+
+
+class DataError(NfinpaintError, ValueError):
     """Data that cannot be used (empty folder, no readable image, image too small), with what to do."""
 
 
@@ -340,14 +381,16 @@ def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_cro
     return dataset
 
 
-def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = 0.1, seed: int = 0,
-                   augment: bool = True, max_rotation: float = 15.0, max_crop_scale: float = 4.0,
+def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = DataSplit.val_fraction,
+                   seed: int = DataSplit.seed, augment: bool = True, max_rotation: float = 15.0,
+                   max_crop_scale: float = DataSplit.max_crop_scale,
                    val_dir: str | None = None) -> tuple[Dataset, Dataset]:
     """Training crops (:class:`~nfinpaint.crop_store.RandomCrops`, cut in batches) and a
     validation dataset of fixed (3, S, S) float32 crops in [0, 1].
 
     ``data_dir=None`` uses the embedded scikit-image photographs.  The split is
-    deterministic from ``seed`` and disjoint: with ``val_dir`` the validation
+    deterministic from ``seed`` and disjoint (``val_fraction``, ``seed`` and
+    ``max_crop_scale`` are a :class:`DataSplit`'s, ``**split.as_meta()``): with ``val_dir`` the validation
     crops come from that folder's files and training uses all of ``data_dir``;
     otherwise by region (a held-out rectangle per image), or by file for
     folders of ``FILE_SPLIT_MIN`` images or more.  Validation items are never
@@ -389,7 +432,8 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
 FOLDER_CROPS = ("center", "grid")
 
 
-def folder_dataset(data_dir: str, image_size: int, crops: str = "center", max_crop_scale: float = 4.0) -> Dataset:
+def folder_dataset(data_dir: str, image_size: int, crops: str = "center",
+                   max_crop_scale: float = DataSplit.max_crop_scale) -> Dataset:
     """Every readable image under ``data_dir`` as fixed crops (for evaluating on a test folder), in
     sorted path order: ``crops="center"``, each image centre-cropped to its largest square and
     scaled to ``image_size``; ``"grid"``, the crops validation uses, spread over each whole

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nfinpaint.cli import resolve_device  # noqa: F401  (also this module's: benchmarks use it)
+from nfinpaint.devices import resolve_device  # noqa: F401  (also this module's: benchmarks use it)
 
 
 @dataclass(frozen=True)

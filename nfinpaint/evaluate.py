@@ -29,14 +29,15 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from nfinpaint import baselines, cli, generator_io, metrics, picture_eval
+from nfinpaint import baselines, cli, devices, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
-from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError, TrainedGenerator
-from nfinpaint.info import versions
+from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
+from nfinpaint.data import DataSplit
 from nfinpaint.masks import default_hole_size
+from nfinpaint.provenance import versions
 
-DEFAULT_METHODS = "gan,patchmatch,biharmonic,border-mean,opencv-telea,opencv-ns"
+DEFAULT_METHODS = ",".join(baselines.METHODS)    # every registered method
 DEFAULT_IMAGE_SIZE = 24   # the paper preset, used only without a checkpoint
 FIGURE_ROWS = 8           # images per figure grid
 
@@ -67,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{picture_eval.DEFAULT_FAMILIES})")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
-                        f"(default: {DEFAULT_METHODS}; the OpenCV ones are skipped with a note when "
-                        f"OpenCV is not installed)")
+                        f"(default: all of them; the optional ones, "
+                        f"{', '.join(n for n, m in baselines.METHODS.items() if m.optional)}, are skipped with a "
+                        f"note when their extra is not installed)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and of PatchMatch (default 0)")
     p.add_argument("--out", metavar="DIR", default="evaluation",
@@ -98,21 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- inputs
 
-def load_images(data: str | None, image_size: int, limit: int | None, split: dict,
+def load_images(data: str | None, image_size: int, limit: int | None, split: DataSplit,
                 crops: str = "center") -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
     from nfinpaint import data as data_module
 
     try:
         if data is None:
-            _, dataset = data_module.build_datasets(None, image_size, augment=False, **split)
-            where = ("held-out split of the embedded default set (" +
-                     ", ".join(f"{k}={v}" for k, v in split.items()) + ")")
+            _, dataset = data_module.build_datasets(None, image_size, augment=False, **split.as_meta())
+            where = f"held-out split of the embedded default set ({split.describe()})"
         else:
             if not Path(data).is_dir():
                 raise UsageError(f"--data {data}: no such folder")
             dataset = data_module.folder_dataset(data, image_size, crops=crops,
-                                                 max_crop_scale=split.get("max_crop_scale", 4.0))
+                                                 max_crop_scale=split.max_crop_scale)
             where = f"folder {data} ({crops} crops)"
     except UsageError:
         raise
@@ -344,7 +345,7 @@ def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.dev
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
@@ -442,7 +443,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
     methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
 
-    split = generator_io.split_parameters(meta, args.split_seed)
+    split = DataSplit.from_meta(meta, args.split_seed)
     images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
     trained_on = meta.get("data")
     if args.data is None and trained_on:
@@ -514,14 +515,11 @@ def _jsonable(value):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
-    from nfinpaint.data import DataError  # noqa: PLC0415
-    from nfinpaint.images import ImageError  # noqa: PLC0415
-
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     def command(args: argparse.Namespace) -> None:
         evaluate(args, argv)
 
-    return cli.main(command, argv, build_parser(), (GeneratorFileError, DataError, ImageError))
+    return cli.main(command, argv, build_parser())
 
 
 if __name__ == "__main__":

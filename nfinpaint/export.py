@@ -26,11 +26,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nfinpaint import cli, generator_io
+from nfinpaint import cli, generator_io, inference
 from nfinpaint.cli import UsageError
 from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
 from nfinpaint.files import atomic_path
-from nfinpaint.generator_io import GeneratorFileError
 from nfinpaint.generators import is_full_resolution
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
     h, w = (37, 53) if dynamic else example[0].shape[-2:]
     g = torch.Generator().manual_seed(1)
     image, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.8).float()
-    expected = generator_io.fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
+    expected = inference.fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
     got = run_file(output, args.format, image.numpy(), mask.numpy())
     if got is None:
         print(f"wrote {output} (not checked: onnxruntime is not installed)")
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error:`` line for bad input."""
-    return cli.main(run, argv, build_parser(), (GeneratorFileError,))
+    return cli.main(run, argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nfinpaint.errors import NfinpaintError
+
 DEFAULT_LAYER = "relu3_1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,13 +38,12 @@ _VGG19_UPTO_CONV3 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256]
 # index of each named layer in torchvision's vgg19().features
 LAYER_INDEX = {"conv3_1": 10, "relu3_1": 11, "conv3_2": 12, "relu3_2": 13,
                "conv3_3": 14, "relu3_3": 15, "conv3_4": 16, "relu3_4": 17}
-FEATURE_CHANNELS = 256
 _IMAGENET_HINT = ("pass a local file with `--feature-weights PATH` (a torchvision vgg19 state_dict .pth, "
                   "e.g. the file torchvision caches as vgg19-dcbb9e9d.pth in $TORCH_HOME/hub/checkpoints on a "
                   "machine with internet), or `--feature-weights random` for an untrained smoke run")
 
 
-class FeatureWeightsError(RuntimeError):
+class FeatureWeightsError(NfinpaintError, RuntimeError):
     """The requested VGG-19 weights cannot be obtained or do not fit."""
 
 

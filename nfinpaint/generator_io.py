@@ -1,4 +1,4 @@
-"""A trained generator: the file training exports, finding and loading it, and filling holes with it.
+"""A trained generator's file: its format, where it is found, loading it (filling with it: nfinpaint.inference).
 
 File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
@@ -7,9 +7,9 @@ File format (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
 ``meta`` holds at least: preset, image_size, hole_size, feature_weights
 (source) and feature_pretrained (bool); training's export
-(:func:`training_meta`) adds everything evaluation needs to rebuild the
-held-out split (seed, val_fraction, max_crop_scale, data) and a one-line
-``description``.  Values are stored as plain Python data (str subclasses such
+(:func:`nfinpaint.training_run.training_meta`) adds everything evaluation needs to rebuild the
+held-out split (``split``: :class:`nfinpaint.data.DataSplit`, and data) and a
+one-line ``description``.  Values are stored as plain Python data (str subclasses such
 as ``torch.__version__``, paths and other objects as str, tuples as lists) so
 that loading never needs to unpickle arbitrary classes.  The weights may be
 stored in half precision (the shipped default is); they load as float32.
@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import nfinpaint
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 from nfinpaint.masks import blank_holes, default_hole_size
 from nfinpaint.generators import generator_from_config
@@ -39,16 +39,10 @@ FORMAT = "nfinpaint-generator/1"
 GENERATOR_FILENAME = "generator.pt"
 DEFAULT_GENERATOR = Path("weights") / "default_generator.pt"   # inside the package
 REQUIRED_META = ("preset", "image_size", "hole_size", "feature_weights", "feature_pretrained")
-# Defaults of the split options, for generator files written before the meta carried them.
-SPLIT_DEFAULTS = {"val_fraction": 0.1, "seed": 0}
 
 
-class GeneratorFileError(RuntimeError):
+class GeneratorFileError(NfinpaintError, RuntimeError):
     """A generator file is missing, corrupt, or not an nfinpaint generator."""
-
-
-class NonFiniteOutput(ValueError):
-    """The generator produced NaN or infinite values: filling with them would paint garbage."""
 
 
 # --------------------------------------------------------------------------- saving
@@ -70,20 +64,6 @@ def _plain(value):
     if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
-
-
-def training_meta(config, *, step: int, complete: bool, **extra) -> dict:
-    """The meta a training run exports: the model's geometry, how it was trained, and the data
-    split (so evaluation can hold the same images out without the run's config.toml)."""
-    data = config.data or "the embedded scikit-image photographs"
-    state = "" if complete else ", interrupted"
-    description = f"{config.preset} preset, step {step}{state}, trained on {data}"
-    return {"preset": config.preset, "generator": config.generator, "val_data": config.val_data,
-            "image_size": config.image_size, "hole_size": config.hole_size,
-            "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
-            "data": config.data, "seed": config.seed, "val_fraction": config.val_fraction,
-            "max_crop_scale": config.max_crop_scale, "step": step, "steps": config.steps,
-            "complete": complete, "description": description, **extra}
 
 
 def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) -> Path:
@@ -217,56 +197,3 @@ def open_generator(path: str | os.PathLike | None) -> TrainedGenerator | None:
     file = resolve_generator_path(path)
     generator, meta = load_generator(file)
     return TrainedGenerator(generator, meta, Path(path), hashlib.sha256(file.read_bytes()).hexdigest())
-
-
-def split_parameters(meta: dict, split_seed: int | None = None) -> dict:
-    """The embedded set's train/validation split options that training used, from the meta.
-
-    The held-out split depends on the training seed (and ``val_fraction``,
-    ``max_crop_scale``), so evaluating on a split drawn with other values would
-    score the model on its training crops.  Each value comes from the meta (top
-    level or under ``config``), else training's default; ``split_seed``
-    overrides the seed.
-    """
-    nested = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-
-    def pick(key, default):
-        for source in (meta, nested):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-
-    params = {"val_fraction": float(pick("val_fraction", SPLIT_DEFAULTS["val_fraction"])),
-              "seed": int(pick("seed", SPLIT_DEFAULTS["seed"]))}
-    if pick("max_crop_scale", None) is not None:
-        params["max_crop_scale"] = float(pick("max_crop_scale", None))
-    if split_seed is not None:
-        params["seed"] = split_seed
-    return params
-
-
-# --------------------------------------------------------------------------- filling
-
-
-@torch.inference_mode()
-def fill(generator: Generator, image: torch.Tensor, mask: torch.Tensor,
-         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Fill the holes of (N, 3, S, S) ``image`` given (N, 1, S, S) ``mask`` (1 = hole), in eval mode.
-
-    The generator sees the image with its holes blanked; the result is its
-    output (clamped to [0, 1]) in the holes and ``image``'s own pixels, exactly,
-    everywhere else.  ``autocast_dtype`` runs the generator under autocast
-    (training's bf16); the result is float32.
-    """
-    was_training = generator.training
-    generator.eval()
-    try:
-        context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
-        with context:
-            generated = generator(blank_holes(image, mask), mask.to(image.dtype))
-        if not bool(torch.isfinite(generated).all()):
-            raise NonFiniteOutput("the generator's output is not finite (NaN or infinite) for this input; "
-                                  "its weights are broken: use another --checkpoint")
-        return torch.where(mask > 0.5, generated.float().clamp(0, 1), image.float())
-    finally:
-        generator.train(was_training)

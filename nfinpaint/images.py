@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -31,7 +32,7 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
-class ImageError(ValueError):
+class ImageError(NfinpaintError, ValueError):
     """An image or mask file that cannot be used, with the reason."""
 
 
@@ -129,11 +130,6 @@ def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.T
         bits = 8
     return (torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
             None if alpha is None else torch.from_numpy(alpha), bits)
-
-
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read any PIL-readable image as (3, H, W) float32 RGB in [0, 1]."""
-    return read_image_and_alpha(path)[0]
 
 
 def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:

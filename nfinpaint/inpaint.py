@@ -34,6 +34,10 @@ PatchMatch.  Without ``--checkpoint`` the generator shipped in the package is
 used when installed (the command says which), else every hole goes to
 PatchMatch.
 
+Any other ``--method`` is one of the methods ``evaluate`` compares
+(``nfinpaint.baselines.METHODS``: ``biharmonic``, the ``border-mean`` floor,
+the OpenCV ones when OpenCV is installed), and fills every hole.
+
 **Folders**: ``--images DIR --masks DIR|FILE -o DIR`` fills every picture of DIR
 (pairing: a mask of the same stem, LaMa's ``NAME_mask*.png``, or one mask FILE
 for all; see :mod:`nfinpaint.folders`), writes ``DIR/NAME.png`` for each, shows a
@@ -67,16 +71,20 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, folders, generator_io, mask_options, neural_fill
-from nfinpaint.baselines import patchmatch_missing
+from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill
+from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
-from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
+from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
                               check_regular_file, read_image_and_alpha, read_image_info, save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
+# The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
+# other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
+PLANNED_METHODS = ("gan", "patchmatch")
+METHOD_CHOICES = ("auto", *METHODS)
 PATCHMATCH_PATCH = 7    # PatchMatch's patch side: the picture needs known patches this big to copy from
 
 
@@ -89,7 +97,7 @@ class Hole:
     left: int
     height: int
     width: int
-    method: str = ""                # "gan" or "patchmatch"
+    method: str = ""                # "gan", "patchmatch", or the registry method asked for
     reason: str = ""
     window: tuple[int, int, int] | None = None   # (top, left, side) for the GAN
 
@@ -185,7 +193,7 @@ def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mas
     window_mask = window_mask[None].to(device)
     x = _resize(blank_holes(window[None].to(device), window_mask), size)
     m = (_resize(window_mask, size) > 0).float()
-    return _resize(generator_io.fill(generator, x, m), side)[0].float().cpu()
+    return _resize(inference.fill(generator, x, m), side)[0].float().cpu()
 
 
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
@@ -199,8 +207,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     its training ``hole_size``) enables the GAN; without it every hole goes to
     PatchMatch.  Raises ValueError for bad input.
     """
-    if method not in ("auto", "gan", "patchmatch"):
-        raise ValueError(f"method must be auto, gan or patchmatch, got {method!r}")
+    if method not in METHOD_CHOICES:
+        raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {method!r}")
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
     mask = mask.reshape(1, *mask.shape[-2:]).float().cpu()
@@ -217,6 +225,12 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     device = torch.device(device)
     image = image.detach().float().cpu().clamp(0, 1)
     labels, holes = find_holes(mask)
+    if method not in ("auto", *PLANNED_METHODS):
+        filled = build_method(method, device=device).fill(image, mask, seed)
+        for hole in holes:
+            hole.method, hole.reason = method, f"asked with --method {method}"
+            log(f"{hole.describe()}: {METHODS[method].label}")
+        return torch.where(hole_mask, filled, image), holes
     image_size = None if generator is None else int(generator.image_size)
     if generator is not None:
         generator = generator.to(device).eval()
@@ -298,10 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH",
                    help="trained generator: a training run directory or its generator.pt (default: the "
                         f"generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when installed)")
-    p.add_argument("--method", choices=("auto", "gan", "patchmatch"), default="auto",
+    p.add_argument("--method", choices=METHOD_CHOICES, default="auto",
                    help="auto (default): the learned fill for every hole with a full-resolution generator "
                         "(the shipped one); with a fixed-size one, the GAN for holes that fit its window and "
-                        "PatchMatch otherwise; gan or patchmatch: that method for every hole")
+                        "PatchMatch otherwise; any other: that method for every hole (the methods evaluate "
+                        "compares; optional ones need their extra installed)")
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="PatchMatch seed (default 0)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
@@ -388,8 +403,9 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
 
 
 def _open_generator(args: argparse.Namespace):
-    loaded = cli.open_generator_option(args.checkpoint, wanted=args.method != "patchmatch",
-                                       needed_by="--method gan" if args.method == "gan" else None,
+    needs_generator = args.method != "auto" and METHODS[args.method].needs_generator
+    loaded = cli.open_generator_option(args.checkpoint, wanted=args.method == "auto" or needs_generator,
+                                       needed_by=f"--method {args.method}" if needs_generator else None,
                                        stream=sys.stdout)
     if loaded is None and args.method == "auto":
         print(f"note: no --checkpoint given and no shipped default generator is installed "
@@ -402,7 +418,7 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
     if args.images is not None:
         return run_folders(args)
     output = _check_output(args)
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     for given in (args.image, args.mask):     # before the generator loads: a typo fails at once
         try:
             check_regular_file(Path(given))
@@ -415,9 +431,12 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
         cli.warn(f"{suffix} holds at most 256 colours: pixels outside the holes change too; use .png to keep "
                  f"them exact")
     keep_alpha = alpha is not None and suffix in ALPHA_SUFFIXES
-    used = {m: sum(h.method == m for h in holes) for m in ("gan", "patchmatch")}
-    print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the learned model, {used['patchmatch']} by "
-          f"PatchMatch")
+    used = {m: sum(h.method == m for h in holes) for m in PLANNED_METHODS}
+    if args.method in ("auto", *PLANNED_METHODS):
+        print(f"wrote {output}: {len(holes)} hole(s), {used['gan']} by the learned model, {used['patchmatch']} by "
+              f"PatchMatch")
+    else:
+        print(f"wrote {output}: {len(holes)} hole(s), all by {METHODS[args.method].label}")
     if alpha is not None:
         print("note: the alpha channel is passed through unchanged" if keep_alpha else
               f"note: {suffix} has no alpha channel: the input's transparency is dropped; use .png to keep it")
@@ -460,7 +479,7 @@ def run_folders(args: argparse.Namespace) -> int:
     if existing and not (args.skip_existing or args.overwrite):
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
-    device = cli.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     skipped = len(pairs) - len(todo)
@@ -491,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args)
         return result if isinstance(result, int) else 0
 
-    return cli.main(command, argv, build_parser(), (GeneratorFileError, ImageError))
+    return cli.main(command, argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The objective of the paper: L = L2 + l1*Ladv_global + l2*Ladv_local + l3*Ln (equation 3).
+"""The terms of the paper's objective, L = L2 + l1*Ladv_global + l2*Ladv_local + l3*Ln (equation 3);
+their weights, forms and sum are :class:`nfinpaint.objective.Objective`.
 
 Every term has a plain PyTorch path (the references in ``nfinpaint.ops`` and
 ``nfinpaint.kernels.gram``); ``use_custom_ops=True`` routes the L2/composite
@@ -18,8 +19,6 @@ Reductions (``reduction=`` of :func:`composite_and_l2` and :func:`feature_loss`)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,7 +32,7 @@ TERMS = ("l2", "adv_global", "adv_local", "feature")
 LOG_L2_EPS = 1e-5
 
 
-def _check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str) -> None:
     if reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
 
@@ -52,7 +51,7 @@ def composite_and_l2(generated: Tensor, target: Tensor, mask: Tensor, use_custom
     Gradients reach ``generated`` through both outputs (the composite carries
     the adversarial and feature terms back into the hole).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if form not in L2_FORMS:
         raise ValueError(f"form must be one of {L2_FORMS}, got {form!r}")
     op_reduction = "per_sample" if form == "log" else "sum" if reduction == "image_sum" else reduction
@@ -96,7 +95,7 @@ def feature_loss(feat_fake: Tensor, feat_real: Tensor, kind: str = "feature", we
     "mean" and "image_sum" both average it over the batch.
     ``feat_real`` is the target: no gradient flows into it.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if feat_fake.shape != feat_real.shape:
         raise ValueError(f"feature maps differ in shape: {tuple(feat_fake.shape)} vs {tuple(feat_real.shape)}")
     feat_real = feat_real.detach()
@@ -120,43 +119,3 @@ def mask_to_feature_weight(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Hole mask (N,1,H,W) -> (N,1,h,w) weight at feature resolution: the hole fraction
     of each feature cell (area average), for a feature loss that looks only at the hole."""
     return F.adaptive_avg_pool2d(mask.float(), size)
-
-
-# ----------------------------------------------------------------------------- total
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of equation 3 and the reduction the L2 and feature terms use."""
-    l2: float = 1.0
-    adv_global: float = 200.0
-    adv_local: float = 200.0
-    feature: float = 0.05
-    reduction: str = "mean"
-
-    def __post_init__(self):
-        _check_reduction(self.reduction)
-
-    @classmethod
-    def from_config(cls, config) -> "LossWeights":
-        """The weights of a :class:`nfinpaint.config.TrainConfig` (its presets hold the paper's)."""
-        return cls(config.l2_weight, config.adv_global_weight, config.adv_local_weight, config.feature_weight,
-                   reduction=config.loss_reduction)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def total_generator_loss(terms: dict[str, Tensor], weights: LossWeights) -> Tensor:
-    """sum of weight * term over the terms given (any subset of l2, adv_global,
-    adv_local, feature: e.g. only l2 and feature during the warm-up)."""
-    unknown = set(terms) - set(TERMS)
-    if unknown:
-        raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {TERMS}")
-    if not terms:
-        raise ValueError("no loss terms given")
-    total = None
-    for name in TERMS:
-        if name in terms:
-            part = getattr(weights, name) * terms[name].float()
-            total = part if total is None else total + part
-    return total

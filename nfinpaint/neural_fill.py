@@ -15,7 +15,13 @@ picture's own resolution (the picture is never shrunk):
    fill, upsampled, replaces the smooth base of the full-resolution pass,
    which adds the detail.  (Up to that thickness one full-resolution pass
    does better: the generator's receptive field is about 500 px.)
-3. **Composite.**  Only the window's own holes are copied into the picture;
+3. **Mirror average.**  Each pass is the mean of the generator's fill of the
+   window and of its mirror image (flipped left-right, the fill flipped back):
+   the two fills err differently, and their mean was better on every hole
+   family of the validation photographs (+0.1 dB on thin strokes, +0.25 dB
+   on ~56 px objects, +0.06 dB on ~150 px ones, hole SSIM up too) for twice
+   the generator's time.  ``mirror=False`` makes one pass.
+4. **Composite.**  Only the window's own holes are copied into the picture;
    pixels outside the holes are the input's, exactly.
 
 Windows are filled in order, each seeing the fills of the ones before it.
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from nfinpaint import inference
 from nfinpaint.masks import blank_holes
 
 MIN_MARGIN = 24          # pixels of context around the thinnest hole
@@ -37,6 +44,7 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # objects at 512x384 the single full-resolution pass beat a coarse pass first (20.54 vs 20.42 dB hole
 # PSNR with a threshold of 64 px), so the coarse pass is kept for holes beyond the sizes measured.
 COARSE_THICKNESS = 192
+MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
 
 
 @dataclass
@@ -115,25 +123,38 @@ def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.
     return blank_holes(coarse, coarse_hole), coarse_hole
 
 
+def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, base: torch.Tensor | None,
+          mirror: bool) -> torch.Tensor:
+    """One filled window, or with ``mirror`` the mean of it and the fill of the left-right mirror image
+    (flipped back; known pixels stay exact, being the mean of two equal values).  Two calls, not one
+    batch of two: the peak memory of a large window stays one pass's."""
+    out = inference.fill(generator, window, hole, base=base)
+    if mirror:
+        flipped = inference.fill(generator, window.flip(-1), hole.flip(-1),
+                                 base=None if base is None else base.flip(-1))
+        out = (out + flipped.flip(-1)) / 2
+    return out
+
+
 @torch.inference_mode()
-def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int = 1) -> torch.Tensor:
+def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int = 1,
+                mirror: bool = MIRROR) -> torch.Tensor:
     """Fill the ``hole`` (N,1,h,w) of ``window`` (N,3,h,w) with a full-resolution generator; ``scale`` > 1
-    fills a copy shrunk by that factor first and refines its upsampled fill at full resolution.
+    fills a copy shrunk by that factor first and refines its upsampled fill at full resolution;
+    ``mirror`` averages each pass with its mirror image's.
     Returns the window with its holes filled (known pixels exactly the input's)."""
-    masked = blank_holes(window, hole)
     base = None
     if scale > 1:
-        coarse, coarse_hole = _shrink(masked, hole, scale)
-        coarse_fill = torch.where(coarse_hole > 0.5, generator(coarse, coarse_hole), coarse)
+        coarse_fill = _pass(generator, *_shrink(blank_holes(window, hole), hole, scale), None, mirror)
         base = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
-    out = generator(masked, hole, base=base)
-    return torch.where(hole > 0.5, out.float().clamp(0, 1), window)
+    return _pass(generator, window, hole, base, mirror)
 
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
-                 count: int, device: torch.device, log=None) -> torch.Tensor:
+                 count: int, device: torch.device, log=None, mirror: bool = MIRROR) -> torch.Tensor:
     """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
-    ``generator`` on the windows of :func:`plan_windows`; returns the filled (3, H, W) on the CPU."""
+    ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`); returns
+    the filled (3, H, W) on the CPU."""
     generator = generator.to(device).eval()
     current = image.clone()
     remaining = hole.clone()
@@ -142,7 +163,8 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         rows, cols = window.slices()
         part = current[:, rows, cols]
         todo = remaining[:, rows, cols]
-        filled = fill_window(generator, part[None].to(device), todo[None].float().to(device), window.scale)[0]
+        filled = fill_window(generator, part[None].to(device), todo[None].float().to(device), window.scale,
+                             mirror)[0]
         mine = torch.isin(labels_t[:, rows, cols], torch.tensor(window.holes))
         current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
         remaining[:, rows, cols] &= ~mine

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
 from nfinpaint.cli import warn
-from nfinpaint.config import RESUMABLE_KEYS, ConfigError, TrainConfig, read_toml
+from nfinpaint.config import PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig, read_toml
 from nfinpaint.generator_io import GENERATOR_FILENAME
 from nfinpaint.run_dir import METRICS_FILE
 
@@ -77,7 +77,8 @@ def find_resume_point(path: str | os.PathLike) -> ResumePoint:
 
 def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     """The run's own config with ``overrides`` of the keys a resumed run may change."""
-    saved = TrainConfig(**point.payload["config"])
+    # keys the checkpoint lacks were added after it was written: they take what training did before
+    saved = TrainConfig(**{**PAPER_METHOD, **point.payload["config"]})
     for key, value in overrides.items():
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "

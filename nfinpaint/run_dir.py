@@ -17,7 +17,7 @@ from pathlib import Path
 from nfinpaint.cli import warn
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
 from nfinpaint.files import MARKER, overlap, write_text
-from nfinpaint.info import versions
+from nfinpaint.provenance import versions
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -12,7 +12,7 @@ The API (OpenAPI document at ``/openapi.json``, interactive page at ``/docs``):
 
 * ``POST /api/inpaint``: multipart ``image`` and ``mask`` files (same size; white = hole, with
   the mask rule of ``nfinpaint.mask_options`` for antialiased edges, alpha = 0 is not a hole), optional
-  ``method`` (auto, gan, patchmatch) and ``dilation`` (pixels); the filled picture as PNG, every
+  ``method`` (auto, gan, or a classical fill such as patchmatch) and ``dilation`` (pixels); the filled picture as PNG, every
   pixel outside the hole exactly the input's.
 * ``GET /api/info``: the model, the device, the limits and the versions.
 
@@ -48,7 +48,6 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024     # the whole request body
 MAX_PIXELS = 40_000_000                 # per picture (width x height), checked before decoding
 QUEUE = 4                               # fills that may wait behind the running one
 MAX_DILATION = 200
-METHODS = ("auto", "gan", "patchmatch")
 # modes a PNG holds and the Inpainter fills and returns in the same mode, pixel for pixel
 _PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I"}
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -293,22 +292,31 @@ def _static_files() -> dict[str, bytes]:
     return {name: (web / name).read_bytes() for name in _STATIC}
 
 
-_INPAINT_BODY = {
-    "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["image", "mask"],
-        "properties": {
-            "image": {"type": "string", "format": "binary",
-                      "description": "the picture (PNG, JPEG, WebP, ...; EXIF orientation applied)"},
-            "mask": {"type": "string", "format": "binary",
-                     "description": "same size as the image; white = hole (brighter than 50% grey, plus "
-                                    "antialiased rims above 10% grey that touch it); transparent = not a hole"},
-            "method": {"type": "string", "enum": list(METHODS), "default": "auto",
-                       "description": "auto / gan: the learned fill; patchmatch: the classical one"},
-            "dilation": {"type": "integer", "minimum": 0, "maximum": MAX_DILATION, "default": 0,
-                         "description": "grow the hole by this many pixels first"},
-        }}}},
-}
+def methods() -> tuple[str, ...]:
+    """``auto`` and every fill method of the registry (``nfinpaint.baselines.METHODS``)."""
+    from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+    return ("auto", *METHODS)
+
+
+def _inpaint_body(choices: Sequence[str]) -> dict:
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["image", "mask"],
+            "properties": {
+                "image": {"type": "string", "format": "binary",
+                          "description": "the picture (PNG, JPEG, WebP, ...; EXIF orientation applied)"},
+                "mask": {"type": "string", "format": "binary",
+                         "description": "same size as the image; white = hole (brighter than 50% grey, plus "
+                                        "antialiased rims above 10% grey that touch it); transparent = not a hole"},
+                "method": {"type": "string", "enum": list(choices), "default": "auto",
+                           "description": "auto / gan: the learned fill; the others: classical fills "
+                                          "(opencv-* need OpenCV installed)"},
+                "dilation": {"type": "integer", "minimum": 0, "maximum": MAX_DILATION, "default": 0,
+                             "description": "grow the hole by this many pixels first"},
+            }}}},
+    }
 
 
 def _error_doc(*codes: int) -> dict:
@@ -330,14 +338,15 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     from starlette.exceptions import HTTPException  # noqa: PLC0415
 
     import nfinpaint  # noqa: PLC0415
-    from nfinpaint import info  # noqa: PLC0415
+    from nfinpaint import provenance  # noqa: PLC0415
     from nfinpaint.api import Inpainter  # noqa: PLC0415
 
     if inpainter is None:
         inpainter = Inpainter(checkpoint, device=device)
     fills = FillQueue(inpainter, queue)
+    choices = methods()
     static = _static_files()
-    versions = info.versions()
+    versions = provenance.versions()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -365,7 +374,7 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         return error(400, "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
 
     @app.post("/api/inpaint", summary="Fill the hole of a picture",
-              response_class=Response, openapi_extra={"requestBody": _INPAINT_BODY},
+              response_class=Response, openapi_extra={"requestBody": _inpaint_body(choices)},
               responses={200: {"content": {"image/png": {}}, "description": "the filled picture (PNG)"},
                          **_error_doc(400, 413, 503)})
     async def inpaint(request: Request):
@@ -373,8 +382,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         fields = parse_multipart(request.headers.get("content-type"), body)
         del body
         method = fields.get("method", b"auto").decode("utf-8", "replace").strip() or "auto"
-        if method not in METHODS:
-            raise RequestError(400, f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if method not in choices:
+            raise RequestError(400, f"method must be one of {', '.join(choices)}, got {method!r}")
         text = fields.get("dilation", b"0").decode("utf-8", "replace").strip() or "0"
         if not text.isdigit() or int(text) > MAX_DILATION:
             raise RequestError(400, f"dilation must be a whole number of pixels from 0 to {MAX_DILATION}, "
@@ -391,7 +400,7 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     @app.get("/api/info", summary="The model, the device, the limits and the versions")
     async def api_info():
         return {"model": _model_info(inpainter), "device": str(inpainter.device),
-                "method": inpainter.method, "methods": list(METHODS),
+                "method": inpainter.method, "methods": list(choices),
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
                            "queue": queue, "max_dilation": MAX_DILATION},
                 "versions": versions}

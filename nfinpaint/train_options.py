@@ -1,11 +1,12 @@
-"""The options of ``python -m nfinpaint.train`` and how they become config overrides."""
+"""The options of ``python -m nfinpaint.train`` and how they become a config (and a run to resume)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from nfinpaint import cli
-from nfinpaint.config import PRESETS, ConfigError, coerce
+from nfinpaint.config import PRESETS, ConfigError, TrainConfig, coerce, load_config
+from nfinpaint.resume import ResumePoint, find_resume_point, resume_config
 
 
 def build_parser(doc: str) -> argparse.ArgumentParser:
@@ -70,3 +71,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
     return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ResumePoint | None]:
+    """The run's config, and the point it resumes from (None for a new run)."""
+    overrides = overrides_from_args(args)
+    if args.resume is None:
+        return load_config(args.preset, args.config, overrides), None
+    if args.preset is not None or args.config is not None:
+        raise ConfigError("--resume continues a run with its own config; drop --preset/--config")
+    point = find_resume_point(args.resume)
+    if args.out is not None and Path(args.out).resolve() != point.run_dir.resolve():
+        raise ConfigError("--resume continues in the run's own directory; drop --out")
+    return resume_config(point, overrides), point

@@ -14,15 +14,19 @@ lists the runs and their results.
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import time
 
 import torch
 
-from nfinpaint import data, masks
-from nfinpaint.metrics import batch_psnr
+from nfinpaint import data, inference, masks
+from nfinpaint.config import TrainConfig
 from nfinpaint.generators import GENERATORS, build_generator
+from nfinpaint.masks import blank_holes
+from nfinpaint.metrics import batch_psnr
+from nfinpaint.objective import Objective
+from nfinpaint.weight_average import WeightAverage
+
+BATCH = 32
 
 
 def main() -> None:
@@ -40,46 +44,40 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = args.size
-    hole_size = masks.default_hole_size(size)
+    # the training recipe's own pieces: its learning-rate schedule, objective (the L2 term alone here),
+    # weight average and fill
+    config = TrainConfig(generator=args.variant, image_size=size, hole_size=masks.default_hole_size(size),
+                         steps=args.steps, batch_size=BATCH, lr=args.lr, lr_schedule="cosine", ema_decay=args.ema,
+                         l2_form=args.l2_form, use_custom_ops=False, data=args.data, val_data=args.val_data)
+    objective = Objective.from_config(config)
     train, val = data.build_datasets(args.data, size, val_dir=args.val_data)
     images = torch.stack([val[i] for i in range(len(val))])
-    holes = torch.cat([masks.make_masks("random", min(32, len(images) - b), size, hole_size, seed=b // 32)
-                       for b in range(0, len(images), 32)])
+    holes = torch.cat([masks.make_masks("random", min(BATCH, len(images) - b), size, config.hole_size,
+                                        seed=b // BATCH) for b in range(0, len(images), BATCH)])
     torch.manual_seed(0)
     generator = build_generator(args.variant, size)
-    average = copy.deepcopy(generator).eval()
-    optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    average = WeightAverage(generator, args.ema)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(config.beta1, config.beta2))
 
     def score(model: torch.nn.Module) -> float:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model(images * (1 - holes), holes)
-        model.train(was)
-        return float(batch_psnr(holes * out + (1 - holes) * images, images, holes).mean())
+        return float(batch_psnr(inference.fill(model, images, holes), images, holes).mean())
 
     start = time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0 or step == args.steps:
-            print(f"step {step}: raw {score(generator):.2f} dB, average {score(average):.2f} dB "
+            print(f"step {step}: raw {score(generator):.2f} dB, average {score(average.model):.2f} dB "
                   f"({time.time() - start:.0f} s)", flush=True)
         if step == args.steps:
             break
-        real = train.crops(torch.arange(step * 32, step * 32 + 32))
-        hole = masks.make_masks("random", 32, size, hole_size, seed=100_000 + step)
-        out = generator(real * (1 - hole), hole)
-        mse = ((out - real) ** 2 * hole).flatten(1).sum(1) / (hole.flatten(1).sum(1) * 3)
-        loss = torch.log(mse + 1e-5).mean() if args.l2_form == "log" else mse.mean()
+        real = train.crops(torch.arange(step * BATCH, step * BATCH + BATCH))
+        hole = masks.make_masks("random", BATCH, size, config.hole_size, seed=100_000 + step)
+        _, loss = objective.reconstruction(generator(blank_holes(real, hole), hole), real, hole)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+            group["lr"] = config.lr_at(step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            for a, b in zip(average.parameters(), generator.parameters()):
-                a.lerp_(b, 1 - args.ema)
-            for a, b in zip(average.buffers(), generator.buffers()):
-                a.copy_(b)
+        average.update(generator)
 
 
 if __name__ == "__main__":

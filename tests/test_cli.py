@@ -7,7 +7,8 @@ import warnings
 import pytest
 import torch
 
-from nfinpaint import cli
+from nfinpaint import cli, devices
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.stop import StopRequest
 
 
@@ -22,19 +23,32 @@ def test_bad_input_is_one_line_and_status_2(capsys):
     assert capsys.readouterr().err == "error: first line\n"
 
 
-def test_a_commands_own_error_types_count_as_bad_input_and_others_do_not(capsys):
-    class OwnError(Exception):
+def test_every_nfinpaint_error_counts_as_bad_input_and_others_do_not(capsys):
+    class OwnError(NfinpaintError):
         pass
 
     def own(args):
         raise OwnError("bad file")
-    assert cli.main(own, [], _parser(), (OwnError,)) == 2
+    assert cli.main(own, [], _parser()) == 2
     assert capsys.readouterr().err == "error: bad file\n"
 
     def bug(args):
         raise ZeroDivisionError
     with pytest.raises(ZeroDivisionError):      # a bug stays a traceback: it is not the user's input
-        cli.main(bug, [], _parser(), (OwnError,))
+        cli.main(bug, [], _parser())
+
+
+def test_the_error_types_of_every_module_share_one_base():
+    from nfinpaint import (api, baselines, checkpoint, config, data, feature_net, generator_io, images, inference,
+                           training_run)
+
+    for error in (cli.UsageError, config.ConfigError, images.ImageError, data.DataError, api.InpaintError,
+                  checkpoint.CheckpointError, feature_net.FeatureWeightsError, baselines.MethodUnavailable,
+                  generator_io.GeneratorFileError, inference.NonFiniteOutput, training_run.TrainingDiverged):
+        assert issubclass(error, NfinpaintError), error
+    import nfinpaint
+
+    assert nfinpaint.NfinpaintError is NfinpaintError
 
 
 def test_ctrl_c_nobody_handles_says_aborted(capsys):
@@ -81,12 +95,12 @@ def test_help_text_has_no_markup():
                                            ("cuda:x", "is not a device")])
 def test_bad_devices(text, message):
     with pytest.raises(cli.UsageError, match=message):
-        cli.resolve_device(text)
+        devices.resolve_device(text)
 
 
 def test_resolve_device_auto_and_cpu():
-    assert cli.resolve_device("cpu") == torch.device("cpu")
-    assert cli.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):

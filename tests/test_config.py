@@ -4,7 +4,8 @@ import tomllib
 
 import pytest
 
-from nfinpaint import losses, networks
+from nfinpaint import networks
+from nfinpaint.objective import Objective
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, load_config, to_toml
 
 
@@ -14,8 +15,17 @@ def test_paper_preset_is_the_papers_setting():
     assert (paper.adv_global_weight, paper.adv_local_weight, paper.feature_weight) == (200.0, 200.0, 0.05)
     assert (paper.lr, paper.beta1) == (2e-4, 0.5)
     assert paper.train_masks == "center"
-    # the paper's objective on per-image sums, as the loss module reads it
-    assert losses.LossWeights.from_config(paper) == losses.LossWeights(1, 200, 200, 0.05, reduction="image_sum")
+    # the paper's objective on per-image sums, as the objective reads it
+    objective = Objective.from_config(paper)
+    assert objective.loss_weights() == {"l2": 1, "adv_global": 200, "adv_local": 200, "feature": 0.05,
+                                        "reduction": "image_sum"}
+    assert (objective.l2_form, objective.feature_form, objective.feature_region) == ("mse", "plain", "image")
+
+
+def test_the_default_config_is_the_default_preset():
+    # one set of defaults: the dataclass's fields are the default preset, the objective has none of its own
+    assert TrainConfig() == PRESETS["default"]
+    assert dataclasses.asdict(load_config()) == dataclasses.asdict(TrainConfig())
 
 
 @pytest.mark.parametrize("name, sizes", [("paper", (24, 8, 12)), ("paper64", (64, 22, 32))])
@@ -102,6 +112,8 @@ def test_strings_from_the_command_line_are_parsed():
 @pytest.mark.parametrize("changes, message", [
     ({"image_size": 25, "hole_size": 8, "local_patch_size": 12}, "cannot take image_size=25"),
     ({"feature_layer": "conv9"}, "feature_layer must be one of"),
+    ({"feature_region": "border"}, "feature_region must be one of"),
+    ({"feature_region": "hole", "feature_kind": "gram"}, "the Gram distance compares whole maps"),
 ])
 def test_values_the_models_cannot_take_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -132,3 +144,14 @@ def test_cosine_learning_rate_is_a_function_of_the_step():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     constant = load_config("paper", None, {"steps": 100})
     assert {constant.lr_at(step) for step in (0, 50, 99)} == {constant.lr}
+
+
+def test_a_checkpoint_without_the_newer_keys_resumes_as_it_trained():
+    # keys added after a checkpoint was written take what training did before them (the paper's method)
+    from nfinpaint.config import PAPER_METHOD
+    from nfinpaint.resume import ResumePoint, resume_config
+
+    saved = {k: v for k, v in dataclasses.asdict(PRESETS["paper"]).items() if k not in PAPER_METHOD}
+    saved.pop("feature_region")
+    config = resume_config(ResumePoint(None, None, {"config": saved}), {})
+    assert config == PRESETS["paper"]

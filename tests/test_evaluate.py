@@ -5,6 +5,7 @@ the plumbing (same inputs -> same table, known pixels untouched, clear errors),
 not the quality of any model.
 """
 import csv
+import dataclasses
 import io
 import json
 
@@ -14,10 +15,13 @@ import torch
 from PIL import Image
 
 from nfinpaint import baselines, evaluate, generator_io
+from nfinpaint.config import PRESETS
+from nfinpaint.data import DataSplit
 from nfinpaint.files import write_marker
 from nfinpaint.generator_io import save_generator
 from nfinpaint.masks import blank_holes, make_masks
 from nfinpaint.networks import Generator
+from nfinpaint.training_run import training_meta
 
 SIZE, HOLE = 24, 8
 
@@ -49,12 +53,8 @@ def data_dir(tmp_path_factory):
 
 
 def _available_methods():
-    names = ["gan", "biharmonic"]
-    if baselines.opencv_missing() is None:
-        names += ["opencv-telea", "opencv-ns"]
-    if baselines.patchmatch_missing() is None:
-        names.append("patchmatch")
-    return names
+    # every registered method that can run here (the floor is added by evaluate itself)
+    return [name for name, method in baselines.METHODS.items() if name != baselines.FLOOR and not method.missing()]
 
 
 def _run(argv):
@@ -141,19 +141,26 @@ def test_embedded_held_out_split_by_default(tmp_path, checkpoint):
 
 
 def test_split_follows_the_training_run():
-    split_parameters = generator_io.split_parameters
-    assert split_parameters(_meta(seed=5))["seed"] == 5
-    assert split_parameters(_meta(config={"seed": 6, "val_fraction": 0.2})) == {"seed": 6, "val_fraction": 0.2}
-    exported = {"seed": 3, "val_fraction": 0.25, "max_crop_scale": 2.0}
-    assert split_parameters(_meta(**exported)) == exported
-    assert split_parameters(_meta(**exported), 9)["seed"] == 9
-    assert split_parameters({}) == {"seed": 0, "val_fraction": 0.1}
+    stored = DataSplit(val_fraction=0.25, seed=3, max_crop_scale=2.0)
+    assert DataSplit.from_meta(_meta(split=stored.as_meta())) == stored          # stored verbatim, read back
+    assert DataSplit.from_meta(_meta(split=stored.as_meta()), 9) == DataSplit(0.25, 9, 2.0)
+    # files written before the split was one value: its keys at the top level, or under config
+    assert DataSplit.from_meta(_meta(seed=5)) == DataSplit(seed=5)
+    assert DataSplit.from_meta(_meta(config={"seed": 6, "val_fraction": 0.2})) == DataSplit(0.2, 6)
+    assert DataSplit.from_meta(_meta(**stored.as_meta())) == stored
+    assert DataSplit.from_meta({}) == DataSplit() == PRESETS["default"].split()
+
+
+def test_a_trainings_split_is_its_generators(tmp_path):
+    config = dataclasses.replace(PRESETS["paper"], seed=4, val_fraction=0.2, max_crop_scale=3.0)
+    meta = training_meta(config, step=1, complete=True, feature_weights="random", feature_pretrained=False)
+    assert DataSplit.from_meta(meta) == config.split() == DataSplit(0.2, 4, 3.0)
 
 
 def test_the_generators_meta_sets_the_split(tmp_path):
     run = tmp_path / "run"
     torch.manual_seed(0)
-    save_generator(run / "generator.pt", Generator(SIZE), _meta(seed=4, val_fraction=0.2, data=""))
+    save_generator(run / "generator.pt", Generator(SIZE), _meta(split=DataSplit(0.2, 4).as_meta(), data=""))
     _run(["--checkpoint", run, "--methods", "biharmonic", "--limit", 1, "--out", tmp_path / "o", "--no-progress",
           "--figures", 0])
     md = (tmp_path / "o" / "results.md").read_text()
@@ -208,8 +215,8 @@ def _method(name):
 
 @pytest.mark.parametrize("name", baselines.METHODS)
 def test_every_method_keeps_known_pixels_and_ignores_hole_content(name):
-    if name.startswith("opencv") and baselines.opencv_missing():
-        pytest.skip(baselines.opencv_missing())
+    if baselines.METHODS[name].missing():
+        pytest.skip(baselines.METHODS[name].missing())
     if name == "patchmatch" and baselines.patchmatch_missing():
         pytest.skip(baselines.patchmatch_missing())
     method = _method(name)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfinpaint import export, export_graph, generator_io
+from nfinpaint import export, export_graph, generator_io, inference
 from nfinpaint.generator_io import save_generator
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.generators import build_generator
@@ -82,7 +82,7 @@ def test_graph_whole_fill_is_the_generator_s_own(base_iterations):
     (image, mask), = _inputs([(40, 56)], seed=base_iterations)
     with torch.no_grad():
         got = export_graph.FullResFill(generator, MAX_SIDE)(image, mask)
-    torch.testing.assert_close(got, generator_io.fill(generator, image, mask), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, inference.fill(generator, image, mask), atol=1e-5, rtol=0)
 
 
 def _export(kind, fmt, checkpoints, tmp_path, capsys):
@@ -95,7 +95,7 @@ def _export(kind, fmt, checkpoints, tmp_path, capsys):
 
 def _expected(kind, checkpoints, image, mask):
     generator, _ = generator_io.load_generator(checkpoints[kind])
-    return generator_io.fill(generator, image, mask).numpy()
+    return inference.fill(generator, image, mask).numpy()
 
 
 FRESH_PROCESS = r"""

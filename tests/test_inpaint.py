@@ -153,6 +153,24 @@ def test_patchmatch_fill_touches_only_the_holes():
     assert all(h.method == "patchmatch" for h in holes)
 
 
+def test_every_registered_method_is_a_choice_of_inpaint():
+    # a new method is one Method subclass registered in baselines.METHODS: inpaint offers it too
+    choices = next(a for a in inpaint.build_parser()._actions if a.dest == "method").choices
+    assert tuple(choices) == ("auto", *baselines.METHODS)
+
+
+@pytest.mark.parametrize("name", [n for n in baselines.METHODS if n not in inpaint.PLANNED_METHODS])
+def test_a_registered_method_fills_every_hole_through_its_class(name):
+    if baselines.METHODS[name].missing():
+        pytest.skip(baselines.METHODS[name].missing())
+    image, mask = _picture_and_mask(seed=3)
+    filled, holes = inpaint.inpaint_image(image, mask, method=name, log=lambda m: None)
+    expected = baselines.build_method(name).fill(image, mask)
+    assert torch.equal(filled, expected) and all(h.method == name for h in holes)
+    known = mask[0] == 0
+    assert torch.equal(filled[:, known], image[:, known])
+
+
 # ---------------------------------------------------------------- command line
 
 def _write(tmp_path, image, mask, mask_mode="L"):
@@ -183,6 +201,17 @@ def test_cli_gan_writes_output_and_keeps_known_pixels(tmp_path, checkpoint, caps
     assert np.array_equal(result[known], original[known])
     assert not np.array_equal(result[~known], original[~known])
     assert not list(out.parent.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_cli_with_a_registered_method_needs_no_generator(tmp_path, capsys):
+    image, mask = _picture_and_mask(seed=5)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    out = tmp_path / "floor.png"
+    assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--method", "border-mean"]) == 0
+    printed = capsys.readouterr().out
+    assert "no --checkpoint given" not in printed and "all by Border mean colour (floor)" in printed
+    known = mask[0].numpy() == 0
+    assert np.array_equal(np.asarray(Image.open(out))[known], np.asarray(Image.open(img_path))[known])
 
 
 @needs_patchmatch
@@ -488,7 +517,7 @@ def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
             assert inpaint.main([str(tmp_path / name), str(tmp_path / "mask.png")] + common) == 0
 
 
-# ---------------------------------------------------------------- folders (issue 22, item 2)
+# ---------------------------------------------------------------- folders (--images, --masks)
 
 def _folder_of_pairs(tmp_path, count, rng):
     """``count`` pictures in images/ with masks in masks/: same stem, or LaMa's NAME_mask001.png."""
@@ -571,7 +600,7 @@ def test_folder_lama_layout_masks_beside_pictures_are_combined(tmp_path, checkpo
     assert not np.array_equal(after[first], before[first]) and not np.array_equal(after[second], before[second])
 
 
-# ---------------------------------------------------------------- masks as drawn (issue 22, item 3)
+# ---------------------------------------------------------------- masks as drawn (--dilate, --invert, --resize-mask)
 
 def test_dilate_and_invert_pixel_by_pixel(tmp_path, checkpoint):
     from nfinpaint import mask_options

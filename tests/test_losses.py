@@ -1,4 +1,5 @@
 """Loss terms against hand-computed values; gradients reach the generator from every term."""
+import dataclasses
 import math
 import warnings
 
@@ -8,13 +9,13 @@ import torch
 from nfinpaint import losses
 from nfinpaint.feature_net import VGGFeatures
 from nfinpaint.config import PRESETS
-from nfinpaint.losses import (LossWeights, adversarial_d_loss, adversarial_g_loss,
-                              composite_and_l2, feature_loss,
-                              mask_to_feature_weight, total_generator_loss)
+from nfinpaint.losses import (adversarial_d_loss, adversarial_g_loss, composite_and_l2, feature_loss,
+                              mask_to_feature_weight)
+from nfinpaint.objective import Objective
 from nfinpaint.kernels.gram import gram_distance_reference
 from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
 
-PAPER = LossWeights.from_config(PRESETS["paper"])   # l1 = l2 = 200, l3 = 0.05 on per-image sums
+PAPER = Objective.from_config(PRESETS["paper"])   # l1 = l2 = 200, l3 = 0.05 on per-image sums
 
 
 def _tiny_case():
@@ -100,19 +101,32 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="reduction"):
         composite_and_l2(a, a, a[:, :1], False, reduction="avg")
     with pytest.raises(ValueError, match="unknown"):
-        total_generator_loss({"l1": torch.tensor(1.0)}, PAPER)
+        PAPER.generator_loss({"l1": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="reduction"):
-        LossWeights(reduction="median")
+        dataclasses.replace(PAPER, reduction="median")
 
 
 def test_total_generator_loss_by_hand():
     terms = {"l2": torch.tensor(0.5), "adv_global": torch.tensor(0.25), "adv_local": torch.tensor(2.0),
              "feature": torch.tensor(10.0)}
-    assert LossWeights.from_config(PRESETS["paper"]) == LossWeights(1, 200, 200, 0.05, reduction="image_sum")
-    assert math.isclose(float(total_generator_loss(terms, PAPER)), 0.5 + 50 + 400 + 0.5)
-    assert math.isclose(float(total_generator_loss({"l2": terms["l2"]}, PAPER)), 0.5)
-    w = LossWeights(l2=2.0, adv_global=0.0, adv_local=1.0, feature=0.1)
-    assert math.isclose(float(total_generator_loss(terms, w)), 1.0 + 2.0 + 1.0)
+    assert (PAPER.l2, PAPER.adv_global, PAPER.adv_local, PAPER.feature, PAPER.reduction) == (1, 200, 200, 0.05,
+                                                                                             "image_sum")
+    assert math.isclose(float(PAPER.generator_loss(terms)), 0.5 + 50 + 400 + 0.5)
+    assert math.isclose(float(PAPER.generator_loss({"l2": terms["l2"]})), 0.5)
+    w = dataclasses.replace(PAPER, l2=2.0, adv_global=0.0, adv_local=1.0, feature=0.1)
+    assert math.isclose(float(w.generator_loss(terms)), 1.0 + 2.0 + 1.0)
+
+
+def test_the_feature_term_in_log_form_and_over_the_hole():
+    fake, real = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., :4, :] = 1                                   # the top half of each image
+    plain = Objective.from_config(PRESETS["default"])
+    assert math.isclose(float(plain.feature_term(fake, real)), 1.0)
+    in_log = dataclasses.replace(plain, feature_form="log")
+    assert math.isclose(float(in_log.feature_term(fake, real)), 0.0, abs_tol=1e-7)
+    over_hole = dataclasses.replace(plain, feature_region="hole")
+    assert math.isclose(float(over_hole.feature_term(fake, real, mask)), 0.5)   # half the cells weigh 1, half 0
 
 
 def test_mask_to_feature_weight():
@@ -150,7 +164,7 @@ def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
     else:
         kind = "feature" if term == "feature" else "gram"
         loss = feature_loss(vgg(composite), vgg(target), kind=kind)
-    total = total_generator_loss({term if term != "gram" else "feature": loss}, LossWeights())
+    total = PAPER.generator_loss({term if term != "gram" else "feature": loss})
     total.backward()
     grads = [p.grad for p in g.parameters()]
     assert all(gr is not None for gr in grads), "some generator parameter got no gradient"
@@ -163,8 +177,7 @@ def test_losses_compile_without_graph_breaks():
         composite, l2 = composite_and_l2(generated, target, mask, use_custom_ops=False)
         feat = feature_loss(composite, target, kind="feature", weight=mask_to_feature_weight(mask, (4, 4)))
         gram = feature_loss(composite, target, kind="gram")
-        return total_generator_loss({"l2": l2, "adv_global": adversarial_g_loss(logits),
-                                     "feature": feat + gram}, PAPER)
+        return PAPER.generator_loss({"l2": l2, "adv_global": adversarial_g_loss(logits), "feature": feat + gram})
     args = (torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float(), torch.randn(2))
     compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(*args), objective(*args))

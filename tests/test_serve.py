@@ -213,6 +213,14 @@ def test_dilation_grows_the_hole_and_method_is_honoured(client, inpainter):
     assert not np.array_equal(patchmatch, default)
     reference = inpainter(Image.fromarray(picture()), Image.fromarray(hole_mask()), method="patchmatch")
     assert np.array_equal(patchmatch, np.asarray(reference))
+    # every method of the registry is offered, and the classical ones run through the same call
+    offered = client.get("/api/info").json()["methods"]
+    assert {"auto", "gan", "patchmatch", "biharmonic"} <= set(offered)
+    spec = client.get("/openapi.json").json()["paths"]["/api/inpaint"]["post"]["requestBody"]
+    assert spec["content"]["multipart/form-data"]["schema"]["properties"]["method"]["enum"] == offered
+    biharmonic = np.asarray(decoded(post(client, png(picture()), png(hole_mask()), method="biharmonic")))
+    reference = inpainter(Image.fromarray(picture()), Image.fromarray(hole_mask()), method="biharmonic")
+    assert np.array_equal(biharmonic, np.asarray(reference)) and not np.array_equal(biharmonic, patchmatch)
 
 
 def test_exif_orientation_is_applied_as_viewers_show_it(client):

@@ -1,9 +1,12 @@
-"""What the CPU can do for training: native bf16, and how many threads to use on a shared machine."""
+"""Devices: which one a command runs on, in which precision training runs there, and how many CPU
+threads to use on a shared machine."""
 from __future__ import annotations
 
 import os
 
 import torch
+
+from nfinpaint.cli import UsageError
 
 
 def cpu_has_bf16() -> bool:
@@ -41,3 +44,30 @@ def set_cpu_threads(requested: int, device: torch.device) -> tuple[int, str | No
         return threads, None
     return threads, (f"note: using {threads} of {cores} CPU threads: the load average ({busy:.1f}) says other "
                      f"work holds the rest (--threads N to override)")
+
+
+def resolve_device(text: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU when one is visible, else the CPU; UsageError for a
+    device that is not one or is not here."""
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Training's autocast precision for config ``amp`` on ``device``: bf16, or None for fp32
+    ("auto": bf16 on GPUs and on CPUs that compute it natively)."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" or cpu_has_bf16() else "none"
+    return torch.bfloat16 if amp == "bf16" else None

@@ -1,0 +1,105 @@
+"""The training objective: equation 3's terms, their weights, forms and reductions, as one value.
+
+    generator:      L = l2 * L2 + adv_global * Ladv_global + adv_local * Ladv_local + feature * Ln
+    discriminators: BCE(real, 1) + BCE(fake, 0), global + local (equation 1)
+
+:class:`Objective` is built from a :class:`nfinpaint.config.TrainConfig`
+(``Objective.from_config``): the config's fields and presets are the only
+place its values and defaults are defined (the ``paper`` preset holds the
+paper's l1 = l2 = 200, l3 = 0.05 on per-image sums).  Each term is computed by
+:mod:`nfinpaint.losses`; this module decides which, in which form and with
+which weight.  ``loss_weights()`` is what a run records in its exported
+generator's meta.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from nfinpaint import losses
+
+TERMS = losses.TERMS
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The weights of equation 3 (by term name), the reduction of the L2 and feature terms, the L2's
+    and the feature term's forms, and whether the fused operators compute them."""
+
+    l2: float
+    adv_global: float
+    adv_local: float
+    feature: float
+    reduction: str              # mean | image_sum | sum (nfinpaint.losses)
+    l2_form: str = "mse"        # mse | log (losses.composite_and_l2)
+    feature_kind: str = "feature"   # feature (equation 2) | gram
+    feature_form: str = "plain"     # plain | log (the logarithm of the term: scale-free)
+    feature_region: str = "image"   # image | hole (equation 2 weighted by each feature cell's hole share)
+    use_custom_ops: bool = False
+
+    def __post_init__(self):
+        losses.check_reduction(self.reduction)
+
+    @classmethod
+    def from_config(cls, config) -> "Objective":
+        """The objective of a :class:`nfinpaint.config.TrainConfig`."""
+        return cls(config.l2_weight, config.adv_global_weight, config.adv_local_weight, config.feature_weight,
+                   reduction=config.loss_reduction, l2_form=config.l2_form, feature_kind=config.feature_kind,
+                   feature_form=config.feature_form, feature_region=config.feature_region,
+                   use_custom_ops=config.use_custom_ops)
+
+    def loss_weights(self) -> dict:
+        """The weights and reduction as a run records them (``loss_weights`` in the generator's meta)."""
+        return {"l2": self.l2, "adv_global": self.adv_global, "adv_local": self.adv_local,
+                "feature": self.feature, "reduction": self.reduction}
+
+    @property
+    def uses_features(self) -> bool:
+        return self.feature > 0
+
+    # -- the terms ----------------------------------------------------------------------------
+
+    def reconstruction(self, generated: Tensor, real: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(composite, L2)``: the generation composited into ``real``'s known pixels, and the L2 term
+        over the hole (the gradient reaches ``generated`` through both)."""
+        return losses.composite_and_l2(generated.float(), real, mask, self.use_custom_ops,
+                                       reduction=self.reduction, form=self.l2_form)
+
+    def feature_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Ln between the feature maps of the composite and of the real image (``mask``: the hole mask,
+        used when ``feature_region`` is "hole")."""
+        weight = None
+        if self.feature_region == "hole":
+            weight = losses.mask_to_feature_weight(mask, tuple(feat_fake.shape[-2:]))
+        term = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=self.feature_kind, weight=weight,
+                                   use_custom_ops=self.use_custom_ops, reduction=self.reduction)
+        return term.clamp_min(1e-12).log() if self.feature_form == "log" else term
+
+    @staticmethod
+    def adversarial_term(fake_logits: Tensor) -> Tensor:
+        """The generator's side of equation 1 for one discriminator's logits on the composite."""
+        return losses.adversarial_g_loss(fake_logits)
+
+    @staticmethod
+    def discriminator_loss(global_logits: Tensor, local_logits: Tensor) -> Tensor:
+        """Both discriminators' loss; each logits tensor holds the real images' first, then the fakes'."""
+        n = global_logits.shape[0] // 2
+        return (losses.adversarial_d_loss(global_logits[:n], global_logits[n:])
+                + losses.adversarial_d_loss(local_logits[:n], local_logits[n:]))
+
+    def generator_loss(self, terms: dict[str, Tensor]) -> Tensor:
+        """The weighted sum of the terms given (any subset of :data:`TERMS`: e.g. l2 and feature only
+        during the warm-up)."""
+        unknown = set(terms) - set(TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {TERMS}")
+        if not terms:
+            raise ValueError("no loss terms given")
+        total: Tensor | None = None
+        for name in TERMS:
+            if name in terms:
+                part = getattr(self, name) * terms[name].float()
+                total = part if total is None else total + part
+        return total
+

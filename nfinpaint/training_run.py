@@ -1,0 +1,256 @@
+"""A training run on disk: its directory, what it records, its checkpoints and its exported generator.
+
+:class:`Run` is everything ``python -m nfinpaint.train`` writes, so the recipe
+(:mod:`nfinpaint.train`) only trains.  In order:
+
+1. :meth:`Run.prepare` checks everything that can refuse the run (the resume
+   point, the run directory, the data folders, the operators it needs), writes
+   nothing, and sets the CPU threads (a resumed run: its own count);
+2. :meth:`Run.restore` puts a resumed run's models, optimisers and random
+   states back (bit for bit);
+3. :meth:`Run.start` takes the directory (lock), writes ``config.toml`` and the
+   ``start``/``resume`` record of ``metrics.jsonl`` and prints the run's lines;
+4. during training :meth:`log`, :meth:`samples`, :meth:`checkpoint`, and at the
+   end :meth:`export` (``generator.pt``) and :meth:`finish`.
+
+Every file records its provenance: the resolved config, the versions in use
+(:func:`nfinpaint.provenance.versions`), the feature network's weights and
+whether they are pretrained.  Only the main process writes (torchrun).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from nfinpaint import _extension, distributed, generator_io
+from nfinpaint.checkpoint import CHECKPOINT_DIR, list_checkpoints, rng_state, save_checkpoint, set_rng_state
+from nfinpaint.config import ConfigError, TrainConfig
+from nfinpaint.devices import set_cpu_threads
+from nfinpaint.errors import NfinpaintError
+from nfinpaint.figures import save_comparison_grid
+from nfinpaint.files import remove_stale_temps
+from nfinpaint.provenance import versions
+from nfinpaint.resume import ResumePoint, check_config_file, find_resume_point, set_aside_later_checkpoints
+from nfinpaint.run_dir import (MetricsLog, RunLock, check_new_run_dir, check_not_in_use, check_outside_data,
+                               default_run_dir, metrics_to_keep, say, write_config)
+
+
+class TrainingDiverged(NfinpaintError, RuntimeError):
+    """The loss became NaN or infinite: the run stopped, and nothing of that step was saved."""
+
+
+def training_meta(config: TrainConfig, *, step: int, complete: bool, **extra) -> dict:
+    """The meta of a training's exported generator: the model's geometry, how it was trained, and the
+    data split (so evaluation can hold the same images out without the run's config.toml)."""
+    data = config.data or "the embedded scikit-image photographs"
+    state = "" if complete else ", interrupted"
+    description = f"{config.preset} preset, step {step}{state}, trained on {data}"
+    return {"preset": config.preset, "generator": config.generator, "val_data": config.val_data,
+            "image_size": config.image_size, "hole_size": config.hole_size,
+            "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
+            "data": config.data, "seed": config.seed, "split": config.split().as_meta(), "step": step,
+            "steps": config.steps,
+            "complete": complete, "description": description, **extra}
+
+
+class Run:
+    """One run directory (new or resumed) and the process's part in writing it."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, point: ResumePoint | None,
+                 info: distributed.DistInfo, kept_metrics: list[str] | None):
+        self.config, self.dir, self.point, self.info = config, run_dir, point, info
+        self.is_main = info.is_main
+        self.start_step = point.step if point is not None else 0
+        self._kept_metrics = kept_metrics
+        self.samples_dir = run_dir / "samples"
+        self.lock: RunLock | None = None
+        self.bar = None
+        self.val: dict[str, float] = {}     # the newest validation's results
+        self.val_step: int | None = None   # and its step
+        self.metrics: MetricsLog | None = None
+        self.provenance: dict = {}
+        self.threads = 0
+
+    # -- before anything is written ----------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, config: TrainConfig, out: str | os.PathLike | None, resume: ResumePoint | str | os.PathLike | None,
+                info: distributed.DistInfo) -> "Run":
+        """The run directory ``out`` (a new run) or the run at ``resume``, checked; nothing is written."""
+        point = find_resume_point(resume) if isinstance(resume, (str, os.PathLike)) else resume
+        if point is not None:
+            run_dir = point.run_dir
+            if config.steps < point.step:
+                raise ConfigError(f"the run in {run_dir} is already at step {point.step}; pass --steps N with "
+                                  f"N >= {point.step} to continue it")
+            if point.payload.get("world_size", 1) != info.world_size:
+                say(info.is_main, f"note: the run used {point.payload.get('world_size', 1)} processes, now "
+                                  f"{info.world_size}: it continues, but not bit for bit")
+            if info.is_main:
+                check_not_in_use(run_dir)
+                check_config_file(point)
+        else:
+            if out is not None and not str(out).strip():
+                raise ConfigError("--out is empty; give the name of a folder for the run directory")
+            run_dir = Path(distributed.broadcast_object(str(out or default_run_dir(config)), info))
+            if info.is_main:
+                check_new_run_dir(run_dir)
+        check_outside_data(run_dir, config)
+        if config.use_custom_ops and not _extension.is_built():
+            raise ConfigError("use_custom_ops = true needs the compiled operators (nfinpaint._C), which are not "
+                              "built: install with `pip install .`, or pass --set use_custom_ops=false")
+        kept = metrics_to_keep(run_dir, point.step) if point is not None and info.is_main else None
+        run = cls(config, run_dir, point, info, kept)
+        # a resumed run reuses its thread count: bit for bit needs the same one
+        run.threads, note = set_cpu_threads(config.threads or (point.payload.get("threads", 0) if point else 0),
+                                            info.device)
+        if note:
+            say(info.is_main, note)
+        return run
+
+    def restore(self, trainer) -> int:
+        """A resumed run's models, optimisers and random states, as its checkpoint saved them; the step
+        to start at (0 for a new run)."""
+        if self.point is not None:
+            trainer.load_state_dict(self.point.payload)
+            set_rng_state(self.point.payload["rng"])
+        return self.start_step
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def start(self, feature_net: torch.nn.Module, data: str, amp: torch.dtype | None) -> None:
+        """Take the run directory (created, locked: a second training into it fails here with one
+        line), write config.toml and the first record, and say what the run is (``data``: its sets)."""
+        info, config, threads = self.info, self.config, self.threads
+        self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained}
+        self.lock = RunLock(self.dir, new=self.point is None) if self.is_main else None
+        if self.is_main:
+            # temporary files of a writer killed mid-write (kill -9): no other process writes here now
+            for folder in (self.dir, self.dir / CHECKPOINT_DIR, self.samples_dir):
+                for stale in remove_stale_temps(folder):
+                    say(True, f"note: removed {stale}, a temporary file left by a run that was killed mid-write")
+            if self.point is not None:
+                aside = set_aside_later_checkpoints(self.point)
+                if aside is not None:
+                    say(True, f"note: resuming from step {self.point.step}, older than the run's newest checkpoint: "
+                              f"a new branch starts here; the later checkpoints are moved to {aside}")
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
+            write_config(self.dir, config, feature_net.weights_source, feature_net.pretrained)
+            self.metrics = MetricsLog(self.dir, self._kept_metrics, config.tensorboard)
+        distributed.barrier(info)
+        untrained = "" if feature_net.pretrained else " (UNTRAINED: random weights, smoke runs only)"
+        for line in (f"run directory: {self.dir}", f"data: {config.data or 'embedded scikit-image photographs'}: {data}",
+                     f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
+                     f"compile={config.compile}, channels_last={config.channels_last}, "
+                     f"amp={'bf16' if amp else 'off (fp32)'}, custom ops={config.use_custom_ops}",
+                     f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}",
+                     f"schedule: {config.schedule()}, to step {config.steps}"
+                     + (f"; resuming at step {self.start_step}" if self.start_step else "")):
+            say(self.is_main, line)
+        self.log({"kind": "start" if self.point is None else "resume", "step": self.start_step,
+                  "preset": config.preset, **self.provenance, "world_size": info.world_size,
+                  "device": str(info.device), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    def log(self, record: dict) -> None:
+        """One record of metrics.jsonl (and TensorBoard)."""
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    # -- progress -----------------------------------------------------------------------------
+
+    def open_progress(self, show: bool) -> None:
+        """The progress bar (main process, ``show``), and the clocks of the steps' records."""
+        from tqdm import tqdm  # noqa: PLC0415
+
+        self.bar = tqdm(total=self.config.steps, initial=self.start_step, disable=not (self.is_main and show),
+                        dynamic_ncols=True, mininterval=1.0, desc="train")
+        self.t0 = self._window_start = time.perf_counter()
+        self._window_images = 0
+
+    def stepped(self, step: int, stage: str, out: dict[str, torch.Tensor], images: int) -> None:
+        """After step ``step`` (1-based) of ``stage`` on ``images`` images (all processes): every
+        ``log_every`` steps and at the last, a train record (losses, images per second)."""
+        self._window_images += images
+        if self.is_main and (step % self.config.log_every == 0 or step == self.config.steps):
+            values = {k: float(v) for k, v in out.items()}
+            now = time.perf_counter()
+            self.log({"kind": "train", "step": step, "stage": stage, **values,
+                      "images_per_s": self._window_images / max(now - self._window_start, 1e-9),
+                      "elapsed_s": now - self.t0})
+            self._window_start, self._window_images = now, 0
+            self.bar.set_postfix({"stage": stage[:5], **{k: f"{v:.4g}" for k, v in values.items()}}, refresh=False)
+        self.bar.update(1)
+
+    def validated(self, step: int, val: dict[str, float]) -> None:
+        """The validation at ``step``: logged, shown on the bar, kept for the export and the end record."""
+        self.val, self.val_step = val, step
+        self.log({"kind": "val", "step": step, **val})
+        if "val_psnr_hole" in val and self.bar is not None:
+            self.bar.set_description(f"train (val hole PSNR {val['val_psnr_hole']:.2f} dB)", refresh=False)
+
+    def close_progress(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def samples(self, step: int, images: torch.Tensor, masks: torch.Tensor, filled: torch.Tensor) -> None:
+        """samples/step_N.png: original | masked | filled."""
+        if self.is_main:
+            save_comparison_grid(self.samples_dir / f"step_{step:07d}.png", images, masks, {"filled": filled})
+
+    def checkpoint(self, step: int, trainer) -> Path | None:
+        """checkpoints/step_N.pt: the config, the models and optimisers, the random states and the provenance."""
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.dir, step, {"config": dataclasses.asdict(self.config), **trainer.state_dict(),
+                                                "rng": rng_state(), "world_size": self.info.world_size,
+                                                "threads": self.threads, "versions": versions(), **self.provenance})
+
+    def export(self, step: int, complete: bool, generator: torch.nn.Module, loss_weights: dict) -> None:
+        """generator.pt: the generator to evaluate and use, with its meta (nfinpaint.generator_io)."""
+        if self.is_main:
+            meta = training_meta(self.config, step=step, complete=complete, **self.provenance,
+                                 loss_weights=loss_weights, val=self.val, versions=versions())
+            generator_io.save_generator(self.dir / generator_io.GENERATOR_FILENAME, generator, meta)
+
+    def finish(self, step: int, interrupted: bool, checkpoint: Path | None) -> None:
+        """The end record and the closing line."""
+        distributed.barrier(self.info)
+        val = self.val
+        self.log({"kind": "end", "step": step, "interrupted": interrupted, "elapsed_s": time.perf_counter() - self.t0,
+                  **val})
+        self.close()
+        if interrupted:
+            say(self.is_main, f"interrupted at step {step}: checkpoint {checkpoint}; continue with --resume {self.dir}")
+        else:
+            summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if k.startswith("val_psnr"))
+            say(self.is_main, f"done: {step} steps; {summary}; generator exported to {self.dir / 'generator.pt'}")
+
+    def diverged(self, step: int, stage: str, values: dict[str, float]) -> TrainingDiverged:
+        """Log the stop and say what is left: the weights of this step are not saved (they are not
+        finite, or soon will be), so the last checkpoint is the one before it."""
+        self.close_progress()
+        self.log({"kind": "diverged", "step": step, "stage": stage, **values})
+        self.close()
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        saved = list_checkpoints(self.dir)
+        before = (f"the last checkpoint before it is {saved[-1][1]}" if saved else
+                  "no checkpoint was saved before it")
+        return TrainingDiverged(f"training stopped at step {step} ({stage} stage): the loss is not finite ({shown}); "
+                                f"nothing of this step was saved, {before}; start again with a lower lr or smaller "
+                                f"loss weights")
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def release(self) -> None:
+        """Let go of the run directory (also after an error)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
