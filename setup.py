@@ -161,7 +161,8 @@ if __name__ == "__main__":
         # Triton kernels live in top-level kernels/ and install inside the
         # package, so no top-level `kernels` module lands in site-packages.
         package_dir={"nfinpaint": "nfinpaint", "nfinpaint.kernels": "kernels"},
-        package_data={"nfinpaint": ["weights/*.pt"]},   # the shipped default generator
+        # the shipped default generator; the page `python -m nfinpaint.serve` serves
+        package_data={"nfinpaint": ["weights/*.pt", "web/*.html", "web/*.js", "web/*.css"]},
         ext_modules=extensions(),
         cmdclass={"build_ext": build_ext_class()},
     )

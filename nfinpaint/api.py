@@ -194,8 +194,17 @@ class Inpainter:
             raise InpaintError("method='gan' needs a generator: pass checkpoint=PATH (no shipped default is installed)")
 
     def __call__(self, image: Any, mask: Any, *, dilate: int | None = None, invert: bool | None = None,
-                 resize_mask: bool | None = None) -> Any:
+                 resize_mask: bool | None = None, method: str | None = None) -> Any:
+        """``image`` with its holes filled; the keywords override the constructor's for this call."""
         from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415  (inpaint imports this module's neighbours)
+
+        from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+        method = self.method if method is None else method
+        if method not in ("auto", *METHODS):
+            raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
+        if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
+            raise InpaintError(f"method={method!r} needs a generator: this Inpainter has none")
 
         array, back = _as_hwc(image)
         if array.shape[0] == 0 or array.shape[1] == 0:
@@ -212,7 +221,7 @@ class Inpainter:
                 torch.from_numpy(hole)[None].float(),
                 generator=None if self.loaded is None else self.loaded.generator,
                 hole_size=None if self.loaded is None else self.loaded.hole_size,
-                method=self.method, device=self.device, seed=self.seed, log=lambda message: None)
+                method=method, device=self.device, seed=self.seed, log=lambda message: None)
         except InpaintError:
             raise
         except ValueError as exc:

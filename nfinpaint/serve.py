@@ -1,0 +1,500 @@
+"""``python -m nfinpaint.serve``: a local web page that removes things from a picture, and its HTTP API.
+
+    pip install ".[serve]"
+    python -m nfinpaint.serve                     # then open http://127.0.0.1:8080/
+
+The page (``nfinpaint/web/``: plain HTML, JS and CSS, no build step, nothing loaded from the
+network) opens or takes a dropped picture, lets you paint the hole with a brush, fills it through
+the API below, shows the result with a before/after toggle, lets you paint again on the result
+and downloads it as PNG.
+
+The API (OpenAPI document at ``/openapi.json``, interactive page at ``/docs``):
+
+* ``POST /api/inpaint``: multipart ``image`` and ``mask`` files (same size; white = hole, with
+  the mask rule of ``nfinpaint.mask_options`` for antialiased edges, alpha = 0 is not a hole), optional
+  ``method`` (auto, gan, or a classical fill such as patchmatch) and ``dilation`` (pixels); the filled picture as PNG, every
+  pixel outside the hole exactly the input's.
+* ``GET /api/info``: the model, the device, the limits and the versions.
+
+Every error is a 4xx or 503 with a one-line JSON body ``{"error": "..."}``.  Fills run one at a
+time (one worker thread owns the model); up to ``queue`` more wait, and a request beyond that gets
+503.  Requests never name a file: uploads are parsed in memory and nothing is written to disk.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request,
+# imported inside create_app so that the serve extra is needed only to serve) as objects
+import argparse
+import asyncio
+import contextlib
+import io
+import socket
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nfinpaint import cli
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024     # the whole request body
+MAX_PIXELS = 40_000_000                 # per picture (width x height), checked before decoding
+QUEUE = 4                               # fills that may wait behind the running one
+MAX_DILATION = 200
+# modes a PNG holds and the Inpainter fills and returns in the same mode, pixel for pixel
+_PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I"}
+_STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+           "style.css": "text/css; charset=utf-8"}
+_EXIF_ORIENTATION = 0x0112
+
+
+class RequestError(Exception):
+    """A request that cannot be served: its HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, " ".join(message.split())
+
+
+# --------------------------------------------------------------------------- request body
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:     # a chunked upload or a lying Content-Length: stop reading now
+            raise RequestError(413, f"the upload is over the limit of {limit / 2**20:.0f} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body by field name, in memory (no temporary files)."""
+    from python_multipart.multipart import MultipartParser, parse_options_header  # noqa: PLC0415
+
+    kind, params = parse_options_header(content_type or "")
+    boundary = params.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise RequestError(400, "send the image and the mask as multipart/form-data fields 'image' and 'mask'")
+    parts: dict[str, bytes] = {}
+    state: dict[str, Any] = {}
+
+    def on_part_begin():
+        state.update(headers={}, field=b"", value=b"", data=[])
+
+    def on_header_field(data, start, end):
+        state["field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        state["value"] += data[start:end]
+
+    def on_header_end():
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_part_data(data, start, end):
+        state["data"].append(data[start:end])
+
+    def on_part_end():
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if name in parts:
+            raise RequestError(400, f"the field {name!r} is sent twice")
+        parts[name] = b"".join(state["data"])
+
+    parser = MultipartParser(boundary, dict(on_part_begin=on_part_begin, on_header_field=on_header_field,
+                                            on_header_value=on_header_value, on_header_end=on_header_end,
+                                            on_part_data=on_part_data, on_part_end=on_part_end))
+    try:
+        parser.write(body)
+        parser.finalize()
+    except RequestError:
+        raise
+    except Exception as exc:   # python-multipart's own errors: a malformed body
+        raise RequestError(400, f"malformed multipart body ({exc})") from None
+    return parts
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as a viewer shows it: EXIF orientations 5-8 swap the sides."""
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  (a broken EXIF block: PIL's exif_transpose ignores it too)
+        orientation = 1
+    w, h = img.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image:
+    """The uploaded file ``field`` opened (header only: nothing decoded yet), within the pixel limit."""
+    if not data:
+        raise RequestError(400, f"the field {field!r} is missing or empty: send the {field} as a file")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise RequestError(413, f"the {field} is larger than the limit of {max_pixels / 1e6:.0f} megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RequestError(400, f"the {field} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise RequestError(413, f"the {field} is {w}x{h} ({w * h / 1e6:.1f} megapixels); "
+                                f"the limit is {max_pixels / 1e6:.0f} megapixels")
+    if w == 0 or h == 0:
+        raise RequestError(400, f"the {field} is empty ({w}x{h})")
+    return img
+
+
+def decode(img: Image.Image, field: str) -> Image.Image:
+    """The picture decoded and turned upright (EXIF orientation, as the page and viewers show it)."""
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(400, f"the {field} cannot be decoded ({cli.one_line(exc)})") from None
+
+
+def fillable(img: Image.Image) -> Image.Image:
+    """``img`` in a mode that the fill returns unchanged outside the hole and PNG stores as is.
+
+    Palette images become RGB(A) (converting the fill back to a palette would change other
+    pixels), 1-bit becomes L, CMYK and the like RGB; 16-bit grey stays 16-bit.
+    """
+    if img.mode in _PNG_MODES:
+        return img
+    if img.mode == "F":
+        raise RequestError(400, "float images cannot be returned as PNG; send an 8- or 16-bit image")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    if img.mode == "1":
+        return img.convert("L")
+    transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
+    return img.convert("RGBA" if transparent else "RGB")
+
+
+def png_bytes(img: Image.Image, icc_profile: bytes | None) -> bytes:
+    buf = io.BytesIO()
+    # lossless either way; level 1 is several times faster to write than the default 6 and the
+    # file goes over the loopback, so speed wins over size
+    img.save(buf, "PNG", compress_level=1, **({"icc_profile": icc_profile} if icc_profile else {}))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- one fill at a time
+
+
+@dataclass
+class FillJob:
+    image: Image.Image
+    mask: Image.Image
+    method: str
+    dilation: int
+
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(inpainter) -> threading.Lock:
+    """The one lock of ``inpainter``: apps that share a model still fill one at a time."""
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(inpainter, threading.Lock())
+
+
+class FillQueue:
+    """Runs fills one at a time on one worker thread (a model runs one fill at a time: its
+    threads are the machine's, and two fills would only slow each other down and double the
+    memory); at most ``waiting`` more requests wait, further ones are refused with 503."""
+
+    def __init__(self, inpainter, waiting: int):
+        self.inpainter, self.waiting = inpainter, waiting
+        self.model_lock = model_lock(inpainter)
+        self.pending = 0                 # running + waiting, counted until the worker is done with a job
+        self.lock = threading.Lock()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfinpaint-fill")
+
+    async def run(self, job: FillJob) -> tuple[bytes, float]:
+        with self.lock:
+            if self.pending > self.waiting:
+                raise RequestError(503, f"busy: {self.pending} fills are running or waiting; try again shortly")
+            self.pending += 1
+        future = self.worker.submit(self.fill, job)
+        # counted down when the worker finishes or drops it, not when the client goes away
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
+    def _done(self, future) -> None:
+        with self.lock:
+            self.pending -= 1
+
+    def fill(self, job: FillJob) -> tuple[bytes, float]:
+        from nfinpaint.api import InpaintError  # noqa: PLC0415
+
+        start = time.perf_counter()
+        icc = job.image.info.get("icc_profile")
+        image = fillable(decode(job.image, "image"))
+        mask = decode(job.mask, "mask")
+        if image.size != mask.size:   # the header check compared the same sizes; kept for a broken EXIF
+            raise RequestError(400, f"the mask is {mask.width}x{mask.height} but the image is "
+                                    f"{image.width}x{image.height}; they must be the same size")
+        try:
+            with self.model_lock:
+                filled = self.inpainter(image, mask, dilate=job.dilation, method=job.method)
+        except InpaintError as exc:
+            raise RequestError(400, str(exc)) from None
+        return png_bytes(filled, icc), time.perf_counter() - start
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=False, cancel_futures=True)
+
+
+def warm_up(inpainter) -> float:
+    """One small fill before the first request, in seconds: a model's first call pays one-off
+    costs (thread pool, allocator, kernel choice) that a user's first Fill should not."""
+    image = np.full((96, 128, 3), 128, np.uint8)
+    image[:, ::2] = 96                   # some texture, so every code path runs as for a photograph
+    hole = np.zeros((96, 128), bool)
+    hole[40:56, 36:92] = True
+    start = time.perf_counter()
+    inpainter(image, hole)
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _model_info(inpainter) -> dict | None:
+    loaded = inpainter.loaded
+    if loaded is None:
+        return None
+    meta = loaded.meta
+    return {"file": Path(loaded.path).name, "sha256": loaded.sha256, "preset": meta.get("preset"),
+            "description": meta.get("description") or loaded.describe().split(", ", 1)[-1],
+            "image_size": loaded.image_size, "feature_pretrained": meta.get("feature_pretrained")}
+
+
+def _static_files() -> dict[str, bytes]:
+    web = resources.files("nfinpaint") / "web"
+    return {name: (web / name).read_bytes() for name in _STATIC}
+
+
+def methods() -> tuple[str, ...]:
+    """``auto`` and every fill method of the registry (``nfinpaint.baselines.METHODS``)."""
+    from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+    return ("auto", *METHODS)
+
+
+def _inpaint_body(choices: Sequence[str]) -> dict:
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["image", "mask"],
+            "properties": {
+                "image": {"type": "string", "format": "binary",
+                          "description": "the picture (PNG, JPEG, WebP, ...; EXIF orientation applied)"},
+                "mask": {"type": "string", "format": "binary",
+                         "description": "same size as the image; white = hole (brighter than 50% grey, plus "
+                                        "antialiased rims above 10% grey that touch it); transparent = not a hole"},
+                "method": {"type": "string", "enum": list(choices), "default": "auto",
+                           "description": "auto / gan: the learned fill; the others: classical fills "
+                                          "(opencv-* need OpenCV installed)"},
+                "dilation": {"type": "integer", "minimum": 0, "maximum": MAX_DILATION, "default": 0,
+                             "description": "grow the hole by this many pixels first"},
+            }}}},
+    }
+
+
+def _error_doc(*codes: int) -> dict:
+    schema = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    return {code: {"description": "one-line error", "content": {"application/json": {"schema": schema}}}
+            for code in codes}
+
+
+def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "auto",
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS, queue: int = QUEUE):
+    """The FastAPI app: the page, ``POST /api/inpaint`` and ``GET /api/info``.
+
+    ``inpainter``: an :class:`nfinpaint.Inpainter` to fill with (tests pass a small one); by
+    default one is loaded from ``checkpoint`` (the shipped generator when None) on ``device``.
+    """
+    from fastapi import FastAPI, Request  # noqa: PLC0415  (the serve extra: only when serving)
+    from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
+    from fastapi.responses import JSONResponse, Response  # noqa: PLC0415
+    from starlette.exceptions import HTTPException  # noqa: PLC0415
+
+    import nfinpaint  # noqa: PLC0415
+    from nfinpaint import provenance  # noqa: PLC0415
+    from nfinpaint.api import Inpainter  # noqa: PLC0415
+
+    if inpainter is None:
+        inpainter = Inpainter(checkpoint, device=device)
+    fills = FillQueue(inpainter, queue)
+    choices = methods()
+    static = _static_files()
+    versions = provenance.versions()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        fills.close()
+
+    app = FastAPI(title="nfinpaint", version=nfinpaint.__version__, lifespan=lifespan,
+                  description="Remove things from a picture: paint the hole, get it filled. "
+                              "Errors are one-line JSON objects `{\"error\": \"...\"}`.")
+    app.state.fills = fills
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request, exc: RequestError):
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, exc: HTTPException):   # 404, 405, ...: the same one-line form
+        return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "request refused")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        return error(400, "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
+
+    @app.post("/api/inpaint", summary="Fill the hole of a picture",
+              response_class=Response, openapi_extra={"requestBody": _inpaint_body(choices)},
+              responses={200: {"content": {"image/png": {}}, "description": "the filled picture (PNG)"},
+                         **_error_doc(400, 413, 503)})
+    async def inpaint(request: Request):
+        body = await read_body(request, max_upload_bytes)
+        fields = parse_multipart(request.headers.get("content-type"), body)
+        del body
+        method = fields.get("method", b"auto").decode("utf-8", "replace").strip() or "auto"
+        if method not in choices:
+            raise RequestError(400, f"method must be one of {', '.join(choices)}, got {method!r}")
+        text = fields.get("dilation", b"0").decode("utf-8", "replace").strip() or "0"
+        if not text.isdigit() or int(text) > MAX_DILATION:
+            raise RequestError(400, f"dilation must be a whole number of pixels from 0 to {MAX_DILATION}, "
+                                    f"got {text[:20]!r}")
+        image = open_picture(fields.get("image"), "image", max_pixels)
+        mask = open_picture(fields.get("mask"), "mask", max_pixels)
+        if oriented_size(image) != oriented_size(mask):
+            (iw, ih), (mw, mh) = oriented_size(image), oriented_size(mask)
+            raise RequestError(400, f"the mask is {mw}x{mh} but the image is {iw}x{ih}; "
+                                    f"they must be the same size")
+        png, seconds = await fills.run(FillJob(image, mask, method, int(text)))
+        return Response(png, media_type="image/png", headers={"X-Fill-Seconds": f"{seconds:.3f}"})
+
+    @app.get("/api/info", summary="The model, the device, the limits and the versions")
+    async def api_info():
+        return {"model": _model_info(inpainter), "device": str(inpainter.device),
+                "method": inpainter.method, "methods": list(choices),
+                "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
+                           "queue": queue, "max_dilation": MAX_DILATION},
+                "versions": versions}
+
+    def page(name: str):
+        async def serve_file():
+            return Response(static[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
+        return serve_file
+
+    app.get("/", include_in_schema=False)(page("index.html"))
+    for name in ("app.js", "style.css"):
+        app.get(f"/{name}", include_in_schema=False)(page(name))
+
+    return app
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m nfinpaint.serve", __doc__)
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; "
+                             f"0.0.0.0 lets the network in, without any authentication)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--checkpoint", help="generator file or training run directory "
+                                             "(default: the generator shipped in the package)")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda or cuda:N")
+    parser.add_argument("--queue", type=int, default=QUEUE,
+                        help=f"fills that may wait behind the running one before 503 (default {QUEUE})")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
+                        help="largest request body in MB (default 50)")
+    parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
+                        help="largest picture in megapixels (default 40)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: PLC0415
+        import fastapi  # noqa: F401, PLC0415
+        import python_multipart  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise cli.UsageError(f"the server needs the serve extra ({exc.name} is missing): "
+                             f"pip install \"nfinpaint[serve]\" (from the repository: pip install \".[serve]\")")
+    from nfinpaint.api import Inpainter, InpaintError  # noqa: PLC0415
+
+    if not 0 <= args.port <= 65535:
+        raise cli.UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.queue < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise cli.UsageError("--queue must be 0 or more, --max-upload-mb and --max-megapixels more than 0")
+    sock = listening_socket(args.host, args.port)   # before the model loads: a taken port fails fast
+    try:
+        inpainter = Inpainter(args.checkpoint, device=args.device)
+    except InpaintError as exc:
+        sock.close()
+        raise cli.UsageError(str(exc)) from None
+    warm_up(inpainter)
+    app = create_app(inpainter, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     max_pixels=int(args.max_megapixels * 1e6), queue=args.queue)
+    model = "PatchMatch only (no generator installed)" if inpainter.loaded is None else inpainter.loaded.describe()
+    host, port = sock.getsockname()[:2]
+    shown = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
+    url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
+    print(f"model: {model}\ndevice: {inpainter.device}", flush=True)
+    if host in ("0.0.0.0", "::"):
+        cli.warn(f"listening on every network address ({args.host}): anyone who can reach this machine can use it")
+    print(f"open {url} in a browser (API documentation: {url}docs); Ctrl-C stops", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
+    return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (uvicorn listens on it), or a one-line UsageError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise cli.UsageError(f"--host {host}: not an address of this machine ({exc})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)   # connections made before uvicorn runs wait in the backlog
+    except OSError as exc:
+        sock.close()
+        raise cli.UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                             f"is another server using it? pick another --port") from None
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(run, argv, build_parser())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,434 @@
+"""``python -m nfinpaint.serve``'s HTTP API, in-process (Starlette's TestClient) and as a command.
+
+The fills use a small ``fullres`` generator made here (random output weights, so the fill
+differs from whatever the hole held); the checks are about where pixels go, what counts as
+hole, limits, errors and the one-at-a-time queue, each against a reference built in the test.
+"""
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+IN_CI = os.environ.get("NFINPAINT_CI") == "1"
+for _module in ("fastapi", "uvicorn", "python_multipart", "httpx2"):
+    if not IN_CI:   # CI installs the serve extra: there a missing one fails instead
+        pytest.importorskip(_module, reason=f"{_module} is missing: pip install \".[test,serve]\"")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from nfinpaint import Inpainter  # noqa: E402
+from nfinpaint.generator_io import save_generator  # noqa: E402
+from nfinpaint.generators import build_generator  # noqa: E402
+from nfinpaint.serve import create_app, main  # noqa: E402
+
+H, W = 40, 56
+HOLE = (slice(12, 24), slice(16, 36))
+
+
+@pytest.fixture(scope="module")
+def inpainter(tmp_path_factory):
+    torch.manual_seed(0)
+    g = build_generator("fullres", 32)
+    with torch.no_grad():
+        g.to_rgb.weight.normal_(0, 0.05)
+        g.to_rgb.bias.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("gen") / "generator.pt"
+    save_generator(path, g, dict(preset="fullres", image_size=32, hole_size=16, feature_weights="random",
+                                 feature_pretrained=False))
+    return Inpainter(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(inpainter):
+    with TestClient(create_app(inpainter)) as c:
+        yield c
+
+
+def png(array_or_image, mode=None, **save) -> bytes:
+    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image, mode)
+    buf = io.BytesIO()
+    img.save(buf, save.pop("format", "PNG"), **save)
+    return buf.getvalue()
+
+
+def picture(seed=0, channels=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, (H, W, channels), dtype=np.uint8)
+    out[HOLE] = 255 if channels == 1 else (255, 0, 255, 255)[:channels]   # what the fill replaces
+    return out
+
+
+def hole_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    mask[HOLE] = 255
+    return mask
+
+
+def post(client, image: bytes, mask: bytes, **data):
+    return client.post("/api/inpaint", files={"image": ("picture.png", image), "mask": ("mask.png", mask)},
+                       data={k: str(v) for k, v in data.items()})
+
+
+def decoded(response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+    return Image.open(io.BytesIO(response.content))
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error"] and "\n" not in response.text and body["error"].strip()
+    for word in words:
+        assert word in body["error"], body["error"]
+
+
+# --------------------------------------------------------------------------- the page and info
+
+
+def test_info_names_model_device_limits_and_versions(client, inpainter):
+    info = client.get("/api/info").json()
+    assert info["model"]["file"] == "generator.pt" and info["model"]["preset"] == "fullres"
+    assert info["model"]["sha256"] == inpainter.loaded.sha256
+    assert info["device"] == "cpu"
+    assert info["versions"]["torch"] == torch.__version__
+    assert info["limits"]["max_upload_bytes"] == 50 * 2**20 and info["limits"]["max_pixels"] == 40_000_000
+
+
+def test_page_is_served_and_needs_no_network(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        if not src.startswith(("http", "//", "data:")):
+            assert client.get(f"/{src}").status_code == 200, src
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = client.get(f"/{name}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        # nothing is fetched from elsewhere: no absolute URLs in the page's own files
+        assert not re.search(r"https?://|//cdn|@import", response.text), name
+    assert not re.search(r"(?:src|href)=\"(?:https?:)?//", page.text)
+
+
+def test_api_is_documented(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/api/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(body["properties"]) == {"image", "mask", "method", "dilation"}
+    assert set(body["required"]) == {"image", "mask"}
+    assert {"400", "413", "503"} <= set(spec["paths"]["/api/inpaint"]["post"]["responses"])
+    assert "get" in spec["paths"]["/api/info"]
+
+
+# --------------------------------------------------------------------------- fills
+
+
+def test_fill_changes_only_the_hole(client, inpainter):
+    image = picture()
+    out = np.asarray(decoded(post(client, png(image), png(hole_mask()))))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    inside = hole_mask() > 0
+    assert np.array_equal(out[~inside], image[~inside])
+    assert (out[inside] != image[inside]).any(axis=-1).all(), "every hole pixel held magenta; the fill replaces it"
+    # the same fill as the Python API's on the same picture and mask
+    assert np.array_equal(out, np.asarray(inpainter(Image.fromarray(image), Image.fromarray(hole_mask()))))
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "L", "LA", "I;16", "P", "JPEG", "1"])
+def test_picture_kinds_keep_every_pixel_outside_the_hole(client, kind):
+    rgb = picture(1)
+    if kind == "RGBA":
+        source = Image.fromarray(picture(1, 4), "RGBA")
+    elif kind == "L":
+        source = Image.fromarray(rgb[..., 0], "L")
+    elif kind == "LA":
+        source = Image.fromarray(picture(1, 4)[..., :2], "LA")
+    elif kind == "I;16":
+        source = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257 + 3))
+    elif kind == "P":
+        source = Image.fromarray(rgb).quantize(16)
+    elif kind == "1":
+        source = Image.fromarray(rgb[..., 0] > 127)
+    else:
+        source = Image.fromarray(rgb)
+    data = png(source, format="JPEG", quality=90) if kind == "JPEG" else png(source)
+    out = decoded(post(client, data, png(hole_mask())))
+    # the reference: the file as PIL decodes it, in the mode the result must have
+    expected = {"P": "RGB", "1": "L", "JPEG": "RGB"}.get(kind, source.mode)
+    reference = Image.open(io.BytesIO(data)).convert(expected) if kind in ("P", "1", "JPEG") else source
+    assert out.mode == expected or (kind == "I;16" and out.mode in ("I;16", "I"))
+    out_a, ref_a = np.asarray(out).astype(np.int64), np.asarray(reference).astype(np.int64)
+    inside = hole_mask() > 0
+    assert np.array_equal(out_a[~inside], ref_a[~inside])
+    if kind in ("RGBA", "LA"):      # alpha is passed through, even in the hole
+        assert np.array_equal(out_a[..., -1], ref_a[..., -1])
+
+
+def test_antialiased_rim_and_transparent_mask(client):
+    """The page's mask: white with the brush's soft edge as alpha. Above 10% that touches the
+    stroke is hole; faint specks away from it, and transparent pixels, are not."""
+    image = picture(2)
+    image[11, 15:37] = (255, 0, 255)              # the hole and its rim hold magenta, which the fill
+    image[HOLE] = (255, 0, 255)                   # replaces (the context around them is random)
+    image[3, 3] = image[36, 50] = (255, 0, 255)   # so do the two specks
+    alpha = np.zeros((H, W), np.uint8)
+    alpha[HOLE] = 255
+    alpha[11, 15:37] = 40          # a rim row at ~16% touching the stroke: hole
+    alpha[10, 15:37] = 20          # ~8%: not hole
+    alpha[3, 3] = 40               # a faint speck far away: not hole
+    mask = np.dstack([np.full((H, W, 3), 255, np.uint8), alpha])
+    mask[36, 50] = (255, 255, 255, 0)   # white but fully transparent: not hole
+    out = np.asarray(decoded(post(client, png(image), png(mask, "RGBA"))))
+    changed = (out != image).any(axis=-1)
+    expected = alpha > 255 * 0.5
+    expected[11, 15:37] = True
+    assert np.array_equal(changed, expected)
+
+
+def test_dilation_grows_the_hole_and_method_is_honoured(client, inpainter):
+    rows, cols = np.mgrid[0:H, 0:W]
+    dy = np.maximum(np.maximum(HOLE[0].start - rows, rows - (HOLE[0].stop - 1)), 0)
+    dx = np.maximum(np.maximum(HOLE[1].start - cols, cols - (HOLE[1].stop - 1)), 0)
+    grown = np.hypot(dx, dy) <= 3                  # every pixel within 3 px of the hole, Euclidean
+    image = picture(3)
+    image[grown] = (255, 0, 255)                   # what the fill must replace
+    out = np.asarray(decoded(post(client, png(image), png(hole_mask()), dilation=3)))
+    assert np.array_equal((out != image).any(axis=-1), grown)
+
+    default = np.asarray(decoded(post(client, png(picture()), png(hole_mask()))))
+    patchmatch = np.asarray(decoded(post(client, png(picture()), png(hole_mask()), method="patchmatch")))
+    inside = hole_mask() > 0
+    assert np.array_equal(patchmatch[~inside], picture()[~inside])
+    assert not np.array_equal(patchmatch, default)
+    reference = inpainter(Image.fromarray(picture()), Image.fromarray(hole_mask()), method="patchmatch")
+    assert np.array_equal(patchmatch, np.asarray(reference))
+    # every method of the registry is offered, and the classical ones run through the same call
+    offered = client.get("/api/info").json()["methods"]
+    assert {"auto", "gan", "patchmatch", "biharmonic"} <= set(offered)
+    spec = client.get("/openapi.json").json()["paths"]["/api/inpaint"]["post"]["requestBody"]
+    assert spec["content"]["multipart/form-data"]["schema"]["properties"]["method"]["enum"] == offered
+    biharmonic = np.asarray(decoded(post(client, png(picture()), png(hole_mask()), method="biharmonic")))
+    reference = inpainter(Image.fromarray(picture()), Image.fromarray(hole_mask()), method="biharmonic")
+    assert np.array_equal(biharmonic, np.asarray(reference)) and not np.array_equal(biharmonic, patchmatch)
+
+
+def test_exif_orientation_is_applied_as_viewers_show_it(client):
+    raw = picture(4)[:, :48]                       # 48 wide, 40 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6                               # shown rotated: 40 wide, 48 high
+    data = png(Image.fromarray(raw), exif=exif)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert upright.shape[:2] == (48, 40)
+    mask = np.zeros((48, 40), np.uint8)
+    mask[10:20, 10:30] = 255
+    out = np.asarray(decoded(post(client, data, png(mask))))
+    assert np.array_equal(out[mask == 0], upright[mask == 0])
+    assert_error(post(client, data, png(np.zeros((40, 48), np.uint8) + 255)), 400, "40x48", "same size")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_a_4xx_with_a_one_line_json_error(client):
+    good_image, good_mask = png(picture()), png(hole_mask())
+    assert_error(post(client, b"this is text, not a picture", good_mask), 400, "image", "not an image")
+    assert_error(post(client, good_image, b"GIF89a broken"), 400, "mask", "not an image")
+    assert_error(post(client, good_image[: len(good_image) // 2], good_mask), 400, "image")   # truncated
+    assert_error(post(client, good_image, png(hole_mask()[:30])), 400, "56x30", "56x40", "same size")
+    assert_error(post(client, good_image, png(np.zeros((H, W), np.uint8))), 400, "no hole")
+    assert_error(post(client, good_image, png(np.full((H, W), 255, np.uint8))), 400, "whole image")
+    assert_error(client.post("/api/inpaint", files={"image": ("a.png", good_image)}), 400, "mask", "missing")
+    assert_error(client.post("/api/inpaint", content=b"{}", headers={"content-type": "application/json"}),
+                 400, "multipart")
+    for method in ("neural", ""):
+        response = post(client, good_image, good_mask, method=method)
+        assert response.status_code == 200 if method == "" else response.status_code == 400
+    for dilation in ("-1", "2.5", "ten", "201"):
+        assert_error(post(client, good_image, good_mask, dilation=dilation), 400, "dilation")
+    assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.put("/api/inpaint"), 405)
+
+
+def test_uploads_over_the_limits_get_413(inpainter):
+    with TestClient(create_app(inpainter, max_upload_bytes=20_000, max_pixels=1500)) as small:
+        big = png(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+        assert len(big) > 20_000
+        assert_error(post(small, big, png(hole_mask())), 413, "MB")
+
+        def chunks():   # no Content-Length: the server counts what arrives
+            for start in range(0, len(big), 4096):
+                yield big[start:start + 4096]
+        response = small.post("/api/inpaint", content=chunks(),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(response, 413)
+        assert_error(post(small, png(picture()), png(hole_mask())), 413, "megapixels")   # 56x40 = 2240 px
+
+    # the default limit: a 48-megapixel PNG of one colour is a small file, refused before decoding
+    flat = png(Image.new("L", (8000, 6000)), compress_level=9)
+    assert len(flat) < 200_000
+    with TestClient(create_app(inpainter)) as default:
+        started = time.perf_counter()
+        assert_error(post(default, flat, png(hole_mask())), 413, "8000x6000", "40 megapixels")
+        assert time.perf_counter() - started < 5
+
+
+def test_requests_never_touch_the_file_system(client, tmp_path, monkeypatch):
+    """Uploads are parsed in memory (a multipart parser would spool big files to disk), and a
+    file name in the request is only a name."""
+    import tempfile
+
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    monkeypatch.chdir(tmp_path)
+    side = 700   # ~1.5 MB as PNG: more than a parser keeps in memory by default
+    image = np.random.default_rng(5).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    mask = np.zeros((side, side), np.uint8)
+    mask[300:310, 300:320] = 255
+    data = png(image, compress_level=0)
+    assert len(data) > 1_400_000
+    response = client.post("/api/inpaint", files={"image": ("/etc/passwd", data), "mask": ("../m.png", png(mask))})
+    out = np.asarray(decoded(response))
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+    assert list(spool.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+    response = client.post("/api/inpaint", files={"image": ("/etc/hostname", b""), "mask": ("x", png(hole_mask()))})
+    assert_error(response, 400, "image", "missing or empty")
+
+
+# --------------------------------------------------------------------------- one fill at a time
+
+
+class Gate:
+    """An Inpainter that records how many fills run at once and can hold them until released."""
+
+    def __init__(self, inner, hold: bool):
+        self.inner, self.running, self.most = inner, 0, 0
+        self.lock, self.entered, self.release = threading.Lock(), threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.entered.set()
+        try:
+            time.sleep(0.05)
+            assert self.release.wait(30)
+            return self.inner(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _in_threads(client, count, images):
+    results = [None] * count
+
+    def one(i):
+        results[i] = post(client, png(images[i]), png(hole_mask()))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def test_concurrent_requests_are_filled_one_at_a_time(inpainter):
+    gate = Gate(inpainter, hold=False)
+    images = [picture(10 + i) for i in range(4)]
+    with TestClient(create_app(gate, queue=4)) as c:
+        threads, results = _in_threads(c, 4, images)
+        for t in threads:
+            t.join(60)
+    assert gate.most == 1
+    inside = hole_mask() > 0
+    for image, response in zip(images, results):   # each answer is its own picture's fill
+        out = np.asarray(decoded(response))
+        assert np.array_equal(out[~inside], image[~inside])
+        assert np.array_equal(out, np.asarray(inpainter(Image.fromarray(image), Image.fromarray(hole_mask()))))
+
+
+def test_two_apps_on_one_model_still_fill_one_at_a_time(inpainter):
+    gate = Gate(inpainter, hold=False)
+    images = [picture(30 + i) for i in range(4)]
+    with TestClient(create_app(gate)) as a, TestClient(create_app(gate)) as b:
+        threads_a, results_a = _in_threads(a, 2, images[:2])
+        threads_b, results_b = _in_threads(b, 2, images[2:])
+        for t in threads_a + threads_b:
+            t.join(60)
+    assert gate.most == 1
+    assert all(r.status_code == 200 for r in results_a + results_b)
+
+
+def test_a_full_queue_answers_503(inpainter):
+    gate = Gate(inpainter, hold=True)
+    app = create_app(gate, queue=1)            # one running, one waiting
+    with TestClient(app) as c:
+        first, first_result = _in_threads(c, 1, [picture(20)])
+        assert gate.entered.wait(30)
+        second, second_result = _in_threads(c, 1, [picture(21)])
+        deadline = time.monotonic() + 30
+        while app.state.fills.pending < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert_error(post(c, png(picture(22)), png(hole_mask())), 503, "busy")
+        gate.release.set()
+        for t in first + second:
+            t.join(60)
+        assert first_result[0].status_code == 200 and second_result[0].status_code == 200
+        assert app.state.fills.pending == 0
+        assert post(c, png(picture(22)), png(hole_mask())).status_code == 200   # room again
+    assert gate.most == 1
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_command_binds_loopback_and_says_where_to_open(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "nfinpaint.serve", "--port", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"open (http://127\.0\.0\.1:(\d+)/) in a browser", line)
+            if match:
+                break
+        assert match, "".join(lines)
+        with urllib.request.urlopen(f"{match.group(1)}api/info", timeout=30) as response:
+            info = json.load(response)
+        assert info["device"] == "cpu" and info["model"]["file"] == "default_generator.pt"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_command_errors_are_one_line(capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        assert main(["--port", str(taken.getsockname()[1])]) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+    assert main(["--port", "0", "--checkpoint", "/nonexistent/generator.pt"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,175 @@
+"""The page of ``python -m nfinpaint.serve`` in a real headless Chromium, end to end.
+
+Open a 1024x768 picture, paint a 60 px stroke over a red bar, press Fill (the shipped
+generator, on the CPU), check the downloaded PNG against the uploaded picture: every pixel
+away from the stroke identical, the bar gone; the before/after toggle; painting again on
+the result to remove a second thing; undo. The time from pressing Fill to the result on
+the page is printed (``pytest -s``), not asserted: it depends on the machine's load.
+
+Without Chromium and chromedriver the test skips, except in CI (``NFINPAINT_CI=1``, set by
+``.ci/run``), where a missing browser fails.
+"""
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _browser import chromium, find_chromium, running_server, wait_for_download
+
+IN_CI = os.environ.get("NFINPAINT_CI") == "1"
+
+
+def _need(module: str):
+    if IN_CI:
+        return __import__(module)
+    return pytest.importorskip(module, reason=f"{module} is missing: pip install \".[test,serve]\"")
+
+
+W, H = 1024, 768
+BAR = (slice(374, 394), slice(400, 624))          # rows, columns of the red bar
+STROKE = ((380, 384), (644, 384), 60)             # from, to (x, y), brush diameter: covers the bar
+SQUARE = (slice(144, 158), slice(160, 190))       # a dark square removed on the second pass
+STROKE2 = ((158, 151), (192, 151), 24)
+
+
+def _background() -> np.ndarray:
+    """A smooth gradient with faint noise: what the fill should continue into the hole."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 1.5, (H, W, 3))
+    rgb = np.stack([90 + 60 * x / W, 120 + 50 * y / H, 170 - 40 * x / W], axis=-1) + noise
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _distance_to_segment(a, b) -> np.ndarray:
+    """(H, W) distance of every pixel centre to the segment a-b (pixel (x, y) covers x..x+1)."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
+    (ax, ay), (bx, by) = a, b
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy), 0, 1)
+    return np.hypot(x - ax - t * dx, y - ay - t * dy)
+
+
+def _canvas_pixel(web, x: int, y: int) -> list[int]:
+    return web.execute_script(
+        "return Array.from(document.getElementById('picture').getContext('2d')"
+        ".getImageData(arguments[0], arguments[1], 1, 1).data);", x, y)
+
+
+def _draw(web, stroke) -> None:
+    """Set the brush and drag the mouse along ``stroke`` (picture pixels) over the mask canvas."""
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+
+    (x0, y0), (x1, y1), size = stroke
+    web.execute_script("const b = document.getElementById('brush'); b.value = arguments[0];"
+                       "b.dispatchEvent(new Event('input'));", size)
+    mask = web.find_element(By.ID, "mask")
+    rect = web.execute_script("const r = arguments[0].getBoundingClientRect();"
+                              "return [r.width, r.height, arguments[0].width];", mask)
+    scale = rect[0] / rect[2]
+
+    def offset(x, y):   # Selenium offsets are from the element's centre, in CSS pixels
+        return round(x * scale - rect[0] / 2), round(y * scale - rect[1] / 2)
+
+    chain = ActionChains(web, duration=20).move_to_element_with_offset(mask, *offset(x0, y0)).click_and_hold()
+    steps = 8
+    for i in range(1, steps + 1):
+        chain.move_to_element_with_offset(mask, *offset(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps))
+    chain.release().perform()
+    return scale
+
+
+def _fill(web) -> tuple[dict, float]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    fills = web.execute_script("return window.nfinpaint.history.filter(h => h.kind === 'fill').length;")
+    start = time.perf_counter()
+    web.find_element(By.ID, "fill").click()
+    WebDriverWait(web, 180, poll_frequency=0.02).until(
+        lambda w: w.execute_script("return window.nfinpaint.history.filter(h => h.kind === 'fill').length;")
+        > fills or w.find_element(By.ID, "status").get_attribute("class") == "error")
+    seen = time.perf_counter() - start
+    status = web.find_element(By.ID, "status")
+    assert status.get_attribute("class") != "error", status.text
+    return web.execute_script("return window.nfinpaint.lastFill;"), seen
+
+
+def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
+    browser, driver, why = find_chromium()
+    if browser is None or driver is None:
+        if IN_CI:
+            pytest.fail(f"the browser test must run in CI: {why}")
+        pytest.skip(why)
+    _need("selenium")
+    _need("fastapi")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from nfinpaint import Inpainter
+    from nfinpaint.serve import create_app, warm_up
+
+    clean = _background()
+    picture = clean.copy()
+    picture[BAR] = (220, 30, 40)
+    picture[SQUARE] = (30, 30, 60)
+    source = tmp_path / "street.png"
+    Image.fromarray(picture).save(source)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+
+    inpainter = Inpainter(device="cpu")            # the shipped generator, as the command runs it:
+    warm_up(inpainter)                              # loaded and warmed up before the first request
+    app = create_app(inpainter)
+    with running_server(app) as url, chromium(browser, driver, downloads) as web:
+        web.get(url)
+        web.find_element(By.ID, "file").send_keys(str(source))
+        WebDriverWait(web, 30).until(lambda w: w.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                     == "ready")
+        assert web.execute_script("const c = document.getElementById('picture'); return [c.width, c.height];") \
+            == [W, H], "the canvas holds the picture at full resolution"
+
+        scale = _draw(web, STROKE)
+        timing, seen = _fill(web)
+        print(f"\nbrowser fill of {W}x{H}, {STROKE[2]} px stroke: {timing['ms'] / 1000:.2f} s from pressing Fill "
+              f"to the result on the page (server's fill: {timing['serverSeconds']:.2f} s; "
+              f"seen by the test: {seen:.2f} s; shown at scale {scale:.2f})")
+        assert (timing["width"], timing["height"]) == (W, H)
+
+        web.find_element(By.ID, "download").click()
+        first_file = wait_for_download(downloads)
+        first = np.asarray(Image.open(first_file).convert("RGB"))
+        assert first.shape == picture.shape
+
+        # identical away from the stroke (its radius plus 3 px: antialiased rim and mouse rounding)
+        far = _distance_to_segment(*STROKE[:2]) > STROKE[2] / 2 + 3
+        assert np.array_equal(first[far], picture[far]), "pixels outside the stroke changed"
+        # the bar is gone: every pixel of it changed, and the fill is close to the clean background there
+        assert (first[BAR] != picture[BAR]).any(axis=-1).all()
+        error = np.abs(first[BAR].astype(int) - clean[BAR]).mean()
+        assert error < 25, f"the fill is {error:.1f} levels from the background (the bar was {np.abs(picture[BAR].astype(int) - clean[BAR]).mean():.0f})"
+
+        # before/after toggle: the picture before the fill, then the fill again
+        centre = (512, 384)
+        after = _canvas_pixel(web, *centre)
+        web.find_element(By.ID, "compare").click()
+        assert _canvas_pixel(web, *centre)[:3] == [220, 30, 40]
+        web.find_element(By.ID, "compare").click()
+        assert _canvas_pixel(web, *centre) == after
+
+        # paint again on the result: the second fill starts from the first one's pixels
+        _draw(web, STROKE2)
+        _fill(web)
+        web.find_element(By.ID, "download").click()
+        second = np.asarray(Image.open(wait_for_download(downloads, {first_file.name})).convert("RGB"))
+        far2 = _distance_to_segment(*STROKE2[:2]) > STROKE2[2] / 2 + 3
+        assert np.array_equal(second[far2], first[far2]), "the second fill changed pixels outside its stroke"
+        assert np.abs(second[SQUARE].astype(int) - clean[SQUARE]).mean() < 25
+        assert _canvas_pixel(web, 175, 151)[:3] != [30, 30, 60]
+
+        # undo the second fill: the first result, with its stroke painted again
+        web.find_element(By.ID, "undo").click()
+        assert _canvas_pixel(web, 175, 151)[:3] == [30, 30, 60]
+        assert web.execute_script("return window.nfinpaint.strokes.length;") == 1
