@@ -13,6 +13,7 @@ alpha channel, when there is one, can be had separately.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -39,6 +40,23 @@ class ImageWarning(UserWarning):
     """Something of an image file that is not read (extra frames or pages, colour depth)."""
 
 
+# What PIL raises for a file it cannot read; DecompressionBombError (a header declaring more pixels
+# than Image.MAX_IMAGE_PIXELS allows, twice over) is none of the others.
+OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_error(path: str | os.PathLike, exc: BaseException) -> "ImageError":
+    """The one-line :class:`ImageError` for an exception of :data:`OPEN_ERRORS` reading ``path``."""
+    if isinstance(exc, Image.DecompressionBombError):
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than allowed"
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return ImageError(f"{path}: its header declares {size}, more than the {limit:,.0f} megapixels that are "
+                          f"decoded (a guard against decompression bombs: a small file that would fill the "
+                          f"memory); refused")
+    return ImageError(f"{path}: not a readable image ({exc})")
+
+
 def check_regular_file(path: Path) -> None:
     """ImageError unless ``path`` is a regular file: a folder or a missing file said as such, and
     a FIFO or device refused (reading one may block forever, or never end: /dev/zero)."""
@@ -62,8 +80,8 @@ def _open(path: str | os.PathLike) -> Image.Image:
         frames = getattr(img, "n_frames", 1)
         high_colour = any(";16" in str(tile.args) for tile in getattr(img, "tile", []) or [])
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    except OPEN_ERRORS as exc:
+        raise open_error(path, exc) from None
     if frames > 1:
         warnings.warn(f"{path} has {frames} frames or pages: only the first is read", ImageWarning, stacklevel=3)
     # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
@@ -88,6 +106,26 @@ def _grey_scale(img: Image.Image) -> np.ndarray:
     if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
         raise ImageError("float image with values outside [0, 1]; save it scaled to [0, 1] or as 8/16-bit")
     return array
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as it is read (EXIF orientation applied), from its header
+    alone: the pixels are not decoded, so a size mismatch is found before a large picture is."""
+    path = Path(path)
+    check_regular_file(path)
+    try:
+        with warnings.catch_warnings():
+            # the warning for a large picture belongs to decoding it, if it comes to that
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                try:
+                    turned = img.getexif().get(0x0112) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
+                except Exception:  # noqa: BLE001  (damaged EXIF: exif_transpose leaves such a picture as is)
+                    turned = False
+    except OPEN_ERRORS as exc:
+        raise open_error(path, exc) from None
+    return (height, width) if turned else (width, height)
 
 
 def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
