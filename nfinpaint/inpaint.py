@@ -70,10 +70,12 @@ from scipy import ndimage
 from nfinpaint import cli, folders, generator_io, mask_options, neural_fill
 from nfinpaint.baselines import patchmatch_missing
 from nfinpaint.cli import UsageError
+from nfinpaint.files import DiskFullError
 from nfinpaint.generator_io import DEFAULT_GENERATOR, GeneratorFileError
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
-                              check_regular_file, read_image_and_alpha, read_image_info, save_image)
+                              check_regular_file, header_size, read_image_and_alpha, read_image_info,
+                              save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
@@ -358,7 +360,18 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
               log: Callable[[str], None]) -> tuple[list[Hole], torch.Tensor | None, int]:
     """Read, fill and write one picture; UsageError (or ImageError) for bad input.
     Returns (holes, the alpha channel or None, the input's bits per channel)."""
+    shown = ", ".join(str(m) for m in masks)
     try:
+        if not args.resize_mask:
+            # from the headers, before any pixel is decoded: a mask of another size is refused at
+            # once, not after a large picture has filled the memory
+            width, height = header_size(image_path)
+            for path in masks:
+                mask_width, mask_height = header_size(path)
+                if (mask_width, mask_height) != (width, height):
+                    raise UsageError(f"{path} is {mask_width}x{mask_height} but {image_path} is {width}x{height} "
+                                     f"(width x height, after EXIF orientation); they must be the same size, or "
+                                     f"pass --resize-mask")
         image, alpha, bits = read_image_and_alpha(image_path)
         kept = read_image_info(image_path)     # colour profile, EXIF, dpi: written back unchanged
         hole = _read_holes(masks, args.invert)
@@ -366,7 +379,6 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         raise UsageError(str(exc)) from None
     if any(s == 0 for s in image.shape[-2:]):
         raise UsageError(f"{image_path} is empty")
-    shown = ", ".join(str(m) for m in masks)
     if hole.shape != tuple(image.shape[-2:]) and not args.resize_mask:
         raise UsageError(f"{shown} is {hole.shape[1]}x{hole.shape[0]} but {image_path} is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height, after EXIF orientation); "
@@ -473,6 +485,8 @@ def run_folders(args: argparse.Namespace) -> int:
         try:
             _fill_one(item.image, item.masks, item.output, args, loaded, device, lambda message: None)
             filled += 1
+        except DiskFullError:
+            raise           # every picture after it would fail the same way: stop, one line
         except (UsageError, ImageError) as exc:
             bad.append((item.image, cli.one_line(exc)))
     print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))
