@@ -4,12 +4,14 @@ The generator is untrained (made in tmp_path): the tests check where pixels
 go, not how good they look.
 """
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from _crafted import header_only_png
 from nfinpaint import baselines, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
 from nfinpaint.images import ImageWarning, read_image_and_alpha
@@ -240,6 +242,8 @@ def _bad_inputs(tmp_path, checkpoint):
     Image.fromarray(faint.astype(">u2")).save(tmp_path / "faint16b.tif")
     Image.fromarray((faint // 257).astype(np.uint8)).save(tmp_path / "faint8.png")
     os.mkfifo(tmp_path / "fifo.png")
+    header_only_png(tmp_path / "bomb.png", 30000, 30000)        # PIL's decompression-bomb guard
+    header_only_png(tmp_path / "huge.png", 12000, 10000)        # 120 MP declared, a few hundred bytes
     torch.manual_seed(0)
     broken = Generator(SIZE)
     with torch.no_grad():
@@ -293,6 +297,13 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("--images {tmp}/tiny --masks {mask} -o {img}", "is a file; with --images"),
     ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --skip-existing --overwrite", "pass one"),
     ("--images {tmp}/tiny --masks {tmp}/tiny -o {tmp}/tiny", "would replace an input"),
+    ("{tmp}/bomb.png {mask} -o {tmp}/out.png", "guard against decompression bombs"),
+    ("{img} {tmp}/bomb.png -o {tmp}/out.png", "guard against decompression bombs"),
+    ("{tmp}/bomb.png {mask} -o {tmp}/out.png --resize-mask", "guard against decompression bombs"),
+    # the size mismatch is seen in the headers, before the 120 MP picture is decoded (its data
+    # would fail as truncated, after allocating it)
+    ("{tmp}/huge.png {mask} -o {tmp}/out.png", "huge.png is 12000x10000 (width x height"),
+    ("{img} {tmp}/huge.png -o {tmp}/out.png", "huge.png is 12000x10000 but"),
 ]
 
 
@@ -622,3 +633,31 @@ def test_cli_dilate_invert_and_resize_mask(tmp_path, checkpoint):
     assert np.array_equal(result[~hole], picture[~hole])
     changed = (result != picture).any(axis=2)
     assert changed[hole].mean() > 0.5 and not changed[~hole].any()
+
+
+@pytest.mark.parametrize("folder_mode", [False, True])
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, checkpoint, capsys, monkeypatch, folder_mode):
+    """No space left while the output is written: one line that says so (in folder mode too, where
+    it stops the run instead of failing every later picture), no half-written or temporary file."""
+    import errno
+
+    image, mask = _picture_and_mask(seed=8)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    (tmp_path / "out").mkdir()
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if str(fp).startswith(str(tmp_path / "out")):
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    argv = (["--images", tmp_path, "--masks", mask_path, "-o", tmp_path / "out"] if folder_mode else
+            [img_path, mask_path, "-o", tmp_path / "out" / "filled.png"])
+    capsys.readouterr()
+    assert inpaint.main([str(a) for a in argv + ["--checkpoint", checkpoint]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()      # folder mode: the progress bar, then the line
+    assert err[-1].startswith("error: disk full: no space left on the device writing "), err
+    assert "Traceback" not in "".join(err) and (folder_mode or len(err) == 1), err
+    assert list((tmp_path / "out").iterdir()) == []
