@@ -21,7 +21,10 @@ presets' 24x24 or 64x64 networks) each hole is filled on its own:
   generator's input (hole side x image_size / hole_size, at least image_size),
   centred on the hole and clamped inside the picture; the window is scaled to
   the generator's size, filled, scaled back and only the hole's pixels are
-  copied into the picture.
+  copied into the picture.  Holes are filled in scan order, each window
+  seeing the fills before it; windows that do not depend on each other (no
+  hole of one inside the other's window) go to the generator together, so
+  many small holes cost few generator calls, with the same result.
 - **PatchMatch** (``nfinpaint.patchmatch``), for holes the generator cannot
   fill well, or for every hole with ``--method patchmatch``.
 
@@ -56,6 +59,7 @@ missing; the file is written atomically, and never over IMAGE or MASK unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -171,38 +175,93 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
 
 
-@torch.inference_mode()
-def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mask: torch.Tensor,
-                    device: torch.device) -> torch.Tensor:
-    """Fill a (3, W, W) window whose holes are ``window_mask`` (1, W, W); returns (3, W, W) on the CPU.
+GAN_BATCH = 256          # windows a generator call takes at most (each scaled to the generator's size)
 
-    The window is scaled to the generator's size with its holes blanked, and
+
+@torch.inference_mode()
+def gan_fill_windows(generator: torch.nn.Module, windows: Sequence[torch.Tensor], window_masks: Sequence[torch.Tensor],
+                     device: torch.device) -> list[torch.Tensor]:
+    """Fill (3, W, W) windows (any sides) whose holes are ``window_masks`` (1, W, W), in one generator
+    call per :data:`GAN_BATCH` windows; returns each (3, W, W) on the CPU.
+
+    Each window is scaled to the generator's size with its holes blanked, and
     every scaled pixel that any hole pixel contributes to (the mask scaled the
     same way, > 0) counts as a hole: nothing under a hole reaches the network.
     The output is composited at the generator's size before scaling back, so
     the scaled-up hole border blends with real context, not the raw generation.
     """
     size = generator.image_size
-    side = window.shape[-1]
-    window_mask = window_mask[None].to(device)
-    x = _resize(blank_holes(window[None].to(device), window_mask), size)
-    m = (_resize(window_mask, size) > 0).float()
-    return _resize(generator_io.fill(generator, x, m), side)[0].float().cpu()
+    out: list[torch.Tensor] = []
+    for start in range(0, len(windows), GAN_BATCH):
+        xs, ms = [], []
+        for window, window_mask in zip(windows[start:start + GAN_BATCH], window_masks[start:start + GAN_BATCH]):
+            window_mask = window_mask[None].to(device)
+            xs.append(_resize(blank_holes(window[None].to(device), window_mask), size))
+            ms.append((_resize(window_mask, size) > 0).float())
+        filled = generator_io.fill(generator, torch.cat(xs), torch.cat(ms))
+        for i, window in enumerate(windows[start:start + GAN_BATCH]):
+            out.append(_resize(filled[i:i + 1], window.shape[-1])[0].float().cpu())
+    return out
+
+
+def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mask: torch.Tensor,
+                    device: torch.device) -> torch.Tensor:
+    """Fill one (3, W, W) window whose holes are ``window_mask`` (1, W, W) (:func:`gan_fill_windows`)."""
+    return gan_fill_windows(generator, [window], [window_mask], device)[0]
+
+
+def gan_rounds(holes: Sequence[Hole]) -> list[list[Hole]]:
+    """``holes`` (with their GAN windows, in fill order) in rounds whose windows are filled together,
+    with the same result as one at a time in order: a hole goes in the round after every earlier hole
+    it depends on, or that depends on it (one's pixels inside the other's window), so each window
+    sees exactly the fills it would see one at a time.  Many small holes: few generator calls."""
+    if not holes:
+        return []
+    box = np.array([(h.top, h.left, h.top + h.height, h.left + h.width) for h in holes])
+    win = np.array([(t, l, t + side, l + side) for t, l, side in (h.window for h in holes)])
+
+    def meets(a: np.ndarray, b: np.ndarray) -> np.ndarray:   # rectangles a[i] and b (one) overlap
+        return (a[:, 0] < b[2]) & (b[0] < a[:, 2]) & (a[:, 1] < b[3]) & (b[1] < a[:, 3])
+
+    level = np.zeros(len(holes), dtype=np.int64)
+    for j in range(1, len(holes)):
+        depends = meets(box[:j], win[j]) | meets(win[:j], box[j])
+        if depends.any():
+            level[j] = level[:j][depends].max() + 1
+    return [[holes[i] for i in np.flatnonzero(level == k)] for k in range(int(level.max()) + 1)]
+
+
+def check_half(half: bool, device: str | torch.device) -> None:
+    """ValueError unless half precision can run on ``device``: a CUDA GPU only (on the CPU float16
+    convolutions are slow and bfloat16 too coarse for a fill whose known pixels are exact)."""
+    if half and torch.device(device).type != "cuda":
+        raise ValueError(f"half precision (--half) runs on a CUDA GPU only, and the device is "
+                         f"{torch.device(device)}; drop --half, or use --device cuda")
+
+
+def half_precision(half: bool, device: str | torch.device):
+    """The context the generator runs in: float16 autocast on a CUDA GPU with ``half``, else nothing."""
+    if not half:
+        return contextlib.nullcontext()
+    check_half(half, device)
+    return torch.autocast("cuda", dtype=torch.float16)
 
 
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
-                  log: Callable[[str], None] = print) -> tuple[torch.Tensor, list[Hole]]:
+                  log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) [0, 1] image given a (1, H, W) mask (1 = hole).
 
     Returns the filled image (pixels outside the holes are the input's, exactly)
     and the list of holes with the method used for each.  ``generator`` (with
     its training ``hole_size``) enables the GAN; without it every hole goes to
-    PatchMatch.  Raises ValueError for bad input.
+    PatchMatch.  ``half``: the generator runs in float16 (autocast; a CUDA
+    device only), the composite stays float32.  Raises ValueError for bad input.
     """
     if method not in ("auto", "gan", "patchmatch"):
         raise ValueError(f"method must be auto, gan or patchmatch, got {method!r}")
+    check_half(half, device)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
     mask = mask.reshape(1, *mask.shape[-2:]).float().cpu()
@@ -232,7 +291,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
             names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
             log(f"hole(s) {names}: learned fill on a {window.describe()}")
 
-        filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
+        with half_precision(half, device):
+            filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
         return torch.where(hole_mask, filled, image), holes
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
@@ -250,16 +310,23 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     current = image.clone()
     remaining = hole_mask.clone()                       # holes not filled yet
     labels_t = torch.from_numpy(labels)[None]
-    for hole in holes:
-        if hole.method != "gan":
-            continue
+
+    def window_of(hole: Hole) -> tuple:
         top, left, side = hole.window
-        win = (slice(None), slice(top, top + side), slice(left, left + side))
-        filled = gan_fill_window(generator, current[win], remaining[win].float(), device)
-        mine = labels_t[win] == hole.index
-        current[win] = torch.where(mine, filled, current[win])
-        remaining[win] &= ~mine
-        log(f"{hole.describe()}: GAN, {hole.reason}")
+        return slice(None), slice(top, top + side), slice(left, left + side)
+
+    for round_ in gan_rounds([h for h in holes if h.method == "gan"]):
+        with half_precision(half, device):
+            fills = gan_fill_windows(generator, [current[window_of(h)] for h in round_],
+                                     [remaining[window_of(h)].float() for h in round_], device)
+        for hole, filled in zip(round_, fills):
+            win = window_of(hole)
+            mine = labels_t[win] == hole.index
+            current[win] = torch.where(mine, filled, current[win])
+            remaining[win] &= ~mine
+    for hole in holes:
+        if hole.method == "gan":
+            log(f"{hole.describe()}: GAN, {hole.reason}")
 
     if pm_holes:
         from nfinpaint import patchmatch
@@ -306,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "PatchMatch otherwise; gan or patchmatch: that method for every hole")
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="PatchMatch seed (default 0)")
+    p.add_argument("--half", action="store_true",
+                   help="run the generator in half precision (float16 autocast): faster and half the memory "
+                        "on a CUDA GPU; GPU only (refused on the CPU)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
                         f"(default {DEFAULT_MAX_SCALE:g})")
@@ -391,12 +461,21 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         filled, holes = inpaint_image(
             image, torch.from_numpy(hole)[None].float(), generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
-            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log)
+            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     save_image(filled, output, alpha if keep_alpha else None, info=kept)
     return holes, alpha, bits
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    device = cli.resolve_device(args.device)
+    try:
+        check_half(args.half, device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return device
 
 
 def _open_generator(args: argparse.Namespace):
@@ -414,7 +493,7 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
     if args.images is not None:
         return run_folders(args)
     output = _check_output(args)
-    device = cli.resolve_device(args.device)
+    device = _device(args)
     for given in (args.image, args.mask):     # before the generator loads: a typo fails at once
         try:
             check_regular_file(Path(given))
@@ -472,7 +551,7 @@ def run_folders(args: argparse.Namespace) -> int:
     if existing and not (args.skip_existing or args.overwrite):
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
-    device = cli.resolve_device(args.device)
+    device = _device(args)
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     skipped = len(pairs) - len(todo)

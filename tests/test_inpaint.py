@@ -304,6 +304,8 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     # would fail as truncated, after allocating it)
     ("{tmp}/huge.png {mask} -o {tmp}/out.png", "huge.png is 12000x10000 (width x height"),
     ("{img} {tmp}/huge.png -o {tmp}/out.png", "huge.png is 12000x10000 but"),
+    ("{img} {mask} -o {tmp}/out.png --half --device cpu", "half precision (--half) runs on a CUDA GPU only"),
+    ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --half --device cpu", "runs on a CUDA GPU only"),
 ]
 
 
@@ -661,3 +663,44 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, checkpoint, c
     assert err[-1].startswith("error: disk full: no space left on the device writing "), err
     assert "Traceback" not in "".join(err) and (folder_mode or len(err) == 1), err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _one_window_at_a_time(generator, image, mask):
+    """The GAN fill as it was: one generator call per hole, in scan order, each seeing the fills before it."""
+    labels, holes = inpaint.find_holes(mask)
+    inpaint.plan(holes, tuple(image.shape[-2:]), "auto", SIZE, HOLE, inpaint.DEFAULT_MAX_SCALE)
+    current, remaining = image.clone(), mask > 0.5
+    for hole in holes:
+        top, left, side = hole.window
+        win = (slice(None), slice(top, top + side), slice(left, left + side))
+        filled = inpaint.gan_fill_window(generator, current[win], remaining[win].float(), torch.device("cpu"))
+        mine = torch.from_numpy(labels)[None][win] == hole.index
+        current[win] = torch.where(mine, filled, current[win])
+        remaining[win] &= ~mine
+    return current, len(holes)
+
+
+@pytest.mark.parametrize("spacing, most_calls", [(6, 50), (30, 1)])
+def test_many_small_holes_take_few_generator_calls_and_fill_as_one_at_a_time(generator, monkeypatch, spacing,
+                                                                             most_calls):
+    """A scratched photograph: many one-pixel holes.  Windows that do not depend on each other are
+    filled in one call; the result is the one-window-at-a-time fill's (issue 20, item 12)."""
+    g = torch.Generator().manual_seed(9)
+    image = torch.rand(3, 48, 96, generator=g)
+    mask = torch.zeros(1, 48, 96)
+    mask[:, 2::spacing, 2::spacing] = 1
+    expected, count = _one_window_at_a_time(generator, image, mask)
+    calls = []
+    forward = generator.forward
+    monkeypatch.setattr(generator, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or forward(*a, **k))
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, log=lambda m: None)
+    assert len(holes) == count == mask.sum() and sum(calls) == count
+    assert len(calls) <= most_calls, (len(calls), count)
+    assert torch.allclose(filled, expected, atol=1e-5, rtol=0)
+    assert torch.equal(filled[:, mask[0] == 0], image[:, mask[0] == 0])
+
+
+def test_half_precision_is_refused_off_the_gpu(generator):
+    image, mask = _picture_and_mask()
+    with pytest.raises(ValueError, match=r"half precision \(--half\) runs on a CUDA GPU only"):
+        inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, device="cpu", half=True)
