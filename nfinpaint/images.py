@@ -128,6 +128,15 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
+def _unit_floats(rgb8: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) float32 in [0, 1], stored channel-first: a view of a (3, H, W)
+    array, so that the tensor the fill needs is a view too.  A large picture costs its uint8 copies
+    and one float copy (4 bytes a value), never a float temporary besides."""
+    colour = np.ascontiguousarray(rgb8.transpose(2, 0, 1)).astype(np.float32)
+    colour /= 255.0
+    return colour.transpose(1, 2, 0)
+
+
 def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """PIL image (any mode) -> ((H, W, 3) float32 RGB in [0, 1], (H, W) uint8 alpha or None),
     with the EXIF orientation applied."""
@@ -137,12 +146,12 @@ def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return np.repeat(grey[..., None], 3, axis=2), None
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"))
-        return rgba[..., :3].astype(np.float32) / 255.0, np.ascontiguousarray(rgba[..., 3])
+        return _unit_floats(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
     try:
         rgb = img.convert("RGB")
     except (ValueError, OSError) as exc:
         raise ImageError(f"images of mode {img.mode} cannot be read ({exc})") from None
-    return np.asarray(rgb, dtype=np.float32) / 255.0, None
+    return _unit_floats(np.asarray(rgb)), None
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -200,7 +209,9 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, H, W) float tensor in [0, 1] -> 8-bit PIL image."""
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a (3, H, W) or (1, H, W) tensor, got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    scaled = image.detach().float().clamp(0, 1).mul_(255.0).add_(0.5)     # one float copy, not three
+    array = scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    del scaled
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 

@@ -276,7 +276,9 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     if bool(hole_mask.all()):
         raise ValueError("the mask covers the whole image: nothing is left to fill the holes from")
     device = torch.device(device)
-    image = image.detach().float().cpu().clamp(0, 1)
+    image = image.detach().float().cpu()
+    if image.numel() and (bool(image.min() < 0) or bool(image.max() > 1)):   # a copy only when needed
+        image = image.clamp(0, 1)
     labels, holes = find_holes(mask)
     image_size = None if generator is None else int(generator.image_size)
     if generator is not None:
@@ -293,7 +295,7 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
 
         with half_precision(half, device):
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
-        return torch.where(hole_mask, filled, image), holes
+        return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
     pm_holes = [h for h in holes if h.method == "patchmatch"]
@@ -338,7 +340,7 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         for hole in pm_holes:
             log(f"{hole.describe()}: PatchMatch ({hole.reason})")
     # The invariant the user relies on, enforced once more at the end.
-    return torch.where(hole_mask, current, image), holes
+    return torch.where(hole_mask, current, image, out=current), holes
 
 
 def _has_known_patch(hole: torch.Tensor, side: int) -> bool:
@@ -464,6 +466,7 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
             method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
+    del image          # the picture's float copy: not needed to write the result (memory per pixel)
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     save_image(filled, output, alpha if keep_alpha else None, info=kept)
     return holes, alpha, bits

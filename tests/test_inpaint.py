@@ -704,3 +704,39 @@ def test_half_precision_is_refused_off_the_gpu(generator):
     image, mask = _picture_and_mask()
     with pytest.raises(ValueError, match=r"half precision \(--half\) runs on a CUDA GPU only"):
         inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, device="cpu", half=True)
+
+
+_MEMORY_PROBE = r"""
+import resource, sys
+import numpy as np
+from PIL import Image
+from nfinpaint import inpaint
+folder, side = sys.argv[1], int(sys.argv[2])
+def picture(name, h, w):
+    row = np.random.default_rng(0).integers(0, 256, (1, w, 3), dtype=np.uint8)
+    Image.fromarray(np.repeat(row, h, axis=0)).save(f"{folder}/{name}.png")       # small file, large picture
+    hole = np.zeros((h, w), np.uint8)
+    hole[h // 3:h // 3 + 8, w // 2:w // 2 + 8] = 255
+    Image.fromarray(hole).save(f"{folder}/{name}_hole.png")
+picture("small", 64, 64)
+picture("large", side, side)
+assert inpaint.main([f"{folder}/small.png", f"{folder}/small_hole.png", "-o", f"{folder}/small_out.png"]) == 0
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert inpaint.main([f"{folder}/large.png", f"{folder}/large_hole.png", "-o", f"{folder}/large_out.png"]) == 0
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / side ** 2)
+"""
+
+
+def test_memory_per_pixel_of_a_large_picture_with_a_small_hole(tmp_path):
+    """One small hole in a 9 MP picture: the peak memory beyond the program's own is what the picture
+    needs (its decoded bytes, one float copy, the result), not ~70 bytes a pixel (issue 20, item 12)."""
+    import subprocess
+    import sys
+
+    if generator_io.shipped_default() is None:
+        pytest.skip("needs the shipped generator")
+    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path), "3000"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    per_pixel = float(result.stdout.strip().splitlines()[-1])
+    assert per_pixel < 45, f"{per_pixel:.1f} bytes a pixel"   # 59 before, 35 measured after
