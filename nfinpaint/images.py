@@ -132,15 +132,16 @@ def _unit_floats(rgb8: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) float32 in [0, 1], stored channel-first: a view of a (3, H, W)
     array, so that the tensor the fill needs is a view too.  A large picture costs its uint8 copies
     and one float copy (4 bytes a value), never a float temporary besides."""
-    colour = np.ascontiguousarray(rgb8.transpose(2, 0, 1)).astype(np.float32)
+    colour = np.empty((3, *rgb8.shape[:2]), np.float32)
+    np.copyto(colour, rgb8.transpose(2, 0, 1))
     colour /= 255.0
     return colour.transpose(1, 2, 0)
 
 
 def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """PIL image (any mode) -> ((H, W, 3) float32 RGB in [0, 1], (H, W) uint8 alpha or None),
-    with the EXIF orientation applied."""
-    img = ImageOps.exif_transpose(img)
+    with the EXIF orientation applied (to ``img`` itself: no copy of a large picture)."""
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
         grey = _grey_scale(img)
         return np.repeat(grey[..., None], 3, axis=2), None
@@ -148,7 +149,7 @@ def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         rgba = np.asarray(img.convert("RGBA"))
         return _unit_floats(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
     try:
-        rgb = img.convert("RGB")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")     # convert() copies even an RGB image
     except (ValueError, OSError) as exc:
         raise ImageError(f"images of mode {img.mode} cannot be read ({exc})") from None
     return _unit_floats(np.asarray(rgb)), None
