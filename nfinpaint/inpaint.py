@@ -21,10 +21,12 @@ presets' 24x24 or 64x64 networks) each hole is filled on its own:
   generator's input (hole side x image_size / hole_size, at least image_size),
   centred on the hole and clamped inside the picture; the window is scaled to
   the generator's size, filled, scaled back and only the hole's pixels are
-  copied into the picture.  Holes are filled in scan order, each window
-  seeing the fills before it; windows that do not depend on each other (no
-  hole of one inside the other's window) go to the generator together, so
-  many small holes cost few generator calls, with the same result.
+  copied into the picture.  A hole that lies in the inner part of an earlier
+  hole's window of the same size is filled by that window (same context and
+  scale).  Windows are filled in scan order, each seeing the fills before
+  it; windows that do not depend on each other (no hole of one inside the
+  other's window) go to the generator together: many small holes (a
+  scratched photograph) cost few generator calls.
 - **PatchMatch** (``nfinpaint.patchmatch``), for holes the generator cannot
   fill well, or for every hole with ``--method patchmatch``.
 
@@ -210,25 +212,66 @@ def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mas
     return gan_fill_windows(generator, [window], [window_mask], device)[0]
 
 
-def gan_rounds(holes: Sequence[Hole]) -> list[list[Hole]]:
-    """``holes`` (with their GAN windows, in fill order) in rounds whose windows are filled together,
-    with the same result as one at a time in order: a hole goes in the round after every earlier hole
-    it depends on, or that depends on it (one's pixels inside the other's window), so each window
-    sees exactly the fills it would see one at a time.  Many small holes: few generator calls."""
-    if not holes:
+@dataclass
+class GanWindow:
+    """A GAN window (its owner's: the first hole, in scan order, that it was planned for) and the
+    holes it fills: the owner, and later holes of the same window size that lie in its inner part."""
+
+    owner: Hole
+    holes: list[Hole]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) around its holes."""
+        return (min(h.top for h in self.holes), min(h.left for h in self.holes),
+                max(h.top + h.height for h in self.holes), max(h.left + h.width for h in self.holes))
+
+
+def gan_windows(holes: Sequence[Hole], picture_hw: tuple[int, int]) -> list[GanWindow]:
+    """The windows that fill ``holes`` (planned for the GAN, in scan order).  A hole whose window has
+    the same side as an earlier window's and that lies in that window's inner part (a quarter of the
+    side from every edge that is not the picture's) is filled by that window: it sees as much
+    context, at the same scale, as in its own.  Many small holes close together: few windows."""
+    ph, pw = picture_hw
+    out: list[GanWindow] = []
+    taken: set[int] = set()
+    for i, hole in enumerate(holes):
+        if hole.index in taken:
+            continue
+        top, left, side = hole.window
+        margin = side // 4
+        inner = (top + (margin if top > 0 else 0), left + (margin if left > 0 else 0),
+                 top + side - (margin if top + side < ph else 0), left + side - (margin if left + side < pw else 0))
+        members = [hole]
+        for other in holes[i + 1:]:
+            if (other.index not in taken and other.window[2] == side and inner[0] <= other.top
+                    and inner[1] <= other.left and other.top + other.height <= inner[2]
+                    and other.left + other.width <= inner[3]):
+                members.append(other)
+                taken.add(other.index)
+        out.append(GanWindow(hole, members))
+    return out
+
+
+def gan_rounds(windows: Sequence[GanWindow]) -> list[list[GanWindow]]:
+    """``windows`` (in fill order) in rounds that are filled together, with the same result as one
+    at a time in order: a window goes in the round after every earlier window it depends on, or that
+    depends on it (one's holes inside the other's window), so each window sees exactly the fills it
+    would see one at a time.  Each round is one batched generator call."""
+    if not windows:
         return []
-    box = np.array([(h.top, h.left, h.top + h.height, h.left + h.width) for h in holes])
-    win = np.array([(t, l, t + side, l + side) for t, l, side in (h.window for h in holes)])
+    box = np.array([w.box for w in windows])
+    win = np.array([(t, l, t + side, l + side) for t, l, side in (w.owner.window for w in windows)])
 
     def meets(a: np.ndarray, b: np.ndarray) -> np.ndarray:   # rectangles a[i] and b (one) overlap
         return (a[:, 0] < b[2]) & (b[0] < a[:, 2]) & (a[:, 1] < b[3]) & (b[1] < a[:, 3])
 
-    level = np.zeros(len(holes), dtype=np.int64)
-    for j in range(1, len(holes)):
+    level = np.zeros(len(windows), dtype=np.int64)
+    for j in range(1, len(windows)):
         depends = meets(box[:j], win[j]) | meets(win[:j], box[j])
         if depends.any():
             level[j] = level[:j][depends].max() + 1
-    return [[holes[i] for i in np.flatnonzero(level == k)] for k in range(int(level.max()) + 1)]
+    return [[windows[i] for i in np.flatnonzero(level == k)] for k in range(int(level.max()) + 1)]
 
 
 def check_half(half: bool, device: str | torch.device) -> None:
@@ -313,22 +356,28 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     remaining = hole_mask.clone()                       # holes not filled yet
     labels_t = torch.from_numpy(labels)[None]
 
-    def window_of(hole: Hole) -> tuple:
-        top, left, side = hole.window
+    def window_of(window: GanWindow) -> tuple:
+        top, left, side = window.owner.window
         return slice(None), slice(top, top + side), slice(left, left + side)
 
-    for round_ in gan_rounds([h for h in holes if h.method == "gan"]):
+    windows = gan_windows([h for h in holes if h.method == "gan"], tuple(image.shape[-2:]))
+    shared = {}
+    for window in windows:
+        for hole in window.holes[1:]:
+            shared[hole.index] = window.owner.index
+    for round_ in gan_rounds(windows):
         with half_precision(half, device):
-            fills = gan_fill_windows(generator, [current[window_of(h)] for h in round_],
-                                     [remaining[window_of(h)].float() for h in round_], device)
-        for hole, filled in zip(round_, fills):
-            win = window_of(hole)
-            mine = labels_t[win] == hole.index
+            fills = gan_fill_windows(generator, [current[window_of(w)] for w in round_],
+                                     [remaining[window_of(w)].float() for w in round_], device)
+        for window, filled in zip(round_, fills):
+            win = window_of(window)
+            mine = torch.isin(labels_t[win], torch.tensor([h.index for h in window.holes]))
             current[win] = torch.where(mine, filled, current[win])
             remaining[win] &= ~mine
     for hole in holes:
         if hole.method == "gan":
-            log(f"{hole.describe()}: GAN, {hole.reason}")
+            also = f" (hole {shared[hole.index]}'s window)" if hole.index in shared else ""
+            log(f"{hole.describe()}: GAN, {hole.reason}{also}")
 
     if pm_holes:
         from nfinpaint import patchmatch
