@@ -147,14 +147,14 @@ class TrainConfig:
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        memory = physical_memory()
+        memory, where = device_memory(self.device)
         floor = batch_floor_bytes(self.batch_size, self.image_size)
         # an absurd batch is refused here, before the run directory is written, not by running
         # out of memory in the first step
         need(memory is None or floor <= memory,
              f"batch_size {self.batch_size} does not fit in memory: one batch of {self.image_size}x"
              f"{self.image_size} crops needs more than {floor / 2 ** 30:,.1f} GiB (crops, masks and fills "
-             f"alone, float32) and this machine has {(memory or 0) / 2 ** 30:,.1f} GiB; use a smaller batch_size")
+             f"alone, float32) and {where} has {(memory or 0) / 2 ** 30:,.1f} GiB; use a smaller batch_size")
         need(seed_problem(self.seed) is None, seed_problem(self.seed) or "")
         need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
         for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight"):
@@ -231,6 +231,21 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def device_memory(device: str) -> tuple[int | None, str]:
+    """(bytes, what) of the memory a run on ``device`` trains in: the GPU's when it is one and
+    visible (``auto`` included), else this machine's."""
+    if device != "cpu":
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            try:
+                index = int(device.split(":")[1]) if ":" in device else 0
+                return torch.cuda.get_device_properties(index).total_memory, f"GPU {index}"
+            except (ValueError, RuntimeError, AssertionError, IndexError):
+                pass     # a device that is not here: said in one line where the device is resolved
+    return physical_memory(), "this machine"
 
 
 def batch_floor_bytes(batch_size: int, image_size: int) -> int:

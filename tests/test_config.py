@@ -4,7 +4,7 @@ import tomllib
 
 import pytest
 
-from nfinpaint import losses, networks
+from nfinpaint import config, losses, networks
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, load_config, to_toml
 
 
@@ -132,3 +132,23 @@ def test_cosine_learning_rate_is_a_function_of_the_step():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     constant = load_config("paper", None, {"steps": 100})
     assert {constant.lr_at(step) for step in (0, 50, 99)} == {constant.lr}
+
+
+def test_a_batch_beyond_the_gpus_memory_is_refused(monkeypatch):
+    """On a GPU the batch must fit in the GPU's memory, which is smaller than the machine's: a batch
+    of 2^20 crops of 128 px (~640 GiB for crops, masks and fills) on a 139 GiB GPU is refused."""
+    from types import SimpleNamespace
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(total_memory=139 * 2 ** 30))
+    monkeypatch.setattr(config, "physical_memory", lambda: 2 ** 50)        # the machine: plenty
+    big = dataclasses.replace(config.PRESETS["fullres"], batch_size=2 ** 20)
+    with pytest.raises(ConfigError, match=r"batch_size 1048576 does not fit in memory: .* and GPU 0 has 139.0 GiB"):
+        dataclasses.replace(big, device="cuda").validate()
+    with pytest.raises(ConfigError, match="GPU 0 has"):
+        dataclasses.replace(big, device="auto").validate()
+    dataclasses.replace(big, device="cpu").validate()                      # the machine's memory
+    dataclasses.replace(big, device="cuda", batch_size=8).validate()
