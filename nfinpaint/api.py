@@ -165,7 +165,8 @@ class Inpainter:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "auto", method: str = "auto",
-                 dilate: int = 0, invert: bool = False, resize_mask: bool = False, seed: int = 0):
+                 dilate: int = 0, invert: bool = False, resize_mask: bool = False, seed: int = 0,
+                 half: bool = False):
         from nfinpaint import generator_io  # noqa: PLC0415
 
         from nfinpaint.baselines import METHODS  # noqa: PLC0415
@@ -182,7 +183,10 @@ class Inpainter:
             raise InpaintError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InpaintError(f"device {device!r}: no CUDA GPU is visible; use device='cpu'")
-        self.method, self.seed = method, seed
+        if half and self.device.type != "cuda":
+            raise InpaintError(f"half=True (float16) runs on a CUDA GPU only, and the device is {self.device}; "
+                               f"drop half=True, or use device='cuda'")
+        self.method, self.seed, self.half = method, seed, bool(half)
         self.dilate, self.invert, self.resize_mask = int(dilate), bool(invert), bool(resize_mask)
         self.loaded = None
         if method == "auto" or METHODS[method].needs_generator:
@@ -221,7 +225,7 @@ class Inpainter:
                 torch.from_numpy(hole)[None].float(),
                 generator=None if self.loaded is None else self.loaded.generator,
                 hole_size=None if self.loaded is None else self.loaded.hole_size,
-                method=method, device=self.device, seed=self.seed, log=lambda message: None)
+                method=method, device=self.device, seed=self.seed, log=lambda message: None, half=self.half)
         except InpaintError:
             raise
         except ValueError as exc:

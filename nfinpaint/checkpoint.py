@@ -91,4 +91,37 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
                               f"written by torch.save; {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nfinpaint training checkpoint (expected format {FORMAT!r})")
-    return payload
+    return _checked(path, payload)
+
+
+def _checked(path: Path, payload: dict) -> dict:
+    """``payload`` with its config in today's keys (retired ones dropped), or CheckpointError naming
+    what is missing or mistyped: resuming reads all of it, so a damaged entry fails here, in one line,
+    not in the middle of loading the models."""
+    from nfinpaint.config import RETIRED_KEYS, ConfigError, TrainConfig, coerce  # noqa: PLC0415
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a usable training checkpoint: {what}")
+
+    step = payload.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad(f"its step is {step!r}, not a count of steps")
+    for key, parts in (("config", ()), ("models", ("generator", "global_d", "local_d")),
+                       ("optimizers", ("generator", "discriminators")), ("rng", ("torch", "numpy", "python"))):
+        entry = payload.get(key)
+        if not isinstance(entry, dict):
+            raise bad(f"it has no {key!r} entry" if entry is None else f"its {key!r} entry is not a table")
+        missing = [part for part in parts if part not in entry]
+        if missing:
+            raise bad(f"its {key!r} entry has no {missing[0]!r}")
+    if not isinstance(payload["rng"]["torch"], torch.Tensor) or not isinstance(payload["rng"]["numpy"], dict):
+        raise bad("its random-number-generator states ('rng') are damaged")
+    config = {key: value for key, value in payload["config"].items() if key not in RETIRED_KEYS}
+    try:
+        config = {key: coerce(key, value, "its config") for key, value in config.items()}
+        resolved = TrainConfig(**config).validate()
+    except ConfigError as exc:
+        raise bad(str(exc)) from None
+    if resolved.ema_decay > 0 and "generator_ema" not in payload["models"]:
+        raise bad("its 'models' entry has no 'generator_ema' (the weight average its config asks for)")
+    return {**payload, "config": config}

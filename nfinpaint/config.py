@@ -157,6 +157,15 @@ class TrainConfig:
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        memory, where = device_memory(self.device)
+        floor = batch_floor_bytes(self.batch_size, self.image_size)
+        # an absurd batch is refused here, before the run directory is written, not by running
+        # out of memory in the first step
+        need(memory is None or floor <= memory,
+             f"batch_size {self.batch_size} does not fit in memory: one batch of {self.image_size}x"
+             f"{self.image_size} crops needs more than {floor / 2 ** 30:,.1f} GiB (crops, masks and fills "
+             f"alone, float32) and {where} has {(memory or 0) / 2 ** 30:,.1f} GiB; use a smaller batch_size")
+        need(seed_problem(self.seed) is None, seed_problem(self.seed) or "")
         need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
         for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight"):
             need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
@@ -222,6 +231,47 @@ class TrainConfig:
         if step < self.g_warmup_steps + self.d_warmup_steps:
             return "discriminator"
         return "joint"
+
+
+# The seeds torch's generators take (torch.manual_seed); numpy's and Python's take these too.
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def seed_problem(value: int, name: str = "seed") -> str | None:
+    """Why ``value`` cannot be a seed (a one-line message), or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, int) or not SEED_MIN <= value <= SEED_MAX:
+        return f"{name} must be an integer from -2^63 to 2^64-1 ({SEED_MAX}), got {value}"
+    return None
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def device_memory(device: str) -> tuple[int | None, str]:
+    """(bytes, what) of the memory a run on ``device`` trains in: the GPU's when it is one and
+    visible (``auto`` included), else this machine's."""
+    if device != "cpu":
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            try:
+                index = int(device.split(":")[1]) if ":" in device else 0
+                return torch.cuda.get_device_properties(index).total_memory, f"GPU {index}"
+            except (ValueError, RuntimeError, AssertionError, IndexError):
+                pass     # a device that is not here: said in one line where the device is resolved
+    return physical_memory(), "this machine"
+
+
+def batch_floor_bytes(batch_size: int, image_size: int) -> int:
+    """A lower bound of the memory one training batch takes: its crops, masks, the generator's
+    input and output, in float32 (3 + 1 + 3 + 3 values a pixel); the networks' activations add
+    many times more."""
+    return batch_size * image_size * image_size * (3 + 1 + 3 + 3) * 4
 
 
 def _preset(**changes: Any) -> TrainConfig:

@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import marker_kind
-from nfinpaint.images import IMAGE_SUFFIXES, ImageError, pil_to_tensor
+from nfinpaint.images import IMAGE_SUFFIXES, OPEN_ERRORS, ImageError, open_error, pil_to_tensor
 
 # skimage.data's colour photographs that load offline.  ("retina" also does, but is mostly
 # flat orange and would dominate by area; "cat" is "chelsea" again.)
@@ -190,8 +190,8 @@ def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
             if decode:
                 img.load()
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        warnings.warn(f"skipping {path}: not a readable image ({exc})", DataWarning, stacklevel=3)
+    except OPEN_ERRORS as exc:
+        warnings.warn(f"skipping {open_error(path, exc)}", DataWarning, stacklevel=3)
         return None
     return height, width
 
@@ -222,8 +222,8 @@ def _load_file(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             return pil_to_tensor(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    except OPEN_ERRORS as exc:
+        raise open_error(path, exc) from None
 
 
 # --------------------------------------------------------------------------- geometry

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from nfinpaint import baselines, cli, devices, metrics, picture_eval
 from nfinpaint.cli import UsageError, one_line
+from nfinpaint.config import seed_problem
 from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_marker, write_text
 from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
 from nfinpaint.data import DataSplit
@@ -291,6 +292,12 @@ def check_out_folder(out: Path, data: str | None) -> None:
     """--out must be a new folder, an empty one, or one an earlier evaluation marked as its own
     (which this one replaces whole); never one that holds or is inside --data."""
     cli.check_output_folder(out, "--out")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        # the results replace the folder whole (files.atomic_folder), which the folder one works in,
+        # or one holding it, cannot be
+        raise UsageError(f"--out {out} is the current folder or holds it; the results replace their folder "
+                         f"whole, so give a folder of its own, such as {Path(out) / 'eval'}")
     if out.is_dir() and any(out.iterdir()) and marker_kind(out) != EVALUATION:
         # a config.json alone proves nothing: replacing the folder would delete the user's files
         raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation (no {MARKER} "
@@ -341,6 +348,9 @@ def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.dev
         raise UsageError("--out is empty; give the name of a folder for the results")
     out = Path(args.out)
     check_out_folder(out, args.data)
+    for option, value in (("--seed", args.seed), ("--split-seed", args.split_seed)):
+        if value is not None and seed_problem(value, option) is not None:
+            raise UsageError(seed_problem(value, option))
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:

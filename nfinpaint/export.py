@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nfinpaint import cli, generator_io, inference
+from nfinpaint import cli, inference
 from nfinpaint.cli import UsageError
 from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
 from nfinpaint.files import atomic_path

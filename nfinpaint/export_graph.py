@@ -11,14 +11,12 @@ no longer the same numbers).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
-from nfinpaint.initial_fill import (CG_ITERATIONS, COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
+from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
                                     MULTISCALE_MIN_SIDE)
 
 MAX_SIDE = 8192

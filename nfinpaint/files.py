@@ -2,12 +2,52 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from nfinpaint.cli import UsageError
+
+# Below this many free bytes a failed write is taken for a full disk: torch.save's zip writer
+# reports ENOSPC as a RuntimeError ("unexpected pos ...") that has lost the errno.
+_NEARLY_FULL = 1 << 20
+
+
+class DiskFullError(UsageError):
+    """No space left on the device (or over the quota) while writing a file: one ``error:`` line;
+    the half-written file is removed."""
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
+    """The :class:`DiskFullError` for an exception raised writing ``path`` when the device is full
+    (ENOSPC or EDQUOT anywhere in its chain, or a failed write with almost no space left), else None.
+    Call it before removing what was written: that frees the space again."""
+    if not isinstance(exc, Exception):       # Ctrl-C, SIGTERM: never a full disk
+        return None
+    seen, chain = set(), exc
+    full = False
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = True
+            break
+        chain = chain.__cause__ or chain.__context__
+    free = _free_bytes(path.parent)
+    if not full and (isinstance(exc, UsageError) or free is None or free >= _NEARLY_FULL):
+        return None
+    return DiskFullError(f"disk full: no space left on the device writing {path} (or over the quota); nothing "
+                         f"of that file was kept: free some space (or choose another folder) and run again")
 
 
 @contextlib.contextmanager
@@ -19,8 +59,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name (PIL, torch.save) work.  On any error the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}",
+                                   dir=path.parent)
+    except OSError as exc:
+        full = disk_full(exc, path)
+        if full is None:
+            raise
+        raise full from None
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -28,8 +75,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, path)
         tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from None
         raise
 
 

@@ -31,7 +31,7 @@ import torch
 import nfinpaint
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
-from nfinpaint.masks import blank_holes, default_hole_size
+from nfinpaint.masks import default_hole_size
 from nfinpaint.generators import generator_from_config
 from nfinpaint.networks import Generator
 

@@ -13,6 +13,7 @@ alpha channel, when there is one, can be had separately.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -40,6 +41,23 @@ class ImageWarning(UserWarning):
     """Something of an image file that is not read (extra frames or pages, colour depth)."""
 
 
+# What PIL raises for a file it cannot read; DecompressionBombError (a header declaring more pixels
+# than Image.MAX_IMAGE_PIXELS allows, twice over) is none of the others.
+OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_error(path: str | os.PathLike, exc: BaseException) -> "ImageError":
+    """The one-line :class:`ImageError` for an exception of :data:`OPEN_ERRORS` reading ``path``."""
+    if isinstance(exc, Image.DecompressionBombError):
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than allowed"
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return ImageError(f"{path}: its header declares {size}, more than the {limit:,.0f} megapixels that are "
+                          f"decoded (a guard against decompression bombs: a small file that would fill the "
+                          f"memory); refused")
+    return ImageError(f"{path}: not a readable image ({exc})")
+
+
 def check_regular_file(path: Path) -> None:
     """ImageError unless ``path`` is a regular file: a folder or a missing file said as such, and
     a FIFO or device refused (reading one may block forever, or never end: /dev/zero)."""
@@ -63,8 +81,8 @@ def _open(path: str | os.PathLike) -> Image.Image:
         frames = getattr(img, "n_frames", 1)
         high_colour = any(";16" in str(tile.args) for tile in getattr(img, "tile", []) or [])
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    except OPEN_ERRORS as exc:
+        raise open_error(path, exc) from None
     if frames > 1:
         warnings.warn(f"{path} has {frames} frames or pages: only the first is read", ImageWarning, stacklevel=3)
     # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
@@ -91,21 +109,51 @@ def _grey_scale(img: Image.Image) -> np.ndarray:
     return array
 
 
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as it is read (EXIF orientation applied), from its header
+    alone: the pixels are not decoded, so a size mismatch is found before a large picture is."""
+    path = Path(path)
+    check_regular_file(path)
+    try:
+        with warnings.catch_warnings():
+            # the warning for a large picture belongs to decoding it, if it comes to that
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                try:
+                    turned = img.getexif().get(0x0112) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
+                except Exception:  # noqa: BLE001  (damaged EXIF: exif_transpose leaves such a picture as is)
+                    turned = False
+    except OPEN_ERRORS as exc:
+        raise open_error(path, exc) from None
+    return (height, width) if turned else (width, height)
+
+
+def _unit_floats(rgb8: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) float32 in [0, 1], stored channel-first: a view of a (3, H, W)
+    array, so that the tensor the fill needs is a view too.  A large picture costs its uint8 copies
+    and one float copy (4 bytes a value), never a float temporary besides."""
+    colour = np.empty((3, *rgb8.shape[:2]), np.float32)
+    np.copyto(colour, rgb8.transpose(2, 0, 1))
+    colour /= 255.0
+    return colour.transpose(1, 2, 0)
+
+
 def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """PIL image (any mode) -> ((H, W, 3) float32 RGB in [0, 1], (H, W) uint8 alpha or None),
-    with the EXIF orientation applied."""
-    img = ImageOps.exif_transpose(img)
+    with the EXIF orientation applied (to ``img`` itself: no copy of a large picture)."""
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
         grey = _grey_scale(img)
         return np.repeat(grey[..., None], 3, axis=2), None
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"))
-        return rgba[..., :3].astype(np.float32) / 255.0, np.ascontiguousarray(rgba[..., 3])
+        return _unit_floats(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
     try:
-        rgb = img.convert("RGB")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")     # convert() copies even an RGB image
     except (ValueError, OSError) as exc:
         raise ImageError(f"images of mode {img.mode} cannot be read ({exc})") from None
-    return np.asarray(rgb, dtype=np.float32) / 255.0, None
+    return _unit_floats(np.asarray(rgb)), None
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -158,7 +206,9 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, H, W) float tensor in [0, 1] -> 8-bit PIL image."""
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a (3, H, W) or (1, H, W) tensor, got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    scaled = image.detach().float().clamp(0, 1).mul_(255.0).add_(0.5)     # one float copy, not three
+    array = scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    del scaled
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 

@@ -21,7 +21,12 @@ presets' 24x24 or 64x64 networks) each hole is filled on its own:
   generator's input (hole side x image_size / hole_size, at least image_size),
   centred on the hole and clamped inside the picture; the window is scaled to
   the generator's size, filled, scaled back and only the hole's pixels are
-  copied into the picture.
+  copied into the picture.  A hole that lies in the inner part of an earlier
+  hole's window of the same size is filled by that window (same context and
+  scale).  Windows are filled in scan order, each seeing the fills before
+  it; windows that do not depend on each other (no hole of one inside the
+  other's window) go to the generator together: many small holes (a
+  scratched photograph) cost few generator calls.
 - **PatchMatch** (``nfinpaint.patchmatch``), for holes the generator cannot
   fill well, or for every hole with ``--method patchmatch``.
 
@@ -60,6 +65,7 @@ missing; the file is written atomically, and never over IMAGE or MASK unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -74,10 +80,12 @@ from scipy import ndimage
 from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
+from nfinpaint.files import DiskFullError
 from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
-                              check_regular_file, read_image_and_alpha, read_image_info, save_image)
+                              check_regular_file, header_size, read_image_and_alpha, read_image_info,
+                              save_image)
 from nfinpaint.masks import blank_holes, default_hole_size
 
 DEFAULT_MAX_SCALE = 4.0
@@ -177,38 +185,134 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
 
 
-@torch.inference_mode()
-def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mask: torch.Tensor,
-                    device: torch.device) -> torch.Tensor:
-    """Fill a (3, W, W) window whose holes are ``window_mask`` (1, W, W); returns (3, W, W) on the CPU.
+GAN_BATCH = 256          # windows a generator call takes at most (each scaled to the generator's size)
 
-    The window is scaled to the generator's size with its holes blanked, and
+
+@torch.inference_mode()
+def gan_fill_windows(generator: torch.nn.Module, windows: Sequence[torch.Tensor], window_masks: Sequence[torch.Tensor],
+                     device: torch.device) -> list[torch.Tensor]:
+    """Fill (3, W, W) windows (any sides) whose holes are ``window_masks`` (1, W, W), in one generator
+    call per :data:`GAN_BATCH` windows; returns each (3, W, W) on the CPU.
+
+    Each window is scaled to the generator's size with its holes blanked, and
     every scaled pixel that any hole pixel contributes to (the mask scaled the
     same way, > 0) counts as a hole: nothing under a hole reaches the network.
     The output is composited at the generator's size before scaling back, so
     the scaled-up hole border blends with real context, not the raw generation.
     """
     size = generator.image_size
-    side = window.shape[-1]
-    window_mask = window_mask[None].to(device)
-    x = _resize(blank_holes(window[None].to(device), window_mask), size)
-    m = (_resize(window_mask, size) > 0).float()
-    return _resize(inference.fill(generator, x, m), side)[0].float().cpu()
+    out: list[torch.Tensor] = []
+    for start in range(0, len(windows), GAN_BATCH):
+        xs, ms = [], []
+        for window, window_mask in zip(windows[start:start + GAN_BATCH], window_masks[start:start + GAN_BATCH]):
+            window_mask = window_mask[None].to(device)
+            xs.append(_resize(blank_holes(window[None].to(device), window_mask), size))
+            ms.append((_resize(window_mask, size) > 0).float())
+        filled = inference.fill(generator, torch.cat(xs), torch.cat(ms))
+        for i, window in enumerate(windows[start:start + GAN_BATCH]):
+            out.append(_resize(filled[i:i + 1], window.shape[-1])[0].float().cpu())
+    return out
+
+
+def gan_fill_window(generator: torch.nn.Module, window: torch.Tensor, window_mask: torch.Tensor,
+                    device: torch.device) -> torch.Tensor:
+    """Fill one (3, W, W) window whose holes are ``window_mask`` (1, W, W) (:func:`gan_fill_windows`)."""
+    return gan_fill_windows(generator, [window], [window_mask], device)[0]
+
+
+@dataclass
+class GanWindow:
+    """A GAN window (its owner's: the first hole, in scan order, that it was planned for) and the
+    holes it fills: the owner, and later holes of the same window size that lie in its inner part."""
+
+    owner: Hole
+    holes: list[Hole]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) around its holes."""
+        return (min(h.top for h in self.holes), min(h.left for h in self.holes),
+                max(h.top + h.height for h in self.holes), max(h.left + h.width for h in self.holes))
+
+
+def gan_windows(holes: Sequence[Hole], picture_hw: tuple[int, int]) -> list[GanWindow]:
+    """The windows that fill ``holes`` (planned for the GAN, in scan order).  A hole whose window has
+    the same side as an earlier window's and that lies in that window's inner part (a quarter of the
+    side from every edge that is not the picture's) is filled by that window: it sees as much
+    context, at the same scale, as in its own.  Many small holes close together: few windows."""
+    ph, pw = picture_hw
+    out: list[GanWindow] = []
+    taken: set[int] = set()
+    for i, hole in enumerate(holes):
+        if hole.index in taken:
+            continue
+        top, left, side = hole.window
+        margin = side // 4
+        inner = (top + (margin if top > 0 else 0), left + (margin if left > 0 else 0),
+                 top + side - (margin if top + side < ph else 0), left + side - (margin if left + side < pw else 0))
+        members = [hole]
+        for other in holes[i + 1:]:
+            if (other.index not in taken and other.window[2] == side and inner[0] <= other.top
+                    and inner[1] <= other.left and other.top + other.height <= inner[2]
+                    and other.left + other.width <= inner[3]):
+                members.append(other)
+                taken.add(other.index)
+        out.append(GanWindow(hole, members))
+    return out
+
+
+def gan_rounds(windows: Sequence[GanWindow]) -> list[list[GanWindow]]:
+    """``windows`` (in fill order) in rounds that are filled together, with the same result as one
+    at a time in order: a window goes in the round after every earlier window it depends on, or that
+    depends on it (one's holes inside the other's window), so each window sees exactly the fills it
+    would see one at a time.  Each round is one batched generator call."""
+    if not windows:
+        return []
+    box = np.array([w.box for w in windows])
+    win = np.array([(t, l, t + side, l + side) for t, l, side in (w.owner.window for w in windows)])
+
+    def meets(a: np.ndarray, b: np.ndarray) -> np.ndarray:   # rectangles a[i] and b (one) overlap
+        return (a[:, 0] < b[2]) & (b[0] < a[:, 2]) & (a[:, 1] < b[3]) & (b[1] < a[:, 3])
+
+    level = np.zeros(len(windows), dtype=np.int64)
+    for j in range(1, len(windows)):
+        depends = meets(box[:j], win[j]) | meets(win[:j], box[j])
+        if depends.any():
+            level[j] = level[:j][depends].max() + 1
+    return [[windows[i] for i in np.flatnonzero(level == k)] for k in range(int(level.max()) + 1)]
+
+
+def check_half(half: bool, device: str | torch.device) -> None:
+    """ValueError unless half precision can run on ``device``: a CUDA GPU only (on the CPU float16
+    convolutions are slow and bfloat16 too coarse for a fill whose known pixels are exact)."""
+    if half and torch.device(device).type != "cuda":
+        raise ValueError(f"half precision (--half) runs on a CUDA GPU only, and the device is "
+                         f"{torch.device(device)}; drop --half, or use --device cuda")
+
+
+def half_precision(half: bool, device: str | torch.device):
+    """The context the generator runs in: float16 autocast on a CUDA GPU with ``half``, else nothing."""
+    if not half:
+        return contextlib.nullcontext()
+    check_half(half, device)
+    return torch.autocast("cuda", dtype=torch.float16)
 
 
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
-                  log: Callable[[str], None] = print) -> tuple[torch.Tensor, list[Hole]]:
+                  log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) [0, 1] image given a (1, H, W) mask (1 = hole).
 
     Returns the filled image (pixels outside the holes are the input's, exactly)
     and the list of holes with the method used for each.  ``generator`` (with
     its training ``hole_size``) enables the GAN; without it every hole goes to
-    PatchMatch.  Raises ValueError for bad input.
+    PatchMatch.  ``half``: the generator runs in float16 (autocast; a CUDA
+    device only), the composite stays float32.  Raises ValueError for bad input.
     """
     if method not in METHOD_CHOICES:
         raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {method!r}")
+    check_half(half, device)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
     mask = mask.reshape(1, *mask.shape[-2:]).float().cpu()
@@ -223,7 +327,9 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     if bool(hole_mask.all()):
         raise ValueError("the mask covers the whole image: nothing is left to fill the holes from")
     device = torch.device(device)
-    image = image.detach().float().cpu().clamp(0, 1)
+    image = image.detach().float().cpu()
+    if image.numel() and (bool(image.min() < 0) or bool(image.max() > 1)):   # a copy only when needed
+        image = image.clamp(0, 1)
     labels, holes = find_holes(mask)
     if method not in ("auto", *PLANNED_METHODS):
         filled = build_method(method, device=device).fill(image, mask, seed)
@@ -244,8 +350,9 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
             names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
             log(f"hole(s) {names}: learned fill on a {window.describe()}")
 
-        filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
-        return torch.where(hole_mask, filled, image), holes
+        with half_precision(half, device):
+            filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
+        return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
     pm_holes = [h for h in holes if h.method == "patchmatch"]
@@ -262,16 +369,29 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     current = image.clone()
     remaining = hole_mask.clone()                       # holes not filled yet
     labels_t = torch.from_numpy(labels)[None]
+
+    def window_of(window: GanWindow) -> tuple:
+        top, left, side = window.owner.window
+        return slice(None), slice(top, top + side), slice(left, left + side)
+
+    windows = gan_windows([h for h in holes if h.method == "gan"], tuple(image.shape[-2:]))
+    shared = {}
+    for window in windows:
+        for hole in window.holes[1:]:
+            shared[hole.index] = window.owner.index
+    for round_ in gan_rounds(windows):
+        with half_precision(half, device):
+            fills = gan_fill_windows(generator, [current[window_of(w)] for w in round_],
+                                     [remaining[window_of(w)].float() for w in round_], device)
+        for window, filled in zip(round_, fills):
+            win = window_of(window)
+            mine = torch.isin(labels_t[win], torch.tensor([h.index for h in window.holes]))
+            current[win] = torch.where(mine, filled, current[win])
+            remaining[win] &= ~mine
     for hole in holes:
-        if hole.method != "gan":
-            continue
-        top, left, side = hole.window
-        win = (slice(None), slice(top, top + side), slice(left, left + side))
-        filled = gan_fill_window(generator, current[win], remaining[win].float(), device)
-        mine = labels_t[win] == hole.index
-        current[win] = torch.where(mine, filled, current[win])
-        remaining[win] &= ~mine
-        log(f"{hole.describe()}: GAN, {hole.reason}")
+        if hole.method == "gan":
+            also = f" (hole {shared[hole.index]}'s window)" if hole.index in shared else ""
+            log(f"{hole.describe()}: GAN, {hole.reason}{also}")
 
     if pm_holes:
         from nfinpaint import patchmatch
@@ -283,7 +403,7 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         for hole in pm_holes:
             log(f"{hole.describe()}: PatchMatch ({hole.reason})")
     # The invariant the user relies on, enforced once more at the end.
-    return torch.where(hole_mask, current, image), holes
+    return torch.where(hole_mask, current, image, out=current), holes
 
 
 def _has_known_patch(hole: torch.Tensor, side: int) -> bool:
@@ -319,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "compares; optional ones need their extra installed)")
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="PatchMatch seed (default 0)")
+    p.add_argument("--half", action="store_true",
+                   help="run the generator in half precision (float16 autocast): faster and half the memory "
+                        "on a CUDA GPU; GPU only (refused on the CPU)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
                         f"(default {DEFAULT_MAX_SCALE:g})")
@@ -373,7 +496,18 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
               log: Callable[[str], None]) -> tuple[list[Hole], torch.Tensor | None, int]:
     """Read, fill and write one picture; UsageError (or ImageError) for bad input.
     Returns (holes, the alpha channel or None, the input's bits per channel)."""
+    shown = ", ".join(str(m) for m in masks)
     try:
+        if not args.resize_mask:
+            # from the headers, before any pixel is decoded: a mask of another size is refused at
+            # once, not after a large picture has filled the memory
+            width, height = header_size(image_path)
+            for path in masks:
+                mask_width, mask_height = header_size(path)
+                if (mask_width, mask_height) != (width, height):
+                    raise UsageError(f"{path} is {mask_width}x{mask_height} but {image_path} is {width}x{height} "
+                                     f"(width x height, after EXIF orientation); they must be the same size, or "
+                                     f"pass --resize-mask")
         image, alpha, bits = read_image_and_alpha(image_path)
         kept = read_image_info(image_path)     # colour profile, EXIF, dpi: written back unchanged
         hole = _read_holes(masks, args.invert)
@@ -381,7 +515,6 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         raise UsageError(str(exc)) from None
     if any(s == 0 for s in image.shape[-2:]):
         raise UsageError(f"{image_path} is empty")
-    shown = ", ".join(str(m) for m in masks)
     if hole.shape != tuple(image.shape[-2:]) and not args.resize_mask:
         raise UsageError(f"{shown} is {hole.shape[1]}x{hole.shape[0]} but {image_path} is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height, after EXIF orientation); "
@@ -394,12 +527,22 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         filled, holes = inpaint_image(
             image, torch.from_numpy(hole)[None].float(), generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
-            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log)
+            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
+    del image          # the picture's float copy: not needed to write the result (memory per pixel)
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     save_image(filled, output, alpha if keep_alpha else None, info=kept)
     return holes, alpha, bits
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    device = devices.resolve_device(args.device)
+    try:
+        check_half(args.half, device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return device
 
 
 def _open_generator(args: argparse.Namespace):
@@ -418,7 +561,7 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
     if args.images is not None:
         return run_folders(args)
     output = _check_output(args)
-    device = devices.resolve_device(args.device)
+    device = _device(args)
     for given in (args.image, args.mask):     # before the generator loads: a typo fails at once
         try:
             check_regular_file(Path(given))
@@ -479,7 +622,7 @@ def run_folders(args: argparse.Namespace) -> int:
     if existing and not (args.skip_existing or args.overwrite):
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
-    device = devices.resolve_device(args.device)
+    device = _device(args)
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     skipped = len(pairs) - len(todo)
@@ -492,6 +635,8 @@ def run_folders(args: argparse.Namespace) -> int:
         try:
             _fill_one(item.image, item.masks, item.output, args, loaded, device, lambda message: None)
             filled += 1
+        except DiskFullError:
+            raise           # every picture after it would fail the same way: stop, one line
         except (UsageError, ImageError) as exc:
             bad.append((item.image, cli.one_line(exc)))
     print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))

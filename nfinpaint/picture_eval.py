@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
+from nfinpaint.images import OPEN_ERRORS, open_error
 from nfinpaint.masks import HOLE_FAMILIES, family_masks
 
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
@@ -78,8 +79,11 @@ def load_pictures(data: str | None, size: int, limit: int | None = None) -> tupl
         where = "the embedded scikit-image photographs"
     else:
         for path in data_module.find_image_files(data)[:limit]:
-            with Image.open(path) as img:
-                out.append((path.name, _scaled(img, size)))
+            try:
+                with Image.open(path) as img:
+                    out.append((path.name, _scaled(img, size)))
+            except OPEN_ERRORS as exc:
+                raise open_error(path, exc) from None
         where = f"folder {data}"
     return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
 

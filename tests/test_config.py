@@ -4,7 +4,7 @@ import tomllib
 
 import pytest
 
-from nfinpaint import networks
+from nfinpaint import config, networks
 from nfinpaint.objective import Objective
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, load_config, to_toml
 
@@ -155,3 +155,23 @@ def test_a_checkpoint_without_the_newer_keys_resumes_as_it_trained():
     saved.pop("feature_region")
     config = resume_config(ResumePoint(None, None, {"config": saved}), {})
     assert config == PRESETS["paper"]
+
+
+def test_a_batch_beyond_the_gpus_memory_is_refused(monkeypatch):
+    """On a GPU the batch must fit in the GPU's memory, which is smaller than the machine's: a batch
+    of 2^20 crops of 128 px (~640 GiB for crops, masks and fills) on a 139 GiB GPU is refused."""
+    from types import SimpleNamespace
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(total_memory=139 * 2 ** 30))
+    monkeypatch.setattr(config, "physical_memory", lambda: 2 ** 50)        # the machine: plenty
+    big = dataclasses.replace(config.PRESETS["fullres"], batch_size=2 ** 20)
+    with pytest.raises(ConfigError, match=r"batch_size 1048576 does not fit in memory: .* and GPU 0 has 139.0 GiB"):
+        dataclasses.replace(big, device="cuda").validate()
+    with pytest.raises(ConfigError, match="GPU 0 has"):
+        dataclasses.replace(big, device="auto").validate()
+    dataclasses.replace(big, device="cpu").validate()                      # the machine's memory
+    dataclasses.replace(big, device="cuda", batch_size=8).validate()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _crafted import header_only_png
 from nfinpaint import baselines, evaluate, generator_io
 from nfinpaint.config import PRESETS
 from nfinpaint.data import DataSplit
@@ -304,7 +305,17 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
         (["--checkpoint", checkpoint, "--data", data_dir, "--masks", "center", "--hole-size", 24],
          "cover the whole 24x24 image"),
         (["--checkpoint", tmp_path / "nan.pt", "--data", data_dir], "are not finite"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--seed", 2 ** 70], "--seed must be an integer"),
+        (["--checkpoint", checkpoint, "--split-seed", -(2 ** 70)], "--split-seed must be an integer"),
+        # the results replace their folder whole: never the folder one is in, or one holding it
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", "."], "is the current folder or holds it"),
+        (["--checkpoint", checkpoint, "--data", data_dir, "--out", ".."], "is the current folder or holds it"),
+        (["--methods", "biharmonic", "--data", tmp_path / "bombs", "--size", 64], "decompression bombs"),
     ]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    (tmp_path / "bombs").mkdir()
+    header_only_png(tmp_path / "bombs" / "b.png", 30000, 30000)
     (tmp_path / "lookalike").mkdir()
     for name in ("config.json", "holiday.png", "notes.txt"):
         (tmp_path / "lookalike" / name).write_text(f"the user's {name}")
@@ -339,6 +350,8 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
     assert sorted(p.name for p in (tmp_path / "mydata").iterdir()) == ["img0.png"]
     assert sorted(p.name for p in (tmp_path / "oldeval" / "inner").iterdir()) == ["img0.png"]
     assert (tmp_path / "a_file").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert list((tmp_path / "here").iterdir()) == []
 
 
 def test_an_image_smaller_than_the_crop_is_skipped_with_a_warning(tmp_path, data_dir, capsys):

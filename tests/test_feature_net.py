@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from nfinpaint import feature_net
 from nfinpaint.feature_net import LAYER_INDEX, FeatureWeightsError, VGGFeatures
 
 

@@ -4,12 +4,14 @@ The generator is untrained (made in tmp_path): the tests check where pixels
 go, not how good they look.
 """
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from _crafted import header_only_png
 from nfinpaint import baselines, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
 from nfinpaint.images import ImageWarning, read_image_and_alpha
@@ -269,6 +271,8 @@ def _bad_inputs(tmp_path, checkpoint):
     Image.fromarray(faint.astype(">u2")).save(tmp_path / "faint16b.tif")
     Image.fromarray((faint // 257).astype(np.uint8)).save(tmp_path / "faint8.png")
     os.mkfifo(tmp_path / "fifo.png")
+    header_only_png(tmp_path / "bomb.png", 30000, 30000)        # PIL's decompression-bomb guard
+    header_only_png(tmp_path / "huge.png", 12000, 10000)        # 120 MP declared, a few hundred bytes
     torch.manual_seed(0)
     broken = Generator(SIZE)
     with torch.no_grad():
@@ -322,6 +326,15 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("--images {tmp}/tiny --masks {mask} -o {img}", "is a file; with --images"),
     ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --skip-existing --overwrite", "pass one"),
     ("--images {tmp}/tiny --masks {tmp}/tiny -o {tmp}/tiny", "would replace an input"),
+    ("{tmp}/bomb.png {mask} -o {tmp}/out.png", "guard against decompression bombs"),
+    ("{img} {tmp}/bomb.png -o {tmp}/out.png", "guard against decompression bombs"),
+    ("{tmp}/bomb.png {mask} -o {tmp}/out.png --resize-mask", "guard against decompression bombs"),
+    # the size mismatch is seen in the headers, before the 120 MP picture is decoded (its data
+    # would fail as truncated, after allocating it)
+    ("{tmp}/huge.png {mask} -o {tmp}/out.png", "huge.png is 12000x10000 (width x height"),
+    ("{img} {tmp}/huge.png -o {tmp}/out.png", "huge.png is 12000x10000 but"),
+    ("{img} {mask} -o {tmp}/out.png --half --device cpu", "half precision (--half) runs on a CUDA GPU only"),
+    ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --half --device cpu", "runs on a CUDA GPU only"),
 ]
 
 
@@ -651,3 +664,125 @@ def test_cli_dilate_invert_and_resize_mask(tmp_path, checkpoint):
     assert np.array_equal(result[~hole], picture[~hole])
     changed = (result != picture).any(axis=2)
     assert changed[hole].mean() > 0.5 and not changed[~hole].any()
+
+
+@pytest.mark.parametrize("folder_mode", [False, True])
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, checkpoint, capsys, monkeypatch, folder_mode):
+    """No space left while the output is written: one line that says so (in folder mode too, where
+    it stops the run instead of failing every later picture), no half-written or temporary file."""
+    import errno
+
+    image, mask = _picture_and_mask(seed=8)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    (tmp_path / "out").mkdir()
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if str(fp).startswith(str(tmp_path / "out")):
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    argv = (["--images", tmp_path, "--masks", mask_path, "-o", tmp_path / "out"] if folder_mode else
+            [img_path, mask_path, "-o", tmp_path / "out" / "filled.png"])
+    capsys.readouterr()
+    assert inpaint.main([str(a) for a in argv + ["--checkpoint", checkpoint]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()      # folder mode: the progress bar, then the line
+    assert err[-1].startswith("error: disk full: no space left on the device writing "), err
+    assert "Traceback" not in "".join(err) and (folder_mode or len(err) == 1), err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _one_window_at_a_time(generator, image, mask):
+    """The GAN fill as it was: one generator call per hole, in scan order, each seeing the fills before it."""
+    labels, holes = inpaint.find_holes(mask)
+    inpaint.plan(holes, tuple(image.shape[-2:]), "auto", SIZE, HOLE, inpaint.DEFAULT_MAX_SCALE)
+    current, remaining = image.clone(), mask > 0.5
+    for hole in holes:
+        top, left, side = hole.window
+        win = (slice(None), slice(top, top + side), slice(left, left + side))
+        filled = inpaint.gan_fill_window(generator, current[win], remaining[win].float(), torch.device("cpu"))
+        mine = torch.from_numpy(labels)[None][win] == hole.index
+        current[win] = torch.where(mine, filled, current[win])
+        remaining[win] &= ~mine
+    return current, len(holes)
+
+
+def _count_calls(generator, monkeypatch) -> list[int]:
+    calls = []
+    forward = generator.forward
+    monkeypatch.setattr(generator, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or forward(*a, **k))
+    return calls
+
+
+def _dotted(spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A scratched photograph: one-pixel holes every ``spacing`` pixels."""
+    image = torch.rand(3, 48, 96, generator=torch.Generator().manual_seed(9))
+    mask = torch.zeros(1, 48, 96)
+    mask[:, 2::spacing, 2::spacing] = 1
+    return image, mask
+
+
+def test_holes_apart_go_to_the_generator_in_one_call_and_fill_as_one_at_a_time(generator, monkeypatch):
+    """Windows that do not depend on each other are filled together: one call for 8 holes, the same
+    pixels as one window at a time (issue 20, item 12)."""
+    image, mask = _dotted(30)
+    expected, count = _one_window_at_a_time(generator, image, mask)
+    calls = _count_calls(generator, monkeypatch)
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, log=lambda m: None)
+    assert len(holes) == count == mask.sum() == 8 and calls == [8]
+    assert torch.allclose(filled, expected, atol=1e-5, rtol=0)
+
+
+def test_many_small_holes_close_together_take_few_generator_calls(generator, monkeypatch):
+    """128 one-pixel holes 6 px apart (one call each before): holes inside an earlier window of their
+    size share it, and independent windows share a call."""
+    image, mask = _dotted(6)
+    calls = _count_calls(generator, monkeypatch)
+    lines = []
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, log=lines.append)
+    assert len(holes) == mask.sum() == 128 and len(lines) == 128 and all("GAN" in line for line in lines)
+    assert len(calls) <= 30 and sum(calls) < 96, calls     # 25 calls of 65 windows; 128 calls before
+    known = mask[0] == 0
+    assert torch.equal(filled[:, known], image[:, known])
+    assert torch.isfinite(filled).all() and not torch.equal(filled[:, ~known], image[:, ~known])
+    scrambled = torch.where(mask > 0, torch.rand_like(image), image)        # what is under a hole is unseen
+    again, _ = inpaint.inpaint_image(scrambled, mask, generator=generator, hole_size=HOLE, log=lambda m: None)
+    assert torch.equal(again, filled)
+
+
+_MEMORY_PROBE = r"""
+import resource, sys
+import numpy as np
+from PIL import Image
+from nfinpaint import inpaint
+folder, side = sys.argv[1], int(sys.argv[2])
+def picture(name, h, w):
+    row = np.random.default_rng(0).integers(0, 256, (1, w, 3), dtype=np.uint8)
+    Image.fromarray(np.repeat(row, h, axis=0)).save(f"{folder}/{name}.png")       # small file, large picture
+    hole = np.zeros((h, w), np.uint8)
+    hole[h // 3:h // 3 + 8, w // 2:w // 2 + 8] = 255
+    Image.fromarray(hole).save(f"{folder}/{name}_hole.png")
+picture("small", 64, 64)
+picture("large", side, side)
+assert inpaint.main([f"{folder}/small.png", f"{folder}/small_hole.png", "-o", f"{folder}/small_out.png"]) == 0
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert inpaint.main([f"{folder}/large.png", f"{folder}/large_hole.png", "-o", f"{folder}/large_out.png"]) == 0
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / side ** 2)
+"""
+
+
+def test_memory_per_pixel_of_a_large_picture_with_a_small_hole(tmp_path):
+    """One small hole in a 9 MP picture: the peak memory beyond the program's own is what the picture
+    needs (its decoded bytes, one float copy, the result), not ~70 bytes a pixel (issue 20, item 12)."""
+    import subprocess
+    import sys
+
+    if generator_io.shipped_default() is None:
+        pytest.skip("needs the shipped generator")
+    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path), "3000"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    per_pixel = float(result.stdout.strip().splitlines()[-1])
+    assert per_pixel < 45, f"{per_pixel:.1f} bytes a pixel"   # 59 before, 30 measured after

@@ -6,7 +6,6 @@ import warnings
 import pytest
 import torch
 
-from nfinpaint import losses
 from nfinpaint.feature_net import VGGFeatures
 from nfinpaint.config import PRESETS
 from nfinpaint.losses import (adversarial_d_loss, adversarial_g_loss, composite_and_l2, feature_loss,

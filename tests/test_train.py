@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+from _crafted import header_only_png
 from nfinpaint import _extension, ops
 from nfinpaint.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from nfinpaint.checkpoint import list_checkpoints
+from nfinpaint.checkpoint import list_checkpoints, rng_state
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
 from nfinpaint.files import MARKER
 from nfinpaint.generator_io import load_generator
@@ -173,9 +174,19 @@ def _bad_input_files(tmp_path):
     # a run whose config.toml was edited by hand after its checkpoint (lr), and one in use by another process
     for name, config in (("edited", TrainConfig(lr=1e-3)), ("busyrun", TrainConfig())):
         (tmp_path / name / "checkpoints").mkdir(parents=True)
-        torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "config": dataclasses.asdict(TrainConfig())},
-                   tmp_path / name / "checkpoints" / "step_0000001.pt")
+        torch.save(_checkpoint_payload(), tmp_path / name / "checkpoints" / "step_0000001.pt")
         (tmp_path / name / "config.toml").write_text(to_toml(config))
+    # checkpoints damaged by hand or by another program: a mistyped config value, no RNG states
+    for name, damage in (("mistyped", lambda p: p["config"].update(lr="fast")),
+                         ("norng", lambda p: p.pop("rng")),
+                         ("nostep", lambda p: p.update(step="one"))):
+        payload = _checkpoint_payload()
+        damage(payload)
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        torch.save(payload, tmp_path / name / "checkpoints" / "step_0000001.pt")
+        (tmp_path / name / "config.toml").write_text(to_toml(TrainConfig()))
+    (tmp_path / "bombonly").mkdir()
+    header_only_png(tmp_path / "bombonly" / "b.png", 30000, 30000)     # PIL's decompression-bomb guard
     (tmp_path / "busy").mkdir()
     held = []
     for name in ("busy", "busyrun"):     # another training's lock on the run directory
@@ -183,6 +194,13 @@ def _bad_input_files(tmp_path):
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.append(fd)
     return held
+
+
+def _checkpoint_payload() -> dict:
+    """What a checkpoint of step 1 holds, in outline (the models' states left empty)."""
+    return {"format": CHECKPOINT_FORMAT, "step": 1, "config": dataclasses.asdict(TrainConfig()),
+            "models": {"generator": {}, "global_d": {}, "local_d": {}},
+            "optimizers": {"generator": {}, "discriminators": {}}, "rng": rng_state()}
 
 
 BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of the one-line error)
@@ -206,6 +224,11 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--data {tmp}/photos --set val_data={tmp}/truncval --out {tmp}/run", "validation image files could be read"),
     ("--feature-weights {tmp}/x.png --out {tmp}/run", "could not read VGG-19 weights"),
     ("--out {tmp}/busy", "in use by another training"),
+    ("--data {tmp}/bombonly --out {tmp}/run", "none of the 1 image files could be read"),
+    ("--seed 99999999999999999999999 --out {tmp}/run", "seed must be an integer from -2^63 to 2^64-1"),
+    ("--seed -99999999999999999999999 --out {tmp}/run", "seed must be an integer from -2^63 to 2^64-1"),
+    # refused before the run folder is written, not by running out of memory in the first step
+    ("--batch-size 100000000000 --out {tmp}/run", "does not fit in memory"),
 ]
 RESUME_INPUTS = [
     ("--resume {tmp}/nope", "does not exist"),
@@ -214,6 +237,9 @@ RESUME_INPUTS = [
     ("--resume {tmp}/broken", "not a readable training checkpoint"),
     ("--resume {tmp}/edited", "config.toml was edited (lr"),
     ("--resume {tmp}/busyrun", "in use by another training"),
+    ("--resume {tmp}/mistyped", "config key 'lr' in its config needs a number, got 'fast'"),
+    ("--resume {tmp}/norng", "it has no 'rng' entry"),
+    ("--resume {tmp}/nostep", "its step is 'one'"),
 ]
 
 
@@ -361,3 +387,48 @@ def test_a_run_directory_is_taken_by_one_process(tmp_path):
     (tmp_path / "run" / "metrics.jsonl").write_text("")
     with pytest.raises(ConfigError, match="written by another run"):
         RunLock(tmp_path / "run", new=True)
+
+
+def test_a_checkpoint_with_a_retired_key_resumes(tmp_path, capsys):
+    """Checkpoints of older versions hold num_workers (crops are now cut in batches): it is dropped,
+    as in config files, and the run goes on from it."""
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    (_, path), = list_checkpoints(run)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["num_workers"] = 4
+    torch.save(payload, path)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--quiet"]) == 0, capsys.readouterr().err
+    assert [r["step"] for r in _records(run, "resume")] == [2]
+    assert "num_workers" not in (run / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("kind", ["oserror", "torch"])
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monkeypatch, kind):
+    """No space left while a checkpoint is written: one line that says so, no half-written file.
+    torch.save's zip writer reports ENOSPC as a RuntimeError that has lost the errno ("torch")."""
+    import errno
+    import shutil
+
+    from nfinpaint import checkpoint, files
+
+    real_save = torch.save
+
+    def full_disk_save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        if kind == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 109568 vs 109464")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk_save)
+    if kind == "torch":
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=0))
+    run = tmp_path / "run"
+    message = _bad(TINY + ["--steps", "2", "--out", str(run)], capsys)
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert message.startswith("error: disk full: no space left on the device writing ") and "step_0000002.pt" \
+        in message, message
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert not list_checkpoints(run)

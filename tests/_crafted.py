@@ -1,0 +1,18 @@
+"""Files a user may have without meaning harm: a PNG whose header declares a huge picture."""
+import struct
+import zlib
+from pathlib import Path
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A grey 8-bit PNG of a few hundred bytes whose header declares ``width`` x ``height`` pixels
+    (its data holds ten rows: decoding it fails as truncated, after allocating the whole picture).
+    30000 x 30000 trips PIL's decompression-bomb guard; 12000 x 10000 (120 MP) only warns."""
+    rows = zlib.compress(b"".join(b"\x00" + b"\x00" * width for _ in range(10)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b""))
+    return path
