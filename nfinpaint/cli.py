@@ -36,6 +36,13 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _out_of_memory(exc: BaseException) -> str:
+    where = "the GPU" if type(exc).__name__ == "OutOfMemoryError" else "the machine"
+    detail = one_line(exc) if str(exc).strip() else ""
+    return (f"out of memory on {where}{': ' + detail if detail else ''}; use a smaller --batch-size "
+            f"(train), smaller or fewer pictures, or another --device")
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
 
@@ -103,6 +110,16 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
             code = run(args)
     except NfinpaintError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except MemoryError as exc:
+        # the machine's or a GPU's memory (torch.OutOfMemoryError is a RuntimeError, matched by name so
+        # this module need not import torch): not a bug, and nothing the user can read in a traceback
+        print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        if type(exc).__name__ != "OutOfMemoryError":
+            raise
+        print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         print("\naborted", file=sys.stderr, flush=True)

@@ -38,6 +38,23 @@ def test_every_nfinpaint_error_counts_as_bad_input_and_others_do_not(capsys):
         cli.main(bug, [], _parser())
 
 
+@pytest.mark.parametrize("error, where", [(MemoryError(), "the machine"),
+                                          (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore"),
+                                           "the GPU")])
+def test_running_out_of_memory_is_one_line_and_status_2(capsys, error, where):
+    def run(args):
+        raise error
+    assert cli.main(run, [], _parser()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: out of memory on {where}") and "--batch-size" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+    def other(args):
+        raise RuntimeError("not memory")
+    with pytest.raises(RuntimeError, match="not memory"):      # other runtime errors stay bugs
+        cli.main(other, [], _parser())
+
+
 def test_the_error_types_of_every_module_share_one_base():
     from nfinpaint import (api, baselines, checkpoint, config, data, feature_net, generator_io, images, inference,
                            training_run)
