@@ -726,7 +726,7 @@ def _dotted(spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_holes_apart_go_to_the_generator_in_one_call_and_fill_as_one_at_a_time(generator, monkeypatch):
     """Windows that do not depend on each other are filled together: one call for 8 holes, the same
-    pixels as one window at a time (issue 20, item 12)."""
+    pixels as one window at a time."""
     image, mask = _dotted(30)
     expected, count = _one_window_at_a_time(generator, image, mask)
     calls = _count_calls(generator, monkeypatch)
@@ -775,7 +775,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / sid
 
 def test_memory_per_pixel_of_a_large_picture_with_a_small_hole(tmp_path):
     """One small hole in a 9 MP picture: the peak memory beyond the program's own is what the picture
-    needs (its decoded bytes, one float copy, the result), not ~70 bytes a pixel (issue 20, item 12)."""
+    needs (its decoded bytes, one float copy, the result), not ~70 bytes a pixel."""
     import subprocess
     import sys
 
