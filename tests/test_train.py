@@ -198,8 +198,11 @@ def _bad_input_files(tmp_path):
 
 def _checkpoint_payload() -> dict:
     """What a checkpoint of step 1 holds, in outline (the models' states left empty)."""
-    return {"format": CHECKPOINT_FORMAT, "step": 1, "config": dataclasses.asdict(TrainConfig()),
-            "models": {"generator": {}, "global_d": {}, "local_d": {}},
+    config = TrainConfig()
+    models = {"generator": {}, "global_d": {}, "local_d": {}}
+    if config.ema_decay > 0:                  # the weight average the config asks for
+        models["generator_ema"] = {}
+    return {"format": CHECKPOINT_FORMAT, "step": 1, "config": dataclasses.asdict(config), "models": models,
             "optimizers": {"generator": {}, "discriminators": {}}, "rng": rng_state()}
 
 
