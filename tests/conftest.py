@@ -52,3 +52,21 @@ def record_grids(monkeypatch):
         return grids
 
     return patch
+
+
+@pytest.fixture(scope="session")
+def fullres_checkpoint(tmp_path_factory):
+    """A small full-resolution generator file whose output layer is not zero (an untrained one *is*
+    its smooth base fill, which would hide bugs in what is built around it)."""
+    from nfinpaint.generator_io import save_generator  # noqa: PLC0415
+    from nfinpaint.generators import build_generator  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    g = build_generator("fullres", 32)
+    with torch.no_grad():
+        g.to_rgb.weight.normal_(0, 0.05)
+        g.to_rgb.bias.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("gen") / "generator.pt"
+    save_generator(path, g, dict(preset="fullres", image_size=32, hole_size=16, feature_weights="random",
+                                 feature_pretrained=False))
+    return path

@@ -10,24 +10,9 @@ from PIL import Image
 
 import nfinpaint
 from nfinpaint import Inpainter, InpaintError, fill_holes
-from nfinpaint.generator_io import save_generator
-from nfinpaint.generators import build_generator
 from nfinpaint.inpaint import inpaint_image
 
 H, W = 36, 44
-
-
-@pytest.fixture(scope="module")
-def fullres_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    g = build_generator("fullres", 32)
-    with torch.no_grad():
-        g.to_rgb.weight.normal_(0, 0.05)
-        g.to_rgb.bias.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("gen") / "generator.pt"
-    save_generator(path, g, dict(preset="fullres", image_size=32, hole_size=16, feature_weights="random",
-                                 feature_pretrained=False))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,6 @@ for _module in ("fastapi", "uvicorn", "python_multipart", "httpx2"):
 from fastapi.testclient import TestClient  # noqa: E402
 
 from nfinpaint import Inpainter  # noqa: E402
-from nfinpaint.generator_io import save_generator  # noqa: E402
-from nfinpaint.generators import build_generator  # noqa: E402
 from nfinpaint.serve import create_app, main  # noqa: E402
 
 H, W = 40, 56
@@ -37,16 +35,8 @@ HOLE = (slice(12, 24), slice(16, 36))
 
 
 @pytest.fixture(scope="module")
-def inpainter(tmp_path_factory):
-    torch.manual_seed(0)
-    g = build_generator("fullres", 32)
-    with torch.no_grad():
-        g.to_rgb.weight.normal_(0, 0.05)
-        g.to_rgb.bias.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("gen") / "generator.pt"
-    save_generator(path, g, dict(preset="fullres", image_size=32, hole_size=16, feature_weights="random",
-                                 feature_pretrained=False))
-    return Inpainter(path, device="cpu")
+def inpainter(fullres_checkpoint):
+    return Inpainter(fullres_checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")
