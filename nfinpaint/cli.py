@@ -111,13 +111,10 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
     except NfinpaintError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    except MemoryError as exc:
+    except (MemoryError, RuntimeError) as exc:
         # the machine's or a GPU's memory (torch.OutOfMemoryError is a RuntimeError, matched by name so
         # this module need not import torch): not a bug, and nothing the user can read in a traceback
-        print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except RuntimeError as exc:
-        if type(exc).__name__ != "OutOfMemoryError":
+        if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
             raise
         print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
