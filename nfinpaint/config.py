@@ -114,7 +114,7 @@ class TrainConfig:
     feature_form: str = "plain"     # plain (equation 2) | log (log of the term: scale-free; beyond the paper)
     feature_region: str = "image"   # image (equation 2) | hole (each feature cell weighted by its share of hole pixels)
     feature_layer: str = "relu3_1"
-    feature_weights: str = "imagenet"  # imagenet | PATH to a VGG-19 state dict | random (untrained, tests only)
+    feature_weights: str = "imagenet"  # imagenet | rotation (shipped, self-supervised) | PATH to a VGG-19 state dict | random (untrained, tests only)
     use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
     # -- speed --------------------------------------------------------------
     compile: bool = True            # torch.compile the training step
@@ -173,7 +173,7 @@ class TrainConfig:
         need(self.loss_reduction in RUN_LOSS_REDUCTIONS,
              f"loss_reduction must be one of {RUN_LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
-        need(self.feature_weights != "", "feature_weights must be 'imagenet', 'random' or a file path")
+        need(self.feature_weights != "", "feature_weights must be 'imagenet', 'rotation', 'random' or a file path")
         need(self.feature_form in FEATURE_FORMS,
              f"feature_form must be one of {FEATURE_FORMS}, got {self.feature_form!r}")
         need(self.feature_region in FEATURE_REGIONS,

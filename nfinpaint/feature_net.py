@@ -9,6 +9,10 @@ Weights (``weights=``):
 * a path: a torchvision vgg19 ``state_dict`` saved with ``torch.save`` (the full
   model's or only its ``features.*`` entries; entries past the chosen layer and
   the classifier are ignored).
+* ``"rotation"``: conv1_1 .. conv3_1 learned offline by rotation prediction on this project's
+  training photographs (:mod:`nfinpaint.feature_pretrain`), shipped in the package
+  (``nfinpaint/weights/vgg19_conv3_rotation.pt``): meaningful features that need no download,
+  for the layers up to ``relu3_1`` only.  Not ImageNet's: the file's meta says how they were made.
 * ``"random"``: untrained weights, for tests and offline smoke runs only; it
   warns loudly and sets ``pretrained=False`` / ``weights_source`` to say so,
   which training records in its logs and checkpoints.
@@ -38,6 +42,8 @@ _VGG19_UPTO_CONV3 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256]
 # index of each named layer in torchvision's vgg19().features
 LAYER_INDEX = {"conv3_1": 10, "relu3_1": 11, "conv3_2": 12, "relu3_2": 13,
                "conv3_3": 14, "relu3_3": 15, "conv3_4": 16, "relu3_4": 17}
+# the self-supervised weights that ship in the package (conv1_1 .. conv3_1)
+ROTATION_FILE = Path(__file__).resolve().parent / "weights" / "vgg19_conv3_rotation.pt"
 _IMAGENET_HINT = ("pass a local file with `--feature-weights PATH` (a torchvision vgg19 state_dict .pth, "
                   "e.g. the file torchvision caches as vgg19-dcbb9e9d.pth in $TORCH_HOME/hub/checkpoints on a "
                   "machine with internet), or `--feature-weights random` for an untrained smoke run")
@@ -47,7 +53,8 @@ class FeatureWeightsError(NfinpaintError, RuntimeError):
     """The requested VGG-19 weights cannot be obtained or do not fit."""
 
 
-def _vgg19_features(upto: int) -> nn.Sequential:
+def vgg19_layers(upto: int) -> nn.Sequential:
+    """torchvision's ``vgg19().features[:upto + 1]`` (same layer indices and state-dict keys), untrained."""
     layers: list[nn.Module] = []
     cin = 3
     for item in _VGG19_UPTO_CONV3:
@@ -99,7 +106,7 @@ class VGGFeatures(nn.Module):
         if layer not in LAYER_INDEX:
             raise ValueError(f"layer must be one of {sorted(LAYER_INDEX)}, got {layer!r}")
         self.layer = layer
-        self.features = _vgg19_features(LAYER_INDEX[layer])
+        self.features = vgg19_layers(LAYER_INDEX[layer])
         # not persistent: the state_dict holds only the VGG weights
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -113,6 +120,16 @@ class VGGFeatures(nn.Module):
             if isinstance(weights, str) and weights == "imagenet":
                 state = _imagenet_state_dict()
                 source = "torchvision:VGG19_Weights.IMAGENET1K_V1"
+            elif isinstance(weights, str) and weights == "rotation":
+                if LAYER_INDEX[layer] > LAYER_INDEX["relu3_1"]:
+                    raise FeatureWeightsError(f"the shipped rotation weights stop at conv3_1; layer {layer!r} "
+                                              f"needs ImageNet weights or a full VGG-19 file")
+                if not ROTATION_FILE.is_file():
+                    raise FeatureWeightsError(f"this installation lacks the shipped rotation weights "
+                                              f"({ROTATION_FILE}); reinstall nfinpaint, or make them with "
+                                              f"python -m nfinpaint.feature_pretrain")
+                state = _file_state_dict(ROTATION_FILE)
+                source = "nfinpaint:rotation (self-supervised on the photograph corpus, not ImageNet)"
             else:
                 path = Path(weights).expanduser()
                 state = _file_state_dict(path)

@@ -39,9 +39,11 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--no-compile", action="store_true",
                         help="run the training step eagerly instead of under torch.compile (starts faster, "
                              "steps slower)")
-    parser.add_argument("--feature-weights", metavar="{imagenet,PATH,random}",
+    parser.add_argument("--feature-weights", metavar="{imagenet,rotation,PATH,random}",
                         help="VGG-19 weights of the feature loss: 'imagenet' (torchvision's, downloaded and cached; "
-                             "the default), PATH to a vgg19 state_dict file, or 'random' (UNTRAINED: only for "
+                             "the default), 'rotation' (conv1-conv3 learned offline by rotation prediction on the "
+                             "photograph corpus, shipped: no download), PATH to a vgg19 state_dict file, or "
+                             "'random' (UNTRAINED: only for "
                              "offline smoke runs and tests; marked as such in logs, checkpoints and generator.pt)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: one per core not already busy, by the load average; "

@@ -1,0 +1,123 @@
+"""Self-supervised feature weights: rotation batches, batch-norm folding, unit scale, a run that learns,
+the file the loss network loads, and the copy that ships."""
+import pytest
+import torch
+from PIL import Image
+
+from nfinpaint import feature_net, feature_pretrain
+from nfinpaint.feature_net import LAYER_INDEX, FeatureWeightsError, VGGFeatures
+from nfinpaint.feature_pretrain import PretrainConfig, RotationNet
+
+
+def test_rotations_are_the_four_quarter_turns_in_label_order():
+    crops = torch.rand(3, 3, 8, 8)
+    turned, labels = feature_pretrain.rotations(crops)
+    assert turned.shape == (12, 3, 8, 8) and labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    for i in range(12):
+        k, n = divmod(i, 3)
+        expected = crops[n]
+        for _ in range(k):              # one quarter turn counter-clockwise: transpose, then flip rows
+            expected = expected.transpose(1, 2).flip(1)
+        torch.testing.assert_close(turned[i], expected, rtol=0, atol=0)
+
+
+def _with_trained_statistics(seed: int) -> RotationNet:
+    torch.manual_seed(seed)
+    model = RotationNet()
+    for m in model.features:
+        if isinstance(m, torch.nn.BatchNorm2d):     # statistics and affine far from the identity
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3)
+            m.weight.data.uniform_(0.5, 2)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_folded_features_equal_the_trunk_with_batch_norm():
+    model = _with_trained_statistics(seed=int(torch.randint(0, 10**6, ())))
+    plain = model.vgg_features()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain)
+    assert list(plain.state_dict()) == list(feature_net.vgg19_layers(LAYER_INDEX["relu3_1"]).state_dict())
+    x = torch.rand(2, 3, 20, 20)
+    mean = torch.tensor(feature_net.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(feature_net.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(plain((x - mean) / std), model.trunk(x), rtol=1e-4, atol=1e-4)
+
+
+def test_unit_scale_makes_relu3_1_unit_mean_square_and_only_rescales():
+    plain = _with_trained_statistics(seed=1).vgg_features()
+    crops, other = torch.rand(8, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        before = plain(other)
+        factor = feature_pretrain.unit_scale(plain, crops)
+        mean = torch.tensor(feature_net.IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(feature_net.IMAGENET_STD).view(1, 3, 1, 1)
+        energy = plain((crops - mean) / std).pow(2).mean()
+        torch.testing.assert_close(plain(other), before * factor, rtol=1e-4, atol=1e-6)
+    assert factor > 0 and abs(energy.item() - 1.0) < 1e-4
+
+
+class _Gradients:
+    """Training crops whose orientation is plain to see: bright at the top, dark at the bottom,
+    with noise; a rotation-predicting network should learn them quickly."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+
+    def crops(self, items: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + int(items[0]))
+        n, s = items.numel(), self.size
+        ramp = torch.linspace(1, 0, s).view(1, 1, s, 1).expand(n, 3, s, s)
+        return (0.7 * ramp + 0.3 * torch.rand(n, 3, s, s, generator=g)).contiguous()
+
+
+def test_pretraining_learns_the_rotation_and_returns_unit_scaled_vgg_layers():
+    seed = int(torch.randint(0, 10**6, ()))
+    config = PretrainConfig(batch_size=8, steps=40, lr=3e-3, seed=seed)
+    val = _Gradients(16, seed + 1).crops(torch.tensor([10**7] * 16))
+    features, report = feature_pretrain.pretrain(config, _Gradients(16, seed), val, device=torch.device("cpu"),
+                                                 amp="none", log=lambda line: None)
+    assert report["val_accuracy"] > 0.6          # chance is 0.25
+    assert len(report["history"]) == 10 and report["conv3_1_rescale"] > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in features)
+
+
+def test_command_writes_a_file_the_loss_network_loads(tmp_path):
+    for split, count in (("train", 2), ("val", 1)):
+        (tmp_path / split).mkdir()
+        for k in range(count):
+            pixels = torch.randint(0, 256, (80, 96, 3), dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / split / f"{k}.png")
+    out = tmp_path / "weights" / "rotation.pt"
+    code = feature_pretrain.main(["--data", tmp_path / "train", "--val-data", tmp_path / "val", "-o", out,
+                                  "--steps", "2", "--batch-size", "2"])
+    assert code == 0 and out.is_file() and not list(out.parent.glob(".*tmp*"))
+    saved = torch.load(out, weights_only=True)
+    assert saved["meta"]["task"].startswith("rotation") and saved["meta"]["config"]["steps"] == 2
+    assert all(v.dtype == torch.float16 for v in saved["state_dict"].values())
+    net = VGGFeatures(weights=str(out))
+    assert net.pretrained and torch.isfinite(net(torch.rand(1, 3, 24, 24))).all()
+
+
+def test_command_refuses_bad_settings(tmp_path, capsys):
+    code = feature_pretrain.main(["--data", tmp_path, "--val-data", tmp_path, "-o", tmp_path / "w.pt",
+                                  "--steps", "0"])
+    assert code == 2 and "error: --steps" in capsys.readouterr().err
+
+
+def test_shipped_rotation_weights_load_and_say_what_they_are():
+    net = VGGFeatures(weights="rotation")
+    assert net.pretrained and "rotation" in net.weights_source and "not ImageNet" in net.weights_source
+    meta = torch.load(feature_net.ROTATION_FILE, weights_only=True)["meta"]
+    assert meta["layer"] == "relu3_1" and meta["val_rotation_accuracy"] > 0.25
+    features = net(torch.rand(2, 3, 32, 32))
+    assert torch.isfinite(features).all() and features.shape == (2, 256, 8, 8)
+
+
+def test_rotation_weights_stop_at_conv3_1(monkeypatch, tmp_path):
+    with pytest.raises(FeatureWeightsError, match="stop at conv3_1"):
+        VGGFeatures("relu3_2", weights="rotation")
+    monkeypatch.setattr(feature_net, "ROTATION_FILE", tmp_path / "missing.pt")
+    with pytest.raises(FeatureWeightsError, match="lacks the shipped rotation weights.*feature_pretrain"):
+        VGGFeatures(weights="rotation")
