@@ -353,9 +353,13 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         yield
         fills.close()
 
-    app = FastAPI(title="nfinpaint", version=nfinpaint.__version__, lifespan=lifespan,
+    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN and is blank offline; the page
+    # below serves the copy that the swagger-ui-bundle package (the serve extra) holds.  That copy
+    # (Swagger UI 4) renders OpenAPI 3.0 only, and nothing here needs 3.1: the document says 3.0.3.
+    app = FastAPI(title="nfinpaint", version=nfinpaint.__version__, lifespan=lifespan, docs_url=None,
                   description="Remove things from a picture: paint the hole, get it filled. "
                               "Errors are one-line JSON objects `{\"error\": \"...\"}`.")
+    app.openapi_version = "3.0.3"
     app.state.fills = fills
 
     def error(status: int, message: str) -> JSONResponse:
@@ -413,8 +417,25 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     app.get("/", include_in_schema=False)(page("index.html"))
     for name in ("app.js", "style.css"):
         app.get(f"/{name}", include_in_schema=False)(page(name))
-
+    _add_docs_page(app)
     return app
+
+
+def _add_docs_page(app) -> None:
+    """``/docs``: Swagger UI from the swagger-ui-bundle package's files (``/docs-static/...``), so the
+    interactive page works without internet access."""
+    from fastapi.openapi.docs import get_swagger_ui_html  # noqa: PLC0415
+    from starlette.staticfiles import StaticFiles  # noqa: PLC0415
+    from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415
+
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="nfinpaint API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
 
 
 # --------------------------------------------------------------------------- the command
@@ -443,6 +464,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: PLC0415
         import fastapi  # noqa: F401, PLC0415
         import python_multipart  # noqa: F401, PLC0415
+        import swagger_ui_bundle  # noqa: F401, PLC0415
     except ImportError as exc:
         raise cli.UsageError(f"the server needs the serve extra ({exc.name} is missing): "
                              f"pip install \"nfinpaint[serve]\" (from the repository: pip install \".[serve]\")")

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 IN_CI = os.environ.get("NFINPAINT_CI") == "1"
-for _module in ("fastapi", "uvicorn", "python_multipart", "httpx2"):
+for _module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle", "httpx2"):
     if not IN_CI:   # CI installs the serve extra: there a missing one fails instead
         pytest.importorskip(_module, reason=f"{_module} is missing: pip install \".[test,serve]\"")
 
@@ -114,11 +114,23 @@ def test_page_is_served_and_needs_no_network(client):
 
 def test_api_is_documented(client):
     spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.0.")     # what the /docs page's Swagger UI renders
     body = spec["paths"]["/api/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(body["properties"]) == {"image", "mask", "method", "dilation"}
     assert set(body["required"]) == {"image", "mask"}
     assert {"400", "413", "503"} <= set(spec["paths"]["/api/inpaint"]["post"]["responses"])
     assert "get" in spec["paths"]["/api/info"]
+
+
+def test_docs_page_works_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    # its script and styles are served here, not from a CDN
+    assert not re.search(r"(?:src|href)=[\'\"](?:https?:)?//", page.text), page.text
+    for url in re.findall(r"/docs-static/[\w.-]+", page.text):
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+    assert "javascript" in client.get("/docs-static/swagger-ui-bundle.js").headers["content-type"]
 
 
 # --------------------------------------------------------------------------- fills

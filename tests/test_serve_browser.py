@@ -173,3 +173,28 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
         web.find_element(By.ID, "undo").click()
         assert _canvas_pixel(web, 175, 151)[:3] == [30, 30, 60]
         assert web.execute_script("return window.nfinpaint.strokes.length;") == 1
+
+
+def test_docs_page_renders_the_api_without_internet(fullres_checkpoint, tmp_path):
+    browser, driver, why = find_chromium()
+    if browser is None or driver is None:
+        if IN_CI:
+            pytest.fail(f"the browser test must run in CI: {why}")
+        pytest.skip(why)
+    _need("selenium")
+    _need("fastapi")
+    _need("swagger_ui_bundle")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from nfinpaint import Inpainter
+    from nfinpaint.serve import create_app
+
+    app = create_app(Inpainter(fullres_checkpoint, device="cpu"))
+    with running_server(app) as url, chromium(browser, driver, tmp_path) as web:
+        web.get(url.rstrip("/") + "/docs")
+        # Swagger UI draws one block per operation once its script (served here) has run
+        paths = WebDriverWait(web, 30).until(
+            lambda w: [e.get_attribute("data-path") for e in w.find_elements(By.CSS_SELECTOR, "[data-path]")]
+            or None)
+        assert {"/api/inpaint", "/api/info"} <= set(paths)
