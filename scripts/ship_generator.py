@@ -87,9 +87,10 @@ def main() -> int:
                       if neural_fill.MIRROR else "full resolution, one pass per window"),
         "evaluations": evaluations,
     }
+    features = "untrained VGG" if untrained else f"VGG features {meta.get('feature_weights')}"
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
                            f"the {meta.get('preset')} preset on the photograph corpus "
-                           f"(scripts/build_photo_corpus.py), " + ("untrained VGG" if untrained else "trained VGG"))
+                           f"(scripts/build_photo_corpus.py), {features}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size

@@ -17,7 +17,9 @@ def test_the_shipped_generator_is_small_and_says_how_it_was_trained():
     assert path.stat().st_size < 30 * 2**20
     shipped = loaded.meta["shipped"]
     assert shipped["steps"] == loaded.meta["step"] and loaded.meta["complete"] is True
-    assert "untrained" in shipped["feature_network"] and loaded.meta["feature_pretrained"] is False
+    # the feature network is named as what it is: the shipped self-supervised weights, not ImageNet's
+    assert shipped["feature_network"] == loaded.meta["feature_weights"] and loaded.meta["feature_pretrained"]
+    assert "rotation" in shipped["feature_network"] and "not ImageNet" in shipped["feature_network"]
     assert shipped["data"] and shipped["evaluations"], "the meta names the data and the test-split numbers"
     for evaluation in shipped["evaluations"].values():
         tables = evaluation["families"].values() if "families" in evaluation else [evaluation["methods"]]
