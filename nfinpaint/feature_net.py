@@ -46,7 +46,9 @@ LAYER_INDEX = {"conv3_1": 10, "relu3_1": 11, "conv3_2": 12, "relu3_2": 13,
 ROTATION_FILE = Path(__file__).resolve().parent / "weights" / "vgg19_conv3_rotation.pt"
 _IMAGENET_HINT = ("pass a local file with `--feature-weights PATH` (a torchvision vgg19 state_dict .pth, "
                   "e.g. the file torchvision caches as vgg19-dcbb9e9d.pth in $TORCH_HOME/hub/checkpoints on a "
-                  "machine with internet), or `--feature-weights random` for an untrained smoke run")
+                  "machine with internet), `--feature-weights rotation` for the self-supervised conv1-conv3 "
+                  "weights that ship with nfinpaint (no download; not ImageNet's), or `--feature-weights random` "
+                  "for an untrained smoke run")
 
 
 class FeatureWeightsError(NfinpaintError, RuntimeError):

@@ -114,7 +114,7 @@ def test_imagenet_failure_says_what_to_do(monkeypatch):
     from torchvision.models import VGG19_Weights
     monkeypatch.setattr(type(VGG19_Weights.IMAGENET1K_V1), "get_state_dict",
                         lambda self, *a, **k: offline())
-    with pytest.raises(RuntimeError, match="no network here.*--feature-weights PATH.*--feature-weights random"):
+    with pytest.raises(RuntimeError, match="no network here.*--feature-weights PATH.*--feature-weights rotation.*--feature-weights random"):
         VGGFeatures(weights="imagenet")
 
 
