@@ -96,6 +96,19 @@ def _file_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
+class ImageNetNormalise(nn.Module):
+    """Images in [0, 1] -> normalised by ImageNet's mean and std: the input VGG-19's layers expect."""
+
+    def __init__(self):
+        super().__init__()
+        # not persistent: a state_dict holds only the VGG weights
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+
 class VGGFeatures(nn.Module):
     """Frozen VGG-19 features up to ``layer``; ``forward(images in [0,1]) -> (N,256,H/4,W/4)``.
 
@@ -108,10 +121,8 @@ class VGGFeatures(nn.Module):
         if layer not in LAYER_INDEX:
             raise ValueError(f"layer must be one of {sorted(LAYER_INDEX)}, got {layer!r}")
         self.layer = layer
+        self.normalise = ImageNetNormalise()
         self.features = vgg19_layers(LAYER_INDEX[layer])
-        # not persistent: the state_dict holds only the VGG weights
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if isinstance(weights, str) and weights == "random":
             warnings.warn("VGG-19 feature network has RANDOM, UNTRAINED weights (--feature-weights random): "
                           "the feature loss is meaningless for quality; use only for tests and smoke runs",
@@ -166,8 +177,7 @@ class VGGFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, images: Tensor) -> Tensor:
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        return self.features(x)
+        return self.features(self.normalise(images))
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}, pretrained={self.pretrained}, weights_source={self.weights_source!r}"

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from nfinpaint import cli, data, files
 from nfinpaint.crop_store import batch_items
 from nfinpaint.devices import autocast_dtype, resolve_device
-from nfinpaint.feature_net import IMAGENET_MEAN, IMAGENET_STD, LAYER_INDEX, vgg19_layers
+from nfinpaint.feature_net import LAYER_INDEX, ImageNetNormalise, vgg19_layers
 
 LAYER = "relu3_1"
 
@@ -72,12 +72,10 @@ class RotationNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256 * 16, 256),
                                   nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 4))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalise = ImageNetNormalise()     # the loss network's own input normalisation
 
     def trunk(self, images: Tensor) -> Tensor:
-        # the same input normalisation as nfinpaint.feature_net.VGGFeatures
-        return self.features((images - self.mean) / self.std)
+        return self.features(self.normalise(images))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.trunk(images))
@@ -94,7 +92,7 @@ class RotationNet(nn.Module):
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             target.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
             target.bias.copy_((conv.bias - norm.running_mean) * scale + norm.bias)
-        return plain.to(self.mean.device)
+        return plain.to(self.normalise.mean.device)
 
 
 def rotations(crops: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,12 +115,10 @@ def accuracy(model: RotationNet, crops: Tensor, chunk: int = 64) -> float:
 
 
 @torch.no_grad()
-def unit_scale(features: nn.Sequential, crops: Tensor) -> float:
-    """Rescale conv3_1 of plain VGG ``features`` so relu3_1 has unit mean square on ``crops`` (ImageNet-
-    normalised inside); returns the factor applied."""
-    mean = torch.tensor(IMAGENET_MEAN, device=crops.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=crops.device).view(1, 3, 1, 1)
-    energy = features((crops - mean) / std).float().pow(2).mean().item()
+def unit_scale(features: nn.Sequential, inputs: Tensor) -> float:
+    """Rescale conv3_1 of plain VGG ``features`` so relu3_1 has unit mean square on ``inputs``
+    (ImageNet-normalised images); returns the factor applied."""
+    energy = features(inputs).float().pow(2).mean().item()
     factor = 1.0 / math.sqrt(max(energy, 1e-12))
     conv = features[LAYER_INDEX["conv3_1"]]
     conv.weight.mul_(factor)
@@ -162,7 +158,7 @@ def pretrain(config: PretrainConfig, train_crops, val_crops: Tensor, *, device: 
               "history": history, "seconds": round(time.perf_counter() - start, 1)}
     model.eval()
     features = model.vgg_features()
-    report["conv3_1_rescale"] = unit_scale(features, train_sample)
+    report["conv3_1_rescale"] = unit_scale(features, model.normalise(train_sample))
     return features, report
 
 

@@ -48,11 +48,11 @@ def test_folded_features_equal_the_trunk_with_batch_norm():
 def test_unit_scale_makes_relu3_1_unit_mean_square_and_only_rescales():
     plain = _with_trained_statistics(seed=1).vgg_features()
     crops, other = torch.rand(8, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    mean = torch.tensor(feature_net.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(feature_net.IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         before = plain(other)
-        factor = feature_pretrain.unit_scale(plain, crops)
-        mean = torch.tensor(feature_net.IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(feature_net.IMAGENET_STD).view(1, 3, 1, 1)
+        factor = feature_pretrain.unit_scale(plain, (crops - mean) / std)
         energy = plain((crops - mean) / std).pow(2).mean()
         torch.testing.assert_close(plain(other), before * factor, rtol=1e-4, atol=1e-6)
     assert factor > 0 and abs(energy.item() - 1.0) < 1e-4
