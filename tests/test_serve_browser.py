@@ -27,6 +27,19 @@ def _need(module: str):
     return pytest.importorskip(module, reason=f"{module} is missing: pip install \".[test,serve]\"")
 
 
+def _browser_and_serve_extra() -> tuple[str, str]:
+    """Chromium and its driver (the test fails in CI without them, skips elsewhere), and the modules the
+    server and the browser test need."""
+    browser, driver, why = find_chromium()
+    if browser is None or driver is None:
+        if IN_CI:
+            pytest.fail(f"the browser test must run in CI: {why}")
+        pytest.skip(why)
+    for module in ("selenium", "fastapi", "swagger_ui_bundle"):
+        _need(module)
+    return browser, driver
+
+
 W, H = 1024, 768
 BAR = (slice(374, 394), slice(400, 624))          # rows, columns of the red bar
 STROKE = ((380, 384), (644, 384), 60)             # from, to (x, y), brush diameter: covers the bar
@@ -98,13 +111,7 @@ def _fill(web) -> tuple[dict, float]:
 
 
 def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
-    browser, driver, why = find_chromium()
-    if browser is None or driver is None:
-        if IN_CI:
-            pytest.fail(f"the browser test must run in CI: {why}")
-        pytest.skip(why)
-    _need("selenium")
-    _need("fastapi")
+    browser, driver = _browser_and_serve_extra()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -176,14 +183,7 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
 
 
 def test_docs_page_renders_the_api_without_internet(fullres_checkpoint, tmp_path):
-    browser, driver, why = find_chromium()
-    if browser is None or driver is None:
-        if IN_CI:
-            pytest.fail(f"the browser test must run in CI: {why}")
-        pytest.skip(why)
-    _need("selenium")
-    _need("fastapi")
-    _need("swagger_ui_bundle")
+    browser, driver = _browser_and_serve_extra()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
