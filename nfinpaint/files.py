@@ -51,6 +51,19 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
 
 
 @contextlib.contextmanager
+def full_disk_reported(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised inside the block into :class:`DiskFullError` when the device is full
+    (see :func:`disk_full`), with ``path`` named as the file being written; other errors pass."""
+    try:
+        yield
+    except OSError as exc:
+        full = disk_full(exc, Path(path))
+        if full is None:
+            raise
+        raise full from None
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
@@ -59,15 +72,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name (PIL, torch.save) work.  On any error the temporary file is removed.
     """
     path = Path(path)
-    try:
+    with full_disk_reported(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}",
                                    dir=path.parent)
-    except OSError as exc:
-        full = disk_full(exc, path)
-        if full is None:
-            raise
-        raise full from None
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.

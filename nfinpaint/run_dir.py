@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nfinpaint.cli import warn
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
-from nfinpaint.files import MARKER, disk_full, overlap, write_text
+from nfinpaint.files import MARKER, full_disk_reported, overlap, write_text
 from nfinpaint.provenance import versions
 
 METRICS_FILE = "metrics.jsonl"
@@ -170,14 +170,9 @@ class MetricsLog:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict) -> None:
-        try:
+        with full_disk_reported(self.path):
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
-        except OSError as exc:
-            full = disk_full(exc, self.path)
-            if full is None:
-                raise
-            raise full from None
         if self.tb is not None and "step" in record:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -1,10 +1,12 @@
 """Atomic writes: all or nothing, and ordinary file permissions."""
+import errno
 import os
 import stat
+import tempfile
 
 import pytest
 
-from nfinpaint.files import atomic_path, write_text
+from nfinpaint.files import DiskFullError, atomic_path, full_disk_reported, write_text
 
 
 def test_atomic_write_replaces_and_uses_umask_mode(tmp_path):
@@ -66,3 +68,40 @@ def test_stale_temporary_files_are_found_by_name(tmp_path):
     (tmp_path / stale).write_text("half")      # the same name, as a writer killed by kill -9 leaves it
     assert [p.name for p in remove_stale_temps(tmp_path)] == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["generator.pt"])
+
+
+class _FullFile:
+    """A file object whose writes fail the way a full disk makes them fail."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        pass
+
+
+def test_a_full_disk_while_logging_metrics_is_one_line(tmp_path):
+    from nfinpaint.run_dir import MetricsLog  # noqa: PLC0415
+
+    log = MetricsLog(tmp_path, None, tensorboard=False)
+    log.file.close()
+    log.file = _FullFile()
+    with pytest.raises(DiskFullError, match=r"^disk full: .*metrics\.jsonl"):
+        log.write({"kind": "train", "step": 1})
+
+
+def test_a_full_disk_creating_the_temporary_file_is_one_line(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(DiskFullError, match=r"^disk full: .*out\.txt"):
+        write_text(tmp_path / "out.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EACCES, "Permission denied"), ValueError("not a disk error")])
+def test_other_errors_pass_through_unchanged(tmp_path, error):
+    with pytest.raises(type(error)) as raised, full_disk_reported(tmp_path / "out.txt"):
+        raise error
+    assert raised.value is error
