@@ -35,8 +35,8 @@ def test_the_shipped_generator_fills_unseen_pictures_better_than_the_mean_colour
 
     A single ~56 px hole is a coin toss on some of these pictures (on the Hubble field or a stained
     tissue the mean colour is the best guess in PSNR, and biharmonic loses to it too), so the test
-    pools 28 holes per family.  Over 6 seeds: thin strokes +6.3 to +7.9 dB on average with 27-28
-    of 28 above the floor, ~56 px objects +0.9 to +3.3 dB with 20-24 of 28."""
+    pools 28 holes per family.  Over 6 seeds: thin strokes +6.6 to +7.8 dB on average with 27-28
+    of 28 above the floor, ~56 px objects +1.5 to +2.6 dB with 20-25 of 28."""
     from nfinpaint import picture_eval  # noqa: PLC0415
     from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415
 
