@@ -53,6 +53,8 @@ from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import MASK_KINDS
 
+FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
+
 
 class ConfigError(NfinpaintError, ValueError):
     """A configuration that cannot be used (unknown key, bad value), with what to do."""
@@ -137,10 +139,11 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
 
-        for f in fields(self):   # inf passes range checks such as lr > 0
+        for f in fields(self):   # inf passes range checks such as lr > 0; 1e39 is inf once in float32
             value = getattr(self, f.name)
             if isinstance(value, float):
-                need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
+                need(math.isfinite(value) and abs(value) <= FLOAT32_MAX,
+                     f"{f.name} must be a finite number (within float32's range, |x| <= 3.4e38), got {value}")
         need(self.image_size >= 8, f"image_size must be at least 8, got {self.image_size}")
         need(0 < self.hole_size < self.image_size,
              f"hole_size must be between 1 and image_size-1 ({self.image_size - 1}), got {self.hole_size}")
@@ -284,24 +287,23 @@ def _preset(**changes: Any) -> TrainConfig:
 PAPER_METHOD: dict[str, Any] = {"generator": "paper", "l2_form": "mse", "lr_schedule": "constant", "ema_decay": 0.0}
 
 
+def _paper_preset(name: str, image_size: int, hole_size: int, local_patch_size: int) -> TrainConfig:
+    """The paper's objective and schedule at one crop geometry."""
+    return _preset(
+        preset=name, image_size=image_size, hole_size=hole_size, local_patch_size=local_patch_size,
+        loss_reduction="image_sum", max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
+        batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
+        train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
+        checkpoint_every=5_000, **PAPER_METHOD,
+    )
+
+
 PRESETS: dict[str, TrainConfig] = {
-    # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (losses.LossWeights.from_config);
+    # The paper's objective: l1 = l2 = 200, l3 = 0.05 on per-image sums (objective.Objective.from_config);
     # 24x24 crops, 8x8 centre hole; local patch = half the image, as in GLCIC.
-    "paper": _preset(
-        preset="paper", image_size=24, hole_size=8, local_patch_size=12, loss_reduction="image_sum",
-        max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
-        batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
-        train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000, **PAPER_METHOD,
-    ),
+    "paper": _paper_preset("paper", image_size=24, hole_size=8, local_patch_size=12),
     # The 64x64 layout of Tables 1-2 with the paper's weights; hole and patch at the paper's ratios.
-    "paper64": _preset(
-        preset="paper64", image_size=64, hole_size=22, local_patch_size=32, loss_reduction="image_sum",
-        max_crop_scale=8.0, steps=100_000, g_warmup_steps=20_000, d_warmup_steps=2_000,
-        batch_size=64, adv_global_weight=200.0, adv_local_weight=200.0, feature_weight=0.05,
-        train_masks="center", log_every=100, sample_every=2_000, val_every=2_000, val_batches=32,
-        checkpoint_every=5_000, **PAPER_METHOD,
-    ),
+    "paper64": _paper_preset("paper64", image_size=64, hole_size=22, local_patch_size=32),
     # The paper's geometry with what trained best here (docs/training.md): the residual U-Net over a
     # biharmonic fill, the log-form L2, a cosine learning rate and a weight average.
     "default": TrainConfig(),

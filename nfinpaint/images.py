@@ -12,6 +12,7 @@ alpha channel, when there is one, can be had separately.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -214,8 +215,9 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def read_image_info(path: str | os.PathLike) -> dict:
     """What of an image file besides its pixels is written back with them: the ICC colour
-    profile (without it wide-gamut photos change colour), EXIF (its orientation reset, since
-    the pixels are read already turned) and the resolution (dpi)."""
+    profile (without it wide-gamut photos change colour; :func:`save_image` writes it only where
+    its colour space fits the output's pixels), EXIF (its orientation reset, since the pixels are
+    read already turned) and the resolution (dpi)."""
     with Image.open(path) as img:
         info = {}
         if img.info.get("icc_profile"):
@@ -243,11 +245,36 @@ _SAVE_OPTIONS = {
 }
 
 
+# The ICC data colour space (header bytes 16-19) that fits each mode a picture is written in.
+_PROFILE_SPACES = {"RGB": "RGB", "RGBA": "RGB", "L": "GRAY", "LA": "GRAY"}
+
+
+def icc_colour_space(icc: bytes) -> str | None:
+    """The data colour space an ICC profile declares ('RGB', 'GRAY', 'CMYK', 'Lab', ...), or None
+    when ``icc`` is not a profile."""
+    try:
+        from PIL import ImageCms  # noqa: PLC0415  (LittleCMS: loaded only for a picture with a profile)
+
+        space = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space
+    except (ImportError, OSError, ValueError, TypeError):
+        # a profile LittleCMS cannot parse (a newer ICC version, say): the header's own field
+        space = icc[16:20].decode("ascii", "replace") if len(icc) >= 128 and icc[36:40] == b"acsp" else None
+    return space.strip() if space and space.strip() else None
+
+
+def profile_fits(icc: bytes, mode: str) -> bool:
+    """Whether an ICC profile describes pixels of PIL ``mode`` (an RGB profile on RGB(A), a GRAY
+    one on L(A)): a profile of another colour space on them is invalid (PNG spec) and colour-managed
+    viewers misrender the picture."""
+    return _PROFILE_SPACES.get(mode) is not None and icc_colour_space(icc) == _PROFILE_SPACES[mode]
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
                info: dict | None = None) -> None:
     """Write a (C, H, W) [0, 1] tensor as an 8-bit image, atomically (format from the suffix);
     an (H, W) uint8 ``alpha`` is written as the image's alpha channel, unchanged; ``info``
-    (:func:`read_image_info`) is kept as far as the format can hold it."""
+    (:func:`read_image_info`) is kept as far as the format can hold it, and its colour profile
+    only when it fits the written pixels (:func:`profile_fits`; dropped with an :class:`ImageWarning`)."""
     path = Path(path)
     pil = tensor_to_pil(image)
     if alpha is not None:
@@ -256,5 +283,13 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
+    icc = options.get("icc_profile")
+    if icc and not profile_fits(icc, pil.mode):
+        # a grey or CMYK picture is read (and filled) as RGB: its profile no longer describes the pixels
+        del options["icc_profile"]
+        space = icc_colour_space(icc)
+        warnings.warn(f"{path}: the input's colour profile is "
+                      f"{'for ' + space + ' data' if space else 'not a readable ICC profile'}, not {pil.mode}: "
+                      f"written without it (colours show as untagged sRGB)", ImageWarning, stacklevel=2)
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)

@@ -463,6 +463,9 @@ def _check_output(args: argparse.Namespace) -> Path:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if not args.output.strip():
+        # an empty name is no output: as a folder it was the current one, as a file "-o . is a folder"
+        raise UsageError("-o is empty: give an output file (or, with --images, an output folder)")
     if not math.isfinite(args.max_scale) or args.max_scale < 1:
         raise UsageError(f"--max-scale must be at least 1, got {args.max_scale:g}")
     if args.dilate < 0:

@@ -31,6 +31,7 @@ class ResumePoint:
     run_dir: Path
     checkpoint: Path
     payload: dict
+    config: TrainConfig | None = None     # what resume_config made of it (command-line overrides included)
 
     @property
     def step(self) -> int:
@@ -83,12 +84,23 @@ def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
                               f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
-    return dataclasses.replace(saved, **overrides).validate()
+    point.config = dataclasses.replace(saved, **overrides).validate()
+    return point.config
 
 
-def check_config_file(point: ResumePoint) -> None:
+def _as_set(value) -> str:
+    """``value`` as written after ``--set KEY=`` (config.coerce reads it back)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_config_file(point: ResumePoint, config: TrainConfig | None = None) -> None:
     """ConfigError when the run's config.toml was edited by hand in a key a resumed run cannot
-    change: the run goes on with its checkpoint's config, and would silently overwrite the edit."""
+    change: the run goes on with its checkpoint's config, and would silently overwrite the edit.
+
+    A key it may change (RESUMABLE_KEYS) that the file holds otherwise than both the checkpoint and
+    the resumed run (``config``, default ``point.config``: overrides included) is no error (after a
+    hard kill the file can hold a newer ``steps`` than any checkpoint), but the file is rewritten
+    with the run's value: one warning says so, and which ``--set`` keeps the file's."""
     path = point.run_dir / "config.toml"
     if not path.is_file():
         return
@@ -104,6 +116,16 @@ def check_config_file(point: ResumePoint) -> None:
         raise ConfigError(f"{path} was edited ({', '.join(edited)}; e.g. {key} = {written[key]!r}, the run's is "
                           f"{saved[key]!r}), and a resumed run keeps its own config; to train with the edited "
                           f"file start a new run with --config {path} --out NEW_DIR, or undo the edit")
+    run = config if config is not None else point.config
+    used = {key: saved[key] if run is None else getattr(run, key) for key in RESUMABLE_KEYS & written.keys()
+            if key in saved}
+    # an edit is a value the checkpoint does not hold; one the run uses anyway (--set, --steps) loses nothing
+    lost = sorted(key for key, value in used.items() if written[key] != saved[key] and written[key] != value)
+    if lost:
+        warn(f"{path} sets " + ", ".join(f"{key} = {_as_set(written[key])} (the run keeps {_as_set(used[key])})"
+                                         for key in lost)
+             + "; this run rewrites the file with its own values; to use the file's, resume with "
+             + " ".join(f"--set {key}={_as_set(written[key])}" for key in lost))
 
 
 ABANDONED_DIR = "abandoned"

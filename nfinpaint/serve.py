@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import math
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nfinpaint import cli
+from nfinpaint.images import profile_fits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -187,6 +189,10 @@ def fillable(img: Image.Image) -> Image.Image:
 
 
 def png_bytes(img: Image.Image, icc_profile: bytes | None) -> bytes:
+    """The PNG of ``img``, tagged with the upload's colour profile when it describes these pixels
+    (a CMYK or GRAY profile on RGB pixels would be invalid and misrender)."""
+    if icc_profile and not profile_fits(icc_profile, img.mode):
+        icc_profile = None
     buf = io.BytesIO()
     # lossless either way; level 1 is several times faster to write than the default 6 and the
     # file goes over the loopback, so speed wins over size
@@ -472,8 +478,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise cli.UsageError(f"--port must be 0-65535, got {args.port}")
-    if args.queue < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise cli.UsageError("--queue must be 0 or more, --max-upload-mb and --max-megapixels more than 0")
+    if args.queue < 0:
+        raise cli.UsageError(f"--queue must be 0 or more, got {args.queue}")
+    for option, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+        # argparse's float() takes nan and inf, which pass a `<= 0` test and then break int()
+        if not (math.isfinite(value) and value > 0):
+            raise cli.UsageError(f"{option} must be a finite number more than 0, got {value}")
     sock = listening_socket(args.host, args.port)   # before the model loads: a taken port fails fast
     try:
         inpainter = Inpainter(args.checkpoint, device=args.device)

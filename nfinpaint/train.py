@@ -231,11 +231,13 @@ class Trainer:
             out["val_psnr_hole_mixed"] = float(torch.cat(psnr["mixed"]).mean())
         return out
 
-    def _state_parts(self) -> dict[str, dict]:
+    @property
+    def models(self) -> dict[str, torch.nn.Module]:
         models = {"generator": self.generator, "global_d": self.global_d, "local_d": self.local_d}
-        if self.average is not None:
-            models["generator_ema"] = self.average.model
-        return {"models": models, "optimizers": {"generator": self.opt_g, "discriminators": self.opt_d}}
+        return {**models, "generator_ema": self.average.model} if self.average is not None else models
+
+    def _state_parts(self) -> dict[str, dict]:
+        return {"models": self.models, "optimizers": {"generator": self.opt_g, "discriminators": self.opt_d}}
 
     def state_dict(self) -> dict:
         """Models and optimisers as a checkpoint holds them."""
@@ -300,10 +302,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                 stage = config.stage(step)
                 trainer.set_lr(config.lr_at(step))
                 out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
-                if distributed.any_rank(not all(bool(torch.isfinite(v).all()) for v in out.values()), info):
-                    raise run.diverged(step + 1, stage, {k: float(v) for k, v in out.items()})
                 if stage != "discriminator" and trainer.average is not None:
                     trainer.average.update(trainer.generator)
+                run.check_finite(step + 1, stage, out, trainer.models.values())
                 step += 1
                 run.stepped(step, stage, out, real.shape[0] * info.world_size)
                 if step % config.val_every == 0 or step == config.steps:

@@ -20,6 +20,7 @@ whether they are pretrained.  Only the main process writes (torchrun).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from datetime import datetime, timezone
@@ -93,7 +94,7 @@ class Run:
                                   f"{info.world_size}: it continues, but not bit for bit")
             if info.is_main:
                 check_not_in_use(run_dir)
-                check_config_file(point)
+                check_config_file(point, config)
         else:
             if out is not None and not str(out).strip():
                 raise ConfigError("--out is empty; give the name of a folder for the run directory")
@@ -230,6 +231,16 @@ class Run:
             summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if k.startswith("val_psnr"))
             say(self.is_main, f"done: {step} steps; {summary}; generator exported to {self.dir / 'generator.pt'}")
 
+    def check_finite(self, step: int, stage: str, out: dict[str, torch.Tensor], models) -> None:
+        """Stop with :meth:`diverged` when the step's losses, or any weight of ``models`` after its update,
+        are not finite: a finite loss can still give an update that is not, and a checkpoint or a
+        generator.pt with such weights would carry the damage on.  Checked every step, so every
+        checkpoint on disk holds finite weights."""
+        tensors = [*out.values(), *(p for model in models for p in model.parameters())]
+        bad = not bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all())
+        if distributed.any_rank(bad, self.info):
+            raise self.diverged(step, stage, {k: float(v) for k, v in out.items()})
+
     def diverged(self, step: int, stage: str, values: dict[str, float]) -> TrainingDiverged:
         """Log the stop and say what is left: the weights of this step are not saved (they are not
         finite, or soon will be), so the last checkpoint is the one before it."""
@@ -237,10 +248,12 @@ class Run:
         self.log({"kind": "diverged", "step": step, "stage": stage, **values})
         self.close()
         shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        what = (f"the loss is not finite ({shown})" if not all(map(math.isfinite, values.values())) else
+                f"the weights are not finite after its update (loss {shown})")
         saved = list_checkpoints(self.dir)
         before = (f"the last checkpoint before it is {saved[-1][1]}" if saved else
                   "no checkpoint was saved before it")
-        return TrainingDiverged(f"training stopped at step {step} ({stage} stage): the loss is not finite ({shown}); "
+        return TrainingDiverged(f"training stopped at step {step} ({stage} stage): {what}; "
                                 f"nothing of this step was saved, {before}; start again with a lower lr or smaller "
                                 f"loss weights")
 

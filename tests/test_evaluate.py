@@ -8,6 +8,9 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -269,51 +272,45 @@ def test_parse_methods():
 
 # ---------------------------------------------------------------- bad command lines
 
-def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
-    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
-    common = ["--out", tmp_path / "o", "--no-progress", "--methods", "gan,biharmonic"]  # later flags win
-    cases = [
-        (["--methods", "gan,nosuch", "--checkpoint", checkpoint], "unknown method 'nosuch'"),
-        (["--methods", "gan,biharmonic", "--data", data_dir], "no shipped default generator"),
-        (["--checkpoint", tmp_path / "missing.pt"], "no such file or directory"),
-        (["--checkpoint", tmp_path / "emptyrun"], "without generator.pt"),
-        (["--checkpoint", tmp_path / "garbage.pt"], "not a readable nfinpaint generator"),
-        (["--checkpoint", tmp_path / "foreign.pt"], "not an nfinpaint generator"),
-        (["--checkpoint", checkpoint, "--image-size", 32, "--data", data_dir], "takes 24x24 images"),
-        (["--checkpoint", checkpoint, "--data", tmp_path / "nodata"], "no such folder"),
-        (["--checkpoint", checkpoint, "--data", tmp_path / "emptydata"], "--data"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--limit", 0], "--limit must be at least 1"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--hole-size", 0], "--hole-size must be in [1, 24]"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--device", "tpu:x"], "--device"),
-        (["--methods", "biharmonic", "--data", data_dir, "--image-size", 5], "--image-size must be at least 8"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--threads", 0], "--threads must be at least 1"),
-        (["--checkpoint", tmp_path / "empty.pt"], "empty (0 bytes)"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "a_file"], "is a file, not a folder"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "a_file" / "sub"],
-         "is a file, not a folder"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "photos"],
-         "does not hold an nfinpaint evaluation"),
-        # a config.json of anyone's is no proof: the folder is replaced only with the tool's own marker
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", tmp_path / "lookalike"],
-         "does not hold an nfinpaint evaluation"),
-        (["--checkpoint", checkpoint, "--data", tmp_path / "mydata", "--out", tmp_path / "mydata" / "results"],
-         "overlaps --data"),
-        # an earlier evaluation's folder that now holds test images: replacing it would delete them
-        (["--checkpoint", checkpoint, "--data", tmp_path / "oldeval" / "inner", "--out", tmp_path / "oldeval"],
-         "overlaps --data"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", ""], "--out is empty"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--masks", "center", "--hole-size", 24],
-         "cover the whole 24x24 image"),
-        (["--checkpoint", tmp_path / "nan.pt", "--data", data_dir], "are not finite"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--seed", 2 ** 70], "--seed must be an integer"),
-        (["--checkpoint", checkpoint, "--split-seed", -(2 ** 70)], "--split-seed must be an integer"),
-        # the results replace their folder whole: never the folder one is in, or one holding it
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", "."], "is the current folder or holds it"),
-        (["--checkpoint", checkpoint, "--data", data_dir, "--out", ".."], "is the current folder or holds it"),
-        (["--methods", "biharmonic", "--data", tmp_path / "bombs", "--size", 64], "decompression bombs"),
-    ]
+BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_line_files names them; expected)
+    ("--methods gan,nosuch --checkpoint {ckpt}", "unknown method 'nosuch'"),
+    ("--methods gan,biharmonic --data {data}", "no shipped default generator"),
+    ("--checkpoint {tmp}/missing.pt", "no such file or directory"),
+    ("--checkpoint {tmp}/emptyrun", "without generator.pt"),
+    ("--checkpoint {tmp}/garbage.pt", "not a readable nfinpaint generator"),
+    ("--checkpoint {tmp}/foreign.pt", "not an nfinpaint generator"),
+    ("--checkpoint {ckpt} --image-size 32 --data {data}", "takes 24x24 images"),
+    ("--checkpoint {ckpt} --data {tmp}/nodata", "no such folder"),
+    ("--checkpoint {ckpt} --data {tmp}/emptydata", "--data"),
+    ("--checkpoint {ckpt} --data {data} --limit 0", "--limit must be at least 1"),
+    ("--checkpoint {ckpt} --data {data} --hole-size 0", "--hole-size must be in [1, 24]"),
+    ("--checkpoint {ckpt} --data {data} --device tpu:x", "--device"),
+    ("--methods biharmonic --data {data} --image-size 5", "--image-size must be at least 8"),
+    ("--checkpoint {ckpt} --data {data} --threads 0", "--threads must be at least 1"),
+    ("--checkpoint {tmp}/empty.pt", "empty (0 bytes)"),
+    ("--checkpoint {ckpt} --data {data} --out {tmp}/a_file", "is a file, not a folder"),
+    ("--checkpoint {ckpt} --data {data} --out {tmp}/a_file/sub", "is a file, not a folder"),
+    ("--checkpoint {ckpt} --data {data} --out {tmp}/photos", "does not hold an nfinpaint evaluation"),
+    # a config.json of anyone's is no proof: the folder is replaced only with the tool's own marker
+    ("--checkpoint {ckpt} --data {data} --out {tmp}/lookalike", "does not hold an nfinpaint evaluation"),
+    ("--checkpoint {ckpt} --data {tmp}/mydata --out {tmp}/mydata/results", "overlaps --data"),
+    # an earlier evaluation's folder that now holds test images: replacing it would delete them
+    ("--checkpoint {ckpt} --data {tmp}/oldeval/inner --out {tmp}/oldeval", "overlaps --data"),
+    ("--checkpoint {ckpt} --data {data} --out ''", "--out is empty"),
+    ("--checkpoint {ckpt} --data {data} --masks center --hole-size 24", "cover the whole 24x24 image"),
+    ("--checkpoint {tmp}/nan.pt --data {data}", "are not finite"),
+    (f"--checkpoint {{ckpt}} --data {{data}} --seed {2 ** 70}", "--seed must be an integer"),
+    (f"--checkpoint {{ckpt}} --split-seed {-(2 ** 70)}", "--split-seed must be an integer"),
+    # the results replace their folder whole: never the folder one is in, or one holding it
+    ("--checkpoint {ckpt} --data {data} --out .", "is the current folder or holds it"),
+    ("--checkpoint {ckpt} --data {data} --out ..", "is the current folder or holds it"),
+    ("--methods biharmonic --data {tmp}/bombs --size 64", "decompression bombs"),
+]
+
+
+def _bad_command_line_files(tmp_path, data_dir):
+    """The files and folders the table above names ({tmp}/NAME); the current folder is {tmp}/here."""
     (tmp_path / "here").mkdir()
-    monkeypatch.chdir(tmp_path / "here")
     (tmp_path / "bombs").mkdir()
     header_only_png(tmp_path / "bombs" / "b.png", 30000, 30000)
     (tmp_path / "lookalike").mkdir()
@@ -338,11 +335,21 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     (tmp_path / "emptydata").mkdir()
-    for argv, expected in cases:
-        err = _error(common + argv, capsys)
-        assert err.startswith("error: ") and "\n" not in err, (argv, err)
-        assert expected in err, (argv, err)
-        assert "weights_only" not in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("argv, expected", BAD_COMMAND_LINES)
+def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, capsys, monkeypatch, argv, expected):
+    import shlex  # noqa: PLC0415  (quotes: --out '' is one empty argument)
+
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
+    _bad_command_line_files(tmp_path, data_dir)
+    monkeypatch.chdir(tmp_path / "here")
+    common = ["--out", tmp_path / "o", "--no-progress", "--methods", "gan,biharmonic"]  # later flags win
+    err = _error(common + shlex.split(argv.format(ckpt=checkpoint, data=data_dir, tmp=tmp_path)), capsys)
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert expected in err, err
+    assert "weights_only" not in err and "Traceback" not in err, err
+    # nothing written, nothing of the user's replaced or deleted
     assert not (tmp_path / "o").exists()
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"not to be deleted"
     for name in ("config.json", "holiday.png", "notes.txt"):
@@ -352,6 +359,38 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
     assert (tmp_path / "a_file").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert list((tmp_path / "here").iterdir()) == []
+
+
+def _scan_case(folder, case):
+    """Three 40x40 pictures in ``folder`` (one in sub/), and a link loop sub/loop -> .. or a FIFO
+    pipe.png; returns the warning the command prints about it."""
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png", "sub/c.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(folder / name)
+    if case == "link loop":
+        (folder / "sub" / "loop").symlink_to("..")     # walked, it reached every picture again, without end
+        return f"warning: {folder}: dropped 1 duplicate path(s) reached again through links"
+    os.mkfifo(folder / "pipe.png")                     # opening it to read blocks until a writer comes
+    return f"warning: skipping {folder / 'pipe.png'}: not a regular file"
+
+
+@pytest.mark.parametrize("case", ["link loop", "fifo"])
+def test_a_data_folder_with_a_link_loop_or_a_fifo_is_read_once(tmp_path, case):
+    """Not errors: each picture is evaluated once, the warning says what was left out.  In a
+    subprocess with a time limit, so that a scan that blocks on the FIFO fails instead of hanging."""
+    folder, out = tmp_path / "data", tmp_path / "o"
+    said = _scan_case(folder, case)
+    argv = [sys.executable, "-m", "nfinpaint.evaluate", "--data", str(folder), "--methods", "biharmonic",
+            "--image-size", "16", "--figures", "0", "--out", str(out), "--no-progress"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"evaluate did not finish in 300 s with a {case} in --data")
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith(said) for line in done.stderr.splitlines()), done.stderr
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [(r["method"], r["n"]) for r in rows] == [("biharmonic", "3"), ("border-mean", "3")]
 
 
 def test_an_image_smaller_than_the_crop_is_skipped_with_a_warning(tmp_path, data_dir, capsys):

@@ -335,6 +335,10 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {tmp}/huge.png -o {tmp}/out.png", "huge.png is 12000x10000 but"),
     ("{img} {mask} -o {tmp}/out.png --half --device cpu", "half precision (--half) runs on a CUDA GPU only"),
     ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --half --device cpu", "runs on a CUDA GPU only"),
+    # -o "" (spelled -o= here: the table is split on spaces): no output named, in either mode
+    ("{img} {mask} -o=", "-o is empty: give an output file"),
+    ("{img} {mask} --output=", "-o is empty: give an output file"),
+    ("--images {tmp}/tiny --masks {mask} -o=", "-o is empty: give an output file (or, with --images"),
 ]
 
 
@@ -342,6 +346,8 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint, capsys, monkeypatch, argv, expected):
     monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
     names = _bad_inputs(tmp_path, checkpoint)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")      # an output in the current folder counts as written too
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     err = _cli_error(argv.format(**names).split(), capsys)
     assert expected in err, err
@@ -484,6 +490,68 @@ def test_cli_keeps_colour_profile_exif_and_dpi(tmp_path, checkpoint, capsys, suf
             assert np.array_equal(got[known], want[known])
 
 
+def _profile_of_space(space: bytes) -> bytes:
+    """A profile declaring ``space`` (b"GRAY", b"CMYK", ...) as its data colour space: the sRGB one
+    with header bytes 16-19, the ICC data colour space field, changed (ImageCms reads it so)."""
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = space
+    return bytes(icc)
+
+
+@pytest.mark.parametrize("mode, suffix, space", [("L", ".png", b"GRAY"), ("CMYK", ".jpg", b"CMYK"),
+                                                 ("RGB", ".png", b"CMYK"), ("RGB", ".png", None)])
+def test_cli_drops_a_colour_profile_that_does_not_fit_the_rgb_output(tmp_path, checkpoint, capsys,
+                                                                      mode, suffix, space):
+    """A grey or CMYK picture is filled and written as RGB: its GRAY or CMYK profile (or one that is
+    not a profile) would be invalid on the output and is dropped, said in a warning; EXIF stays."""
+    image, mask = _picture_and_mask(seed=10)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    icc = _profile_of_space(space) if space else b"not an ICC profile"
+    exif = Image.Exif()
+    exif[0x010F] = "TestCamera"
+    picture = Image.open(img_path).convert(mode)
+    img_path = img_path.with_suffix(suffix)
+    picture.save(img_path, icc_profile=icc, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+    with Image.open(img_path) as written:              # the input really carries it
+        assert written.mode == mode and written.info["icc_profile"] == icc
+        want = np.asarray(written.convert("RGB")).astype(int)
+    out = tmp_path / "out.png"
+    said = (f"the input's colour profile is for {space.decode()} data, not RGB" if space
+            else "not a readable ICC profile")
+    with pytest.warns(ImageWarning, match=said):
+        assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
+                             "--method", "gan"]) == 0
+    with Image.open(out) as result:
+        assert result.mode == "RGB" and "icc_profile" not in result.info
+        assert result.getexif().get(0x010F) == "TestCamera"
+        known = mask[0].numpy() == 0
+        assert np.array_equal(np.asarray(result).astype(int)[known], want[known])
+
+
+@pytest.mark.parametrize("channels, space, kept", [(1, b"GRAY", True), (1, b"RGB ", False), (3, b"GRAY", False),
+                                                   (3, b"RGB ", True), (3, b"Lab ", False)])
+def test_save_image_keeps_a_profile_only_on_pixels_of_its_colour_space(tmp_path, channels, space, kept):
+    import warnings
+
+    from nfinpaint.images import icc_colour_space, save_image
+
+    icc = _profile_of_space(space)
+    assert icc_colour_space(icc) == space.decode().strip()
+    out = tmp_path / "o.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_image(torch.rand(channels, 5, 6), out, info={"icc_profile": icc})
+    with Image.open(out) as result:
+        assert result.mode == ("L" if channels == 1 else "RGB")
+        assert result.info.get("icc_profile") == (icc if kept else None)
+    dropped = [w for w in caught if issubclass(w.category, ImageWarning)]
+    assert len(dropped) == (0 if kept else 1)
+    if not kept:
+        assert f"for {space.decode().strip()} data, not {result.mode}" in str(dropped[0].message)
+
+
 def test_a_16_bit_mask_uses_the_same_threshold_as_an_8_bit_one(tmp_path):
     from nfinpaint.images import read_mask
 
@@ -593,6 +661,30 @@ def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoin
     assert (out / "a1.png").read_bytes() == b"mine" and "kept 3 already there" in capsys.readouterr().out
     assert inpaint.main(argv + ["--overwrite"]) == 0
     assert Image.open(out / "a1.png").size == (40, 30)
+
+
+def test_folder_one_mask_file_inside_the_pictures_folder_is_not_a_picture(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng()
+    images = tmp_path / "images"
+    images.mkdir()
+    pictures = {f"a{i}": rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for i in range(2)}
+    for stem, picture in pictures.items():
+        Image.fromarray(picture).save(images / f"{stem}.png")
+    hole = np.zeros((30, 40), bool)
+    hole[rng.integers(0, 15):, rng.integers(0, 20):][:8, :10] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(images / "mask.png")
+    mask_bytes = (images / "mask.png").read_bytes()
+    out = tmp_path / "out"
+    # spelled another way than the folder listing: the paths are compared resolved
+    argv = ["--images", images, "--masks", tmp_path / "images" / ".." / "images" / "mask.png", "-o", out,
+            "--checkpoint", checkpoint, "--method", "gan"]
+    assert inpaint.main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a0.png", "a1.png"]      # no out/mask.png
+    assert "filled 2 picture(s)" in capsys.readouterr().out
+    assert (images / "mask.png").read_bytes() == mask_bytes
+    for stem, before in pictures.items():
+        after = np.asarray(Image.open(out / f"{stem}.png"))
+        assert np.array_equal(after[~hole], before[~hole]) and not np.array_equal(after[hole], before[hole])
 
 
 def test_folder_lama_layout_masks_beside_pictures_are_combined(tmp_path, checkpoint):

@@ -147,6 +147,17 @@ def test_fill_changes_only_the_hole(client, inpainter):
     assert np.array_equal(out, np.asarray(inpainter(Image.fromarray(image), Image.fromarray(hole_mask()))))
 
 
+@pytest.mark.parametrize("space, kept", [(b"RGB ", True), (b"CMYK", False), (b"GRAY", False)])
+def test_the_colour_profile_comes_back_only_where_it_fits_the_pixels(client, space, kept):
+    from PIL import ImageCms  # noqa: PLC0415
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = space          # the header's data colour space
+    out = decoded(post(client, png(picture(), icc_profile=bytes(icc)), png(hole_mask())))
+    assert out.mode == "RGB" and (out.info.get("icc_profile") == bytes(icc)) is kept
+    assert kept or "icc_profile" not in out.info
+
+
 @pytest.mark.parametrize("kind", ["RGBA", "L", "LA", "I;16", "P", "JPEG", "1"])
 def test_picture_kinds_keep_every_pixel_outside_the_hole(client, kind):
     rgb = picture(1)
@@ -434,3 +445,13 @@ def test_command_errors_are_one_line(capsys):
     assert err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
     assert main(["--port", "0", "--checkpoint", "/nonexistent/generator.pt"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--queue", "-1"), ("--max-upload-mb", "nan"), ("--max-upload-mb", "inf"), ("--max-upload-mb", "0"),
+    ("--max-upload-mb", "-2.5"), ("--max-megapixels", "inf"), ("--max-megapixels", "-inf"),
+    ("--max-megapixels", "NaN"), ("--max-megapixels", "0")])
+def test_command_refuses_bad_numbers_in_one_line(capsys, option, value):
+    assert main(["--port", "0", "--device", "cpu", f"{option}={value}"]) == 2   # = : argparse reads -inf as a flag
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} must be") and err.count("\n") == 1, err

@@ -302,6 +302,79 @@ def test_resume_refuses_to_change_the_run(tmp_path, capsys):
     assert "already at step 1" in _bad(["--resume", str(run), "--steps", "0"], capsys)
 
 
+def _scan_case(folder, case):
+    """Three 40x40 pictures in ``folder`` (one in sub/), and a link loop sub/loop -> .. or a FIFO
+    pipe.png; returns the warning the command prints about it."""
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png", "sub/c.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(folder / name)
+    if case == "link loop":
+        (folder / "sub" / "loop").symlink_to("..")     # walked, it reached every picture again, without end
+        return f"warning: {folder}: dropped 1 duplicate path(s) reached again through links"
+    os.mkfifo(folder / "pipe.png")                     # opening it to read blocks until a writer comes
+    return f"warning: skipping {folder / 'pipe.png'}: not a regular file"
+
+
+@pytest.mark.parametrize("case", ["link loop", "fifo"])
+def test_a_data_folder_with_a_link_loop_or_a_fifo_trains_on_each_picture_once(tmp_path, case):
+    """Not errors: the run trains on each picture once, the warning says what was left out.  In a
+    subprocess with a time limit, so that a scan that blocks on the FIFO fails instead of hanging."""
+    folder, run = tmp_path / "data", tmp_path / "run"
+    said = _scan_case(folder, case)
+    argv = [sys.executable, "-m", "nfinpaint.train", *TINY, "--data", str(folder), "--steps", "2", "--out", str(run)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"train did not finish in 300 s with a {case} in --data")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith(said) for line in lines), done.stderr
+    assert any(line.startswith(f"data: {folder}: train 3 images") for line in lines), done.stderr
+    assert [r["val_images"] for r in _records(run, "val")] == [3, 3]      # held out of each picture once
+
+
+def _edit_toml(path, **values):
+    """Change ``KEY = value`` lines of a run's config.toml by hand, as a user would."""
+    import re  # noqa: PLC0415
+
+    text = path.read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert count == 1, key
+    path.write_text(text)
+
+
+def test_resume_warns_about_config_file_edits_it_does_not_keep(tmp_path, capsys):
+    """Keys a resumed run may change, edited in config.toml: no error (after a hard kill the file can
+    hold a newer steps than any checkpoint), but the rewrite would lose them, so one warning names each
+    with the file's and the run's value and the --set that keeps it; a key whose file value the run
+    uses anyway (val_every, given again with --set) or that was not edited (sample_every) is not named."""
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    _edit_toml(run / "config.toml", steps=4, val_every=5, checkpoint_every=7, log_every=3, tensorboard="true")
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--set", "val_every=5", "--quiet"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "config.toml" in line]
+    assert len(said) == 1 and said[0].startswith(f"warning: {run / 'config.toml'} sets "), said
+    # the run's values: TINY's, and --steps 3
+    for text in ("checkpoint_every = 7 (the run keeps 1000)", "log_every = 3 (the run keeps 1)",
+                 "steps = 4 (the run keeps 3)", "tensorboard = true (the run keeps false)"):
+        assert text in said[0], said
+    assert "val_every" not in said[0] and "sample_every" not in said[0], said
+    flags = said[0].split("resume with ")[1].split()
+    assert flags == ["--set", "checkpoint_every=7", "--set", "log_every=3", "--set", "steps=4",
+                     "--set", "tensorboard=true"]
+    written = tomllib.loads((run / "config.toml").read_text())
+    assert (written["steps"], written["val_every"], written["checkpoint_every"], written["log_every"]) == (3, 5, 1000, 1)
+    # the advice works: --set of those keys is accepted on resume, and the run keeps them; no edit, no warning
+    assert main(["--resume", str(run), "--quiet"] + flags) == 0
+    assert "config.toml" not in capsys.readouterr().err
+    written = tomllib.loads((run / "config.toml").read_text())
+    assert (written["steps"], written["checkpoint_every"], written["log_every"], written["tensorboard"]) == (4, 7, 3, True)
+    assert _records(run)[-1]["step"] == 4
+
+
 @pytest.mark.skipif(Path(torch.hub.get_dir(), "checkpoints", "vgg19-dcbb9e9d.pth").exists(),
                     reason="the ImageNet VGG-19 weights are cached here")
 def test_imagenet_weights_offline_say_what_to_do(tmp_path, capsys, monkeypatch):
@@ -358,6 +431,37 @@ def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tmp_path, capsy
     for _, path in list_checkpoints(run):
         state = torch.load(path, weights_only=True)["models"]["generator"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_step_that_leaves_weights_not_finite_saves_and_exports_nothing(tmp_path, capsys, monkeypatch):
+    """The loss is computed before the update, so a finite loss can come with weights that are not:
+    the step is caught before a checkpoint or generator.pt could carry them on."""
+    from nfinpaint import train as train_module  # noqa: PLC0415
+
+    step_of = train_module.Trainer.train_step
+    calls = []
+
+    def poisoned(self, real, mask, stage):
+        out = step_of(self, real, mask, stage)
+        calls.append(stage)
+        if len(calls) == 3:      # an update that overflows one weight of a discriminator
+            weight = next(self.local_d.parameters()).data
+            weight[(0,) * weight.dim()] = float("inf")
+        return out
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", poisoned)
+    run = tmp_path / "run"
+    message = _bad(TINY + ["--steps", "6", "--out", str(run), "--set", "checkpoint_every=1"], capsys)
+    assert "at step 3" in message and "the weights are not finite after its update" in message, message
+    assert [s for s, _ in list_checkpoints(run)] == [1, 2] and "step_0000002.pt" in message
+    assert not (run / "generator.pt").exists()
+
+
+@pytest.mark.parametrize("value", ["1e39", "-1e39"])
+def test_a_setting_beyond_float32_is_refused(tmp_path, capsys, value):
+    message = _bad(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"lr={value}"], capsys)
+    assert "lr must be a finite number (within float32's range" in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_resuming_from_an_older_checkpoint_starts_a_new_branch(tmp_path, capsys):
