@@ -6,16 +6,19 @@
     inpainter = Inpainter()                 # loads the shipped generator once
     filled = inpainter(image, mask)         # same type, dtype and channels as ``image``
 
-``image``: a PIL image (L, LA, RGB, RGBA, I;16, I, F; other modes are filled as RGB and
+``image``: a PIL image (L, LA, RGB, RGBA, I;16, I, F; a palette image, P or PA, keeps its
+palette, the filled pixels taking its nearest colour; other modes are filled as RGB and
 converted back), a numpy array (H, W) or (H, W, C) with C in 1-4 (grey, grey+alpha, RGB,
 RGBA) of dtype uint8, uint16 or float (values in [0, 1]), or a torch tensor (C, H, W) of
 dtype uint8 or float ([0, 1]).  An alpha channel is passed through untouched; pixels
 outside the holes are returned unchanged, exactly.
 
-``mask``: the same kinds (bool, integer or float; one channel, or a colour image read as
-its luminance), white = hole, with :mod:`nfinpaint.mask_options`'s rule for antialiased
-edges; ``invert=True`` for black = hole, ``dilate=PX`` to grow the holes, ``resize_mask=True``
-to take a mask of another size (nearest neighbour).
+``mask``: the same kinds, one channel (a colour PIL image is read as its luminance), white =
+hole: a bool array or tensor (True = hole); an integer one (any integer dtype) holding only 0
+and 1 (1 = hole), else grey levels 0..255 (uint16: 0..65535); a float one in [0, 1]; a PIL
+image by its grey levels, as its file would be read.  Soft edges follow :mod:`nfinpaint.mask_options`'s
+rule; ``invert=True`` for black = hole, ``dilate=PX`` to grow the holes,
+``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
 Every bad input raises :class:`InpaintError` (a ``ValueError``) with a one-line message.
 The fill itself is :func:`nfinpaint.inpaint.inpaint_image`'s, as in the command.
@@ -47,7 +50,7 @@ def _one_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- images in and out
 
 
-def _scale_of(dtype: np.dtype) -> float | None:
+def _scale_of(dtype: np.dtype, what: str = "image") -> float | None:
     """The value of white for an integer dtype; None for floats."""
     if dtype == np.uint8:
         return 255.0
@@ -55,11 +58,11 @@ def _scale_of(dtype: np.dtype) -> float | None:
         return 65535.0
     if np.issubdtype(dtype, np.floating):
         return None
-    raise InpaintError(f"image arrays must be uint8, uint16 or float, got {dtype}")
+    raise InpaintError(f"{what} arrays must be uint8, uint16 or float, got {dtype}")
 
 
 def _to_float(array: np.ndarray, what: str) -> np.ndarray:
-    scale = _scale_of(array.dtype)
+    scale = _scale_of(array.dtype, what)
     if scale is not None:
         return array.astype(np.float32) / scale
     values = array.astype(np.float32)
@@ -75,12 +78,56 @@ def _from_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.rint(np.clip(values, 0, 1) * scale).astype(dtype)
 
 
+def _nearest_entries(colours: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """For each of ``colours`` (K, 3), the index of the nearest of ``entries`` (N, 3) (squared distance)."""
+    entries = entries.astype(np.int32)
+    found = np.empty(len(colours), np.intp)
+    for start in range(0, len(colours), 16384):     # bounded memory: 16384 x N distances at a time
+        block = colours[start:start + 16384].astype(np.int32)
+        found[start:start + 16384] = ((block[:, None, :] - entries[None]) ** 2).sum(axis=2).argmin(axis=1)
+    return found
+
+
+def _palette_as_hwc(image: Image.Image) -> tuple[np.ndarray, Any]:
+    """A P or PA image as RGB(A) values, and back onto its own palette without requantizing: a pixel
+    the fill left as it was keeps its index (exact even with duplicate entries); a filled one takes
+    the nearest entry as transparent as its own (the alpha is never changed)."""
+    alpha = image.mode == "PA" or "transparency" in image.info or image.palette.mode == "RGBA"
+    inner = "RGBA" if alpha else "RGB"
+    array = np.asarray(image.convert(inner))
+    bands = np.asarray(image)
+    indices = bands if image.mode == "P" else bands[..., 0]
+    strip = image.crop((0, 0, 256, 1))              # keeps the palette and the transparency
+    strip.putdata(range(256) if image.mode == "P" else [(i, 255) for i in range(256)])
+    entries = np.asarray(strip.convert("RGBA"))[0]  # each index's colour and alpha, as the picture shows it
+    used = max(len(image.getpalette() or []) // 3, int(indices.max(initial=0)) + 1)
+    entries = entries[:used]                        # an index past the palette is no colour of it
+
+    def back(out: np.ndarray) -> Image.Image:
+        new = indices.copy()
+        changed = (out[..., :3] != array[..., :3]).any(axis=2)
+        own_alpha = entries[indices[changed], 3]
+        picked = np.empty(len(own_alpha), np.uint8)
+        for level in np.unique(own_alpha):
+            among = np.flatnonzero(entries[:, 3] == level)   # holds the pixel's own index: never empty
+            these = own_alpha == level
+            picked[these] = among[_nearest_entries(out[changed][these][:, :3], entries[among, :3])]
+        new[changed] = picked
+        result = image.copy()
+        result.frombytes((new if image.mode == "P" else np.dstack([new, bands[..., 1]])).tobytes())
+        return result
+    return array, back
+
+
 def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
     """``image`` as an (H, W, C) numpy array in its own dtype, and how to turn such an array back."""
     if isinstance(image, Image.Image):
         mode = image.mode
-        if mode not in _PIL_ARRAY_MODES:    # palette, CMYK, ...: filled as RGB(A), converted back
-            image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
+        if mode in ("P", "PA"):
+            return _palette_as_hwc(image)
+        original = image
+        if mode not in _PIL_ARRAY_MODES:    # CMYK, YCbCr, ...: filled as RGB(A), converted back
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         inner = image.mode
         array = np.asarray(image)
         if inner == "I":
@@ -96,7 +143,13 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
                 result = Image.fromarray(out.astype(np.uint16))
             else:
                 result = Image.fromarray(out, inner)
-            return result if result.mode == mode else result.convert(mode)
+            if result.mode == mode:
+                return result
+            # RGB -> CMYK (...) is no exact round trip: only the pixels the fill changed are converted back
+            changed = (out != array).any(axis=2)     # out, array: (H, W, 3 or 4) RGB(A) here
+            kept = original.copy()
+            kept.paste(result.convert(mode), mask=Image.fromarray(changed))
+            return kept
         return (array[..., None] if array.ndim == 2 else array), back
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 2, 3, 4):
@@ -148,10 +201,40 @@ def mask_levels(mask: Any) -> np.ndarray:
         raise InpaintError(f"the mask must be (H, W) (or (1, H, W), (H, W, 1)), got shape {mask.shape}")
     if mask.dtype == bool:
         return mask.astype(np.float32)
-    return _to_float(mask, "mask")
+    if np.issubdtype(mask.dtype, np.integer):
+        return _integer_mask_levels(mask)
+    if np.issubdtype(mask.dtype, np.floating):
+        return _to_float(mask, "mask")
+    raise InpaintError(f"mask arrays must be bool, integer or float, got {mask.dtype}")
+
+
+def _integer_mask_levels(mask: np.ndarray) -> np.ndarray:
+    """An integer mask array: 0/1 only is a binary mask (1 = hole, what ``(m > 0).astype(int)`` gives,
+    and as grey levels it could only be refused: no level reaches a hole); else grey levels 0..255
+    (uint16: 0..65535, as in a 16-bit file)."""
+    top = 65535 if mask.dtype == np.uint16 else 255
+    low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    if low < 0 or high > top:
+        raise InpaintError(f"the mask is {mask.dtype} with values in [{low}, {high}]; integer masks hold 0/1 or "
+                           f"grey levels 0..{top}: scale it, or pass it as bool")
+    return mask.astype(np.float32) / (1.0 if high <= 1 else top)
 
 
 # --------------------------------------------------------------------------- the object
+
+
+def _checked_method(method: Any) -> str:
+    from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+    if method not in ("auto", *METHODS):
+        raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def _checked_dilate(dilate: Any) -> int:
+    if isinstance(dilate, bool) or not isinstance(dilate, (int, np.integer)) or dilate < 0:
+        raise InpaintError(f"dilate must be a whole number of pixels, 0 or more, got {dilate!r}")
+    return int(dilate)
 
 
 class Inpainter:
@@ -171,10 +254,7 @@ class Inpainter:
 
         from nfinpaint.baselines import METHODS  # noqa: PLC0415
 
-        if method not in ("auto", *METHODS):
-            raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
-        if isinstance(dilate, bool) or not isinstance(dilate, (int, np.integer)) or dilate < 0:
-            raise InpaintError(f"dilate must be a whole number of pixels, 0 or more, got {dilate!r}")
+        method, dilate = _checked_method(method), _checked_dilate(dilate)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -187,7 +267,7 @@ class Inpainter:
             raise InpaintError(f"half=True (float16) runs on a CUDA GPU only, and the device is {self.device}; "
                                f"drop half=True, or use device='cuda'")
         self.method, self.seed, self.half = method, seed, bool(half)
-        self.dilate, self.invert, self.resize_mask = int(dilate), bool(invert), bool(resize_mask)
+        self.dilate, self.invert, self.resize_mask = dilate, bool(invert), bool(resize_mask)
         self.loaded = None
         if method == "auto" or METHODS[method].needs_generator:
             try:
@@ -204,9 +284,9 @@ class Inpainter:
 
         from nfinpaint.baselines import METHODS  # noqa: PLC0415
 
-        method = self.method if method is None else method
-        if method not in ("auto", *METHODS):
-            raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
+        # per-call options: the constructor's checks
+        method = self.method if method is None else _checked_method(method)
+        dilate = self.dilate if dilate is None else _checked_dilate(dilate)
         if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
             raise InpaintError(f"method={method!r} needs a generator: this Inpainter has none")
 
@@ -218,7 +298,7 @@ class Inpainter:
         colour = values[..., :3] if channels >= 3 else np.repeat(values[..., :1], 3, axis=2)
         hole = mask_options.holes_from_values(mask_levels(mask), self.invert if invert is None else invert)
         try:
-            hole = mask_options.prepare(hole, values.shape[:2], dilate_px=self.dilate if dilate is None else dilate,
+            hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=self.resize_mask if resize_mask is None else resize_mask)
             filled, _ = inpaint_image(
                 torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1),

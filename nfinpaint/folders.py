@@ -2,7 +2,8 @@
 
 A picture ``NAME.ext`` in ``--images DIR`` is paired with, in ``--masks``:
 
-* a file: that one mask, for every picture;
+* a file: that one mask, for every picture (the mask file itself, if it lies among the
+  pictures, is not one of them);
 * a folder: the mask of the same stem (``NAME.*``), else LaMa's layout ``NAME_mask*.png``
   (several such masks of one picture are combined: their holes together).  When the masks
   sit beside the pictures (the same folder), files named ``*_mask*`` are masks, not pictures.
@@ -35,7 +36,10 @@ def _images_in(folder: Path) -> list[Path]:
 def pair(images: Path, masks: Path, output: Path) -> list[Pair]:
     """Every picture of ``images`` with its mask(s) and output; a pair that cannot be made says why."""
     same_folder = masks.is_dir() and masks.resolve() == images.resolve()
-    pictures = [p for p in _images_in(images) if not (same_folder and _LAMA_MASK.match(p.stem))]
+    # one mask file for all may lie among the pictures: it is the mask, not a picture to fill
+    mask_file = None if masks.is_dir() else masks.resolve()
+    pictures = [p for p in _images_in(images)
+                if not (same_folder and _LAMA_MASK.match(p.stem)) and p.resolve() != mask_file]
     by_stem: dict[str, list[Path]] = {}
     lama: dict[str, list[Path]] = {}
     if masks.is_dir():

@@ -27,6 +27,20 @@ def _hole():
     return hole
 
 
+def _palette_picture(rng, mode="P", transparency=False):
+    """A palette picture of 24 entries, the last 8 repeating the first 8 (each used): a picture
+    saved back by colour instead of by index would lose which of two equal entries a pixel had."""
+    colours = rng.integers(0, 256, (16, 3), dtype=np.uint8)
+    palette = np.concatenate([colours, colours[:8]])
+    indices = rng.integers(0, len(palette), (H, W), dtype=np.uint8)
+    bands = indices if mode == "P" else np.dstack([indices, rng.integers(0, 256, (H, W), dtype=np.uint8)])
+    picture = Image.frombytes(mode, (W, H), np.ascontiguousarray(bands).tobytes())
+    picture.putpalette(palette.ravel().tolist())
+    if transparency:    # PNG's tRNS: an alpha per entry, some fully transparent, some half
+        picture.info["transparency"] = bytes(rng.choice([0, 128, 255], len(palette)).astype(np.uint8))
+    return picture
+
+
 def _pictures(rng):
     u8 = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
     u16 = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
@@ -42,6 +56,8 @@ def _pictures(rng):
         "PIL RGBA": Image.fromarray(u8, "RGBA"),
         "PIL L": Image.fromarray(u8[..., 0]),
         "PIL I;16": Image.fromarray(u16[..., 0]),
+        "PIL P": _palette_picture(rng),
+        "PIL PA": _palette_picture(rng, "PA"),
         "torch float rgb": torch.rand(3, H, W, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30)))),
         "torch uint8 rgba": torch.from_numpy(u8).permute(2, 0, 1).contiguous(),
     }
@@ -65,7 +81,7 @@ def test_same_kind_out_and_only_the_holes_change(inpainter, kind):
     out = inpainter(picture, hole)
     assert type(out) is type(picture)
     if isinstance(picture, Image.Image):
-        assert (out.mode, out.size) == (picture.mode, picture.size)
+        assert (out.mode, out.size, out.getpalette()) == (picture.mode, picture.size, picture.getpalette())
     else:
         assert out.dtype == picture.dtype and tuple(out.shape) == tuple(picture.shape)
     before, after = _as_array(picture), _as_array(out)
@@ -88,12 +104,51 @@ def test_rgb_holes_are_inpaint_image_s_fill(inpainter, fullres_checkpoint):
     assert np.array_equal(out, np.where(hole[..., None], expected, picture))
 
 
+@pytest.mark.parametrize("mode, transparency", [("P", False), ("P", True), ("PA", False)])
+def test_palette_picture_keeps_its_palette_and_fills_with_its_nearest_colours(inpainter, mode, transparency):
+    rng = np.random.default_rng()
+    picture = _palette_picture(rng, mode, transparency)
+    hole = _hole()
+    out = inpainter(picture, hole)
+    assert (out.mode, out.getpalette(), out.info.get("transparency")) == \
+        (mode, picture.getpalette(), picture.info.get("transparency"))
+    before, after = _as_array(picture), _as_array(out)
+    assert np.array_equal(after[~hole], before[~hole])              # indices, so duplicate entries too
+    assert not np.array_equal(after[hole][:, 0], before[hole][:, 0])
+    # reference: the RGB(A) picture's fill, and a brute-force nearest palette colour of the same alpha
+    rgba = mode == "PA" or transparency
+    fill = np.asarray(inpainter(picture.convert("RGBA" if rgba else "RGB"), hole)).astype(np.int64)
+    shown = np.asarray(out.convert("RGBA")).astype(np.int64)
+    assert np.array_equal(shown[..., 3], np.asarray(picture.convert("RGBA"))[..., 3])   # alpha never changes
+    palette = np.array(picture.getpalette(), np.int64).reshape(-1, 3)
+    entry_alpha = np.frombuffer(picture.info["transparency"], np.uint8) if transparency else np.full(len(palette), 255)
+    for y, x in zip(*np.nonzero(hole)):
+        same_alpha = palette[entry_alpha == entry_alpha[before[y, x, 0]]] if transparency else palette
+        nearest = ((same_alpha - fill[y, x, :3]) ** 2).sum(axis=1).min()
+        assert ((shown[y, x, :3] - fill[y, x, :3]) ** 2).sum() == nearest, (y, x)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "1"])
+def test_other_modes_change_only_the_holes(inpainter, mode):
+    """Modes filled as RGB: RGB -> CMYK (...) is no exact round trip, yet the known pixels stay exact."""
+    rng = np.random.default_rng()
+    # random bands: CMYK's black channel is one that RGB -> CMYK would not give back
+    picture = Image.frombytes(mode, (W, H), rng.integers(0, 256, (H, W, 4), dtype=np.uint8).tobytes())
+    hole = _hole()
+    out = inpainter(picture, hole)
+    before, after = _as_array(picture), _as_array(out)
+    assert out.mode == mode and np.array_equal(after[~hole], before[~hole])
+    assert not np.array_equal(after[hole], before[hole])
+
+
 def test_every_mask_kind_gives_the_same_fill(inpainter):
     picture = np.random.default_rng().random((H, W, 3), dtype=np.float32)
     hole = _hole()
     reference = inpainter(picture, hole)
     for mask in (hole.astype(np.uint8) * 255, hole.astype(np.float32), Image.fromarray(hole.astype(np.uint8) * 255),
-                 torch.from_numpy(hole)[None].float(), Image.fromarray(~hole).convert("RGB")):
+                 torch.from_numpy(hole)[None].float(), Image.fromarray(~hole).convert("RGB"),
+                 hole.astype(np.int64), hole.astype(np.int32) * 255, hole.astype(np.int16), hole.astype(np.uint8),
+                 hole.astype(np.uint16) * 65535, torch.from_numpy(hole.astype(np.int64)), torch.from_numpy(hole)):
         invert = isinstance(mask, Image.Image) and mask.mode == "RGB"
         assert np.array_equal(inpainter(picture, mask, invert=invert), reference)
 
@@ -119,6 +174,13 @@ BAD = [  # (image, mask, options, expected part of the message)
     (np.zeros((H, W, 3), np.uint8), np.ones((10, 12), bool), {}, "the mask is 12x10 but the image is 44x36"),
     (np.zeros((H, W, 3), np.uint8), np.full((H, W), np.nan), {}, "outside [0, 1]"),
     (np.zeros((H, W, 3), np.uint8), np.zeros((2, H, W)), {}, "the mask must be (H, W)"),
+    (np.zeros((H, W, 3), np.uint8), np.full((H, W), -1, np.int64), {}, "the mask is int64 with values in [-1, -1]"),
+    (np.zeros((H, W, 3), np.uint8), np.full((H, W), 256, np.int32), {}, "the mask is int32 with values in [256, 256]"),
+    (np.zeros((H, W, 3), np.uint8), np.zeros((H, W), np.complex64), {}, "mask arrays must be bool, integer or float"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"dilate": "3"}, "dilate must be a whole number"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"dilate": 2.5}, "dilate must be a whole number"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"dilate": -1}, "dilate must be a whole number"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"method": "best"}, "method must be one of auto"),
 ]
 
 
@@ -131,7 +193,8 @@ def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expe
 
 
 @pytest.mark.parametrize("options, expected", [
-    ({"method": "best"}, "method must be"), ({"dilate": -1}, "dilate must be"), ({"device": "tpu9"}, "not a device"),
+    ({"method": "best"}, "method must be"), ({"dilate": -1}, "dilate must be"), ({"dilate": 2.5}, "dilate must be"),
+    ({"dilate": "3"}, "dilate must be"), ({"device": "tpu9"}, "not a device"),
     ({"checkpoint": "/no/such/generator.pt"}, "does not exist"),
     ({"half": True, "device": "cpu"}, r"half=True \(float16\) runs on a CUDA GPU only")])
 def test_bad_options_are_the_same_error(options, expected):
