@@ -157,8 +157,10 @@ def _max_err(a, b) -> tuple[float, float]:
 # reference: fp32 dots run as tf32x3 (the GPU tests' 1e-4); bf16 gradients are
 # stored in bf16.
 LIMITS = {
+    ("C++/CUDA", "float32", "composite"): 1e-6,
     ("C++/CUDA", "float32", "loss"): 1e-5,
     ("C++/CUDA", "float32", "gradient"): 1e-6,
+    ("C++/CUDA", "bfloat16", "composite"): 8e-3,
     ("C++/CUDA", "bfloat16", "loss"): 1e-5,
     ("C++/CUDA", "bfloat16", "gradient"): 8e-3,
     ("Triton", "float32", "loss"): 1e-4,
@@ -176,7 +178,7 @@ class Measurement:
     op: str
     kind: str  # "C++/CUDA" or "Triton": which LIMITS row applies
     dtype: str
-    output: str  # "loss" or "gradient"
+    output: str  # "composite", "loss" or "gradient"
     abs_err: float
     rel_err: float
 
@@ -221,14 +223,15 @@ def measure_agreement() -> tuple[list[Measurement], float]:
             found.append(Measurement(name, kind, str(dtype)[6:], what, *_max_err(a, b)))
 
     def both(fn, *args):
-        """fn's outputs and gradient wrt args[0] on the CPU and on CUDA."""
+        """fn's elementwise output (None for a loss-only op), loss and gradient wrt args[0] on the CPU
+        and on CUDA."""
         res = []
         for dev in ("cpu", "cuda"):
             x = args[0].to(dev).detach().requires_grad_()
             out = fn(x, *(a.to(dev) if torch.is_tensor(a) else a for a in args[1:]))
-            loss = out if not isinstance(out, tuple) else out[1]
+            elementwise, loss = out if isinstance(out, tuple) else (None, out)
             (g,) = torch.autograd.grad(loss.sum(), x)
-            res.append((out if not isinstance(out, tuple) else out[1], g))
+            res.append((None if elementwise is None else elementwise.detach(), loss, g))
         return res
 
     for dtype in (torch.float32, torch.bfloat16):
@@ -239,8 +242,9 @@ def measure_agreement() -> tuple[list[Measurement], float]:
         cases = [("composite_l2", lambda x, t, m: ops.composite_l2(x, t, m, "per_sample"), (g, t, m)),
                  ("feature_distance", lambda x, r, w: ops.feature_distance(x, r, w, "per_sample"), (f, r, w))]
         for name, fn, args in cases:
-            (lc, gc), (lg, gg) = both(fn, *args)
-            record(name, "C++/CUDA", dtype, (("loss", lg, lc), ("gradient", gg, gc)))
+            (ec, lc, gc), (eg, lg, gg) = both(fn, *args)
+            composite = (("composite", eg, ec),) if ec is not None else ()
+            record(name, "C++/CUDA", dtype, (*composite, ("loss", lg, lc), ("gradient", gg, gc)))
         # Triton on CUDA against the CPU reference (the CPU has no compiled Triton path).
         fr, rr = (torch.randn(64, 256, 6, 6, generator=gen).to(dtype) for _ in range(2))
         for name, fn, ref in (("gram_distance", gram.gram_distance, gram.gram_distance_reference),

@@ -462,6 +462,21 @@ def test_cuda_unaligned_empty_and_deterministic():
     torch.library.opcheck(torch.ops.nfinpaint.feature_distance.default, (g, t, m))
 
 
+@pytest.mark.gpu
+def test_cuda_samples_of_many_chunks_use_the_second_pass_tree():
+    """A sample of more than 256 chunks of 2048 elements (here 3x512x512: 384 chunks) is summed by
+    the per-sample second pass, which the small inputs above never reach."""
+    g, t, m = (x.cuda() for x in make_inputs((2, 3, 512, 512), soft=True, seed=29))
+    comp, loss = ops.composite_l2(g, t, m, "per_sample")
+    rcomp, rloss = ops.composite_l2_reference(g.double(), t.double(), m.double(), "per_sample")
+    torch.testing.assert_close(comp, rcomp.float())
+    torch.testing.assert_close(loss, rloss.float(), rtol=LOSS_RTOL, atol=0)
+    torch.testing.assert_close(ops.feature_distance(g, t, m, "per_sample"),
+                               ops.feature_distance_reference(g.double(), t.double(), m.double(),
+                                                              "per_sample").float(), rtol=LOSS_RTOL, atol=0)
+    assert torch.equal(ops.composite_l2(g, t, m, "per_sample")[1], loss)      # deterministic
+
+
 # ---------------------------------------------------------------------------
 # The CUDA kernels' launch plan and chunk mapping (shared host code, checked on the CPU)
 # ---------------------------------------------------------------------------
