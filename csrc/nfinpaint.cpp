@@ -27,7 +27,7 @@ TORCH_LIBRARY(nfinpaint, m) {
   m.def("composite_l2_backward(Tensor? grad_composite, Tensor? grad_sq_err, Tensor generated, Tensor target, Tensor mask) -> Tensor");
   // dist[n] = sum over sample n of weight*(fake-real)^2 (equation 2), float32 (float64 for float64 inputs).
   m.def("feature_distance(Tensor fake, Tensor real, Tensor? weight) -> Tensor");
-  // grad_fake = 2*grad_dist[n]*weight*(fake-real); real is a detached target and gets none.
+  // grad_fake = 2*grad_dist[n]*weight*(fake-real); the autograd wrapper (nfinpaint/ops.py) gives real -grad_fake.
   m.def("feature_distance_backward(Tensor grad_dist, Tensor fake, Tensor real, Tensor? weight) -> Tensor");
 
   // ---- PatchMatch (nfinpaint/patchmatch.py) ----

@@ -24,11 +24,12 @@ Semantics (both the op and its reference):
     Equation 2 of the paper: sum of weight*(fake-real)^2; weight is an optional
     (N,1,h,w) or (N,C,h,w) per-position weight (the hole mask resized to the
     feature resolution).  ``reduction``: "sum" (default, the paper's), "mean"
-    (divided by fake.numel()), "per_sample" ((N,) sums).  Gradients flow to
-    ``fake`` only: ``real`` is the detached target (features of the real
-    image) and ``weight`` a constant; they get none, so pass
-    ``real.detach()``-like tensors.  The op converts ``real`` and ``weight`` to
-    fake's dtype.
+    (divided by fake.numel()), "per_sample" ((N,) sums).  ``fake`` gets
+    d/dfake, ``real`` its negation (the distance depends on fake - real only),
+    ``weight`` none: the same contract as the Triton kernel and the plain
+    PyTorch reference.  The feature loss passes the real image's features
+    detached, so in training only ``fake`` receives one.  The op converts
+    ``real`` and ``weight`` to fake's dtype.
 
 Losses come back in float32 (float64 when the inputs are float64, so that
 ``gradcheck`` can check the kernels).

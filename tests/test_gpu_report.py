@@ -1,7 +1,7 @@
 """benchmarks/gpu_report.py: what can be checked without a GPU.
 
 It must refuse cleanly where no GPU is visible (exit 2, nothing written), plan
-every step the issue lists, write one Markdown report from step results (here
+every step it promises, write one Markdown report from step results (here
 fake ones: the real steps need a GPU) after every step, fail its agreement step
 beyond the stated limits, kill a step over its time limit, and train in a fresh
 folder on every run.

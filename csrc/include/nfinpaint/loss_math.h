@@ -39,8 +39,8 @@ NFI_HD T weighted_sq_diff(T f, T r, T w) {
   return w * d * d;
 }
 
-// d/dfake of grad_dist[n] * w*(f-r)^2. `real` gets no gradient (it is the
-// detached target of the feature loss).
+// d/dfake of grad_dist[n] * w*(f-r)^2. d/dreal is its negation, taken in the
+// autograd wrapper (nfinpaint/ops.py), so no kernel computes it twice.
 template <typename T>
 NFI_HD T feature_distance_grad(T grad_dist, T f, T r, T w) {
   return T(2) * grad_dist * w * (f - r);
