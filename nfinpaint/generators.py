@@ -1,9 +1,10 @@
 """The generator registry: every generator by name, read by config validation, training, loading,
 inpainting and the probe script.  A new generator is one class and one entry here.
 
-Each entry says how to build the generator for a training crop size, how to rebuild it from the
-``config`` dict it stores in its file, which crop sizes it takes, and whether it fills windows of
-any size at a picture's own resolution (``full_resolution``) or only its fixed ``image_size``.
+Each entry names the generator's class (whose ``variant`` class attribute is the registry name, stored
+in the ``config`` dict of its file; ``cls(image_size, **config)`` builds it), which crop sizes it
+takes, and whether it fills windows of any size at a picture's own resolution (``full_resolution``)
+or only its fixed ``image_size``.
 """
 from __future__ import annotations
 
@@ -13,16 +14,23 @@ from typing import Callable
 from torch import nn
 
 from nfinpaint.fullres_generator import FullResGenerator
-from nfinpaint.networks import Generator, generator_stages
+from nfinpaint.networks import PaperGenerator, ResidualGenerator, ResidualUNetGenerator, generator_stages
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    name: str
+    cls: type[nn.Module]                     # cls(image_size, **stored_config) builds it; cls.variant = name
     summary: str
-    build: Callable[..., nn.Module]          # build(image_size, **stored_config_without_variant)
     check_size: Callable[[int], object]      # raises ValueError for crop sizes it cannot take
     full_resolution: bool
+
+    @property
+    def name(self) -> str:
+        return self.cls.variant
+
+    def build(self, image_size: int, **config) -> nn.Module:
+        """A new generator for ``image_size`` crops; ``config``: the rest of its stored config."""
+        return self.cls(image_size, **config)
 
 
 def _fullres_size(image_size: int) -> None:
@@ -31,23 +39,14 @@ def _fullres_size(image_size: int) -> None:
                          f"got image_size={image_size!r}")
 
 
-def _paper_family(variant: str) -> Callable[..., nn.Module]:
-    def build(image_size: int, **config) -> nn.Module:
-        return Generator(image_size, variant=variant, **config)
-    return build
-
-
-GENERATORS: dict[str, GeneratorSpec] = {
-    "paper": GeneratorSpec("paper", "the paper's encoder-decoder (Tables 1-2), fixed size",
-                           _paper_family("paper"), generator_stages, False),
-    "residual": GeneratorSpec("residual", "the paper's network correcting a biharmonic fill, fixed size",
-                              _paper_family("residual"), generator_stages, False),
-    "residual_unet": GeneratorSpec("residual_unet", "residual, with U-Net skips, fixed size",
-                                   _paper_family("residual_unet"), generator_stages, False),
-    "fullres": GeneratorSpec("fullres", "fully convolutional residual U-Net over a multiscale biharmonic fill, "
-                             "any size", lambda image_size, **config: FullResGenerator(image_size, **config),
-                             _fullres_size, True),
-}
+GENERATORS: dict[str, GeneratorSpec] = {entry.name: entry for entry in (
+    GeneratorSpec(PaperGenerator, "the paper's encoder-decoder (Tables 1-2), fixed size", generator_stages, False),
+    GeneratorSpec(ResidualGenerator, "the paper's network correcting a biharmonic fill, fixed size",
+                  generator_stages, False),
+    GeneratorSpec(ResidualUNetGenerator, "residual, with U-Net skips, fixed size", generator_stages, False),
+    GeneratorSpec(FullResGenerator, "fully convolutional residual U-Net over a multiscale biharmonic fill, any size",
+                  _fullres_size, True),
+)}
 
 
 def spec(name: str) -> GeneratorSpec:

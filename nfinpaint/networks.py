@@ -2,11 +2,17 @@
 
 Layout (see docs/model.md for the reasoning):
 
-* ``Generator(image_size)``: ``stages`` x [conv3x3 + BN + ReLU, maxpool 2x2]
-  with widths 32, 64, 128, 256 (Table 1, the first ``stages`` of them), fc 1024
-  (+BN+ReLU), "defc" 256*s*s (+BN+ReLU) reshaped to 256 channels at s x s,
-  ``stages`` x [upsample x2 (nearest), conv3x3 + BN + ReLU] with the *last*
-  ``stages`` of the widths 64, 64, 32, 32 (Table 2), conv3x3 to RGB, sigmoid.
+* ``Generator(image_size)``, the base of the fixed-size generators: ``stages`` x
+  [conv3x3 + BN + ReLU, maxpool 2x2] with widths 32, 64, 128, 256 (Table 1, the
+  first ``stages`` of them), fc 1024 (+BN+ReLU), "defc" 256*s*s (+BN+ReLU) reshaped
+  to 256 channels at s x s, ``stages`` x [upsample x2 (nearest), conv3x3 + BN + ReLU]
+  with the *last* ``stages`` of the widths 64, 64, 32, 32 (Table 2), conv3x3 to RGB.
+  ``PaperGenerator`` (registry name ``paper``) ends in a sigmoid: Tables 1-2 exactly.
+  Beyond the paper (measured against it in docs/training.md): ``ResidualGenerator``
+  (``residual``) predicts a correction to a biharmonic fill of the hole
+  (initial_fill), in units of the crop's own contrast (input normalised by, output
+  scaled by the known pixels' spread); ``ResidualUNetGenerator`` (``residual_unet``)
+  adds U-Net skips from each encoder stage to the decoder stage of its resolution.
   ``stages`` = how many times the size halves to an integer >= 2, at most 4;
   at least 2 are required, so valid sizes are the multiples of 4 from 8 up.
   24x24 (the ``paper`` preset) -> 3 stages, 3x3 bottleneck, defc 2304;
@@ -36,11 +42,6 @@ DEFC_CHANNELS = 256                            # Table 2 "reshape" to 256 channe
 GLOBAL_D_WIDTHS = (32, (32, 64, 128, 256, 128))  # Table 3: conv3x3 s1, then conv4x4 s2 ...
 LOCAL_D_WIDTHS = (64, (64, 128, 256))            # Table 4
 MIN_SIZE = 8
-# "paper": Tables 1-2 exactly.  Beyond the paper (measured against it in docs/training.md):
-# "residual": the same network predicts a correction to a biharmonic fill of the hole (initial_fill),
-#   in units of the crop's own contrast (input normalised by, output scaled by the known pixels' spread);
-# "residual_unet": that, plus U-Net skips from each encoder stage to the decoder stage of its resolution.
-GENERATOR_VARIANTS = ("paper", "residual", "residual_unet")
 MAX_STAGES = 4
 MIN_BOTTLENECK = 2
 
@@ -72,24 +73,41 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 class Generator(nn.Module):
-    """Encoder-decoder inpainting network.
+    """The fixed-size generators' common part: the paper's encoder, fc bottleneck and decoder (Tables 1-2).
 
     ``forward(masked, mask)``: ``masked`` (N,3,S,S) in [0,1], ``mask`` (N,1,S,S),
-    1 = hole.  Whatever ``masked`` holds inside the hole is ignored: the network
-    replaces it by ``hole_fill`` (default 0; a number, or 3 numbers such as the
-    training set's mean colour) itself, so callers may pass the
-    zero-filled, mean-filled or even the original image without leaking the
-    hole's content.  Returns (N,3,S,S) in [0,1] (sigmoid), the raw generation
-    everywhere (compose with the known pixels outside: see losses.composite_and_l2).
+    1 = hole.  Whatever ``masked`` holds inside the hole is ignored: each
+    generator replaces it itself, so callers may pass the zero-filled,
+    mean-filled or even the original image without leaking the hole's content.
+    Returns (N,3,S,S) in [0,1], the raw generation everywhere (compose with the
+    known pixels outside: see losses.composite_and_l2).
+
+    Each subclass is one entry of ``nfinpaint.generators.GENERATORS`` (its class
+    attribute ``variant`` is the registry name, stored in ``config``) and says what
+    the trunk sees (``_network_input``), what its ``to_rgb`` output means
+    (``_network_output``) and, for U-Net skips, which encoder features the decoder
+    stages also take (``_skip_widths``, ``_encode``, ``_decode``).  The layers and
+    their attribute names (``encoder``, ``fc``, ``defc``, ``decoder``, ``to_rgb``)
+    are the same in every subclass, so a generator file's state dict loads by name.
+
+    ``Generator(image_size, variant=name, ...)`` (and so ``Generator(**config)``)
+    builds the class registered as ``name``; the default is :class:`PaperGenerator`.
     """
+
+    variant: str = ""     # the registry name; set by each subclass
+
+    def __new__(cls, *args, variant: str | None = None, **kwargs):
+        if cls is Generator:
+            cls = _registered_generator_class("paper" if variant is None else variant)
+        return super().__new__(cls)
 
     def __init__(self, image_size: int, *, hole_fill: float | tuple[float, float, float] | list[float] = 0.0,
                  encoder_widths: tuple[int, ...] | list[int] = ENCODER_WIDTHS,
                  decoder_widths: tuple[int, ...] | list[int] = DECODER_WIDTHS,
-                 fc_features: int = FC_FEATURES, defc_channels: int = DEFC_CHANNELS, variant: str = "paper"):
+                 fc_features: int = FC_FEATURES, defc_channels: int = DEFC_CHANNELS, variant: str | None = None):
         super().__init__()
-        if variant not in GENERATOR_VARIANTS:
-            raise ValueError(f"generator variant must be one of {GENERATOR_VARIANTS}, got {variant!r}")
+        if variant is not None and variant != self.variant:
+            raise ValueError(f"{type(self).__name__} is generator variant {self.variant!r}, got {variant!r}")
         stages = generator_stages(image_size)
         encoder_widths, decoder_widths = tuple(encoder_widths), tuple(decoder_widths)
         if len(encoder_widths) < stages or len(decoder_widths) < stages:
@@ -104,10 +122,7 @@ class Generator(nn.Module):
         hole_fill = fill[0] if fill.count(fill[0]) == 3 else fill
         self.config = dict(image_size=image_size, hole_fill=hole_fill,
                            encoder_widths=list(encoder_widths), decoder_widths=list(decoder_widths),
-                           fc_features=fc_features, defc_channels=defc_channels, variant=variant)
-        self.variant = variant
-        self.residual = variant != "paper"
-        self.skips = variant == "residual_unet"
+                           fc_features=fc_features, defc_channels=defc_channels, variant=self.variant)
         self.image_size = image_size
         self.stages = stages
         self.bottleneck = image_size >> stages
@@ -123,8 +138,6 @@ class Generator(nn.Module):
             layers += [_conv_bn_relu(cin, width), nn.MaxPool2d(2)]
             cin = width
         self.encoder = nn.Sequential(*layers)
-        # U-Net skips: decoder stage k also sees the encoder's features at its resolution
-        skip_widths = list(reversed(enc)) if self.skips else [0] * stages
         flat = cin * self.bottleneck ** 2
         self.fc = nn.Sequential(nn.Linear(flat, fc_features, bias=False), nn.BatchNorm1d(fc_features),
                                 nn.ReLU(inplace=True))
@@ -133,15 +146,34 @@ class Generator(nn.Module):
                                   nn.ReLU(inplace=True))
         layers = []
         cin = defc_channels
-        for width, skip in zip(dec, skip_widths):
+        for width, skip in zip(dec, self._skip_widths(enc)):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv_bn_relu(cin + skip, width)]
             cin = width
         self.decoder = nn.Sequential(*layers)
         self.to_rgb = nn.Conv2d(cin, 3, 3, padding=1)
-        if self.residual:
-            # start as the initial fill exactly; training learns the correction
-            nn.init.zeros_(self.to_rgb.weight)
-            nn.init.zeros_(self.to_rgb.bias)
+
+    # ----------------------------------------------------------------- what the subclasses say
+
+    def _network_input(self, masked: Tensor, mask: Tensor) -> tuple[Tensor, object]:
+        """The trunk's (N,4,S,S) input and what ``_network_output`` needs besides ``to_rgb``'s output."""
+        raise NotImplementedError
+
+    def _network_output(self, rgb: Tensor, context: object) -> Tensor:
+        """The generation (N,3,S,S) in [0,1] from ``to_rgb``'s output."""
+        raise NotImplementedError
+
+    def _skip_widths(self, encoder_widths: tuple[int, ...]) -> list[int]:
+        """Extra input channels of each decoder stage (from the bottleneck outwards): none."""
+        return [0] * len(encoder_widths)
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The encoder's output and the features the decoder takes as skips (none)."""
+        return self.encoder(x), []
+
+    def _decode(self, x: Tensor, skips: list[Tensor]) -> Tensor:
+        return self.decoder(x)
+
+    # ----------------------------------------------------------------- the shared forward
 
     def forward(self, masked: Tensor, mask: Tensor) -> Tensor:
         n, c, h, w = masked.shape
@@ -150,21 +182,8 @@ class Generator(nn.Module):
                              f"{self.image_size}) and mask (N,1,{self.image_size},{self.image_size}); "
                              f"got {tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
-        if self.residual:
-            filled = biharmonic_fill(masked * (1 - mask), mask)
-            # contrast normalisation: the network sees the crop in units of its own known pixels'
-            # spread and its correction is scaled back by it, so a flat crop gets a tiny
-            # correction and a busy one a large one (per-image PSNR is scale-free too)
-            centre, spread = known_stats(filled, mask)
-            x = torch.cat([(filled - centre) / spread, mask], dim=1)
-        else:
-            filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
-            x = torch.cat([filled, mask], dim=1)
-        skips = []
-        for layer in self.encoder:
-            if self.skips and isinstance(layer, nn.MaxPool2d):
-                skips.append(x)
-            x = layer(x)
+        x, context = self._network_input(masked, mask)
+        x, skips = self._encode(x)
         # flatten/reshape in NHWC order: free for channels-last tensors, and the fc
         # weights mean the same whichever memory format the caller uses
         x = self.fc(x.permute(0, 2, 3, 1).reshape(n, -1))
@@ -172,13 +191,83 @@ class Generator(nn.Module):
         x = self.defc(x).view(n, s, s, self.defc_channels).permute(0, 3, 1, 2)
         if not masked.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous()
+        return self._network_output(self.to_rgb(self._decode(x, skips)), context)
+
+
+class PaperGenerator(Generator):
+    """Tables 1-2 exactly: the hole is filled with ``hole_fill`` (default 0; a number, or 3
+    numbers such as the training set's mean colour), the output is a sigmoid."""
+
+    variant = "paper"
+
+    def _network_input(self, masked: Tensor, mask: Tensor) -> tuple[Tensor, None]:
+        filled = masked * (1 - mask) + self.fill.to(masked.dtype) * mask
+        return torch.cat([filled, mask], dim=1), None
+
+    def _network_output(self, rgb: Tensor, context: None) -> Tensor:
+        return torch.sigmoid(rgb)
+
+
+class ResidualGenerator(Generator):
+    """The paper's layers predicting a correction to a biharmonic fill of the hole
+    (``initial_fill.biharmonic_fill``) in units of the crop's own contrast: the input is
+    normalised by, and the correction scaled by, the known pixels' spread.  ``to_rgb`` starts
+    at zero, so an untrained one *is* the biharmonic fill.  ``hole_fill`` is stored but unused."""
+
+    variant = "residual"
+
+    def __init__(self, image_size: int, **config):
+        super().__init__(image_size, **config)
+        # start as the initial fill exactly; training learns the correction
+        nn.init.zeros_(self.to_rgb.weight)
+        nn.init.zeros_(self.to_rgb.bias)
+
+    def _network_input(self, masked: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        filled = biharmonic_fill(masked * (1 - mask), mask)
+        # contrast normalisation: the network sees the crop in units of its own known pixels'
+        # spread and its correction is scaled back by it, so a flat crop gets a tiny
+        # correction and a busy one a large one (per-image PSNR is scale-free too)
+        centre, spread = known_stats(filled, mask)
+        return torch.cat([(filled - centre) / spread, mask], dim=1), (filled, spread)
+
+    def _network_output(self, rgb: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
+        filled, spread = context
+        return (filled + spread * rgb).clamp(0.0, 1.0)
+
+
+class ResidualUNetGenerator(ResidualGenerator):
+    """:class:`ResidualGenerator` plus U-Net skips: each decoder stage also sees the encoder's
+    pre-pooling features of its resolution (concatenated before its conv)."""
+
+    variant = "residual_unet"
+
+    def _skip_widths(self, encoder_widths: tuple[int, ...]) -> list[int]:
+        return list(reversed(encoder_widths))
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        skips = []
+        for layer in self.encoder:
+            if isinstance(layer, nn.MaxPool2d):
+                skips.append(x)
+            x = layer(x)
+        return x, skips
+
+    def _decode(self, x: Tensor, skips: list[Tensor]) -> Tensor:
         for layer in self.decoder:
-            if self.skips and not isinstance(layer, nn.Upsample):
+            if not isinstance(layer, nn.Upsample):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = layer(x)
-        if self.residual:
-            return (filled + spread * self.to_rgb(x)).clamp(0.0, 1.0)
-        return torch.sigmoid(self.to_rgb(x))
+        return x
+
+
+def _registered_generator_class(name: str) -> type[Generator]:
+    """The fixed-size generator class the registry names ``name`` (for ``Generator(variant=name)``)."""
+    from nfinpaint.generators import spec  # noqa: PLC0415  (the registry imports this module)
+    cls = spec(name).cls
+    if not (isinstance(cls, type) and issubclass(cls, Generator)):
+        raise ValueError(f"generator {name!r} is not one of the fixed-size networks Generator builds; "
+                         f"use nfinpaint.generators.build_generator or generator_from_config")
+    return cls
 
 
 def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:

@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from nfinpaint.config import PRESETS
-from nfinpaint.networks import (GlobalDiscriminator, Generator, LocalDiscriminator,
-                                count_parameters, crop_patches, generator_stages, local_patch_origin)
+from nfinpaint.generators import GENERATORS, build_generator, generator_from_config
+from nfinpaint.networks import (GlobalDiscriminator, Generator, LocalDiscriminator, PaperGenerator,
+                                ResidualGenerator, ResidualUNetGenerator, count_parameters, crop_patches,
+                                generator_stages, local_patch_origin)
 
 
 def _convs(module):
@@ -151,6 +153,65 @@ def test_channels_last_matches_contiguous():
     assert ycl.is_contiguous(memory_format=cl)
     torch.testing.assert_close(ycl, y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(d.to(memory_format=cl)(ycl), d(y), atol=1e-5, rtol=1e-5)
+
+
+
+# ----------------------------------------------------------------------------- the generator classes
+
+def test_registry_has_one_class_per_name():
+    classes = [entry.cls for entry in GENERATORS.values()]
+    assert len(set(classes)) == len(classes)
+    for name, entry in GENERATORS.items():
+        assert entry.name == name == entry.cls.variant
+    fixed = {name for name, entry in GENERATORS.items() if issubclass(entry.cls, Generator)}
+    assert {GENERATORS[name].cls for name in fixed} == {PaperGenerator, ResidualGenerator, ResidualUNetGenerator}
+    for name in fixed:        # the old spelling Generator(size, variant=name) / Generator(**config) still builds it
+        assert type(Generator(8, variant=name)) is GENERATORS[name].cls
+    assert type(Generator(8)) is PaperGenerator
+    with pytest.raises(ValueError, match="'paper'"):
+        PaperGenerator(8, variant="residual")
+    with pytest.raises(ValueError, match="unknown generator"):
+        Generator(8, variant="nope")
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_each_registered_generator_loads_its_own_state_dict(name):
+    entry = GENERATORS[name]
+    size = 16 if entry.full_resolution else 8
+    torch.manual_seed(8)
+    g = build_generator(name, size)
+    assert type(g) is entry.cls and g.config["variant"] == name
+    with torch.no_grad():                 # away from the zero-initialised to_rgb of the residual ones
+        for p in g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g.eval()
+    again = generator_from_config(g.config)
+    assert type(again) is entry.cls and again.config == g.config
+    again.load_state_dict(g.state_dict(), strict=True)
+    again.eval()
+    x, m = torch.rand(2, 3, size, size), torch.zeros(2, 1, size, size)
+    m[..., 2:6, 3:7] = 1
+    with torch.no_grad():
+        assert torch.equal(again(x, m), g(x, m))
+
+
+def test_fixed_size_generator_files_keep_their_weight_names():
+    """The names and shapes a generator file holds (users' files of every kind must keep loading)."""
+    weights = {"encoder.0.0.weight": (32, 4, 3, 3), "encoder.2.0.weight": (64, 32, 3, 3),
+             "fc.0.weight": (1024, 256), "defc.0.weight": (1024, 1024),
+             "decoder.1.0.weight": (32, 256, 3, 3), "decoder.3.0.weight": (32, 32, 3, 3),
+             "to_rgb.weight": (3, 32, 3, 3), "to_rgb.bias": (3,)}
+    norms = {"encoder.0.1": 32, "encoder.2.1": 64, "fc.1": 1024, "defc.1": 1024, "decoder.1.1": 32,
+             "decoder.3.1": 32}
+    for cls in (PaperGenerator, ResidualGenerator, ResidualUNetGenerator):
+        want = dict(weights)
+        if cls is ResidualUNetGenerator:      # the skips widen the decoder convs' inputs
+            want.update({"decoder.1.0.weight": (32, 256 + 64, 3, 3), "decoder.3.0.weight": (32, 32 + 32, 3, 3)})
+        for prefix, width in norms.items():
+            want.update({f"{prefix}.{k}": (width,) for k in ("weight", "bias", "running_mean", "running_var")})
+            want[f"{prefix}.num_batches_tracked"] = ()
+        got = {k: tuple(v.shape) for k, v in cls(8).state_dict().items()}
+        assert got == want, cls.__name__
 
 
 def test_patch_origin_centres_and_clamps():
