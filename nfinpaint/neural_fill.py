@@ -145,7 +145,7 @@ def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     Returns the window with its holes filled (known pixels exactly the input's)."""
     base = None
     if scale > 1:
-        coarse_fill = _pass(generator, *_shrink(blank_holes(window, hole), hole, scale), None, mirror)
+        coarse_fill = _pass(generator, *_shrink(window, hole, scale), None, mirror)
         base = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
     return _pass(generator, window, hole, base, mirror)
 

@@ -231,6 +231,21 @@ def test_mirror_average_is_the_mean_of_the_fill_and_its_mirror_images():
     assert torch.equal(both[(hole < 0.5).expand_as(both)], window[(hole < 0.5).expand_as(window)])
 
 
+@pytest.mark.parametrize("scale", [1, 3])
+def test_what_a_hole_holds_never_reaches_the_fill(scale):
+    """Full resolution and coarse to fine: the fill depends on the known pixels only."""
+    torch.manual_seed(int(torch.randint(0, 2**31, ())))
+    generator = FullResGenerator(64).eval()
+    for p in generator.parameters():
+        p.data.normal_(0, 0.05)
+    window, hole = torch.rand(1, 3, 96, 96), torch.zeros(1, 1, 96, 96)
+    hole[..., 20:70, 30:80] = 1
+    noisy = torch.where(hole > 0, torch.rand_like(window), window)
+    filled = neural_fill.fill_window(generator, window, hole, scale=scale)
+    assert torch.equal(filled, neural_fill.fill_window(generator, noisy, hole, scale=scale))
+    assert torch.equal(filled[(hole == 0).expand_as(filled)], window[(hole == 0).expand_as(window)])
+
+
 @pytest.mark.parametrize("scale", [1, 2])
 def test_mirror_averaged_fill_of_a_mirrored_window_is_the_mirrored_fill(scale):
     g = _rng()
