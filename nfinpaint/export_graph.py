@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE)
+                                    MULTISCALE_MIN_SIDE, conjugate_gradients, relax_harmonic)
 
 MAX_SIDE = 8192
 
@@ -29,8 +29,6 @@ def _levels(side: int, stop: int) -> int:
         side = (side + 1) // 2
         count += 1
     return count
-
-
 
 
 def _min_side(x: Tensor) -> Tensor:
@@ -74,42 +72,13 @@ def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
 
 
 def harmonic_fill(image: Tensor, mask: Tensor, levels: int) -> Tensor:
-    known = 1 - mask
-    known3 = known.expand_as(image).contiguous()
-    x = push_pull(image * known, known3, levels)
-    x = torch.where(known3 > 0, image, x)
-    c = image.shape[1]
-    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]],
-                          dtype=image.dtype, device=image.device).expand(c, 1, 3, 3)
-    for _ in range(DEFAULT_ITERATIONS):
-        neighbours = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-        x = image * known + neighbours * mask
-    empty = known.flatten(1).amax(dim=1) == 0
-    return torch.where(empty.view(-1, 1, 1, 1), torch.full_like(x, 0.5), x)
+    known3 = (1 - mask).expand_as(image).contiguous()
+    x = push_pull(image * (1 - mask), known3, levels)
+    return relax_harmonic(image, mask, torch.where(known3 > 0, image, x), DEFAULT_ITERATIONS)
 
 
-def _laplacian(x: Tensor) -> Tensor:
-    c = x.shape[1]
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
-                          dtype=x.dtype, device=x.device).expand(c, 1, 3, 3)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-
-
-def biharmonic_fill(image: Tensor, mask: Tensor, iterations: int, start: Tensor) -> Tensor:
-    hole = mask.expand_as(image)
-    x = torch.where(hole > 0.5, start, image)
-    r = -_laplacian(_laplacian(x)) * hole
-    p = r
-    rs = (r * r).sum(dim=(2, 3), keepdim=True)
-    for _ in range(iterations):
-        ap = _laplacian(_laplacian(p * hole)) * hole
-        alpha = rs / (p * ap).sum(dim=(2, 3), keepdim=True).clamp_min(1e-20)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = (r * r).sum(dim=(2, 3), keepdim=True)
-        p = r + (rs_new / rs.clamp_min(1e-20)) * p
-        rs = rs_new
-    return x
+def _biharmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int) -> Tensor:
+    return conjugate_gradients(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations)
 
 
 def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE,
@@ -128,11 +97,11 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
         coarse_image = _halve_mean(img * known) / coarse_known.clamp_min(1e-6)
         pyramid.append((coarse_image * (1 - coarse_mask), coarse_mask))
     img, m = pyramid[-1]
-    out = biharmonic_fill(img, m, COARSEST_ITERATIONS, harmonic_fill(img, m, pp[levels]))
+    out = _biharmonic(img, m, harmonic_fill(img, m, pp[levels]), COARSEST_ITERATIONS)
     for i in range(levels - 1, -1, -1):
         img, m = pyramid[i]
-        terminal = biharmonic_fill(img, m, COARSEST_ITERATIONS, harmonic_fill(img, m, pp[i]))
-        refined = biharmonic_fill(img, m, iterations, _up(out, img))
+        terminal = _biharmonic(img, m, harmonic_fill(img, m, pp[i]), COARSEST_ITERATIONS)
+        refined = _biharmonic(img, m, _up(out, img), iterations)
         out = torch.where(_min_side(img) < 2 * MULTISCALE_MIN_SIDE, terminal, refined)
     return out
 

@@ -41,9 +41,16 @@ def harmonic_fill(image: Tensor, mask: Tensor, iterations: int = DEFAULT_ITERATI
     mask = mask.to(image.dtype)
     known = 1 - mask
     x = _push_pull(image * known, known.expand_as(image).contiguous())
-    x = torch.where(known.expand_as(image) > 0, image, x)
+    return relax_harmonic(image, mask, torch.where(known.expand_as(image) > 0, image, x), iterations)
+
+
+def relax_harmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int) -> Tensor:
+    """Jacobi steps towards the harmonic fill from ``start``; a sample without known pixels becomes
+    mid-grey.  Shared with the export graph (nfinpaint.export_graph), which builds its own start."""
+    known = 1 - mask
     c = image.shape[1]
     kernel = image.new_tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]]).expand(c, 1, 3, 3)
+    x = start
     for _ in range(iterations):
         neighbours = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
         x = image * known + neighbours * mask
@@ -70,27 +77,31 @@ def biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = CG_ITERATIONS
     dtype = image.dtype
     image, mask = image.float(), mask.float()
     with torch.autocast(image.device.type, enabled=False):
-        hole = mask.expand_as(image)
-        if start is None:
-            x = harmonic_fill(image, mask)
-        else:
-            x = torch.where(hole > 0.5, start.float(), image)
-
-        def apply(v: Tensor) -> Tensor:      # P L L P v
-            return _laplacian(_laplacian(v * hole)) * hole
-
-        r = -_laplacian(_laplacian(x)) * hole          # residual of L L x = 0 in the hole
-        p = r
-        rs = (r * r).sum(dim=(2, 3), keepdim=True)     # per image and channel: independent systems
-        for _ in range(iterations):
-            ap = apply(p)
-            alpha = rs / (p * ap).sum(dim=(2, 3), keepdim=True).clamp_min(1e-20)
-            x = x + alpha * p
-            r = r - alpha * ap
-            rs_new = (r * r).sum(dim=(2, 3), keepdim=True)
-            p = r + (rs_new / rs.clamp_min(1e-20)) * p
-            rs = rs_new
+        x = harmonic_fill(image, mask) if start is None else torch.where(mask > 0.5, start.float(), image)
+        x = conjugate_gradients(mask, x, iterations)
     return x.to(dtype)
+
+
+def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int) -> Tensor:
+    """``iterations`` conjugate-gradient steps on ``P L L P`` from ``x`` (the start in the hole, the
+    known pixels elsewhere).  Shared with the export graph (nfinpaint.export_graph)."""
+    hole = mask.expand_as(x)
+
+    def apply(v: Tensor) -> Tensor:      # P L L P v
+        return _laplacian(_laplacian(v * hole)) * hole
+
+    r = -_laplacian(_laplacian(x)) * hole          # residual of L L x = 0 in the hole
+    p = r
+    rs = (r * r).sum(dim=(2, 3), keepdim=True)     # per image and channel: independent systems
+    for _ in range(iterations):
+        ap = apply(p)
+        alpha = rs / (p * ap).sum(dim=(2, 3), keepdim=True).clamp_min(1e-20)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum(dim=(2, 3), keepdim=True)
+        p = r + (rs_new / rs.clamp_min(1e-20)) * p
+        rs = rs_new
+    return x
 
 
 # Coarse-to-fine smooth fill: conjugate-gradient steps on the coarsest level and on each finer one, and the
