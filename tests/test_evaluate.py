@@ -8,8 +8,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from PIL import Image
 
 from _crafted import header_only_png
+from _scan_traps import SCAN_TRAPS, run_within, scan_trap
 from nfinpaint import baselines, evaluate, generator_io
 from nfinpaint.config import PRESETS
 from nfinpaint.data import DataSplit
@@ -361,32 +360,15 @@ def test_bad_command_lines_are_clear_errors(tmp_path, checkpoint, data_dir, caps
     assert list((tmp_path / "here").iterdir()) == []
 
 
-def _scan_case(folder, case):
-    """Three 40x40 pictures in ``folder`` (one in sub/), and a link loop sub/loop -> .. or a FIFO
-    pipe.png; returns the warning the command prints about it."""
-    (folder / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    for name in ("a.png", "b.png", "sub/c.png"):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(folder / name)
-    if case == "link loop":
-        (folder / "sub" / "loop").symlink_to("..")     # walked, it reached every picture again, without end
-        return f"warning: {folder}: dropped 1 duplicate path(s) reached again through links"
-    os.mkfifo(folder / "pipe.png")                     # opening it to read blocks until a writer comes
-    return f"warning: skipping {folder / 'pipe.png'}: not a regular file"
-
-
-@pytest.mark.parametrize("case", ["link loop", "fifo"])
+@pytest.mark.parametrize("case", SCAN_TRAPS)
 def test_a_data_folder_with_a_link_loop_or_a_fifo_is_read_once(tmp_path, case):
     """Not errors: each picture is evaluated once, the warning says what was left out.  In a
     subprocess with a time limit, so that a scan that blocks on the FIFO fails instead of hanging."""
     folder, out = tmp_path / "data", tmp_path / "o"
-    said = _scan_case(folder, case)
+    said = scan_trap(folder, case)
     argv = [sys.executable, "-m", "nfinpaint.evaluate", "--data", str(folder), "--methods", "biharmonic",
             "--image-size", "16", "--figures", "0", "--out", str(out), "--no-progress"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"evaluate did not finish in 300 s with a {case} in --data")
+    done = run_within(argv, tmp_path, f"evaluate with a {case} in --data")
     assert done.returncode == 0, done.stderr
     assert any(line.startswith(said) for line in done.stderr.splitlines()), done.stderr
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))

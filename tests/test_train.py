@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from _crafted import header_only_png
+from _scan_traps import SCAN_TRAPS, run_within, scan_trap
 from nfinpaint import _extension, ops
 from nfinpaint.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nfinpaint.checkpoint import list_checkpoints, rng_state
@@ -302,31 +303,14 @@ def test_resume_refuses_to_change_the_run(tmp_path, capsys):
     assert "already at step 1" in _bad(["--resume", str(run), "--steps", "0"], capsys)
 
 
-def _scan_case(folder, case):
-    """Three 40x40 pictures in ``folder`` (one in sub/), and a link loop sub/loop -> .. or a FIFO
-    pipe.png; returns the warning the command prints about it."""
-    (folder / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    for name in ("a.png", "b.png", "sub/c.png"):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(folder / name)
-    if case == "link loop":
-        (folder / "sub" / "loop").symlink_to("..")     # walked, it reached every picture again, without end
-        return f"warning: {folder}: dropped 1 duplicate path(s) reached again through links"
-    os.mkfifo(folder / "pipe.png")                     # opening it to read blocks until a writer comes
-    return f"warning: skipping {folder / 'pipe.png'}: not a regular file"
-
-
-@pytest.mark.parametrize("case", ["link loop", "fifo"])
+@pytest.mark.parametrize("case", SCAN_TRAPS)
 def test_a_data_folder_with_a_link_loop_or_a_fifo_trains_on_each_picture_once(tmp_path, case):
     """Not errors: the run trains on each picture once, the warning says what was left out.  In a
     subprocess with a time limit, so that a scan that blocks on the FIFO fails instead of hanging."""
     folder, run = tmp_path / "data", tmp_path / "run"
-    said = _scan_case(folder, case)
+    said = scan_trap(folder, case)
     argv = [sys.executable, "-m", "nfinpaint.train", *TINY, "--data", str(folder), "--steps", "2", "--out", str(run)]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"train did not finish in 300 s with a {case} in --data")
+    done = run_within(argv, tmp_path, f"train with a {case} in --data")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert any(line.startswith(said) for line in lines), done.stderr
