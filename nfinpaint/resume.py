@@ -31,7 +31,6 @@ class ResumePoint:
     run_dir: Path
     checkpoint: Path
     payload: dict
-    config: TrainConfig | None = None     # what resume_config made of it (command-line overrides included)
 
     @property
     def step(self) -> int:
@@ -84,8 +83,7 @@ def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
                               f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
-    point.config = dataclasses.replace(saved, **overrides).validate()
-    return point.config
+    return dataclasses.replace(saved, **overrides).validate()
 
 
 def _as_set(value) -> str:
@@ -93,14 +91,14 @@ def _as_set(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def check_config_file(point: ResumePoint, config: TrainConfig | None = None) -> None:
+def check_config_file(point: ResumePoint, config: TrainConfig) -> None:
     """ConfigError when the run's config.toml was edited by hand in a key a resumed run cannot
     change: the run goes on with its checkpoint's config, and would silently overwrite the edit.
 
     A key it may change (RESUMABLE_KEYS) that the file holds otherwise than both the checkpoint and
-    the resumed run (``config``, default ``point.config``: overrides included) is no error (after a
-    hard kill the file can hold a newer ``steps`` than any checkpoint), but the file is rewritten
-    with the run's value: one warning says so, and which ``--set`` keeps the file's."""
+    the resumed run (``config``: overrides included) is no error (after a hard kill the file can
+    hold a newer ``steps`` than any checkpoint), but the file is rewritten with the run's value:
+    one warning says so, and which ``--set`` keeps the file's."""
     path = point.run_dir / "config.toml"
     if not path.is_file():
         return
@@ -116,9 +114,7 @@ def check_config_file(point: ResumePoint, config: TrainConfig | None = None) -> 
         raise ConfigError(f"{path} was edited ({', '.join(edited)}; e.g. {key} = {written[key]!r}, the run's is "
                           f"{saved[key]!r}), and a resumed run keeps its own config; to train with the edited "
                           f"file start a new run with --config {path} --out NEW_DIR, or undo the edit")
-    run = config if config is not None else point.config
-    used = {key: saved[key] if run is None else getattr(run, key) for key in RESUMABLE_KEYS & written.keys()
-            if key in saved}
+    used = {key: getattr(config, key) for key in RESUMABLE_KEYS & written.keys() if key in saved}
     # an edit is a value the checkpoint does not hold; one the run uses anyway (--set, --steps) loses nothing
     lost = sorted(key for key, value in used.items() if written[key] != saved[key] and written[key] != value)
     if lost:
