@@ -16,7 +16,8 @@ outside the holes are returned unchanged, exactly.
 ``mask``: the same kinds, one channel (a colour PIL image is read as its luminance), white =
 hole: a bool array or tensor (True = hole); an integer one (any integer dtype) holding only 0
 and 1 (1 = hole), else grey levels 0..255 (uint16: 0..65535); a float one in [0, 1]; a PIL
-image by its grey levels, as its file would be read.  Soft edges follow :mod:`nfinpaint.mask_options`'s
+image by its grey levels, as its file would be read (a grey one holding only 0 and 1 too means
+1 = hole).  Soft edges follow :mod:`nfinpaint.mask_options`'s
 rule; ``invert=True`` for black = hole, ``dilate=PX`` to grow the holes,
 ``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 
 from nfinpaint import mask_options
+from nfinpaint.images import zero_one_levels
 from nfinpaint.errors import NfinpaintError
 
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"}
@@ -179,6 +181,9 @@ def _raise(message: str):
 def mask_levels(mask: Any) -> np.ndarray:
     """A mask (PIL, numpy or torch) as (H, W) float32 grey levels in [0, 1] (alpha: transparent = 0)."""
     if isinstance(mask, Image.Image):
+        binary = zero_one_levels(mask)
+        if binary is not None:      # 0/1 only: 1 = hole, as its file is read and as an integer array
+            return binary
         if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
             rgba = np.asarray(mask.convert("RGBA"), dtype=np.float32) / 255.0
             return (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) * rgba[..., 3]

@@ -181,14 +181,34 @@ def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.T
             None if alpha is None else torch.from_numpy(alpha), bits)
 
 
+_INTEGER_GREY_MODES = ("L", "I;16", "I;16L", "I;16B", "I")
+
+
+def zero_one_levels(img: Image.Image) -> np.ndarray | None:
+    """A grey integer mask image holding only 0 and 1, with some 1 (what saving
+    ``(m > 0).astype(np.uint8)`` gives), as (H, W) float32 levels 0/1: 1 = hole, as for an integer
+    mask array.  None for any other image.  Read as grey levels such a mask could only be refused,
+    since none of its pixels reaches 50% grey."""
+    if img.mode not in _INTEGER_GREY_MODES:
+        return None
+    levels = np.asarray(img)
+    if levels.size == 0 or levels.max() != 1 or levels.min() < 0:
+        return None
+    return levels.astype(np.float32)
+
+
 def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
     """Read a mask image (white = hole) of any mode as a (1, H, W) {0, 1} float32 tensor.
 
     Colour and palette masks are converted to luminance; an alpha channel, if
-    present, multiplies it (transparent pixels are not holes).
+    present, multiplies it (transparent pixels are not holes).  A grey mask holding
+    only 0 and 1 means 1 = hole (:func:`zero_one_levels`).
     """
     img = ImageOps.exif_transpose(_open(path))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    binary = zero_one_levels(img)
+    if binary is not None:
+        value = binary
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         value = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) * rgba[..., 3]
     elif img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):

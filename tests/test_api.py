@@ -148,7 +148,8 @@ def test_every_mask_kind_gives_the_same_fill(inpainter):
     for mask in (hole.astype(np.uint8) * 255, hole.astype(np.float32), Image.fromarray(hole.astype(np.uint8) * 255),
                  torch.from_numpy(hole)[None].float(), Image.fromarray(~hole).convert("RGB"),
                  hole.astype(np.int64), hole.astype(np.int32) * 255, hole.astype(np.int16), hole.astype(np.uint8),
-                 hole.astype(np.uint16) * 65535, torch.from_numpy(hole.astype(np.int64)), torch.from_numpy(hole)):
+                 hole.astype(np.uint16) * 65535, torch.from_numpy(hole.astype(np.int64)), torch.from_numpy(hole),
+                 Image.fromarray(hole.astype(np.uint8)), Image.fromarray(hole.astype(np.uint16))):   # 0/1: 1 = hole
         invert = isinstance(mask, Image.Image) and mask.mode == "RGB"
         assert np.array_equal(inpainter(picture, mask, invert=invert), reference)
 

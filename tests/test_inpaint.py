@@ -725,6 +725,18 @@ def test_dilate_and_invert_pixel_by_pixel(tmp_path, checkpoint):
     assert np.array_equal(mask_options.read_holes(tmp_path / "black_holes.png"), ~hole)
 
 
+@pytest.mark.parametrize("dtype, suffix", [(np.uint8, "png"), (np.uint16, "png"), (">u2", "tif")])
+def test_a_mask_file_of_zeros_and_ones_marks_its_ones(tmp_path, dtype, suffix):
+    # what Image.fromarray((m > 0).astype(np.uint8)).save(...) writes; as grey levels it has no hole
+    from nfinpaint import mask_options
+
+    hole = np.random.default_rng().random((23, 29)) > 0.8
+    path = tmp_path / f"zero_one.{suffix}"
+    Image.fromarray(hole.astype(dtype)).save(path)
+    assert np.array_equal(mask_options.read_holes(path), hole)
+    assert np.array_equal(mask_options.read_holes(path, invert=True), ~hole)
+
+
 def test_antialiased_rim_counts_and_isolated_faint_grey_does_not(tmp_path):
     from nfinpaint import mask_options
 
