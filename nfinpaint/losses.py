@@ -27,7 +27,7 @@ from nfinpaint import ops
 from nfinpaint.config import L2_FORMS, LOSS_REDUCTIONS
 from nfinpaint.kernels import gram
 
-TERMS = ("l2", "adv_global", "adv_local", "feature")
+TERMS = ("l2", "adv_global", "adv_local", "feature", "ssim")
 # The log-form L2's floor: an image's hole MSE below it (PSNR above 50 dB) no longer counts.
 LOG_L2_EPS = 1e-5
 
@@ -64,6 +64,53 @@ def composite_and_l2(generated: Tensor, target: Tensor, mask: Tensor, use_custom
     if reduction == "image_sum":
         loss = loss / generated.shape[0]
     return composite, loss
+
+
+# ----------------------------------------------------------------------------- SSIM
+
+# scikit-image's structural_similarity defaults, which nfinpaint.metrics reports: a 7x7 uniform window,
+# sample covariances, K1 = 0.01, K2 = 0.03, data range 1.
+SSIM_WINDOW = 7
+SSIM_C1 = 0.01 ** 2
+SSIM_C2 = 0.03 ** 2
+
+
+def _symmetric_pad(t: Tensor, pad: int) -> Tensor:
+    """Pad the last two dims by mirroring with the edge pixel repeated (scipy.ndimage's "reflect",
+    which scikit-image's SSIM uses; torch's "reflect" leaves the edge out)."""
+    t = torch.cat([t[..., :pad].flip(-1), t, t[..., -pad:].flip(-1)], dim=-1)
+    return torch.cat([t[..., :pad, :].flip(-2), t, t[..., -pad:, :].flip(-2)], dim=-2)
+
+
+def ssim_map(x: Tensor, y: Tensor) -> Tensor:
+    """The SSIM map (N,C,H,W) of ``x`` against ``y`` as scikit-image computes it (uniform 7x7 window,
+    mirrored at the border, sample covariances), differentiable in both.  Images need at least
+    :data:`SSIM_WINDOW` // 2 pixels a side."""
+    pad = SSIM_WINDOW // 2
+    area = SSIM_WINDOW * SSIM_WINDOW
+    unbias = area / (area - 1)
+
+    def mean(t: Tensor) -> Tensor:
+        return F.avg_pool2d(_symmetric_pad(t, pad), SSIM_WINDOW, stride=1)
+
+    mx, my = mean(x), mean(y)
+    vx = unbias * (mean(x * x) - mx * mx)
+    vy = unbias * (mean(y * y) - my * my)
+    cov = unbias * (mean(x * y) - mx * my)
+    return ((2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
+
+
+def ssim_hole_loss(composite: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Batch mean of ``1 - hole SSIM``: one minus the SSIM map's mean over each image's hole pixels (all
+    channels), what evaluation reports as hole SSIM; ``mask`` (N,1,H,W), 1 = hole.  The windows that
+    straddle the hole's border count, so a fill that does not continue its surroundings loses.  An
+    image without a hole contributes 0.  ``target`` gets no gradient."""
+    dtype = torch.promote_types(composite.dtype, torch.float32)    # bf16 under autocast: in float32
+    score = ssim_map(composite.to(dtype), target.detach().to(dtype))
+    hole = (mask > 0.5).float().expand_as(score)
+    per_image = (score * hole).flatten(1).sum(1) / hole.flatten(1).sum(1).clamp_min(1)
+    has_hole = hole.flatten(1).amax(1)
+    return (has_hole * (1 - per_image)).mean()
 
 
 # ----------------------------------------------------------------------------- adversarial

@@ -1,6 +1,7 @@
 """The training objective: equation 3's terms, their weights, forms and reductions, as one value.
 
     generator:      L = l2 * L2 + adv_global * Ladv_global + adv_local * Ladv_local + feature * Ln
+                        + ssim * (1 - hole SSIM)          (the last beyond the paper; 0 in its presets)
     discriminators: BCE(real, 1) + BCE(fake, 0), global + local (equation 1)
 
 :class:`Objective` is built from a :class:`nfinpaint.config.TrainConfig`
@@ -37,6 +38,7 @@ class Objective:
     feature_form: str = "plain"     # plain | log (the logarithm of the term: scale-free)
     feature_region: str = "image"   # image | hole (equation 2 weighted by each feature cell's hole share)
     use_custom_ops: bool = False
+    ssim: float = 0.0               # weight of 1 - hole SSIM (losses.ssim_hole_loss)
 
     def __post_init__(self):
         losses.check_reduction(self.reduction)
@@ -47,16 +49,21 @@ class Objective:
         return cls(config.l2_weight, config.adv_global_weight, config.adv_local_weight, config.feature_weight,
                    reduction=config.loss_reduction, l2_form=config.l2_form, feature_kind=config.feature_kind,
                    feature_form=config.feature_form, feature_region=config.feature_region,
-                   use_custom_ops=config.use_custom_ops)
+                   use_custom_ops=config.use_custom_ops, ssim=config.ssim_weight)
 
     def loss_weights(self) -> dict:
         """The weights and reduction as a run records them (``loss_weights`` in the generator's meta)."""
-        return {"l2": self.l2, "adv_global": self.adv_global, "adv_local": self.adv_local,
-                "feature": self.feature, "reduction": self.reduction}
+        weights = {"l2": self.l2, "adv_global": self.adv_global, "adv_local": self.adv_local,
+                   "feature": self.feature, "reduction": self.reduction}
+        return {**weights, "ssim": self.ssim} if self.ssim else weights
 
     @property
     def uses_features(self) -> bool:
         return self.feature > 0
+
+    @property
+    def uses_ssim(self) -> bool:
+        return self.ssim > 0
 
     # -- the terms ----------------------------------------------------------------------------
 
@@ -75,6 +82,11 @@ class Objective:
         term = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=self.feature_kind, weight=weight,
                                    use_custom_ops=self.use_custom_ops, reduction=self.reduction)
         return term.clamp_min(1e-12).log() if self.feature_form == "log" else term
+
+    @staticmethod
+    def ssim_term(composite: Tensor, real: Tensor, mask: Tensor) -> Tensor:
+        """1 - the composite's hole SSIM against the real image (batch mean)."""
+        return losses.ssim_hole_loss(composite, real, mask)
 
     @staticmethod
     def adversarial_term(fake_logits: Tensor) -> Tensor:

@@ -75,15 +75,54 @@ def find_resume_point(path: str | os.PathLike) -> ResumePoint:
     raise AssertionError("unreachable")
 
 
+def saved_config(point: ResumePoint) -> TrainConfig:
+    """The config the checkpoint's run trained with."""
+    # keys the checkpoint lacks were added after it was written: they take what training did before
+    return TrainConfig(**{**PAPER_METHOD, **point.payload["config"]})
+
+
 def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     """The run's own config with ``overrides`` of the keys a resumed run may change."""
-    # keys the checkpoint lacks were added after it was written: they take what training did before
-    saved = TrainConfig(**{**PAPER_METHOD, **point.payload["config"]})
+    saved = saved_config(point)
     for key, value in overrides.items():
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
                               f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
     return dataclasses.replace(saved, **overrides).validate()
+
+
+# Keys that shape the models a checkpoint holds: a fine-tune keeps them, so the weights fit.
+MODEL_KEYS = ("generator", "image_size", "local_patch_size")
+
+
+def fine_tune_config(point: ResumePoint, overrides: dict) -> TrainConfig:
+    """The config of a new run that goes on from ``point``'s checkpoint: that run's config with
+    ``overrides`` of any key but :data:`MODEL_KEYS`, and ``steps`` beyond the checkpoint's step
+    (the learning-rate schedule goes on from there)."""
+    saved = saved_config(point)
+    for key in MODEL_KEYS:
+        if key in overrides and overrides[key] != getattr(saved, key):
+            raise ConfigError(f"cannot change {key} when fine-tuning (the run's is {getattr(saved, key)!r}): the "
+                              f"checkpoint's weights are shaped by it; start a new run for another {key}")
+    config = dataclasses.replace(saved, **overrides).validate()
+    if (config.ema_decay > 0) != (saved.ema_decay > 0):
+        raise ConfigError(f"cannot turn the weight average {'on' if config.ema_decay > 0 else 'off'} when "
+                          f"fine-tuning (the run's ema_decay is {saved.ema_decay}); change its rate only")
+    if config.steps <= point.step:
+        raise ConfigError(f"{point.checkpoint} is at step {point.step}; a fine-tune goes on from there: pass "
+                          f"--steps N with N > {point.step}")
+    return config
+
+
+def fine_tune_origin(point: ResumePoint, config: TrainConfig) -> dict:
+    """What a fine-tuned run records of where it started: the checkpoint, its step, the settings
+    changed ({key: [before, after]}) and, when that run was a fine-tune too, its own origin."""
+    before, after = dataclasses.asdict(saved_config(point)), dataclasses.asdict(config)
+    origin = {"checkpoint": str(point.checkpoint.resolve()), "step": point.step,
+              "changed": {key: [before[key], value] for key, value in after.items() if before[key] != value}}
+    if point.payload.get("fine_tuned_from"):
+        origin["from"] = point.payload["fine_tuned_from"]
+    return origin
 
 
 def _as_set(value) -> str:

@@ -4,6 +4,7 @@
     python -m nfinpaint.train --data DIR --preset paper           # a folder of images, the paper's setting
     torchrun --nproc_per_node=8 -m nfinpaint.train --data DIR ... # several GPUs / nodes (DDP)
     python -m nfinpaint.train --resume RUN                        # continue a stopped run, bit for bit
+    python -m nfinpaint.train --fine-tune RUN --set KEY=V --steps N --out NEW   # go on under new settings
 
 The schedule is GLCIC's staged one (the paper optimises "in a gradual way"):
 ``g_warmup_steps`` of the generator alone on L2 (+ the feature loss), then
@@ -172,6 +173,8 @@ class Trainer:
                 with torch.no_grad():
                     feat_real = self.feature_net(real)
             terms["feature"] = objective.feature_term(feat_fake, feat_real, mask)
+        if objective.uses_ssim:
+            terms["ssim"] = objective.ssim_term(composite, real, mask)
         if stage == "joint":
             # The generator's update needs the discriminators' input gradients only: freezing
             # their weights skips the weight-gradient half of their backward, and running the
@@ -254,16 +257,17 @@ class Trainer:
 
 
 def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
-          resume: ResumePoint | str | os.PathLike | None = None,
+          resume: ResumePoint | str | os.PathLike | None = None, fine_tune: ResumePoint | None = None,
           info: distributed.DistInfo | None = None, progress: bool = True) -> dict:
-    """Train per ``config`` into run directory ``out`` (or continue the run at ``resume``).
+    """Train per ``config`` into run directory ``out`` (or continue the run at ``resume``; or, with
+    ``fine_tune``, go on from that checkpoint in the new run ``out``).
 
     Everything that can fail on bad input (data, feature weights, resume path,
     run directory) is checked before anything is written.  Returns a summary
     dict (steps done, final metrics, whether it was interrupted, paths).
     """
     info = info or distributed.setup(config.device)
-    run = Run.prepare(config, out, resume, info)   # checks; sets the CPU threads
+    run = Run.prepare(config, out, resume, info, fine_tune=fine_tune)   # checks; sets the CPU threads
     train_ds, val_ds = build_data(config)
     feature_net = build_feature_net(config)
     trainer = Trainer(config, feature_net, info)
@@ -287,9 +291,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                 center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
                 run.samples(step, sample_batch, center, trainer.fill(sample_batch, center))
 
-        if start == 0:
-            validate(0)
-            samples(0)
+        if run.point is None:     # a new run (a fine-tune too): where it starts from
+            validate(start)
+            samples(start)
         run.open_progress(progress)
         step, interrupted, path = start, False, None
         with StopRequest() as stop:
@@ -329,13 +333,13 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
 
 
 def run(args: argparse.Namespace) -> int:
-    config, point = config_from_args(args)
+    config, point, origin = config_from_args(args)
     if args.print_config:
         print(to_toml(config), end="")
         return 0
     info = distributed.setup(config.device)
     try:
-        result = train(config, args.out, resume=point, info=info, progress=not args.quiet)
+        result = train(config, args.out, resume=point, fine_tune=origin, info=info, progress=not args.quiet)
     finally:
         distributed.teardown(info)
     return cli.EXIT_INTERRUPTED if result["interrupted"] else 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nfinpaint import cli
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, coerce, load_config
-from nfinpaint.resume import ResumePoint, find_resume_point, resume_config
+from nfinpaint.resume import ResumePoint, fine_tune_config, find_resume_point, resume_config
 
 
 def build_parser(doc: str) -> argparse.ArgumentParser:
@@ -33,6 +33,11 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
                         help="continue the run in DIR from its newest checkpoint, bit for bit (same losses as an "
                              "uninterrupted run); only --steps, --device, --no-compile and logging "
                              "cadences may change")
+    parser.add_argument("--fine-tune", metavar="RUN",
+                        help="start a new run (--out) from the newest checkpoint of RUN (or RUN/checkpoints/"
+                             "step_N.pt): its weights, optimiser states, step and config, with any setting "
+                             "changed but the models' shape (--set, --steps N beyond its step); e.g. "
+                             "--set ssim_weight=10 --steps 14000. Recorded in the new run's meta")
     parser.add_argument("--device", metavar="DEV", help="auto (GPU if visible, default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, metavar="S",
                         help="seed of the weights, the data split, crops and augmentation (default 0)")
@@ -75,14 +80,25 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ResumePoint | None]:
-    """The run's config, and the point it resumes from (None for a new run)."""
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ResumePoint | None, ResumePoint | None]:
+    """The run's config, the point it resumes from and the point it fine-tunes (None when not)."""
     overrides = overrides_from_args(args)
-    if args.resume is None:
-        return load_config(args.preset, args.config, overrides), None
+    if args.resume is None and args.fine_tune is None:
+        return load_config(args.preset, args.config, overrides), None, None
+    option = "--resume" if args.fine_tune is None else "--fine-tune"
+    if args.resume is not None and args.fine_tune is not None:
+        raise ConfigError("--resume continues a run in its own directory, --fine-tune starts a new one from it: "
+                          "give one of them")
     if args.preset is not None or args.config is not None:
-        raise ConfigError("--resume continues a run with its own config; drop --preset/--config")
+        raise ConfigError(f"{option} goes on with the run's own config; drop --preset/--config (change "
+                          f"settings with --set)")
+    if args.fine_tune is not None:
+        point = find_resume_point(args.fine_tune)
+        if args.out is not None and Path(args.out).resolve() == point.run_dir.resolve():
+            raise ConfigError("--fine-tune starts a new run: give --out a new directory (--resume continues "
+                              "the run in its own)")
+        return fine_tune_config(point, overrides), None, point
     point = find_resume_point(args.resume)
     if args.out is not None and Path(args.out).resolve() != point.run_dir.resolve():
         raise ConfigError("--resume continues in the run's own directory; drop --out")
-    return resume_config(point, overrides), point
+    return resume_config(point, overrides), point, None

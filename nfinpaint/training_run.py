@@ -6,7 +6,7 @@
 1. :meth:`Run.prepare` checks everything that can refuse the run (the resume
    point, the run directory, the data folders, the operators it needs), writes
    nothing, and sets the CPU threads (a resumed run: its own count);
-2. :meth:`Run.restore` puts a resumed run's models, optimisers and random
+2. :meth:`Run.restore` puts a resumed (or fine-tuned) run's models, optimisers and random
    states back (bit for bit);
 3. :meth:`Run.start` takes the directory (lock), writes ``config.toml`` and the
    ``start``/``resume`` record of ``metrics.jsonl`` and prints the run's lines;
@@ -36,7 +36,8 @@ from nfinpaint.errors import NfinpaintError
 from nfinpaint.figures import save_comparison_grid
 from nfinpaint.files import remove_stale_temps
 from nfinpaint.provenance import versions
-from nfinpaint.resume import ResumePoint, check_config_file, find_resume_point, set_aside_later_checkpoints
+from nfinpaint.resume import (ResumePoint, check_config_file, find_resume_point, fine_tune_origin,
+                              set_aside_later_checkpoints)
 from nfinpaint.run_dir import (MetricsLog, RunLock, check_new_run_dir, check_not_in_use, check_outside_data,
                                default_run_dir, metrics_to_keep, say, write_config)
 
@@ -63,10 +64,12 @@ class Run:
     """One run directory (new or resumed) and the process's part in writing it."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, point: ResumePoint | None,
-                 info: distributed.DistInfo, kept_metrics: list[str] | None):
+                 info: distributed.DistInfo, kept_metrics: list[str] | None, origin: ResumePoint | None = None):
         self.config, self.dir, self.point, self.info = config, run_dir, point, info
+        self.origin = origin    # the checkpoint a fine-tune starts from
         self.is_main = info.is_main
-        self.start_step = point.step if point is not None else 0
+        start = point or origin
+        self.start_step = start.step if start is not None else 0
         self._kept_metrics = kept_metrics
         self.samples_dir = run_dir / "samples"
         self.lock: RunLock | None = None
@@ -81,9 +84,12 @@ class Run:
 
     @classmethod
     def prepare(cls, config: TrainConfig, out: str | os.PathLike | None, resume: ResumePoint | str | os.PathLike | None,
-                info: distributed.DistInfo) -> "Run":
-        """The run directory ``out`` (a new run) or the run at ``resume``, checked; nothing is written."""
+                info: distributed.DistInfo, fine_tune: ResumePoint | None = None) -> "Run":
+        """The run directory ``out`` (a new run, or a fine-tune of ``fine_tune``'s checkpoint) or the run at
+        ``resume``, checked; nothing is written."""
         point = find_resume_point(resume) if isinstance(resume, (str, os.PathLike)) else resume
+        if point is not None and fine_tune is not None:
+            raise ConfigError("a run either resumes or fine-tunes, not both")
         if point is not None:
             run_dir = point.run_dir
             if config.steps < point.step:
@@ -106,20 +112,22 @@ class Run:
             raise ConfigError("use_custom_ops = true needs the compiled operators (nfinpaint._C), which are not "
                               "built: install with `pip install .`, or pass --set use_custom_ops=false")
         kept = metrics_to_keep(run_dir, point.step) if point is not None and info.is_main else None
-        run = cls(config, run_dir, point, info, kept)
-        # a resumed run reuses its thread count: bit for bit needs the same one
-        run.threads, note = set_cpu_threads(config.threads or (point.payload.get("threads", 0) if point else 0),
+        run = cls(config, run_dir, point, info, kept, origin=fine_tune)
+        # a resumed run (and a fine-tune) reuses its thread count: bit for bit needs the same one
+        start = point or fine_tune
+        run.threads, note = set_cpu_threads(config.threads or (start.payload.get("threads", 0) if start else 0),
                                             info.device)
         if note:
             say(info.is_main, note)
         return run
 
     def restore(self, trainer) -> int:
-        """A resumed run's models, optimisers and random states, as its checkpoint saved them; the step
-        to start at (0 for a new run)."""
-        if self.point is not None:
-            trainer.load_state_dict(self.point.payload)
-            set_rng_state(self.point.payload["rng"])
+        """A resumed or fine-tuned run's models, optimisers and random states, as its checkpoint saved
+        them; the step to start at (0 for a new run)."""
+        start = self.point or self.origin
+        if start is not None:
+            trainer.load_state_dict(start.payload)
+            set_rng_state(start.payload["rng"])
         return self.start_step
 
     # -- writing ------------------------------------------------------------------------------
@@ -129,6 +137,10 @@ class Run:
         line), write config.toml and the first record, and say what the run is (``data``: its sets)."""
         info, config, threads = self.info, self.config, self.threads
         self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained}
+        if self.origin is not None:
+            self.provenance["fine_tuned_from"] = fine_tune_origin(self.origin, config)
+        elif self.point is not None and self.point.payload.get("fine_tuned_from"):
+            self.provenance["fine_tuned_from"] = self.point.payload["fine_tuned_from"]
         self.lock = RunLock(self.dir, new=self.point is None) if self.is_main else None
         if self.is_main:
             # temporary files of a writer killed mid-write (kill -9): no other process writes here now
@@ -151,7 +163,9 @@ class Run:
                      f"amp={'bf16' if amp else 'off (fp32)'}, custom ops={config.use_custom_ops}",
                      f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}",
                      f"schedule: {config.schedule()}, to step {config.steps}"
-                     + (f"; resuming at step {self.start_step}" if self.start_step else "")):
+                     + (f"; resuming at step {self.start_step}" if self.point is not None else "")
+                     + (f"; fine-tuning {self.origin.checkpoint} from step {self.start_step}"
+                        if self.origin is not None else "")):
             say(self.is_main, line)
         self.log({"kind": "start" if self.point is None else "resume", "step": self.start_step,
                   "preset": config.preset, **self.provenance, "world_size": info.world_size,

@@ -114,6 +114,7 @@ def test_strings_from_the_command_line_are_parsed():
     ({"feature_layer": "conv9"}, "feature_layer must be one of"),
     ({"feature_region": "border"}, "feature_region must be one of"),
     ({"feature_region": "hole", "feature_kind": "gram"}, "the Gram distance compares whole maps"),
+    ({"ssim_weight": "-1"}, "ssim_weight must be a finite number >= 0"),
 ])
 def test_values_the_models_cannot_take_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):

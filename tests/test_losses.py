@@ -8,8 +8,9 @@ import torch
 
 from nfinpaint.feature_net import VGGFeatures
 from nfinpaint.config import PRESETS
+from nfinpaint import metrics
 from nfinpaint.losses import (adversarial_d_loss, adversarial_g_loss, composite_and_l2, feature_loss,
-                              mask_to_feature_weight)
+                              mask_to_feature_weight, ssim_hole_loss, ssim_map)
 from nfinpaint.objective import Objective
 from nfinpaint.kernels.gram import gram_distance_reference
 from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
@@ -135,6 +136,51 @@ def test_mask_to_feature_weight():
     assert torch.allclose(weight, torch.tensor([[[[0.5, 0.0], [0.0, 0.0]]]]))
 
 
+def _hwc(t):
+    return t.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 37), (1, 3, 9, 12)])
+def test_ssim_map_is_scikit_images(shape):
+    # the map evaluation reports (nfinpaint.metrics wraps skimage.metrics.structural_similarity),
+    # borders included, on fresh random pictures
+    x = torch.rand(shape, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    ours = ssim_map(x, y)
+    for i in range(shape[0]):
+        _, reference = metrics.ssim_map(_hwc(x[i]), _hwc(y[i]))
+        assert ours[i].permute(1, 2, 0).numpy() == pytest.approx(reference, abs=1e-10)
+
+
+def test_ssim_hole_loss_is_one_minus_the_reported_hole_ssim():
+    x = torch.rand(3, 3, 32, 24, dtype=torch.float64)
+    y = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    mask = (torch.rand(3, 1, 32, 24) > 0.6).double()
+    mask[2] = 0                                            # no hole: contributes 0, not a NaN
+    reported = [1 - metrics.ssim(_hwc(x[i]), _hwc(y[i]), mask[i, 0].numpy() > 0.5) for i in range(2)]
+    assert float(ssim_hole_loss(x, y, mask)) == pytest.approx(sum(reported) / 3, abs=1e-12)
+    assert float(ssim_hole_loss(y, y, mask)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ssim_hole_loss_gradient():
+    x = torch.rand(2, 3, 10, 11, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 3, 10, 11, dtype=torch.float64)
+    mask = torch.zeros(2, 1, 10, 11, dtype=torch.float64)
+    mask[..., 3:7, 2:8] = 1
+    assert torch.autograd.gradcheck(lambda t: ssim_hole_loss(t, y, mask), (x,))
+    ssim_hole_loss(x, y.requires_grad_(), mask).backward()
+    assert y.grad is None                                   # the target is not trained
+
+
+def test_the_ssim_term_is_weighted_into_the_generator_loss():
+    plain = Objective.from_config(PRESETS["fullres"])
+    assert not plain.uses_ssim and "ssim" not in plain.loss_weights()
+    with_ssim = Objective.from_config(dataclasses.replace(PRESETS["fullres"], ssim_weight=10.0))
+    assert with_ssim.uses_ssim and with_ssim.loss_weights()["ssim"] == 10.0
+    terms = {"l2": torch.tensor(-7.0), "ssim": torch.tensor(0.25)}
+    assert math.isclose(float(with_ssim.generator_loss(terms)), -7.0 + 2.5)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -144,7 +190,7 @@ def tiny_model():
     return Generator(8), GlobalDiscriminator(8), LocalDiscriminator(8), vgg
 
 
-@pytest.mark.parametrize("term", ["l2", "adv_global", "adv_local", "feature", "gram"])
+@pytest.mark.parametrize("term", ["l2", "adv_global", "adv_local", "feature", "gram", "ssim"])
 def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
     g, gd, ld, vgg = tiny_model
     g.train()
@@ -160,10 +206,13 @@ def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
         loss = adversarial_g_loss(gd(composite))
     elif term == "adv_local":
         loss = adversarial_g_loss(ld(crop_patches(composite, local_patch_origin(mask, 8), 8)))
+    elif term == "ssim":
+        loss = ssim_hole_loss(composite, target, mask)
     else:
         kind = "feature" if term == "feature" else "gram"
         loss = feature_loss(vgg(composite), vgg(target), kind=kind)
-    total = PAPER.generator_loss({term if term != "gram" else "feature": loss})
+    objective = dataclasses.replace(PAPER, ssim=1.0)
+    total = objective.generator_loss({term if term != "gram" else "feature": loss})
     total.backward()
     grads = [p.grad for p in g.parameters()]
     assert all(gr is not None for gr in grads), "some generator parameter got no gradient"

@@ -49,7 +49,7 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--device", "--seed",
+    for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--fine-tune", "--device", "--seed",
                    "--no-compile", "--feature-weights", "--config", "--set"):
         assert option in text
     assert "random" in text and "UNTRAINED" in text
@@ -82,6 +82,15 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
     assert generator(torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16)).shape == (2, 3, 16, 16)
 
 
+def test_the_ssim_term_trains_and_is_recorded(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "4", "--out", str(run), "--set", "ssim_weight=2.5"]) == 0
+    joint = _records(run)[-1]
+    assert joint["stage"] == "joint" and 0 < joint["ssim"] <= 2 and np.isfinite(joint["loss_g"])
+    assert all("ssim" not in r for r in _records(run) if r["stage"] == "discriminator")
+    assert load_generator(run)[1]["loss_weights"]["ssim"] == 2.5
+
+
 def test_resume_continues_bit_for_bit(tmp_path):
     k = 4  # stops in the joint stage (warm-ups: 2 generator + 1 discriminator steps)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
@@ -103,6 +112,39 @@ def test_resume_continues_bit_for_bit(tmp_path):
     for (name, a), b in zip(g_straight.state_dict().items(), g_resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert [r["step"] for r in _records(stopped, "resume")] == [k]
+
+
+def test_fine_tune_goes_on_from_the_checkpoint_under_new_settings(tmp_path):
+    k = 4
+    common = TINY + ["--seed", "3", "--set", "train_masks=random", "--set", "lr_schedule=constant",
+                     "--device", "cpu"]
+    base, same, changed = tmp_path / "base", tmp_path / "same", tmp_path / "changed"
+    assert main(common + ["--steps", str(k), "--out", str(base)]) == 0
+    before = {p: p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    # only --steps changed: the new run trains exactly as resuming the old one would
+    assert main(["--fine-tune", str(base), "--steps", str(2 * k), "--out", str(same), "--quiet"]) == 0
+    assert {p: p.read_bytes() for p in base.rglob("*") if p.is_file()} == before      # the source run is untouched
+    straight = tmp_path / "straight"
+    assert main(common + ["--steps", str(2 * k), "--out", str(straight)]) == 0
+    want = {step: losses for step, losses in _losses(straight).items() if step > k}
+    assert _losses(same) == want
+    assert [r["step"] for r in _records(same, "val")][0] == k        # validated where it starts
+    # a new loss term: trained from the same weights, recorded where the run and its generator say how
+    assert main(["--fine-tune", str(base / "checkpoints" / f"step_{k:07d}.pt"), "--steps", str(k + 2),
+                 "--set", "ssim_weight=2.0", "--out", str(changed), "--quiet"]) == 0
+    assert all("ssim" in r for r in _records(changed)) and sorted(_losses(changed)) == [k + 1, k + 2]
+    meta = load_generator(changed)[1]
+    origin = meta["fine_tuned_from"]
+    assert origin["step"] == k and Path(origin["checkpoint"]) == (base / "checkpoints" / f"step_{k:07d}.pt").resolve()
+    assert origin["changed"] == {"steps": [k, k + 2], "ssim_weight": [0.0, 2.0]}
+    assert meta["loss_weights"]["ssim"] == 2.0 and meta["step"] == k + 2
+    assert _records(changed, "start")[0]["fine_tuned_from"] == origin
+    # resuming the fine-tuned run keeps the record; fine-tuning it again chains it
+    assert main(["--resume", str(changed), "--steps", str(k + 3), "--quiet"]) == 0
+    assert load_generator(changed)[1]["fine_tuned_from"] == origin
+    again = tmp_path / "again"
+    assert main(["--fine-tune", str(changed), "--steps", str(k + 4), "--out", str(again), "--quiet"]) == 0
+    assert load_generator(again)[1]["fine_tuned_from"]["from"] == origin
 
 
 def test_different_seeds_train_differently(tmp_path):
@@ -186,6 +228,8 @@ def _bad_input_files(tmp_path):
         (tmp_path / name / "checkpoints").mkdir(parents=True)
         torch.save(payload, tmp_path / name / "checkpoints" / "step_0000001.pt")
         (tmp_path / name / "config.toml").write_text(to_toml(TrainConfig()))
+    (tmp_path / "ready" / "checkpoints").mkdir(parents=True)       # a run at step 2, to fine-tune
+    torch.save({**_checkpoint_payload(), "step": 2}, tmp_path / "ready" / "checkpoints" / "step_0000002.pt")
     (tmp_path / "bombonly").mkdir()
     header_only_png(tmp_path / "bombonly" / "b.png", 30000, 30000)     # PIL's decompression-bomb guard
     (tmp_path / "busy").mkdir()
@@ -244,6 +288,14 @@ RESUME_INPUTS = [
     ("--resume {tmp}/mistyped", "config key 'lr' in its config needs a number, got 'fast'"),
     ("--resume {tmp}/norng", "it has no 'rng' entry"),
     ("--resume {tmp}/nostep", "its step is 'one'"),
+    ("--fine-tune {tmp}/nope --out {tmp}/run", "does not exist"),
+    ("--fine-tune {tmp}/ready --set image_size=32 --out {tmp}/run", "cannot change image_size when fine-tuning"),
+    ("--fine-tune {tmp}/ready --set ema_decay=0 --out {tmp}/run", "cannot turn the weight average off"),
+    ("--fine-tune {tmp}/ready --steps 2 --out {tmp}/run", "pass --steps N with N > 2"),
+    ("--fine-tune {tmp}/ready --steps 9 --out {tmp}/ready", "give --out a new directory"),
+    ("--fine-tune {tmp}/ready --resume {tmp}/ready --steps 9", "give one of them"),
+    ("--fine-tune {tmp}/ready --preset paper --steps 9 --out {tmp}/run", "drop --preset/--config"),
+    ("--fine-tune {tmp}/ready --steps 9 --set ssim_weight=-1 --out {tmp}/run", "ssim_weight must be a finite"),
 ]
 
 
@@ -253,7 +305,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, monk
     held = _bad_input_files(tmp_path)
     try:
         before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-        args = ([] if argv.startswith("--resume") else TINY) + argv.format(tmp=tmp_path).split()   # later wins
+        args = ([] if argv.startswith(("--resume", "--fine-tune")) else TINY) + argv.format(tmp=tmp_path).split()
         message = _bad(args + ["--quiet"], capsys)
         assert expected in message and "weights_only" not in message, message
         assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
