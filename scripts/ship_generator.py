@@ -85,12 +85,20 @@ def main() -> int:
         # the evaluations ran through inpaint's fill: say which, so the numbers can be reproduced
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window"),
+        "loss_weights": meta.get("loss_weights"),
         "evaluations": evaluations,
     }
     features = "untrained VGG" if untrained else f"VGG features {meta.get('feature_weights')}"
-    meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {meta.get('step')} steps of "
-                           f"the {meta.get('preset')} preset on the photograph corpus "
-                           f"(scripts/build_photo_corpus.py), {features}")
+    steps = f"{meta.get('step')} steps of the {meta.get('preset')} preset"
+    origin = meta.get("fine_tuned_from")
+    if origin:      # train --fine-tune: say from which step, and what changed
+        meta["shipped"]["fine_tuned_from"] = origin
+        changed = ", ".join(f"{key} {before} -> {after}" for key, (before, after) in origin["changed"].items()
+                            if key != "steps")
+        steps = (f"{origin['step']} steps of the {meta.get('preset')} preset, then fine-tuned to step "
+                 f"{meta.get('step')} ({changed or 'same settings'})")
+    meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {steps} on the photograph "
+                           f"corpus (scripts/build_photo_corpus.py), {features}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size
