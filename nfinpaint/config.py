@@ -94,6 +94,9 @@ class TrainConfig:
     val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
     # -- model ----------------------------------------------------------------
     generator: str = "residual_unet"  # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
+    # a new run's generator (and weight average) starts from this generator file's weights: a run's
+    # generator.pt, an exported file, or "shipped" (the package's default); "" = the seeded init
+    init_generator: str = ""
     # -- schedule (GLCIC-style staged training) -----------------------------
     steps: int = 800                # total optimisation steps
     g_warmup_steps: int = 300       # stage 1: generator only, L2 (+ feature) loss

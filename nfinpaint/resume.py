@@ -7,6 +7,10 @@ anywhere else is refused: its run directory would be a guess, and the run
 writes config.toml, samples and generator.pt there.  Resuming from a checkpoint
 older than the run's newest starts a new branch: the later checkpoints are
 moved aside (:func:`set_aside_later_checkpoints`), said in one line.
+``--fine-tune RUN`` starts a new run from RUN's checkpoint under changed settings
+(:func:`fine_tune_config`); ``--init-generator FILE`` a new run whose generator
+starts from a generator file's weights, everything else fresh
+(:func:`open_initial_generator`).
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
 from nfinpaint.cli import warn
 from nfinpaint.config import PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig, read_toml
-from nfinpaint.generator_io import GENERATOR_FILENAME
+from nfinpaint.generator_io import GENERATOR_FILENAME, open_generator, resolve_generator_path
 from nfinpaint.run_dir import METRICS_FILE
 
 
@@ -105,6 +111,9 @@ def fine_tune_config(point: ResumePoint, overrides: dict) -> TrainConfig:
             raise ConfigError(f"cannot change {key} when fine-tuning (the run's is {getattr(saved, key)!r}): the "
                               f"checkpoint's weights are shaped by it; start a new run for another {key}")
     config = dataclasses.replace(saved, **overrides).validate()
+    if config.init_generator != saved.init_generator:
+        raise ConfigError("init_generator starts a new run's generator from a generator file; a fine-tune starts "
+                          "from its checkpoint's weights: drop it, or start a new run with --init-generator")
     if (config.ema_decay > 0) != (saved.ema_decay > 0):
         raise ConfigError(f"cannot turn the weight average {'on' if config.ema_decay > 0 else 'off'} when "
                           f"fine-tuning (the run's ema_decay is {saved.ema_decay}); change its rate only")
@@ -123,6 +132,22 @@ def fine_tune_origin(point: ResumePoint, config: TrainConfig) -> dict:
     if point.payload.get("fine_tuned_from"):
         origin["from"] = point.payload["fine_tuned_from"]
     return origin
+
+
+SHIPPED = "shipped"      # init_generator's name for the generator that ships in the package
+
+
+def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
+    """The generator file ``spec`` names (:data:`SHIPPED`: the package's default) and what a run records
+    of it (``initialised_from``: the file, its SHA-256, its description and step)."""
+    trained = open_generator(None if spec == SHIPPED else spec)
+    if trained is None:
+        raise ConfigError(f"init_generator = {SHIPPED!r}, but this installation ships no generator; pass a "
+                          f"generator file or a run directory")
+    file = resolve_generator_path(trained.path)
+    record = {"file": str(file.resolve()), "sha256": trained.sha256,
+              "description": trained.meta.get("description", ""), "step": trained.meta.get("step")}
+    return trained.generator, record
 
 
 def _as_set(value) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from nfinpaint import cli, distributed, inference, masks
-from nfinpaint.config import TrainConfig, to_toml
+from nfinpaint.config import ConfigError, TrainConfig, to_toml
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import build_datasets, describe
 from nfinpaint.devices import autocast_dtype
@@ -40,7 +40,7 @@ from nfinpaint.masks import blank_holes
 from nfinpaint.metrics import batch_psnr
 from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
 from nfinpaint.objective import Objective
-from nfinpaint.resume import ResumePoint
+from nfinpaint.resume import ResumePoint, open_initial_generator
 from nfinpaint.stop import StopRequest
 from nfinpaint.train_options import build_parser, config_from_args
 from nfinpaint.training_run import Run
@@ -116,6 +116,20 @@ class Trainer:
         self.objective = Objective.from_config(config)
         self.amp_dtype = autocast_dtype(config.amp, self.device)
         self.step_fn = torch.compile(self.train_step) if config.compile else self.train_step
+
+    def start_generator_from(self, generator: torch.nn.Module) -> None:
+        """A new run's generator, and its weight average, start as ``generator``'s weights (config
+        init_generator); ConfigError when the two generators are not shaped alike."""
+        state = generator.state_dict()
+        try:
+            self.generator.load_state_dict(state)
+        except RuntimeError as exc:
+            detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise ConfigError(f"init_generator: its generator does not fit this run's ({self.config.generator}, "
+                              f"image_size {self.config.image_size}): {detail}; use the preset it was trained "
+                              f"with (its meta says which)") from None
+        if self.average is not None:
+            self.average.model.load_state_dict(state)
 
     @property
     def inference_generator(self) -> torch.nn.Module:
@@ -272,6 +286,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
     feature_net = build_feature_net(config)
     trainer = Trainer(config, feature_net, info)
     start = run.restore(trainer)
+    if config.init_generator and run.point is None and run.origin is None:    # a new run, from a trained generator
+        generator, run.initialised_from = open_initial_generator(config.init_generator)
+        trainer.start_generator_from(generator)
     # -- nothing was written before this point --------------------------------------------
     try:
         run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype)

@@ -38,6 +38,11 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
                              "step_N.pt): its weights, optimiser states, step and config, with any setting "
                              "changed but the models' shape (--set, --steps N beyond its step); e.g. "
                              "--set ssim_weight=10 --steps 14000. Recorded in the new run's meta")
+    parser.add_argument("--init-generator", metavar="FILE",
+                        help="start the new run's generator from a trained one: a generator file, a run directory "
+                             "holding generator.pt, or 'shipped' (the package's default: fine-tune it on your own "
+                             "photographs with --preset fullres); the discriminators, optimisers and schedule start "
+                             "fresh. Recorded in the run's meta")
     parser.add_argument("--device", metavar="DEV", help="auto (GPU if visible, default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, metavar="S",
                         help="seed of the weights, the data split, crops and augmentation (default 0)")
@@ -64,7 +69,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {}
     for option, key in (("data", "data"), ("steps", "steps"), ("batch_size", "batch_size"), ("device", "device"),
                         ("seed", "seed"), ("feature_weights", "feature_weights"),
-                        ("threads", "threads")):
+                        ("threads", "threads"), ("init_generator", "init_generator")):
         value = getattr(args, option)
         if value is not None:
             overrides[key] = value

@@ -78,6 +78,7 @@ class Run:
         self.val_step: int | None = None   # and its step
         self.metrics: MetricsLog | None = None
         self.provenance: dict = {}
+        self.initialised_from: dict | None = None   # the generator file a new run's generator starts from
         self.threads = 0
 
     # -- before anything is written ----------------------------------------------------------
@@ -141,6 +142,10 @@ class Run:
             self.provenance["fine_tuned_from"] = fine_tune_origin(self.origin, config)
         elif self.point is not None and self.point.payload.get("fine_tuned_from"):
             self.provenance["fine_tuned_from"] = self.point.payload["fine_tuned_from"]
+        start = self.point or self.origin
+        initialised = self.initialised_from or (start.payload.get("initialised_from") if start else None)
+        if initialised:     # kept through resumes and fine-tunes: the weights still descend from that file
+            self.provenance["initialised_from"] = initialised
         self.lock = RunLock(self.dir, new=self.point is None) if self.is_main else None
         if self.is_main:
             # temporary files of a writer killed mid-write (kill -9): no other process writes here now

@@ -1,6 +1,7 @@
 """python -m nfinpaint.train: a tiny run end to end, bit-for-bit resume, Ctrl-C, bad input."""
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -49,8 +50,8 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--fine-tune", "--device", "--seed",
-                   "--no-compile", "--feature-weights", "--config", "--set"):
+    for option in ("--data", "--preset", "--steps", "--batch-size", "--out", "--resume", "--fine-tune",
+                   "--init-generator", "--device", "--seed", "--no-compile", "--feature-weights", "--config", "--set"):
         assert option in text
     assert "random" in text and "UNTRAINED" in text
 
@@ -145,6 +146,26 @@ def test_fine_tune_goes_on_from_the_checkpoint_under_new_settings(tmp_path):
     again = tmp_path / "again"
     assert main(["--fine-tune", str(changed), "--steps", str(k + 4), "--out", str(again), "--quiet"]) == 0
     assert load_generator(again)[1]["fine_tuned_from"]["from"] == origin
+
+
+def test_init_generator_starts_a_new_run_from_a_trained_generator(tmp_path):
+    common = TINY + ["--set", "train_masks=random", "--device", "cpu", "--seed", "1"]    # the same validation split
+    trained, started = tmp_path / "trained", tmp_path / "started"
+    assert main(common + ["--steps", "3", "--out", str(trained)]) == 0
+    assert main(common + ["--steps", "2", "--init-generator", str(trained), "--out", str(started)]) == 0
+    scores = lambda record: {k: v for k, v in record.items() if k.startswith("val_")}   # noqa: E731
+    # the new run's generator (and its weight average, which validation scores) start as the file's weights
+    first, last = _records(started, "val")[0], _records(trained, "val")[-1]
+    assert first["step"] == 0 and scores(first) and scores(first) == scores(last)
+    origin = load_generator(started)[1]["initialised_from"]
+    file = trained / "generator.pt"
+    assert Path(origin["file"]) == file.resolve() and origin["step"] == 3
+    assert origin["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert _records(started, "start")[0]["initialised_from"] == origin
+    # a resume goes on from its checkpoint, not from the file again, and keeps the record
+    assert main(["--resume", str(started), "--steps", "3", "--quiet"]) == 0
+    assert load_generator(started)[1]["initialised_from"] == origin
+    assert sorted(_losses(started)) == [1, 2, 3]
 
 
 def test_different_seeds_train_differently(tmp_path):
@@ -277,6 +298,10 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--seed -99999999999999999999999 --out {tmp}/run", "seed must be an integer from -2^63 to 2^64-1"),
     # refused before the run folder is written, not by running out of memory in the first step
     ("--batch-size 100000000000 --out {tmp}/run", "does not fit in memory"),
+    ("--init-generator {tmp}/nope.pt --out {tmp}/run", "generator checkpoint"),
+    ("--init-generator {tmp}/c.toml --out {tmp}/run", "not a readable nfinpaint generator file"),
+    # the shipped generator is the fullres one: it does not fit the tiny test model
+    ("--init-generator shipped --out {tmp}/run", "does not fit this run's"),
 ]
 RESUME_INPUTS = [
     ("--resume {tmp}/nope", "does not exist"),
@@ -296,6 +321,7 @@ RESUME_INPUTS = [
     ("--fine-tune {tmp}/ready --resume {tmp}/ready --steps 9", "give one of them"),
     ("--fine-tune {tmp}/ready --preset paper --steps 9 --out {tmp}/run", "drop --preset/--config"),
     ("--fine-tune {tmp}/ready --steps 9 --set ssim_weight=-1 --out {tmp}/run", "ssim_weight must be a finite"),
+    ("--fine-tune {tmp}/ready --steps 9 --init-generator shipped --out {tmp}/run", "a fine-tune starts from its"),
 ]
 
 
