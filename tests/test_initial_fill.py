@@ -108,3 +108,27 @@ def test_biharmonic_fill_reproduces_quadratic_ramps():
     bi = biharmonic_fill(image, mask)
     assert float((bi - image).abs().max()) < 2e-3
     assert float((harmonic_fill(image, mask) - image).abs().max()) > 5 * float((bi - image).abs().max())
+
+
+@pytest.mark.parametrize("where", ["inside", "at the border", "two holes"])
+def test_conjugate_gradients_on_the_holes_box_equal_the_whole_image(where):
+    """The box the steps run on (the holes and CG_REACH pixels around them) gives the whole image's result,
+    in float32 at the shipped step count (the sums are float64, so the order of summation does not move
+    the steps)."""
+    from nfinpaint.initial_fill import _hole_box, boxed_conjugate_gradients, conjugate_gradients
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    image = torch.rand(2, 3, 70, 90, generator=g)
+    mask = torch.zeros(2, 1, 70, 90)
+    top, left = (int(v) for v in torch.randint(3, 40, (2,), generator=g))
+    if where == "at the border":
+        top, left = 0, 90 - 14
+    mask[0, :, top:top + 12, left:left + 14] = 1
+    if where == "two holes":
+        mask[1, :, 50:60, 5:12] = 1
+    assert _hole_box(mask) is not None       # the path under test is taken
+    start = torch.where(mask > 0.5, torch.rand(image.shape, generator=g), image)
+    boxed = boxed_conjugate_gradients(mask, start, 32)
+    whole = conjugate_gradients(mask, start, 32)
+    torch.testing.assert_close(boxed, whole, atol=1e-6, rtol=0)
+    assert torch.equal(boxed[mask.expand_as(boxed) < 0.5], image[mask.expand_as(image) < 0.5])
