@@ -102,7 +102,9 @@ def _export(kind, fmt, checkpoints, tmp_path, capsys):
 
 def _expected(kind, checkpoints, image, mask):
     generator, _ = generator_io.load_generator(checkpoints[kind])
-    with pytest.MonkeyPatch.context() as patch:     # the graph's operators (see graph_operators)
+    # the graph's operators (see graph_operators), here only: a fixture would also change what the
+    # "paper" export traces (the generator's own forward, slices in use)
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(initial_fill, "_neighbour_sum", initial_fill.neighbour_sum_conv)
         return inference.fill(generator, image, mask).numpy()
 
