@@ -110,6 +110,25 @@ def test_biharmonic_fill_reproduces_quadratic_ramps():
     assert float((harmonic_fill(image, mask) - image).abs().max()) > 5 * float((bi - image).abs().max())
 
 
+def test_hole_box_is_the_holes_rows_and_columns_grown_by_the_reach():
+    from nfinpaint.initial_fill import CG_REACH, _hole_box
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    h, w = 80, 100
+    for _ in range(20):
+        mask = torch.zeros(3, 1, h, w)
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            n, top, left = (int(torch.randint(0, hi, (1,), generator=g)) for hi in (3, h - 5, w - 5))
+            mask[n, :, top:top + 5, left:left + 5] = 1
+        rows, cols = mask.sum(dim=(0, 1, 3)).nonzero().flatten(), mask.sum(dim=(0, 1, 2)).nonzero().flatten()
+        box = (slice(max(int(rows.min()) - CG_REACH, 0), min(int(rows.max()) + CG_REACH + 1, h)),
+               slice(max(int(cols.min()) - CG_REACH, 0), min(int(cols.max()) + CG_REACH + 1, w)))
+        area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+        assert _hole_box(mask) == (box if area <= 0.7 * h * w else None)
+    assert _hole_box(torch.zeros(1, 1, h, w)) is None        # no hole: nothing to box
+    assert _hole_box(torch.ones(1, 1, h, w)) is None         # all hole: the box is the image
+
+
 @pytest.mark.parametrize("where", ["inside", "at the border", "two holes"])
 def test_conjugate_gradients_on_the_holes_box_equal_the_whole_image(where):
     """The box the steps run on (the holes and CG_REACH pixels around them) gives the whole image's result,
