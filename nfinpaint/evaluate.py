@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the generator shipped in the package, nfinpaint/{DEFAULT_GENERATOR}, when "
                         "installed; sets the image and hole size)")
     p.add_argument("--data", metavar="DIR",
-                   help="folder of test images (cropped and scaled to the generator's size); "
-                        "default: the held-out split of the embedded default set")
+                   help="folder of test images (cropped and scaled to the generator's size; with --size, "
+                        "whole pictures); default: the held-out split of the embedded default set (with --size: "
+                        "the seven embedded scikit-image photographs, whole)")
     p.add_argument("--crops", choices=("center", "grid"), default="center",
                    help="with --data: one centre square per image scaled to the generator's size (default), or "
                         "grid: crops spread over each whole image at 1x, 2x and 4x the generator's size, up to 8 "
