@@ -18,6 +18,7 @@ import re
 import stat
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ PALETTE_SUFFIXES = {".gif"}                       # at most 256 colours
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+# Modes of one grey channel (with alpha or not): such a picture is filled and written back grey.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT_MODES}
 
 
 class ImageError(NfinpaintError, ValueError):
@@ -163,9 +166,19 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
-def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """(3, H, W) float32 RGB in [0, 1], the (H, W) uint8 alpha channel or None, and the bits per
-    channel of the file (8, 16, or 32 for float: more than 8 written back as 8-bit loses precision)."""
+class Picture(NamedTuple):
+    """An image file as :func:`read_image_and_alpha` reads it."""
+
+    image: torch.Tensor               # (3, H, W) float32 RGB in [0, 1] (a grey picture's channel three times)
+    alpha: torch.Tensor | None        # (H, W) uint8, or None
+    bits: int                         # per channel in the file: 8, 16, or 32 (float)
+    grey: bool                        # one grey channel (with or without alpha)
+
+
+def read_image_and_alpha(path: str | os.PathLike) -> Picture:
+    """The picture at ``path`` as a :class:`Picture`: its pixels as RGB, its alpha channel, its bits
+    per channel (more than 8 written back with 8 loses precision) and whether it is grey (then the
+    fill is written back grey: :func:`save_image` with ``grey=True``)."""
     img = _open(path)
     try:
         rgb, alpha = pil_to_arrays(img)
@@ -177,8 +190,8 @@ def read_image_and_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.T
         bits = 16
     else:
         bits = 8
-    return (torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
-            None if alpha is None else torch.from_numpy(alpha), bits)
+    return Picture(torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
+                   None if alpha is None else torch.from_numpy(alpha), bits, img.mode in _GREY_MODES)
 
 
 _INTEGER_GREY_MODES = ("L", "I;16", "I;16L", "I;16B", "I")
@@ -266,7 +279,7 @@ _SAVE_OPTIONS = {
 
 
 # The ICC data colour space (header bytes 16-19) that fits each mode a picture is written in.
-_PROFILE_SPACES = {"RGB": "RGB", "RGBA": "RGB", "L": "GRAY", "LA": "GRAY"}
+_PROFILE_SPACES = {"RGB": "RGB", "RGBA": "RGB", "L": "GRAY", "LA": "GRAY", "I;16": "GRAY", "F": "GRAY"}
 
 
 def icc_colour_space(icc: bytes) -> str | None:
@@ -289,23 +302,41 @@ def profile_fits(icc: bytes, mode: str) -> bool:
     return _PROFILE_SPACES.get(mode) is not None and icc_colour_space(icc) == _PROFILE_SPACES[mode]
 
 
+def _deep_grey(grey: torch.Tensor, bits: int, fmt: str) -> Image.Image | None:
+    """A (1, H, W) [0, 1] tensor as a PIL image of ``bits`` per channel when ``fmt`` holds that depth
+    of grey (16: PNG and TIFF; 32-bit float: TIFF), so that such a picture's pixels outside the holes
+    are written back exactly; else None (written with 8 bits)."""
+    if bits == 16 and fmt in ("PNG", "TIFF"):
+        return Image.fromarray((grey[0].detach().float().cpu().clamp(0, 1) * 65535.0 + 0.5).numpy()
+                               .astype(np.uint16))
+    if bits == 32 and fmt == "TIFF":
+        return Image.fromarray(grey[0].detach().float().cpu().numpy(), "F")
+    return None
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
-               info: dict | None = None) -> None:
-    """Write a (C, H, W) [0, 1] tensor as an 8-bit image, atomically (format from the suffix);
-    an (H, W) uint8 ``alpha`` is written as the image's alpha channel, unchanged; ``info``
-    (:func:`read_image_info`) is kept as far as the format can hold it, and its colour profile
-    only when it fits the written pixels (:func:`profile_fits`; dropped with an :class:`ImageWarning`)."""
+               info: dict | None = None, bits: int = 8) -> int:
+    """Write a (C, H, W) [0, 1] tensor (C = 3: RGB, C = 1: grey) atomically (format from the suffix),
+    and return the bits per channel written: 8, or ``bits`` (16, 32) for one grey channel without
+    alpha where the format holds that depth; an (H, W) uint8 ``alpha`` is written as the image's
+    alpha channel, unchanged; ``info`` (:func:`read_image_info`) is kept as far as the format can
+    hold it, and its colour profile only when it fits the written pixels (:func:`profile_fits`;
+    dropped with an :class:`ImageWarning`)."""
     path = Path(path)
-    pil = tensor_to_pil(image)
-    if alpha is not None:
-        pil = pil.convert("RGB")
-        pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    deep = _deep_grey(image, bits, fmt) if image.shape[0] == 1 and alpha is None else None
+    pil = deep if deep is not None else tensor_to_pil(image)
+    if alpha is not None:
+        pil = pil if pil.mode == "L" else pil.convert("RGB")
+        pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
+    if fmt == "WEBP" and pil.mode in ("L", "LA"):     # WebP has no grey: PIL would write RGB(A) anyway
+        pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
     icc = options.get("icc_profile")
     if icc and not profile_fits(icc, pil.mode):
-        # a grey or CMYK picture is read (and filled) as RGB: its profile no longer describes the pixels
+        # a CMYK picture is filled and written as RGB (a grey one too, where the format has no grey):
+        # its profile no longer describes the pixels
         del options["icc_profile"]
         space = icc_colour_space(icc)
         warnings.warn(f"{path}: the input's colour profile is "
@@ -313,3 +344,4 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
                       f"written without it (colours show as untagged sRGB)", ImageWarning, stacklevel=2)
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
+    return bits if deep is not None else 8

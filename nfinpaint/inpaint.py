@@ -2,7 +2,9 @@
 
 IMAGE is any picture PIL reads, of any size (8- or 16-bit, grey, palette,
 CMYK; its EXIF orientation is applied; an alpha channel is passed through to
-the output untouched where the format keeps it); MASK is an image of the same
+the output untouched where the format keeps it; a grey picture is written back
+grey, with 16 bits or float where the format holds them: PNG and TIFF keep
+16-bit grey, TIFF float); MASK is an image of the same
 size in which white marks the holes (any PNG mode: grey, RGB, palette, 16-bit;
 an alpha channel counts as "not a hole" where transparent).
 
@@ -496,9 +498,9 @@ def _read_holes(masks: list[Path], invert: bool) -> np.ndarray:
 
 
 def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.Namespace, loaded, device,
-              log: Callable[[str], None]) -> tuple[list[Hole], torch.Tensor | None, int]:
+              log: Callable[[str], None]) -> tuple[list[Hole], torch.Tensor | None, int, int]:
     """Read, fill and write one picture; UsageError (or ImageError) for bad input.
-    Returns (holes, the alpha channel or None, the input's bits per channel)."""
+    Returns (holes, the alpha channel or None, the input's bits per channel, the output's)."""
     shown = ", ".join(str(m) for m in masks)
     try:
         if not args.resize_mask:
@@ -511,7 +513,7 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
                     raise UsageError(f"{path} is {mask_width}x{mask_height} but {image_path} is {width}x{height} "
                                      f"(width x height, after EXIF orientation); they must be the same size, or "
                                      f"pass --resize-mask")
-        image, alpha, bits = read_image_and_alpha(image_path)
+        image, alpha, bits, grey = read_image_and_alpha(image_path)
         kept = read_image_info(image_path)     # colour profile, EXIF, dpi: written back unchanged
         hole = _read_holes(masks, args.invert)
     except ImageError as exc:
@@ -534,9 +536,13 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)
+    if grey:
+        # grey in, grey out: the holes get the mean of the fill's colour channels (the model fills RGB
+        # and may tint a grey picture slightly), every other pixel its own grey level
+        filled = torch.where(torch.from_numpy(hole)[None], filled.mean(dim=0, keepdim=True), filled[:1])
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
-    save_image(filled, output, alpha if keep_alpha else None, info=kept)
-    return holes, alpha, bits
+    written = save_image(filled, output, alpha if keep_alpha else None, info=kept, bits=bits if grey else 8)
+    return holes, alpha, bits, written
 
 
 def _device(args: argparse.Namespace) -> torch.device:
@@ -572,7 +578,8 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
             raise UsageError(str(exc)) from None
     loaded = _open_generator(args)
     suffix = output.suffix.lower()
-    holes, alpha, bits = _fill_one(Path(args.image), [Path(args.mask)], output, args, loaded, device, print)
+    holes, alpha, bits, written = _fill_one(Path(args.image), [Path(args.mask)], output, args, loaded, device,
+                                            print)
     if suffix in PALETTE_SUFFIXES:
         cli.warn(f"{suffix} holds at most 256 colours: pixels outside the holes change too; use .png to keep "
                  f"them exact")
@@ -589,10 +596,10 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
     if suffix in LOSSY_SUFFIXES:
         print(f"note: {output.suffix} is lossy, so pixels outside the holes change slightly; "
               "use .png to keep them exact")
-    if bits > 8:
+    if bits > written:
         depth = "32-bit float" if bits == 32 else f"{bits}-bit"
         print(f"note: {args.image} has {depth} channels; {output} is written with 8 bits, so pixels outside "
-              f"the holes are rounded to 8 bits")
+              f"the holes are rounded to 8 bits (a grey picture keeps 16 bits in .png or .tif, and float in .tif)")
     return holes
 
 

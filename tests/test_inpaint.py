@@ -396,18 +396,98 @@ def test_cli_reads_every_image_mode_scaled_to_0_1(tmp_path, checkpoint, capsys, 
         expected = np.asarray(picture.convert("RGB")) / 255.0
     path = tmp_path / ("in.tif" if mode in ("F", "CMYK") else "in.png")
     picture.save(path)
-    image, alpha, _ = read_image_and_alpha(path)
-    np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    picture_read = read_image_and_alpha(path)
+    np.testing.assert_allclose(picture_read.image.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    assert picture_read.grey == (mode in ("I;16", "F", "L", "LA"))
     mask_path = tmp_path / "mask.png"
     Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(mask_path)
     out = tmp_path / "out.png"
     assert inpaint.main([str(path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
                          "--method", "gan"]) == 0
-    assert np.array_equal(_known_pixels_of(out, mask),
-                          (expected * 255 + 0.5).astype(np.uint8)[mask[0].numpy() == 0])
+    known = mask[0].numpy() == 0
+    if mode == "I;16":     # 16-bit grey is written back with 16 bits: every known pixel exact
+        with Image.open(out) as result:
+            assert result.mode == "I;16"
+            assert np.array_equal(np.asarray(result).astype(np.uint16)[known], grey16[known])
+    else:
+        assert np.array_equal(_known_pixels_of(out, mask), (expected * 255 + 0.5).astype(np.uint8)[known])
+    with Image.open(out) as result:     # grey in, grey out
+        assert result.mode == {"I;16": "I;16", "F": "L", "L": "L", "LA": "LA"}.get(mode, "RGBA" if mode == "RGBA"
+                                                                                 else "RGB")
     if mode in ("LA", "RGBA"):   # alpha passed through unchanged
-        assert np.array_equal(np.asarray(Image.open(out))[..., 3], rgba[..., 3])
+        assert np.array_equal(np.asarray(Image.open(out))[..., -1], rgba[..., 3])
         assert "alpha channel is passed through" in capsys.readouterr().out
+
+
+def test_a_grey_picture_is_filled_grey_with_the_mean_of_the_colour_fill(tmp_path, checkpoint):
+    """The model fills RGB, and may tint a grey picture's holes: the file written for a grey picture
+    is grey, its holes the mean of the colour fill's channels (the reference: the same picture
+    given as RGB with three equal channels, filled, and averaged here), and equal to what the
+    Python API returns for the same picture."""
+    from nfinpaint import Inpainter
+
+    rng = np.random.default_rng()
+    _, mask = _picture_and_mask()
+    grey = rng.integers(0, 256, mask.shape[1:], dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.repeat(grey[..., None], 3, 2)).save(tmp_path / "rgb.png")
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    for name in ("grey", "rgb"):
+        assert inpaint.main([str(tmp_path / f"{name}.png"), str(tmp_path / "mask.png"), "-o",
+                             str(tmp_path / f"out_{name}.png"), "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    colour = np.asarray(Image.open(tmp_path / "out_rgb.png")).astype(np.float64)
+    hole = mask[0].numpy() > 0
+    assert np.ptp(colour[hole], axis=1).max() > 0, "the colour fill is not tinted: the test shows nothing"
+    with Image.open(tmp_path / "out_grey.png") as written:
+        assert written.mode == "L"
+        filled = np.asarray(written).astype(np.float64)
+    # the colour file is rounded per channel before the mean is taken here: within one level
+    assert np.abs(filled[hole] - colour[hole].mean(axis=1)).max() <= 1.0
+    assert np.array_equal(filled[~hole], grey[~hole])
+    api = np.asarray(Inpainter(checkpoint=str(checkpoint), method="gan")(Image.open(tmp_path / "grey.png"),
+                                                                          Image.open(tmp_path / "mask.png")))
+    assert np.abs(api.astype(np.float64) - filled).max() <= 1.0
+
+
+@pytest.mark.parametrize("suffix, mode, bits", [(".png", "I;16", 16), (".tif", "I;16", 16), (".jpg", "L", 8),
+                                                (".webp", "RGB", 8)])
+def test_a_16_bit_grey_picture_keeps_16_bits_where_the_format_holds_them(tmp_path, checkpoint, capsys,
+                                                                           suffix, mode, bits):
+    grey16 = np.random.default_rng().integers(0, 65536, (50, 70), dtype=np.uint16)
+    _, mask = _picture_and_mask()
+    Image.fromarray(grey16).save(tmp_path / "in.png")
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    out = tmp_path / f"out{suffix}"
+    assert inpaint.main([str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "-o", str(out),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    printed = capsys.readouterr().out
+    with Image.open(out) as result:
+        assert result.mode == mode
+        pixels = np.asarray(result)
+    known = mask[0].numpy() == 0
+    if bits == 16:
+        assert np.array_equal(pixels.astype(np.uint16)[known], grey16[known])
+        assert "rounded to 8 bits" not in printed
+    else:
+        assert "rounded to 8 bits (a grey picture keeps 16 bits in .png or .tif" in printed
+        if suffix == ".webp":     # lossless: exact at 8 bits
+            assert np.array_equal(pixels[..., 0][known], (grey16[known] / 257.0 + 0.5).astype(np.uint8))
+
+
+def test_a_float_grey_tiff_is_written_back_as_float(tmp_path, checkpoint, capsys):
+    values = np.random.default_rng().random((50, 70), dtype=np.float32)
+    _, mask = _picture_and_mask()
+    Image.fromarray(values).save(tmp_path / "in.tif")
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    assert inpaint.main([str(tmp_path / "in.tif"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "out.tif"),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    assert "rounded" not in capsys.readouterr().out
+    with Image.open(tmp_path / "out.tif") as result:
+        assert result.mode == "F"
+        written = np.asarray(result)
+    known = mask[0].numpy() == 0
+    assert np.array_equal(written[known], values[known])
+    assert ((written[~known] >= 0) & (written[~known] <= 1)).all()
 
 
 def test_cli_says_when_alpha_is_dropped_and_warns_for_palette_output(tmp_path, checkpoint, capsys):
@@ -500,12 +580,17 @@ def _profile_of_space(space: bytes) -> bytes:
     return bytes(icc)
 
 
-@pytest.mark.parametrize("mode, suffix, space", [("L", ".png", b"GRAY"), ("CMYK", ".jpg", b"CMYK"),
-                                                 ("RGB", ".png", b"CMYK"), ("RGB", ".png", None)])
-def test_cli_drops_a_colour_profile_that_does_not_fit_the_rgb_output(tmp_path, checkpoint, capsys,
-                                                                      mode, suffix, space):
-    """A grey or CMYK picture is filled and written as RGB: its GRAY or CMYK profile (or one that is
-    not a profile) would be invalid on the output and is dropped, said in a warning; EXIF stays."""
+@pytest.mark.parametrize("mode, suffix, space, out_suffix, out_mode",
+                         [("L", ".png", b"GRAY", ".png", "L"), ("L", ".png", b"GRAY", ".webp", "RGB"),
+                          ("L", ".png", b"RGB ", ".png", "L"), ("CMYK", ".jpg", b"CMYK", ".png", "RGB"),
+                          ("RGB", ".png", b"CMYK", ".png", "RGB"), ("RGB", ".png", None, ".png", "RGB")])
+def test_cli_keeps_a_colour_profile_only_where_it_fits_the_output(tmp_path, checkpoint, capsys, mode, suffix,
+                                                                   space, out_suffix, out_mode):
+    """A grey picture is written grey (where the format has grey: not WebP), a CMYK one as RGB: the
+    input's profile is kept where it describes the written pixels, else (a GRAY profile on RGB, a CMYK
+    one, one that is not a profile) dropped, said in a warning; EXIF stays either way."""
+    import warnings
+
     image, mask = _picture_and_mask(seed=10)
     img_path, mask_path = _write(tmp_path, image, mask)
     icc = _profile_of_space(space) if space else b"not an ICC profile"
@@ -516,15 +601,21 @@ def test_cli_drops_a_colour_profile_that_does_not_fit_the_rgb_output(tmp_path, c
     picture.save(img_path, icc_profile=icc, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
     with Image.open(img_path) as written:              # the input really carries it
         assert written.mode == mode and written.info["icc_profile"] == icc
-        want = np.asarray(written.convert("RGB")).astype(int)
-    out = tmp_path / "out.png"
-    said = (f"the input's colour profile is for {space.decode()} data, not RGB" if space
-            else "not a readable ICC profile")
-    with pytest.warns(ImageWarning, match=said):
+        want = np.asarray(written.convert(out_mode)).astype(int)
+    out = tmp_path / f"out{out_suffix}"
+    kept = space is not None and {"L": b"GRAY", "RGB": b"RGB "}[out_mode] == space
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
                              "--method", "gan"]) == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+    if kept:
+        assert said == []
+    else:
+        assert len(said) == 1 and (f"the input's colour profile is for {space.decode().strip()} data, not {out_mode}"
+                                   if space else "not a readable ICC profile") in said[0]
     with Image.open(out) as result:
-        assert result.mode == "RGB" and "icc_profile" not in result.info
+        assert result.mode == out_mode and result.info.get("icc_profile") == (icc if kept else None)
         assert result.getexif().get(0x010F) == "TestCamera"
         known = mask[0].numpy() == 0
         assert np.array_equal(np.asarray(result).astype(int)[known], want[known])
