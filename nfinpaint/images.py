@@ -178,7 +178,7 @@ class Picture(NamedTuple):
 def read_image_and_alpha(path: str | os.PathLike) -> Picture:
     """The picture at ``path`` as a :class:`Picture`: its pixels as RGB, its alpha channel, its bits
     per channel (more than 8 written back with 8 loses precision) and whether it is grey (then the
-    fill is written back grey: :func:`save_image` with ``grey=True``)."""
+    fill is written back as one channel: :func:`save_image` of a (1, H, W) tensor, with ``bits``)."""
     img = _open(path)
     try:
         rgb, alpha = pil_to_arrays(img)
