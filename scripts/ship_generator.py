@@ -61,7 +61,8 @@ def main() -> int:
     if args.base_iterations is not None:
         if "base_iterations" not in generator.config:
             sys.exit(f"error: {source} is not a full-resolution generator: it has no base fill to change")
-        meta["trained_base_iterations"] = generator.config["base_iterations"]
+        # a shipped file shipped again keeps the count its run trained with, not the one it shipped with
+        meta.setdefault("trained_base_iterations", generator.config["base_iterations"])
         generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
     if not meta.get("complete", False):
         sys.exit(f"error: {source} is from an interrupted run; ship a finished one")

@@ -55,3 +55,29 @@ def test_the_shipped_generator_fills_unseen_pictures_better_than_the_mean_colour
                                    batch_psnr(floor[None], picture[None], hole[None])))
         assert sum(gains) / len(gains) > mean_gain, (family, seed, gains)
         assert sum(g > 0 for g in gains) >= wins * len(gains), (family, seed, gains)
+
+
+def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_with(tmp_path):
+    """scripts/ship_generator.py with --base-iterations on a run, then on its own output (how a new
+    inference setting of the shipped file is tried): the meta keeps the run's training count."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    trained = int(torch.randint(2, 9, ()))
+    generator = FullResGenerator(32, widths=(8, 8, 8, 8), base_iterations=trained)
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 3, "complete": True}
+    save_generator(tmp_path / "run.pt", generator, meta)
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    for source, out, count in ((tmp_path / "run.pt", first, 16), (first, second, 40)):
+        subprocess.run([sys.executable, str(script), str(source), "--base-iterations", str(count),
+                        "--out", str(out)], check=True, capture_output=True, text=True)
+    shipped, meta = load_generator(second)
+    assert shipped.base_iterations == 40 and shipped.config["base_iterations"] == 40
+    assert meta["trained_base_iterations"] == trained
+    assert meta["shipped"]["trained_base_iterations"] == trained and meta["shipped"]["base_iterations"] == 40
