@@ -236,13 +236,21 @@ def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
     return torch.from_numpy((value > threshold).astype(np.float32))[None]
 
 
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) or (1, H, W) float tensor in [0, 1] -> 8-bit PIL image."""
+def tensor_to_pil(image: torch.Tensor, bits: int = 8) -> Image.Image:
+    """(3, H, W) or (1, H, W) float tensor in [0, 1] -> PIL image of 8 bits per channel; a (1, H, W) one
+    also as 16-bit grey (``bits=16``, mode I;16) or 32-bit float grey (``bits=32``, mode F)."""
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a (3, H, W) or (1, H, W) tensor, got shape {tuple(image.shape)}")
-    scaled = image.detach().float().clamp(0, 1).mul_(255.0).add_(0.5)     # one float copy, not three
-    array = scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if bits not in (8, 16, 32) or (bits != 8 and image.shape[0] != 1):
+        raise ValueError(f"bits={bits}: 8 bits per channel, or 16 or 32 (float) for one grey channel")
+    if bits == 32:
+        return Image.fromarray(image[0].detach().float().clamp(0, 1).cpu().numpy(), "F")
+    top, dtype = (255.0, torch.uint8) if bits == 8 else (65535.0, torch.int32)
+    scaled = image.detach().float().clamp(0, 1).mul_(top).add_(0.5)     # one float copy, not three
+    array = scaled.to(dtype).permute(1, 2, 0).cpu().numpy()
     del scaled
+    if bits == 16:
+        array = array.astype(np.uint16)
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
@@ -302,16 +310,10 @@ def profile_fits(icc: bytes, mode: str) -> bool:
     return _PROFILE_SPACES.get(mode) is not None and icc_colour_space(icc) == _PROFILE_SPACES[mode]
 
 
-def _deep_grey(grey: torch.Tensor, bits: int, fmt: str) -> Image.Image | None:
-    """A (1, H, W) [0, 1] tensor as a PIL image of ``bits`` per channel when ``fmt`` holds that depth
-    of grey (16: PNG and TIFF; 32-bit float: TIFF), so that such a picture's pixels outside the holes
-    are written back exactly; else None (written with 8 bits)."""
-    if bits == 16 and fmt in ("PNG", "TIFF"):
-        return Image.fromarray((grey[0].detach().float().cpu().clamp(0, 1) * 65535.0 + 0.5).numpy()
-                               .astype(np.uint16))
-    if bits == 32 and fmt == "TIFF":
-        return Image.fromarray(grey[0].detach().float().cpu().numpy(), "F")
-    return None
+def _grey_depth(bits: int, fmt: str) -> int:
+    """The bits per channel ``fmt`` writes one grey channel of ``bits`` with: 16 in PNG and TIFF,
+    32-bit float in TIFF, else 8."""
+    return bits if (bits == 16 and fmt in ("PNG", "TIFF")) or (bits == 32 and fmt == "TIFF") else 8
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
@@ -324,8 +326,8 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
     dropped with an :class:`ImageWarning`)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    deep = _deep_grey(image, bits, fmt) if image.shape[0] == 1 and alpha is None else None
-    pil = deep if deep is not None else tensor_to_pil(image)
+    depth = _grey_depth(bits, fmt) if image.shape[0] == 1 and alpha is None else 8
+    pil = tensor_to_pil(image, depth)
     if alpha is not None:
         pil = pil if pil.mode == "L" else pil.convert("RGB")
         pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
@@ -344,4 +346,4 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
                       f"written without it (colours show as untagged sRGB)", ImageWarning, stacklevel=2)
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
-    return bits if deep is not None else 8
+    return depth

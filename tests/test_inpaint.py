@@ -14,7 +14,7 @@ from PIL import Image
 from _crafted import header_only_png
 from nfinpaint import baselines, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
-from nfinpaint.images import ImageWarning, read_image_and_alpha
+from nfinpaint.images import ImageWarning, read_image_and_alpha, tensor_to_pil
 from nfinpaint.networks import Generator
 
 SIZE, HOLE = 24, 8
@@ -488,6 +488,23 @@ def test_a_float_grey_tiff_is_written_back_as_float(tmp_path, checkpoint, capsys
     known = mask[0].numpy() == 0
     assert np.array_equal(written[known], values[known])
     assert ((written[~known] >= 0) & (written[~known] <= 1)).all()
+
+
+@pytest.mark.parametrize("bits, mode, top", [(8, "L", 255), (16, "I;16", 65535), (32, "F", None)])
+def test_tensor_to_pil_writes_grey_at_the_depth_asked_rounding_to_the_nearest_level(bits, mode, top):
+    values = torch.rand(1, 9, 13) * 1.2 - 0.1          # some outside [0, 1]: clipped
+    pil = tensor_to_pil(values, bits)
+    assert pil.mode == mode and pil.size == (13, 9)
+    clipped = values[0].clamp(0, 1).double().numpy()
+    written = np.asarray(pil).astype(np.float64)
+    if top is None:
+        assert np.array_equal(written, clipped.astype(np.float32))
+    else:
+        assert np.abs(written - clipped * top).max() <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="one grey channel"):
+        tensor_to_pil(torch.rand(3, 4, 4), 16)
+    with pytest.raises(ValueError, match="bits=12"):
+        tensor_to_pil(values, 12)
 
 
 def test_cli_says_when_alpha_is_dropped_and_warns_for_palette_output(tmp_path, checkpoint, capsys):
