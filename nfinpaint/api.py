@@ -178,8 +178,9 @@ def _raise(message: str):
     raise InpaintError(message)
 
 
-def mask_levels(mask: Any) -> np.ndarray:
-    """A mask (PIL, numpy or torch) as (H, W) float32 grey levels in [0, 1] (alpha: transparent = 0)."""
+def mask_levels(mask: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask (PIL, numpy or torch) as (H, W) float32 grey levels in [0, 1] (alpha: transparent = 0).
+    ``size``: the picture's (H, W), which tells a (1, H, W) mask from an (H, W, 1) one when both read."""
     if isinstance(mask, Image.Image):
         binary = zero_one_levels(mask)
         if binary is not None:      # 0/1 only: 1 = hole, as its file is read and as an integer array
@@ -201,7 +202,9 @@ def mask_levels(mask: Any) -> np.ndarray:
     if not isinstance(mask, np.ndarray):
         raise InpaintError(f"the mask must be a PIL image, a numpy array or a torch tensor, got {type(mask).__name__}")
     if mask.ndim == 3 and 1 in (mask.shape[0], mask.shape[2]):
-        mask = mask[0] if mask.shape[0] == 1 else mask[..., 0]
+        # (1, W, 1) is (1, H, W) with W = 1 or (H, W, 1) with H = 1: the picture's size decides
+        channels_last = mask.shape[2] == 1 and (mask.shape[0] != 1 or size is None or mask.shape[:2] == size)
+        mask = mask[..., 0] if channels_last else mask[0]
     if mask.ndim != 2:
         raise InpaintError(f"the mask must be (H, W) (or (1, H, W), (H, W, 1)), got shape {mask.shape}")
     if mask.dtype == bool:
@@ -233,6 +236,9 @@ def _checked_method(method: Any) -> str:
 
     if method not in ("auto", *METHODS):
         raise InpaintError(f"method must be one of auto, {', '.join(METHODS)}, got {method!r}")
+    missing = None if method == "auto" else METHODS[method].missing()
+    if missing:        # an extra not installed (OpenCV): refused here, not halfway through a fill
+        raise InpaintError(f"method={method!r} cannot run in this installation: {missing}")
     return method
 
 
@@ -301,7 +307,7 @@ class Inpainter:
         values = _to_float(array, "image")
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else np.repeat(values[..., :1], 3, axis=2)
-        hole = mask_options.holes_from_values(mask_levels(mask), self.invert if invert is None else invert)
+        hole = mask_options.holes_from_values(mask_levels(mask, values.shape[:2]), self.invert if invert is None else invert)
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=self.resize_mask if resize_mask is None else resize_mask)

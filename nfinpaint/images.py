@@ -33,6 +33,8 @@ PALETTE_SUFFIXES = {".gif"}                       # at most 256 colours
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+# One grey channel deeper than 8 bits: read (and resized, by picture_eval) as floats, never through 8 bits.
+DEEP_GREY_MODES = frozenset({"I", "F", *_SIXTEEN_BIT_MODES})
 # Modes of one grey channel (with alpha or not): such a picture is filled and written back grey.
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT_MODES}
 
@@ -147,7 +149,7 @@ def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """PIL image (any mode) -> ((H, W, 3) float32 RGB in [0, 1], (H, W) uint8 alpha or None),
     with the EXIF orientation applied (to ``img`` itself: no copy of a large picture)."""
     ImageOps.exif_transpose(img, in_place=True)
-    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+    if img.mode in DEEP_GREY_MODES:
         grey = _grey_scale(img)
         return np.repeat(grey[..., None], 3, axis=2), None
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):

@@ -22,6 +22,7 @@ import csv
 import io
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,12 +30,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
-from nfinpaint.images import OPEN_ERRORS, open_error
+from nfinpaint.images import DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays
 from nfinpaint.masks import HOLE_FAMILIES, family_masks
 
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
@@ -60,16 +61,25 @@ def parse_families(text: str) -> list[str]:
 
 
 def _scaled(img: Image.Image, size: int) -> torch.Tensor:
-    img = img.convert("RGB")
+    """(3, H, W) float picture of ``img``, its EXIF orientation applied (as every reader here does) and
+    its longer side scaled to ``size`` (Lanczos): 8-bit pictures in PIL's 8-bit RGB, deeper grey ones
+    (16-bit, float) as floats, so that they are not clipped to 8 bits on the way."""
+    ImageOps.exif_transpose(img, in_place=True)
     scale = size / max(img.size)
     shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if img.mode in DEEP_GREY_MODES:
+        grey = Image.fromarray(pil_to_arrays(img)[0][..., 0], "F")
+        grey = grey.resize(shape, Image.LANCZOS) if shape != grey.size else grey
+        return torch.from_numpy(np.clip(np.asarray(grey), 0, 1)).expand(3, -1, -1).contiguous()
+    img = img.convert("RGB")
     img = img.resize(shape, Image.LANCZOS) if shape != img.size else img
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def load_pictures(data: str | None, size: int, limit: int | None = None) -> tuple[list[tuple[str, torch.Tensor]], str]:
     """(name, (3, H, W) float picture) pairs, the longer side scaled to ``size`` (Lanczos), from the
-    folder ``data`` or, with None, the embedded scikit-image photographs; and a one-line description."""
+    folder ``data`` (a file that cannot be read is skipped with a warning, as training and the crop
+    protocol do) or, with None, the embedded scikit-image photographs; and a one-line description."""
     from nfinpaint import data as data_module  # noqa: PLC0415
 
     out = []
@@ -82,8 +92,11 @@ def load_pictures(data: str | None, size: int, limit: int | None = None) -> tupl
             try:
                 with Image.open(path) as img:
                     out.append((path.name, _scaled(img, size)))
-            except OPEN_ERRORS as exc:
-                raise open_error(path, exc) from None
+            except (*OPEN_ERRORS, ImageError) as exc:
+                error = f"{path}: {exc}" if isinstance(exc, ImageError) else open_error(path, exc)
+                warnings.warn(f"skipping {error}", data_module.DataWarning, stacklevel=2)
+        if not out:
+            raise data_module.DataError(f"{data}: none of its image files can be read (see the warnings above)")
         where = f"folder {data}"
     return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
 

@@ -51,7 +51,7 @@ MAX_PIXELS = 40_000_000                 # per picture (width x height), checked 
 QUEUE = 4                               # fills that may wait behind the running one
 MAX_DILATION = 200
 # modes a PNG holds and the Inpainter fills and returns in the same mode, pixel for pixel
-_PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I"}
+_PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}     # what Pillow writes to PNG as it is
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
            "style.css": "text/css; charset=utf-8"}
 _EXIF_ORIENTATION = 0x0112
@@ -180,8 +180,14 @@ def fillable(img: Image.Image) -> Image.Image:
         return img
     if img.mode == "F":
         raise RequestError(400, "float images cannot be returned as PNG; send an 8- or 16-bit image")
-    if img.mode.startswith("I;16"):
-        return img.convert("I")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # big-endian 16-bit and 32-bit integer grey as little-endian 16-bit, the one deep grey mode
+        # Pillow writes to PNG (it has no PNG writer for mode I)
+        values = np.asarray(img)
+        if img.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise RequestError(400, f"32-bit integer image with values in [{values.min()}, {values.max()}]: "
+                                    f"only 16-bit ranges (0..65535) can be filled; send an 8- or 16-bit image")
+        return Image.fromarray(values.astype(np.uint16))
     if img.mode == "1":
         return img.convert("L")
     transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
@@ -299,10 +305,11 @@ def _static_files() -> dict[str, bytes]:
 
 
 def methods() -> tuple[str, ...]:
-    """``auto`` and every fill method of the registry (``nfinpaint.baselines.METHODS``)."""
+    """``auto`` and every fill method of the registry (``nfinpaint.baselines.METHODS``) that can run in
+    this installation (the OpenCV fills need OpenCV)."""
     from nfinpaint.baselines import METHODS  # noqa: PLC0415
 
-    return ("auto", *METHODS)
+    return ("auto", *(name for name, method in METHODS.items() if method.missing() is None))
 
 
 def _inpaint_body(choices: Sequence[str]) -> dict:

@@ -223,3 +223,30 @@ def test_half_precision_on_a_gpu_fills_like_float32():
     half = Inpainter(device="cuda", half=True)(picture, hole)
     assert np.array_equal(half[~hole], picture[~hole])
     assert np.abs(half.astype(int) - full.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("layout", ["(H, W, 1)", "(1, H, W)"])
+@pytest.mark.parametrize("height, width", [(1, 23), (23, 1)])
+def test_one_pixel_high_or_wide_masks_of_either_layout(inpainter, layout, height, width):
+    """(1, W, 1) reads as (1, H, W) with W = 1 or as (H, W, 1) with H = 1: the picture decides."""
+    picture = np.random.default_rng().integers(0, 256, (height, width, 3), dtype=np.uint8)
+    hole = np.zeros((height, width), bool)
+    start = int(np.random.default_rng().integers(3, 18))
+    hole.reshape(-1)[start:start + 4] = True
+    mask = hole[..., None] if layout == "(H, W, 1)" else hole[None]
+    for m in (mask, torch.from_numpy(mask)):
+        out = inpainter(picture, m, method="biharmonic")
+        assert np.array_equal(out, inpainter(picture, hole, method="biharmonic"))
+        assert np.array_equal(out[~hole], picture[~hole]) and not np.array_equal(out[hole], picture[hole])
+
+
+def test_a_method_this_installation_cannot_run_is_refused_up_front(inpainter, monkeypatch):
+    from nfinpaint import baselines  # noqa: PLC0415
+
+    monkeypatch.setattr(baselines, "opencv_missing", lambda: "OpenCV is not installed (pip install x)")
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    for call in (lambda: Inpainter(method="opencv-telea", device="cpu"),
+                 lambda: inpainter(picture, _hole(), method="opencv-ns")):
+        with pytest.raises(InpaintError, match="method='opencv-(telea|ns)' cannot run in this installation: "
+                                               "OpenCV is not installed"):
+            call()

@@ -450,3 +450,51 @@ def test_comparison_grid_layout_and_cells():
     expected = (figures.masked_view(images[1], masks[1]).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(masked[::4, ::4], expected)
     assert (masked[2 * 4:5 * 4, 3 * 4:6 * 4] == 255).all()
+
+
+def test_full_size_pictures_are_read_at_their_depth_and_orientation(tmp_path):
+    """evaluate --size reads a picture as inpaint does: 16-bit and float grey at their depth (not
+    clipped through 8 bits), EXIF orientation applied; the 8-bit file of the same picture agrees."""
+    from nfinpaint import picture_eval  # noqa: PLC0415
+
+    rng = np.random.default_rng()
+    # smooth (a random plane and a wave): PIL's 8-bit Lanczos rounds and clips between its two passes,
+    # which on noise alone differs from a float resize by several levels
+    y, x = np.mgrid[0:40, 0:60] / 60.0
+    a, b, phase = rng.uniform(-0.4, 0.4, 3)
+    smooth = 0.5 + a * x + b * y + 0.1 * np.sin(6 * x + 3 * phase)
+    grey16 = np.round(np.clip(smooth, 0, 1) * 65535).astype(np.uint16)
+    grey8 = (grey16 / 257.0 + 0.5).astype(np.uint8)
+    for name, folder, pil in (("p", "deep", Image.fromarray(grey16)), ("p", "eight", Image.fromarray(grey8)),
+                              ("p", "float", Image.fromarray(grey16.astype(np.float32) / 65535.0, "F"))):
+        (tmp_path / folder).mkdir()
+        pil.save(tmp_path / folder / f"{name}.{'tif' if folder == 'float' else 'png'}")
+    size = int(rng.integers(20, 60))
+    read = {folder: picture_eval.load_pictures(str(tmp_path / folder), size)[0][0][1]
+            for folder in ("deep", "eight", "float")}
+    assert read["deep"].shape == (3, round(40 * size / 60), size)
+    assert (read["deep"] - read["eight"]).abs().max() <= 1.5 / 255     # 8-bit rounding, resized
+    assert torch.allclose(read["deep"], read["float"], atol=1e-5)
+    rgb = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6                    # rotated: shown turned 90 degrees clockwise
+    (tmp_path / "turned").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "turned" / "t.jpg", exif=exif, quality=100)
+    turned = picture_eval.load_pictures(str(tmp_path / "turned"), 50)[0][0][1]
+    assert turned.shape == (3, 50, 30)
+
+
+def test_full_size_evaluation_skips_unreadable_files_with_a_warning(tmp_path):
+    from nfinpaint import picture_eval  # noqa: PLC0415
+    from nfinpaint.data import DataError, DataWarning  # noqa: PLC0415
+
+    Image.fromarray(np.random.default_rng().integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes()[:60])      # truncated
+    (tmp_path / "c.jpg").write_text("not a picture")
+    with pytest.warns(DataWarning, match="skipping .*b.png") as caught:
+        pictures, where = picture_eval.load_pictures(str(tmp_path), 30)
+    assert [name for name, _ in pictures] == ["a.png"] and "1 pictures" in where
+    assert any("c.jpg" in str(w.message) for w in caught)
+    (tmp_path / "a.png").unlink()
+    with pytest.warns(DataWarning), pytest.raises(DataError, match="none of its image files can be read"):
+        picture_eval.load_pictures(str(tmp_path), 30)

@@ -158,7 +158,7 @@ def test_the_colour_profile_comes_back_only_where_it_fits_the_pixels(client, spa
     assert kept or "icc_profile" not in out.info
 
 
-@pytest.mark.parametrize("kind", ["RGBA", "L", "LA", "I;16", "P", "JPEG", "1"])
+@pytest.mark.parametrize("kind", ["RGBA", "L", "LA", "I;16", "I;16B", "I", "P", "JPEG", "1"])
 def test_picture_kinds_keep_every_pixel_outside_the_hole(client, kind):
     rgb = picture(1)
     if kind == "RGBA":
@@ -169,18 +169,23 @@ def test_picture_kinds_keep_every_pixel_outside_the_hole(client, kind):
         source = Image.fromarray(picture(1, 4)[..., :2], "LA")
     elif kind == "I;16":
         source = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257 + 3))
+    elif kind in ("I;16B", "I"):    # as TIFFs (Pillow writes neither mode to PNG): 16-bit grey PNG back
+        values = rgb[..., 0].astype(np.int64) * 256 + 3
+        source = (Image.frombytes("I;16B", (W, H), values.astype(">u2").tobytes()) if kind == "I;16B"
+                  else Image.fromarray(values.astype(np.int32), "I"))
     elif kind == "P":
         source = Image.fromarray(rgb).quantize(16)
     elif kind == "1":
         source = Image.fromarray(rgb[..., 0] > 127)
     else:
         source = Image.fromarray(rgb)
-    data = png(source, format="JPEG", quality=90) if kind == "JPEG" else png(source)
+    data = png(source, format={"JPEG": "JPEG", "I;16B": "TIFF", "I": "TIFF"}.get(kind, "PNG"),
+               **({"quality": 90} if kind == "JPEG" else {}))
     out = decoded(post(client, data, png(hole_mask())))
     # the reference: the file as PIL decodes it, in the mode the result must have
-    expected = {"P": "RGB", "1": "L", "JPEG": "RGB"}.get(kind, source.mode)
+    expected = {"P": "RGB", "1": "L", "JPEG": "RGB", "I;16B": "I;16", "I": "I;16"}.get(kind, source.mode)
     reference = Image.open(io.BytesIO(data)).convert(expected) if kind in ("P", "1", "JPEG") else source
-    assert out.mode == expected or (kind == "I;16" and out.mode in ("I;16", "I"))
+    assert out.mode == expected
     out_a, ref_a = np.asarray(out).astype(np.int64), np.asarray(reference).astype(np.int64)
     inside = hole_mask() > 0
     assert np.array_equal(out_a[~inside], ref_a[~inside])
@@ -455,3 +460,21 @@ def test_command_refuses_bad_numbers_in_one_line(capsys, option, value):
     assert main(["--port", "0", "--device", "cpu", f"{option}={value}"]) == 2   # = : argparse reads -inf as a flag
     err = capsys.readouterr().err
     assert err.startswith(f"error: {option} must be") and err.count("\n") == 1, err
+
+
+def test_methods_this_installation_cannot_run_are_not_offered(inpainter, monkeypatch):
+    from nfinpaint import baselines  # noqa: PLC0415
+
+    monkeypatch.setattr(baselines, "opencv_missing", lambda: "OpenCV is not installed")
+    with TestClient(create_app(inpainter)) as fresh:
+        offered = fresh.get("/api/info").json()["methods"]
+        assert {"auto", "gan", "patchmatch", "biharmonic"} <= set(offered)
+        assert not {"opencv-telea", "opencv-ns"} & set(offered)
+        response = post(fresh, png(picture()), png(hole_mask()), method="opencv-telea")
+        assert response.status_code == 400 and "method must be one of" in response.json()["error"]
+
+
+def test_an_integer_picture_beyond_16_bits_is_a_400(client):
+    values = picture(1)[..., 0].astype(np.int32) * 300          # up to 76,500: more than 16 bits hold
+    response = post(client, png(Image.fromarray(values, "I"), format="TIFF"), png(hole_mask()))
+    assert response.status_code == 400 and "only 16-bit ranges (0..65535)" in response.json()["error"]
