@@ -134,11 +134,12 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
-def check_output_file(path: str | os.PathLike, option: str) -> Path:
-    """Fail now, before any work, if the file ``path`` cannot be written (its folder may be missing)."""
+def check_output_file(path: str | os.PathLike, option: str, example: str = "filled.png") -> Path:
+    """Fail now, before any work, if the file ``path`` cannot be written (its folder may be missing);
+    ``example``: a file name of the kind the command writes, for the message."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; give a file name such as {path / 'filled.png'}")
+        raise UsageError(f"{option} {path} is a folder; give a file name such as {path / example}")
     check_output_folder(path.parent, option, of=path)
     return path
 

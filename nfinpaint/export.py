@@ -101,7 +101,7 @@ def run_file(path: Path, fmt: str, image: np.ndarray, mask: np.ndarray) -> np.nd
 
 
 def run(args: argparse.Namespace) -> None:
-    output = cli.check_output_file(args.output, "-o")
+    output = cli.check_output_file(args.output, "-o", example=f"inpaint{SUFFIXES[args.format]}")
     if output.suffix.lower() != SUFFIXES[args.format]:
         raise UsageError(f"-o {args.output}: a {args.format} file's name ends in {SUFFIXES[args.format]}")
     if args.max_side < 16:

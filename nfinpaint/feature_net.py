@@ -80,7 +80,8 @@ def _imagenet_state_dict() -> dict[str, Tensor]:
 
 def _file_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
-        raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} does not exist; " + _IMAGENET_HINT)
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} {what}; " + _IMAGENET_HINT)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

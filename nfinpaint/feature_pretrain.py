@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    output = cli.check_output_file(args.output, "-o")
+    output = cli.check_output_file(args.output, "-o", example="vgg19_conv3.pt")
     if args.steps < 1 or args.batch_size < 1:
         raise cli.UsageError("--steps and --batch-size must be at least 1")
     if args.crop_size < 16:

@@ -291,29 +291,31 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
         trainer.start_generator_from(generator)
     # -- nothing was written before this point --------------------------------------------
     try:
-        run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype)
-        # crops are cut a batch at a time where the model trains (crop_store): no loader workers
-        train_ds.store.to(info.device)
-        val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
-        # samples spread over the validation split (its items are grouped by source image)
-        picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
-        sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
-
-        def validate(step: int) -> None:
-            if info.is_main and len(val_ds):
-                run.validated(step, trainer.validate(val_loader))
-
-        def samples(step: int) -> None:
-            if info.is_main and sample_batch is not None:
-                center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
-                run.samples(step, sample_batch, center, trainer.fill(sample_batch, center))
-
-        if run.point is None:     # a new run (a fine-tune too): where it starts from
-            validate(start)
-            samples(start)
-        run.open_progress(progress)
-        step, interrupted, path = start, False, None
+        # Ctrl-C and SIGTERM are caught from the first write on: one before the first step still ends
+        # with a checkpoint to resume from, not a run directory that can be neither resumed nor reused
         with StopRequest() as stop:
+            run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype)
+            # crops are cut a batch at a time where the model trains (crop_store): no loader workers
+            train_ds.store.to(info.device)
+            val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
+            # samples spread over the validation split (its items are grouped by source image)
+            picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
+            sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
+
+            def validate(step: int) -> None:
+                if info.is_main and len(val_ds):
+                    run.validated(step, trainer.validate(val_loader))
+
+            def samples(step: int) -> None:
+                if info.is_main and sample_batch is not None:
+                    center = masks.make_masks("center", len(sample_batch), config.image_size, config.hole_size)
+                    run.samples(step, sample_batch, center, trainer.fill(sample_batch, center))
+
+            if run.point is None:     # a new run (a fine-tune too): where it starts from
+                validate(start)
+                samples(start)
+            run.open_progress(progress)
+            step, interrupted, path = start, False, None
             while step < config.steps:
                 if distributed.any_rank(stop.requested, info):
                     interrupted = True

@@ -179,13 +179,14 @@ def test_onnx_file_runs_in_onnxruntime_and_matches_pytorch(kind, checkpoints, tm
 
 @pytest.mark.parametrize("argv, expected", [
     ("--format onnx -o {tmp}/model.pt --checkpoint {ckpt}", "ends in .onnx"),
-    ("--format torchscript -o {tmp} --checkpoint {ckpt}", "is a folder"),
+    ("--format torchscript -o {tmp} --checkpoint {ckpt}", "is a folder; give a file name such as {tmp}/inpaint.pt"),
     ("--format torchscript -o {tmp}/m.pt --checkpoint {tmp}/nosuch.pt", "no such file"),
     ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 8", "--max-side must be at least 16"),
 ])
 def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
     code = export.main(argv.format(tmp=tmp_path, ckpt=checkpoints["fullres"]).split())
     err = capsys.readouterr().err.strip()
+    expected = expected.format(tmp=tmp_path)
     assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
     assert not list(tmp_path.iterdir())
 

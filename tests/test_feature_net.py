@@ -88,6 +88,8 @@ def test_loads_state_dict_file_and_matches_torchvision(vgg_state_file):
 def test_bad_files(tmp_path):
     with pytest.raises(FeatureWeightsError, match="does not exist.*--feature-weights"):
         VGGFeatures(weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(FeatureWeightsError, match="is a folder, not a file.*--feature-weights"):
+        VGGFeatures(weights=str(tmp_path))
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(FeatureWeightsError, match="missing"):

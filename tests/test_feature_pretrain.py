@@ -104,6 +104,9 @@ def test_command_refuses_bad_settings(tmp_path, capsys):
     code = feature_pretrain.main(["--data", tmp_path, "--val-data", tmp_path, "-o", tmp_path / "w.pt",
                                   "--steps", "0"])
     assert code == 2 and "error: --steps" in capsys.readouterr().err
+    code = feature_pretrain.main(["--data", tmp_path, "--val-data", tmp_path, "-o", tmp_path])
+    assert code == 2 and f"is a folder; give a file name such as {tmp_path / 'vgg19_conv3.pt'}" in \
+        capsys.readouterr().err
 
 
 def test_shipped_rotation_weights_load_and_say_what_they_are():

@@ -207,6 +207,28 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert _records(run)[-1]["step"] == step + 1
 
 
+def test_ctrl_c_before_the_first_step_still_leaves_a_run_to_resume(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while the new run validates and draws its step-0 samples (after its first files are
+    written) stops it with a step-0 checkpoint, as one during training would."""
+    from nfinpaint.training_run import Run  # noqa: PLC0415
+
+    original = Run.samples
+
+    def interrupted_samples(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C, delivered to this (the main) thread
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "samples", interrupted_samples)
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "5", "--out", str(run)]) == 130
+    assert "interrupted at step 0" in capsys.readouterr().err
+    (step, _), = list_checkpoints(run)
+    assert step == 0 and load_generator(run)[1]["complete"] is False
+    monkeypatch.setattr(Run, "samples", original)
+    assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0
+    assert sorted(_losses(run)) == [1, 2]
+
+
 def _bad(args, capsys):
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
