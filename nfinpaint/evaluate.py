@@ -53,15 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of test images (cropped and scaled to the generator's size; with --size, "
                         "whole pictures); default: the held-out split of the embedded default set (with --size: "
                         "the seven embedded scikit-image photographs, whole)")
-    p.add_argument("--crops", choices=("center", "grid"), default="center",
-                   help="with --data: one centre square per image scaled to the generator's size (default), or "
+    p.add_argument("--crops", choices=("center", "grid"), default=None,
+                   help="crop protocol, with --data: one centre square per image scaled to the generator's size "
+                        "(default), or "
                         "grid: crops spread over each whole image at 1x, 2x and 4x the generator's size, up to 8 "
                         "per scale (the crops validation uses; what the README's tables report)")
     p.add_argument("--size", type=int, metavar="PX",
                    help="the full-size protocol: whole pictures with their longer side scaled to PX (512: "
                         "512x384 for a 4:3 photograph), holes of the families in --masks, every method "
                         "through its public code path (gan = inpaint's); without it, the crop protocol")
-    p.add_argument("--repeats", type=int, default=1, metavar="K",
+    p.add_argument("--repeats", type=int, default=None, metavar="K",
                    help="full-size protocol: masks per picture and family (default 1), each a different hole")
     p.add_argument("--masks", default=None,
                    help="crop protocol: random (rectangles of random size and position, the paper's test "
@@ -387,6 +388,7 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
     """The full-size protocol (:mod:`nfinpaint.picture_eval`): whole pictures through every method."""
     if args.size < 64:
         raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
+    args.repeats = 1 if args.repeats is None else args.repeats
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if args.data is not None and not Path(args.data).is_dir():
@@ -427,8 +429,22 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
 
     ``argv`` (the command-line words) is only recorded in ``config.json``.
     """
+    # an option of the other protocol is refused, not silently ignored
     if args.size is not None:
+        crop_only = [option for option, value in (("--crops", args.crops), ("--image-size", args.image_size),
+                                                  ("--hole-size", args.hole_size), ("--split-seed", args.split_seed))
+                     if value is not None]
+        if crop_only:
+            raise UsageError(f"{', '.join(crop_only)}: crop protocol only; the full-size protocol (--size) fills "
+                             f"whole pictures with the hole families of --masks: leave {crop_only[0]} out")
         return evaluate_pictures(args, argv)
+    if args.repeats is not None:
+        raise UsageError("--repeats: full-size protocol only (masks per picture and family); add --size PX, or "
+                         "leave --repeats out")
+    if args.crops is not None and args.data is None:
+        raise UsageError("--crops chooses the crops of a --data folder; without --data the held-out split of the "
+                         "embedded set is evaluated on its own fixed crops: add --data DIR, or leave --crops out")
+    args.crops = args.crops or "center"
     args.masks = args.masks or "random"
     if args.masks not in CROP_MASKS:
         raise UsageError(f"--masks {args.masks}: the crop protocol takes one of {', '.join(CROP_MASKS)} (the hole "

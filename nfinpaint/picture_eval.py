@@ -88,15 +88,18 @@ def load_pictures(data: str | None, size: int, limit: int | None = None) -> tupl
             out.append((name, _scaled(Image.fromarray(np.asarray(array)), size)))
         where = "the embedded scikit-image photographs"
     else:
+        unreadable = []
         for path in data_module.find_image_files(data)[:limit]:
             try:
                 with Image.open(path) as img:
                     out.append((path.name, _scaled(img, size)))
             except (*OPEN_ERRORS, ImageError) as exc:
-                error = f"{path}: {exc}" if isinstance(exc, ImageError) else open_error(path, exc)
-                warnings.warn(f"skipping {error}", data_module.DataWarning, stacklevel=2)
+                unreadable.append(str(f"{path}: {exc}" if isinstance(exc, ImageError) else open_error(path, exc)))
         if not out:
-            raise data_module.DataError(f"{data}: none of its image files can be read (see the warnings above)")
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise data_module.DataError(f"no image of {data} can be read: {unreadable[0]}{more}")
+        for reason in unreadable:
+            warnings.warn(f"skipping {reason}", data_module.DataWarning, stacklevel=2)
         where = f"folder {data}"
     return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
 

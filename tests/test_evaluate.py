@@ -298,6 +298,12 @@ BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_li
     ("--checkpoint {ckpt} --data {data} --out ''", "--out is empty"),
     ("--checkpoint {ckpt} --data {data} --masks center --hole-size 24", "cover the whole 24x24 image"),
     ("--checkpoint {tmp}/nan.pt --data {data}", "are not finite"),
+    # an option of the other protocol is refused, not silently ignored
+    ("--methods biharmonic --size 64 --data {data} --crops grid", "--crops: crop protocol only"),
+    ("--methods biharmonic --size 64 --data {data} --hole-size 8 --split-seed 1",
+     "--hole-size, --split-seed: crop protocol only"),
+    ("--methods biharmonic --data {data} --repeats 3", "--repeats: full-size protocol only"),
+    ("--methods biharmonic --crops grid", "--crops chooses the crops of a --data folder"),
     (f"--checkpoint {{ckpt}} --data {{data}} --seed {2 ** 70}", "--seed must be an integer"),
     (f"--checkpoint {{ckpt}} --split-seed {-(2 ** 70)}", "--split-seed must be an integer"),
     # the results replace their folder whole: never the folder one is in, or one holding it
@@ -496,5 +502,5 @@ def test_full_size_evaluation_skips_unreadable_files_with_a_warning(tmp_path):
     assert [name for name, _ in pictures] == ["a.png"] and "1 pictures" in where
     assert any("c.jpg" in str(w.message) for w in caught)
     (tmp_path / "a.png").unlink()
-    with pytest.warns(DataWarning), pytest.raises(DataError, match="none of its image files can be read"):
+    with pytest.raises(DataError, match=r"no image of .* can be read: .*b.png: not a readable image .*\(and 1 more\)"):
         picture_eval.load_pictures(str(tmp_path), 30)
