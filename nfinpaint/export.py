@@ -4,14 +4,16 @@ The file holds the whole fill: ``filled = model(image, mask)`` with ``image`` fl
 (N, 3, H, W) in [0, 1] and ``mask`` float32 (N, 1, H, W), 1 = hole; the holes are blanked,
 generated, and every pixel outside them is returned unchanged.  For a full-resolution
 generator (the shipped one, ``fullres``) H and W are free, and the multiscale biharmonic
-base fill is inside the graph (:mod:`nfinpaint.export_graph`): the same numbers as PyTorch
-for pictures whose shorter side is at most ``--max-side`` (default 8192).  A fixed-size
-generator (``paper``, ``residual``, ...) takes its own ``image_size`` squares.
+base fill is inside the graph (:mod:`nfinpaint.export_graph`) for pictures whose shorter
+side is at most ``--max-side`` (default 8192), with the mean of the fill and of its mirror
+image's, as ``inpaint`` fills one window.  A fixed-size generator (``paper``,
+``residual``, ...) takes its own ``image_size`` squares.
 
-The exported model fills the given picture in one pass; the ``inpaint`` command's
+The exported model fills the given picture as one window; the ``inpaint`` command's
 windows around each hole and coarse pass for very thick holes are not in it (crop a
 window around a hole yourself for large pictures).  After writing, the file is run on a
-fresh random picture and the largest difference from PyTorch is printed.
+fresh random picture and the largest difference from PyTorch's fill is printed (for
+how large it may be: docs/export.md).
 
 ONNX needs the ``export`` extra (``pip install "nfinpaint[export]"``: onnx, onnxscript,
 onnxruntime).  How to run the files: docs/export.md.
@@ -26,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nfinpaint import cli, inference
+from nfinpaint import cli, inference, neural_fill
 from nfinpaint.cli import UsageError
 from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
 from nfinpaint.files import atomic_path
@@ -46,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"full-resolution generators: the shorter side up to which the graph's base fill is "
                         f"exact (default {MAX_SIDE}; smaller makes a smaller, faster-to-export file)")
     return p
+
+
+def reference_fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What the exported file computes, in PyTorch: for a full-resolution generator ``inpaint``'s fill
+    of one window (the mirror average, no coarse pass), else the generator's fill of the crop."""
+    if is_full_resolution(generator):
+        return neural_fill.fill_window(generator, image, mask)
+    return inference.fill(generator, image, mask)
 
 
 def fill_module(generator: torch.nn.Module, max_side: int = MAX_SIDE) -> tuple[torch.nn.Module, tuple, bool]:
@@ -118,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
     h, w = (37, 53) if dynamic else example[0].shape[-2:]
     g = torch.Generator().manual_seed(1)
     image, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.8).float()
-    expected = inference.fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
+    expected = reference_fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
     got = run_file(output, args.format, image.numpy(), mask.numpy())
     if got is None:
         print(f"wrote {output} (not checked: onnxruntime is not installed)")

@@ -19,6 +19,7 @@ from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
                                     MULTISCALE_MIN_SIDE, conjugate_gradients, neighbour_sum_conv,
                                     relax_harmonic)
+from nfinpaint.neural_fill import MIRROR
 
 MAX_SIDE = 8192
 
@@ -110,18 +111,29 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
 
 class FullResFill(nn.Module):
     """A :class:`FullResGenerator`'s whole fill, ``forward(image (N,3,H,W) in [0,1], mask (N,1,H,W), 1 = hole)
-    -> (N,3,H,W)``: holes blanked, generated, known pixels kept; any H and W."""
+    -> (N,3,H,W)``: holes blanked, generated, known pixels kept; any H and W.  With ``mirror`` (as
+    ``inpaint`` fills each window: :data:`nfinpaint.neural_fill.MIRROR`), the mean of that fill and of
+    the fill of the left-right mirror image, flipped back, computed as one batch of 2N."""
 
-    def __init__(self, generator: FullResGenerator, max_side: int = MAX_SIDE):
+    def __init__(self, generator: FullResGenerator, max_side: int = MAX_SIDE, mirror: bool = MIRROR):
         super().__init__()
         self.max_side = int(max_side)
+        self.mirror = bool(mirror)
         self.generator = generator
 
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        image, mask = image.float(), (mask > 0.5).float()
+    def _fill(self, image: Tensor, mask: Tensor) -> Tensor:
         # the generator's own base fill, as a fixed graph, with the generator's step count
         filled = multiscale_biharmonic_fill(image * (1 - mask), mask, self.max_side, self.generator.base_iterations)
         return torch.where(mask > 0.5, self.generator.refine(filled, mask), image)
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = image.float(), (mask > 0.5).float()
+        if not self.mirror:
+            return self._fill(image, mask)
+        # one batch, not two calls: the graph holds the base fill once (its steps are per sample)
+        n = image.shape[0]
+        both = self._fill(torch.cat([image, image.flip(-1)]), torch.cat([mask, mask.flip(-1)]))
+        return (both[:n] + both[n:].flip(-1)) / 2
 
 
 class FixedFill(nn.Module):
