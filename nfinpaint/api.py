@@ -307,7 +307,8 @@ class Inpainter:
         values = _to_float(array, "image")
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else np.repeat(values[..., :1], 3, axis=2)
-        hole = mask_options.holes_from_values(mask_levels(mask, values.shape[:2]), self.invert if invert is None else invert)
+        hole = mask_options.holes_from_values(mask_levels(mask, values.shape[:2]),
+                                              self.invert if invert is None else invert)
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=self.resize_mask if resize_mask is None else resize_mask)
