@@ -99,17 +99,21 @@ def _open(path: str | os.PathLike) -> Image.Image:
     return img
 
 
+def sixteen_bit_levels(img: Image.Image) -> np.ndarray:
+    """(H, W) uint16 levels of a 16-bit grey image (I;16, any byte order) or of a 32-bit integer one
+    (mode I: PIL's mode for 16-bit PNGs of some encoders), which must hold 16-bit values (else ImageError)."""
+    array = np.asarray(img)
+    if img.mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
+        raise ImageError(f"32-bit integer image with values in [{array.min()}, {array.max()}]: "
+                         f"only 16-bit ranges (0..65535) can be read")
+    return array.astype(np.uint16)
+
+
 def _grey_scale(img: Image.Image) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a one-channel integer or float image."""
-    array = np.asarray(img)
-    if img.mode in _SIXTEEN_BIT_MODES:
-        return array.astype(np.float32) / 65535.0
-    if img.mode == "I":    # 32-bit ints; PIL's mode for 16-bit PNGs of some encoders
-        if array.size and (array.min() < 0 or array.max() > 65535):
-            raise ImageError(f"32-bit integer image with values in [{array.min()}, {array.max()}]: "
-                             f"only 16-bit ranges (0..65535) can be read")
-        return array.astype(np.float32) / 65535.0
-    array = array.astype(np.float32)   # "F": floats, taken as [0, 1] intensities
+    if img.mode != "F":
+        return sixteen_bit_levels(img).astype(np.float32) / 65535.0
+    array = np.asarray(img).astype(np.float32)   # "F": floats, taken as [0, 1] intensities
     if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
         raise ImageError("float image with values outside [0, 1]; save it scaled to [0, 1] or as 8/16-bit")
     return array

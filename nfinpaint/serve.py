@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nfinpaint import cli
-from nfinpaint.images import profile_fits
+from nfinpaint.images import DEEP_GREY_MODES, ImageError, profile_fits, sixteen_bit_levels
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -180,14 +180,13 @@ def fillable(img: Image.Image) -> Image.Image:
         return img
     if img.mode == "F":
         raise RequestError(400, "float images cannot be returned as PNG; send an 8- or 16-bit image")
-    if img.mode.startswith("I;16") or img.mode == "I":
+    if img.mode in DEEP_GREY_MODES:
         # big-endian 16-bit and 32-bit integer grey as little-endian 16-bit, the one deep grey mode
         # Pillow writes to PNG (it has no PNG writer for mode I)
-        values = np.asarray(img)
-        if img.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
-            raise RequestError(400, f"32-bit integer image with values in [{values.min()}, {values.max()}]: "
-                                    f"only 16-bit ranges (0..65535) can be filled; send an 8- or 16-bit image")
-        return Image.fromarray(values.astype(np.uint16))
+        try:
+            return Image.fromarray(sixteen_bit_levels(img))
+        except ImageError as exc:
+            raise RequestError(400, f"{exc}; send an 8- or 16-bit image") from None
     if img.mode == "1":
         return img.convert("L")
     transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
