@@ -36,7 +36,7 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 # One grey channel deeper than 8 bits: read (and resized, by picture_eval) as floats, never through 8 bits.
 DEEP_GREY_MODES = frozenset({"I", "F", *_SIXTEEN_BIT_MODES})
 # Modes of one grey channel (with alpha or not): such a picture is filled and written back grey.
-_GREY_MODES = {"1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT_MODES}
+_GREY_MODES = {"1", "L", "LA", "La", *DEEP_GREY_MODES}
 
 
 class ImageError(NfinpaintError, ValueError):
