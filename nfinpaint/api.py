@@ -306,7 +306,7 @@ class Inpainter:
             raise InpaintError(f"the image is empty ({array.shape[1]}x{array.shape[0]})")
         values = _to_float(array, "image")
         channels = values.shape[2]
-        colour = values[..., :3] if channels >= 3 else np.repeat(values[..., :1], 3, axis=2)
+        colour = values[..., :3] if channels >= 3 else values[..., :1]     # grey comes back grey
         hole = mask_options.holes_from_values(mask_levels(mask, values.shape[:2]),
                                               self.invert if invert is None else invert)
         try:
@@ -323,8 +323,6 @@ class Inpainter:
         except ValueError as exc:
             raise InpaintError(_one_line(exc).replace("--checkpoint", "checkpoint=")) from None
         filled = filled.permute(1, 2, 0).numpy()
-        if channels < 3:       # grey in, grey out: the fill's mean over its colour channels
-            filled = filled.mean(axis=2, keepdims=True)
         out = array.copy()
         colour_channels = 3 if channels >= 3 else 1
         converted = _from_float(filled, array.dtype)

@@ -304,19 +304,36 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
                   log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
-    """Fill the holes of a (3, H, W) [0, 1] image given a (1, H, W) mask (1 = hole).
+    """Fill the holes of a (3, H, W) colour or (1, H, W) grey [0, 1] image given a (1, H, W) mask (1 = hole).
 
-    Returns the filled image (pixels outside the holes are the input's, exactly)
-    and the list of holes with the method used for each.  ``generator`` (with
-    its training ``hole_size``) enables the GAN; without it every hole goes to
-    PatchMatch.  ``half``: the generator runs in float16 (autocast; a CUDA
-    device only), the composite stays float32.  Raises ValueError for bad input.
+    Returns the filled image, with the input's channels (pixels outside the holes
+    are the input's, exactly), and the list of holes with the method used for
+    each.  ``generator`` (with its training ``hole_size``) enables the GAN;
+    without it every hole goes to PatchMatch.  ``half``: the generator runs in
+    float16 (autocast; a CUDA device only), the composite stays float32.
+    Raises ValueError for bad input.
     """
+    if image.dim() == 3 and image.shape[0] == 1:
+        # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
+        # get the mean of the fill's colour channels, every other pixel its own grey level
+        filled, holes = _inpaint_colour(image.expand(3, -1, -1), mask, generator=generator, hole_size=hole_size,
+                                        method=method, device=device, seed=seed, max_scale=max_scale, log=log,
+                                        half=half)
+        hole = mask.reshape(1, *mask.shape[-2:]).cpu() > 0.5
+        return torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1]), holes
+    return _inpaint_colour(image, mask, generator=generator, hole_size=hole_size, method=method, device=device,
+                           seed=seed, max_scale=max_scale, log=log, half=half)
+
+
+def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None,
+                    hole_size: int | None, method: str, device: str | torch.device, seed: int, max_scale: float,
+                    log: Callable[[str], None], half: bool) -> tuple[torch.Tensor, list[Hole]]:
+    """inpaint_image for a (3, H, W) picture."""
     if method not in METHOD_CHOICES:
         raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {method!r}")
     check_half(half, device)
     if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
+        raise ValueError(f"expected a (3, H, W) colour or (1, H, W) grey image, got shape {tuple(image.shape)}")
     mask = mask.reshape(1, *mask.shape[-2:]).float().cpu()
     if mask.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
@@ -530,16 +547,13 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         raise UsageError(f"{shown} has no hole: {colour} than 50% grey) marks the pixels to fill")
     try:
         filled, holes = inpaint_image(
-            image, torch.from_numpy(hole)[None].float(), generator=None if loaded is None else loaded.generator,
+            image[:1] if grey else image, torch.from_numpy(hole)[None].float(),
+            generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
             method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)
-    if grey:
-        # grey in, grey out: the holes get the mean of the fill's colour channels (the model fills RGB
-        # and may tint a grey picture slightly), every other pixel its own grey level
-        filled = torch.where(torch.from_numpy(hole)[None], filled.mean(dim=0, keepdim=True), filled[:1])
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     written = save_image(filled, output, alpha if keep_alpha else None, info=kept, bits=bits if grey else 8)
     return holes, alpha, bits, written

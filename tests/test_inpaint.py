@@ -449,6 +449,24 @@ def test_a_grey_picture_is_filled_grey_with_the_mean_of_the_colour_fill(tmp_path
     assert np.abs(api.astype(np.float64) - filled).max() <= 1.0
 
 
+@pytest.mark.parametrize("method", ["gan", "patchmatch", "biharmonic"])
+def test_inpaint_image_fills_a_grey_tensor_grey(checkpoint, method):
+    """A (1, H, W) picture comes back (1, H, W): its holes the mean of the channels of the same picture's
+    colour fill (three equal channels), every other pixel its own value, bit for bit."""
+    loaded = generator_io.open_generator(checkpoint) if method == "gan" else None
+    grey = torch.rand(1, 40, 56)
+    mask = torch.zeros(1, 40, 56)
+    mask[:, 12:22, 20:31] = 1
+    hole = mask.bool()
+    options = dict(generator=None if loaded is None else loaded.generator,
+                   hole_size=None if loaded is None else loaded.hole_size, method=method, log=lambda _: None)
+    filled, holes = inpaint.inpaint_image(grey, mask, **options)
+    colour, _ = inpaint.inpaint_image(grey.repeat(3, 1, 1), mask, **options)
+    assert filled.shape == grey.shape and [h.method for h in holes] == [method]
+    assert torch.equal(filled[~hole], grey[~hole])
+    torch.testing.assert_close(filled[hole], colour.mean(dim=0, keepdim=True)[hole], rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("suffix, mode, bits", [(".png", "I;16", 16), (".tif", "I;16", 16), (".jpg", "L", 8),
                                                 (".webp", "RGB", 8)])
 def test_a_16_bit_grey_picture_keeps_16_bits_where_the_format_holds_them(tmp_path, checkpoint, capsys,
