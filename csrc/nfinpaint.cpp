@@ -1,6 +1,7 @@
 // The one home of nfinpaint's operator schemas. Backends register their
 // kernels with TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cu.
 #include <Python.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <string>
@@ -46,6 +47,14 @@ TORCH_LIBRARY(nfinpaint, m) {
   m.def("build_info() -> str", &build_info);
 }
 
+
+// The backward ops have no derivative of their own. Without an Autograd kernel PyTorch's fallback only
+// warns and a second backward through them (a gradient penalty through the loss) silently gets no
+// gradient; with this one it fails with "derivative for nfinpaint::..._backward is not implemented".
+TORCH_LIBRARY_IMPL(nfinpaint, Autograd, m) {
+  m.impl("composite_l2_backward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("feature_distance_backward", torch::autograd::autogradNotImplementedFallback());
+}
 
 // Importing nfinpaint._C loads this library and so runs the registrations
 // above; the module itself has no Python functions.

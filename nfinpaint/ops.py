@@ -55,6 +55,8 @@ def check_reduction(reduction: str) -> None:
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
     check_reduction(reduction)
+    if mask.dtype == torch.bool:     # as composite_l2 takes it
+        mask = mask.to(generated.dtype)
     composite = mask * generated + (1 - mask) * target
     diff = generated.float() - target.float()
     sq_err = (mask.float() * diff * diff).flatten(1).sum(1)

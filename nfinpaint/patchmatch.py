@@ -33,6 +33,8 @@ outside pixels are skipped, and the mean is over the pixels inside).
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -56,17 +58,29 @@ def _vote_op(image: Tensor, field: Tensor, weight: Tensor, hole: Tensor, patch_s
     return torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)
 
 
+def _same_device(op: str, **tensors: Tensor | None) -> None:
+    """A call mixing devices reaches the fake kernel when one input is on "meta"; without this check
+    it would return uninitialised tensors on the first input's device (the real kernels check too)."""
+    (first, x0), *rest = tensors.items()
+    for name, x in rest:
+        if x is not None and x.device != x0.device:
+            raise RuntimeError(f"{op}: expected {name} on {x0.device} like {first}, got {x.device}")
+
+
 def _register_fakes() -> None:
     if not _extension.is_built():
         return
 
     @torch.library.register_fake("nfinpaint::patchmatch_nnf")
     def _(target, source, source_allowed, active, init_field, patch_size, iterations, seed):
+        _same_device("nfinpaint::patchmatch_nnf", target=target, source=source, source_allowed=source_allowed,
+                     active=active, init_field=init_field)
         h, w = target.shape[0], target.shape[1]
         return target.new_empty((h, w, 2), dtype=torch.int32), target.new_empty((h, w), dtype=torch.float32)
 
     @torch.library.register_fake("nfinpaint::patchmatch_vote")
     def _(image, field, weight, hole, patch_size):
+        _same_device("nfinpaint::patchmatch_vote", image=image, field=field, weight=weight, hole=hole)
         return torch.empty_like(image, memory_format=torch.contiguous_format)
 
 
@@ -121,20 +135,31 @@ def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
 def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Tensor:
     """(H, W) or (1, H, W) bool/float mask (tensor or numpy) -> (H, W) bool tensor on device (True = set)."""
     m = torch.from_numpy(np.asarray(mask)) if not isinstance(mask, Tensor) else mask
+    shape = tuple(m.shape)
     while m.dim() > 2 and m.shape[0] == 1:
         m = m[0]
     if m.dim() != 2 or tuple(m.shape) != (h, w):
-        raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape "
-                         f"{tuple(mask.shape)}")
+        raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape {shape}")
     # Contiguous: the ops take any strides, but a row-major plane needs no copy there.
     return (m > 0.5 if m.is_floating_point() else m.bool()).to(device).contiguous()
 
 
-def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> None:
-    if not isinstance(patch_size, int) or patch_size < 1 or patch_size % 2 == 0:
+def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> int:
+    """``patch_size`` as a Python int (numpy integers are integers too), or ValueError."""
+    try:
+        size = None if isinstance(patch_size, bool) else operator.index(patch_size)
+    except TypeError:
+        size = None
+    if size is None or size < 1 or size % 2 == 0:
         raise ValueError(f"patch_size must be a positive odd integer (e.g. 5 or 7), got {patch_size!r}")
-    if patch_size > min(h, w):
-        raise ValueError(f"patch_size {patch_size} is larger than the {what} ({h}x{w}); use a smaller patch")
+    if size > min(h, w):
+        raise ValueError(f"patch_size {size} is larger than the {what} ({h}x{w}); use a smaller patch")
+    return size
+
+
+def _seed64(seed: int) -> int:
+    """Any integer seed as the ops' int64 one: seeds in [0, 2**63) unchanged, others reduced modulo 2**63."""
+    return int(seed) % (1 << 63)
 
 
 def _to_hwc(chw: Tensor) -> Tensor:
@@ -158,7 +183,7 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
         raise ValueError(f"target and source must have the same channels, got {t.shape[0]} and {s.shape[0]}")
     s = s.to(t.device)
     hs, ws = s.shape[1:]
-    _check_patch_size(patch_size, hs, ws, "source image")
+    patch_size = _check_patch_size(patch_size, hs, ws, "source image")
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     allowed = torch.ones(hs, ws, dtype=torch.bool, device=t.device)
@@ -168,7 +193,7 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
     if not allowed[r:hs - r, r:ws - r].any():
         raise ValueError("source_mask forbids every source patch; leave some source centres unmasked")
     active = torch.ones(t.shape[1], t.shape[2], dtype=torch.bool, device=t.device)
-    field, dist = _nnf_op(_to_hwc(t), _to_hwc(s), allowed, active, None, patch_size, iterations, int(seed))
+    field, dist = _nnf_op(_to_hwc(t), _to_hwc(s), allowed, active, None, patch_size, iterations, _seed64(seed))
     if t_np:
         return field.numpy(), dist.numpy()
     return field, dist
@@ -262,7 +287,7 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
 
 
 def _call_seed(seed: int, level: int, step: int) -> int:
-    return (int(seed) * 1_000_003 + level * 1009 + step) % (1 << 63)
+    return _seed64(int(seed) * 1_000_003 + level * 1009 + step)
 
 
 def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3):
@@ -279,7 +304,7 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     c, h, w = img.shape
     dev = torch.device(device) if device is not None else img.device
     hole = _plane_to_bool(mask, "mask", h, w, dev)
-    _check_patch_size(patch_size, h, w, "image")
+    patch_size = _check_patch_size(patch_size, h, w, "image")
     if iterations < 0 or em_steps < 1:
         raise ValueError(f"need iterations >= 0 and em_steps >= 1, got {iterations} and {em_steps}")
     if not bool(hole.any()):

@@ -131,6 +131,36 @@ def test_composite_l2_gradient_only_from_used_outputs():
     torch.testing.assert_close(x.grad, m * probe)
 
 
+def test_composite_l2_reference_takes_a_bool_mask_like_the_op():
+    g, t, m = make_inputs((2, 3, 5, 4), seed=7)
+    hole = m > 0.5
+    for reduction in ops.REDUCTIONS:
+        comp, loss = ops.composite_l2_reference(g, t, hole, reduction)
+        rcomp, rloss = ops.composite_l2_reference(g, t, hole.float(), reduction)
+        assert torch.equal(comp, rcomp) and torch.equal(loss, rloss)
+        torch.testing.assert_close(ops.composite_l2(g, t, hole, reduction)[1], rloss, rtol=LOSS_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("op", ["composite_l2", "feature_distance"])
+def test_double_backward_fails_loudly(op):
+    """A gradient of the loss's gradient (a gradient penalty through it) has no formula: it must raise,
+    not come back as no gradient (PyTorch's default for an op without autograd only warns). The
+    reference's second derivative exists, so the test shows what a silent zero would have hidden."""
+    g, t, m = make_inputs((2, 3, 4, 5), torch.float64, 1, seed=8)
+    custom = (lambda x: ops.composite_l2(x, t, m, "sum")[1]) if op == "composite_l2" else \
+        (lambda x: ops.feature_distance(x, t, m, "sum"))
+    reference = (lambda x: ops.composite_l2_reference(x, t, m, "sum")[1]) if op == "composite_l2" else \
+        (lambda x: ops.feature_distance_reference(x, t, m, "sum"))
+    x = g.clone().requires_grad_()
+    grad, = torch.autograd.grad(reference(x), x, create_graph=True)
+    grad.pow(2).sum().backward()
+    assert x.grad.abs().max() > 0
+    x = g.clone().requires_grad_()
+    grad, = torch.autograd.grad(custom(x), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=f"derivative for nfinpaint::{op}_backward is not implemented"):
+        grad.pow(2).sum().backward()
+
+
 def test_composite_l2_target_and_mask_get_no_gradient():
     g, t, m = make_inputs((2, 3, 4, 4), seed=6)
     for x in (g, t, m):

@@ -95,6 +95,23 @@ def test_nnf_seeded_and_thread_count_independent():
     assert not torch.equal(f1, f3)
 
 
+def test_integer_arguments_of_any_kind():
+    """A numpy integer patch size is a patch size, and any Python int is a seed: seeds at or beyond 2**63
+    (which the ops' int64 cannot hold) are reduced modulo 2**63, as inpaint's per-step seeds are."""
+    image = smooth_image(20, 22, seed=3)
+    mask = torch.zeros(20, 22)
+    mask[6:11, 7:12] = 1
+    assert torch.equal(pm.inpaint(image, mask, patch_size=np.int64(5), seed=4),
+                       pm.inpaint(image, mask, patch_size=5, seed=4))
+    for seed in (2**63 + 9, 2**64 + 9, 9 - 2**63):
+        assert torch.equal(pm.nnf(image, image, patch_size=3, seed=seed)[0],
+                           pm.nnf(image, image, patch_size=3, seed=9)[0])
+    with pytest.raises(ValueError, match="odd integer"):
+        pm.inpaint(image, mask, patch_size=5.0)
+    with pytest.raises(ValueError, match="odd integer"):
+        pm.inpaint(image, mask, patch_size=True)
+
+
 def test_nnf_numpy_in_numpy_out():
     target = hwc(smooth_image(20, 24, seed=1)).numpy()
     field, dist = pm.nnf(target, target, patch_size=3, iterations=3)
@@ -192,6 +209,7 @@ def test_inpaint_numpy_uint8_roundtrip_and_seed():
     ("even_patch", "odd"),
     ("big_patch", "larger than the image"),
     ("bad_image", "(3, H, W)"),
+    ("list_mask", "got shape (2, 3)"),
 ])
 def test_inpaint_bad_input(case, message):
     image = torch.rand(3, 20, 24)
@@ -213,6 +231,8 @@ def test_inpaint_bad_input(case, message):
         kwargs["patch_size"] = 21
     elif case == "bad_image":
         image = torch.rand(20, 24)
+    elif case == "list_mask":
+        mask = [[0, 1, 0], [1, 0, 0]]
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         pm.inpaint(image, mask, **kwargs)
 
@@ -235,6 +255,21 @@ def test_ops_reject_bad_tensors():
         torch.ops.nfinpaint.patchmatch_nnf(t, t, ok[:4], ok, None, 3, 1, 0)
     with pytest.raises(RuntimeError, match="no usable source patch"):
         torch.ops.nfinpaint.patchmatch_nnf(t, t, ~ok, ok, None, 3, 1, 0)
+
+
+@pytest.mark.parametrize("op, meta_arg", [("nnf", 2), ("nnf", 4), ("vote", 2), ("vote", 3)])
+def test_ops_refuse_a_meta_input_beside_cpu_ones(op, meta_arg):
+    """One input on "meta" sends the call to the fake kernel: it must refuse, not return uninitialised
+    CPU tensors."""
+    t = torch.rand(12, 13, 3)
+    ok = torch.ones(12, 13, dtype=torch.bool)
+    if op == "nnf":
+        args = [t, t, ok, ok, torch.zeros(12, 13, 2, dtype=torch.int32), 3, 1, 0]
+    else:
+        args = [t, torch.full((12, 13, 2), 6, dtype=torch.int32), torch.ones(12, 13), ok, 3]
+    args[meta_arg] = args[meta_arg].to("meta")
+    with pytest.raises(RuntimeError, match="like .*, got meta"):
+        getattr(torch.ops.nfinpaint, f"patchmatch_{op}")(*args)
 
 
 # ---------------------------------------------------------------- opcheck
