@@ -67,9 +67,7 @@ def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
     out = v / w.clamp_min(1e-12)
     for i in range(levels - 1, -1, -1):
         v, w = pyramid[i]
-        own = v / w.clamp_min(1e-12)
-        refined = torch.where(w > 0, own, _up(out, v))
-        out = torch.where(_min_side(v) <= 1, own, refined)   # the recursion stops at a side of 1
+        out = torch.where(w > 0, v / w.clamp_min(1e-12), _up(out, v))   # down to 1x1, as the recursion
     return out
 
 

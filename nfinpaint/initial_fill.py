@@ -25,8 +25,10 @@ CG_ITERATIONS = 32
 
 def _push_pull(values: Tensor, weight: Tensor) -> Tensor:
     """Fill where ``weight`` is 0 with the weighted mean of coarser pyramid levels (depth fixed
-    by the shape, not the data, so it compiles without graph breaks)."""
-    if min(values.shape[-2:]) <= 1:
+    by the shape, not the data, so it compiles without graph breaks).  The pyramid goes down to
+    1x1: stopped at a short side of 1, an elongated picture's coarsest row could still hold cells
+    with nothing known under them, and they came back 0 (a black fill)."""
+    if max(values.shape[-2:]) <= 1:
         return values / weight.clamp_min(1e-12)
     coarse_v = F.avg_pool2d(values, 2, ceil_mode=True)
     coarse_w = F.avg_pool2d(weight, 2, ceil_mode=True)

@@ -73,7 +73,11 @@ class Window:
 
 def hole_thickness(labels: np.ndarray, count: int) -> np.ndarray:
     """Per hole label (index 0 unused): twice the largest distance from a hole pixel to a known one
-    (each hole measured on its own bounding box plus a known border, so cost follows the holes)."""
+    (each hole measured on its own bounding box plus a known border, so cost follows the holes).
+    The border counts as known at the picture's edge too, which makes a hole along an edge thinner
+    than its distance from anything known.  Measured the other way, 12 edge holes on the validation
+    pictures (a 150 px band on the left, 100 px along the bottom, a 200x160 corner) got wider
+    windows and a coarse pass, and lost 0.7 dB hole PSNR on average; so the edge stays "known"."""
     out = np.zeros(count + 1)
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is not None:

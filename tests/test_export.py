@@ -78,6 +78,23 @@ def test_graph_base_fill_is_the_recursive_one(side, graph_operators):
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("side", [(12, 100), (100, 12), (1, 50)])
+def test_graph_base_fill_is_the_recursive_one_on_a_band_across_an_elongated_picture(side, graph_operators):
+    """Where the push-pull pyramid reaches a short side of 1 with cells that have nothing known under
+    them: both fills go on down to 1x1 (they once stopped there and filled 0)."""
+    image = torch.rand(1, 3, *side, generator=torch.Generator().manual_seed(sum(side)))
+    mask = torch.zeros(1, 1, *side)
+    if side[0] > side[1]:
+        mask[..., : side[0] * 3 // 5, :] = 1
+    else:
+        mask[..., :, : side[1] * 3 // 5] = 1
+    masked = image * (1 - mask)
+    expected = multiscale_biharmonic_fill(masked, mask)
+    assert expected[mask.expand_as(expected) > 0].mean() > 0.2      # the known pixels' mean is ~0.5; black was 0
+    got = export_graph.multiscale_biharmonic_fill(masked, mask, MAX_SIDE)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("base_iterations", [8, 32])
 def test_graph_whole_fill_is_the_generator_s_own(base_iterations, graph_operators):
     """The graph runs the generator's base fill with the generator's own step count (the shipped
