@@ -6,7 +6,7 @@
     inpainter = Inpainter()                 # loads the shipped generator once
     filled = inpainter(image, mask)         # same type, dtype and channels as ``image``
 
-``image``: a PIL image (L, LA, RGB, RGBA, I;16, I, F; a palette image, P or PA, keeps its
+``image``: a PIL image (L, LA, RGB, RGBA, 16-bit grey in any byte order, I, F; a palette image, P or PA, keeps its
 palette, the filled pixels taking its nearest colour; other modes are filled as RGB and
 converted back), a numpy array (H, W) or (H, W, C) with C in 1-4 (grey, grey+alpha, RGB,
 RGBA) of dtype uint8, uint16 or float (values in [0, 1]), or a torch tensor (C, H, W) of
@@ -34,10 +34,13 @@ import torch
 from PIL import Image
 
 from nfinpaint import mask_options
-from nfinpaint.images import zero_one_levels
+from nfinpaint.images import ImageError, mask_image_levels, sixteen_bit_levels
 from nfinpaint.errors import NfinpaintError
 
-_PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I", "F"}
+# 16-bit grey in each byte order PIL has (the numpy byte order it is written back in), and 32-bit
+# integer grey holding 16-bit levels
+_INTEGER_GREY = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": None}
+_PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *_INTEGER_GREY}
 
 
 class InpaintError(NfinpaintError, ValueError):
@@ -131,18 +134,21 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
         if mode not in _PIL_ARRAY_MODES:    # CMYK, YCbCr, ...: filled as RGB(A), converted back
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         inner = image.mode
-        array = np.asarray(image)
-        if inner == "I":
-            array = array.astype(np.uint16) if array.size == 0 or (array.min() >= 0 and array.max() <= 65535) \
-                else _raise(f"32-bit integer PIL image with values in [{array.min()}, {array.max()}]; "
-                            f"only 16-bit ranges (0..65535) can be filled")
+        if inner in _INTEGER_GREY:          # 16-bit grey of any byte order, or 32-bit holding 16-bit levels
+            try:
+                array = sixteen_bit_levels(image)
+            except ImageError as exc:
+                raise InpaintError(f"the image: {exc}") from None
+        else:
+            array = np.asarray(image)
 
         def back(out: np.ndarray) -> Image.Image:
             out = out[..., 0] if out.shape[2] == 1 else out
             if inner == "I":
                 result = Image.fromarray(out.astype(np.int32), "I")
-            elif inner == "I;16":
-                result = Image.fromarray(out.astype(np.uint16))
+            elif inner in _INTEGER_GREY:      # in its own byte order
+                result = Image.frombytes(inner, (out.shape[1], out.shape[0]),
+                                         out.astype(_INTEGER_GREY[inner]).tobytes())
             else:
                 result = Image.fromarray(out, inner)
             if result.mode == mode:
@@ -174,28 +180,20 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
     raise InpaintError(f"the image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
 
 
-def _raise(message: str):
-    raise InpaintError(message)
-
-
-def mask_levels(mask: Any, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask (PIL, numpy or torch) as (H, W) float32 grey levels in [0, 1] (alpha: transparent = 0).
+def mask_levels(mask: Any, size: tuple[int, int] | None = None, invert: bool = False) -> np.ndarray:
+    """A mask (PIL, numpy or torch) as (H, W) float32 hole levels in [0, 1]: grey levels, white = hole
+    (``invert``: black = hole); a PIL mask's alpha multiplies them, so transparent is never a hole.
     ``size``: the picture's (H, W), which tells a (1, H, W) mask from an (H, W, 1) one when both read."""
     if isinstance(mask, Image.Image):
-        binary = zero_one_levels(mask)
-        if binary is not None:      # 0/1 only: 1 = hole, as its file is read and as an integer array
-            return binary
-        if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
-            rgba = np.asarray(mask.convert("RGBA"), dtype=np.float32) / 255.0
-            return (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) * rgba[..., 3]
-        if mask.mode not in ("1", "L", "I;16", "I", "F"):
-            mask = mask.convert("L")
-        array = np.asarray(mask)
-        if mask.mode == "1":
-            return array.astype(np.float32)
-        if mask.mode == "I":
-            return np.clip(array / 65535.0, 0, 1).astype(np.float32)
-        return _to_float(array, "mask")
+        try:
+            return mask_image_levels(mask, invert)     # as its file would be read
+        except ImageError as exc:
+            raise InpaintError(f"the mask: {exc}") from None
+    levels = _array_mask_levels(mask, size)
+    return 1.0 - levels if invert else levels
+
+
+def _array_mask_levels(mask: Any, size: tuple[int, int] | None) -> np.ndarray:
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu()
         mask = mask.float().numpy() if mask.dtype in (torch.bfloat16, torch.float16) else mask.numpy()
@@ -307,8 +305,8 @@ class Inpainter:
         values = _to_float(array, "image")
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else values[..., :1]     # grey comes back grey
-        hole = mask_options.holes_from_values(mask_levels(mask, values.shape[:2]),
-                                              self.invert if invert is None else invert)
+        hole = mask_options.holes_from_values(
+            mask_levels(mask, values.shape[:2], self.invert if invert is None else invert))
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=self.resize_mask if resize_mask is None else resize_mask)

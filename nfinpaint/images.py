@@ -216,30 +216,42 @@ def zero_one_levels(img: Image.Image) -> np.ndarray | None:
     return levels.astype(np.float32)
 
 
-def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
-    """Read a mask image (white = hole) of any mode as a (1, H, W) {0, 1} float32 tensor.
-
-    Colour and palette masks are converted to luminance; an alpha channel, if
-    present, multiplies it (transparent pixels are not holes).  A grey mask holding
-    only 0 and 1 means 1 = hole (:func:`zero_one_levels`).
-    """
-    img = ImageOps.exif_transpose(_open(path))
-    binary = zero_one_levels(img)
-    if binary is not None:
-        value = binary
+def mask_image_levels(img: Image.Image, invert: bool = False) -> np.ndarray:
+    """(H, W) float32 hole levels in [0, 1] of a mask image of any mode: its grey level (white = hole;
+    with ``invert``, black = hole), times its alpha where it has one, so a transparent pixel is never
+    a hole whichever the polarity.  Colour and palette masks count by luminance, 16-bit and float
+    grey by their format's full range (never by the mask's own brightest pixel), and a grey integer
+    mask holding only 0 and 1 as levels 0/1 (:func:`zero_one_levels`).  ImageError for levels it
+    cannot read.  The one reading of a mask image, for files, the Python API and the server."""
+    alpha = None
+    grey = zero_one_levels(img)
+    if grey is not None:
+        pass
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-        value = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) * rgba[..., 3]
-    elif img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
-        # scaled by the format's full range, as images are: one threshold whatever the bit depth
-        # (never by the mask's own brightest pixel, which turned a faint grey into a hole)
-        try:
-            value = _grey_scale(img)
-        except ImageError as exc:
-            raise ImageError(f"{path}: {exc}") from None
+        grey, alpha = 0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2], rgba[..., 3]
+    elif img.mode in DEEP_GREY_MODES:
+        grey = _grey_scale(img)
     else:
-        value = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    return torch.from_numpy((value > threshold).astype(np.float32))[None]
+        grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if invert:
+        grey = 1.0 - grey
+    return grey if alpha is None else grey * alpha
+
+
+def read_mask_levels(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
+    """:func:`mask_image_levels` of a mask file (EXIF orientation applied); ImageError names the file."""
+    img = ImageOps.exif_transpose(_open(path))
+    try:
+        return mask_image_levels(img, invert)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def read_mask(path: str | os.PathLike, threshold: float = 0.5) -> torch.Tensor:
+    """Read a mask image (white = hole) of any mode as a (1, H, W) {0, 1} float32 tensor: the pixels
+    whose :func:`mask_image_levels` exceed ``threshold``."""
+    return torch.from_numpy((read_mask_levels(path) > threshold).astype(np.float32))[None]
 
 
 def tensor_to_pil(image: torch.Tensor, bits: int = 8) -> Image.Image:

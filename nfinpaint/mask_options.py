@@ -9,6 +9,8 @@ The rule for a mask's grey levels (one for files, arrays and every command):
   covered; faint grey that touches no hole (noise, a lossy format's ringing) is not a hole;
 * ``invert``: black marks the holes instead (MAT's polarity): the rule applies to
   ``1 - value``;
+* a mask's **alpha** multiplies its level after any inversion: a transparent pixel is never
+  a hole, whichever the polarity;
 * ``dilate`` PX: every pixel within PX pixels (Euclidean distance) of a hole becomes a
   hole: the usual fix for a brush that missed an object's edge.
 
@@ -71,12 +73,8 @@ def prepare(hole: np.ndarray, size: tuple[int, int], *, dilate_px: int = 0, resi
 
 
 def read_holes(path, invert: bool = False) -> np.ndarray:
-    """The hole (H, W) bool of a mask file (any mode :func:`nfinpaint.images.read_mask` reads)."""
-    from nfinpaint.images import read_mask  # noqa: PLC0415  (torch: only when a file is read)
+    """The hole (H, W) bool of a mask file (any mode :func:`nfinpaint.images.mask_image_levels` reads)."""
+    from nfinpaint.images import read_mask_levels  # noqa: PLC0415  (torch: only when a file is read)
 
-    def above(level: float) -> np.ndarray:
-        return read_mask(path, level)[0].numpy() > 0.5
-
-    if invert:   # 1 - value > level  <=>  not (value > 1 - level), for levels a file can hold
-        return holes_from_levels(~above(1 - HOLE_LEVEL), ~above(1 - RIM_LEVEL))
-    return holes_from_levels(above(HOLE_LEVEL), above(RIM_LEVEL))
+    levels = read_mask_levels(path, invert)
+    return holes_from_levels(levels > HOLE_LEVEL, levels > RIM_LEVEL)

@@ -154,6 +154,53 @@ def test_every_mask_kind_gives_the_same_fill(inpainter):
         assert np.array_equal(inpainter(picture, mask, invert=invert), reference)
 
 
+@pytest.mark.parametrize("mode, dtype", [("I;16B", ">u2"), ("I;16L", "<u2"), ("I;16N", "=u2")])
+def test_16_bit_grey_of_any_byte_order_is_filled_at_16_bits(inpainter, mode, dtype):
+    """Such PIL images once went through convert("RGB"), which clipped them white: the holes came back
+    unchanged. They fill as I;16 does, and come back in their own byte order."""
+    levels = np.random.default_rng().integers(0, 65536, (H, W), dtype=np.uint16)
+    hole = _hole()
+    reference = np.asarray(inpainter(Image.fromarray(levels), hole))
+    assert not np.array_equal(reference[hole], levels[hole])
+    out = inpainter(Image.frombytes(mode, (W, H), levels.astype(dtype).tobytes()), hole)
+    assert out.mode == mode and np.array_equal(np.asarray(out).astype(np.uint16), reference)
+
+
+def test_a_pil_mask_is_read_as_its_file_is(inpainter, tmp_path):
+    """A 16-bit big-endian mask counts by its full range, as the command reads its file: a faint level
+    (300 of 65535) is no hole (converted to 8 bits it was clipped white, and was one)."""
+    from nfinpaint.mask_options import read_holes
+
+    hole = _hole()
+    faint = np.zeros((H, W), bool)
+    faint[25:30, 2:8] = True
+    levels = (hole * 40000 + faint * 300).astype(">u2")
+    mask = Image.frombytes("I;16B", (W, H), levels.tobytes())
+    mask.save(tmp_path / "mask.tif")
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    out = inpainter(picture, mask)
+    assert np.array_equal(read_holes(tmp_path / "mask.tif"), hole)
+    assert np.array_equal(out[~hole], picture[~hole]) and not np.array_equal(out[hole], picture[hole])
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_transparent_mask_pixels_are_never_holes_whichever_the_polarity(inpainter, tmp_path, invert):
+    """A stroke drawn on a transparent layer: with invert (black = hole) the transparent pixels once
+    became holes too (alpha was multiplied in before the levels were inverted)."""
+    from nfinpaint.mask_options import read_holes
+
+    stroke = np.zeros((H, W), bool)
+    stroke[10:14, 5:30] = True
+    rgba = np.zeros((H, W, 4), np.uint8)            # transparent, of the hole colour where not drawn...
+    rgba[..., :3] = 0 if invert else 255              # ...so that only alpha keeps them out of the holes
+    rgba[stroke] = (0, 0, 0, 255) if invert else (255, 255, 255, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    out = inpainter(picture, Image.open(tmp_path / "mask.png"), invert=invert)
+    assert np.array_equal(out[~stroke], picture[~stroke]) and not np.array_equal(out[stroke], picture[stroke])
+    assert np.array_equal(read_holes(tmp_path / "mask.png", invert), stroke)
+
+
 def test_package_level_names_and_one_off_call(fullres_checkpoint):
     assert nfinpaint.Inpainter is Inpainter and issubclass(InpaintError, ValueError)
     picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
