@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nfinpaint import mask_options
-from nfinpaint.images import ImageError, mask_image_levels, sixteen_bit_levels
+from nfinpaint import devices, mask_options
+from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
+from nfinpaint.images import ImageError, mask_image_levels, sixteen_bit_levels
 
 # 16-bit grey in each byte order PIL has (the numpy byte order it is written back in), and 32-bit
 # integer grey holding 16-bit levels
@@ -259,32 +260,42 @@ class Inpainter:
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "auto", method: str = "auto",
                  dilate: int = 0, invert: bool = False, resize_mask: bool = False, seed: int = 0,
                  half: bool = False):
-        from nfinpaint import generator_io  # noqa: PLC0415
-
         from nfinpaint.baselines import METHODS  # noqa: PLC0415
 
         method, dilate = _checked_method(method), _checked_dilate(dilate)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not isinstance(device, (str, torch.device)):
+            raise InpaintError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            raise InpaintError(f"checkpoint must be a path (str or os.PathLike) or None, got {checkpoint!r}")
         try:
-            self.device = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise InpaintError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise InpaintError(f"device {device!r}: no CUDA GPU is visible; use device='cpu'")
+            self.device = devices.resolve_device(str(device))      # the command's --device rule
+        except UsageError as exc:
+            raise InpaintError(str(exc).replace("--device ", "device=")) from None
         if half and self.device.type != "cuda":
             raise InpaintError(f"half=True (float16) runs on a CUDA GPU only, and the device is {self.device}; "
                                f"drop half=True, or use device='cuda'")
-        self.method, self.seed, self.half = method, seed, bool(half)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InpaintError(f"seed must be an integer, got {seed!r}")
+        self.method, self.seed, self.half = method, int(seed), bool(half)
         self.dilate, self.invert, self.resize_mask = dilate, bool(invert), bool(resize_mask)
-        self.loaded = None
+        self._checkpoint, self._opened, self.loaded = checkpoint, False, None
         if method == "auto" or METHODS[method].needs_generator:
-            try:
-                self.loaded = generator_io.open_generator(checkpoint)
-            except generator_io.GeneratorFileError as exc:
-                raise InpaintError(_one_line(exc)) from None
+            self._open_generator()
         if self.loaded is None and method == "gan":
             raise InpaintError("method='gan' needs a generator: pass checkpoint=PATH (no shipped default is installed)")
+
+    def _open_generator(self) -> None:
+        """Load the generator once, when a method first needs it: an Inpainter made for biharmonic
+        fills loads none, and a later call with method='auto' then loads it (it once went to
+        PatchMatch without one, silently)."""
+        from nfinpaint import generator_io  # noqa: PLC0415
+
+        if not self._opened:
+            try:
+                self.loaded = generator_io.open_generator(self._checkpoint)
+            except generator_io.GeneratorFileError as exc:
+                raise InpaintError(_one_line(exc)) from None
+            self._opened = True
 
     def __call__(self, image: Any, mask: Any, *, dilate: int | None = None, invert: bool | None = None,
                  resize_mask: bool | None = None, method: str | None = None) -> Any:
@@ -296,8 +307,11 @@ class Inpainter:
         # per-call options: the constructor's checks
         method = self.method if method is None else _checked_method(method)
         dilate = self.dilate if dilate is None else _checked_dilate(dilate)
+        if method == "auto" or METHODS[method].needs_generator:
+            self._open_generator()
         if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
-            raise InpaintError(f"method={method!r} needs a generator: this Inpainter has none")
+            raise InpaintError(f"method={method!r} needs a generator: pass checkpoint=PATH "
+                               f"(no shipped default is installed)")
 
         array, back = _as_hwc(image)
         if array.shape[0] == 0 or array.shape[1] == 0:

@@ -244,10 +244,24 @@ def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expe
     ({"method": "best"}, "method must be"), ({"dilate": -1}, "dilate must be"), ({"dilate": 2.5}, "dilate must be"),
     ({"dilate": "3"}, "dilate must be"), ({"device": "tpu9"}, "not a device"),
     ({"checkpoint": "/no/such/generator.pt"}, "does not exist"),
-    ({"half": True, "device": "cpu"}, r"half=True \(float16\) runs on a CUDA GPU only")])
+    ({"half": True, "device": "cpu"}, r"half=True \(float16\) runs on a CUDA GPU only"),
+    ({"device": "mps"}, "only cpu and cuda devices"), ({"device": "meta"}, "only cpu and cuda devices"),
+    ({"device": None}, "device must be"), ({"checkpoint": 123}, "checkpoint must be a path"),
+    ({"seed": "abc"}, "seed must be an integer"), ({"seed": 1.5}, "seed must be an integer")])
 def test_bad_options_are_the_same_error(options, expected):
     with pytest.raises(InpaintError, match=expected):
         Inpainter(**options)
+
+
+def test_a_per_call_method_that_needs_the_generator_loads_it(fullres_checkpoint):
+    """An Inpainter made for a classical fill loads no generator; a call with method='auto' then loads
+    it and fills as an auto Inpainter does (it once went to PatchMatch, silently)."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    classical = Inpainter(fullres_checkpoint, device="cpu", method="biharmonic")
+    assert classical.loaded is None
+    auto = Inpainter(fullres_checkpoint, device="cpu")(picture, _hole())
+    assert np.array_equal(classical(picture, _hole(), method="auto"), auto)
+    assert not np.array_equal(auto, Inpainter(device="cpu", method="patchmatch")(picture, _hole()))
 
 
 def test_a_mask_of_another_size_is_resized_when_asked(inpainter):
