@@ -134,10 +134,16 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
+_NAME_MAX = 255     # bytes in one file name on Linux, macOS and Windows file systems
+
+
 def check_output_file(path: str | os.PathLike, option: str, example: str = "filled.png") -> Path:
     """Fail now, before any work, if the file ``path`` cannot be written (its folder may be missing);
     ``example``: a file name of the kind the command writes, for the message."""
     path = Path(path)
+    if len(os.fsencode(path.name)) > _NAME_MAX:
+        raise UsageError(f"{option} {path}: the file name is {len(os.fsencode(path.name))} bytes long; "
+                         f"file systems take at most {_NAME_MAX}")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name such as {path / example}")
     check_output_folder(path.parent, option, of=path)

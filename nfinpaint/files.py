@@ -29,6 +29,12 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
+# errors that say why a write failed, and it is not space: never reported as a full disk, even
+# where the folder shows no free space (/proc, a full read-only image)
+_NOT_SPACE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+              errno.ENAMETOOLONG}
+
+
 def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
     """The :class:`DiskFullError` for an exception raised writing ``path`` when the device is full
     (ENOSPC or EDQUOT anywhere in its chain, or a failed write with almost no space left), else None.
@@ -42,6 +48,8 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
         if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
             full = True
             break
+        if isinstance(chain, OSError) and chain.errno in _NOT_SPACE:
+            return None        # a folder one cannot write in (/proc, read-only, no permission): not space
         chain = chain.__cause__ or chain.__context__
     free = _free_bytes(path.parent)
     if not full and (isinstance(exc, UsageError) or free is None or free >= _NEARLY_FULL):
@@ -50,17 +58,35 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
                          f"of that file was kept: free some space (or choose another folder) and run again")
 
 
+def write_failure(exc: BaseException, path: Path) -> UsageError | None:
+    """The one-line error for an exception raised writing ``path``: :class:`DiskFullError` when the
+    device is full (:func:`disk_full`), a :class:`UsageError` with the system's reason when the folder
+    cannot be written (it does not exist as one, no permission, read-only), else None."""
+    full = disk_full(exc, path)
+    if full is not None or isinstance(exc, UsageError) or not isinstance(exc, Exception):
+        return full
+    seen, chain = set(), exc
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in _NOT_SPACE:
+            return UsageError(f"cannot write {path}: {os.strerror(chain.errno).lower()} "
+                              f"(in {path.parent}); choose another folder")
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
 @contextlib.contextmanager
 def full_disk_reported(path: str | os.PathLike) -> Iterator[None]:
-    """Turn an OSError raised inside the block into :class:`DiskFullError` when the device is full
-    (see :func:`disk_full`), with ``path`` named as the file being written; other errors pass."""
+    """Turn an OSError raised inside the block into :class:`DiskFullError` when the device is full,
+    or a :class:`UsageError` when the folder cannot be written (:func:`write_failure`), with ``path``
+    named as the file being written; other errors pass."""
     try:
         yield
     except OSError as exc:
-        full = disk_full(exc, Path(path))
-        if full is None:
+        failure = write_failure(exc, Path(path))
+        if failure is None:
             raise
-        raise full from None
+        raise failure from None
 
 
 @contextlib.contextmanager
@@ -84,10 +110,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
-        full = disk_full(exc, path)
+        failure = write_failure(exc, path)
         tmp.unlink(missing_ok=True)
-        if full is not None:
-            raise full from None
+        if failure is not None:
+            raise failure from None
         raise
 
 

@@ -304,6 +304,8 @@ _SAVE_OPTIONS = {
 }
 
 
+_JPEG_EXIF_LIMIT = 65533      # bytes of EXIF in one JPEG APP1 marker (PIL's MAX_BYTES_IN_MARKER)
+
 # The ICC data colour space (header bytes 16-19) that fits each mode a picture is written in.
 _PROFILE_SPACES = {"RGB": "RGB", "RGBA": "RGB", "L": "GRAY", "LA": "GRAY", "I;16": "GRAY", "F": "GRAY"}
 
@@ -362,6 +364,11 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
         warnings.warn(f"{path}: the input's colour profile is "
                       f"{'for ' + space + ' data' if space else 'not a readable ICC profile'}, not {pil.mode}: "
                       f"written without it (colours show as untagged sRGB)", ImageWarning, stacklevel=2)
+    if fmt == "JPEG" and len(options.get("exif", b"")) > _JPEG_EXIF_LIMIT:
+        # one APP1 marker holds at most this much: PIL refuses the whole save, while the pixels are fine
+        warnings.warn(f"{path}: the input's EXIF ({len(options.pop('exif')):,} bytes) is more than a JPEG "
+                      f"holds ({_JPEG_EXIF_LIMIT:,}): written without it (PNG or TIFF keep it)", ImageWarning,
+                      stacklevel=2)
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
     return depth

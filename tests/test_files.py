@@ -6,6 +6,7 @@ import tempfile
 
 import pytest
 
+from nfinpaint.cli import UsageError
 from nfinpaint.files import DiskFullError, atomic_path, full_disk_reported, write_text
 
 
@@ -100,8 +101,28 @@ def test_a_full_disk_creating_the_temporary_file_is_one_line(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("error", [OSError(errno.EACCES, "Permission denied"), ValueError("not a disk error")])
+@pytest.mark.parametrize("error", [ValueError("not a disk error"), OSError(errno.EIO, "Input/output error")])
 def test_other_errors_pass_through_unchanged(tmp_path, error):
     with pytest.raises(type(error)) as raised, full_disk_reported(tmp_path / "out.txt"):
         raise error
     assert raised.value is error
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EACCES, "permission denied"), (errno.ENOENT, "no such file"),
+                                          (errno.EROFS, "read-only file system")])
+def test_a_folder_that_cannot_be_written_is_one_line_and_never_a_full_disk(tmp_path, monkeypatch, code, reason):
+    """/proc shows no free space and refuses new files (ENOENT): that was reported as a full disk."""
+    import nfinpaint.files as files  # noqa: PLC0415
+
+    monkeypatch.setattr(files, "_free_bytes", lambda folder: 0)
+    with pytest.raises(UsageError) as raised, full_disk_reported(tmp_path / "out.txt"):
+        raise OSError(code, os.strerror(code))
+    assert not isinstance(raised.value, DiskFullError)
+    assert str(raised.value).startswith(f"cannot write {tmp_path / 'out.txt'}: {reason}")
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(UsageError, match="^cannot write .*out.txt: " + reason):
+        write_text(tmp_path / "out.txt", "x")

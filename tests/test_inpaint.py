@@ -4,6 +4,7 @@ The generator is untrained (made in tmp_path): the tests check where pixels
 go, not how good they look.
 """
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,7 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {mask} -o=", "-o is empty: give an output file"),
     ("{img} {mask} --output=", "-o is empty: give an output file"),
     ("--images {tmp}/tiny --masks {mask} -o=", "-o is empty: give an output file (or, with --images"),
+    ("{img} {mask} -o {tmp}/" + "n" * 300 + ".png", "the file name is 304 bytes long"),
 ]
 
 
@@ -353,6 +355,27 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint, caps
     assert expected in err, err
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before, "a file was written or changed"
+
+
+def test_an_exif_too_long_for_a_jpeg_is_left_out_with_a_warning(tmp_path, checkpoint, capsys):
+    """PIL refuses to write a JPEG whose EXIF exceeds one marker (65,533 bytes): the fill was done and
+    the command ended in a traceback. The picture is written without the EXIF, and says so; a PNG
+    keeps it."""
+    image, mask = _picture_and_mask(seed=3)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    exif = Image.Exif()
+    exif[0x010E] = "d" * 70_000                     # ImageDescription
+    Image.open(img_path).save(img_path, exif=exif)
+    for suffix in (".jpg", ".png"):
+        out = tmp_path / f"out{suffix}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImageWarning)
+            assert inpaint.main([str(img_path), str(mask_path), "-o", str(out), "--checkpoint", str(checkpoint),
+                                 "--method", "gan"]) == 0
+        with Image.open(out) as written:
+            assert len(written.getexif().get(0x010E, "")) == (0 if suffix == ".jpg" else 70_000)
+        said = [str(w.message) for w in caught if "is more than a JPEG holds" in str(w.message)]
+        assert len(said) == (suffix == ".jpg")
 
 
 def test_cli_overwrite_allows_replacing_the_input(tmp_path, checkpoint, capsys):
