@@ -85,7 +85,8 @@ def _open(path: str | os.PathLike) -> Image.Image:
     try:
         img = Image.open(path)
         frames = getattr(img, "n_frames", 1)
-        high_colour = any(";16" in str(tile.args) for tile in getattr(img, "tile", []) or [])
+        raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]     # gone after load()
+        high_colour = any(";16" in raw for raw in raw_modes)
         img.load()
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
@@ -94,8 +95,13 @@ def _open(path: str | os.PathLike) -> Image.Image:
     # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
     img.info["nfinpaint_16bit_colour"] = high_colour and img.mode in ("RGB", "RGBA")
     if img.info["nfinpaint_16bit_colour"]:
-        warnings.warn(f"{path} has 16 bits per colour channel: it is read at 8 bits per channel",
-                      ImageWarning, stacklevel=3)
+        grey = any("LA;16" in raw for raw in raw_modes)
+        if grey:      # 16-bit grey+alpha, which PIL decodes as 8-bit RGBA: grey it stays
+            info = img.info
+            img = img.convert("LA")
+            img.info.update(info)
+        warnings.warn(f"{path} has 16 bits per {'grey and alpha' if grey else 'colour'} channel: it is read "
+                      f"at 8 bits per channel", ImageWarning, stacklevel=3)
     return img
 
 

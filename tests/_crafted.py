@@ -16,3 +16,16 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b""))
     return path
+
+
+def grey_alpha_16_png(path: Path, grey: "np.ndarray", alpha: "np.ndarray") -> Path:
+    """A PNG of 16-bit grey and 16-bit alpha (colour type 4, bit depth 16) from two (H, W) uint16
+    arrays: PIL reads such files but cannot write them."""
+    import numpy as np  # noqa: PLC0415
+
+    h, w = grey.shape
+    pixels = np.stack([grey, alpha], axis=-1).astype(">u2")          # (H, W, 2), big-endian as PNG stores it
+    rows = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in pixels))   # filter 0 on every row
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b""))
+    return path

@@ -378,6 +378,31 @@ def test_an_exif_too_long_for_a_jpeg_is_left_out_with_a_warning(tmp_path, checkp
         assert len(said) == (suffix == ".jpg")
 
 
+def test_a_16_bit_grey_and_alpha_png_stays_grey_and_alpha(tmp_path, checkpoint):
+    """PIL decodes 16-bit grey+alpha PNGs as 8-bit RGBA: the picture is read as grey+alpha (at 8 bits,
+    which a warning says) and written back as LA, its alpha unchanged; it was written as RGBA, with a
+    warning about 16-bit colour."""
+    from _crafted import grey_alpha_16_png
+
+    rng = np.random.default_rng()
+    _, mask = _picture_and_mask()
+    h, w = mask.shape[1:]
+    grey, alpha = (rng.integers(0, 256, (2, h, w)) * 257).astype(np.uint16)   # 8-bit levels: exact at 8 bits
+    grey_alpha_16_png(tmp_path / "la16.png", grey, alpha)
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        assert inpaint.main([str(tmp_path / "la16.png"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "out.png"),
+                             "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    assert any("16 bits per grey and alpha channel" in str(w.message) for w in caught)
+    with Image.open(tmp_path / "out.png") as written:
+        assert written.mode == "LA"
+        out = np.asarray(written)
+    known = mask[0].numpy() == 0
+    assert np.array_equal(out[..., 1], alpha // 257)
+    assert np.array_equal(out[..., 0][known], (grey // 257)[known])
+
+
 def test_cli_overwrite_allows_replacing_the_input(tmp_path, checkpoint, capsys):
     image, mask = _picture_and_mask(seed=7)
     img_path, mask_path = _write(tmp_path, image, mask)
