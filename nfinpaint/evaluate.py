@@ -342,9 +342,11 @@ def _build_methods(names: Sequence[str], loaded: TrainedGenerator | None, device
     return methods, skipped
 
 
-def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.device, TrainedGenerator | None]:
-    """What both protocols check and open first: the methods, --out, --limit, --figures, the
-    device, --threads (applied) and the generator."""
+def _common_inputs(args: argparse.Namespace, sizes_from_generator: bool = False
+                   ) -> tuple[list[str], Path, torch.device, TrainedGenerator | None]:
+    """What both protocols check and open first: the methods, --out, --limit, --figures, --patch-size,
+    the device, --threads (applied) and the generator (also without gan in --methods when
+    ``sizes_from_generator``: the crop protocol's sizes are the generator's, whichever methods run)."""
     names = _method_names(args.methods)
     if not args.out.strip():
         raise UsageError("--out is empty; give the name of a folder for the results")
@@ -357,10 +359,13 @@ def _common_inputs(args: argparse.Namespace) -> tuple[list[str], Path, torch.dev
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.figures < 0:
         raise UsageError(f"--figures must be 0 or more, got {args.figures}")
+    if args.patch_size is not None and (args.patch_size < 1 or args.patch_size % 2 == 0):
+        raise UsageError(f"--patch-size must be a positive odd number of pixels (e.g. 5 or 7), got {args.patch_size}")
     device = devices.resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names, needed_by="the gan method",
+    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names or sizes_from_generator,
+                                       needed_by="the gan method" if "gan" in names else None,
                                        hint="; or leave gan out of --methods")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -399,10 +404,10 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
         raise UsageError(str(exc)) from None
     names, out, device, loaded = _common_inputs(args)
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
-    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
     pictures, where = picture_eval.load_pictures(args.data, args.size, args.limit)
     if not pictures:
         raise UsageError(f"{where}: no pictures to evaluate")
+    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)   # notes after the data's errors
     try:
         results = picture_eval.run(pictures, families, methods, args.seed, progress=not args.no_progress,
                                    keep_fills=min(args.figures, len(pictures)), repeats=args.repeats)
@@ -449,7 +454,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     if args.masks not in CROP_MASKS:
         raise UsageError(f"--masks {args.masks}: the crop protocol takes one of {', '.join(CROP_MASKS)} (the hole "
                          f"families {picture_eval.DEFAULT_FAMILIES} need --size)")
-    names, out, device, loaded = _common_inputs(args)
+    # the crop and hole sizes are the generator's (the shipped one by default) even when gan is not
+    # evaluated: classical-only runs are then comparable with runs that include it
+    names, out, device, loaded = _common_inputs(args, sizes_from_generator=args.image_size is None)
     meta = loaded.meta if loaded else {}
     if loaded is not None:
         image_size = loaded.image_size
@@ -468,10 +475,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
         raise UsageError(f"--hole-size must be in [1, {image_size}], got {hole_size}")
 
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
-    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)
-
     split = DataSplit.from_meta(meta, args.split_seed)
     images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
+    methods, skipped = _build_methods(names, loaded, device, patchmatch_options)   # notes after the data's errors
     trained_on = meta.get("data")
     if args.data is None and trained_on:
         data_description += f" (note: the model was trained on {trained_on}, not on this set)"

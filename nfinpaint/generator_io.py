@@ -177,9 +177,12 @@ class TrainedGenerator:
     def describe(self) -> str:
         """One line: where it is, what it is."""
         meta = self.meta
-        parts = [str(self.path), meta.get("description") or f"preset {meta.get('preset', '?')}",
-                 f"{self.image_size}x{self.image_size}, training hole {meta.get('hole_size', '?')}",
-                 f"feature-network weights: {meta.get('feature_weights', 'unknown')}"]
+        description = meta.get("description") or f"preset {meta.get('preset', '?')}"
+        features = str(meta.get("feature_weights", "unknown"))
+        parts = [str(self.path), description,
+                 f"{self.image_size}x{self.image_size}, training hole {meta.get('hole_size', '?')}"]
+        if features not in description:        # a shipped file's description names them already
+            parts.append(f"feature-network weights: {features}")
         if meta.get("feature_pretrained") is False:
             parts.append("feature network NOT pretrained (untrained VGG)")
         if "step" in meta and "description" not in meta:

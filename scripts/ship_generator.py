@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
-from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
+from nfinpaint.generator_io import GeneratorFileError, load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
@@ -45,7 +45,29 @@ def read_evaluation(folder: Path) -> dict:
     return {"data": config["resolved"]["data"], "command": config.get("command", ""), key: methods}
 
 
+class ShipError(Exception):
+    """Bad input: one ``error:`` line, exit status 2."""
+
+
+def trained_on(data: str | None) -> str:
+    """What a run's ``data`` was, in words, for the description."""
+    if not data:
+        return "the embedded default set (scikit-image's photographs)"
+    if Path(data).parts[-2:] == ("photos", "train"):
+        return f"the photograph corpus ({data}, scripts/build_photo_corpus.py)"
+    return f"the pictures in {data}"
+
+
 def main() -> int:
+    try:
+        return ship()
+    except (ShipError, GeneratorFileError, OSError, json.JSONDecodeError, KeyError) as exc:
+        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+              file=sys.stderr)
+        return 2
+
+
+def ship() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished training run directory (or its generator.pt)")
     parser.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
@@ -60,17 +82,20 @@ def main() -> int:
     generator, meta = load_generator(source)
     if args.base_iterations is not None:
         if "base_iterations" not in generator.config:
-            sys.exit(f"error: {source} is not a full-resolution generator: it has no base fill to change")
+            raise ShipError(f"{source} is not a full-resolution generator: it has no base fill to change")
         # a shipped file shipped again keeps the count its run trained with, not the one it shipped with
         meta.setdefault("trained_base_iterations", generator.config["base_iterations"])
         generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
     if not meta.get("complete", False):
-        sys.exit(f"error: {source} is from an interrupted run; ship a finished one")
+        raise ShipError(f"{source} is from an interrupted run; ship a finished one")
     evaluations = {}
     for item in args.eval:
         name, _, folder = item.partition("=")
         if not folder:
-            sys.exit(f"error: --eval wants NAME=DIR, got {item!r}")
+            raise ShipError(f"--eval wants NAME=DIR, got {item!r}")
+        if not (Path(folder) / "results.csv").is_file():
+            raise ShipError(f"--eval {item}: {folder} is not an evaluation folder (no results.csv); give the --out "
+                            f"folder of python -m nfinpaint.evaluate")
         evaluations[name] = read_evaluation(Path(folder))
     untrained = meta.get("feature_pretrained") is False
     meta["shipped"] = {
@@ -98,8 +123,8 @@ def main() -> int:
                             if key != "steps")
         steps = (f"{origin['step']} steps of the {meta.get('preset')} preset, then fine-tuned to step "
                  f"{meta.get('step')} ({changed or 'same settings'})")
-    meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {steps} on the photograph "
-                           f"corpus (scripts/build_photo_corpus.py), {features}")
+    meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {steps} on "
+                           f"{trained_on(meta.get('data'))}, {features}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size

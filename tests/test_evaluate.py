@@ -271,6 +271,23 @@ def test_parse_methods():
 
 # ---------------------------------------------------------------- bad command lines
 
+def test_the_crop_sizes_are_the_shipped_generator_s_whichever_methods_run(tmp_path, data_dir, monkeypatch):
+    """Without --checkpoint the crop protocol takes the shipped generator's sizes also when gan is not
+    in --methods (it fell back to 24x24 crops then, so a classical-only run measured other crops)."""
+    shipped = tmp_path / "default_generator.pt"
+    save_generator(shipped, Generator(SIZE), {**_meta(), "hole_size": HOLE - 2})
+    monkeypatch.setattr(generator_io, "shipped_default", lambda: shipped)
+    resolved, biharmonic = [], []
+    for methods in ("gan,biharmonic", "biharmonic"):
+        out = tmp_path / methods.replace(",", "_")
+        _run(["--data", data_dir, "--methods", methods, "--limit", 2, "--out", out, "--no-progress", "--figures", 0])
+        resolved.append(json.loads((out / "config.json").read_text())["resolved"])
+        biharmonic += [row for row in _without_time((out / "results.csv").read_text()) if "iharmonic" in str(row)]
+    # the generator's hole (HOLE - 2), not the default for 24x24 crops (HOLE)
+    assert [(r["image_size"], r["hole_size"]) for r in resolved] == [(SIZE, HOLE - 2)] * 2
+    assert len(biharmonic) == 2 and biharmonic[0] == biharmonic[1]      # the same crops and holes: the same numbers
+
+
 BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_line_files names them; expected)
     ("--methods gan,nosuch --checkpoint {ckpt}", "unknown method 'nosuch'"),
     ("--methods gan,biharmonic --data {data}", "no shipped default generator"),
@@ -286,6 +303,9 @@ BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_li
     ("--checkpoint {ckpt} --data {data} --device tpu:x", "--device"),
     ("--methods biharmonic --data {data} --image-size 5", "--image-size must be at least 8"),
     ("--checkpoint {ckpt} --data {data} --threads 0", "--threads must be at least 1"),
+    # refused before any method runs (it was refused when PatchMatch first ran, after the GAN's fills)
+    ("--checkpoint {ckpt} --data {data} --patch-size 4", "--patch-size must be a positive odd number"),
+    ("--checkpoint {ckpt} --data {data} --size 64 --patch-size 0", "--patch-size must be a positive odd number"),
     ("--checkpoint {tmp}/empty.pt", "empty (0 bytes)"),
     ("--checkpoint {ckpt} --data {data} --out {tmp}/a_file", "is a file, not a folder"),
     ("--checkpoint {ckpt} --data {data} --out {tmp}/a_file/sub", "is a file, not a folder"),

@@ -1,4 +1,5 @@
 """The generator that ships inside the package: it is there, says how it was made, and inpaints."""
+import pytest
 import torch
 
 from nfinpaint import baselines
@@ -81,3 +82,52 @@ def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_
     assert shipped.base_iterations == 40 and shipped.config["base_iterations"] == 40
     assert meta["trained_base_iterations"] == trained
     assert meta["shipped"]["trained_base_iterations"] == trained and meta["shipped"]["base_iterations"] == 40
+
+
+@pytest.mark.parametrize("data, said", [(None, "on the embedded default set"),
+                                        ("data/corpus/photos/train", "on the photograph corpus (data/corpus/photos/train"),
+                                        ("/home/me/holiday", "on the pictures in /home/me/holiday")])
+def test_the_shipped_description_says_what_the_run_trained_on(tmp_path, data, said):
+    """It said "on the photograph corpus" whatever the run's data."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 3, "complete": True, "data": data}
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "run.pt"), "--out", str(tmp_path / "s.pt")],
+                   check=True, capture_output=True, text=True)
+    assert said in load_generator(tmp_path / "s.pt")[1]["description"]
+
+
+@pytest.mark.parametrize("argv, expected", [(["{tmp}/nosuch"], "nosuch"),
+                                            (["{tmp}/run.pt", "--eval", "x"], "--eval wants NAME=DIR"),
+                                            (["{tmp}/run.pt", "--eval", "x={tmp}"], "is not an evaluation folder")])
+def test_ship_generator_bad_input_is_one_line_exit_2(tmp_path, argv, expected):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)),
+                   {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+                    "feature_pretrained": False, "step": 3, "complete": True})
+    done = subprocess.run([sys.executable, str(script), *(a.format(tmp=tmp_path) for a in argv),
+                           "--out", str(tmp_path / "s.pt")], capture_output=True, text=True)
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "s.pt").exists()
+
+
+def test_the_one_line_description_names_the_feature_weights_once():
+    """The shipped file's description names its feature weights; the line built from it repeated them."""
+    loaded = open_generator(shipped_default())
+    line = loaded.describe()
+    assert line.count(str(loaded.meta["feature_weights"])) == 1, line
