@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nfinpaint import cli
+from nfinpaint import cli, devices
 from nfinpaint.images import DEEP_GREY_MODES, ImageError, profile_fits, sixteen_bit_levels
 
 DEFAULT_HOST = "127.0.0.1"
@@ -490,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
         # argparse's float() takes nan and inf, which pass a `<= 0` test and then break int()
         if not (math.isfinite(value) and value > 0):
             raise cli.UsageError(f"{option} must be a finite number more than 0, got {value}")
+    devices.resolve_device(args.device)              # --device's own message, as every command says it
     sock = listening_socket(args.host, args.port)   # before the model loads: a taken port fails fast
     try:
         inpainter = Inpainter(args.checkpoint, device=args.device)

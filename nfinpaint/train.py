@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from nfinpaint import cli, distributed, inference, masks
-from nfinpaint.config import ConfigError, TrainConfig, to_toml
+from nfinpaint.config import PRESETS, ConfigError, TrainConfig, to_toml
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import build_datasets, describe
 from nfinpaint.devices import autocast_dtype
@@ -120,6 +120,12 @@ class Trainer:
     def start_generator_from(self, generator: torch.nn.Module) -> None:
         """A new run's generator, and its weight average, start as ``generator``'s weights (config
         init_generator); ConfigError when the two generators are not shaped alike."""
+        theirs = getattr(generator, "config", {}).get("variant", "paper")
+        if theirs != self.config.generator:     # say so, rather than list every missing weight
+            presets = [name for name, preset in PRESETS.items() if preset.generator == theirs]
+            raise ConfigError(f"init_generator: it is a {theirs} generator and this run trains a "
+                              f"{self.config.generator} one; use a preset that trains {theirs} "
+                              f"({', '.join('--preset ' + p for p in presets) or '--set generator=' + theirs})")
         state = generator.state_dict()
         try:
             self.generator.load_state_dict(state)

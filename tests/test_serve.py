@@ -462,6 +462,15 @@ def test_command_refuses_bad_numbers_in_one_line(capsys, option, value):
     assert err.startswith(f"error: {option} must be") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("device, expected", [("tpu9", "error: --device 'tpu9' is not a device"),
+                                              ("mps", "error: --device mps: only cpu and cuda devices")])
+def test_command_says_a_bad_device_in_the_command_s_words(capsys, device, expected):
+    """The server's --device error was the Python API's (device='cpu'), not the command's (--device cpu)."""
+    assert main(["--port", "0", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
 def test_methods_this_installation_cannot_run_are_not_offered(inpainter, monkeypatch):
     from nfinpaint import baselines  # noqa: PLC0415
 

@@ -323,7 +323,7 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--init-generator {tmp}/nope.pt --out {tmp}/run", "generator checkpoint"),
     ("--init-generator {tmp}/c.toml --out {tmp}/run", "not a readable nfinpaint generator file"),
     # the shipped generator is the fullres one: it does not fit the tiny test model
-    ("--init-generator shipped --out {tmp}/run", "does not fit this run's"),
+    ("--init-generator shipped --out {tmp}/run", "it is a fullres generator and this run trains"),
 ]
 RESUME_INPUTS = [
     ("--resume {tmp}/nope", "does not exist"),
