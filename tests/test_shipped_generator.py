@@ -84,9 +84,10 @@ def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_
     assert meta["shipped"]["trained_base_iterations"] == trained and meta["shipped"]["base_iterations"] == 40
 
 
-@pytest.mark.parametrize("data, said", [(None, "on the embedded default set"),
-                                        ("data/corpus/photos/train", "on the photograph corpus (data/corpus/photos/train"),
-                                        ("/home/me/holiday", "on the pictures in /home/me/holiday")])
+@pytest.mark.parametrize("data, said", [
+    (None, "on the embedded default set"),
+    ("data/corpus/photos/train", "on the photograph corpus (data/corpus/photos/train"),
+    ("/home/me/holiday", "on the pictures in /home/me/holiday")])
 def test_the_shipped_description_says_what_the_run_trained_on(tmp_path, data, said):
     """It said "on the photograph corpus" whatever the run's data."""
     import subprocess  # noqa: PLC0415
