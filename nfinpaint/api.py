@@ -8,9 +8,9 @@
 
 ``image``: a PIL image (L, LA, RGB, RGBA, 16-bit grey in any byte order, I, F; a palette
 image, P or PA, keeps its palette, the filled pixels taking its nearest colour; other modes
-are filled as RGB and converted back), a numpy array (H, W) or (H, W, C) with C in 1-4 (grey, grey+alpha, RGB,
-RGBA) of dtype uint8, uint16 or float (values in [0, 1]), or a torch tensor (C, H, W) of
-dtype uint8 or float ([0, 1]).  An alpha channel is passed through untouched; pixels
+are filled as RGB and converted back), a numpy array (H, W) or (H, W, C) with C in 1-4
+(grey, grey+alpha, RGB, RGBA) of dtype uint8, uint16 or float (values in [0, 1]), or a torch
+tensor (C, H, W) of dtype uint8 or float ([0, 1]).  An alpha channel is passed through untouched; pixels
 outside the holes are returned unchanged, exactly.
 
 ``mask``: the same kinds, one channel (a colour PIL image is read as its luminance), white =
