@@ -198,8 +198,8 @@ def test_shipped_default_generator_is_used_and_named(tmp_path, data_dir, monkeyp
 def test_missing_opencv_is_skipped_with_a_note(tmp_path, data_dir, monkeypatch, capsys):
     monkeypatch.setattr(baselines, "opencv_missing", lambda: "OpenCV is not installed (test)")
     out = tmp_path / "nocv"
-    _run(["--data", data_dir, "--methods", "biharmonic,opencv-telea,opencv-ns", "--limit", 1, "--out", out,
-          "--no-progress"])
+    _run(["--data", data_dir, "--methods", "biharmonic,opencv-telea,opencv-ns", "--image-size", 24, "--limit", 1,
+          "--out", out, "--no-progress"])
     assert "note: skipping opencv-telea: OpenCV is not installed (test)" in capsys.readouterr().err
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert [r["method"] for r in rows] == ["biharmonic", "border-mean"]
@@ -410,7 +410,8 @@ def test_an_image_smaller_than_the_crop_is_skipped_with_a_warning(tmp_path, data
     from nfinpaint.data import DataWarning
 
     with pytest.warns(DataWarning, match=r"skipping .*tiny\.png: 40x10 pixels, smaller than the 24x24 crop"):
-        _run(["--data", folder, "--methods", "biharmonic", "--out", tmp_path / "o", "--no-progress"])
+        _run(["--data", folder, "--methods", "biharmonic", "--image-size", 24, "--out", tmp_path / "o",
+              "--no-progress"])
     rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "results.csv").read_text())))
     assert rows[0]["n"] == "2"
 
