@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE, conjugate_gradients, neighbour_sum_conv,
-                                    relax_harmonic)
+                                    MULTISCALE_MIN_SIDE, coarse_hole_mask, conjugate_gradients,
+                                    level_mean_fill, neighbour_sum_conv, relax_harmonic)
 from nfinpaint.neural_fill import MIRROR
 
 MAX_SIDE = 8192
@@ -64,10 +64,11 @@ def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
         v, w = pyramid[-1]
         pyramid.append((_halve_mean(v), _halve_mean(w)))
     v, w = pyramid[-1]
-    out = v / w.clamp_min(1e-12)
+    out = level_mean_fill(v, w)
     for i in range(levels - 1, -1, -1):
         v, w = pyramid[i]
-        out = torch.where(w > 0, v / w.clamp_min(1e-12), _up(out, v))   # down to 1x1, as the recursion
+        refined = torch.where(w > 0, v / w.clamp_min(1e-12), _up(out, v))
+        out = torch.where(_min_side(v) <= 1, level_mean_fill(v, w), refined)   # the recursion stops at a side of 1
     return out
 
 
@@ -93,8 +94,8 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
     for _ in range(levels):
         img, m = pyramid[-1]
         known = 1 - m
-        coarse_mask = _halve_max(m)
         coarse_known = _halve_mean(known)
+        coarse_mask = coarse_hole_mask(_halve_max(m), coarse_known)
         coarse_image = _halve_mean(img * known) / coarse_known.clamp_min(1e-6)
         pyramid.append((coarse_image * (1 - coarse_mask), coarse_mask))
     img, m = pyramid[-1]

@@ -23,13 +23,19 @@ DEFAULT_ITERATIONS = 24
 CG_ITERATIONS = 32
 
 
+def level_mean_fill(values: Tensor, weight: Tensor) -> Tensor:
+    """The last push-pull level (a side of 1): ``values / weight``, and where ``weight`` is 0 the weighted
+    mean of the whole level.  That was 0, and on an elongated picture, whose last level is a row with
+    cells that have nothing known under them, the fill came out black."""
+    mean = values.sum(dim=(-2, -1), keepdim=True) / weight.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return torch.where(weight > 0, values / weight.clamp_min(1e-12), mean)
+
+
 def _push_pull(values: Tensor, weight: Tensor) -> Tensor:
     """Fill where ``weight`` is 0 with the weighted mean of coarser pyramid levels (depth fixed
-    by the shape, not the data, so it compiles without graph breaks).  The pyramid goes down to
-    1x1: stopped at a short side of 1, an elongated picture's coarsest row could still hold cells
-    with nothing known under them, and they came back 0 (a black fill)."""
-    if max(values.shape[-2:]) <= 1:
-        return values / weight.clamp_min(1e-12)
+    by the shape, not the data, so it compiles without graph breaks)."""
+    if min(values.shape[-2:]) <= 1:
+        return level_mean_fill(values, weight)
     coarse_v = F.avg_pool2d(values, 2, ceil_mode=True)
     coarse_w = F.avg_pool2d(weight, 2, ceil_mode=True)
     coarse = _push_pull(coarse_v, coarse_w)
@@ -191,6 +197,17 @@ LEVEL_ITERATIONS = 8
 MULTISCALE_MIN_SIDE = 8
 
 
+def coarse_hole_mask(any_hole: Tensor, known_fraction: Tensor) -> Tensor:
+    """The holes of a coarser copy: a coarse pixel is a hole when any of its pixels is (``any_hole``,
+    so known coarse pixels are averages of known pixels only), except in a sample where that rule
+    leaves nothing known: there a coarse pixel is a hole only when none of its pixels is known
+    (``known_fraction`` == 0).  Without the exception a known band narrower than the coarse pixels (a
+    strip along an edge, a frame round a large hole) vanished, and the fill started from mid-grey.
+    The same select in every sample, so it compiles and exports without a data-dependent branch."""
+    erased = any_hole.flatten(1).amin(dim=1) > 0.5                # every coarse pixel a hole
+    return torch.where(erased.view(-1, 1, 1, 1), (known_fraction <= 0).to(any_hole.dtype), any_hole)
+
+
 @torch.no_grad()
 def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LEVEL_ITERATIONS,
                                coarsest_iterations: int = COARSEST_ITERATIONS) -> Tensor:
@@ -199,7 +216,8 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LE
     Conjugate gradients on the biharmonic operator need many steps as holes
     grow, and a fill that starts from the harmonic one stays flat in a large
     hole.  Here the problem is first relaxed on a half-resolution copy (a
-    coarse pixel is a hole when any of its four pixels is, else their mean),
+    coarse pixel is a hole when any of its four pixels is, else their mean;
+    unless that leaves nothing known, :func:`coarse_hole_mask`),
     recursively down to :data:`MULTISCALE_MIN_SIDE` (``coarsest_iterations``
     steps there); the coarse result, upsampled, starts ``iterations`` steps at
     the next finer level.  With enough steps it converges to the biharmonic
@@ -213,8 +231,8 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LE
         return biharmonic_fill(image, mask, coarsest_iterations)
     with torch.autocast(image.device.type, enabled=False):
         known = 1 - mask
-        coarse_mask = F.max_pool2d(mask, 2, ceil_mode=True)
         coarse_known = F.avg_pool2d(known, 2, ceil_mode=True)
+        coarse_mask = coarse_hole_mask(F.max_pool2d(mask, 2, ceil_mode=True), coarse_known)
         coarse_image = F.avg_pool2d(image * known, 2, ceil_mode=True) / coarse_known.clamp_min(1e-6)
         coarse = multiscale_biharmonic_fill(coarse_image * (1 - coarse_mask), coarse_mask, iterations,
                                             coarsest_iterations)

@@ -30,7 +30,9 @@ def _rng(generator: torch.Generator | None, seed: int | None) -> torch.Generator
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
+        # modulo 2**64, as torch reads a negative seed: derived seeds (a run's seed times a constant)
+        # may leave the range torch takes; one inside it is unchanged
+        return torch.Generator().manual_seed(int(seed) % (1 << 64))
     return generator
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from nfinpaint import inference
+from nfinpaint.initial_fill import coarse_hole_mask
 from nfinpaint.masks import blank_holes
 
 MIN_MARGIN = 24          # pixels of context around the thinnest hole
@@ -118,11 +119,12 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
 
 def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,3,h,w) image and (N,1,h,w) hole shrunk by ``scale``: a coarse pixel is a hole when any of
-    its pixels is, else the mean of its pixels (nothing under a hole leaks into it)."""
+    its pixels is (unless that leaves nothing known: :func:`coarse_hole_mask`), else the mean of its
+    known pixels (nothing under a hole leaks into it)."""
     known = 1 - hole
     size = (max(1, math.ceil(image.shape[-2] / scale)), max(1, math.ceil(image.shape[-1] / scale)))
     weight = F.adaptive_avg_pool2d(known, size)
-    coarse_hole = (weight < 1 - 1e-6).float()
+    coarse_hole = coarse_hole_mask((weight < 1 - 1e-6).float(), weight)    # thin known bands kept
     coarse = F.adaptive_avg_pool2d(image * known, size) / weight.clamp_min(1e-6)
     return blank_holes(coarse, coarse_hole), coarse_hole
 

@@ -78,6 +78,19 @@ def test_graph_base_fill_is_the_recursive_one(side, graph_operators):
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("known", [2, 5])
+def test_graph_base_fill_is_the_recursive_one_with_a_thin_known_frame(known, graph_operators):
+    """Known pixels only in a frame narrower than the coarse pixels: both fills keep it at every level."""
+    image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(known))
+    mask = torch.ones(1, 1, 70, 90)
+    mask[..., :known, :] = mask[..., -known:, :] = mask[..., :, :known] = mask[..., :, -known:] = 0
+    masked = image * (1 - mask)
+    expected = multiscale_biharmonic_fill(masked, mask)
+    assert expected[mask.expand_as(expected) > 0].mean() > 0.35      # the frame's mean is ~0.5; grey start was 0.5 too,
+    got = export_graph.multiscale_biharmonic_fill(masked, mask, MAX_SIDE)   # so the equality is the test here
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("side", [(12, 100), (100, 12), (1, 50)])
 def test_graph_base_fill_is_the_recursive_one_on_a_band_across_an_elongated_picture(side, graph_operators):
     """Where the push-pull pyramid reaches a short side of 1 with cells that have nothing known under

@@ -292,3 +292,20 @@ def test_full_size_protocol_end_to_end(tmp_path):
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["large.png", "medium.png"]
     assert evaluate.main(["--data", str(data), "--size", "160", "--masks", "random", "--methods", "biharmonic",
                           "--out", str(tmp_path / "e2")]) == 2
+
+
+@pytest.mark.parametrize("scale", [3, 4, 7])
+def test_the_coarse_pass_keeps_a_known_band_thinner_than_its_pixels(scale):
+    """The coarse pass shrinks a window by ``scale``; with a known strip narrower than that, every
+    coarse pixel was a hole and the generator filled from mid-grey. The strip stays known, as the mean
+    of its pixels; where the strip is wide enough the old rule holds (any hole pixel makes a hole)."""
+    colour = torch.rand(1, 3, 1, 1)
+    image = colour.expand(1, 3, 60, 90).clone()
+    hole = torch.ones(1, 1, 60, 90)
+    hole[..., :, : scale - 1] = 0
+    coarse, coarse_hole = neural_fill._shrink(image, hole, scale)
+    assert coarse_hole[..., :, 0].eq(0).all() and coarse_hole[..., :, 1:].eq(1).all()
+    torch.testing.assert_close(coarse[..., :, :1], colour.expand(1, 3, coarse.shape[-2], 1))
+    hole[..., :, : 2 * scale] = 0                         # two whole coarse columns known
+    _, coarse_hole = neural_fill._shrink(image, hole, scale)
+    assert coarse_hole[..., :, :2].eq(0).all() and coarse_hole[..., :, 2:].eq(1).all()

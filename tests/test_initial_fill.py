@@ -94,6 +94,24 @@ def test_a_band_across_an_elongated_picture_is_filled_from_its_known_side(fill, 
     torch.testing.assert_close(filled, image, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape, known", [((120, 240), np.s_[..., :, :2]), ((96, 128), np.s_[..., :1, :]),
+                                          ((200, 264), "frame 12")])
+def test_a_thin_band_of_known_pixels_sets_the_fill(shape, known):
+    """Known pixels only in a band narrower than the coarse pixels (a strip along an edge, a frame round
+    a large hole): the coarser copies marked every coarse pixel a hole, and the fill came out mid-grey.
+    A flat picture must be filled flat, with its colour."""
+    colour = torch.rand(1, 3, 1, 1)
+    image = colour.expand(1, 3, *shape).clone()
+    mask = torch.ones(1, 1, *shape)
+    if known == "frame 12":
+        mask[..., 12:-12, 12:-12] = 0
+        mask = 1 - mask
+    else:
+        mask[known] = 0
+    filled = multiscale_biharmonic_fill(image * (1 - mask), mask)
+    torch.testing.assert_close(filled, image, rtol=0, atol=1e-4)
+
+
 def test_an_image_without_known_pixels_is_grey():
     out = harmonic_fill(torch.rand(2, 3, 8, 8), torch.ones(2, 1, 8, 8))
     assert torch.equal(out, torch.full_like(out, 0.5))
