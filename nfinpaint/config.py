@@ -399,6 +399,9 @@ def load_config(preset: str | None = None, toml_path: str | os.PathLike | None =
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     values = dataclasses.asdict(PRESETS[name])
     values.update(from_file)
+    if "preset" in (overrides or {}):
+        # a preset is a set of keys, applied first; as an override it would only relabel the run
+        raise ConfigError(f"preset is chosen with --preset {overrides['preset']}, not as a key (--set preset=...)")
     for key, value in (overrides or {}).items():
         values[key] = coerce(key, value, "overrides")
     values["preset"] = name

@@ -250,7 +250,16 @@ def _val_box(height: int, width: int, fraction: float, size: int, rng: np.random
     bw = min(width, max(size, int(round(width * math.sqrt(fraction)))))
     if height - bh < size and width - bw < size:
         return None
-    return Holdout(int(rng.integers(0, height - bh + 1)), int(rng.integers(0, width - bw + 1)), bh, bw)
+    top, left = int(rng.integers(0, height - bh + 1)), int(rng.integers(0, width - bw + 1))
+    if max(top, height - bh - top, left, width - bw - left) < size:
+        # the room around the box is split into strips each narrower than a crop (a 48 px image,
+        # 24 px crops, the box in the middle): the box goes to the nearer end of an axis with room,
+        # which leaves one whole strip. Placements that leave room are kept, so splits do not move
+        if width - bw >= size:
+            left = 0 if left <= width - bw - left else width - bw
+        else:
+            top = 0 if top <= height - bh - top else height - bh
+    return Holdout(top, left, bh, bw)
 
 
 def _val_crops(box: Holdout, size: int, max_scale: float) -> list[tuple[int, int, int]]:

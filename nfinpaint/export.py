@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nfinpaint import cli, inference, neural_fill
+from nfinpaint import cli, generator_io, inference, neural_fill
 from nfinpaint.cli import UsageError
 from nfinpaint.export_graph import MAX_SIDE, FixedFill, FullResFill
 from nfinpaint.files import atomic_path
@@ -118,6 +118,10 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-side must be at least 16 pixels, got {args.max_side}")
     loaded = cli.open_generator_option(args.checkpoint, wanted=True, needed_by="export",
                                        hint="; pass --checkpoint PATH")
+    source = generator_io.resolve_generator_path(loaded.path)
+    if output.exists() and output.samefile(source):
+        raise UsageError(f"-o {args.output} is the generator being exported ({source}): writing it would replace "
+                         f"that file; choose another name, such as {output.with_name('inpaint' + output.suffix)}")
     module, example, dynamic = fill_module(loaded.generator, args.max_side)
     print(f"exporting {loaded.describe()} as {args.format} ({'any height and width' if dynamic else 'fixed size'})")
     if args.format == "onnx":

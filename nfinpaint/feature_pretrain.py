@@ -29,6 +29,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -190,6 +191,10 @@ def run(args: argparse.Namespace) -> None:
         raise cli.UsageError("--steps and --batch-size must be at least 1")
     if args.crop_size < 16:
         raise cli.UsageError(f"--crop-size must be at least 16 (relu3_1 is a quarter of it), got {args.crop_size}")
+    for option, folder in (("--data", args.data), ("--val-data", args.val_data)):
+        if folder and Path(folder).is_dir() and Path(folder).resolve() in output.resolve().parents:
+            raise cli.UsageError(f"-o {args.output} is inside {option} {folder}: it would replace or sit among "
+                                 f"the photographs; write it outside that folder")
     config = PretrainConfig(crop_size=args.crop_size, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     device = resolve_device(args.device)
     train_crops, val_crops = data.build_datasets(args.data, config.crop_size, val_dir=args.val_data,

@@ -281,3 +281,18 @@ def test_folder_scans_take_each_image_file_once(tmp_path, case):
         os.path.realpath(folder / name) for name in ("a.png", "b.png", "sub/c.png"))
     with pytest.warns(DataWarning, match=message):
         assert len(folder_dataset(str(folder), 16)) == 3
+
+
+@pytest.mark.parametrize("height, width", [(48, 48), (50, 50), (60, 70), (30, 100), (100, 30), (200, 300)])
+def test_the_held_out_box_always_leaves_room_for_a_training_crop(height, width):
+    """A 48x48 image with 24 px crops: the box was placed anywhere, e.g. in the middle, leaving two strips
+    of 12 px, and training died ("no room for a training crop outside its validation region")."""
+    from nfinpaint.data import _val_box  # noqa: PLC0415
+
+    size = 24
+    for seed in range(200):
+        box = _val_box(height, width, 0.1, size, np.random.default_rng(seed))
+        if box is None:
+            continue
+        free = max(box.top, height - box.height - box.top, box.left, width - box.width - box.left)
+        assert free >= size, (seed, box)

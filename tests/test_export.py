@@ -226,6 +226,20 @@ def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_the_output_may_not_be_the_generator_it_exports(checkpoints, tmp_path, capsys):
+    """-o naming the --checkpoint file replaced the run's generator with the exported graph."""
+    import shutil  # noqa: PLC0415
+
+    generator = tmp_path / "generator.pt"
+    shutil.copy(checkpoints["fullres"], generator)
+    before = generator.read_bytes()
+    for checkpoint in (generator, tmp_path):          # the file, or the run folder holding it
+        code = export.main(["--format", "torchscript", "-o", str(generator), "--checkpoint", str(checkpoint)])
+        err = capsys.readouterr().err
+        assert code == 2 and "is the generator being exported" in err and err.count("\n") == 1, err
+    assert generator.read_bytes() == before
+
+
 def test_onnx_without_the_extra_says_what_to_install(checkpoints, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))

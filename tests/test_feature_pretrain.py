@@ -100,6 +100,20 @@ def test_command_writes_a_file_the_loss_network_loads(tmp_path):
     assert net.pretrained and torch.isfinite(net(torch.rand(1, 3, 24, 24))).all()
 
 
+@pytest.mark.parametrize("where", ["train/0.png", "val/new.pt", "train/sub/w.pt"])
+def test_command_refuses_to_write_among_its_photographs(tmp_path, capsys, where):
+    """-o naming one of the training pictures replaced it with the weights file, and said nothing."""
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        Image.fromarray(torch.randint(0, 256, (80, 96, 3), dtype=torch.uint8).numpy()).save(tmp_path / split / "0.png")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = feature_pretrain.main(["--data", tmp_path / "train", "--val-data", tmp_path / "val", "-o", tmp_path / where,
+                                  "--steps", "1", "--batch-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: -o" in err and "is inside --" in err and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_command_refuses_bad_settings(tmp_path, capsys):
     code = feature_pretrain.main(["--data", tmp_path, "--val-data", tmp_path, "-o", tmp_path / "w.pt",
                                   "--steps", "0"])

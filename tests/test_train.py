@@ -308,6 +308,7 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--data {tmp}/small --out {tmp}/run", "smaller than the 16x16 crop"),
     ("--data {tmp}/unreadable --out {tmp}/run", "could be read"),
     ("--set stepz=3 --out {tmp}/run", "unknown config key 'stepz'"),
+    ("--set preset=fullres --out {tmp}/run", "preset is chosen with --preset fullres"),     # it was ignored
     ("--config {tmp}/c.toml --out {tmp}/run", "unknown config key 'learning_rate'"),
     ("--out {tmp}/taken", "already exists and is not empty"),
     ("--out {tmp}/a_file", "is a file, not a folder"),
