@@ -405,7 +405,19 @@ def load_config(preset: str | None = None, toml_path: str | os.PathLike | None =
     for key, value in (overrides or {}).items():
         values[key] = coerce(key, value, "overrides")
     values["preset"] = name
+    for key in FOLDER_KEYS:
+        values[key] = absolute_folder(values[key])
     return TrainConfig(**values).validate()
+
+
+# Picture folders are recorded absolute: a run resumed from another working folder reads the same
+# pictures (a relative path silently named whatever folder of that name was there).
+FOLDER_KEYS = ("data", "val_data")
+
+
+def absolute_folder(value: str) -> str:
+    """A config folder key's value as an absolute path ("" stays "": the embedded set)."""
+    return str(Path(value).expanduser().absolute()) if value else value
 
 
 def _comment_safe(text: str) -> str:

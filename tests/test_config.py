@@ -1,6 +1,7 @@
 """Training configuration: presets, TOML round trip, precedence, clear errors."""
 import dataclasses
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_every_preset_is_valid_and_buildable(name):
 
 
 def test_toml_round_trip_and_versions_table_ignored(tmp_path):
-    cfg = dataclasses.replace(PRESETS["paper"], steps=123, data='C:\\a "quoted" dir', feature_weights="random")
+    cfg = dataclasses.replace(PRESETS["paper"], steps=123, data='/srv/C:\\a "quoted" dir', feature_weights="random")
     text = to_toml(cfg, versions={"torch": "2.x", "nfinpaint._C": "CPU,CUDA"}, header="hello\nworld")
     parsed = tomllib.loads(text)
     assert parsed["versions"]["nfinpaint._C"] == "CPU,CUDA"
@@ -52,10 +53,20 @@ def test_toml_round_trip_and_versions_table_ignored(tmp_path):
     assert load_config(None, path) == cfg
 
 
+def test_picture_folders_are_recorded_absolute(tmp_path, monkeypatch):
+    """A relative --data was kept as typed: a run resumed from another working folder then trained on
+    whatever folder of that name was there."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, None, {"data": "photos", "val_data": "~/held out"})
+    assert cfg.data == str(tmp_path / "photos")
+    assert cfg.val_data == str(Path("~/held out").expanduser())
+    assert load_config(None, None, {}).data == ""            # the embedded set stays the embedded set
+
+
 def test_toml_reads_back_with_every_control_character(tmp_path):
     # a path may hold any character but NUL and "/"; the file must still read back
     weird = "".join(chr(c) for c in range(1, 32)) + "\x7f\\\"'" + chr(0x2028) + "é"
-    cfg = dataclasses.replace(PRESETS["default"], data=f"/tmp/{weird}", val_data=weird)
+    cfg = dataclasses.replace(PRESETS["default"], data=f"/tmp/{weird}", val_data=f"/v/{weird}")
     path = tmp_path / "config.toml"
     path.write_text(to_toml(cfg, versions={weird: weird}, header=f"run in {weird}"))
     assert load_config(None, path) == cfg

@@ -184,6 +184,25 @@ def test_every_seed_in_the_documented_range_trains(tmp_path, seed):
     assert load_generator(run)[1]["complete"]
 
 
+def test_a_run_resumed_from_another_folder_reads_the_same_pictures(tmp_path, monkeypatch):
+    """--data given relative was recorded as typed: resumed from another working folder, the run
+    trained on whatever folder of that name was there."""
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    for where, count in (("a", 3), ("b", 1)):
+        (tmp_path / where / "imgs").mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / where / "imgs" / f"{k}.png")
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(TINY + ["--data", "imgs", "--steps", "1", "--out", str(run)]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0
+    assert load_generator(run)[1]["data"] == str(tmp_path / "a" / "imgs")
+    assert main(["--resume", str(run), "--steps", "3", "--quiet", "--data", str(tmp_path / "a" / "imgs")]) == 0
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
