@@ -372,6 +372,8 @@ def coerce(name: str, value: Any, origin: str = "") -> Any:
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """The config keys of a TOML file (top-level keys; a ``[versions]`` table is ignored)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a TOML file (a run's config.toml works)")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

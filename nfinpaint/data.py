@@ -432,7 +432,8 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
     files = [path for path, _, _ in found]
     order = np.random.default_rng([seed & 0xFFFFFFFF, 0x6669]).permutation(len(files))
-    n_val = int(round(len(files) * val_fraction))
+    # at least one file when asked for any: rounded to none, the run trained without validation, silently
+    n_val = max(1, int(round(len(files) * val_fraction))) if val_fraction > 0 else 0
     val_files = sorted(files[i] for i in order[:n_val])
     train_files = sorted(files[i] for i in order[n_val:])
     return _file_split(train_files, val_files, image_size, **opts)

@@ -44,14 +44,14 @@ class ResumePoint:
         return int(self.payload["step"])
 
 
-def _candidates(path: Path) -> tuple[Path, list[Path]]:
-    """(run directory, checkpoint files to try, newest first)."""
+def _candidates(path: Path, option: str = "--resume") -> tuple[Path, list[Path]]:
+    """(run directory, checkpoint files to try, newest first); ``option`` names the path in errors."""
     if not path.exists():
-        raise CheckpointError(f"resume path {path} does not exist; pass a run directory written by "
+        raise CheckpointError(f"{option} {path} does not exist; pass a run directory written by "
                               f"python -m nfinpaint.train")
     if path.is_file():
         if path.parent.name != CHECKPOINT_DIR or path not in [p for _, p in list_checkpoints(path.parent.parent)]:
-            raise CheckpointError(f"--resume {path}: a checkpoint file is accepted only inside its run directory's "
+            raise CheckpointError(f"{option} {path}: a checkpoint file is accepted only inside its run directory's "
                                   f"{CHECKPOINT_DIR}/ folder (RUN/{CHECKPOINT_DIR}/step_N.pt), where the run "
                                   f"directory is unambiguous; copy it there, or pass the run directory")
         return path.parent.parent, [path]
@@ -62,13 +62,13 @@ def _candidates(path: Path) -> tuple[Path, list[Path]]:
     return path, found
 
 
-def find_resume_point(path: str | os.PathLike) -> ResumePoint:
+def find_resume_point(path: str | os.PathLike, option: str = "--resume") -> ResumePoint:
     """The run at ``path`` (a run directory, or one of its checkpoint files) and its checkpoint.
 
     Falls back from a corrupt newest checkpoint to the next older one, with a
-    warning; CheckpointError when none can be read.
+    warning; CheckpointError (naming ``option``) when none can be read.
     """
-    run_dir, candidates = _candidates(Path(path).expanduser())
+    run_dir, candidates = _candidates(Path(path).expanduser(), option)
     for i, candidate in enumerate(candidates):
         try:
             return ResumePoint(run_dir, candidate, load_checkpoint(candidate, map_location="cpu"))

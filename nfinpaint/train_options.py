@@ -100,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ResumePoint
         raise ConfigError(f"{option} goes on with the run's own config; drop --preset/--config (change "
                           f"settings with --set)")
     if args.fine_tune is not None:
-        point = find_resume_point(args.fine_tune)
+        point = find_resume_point(args.fine_tune, "--fine-tune")
         if args.out is not None and Path(args.out).resolve() == point.run_dir.resolve():
             raise ConfigError("--fine-tune starts a new run: give --out a new directory (--resume continues "
                               "the run in its own)")

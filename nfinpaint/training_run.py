@@ -247,7 +247,7 @@ class Run:
         if interrupted:
             say(self.is_main, f"interrupted at step {step}: checkpoint {checkpoint}; continue with --resume {self.dir}")
         else:
-            summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if k.startswith("val_psnr"))
+            summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if k.startswith("val_psnr")) or "no validation"
             say(self.is_main, f"done: {step} steps; {summary}; generator exported to {self.dir / 'generator.pt'}")
 
     def check_finite(self, step: int, stage: str, out: dict[str, torch.Tensor], models) -> None:

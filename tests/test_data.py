@@ -144,6 +144,16 @@ def test_large_folders_split_by_file(tmp_path):
     assert train_colours == {int(Path(name).stem) * 10 for name in train.store.names}
 
 
+def test_a_small_validation_share_of_a_large_folder_holds_out_one_file(tmp_path):
+    """20 files at val_fraction 0.02 rounded to no validation file: the run trained unvalidated, silently."""
+    for i in range(data.FILE_SPLIT_MIN):
+        Image.fromarray(np.full((20, 24, 3), i * 10, np.uint8)).save(tmp_path / f"{i:02d}.jpg")
+    train, val = build_datasets(str(tmp_path), 16, val_fraction=0.02, seed=0)
+    assert len(train.store) == data.FILE_SPLIT_MIN - 1 and len(val) == 1
+    train, val = build_datasets(str(tmp_path), 16, val_fraction=0.0, seed=0)
+    assert len(train.store) == data.FILE_SPLIT_MIN and len(val) == 0
+
+
 def test_a_validation_folder_replaces_the_split(tmp_path):
     for split, colours in (("train", (10, 20, 30)), ("val", (200, 220))):
         (tmp_path / split).mkdir()

@@ -364,7 +364,8 @@ RESUME_INPUTS = [
     ("--resume {tmp}/mistyped", "config key 'lr' in its config needs a number, got 'fast'"),
     ("--resume {tmp}/norng", "it has no 'rng' entry"),
     ("--resume {tmp}/nostep", "its step is 'one'"),
-    ("--fine-tune {tmp}/nope --out {tmp}/run", "does not exist"),
+    ("--fine-tune {tmp}/nope --out {tmp}/run", "error: --fine-tune /"),   # it said "resume path ... does not exist"
+    ("--config {tmp} --out {tmp}/run", "is a folder; give a TOML file"),
     ("--fine-tune {tmp}/ready --set image_size=32 --out {tmp}/run", "cannot change image_size when fine-tuning"),
     ("--fine-tune {tmp}/ready --set ema_decay=0 --out {tmp}/run", "cannot turn the weight average off"),
     ("--fine-tune {tmp}/ready --steps 2 --out {tmp}/run", "pass --steps N with N > 2"),
