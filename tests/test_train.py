@@ -201,6 +201,9 @@ def test_a_run_resumed_from_another_folder_reads_the_same_pictures(tmp_path, mon
     assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0
     assert load_generator(run)[1]["data"] == str(tmp_path / "a" / "imgs")
     assert main(["--resume", str(run), "--steps", "3", "--quiet", "--data", str(tmp_path / "a" / "imgs")]) == 0
+    # a fine-tune given a relative --data records it absolute too
+    assert main(["--fine-tune", str(run), "--steps", "4", "--quiet", "--data", "imgs", "--out", str(tmp_path / "ft")]) == 0
+    assert load_generator(tmp_path / "ft")[1]["data"] == str(tmp_path / "b" / "imgs")
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
