@@ -35,22 +35,29 @@ _NOT_SPACE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDI
               errno.ENAMETOOLONG}
 
 
+def _os_errors(exc: BaseException) -> Iterator[OSError]:
+    """The OSErrors in ``exc`` and its chain of causes and contexts, outermost first (each once)."""
+    seen, chain = set(), exc
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError):
+            yield chain
+        chain = chain.__cause__ or chain.__context__
+
+
 def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
     """The :class:`DiskFullError` for an exception raised writing ``path`` when the device is full
     (ENOSPC or EDQUOT anywhere in its chain, or a failed write with almost no space left), else None.
     Call it before removing what was written: that frees the space again."""
     if not isinstance(exc, Exception):       # Ctrl-C, SIGTERM: never a full disk
         return None
-    seen, chain = set(), exc
     full = False
-    while chain is not None and id(chain) not in seen:
-        seen.add(id(chain))
-        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+    for error in _os_errors(exc):
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
             full = True
             break
-        if isinstance(chain, OSError) and chain.errno in _NOT_SPACE:
+        if error.errno in _NOT_SPACE:
             return None        # a folder one cannot write in (/proc, read-only, no permission): not space
-        chain = chain.__cause__ or chain.__context__
     free = _free_bytes(path.parent)
     if not full and (isinstance(exc, UsageError) or free is None or free >= _NEARLY_FULL):
         return None
@@ -65,13 +72,10 @@ def write_failure(exc: BaseException, path: Path) -> UsageError | None:
     full = disk_full(exc, path)
     if full is not None or isinstance(exc, UsageError) or not isinstance(exc, Exception):
         return full
-    seen, chain = set(), exc
-    while chain is not None and id(chain) not in seen:
-        seen.add(id(chain))
-        if isinstance(chain, OSError) and chain.errno in _NOT_SPACE:
-            return UsageError(f"cannot write {path}: {os.strerror(chain.errno).lower()} "
+    for error in _os_errors(exc):
+        if error.errno in _NOT_SPACE:
+            return UsageError(f"cannot write {path}: {os.strerror(error.errno).lower()} "
                               f"(in {path.parent}); choose another folder")
-        chain = chain.__cause__ or chain.__context__
     return None
 
 

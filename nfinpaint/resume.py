@@ -91,7 +91,6 @@ def saved_config(point: ResumePoint) -> TrainConfig:
 def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     """The run's own config with ``overrides`` of the keys a resumed run may change."""
     saved = saved_config(point)
-    overrides = {key: absolute_folder(value) if key in FOLDER_KEYS else value for key, value in overrides.items()}
     for key, value in overrides.items():
         if key in FOLDER_KEYS and value == absolute_folder(getattr(saved, key)):
             continue        # the same folder, written another way
@@ -110,7 +109,6 @@ def fine_tune_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     ``overrides`` of any key but :data:`MODEL_KEYS`, and ``steps`` beyond the checkpoint's step
     (the learning-rate schedule goes on from there)."""
     saved = saved_config(point)
-    overrides = {key: absolute_folder(value) if key in FOLDER_KEYS else value for key, value in overrides.items()}
     for key in MODEL_KEYS:
         if key in overrides and overrides[key] != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when fine-tuning (the run's is {getattr(saved, key)!r}): the "

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from nfinpaint import cli
-from nfinpaint.config import PRESETS, ConfigError, TrainConfig, coerce, load_config
+from nfinpaint.config import FOLDER_KEYS, PRESETS, ConfigError, TrainConfig, absolute_folder, coerce, load_config
 from nfinpaint.resume import ResumePoint, fine_tune_config, find_resume_point, resume_config
 
 
@@ -75,8 +75,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, option)
         if value is not None:
             overrides[key] = value
-    if args.data is not None:
-        overrides["data"] = str(Path(args.data).expanduser())
     if args.no_compile:
         overrides["compile"] = False
     for item in args.set:
@@ -84,6 +82,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
+    for key in overrides.keys() & set(FOLDER_KEYS):     # absolute for a new, resumed or fine-tuned run alike
+        overrides[key] = absolute_folder(overrides[key])
     return overrides
 
 
