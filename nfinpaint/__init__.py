@@ -5,18 +5,38 @@ that ``torch.ops.nfinpaint`` is populated) but does not require them: the
 models and the pure-PyTorch references work without, and the code paths that
 need them say so when called.
 """
+import os
 import pkgutil
+import sys
 
 # `python -m nfinpaint.train` in the repository root imports this source folder,
 # which holds neither the compiled _C nor the Triton kernels (kernels/ installs
 # as nfinpaint.kernels): let submodules also resolve from the installed copy.
 __path__ = pkgutil.extend_path(__path__, __name__)
 
-from nfinpaint import _extension  # noqa: E402
+
+def _run_as_command() -> bool:
+    """Whether this process is an nfinpaint command (``python -m nfinpaint.X`` or an ``nfinpaint-X``
+    script) rather than a program that imports the package."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if any(flag == "-m" and name.startswith("nfinpaint.") for flag, name in zip(argv, argv[1:])):
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "").startswith("nfinpaint-")
+
+
+try:
+    # importing torch takes seconds: a command's Ctrl-C then says "aborted" as it does later
+    # (cli.main), not a traceback through torch's import; a program's import keeps the exception
+    from nfinpaint import _extension  # noqa: E402
+
+    _extension._load()
+except KeyboardInterrupt:
+    if not _run_as_command():
+        raise
+    print("\naborted", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 __version__ = "0.1.0"
-
-_extension._load()
 
 
 def __getattr__(name):

@@ -1,7 +1,10 @@
 """What the commands share (nfinpaint.cli): one-line errors, "aborted", one warning format, paths."""
 import argparse
 import logging
+import os
 import signal
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -130,6 +133,44 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     with pytest.raises(cli.UsageError, match="is a file, not a folder"):
         cli.check_output_folder(tmp_path / "file" / "sub", "--out")
     assert not (tmp_path / "new").exists()
+
+
+# Ctrl-C while `import torch` runs (seconds, before cli.main can catch anything), made certain by an
+# import hook that raises where the key press would land
+_CTRL_C_IN_TORCH_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+def _python(tmp_path, *args, argv0=None):
+    (tmp_path / "sitecustomize.py").write_text(_CTRL_C_IN_TORCH_IMPORT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    if argv0 is not None:        # a console script: its file name is sys.argv[0]
+        args = ("-c", f"import sys; sys.argv[0] = {argv0!r}; import nfinpaint")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["python -m", "console script"])
+def test_ctrl_c_while_a_command_imports_torch_says_aborted(tmp_path, how):
+    if how == "python -m":
+        result = _python(tmp_path, "-m", "nfinpaint.inpaint", "--help")
+    else:
+        result = _python(tmp_path, argv0=os.path.join("venv", "bin", "nfinpaint-inpaint"))
+    assert result.returncode == cli.EXIT_INTERRUPTED, result.stderr
+    assert result.stderr.strip() == "aborted"
+
+
+def test_ctrl_c_while_a_program_imports_nfinpaint_stays_its_own(tmp_path):
+    result = _python(tmp_path, argv0="my_program.py")
+    assert "Traceback" in result.stderr and "KeyboardInterrupt" in result.stderr
+    assert result.returncode != 0 and "aborted" not in result.stderr
 
 
 def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, capsys):
