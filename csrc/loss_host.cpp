@@ -33,6 +33,9 @@ std::vector<int64_t> loss_launch_plan_op(int64_t n, int64_t s, int64_t elem_size
 
 // [sample, begin, len, base] of work item `item` (chunk_at), and the chunk count.
 std::vector<int64_t> loss_chunk_op(int64_t item, int64_t n, int64_t s, int64_t chunk) {
+  // chunk_count divides by chunk: a 0 here was a SIGFPE that killed the process
+  TORCH_CHECK(chunk > 0 && n >= 0 && s >= 0, "nfinpaint::_loss_chunk: need chunk > 0, n >= 0, s >= 0, got chunk ",
+              chunk, ", n ", n, ", s ", s);
   const int64_t nchunk = chunk_count(s, chunk);
   TORCH_CHECK(item >= 0 && item < n * nchunk, "nfinpaint::_loss_chunk: item ", item, " out of range");
   const Chunk c = chunk_at(item, nchunk, s, chunk);

@@ -55,6 +55,8 @@ def check_reduction(reduction: str) -> None:
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
     check_reduction(reduction)
+    # target and mask are constants of the loss, as the op treats them: no gradient reaches them
+    target, mask = target.detach(), mask.detach()
     if mask.dtype == torch.bool:     # as composite_l2 takes it
         mask = mask.to(generated.dtype)
     composite = mask * generated + (1 - mask) * target
@@ -72,7 +74,7 @@ def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None
                                reduction: str = "sum") -> Tensor:
     check_reduction(reduction)
     diff = fake.float() - real.float()
-    sq = diff * diff if weight is None else weight.float() * diff * diff
+    sq = diff * diff if weight is None else weight.detach().float() * diff * diff   # weight: no gradient
     per_sample = sq.flatten(1).sum(1)
     if reduction == "per_sample":
         return per_sample

@@ -157,6 +157,17 @@ def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> int:
     return size
 
 
+def _check_count(value, name: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum`` (numpy integers count; floats and bools do not), or ValueError."""
+    try:
+        count = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        count = None
+    if count is None or count < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return count
+
+
 def _seed64(seed: int) -> int:
     """Any integer seed as the ops' int64 one: seeds in [0, 2**63) unchanged, others reduced modulo 2**63."""
     return int(seed) % (1 << 63)
@@ -184,8 +195,7 @@ def nnf(target, source, patch_size: int = 7, iterations: int = 5, seed: int = 0,
     s = s.to(t.device)
     hs, ws = s.shape[1:]
     patch_size = _check_patch_size(patch_size, hs, ws, "source image")
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    iterations = _check_count(iterations, "iterations", 0)
     allowed = torch.ones(hs, ws, dtype=torch.bool, device=t.device)
     if source_mask is not None:
         allowed = ~_plane_to_bool(source_mask, "source_mask", hs, ws, t.device)
@@ -305,8 +315,8 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     dev = torch.device(device) if device is not None else img.device
     hole = _plane_to_bool(mask, "mask", h, w, dev)
     patch_size = _check_patch_size(patch_size, h, w, "image")
-    if iterations < 0 or em_steps < 1:
-        raise ValueError(f"need iterations >= 0 and em_steps >= 1, got {iterations} and {em_steps}")
+    iterations = _check_count(iterations, "iterations", 0)
+    em_steps = _check_count(em_steps, "em_steps", 1)
     if not bool(hole.any()):
         raise ValueError("mask has no hole (no pixel is 1/True); nothing to fill")
     r = patch_size // 2
@@ -314,7 +324,9 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
         raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from; "
                          "use a smaller hole or a smaller patch_size")
     _extension.require()
-    work = img.to(dev)
+    # what lies under the hole is unknown and never read, but NaN there (a common "missing" marker)
+    # would survive the border fill's multiply-by-zero and spread through every convolution
+    work = torch.where(hole, 0.0, img.to(dev))
     levels = _pyramid(work, hole, patch_size)
 
     est = field = None

@@ -161,11 +161,13 @@ def test_double_backward_fails_loudly(op):
         grad.pow(2).sum().backward()
 
 
-def test_composite_l2_target_and_mask_get_no_gradient():
-    g, t, m = make_inputs((2, 3, 4, 4), seed=6)
+@pytest.mark.parametrize("fn", [ops.composite_l2, ops.composite_l2_reference], ids=["op", "reference"])
+def test_composite_l2_target_and_mask_get_no_gradient(fn):
+    """The op and the reference that defines it: the reference gave target and mask a gradient."""
+    g, t, m = make_inputs((2, 3, 4, 4), seed=int(torch.randint(0, 2**31, ())))
     for x in (g, t, m):
         x.requires_grad_()
-    composite, loss = ops.composite_l2(g, t, m)
+    composite, loss = fn(g, t, m)
     (loss + composite.sum()).backward()
     assert g.grad is not None and t.grad is None and m.grad is None
 
@@ -253,7 +255,7 @@ def test_feature_distance_converts_real_and_weight_to_fake_dtype():
 
 def test_feature_distance_gradient_contract_matches_the_reference_and_triton():
     """fake gets d/dfake, real its negation, weight nothing: the same for the C++ op, the Triton
-    kernel (interpreted) and, for fake and real, the plain PyTorch reference."""
+    kernel (interpreted) and the plain PyTorch reference (which gave weight a gradient)."""
     from nfinpaint.kernels.feature_distance import feature_distance as triton_feature_distance
 
     f, r, w = make_inputs((2, 4, 3, 3), seed=int(torch.randint(0, 2**31, ())))
@@ -263,6 +265,7 @@ def test_feature_distance_gradient_contract_matches_the_reference_and_triton():
         fx, rx, wx = (x.detach().clone().requires_grad_() for x in (f, r, w))
         fn(fx, rx, wx, reduction="sum").backward()
         grads[name] = (fx.grad, rx.grad, wx.grad)
+    assert grads["reference"][2] is None
     for name in ("op", "triton"):
         fake_grad, real_grad, weight_grad = grads[name]
         torch.testing.assert_close(fake_grad, grads["reference"][0], rtol=1e-5, atol=1e-6)
@@ -537,3 +540,5 @@ def test_chunks_cover_samples_with_int64_offsets(chunk):
     small = [chunk_of(i, 3, 5000, chunk)[:4] for i in range(3 * -(-5000 // chunk))]
     covered = [i for _, _, n, b in sorted(small, key=lambda c: c[3]) for i in range(b, b + n)]
     assert covered == list(range(3 * 5000))  # every element once, in order
+    with pytest.raises(RuntimeError, match="need chunk > 0"):   # was a division by zero: SIGFPE
+        chunk_of(0, 1, 10, 0)

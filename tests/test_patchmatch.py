@@ -110,6 +110,15 @@ def test_integer_arguments_of_any_kind():
         pm.inpaint(image, mask, patch_size=5.0)
     with pytest.raises(ValueError, match="odd integer"):
         pm.inpaint(image, mask, patch_size=True)
+    assert torch.equal(pm.inpaint(image, mask, patch_size=5, iterations=np.int32(1), em_steps=np.int64(2), seed=4),
+                       pm.inpaint(image, mask, patch_size=5, iterations=1, em_steps=2, seed=4))
+    # a float count was a TypeError from range() or a schema error from inside the op
+    with pytest.raises(ValueError, match="em_steps must be an integer >= 1, got 1.5"):
+        pm.inpaint(image, mask, patch_size=5, em_steps=1.5)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 0, got 2.0"):
+        pm.nnf(image, image, patch_size=3, iterations=2.0)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 0, got -1"):
+        pm.inpaint(image, mask, patch_size=5, iterations=-1)
 
 
 def test_nnf_numpy_in_numpy_out():
@@ -186,6 +195,21 @@ def test_inpaint_keeps_known_pixels_and_several_holes():
     assert (out - image)[:, hole].abs().mean() < 1e-2
 
 
+@pytest.mark.parametrize("junk", [float("nan"), float("inf"), -float("inf"), 1e30])
+def test_inpaint_never_reads_what_lies_under_the_hole(junk):
+    """NaN under the hole (a common "missing" marker) made every hole pixel NaN: the border fill
+    multiplied it by zero, which keeps NaN."""
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    image = smooth_image(36, 40, seed=int(torch.randint(0, 2**31, ())))
+    mask = torch.zeros(36, 40, dtype=torch.bool)
+    y, x = (int(v) for v in torch.randint(6, 20, (2,), generator=g))
+    mask[y:y + 10, x:x + 12] = True
+    clean = pm.inpaint(image, mask, patch_size=5, seed=3)
+    dirty = image.clone()
+    dirty[:, mask] = junk
+    assert torch.equal(pm.inpaint(dirty, mask, patch_size=5, seed=3), clean)
+
+
 def test_inpaint_numpy_uint8_roundtrip_and_seed():
     rng = np.random.default_rng(5)
     image = (hwc(smooth_image(40, 36, seed=5)).numpy() * 255).astype(np.uint8)
@@ -255,6 +279,12 @@ def test_ops_reject_bad_tensors():
         torch.ops.nfinpaint.patchmatch_nnf(t, t, ok[:4], ok, None, 3, 1, 0)
     with pytest.raises(RuntimeError, match="no usable source patch"):
         torch.ops.nfinpaint.patchmatch_nnf(t, t, ~ok, ok, None, 3, 1, 0)
+    field = torch.full((8, 8, 2), 3, dtype=torch.int32)
+    weight, hole = torch.ones(8, 8), ok.clone()
+    # 2**32 + 1 wrapped to a negative int32 radius: no votes, the hole came back unfilled
+    for size in (9, 2**32 + 1):
+        with pytest.raises(RuntimeError, match=f"patch_size {size} is larger than the image"):
+            torch.ops.nfinpaint.patchmatch_vote(t, field, weight, hole, size)
 
 
 @pytest.mark.parametrize("op, meta_arg", [("nnf", 2), ("nnf", 4), ("vote", 2), ("vote", 3)])

@@ -114,6 +114,10 @@ void check_vote(const at::Tensor& image, const at::Tensor& field, const at::Tens
   TORCH_CHECK(image.size(2) <= 4, "patchmatch_vote: at most 4 channels, got ", image.size(2));
   check_patch_size(patch_size);
   const int64_t h = image.size(0), w = image.size(1);
+  // as patchmatch_nnf's source: the image is the source the field points into. Unbounded, a patch_size
+  // over 2^31 wrapped the int32 radius negative (no votes at all, the hole returned as it came)
+  TORCH_CHECK(patch_size <= h && patch_size <= w, "patchmatch_vote: patch_size ", patch_size,
+              " is larger than the image (", h, "x", w, ")");
   TORCH_CHECK(field.dim() == 3 && field.size(0) == h && field.size(1) == w && field.size(2) == 2,
               "patchmatch_vote: field must have shape (", h, ", ", w, ", 2), got ", field.sizes());
   TORCH_CHECK(field.scalar_type() == at::kInt, "patchmatch_vote: field must be int32, got ", field.scalar_type());
