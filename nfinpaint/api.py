@@ -17,7 +17,9 @@ outside the holes are returned unchanged, exactly.
 hole: a bool array or tensor (True = hole); an integer one (any integer dtype) holding only 0
 and 1 (1 = hole), else grey levels 0..255 (uint16: 0..65535); a float one in [0, 1]; a PIL
 image by its grey levels, as its file would be read (a grey one holding only 0 and 1 too means
-1 = hole).  Soft edges follow :mod:`nfinpaint.mask_options`'s
+1 = hole).  PIL images are filled as their pixels are stored: EXIF orientation is not applied
+(the result keeps the image's size; ``ImageOps.exif_transpose`` both to fill as the command
+does), and a PIL mask whose EXIF orientation differs from the image's is refused.  Soft edges follow :mod:`nfinpaint.mask_options`'s
 rule; ``invert=True`` for black = hole, ``dilate=PX`` to grow the holes,
 ``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
@@ -57,10 +59,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _scale_of(dtype: np.dtype, what: str = "image") -> float | None:
-    """The value of white for an integer dtype; None for floats."""
-    if dtype == np.uint8:
+    """The value of white for an integer dtype (either byte order); None for floats."""
+    if dtype.kind == "u" and dtype.itemsize == 1:
         return 255.0
-    if dtype == np.uint16:
+    if dtype.kind == "u" and dtype.itemsize == 2:      # '>u2' too: a big-endian 16-bit picture is 16-bit
         return 65535.0
     if np.issubdtype(dtype, np.floating):
         return None
@@ -81,7 +83,8 @@ def _from_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     scale = _scale_of(dtype)
     if scale is None:
         return values.astype(dtype)
-    return np.rint(np.clip(values, 0, 1) * scale).astype(dtype)
+    # halves round up, as the command's writer rounds (images.tensor_to_pil): one picture, one result
+    return np.floor(np.clip(values, 0, 1) * scale + 0.5).astype(dtype)
 
 
 def _nearest_entries(colours: np.ndarray, entries: np.ndarray) -> np.ndarray:
@@ -133,7 +136,13 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             return _palette_as_hwc(image)
         original = image
         if mode not in _PIL_ARRAY_MODES:    # CMYK, YCbCr, ...: filled as RGB(A), converted back
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            # premultiplied alpha (RGBa, La) goes through its plain mode, so that its alpha is kept
+            inner = {"La": "LA", "RGBa": "RGBA"}.get(mode, "RGBA" if "transparency" in image.info else "RGB")
+            try:
+                image = image.convert(inner)
+            except (ValueError, OSError) as exc:      # LAB, HSV...: PIL has no conversion for them
+                raise InpaintError(f"the image: PIL cannot convert mode {mode} to {inner} ({_one_line(exc)}); "
+                                   f"convert it to RGB first") from None
         inner = image.mode
         if inner in _INTEGER_GREY:          # 16-bit grey of any byte order, or 32-bit holding 16-bit levels
             try:
@@ -187,11 +196,34 @@ def mask_levels(mask: Any, size: tuple[int, int] | None = None, invert: bool = F
     ``size``: the picture's (H, W), which tells a (1, H, W) mask from an (H, W, 1) one when both read."""
     if isinstance(mask, Image.Image):
         try:
-            return mask_image_levels(mask, invert)     # as its file would be read
+            return mask_image_levels(mask, invert)     # as its file would be read (its pixels as stored)
         except ImageError as exc:
             raise InpaintError(f"the mask: {exc}") from None
     levels = _array_mask_levels(mask, size)
     return 1.0 - levels if invert else levels
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001  (a broken EXIF block: no orientation, as exif_transpose reads it)
+        return 1
+
+
+def _check_orientations(image: Any, mask: Any) -> None:
+    """InpaintError when a PIL mask carries an EXIF orientation other than the image's.
+
+    The API fills pixels as they are stored (the result keeps the image's size and layout; the
+    command applies EXIF to its files instead): a mask stored turned otherwise than its picture
+    lines up with it on the screen but not in its pixels, and would be filled in the wrong place.
+    A mask without an orientation is taken as drawn on the stored pixels."""
+    if not isinstance(mask, Image.Image):
+        return
+    theirs = _orientation(mask)
+    ours = _orientation(image) if isinstance(image, Image.Image) else 1
+    if theirs not in (1, ours):
+        raise InpaintError(f"the mask has EXIF orientation {theirs} and the image {ours}: their pixels do not line "
+                           f"up; pass both through PIL.ImageOps.exif_transpose (as the command reads files)")
 
 
 def _array_mask_levels(mask: Any, size: tuple[int, int] | None) -> np.ndarray:
@@ -219,7 +251,7 @@ def _integer_mask_levels(mask: np.ndarray) -> np.ndarray:
     """An integer mask array: 0/1 only is a binary mask (1 = hole, what ``(m > 0).astype(int)`` gives,
     and as grey levels it could only be refused: no level reaches a hole); else grey levels 0..255
     (uint16: 0..65535, as in a 16-bit file)."""
-    top = 65535 if mask.dtype == np.uint16 else 255
+    top = 65535 if mask.dtype.kind == "u" and mask.dtype.itemsize == 2 else 255     # either byte order
     low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
     if low < 0 or high > top:
         raise InpaintError(f"the mask is {mask.dtype} with values in [{low}, {high}]; integer masks hold 0/1 or "
@@ -313,6 +345,7 @@ class Inpainter:
             raise InpaintError(f"method={method!r} needs a generator: pass checkpoint=PATH "
                                f"(no shipped default is installed)")
 
+        _check_orientations(image, mask)
         array, back = _as_hwc(image)
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise InpaintError(f"the image is empty ({array.shape[1]}x{array.shape[0]})")

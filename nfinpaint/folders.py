@@ -30,7 +30,9 @@ class Pair:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    # a subfolder named like a picture (holiday.png/) is not one: subfolders are not read
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
 def pair(images: Path, masks: Path, output: Path) -> list[Pair]:

@@ -233,13 +233,21 @@ def mask_image_levels(img: Image.Image, invert: bool = False) -> np.ndarray:
     grey = zero_one_levels(img)
     if grey is not None:
         pass
-    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         grey, alpha = 0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2], rgba[..., 3]
     elif img.mode in DEEP_GREY_MODES:
         grey = _grey_scale(img)
     else:
-        grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        try:
+            try:
+                grey_img = img.convert("L")
+            except ValueError:        # LAB: PIL converts it to RGB only (it was a traceback)
+                grey_img = img.convert("RGB").convert("L")
+            grey = np.asarray(grey_img, dtype=np.float32) / 255.0
+        except (ValueError, OSError) as exc:
+            raise ImageError(f"a mask in PIL mode {img.mode} cannot be read as grey levels ({exc}); "
+                             f"save it as a grey or RGB picture") from None
     if invert:
         grey = 1.0 - grey
     return grey if alpha is None else grey * alpha

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import io
 import math
+import re
 import socket
 import threading
 import time
@@ -73,12 +74,17 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB")
+    from starlette.requests import ClientDisconnect  # noqa: PLC0415
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:     # a chunked upload or a lying Content-Length: stop reading now
-            raise RequestError(413, f"the upload is over the limit of {limit / 2**20:.0f} MB")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:     # a chunked upload or a lying Content-Length: stop reading now
+                raise RequestError(413, f"the upload is over the limit of {limit / 2**20:.0f} MB")
+            chunks.append(chunk)
+    except ClientDisconnect:    # a closed tab or a dropped connection: nothing to fill, no traceback in the log
+        raise RequestError(400, "the client closed the connection before the upload ended") from None
     return b"".join(chunks)
 
 
@@ -401,7 +407,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         if method not in choices:
             raise RequestError(400, f"method must be one of {', '.join(choices)}, got {method!r}")
         text = fields.get("dilation", b"0").decode("utf-8", "replace").strip() or "0"
-        if not text.isdigit() or int(text) > MAX_DILATION:
+        # ASCII digits, few of them: str.isdigit() takes '²' (int() refuses it) and int() refuses over 4,300 digits
+        if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) > MAX_DILATION:
             raise RequestError(400, f"dilation must be a whole number of pixels from 0 to {MAX_DILATION}, "
                                     f"got {text[:20]!r}")
         image = open_picture(fields.get("image"), "image", max_pixels)

@@ -50,10 +50,14 @@ def _pictures(rng):
         "numpy uint8 rgba": u8,
         "numpy uint16 rgb": u16,
         "numpy uint16 grey+alpha": u16[..., :2],
+        "numpy big-endian uint16 rgb": u16.astype(">u2"),      # was refused: '>u2' is no np.uint16
         "numpy float32 rgb": rng.random((H, W, 3), dtype=np.float32),
         "numpy float64 grey": rng.random((H, W)),
         "PIL RGB": Image.fromarray(u8[..., :3]),
         "PIL RGBA": Image.fromarray(u8, "RGBA"),
+        # premultiplied alpha: went through RGB, and the holes came back opaque
+        "PIL RGBa": Image.fromarray(u8, "RGBA").convert("RGBa"),
+        "PIL La": Image.fromarray(u8[..., :2], "LA").convert("La"),
         "PIL L": Image.fromarray(u8[..., 0]),
         "PIL I;16": Image.fromarray(u16[..., 0]),
         "PIL P": _palette_picture(rng),
@@ -100,7 +104,7 @@ def test_rgb_holes_are_inpaint_image_s_fill(inpainter, fullres_checkpoint):
     expected, _ = inpaint_image(torch.from_numpy(picture).permute(2, 0, 1).float() / 255,
                                 torch.from_numpy(hole)[None].float(), generator=inpainter.loaded.generator,
                                 log=lambda m: None)
-    expected = np.rint(expected.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    expected = np.floor(expected.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(out, np.where(hole[..., None], expected, picture))
 
 
@@ -149,7 +153,9 @@ def test_every_mask_kind_gives_the_same_fill(inpainter):
                  torch.from_numpy(hole)[None].float(), Image.fromarray(~hole).convert("RGB"),
                  hole.astype(np.int64), hole.astype(np.int32) * 255, hole.astype(np.int16), hole.astype(np.uint8),
                  hole.astype(np.uint16) * 65535, torch.from_numpy(hole.astype(np.int64)), torch.from_numpy(hole),
-                 Image.fromarray(hole.astype(np.uint8)), Image.fromarray(hole.astype(np.uint16))):   # 0/1: 1 = hole
+                 Image.fromarray(hole.astype(np.uint8)), Image.fromarray(hole.astype(np.uint16)),   # 0/1: 1 = hole
+                 # LAB: PIL has no LAB -> L (a bare ValueError), only LAB -> RGB
+                 Image.fromarray(hole.astype(np.uint8) * 255).convert("RGB").convert("LAB")):
         invert = isinstance(mask, Image.Image) and mask.mode == "RGB"
         assert np.array_equal(inpainter(picture, mask, invert=invert), reference)
 
@@ -164,6 +170,48 @@ def test_16_bit_grey_of_any_byte_order_is_filled_at_16_bits(inpainter, mode, dty
     assert not np.array_equal(reference[hole], levels[hole])
     out = inpainter(Image.frombytes(mode, (W, H), levels.astype(dtype).tobytes()), hole)
     assert out.mode == mode and np.array_equal(np.asarray(out).astype(np.uint16), reference)
+
+
+def test_integer_results_round_as_the_command_writes_them():
+    """Halves round up in both (the API rounded them to even: 1 level of 65535 apart on 16-bit grey)."""
+    from nfinpaint.api import _from_float
+    from nfinpaint.images import tensor_to_pil
+
+    rng = np.random.default_rng()
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        top = 2**bits - 1
+        ties = (rng.integers(0, top, 64) + 0.5) / top               # exactly k + 0.5 levels, as float32 allows
+        values = np.concatenate([ties, rng.random(64)]).astype(np.float32).reshape(8, 16)
+        written = np.asarray(tensor_to_pil(torch.from_numpy(values)[None], bits=bits)).astype(np.int64)
+        assert np.array_equal(_from_float(values, np.dtype(dtype)).astype(np.int64), written), bits
+
+
+def test_a_big_endian_16_bit_mask_is_read_by_its_full_range(inpainter):
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    hole = _hole()
+    reference = inpainter(picture, hole)
+    assert np.array_equal(inpainter(picture, (hole * 65535).astype(">u2")), reference)
+
+
+@pytest.mark.parametrize("image_orientation, mask_orientation, refused", [
+    (None, 3, True), (6, 3, True), (3, 3, False), (3, None, False)])
+def test_a_pil_mask_turned_otherwise_than_its_image_is_refused(inpainter, image_orientation, mask_orientation,
+                                                               refused):
+    """The API fills stored pixels; a mask stored turned by 180 degrees filled the opposite corner."""
+    def tagged(array, orientation):
+        picture = Image.fromarray(array)
+        if orientation is not None:
+            picture.getexif()[0x0112] = orientation
+        return picture
+
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    hole = _hole()
+    image, mask = tagged(picture, image_orientation), tagged(hole.astype(np.uint8) * 255, mask_orientation)
+    if refused:
+        with pytest.raises(InpaintError, match=f"the mask has EXIF orientation {mask_orientation}"):
+            inpainter(image, mask)
+    else:       # the same stored layout: pixels line up, and the stored grid is what is filled
+        assert np.array_equal(np.asarray(inpainter(image, mask)), inpainter(picture, hole))
 
 
 def test_a_pil_mask_is_read_as_its_file_is(inpainter, tmp_path):

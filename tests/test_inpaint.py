@@ -797,17 +797,22 @@ def test_folder_fills_the_good_pairs_lists_the_bad_and_exits_1(tmp_path, checkpo
     (masks / "p03_mask001.png").unlink()                                       # missing mask
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(masks / "p04.png")  # size mismatch
     (images / "p05.png").write_bytes(b"not a picture")                         # unreadable
+    lab = Image.open(masks / "p06.png").convert("RGB").convert("LAB")         # PIL has no LAB -> L: the run
+    (masks / "p06.png").unlink()                                               # stopped there with a traceback
+    lab.save(masks / "p06.tif")
+    (images / "sub.png").mkdir()                                               # a folder is no picture
     out = tmp_path / "out"
     code = inpaint.main(["--images", images, "--masks", masks, "-o", out, "--checkpoint", checkpoint,
                          "--method", "gan"])
     captured = capsys.readouterr()
+    bad = {"p03", "p04", "p05"}
     assert code == 1, captured.err
-    assert sorted(p.stem for p in out.glob("*.png")) == sorted(set(holes) - {"p03", "p04", "p05"})
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(set(holes) - bad)
     listed = [line.strip() for line in captured.err.splitlines() if line.startswith("  ")]
     assert [line.split(":")[0] for line in listed] == ["p03.png", "p04.png", "p05.png"], captured.err
     assert "3 of 20 picture(s) not filled" in captured.err and "is 10x10 but" in listed[1]
     assert "inpaint" in captured.err and "20/20" in captured.err       # the progress bar
-    for stem in set(holes) - {"p03", "p04", "p05"}:
+    for stem in set(holes) - bad:
         before, after = np.asarray(Image.open(images / f"{stem}.png")), np.asarray(Image.open(out / f"{stem}.png"))
         assert np.array_equal(after[~holes[stem]], before[~holes[stem]])
         assert not np.array_equal(after[holes[stem]], before[holes[stem]])

@@ -272,7 +272,8 @@ def test_bad_input_is_a_4xx_with_a_one_line_json_error(client):
     for method in ("neural", ""):
         response = post(client, good_image, good_mask, method=method)
         assert response.status_code == 200 if method == "" else response.status_code == 400
-    for dilation in ("-1", "2.5", "ten", "201"):
+    # '²' passes str.isdigit() and 5,000 digits pass it too: int() refused both, a 500 with a traceback
+    for dilation in ("-1", "2.5", "ten", "201", "²", "9" * 5000):
         assert_error(post(client, good_image, good_mask, dilation=dilation), 400, "dilation")
     assert_error(client.get("/api/nothing"), 404)
     assert_error(client.put("/api/inpaint"), 405)
@@ -487,3 +488,23 @@ def test_an_integer_picture_beyond_16_bits_is_a_400(client):
     values = picture(1)[..., 0].astype(np.int32) * 300          # up to 76,500: more than 16 bits hold
     response = post(client, png(Image.fromarray(values, "I"), format="TIFF"), png(hole_mask()))
     assert response.status_code == 400 and "only 16-bit ranges (0..65535)" in response.json()["error"]
+
+
+def test_a_client_that_hangs_up_mid_upload_is_a_request_error_not_a_traceback():
+    """starlette's ClientDisconnect went up to the server, which logged it with a traceback."""
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    from nfinpaint.serve import RequestError, read_body
+
+    class HangsUp:
+        headers = {}
+
+        async def stream(self):
+            yield b"--boundary\r\n"
+            raise ClientDisconnect
+
+    with pytest.raises(RequestError, match="closed the connection") as info:
+        asyncio.run(read_body(HangsUp(), 1 << 20))
+    assert info.value.status == 400
