@@ -123,6 +123,11 @@ def ship() -> int:
                             if key != "steps")
         steps = (f"{origin['step']} steps of the {meta.get('preset')} preset, then fine-tuned to step "
                  f"{meta.get('step')} ({changed or 'same settings'})")
+    start = meta.get("initialised_from")
+    if start:       # train --init-generator: its steps went on from another generator's weights
+        meta["shipped"]["initialised_from"] = start
+        steps += (f" starting from a trained generator (step {start.get('step')}, sha256 "
+                  f"{str(start.get('sha256'))[:12]}: the meta's shipped.initialised_from says which)")
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {steps} on "
                            f"{trained_on(meta.get('data'))}, {features}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

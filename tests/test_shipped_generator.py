@@ -106,6 +106,29 @@ def test_the_shipped_description_says_what_the_run_trained_on(tmp_path, data, sa
     assert said in load_generator(tmp_path / "s.pt")[1]["description"]
 
 
+def test_a_run_started_from_another_generator_says_so_when_shipped(tmp_path):
+    """train --init-generator: the shipped description counted only the run's own steps."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    start = {"file": "/x/default_generator.pt", "sha256": "0123456789abcdef" * 4,
+             "description": "shipped default: fullres generator, 10500 steps", "step": 10500}
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 7, "complete": True, "initialised_from": start}
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "run.pt"), "--out", str(tmp_path / "s.pt")],
+                   check=True, capture_output=True, text=True)
+    shipped = load_generator(tmp_path / "s.pt")[1]
+    assert "7 steps of the fullres preset starting from a trained generator (step 10500, sha256 0123456789ab" \
+        in shipped["description"]
+    assert shipped["shipped"]["initialised_from"] == start
+
+
 @pytest.mark.parametrize("argv, expected", [(["{tmp}/nosuch"], "nosuch"),
                                             (["{tmp}/run.pt", "--eval", "x"], "--eval wants NAME=DIR"),
                                             (["{tmp}/run.pt", "--eval", "x={tmp}"], "is not an evaluation folder")])
