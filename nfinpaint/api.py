@@ -19,9 +19,9 @@ and 1 (1 = hole), else grey levels 0..255 (uint16: 0..65535); a float one in [0,
 image by its grey levels, as its file would be read (a grey one holding only 0 and 1 too means
 1 = hole).  PIL images are filled as their pixels are stored: EXIF orientation is not applied
 (the result keeps the image's size; ``ImageOps.exif_transpose`` both to fill as the command
-does), and a PIL mask whose EXIF orientation differs from the image's is refused.  Soft edges follow :mod:`nfinpaint.mask_options`'s
-rule; ``invert=True`` for black = hole, ``dilate=PX`` to grow the holes,
-``resize_mask=True`` to take a mask of another size (nearest neighbour).
+does), and a PIL mask whose EXIF orientation differs from the image's is refused.  Soft edges
+follow :mod:`nfinpaint.mask_options`'s rule; ``invert=True`` for black = hole, ``dilate=PX`` to
+grow the holes, ``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
 Every bad input raises :class:`InpaintError` (a ``ValueError``) with a one-line message.
 The fill itself is :func:`nfinpaint.inpaint.inpaint_image`'s, as in the command.
@@ -140,7 +140,7 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             inner = {"La": "LA", "RGBa": "RGBA"}.get(mode, "RGBA" if "transparency" in image.info else "RGB")
             try:
                 image = image.convert(inner)
-            except (ValueError, OSError) as exc:      # LAB, HSV...: PIL has no conversion for them
+            except (ValueError, OSError) as exc:      # a mode PIL has no conversion to RGB for
                 raise InpaintError(f"the image: PIL cannot convert mode {mode} to {inner} ({_one_line(exc)}); "
                                    f"convert it to RGB first") from None
         inner = image.mode
