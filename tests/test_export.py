@@ -267,3 +267,25 @@ def test_the_shipped_generator_s_graph_fills_as_the_command_does_to_a_level():
         assert diff < 1 / 255, (h, w, diff)
         single = neural_fill.fill_window(loaded.generator, image, mask, mirror=False)
         assert float((got - single).abs().max()) > 1 / 255      # one pass would not do: the test can fail
+
+
+def test_the_command_s_check_covers_a_block_hole_and_warns_past_a_level(checkpoints, tmp_path, capsys, monkeypatch):
+    """The check after writing used scattered one-pixel holes only, which barely reach the multiscale
+    base fill, and printed any difference without comment."""
+    seen = {}
+
+    def off_by_two_levels(path, fmt, image, mask):
+        seen["mask"] = mask
+        return export.reference_fill(generator_io.load_generator(checkpoints["fullres"])[0],
+                                     torch.from_numpy(image), torch.from_numpy(mask)).numpy() + 2 / 255
+
+    monkeypatch.setattr(export, "run_file", off_by_two_levels)
+    out = tmp_path / "fill.pt"
+    assert export.main(["--format", "torchscript", "-o", out, "--checkpoint", checkpoints["fullres"],
+                        "--max-side", "24"]) == 0
+    captured = capsys.readouterr()
+    mask = seen["mask"][0, 0]
+    h, w = mask.shape
+    assert h <= 24 and mask[h // 3:2 * h // 3, w // 3:2 * w // 3].all()       # a block, inside --max-side
+    assert "shorter side of 24 px" in captured.out and "with a block hole" in captured.out
+    assert "warning: that is more than a level of 255" in captured.err
