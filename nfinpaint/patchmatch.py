@@ -144,12 +144,17 @@ def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Ten
     return (m > 0.5 if m.is_floating_point() else m.bool()).to(device).contiguous()
 
 
+def _integer(value) -> int | None:
+    """``value`` as a Python int (numpy integers count; floats and bools do not), else None."""
+    try:
+        return None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        return None
+
+
 def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> int:
     """``patch_size`` as a Python int (numpy integers are integers too), or ValueError."""
-    try:
-        size = None if isinstance(patch_size, bool) else operator.index(patch_size)
-    except TypeError:
-        size = None
+    size = _integer(patch_size)
     if size is None or size < 1 or size % 2 == 0:
         raise ValueError(f"patch_size must be a positive odd integer (e.g. 5 or 7), got {patch_size!r}")
     if size > min(h, w):
@@ -158,11 +163,8 @@ def _check_patch_size(patch_size: int, h: int, w: int, what: str) -> int:
 
 
 def _check_count(value, name: str, minimum: int) -> int:
-    """``value`` as a Python int >= ``minimum`` (numpy integers count; floats and bools do not), or ValueError."""
-    try:
-        count = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        count = None
+    """``value`` as a Python int >= ``minimum`` (as :func:`_integer` reads it), or ValueError."""
+    count = _integer(value)
     if count is None or count < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return count
