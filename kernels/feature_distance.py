@@ -239,8 +239,8 @@ def _check_inputs(fake: Tensor, real: Tensor, weight: Tensor | None, reduction: 
             raise ValueError(f"weight must be (N, 1, h, w) or (N, C, h, w) = {(n, 1, h, w)} or "
                              f"{(n, c, h, w)}; resize the mask to the feature size, got "
                              f"{tuple(weight.shape)}")
-        if weight.device != fake.device or not weight.is_floating_point():
-            raise ValueError(f"weight must be a float tensor on {fake.device}, got "
+        if weight.device != fake.device or not (weight.is_floating_point() or weight.dtype == torch.bool):
+            raise ValueError(f"weight must be a float or bool tensor on {fake.device}, got "
                              f"{weight.dtype} on {weight.device}")
 
 
@@ -256,5 +256,6 @@ def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
     if allow_reference_fallback and not triton_path_available(fake):
         return feature_distance_reference(fake, real, weight, reduction)
     if weight is not None:
-        weight = weight.detach()
+        # a bool mask is 1 in the hole and 0 outside, as the compiled op converts it
+        weight = weight.detach().to(fake.dtype) if weight.dtype == torch.bool else weight.detach()
     return _feature_distance_op(fake, real, weight, reduction)

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -159,6 +160,15 @@ def check_output_folder(path: str | os.PathLike, option: str, *, of: Path | None
         raise UsageError(f"{option} {shown}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {shown}: no permission to write in {existing}")
+    # access() answers for the mode bits; a file system that takes no new files whatever they say
+    # (/sys or /proc as root, a read-only mount) only shows it when one is made, so make one
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nfinpaint-probe-", dir=existing)
+    except OSError as exc:
+        raise UsageError(f"{option} {shown}: cannot create a file in {existing} "
+                         f"({exc.strerror or type(exc).__name__})") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

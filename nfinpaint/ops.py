@@ -24,7 +24,7 @@ Semantics (both the op and its reference):
     Equation 2 of the paper: sum of weight*(fake-real)^2; weight is an optional
     (N,1,h,w) or (N,C,h,w) per-position weight (the hole mask resized to the
     feature resolution).  ``reduction``: "sum" (default, the paper's), "mean"
-    (divided by fake.numel()), "per_sample" ((N,) sums).  ``fake`` gets
+    (divided by fake.numel(); an empty batch gives 0), "per_sample" ((N,) sums).  ``fake`` gets
     d/dfake, ``real`` its negation (the distance depends on fake - real only),
     ``weight`` none: the same contract as the Triton kernel and the plain
     PyTorch reference.  The feature loss passes the real image's features
@@ -79,7 +79,7 @@ def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None
     if reduction == "per_sample":
         return per_sample
     total = per_sample.sum()
-    return total / fake.numel() if reduction == "mean" else total
+    return total / max(fake.numel(), 1) if reduction == "mean" else total   # an empty batch: 0, as composite_l2
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
     if reduction == "per_sample":
         return per_sample
     total = per_sample.sum()
-    return total / fake.numel() if reduction == "mean" else total
+    return total / max(fake.numel(), 1) if reduction == "mean" else total   # an empty batch: 0, as composite_l2
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

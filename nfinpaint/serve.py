@@ -72,8 +72,11 @@ class RequestError(Exception):
 async def read_body(request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB")
+    # ASCII digits only (str.isdigit() takes '²', which int() refuses); a length of more digits than any
+    # limit has is over it, and int() of over 4,300 digits would raise
+    if declared is not None and re.fullmatch(r"[0-9]+", declared) and (len(declared) > 15 or int(declared) > limit):
+        shown = f"{int(declared) / 2**20:.1f} MB" if len(declared) <= 15 else f"{len(declared)} digits of bytes"
+        raise RequestError(413, f"the upload is {shown}; the limit is {limit / 2**20:.0f} MB")
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 
     chunks, size = [], 0

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +134,17 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     with pytest.raises(cli.UsageError, match="is a file, not a folder"):
         cli.check_output_folder(tmp_path / "file" / "sub", "--out")
     assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]     # the write probe left nothing
+
+
+def test_a_folder_that_takes_no_files_whatever_its_mode_bits_say_is_refused_before_any_work(tmp_path):
+    """As root, access() says yes to /sys; export traced the model for seconds, then failed to write."""
+    if not (os.access("/sys", os.W_OK) and Path("/sys/kernel").is_dir()):
+        pytest.skip("needs /sys with write access by mode bits (root on Linux)")
+    with pytest.raises(cli.UsageError, match=r"cannot create a file in /sys/kernel"):
+        cli.check_output_file("/sys/kernel/inpaint.pt", "-o")
+    with pytest.raises(cli.UsageError, match=r"cannot create a file in /sys"):
+        cli.check_output_folder("/sys/nfinpaint-out", "--out")
 
 
 # Ctrl-C while `import torch` runs (seconds, before cli.main can catch anything), made certain by an

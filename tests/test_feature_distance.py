@@ -107,6 +107,15 @@ def test_weight_zero_masks_out_and_weight_gets_no_gradient():
     assert fake.grad.abs().max().item() == 0.0
 
 
+def test_bool_weight_is_the_hole_as_the_compiled_op_takes_it():
+    """A bool mask was refused here ("must be a float tensor") where ops.feature_distance converts it."""
+    fake, real, _ = _inputs((2, 5, 3, 4), torch.float32, None)
+    hole = torch.rand(2, 1, 3, 4) > 0.5
+    out = feature_distance(fake, real, hole, "per_sample")
+    _close(out, feature_distance_reference(fake, real, hole.float(), "per_sample"), 1e-5)
+    assert 0 < out.sum() < feature_distance(fake, real, None).detach()
+
+
 def test_opcheck():
     fake, real, weight = _inputs((2, 18, 2, 3), torch.float32, "broadcast")
     torch.library.opcheck(fd_module._feature_distance_op, (fake, real, weight, "mean"))

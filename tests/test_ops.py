@@ -245,6 +245,9 @@ def test_feature_distance_edge_cases():
     f0, r0, _ = make_inputs((0, 4, 3, 3), seed=13)
     assert ops.feature_distance(f0, r0, reduction="per_sample").shape == (0,)
     assert ops.feature_distance(f0, r0).item() == 0
+    # "mean" divides by the element count: an empty batch is 0 (as composite_l2's), not 0/0 = NaN
+    for fn in (ops.feature_distance, ops.feature_distance_reference):
+        assert fn(f0, r0, reduction="mean").item() == 0
 
 
 def test_feature_distance_converts_real_and_weight_to_fake_dtype():

@@ -508,3 +508,24 @@ def test_a_client_that_hangs_up_mid_upload_is_a_request_error_not_a_traceback():
     with pytest.raises(RequestError, match="closed the connection") as info:
         asyncio.run(read_body(HangsUp(), 1 << 20))
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize("declared", ["9" * 5000, "²", "12"])
+def test_content_length_is_read_as_ascii_digits(declared):
+    """str.isdigit() let '²' through to int() (a 500), and int() of 5,000 digits raised (a 500 again)."""
+    import asyncio
+
+    from nfinpaint.serve import RequestError, read_body
+
+    class Upload:
+        headers = {"content-length": declared}
+
+        async def stream(self):
+            yield b"x" * 12
+
+    if declared == "9" * 5000:      # more digits than any limit has: over it, said before reading
+        with pytest.raises(RequestError, match="5000 digits") as info:
+            asyncio.run(read_body(Upload(), 1 << 20))
+        assert info.value.status == 413
+    else:                           # not a length, or a small one: the body is read as it comes
+        assert asyncio.run(read_body(Upload(), 1 << 20)) == b"x" * 12
