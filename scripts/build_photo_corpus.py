@@ -17,6 +17,9 @@ never by looking at results):
     OUT/photos/val/    photographs held out for choosing settings (--set val_data=...)
     OUT/photos/test/   photographs held out for the README's test table; nothing is chosen on them
     OUT/art/           synthetic desktop art (for measuring whether art helps); train-only
+    OUT/opencv/        photographs from OpenCV's sample data (opencv-doc): a third source, train-only,
+                       kept out of the split so the val/test lists above never change
+    OUT/train_all/     links to photos/train and opencv: the two training sources as one --data folder
     OUT/mate/          Debian's mate-backgrounds "nature" photographs: the cross-source test
                        set. NEVER train on it or choose settings with it.
 
@@ -78,6 +81,15 @@ ART = {
                                 "Painting-Colors_by__herobrine7gamer.jpg": "CC-BY-SA-3.0"},
     "ukui-wallpapers": {"*": "see the package's copyright file"},
 }
+# OpenCV's sample photographs (opencv-doc, examples/data): train-only, outside the seeded split.
+# Left out: synthetic or drawn pictures (charts, chessboards, digits, text), grey ones, a painting,
+# the second view of a stereo or motion pair (aloeR, leuvenB, rubberwhale2, aero3), a tampered
+# copy (ela_modified), and lena.
+OPENCV = {"opencv-doc": {name: "see the package's copyright file (OpenCV samples/data)"
+                         for name in ("fruits.jpg", "baboon.jpg", "leuvenA.jpg", "squirrel_cls.jpg", "aloeL.jpg",
+                                      "board.jpg", "orange.jpg", "messi5.jpg", "ela_original.jpg", "aero1.jpg",
+                                      "apple.jpg", "butterfly.jpg", "building.jpg", "graf1.png", "rubberwhale1.png",
+                                      "chicky_512.png", "smarties.png")}}
 # Reserved for independent testing only.
 MATE = {"mate-backgrounds": {"nature/*": "GPL-2+ (see the package's copyright file)"}}
 # scikit-image's photographs are left out on purpose: they are the embedded default data set,
@@ -151,15 +163,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         photos: list[tuple[str, str, str, object]] = []   # (name, package, licence, source)
-        art, mate = [], []
+        art, mate, opencv = [], [], []
         versions: dict[str, str] = {}
-        for table, bucket in ((PHOTOS, photos), (ART, art), (MATE, mate)):
+        for table, bucket in ((PHOTOS, photos), (ART, art), (MATE, mate), (OPENCV, opencv)):
             for package, wanted in table.items():
                 if package not in versions:
                     print(f"fetching {package} ...", flush=True)
                     versions[package] = unpack_deb(package, work)[1]
                 for path, licence in deb_files(work / package, wanted):
                     label = path.parent.parent.parent.name if "/contents/images/" in str(path) else path.stem
+                    label = f"opencv_{label}" if bucket is opencv else label
                     bucket.append((label, f"{package} {versions[package]}", licence, path))
         print("fetching the scikit-learn wheel ...", flush=True)
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(work / "wheel"),
@@ -176,11 +189,12 @@ def main() -> int:
         order = random.Random(SPLIT_SEED).sample(debian, len(debian))
         split = {name: "test" for name in order[:TEST_FILES]}
         split.update({name: "val" for name in order[TEST_FILES:TEST_FILES + VAL_FILES]})
-        for sub in ("photos", "art", "mate"):
+        for sub in ("photos", "art", "mate", "opencv", "train_all"):
             shutil.rmtree(out / sub, ignore_errors=True)
         jobs = [(f"photos/{split.get(n, 'train')}", n, pkg, lic, src) for n, pkg, lic, src in photos]
         jobs += [("art", n, pkg, lic, src) for n, pkg, lic, src in art]
         jobs += [("mate", n, pkg, lic, src) for n, pkg, lic, src in mate]
+        jobs += [("opencv", n, pkg, lic, src) for n, pkg, lic, src in opencv]
         for i, (folder, name, package, licence, source) in enumerate(jobs, 1):
             image = Image.open(source) if isinstance(source, Path) else source
             dest = out / folder / f"{name}.png"
@@ -189,6 +203,9 @@ def main() -> int:
             rows.append([folder, dest.name, package, origin, licence, f"{original[0]}x{original[1]}",
                          f"{size[0]}x{size[1]}"])
             print(f"[{i}/{len(jobs)}] {folder}/{dest.name} {size[0]}x{size[1]}", flush=True)
+    (out / "train_all").mkdir()
+    (out / "train_all" / "photos").symlink_to(Path("..") / "photos" / "train", target_is_directory=True)
+    (out / "train_all" / "opencv").symlink_to(Path("..") / "opencv", target_is_directory=True)
     with open(out / "MANIFEST.tsv", "w", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t")
         writer.writerow(["split", "file", "source", "original path", "licence", "original size", "size"])

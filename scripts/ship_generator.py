@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
+from nfinpaint.config import PRESETS, ConfigError, read_toml
 from nfinpaint.generator_io import GeneratorFileError, load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
@@ -49,13 +50,45 @@ class ShipError(Exception):
     """Bad input: one ``error:`` line, exit status 2."""
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def repository_relative(data: str | None) -> str | None:
+    """``data`` relative to the repository when it lies inside it: the meta names no machine's folders."""
+    if not data:
+        return data
+    try:
+        return str(Path(data).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return data
+
+
 def trained_on(data: str | None) -> str:
     """What a run's ``data`` was, in words, for the description."""
     if not data:
         return "the embedded default set (scikit-image's photographs)"
     if Path(data).parts[-2:] == ("photos", "train"):
         return f"the photograph corpus ({data}, scripts/build_photo_corpus.py)"
+    if Path(data).parts[-2:] == ("corpus", "train_all"):
+        return (f"the photograph corpus's training photographs and OpenCV's sample photographs ({data}, "
+                f"scripts/build_photo_corpus.py)")
     return f"the pictures in {data}"
+
+
+def settings_changed(run: Path, preset: str | None) -> dict[str, list] | None:
+    """The run's settings that differ from its preset, as {key: [preset's, run's]}, from the run
+    directory's config.toml (None when ``run`` is a generator file or the preset is unknown)."""
+    config = run / "config.toml"
+    if not (run.is_dir() and config.is_file() and preset in PRESETS):
+        return None
+    try:
+        values = read_toml(config)
+    except ConfigError as exc:
+        raise ShipError(str(exc)) from None
+    base = vars(PRESETS[preset])
+    skip = {"preset", "data", "val_data", "out"}     # where it ran, not how it trained
+    return {key: [base[key], value] for key, value in values.items()
+            if key in base and key not in skip and value != base[key]}
 
 
 def main() -> int:
@@ -98,6 +131,7 @@ def ship() -> int:
                             f"folder of python -m nfinpaint.evaluate")
         evaluations[name] = read_evaluation(Path(folder))
     untrained = meta.get("feature_pretrained") is False
+    meta["data"], meta["val_data"] = repository_relative(meta.get("data")), repository_relative(meta.get("val_data"))
     meta["shipped"] = {
         "what": "nfinpaint's default generator (used by inpaint and evaluate without --checkpoint)",
         "generator": generator.config.get("variant", "paper"),
@@ -112,6 +146,7 @@ def ship() -> int:
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window"),
         "loss_weights": meta.get("loss_weights"),
+        "settings_changed_from_preset": settings_changed(args.run, meta.get("preset")),
         "evaluations": evaluations,
     }
     features = "untrained VGG" if untrained else f"VGG features {meta.get('feature_weights')}"

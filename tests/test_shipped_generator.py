@@ -1,4 +1,6 @@
 """The generator that ships inside the package: it is there, says how it was made, and inpaints."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,7 +65,6 @@ def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_
     inference setting of the shipped file is tried): the meta keeps the run's training count."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
     from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
@@ -87,12 +88,14 @@ def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_
 @pytest.mark.parametrize("data, said", [
     (None, "on the embedded default set"),
     ("data/corpus/photos/train", "on the photograph corpus (data/corpus/photos/train"),
-    ("/home/me/holiday", "on the pictures in /home/me/holiday")])
+    ("/home/me/holiday", "on the pictures in /home/me/holiday"),
+    # a folder inside the repository is named relative to it: the meta names no machine's folders
+    (str(Path(__file__).resolve().parents[1] / "data" / "corpus" / "train_all"),
+     "OpenCV's sample photographs (data/corpus/train_all, scripts/build_photo_corpus.py)")])
 def test_the_shipped_description_says_what_the_run_trained_on(tmp_path, data, said):
     """It said "on the photograph corpus" whatever the run's data."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
     from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
@@ -110,7 +113,6 @@ def test_a_run_started_from_another_generator_says_so_when_shipped(tmp_path):
     """train --init-generator: the shipped description counted only the run's own steps."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
     from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
@@ -129,13 +131,34 @@ def test_a_run_started_from_another_generator_says_so_when_shipped(tmp_path):
     assert shipped["shipped"]["initialised_from"] == start
 
 
+def test_the_shipped_meta_records_the_settings_a_run_changed_from_its_preset(tmp_path):
+    """A fine-tune's lr and warm-up lived only in its run directory's config.toml, not in the file users get."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('preset = "fullres"\ndata = "/somewhere/photos"\nlr = 3e-5\n'
+                                     'g_warmup_steps = 0\nbatch_size = 8\n')
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 7, "complete": True}
+    save_generator(run / "generator.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    subprocess.run([sys.executable, str(script), str(run), "--out", str(tmp_path / "s.pt")],
+                   check=True, capture_output=True, text=True)
+    changed = load_generator(tmp_path / "s.pt")[1]["shipped"]["settings_changed_from_preset"]
+    assert changed == {"lr": [2e-4, 3e-5], "g_warmup_steps": [1500, 0]}     # batch_size 8 is the preset's
+
+
 @pytest.mark.parametrize("argv, expected", [(["{tmp}/nosuch"], "nosuch"),
                                             (["{tmp}/run.pt", "--eval", "x"], "--eval wants NAME=DIR"),
                                             (["{tmp}/run.pt", "--eval", "x={tmp}"], "is not an evaluation folder")])
 def test_ship_generator_bad_input_is_one_line_exit_2(tmp_path, argv, expected):
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
     from nfinpaint.generator_io import save_generator  # noqa: PLC0415
