@@ -273,8 +273,13 @@ def _checked_method(method: Any) -> str:
     return method
 
 
+def _is_whole_number(value: Any) -> bool:
+    """An int or a NumPy integer (a count read from an array); not a bool, which is an int to Python."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _checked_dilate(dilate: Any) -> int:
-    if isinstance(dilate, bool) or not isinstance(dilate, (int, np.integer)) or dilate < 0:
+    if not _is_whole_number(dilate) or dilate < 0:
         raise InpaintError(f"dilate must be a whole number of pixels, 0 or more, got {dilate!r}")
     return int(dilate)
 
@@ -306,7 +311,7 @@ class Inpainter:
         if half and self.device.type != "cuda":
             raise InpaintError(f"half=True (float16) runs on a CUDA GPU only, and the device is {self.device}; "
                                f"drop half=True, or use device='cuda'")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if not _is_whole_number(seed):
             raise InpaintError(f"seed must be an integer, got {seed!r}")
         self.method, self.seed, self.half = method, int(seed), bool(half)
         self.dilate, self.invert, self.resize_mask = dilate, bool(invert), bool(resize_mask)

@@ -335,6 +335,25 @@ RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "log_every", "sample_e
                             "val_batches", "checkpoint_every", "tensorboard", "compile"})
 
 
+# Keys that say where a run read its pictures, not how it trained.
+WHERE_KEYS = frozenset({"preset", "data", "val_data"})
+
+
+def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list]:
+    """{key: [before's, after's]} for each key of ``after`` whose value differs from ``before``'s."""
+    return {key: [before[key], value] for key, value in after.items() if key in before and before[key] != value}
+
+
+def changed_from_preset(config: TrainConfig) -> dict[str, list] | None:
+    """The settings ``config`` changed from its preset's, as {key: [preset's, run's]} (not where it
+    read its pictures): what a generator's meta records so the run can be told apart from the preset.
+    None for a preset this version does not know (a run of an older version)."""
+    if config.preset not in PRESETS:
+        return None
+    after = {key: value for key, value in dataclasses.asdict(config).items() if key not in WHERE_KEYS}
+    return changed_settings(dataclasses.asdict(PRESETS[config.preset]), after)
+
+
 def _field_type(name: str) -> type:
     return type(getattr(TrainConfig(), name))
 

@@ -26,7 +26,7 @@ import torch
 from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
 from nfinpaint.cli import warn
 from nfinpaint.config import (FOLDER_KEYS, PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig,
-                              absolute_folder, read_toml)
+                              absolute_folder, changed_settings, read_toml)
 from nfinpaint.generator_io import GENERATOR_FILENAME, open_generator, resolve_generator_path
 from nfinpaint.run_dir import METRICS_FILE
 
@@ -131,7 +131,7 @@ def fine_tune_origin(point: ResumePoint, config: TrainConfig) -> dict:
     changed ({key: [before, after]}) and, when that run was a fine-tune too, its own origin."""
     before, after = dataclasses.asdict(saved_config(point)), dataclasses.asdict(config)
     origin = {"checkpoint": str(point.checkpoint.resolve()), "step": point.step,
-              "changed": {key: [before[key], value] for key, value in after.items() if before[key] != value}}
+              "changed": changed_settings(before, after)}
     if point.payload.get("fine_tuned_from"):
         origin["from"] = point.payload["fine_tuned_from"]
     return origin

@@ -74,8 +74,9 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     # ASCII digits only (str.isdigit() takes '²', which int() refuses); a length of more digits than any
     # limit has is over it, and int() of over 4,300 digits would raise
-    if declared is not None and re.fullmatch(r"[0-9]+", declared) and (len(declared) > 15 or int(declared) > limit):
-        shown = f"{int(declared) / 2**20:.1f} MB" if len(declared) <= 15 else f"{len(declared)} digits of bytes"
+    huge = declared is not None and len(declared) > 15
+    if declared is not None and re.fullmatch(r"[0-9]+", declared) and (huge or int(declared) > limit):
+        shown = f"{len(declared)} digits of bytes" if huge else f"{int(declared) / 2**20:.1f} MB"
         raise RequestError(413, f"the upload is {shown}; the limit is {limit / 2**20:.0f} MB")
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 

@@ -30,7 +30,7 @@ import torch
 
 from nfinpaint import _extension, distributed, generator_io
 from nfinpaint.checkpoint import CHECKPOINT_DIR, list_checkpoints, rng_state, save_checkpoint, set_rng_state
-from nfinpaint.config import ConfigError, TrainConfig
+from nfinpaint.config import ConfigError, TrainConfig, changed_from_preset
 from nfinpaint.devices import set_cpu_threads
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.figures import save_comparison_grid
@@ -56,7 +56,7 @@ def training_meta(config: TrainConfig, *, step: int, complete: bool, **extra) ->
             "image_size": config.image_size, "hole_size": config.hole_size,
             "local_patch_size": config.local_patch_size, "train_masks": config.train_masks,
             "data": config.data, "seed": config.seed, "split": config.split().as_meta(), "step": step,
-            "steps": config.steps,
+            "steps": config.steps, "settings_changed_from_preset": changed_from_preset(config),
             "complete": complete, "description": description, **extra}
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
-from nfinpaint.config import PRESETS, ConfigError, read_toml
+from nfinpaint.config import PRESETS, WHERE_KEYS, ConfigError, changed_settings, read_toml
 from nfinpaint.generator_io import GeneratorFileError, load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
@@ -75,20 +75,20 @@ def trained_on(data: str | None) -> str:
     return f"the pictures in {data}"
 
 
-def settings_changed(run: Path, preset: str | None) -> dict[str, list] | None:
-    """The run's settings that differ from its preset, as {key: [preset's, run's]}, from the run
-    directory's config.toml (None when ``run`` is a generator file or the preset is unknown)."""
-    config = run / "config.toml"
+def settings_changed(run: Path, meta: dict) -> dict[str, list] | None:
+    """The run's settings that differ from its preset, as {key: [preset's, run's]}: the generator's
+    meta has them (train records them); a generator exported before it did gets them from its run
+    directory's config.toml (None when there is none, or the preset is unknown)."""
+    if "settings_changed_from_preset" in meta:
+        return meta["settings_changed_from_preset"]
+    config, preset = run / "config.toml", meta.get("preset")
     if not (run.is_dir() and config.is_file() and preset in PRESETS):
         return None
     try:
         values = read_toml(config)
     except ConfigError as exc:
         raise ShipError(str(exc)) from None
-    base = vars(PRESETS[preset])
-    skip = {"preset", "data", "val_data", "out"}     # where it ran, not how it trained
-    return {key: [base[key], value] for key, value in values.items()
-            if key in base and key not in skip and value != base[key]}
+    return changed_settings(vars(PRESETS[preset]), {k: v for k, v in values.items() if k not in WHERE_KEYS})
 
 
 def main() -> int:
@@ -146,7 +146,7 @@ def ship() -> int:
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window"),
         "loss_weights": meta.get("loss_weights"),
-        "settings_changed_from_preset": settings_changed(args.run, meta.get("preset")),
+        "settings_changed_from_preset": settings_changed(args.run, meta),
         "evaluations": evaluations,
     }
     features = "untrained VGG" if untrained else f"VGG features {meta.get('feature_weights')}"

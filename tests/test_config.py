@@ -187,3 +187,15 @@ def test_a_batch_beyond_the_gpus_memory_is_refused(monkeypatch):
         dataclasses.replace(big, device="auto").validate()
     dataclasses.replace(big, device="cpu").validate()                      # the machine's memory
     dataclasses.replace(big, device="cuda", batch_size=8).validate()
+
+
+def test_changed_from_preset_names_how_a_run_differs_from_its_preset_not_where_it_read():
+    import random  # noqa: PLC0415
+
+    from nfinpaint.config import changed_from_preset  # noqa: PLC0415
+    base = PRESETS["fullres"]
+    lr = base.lr * random.uniform(0.1, 0.9)
+    config = dataclasses.replace(base, lr=lr, data="/some/photos", val_data="/other", ssim_weight=0.5)
+    assert changed_from_preset(config) == {"lr": [base.lr, lr], "ssim_weight": [0.0, 0.5]}
+    assert changed_from_preset(base) == {}
+    assert changed_from_preset(dataclasses.replace(base, preset="from-a-newer-version")) is None

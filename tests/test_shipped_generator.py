@@ -153,6 +153,24 @@ def test_the_shipped_meta_records_the_settings_a_run_changed_from_its_preset(tmp
     assert changed == {"lr": [2e-4, 3e-5], "g_warmup_steps": [1500, 0]}     # batch_size 8 is the preset's
 
 
+def test_a_bare_generator_file_ships_with_the_settings_its_meta_records(tmp_path):
+    """train writes the changes from the preset into generator.pt: shipping the file alone keeps them."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    changed = {"lr": [2e-4, 1e-4], "d_warmup_steps": [500, 100]}
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 7, "complete": True, "settings_changed_from_preset": changed}
+    save_generator(tmp_path / "alone.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "alone.pt"), "--out", str(tmp_path / "s.pt")],
+                   check=True, capture_output=True, text=True)
+    assert load_generator(tmp_path / "s.pt")[1]["shipped"]["settings_changed_from_preset"] == changed
+
+
 @pytest.mark.parametrize("argv, expected", [(["{tmp}/nosuch"], "nosuch"),
                                             (["{tmp}/run.pt", "--eval", "x"], "--eval wants NAME=DIR"),
                                             (["{tmp}/run.pt", "--eval", "x={tmp}"], "is not an evaluation folder")])

@@ -139,6 +139,10 @@ def test_fine_tune_goes_on_from_the_checkpoint_under_new_settings(tmp_path):
     assert origin["step"] == k and Path(origin["checkpoint"]) == (base / "checkpoints" / f"step_{k:07d}.pt").resolve()
     assert origin["changed"] == {"steps": [k, k + 2], "ssim_weight": [0.0, 2.0]}
     assert meta["loss_weights"]["ssim"] == 2.0 and meta["step"] == k + 2
+    # and what the run changed from its preset, in the file itself (a bare generator.pt ships with it)
+    from_preset = meta["settings_changed_from_preset"]
+    assert from_preset["ssim_weight"] == [0.0, 2.0] and from_preset["image_size"][1] == 16
+    assert from_preset["lr_schedule"] == ["cosine", "constant"] and "preset" not in from_preset
     assert _records(changed, "start")[0]["fine_tuned_from"] == origin
     # resuming the fine-tuned run keeps the record; fine-tuning it again chains it
     assert main(["--resume", str(changed), "--steps", str(k + 3), "--quiet"]) == 0
