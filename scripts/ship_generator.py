@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
-from nfinpaint.config import PRESETS, WHERE_KEYS, ConfigError, changed_settings, read_toml
+from nfinpaint.config import PRESETS, ConfigError, changed_from_preset, load_config
 from nfinpaint.generator_io import GeneratorFileError, load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
@@ -85,10 +85,9 @@ def settings_changed(run: Path, meta: dict) -> dict[str, list] | None:
     if not (run.is_dir() and config.is_file() and preset in PRESETS):
         return None
     try:
-        values = read_toml(config)
+        return changed_from_preset(load_config(preset, config))
     except ConfigError as exc:
         raise ShipError(str(exc)) from None
-    return changed_settings(vars(PRESETS[preset]), {k: v for k, v in values.items() if k not in WHERE_KEYS})
 
 
 def main() -> int:
