@@ -370,7 +370,8 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             log(f"hole(s) {names}: learned fill on a {window.describe()}")
 
         with half_precision(half, device):
-            filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say)
+            filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
+                                              seed=seed)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 

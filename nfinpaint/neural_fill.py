@@ -21,7 +21,20 @@ picture's own resolution (the picture is never shrunk):
    family of the validation photographs (+0.1 dB on thin strokes, +0.25 dB
    on ~56 px objects, +0.06 dB on ~150 px ones, hole SSIM up too) for twice
    the generator's time.  ``mirror=False`` makes one pass.
-4. **Composite.**  Only the window's own holes are copied into the picture;
+4. **Patch blend.**  The window's fill is averaged, in its holes, with its
+   re-synthesis from the window's own known patches
+   (:func:`nfinpaint.patchmatch.resynthesize`: every 7x7 patch touching a hole
+   matched to its nearest known patch, starting from the learned fill, and
+   the matches voted back).  The two err differently: the learned fill is
+   smooth and structured, the vote is made of real patches of the picture.
+   Chosen on the validation photographs among one or two rounds, weights
+   0.3 / 0.5 / 0.7 and a two-level pyramid: one round, half and half, raised
+   hole PSNR by +0.36, +0.15, +0.08 dB and hole SSIM by +0.004, +0.003,
+   +0.002 (thin strokes, ~56 px and ~150 px objects) for 30-140 ms more per
+   512x384 picture.  It does not add texture: every variant that made the
+   fill visibly more detailed (more rounds, a pyramid, the vote alone) lost
+   hole SSIM.  ``patch_blend=0`` leaves it out.
+5. **Composite.**  Only the window's own holes are copied into the picture;
    pixels outside the holes are the input's, exactly.
 
 Windows are filled in order, each seeing the fills of the ones before it.
@@ -36,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import inference
+from nfinpaint import inference, patchmatch
 from nfinpaint.initial_fill import coarse_hole_mask
 from nfinpaint.masks import blank_holes
 
@@ -46,6 +59,9 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # PSNR with a threshold of 64 px), so the coarse pass is kept for holes beyond the sizes measured.
 COARSE_THICKNESS = 192
 MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
+PATCH_BLEND = 0.5        # weight of the patch re-synthesis in the fill (see the module's docstring)
+PATCH_SIZE = 7           # its patches (PatchMatch's default) and search rounds, as chosen on val
+PATCH_ITERATIONS = 2
 
 
 @dataclass
@@ -158,23 +174,37 @@ def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     return _pass(generator, window, hole, base, mirror)
 
 
+def blend_patches(filled: torch.Tensor, hole: torch.Tensor, weight: float = PATCH_BLEND, seed: int = 0) -> torch.Tensor:
+    """``filled`` (3, h, w) with its ``hole`` (h, w) bool pixels moved ``weight`` of the way to their patch
+    re-synthesis (:func:`nfinpaint.patchmatch.resynthesize`); unchanged when ``weight`` is 0 or no whole
+    known patch exists to copy from (a window smaller than a patch, or all hole)."""
+    if weight == 0 or not patchmatch.has_source_patch(hole, PATCH_SIZE):
+        return filled
+    patches = patchmatch.resynthesize(filled, hole, PATCH_SIZE, PATCH_ITERATIONS, seed)
+    return torch.where(hole, torch.lerp(filled, patches, weight), filled)
+
+
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
-                 count: int, device: torch.device, log=None, mirror: bool = MIRROR) -> torch.Tensor:
+                 count: int, device: torch.device, log=None, mirror: bool = MIRROR, patch_blend: float = PATCH_BLEND,
+                 seed: int = 0) -> torch.Tensor:
     """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
-    ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`); returns
-    the filled (3, H, W) on the CPU."""
+    ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`), each
+    window's fill blended with its patch re-synthesis (``patch_blend``: see :func:`blend_patches`;
+    ``seed``: its search's); returns the filled (3, H, W) on the CPU."""
     # channels-last weights: oneDNN's convolutions of these windows ran ~25% faster on 2 CPU cores
     # (the windows follow, whatever their own layout); results equal to float rounding
     generator = generator.to(device, memory_format=torch.channels_last).eval()
     current = image.clone()
     remaining = hole.clone()
     labels_t = torch.from_numpy(labels)[None]
-    for window in plan_windows(labels, count):
+    for number, window in enumerate(plan_windows(labels, count)):
         rows, cols = window.slices()
         part = current[:, rows, cols]
         todo = remaining[:, rows, cols]
-        filled = fill_window(generator, part[None].to(device), todo[None].float().to(device), window.scale,
-                             mirror)[0]
+        todo_here = todo.to(device)
+        filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror)[0]
+        # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
+        filled = blend_patches(filled.float(), todo_here[0], patch_blend, seed + number)
         mine = torch.isin(labels_t[:, rows, cols], torch.tensor(window.holes))
         current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
         remaining[:, rows, cols] &= ~mine

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from nfinpaint import _extension
 
-__all__ = ["nnf", "inpaint", "patch_distance_reference"]
+__all__ = ["nnf", "inpaint", "resynthesize", "has_source_patch", "patch_distance_reference"]
 
 
 # ---------------------------------------------------------------- operators
@@ -236,6 +236,12 @@ def _usable_sources(hole: Tensor, radius: int) -> int:
     return int((~_dilate(hole, radius))[radius:h - radius, radius:w - radius].sum())
 
 
+def has_source_patch(hole: Tensor, patch_size: int) -> bool:
+    """Whether the (H, W) bool ``hole`` leaves a whole ``patch_size`` square of known pixels to copy from."""
+    h, w = hole.shape
+    return patch_size <= min(h, w) and _usable_sources(hole, patch_size // 2) > 0
+
+
 # Halving stops once every hole pixel is within this many patch radii of a
 # known pixel: the coarsest hole is at most ~2.5 patches thick. Measured on
 # 256x256 skimage photos (astronaut, coffee, chelsea; square and scribble
@@ -300,6 +306,25 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
 
 def _call_seed(seed: int, level: int, step: int) -> int:
     return _seed64(int(seed) * 1_000_003 + level * 1009 + step)
+
+
+def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: int = 2, seed: int = 0) -> Tensor:
+    """One search-and-vote round at one scale, from a first guess: every patch that touches the hole is
+    matched to its nearest patch of known pixels (PatchMatch from scratch, ``iterations`` rounds), and
+    each hole pixel becomes the weighted vote of those matches (what one EM step of :func:`inpaint` does
+    at its finest scale).  ``image`` (3, H, W) float tensor whose hole pixels hold the guess; ``hole``
+    (H, W) bool on its device.  Returns a new (3, H, W); pixels outside the hole are the input's.
+    ValueError when no whole patch of known pixels exists (see :func:`has_source_patch`)."""
+    patch_size = _check_patch_size(patch_size, *hole.shape, "image")
+    if not has_source_patch(hole, patch_size):
+        raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from")
+    r = patch_size // 2
+    forbidden = _dilate(hole, r)            # centres whose patch touches the hole: the targets, never a source
+    iterations = _check_count(iterations, "iterations", 0)
+    work = _to_hwc(image.float())
+    field, dist = _nnf_op(work, work, ~forbidden, forbidden, None, patch_size, iterations, _seed64(seed))
+    voted = _vote_op(work, field, _vote_weights(dist, forbidden), hole, patch_size)
+    return voted.permute(2, 0, 1).to(image.dtype)
 
 
 def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3):

@@ -143,7 +143,9 @@ def ship() -> int:
         "trained_base_iterations": meta.get("trained_base_iterations", generator.config.get("base_iterations")),
         # the evaluations ran through inpaint's fill: say which, so the numbers can be reproduced
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
-                      if neural_fill.MIRROR else "full resolution, one pass per window"),
+                      if neural_fill.MIRROR else "full resolution, one pass per window")
+                     + (f", then {neural_fill.PATCH_BLEND:g} of the way to its patch re-synthesis"
+                        if neural_fill.PATCH_BLEND else ""),
         "loss_weights": meta.get("loss_weights"),
         "settings_changed_from_preset": settings_changed(args.run, meta),
         "evaluations": evaluations,

@@ -215,6 +215,57 @@ def test_learned_fill_fills_every_hole_of_a_picture_and_keeps_the_rest(monkeypat
     assert torch.equal(inpaint_image(scrambled, hole, generator=generator, log=lambda s: None)[0], filled)
 
 
+def _fill(generator, image, hole, **options):
+    labels, count = _labels(hole)
+    return neural_fill.fill_picture(generator, image, hole > 0.5, labels, count, torch.device("cpu"), **options)
+
+
+def _texture(h, w, g):
+    """A random periodic colour texture (3, h, w): every patch of the hole has exact copies outside it."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    period = torch.randint(5, 9, (3, 2), generator=g)
+    return torch.stack([0.5 + 0.4 * torch.sin(2 * math.pi * (xx / period[c, 0] + yy / period[c, 1]))
+                        for c in range(3)])
+
+
+def test_patch_blend_moves_each_window_half_way_to_its_resynthesis():
+    from nfinpaint import patchmatch
+
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = _texture(90, 160, g)
+    hole = torch.zeros(1, 90, 160)
+    hole[:, 30:44, 20:36] = 1          # two windows
+    hole[:, 40:52, 110:130] = 1
+    seed = int(torch.randint(0, 2**31, (), generator=g))
+    plain = _fill(generator, image, hole, patch_blend=0.0)
+    blended = _fill(generator, image, hole, seed=seed)
+    expected = plain.clone()
+    windows = neural_fill.plan_windows(*_labels(hole))
+    assert len(windows) == 2
+    for number, window in enumerate(windows):
+        rows, cols = window.slices()
+        part, todo = plain[:, rows, cols], hole[0, rows, cols] > 0.5
+        patches = patchmatch.resynthesize(part, todo, neural_fill.PATCH_SIZE, neural_fill.PATCH_ITERATIONS,
+                                          seed + number)
+        expected[:, rows, cols] = torch.where(todo, (part + patches) / 2, part)
+    torch.testing.assert_close(blended, expected, rtol=0, atol=1e-6)
+    known = hole[0] < 0.5
+    assert torch.equal(blended[:, known], image[:, known])
+    # the smooth learned fill of a texture moves toward the texture
+    inside = hole[0] > 0.5
+    assert (blended - image)[:, inside].abs().mean() < 0.85 * (plain - image)[:, inside].abs().mean()
+
+
+def test_a_window_without_a_whole_known_patch_keeps_the_learned_fill():
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 6, 40, generator=g)            # thinner than a patch
+    hole = torch.zeros(1, 6, 40)
+    hole[:, 2:4, 10:20] = 1
+    assert torch.equal(_fill(generator, image, hole), _fill(generator, image, hole, patch_blend=0.0))
+
+
 # ---------------------------------------------------------------- full-size evaluation
 
 def test_mirror_average_is_the_mean_of_the_fill_and_its_mirror_images():

@@ -210,6 +210,85 @@ def test_inpaint_never_reads_what_lies_under_the_hole(junk):
     assert torch.equal(pm.inpaint(dirty, mask, patch_size=5, seed=3), clean)
 
 
+# ---------------------------------------------------------------- resynthesize
+def _vote_reference(image, hole, field, p):
+    """numpy: each hole pixel the weighted mean of what the matches of the patches covering it put there,
+    weights exp(-d / 2 sigma^2) from distances recomputed here, sigma^2 their 75th percentile."""
+    r = p // 2
+    img = image.double().permute(1, 2, 0).numpy()
+    targets = _dilate_reference(hole.numpy(), r)
+    dist = {}
+    for y, x in zip(*np.nonzero(targets)):   # the tests keep these patches inside the image
+        sy, sx = field[y, x]
+        dist[y, x] = ((img[y - r:y + r + 1, x - r:x + r + 1] - img[sy - r:sy + r + 1, sx - r:sx + r + 1]) ** 2).mean()
+    d = np.sort(np.array(list(dist.values())))
+    sigma2 = max(d[(3 * len(d) + 3) // 4 - 1], 1e-6)
+    out = img.copy()
+    for y, x in zip(*np.nonzero(hole.numpy())):
+        acc, total = np.zeros(3), 0.0
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                q = (y - dy, x - dx)
+                weight = np.exp(-dist[q] / (2 * sigma2))
+                acc += weight * img[field[q][0] + dy, field[q][1] + dx]
+                total += weight
+        out[y, x] = acc / total
+    return out
+
+
+def _dilate_reference(mask, r):
+    out = np.zeros_like(mask)
+    for y, x in zip(*np.nonzero(mask)):
+        out[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1] = True
+    return out
+
+
+def test_resynthesize_votes_the_nearest_known_patches():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    h, w, p = 22, 26, 5
+    r = p // 2
+    image = smooth_image(h, w, int(torch.randint(0, 2**31, (), generator=g)), blur=3)
+    hole = torch.zeros(h, w, dtype=torch.bool)
+    y0, x0 = (int(v) for v in torch.randint(2 * r, 8, (2,), generator=g))
+    hole[y0:y0 + 6, x0:x0 + 8] = True
+    hole[y0 + 6, x0 + 2] = True                                     # not a rectangle
+    guess = torch.where(hole, image + 0.1 * torch.randn(image.shape, generator=g), image)
+    seed = int(torch.randint(0, 2**31, (), generator=g))
+    out = pm.resynthesize(guess, hole, p, iterations=3, seed=seed)
+    # the same search as resynthesize's (same seed), to read its matches
+    targets = torch.from_numpy(_dilate_reference(hole.numpy(), r))
+    field, _ = torch.ops.nfinpaint.patchmatch_nnf(hwc(guess), hwc(guess), ~targets, targets, None, p, 3, seed)
+    field = field.numpy()
+    for y, x in zip(*np.nonzero(targets.numpy())):                  # every match is a known patch
+        sy, sx = field[y, x]
+        assert not hole[sy - r:sy + r + 1, sx - r:sx + r + 1].any()
+    np.testing.assert_allclose(out.double().permute(1, 2, 0).numpy(), _vote_reference(guess, hole, field, p),
+                               rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[:, ~hole], guess[:, ~hole])
+
+
+def test_resynthesize_pulls_a_noisy_guess_back_to_the_texture():
+    tex = torch.from_numpy(periodic_texture(48, 56)).permute(2, 0, 1)
+    hole = torch.zeros(48, 56, dtype=torch.bool)
+    hole[16:32, 18:40] = True
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    guess = torch.where(hole, tex + 0.08 * torch.randn(tex.shape, generator=g), tex)
+    out = pm.resynthesize(guess, hole, 5, seed=int(torch.randint(0, 2**31, (), generator=g)))
+    before = (guess - tex)[:, hole].abs().mean()
+    after = (out - tex)[:, hole].abs().mean()
+    assert after < before / 4, (float(before), float(after))
+
+
+def test_resynthesize_needs_a_known_patch():
+    image = torch.rand(3, 12, 12)
+    hole = torch.ones(12, 12, dtype=torch.bool)
+    hole[:4, :4] = False                                            # known, but no 5x5 patch of it
+    assert not pm.has_source_patch(hole, 5) and pm.has_source_patch(hole, 3)
+    assert not pm.has_source_patch(torch.zeros(4, 30, dtype=torch.bool), 5)     # thinner than a patch
+    with pytest.raises(ValueError, match="no 5x5 patch"):
+        pm.resynthesize(image, hole, 5)
+
+
 def test_inpaint_numpy_uint8_roundtrip_and_seed():
     rng = np.random.default_rng(5)
     image = (hwc(smooth_image(40, 36, seed=5)).numpy() * 255).astype(np.uint8)
