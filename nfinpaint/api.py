@@ -318,8 +318,9 @@ class Inpainter:
         self._checkpoint, self._opened, self.loaded = checkpoint, False, None
         if method == "auto" or METHODS[method].needs_generator:
             self._open_generator()
-        if self.loaded is None and method == "gan":
-            raise InpaintError("method='gan' needs a generator: pass checkpoint=PATH (no shipped default is installed)")
+        if self.loaded is None and method != "auto" and METHODS[method].needs_generator:
+            raise InpaintError(f"method={method!r} needs a generator: pass checkpoint=PATH (no shipped default is "
+                               f"installed)")
 
     def _open_generator(self) -> None:
         """Load the generator once, when a method first needs it: an Inpainter made for biharmonic

@@ -71,6 +71,7 @@ class Method:
     label: str = ""
     needs_generator: bool = False
     optional: bool = False     # an extra install; evaluation skips it with a note when missing
+    by_default: bool = True    # in evaluate's default --methods
 
     def __init__(self, *, generator: torch.nn.Module | None = None, device: str | torch.device = "cpu",
                  options: dict | None = None):
@@ -83,6 +84,11 @@ class Method:
 
     @classmethod
     def missing(cls) -> str | None:
+        return None
+
+    @classmethod
+    def refuses(cls, generator: torch.nn.Module | None) -> str | None:
+        """None unless this method cannot fill with the loaded ``generator`` (None: none loaded yet), else why."""
         return None
 
     def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
@@ -155,9 +161,27 @@ class LearnedFill(Method):
     def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
         from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415  (inpaint imports this module)
 
-        filled, _ = inpaint_image(image, mask, generator=self.generator, method="gan", device=self.device,
+        filled, _ = inpaint_image(image, mask, generator=self.generator, method=self.name, device=self.device,
                                   seed=seed, log=lambda line: None, **self.options)
         return filled
+
+
+@register
+class LearnedDetailFill(LearnedFill):
+    """The learned fill with its holes' texture re-synthesised from the picture's own patches, starting
+    from the learned fill (``neural_fill.add_detail``): less smooth, lower PSNR/SSIM.  Full-resolution
+    generators only."""
+
+    name, label = "gan-detail", "GAN + detail (ours)"
+    by_default = False         # a variant of gan, asked for by name
+
+    @classmethod
+    def refuses(cls, generator: torch.nn.Module | None) -> str | None:
+        from nfinpaint.generators import is_full_resolution  # noqa: PLC0415
+
+        if generator is not None and not is_full_resolution(generator):
+            return "it needs a full-resolution generator"
+        return None
 
 
 @register

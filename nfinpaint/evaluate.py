@@ -38,7 +38,7 @@ from nfinpaint.data import DataSplit
 from nfinpaint.masks import default_hole_size
 from nfinpaint.provenance import versions
 
-DEFAULT_METHODS = ",".join(baselines.METHODS)    # every registered method
+DEFAULT_METHODS = ",".join(name for name, method in baselines.METHODS.items() if method.by_default)
 DEFAULT_IMAGE_SIZE = 24   # the paper preset, used only without a checkpoint
 FIGURE_ROWS = 8           # images per figure grid
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{picture_eval.DEFAULT_FAMILIES})")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
-                        f"(default: all of them; the optional ones, "
+                        f"(default: {DEFAULT_METHODS}; the optional ones, "
                         f"{', '.join(n for n, m in baselines.METHODS.items() if m.optional)}, are skipped with a "
                         f"note when their extra is not installed)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
@@ -364,9 +364,10 @@ def _common_inputs(args: argparse.Namespace, sizes_from_generator: bool = False
     device = devices.resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    loaded = cli.open_generator_option(args.checkpoint, wanted="gan" in names or sizes_from_generator,
-                                       needed_by="the gan method" if "gan" in names else None,
-                                       hint="; or leave gan out of --methods")
+    learned = [name for name in names if baselines.METHODS[name].needs_generator]
+    loaded = cli.open_generator_option(args.checkpoint, wanted=bool(learned) or sizes_from_generator,
+                                       needed_by=f"the {learned[0]} method" if learned else None,
+                                       hint=f"; or leave {' and '.join(learned) or 'gan'} out of --methods")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return names, out, device, loaded

@@ -93,7 +93,7 @@ from nfinpaint.masks import blank_holes, default_hole_size
 DEFAULT_MAX_SCALE = 4.0
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
-PLANNED_METHODS = ("gan", "patchmatch")
+PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
 METHOD_CHOICES = ("auto", *METHODS)
 PATCHMATCH_PATCH = 7    # PatchMatch's patch side: the picture needs known patches this big to copy from
 
@@ -338,8 +338,14 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
     if mask.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height); they must be the same size")
+    asked, detail = method, method == "gan-detail"
+    if detail:          # the learned fill with texture re-synthesised from the picture (neural_fill.add_detail)
+        method = "gan"
     if method == "gan" and generator is None:
-        raise ValueError("--method gan needs --checkpoint PATH")
+        raise ValueError(f"--method {asked} needs --checkpoint PATH")
+    if detail and not is_full_resolution(generator):
+        raise ValueError("--method gan-detail needs a full-resolution generator (the shipped one, or one trained "
+                         "with the fullres preset)")
     hole_mask = mask > 0.5
     if not bool(hole_mask.any()):
         raise ValueError("the mask has no hole: white (brighter than 50% grey) marks the pixels to fill")
@@ -363,15 +369,17 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
     if generator is not None and method != "patchmatch" and is_full_resolution(generator):
         # a fully convolutional generator fills every hole at the picture's own resolution
         for hole in holes:
-            hole.method, hole.reason = "gan", "learned fill at full resolution"
+            hole.method, hole.reason = "gan", "learned fill at full resolution" + (
+                ", texture re-synthesised from the picture" if detail else "")
 
         def say(window) -> None:
             names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
-            log(f"hole(s) {names}: learned fill on a {window.describe()}")
+            textured = detail and window.thickness >= neural_fill.DETAIL_MIN_THICKNESS
+            log(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
         with half_precision(half, device):
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
-                                              seed=seed)
+                                              seed=seed, detail=detail)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
@@ -455,8 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHOD_CHOICES, default="auto",
                    help="auto (default): the learned fill for every hole with a full-resolution generator "
                         "(the shipped one); with a fixed-size one, the GAN for holes that fit its window and "
-                        "PatchMatch otherwise; any other: that method for every hole (the methods evaluate "
-                        "compares; optional ones need their extra installed)")
+                        "PatchMatch otherwise; gan-detail: the learned fill with texture copied from the "
+                        "picture into holes 21 px thick or more (less smooth, lower PSNR/SSIM; full-resolution "
+                        "generators); any other: that method for every hole (the methods evaluate compares; "
+                        "optional ones need their extra installed)")
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of PatchMatch's random search: of the learned fill's patch blend and of --method "

@@ -251,15 +251,15 @@ def has_source_patch(hole: Tensor, patch_size: int) -> bool:
 _COARSEST_REACH = 3
 
 
-def _pyramid(image: Tensor, hole: Tensor, patch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """Levels from fine to coarse. Stop halving once every hole pixel is within
-    _COARSEST_REACH patch radii of a known pixel, or before the image gets
+def _pyramid(image: Tensor, hole: Tensor, patch_size: int, count: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Levels from fine to coarse: ``count`` of them, or by default stop halving once every hole pixel
+    is within _COARSEST_REACH patch radii of a known pixel; in both cases stop before the image gets
     smaller than 2 patches or runs short of source patches."""
     r = patch_size // 2
     levels = [(image, hole)]
     while True:
         img, m = levels[-1]
-        if bool(_dilate(~m, _COARSEST_REACH * r)[m].all()):
+        if len(levels) == count or (count is None and bool(_dilate(~m, _COARSEST_REACH * r)[m].all())):
             break
         nxt = _halve(img, m)
         if min(nxt[1].shape) < 2 * patch_size or _usable_sources(nxt[1], r) < 4 * patch_size * patch_size:
@@ -327,7 +327,8 @@ def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: i
     return voted.permute(2, 0, 1).to(image.dtype)
 
 
-def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3):
+def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3,
+            guide: Tensor | None = None, levels: int | None = None):
     """Fill the holes of ``image`` by coarse-to-fine PatchMatch + voting.
 
     image: (3, H, W) float tensor in [0, 1], or (H, W, 3) numpy float/uint8
@@ -336,6 +337,12 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     the hole are returned bit-identical. iterations: PatchMatch iterations per
     EM step; em_steps: search+vote rounds per scale. Runs on the image's
     device (CUDA for a GPU tensor) unless ``device`` says otherwise.
+    guide: optional (3, H, W) float tensor whose hole pixels are a first guess
+    (e.g. a learned fill): the search starts from it, shrunk to the coarsest
+    level, instead of from the border, and that level gets ``em_steps`` rounds
+    like the others (not twice as many: the structure is the guide's).
+    levels: the number of pyramid levels (default: enough for the hole to be
+    at most ~2.5 patches thick at the coarsest).
     """
     img, was_numpy = _image_to_chw(image, "image")
     c, h, w = img.shape
@@ -354,15 +361,31 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     # what lies under the hole is unknown and never read, but NaN there (a common "missing" marker)
     # would survive the border fill's multiply-by-zero and spread through every convolution
     work = torch.where(hole, 0.0, img.to(dev))
-    levels = _pyramid(work, hole, patch_size)
+    if levels is not None:
+        levels = _check_count(levels, "levels", 1)
+    if guide is not None:
+        guide, _ = _image_to_chw(guide, "guide")
+        if guide.shape != img.shape:
+            raise ValueError(f"guide must have the image's shape {tuple(img.shape)}, got {tuple(guide.shape)}")
+        guide = torch.where(hole, guide.to(dev), work)
+        if not bool(torch.isfinite(guide).all()):
+            raise ValueError("guide has NaN or infinite values in the hole; give a finite first guess")
+    pyramid = _pyramid(work, hole, patch_size, levels)
+    if guide is not None:       # the guide shrunk as the image is, level by level
+        guides, lvl_guide, lvl_hole = [guide], guide, hole
+        for _ in range(len(pyramid) - 1):
+            lvl_guide, lvl_hole = _halve(lvl_guide, lvl_hole)
+            guides.append(lvl_guide)
 
     est = field = None
-    for level in range(len(levels) - 1, -1, -1):
-        lvl_img, lvl_hole = levels[level]
+    for level in range(len(pyramid) - 1, -1, -1):
+        lvl_img, lvl_hole = pyramid[level]
         lh, lw = lvl_hole.shape
         forbidden = _dilate(lvl_hole, r)  # centres whose patch touches the hole: never a source...
         allowed = ~forbidden              # ...and the only targets whose match matters
-        if est is None:
+        if est is None and guide is not None:
+            est = torch.where(lvl_hole, guides[level], lvl_img)
+        elif est is None:
             est = _fill_from_border(lvl_img, lvl_hole)
         else:
             up = F.interpolate(est[None], size=(lh, lw), mode="bilinear", align_corners=False)[0]
@@ -373,8 +396,9 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, _upsample_field(field, lh, lw),
                                   patch_size, 0, _call_seed(seed, level, 0))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
-        # The coarsest scale sets the structure and is cheap: twice the rounds.
-        for step in range(2 * em_steps if level == len(levels) - 1 else em_steps):
+        # The coarsest scale sets the structure and is cheap: twice the rounds (a guide sets it instead).
+        rounds = 2 * em_steps if level == len(pyramid) - 1 and guide is None else em_steps
+        for step in range(rounds):
             field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, field, patch_size, iterations,
                                   _call_seed(seed, level, step + 1))
             est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)

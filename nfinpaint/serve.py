@@ -313,12 +313,14 @@ def _static_files() -> dict[str, bytes]:
     return {name: (web / name).read_bytes() for name in _STATIC}
 
 
-def methods() -> tuple[str, ...]:
+def methods(generator: Any = None) -> tuple[str, ...]:
     """``auto`` and every fill method of the registry (``nfinpaint.baselines.METHODS``) that can run in
-    this installation (the OpenCV fills need OpenCV)."""
+    this installation (the OpenCV fills need OpenCV) and with the loaded ``generator`` (gan-detail
+    needs a full-resolution one)."""
     from nfinpaint.baselines import METHODS  # noqa: PLC0415
 
-    return ("auto", *(name for name, method in METHODS.items() if method.missing() is None))
+    return ("auto", *(name for name, method in METHODS.items()
+                      if method.missing() is None and method.refuses(generator) is None))
 
 
 def _inpaint_body(choices: Sequence[str]) -> dict:
@@ -366,7 +368,7 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     if inpainter is None:
         inpainter = Inpainter(checkpoint, device=device)
     fills = FillQueue(inpainter, queue)
-    choices = methods()
+    choices = methods(inpainter.loaded.generator if inpainter.loaded is not None else None)
     static = _static_files()
     versions = provenance.versions()
 

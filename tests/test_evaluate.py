@@ -21,6 +21,7 @@ from nfinpaint import baselines, evaluate, generator_io
 from nfinpaint.config import PRESETS
 from nfinpaint.data import DataSplit
 from nfinpaint.files import write_marker
+from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.generator_io import save_generator
 from nfinpaint.masks import blank_holes, make_masks
 from nfinpaint.networks import Generator
@@ -56,8 +57,9 @@ def data_dir(tmp_path_factory):
 
 
 def _available_methods():
-    # every registered method that can run here (the floor is added by evaluate itself)
-    return [name for name, method in baselines.METHODS.items() if name != baselines.FLOOR and not method.missing()]
+    # every method of evaluate's default that can run here (the floor is added by evaluate itself)
+    return [name for name, method in baselines.METHODS.items()
+            if method.by_default and name != baselines.FLOOR and not method.missing()]
 
 
 def _run(argv):
@@ -213,6 +215,10 @@ def _method(name):
     if name == "gan":
         torch.manual_seed(1)
         generator = Generator(SIZE)
+    if name == "gan-detail":        # the detail mode takes full-resolution generators only
+        torch.manual_seed(1)
+        generator = FullResGenerator(16)
+        torch.nn.init.normal_(generator.to_rgb.weight, 0, 0.05)
     return baselines.build_method(name, generator=generator)
 
 

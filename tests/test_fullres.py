@@ -266,6 +266,40 @@ def test_a_window_without_a_whole_known_patch_keeps_the_learned_fill():
     assert torch.equal(_fill(generator, image, hole), _fill(generator, image, hole, patch_blend=0.0))
 
 
+def test_detail_brings_texture_into_thick_holes_and_leaves_thin_ones_to_the_blend():
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = _texture(120, 260, g)
+    hole = torch.zeros(1, 120, 260)
+    hole[:, 10:13, 5:40] = 1           # a scratch 3 px thick: the blend
+    hole[:, 50:90, 170:220] = 1        # 40 px thick, far enough for a window of its own: the detail synthesis
+    seed = int(torch.randint(0, 2**31, (), generator=g))
+    blended = _fill(generator, image, hole, seed=seed)
+    detailed = _fill(generator, image, hole, seed=seed, detail=True)
+    scratch, block = torch.zeros(120, 260, dtype=torch.bool), torch.zeros(120, 260, dtype=torch.bool)
+    scratch[10:13, 5:40], block[50:90, 170:220] = True, True
+    assert len(neural_fill.plan_windows(*_labels(hole))) == 2
+    assert torch.equal(detailed[:, scratch], blended[:, scratch])
+    assert torch.equal(detailed[:, hole[0] < 0.5], image[:, hole[0] < 0.5])
+    # the learned fill of a texture is smooth; the detail copies the texture back
+    assert (detailed - image)[:, block].abs().mean() < 0.7 * (blended - image)[:, block].abs().mean()
+    # through inpaint's path, by name
+    filled, holes = inpaint_image(image, hole, generator=generator, method="gan-detail", seed=seed,
+                                  log=lambda s: None)
+    assert torch.equal(filled, detailed) and {h.method for h in holes} == {"gan"}
+
+
+def test_detail_needs_a_full_resolution_generator():
+    from nfinpaint.networks import Generator
+
+    image, hole = torch.rand(3, 24, 24), torch.zeros(1, 24, 24)
+    hole[:, 8:16, 8:16] = 1
+    with pytest.raises(ValueError, match="gan-detail needs a full-resolution generator"):
+        inpaint_image(image, hole, generator=Generator(24), method="gan-detail", log=lambda s: None)
+    with pytest.raises(ValueError, match="gan-detail needs --checkpoint"):
+        inpaint_image(image, hole, method="gan-detail", log=lambda s: None)
+
+
 # ---------------------------------------------------------------- full-size evaluation
 
 def test_mirror_average_is_the_mean_of_the_fill_and_its_mirror_images():

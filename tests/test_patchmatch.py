@@ -289,6 +289,55 @@ def test_resynthesize_needs_a_known_patch():
         pm.resynthesize(image, hole, 5)
 
 
+def _two_textures(h, w):
+    """(truth, swapped, left, a, b): texture a on the left half and b on the right, and the other way round."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    a = torch.stack([0.5 + 0.4 * torch.sin(2 * np.pi * xx / 6), 0.2 + 0 * xx, 0.3 + 0.2 * torch.sin(2 * np.pi * yy / 7)])
+    b = torch.stack([0.2 + 0 * xx, 0.5 + 0.4 * torch.sin(2 * np.pi * yy / 5), 0.6 + 0.2 * torch.cos(2 * np.pi * xx / 9)])
+    left = torch.arange(w)[None, :].expand(h, w) < w // 2
+    return torch.where(left, a, b), torch.where(left, b, a), left, a, b
+
+
+def test_inpaint_follows_its_guide():
+    truth, swapped, left, a, b = _two_textures(64, 96)
+    hole = torch.zeros(64, 96, dtype=torch.bool)
+    hole[20:44, 30:66] = True                                       # across the border of the two textures
+    seed = int(torch.randint(0, 2**31, ()))
+    out = pm.inpaint(truth, hole, patch_size=5, seed=seed, guide=swapped, levels=2)
+    inside = hole & left
+    assert (out - b)[:, inside].abs().mean() < 0.5 * (out - a)[:, inside].abs().mean()   # the guide's texture
+    assert torch.equal(out[:, ~hole], truth[:, ~hole])
+    out = pm.inpaint(truth, hole, patch_size=5, seed=seed, guide=truth, levels=2)
+    assert (out - truth)[:, hole].abs().mean() < 0.02
+
+
+def test_inpaint_from_a_smooth_guide_brings_the_texture_back():
+    """A blurred guide (what a smooth learned fill looks like): two levels of search copy the texture."""
+    truth, _, _, _, _ = _two_textures(64, 96)
+    hole = torch.zeros(64, 96, dtype=torch.bool)
+    hole[20:44, 30:66] = True
+    smooth = F.avg_pool2d(truth[None], 9, 1, 4, count_include_pad=False)[0]
+    out = pm.inpaint(truth, hole, patch_size=5, seed=int(torch.randint(0, 2**31, ())), guide=smooth, levels=2)
+    before = (smooth - truth)[:, hole].abs().mean()
+    assert (out - truth)[:, hole].abs().mean() < 0.5 * before
+
+
+def test_inpaint_refuses_a_bad_guide():
+    image, hole = torch.rand(3, 30, 40), torch.zeros(30, 40, dtype=torch.bool)
+    hole[10:20, 10:20] = True
+    with pytest.raises(ValueError, match="guide must have the image's shape"):
+        pm.inpaint(image, hole, guide=torch.rand(3, 30, 41))
+    bad = image.clone()
+    bad[:, 12, 12] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pm.inpaint(image, hole, guide=bad)
+    bad = image.clone()
+    bad[:, 0, 0] = float("nan")                                     # outside the hole: never read
+    assert torch.isfinite(pm.inpaint(image, hole, guide=bad)).all()
+    with pytest.raises(ValueError, match="levels must be an integer >= 1"):
+        pm.inpaint(image, hole, levels=0)
+
+
 def test_inpaint_numpy_uint8_roundtrip_and_seed():
     rng = np.random.default_rng(5)
     image = (hwc(smooth_image(40, 36, seed=5)).numpy() * 255).astype(np.uint8)

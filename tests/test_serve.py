@@ -28,7 +28,7 @@ for _module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle", "
 from fastapi.testclient import TestClient  # noqa: E402
 
 from nfinpaint import Inpainter  # noqa: E402
-from nfinpaint.serve import create_app, main  # noqa: E402
+from nfinpaint.serve import create_app, main, methods  # noqa: E402
 
 H, W = 40, 56
 HOLE = (slice(12, 24), slice(16, 36))
@@ -482,6 +482,19 @@ def test_methods_this_installation_cannot_run_are_not_offered(inpainter, monkeyp
         assert not {"opencv-telea", "opencv-ns"} & set(offered)
         response = post(fresh, png(picture()), png(hole_mask()), method="opencv-telea")
         assert response.status_code == 400 and "method must be one of" in response.json()["error"]
+
+
+def test_the_detail_fill_is_offered_with_a_full_resolution_generator_only(inpainter, tmp_path):
+    from nfinpaint.generator_io import save_generator  # noqa: PLC0415
+    from nfinpaint.networks import Generator  # noqa: PLC0415
+
+    assert "gan-detail" in methods(inpainter.loaded.generator)
+    save_generator(tmp_path / "generator.pt", Generator(24), dict(preset="paper", image_size=24, hole_size=12,
+                                                                feature_weights="random", feature_pretrained=False))
+    fixed = Inpainter(tmp_path / "generator.pt", device="cpu")
+    with TestClient(create_app(fixed)) as fresh:
+        offered = fresh.get("/api/info").json()["methods"]
+        assert "gan" in offered and "gan-detail" not in offered
 
 
 def test_an_integer_picture_beyond_16_bits_is_a_400(client):

@@ -347,7 +347,7 @@ fetch("api/info").then((r) => r.json()).then((info) => {
   const model = info.model ? `${info.model.preset || "generator"} (${info.model.file})` : "PatchMatch only";
   ui.model.textContent = `${model} on ${info.device}`;
   state.limits = info.limits;
-  const labels = {auto: "auto", gan: "learned fill", patchmatch: "PatchMatch"};
+  const labels = {auto: "auto", gan: "learned fill", "gan-detail": "learned fill + detail", patchmatch: "PatchMatch"};
   if (Array.isArray(info.methods) && info.methods.length) {   // whatever this server's registry holds
     ui.method.replaceChildren(...info.methods.map((name) => new Option(labels[name] || name, name,
                                                                        name === "auto", name === "auto")));
