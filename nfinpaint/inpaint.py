@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill
+from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill, patchmatch
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.files import DiskFullError
@@ -374,7 +374,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
 
         def say(window) -> None:
             names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
-            textured = detail and window.thickness >= neural_fill.DETAIL_MIN_THICKNESS
+            textured = detail and neural_fill.takes_detail(window)
             log(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
         with half_precision(half, device):
@@ -388,7 +388,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         missing = patchmatch_missing()
         if missing:
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which cannot run here: {missing}")
-        if not _has_known_patch(hole_mask, PATCHMATCH_PATCH):
+        if not patchmatch.has_source_patch(hole_mask[0], PATCHMATCH_PATCH):
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which copies {PATCHMATCH_PATCH}x"
                              f"{PATCHMATCH_PATCH} patches of known pixels, and this {image.shape[-1]}x"
                              f"{image.shape[-2]} picture has none outside the holes; use a larger picture, "
@@ -422,8 +422,6 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             log(f"{hole.describe()}: GAN, {hole.reason}{also}")
 
     if pm_holes:
-        from nfinpaint import patchmatch
-
         pm_mask = remaining.float()
         visible = blank_holes(current, pm_mask)   # never show it the holes
         filled = patchmatch.inpaint(visible.to(device), pm_mask.to(device), patch_size=PATCHMATCH_PATCH, seed=seed)
@@ -432,13 +430,6 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             log(f"{hole.describe()}: PatchMatch ({hole.reason})")
     # The invariant the user relies on, enforced once more at the end.
     return torch.where(hole_mask, current, image, out=current), holes
-
-
-def _has_known_patch(hole: torch.Tensor, side: int) -> bool:
-    """Whether some ``side`` x ``side`` window of the (1, H, W) bool ``hole`` mask is all known."""
-    if min(hole.shape[-2:]) < side:
-        return False
-    return bool((F.max_pool2d(hole.float()[None], side, stride=1) < 0.5).any())
 
 
 def build_parser() -> argparse.ArgumentParser:

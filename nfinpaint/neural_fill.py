@@ -200,6 +200,11 @@ def blend_patches(filled: torch.Tensor, hole: torch.Tensor, weight: float = PATC
     return torch.where(hole, torch.lerp(filled, patches, weight), filled)
 
 
+def takes_detail(window: Window) -> bool:
+    """Whether the detail mode re-synthesises this window (its thickest hole is thick enough), or blends it."""
+    return window.thickness >= DETAIL_MIN_THICKNESS
+
+
 def add_detail(filled: torch.Tensor, hole: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """``filled`` (3, h, w) with its ``hole`` (h, w) bool re-synthesised by coarse-to-fine PatchMatch from
     its known pixels, starting from ``filled``'s hole at the coarsest of :data:`DETAIL_LEVELS` levels;
@@ -230,7 +235,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         todo_here = todo.to(device)
         filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror)[0]
         # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
-        if detail and window.thickness >= DETAIL_MIN_THICKNESS:
+        if detail and takes_detail(window):
             filled = add_detail(filled.float(), todo_here[0], seed + number)
         else:
             filled = blend_patches(filled.float(), todo_here[0], patch_blend, seed + number)

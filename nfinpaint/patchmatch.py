@@ -304,6 +304,14 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
     return weight
 
 
+def _search_and_vote(est_hwc: Tensor, allowed: Tensor, targets: Tensor, hole: Tensor, init_field: Tensor | None,
+                     patch_size: int, iterations: int, seed: int) -> tuple[Tensor, Tensor]:
+    """One EM step: every ``targets`` patch matched to its nearest ``allowed`` one, then the hole voted.
+    Returns (the voted image, the field)."""
+    field, dist = _nnf_op(est_hwc, est_hwc, allowed, targets, init_field, patch_size, iterations, seed)
+    return _vote_op(est_hwc, field, _vote_weights(dist, targets), hole, patch_size), field
+
+
 def _call_seed(seed: int, level: int, step: int) -> int:
     return _seed64(int(seed) * 1_000_003 + level * 1009 + step)
 
@@ -321,9 +329,8 @@ def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: i
     r = patch_size // 2
     forbidden = _dilate(hole, r)            # centres whose patch touches the hole: the targets, never a source
     iterations = _check_count(iterations, "iterations", 0)
-    work = _to_hwc(image.float())
-    field, dist = _nnf_op(work, work, ~forbidden, forbidden, None, patch_size, iterations, _seed64(seed))
-    voted = _vote_op(work, field, _vote_weights(dist, forbidden), hole, patch_size)
+    voted, _ = _search_and_vote(_to_hwc(image.float()), ~forbidden, forbidden, hole, None, patch_size, iterations,
+                                _seed64(seed))
     return voted.permute(2, 0, 1).to(image.dtype)
 
 
@@ -393,15 +400,13 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
         est_hwc = _to_hwc(est)
         if field is not None:
             # Vote the upsampled coarse matches first: a sharper start than the bilinear guess.
-            field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, _upsample_field(field, lh, lw),
-                                  patch_size, 0, _call_seed(seed, level, 0))
-            est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
+            est_hwc, field = _search_and_vote(est_hwc, allowed, forbidden, lvl_hole, _upsample_field(field, lh, lw),
+                                              patch_size, 0, _call_seed(seed, level, 0))
         # The coarsest scale sets the structure and is cheap: twice the rounds (a guide sets it instead).
         rounds = 2 * em_steps if level == len(pyramid) - 1 and guide is None else em_steps
         for step in range(rounds):
-            field, dist = _nnf_op(est_hwc, est_hwc, allowed, forbidden, field, patch_size, iterations,
-                                  _call_seed(seed, level, step + 1))
-            est_hwc = _vote_op(est_hwc, field, _vote_weights(dist, forbidden), lvl_hole, patch_size)
+            est_hwc, field = _search_and_vote(est_hwc, allowed, forbidden, lvl_hole, field, patch_size, iterations,
+                                              _call_seed(seed, level, step + 1))
         est = est_hwc.permute(2, 0, 1)
 
     filled = est.to(img.device)
