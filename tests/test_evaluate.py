@@ -506,7 +506,11 @@ def test_full_size_pictures_are_read_at_their_depth_and_orientation(tmp_path):
     read = {folder: picture_eval.load_pictures(str(tmp_path / folder), size)[0][0][1]
             for folder in ("deep", "eight", "float")}
     assert read["deep"].shape == (3, round(40 * size / 60), size)
-    assert (read["deep"] - read["eight"]).abs().max() <= 1.5 / 255     # 8-bit rounding, resized
+    # the 8-bit file is rounded three times by half a level (the file, between PIL's two passes, the
+    # output), the first two through Lanczos's overshoot (sum |w| <= 1.56 at these sizes):
+    # 0.5 * 1.56**2 + 0.5 * 1.56 + 0.5 < 2.5 levels at worst; on average about a third of a level
+    difference = (read["deep"] - read["eight"]).abs()
+    assert difference.max() <= 2.5 / 255 and difference.mean() <= 0.75 / 255
     assert torch.allclose(read["deep"], read["float"], atol=1e-5)
     rgb = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
     exif = Image.Exif()
