@@ -367,7 +367,7 @@ def _common_inputs(args: argparse.Namespace, sizes_from_generator: bool = False
     learned = [name for name in names if baselines.METHODS[name].needs_generator]
     loaded = cli.open_generator_option(args.checkpoint, wanted=bool(learned) or sizes_from_generator,
                                        needed_by=f"the {learned[0]} method" if learned else None,
-                                       hint=f"; or leave {' and '.join(learned) or 'gan'} out of --methods")
+                                       hint=f"; or leave {' and '.join(learned)} out of --methods")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return names, out, device, loaded

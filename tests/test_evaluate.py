@@ -297,6 +297,7 @@ def test_the_crop_sizes_are_the_shipped_generator_s_whichever_methods_run(tmp_pa
 BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_line_files names them; expected)
     ("--methods gan,nosuch --checkpoint {ckpt}", "unknown method 'nosuch'"),
     ("--methods gan,biharmonic --data {data}", "no shipped default generator"),
+    ("--methods gan-detail,biharmonic --data {data} --size 64", "or leave gan-detail out of --methods"),
     ("--checkpoint {tmp}/missing.pt", "no such file or directory"),
     ("--checkpoint {tmp}/emptyrun", "without generator.pt"),
     ("--checkpoint {tmp}/garbage.pt", "not a readable nfinpaint generator"),
