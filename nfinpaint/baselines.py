@@ -88,7 +88,8 @@ class Method:
 
     @classmethod
     def refuses(cls, generator: torch.nn.Module | None) -> str | None:
-        """None unless this method cannot fill with the loaded ``generator`` (None: none loaded yet), else why."""
+        """None unless this method cannot fill with the loaded ``generator`` (None: none loaded yet), else why
+        (a phrase that follows the method's name: "needs ...")."""
         return None
 
     def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
@@ -180,7 +181,7 @@ class LearnedDetailFill(LearnedFill):
         from nfinpaint.generators import is_full_resolution  # noqa: PLC0415
 
         if generator is not None and not is_full_resolution(generator):
-            return "it needs a full-resolution generator"
+            return "needs a full-resolution generator (the shipped one, or one trained with the fullres preset)"
         return None
 
 

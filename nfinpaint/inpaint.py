@@ -343,9 +343,9 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         method = "gan"
     if method == "gan" and generator is None:
         raise ValueError(f"--method {asked} needs --checkpoint PATH")
-    if detail and not is_full_resolution(generator):
-        raise ValueError("--method gan-detail needs a full-resolution generator (the shipped one, or one trained "
-                         "with the fullres preset)")
+    refusal = METHODS[asked].refuses(generator) if asked in METHODS else None    # auto is not a registry entry
+    if refusal is not None:
+        raise ValueError(f"--method {asked} {refusal}")
     hole_mask = mask > 0.5
     if not bool(hole_mask.any()):
         raise ValueError("the mask has no hole: white (brighter than 50% grey) marks the pixels to fill")
