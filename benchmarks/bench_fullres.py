@@ -10,13 +10,23 @@ code path of ``python -m nfinpaint.inpaint``: each pass averaged with its mirror
 window blended with its patch re-synthesis), by the same without the patch blend
 (``patch_blend=0``) and with one pass per window besides (``mirror=False``), and by
 ``skimage.restoration.inpaint_biharmonic``;
-peak resident memory of a fresh process filling the large picture.  Nothing is asserted about time.
+peak resident memory of a fresh process filling the large picture;
+
+- a 4032x3024 photograph (a phone's 12 megapixels) with one hole of the large family at that scale
+  (~1,000 px thick: a coarse pass, then the full-resolution pass), filled by ``inpaint_image`` with
+  the network run in tiles (``neural_fill.TILE``, the default) and in one pass over the window
+  (``TILE = None``, as before tiles), each in a fresh process: seconds, peak resident memory, and the
+  largest difference between the two fills (0: the tiles reproduce the pass).
+
+Nothing is asserted about time.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -91,8 +101,6 @@ def test_learned_fill_against_biharmonic(monkeypatch):
         rows.append([f"{w}x{h}, {count} hole(s) of ~56 px", f"{ours.median_ms:.0f}",
                      *(f"{other.median_ms:.0f}" for other in others), f"{theirs.median_ms:.0f}",
                      f"{ours.median_ms / theirs.median_ms:.2f}x"])
-    import os  # noqa: PLC0415
-
     script = PEAK.format(bench=os.path.dirname(__file__))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     peak = json.loads(result.stdout.strip().splitlines()[-1])
@@ -101,3 +109,37 @@ def test_learned_fill_against_biharmonic(monkeypatch):
                  "ratio"], rows)
     print(f"peak resident memory filling 2048x1536 with 3 holes: {peak['peak_mib']:.0f} MiB "
           f"({peak['before_mib']:.0f} MiB after imports and the picture)")
+
+
+TILED = """
+import json, resource, sys, time, torch
+sys.path.insert(0, {bench!r})
+from bench_fullres import picture, SHIPPED
+from nfinpaint import masks, neural_fill
+from nfinpaint.inpaint import inpaint_image
+neural_fill.TILE = {tile!r}
+image = picture(3024, 4032)
+hole = masks.family_masks("large", 1, 3024, 4032, seed=3, scale="picture")[0]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
+seconds = time.perf_counter() - start
+torch.save(filled, {out!r})
+print(json.dumps({{"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "before_mib": before / 1024, "hole": float(hole.mean())}}))
+"""
+
+
+def test_large_photograph_in_tiles_against_one_pass():
+    rows, fills = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, tile in ((f"tiles of {neural_fill.TILE} px (default)", neural_fill.TILE), ("one pass", None)):
+            out = os.path.join(folder, f"{tile}.pt")
+            script = TILED.format(bench=os.path.dirname(__file__), tile=tile, out=out)
+            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            run = json.loads(result.stdout.strip().splitlines()[-1])
+            fills.append(torch.load(out))
+            rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}", f"{run['before_mib']:.0f}"])
+    print_table(f"4032x3024, one large hole ({run['hole'] * 100:.0f}% of the picture), CPU, "
+                f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "MiB before the fill"], rows)
+    print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")

@@ -61,7 +61,7 @@ class _DilatedBlock(nn.Module):
 class FullResGenerator(nn.Module):
     """Fully convolutional residual U-Net over a multiscale biharmonic fill (see the module doc).
 
-    ``forward(masked, mask, base=None)``: ``masked`` (N,3,H,W) in [0,1], ``mask``
+    ``forward(masked, mask, base=None, tile=None)``: ``masked`` (N,3,H,W) in [0,1], ``mask``
     (N,1,H,W), 1 = hole, any H and W; whatever ``masked`` holds in the hole is
     ignored.  Returns (N,3,H,W) in [0,1]: the raw generation everywhere (compose
     with the known pixels outside).
@@ -117,25 +117,45 @@ class FullResGenerator(nn.Module):
         """The smooth fill the network corrects: the coarse-to-fine biharmonic relaxation of the hole."""
         return multiscale_biharmonic_fill(masked * (1 - mask), mask, self.base_iterations)
 
-    def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None) -> Tensor:
+    def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None, tile: int | None = None) -> Tensor:
         n, c, h, w = masked.shape
         if c != 3 or mask.shape != (n, 1, h, w):
             raise ValueError(f"FullResGenerator expects masked (N,3,H,W) and mask (N,1,H,W); got "
                              f"{tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
         filled = self.base_fill(masked, mask) if base is None else torch.where(mask > 0.5, base, masked)
-        return self.refine(filled.to(masked.dtype), mask)
+        return self.refine(filled.to(masked.dtype), mask, tile=tile)
 
-    def refine(self, filled: Tensor, mask: Tensor) -> Tensor:
+    @property
+    def halo(self) -> int:
+        """How far (pixels) an input pixel reaches into the correction: the dilated bottleneck's two
+        3x3 convolutions per block at 1/8 resolution, plus 32 for the convolutions at 1/1 to 1/4 and
+        the alignment of the stride-8 grid (measured 271 for the default dilations; tests check that
+        tiles with this halo reproduce the whole pass).  A multiple of 8, as tiles must start on that grid."""
+        return STRIDE * 2 * sum(self.config["dilations"]) + 32
+
+    def refine(self, filled: Tensor, mask: Tensor, tile: int | None = None) -> Tensor:
         """The network's pass: ``filled`` (a base fill in the hole, the known pixels outside) plus the
         correction the network predicts, clamped to [0, 1].  No branch on the shape (the padding to a
-        multiple of 8 is always applied, by 0 pixels when none is needed), so the export traces it as is."""
+        multiple of 8 is always applied, by 0 pixels when none is needed), so the export traces it as is.
+
+        ``tile`` (inference): the correction is computed only over the holes' bounding box, in tiles of
+        at most ``tile`` x ``tile`` output pixels, each seeing :attr:`halo` pixels of context around it, so
+        the holes get exactly the whole pass's values (to float rounding) in bounded memory; outside that
+        box the result is ``filled`` itself (inference composites the known pixels back anyway)."""
         h, w = filled.shape[-2], filled.shape[-1]
         # contrast normalisation: the network sees the window in units of its own known pixels'
         # spread and its correction is scaled back by it
         centre, spread = known_stats(filled, mask)
         x = torch.cat([(filled - centre) / spread, mask], dim=1)
         x = F.pad(x, (0, (STRIDE - w % STRIDE) % STRIDE, 0, (STRIDE - h % STRIDE) % STRIDE), mode="replicate")
+        if tile is None:
+            correction = self._correction(x)[:, :, :h, :w]
+        else:
+            correction = self._tiled_correction(x, mask, tile)[:, :, :h, :w]
+        return (filled + spread * correction).clamp(0.0, 1.0)
+
+    def _correction(self, x: Tensor) -> Tensor:
         s0 = self.stem(x)
         s1 = self.down1(s0)
         s2 = self.down2(s1)
@@ -143,8 +163,34 @@ class FullResGenerator(nn.Module):
         y = self.up2(torch.cat([_up(y), s2], dim=1))
         y = self.up1(torch.cat([_up(y), s1], dim=1))
         y = self.up0(torch.cat([_up(y), s0], dim=1))
-        correction = self.to_rgb(y)[:, :, :h, :w]
-        return (filled + spread * correction).clamp(0.0, 1.0)
+        return self.to_rgb(y)
+
+    def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int) -> Tensor:
+        """:meth:`_correction` of the padded input ``x`` where ``mask`` has holes, tile by tile.  Every tile
+        starts on the stride-8 grid, so its downsampled grids are the whole pass's, and reaches :attr:`halo`
+        past its output (or to the border, where the whole pass's zero padding is the tile's too)."""
+        if tile < STRIDE:
+            raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
+        tile -= tile % STRIDE
+        out = x.new_zeros(x.shape[0], 3, x.shape[-2], x.shape[-1])
+        holes = mask.amax(dim=(0, 1)) > 0.5
+        rows, cols = torch.nonzero(holes, as_tuple=True)
+        if rows.numel() == 0:
+            return out
+        halo = self.halo
+
+        def spans(first: int, last: int, size: int) -> list[tuple[int, int]]:
+            start, stop = first - first % STRIDE, min(size, last + 1 + (-(last + 1)) % STRIDE)
+            return [(a, min(a + tile, stop)) for a in range(start, stop, tile)]
+
+        for top, bottom in spans(int(rows.min()), int(rows.max()), x.shape[-2]):
+            for left, right in spans(int(cols.min()), int(cols.max()), x.shape[-1]):
+                if not bool(holes[top:bottom, left:right].any()):
+                    continue        # scattered holes (scratches) leave tiles of their box empty
+                t, l = max(0, top - halo), max(0, left - halo)
+                part = self._correction(x[:, :, t:min(x.shape[-2], bottom + halo), l:min(x.shape[-1], right + halo)])
+                out[:, :, top:bottom, left:right] = part[:, :, top - t:bottom - t, left - l:right - l]
+        return out
 
 
 def _up(x: Tensor) -> Tensor:

@@ -18,20 +18,23 @@ class NonFiniteOutput(NfinpaintError, ValueError):
 
 @torch.inference_mode()
 def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
-         autocast_dtype: torch.dtype | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
+         autocast_dtype: torch.dtype | None = None, base: torch.Tensor | None = None,
+         tile: int | None = None) -> torch.Tensor:
     """Fill the holes of (N, 3, H, W) ``image`` given (N, 1, H, W) ``mask`` (1 = hole), in eval mode.
 
     The generator sees the image with its holes blanked; the result is its
     output (clamped to [0, 1]) in the holes and ``image``'s own pixels, exactly,
     everywhere else.  ``autocast_dtype`` runs the generator under autocast
     (training's bf16); ``base`` is a full-resolution generator's starting fill
-    of the holes (the upsampled coarse pass).  The result is float32.
+    of the holes (the upsampled coarse pass), ``tile`` the largest side of its
+    network's tiles (bounded memory, the same result: ``FullResGenerator.refine``).
+    The result is float32.
     """
     was_training = generator.training
     generator.eval()
     try:
         context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
-        extra = {} if base is None else {"base": base}
+        extra = {name: value for name, value in (("base", base), ("tile", tile)) if value is not None}
         with context:
             generated = generator(blank_holes(image, mask), mask.to(image.dtype), **extra)
         if not bool(torch.isfinite(generated).all()):

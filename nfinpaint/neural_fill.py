@@ -80,6 +80,13 @@ DETAIL_LEVELS = 2
 # Thinner holes keep the patch blend in the detail mode: a smooth fill only shows as a blob across several
 # patches, and on thin strokes (4-9 px) the synthesis cost 1.9 dB and 0.047 hole SSIM on validation
 DETAIL_MIN_THICKNESS = 3 * PATCH_SIZE
+# The network runs on the holes' bounding box only, in tiles of at most this side (plus the generator's
+# halo of context): the holes get one pass's values over the whole window to float rounding
+# (FullResGenerator.refine), in bounded memory.  Measured (benchmarks/bench_fullres.py): a 4032x3024
+# photograph with a ~1,000 px hole, 64 s and 9.1 GB peak in one pass, 37 s and 3.6 GB in tiles of 768
+# (tiles of 1024 were ~10% faster for ~0.7 GB more at 4032x2520); the validation pictures' fills at 512 and 1024 px came out equal
+# bit for bit.
+TILE = 768
 
 
 @dataclass
@@ -168,12 +175,12 @@ def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, 
     """One filled window, or with ``mirror`` the mean of it and the fill of the left-right mirror image
     (flipped back; known pixels stay exact, being the mean of two equal values).  Two calls, not one
     batch of two: the peak memory of a large window stays one pass's."""
-    out = inference.fill(generator, window, hole, base=base)
+    out = inference.fill(generator, window, hole, base=base, tile=TILE)
     if mirror:
         # each pass computes its own smooth base: one base mirrored for both was worse on the
         # validation photographs (-0.06 dB, -0.003 SSIM on ~56 px holes), for ~15% less time
         flipped = inference.fill(generator, window.flip(-1), hole.flip(-1),
-                                 base=None if base is None else base.flip(-1))
+                                 base=None if base is None else base.flip(-1), tile=TILE)
         out = (out + flipped.flip(-1)) / 2
     return out
 

@@ -96,6 +96,48 @@ def test_fullres_generator_uses_a_given_base():
     torch.testing.assert_close(out, torch.where(hole > 0.5, base, image))
 
 
+@pytest.mark.parametrize("dilations, size, tiles", [((1, 1), (150, 200), (40, 4096)),
+                                                     ((1, 2, 4, 8), (300, 700), (200,))])
+def test_tiled_refinement_gives_the_holes_the_whole_pass_values(dilations, size, tiles):
+    """Tiles on the stride-8 grid with the generator's halo of context (64 px and 272 px here, so tiles
+    are cut inside the picture) reproduce one pass over the window in its holes (bit for bit on the
+    CPU here, float32 rounding allowed); outside the holes' box the result is the input."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32, dilations=dilations), g)
+    h, w = size[0] + int(torch.randint(0, 20, (), generator=g)), size[1] + int(torch.randint(0, 20, (), generator=g))
+    image = torch.rand(2, 3, h, w, generator=g)
+    hole = torch.zeros(2, 1, h, w)
+    top, left = int(torch.randint(9, 40, (), generator=g)), int(torch.randint(0, 30, (), generator=g))
+    hole[0, :, top:h // 2, left + 20:w - 40] = 1
+    hole[1, :, h - 9:, :13] = 1                           # a corner: tiles reach the border there
+    with torch.no_grad():
+        whole = generator(image, hole)
+        for tile in tiles:
+            tiled = generator(image, hole, tile=tile)
+            # float32 rounding only (convolutions of different shapes may sum in a different order)
+            torch.testing.assert_close(torch.where(hole > 0.5, tiled, 0), torch.where(hole > 0.5, whole, 0),
+                                       atol=1e-5, rtol=0, msg=f"tile {tile}")
+        # the box of both samples' holes, out to the stride-8 grid: rows from top, columns up to w - 40
+        outside = torch.zeros(h, w, dtype=torch.bool)
+        outside[:top - top % 8, :] = True
+        outside[:, w - 40 + (-(w - 40)) % 8:] = True
+        assert outside.any() and torch.equal(tiled[..., outside], image[..., outside])
+        with pytest.raises(ValueError, match="at least 8"):
+            generator(image, hole, tile=4)
+
+
+def test_the_learned_fill_is_the_same_with_small_tiles(monkeypatch):
+    """neural_fill hands its tile size to the generator: a picture filled with tiny tiles is the same."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 180, 200, generator=g)
+    hole = torch.zeros(1, 180, 200)
+    hole[:, 40:120, 50:160] = 1
+    filled = _fill(generator, image, hole, patch_blend=0)      # the blend's matches could flip on a rounding
+    monkeypatch.setattr(neural_fill, "TILE", 48)
+    torch.testing.assert_close(_fill(generator, image, hole, patch_blend=0), filled, atol=1e-5, rtol=0)
+
+
 def test_fullres_generator_refuses_bad_sizes():
     with pytest.raises(ValueError, match="multiple of 8"):
         FullResGenerator(100)
