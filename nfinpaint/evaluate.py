@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None,
                    help="crop protocol: random (rectangles of random size and position, the paper's test "
                         "protocol, default), center (the training hole) or freeform (strokes); full-size "
-                        f"protocol (--size): a comma-separated list of hole families (default "
-                        f"{picture_eval.DEFAULT_FAMILIES})")
+                        f"protocol (--size): a comma-separated list of hole families among "
+                        f"{', '.join(picture_eval.FAMILIES)} (default {picture_eval.DEFAULT_FAMILIES}; box: one "
+                        f"rectangle of ~40-160 px at 512x384, a shape not trained on)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
                         f"(default: {DEFAULT_METHODS}; the optional ones, "
@@ -454,7 +455,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
     args.masks = args.masks or "random"
     if args.masks not in CROP_MASKS:
         raise UsageError(f"--masks {args.masks}: the crop protocol takes one of {', '.join(CROP_MASKS)} (the hole "
-                         f"families {picture_eval.DEFAULT_FAMILIES} need --size)")
+                         f"families {', '.join(picture_eval.FAMILIES)} need --size)")
     # the crop and hole sizes are the generator's (the shipped one by default) even when gan is not
     # evaluated: classical-only runs are then comparable with runs that include it
     names, out, device, loaded = _common_inputs(args, sizes_from_generator=args.image_size is None)

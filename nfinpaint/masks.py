@@ -242,6 +242,34 @@ def family_masks(kind: str, n: int, height: int, width: int | None = None,
     return out
 
 
+# Boxes (the full-size evaluation's "box" family, not trained on): the rectangle an object detector or a
+# selection tool leaves, sides 0.1 to 0.42 of the picture's shorter side (~40-160 px at 512x384), aspect
+# up to 1:2, placed uniformly, so some touch an edge or a corner.
+BOX_SIDES = (0.1, 0.42)
+BOX_ASPECT = 2.0
+
+
+def box_masks(n: int, height: int, width: int, generator: torch.Generator | None = None, *,
+              seed: int | None = None, sides: tuple[float, float] = BOX_SIDES, aspect: float = BOX_ASPECT) -> Tensor:
+    """(N,1,height,width) masks of one axis-aligned rectangle each: a side of ``sides`` (fractions of the
+    shorter side; the geometric mean of the two sides), the ratio of its sides at most ``aspect``."""
+    if n < 0 or height < 1 or width < 1:
+        raise ValueError(f"need n >= 0 and a positive size, got n={n}, {height}x{width}")
+    g = _rng(generator, seed)
+    r = min(height, width)
+    side = (sides[0] + (sides[1] - sides[0]) * torch.rand(n, generator=g, dtype=torch.float64)) * r
+    stretch = torch.exp((torch.rand(n, generator=g, dtype=torch.float64) - 0.5) * math.log(aspect))
+    box_h = (side * stretch).round().clamp(1, height).long()
+    box_w = (side / stretch).round().clamp(1, width).long()
+    top = (torch.rand(n, generator=g, dtype=torch.float64) * (height - box_h + 1)).floor().long()
+    left = (torch.rand(n, generator=g, dtype=torch.float64) * (width - box_w + 1)).floor().long()
+    rows = torch.arange(height)
+    cols = torch.arange(width)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]).to(torch.float32)[:, None]
+
+
 def default_hole_size(image_size: int) -> int:
     """The hole size to assume when none is known: a third of the side (the paper's 8 of 24)."""
     return max(1, round(image_size / 3))

@@ -5,7 +5,9 @@
 - every picture of DIR scaled (Lanczos) so its longer side is ``--size``
   (512x384 for a 4:3 photograph); pictures are never cropped;
 - for each hole family (:func:`nfinpaint.masks.family_masks`, ``scale="picture"``:
-  scratches 4-9 px wide, an object of ~56 px, an object of ~150 px at 512x384)
+  scratches 4-9 px wide, an object of ~56 px, an object of ~150 px at 512x384;
+  on request ``box``, :func:`nfinpaint.masks.box_masks`: a rectangle of
+  ~40-160 px, the shape the generator was not trained on)
   one mask per picture, drawn from (seed, picture, family), the same for every
   method;
 - every method fills the whole picture through its public code path (the
@@ -36,8 +38,9 @@ from tqdm import tqdm
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
 from nfinpaint.images import DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays
-from nfinpaint.masks import HOLE_FAMILIES, family_masks
+from nfinpaint.masks import HOLE_FAMILIES, box_masks, family_masks
 
+FAMILIES = HOLE_FAMILIES + ("box",)          # what --masks takes with --size
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
 CROP_SIDE = 160          # figure crops around each hole, in pixels of the figure
 KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psnr_full", "PSNR picture (dB)", 2),
@@ -50,13 +53,13 @@ def parse_families(text: str) -> list[str]:
         name = part.strip().lower()
         if not name:
             continue
-        if name not in HOLE_FAMILIES:
+        if name not in FAMILIES:
             raise ValueError(f"unknown hole family {name!r} in --masks; with --size choose from "
-                             f"{', '.join(HOLE_FAMILIES)}")
+                             f"{', '.join(FAMILIES)}")
         if name not in names:
             names.append(name)
     if not names:
-        raise ValueError(f"--masks is empty; choose from {', '.join(HOLE_FAMILIES)}")
+        raise ValueError(f"--masks is empty; choose from {', '.join(FAMILIES)}")
     return names
 
 
@@ -108,7 +111,9 @@ def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int, repe
     """The (1, H, W) mask of ``family`` for picture ``index`` (its ``repeat``-th): a function of
     (seed, index, family, repeat)."""
     h, w = picture.shape[-2:]
-    family_seed = (seed * 1_000_003 + index * 101 + HOLE_FAMILIES.index(family) + repeat * 7919) & 0x7FFF_FFFF
+    family_seed = (seed * 1_000_003 + index * 101 + FAMILIES.index(family) + repeat * 7919) & 0x7FFF_FFFF
+    if family == "box":
+        return box_masks(1, h, w, seed=family_seed)[0]
     return family_masks(family, 1, h, w, seed=family_seed, scale="picture")[0]
 
 
@@ -188,7 +193,8 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
              f"- Data: {header['data']}", f"- Generator: {header['generator']}",
              "- Holes: one mask per picture and family, the same for every method (nfinpaint.masks.family_masks, "
              "scale='picture': thin = scratches 4-9 px wide, medium = an object of ~56 px, large = an object of "
-             "~150 px, at 512x384).",
+             "~150 px, at 512x384; nfinpaint.masks.box_masks: box = one rectangle of ~40-160 px, a shape not "
+             "trained on).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
              "as in nfinpaint.metrics; texture ratio = gradient energy in the hole / the original's (1 = as "
              "detailed as the original). Mean ± 95% CI over the fills (pictures x masks).", ""]

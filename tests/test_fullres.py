@@ -200,6 +200,40 @@ def test_family_masks_are_seeded_and_mixed_uses_every_family():
     assert all(0 < float(m.mean()) <= 0.45 for m in a)
 
 
+def test_box_family_is_one_seeded_rectangle_of_the_sides_it_promises():
+    """At 512x384 (shorter side 384): one rectangle, sides 0.1-0.42 of 384 as a geometric mean, at most 1:2,
+    inside the picture; the same seed draws the same boxes; placed anywhere (edges included)."""
+    seed = int(torch.randint(0, 2**31, ()))
+    drawn = masks.box_masks(200, 384, 512, seed=seed)
+    assert torch.equal(drawn, masks.box_masks(200, 384, 512, seed=seed))
+    touching = 0
+    for mask in drawn:
+        rows, cols = torch.nonzero(mask[0] > 0.5, as_tuple=True)
+        top, bottom, left, right = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        assert float(mask[0, top:bottom, left:right].min()) == 1 and int(mask.sum()) == (bottom - top) * (right - left)
+        height, width = bottom - top, right - left
+        assert 0.1 * 384 - 1 <= math.sqrt(height * width) <= 0.42 * 384 + 1
+        assert max(height, width) / min(height, width) <= 2 * (1 + 2 / min(height, width))   # rounding
+        touching += top == 0 or left == 0 or bottom == 384 or right == 512
+    assert 0 < touching < 100
+    with pytest.raises(ValueError, match="positive size"):
+        masks.box_masks(1, 0, 10)
+
+
+def test_the_evaluation_takes_the_box_family_and_keeps_the_others_masks():
+    picture = torch.rand(3, 96, 128)
+    assert picture_eval.parse_families("thin, box") == ["thin", "box"]
+    box = picture_eval.picture_mask("box", picture, 0, 1)
+    assert box.shape == (1, 96, 128) and 0 < float(box.mean()) < 0.5
+    # adding box to the families did not move the seeds of the three trained-on families
+    for index, family in enumerate(masks.HOLE_FAMILIES):
+        expected = masks.family_masks(family, 1, 96, 128, seed=(3 * 1_000_003 + 2 * 101 + index) & 0x7FFF_FFFF,
+                                      scale="picture")[0]
+        assert torch.equal(picture_eval.picture_mask(family, picture, 3, 2), expected)
+    with pytest.raises(ValueError, match="thin, medium, large, box"):
+        picture_eval.parse_families("triangle")
+
+
 # ---------------------------------------------------------------- window planning
 
 def _labels(hole: torch.Tensor):
