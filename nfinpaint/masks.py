@@ -43,11 +43,14 @@ def _check_common(n: int, image_size: int) -> None:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
 
 
-def _boxes_to_masks(top: Tensor, left: Tensor, height: Tensor, width: Tensor, image_size: int) -> Tensor:
-    idx = torch.arange(image_size)
-    rows = (idx >= top[:, None]) & (idx < (top + height)[:, None])      # (N,S)
-    cols = (idx >= left[:, None]) & (idx < (left + width)[:, None])
-    return (rows[:, :, None] & cols[:, None, :]).to(torch.float32)[:, None]
+def _boxes_to_masks(top: Tensor, left: Tensor, height: Tensor, width: Tensor, image_size: int,
+                    image_width: int | None = None) -> Tensor:
+    """(N,1,image_size,image_width) masks of one box each (image_width defaults to image_size)."""
+    rows = torch.arange(image_size)
+    cols = torch.arange(image_size if image_width is None else image_width)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])      # (N,H)
+    inside_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])     # (N,W)
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]).to(torch.float32)[:, None]
 
 
 def center_masks(n: int, image_size: int, hole_size: int) -> Tensor:
@@ -244,7 +247,7 @@ def family_masks(kind: str, n: int, height: int, width: int | None = None,
 
 # Boxes (the full-size evaluation's "box" family, not trained on): the rectangle an object detector or a
 # selection tool leaves, sides 0.1 to 0.42 of the picture's shorter side (~40-160 px at 512x384), aspect
-# up to 1:2, placed uniformly, so some touch an edge or a corner.
+# up to 1:2, placed uniformly inside the picture (so few touch its edge).
 BOX_SIDES = (0.1, 0.42)
 BOX_ASPECT = 2.0
 
@@ -263,11 +266,7 @@ def box_masks(n: int, height: int, width: int, generator: torch.Generator | None
     box_w = (side / stretch).round().clamp(1, width).long()
     top = (torch.rand(n, generator=g, dtype=torch.float64) * (height - box_h + 1)).floor().long()
     left = (torch.rand(n, generator=g, dtype=torch.float64) * (width - box_w + 1)).floor().long()
-    rows = torch.arange(height)
-    cols = torch.arange(width)
-    inside_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
-    inside_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
-    return (inside_rows[:, :, None] & inside_cols[:, None, :]).to(torch.float32)[:, None]
+    return _boxes_to_masks(top, left, box_h, box_w, height, width)
 
 
 def default_hole_size(image_size: int) -> int:
