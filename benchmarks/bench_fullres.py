@@ -16,7 +16,7 @@ peak resident memory of a fresh process filling the large picture;
   (~1,000 px thick: a coarse pass, then the full-resolution pass), filled by ``inpaint_image`` with
   the network run in tiles (``neural_fill.TILE``, the default) and in one pass over the window
   (``TILE = None``, as before tiles), each in a fresh process: seconds, peak resident memory, and the
-  largest difference between the two fills (0: the tiles reproduce the pass).
+  largest difference between the two fills (float rounding: the tiles reproduce the pass; 7e-5 measured).
 
 Nothing is asserted about time.
 """
