@@ -84,8 +84,8 @@ DETAIL_MIN_THICKNESS = 3 * PATCH_SIZE
 # halo of context): the holes get one pass's values over the whole window to float rounding
 # (FullResGenerator.refine), in bounded memory.  Measured (benchmarks/bench_fullres.py): a 4032x3024
 # photograph with a ~1,000 px hole, 64 s and 9.1 GB peak in one pass, 37 s and 3.6 GB in tiles of 768
-# (tiles of 1024 were ~10% faster for ~0.7 GB more at 4032x2520); the validation pictures' fills at 512 and 1024 px came out equal
-# bit for bit.
+# (tiles of 1024 were ~10% faster for ~0.7 GB more at 4032x2520); the validation pictures' fills at
+# 512 and 1024 px came out equal bit for bit.
 TILE = 768
 
 
