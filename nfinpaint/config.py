@@ -114,6 +114,7 @@ class TrainConfig:
     adv_local_weight: float = 0.0004
     feature_weight: float = 0.05
     ssim_weight: float = 0.0        # > 0: add ssim_weight * (1 - hole SSIM) to the generator loss (beyond the paper)
+    texture_weight: float = 0.0     # > 0: add texture_weight * log(hole Gram distance of the features) (beyond the paper)
     l2_form: str = "log"            # mse (the paper's L2) | log (mean per-image log hole MSE = hole PSNR; beyond the paper)
     loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
     feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
@@ -174,7 +175,8 @@ class TrainConfig:
              f"alone, float32) and {where} has {(memory or 0) / 2 ** 30:,.1f} GiB; use a smaller batch_size")
         need(seed_problem(self.seed) is None, seed_problem(self.seed) or "")
         need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
-        for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight", "ssim_weight"):
+        for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight", "ssim_weight",
+                     "texture_weight"):
             need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
                  f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         need(self.loss_reduction in RUN_LOSS_REDUCTIONS,

@@ -27,7 +27,7 @@ from nfinpaint import ops
 from nfinpaint.config import L2_FORMS, LOSS_REDUCTIONS
 from nfinpaint.kernels import gram
 
-TERMS = ("l2", "adv_global", "adv_local", "feature", "ssim")
+TERMS = ("l2", "adv_global", "adv_local", "feature", "ssim", "texture")
 # The log-form L2's floor: an image's hole MSE below it (PSNR above 50 dB) no longer counts.
 LOG_L2_EPS = 1e-5
 
@@ -160,6 +160,26 @@ def feature_loss(feat_fake: Tensor, feat_real: Tensor, kind: str = "feature", we
             return gram.gram_distance(feat_fake, feat_real, reduction=gram_reduction)
         return gram.gram_distance_reference(feat_fake, feat_real, reduction=gram_reduction)
     raise ValueError(f"kind must be 'feature' or 'gram', got {kind!r}")
+
+
+def hole_texture_loss(feat_fake: Tensor, feat_real: Tensor, mask: Tensor, use_custom_ops: bool = False) -> Tensor:
+    """The Gram (style) distance between the fill's and the truth's features inside the hole, batch mean.
+
+    Each feature cell counts by its share of hole pixels (:func:`mask_to_feature_weight`), so the
+    Gram matrices are the second moments of the hole's features, sum(w f f^T) / (C sum(w)): a
+    statistic of texture that does not ask *where* a stroke of texture goes, which a pixel loss does
+    (its optimum, the conditional mean, is the smooth blob).  Computed as the plain Gram distance of
+    the maps scaled by sqrt(w / mean(w)), so the Triton kernel serves it on CUDA.
+    """
+    if feat_fake.shape != feat_real.shape:
+        raise ValueError(f"feature maps differ in shape: {tuple(feat_fake.shape)} vs {tuple(feat_real.shape)}")
+    weight = mask_to_feature_weight(mask, tuple(feat_fake.shape[-2:]))
+    mean = weight.mean((1, 2, 3), keepdim=True)
+    if bool((mean <= 0).any()):
+        raise ValueError("the texture term needs a hole in every image of the batch")
+    scale = (weight / mean).sqrt()
+    return feature_loss(feat_fake.float() * scale, feat_real.float() * scale, kind="gram",
+                        use_custom_ops=use_custom_ops)
 
 
 def mask_to_feature_weight(mask: Tensor, size: tuple[int, int]) -> Tensor:

@@ -1,7 +1,8 @@
 """The training objective: equation 3's terms, their weights, forms and reductions, as one value.
 
     generator:      L = l2 * L2 + adv_global * Ladv_global + adv_local * Ladv_local + feature * Ln
-                        + ssim * (1 - hole SSIM)          (the last beyond the paper; 0 in its presets)
+                        + ssim * (1 - hole SSIM) + texture * log(hole Gram distance)
+                                                          (the last two beyond the paper; 0 in its presets)
     discriminators: BCE(real, 1) + BCE(fake, 0), global + local (equation 1)
 
 :class:`Objective` is built from a :class:`nfinpaint.config.TrainConfig`
@@ -39,6 +40,7 @@ class Objective:
     feature_region: str = "image"   # image | hole (equation 2 weighted by each feature cell's hole share)
     use_custom_ops: bool = False
     ssim: float = 0.0               # weight of 1 - hole SSIM (losses.ssim_hole_loss)
+    texture: float = 0.0            # weight of the log hole Gram distance (losses.hole_texture_loss)
 
     def __post_init__(self):
         losses.check_reduction(self.reduction)
@@ -49,13 +51,15 @@ class Objective:
         return cls(config.l2_weight, config.adv_global_weight, config.adv_local_weight, config.feature_weight,
                    reduction=config.loss_reduction, l2_form=config.l2_form, feature_kind=config.feature_kind,
                    feature_form=config.feature_form, feature_region=config.feature_region,
-                   use_custom_ops=config.use_custom_ops, ssim=config.ssim_weight)
+                   use_custom_ops=config.use_custom_ops, ssim=config.ssim_weight,
+                   texture=config.texture_weight)
 
     def loss_weights(self) -> dict:
         """The weights and reduction as a run records them (``loss_weights`` in the generator's meta)."""
         weights = {"l2": self.l2, "adv_global": self.adv_global, "adv_local": self.adv_local,
                    "feature": self.feature, "reduction": self.reduction}
-        return {**weights, "ssim": self.ssim} if self.ssim else weights
+        extra = {name: getattr(self, name) for name in ("ssim", "texture") if getattr(self, name)}
+        return {**weights, **extra}
 
     @property
     def uses_features(self) -> bool:
@@ -64,6 +68,10 @@ class Objective:
     @property
     def uses_ssim(self) -> bool:
         return self.ssim > 0
+
+    @property
+    def uses_texture(self) -> bool:
+        return self.texture > 0
 
     # -- the terms ----------------------------------------------------------------------------
 
@@ -82,6 +90,12 @@ class Objective:
         term = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=self.feature_kind, weight=weight,
                                    use_custom_ops=self.use_custom_ops, reduction=self.reduction)
         return term.clamp_min(1e-12).log() if self.feature_form == "log" else term
+
+    def texture_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor) -> Tensor:
+        """The log of the hole Gram distance between the composite's and the real image's features
+        (log form: scale-free, as the feature term's, so its weight is a share of the gradient)."""
+        term = losses.hole_texture_loss(feat_fake, feat_real, mask, use_custom_ops=self.use_custom_ops)
+        return term.clamp_min(1e-12).log()
 
     @staticmethod
     def ssim_term(composite: Tensor, real: Tensor, mask: Tensor) -> Tensor:

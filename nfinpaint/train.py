@@ -187,12 +187,15 @@ class Trainer:
         if stage == "discriminator":
             return out
         terms = {"l2": l2}
-        if objective.uses_features:
+        if objective.uses_features or objective.uses_texture:
             with self._autocast():
                 feat_fake = self.feature_net(composite)
                 with torch.no_grad():
                     feat_real = self.feature_net(real)
-            terms["feature"] = objective.feature_term(feat_fake, feat_real, mask)
+            if objective.uses_features:
+                terms["feature"] = objective.feature_term(feat_fake, feat_real, mask)
+            if objective.uses_texture:
+                terms["texture"] = objective.texture_term(feat_fake, feat_real, mask)
         if objective.uses_ssim:
             terms["ssim"] = objective.ssim_term(composite, real, mask)
         if stage == "joint":

@@ -10,7 +10,7 @@ from nfinpaint.feature_net import VGGFeatures
 from nfinpaint.config import PRESETS
 from nfinpaint import metrics
 from nfinpaint.losses import (adversarial_d_loss, adversarial_g_loss, composite_and_l2, feature_loss,
-                              mask_to_feature_weight, ssim_hole_loss, ssim_map)
+                              hole_texture_loss, mask_to_feature_weight, ssim_hole_loss, ssim_map)
 from nfinpaint.objective import Objective
 from nfinpaint.kernels.gram import gram_distance_reference
 from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
@@ -181,6 +181,61 @@ def test_the_ssim_term_is_weighted_into_the_generator_loss():
     assert math.isclose(float(with_ssim.generator_loss(terms)), -7.0 + 2.5)
 
 
+def _weighted_gram_reference(feat, weight):
+    """sum over cells of w * f f^T / (C * sum w), one image at a time (float64)."""
+    c = feat.shape[0]
+    f = feat.double().reshape(c, -1)
+    w = weight.double().reshape(-1)
+    return (f * w) @ f.T / (c * w.sum())
+
+
+def test_hole_texture_loss_against_a_weighted_gram_reference():
+    torch.manual_seed(1)
+    n, c, h, w = 3, 5, 6, 7
+    fake, real = torch.randn(n, c, h, w), torch.randn(n, c, h, w)
+    mask = torch.zeros(n, 1, 24, 28)
+    mask[0, :, 2:14, 3:20] = 1
+    mask[1, :, 5:9, 1:27] = 1
+    mask[2, :, 20:24, 0:5] = 1
+    weight = mask_to_feature_weight(mask, (h, w))
+    expected = torch.stack([(_weighted_gram_reference(fake[i], weight[i]) - _weighted_gram_reference(real[i], weight[i]))
+                            .square().sum() for i in range(n)]).mean()
+    got = hole_texture_loss(fake, real, mask)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-9)
+    # only the hole counts: features outside it may change freely
+    outside = (weight == 0).expand(n, c, h, w)
+    moved = torch.where(outside, torch.randn(n, c, h, w), fake)
+    torch.testing.assert_close(hole_texture_loss(moved, real, mask), got)
+
+
+def test_hole_texture_loss_does_not_ask_where_the_texture_goes():
+    # a texture shifted inside the hole has the same Gram matrix; the pixel-aligned feature term sees it
+    torch.manual_seed(2)
+    real = torch.zeros(1, 4, 8, 8)
+    real[..., 2:6, 2:6] = torch.randn(1, 4, 4, 4)
+    shifted = torch.zeros_like(real)
+    shifted[..., 2:6, 2:6] = real[..., 2:6, 2:6].roll(1, dims=-1)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    assert float(hole_texture_loss(shifted, real, mask)) < 1e-10
+    assert float(feature_loss(shifted, real)) > 0.1
+    with pytest.raises(ValueError, match="needs a hole in every image"):
+        hole_texture_loss(real, real, torch.zeros(1, 1, 32, 32))
+
+
+def test_the_texture_term_is_weighted_into_the_generator_loss():
+    plain = Objective.from_config(PRESETS["fullres"])
+    assert not plain.uses_texture and "texture" not in plain.loss_weights()
+    textured = Objective.from_config(dataclasses.replace(PRESETS["fullres"], texture_weight=0.2))
+    assert textured.uses_texture and textured.loss_weights()["texture"] == 0.2
+    feat_fake, feat_real = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    mask = torch.ones(2, 1, 16, 16)
+    term = textured.texture_term(feat_fake, feat_real, mask)
+    torch.testing.assert_close(term, hole_texture_loss(feat_fake, feat_real, mask).log())
+    assert math.isclose(float(textured.generator_loss({"l2": torch.tensor(-7.0), "texture": term})),
+                        -7.0 + 0.2 * float(term), rel_tol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -190,7 +245,7 @@ def tiny_model():
     return Generator(8), GlobalDiscriminator(8), LocalDiscriminator(8), vgg
 
 
-@pytest.mark.parametrize("term", ["l2", "adv_global", "adv_local", "feature", "gram", "ssim"])
+@pytest.mark.parametrize("term", ["l2", "adv_global", "adv_local", "feature", "gram", "ssim", "texture"])
 def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
     g, gd, ld, vgg = tiny_model
     g.train()
@@ -208,10 +263,12 @@ def test_gradients_reach_the_generator_from_every_term(tiny_model, term):
         loss = adversarial_g_loss(ld(crop_patches(composite, local_patch_origin(mask, 8), 8)))
     elif term == "ssim":
         loss = ssim_hole_loss(composite, target, mask)
+    elif term == "texture":
+        loss = hole_texture_loss(vgg(composite), vgg(target), mask)
     else:
         kind = "feature" if term == "feature" else "gram"
         loss = feature_loss(vgg(composite), vgg(target), kind=kind)
-    objective = dataclasses.replace(PAPER, ssim=1.0)
+    objective = dataclasses.replace(PAPER, ssim=1.0, texture=1.0)
     total = objective.generator_loss({term if term != "gram" else "feature": loss})
     total.backward()
     grads = [p.grad for p in g.parameters()]

@@ -23,14 +23,12 @@ def test_extension_is_built_and_registers_ops():
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _editable_install() -> bool:
-    """Whether nfinpaint is installed with ``pip install -e`` (its files are the source tree's: there
-    is no installed file list to check)."""
-    try:
-        text = importlib.metadata.distribution("nfinpaint").read_text("direct_url.json") or ""
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return '"editable": true' in text.replace("'", '"')
+def _built_in_source_tree() -> bool:
+    """Whether the imported compiled module lives in the source tree (``pip install -e``, or a build
+    in place): there is then no installed file list to check, and the source tree may hold a build's
+    egg-info, which is not an installed distribution."""
+    origin = Path(importlib.util.find_spec("nfinpaint._C").origin).resolve()
+    return origin.parents[1] == REPO
 
 
 def test_kernels_install_inside_package_only():
@@ -39,9 +37,9 @@ def test_kernels_install_inside_package_only():
     # source folder kernels/ is importable there; nothing installed may be.
     spec = importlib.util.find_spec("kernels")
     assert spec is None or Path(spec.origin).resolve().parent == REPO / "kernels"
-    if _editable_install():
-        pytest.skip("an editable install (pip install -e) has no installed file list; "
-                    "checked with `pip install .`")
+    if _built_in_source_tree():
+        pytest.skip("nfinpaint._C was built in the source tree (pip install -e or build_ext --inplace), "
+                    "which has no installed file list; checked with `pip install .`")
     # the installed distribution's file list (not a build's egg-info that the source tree may hold,
     # which `python -m pytest` from the root would find first)
     site = Path(importlib.util.find_spec("nfinpaint._C").origin).parents[1]

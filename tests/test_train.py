@@ -92,6 +92,17 @@ def test_the_ssim_term_trains_and_is_recorded(tmp_path):
     assert load_generator(run)[1]["loss_weights"]["ssim"] == 2.5
 
 
+def test_the_texture_term_trains_and_is_recorded(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "4", "--out", str(run), "--set", "texture_weight=0.3",
+                        "--set", "feature_weight=0"]) == 0
+    records = _records(run)
+    generator_steps = [r for r in records if r["stage"] in ("generator", "joint")]
+    assert generator_steps and all(np.isfinite(r["texture"]) and "feature" not in r for r in generator_steps)
+    assert all("texture" not in r for r in records if r["stage"] == "discriminator")
+    assert load_generator(run)[1]["loss_weights"]["texture"] == 0.3
+
+
 def test_resume_continues_bit_for_bit(tmp_path):
     k = 4  # stops in the joint stage (warm-ups: 2 generator + 1 discriminator steps)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
