@@ -23,26 +23,18 @@ def test_extension_is_built_and_registers_ops():
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _built_in_source_tree() -> bool:
-    """Whether the imported compiled module lives in the source tree (``pip install -e``, or a build
-    in place): there is then no installed file list to check, and the source tree may hold a build's
-    egg-info, which is not an installed distribution."""
-    origin = Path(importlib.util.find_spec("nfinpaint._C").origin).resolve()
-    return origin.parents[1] == REPO
-
-
 def test_kernels_install_inside_package_only():
     assert importlib.util.find_spec("nfinpaint.kernels") is not None
     # `python -m pytest` from the repository root puts the root on sys.path, so the
     # source folder kernels/ is importable there; nothing installed may be.
     spec = importlib.util.find_spec("kernels")
     assert spec is None or Path(spec.origin).resolve().parent == REPO / "kernels"
-    if _built_in_source_tree():
-        pytest.skip("nfinpaint._C was built in the source tree (pip install -e or build_ext --inplace), "
-                    "which has no installed file list; checked with `pip install .`")
     # the installed distribution's file list (not a build's egg-info that the source tree may hold,
     # which `python -m pytest` from the root would find first)
-    site = Path(importlib.util.find_spec("nfinpaint._C").origin).parents[1]
+    site = Path(importlib.util.find_spec("nfinpaint._C").origin).resolve().parents[1]
+    if site == REPO:
+        pytest.skip("nfinpaint._C was built in the source tree (pip install -e or build_ext --inplace), "
+                    "which has no installed file list; checked with `pip install .`")
     installed = [d for d in importlib.metadata.distributions(path=[str(site)]) if d.metadata["Name"] == "nfinpaint"]
     assert len(installed) == 1
     files = installed[0].files or []
