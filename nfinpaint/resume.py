@@ -140,9 +140,15 @@ def fine_tune_origin(point: ResumePoint, config: TrainConfig) -> dict:
 SHIPPED = "shipped"      # init_generator's name for the generator that ships in the package
 
 
+# What a run records of the generator it starts from, beyond the file itself (see open_initial_generator).
+START_HISTORY = ("preset", "data", "settings_changed_from_preset", "initialised_from", "fine_tuned_from")
+
+
 def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     """The generator file ``spec`` names (:data:`SHIPPED`: the package's default) and what a run records
-    of it (``initialised_from``: the file, its SHA-256, its description and step)."""
+    of it (``initialised_from``: the file, its SHA-256, its description and step, and how it was trained:
+    its preset, data, settings changed from the preset and its own origin, so a chain of runs stays in
+    the last file's meta when the files before it are gone)."""
     trained = open_generator(None if spec == SHIPPED else spec)
     if trained is None:
         raise ConfigError(f"init_generator = {SHIPPED!r}, but this installation ships no generator; pass a "
@@ -150,6 +156,7 @@ def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     file = resolve_generator_path(trained.path)
     record = {"file": str(file.resolve()), "sha256": trained.sha256,
               "description": trained.meta.get("description", ""), "step": trained.meta.get("step")}
+    record.update({key: trained.meta[key] for key in START_HISTORY if key in trained.meta})
     return trained.generator, record
 
 

@@ -176,11 +176,18 @@ def test_init_generator_starts_a_new_run_from_a_trained_generator(tmp_path):
     file = trained / "generator.pt"
     assert Path(origin["file"]) == file.resolve() and origin["step"] == 3
     assert origin["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    # how that generator was trained travels with it: a chain of runs stays in the last file
+    assert origin["settings_changed_from_preset"] == load_generator(file)[1]["settings_changed_from_preset"]
+    assert origin["settings_changed_from_preset"]["steps"][1] == 3
+    assert origin["preset"] == load_generator(file)[1]["preset"] and "initialised_from" not in origin
     assert _records(started, "start")[0]["initialised_from"] == origin
     # a resume goes on from its checkpoint, not from the file again, and keeps the record
     assert main(["--resume", str(started), "--steps", "3", "--quiet"]) == 0
     assert load_generator(started)[1]["initialised_from"] == origin
     assert sorted(_losses(started)) == [1, 2, 3]
+    again = tmp_path / "again"
+    assert main(common + ["--steps", "1", "--init-generator", str(started), "--out", str(again)]) == 0
+    assert load_generator(again)[1]["initialised_from"]["initialised_from"] == origin
 
 
 def test_different_seeds_train_differently(tmp_path):
