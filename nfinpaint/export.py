@@ -10,7 +10,7 @@ image's, as ``inpaint`` fills one window.  A fixed-size generator (``paper``,
 ``residual``, ...) takes its own ``image_size`` squares.
 
 The exported model fills the given picture as one window; the ``inpaint`` command's
-windows around each hole, coarse pass and scale ensemble for thick holes and patch blend (compiled
+windows around each hole, coarse pass for very thick holes and patch blend (compiled
 PatchMatch operators) are not in it (crop a window around a hole yourself for large pictures).  After writing, the file is run on a
 fresh random picture and the largest difference from PyTorch's fill is printed (for
 how large it may be: docs/export.md).
@@ -52,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def reference_fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """What the exported file computes, in PyTorch: for a full-resolution generator ``inpaint``'s fill
-    of one window (the mirror average; no coarse pass or scale ensemble, no patch blend), else the generator's
-    fill of the crop."""
+    of one window (the mirror average; no coarse pass, no patch blend), else the generator's fill of the crop."""
     if is_full_resolution(generator):
         return neural_fill.fill_window(generator, image, mask)
     return inference.fill(generator, image, mask)

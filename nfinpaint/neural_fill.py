@@ -15,13 +15,6 @@ picture's own resolution (the picture is never shrunk):
    fill, upsampled, replaces the smooth base of the full-resolution pass,
    which adds the detail.  (Up to that thickness one full-resolution pass
    does better: the generator's receptive field is about 500 px.)
-   **Scale ensemble for thick holes.**  A window whose thickest hole is at
-   least :data:`ENSEMBLE_THICKNESS` (and at most :data:`COARSE_THICKNESS`)
-   pixels thick is filled twice, at full resolution and coarse to fine at 1/2,
-   and the two fills are averaged: they err differently.  Chosen on the
-   validation photographs (~150 px objects at 512x384: +0.07 dB, +0.002 hole
-   SSIM over the full-resolution pass alone, a little smoother) for about
-   1.6x the time of such a picture; thinner holes are unchanged.
 3. **Mirror average.**  Each pass is the mean of the generator's fill of the
    window and of its mirror image (flipped left-right, the fill flipped back):
    the two fills err differently, and their mean was better on every hole
@@ -76,13 +69,6 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # 1024 px (~300 px objects) 128, 256 px and no coarse pass each traded PSNR against SSIM on validation
 # (docs/evaluation.md); none was better in both, so 192 stays.
 COARSE_THICKNESS = 192
-# Windows whose thickest hole is at least this thick (up to COARSE_THICKNESS) average a full-resolution
-# fill and a coarse-to-fine fill at 1/2.  Chosen on the validation pictures with a rule written first
-# (higher hole SSIM averaged over the families, PSNR not lower): on ~150 px objects at 512x384 it raised
-# hole PSNR / SSIM by +0.07 dB / +0.002 (the coarse pass alone: +0.12 dB, +0.0004 with the generator
-# before); 64 and 96 px measured alike there (no validation hole lies between), and 96 leaves the ~56 px
-# objects of the speed target out of the second fill.
-ENSEMBLE_THICKNESS = 96
 MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
 PATCH_BLEND = 0.5        # weight of the patch re-synthesis in the fill (see the module's docstring)
 PATCH_SIZE = 7           # its patches (PatchMatch's default) and search rounds, as chosen on val
@@ -115,25 +101,16 @@ class Window:
     thickness: float = 0.0                            # of its thickest hole, in pixels
 
     @property
-    def scales(self) -> tuple[int, ...]:
-        """The shrink factor of each fill averaged into the window's (1: full resolution, > 1: a coarse pass
-        at 1/factor first): one coarse-to-fine fill for very thick holes, a full-resolution and a 1/2 one for
-        thick holes, one full-resolution fill otherwise."""
-        if self.thickness > COARSE_THICKNESS:
-            return (math.ceil(self.thickness / COARSE_THICKNESS),)
-        return (1, 2) if self.thickness >= ENSEMBLE_THICKNESS else (1,)
+    def scale(self) -> int:
+        """The shrink factor of the coarse pass (1: none)."""
+        return max(1, math.ceil(self.thickness / COARSE_THICKNESS)) if self.thickness > COARSE_THICKNESS else 1
 
     def slices(self) -> tuple[slice, slice]:
         return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
 
     def describe(self) -> str:
         size = f"{self.width}x{self.height} window at x={self.left}, y={self.top}"
-        if self.scales == (1,):
-            return size
-        if len(self.scales) == 1:
-            return size + f", coarse pass at 1/{self.scales[0]}"
-        return size + ", mean of full-resolution and coarse-to-fine (" + ", ".join(
-            f"1/{s}" for s in self.scales if s > 1) + ") fills"
+        return size + (f", coarse pass at 1/{self.scale}" if self.scale > 1 else "")
 
 
 def hole_thickness(labels: np.ndarray, count: int) -> np.ndarray:
@@ -222,16 +199,6 @@ def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     return _pass(generator, window, hole, base, mirror)
 
 
-def fill_window_scales(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor,
-                       scales: tuple[int, ...] = (1,), mirror: bool = MIRROR) -> torch.Tensor:
-    """The mean of :func:`fill_window`'s fills at each of ``scales`` (see :attr:`Window.scales`); known
-    pixels exactly the input's."""
-    if len(scales) == 1:
-        return fill_window(generator, window, hole, scales[0], mirror)
-    total = sum(fill_window(generator, window, hole, scale, mirror) for scale in scales)
-    return torch.where(hole > 0.5, total / len(scales), window)
-
-
 def blend_patches(filled: torch.Tensor, hole: torch.Tensor, weight: float = PATCH_BLEND, seed: int = 0) -> torch.Tensor:
     """``filled`` (3, h, w) with its ``hole`` (h, w) bool pixels moved ``weight`` of the way to their patch
     re-synthesis (:func:`nfinpaint.patchmatch.resynthesize`); unchanged when ``weight`` is 0 or no whole
@@ -275,8 +242,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         part = current[:, rows, cols]
         todo = remaining[:, rows, cols]
         todo_here = todo.to(device)
-        filled = fill_window_scales(generator, part[None].to(device), todo_here[None].float(), window.scales,
-                                    mirror)[0]
+        filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror)[0]
         # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
         if detail and takes_detail(window):
             filled = add_detail(filled.float(), todo_here[0], seed + number)

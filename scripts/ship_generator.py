@@ -144,10 +144,7 @@ def ship() -> int:
         # the evaluations ran through inpaint's fill: say which, so the numbers can be reproduced
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window")
-                     + (f"; windows with holes {neural_fill.ENSEMBLE_THICKNESS}-{neural_fill.COARSE_THICKNESS} px "
-                        f"thick the mean of a full-resolution and a 1/2 coarse-to-fine fill"
-                        if neural_fill.ENSEMBLE_THICKNESS <= neural_fill.COARSE_THICKNESS else "")
-                     + (f"; then {neural_fill.PATCH_BLEND:g} of the way to its patch re-synthesis"
+                     + (f", then {neural_fill.PATCH_BLEND:g} of the way to its patch re-synthesis"
                         if neural_fill.PATCH_BLEND else ""),
         "loss_weights": meta.get("loss_weights"),
         "settings_changed_from_preset": settings_changed(args.run, meta),

@@ -262,7 +262,7 @@ def test_windows_hold_their_holes_with_margin_and_do_not_overlap(monkeypatch):
     assert a.top + a.height <= b.top or b.top + b.height <= a.top or \
         a.left + a.width <= b.left or b.left + b.width <= a.left
     big = next(w for w in windows if len(w.holes) == 1)
-    assert big.scales == (math.ceil(big.thickness / neural_fill.COARSE_THICKNESS),) and big.scales[0] > 1
+    assert big.scale == math.ceil(big.thickness / neural_fill.COARSE_THICKNESS) > 1
 
 
 def test_many_tiny_holes_cost_few_windows():
@@ -332,34 +332,6 @@ def test_patch_blend_moves_each_window_half_way_to_its_resynthesis():
     # the smooth learned fill of a texture moves toward the texture
     inside = hole[0] > 0.5
     assert (blended - image)[:, inside].abs().mean() < 0.85 * (plain - image)[:, inside].abs().mean()
-
-
-def test_thick_holes_average_a_full_resolution_and_a_coarse_to_fine_fill(monkeypatch):
-    monkeypatch.setattr(neural_fill, "ENSEMBLE_THICKNESS", 20)    # small pictures: the test's sizes
-    monkeypatch.setattr(neural_fill, "COARSE_THICKNESS", 48)
-    g = _rng()
-    generator = _trained_looking(FullResGenerator(32), g)
-    image = torch.rand(3, 120, 420, generator=g)
-    hole = torch.zeros(1, 120, 420)
-    hole[:, 10:16, 10:60] = 1          # 6 px: one full-resolution fill
-    hole[:, 40:70, 120:160] = 1        # 30 px: the mean of two
-    hole[:, 20:100, 300:380] = 1       # 80 px: one coarse-to-fine fill
-    windows = neural_fill.plan_windows(*_labels(hole))
-    assert sorted(w.scales for w in windows) == [(1,), (1, 2), (2,)]
-    assert "mean of full-resolution and coarse-to-fine (1/2) fills" in \
-        next(w for w in windows if w.scales == (1, 2)).describe()
-    filled = _fill(generator, image, hole, patch_blend=0.0)
-    for window in windows:            # far apart: each window sees only its own hole
-        rows, cols = window.slices()
-        part, todo = image[None, :, rows, cols], hole[None, :, rows, cols]
-        fills = [neural_fill.fill_window(generator, part, todo, scale) for scale in window.scales]
-        expected = torch.where(todo > 0.5, sum(fills) / len(fills), part)[0]
-        torch.testing.assert_close(filled[:, rows, cols], expected, rtol=0, atol=1e-6)
-    ensemble = next(w for w in windows if w.scales == (1, 2))
-    rows, cols = ensemble.slices()
-    one = neural_fill.fill_window(generator, image[None, :, rows, cols], hole[None, :, rows, cols], 1)[0]
-    assert not torch.allclose(filled[:, rows, cols], one, atol=1e-3)      # the second fill does count
-    assert torch.equal(filled[:, hole[0] < 0.5], image[:, hole[0] < 0.5])
 
 
 def test_a_window_without_a_whole_known_patch_keeps_the_learned_fill():
