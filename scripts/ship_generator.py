@@ -63,6 +63,24 @@ def repository_relative(data: str | None) -> str | None:
         return data
 
 
+# The keys of a run's origin record (train's initialised_from / fine_tuned_from, nested one per run of the
+# chain) that name this machine's folders.
+ORIGIN_PATHS = ("file", "checkpoint", "data", "val_data")
+ORIGINS = ("initialised_from", "fine_tuned_from", "from")
+
+
+def origin_relative(record):
+    """An origin record with its paths made repository-relative, all the way down its chain."""
+    if not isinstance(record, dict):
+        return record
+    out = {key: repository_relative(value) if key in ORIGIN_PATHS and isinstance(value, str) else value
+           for key, value in record.items()}
+    for key in ORIGINS:
+        if key in out:
+            out[key] = origin_relative(out[key])
+    return out
+
+
 def trained_on(data: str | None) -> str:
     """What a run's ``data`` was, in words, for the description."""
     if not data:
@@ -131,6 +149,9 @@ def ship() -> int:
         evaluations[name] = read_evaluation(Path(folder))
     untrained = meta.get("feature_pretrained") is False
     meta["data"], meta["val_data"] = repository_relative(meta.get("data")), repository_relative(meta.get("val_data"))
+    for key in ORIGINS[:2]:
+        if key in meta:
+            meta[key] = origin_relative(meta[key])
     meta["shipped"] = {
         "what": "nfinpaint's default generator (used by inpaint and evaluate without --checkpoint)",
         "generator": generator.config.get("variant", "paper"),

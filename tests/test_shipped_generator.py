@@ -131,6 +131,33 @@ def test_a_run_started_from_another_generator_says_so_when_shipped(tmp_path):
     assert shipped["shipped"]["initialised_from"] == start
 
 
+def test_the_shipped_meta_names_no_folder_of_the_machine_that_trained_it(tmp_path):
+    """A chain of runs (train's initialised_from, nested) carried the training machine's absolute paths."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    repo = Path(__file__).resolve().parents[1]
+    first = {"file": str(repo / "nfinpaint/weights/default_generator.pt"), "sha256": "a" * 64, "step": 9,
+             "data": str(repo / "data/corpus/photos/train")}
+    second = {"file": str(repo / "runs/leg/generator.pt"), "sha256": "b" * 64, "step": 5, "data": "/elsewhere/x",
+              "initialised_from": first}
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 7, "complete": True, "initialised_from": second,
+            "data": str(repo / "data/corpus/train_all")}
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    subprocess.run([sys.executable, str(repo / "scripts" / "ship_generator.py"), str(tmp_path / "run.pt"),
+                    "--out", str(tmp_path / "s.pt")], check=True, capture_output=True, text=True)
+    shipped = load_generator(tmp_path / "s.pt")[1]
+    chain = shipped["shipped"]["initialised_from"]
+    assert shipped["data"] == "data/corpus/train_all" and chain["file"] == "runs/leg/generator.pt"
+    assert chain["data"] == "/elsewhere/x" and chain["sha256"] == "b" * 64      # outside the repository: kept
+    assert chain["initialised_from"] == dict(first, file="nfinpaint/weights/default_generator.pt",
+                                             data="data/corpus/photos/train")
+
+
 def test_the_shipped_meta_records_the_settings_a_run_changed_from_its_preset(tmp_path):
     """A fine-tune's lr and warm-up lived only in its run directory's config.toml, not in the file users get."""
     import subprocess  # noqa: PLC0415
