@@ -63,22 +63,20 @@ def repository_relative(data: str | None) -> str | None:
         return data
 
 
-# The keys of a run's origin record (train's initialised_from / fine_tuned_from, nested one per run of the
-# chain) that name this machine's folders.
-ORIGIN_PATHS = ("file", "checkpoint", "data", "val_data")
+# Keys that name this machine's folders, in a generator's meta and in each origin record down its chain;
+# and the keys that hold those records (train's initialised_from / fine_tuned_from, nested one per run).
+PATH_KEYS = ("file", "checkpoint", "data", "val_data")
 ORIGINS = ("initialised_from", "fine_tuned_from", "from")
 
 
-def origin_relative(record):
-    """An origin record with its paths made repository-relative, all the way down its chain."""
+def relative_paths(record):
+    """A meta or origin record with its paths made repository-relative, all the way down its chain of
+    origins: the shipped file names no folder of the machine that trained it."""
     if not isinstance(record, dict):
         return record
-    out = {key: repository_relative(value) if key in ORIGIN_PATHS and isinstance(value, str) else value
-           for key, value in record.items()}
-    for key in ORIGINS:
-        if key in out:
-            out[key] = origin_relative(out[key])
-    return out
+    return {key: repository_relative(value) if key in PATH_KEYS and isinstance(value, str)
+            else relative_paths(value) if key in ORIGINS else value
+            for key, value in record.items()}
 
 
 def trained_on(data: str | None) -> str:
@@ -148,10 +146,7 @@ def ship() -> int:
                             f"folder of python -m nfinpaint.evaluate")
         evaluations[name] = read_evaluation(Path(folder))
     untrained = meta.get("feature_pretrained") is False
-    meta["data"], meta["val_data"] = repository_relative(meta.get("data")), repository_relative(meta.get("val_data"))
-    for key in ORIGINS[:2]:
-        if key in meta:
-            meta[key] = origin_relative(meta[key])
+    meta = relative_paths({"data": None, "val_data": None, **meta})
     meta["shipped"] = {
         "what": "nfinpaint's default generator (used by inpaint and evaluate without --checkpoint)",
         "generator": generator.config.get("variant", "paper"),
