@@ -286,6 +286,16 @@ def tensor_to_pil(image: torch.Tensor, bits: int = 8) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
+# TIFF tags that describe how a file's pixels are stored, never carried from input to output: size,
+# bits and samples per pixel, compression, photometric interpretation (RGB, CMYK, YCbCr, palette),
+# strips and tiles, planar layout, predictor, colour map, extra samples, sample format, the JPEG and
+# YCbCr tables, and the ICC profile tag (the profile travels as ``icc_profile``, checked against the
+# output's pixels).
+_LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291,
+                292, 293, 317, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522),
+                529, 530, 531, 532, 34675)
+
+
 def read_image_info(path: str | os.PathLike) -> dict:
     """What of an image file besides its pixels is written back with them: the ICC colour
     profile (without it wide-gamut photos change colour; :func:`save_image` writes it only where
@@ -299,8 +309,12 @@ def read_image_info(path: str | os.PathLike) -> dict:
             info["dpi"] = tuple(float(v) for v in img.info["dpi"])
         try:
             exif = img.getexif()
+            for tag in (0x0112, *_LAYOUT_TAGS):
+                # orientation: applied to the pixels when they were read; layout: describes the input's
+                # pixels (a TIFF's getexif() is its whole first directory), and PIL's TIFF writer would
+                # let it override the output's own (CMYK in the header over RGB data: an unreadable file)
+                exif.pop(tag, None)
             if len(exif):
-                exif.pop(0x0112, None)   # orientation: applied to the pixels when they were read
                 info["exif"] = exif.tobytes()
         except Exception:  # noqa: BLE001  (damaged EXIF: the pixels are still good; write without it)
             info.pop("exif", None)

@@ -306,23 +306,39 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                   log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) colour or (1, H, W) grey [0, 1] image given a (1, H, W) mask (1 = hole).
 
-    Returns the filled image, with the input's channels (pixels outside the holes
-    are the input's, exactly), and the list of holes with the method used for
-    each.  ``generator`` (with its training ``hole_size``) enables the GAN;
-    without it every hole goes to PatchMatch.  ``half``: the generator runs in
-    float16 (autocast; a CUDA device only), the composite stays float32.
-    Raises ValueError for bad input.
+    Returns the filled image, with the input's channels and float dtype (pixels outside
+    the holes are the input's, exactly; the fill itself is computed in float32), and the
+    list of holes with the method used for each.  ``generator`` (with its training
+    ``hole_size``) enables the GAN; without it every hole goes to PatchMatch.  ``half``:
+    the generator runs in float16 (autocast; a CUDA device only), the composite stays float32.
+    Raises ValueError for bad input (an integer or non-finite image, a mask of another
+    size or with more than one plane).
     """
-    if image.dim() == 3 and image.shape[0] == 1:
-        # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
-        # get the mean of the fill's colour channels, every other pixel its own grey level
-        filled, holes = _inpaint_colour(image.expand(3, -1, -1), mask, generator=generator, hole_size=hole_size,
-                                        method=method, device=device, seed=seed, max_scale=max_scale, log=log,
-                                        half=half)
-        hole = mask.reshape(1, *mask.shape[-2:]).cpu() > 0.5
-        return torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1]), holes
-    return _inpaint_colour(image, mask, generator=generator, hole_size=hole_size, method=method, device=device,
-                           seed=seed, max_scale=max_scale, log=log, half=half)
+    if not image.is_floating_point():
+        raise ValueError(f"expected a float image with values in [0, 1], got {image.dtype}: divide a uint8 "
+                         f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
+    grey = image.dim() == 3 and image.shape[0] == 1
+    # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
+    # get the mean of the fill's colour channels, every other pixel its own grey level
+    filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
+                                    hole_size=hole_size, method=method, device=device, seed=seed,
+                                    max_scale=max_scale, log=log, half=half)
+    hole = mask_plane(mask).cpu() > 0.5
+    if grey:
+        filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1])
+    if image.dtype != filled.dtype:
+        # the fill is computed in float32; a float64 (or float16) picture keeps its own known pixels
+        filled = torch.where(hole, filled.to(image.dtype), image.detach().cpu().clamp(0, 1))
+    return filled, holes
+
+
+def mask_plane(mask: torch.Tensor) -> torch.Tensor:
+    """A (H, W), (1, H, W) or (1, 1, H, W) mask as (1, H, W) float; ValueError for any other shape
+    (a mask per colour channel, say, whose channels could disagree)."""
+    if mask.dim() < 2 or any(size != 1 for size in mask.shape[:-2]):
+        raise ValueError(f"expected a (1, H, W) or (H, W) mask, got shape {tuple(mask.shape)}: "
+                         f"one plane, 1 (or white) = hole")
+    return mask.reshape(1, *mask.shape[-2:]).float()
 
 
 def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None,
@@ -334,7 +350,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
     check_half(half, device)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) colour or (1, H, W) grey image, got shape {tuple(image.shape)}")
-    mask = mask.reshape(1, *mask.shape[-2:]).float().cpu()
+    mask = mask_plane(mask).cpu()
     if mask.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height); they must be the same size")
@@ -353,6 +369,10 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         raise ValueError("the mask covers the whole image: nothing is left to fill the holes from")
     device = torch.device(device)
     image = image.detach().float().cpu()
+    if not bool(torch.isfinite(image).all()):
+        # NaN passes the clamp below and would end as NaN fills (or a generator blamed for them)
+        raise ValueError("the image has NaN or infinite values; give finite values in [0, 1] "
+                         "(what lies under a hole may be anything finite)")
     if image.numel() and (bool(image.min() < 0) or bool(image.max() > 1)):   # a copy only when needed
         image = image.clamp(0, 1)
     labels, holes = find_holes(mask)

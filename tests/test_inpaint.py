@@ -145,6 +145,30 @@ def test_inpaint_image_rejects_bad_input(generator):
         inpaint.inpaint_image(image, torch.ones_like(mask), generator=generator)
     with pytest.raises(ValueError, match="needs --checkpoint"):
         inpaint.inpaint_image(image, mask, method="gan")
+    with pytest.raises(ValueError, match="float image"):          # uint8 would be clamped to a white picture
+        inpaint.inpaint_image((image * 255).to(torch.uint8), mask, generator=generator)
+    for bad in (float("nan"), float("inf")):                     # NaN passes a clamp; it must not pass here
+        broken = image.clone()
+        broken[1, 40, 5] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            inpaint.inpaint_image(broken, mask, generator=generator)
+    for planes in (mask.expand(3, -1, -1), mask.permute(1, 2, 0), mask[None].expand(2, -1, -1, -1)):
+        with pytest.raises(ValueError, match=r"\(1, H, W\) or \(H, W\) mask"):
+            inpaint.inpaint_image(image, planes, generator=generator)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_inpaint_image_keeps_the_picture_s_float_dtype_and_its_known_pixels(generator, dtype):
+    """The fill is computed in float32; a float64 picture's known pixels are not rounded through it."""
+    image, mask = _picture_and_mask(seed=int(torch.randint(1 << 30, ())))
+    image = image.to(dtype)
+    for planes in (mask, mask[0], mask[None]):                   # (1, H, W), (H, W), (1, 1, H, W)
+        filled, _ = inpaint.inpaint_image(image, planes, generator=generator, hole_size=HOLE, log=lambda m: None)
+        assert filled.dtype == dtype
+        assert torch.equal(filled[:, mask[0] == 0], image[:, mask[0] == 0])
+        as_float32, _ = inpaint.inpaint_image(image.float(), mask, generator=generator, hole_size=HOLE,
+                                              log=lambda m: None)
+        assert torch.equal(filled[:, mask[0] > 0], as_float32[:, mask[0] > 0].to(dtype))
 
 
 @needs_patchmatch
@@ -651,6 +675,31 @@ def test_cli_keeps_colour_profile_exif_and_dpi(tmp_path, checkpoint, capsys, suf
             assert np.abs(got[known] - want[known]).mean() < 5
         else:                      # lossless, WebP included
             assert np.array_equal(got[known], want[known])
+
+
+@pytest.mark.parametrize("mode, compression", [("CMYK", None), ("P", "tiff_lzw"), ("YCbCr", None), ("RGB", "tiff_adobe_deflate")])
+def test_a_tiff_of_any_layout_is_written_back_as_a_valid_tiff(tmp_path, checkpoint, mode, compression):
+    """A TIFF's EXIF as PIL reads it is its whole first directory, layout tags included (CMYK, palette,
+    YCbCr, 4 samples a pixel); carried into the output they overrode its own, RGB, layout: an unreadable
+    file (CMYK, palette) or RGB bytes tagged YCbCr. Only metadata may travel; a camera tag still does."""
+    rng = np.random.default_rng(int(torch.randint(1 << 30, ())))
+    image, mask = _picture_and_mask(seed=int(rng.integers(1 << 30)))
+    picture = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).convert(mode)
+    exif = Image.Exif()
+    exif[0x010F] = "TestCamera"
+    options = {"compression": compression} if compression else {}
+    picture.save(tmp_path / "in.tif", exif=exif, **options)
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    assert inpaint.main([str(tmp_path / "in.tif"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "out.tif"),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    with Image.open(tmp_path / "out.tif") as result:
+        result.load()
+        assert result.mode == "RGB"
+        assert result.getexif().get(0x010F) == "TestCamera"
+        known = mask[0].numpy() == 0
+        with Image.open(tmp_path / "in.tif") as original:
+            want = np.asarray(original.convert("RGB"))
+        assert np.array_equal(np.asarray(result)[known], want[known])
 
 
 def _profile_of_space(space: bytes) -> bytes:
