@@ -52,6 +52,11 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in the dtype the ops accumulate in: float32, or float64 for float64 (what gradcheck needs)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
     check_reduction(reduction)
@@ -60,11 +65,11 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
     if mask.dtype == torch.bool:     # as composite_l2 takes it
         mask = mask.to(generated.dtype)
     composite = mask * generated + (1 - mask) * target
-    diff = generated.float() - target.float()
-    sq_err = (mask.float() * diff * diff).flatten(1).sum(1)
+    diff = _wide(generated) - _wide(target)
+    sq_err = (_wide(mask) * diff * diff).flatten(1).sum(1)
     if reduction == "sum":
         return composite, sq_err.sum()
-    count = mask.float().flatten(1).sum(1) * (generated.shape[1] // mask.shape[1])
+    count = _wide(mask).flatten(1).sum(1) * (generated.shape[1] // max(mask.shape[1], 1))   # C = 0: no pixel
     if reduction == "per_sample":
         return composite, sq_err / count.clamp_min(1)
     return composite, sq_err.sum() / count.sum().clamp_min(1)
@@ -73,8 +78,8 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
 def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
                                reduction: str = "sum") -> Tensor:
     check_reduction(reduction)
-    diff = fake.float() - real.float()
-    sq = diff * diff if weight is None else weight.detach().float() * diff * diff   # weight: no gradient
+    diff = _wide(fake) - _wide(real)
+    sq = diff * diff if weight is None else _wide(weight.detach()) * diff * diff   # weight: no gradient
     per_sample = sq.flatten(1).sum(1)
     if reduction == "per_sample":
         return per_sample

@@ -323,6 +323,9 @@ def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: i
     at its finest scale).  ``image`` (3, H, W) float tensor whose hole pixels hold the guess; ``hole``
     (H, W) bool on its device.  Returns a new (3, H, W); pixels outside the hole are the input's.
     ValueError when no whole patch of known pixels exists (see :func:`has_source_patch`)."""
+    if image.dim() != 3 or hole.shape != image.shape[-2:]:
+        raise ValueError(f"resynthesize takes a (C, H, W) image and its (H, W) hole; got shapes "
+                         f"{tuple(image.shape)} and {tuple(hole.shape)}")
     patch_size = _check_patch_size(patch_size, *hole.shape, "image")
     if not has_source_patch(hole, patch_size):
         raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from")

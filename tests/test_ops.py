@@ -131,6 +131,30 @@ def test_composite_l2_gradient_only_from_used_outputs():
     torch.testing.assert_close(x.grad, m * probe)
 
 
+@pytest.mark.parametrize("mask_channels", [1, 3])
+def test_references_keep_float64_as_the_ops_do(mask_channels):
+    """In float64 the ops sum in float64 (what gradcheck needs); their references, which define them,
+    did their sums in float32 and could not check them there."""
+    g, t, m = make_inputs((2, 3, 6, 5), torch.float64, mask_channels, seed=int(torch.randint(1 << 30, ())))
+    for reduction in ("sum", "mean", "per_sample"):
+        (comp, loss), (rcomp, rloss) = ops.composite_l2(g, t, m, reduction), ops.composite_l2_reference(g, t, m, reduction)
+        assert rloss.dtype == loss.dtype == torch.float64
+        torch.testing.assert_close(rloss, loss, rtol=1e-12, atol=1e-12)
+        distance, rdistance = ops.feature_distance(g, t, m, reduction), ops.feature_distance_reference(g, t, m, reduction)
+        assert rdistance.dtype == distance.dtype == torch.float64
+        torch.testing.assert_close(rdistance, distance, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: ops.feature_distance_reference(x, t, m), (g.requires_grad_(),))
+
+
+def test_composite_l2_reference_of_no_channels_is_zero_like_the_op():
+    empty = torch.zeros(2, 0, 4, 4)
+    for reduction in ("sum", "mean", "per_sample"):
+        loss, reference = ops.composite_l2(empty, empty, empty, reduction)[1], \
+            ops.composite_l2_reference(empty, empty, empty, reduction)[1]
+        torch.testing.assert_close(reference, loss)
+        assert not bool(reference.any())
+
+
 def test_composite_l2_reference_takes_a_bool_mask_like_the_op():
     g, t, m = make_inputs((2, 3, 5, 4), seed=7)
     hole = m > 0.5

@@ -74,6 +74,22 @@ def test_nnf_distances_match_reference(patch_size):
                                                                           patch_size), rtol=1e-5, atol=1e-7)
 
 
+def test_nnf_leaves_source_patches_that_hold_nan():
+    """A NaN in the source makes the patches over it unusable: every pixel that started on one
+    moves to a finite match (NaN compared false with every candidate, so such a start was kept)."""
+    seed = int(torch.randint(1 << 30, ()))
+    source = smooth_image(30, 30, seed=seed)
+    target = source.clone()
+    source[:, 0:8, 0:8] = float("nan")
+    field, dist = pm.nnf(target, source, patch_size=3, iterations=8, seed=seed % 1000)
+    assert bool(torch.isfinite(dist).all())
+    fy, fx = field[..., 0].long(), field[..., 1].long()
+    assert not bool(((fy <= 8) & (fx <= 8)).any()), "matched a patch that touches the NaN corner"
+    # the matches are as good as the reference distance of the same field says
+    torch.testing.assert_close(dist.double(), pm.patch_distance_reference(hwc(target), hwc(source), field, 3),
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_nnf_more_iterations_do_not_hurt():
     target, source = smooth_image(40, 40, seed=7), smooth_image(40, 40, seed=8)
     d1 = pm.nnf(target, source, patch_size=5, iterations=1, seed=1)[1]
@@ -287,6 +303,9 @@ def test_resynthesize_needs_a_known_patch():
     assert not pm.has_source_patch(torch.zeros(4, 30, dtype=torch.bool), 5)     # thinner than a patch
     with pytest.raises(ValueError, match="no 5x5 patch"):
         pm.resynthesize(image, hole, 5)
+    for bad_hole in (hole[None], hole[:, :10]):                    # named as the caller knows it
+        with pytest.raises(ValueError, match=r"\(H, W\) hole"):
+            pm.resynthesize(image, bad_hole, 3)
 
 
 def _two_textures(h, w):

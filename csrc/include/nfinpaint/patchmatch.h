@@ -130,9 +130,11 @@ NFI_HD float patch_ssd(const Problem& p, int32_t ty, int32_t tx, int32_t sy, int
       l0 = add_rn(l0, mul_rn(d, d));
     }
     total = add_rn(total, add_rn(add_rn(l0, l1), add_rn(l2, l3)));
-    if (total > limit) return total;
+    if (!(total <= limit)) break;  // over the limit, or NaN
   }
-  return total;
+  // A NaN pixel in either patch makes the match unusable, not unbeatable: as +inf, any finite
+  // candidate replaces it (NaN compares false with everything, so a NaN start was never left).
+  return total != total ? kInf : total;
 }
 
 // Index of pixel i's (y, x) pair in an (H, W, 2) field: int64, since 2*i
