@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, metavar="PX",
                    help="the full-size protocol: whole pictures with their longer side scaled to PX (512: "
                         "512x384 for a 4:3 photograph), holes of the families in --masks, every method "
-                        "through its public code path (gan = inpaint's); without it, the crop protocol")
+                        "through its public code path (gan = inpaint's); 64 to 8192; without it, the crop protocol")
     p.add_argument("--repeats", type=int, default=None, metavar="K",
                    help="full-size protocol: masks per picture and family (default 1), each a different hole")
     p.add_argument("--masks", default=None,
@@ -391,10 +391,16 @@ def _write_results(out: Path, text: str, tables: dict[str, str], write_figures_i
           f"{out / 'figures'}, {out / 'config.json'}")
 
 
+MIN_SIZE, MAX_SIZE = 64, 8192     # full-size protocol: a 4:3 picture at 8192 px has 50 megapixels
+
+
 def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
     """The full-size protocol (:mod:`nfinpaint.picture_eval`): whole pictures through every method."""
-    if args.size < 64:
-        raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        # pictures are scaled to --size, up as well as down: 100000 asked for 7.5 gigapixels and the
+        # kernel's OOM killer ended the run without a word
+        raise UsageError(f"--size must be {MIN_SIZE} to {MAX_SIZE} pixels (the longer side every picture is "
+                         f"scaled to, up or down), got {args.size}")
     args.repeats = 1 if args.repeats is None else args.repeats
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")

@@ -360,7 +360,9 @@ def profile_fits(icc: bytes, mode: str) -> bool:
 
 def _grey_depth(bits: int, fmt: str) -> int:
     """The bits per channel ``fmt`` writes one grey channel of ``bits`` with: 16 in PNG and TIFF,
-    32-bit float in TIFF, else 8."""
+    32-bit float in TIFF (in PNG, which has no float, 16: the closest it holds), else 8."""
+    if bits == 32 and fmt == "PNG":
+        return 16
     return bits if (bits == 16 and fmt in ("PNG", "TIFF")) or (bits == 32 and fmt == "TIFF") else 8
 
 

@@ -635,10 +635,17 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
         print(f"note: {output.suffix} is lossy, so pixels outside the holes change slightly; "
               "use .png to keep them exact")
     if bits > written:
-        depth = "32-bit float" if bits == 32 else f"{bits}-bit"
-        print(f"note: {args.image} has {depth} channels; {output} is written with 8 bits, so pixels outside "
-              f"the holes are rounded to 8 bits (a grey picture keeps 16 bits in .png or .tif, and float in .tif)")
+        print(f"note: {args.image} has {_depth_name(bits)} channels; {output} is written with {written} bits, so "
+              f"pixels outside the holes are rounded to {written} bits ({_KEEPS_DEPTH})")
     return holes
+
+
+# where a grey picture's depth survives, said when it does not
+_KEEPS_DEPTH = "a grey picture keeps 16 bits in .png or .tif, and float in .tif"
+
+
+def _depth_name(bits: int) -> str:
+    return "32-bit float" if bits == 32 else f"{bits}-bit"
 
 
 EXIT_SOME_FAILED = 1
@@ -675,19 +682,27 @@ def run_folders(args: argparse.Namespace) -> int:
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     skipped = len(pairs) - len(todo)
     bad: list[tuple[Path, str]] = []
+    rounded: list[str] = []         # pictures whose depth the PNG output does not hold
     filled = 0
     for item in tqdm(todo, desc="inpaint", unit="picture", file=sys.stderr, dynamic_ncols=True):
         if item.problem:
             bad.append((item.image, item.problem))
             continue
         try:
-            _fill_one(item.image, item.masks, item.output, args, loaded, device, lambda message: None)
+            _, _, bits, written = _fill_one(item.image, item.masks, item.output, args, loaded, device,
+                                            lambda message: None)
             filled += 1
+            if bits > written:
+                rounded.append(f"{item.image.name} ({_depth_name(bits)} -> {written} bits)")
         except DiskFullError:
             raise           # every picture after it would fail the same way: stop, one line
         except (UsageError, ImageError) as exc:
             bad.append((item.image, cli.one_line(exc)))
     print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))
+    if rounded:
+        shown = ", ".join(rounded[:5]) + (f" and {len(rounded) - 5} more" if len(rounded) > 5 else "")
+        print(f"note: {len(rounded)} picture(s) have more bits per channel than their PNG holds, so pixels outside "
+              f"the holes are rounded: {shown} ({_KEEPS_DEPTH}: fill a float one with -o NAME.tif)")
     if bad:
         print(f"error: {len(bad)} of {len(pairs)} picture(s) not filled:", file=sys.stderr)
         for path, reason in bad:

@@ -466,6 +466,14 @@ def test_unknown_mask_kind_is_a_one_line_error(capsys, tmp_path):
     assert len(err) == 1 and "unknown hole family 'triangle'" in err[0] and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("size", ["63", "8193", "100000"])
+def test_a_size_out_of_range_is_a_one_line_error(capsys, tmp_path, size):
+    """Pictures are scaled to --size, up too: 100000 used to be tried, and killed for memory."""
+    assert evaluate.main(["--size", size, "--methods", "border-mean", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--size must be 64 to 8192" in err[0] and not (tmp_path / "o").exists()
+
+
 def test_comparison_grid_layout_and_cells():
     from nfinpaint import figures
 

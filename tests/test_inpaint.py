@@ -481,10 +481,14 @@ def test_cli_reads_every_image_mode_scaled_to_0_1(tmp_path, checkpoint, capsys, 
         with Image.open(out) as result:
             assert result.mode == "I;16"
             assert np.array_equal(np.asarray(result).astype(np.uint16)[known], grey16[known])
+    elif mode == "F":      # float grey in a PNG, which has no float: 16 bits, the nearest level
+        with Image.open(out) as result:
+            levels = np.asarray(result).astype(np.float64)[known] / 65535   # rounded in float32
+            assert np.abs(levels - values[known]).max() <= 0.5 / 65535 + 1e-7
     else:
         assert np.array_equal(_known_pixels_of(out, mask), (expected * 255 + 0.5).astype(np.uint8)[known])
     with Image.open(out) as result:     # grey in, grey out
-        assert result.mode == {"I;16": "I;16", "F": "L", "L": "L", "LA": "LA"}.get(mode, "RGBA" if mode == "RGBA"
+        assert result.mode == {"I;16": "I;16", "F": "I;16", "L": "L", "LA": "LA"}.get(mode, "RGBA" if mode == "RGBA"
                                                                                  else "RGB")
     if mode in ("LA", "RGBA"):   # alpha passed through unchanged
         assert np.array_equal(np.asarray(Image.open(out))[..., -1], rgba[..., 3])
@@ -814,7 +818,12 @@ def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
     common = ["--checkpoint", str(checkpoint), "--method", "gan", "-o", str(tmp_path / "out.png")]
     assert inpaint.main([str(tmp_path / "float.tif"), str(tmp_path / "mask.png")] + common) == 0
     printed = capsys.readouterr().out
-    assert "32-bit float channels" in printed and "16-bit" not in printed
+    assert "32-bit float channels" in printed and "written with 16 bits" in printed   # PNG has no float
+    with Image.open(tmp_path / "out.png") as result:
+        assert result.mode == "I;16"
+        known = mask[0].numpy() == 0
+        original = np.asarray(Image.open(tmp_path / "float.tif"))
+        assert np.abs(np.asarray(result).astype(np.float64) / 65535 - original)[known].max() <= 0.5 / 65535 + 1e-7
     for name, said in (("rgb16.png", "16 bits per colour channel: it is read at 8"),
                        ("anim.gif", "has 3 frames or pages: only the first is read")):
         with pytest.warns(ImageWarning, match=said):
@@ -822,6 +831,25 @@ def test_cli_says_what_is_not_read(tmp_path, checkpoint, capsys):
 
 
 # ---------------------------------------------------------------- folders (--images, --masks)
+
+
+def test_folder_mode_says_which_pictures_it_rounds(tmp_path, checkpoint, capsys):
+    """Folder outputs are PNGs: a float grey picture is written with 16 bits, and the run says so
+    (it used to be rounded to 8 bits without a word); an 8-bit one is not mentioned."""
+    images, masks_dir = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks_dir.mkdir()
+    _, mask = _picture_and_mask(seed=11)
+    rng = np.random.default_rng(int(torch.randint(1 << 30, ())))
+    Image.fromarray(rng.random((50, 70), dtype=np.float32)).save(images / "float.tif")
+    Image.fromarray(rng.integers(0, 256, (50, 70), dtype=np.uint8)).save(images / "grey.png")
+    for name in ("float", "grey"):
+        Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(masks_dir / f"{name}.png")
+    assert inpaint.main(["--images", str(images), "--masks", str(masks_dir), "-o", str(tmp_path / "out"),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "float.tif (32-bit float -> 16 bits)" in notes[0] and "grey.png" not in notes[0]
+    with Image.open(tmp_path / "out" / "float.png") as result:
+        assert result.mode == "I;16"
 
 def _folder_of_pairs(tmp_path, count, rng):
     """``count`` pictures in images/ with masks in masks/: same stem, or LaMa's NAME_mask001.png."""
