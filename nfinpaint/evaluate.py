@@ -301,10 +301,12 @@ def check_out_folder(out: Path, data: str | None) -> None:
         # or one holding it, cannot be
         raise UsageError(f"--out {out} is the current folder or holds it; the results replace their folder "
                          f"whole, so give a folder of its own, such as {Path(out) / 'eval'}")
-    if out.is_dir() and any(out.iterdir()) and marker_kind(out) != EVALUATION:
+    kind = marker_kind(out) if out.is_dir() else None
+    if out.is_dir() and any(out.iterdir()) and kind != EVALUATION:
         # a config.json alone proves nothing: replacing the folder would delete the user's files
-        raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation (no {MARKER} "
-                         f"marker); choose a new or empty folder")
+        holds = f"it holds an nfinpaint {kind}" if kind else f"no {MARKER} marker"
+        raise UsageError(f"--out {out} is a folder that does not hold an nfinpaint evaluation ({holds}); "
+                         f"choose a new or empty folder")
     if data is not None and Path(data).is_dir() and overlap(out, data):
         raise UsageError(f"--out {out} overlaps --data {data}: the results would be read as test images, or "
                          f"the images replaced with the results; choose an --out outside --data")

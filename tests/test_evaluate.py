@@ -466,6 +466,21 @@ def test_unknown_mask_kind_is_a_one_line_error(capsys, tmp_path):
     assert len(err) == 1 and "unknown hole family 'triangle'" in err[0] and not (tmp_path / "o").exists()
 
 
+def test_out_naming_a_training_run_says_so(capsys, tmp_path):
+    """A training run's folder is refused as --out, and the error says what it holds (it said: no marker)."""
+    from nfinpaint.files import write_marker
+    from nfinpaint.run_dir import RUN_KIND
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_marker(run, RUN_KIND)
+    (run / "config.toml").write_text("")
+    assert evaluate.main(["--size", "64", "--methods", "border-mean", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "it holds an nfinpaint training run" in err[0] and "no .nfinpaint-output" not in err[0]
+    assert sorted(p.name for p in run.iterdir()) == [".nfinpaint-output", "config.toml"]
+
+
 @pytest.mark.parametrize("size", ["63", "8193", "100000"])
 def test_a_size_out_of_range_is_a_one_line_error(capsys, tmp_path, size):
     """Pictures are scaled to --size, up too: 100000 used to be tried, and killed for memory."""
