@@ -301,7 +301,7 @@ def check_out_folder(out: Path, data: str | None) -> None:
         # or one holding it, cannot be
         raise UsageError(f"--out {out} is the current folder or holds it; the results replace their folder "
                          f"whole, so give a folder of its own, such as {Path(out) / 'eval'}")
-    kind = marker_kind(out) if out.is_dir() else None
+    kind = marker_kind(out)     # None for a folder of anyone else's, or no folder
     if out.is_dir() and any(out.iterdir()) and kind != EVALUATION:
         # a config.json alone proves nothing: replacing the folder would delete the user's files
         holds = f"it holds an nfinpaint {kind}" if kind else f"no {MARKER} marker"

@@ -317,13 +317,14 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     if not image.is_floating_point():
         raise ValueError(f"expected a float image with values in [0, 1], got {image.dtype}: divide a uint8 "
                          f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
+    mask = mask_plane(mask).cpu()      # once: _inpaint_colour's own call is then free
     grey = image.dim() == 3 and image.shape[0] == 1
     # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
     # get the mean of the fill's colour channels, every other pixel its own grey level
     filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
                                     hole_size=hole_size, method=method, device=device, seed=seed,
                                     max_scale=max_scale, log=log, half=half)
-    hole = mask_plane(mask).cpu() > 0.5
+    hole = mask > 0.5
     if grey:
         filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1])
     if image.dtype != filled.dtype:
