@@ -43,17 +43,25 @@ TORCH_LIBRARY(nfinpaint, m) {
   // Hole pixels := weighted average of the overlapping matched patches' pixels.
   m.def("patchmatch_vote(Tensor image, Tensor field, Tensor weight, Tensor hole, int patch_size) -> Tensor");
 
+  // ---- smooth fills (nfinpaint/initial_fill.py; kernel csrc/cpu/biharmonic.cpp) ----
+  // `iterations` conjugate-gradient steps on P L L P (L: 5-point Laplacian, borders replicated;
+  // P: the hole's weights `mask`) from x (N, C, H, W) float32, the start in the hole and the known
+  // pixels elsewhere; mask (N, 1, H, W) float32. Every plane (n, c) its own system, with float64
+  // dot products. Returns the new x (contiguous). Not differentiable.
+  m.def("biharmonic_cg(Tensor x, Tensor mask, int iterations) -> Tensor");
+
   // ---- build facts for `python -m nfinpaint.info` ----
   m.def("build_info() -> str", &build_info);
 }
 
 
-// The backward ops have no derivative of their own. Without an Autograd kernel PyTorch's fallback only
+// The backward ops (and the smooth fill's solver) have no derivative of their own. Without an Autograd kernel PyTorch's fallback only
 // warns and a second backward through them (a gradient penalty through the loss) silently gets no
 // gradient; with this one it fails with "derivative for nfinpaint::..._backward is not implemented".
 TORCH_LIBRARY_IMPL(nfinpaint, Autograd, m) {
   m.impl("composite_l2_backward", torch::autograd::autogradNotImplementedFallback());
   m.impl("feature_distance_backward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("biharmonic_cg", torch::autograd::autogradNotImplementedFallback());
 }
 
 // Importing nfinpaint._C loads this library and so runs the registrations

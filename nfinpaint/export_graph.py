@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE, coarse_hole_mask, conjugate_gradients,
+                                    MULTISCALE_MIN_SIDE, coarse_hole_mask, conjugate_gradients_reference,
                                     level_mean_fill, neighbour_sum_conv, relax_harmonic)
 from nfinpaint.neural_fill import MIRROR
 
@@ -79,8 +79,8 @@ def harmonic_fill(image: Tensor, mask: Tensor, levels: int) -> Tensor:
 
 
 def _biharmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int) -> Tensor:
-    return conjugate_gradients(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations,
-                               neighbour_sum_conv)
+    return conjugate_gradients_reference(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations,
+                                         neighbour_sum_conv)
 
 
 def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE,

@@ -184,3 +184,92 @@ def test_conjugate_gradients_on_the_holes_box_equal_the_whole_image(where):
     whole = conjugate_gradients(mask, start, 32)
     torch.testing.assert_close(boxed, whole, atol=1e-6, rtol=0)
     assert torch.equal(boxed[mask.expand_as(boxed) < 0.5], image[mask.expand_as(image) < 0.5])
+
+
+# ---------------------------------------------------------------- the compiled solver (nfinpaint::biharmonic_cg)
+def _cg_problem(g: torch.Generator, n: int, c: int, h: int, w: int, soft: bool = False):
+    image = torch.rand(n, c, h, w, generator=g)
+    mask = torch.rand(n, 1, h, w, generator=g)
+    mask = mask if soft else (mask > 0.6).float()
+    start = torch.where(mask > 0.5, torch.rand(image.shape, generator=g), image)
+    return start, mask
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 3, 1, 9), (1, 3, 11, 1), (2, 1, 2, 2), (3, 3, 17, 23),
+                                   (1, 3, 64, 80)])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary mask", "weights in [0, 1]"])
+def test_compiled_solver_equals_the_tensor_steps(shape, soft):
+    """The operator (the path every CPU fill takes) against the tensor steps it replaces, step counts 1 to 32;
+    the two add float64 sums in different orders, so equality is to float32 rounding, not to the bit."""
+    from nfinpaint.initial_fill import conjugate_gradients_reference
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    start, mask = _cg_problem(g, *shape, soft=soft)
+    for iterations in (1, 5, 32):
+        got = torch.ops.nfinpaint.biharmonic_cg(start, mask, iterations)
+        want = conjugate_gradients_reference(mask, start, iterations)
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(start, mask, 0), start)
+
+
+def test_compiled_solver_edge_cases():
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    image = torch.rand(2, 3, 9, 10, generator=g)
+    # no hole: nothing moves; all hole: no boundary, the residual of a constant start is 0, nothing moves
+    assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(image, torch.zeros(2, 1, 9, 10), 8), image)
+    flat = torch.full((1, 3, 9, 10), 0.25)
+    assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(flat, torch.ones(1, 1, 9, 10), 8), flat)
+    # a strided input (a window of a larger picture, channels-last) gives the contiguous input's result
+    big = torch.rand(1, 3, 20, 30, generator=g).contiguous(memory_format=torch.channels_last)
+    before = big.clone()
+    window = big[:, :, 3:12, 5:15]
+    mask = (torch.rand(1, 1, 9, 10, generator=g) > 0.5).float()
+    out = torch.ops.nfinpaint.biharmonic_cg(window, mask, 8)
+    assert torch.equal(out, torch.ops.nfinpaint.biharmonic_cg(window.contiguous(), mask, 8))
+    assert not torch.equal(out, window)           # the hole did move
+    assert torch.equal(big, before)               # the input is not written to
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x, m: (x[0], m[0]), r"expected x of shape \(N, C, H, W\)"),
+    (lambda x, m: (x, m.expand(-1, 3, -1, -1)), r"expected mask of shape \(N, 1, H, W\) = \(2, 1, 5, 6\)"),
+    (lambda x, m: (x, m[:, :, :4]), r"expected mask of shape"),
+    (lambda x, m: (x.double(), m), "expected float32 x and mask"),
+])
+def test_compiled_solver_refuses_bad_input(bad, message):
+    x, m = torch.rand(2, 3, 5, 6), torch.ones(2, 1, 5, 6)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.nfinpaint.biharmonic_cg(*bad(x, m), 4)
+    with pytest.raises(RuntimeError, match="iterations must be >= 0"):
+        torch.ops.nfinpaint.biharmonic_cg(x, m, -1)
+
+
+def test_opcheck_compiled_solver():
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 3, 6, 7), (2, 1, 1, 5)]:
+        torch.library.opcheck(torch.ops.nfinpaint.biharmonic_cg.default, (*_cg_problem(g, *shape), 4))
+
+
+def test_conjugate_gradients_routes_cpu_float32_to_the_operator_and_the_rest_to_the_reference(monkeypatch):
+    """CPU float32 outside graph capture takes the operator; float64, a given neighbour sum (the export
+    graph) and inputs that need a gradient take the tensor steps (no silent fallback for a missing build:
+    the operator path requires the extension)."""
+    from nfinpaint import initial_fill
+
+    calls = []
+    real = torch.ops.nfinpaint.biharmonic_cg
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append("op")
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops.nfinpaint, "biharmonic_cg", Spy())
+    g = torch.Generator().manual_seed(4)
+    start, mask = _cg_problem(g, 1, 3, 8, 9)
+    initial_fill.conjugate_gradients(mask, start, 3)
+    assert calls == ["op"]
+    initial_fill.conjugate_gradients(mask.double(), start.double(), 3)
+    initial_fill.conjugate_gradients(mask, start, 3, initial_fill.neighbour_sum_conv)
+    initial_fill.conjugate_gradients(mask, start.clone().requires_grad_(), 3)
+    assert calls == ["op"]
