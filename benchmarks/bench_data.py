@@ -65,7 +65,7 @@ def test_input_pipeline(tmp_path):
     steps = int(os.environ.get("NFINPAINT_BENCH_STEPS", "30"))
     rounds = int(os.environ.get("NFINPAINT_BENCH_ROUNDS", "3"))
     folder = Path(os.environ.get("NFINPAINT_BENCH_DATA") or _photo_folder(tmp_path / "photos", count, side))
-    base = dataclasses.replace(PRESETS["default"], feature_weights="random", compile=False, device="cpu")
+    base = dataclasses.replace(PRESETS["default"], feature_weights="random", compile="never", device="cpu")
     S, batch = base.image_size, base.batch_size
 
     start = time.perf_counter()

@@ -36,7 +36,7 @@ def _has_custom_ops() -> bool:
     return _extension.is_built() and hasattr(ops, "composite_l2") and hasattr(ops, "feature_distance")
 
 
-def _trainer(base, device, *, compile: bool, channels_last: bool, custom_ops: bool, amp: str) -> Trainer:
+def _trainer(base, device, *, compile: str, channels_last: bool, custom_ops: bool, amp: str) -> Trainer:
     cfg = dataclasses.replace(base, compile=compile, channels_last=channels_last, use_custom_ops=custom_ops,
                               feature_weights="random", device=str(device), amp=amp)
     with warnings.catch_warnings():
@@ -54,12 +54,12 @@ def test_train_step_images_per_second():
     device = distributed.resolve_device("auto")
     base = PRESETS[preset]
     n, s = base.batch_size, base.image_size
-    variants = [("eager NCHW", dict(compile=False, channels_last=False, amp="none")),
-                ("eager channels-last", dict(compile=False, channels_last=True, amp="none")),
-                ("compiled channels-last", dict(compile=True, channels_last=True, amp="none"))]
+    variants = [("eager NCHW", dict(compile="never", channels_last=False, amp="none")),
+                ("eager channels-last", dict(compile="never", channels_last=True, amp="none")),
+                ("compiled channels-last", dict(compile="always", channels_last=True, amp="none"))]
     if device.type == "cuda" or cpu_has_bf16():
-        variants += [("eager channels-last bf16", dict(compile=False, channels_last=True, amp="bf16")),
-                     ("compiled channels-last bf16", dict(compile=True, channels_last=True, amp="bf16"))]
+        variants += [("eager channels-last bf16", dict(compile="never", channels_last=True, amp="bf16")),
+                     ("compiled channels-last bf16", dict(compile="always", channels_last=True, amp="bf16"))]
     loss_paths = [("reference", False)] + ([("custom ops", True)] if _has_custom_ops() else [])
     runs = {}
     for loss_name, custom in loss_paths:

@@ -62,6 +62,7 @@ class ConfigError(NfinpaintError, ValueError):
 
 FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
+COMPILE_MODES = ("auto", "always", "never")
 LR_SCHEDULES = ("constant", "cosine")
 L2_FORMS = ("mse", "log")
 # The feature term as equation 2 ("plain"), or its logarithm ("log": scale-free, so the term keeps its
@@ -124,7 +125,9 @@ class TrainConfig:
     feature_weights: str = "imagenet"  # imagenet | rotation (shipped, self-supervised) | PATH to a VGG-19 state dict | random (untrained, tests only)
     use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
     # -- speed --------------------------------------------------------------
-    compile: bool = True            # torch.compile the training step
+    # torch.compile the training step: auto (on GPUs; on CPUs it measured no faster than the eager
+    # channels-last step and took 1-3 minutes to compile, docs/training.md) | always | never
+    compile: str = "auto"
     channels_last: bool = True
     amp: str = "auto"               # auto (bf16 on GPUs and on CPUs with native bf16, else fp32) | bf16 | none
     # -- run ----------------------------------------------------------------
@@ -195,6 +198,7 @@ class TrainConfig:
         need(self.lr_schedule in LR_SCHEDULES,
              f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("log_every", "sample_every", "val_every", "checkpoint_every"):
@@ -363,11 +367,25 @@ def _field_type(name: str) -> type:
 _KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
+def _compile_mode(value: Any, where: str) -> str:
+    """``compile`` as one of COMPILE_MODES; true / false (the key was a boolean until 2026-12-03, and runs'
+    config.toml files say so) mean always / never."""
+    words = {"true": "always", "yes": "always", "1": "always", "false": "never", "no": "never", "0": "never"}
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return words.get(text, text)
+    raise ConfigError(f"config key 'compile'{where} needs one of {', '.join(COMPILE_MODES)}, got {value!r}")
+
+
 def coerce(name: str, value: Any, origin: str = "") -> Any:
     """Check (and for strings from the command line, parse) ``value`` for config key ``name``."""
     where = f" in {origin}" if origin else ""
     if name not in FIELD_NAMES:
         raise ConfigError(f"unknown config key {name!r}{where}; known keys: {', '.join(FIELD_NAMES)}")
+    if name == "compile":
+        return _compile_mode(value, where)
     kind = _field_type(name)
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()

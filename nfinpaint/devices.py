@@ -65,6 +65,13 @@ def resolve_device(text: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def compiles(mode: str, device: torch.device) -> bool:
+    """Whether training compiles its step for config ``compile`` on ``device`` ("auto": on GPUs only. On
+    2-core CPUs the compiled step measured 0.75-1.09x the eager channels-last step, after 1-3 minutes of
+    compiling: oneDNN's convolutions are most of the step, and Inductor calls them as they are)."""
+    return mode == "always" or (mode == "auto" and device.type == "cuda")
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Training's autocast precision for config ``amp`` on ``device``: bf16, or None for fp32
     ("auto": bf16 on GPUs and on CPUs that compute it natively)."""

@@ -49,8 +49,8 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, metavar="S",
                         help="seed of the weights, the data split, crops and augmentation (default 0)")
     parser.add_argument("--no-compile", action="store_true",
-                        help="run the training step eagerly instead of under torch.compile (starts faster, "
-                             "steps slower)")
+                        help="never torch.compile the training step (the default, compile=auto, compiles it on "
+                             "GPUs only; --set compile=always compiles it on a CPU too)")
     parser.add_argument("--feature-weights", metavar="{imagenet,rotation,PATH,random}",
                         help="VGG-19 weights of the feature loss: 'imagenet' (torchvision's, downloaded and cached; "
                              "the default), 'rotation' (conv1-conv3 learned offline by rotation prediction on the "
@@ -76,7 +76,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         if value is not None:
             overrides[key] = value
     if args.no_compile:
-        overrides["compile"] = False
+        overrides["compile"] = "never"
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

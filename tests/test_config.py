@@ -4,6 +4,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from nfinpaint import config, networks
 from nfinpaint.objective import Objective
@@ -101,8 +102,10 @@ def test_bad_values_are_clear_errors(tmp_path):
         load_config("fast")
     with pytest.raises(ConfigError, match="needs an integer"):
         load_config("default", None, {"steps": "ten"})
-    with pytest.raises(ConfigError, match="needs true or false"):
+    with pytest.raises(ConfigError, match="needs one of auto, always, never"):
         load_config("default", None, {"compile": 1})
+    with pytest.raises(ConfigError, match="compile must be one of"):
+        load_config("default", None, {"compile": "sometimes"})
     with pytest.raises(ConfigError, match="hole_size"):
         load_config("default", None, {"hole_size": 64})
     with pytest.raises(ConfigError, match="train_masks"):
@@ -116,8 +119,27 @@ def test_bad_values_are_clear_errors(tmp_path):
 
 
 def test_strings_from_the_command_line_are_parsed():
-    cfg = load_config("default", None, {"compile": "false", "steps": "12", "lr": "1e-3", "augment": "yes"})
-    assert (cfg.compile, cfg.steps, cfg.lr, cfg.augment) == (False, 12, 1e-3, True)
+    cfg = load_config("default", None, {"compile": "Never", "steps": "12", "lr": "1e-3", "augment": "yes"})
+    assert (cfg.compile, cfg.steps, cfg.lr, cfg.augment) == ("never", 12, 1e-3, True)
+
+
+@pytest.mark.parametrize("value, mode", [(True, "always"), (False, "never"), ("true", "always"), ("no", "never"),
+                                         ("auto", "auto"), ("ALWAYS", "always")])
+def test_compile_takes_the_booleans_of_older_config_files(value, mode, tmp_path):
+    """compile was a boolean until 2026-12-03: a run's config.toml that says `compile = false` still loads
+    (and resumes) as never, `true` as always."""
+    assert load_config("default", None, {"compile": value}).compile == mode
+    path = tmp_path / "old.toml"
+    path.write_text(f"compile = {str(value).lower() if isinstance(value, bool) else repr(value)}\n".replace("'", '"'))
+    assert load_config(None, path).compile == mode
+
+
+def test_the_training_step_compiles_on_gpus_only_unless_told():
+    from nfinpaint.devices import compiles
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert [compiles(m, cpu) for m in ("auto", "always", "never")] == [False, True, False]
+    assert [compiles(m, cuda) for m in ("auto", "always", "never")] == [True, True, False]
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -8,7 +8,7 @@ from nfinpaint.config import load_config
 from nfinpaint.crop_store import batch_items
 
 TINY = dict(image_size=16, hole_size=6, local_patch_size=8, batch_size=3, steps=4, g_warmup_steps=1,
-            d_warmup_steps=1, compile=False, use_custom_ops=False, feature_weights="random", val_batches=1,
+            d_warmup_steps=1, compile="never", use_custom_ops=False, feature_weights="random", val_batches=1,
             log_every=1, val_every=1000, sample_every=1000, checkpoint_every=1000, tensorboard=False,
             device="cpu", threads=1, amp="none")
 
