@@ -208,7 +208,7 @@ def test_compiled_solver_equals_the_tensor_steps(shape, soft):
     for iterations in (1, 5, 32):
         got = torch.ops.nfinpaint.biharmonic_cg(start, mask, iterations)
         want = conjugate_gradients_reference(mask, start, iterations)
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)   # soft weights allow |x| >> 1
     assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(start, mask, 0), start)
 
 
@@ -273,3 +273,27 @@ def test_conjugate_gradients_routes_cpu_float32_to_the_operator_and_the_rest_to_
     initial_fill.conjugate_gradients(mask, start, 3, initial_fill.neighbour_sum_conv)
     initial_fill.conjugate_gradients(mask, start.clone().requires_grad_(), 3)
     assert calls == ["op"]
+
+
+@pytest.mark.parametrize("solver", ["operator", "tensor steps"])
+@pytest.mark.parametrize("side", [2, 3, 5])
+def test_small_systems_stay_at_their_solution_after_converging(solver, side):
+    """A small system converges in a few steps; the steps after it divided rounding noise by rounding noise and,
+    on 2x2 and 3x3 planes that are all hole (a singular system), threw the fill to 1e34 or NaN (468 of 503 and
+    7 of 7 such planes among 20,000).  Now every fill after 32 or 300 steps stays finite and near its start,
+    and where something is known it is the direct solve's (300 planes a side, each its own system)."""
+    from nfinpaint.initial_fill import conjugate_gradients_reference
+
+    solve = (lambda m, x, k: torch.ops.nfinpaint.biharmonic_cg(x, m, k)) if solver == "operator" else \
+        (lambda m, x, k: conjugate_gradients_reference(m, x, k))
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    start, mask = _cg_problem(g, 300, 1, side, side)
+    mask[:4] = 1                                                          # a few all-hole planes, whatever the draw
+    usable = [i for i in range(300) if 0 < mask[i].sum() < side * side]    # a hole and something known
+    expected = np.stack([_biharmonic_solution(start[i].double().numpy(), mask[i, 0].numpy() > 0.5) for i in usable])
+    all_hole = mask.flatten(1).amin(dim=1) > 0.5
+    for steps in (32, 300):
+        got = solve(mask, start, steps)
+        assert torch.isfinite(got).all() and got.abs().max() < 10
+        np.testing.assert_allclose(got[usable].double().numpy(), expected, atol=2e-4)
+    assert len(usable) >= 100 and all_hole.sum() >= 4                   # both kinds of plane are there

@@ -93,10 +93,12 @@ inline void solve_plane(float* x, const float* m, int64_t h, int64_t w, int64_t 
     }
     rs = reduce_lanes(lane);
   }
+  const double rs_first = rs;
   for (int64_t step = 0; step < iterations; ++step) {
     for (int64_t i = 0; i < n; ++i) ap[i] = p[i] * m[i];     // ap = P L L P p
     laplacian_plane(ap, t, h, w);
     const double pap = masked_laplacian_dot(t, m, p, ap, h, w);
+    if (biharmonic::converged(rs, rs_first, pap)) return;     // x stays where it is, as the reference's
     const float alpha = biharmonic::step_ratio(rs, pap);
     const double rs_new = update_dot(x, r, p, ap, alpha, n);
     const float beta = biharmonic::step_ratio(rs_new, rs);

@@ -24,6 +24,16 @@ NFI_HD float step_ratio(double numerator, double denominator) {
   return static_cast<float>(numerator / (denominator > 1e-30 ? denominator : 1e-30));
 }
 
+// A plane has converged when its squared residual is this fraction of its first (a residual a millionth of
+// the first: float32's rounding level); it also stops when p.Ap <= 0 (the operator is positive
+// semi-definite, so only rounding gets there). Steps past either divide rounding noise by rounding noise
+// and threw small systems to 1e34 or NaN. Python's CG_CONVERGED is the same number.
+constexpr double kConverged = 1e-12;
+
+NFI_HD bool converged(double rs, double rs_first, double pap) {
+  return rs <= rs_first * kConverged || pap <= 0.0;
+}
+
 // The index of the neighbour `offset` (-1 or +1) away along a side of `size` pixels, replicated at the border.
 NFI_HD int64_t clamped(int64_t index, int64_t offset, int64_t size) {
   const int64_t j = index + offset;
