@@ -297,3 +297,18 @@ def test_small_systems_stay_at_their_solution_after_converging(solver, side):
         assert torch.isfinite(got).all() and got.abs().max() < 10
         np.testing.assert_allclose(got[usable].double().numpy(), expected, atol=2e-4)
     assert len(usable) >= 100 and all_hole.sum() >= 4                   # both kinds of plane are there
+
+
+def test_compiled_solver_gives_the_same_bits_for_any_thread_count():
+    """Each plane is solved start to end by one thread, so splitting the planes differently changes nothing."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    start, mask = _cg_problem(g, 5, 3, 31, 37)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.nfinpaint.biharmonic_cg(start, mask, 32)
+        torch.set_num_threads(4)
+        four = torch.ops.nfinpaint.biharmonic_cg(start, mask, 32)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, four)
