@@ -8,9 +8,9 @@ order (the thin-plate interpolant, what scikit-image's biharmonic inpainting
 computes) by conjugate gradients started from the harmonic fill.  Everything
 is batched tensor operations (shifted slices, pooling): it runs on any device,
 in any batch, inside ``torch.compile``; in eager mode the steps run on the
-box of the holes (:func:`boxed_conjugate_gradients`), and on the CPU the
-conjugate gradients are one compiled operator, ``nfinpaint::biharmonic_cg``
-(:func:`conjugate_gradients`).
+box of the holes (:func:`boxed_conjugate_gradients`), and the conjugate
+gradients are one compiled operator, ``nfinpaint::biharmonic_cg``, on the CPU
+and on CUDA (:func:`conjugate_gradients`).
 """
 from __future__ import annotations
 
@@ -181,19 +181,33 @@ def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int,
     """``iterations`` conjugate-gradient steps on ``P L L P`` from ``x`` (the start in the hole, the
     known pixels elsewhere), each (image, channel) plane its own system.
 
-    Float32 CPU tensors outside graph capture and autograd go to the compiled operator
+    Float32 CPU and CUDA tensors outside graph capture and autograd go to the compiled operator
     ``nfinpaint::biharmonic_cg`` (the extension is required: no silent fallback), which gives the
-    steps of :func:`conjugate_gradients_reference` with float64 sums added in another order (equal
-    to the last bit on the validation windows) 7-14x faster (benchmarks/bench_base_fill.py): the
-    tensor steps are ~25 operator calls each, a pass over memory apiece, and on the CPU they were a
-    third of a learned fill's time.
-    Everything else (CUDA, float64, a graph being made, ``neighbour_sum`` given) runs the reference."""
-    if (neighbour_sum is None and x.device.type == "cpu" and x.dtype == torch.float32
-            and mask.dtype == torch.float32 and mask.shape[1] == 1 and not _capturing_graph()
-            and not (torch.is_grad_enabled() and (x.requires_grad or mask.requires_grad))):
+    steps of :func:`conjugate_gradients_reference` with float64 sums added in another order (on the
+    CPU equal to the last bit on the validation windows, and 7-14x faster: benchmarks/bench_base_fill.py;
+    the tensor steps are ~25 operator calls each, a pass over memory apiece, and were a third of a
+    learned fill's time; on a GPU they are as many kernel launches).
+    Everything else (float64, a graph being made, ``neighbour_sum`` given, CUDA planes larger than
+    :data:`CUDA_PLANE_LIMIT`) runs the reference."""
+    if neighbour_sum is None and _takes_operator(mask, x):
         _extension.require()
         return torch.ops.nfinpaint.biharmonic_cg(x, mask, iterations)
     return conjugate_gradients_reference(mask, x, iterations, neighbour_sum)
+
+
+# The CUDA kernel solves each plane in one block (one SM): past about this many pixels a plane's passes
+# would take longer on one SM than the tensor steps' launches over the whole GPU.  An estimate, not a
+# measurement (no GPU has run it): benchmarks/bench_base_fill.py prints both on a GPU.
+CUDA_PLANE_LIMIT = 1 << 16
+
+
+def _takes_operator(mask: Tensor, x: Tensor) -> bool:
+    """Whether :func:`conjugate_gradients` calls the compiled operator for these tensors."""
+    if x.dtype != torch.float32 or mask.dtype != torch.float32 or x.dim() != 4 or mask.shape[1] != 1:
+        return False
+    if _capturing_graph() or (torch.is_grad_enabled() and (x.requires_grad or mask.requires_grad)):
+        return False
+    return x.device.type == "cpu" or (x.device.type == "cuda" and x.shape[-2] * x.shape[-1] <= CUDA_PLANE_LIMIT)
 
 
 def conjugate_gradients_reference(mask: Tensor, x: Tensor, iterations: int,

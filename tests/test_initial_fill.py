@@ -312,3 +312,49 @@ def test_compiled_solver_gives_the_same_bits_for_any_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, four)
+
+
+@pytest.mark.gpu
+def test_cuda_solver_equals_the_cpu_solver():
+    """The CUDA kernel runs the CPU loops' per-pixel math (one block a plane); only the float64 dot products
+    add in another order.  Sizes from one pixel to a plane larger than a block's threads many times over."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    for shape in [(1, 3, 1, 1), (2, 1, 2, 2), (2, 3, 17, 23), (4, 3, 96, 128), (1, 3, 300, 257)]:
+        for soft in (False, True):
+            start, mask = _cg_problem(g, *shape, soft=soft)
+            for iterations in (0, 1, 32):
+                cpu = torch.ops.nfinpaint.biharmonic_cg(start, mask, iterations)
+                gpu = torch.ops.nfinpaint.biharmonic_cg(start.cuda(), mask.cuda(), iterations)
+                assert gpu.is_cuda
+                torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-5, rtol=1e-5)
+    start, mask = _cg_problem(g, 2, 3, 9, 11)
+    torch.library.opcheck(torch.ops.nfinpaint.biharmonic_cg.default, (start.cuda(), mask.cuda(), 4))
+    # a window of a larger picture on the GPU, as inpaint passes it
+    big = torch.rand(1, 3, 40, 50, generator=g).cuda()
+    hole = (torch.rand(1, 1, 20, 30, generator=g) > 0.5).float().cuda()
+    torch.testing.assert_close(torch.ops.nfinpaint.biharmonic_cg(big[:, :, 5:25, 10:40], hole, 32).cpu(),
+                               torch.ops.nfinpaint.biharmonic_cg(big[:, :, 5:25, 10:40].cpu(), hole.cpu(), 32),
+                               atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_conjugate_gradients_routes_cuda_float32_to_the_operator(monkeypatch):
+    from nfinpaint import initial_fill
+
+    calls = []
+    real = torch.ops.nfinpaint.biharmonic_cg
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[0].device.type)
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops.nfinpaint, "biharmonic_cg", Spy())
+    start, mask = _cg_problem(torch.Generator().manual_seed(6), 1, 3, 8, 9)
+    initial_fill.conjugate_gradients(mask.cuda(), start.cuda(), 3)
+    initial_fill.conjugate_gradients(mask.cuda().double(), start.cuda().double(), 3)
+    assert calls == ["cuda"]
+    side = int(initial_fill.CUDA_PLANE_LIMIT ** 0.5) + 1       # a plane past the one-block-a-plane limit
+    initial_fill.conjugate_gradients(torch.zeros(1, 1, side, side, device="cuda"),
+                                     torch.zeros(1, 3, side, side, device="cuda"), 1)
+    assert calls == ["cuda"]
