@@ -176,8 +176,7 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
 
 
-def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int,
-                        neighbour_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int) -> Tensor:
     """``iterations`` conjugate-gradient steps on ``P L L P`` from ``x`` (the start in the hole, the
     known pixels elsewhere), each (image, channel) plane its own system.
 
@@ -187,12 +186,12 @@ def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int,
     CPU equal to the last bit on the validation windows, and 7-14x faster: benchmarks/bench_base_fill.py;
     the tensor steps are ~25 operator calls each, a pass over memory apiece, and were a third of a
     learned fill's time; on a GPU they are as many kernel launches).
-    Everything else (float64, a graph being made, ``neighbour_sum`` given, CUDA planes larger than
-    :data:`CUDA_PLANE_LIMIT`) runs the reference."""
-    if neighbour_sum is None and _takes_operator(mask, x):
+    Everything else (float64, a graph being made, CUDA planes larger than :data:`CUDA_PLANE_LIMIT`)
+    runs the reference."""
+    if _takes_operator(mask, x):
         _extension.require()
         return torch.ops.nfinpaint.biharmonic_cg(x, mask, iterations)
-    return conjugate_gradients_reference(mask, x, iterations, neighbour_sum)
+    return conjugate_gradients_reference(mask, x, iterations)
 
 
 # The CUDA kernel solves each plane in one block (one SM): past about this many pixels a plane's passes

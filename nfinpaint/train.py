@@ -305,7 +305,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
         # Ctrl-C and SIGTERM are caught from the first write on: one before the first step still ends
         # with a checkpoint to resume from, not a run directory that can be neither resumed nor reused
         with StopRequest() as stop:
-            run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype)
+            run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype,
+                      trainer.compiled)
             # crops are cut a batch at a time where the model trains (crop_store): no loader workers
             train_ds.store.to(info.device)
             val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)

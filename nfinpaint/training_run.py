@@ -31,7 +31,7 @@ import torch
 from nfinpaint import _extension, distributed, generator_io
 from nfinpaint.checkpoint import CHECKPOINT_DIR, list_checkpoints, rng_state, save_checkpoint, set_rng_state
 from nfinpaint.config import ConfigError, TrainConfig, changed_from_preset
-from nfinpaint.devices import compiles, set_cpu_threads
+from nfinpaint.devices import set_cpu_threads
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.figures import save_comparison_grid
 from nfinpaint.files import remove_stale_temps
@@ -133,7 +133,7 @@ class Run:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def start(self, feature_net: torch.nn.Module, data: str, amp: torch.dtype | None) -> None:
+    def start(self, feature_net: torch.nn.Module, data: str, amp: torch.dtype | None, compiled: bool) -> None:
         """Take the run directory (created, locked: a second training into it fails here with one
         line), write config.toml and the first record, and say what the run is (``data``: its sets)."""
         info, config, threads = self.info, self.config, self.threads
@@ -164,7 +164,7 @@ class Run:
         untrained = "" if feature_net.pretrained else " (UNTRAINED: random weights, smoke runs only)"
         for line in (f"run directory: {self.dir}", f"data: {config.data or 'embedded scikit-image photographs'}: {data}",
                      f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
-                     f"compiled step={'yes' if compiles(config.compile, info.device) else 'no'} "
+                     f"compiled step={'yes' if compiled else 'no'} "
                      f"(compile={config.compile}), channels_last={config.channels_last}, "
                      f"amp={'bf16' if amp else 'off (fp32)'}, custom ops={config.use_custom_ops}",
                      f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}",

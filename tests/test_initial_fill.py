@@ -251,9 +251,9 @@ def test_opcheck_compiled_solver():
 
 
 def test_conjugate_gradients_routes_cpu_float32_to_the_operator_and_the_rest_to_the_reference(monkeypatch):
-    """CPU float32 outside graph capture takes the operator; float64, a given neighbour sum (the export
-    graph) and inputs that need a gradient take the tensor steps (no silent fallback for a missing build:
-    the operator path requires the extension)."""
+    """CPU float32 outside graph capture takes the operator; float64 and inputs that need a gradient take the
+    tensor steps (no silent fallback for a missing build: the operator path requires the extension; the
+    export graph calls the tensor steps itself, with its convolution Laplacian)."""
     from nfinpaint import initial_fill
 
     calls = []
@@ -270,7 +270,6 @@ def test_conjugate_gradients_routes_cpu_float32_to_the_operator_and_the_rest_to_
     initial_fill.conjugate_gradients(mask, start, 3)
     assert calls == ["op"]
     initial_fill.conjugate_gradients(mask.double(), start.double(), 3)
-    initial_fill.conjugate_gradients(mask, start, 3, initial_fill.neighbour_sum_conv)
     initial_fill.conjugate_gradients(mask, start.clone().requires_grad_(), 3)
     assert calls == ["op"]
 

@@ -1,7 +1,7 @@
 // nfinpaint::biharmonic_cg on the CPU: each (image, channel) plane is an independent system, solved
 // start to end by one thread (at::parallel_for over planes), in cache, by the loops of
 // biharmonic_loops.h. The tensor version (nfinpaint/initial_fill.py) makes ~25 operator calls a step,
-// each a pass over memory; this makes four passes a step and no calls.
+// each a pass over memory; this makes six passes a step over a plane in cache, and no calls.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

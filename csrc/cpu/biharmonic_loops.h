@@ -17,52 +17,21 @@ inline void laplacian_plane(const float* in, float* out, int64_t h, int64_t w) {
   }
 }
 
-// Eight float64 partial sums, so the loop vectorises (one chain of additions would not); the
-// reference too multiplies in float32 and adds in float64.
+// The float64 sum over i < n of term(i), which may also write element i: eight partial sums, so the loop
+// vectorises (one chain of additions would not); the reference too multiplies in float32 and adds in float64.
 constexpr int64_t kLanes = 8;
 
-inline double reduce_lanes(const double* lane) {
+template <typename Term>
+inline double lane_sum(int64_t n, Term term) {
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t k = 0; k < kLanes; ++k) lane[k] += term(i + k);
+  }
+  for (; i < n; ++i) lane[0] += term(i);
   double s = 0.0;
   for (int64_t k = 0; k < kLanes; ++k) s += lane[k];
   return s;
-}
-
-// out = L(t) * m; returns the float64 sum of p * out.
-inline double masked_laplacian_dot(const float* t, const float* m, const float* p, float* out, int64_t h, int64_t w) {
-  laplacian_plane(t, out, h, w);
-  const int64_t n = h * w;
-  double lane[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t k = 0; k < kLanes; ++k) {
-      out[i + k] = out[i + k] * m[i + k];
-      lane[k] += static_cast<double>(p[i + k] * out[i + k]);
-    }
-  }
-  for (; i < n; ++i) {
-    out[i] = out[i] * m[i];
-    lane[0] += static_cast<double>(p[i] * out[i]);
-  }
-  return reduce_lanes(lane);
-}
-
-// x += alpha * p; r -= alpha * ap; returns the float64 sum of r * r.
-inline double update_dot(float* x, float* r, const float* p, const float* ap, float alpha, int64_t n) {
-  double lane[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t k = 0; k < kLanes; ++k) {
-      x[i + k] = x[i + k] + alpha * p[i + k];
-      r[i + k] = r[i + k] - alpha * ap[i + k];
-      lane[k] += static_cast<double>(r[i + k] * r[i + k]);
-    }
-  }
-  for (; i < n; ++i) {
-    x[i] = x[i] + alpha * p[i];
-    r[i] = r[i] - alpha * ap[i];
-    lane[0] += static_cast<double>(r[i] * r[i]);
-  }
-  return reduce_lanes(lane);
 }
 
 // `iterations` conjugate-gradient steps on P L L P for one (h, w) plane: x in/out (the start in the
@@ -75,32 +44,27 @@ inline void solve_plane(float* x, const float* m, int64_t h, int64_t w, int64_t 
   float* ap = work + 3 * n;
   laplacian_plane(x, t, h, w);                    // residual of L L x = 0 in the hole
   laplacian_plane(t, r, h, w);
-  double rs = 0.0;
-  {
-    double lane[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-      for (int64_t k = 0; k < kLanes; ++k) {
-        r[i + k] = -r[i + k] * m[i + k];
-        p[i + k] = r[i + k];
-        lane[k] += static_cast<double>(r[i + k] * r[i + k]);
-      }
-    }
-    for (; i < n; ++i) {
-      r[i] = -r[i] * m[i];
-      p[i] = r[i];
-      lane[0] += static_cast<double>(r[i] * r[i]);
-    }
-    rs = reduce_lanes(lane);
-  }
+  double rs = lane_sum(n, [&](int64_t i) {
+    r[i] = -r[i] * m[i];
+    p[i] = r[i];
+    return static_cast<double>(r[i] * r[i]);
+  });
   const double rs_first = rs;
   for (int64_t step = 0; step < iterations; ++step) {
     for (int64_t i = 0; i < n; ++i) ap[i] = p[i] * m[i];     // ap = P L L P p
     laplacian_plane(ap, t, h, w);
-    const double pap = masked_laplacian_dot(t, m, p, ap, h, w);
+    laplacian_plane(t, ap, h, w);
+    const double pap = lane_sum(n, [&](int64_t i) {
+      ap[i] = ap[i] * m[i];
+      return static_cast<double>(p[i] * ap[i]);
+    });
     if (biharmonic::converged(rs, rs_first, pap)) return;     // x stays where it is, as the reference's
     const float alpha = biharmonic::step_ratio(rs, pap);
-    const double rs_new = update_dot(x, r, p, ap, alpha, n);
+    const double rs_new = lane_sum(n, [&](int64_t i) {
+      x[i] = x[i] + alpha * p[i];
+      r[i] = r[i] - alpha * ap[i];
+      return static_cast<double>(r[i] * r[i]);
+    });
     const float beta = biharmonic::step_ratio(rs_new, rs);
     for (int64_t i = 0; i < n; ++i) p[i] = r[i] + beta * p[i];
     rs = rs_new;
