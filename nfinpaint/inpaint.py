@@ -88,7 +88,7 @@ from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
                               check_regular_file, header_size, read_image_and_alpha, read_image_info,
                               save_image)
-from nfinpaint.masks import blank_holes, default_hole_size
+from nfinpaint.masks import blank_holes, default_hole_size, mask_plane
 
 DEFAULT_MAX_SCALE = 4.0
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
@@ -331,15 +331,6 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         # the fill is computed in float32; a float64 (or float16) picture keeps its own known pixels
         filled = torch.where(hole, filled.to(image.dtype), image.detach().cpu().clamp(0, 1))
     return filled, holes
-
-
-def mask_plane(mask: torch.Tensor) -> torch.Tensor:
-    """A (H, W), (1, H, W) or (1, 1, H, W) mask as (1, H, W) float; ValueError for any other shape
-    (a mask per colour channel, say, whose channels could disagree)."""
-    if mask.dim() < 2 or any(size != 1 for size in mask.shape[:-2]):
-        raise ValueError(f"expected a (1, H, W) or (H, W) mask, got shape {tuple(mask.shape)}: "
-                         f"one plane, 1 (or white) = hole")
-    return mask.reshape(1, *mask.shape[-2:]).float()
 
 
 def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None,

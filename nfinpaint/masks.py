@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +19,17 @@ MASK_KINDS = ("center", "random", "freeform", "thin", "medium", "large", "mixed"
 # scratches and wires, an object, a large object.  "mixed" draws one family per mask.
 HOLE_FAMILIES = ("thin", "medium", "large")
 MIXED_WEIGHTS = (0.3, 0.35, 0.35)
+
+
+def mask_plane(mask, name: str = "mask") -> Tensor:
+    """A (H, W), (1, H, W) or (1, 1, H, W) mask (tensor or numpy array) as a (1, H, W) float tensor,
+    soft values kept; ValueError for any other shape (a mask per colour channel, say, whose
+    channels could disagree)."""
+    m = mask if isinstance(mask, Tensor) else torch.from_numpy(np.asarray(mask))
+    if m.dim() < 2 or any(size != 1 for size in m.shape[:-2]):
+        raise ValueError(f"{name}: expected a (1, H, W) or (H, W) mask, got shape {tuple(m.shape)}: "
+                         f"one plane, 1 (or white) = hole")
+    return m.reshape(1, *m.shape[-2:]).float()
 
 
 def blank_holes(image: Tensor, mask: Tensor) -> Tensor:
