@@ -57,6 +57,12 @@ def _wide(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def _hole_mean(sq_err: Tensor, count: Tensor) -> Tensor:
+    """sq_err / count, 0 for an empty hole.  Not count.clamp_min(1): a soft hole's weights may add
+    up to less than 1 (a mask of 0.05 over 12 pixels weighs 0.6)."""
+    return sq_err / torch.where(count > 0, count, torch.ones_like(count))
+
+
 def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
                            reduction: str = "mean") -> tuple[Tensor, Tensor]:
     check_reduction(reduction)
@@ -71,8 +77,8 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
         return composite, sq_err.sum()
     count = _wide(mask).flatten(1).sum(1) * (generated.shape[1] // max(mask.shape[1], 1))   # C = 0: no pixel
     if reduction == "per_sample":
-        return composite, sq_err / count.clamp_min(1)
-    return composite, sq_err.sum() / count.sum().clamp_min(1)
+        return composite, _hole_mean(sq_err, count)
+    return composite, _hole_mean(sq_err.sum(), count.sum())
 
 
 def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None = None,
@@ -111,8 +117,8 @@ def composite_l2(generated: Tensor, target: Tensor, mask: Tensor,
     if reduction == "sum":
         return composite, sq_err.sum()
     if reduction == "per_sample":
-        return composite, sq_err / count.clamp_min(1)
-    return composite, sq_err.sum() / count.sum().clamp_min(1)
+        return composite, _hole_mean(sq_err, count)
+    return composite, _hole_mean(sq_err.sum(), count.sum())
 
 
 def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,

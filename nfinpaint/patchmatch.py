@@ -33,6 +33,7 @@ outside pixels are skipped, and the mean is over the pixels inside).
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import _extension
+from nfinpaint.masks import mask_plane
 
 __all__ = ["nnf", "inpaint", "resynthesize", "has_source_patch", "patch_distance_reference"]
 
@@ -134,14 +136,12 @@ def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
 
 def _plane_to_bool(mask, name: str, h: int, w: int, device: torch.device) -> Tensor:
     """(H, W) or (1, H, W) bool/float mask (tensor or numpy) -> (H, W) bool tensor on device (True = set)."""
-    m = torch.from_numpy(np.asarray(mask)) if not isinstance(mask, Tensor) else mask
-    shape = tuple(m.shape)
-    while m.dim() > 2 and m.shape[0] == 1:
-        m = m[0]
-    if m.dim() != 2 or tuple(m.shape) != (h, w):
-        raise ValueError(f"{name} must be (H, W) or (1, H, W) matching the image's {h}x{w}, got shape {shape}")
+    plane = mask_plane(mask, name)[0]
+    if tuple(plane.shape) != (h, w):
+        raise ValueError(f"{name}: got shape {tuple(plane.shape)} for an image of {h}x{w} (height x width); "
+                         f"the mask must be the same size")
     # Contiguous: the ops take any strides, but a row-major plane needs no copy there.
-    return (m > 0.5 if m.is_floating_point() else m.bool()).to(device).contiguous()
+    return (plane > 0.5).to(device).contiguous()
 
 
 def _integer(value) -> int | None:
@@ -300,7 +300,11 @@ def _vote_weights(dist: Tensor, active: Tensor) -> Tensor:
     if d.numel() > 0:
         # kthvalue, not quantile: quantile refuses inputs above 16M elements.
         sigma2 = d.kthvalue(max(1, (3 * d.numel() + 3) // 4)).values.clamp_min(1e-6)
-        weight[active] = torch.exp(d / (-2 * sigma2))
+        exponent = d / (-2 * sigma2)
+        # floored at e^-80 (a normal float32): a pixel whose every vote has a subnormal weight lost its
+        # average in the vote's float32 sums (1e-44 weights gave 4e-2 errors); inf (no finite match)
+        # and NaN stay no vote (weight 0)
+        weight[active] = torch.where(exponent > -math.inf, torch.exp(exponent.clamp_min(-80.0)), 0.0)
     return weight
 
 
@@ -371,6 +375,11 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     # what lies under the hole is unknown and never read, but NaN there (a common "missing" marker)
     # would survive the border fill's multiply-by-zero and spread through every convolution
     work = torch.where(hole, 0.0, img.to(dev))
+    if not bool(torch.isfinite(work).all()):
+        # a known NaN or inf pixel beside the hole would reach the fill through the border fill's
+        # convolutions, and no match could outvote it (every patch over it costs inf)
+        raise ValueError("image has NaN or infinite values outside the hole; mark those pixels as hole "
+                         "(mask = 1) or replace them")
     if levels is not None:
         levels = _check_count(levels, "levels", 1)
     if guide is not None:

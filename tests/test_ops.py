@@ -118,6 +118,23 @@ def test_composite_l2_batch_one_and_empty_batch():
     assert comp.shape == (0, 3, 4, 4) and loss.item() == 0
 
 
+@pytest.mark.parametrize("mask_channels", [1, 3])
+def test_composite_l2_mean_of_a_light_soft_hole(mask_channels):
+    """A soft hole whose weights add up to less than 1 is still a weighted mean: the denominator was
+    clamped to 1, so a mask of 0.05 over 4x4 pixels gave 0.8 of the mean."""
+    seed = int(torch.randint(1 << 30, ()))
+    g, t, _ = make_inputs((2, 3, 4, 4), seed=seed)
+    m = torch.rand(2, mask_channels, 4, 4, generator=torch.Generator().manual_seed(seed)) * 0.01
+    sq = (m * (g - t) ** 2).double().expand(2, 3, 4, 4)
+    weight = m.double().expand(2, 3, 4, 4)
+    per_sample = sq.flatten(1).sum(1) / weight.flatten(1).sum(1)
+    assert float(weight.sum()) < 1     # what the clamp got wrong
+    for fn in (ops.composite_l2, ops.composite_l2_reference):
+        torch.testing.assert_close(fn(g, t, m, "per_sample")[1].double(), per_sample, rtol=1e-5, atol=0)
+        torch.testing.assert_close(fn(g, t, m, "mean")[1].double(), sq.sum() / weight.sum(), rtol=1e-5, atol=0)
+        assert fn(g, t, torch.zeros_like(m), "mean")[1].item() == 0      # an empty hole: 0, not NaN
+
+
 def test_composite_l2_gradient_only_from_used_outputs():
     g, t, m = make_inputs((2, 3, 5, 6), mask_channels=1, soft=True, seed=5)
     # loss only: the composite's gradient is None and must count as zero

@@ -1,4 +1,6 @@
 """PatchMatch: nearest-neighbour field and hole filling (CPU; CUDA vs CPU on a GPU)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,44 @@ def test_vote_matches_reference():
             expected[y, x] = acc / wsum
     np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(out[~hole], image[~hole])
+
+
+def test_vote_weights_of_far_matches_keep_the_average():
+    """Weights exp(-d / 2 sigma^2) of distances ~200 sigma^2 were subnormal, and the vote's float32
+    sums lost the average (4e-2 off at 1e-44); they are floored at a normal float, and inf (no
+    finite match) still gives no vote."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    h, w, p = 9, 9, 3
+    image = torch.rand(h, w, 3, generator=g)
+    field = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).int().clamp(1, 7)
+    hole = torch.zeros(h, w, dtype=torch.bool)
+    hole[4, 4] = True
+    active = torch.ones(h, w, dtype=torch.bool)
+    dist = torch.ones(h, w)                       # sigma^2 = 1: the 75th percentile
+    dist[3:6, 3:6] = 200.0                        # every patch over the hole pixel: e^-100 < FLT_MIN
+    dist[0, 0] = float("inf")
+    weight = pm._vote_weights(dist, active)
+    assert weight[0, 0] == 0
+    assert bool((weight[3:6, 3:6] >= torch.finfo(torch.float32).tiny).all())
+    assert torch.equal(weight[1:3, 1:3], torch.full((2, 2), math.exp(-0.5)))
+    voted = torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, p)[4, 4]
+    sources = [image[field[4 - dy, 4 - dx, 0] + dy, field[4 - dy, 4 - dx, 1] + dx]
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    torch.testing.assert_close(voted, torch.stack(sources).mean(0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_inpaint_refuses_a_non_finite_known_pixel(bad):
+    # it reached the fill through the border fill's convolutions: 20 of 100 hole pixels came back NaN
+    image = torch.rand(3, 30, 36, generator=torch.Generator().manual_seed(3))
+    hole = torch.zeros(30, 36, dtype=torch.bool)
+    hole[10:20, 12:22] = True
+    image[:, 9, 16] = bad
+    with pytest.raises(ValueError, match="outside the hole"):
+        pm.inpaint(image, hole, patch_size=5)
+    image[:, 12, 16] = bad       # under the hole: unknown, never read
+    image[:, 9, 16] = 0.5
+    assert bool(torch.isfinite(pm.inpaint(image, hole, patch_size=5)).all())
 
 
 # ---------------------------------------------------------------- inpaint
@@ -373,7 +413,7 @@ def test_inpaint_numpy_uint8_roundtrip_and_seed():
 
 
 @pytest.mark.parametrize("case, message", [
-    ("mask_size", "matching the image"),
+    ("mask_size", "must be the same size"),
     ("no_hole", "no hole"),
     ("full_hole", "no 5x5 patch"),
     ("mostly_hole", "no 5x5 patch"),
