@@ -7,8 +7,11 @@ its own time limit, and its exit status and output go into the report, which is
 rewritten after every step, so a step that hangs or a run cut short keeps
 what the earlier steps measured:
 
-1. build: ``pip install --no-build-isolation .`` with ``NFINPAINT_FORCE_CUDA=1``
-   (``--no-build`` skips it when the installed package is current);
+1. build: ``pip install --no-build-isolation --no-deps .`` with ``NFINPAINT_FORCE_CUDA=1``
+   (``--no-build`` skips it when the installed package is current).  ``--no-deps``: a GPU
+   machine brings its own torch, often not the version pyproject pins (the H200 image here
+   had torch 2.11), and has no package index to fetch the pinned one from; the extension is
+   built against the torch that will load it, and the report's header names its version;
 2. CUDA vs CPU agreement of every custom op (forward and gradient) and of the
    PatchMatch field, each against a stated limit (:data:`LIMITS`,
    :data:`MIN_SAME_FIELD`): the step fails when any is exceeded; and the
@@ -26,7 +29,12 @@ what the earlier steps measured:
    visible).
 
 A step over its limit (``--timeout-scale`` scales them all) is killed with its
-whole process group and reported as TIMEOUT.  Exit status: 0 when every step
+whole process group and reported as TIMEOUT.  ``--budget SECONDS`` caps the whole run: each
+step's limit is cut to what is left, and a step that would start with less than
+:data:`MIN_STEP_SECONDS` left is reported as "not run (budget)".  ``--only KEYS`` runs a
+subset, by the keys in :data:`STEP_KEYS` (e.g. ``--only build,agreement,gpu-tests``), in the
+order above.  The header lists the Python packages the package needs that the machine lacks
+(``scripts/device_session.py`` carries them as wheels).  Exit status: 0 when every step
 passed, 1 otherwise.  Without a CUDA GPU it refuses at once (exit status 2) and
 writes nothing.
 """
@@ -57,6 +65,8 @@ class Step:
     output: str = ""
     timeout: float = 600.0  # seconds; the step is killed after this
     timed_out: bool = False
+    key: str = ""           # what --only selects it by (STEP_KEYS)
+    skipped: bool = False   # not started: the --budget was spent
 
 
 def fresh_run_dir(parent: Path) -> Path:
@@ -66,25 +76,42 @@ def fresh_run_dir(parent: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=parent))
 
 
-def plan(python: str, run_dir: Path, build: bool, timeout_scale: float = 1.0) -> list[Step]:
+STEP_KEYS = ("build", "agreement", "gpu-tests", "benchmarks", "train", "tests")
+MIN_STEP_SECONDS = 20.0   # under --budget, a step with less left than this is not started
+
+
+def plan(python: str, run_dir: Path, build: bool, timeout_scale: float = 1.0,
+         only: tuple[str, ...] = STEP_KEYS) -> list[Step]:
     """The steps, in order; ``run_dir`` is this run's own (fresh) output folder."""
-    steps = []
-    if build:
-        steps.append(Step("build (CPU + CUDA operators)",
-                          [python, "-m", "pip", "install", "--no-build-isolation", "-v", "."], timeout=1200))
-    steps += [
+    steps = [
+        Step("build (CPU + CUDA operators)",
+             [python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-v", "."], timeout=1200,
+             key="build"),
         Step("CUDA vs CPU agreement, copy bandwidth", [python, str(Path(__file__).resolve()), "--agreement"],
-             timeout=300),
-        Step("pytest tests -m gpu", [python, "-m", "pytest", "tests", "-m", "gpu", "-q", "-rA"], timeout=900),
-        Step("pytest benchmarks (CUDA rows)", [python, "-m", "pytest", "benchmarks", "-s", "-q"], timeout=900),
+             timeout=300, key="agreement"),
+        Step("pytest tests -m gpu", [python, "-m", "pytest", "tests", "-m", "gpu", "-q", "-rA"], timeout=900,
+             key="gpu-tests"),
+        Step("pytest benchmarks (CUDA rows)", [python, "-m", "pytest", "benchmarks", "-s", "-q"], timeout=900,
+             key="benchmarks"),
         Step("training run, default preset, 300 steps on the GPU",
              [python, "-m", "nfinpaint.train", "--feature-weights", "random", "--steps", "300",
-              "--device", "cuda", "--out", str(run_dir / "train-default")], timeout=600),
-        Step("pytest tests (all, GPU tests included)", [python, "-m", "pytest", "tests", "-q"], timeout=1800),
+              "--device", "cuda", "--out", str(run_dir / "train-default")], timeout=600, key="train"),
+        Step("pytest tests (all, GPU tests included)", [python, "-m", "pytest", "tests", "-q"], timeout=1800,
+             key="tests"),
     ]
+    steps = [s for s in steps if s.key in only and (build or s.key != "build")]
     for step in steps:
         step.timeout *= timeout_scale
     return steps
+
+
+def parse_only(text: str) -> tuple[str, ...]:
+    """--only's comma-separated keys, checked against STEP_KEYS."""
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in STEP_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"--only takes keys among {', '.join(STEP_KEYS)}, got {text!r}")
+    return keys
 
 
 def run_step(step: Step, env: dict, log: Path | None = None) -> Step:
@@ -129,6 +156,8 @@ def render(steps: list[Step], header: list[tuple[str, str]], tail_lines: int = 4
     for s in steps:
         if s.timed_out:
             result = f"TIMEOUT (killed after {s.timeout:.0f} s)"
+        elif s.skipped:
+            result = "not run (budget)"
         else:
             result = ("not run" if s.returncode is None
                       else "ok" if s.returncode == 0 else f"FAILED (exit {s.returncode})")
@@ -305,9 +334,34 @@ def agreement() -> int:
 def header_facts() -> list[tuple[str, str]]:
     import torch  # noqa: PLC0415
 
-    return [("date", datetime.datetime.now().isoformat(timespec="seconds")),
-            ("GPU", torch.cuda.get_device_name()), ("torch", torch.__version__),
-            ("CUDA (torch)", str(torch.version.cuda))]
+    facts = [("date", datetime.datetime.now().isoformat(timespec="seconds")),
+             ("GPU", torch.cuda.get_device_name()), ("Python", sys.version.split()[0]),
+             ("torch", torch.__version__), ("CUDA (torch)", str(torch.version.cuda)),
+             ("triton", _version_of("triton"))]
+    missing = missing_modules()
+    if missing:
+        facts.append(("MISSING Python packages", ", ".join(missing) + " (carry them as wheels: "
+                      "scripts/device_session.py prepare)"))
+    return facts
+
+
+# The runtime imports of pyproject's dependencies (torch, torchvision and triton come with a GPU machine).
+RUNTIME_MODULES = {"numpy": "numpy", "PIL": "pillow", "skimage": "scikit-image", "scipy": "scipy", "tqdm": "tqdm",
+                   "tomli_w": "tomli-w"}
+
+
+def missing_modules() -> list[str]:
+    """The distributions of :data:`RUNTIME_MODULES` that do not import here."""
+    import importlib.util  # noqa: PLC0415
+
+    return [dist for module, dist in RUNTIME_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
+def _version_of(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-build", action="store_true", help="skip `pip install .`")
     parser.add_argument("--timeout-scale", type=float, default=1.0,
                         help="multiply every step's time limit by this (default 1)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="cap on the whole run's time: each step's limit is cut to what is left (a GPU "
+                             "lease is short: start with the most telling steps)")
+    parser.add_argument("--only", type=parse_only, default=STEP_KEYS, metavar="KEYS",
+                        help=f"comma-separated steps to run, among {','.join(STEP_KEYS)} (default: all)")
     parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)  # step 2, in its own process
     args = parser.parse_args(argv)
     import torch  # noqa: PLC0415
@@ -328,15 +387,26 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, NFINPAINT_FORCE_CUDA="1", NFI_BENCH_GRAM_SIZES="6,16,64")
     env.pop("TRITON_INTERPRET", None)
     run_dir = fresh_run_dir(args.out.resolve().parent / "gpu-report-runs")
-    steps = plan(sys.executable, run_dir, build=not args.no_build, timeout_scale=args.timeout_scale)
+    deadline = None if args.budget is None else time.monotonic() + args.budget
+    steps = plan(sys.executable, run_dir, build=not args.no_build, timeout_scale=args.timeout_scale,
+                 only=args.only)
     header = header_facts() + [("outputs and step logs", str(run_dir))]
+    if deadline is not None:
+        header.append(("budget", f"{args.budget:.0f} s for all steps"))
     args.out.write_text(render(steps, header))
     for i, step in enumerate(steps):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < MIN_STEP_SECONDS:
+                step.skipped = True
+                continue
+            step.timeout = min(step.timeout, left)
         print(f"[gpu_report] {step.name} (limit {step.timeout:.0f} s) ...", flush=True)
         run_step(step, env, log=run_dir / f"step{i + 1}.log")
         args.out.write_text(render(steps, header))  # after every step: a later hang keeps this
+    args.out.write_text(render(steps, header))
     print(f"wrote {args.out}")
-    return 0 if all(s.returncode == 0 and not s.timed_out for s in steps) else 1
+    return 0 if all(s.returncode == 0 and not s.timed_out and not s.skipped for s in steps) else 1
 
 
 if __name__ == "__main__":

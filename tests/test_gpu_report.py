@@ -40,7 +40,8 @@ def test_refuses_without_gpu_and_writes_nothing(tmp_path):
 
 def test_plan_covers_every_step(report, tmp_path):
     names = [" ".join(s.command) for s in report.plan("python", tmp_path, build=True)]
-    assert "pip install --no-build-isolation" in names[0]
+    # --no-deps: a GPU machine brings its own torch and has no index to fetch pyproject's pin from
+    assert "pip install --no-build-isolation --no-deps" in names[0]
     assert any(c.endswith("pytest tests -q") for c in names)
     assert any("pytest tests -m gpu" in c for c in names)
     assert any("pytest benchmarks -s" in c for c in names)
@@ -131,3 +132,38 @@ def test_report_is_written_after_every_step(report, monkeypatch, tmp_path):
     assert "| second | ok |" in text and "| third | TIMEOUT (killed after 2 s) |" in text
     logs = sorted(p.name for p in (tmp_path / "gpu-report-runs").glob("*/step*.log"))
     assert logs == ["step1.log", "step2.log", "step3.log"]
+
+
+def test_only_runs_the_chosen_steps_in_order(report, tmp_path):
+    only = report.parse_only("gpu-tests,build,agreement")
+    assert [s.key for s in report.plan("python", tmp_path, build=True, only=only)] == \
+        ["build", "agreement", "gpu-tests"]
+    assert [s.key for s in report.plan("python", tmp_path, build=False, only=only)] == ["agreement", "gpu-tests"]
+    for bad in ("", "build,compile"):
+        with pytest.raises(Exception, match="--only takes keys among"):
+            report.parse_only(bad)
+
+
+def test_budget_cuts_limits_and_skips_what_cannot_start(report, monkeypatch, tmp_path):
+    out = tmp_path / "report.md"
+    steps = [report.Step("sleeps", [sys.executable, "-c", "import time; time.sleep(120)"], timeout=600, key="a"),
+             report.Step("never starts", [sys.executable, "-c", "print('ran')"], key="b")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "header_facts", lambda: [("GPU", "Fake")])
+    monkeypatch.setattr(report, "plan", lambda *a, **k: steps)
+    monkeypatch.setattr(report, "MIN_STEP_SECONDS", 2.0)
+    start = time.monotonic()
+    assert report.main(["--out", str(out), "--no-build", "--budget", "3"]) == 1
+    assert time.monotonic() - start < 60
+    assert steps[0].timed_out and steps[0].timeout <= 3
+    assert steps[1].skipped and steps[1].returncode is None
+    text = out.read_text()
+    assert "| never starts | not run (budget) |" in text and "- **budget**: 3 s for all steps" in text
+
+
+def test_header_names_missing_packages(report, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tomli_w" else real(name, *a))
+    assert report.missing_modules() == ["tomli-w"]
