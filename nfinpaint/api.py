@@ -128,9 +128,26 @@ def _palette_as_hwc(image: Image.Image) -> tuple[np.ndarray, Any]:
     return array, back
 
 
+def _decoded(image: Image.Image, what: str) -> Image.Image:
+    """``image`` with its pixels loaded: a lazily opened file that is truncated or corrupt, or a closed
+    image, is an InpaintError here, not a raw OSError (or a mode blamed for it) further on."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, AttributeError) as exc:   # AttributeError: a closed file
+        raise InpaintError(f"the {what} cannot be decoded ({_one_line(exc)}); check the file") from None
+    return image
+
+
+def _cli_words(message: str) -> str:
+    """A message of the command's, in this API's words: its options are keyword arguments here."""
+    return message.replace("--checkpoint PATH", "checkpoint=PATH").replace("--checkpoint", "checkpoint=") \
+        .replace("--method ", "method=")
+
+
 def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
     """``image`` as an (H, W, C) numpy array in its own dtype, and how to turn such an array back."""
     if isinstance(image, Image.Image):
+        _decoded(image, "image")
         mode = image.mode
         if mode in ("P", "PA"):
             return _palette_as_hwc(image)
@@ -170,6 +187,8 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             return kept
         return (array[..., None] if array.ndim == 2 else array), back
     if isinstance(image, torch.Tensor):
+        if image.device.type == "meta":
+            raise InpaintError("the image tensor is on the meta device, which holds no values")
         if image.dim() != 3 or image.shape[0] not in (1, 2, 3, 4):
             raise InpaintError(f"image tensors must be (C, H, W) with C in 1-4, got shape {tuple(image.shape)}")
         if image.dtype != torch.uint8 and not image.is_floating_point():
@@ -195,6 +214,7 @@ def mask_levels(mask: Any, size: tuple[int, int] | None = None, invert: bool = F
     (``invert``: black = hole); a PIL mask's alpha multiplies them, so transparent is never a hole.
     ``size``: the picture's (H, W), which tells a (1, H, W) mask from an (H, W, 1) one when both read."""
     if isinstance(mask, Image.Image):
+        _decoded(mask, "mask")
         try:
             return mask_image_levels(mask, invert)     # as its file would be read (its pixels as stored)
         except ImageError as exc:
@@ -321,6 +341,17 @@ class Inpainter:
         if self.loaded is None and method != "auto" and METHODS[method].needs_generator:
             raise InpaintError(f"method={method!r} needs a generator: pass checkpoint=PATH (no shipped default is "
                                f"installed)")
+        self._check_generator_for(method)
+
+    def _check_generator_for(self, method: str) -> None:
+        """A method the loaded generator cannot run (gan-detail with a fixed-size one) is refused at
+        once, not on every call in the command's words."""
+        from nfinpaint.baselines import METHODS  # noqa: PLC0415
+
+        refusal = None if method == "auto" else METHODS[method].refuses(
+            None if self.loaded is None else self.loaded.generator)
+        if refusal is not None:
+            raise InpaintError(f"method={method!r} {refusal}")
 
     def _open_generator(self) -> None:
         """Load the generator once, when a method first needs it: an Inpainter made for biharmonic
@@ -350,6 +381,7 @@ class Inpainter:
         if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
             raise InpaintError(f"method={method!r} needs a generator: pass checkpoint=PATH "
                                f"(no shipped default is installed)")
+        self._check_generator_for(method)
 
         _check_orientations(image, mask)
         array, back = _as_hwc(image)
@@ -372,7 +404,7 @@ class Inpainter:
         except InpaintError:
             raise
         except ValueError as exc:
-            raise InpaintError(_one_line(exc).replace("--checkpoint", "checkpoint=")) from None
+            raise InpaintError(_cli_words(_one_line(exc))) from None
         filled = filled.permute(1, 2, 0).numpy()
         out = array.copy()
         colour_channels = 3 if channels >= 3 else 1

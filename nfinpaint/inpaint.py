@@ -401,10 +401,14 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         if missing:
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which cannot run here: {missing}")
         if not patchmatch.has_source_patch(hole_mask[0], PATCHMATCH_PATCH):
+            # what fills such holes instead: the learned fill, if the loaded generator can
+            instead = ("the learned fill (--method auto)" if method == "patchmatch"
+                       else "a generator (--checkpoint)" if generator is None
+                       else "a full-resolution generator (the shipped default)")
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which copies {PATCHMATCH_PATCH}x"
                              f"{PATCHMATCH_PATCH} patches of known pixels, and this {image.shape[-1]}x"
                              f"{image.shape[-2]} picture has none outside the holes; use a larger picture, "
-                             f"smaller holes, or a generator (--checkpoint)")
+                             f"smaller holes, or {instead}")
 
     current = image.clone()
     remaining = hole_mask.clone()                       # holes not filled yet
@@ -557,7 +561,10 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
         raise UsageError(f"{shown} is {hole.shape[1]}x{hole.shape[0]} but {image_path} is "
                          f"{image.shape[-1]}x{image.shape[-2]} (width x height, after EXIF orientation); "
                          f"they must be the same size, or pass --resize-mask")
-    hole = mask_options.prepare(hole, tuple(image.shape[-2:]), dilate_px=args.dilate, resize=True)
+    try:
+        hole = mask_options.prepare(hole, tuple(image.shape[-2:]), dilate_px=args.dilate, resize=True)
+    except ValueError as exc:
+        raise UsageError(f"{shown}: {cli.one_line(exc).replace('dilate less', 'use a smaller --dilate')}") from None
     if not hole.any():
         colour = "black (darker" if args.invert else "white (brighter"
         raise UsageError(f"{shown} has no hole: {colour} than 50% grey) marks the pixels to fill")

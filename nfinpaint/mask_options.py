@@ -61,15 +61,25 @@ def dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
 
 def prepare(hole: np.ndarray, size: tuple[int, int], *, dilate_px: int = 0, resize: bool = False) -> np.ndarray:
     """The hole (H, W) bool for a picture of ``size`` (H, W): resized when ``resize`` (ValueError
-    naming both sizes otherwise), then grown by ``dilate_px``."""
+    naming both sizes otherwise), then grown by ``dilate_px``.  ValueError, saying which step did it,
+    when the resize leaves no hole or the growth leaves no known pixel: the mask alone was fine."""
     if dilate_px < 0:
         raise ValueError(f"dilate must be 0 or more pixels, got {dilate_px}")
     if hole.shape != tuple(size):
         if not resize:
             raise ValueError(f"the mask is {hole.shape[1]}x{hole.shape[0]} but the image is {size[1]}x{size[0]} "
                              f"(width x height); they must be the same size, or resize the mask (resize_mask)")
-        hole = resize_nearest(hole, *size)
-    return dilate(hole, dilate_px)
+        resized = resize_nearest(hole, *size)
+        if hole.any() and not resized.any():
+            raise ValueError(f"resizing the mask from {hole.shape[1]}x{hole.shape[0]} to the image's {size[1]}x"
+                             f"{size[0]} left no hole (its strokes are thinner than the scale); draw it at the image's "
+                             f"size, or with thicker strokes")
+        hole = resized
+    grown = dilate(hole, dilate_px)
+    if grown.all() and not hole.all():
+        raise ValueError(f"dilating the holes by {dilate_px} px covers the whole image, leaving nothing to fill "
+                         f"them from; dilate less")
+    return grown
 
 
 def read_holes(path, invert: bool = False) -> np.ndarray:

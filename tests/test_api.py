@@ -359,3 +359,56 @@ def test_a_method_this_installation_cannot_run_is_refused_up_front(inpainter, mo
         with pytest.raises(InpaintError, match="method='opencv-(telea|ns)' cannot run in this installation: "
                                                "OpenCV is not installed"):
             call()
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_pil_images_that_do_not_decode_are_an_inpaint_error(inpainter):
+    """A lazily opened PIL image is decoded on first use: truncated or closed ones raised raw OSError /
+    ValueError, and a truncated RGB mask was blamed on its mode."""
+    import io  # noqa: PLC0415
+
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    data = _png_bytes(picture)
+    truncated = data[:len(data) // 2]
+    closed = Image.open(io.BytesIO(data))
+    closed.close()
+    for image, mask, what in ((Image.open(io.BytesIO(truncated)), _hole(), "image"), (closed, _hole(), "image"),
+                              (picture, Image.open(io.BytesIO(truncated)), "mask"),
+                              (picture, Image.open(io.BytesIO(_png_bytes(_hole().astype(np.uint8) * 255)[:60])),
+                               "mask")):
+        with pytest.raises(InpaintError, match=f"the {what} cannot be decoded"):
+            inpainter(image, mask)
+    with pytest.raises(InpaintError, match="meta device"):
+        inpainter(torch.zeros(3, H, W, device="meta"), _hole())
+
+
+def test_a_method_the_generator_cannot_run_is_refused_in_the_constructor(tmp_path):
+    from nfinpaint.generator_io import save_generator  # noqa: PLC0415
+    from nfinpaint.generators import build_generator  # noqa: PLC0415
+
+    path = tmp_path / "fixed.pt"
+    save_generator(path, build_generator("paper", 24), dict(preset="paper", image_size=24, hole_size=8,
+                                                              feature_weights="random", feature_pretrained=False))
+    with pytest.raises(InpaintError, match="^method='gan-detail' needs a full-resolution generator"):
+        Inpainter(path, device="cpu", method="gan-detail")
+    inpainter = Inpainter(path, device="cpu")
+    with pytest.raises(InpaintError, match="^method='gan-detail' needs a full-resolution generator"):
+        inpainter(np.zeros((H, W, 3), np.uint8), _hole(), method="gan-detail")
+
+
+def test_mask_options_that_undo_the_mask_say_so(inpainter):
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    lines = np.zeros((2 * H, 2 * W), bool)
+    lines[::2] = True                  # 1-px strokes: half the mask, gone at half the size (PIL keeps odd rows)
+    with pytest.raises(InpaintError, match=f"resizing the mask from {2 * W}x{2 * H} to the image's {W}x{H} left "
+                                           f"no hole"):
+        inpainter(picture, lines, resize_mask=True)
+    with pytest.raises(InpaintError, match="dilating the holes by 60 px covers the whole image"):
+        inpainter(picture, _hole(), dilate=60)

@@ -296,6 +296,9 @@ def _bad_inputs(tmp_path, checkpoint):
     Image.fromarray(faint.astype(">u2")).save(tmp_path / "faint16b.tif")
     Image.fromarray((faint // 257).astype(np.uint8)).save(tmp_path / "faint8.png")
     os.mkfifo(tmp_path / "fifo.png")
+    lines = np.zeros((2 * image.shape[-2], 2 * image.shape[-1]), np.uint8)
+    lines[::2] = 255                   # 1-px strokes, half the mask: none left at the picture's size
+    Image.fromarray(lines).save(tmp_path / "lines2x.png")
     header_only_png(tmp_path / "bomb.png", 30000, 30000)        # PIL's decompression-bomb guard
     header_only_png(tmp_path / "huge.png", 12000, 10000)        # 120 MP declared, a few hundred bytes
     torch.manual_seed(0)
@@ -326,7 +329,14 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/nosuch.pt", "no such file or directory"),
     ("{img} {mask} -o {tmp}/out.png --max-scale 0.5", "--max-scale must be at least 1"),
     ("{img} {mask} -o {tmp}/out.png --device tpu", "--device"),
-    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside the holes"),
+    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside the holes; use a larger "
+     "picture, smaller holes, or a generator (--checkpoint)"),
+    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png --method patchmatch",
+     "or the learned fill (--method auto)"),
+    ("{img} {tmp}/lines2x.png -o {tmp}/out.png --resize-mask", "lines2x.png: resizing the mask from 140x100 to "
+     "the image's 70x50 left no hole"),
+    ("{img} {mask} -o {tmp}/out.png --dilate 90", "dilating the holes by 90 px covers the whole image, leaving "
+     "nothing to fill them from; use a smaller --dilate"),
     ("{img} {tmp}/faint8.png -o {tmp}/out.png", "has no hole"),
     ("{img} {tmp}/faint16.png -o {tmp}/out.png", "has no hole"),
     ("{img} {tmp}/faint16b.tif -o {tmp}/out.png", "has no hole"),
