@@ -38,7 +38,8 @@ from PIL import Image
 from nfinpaint import devices, mask_options
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import ImageError, mask_image_levels, sixteen_bit_levels
+from nfinpaint.images import (ImageError, exif_orientation, keep_transparent_level, key_as_alpha, mask_image_levels,
+                              sixteen_bit_levels)
 
 # 16-bit grey in each byte order PIL has (the numpy byte order it is written back in), and 32-bit
 # integer grey holding 16-bit levels
@@ -148,6 +149,10 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
     """``image`` as an (H, W, C) numpy array in its own dtype, and how to turn such an array back."""
     if isinstance(image, Image.Image):
         _decoded(image, "image")
+        # one transparent colour (PNG tRNS) is alpha: 8-bit grey and RGB are filled, and come back, as
+        # LA / RGBA; 16-bit grey keeps its transparent level (it once came back opaque, silently)
+        keyed, given = key_as_alpha(image), image
+        image = image if keyed is None else keyed
         mode = image.mode
         if mode in ("P", "PA"):
             return _palette_as_hwc(image)
@@ -174,8 +179,8 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             if inner == "I":
                 result = Image.fromarray(out.astype(np.int32), "I")
             elif inner in _INTEGER_GREY:      # in its own byte order
-                result = Image.frombytes(inner, (out.shape[1], out.shape[0]),
-                                         out.astype(_INTEGER_GREY[inner]).tobytes())
+                result = keep_transparent_level(given, Image.frombytes(
+                    inner, (out.shape[1], out.shape[0]), out.astype(_INTEGER_GREY[inner]).tobytes()))
             else:
                 result = Image.fromarray(out, inner)
             if result.mode == mode:
@@ -224,10 +229,7 @@ def mask_levels(mask: Any, size: tuple[int, int] | None = None, invert: bool = F
 
 
 def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001  (a broken EXIF block: no orientation, as exif_transpose reads it)
-        return 1
+    return exif_orientation(img) or 1     # a damaged EXIF block: none, as the command reads it
 
 
 def _check_orientations(image: Any, mask: Any) -> None:

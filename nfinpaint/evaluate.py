@@ -414,7 +414,8 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
         raise UsageError(str(exc)) from None
     names, out, device, loaded = _common_inputs(args)
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
-    pictures, where = picture_eval.load_pictures(args.data, args.size, args.limit)
+    pictures, where = picture_eval.load_pictures(args.data, args.size, args.limit,
+                                                 min_side=max(picture_eval.MIN_SIDE, args.patch_size or 0))
     if not pictures:
         raise UsageError(f"{where}: no pictures to evaluate")
     methods, skipped = _build_methods(names, loaded, device, patchmatch_options)   # notes after the data's errors

@@ -126,6 +126,17 @@ def _read(file: Path, map_location) -> dict:
     return payload
 
 
+def _meta_int(meta: dict, key: str, file: Path, most: int | None = None) -> int:
+    """``meta[key]`` as an int from 1 to ``most``, else GeneratorFileError naming the file, key and value:
+    a hand-edited meta ("abc", "128") otherwise fails later, naming neither or contradicting itself."""
+    value = meta[key]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= (most or value):
+        return int(value)
+    wanted = f"from 1 to {most}" if most else "of at least 1"
+    raise GeneratorFileError(f"{str(file)!r}: its meta has {key} {value!r} ({type(value).__name__}), not a whole "
+                             f"number of pixels {wanted}")
+
+
 def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generator, dict]:
     """Load a generator saved by :func:`save_generator` (file or run directory).
 
@@ -149,9 +160,13 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
         raise GeneratorFileError(f"{str(file)!r}: {len(bad)} of its weight tensors are not finite (NaN or "
                                  f"infinite, e.g. {bad[0]}): the training that wrote it diverged; use an "
                                  f"earlier checkpoint or train again")
-    if meta.get("image_size", generator.image_size) != generator.image_size:
-        raise GeneratorFileError(f"{str(file)!r}: its meta says image_size {meta['image_size']} but the generator "
-                                 f"takes {generator.image_size}")
+    if "image_size" in meta:
+        meta["image_size"] = _meta_int(meta, "image_size", file)
+        if meta["image_size"] != generator.image_size:
+            raise GeneratorFileError(f"{str(file)!r}: its meta says image_size {meta['image_size']} but the "
+                                     f"generator takes {generator.image_size}")
+    if meta.get("hole_size") is not None:     # None or absent: a third of the image (TrainedGenerator)
+        meta["hole_size"] = _meta_int(meta, "hole_size", file, generator.image_size)
     generator.eval()
     return generator, meta
 
@@ -172,7 +187,9 @@ class TrainedGenerator:
     @property
     def hole_size(self) -> int:
         """The training hole (a third of the image when the meta does not say)."""
-        return int(self.meta.get("hole_size") or default_hole_size(self.image_size))
+        if self.meta.get("hole_size") is None:
+            return default_hole_size(self.image_size)
+        return _meta_int(self.meta, "hole_size", self.path, self.image_size)
 
     def describe(self) -> str:
         """One line: where it is, what it is."""

@@ -85,15 +85,12 @@ def _open(path: str | os.PathLike) -> Image.Image:
     try:
         img = Image.open(path)
         frames = getattr(img, "n_frames", 1)
-        raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]     # gone after load()
-        high_colour = any(";16" in raw for raw in raw_modes)
-        img.load()
+        raw_modes = load_pixels(img)
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
     if frames > 1:
         warnings.warn(f"{path} has {frames} frames or pages: only the first is read", ImageWarning, stacklevel=3)
     # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
-    img.info["nfinpaint_16bit_colour"] = high_colour and img.mode in ("RGB", "RGBA")
     if img.info["nfinpaint_16bit_colour"]:
         grey = any("LA;16" in raw for raw in raw_modes)
         if grey:      # 16-bit grey+alpha, which PIL decodes as 8-bit RGBA: grey it stays
@@ -103,6 +100,98 @@ def _open(path: str | os.PathLike) -> Image.Image:
         warnings.warn(f"{path} has 16 bits per {'grey and alpha' if grey else 'colour'} channel: it is read "
                       f"at 8 bits per channel", ImageWarning, stacklevel=3)
     return img
+
+
+def load_pixels(img: Image.Image) -> list[str]:
+    """``img.load()``, keeping in ``img.info`` what PIL's decoding hides and a tRNS colour is stored
+    in: 16-bit colour read at 8 bits (``nfinpaint_16bit_colour``), 2- or 4-bit grey scaled to 8
+    (``nfinpaint_grey_bits``).  Returns the tiles' raw modes (gone after load())."""
+    raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]
+    img.load()
+    img.info["nfinpaint_16bit_colour"] = img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in raw_modes)
+    low = re.fullmatch(r"L;([24])", raw_modes[0]) if img.mode == "L" and len(raw_modes) == 1 else None
+    if low:
+        img.info["nfinpaint_grey_bits"] = int(low.group(1))
+    return raw_modes
+
+
+def exif_orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1-8; 1 when there is none), or None when the EXIF block cannot be read."""
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001  (PIL's EXIF parser raises SyntaxError, struct.error, ... on bad data)
+        return None
+
+
+def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place: bool = False) -> Image.Image | None:
+    """``ImageOps.exif_transpose(img, in_place=...)``, except that a damaged EXIF block (which PIL
+    decodes around, but exif_transpose raises on) is ignored with an :class:`ImageWarning`: the
+    picture is left as stored, as one without EXIF is (and as :func:`header_size` sizes it)."""
+    if exif_orientation(img) is None:
+        warnings.warn(f"{name}: its EXIF block is damaged: ignored (the picture is read as stored, unturned)",
+                      ImageWarning, stacklevel=2)
+        return None if in_place else img
+    return ImageOps.exif_transpose(img, in_place=in_place)
+
+
+_KEYED_MODES = {"1", "L", "RGB", "I", *_SIXTEEN_BIT_MODES}
+
+
+def colour_key_alpha(img: Image.Image) -> np.ndarray | None:
+    """(H, W) uint8 alpha of a grey or RGB picture with one transparent colour (PNG tRNS, which PIL
+    gives as ``info['transparency']`` and drops when it converts): 0 where a pixel is that colour,
+    255 elsewhere.  None for a picture without one (palette ones included: PIL converts those)."""
+    key = img.info.get("transparency")
+    if img.mode not in _KEYED_MODES or key is None or isinstance(key, bytes):
+        return None
+    if img.mode == "RGB":
+        if not (isinstance(key, tuple) and len(key) == 3):
+            return None
+        if img.info.get("nfinpaint_16bit_colour"):
+            # PIL keeps each 16-bit channel's high byte: the key is matched there (its low byte is gone)
+            key = tuple(int(v) >> 8 for v in key)
+        hit = (np.asarray(img) == np.asarray(key, np.int64)).all(axis=2)
+    else:
+        if not isinstance(key, int):
+            return None
+        if img.mode in ("1", "L"):
+            levels = np.asarray(img.convert("L"))
+            bits = img.info.get("nfinpaint_grey_bits")
+            if bits:     # the key is in the stored bits; PIL scaled the pixels to 0..255
+                key = key * 255 // (2 ** bits - 1)
+        else:
+            levels = sixteen_bit_levels(img)
+        hit = levels == key
+    return np.where(hit, 0, 255).astype(np.uint8)
+
+
+def key_as_alpha(img: Image.Image) -> Image.Image | None:
+    """An 8-bit grey or RGB picture with one transparent colour as LA / RGBA (alpha 0 on that colour),
+    whose alpha every fill passes through; None for any other picture (16-bit grey, which Pillow has
+    no grey+alpha mode for, keeps its level instead: :func:`keep_transparent_level`)."""
+    alpha = colour_key_alpha(img) if img.mode not in DEEP_GREY_MODES else None
+    if alpha is None:
+        return None
+    with_alpha = img.convert("L" if img.mode in ("1", "L") else "RGB")
+    with_alpha.info.pop("transparency", None)
+    with_alpha.putalpha(Image.fromarray(alpha))
+    return with_alpha
+
+
+def keep_transparent_level(image: Image.Image, filled: Image.Image) -> Image.Image:
+    """``filled`` with the transparent level of 16-bit grey ``image`` (PNG tRNS; Pillow has no 16-bit
+    grey+alpha mode to fill it as), treated as alpha is: a pixel that had it keeps it, a filled pixel
+    that lands on it moves one level off, and the PNG is written with it."""
+    key = image.info.get("transparency")
+    if image.mode != "I;16" or filled.mode != "I;16" or not isinstance(key, int) or not 0 <= key <= 65535:
+        return filled
+    before, after = sixteen_bit_levels(image), sixteen_bit_levels(filled)
+    was = before == key
+    after[(after == key) & ~was] = key + 1 if key < 65535 else key - 1
+    after[was] = key
+    result = Image.fromarray(after)
+    result.info["transparency"] = key
+    return result
 
 
 def sixteen_bit_levels(img: Image.Image) -> np.ndarray:
@@ -136,10 +225,7 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
-                try:
-                    turned = img.getexif().get(0x0112) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
-                except Exception:  # noqa: BLE001  (damaged EXIF: exif_transpose leaves such a picture as is)
-                    turned = False
+                turned = exif_orientation(img) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
     return (height, width) if turned else (width, height)
@@ -155,13 +241,15 @@ def _unit_floats(rgb8: np.ndarray) -> np.ndarray:
     return colour.transpose(1, 2, 0)
 
 
-def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def pil_to_arrays(img: Image.Image, name: str | os.PathLike = "the picture") -> tuple[np.ndarray, np.ndarray | None]:
     """PIL image (any mode) -> ((H, W, 3) float32 RGB in [0, 1], (H, W) uint8 alpha or None),
-    with the EXIF orientation applied (to ``img`` itself: no copy of a large picture)."""
-    ImageOps.exif_transpose(img, in_place=True)
+    with the EXIF orientation applied (to ``img`` itself: no copy of a large picture; a damaged
+    EXIF block is ignored, see :func:`upright`).  The alpha is the picture's alpha channel, its
+    palette's transparency, or its one transparent colour (:func:`colour_key_alpha`)."""
+    upright(img, name, in_place=True)
     if img.mode in DEEP_GREY_MODES:
         grey = _grey_scale(img)
-        return np.repeat(grey[..., None], 3, axis=2), None
+        return np.repeat(grey[..., None], 3, axis=2), colour_key_alpha(img)
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"))
         return _unit_floats(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
@@ -169,7 +257,7 @@ def pil_to_arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         rgb = img if img.mode == "RGB" else img.convert("RGB")     # convert() copies even an RGB image
     except (ValueError, OSError) as exc:
         raise ImageError(f"images of mode {img.mode} cannot be read ({exc})") from None
-    return _unit_floats(np.asarray(rgb)), None
+    return _unit_floats(np.asarray(rgb)), colour_key_alpha(img)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -193,7 +281,7 @@ def read_image_and_alpha(path: str | os.PathLike) -> Picture:
     fill is written back as one channel: :func:`save_image` of a (1, H, W) tensor, with ``bits``)."""
     img = _open(path)
     try:
-        rgb, alpha = pil_to_arrays(img)
+        rgb, alpha = pil_to_arrays(img, path)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
     if img.mode == "F":
@@ -225,11 +313,13 @@ def zero_one_levels(img: Image.Image) -> np.ndarray | None:
 def mask_image_levels(img: Image.Image, invert: bool = False) -> np.ndarray:
     """(H, W) float32 hole levels in [0, 1] of a mask image of any mode: its grey level (white = hole;
     with ``invert``, black = hole), times its alpha where it has one, so a transparent pixel is never
-    a hole whichever the polarity.  Colour and palette masks count by luminance, 16-bit and float
+    a hole whichever the polarity (a grey or RGB mask's one transparent colour, PNG tRNS, included:
+    :func:`colour_key_alpha`).  Colour and palette masks count by luminance, 16-bit and float
     grey by their format's full range (never by the mask's own brightest pixel), and a grey integer
     mask holding only 0 and 1 as levels 0/1 (:func:`zero_one_levels`).  ImageError for levels it
     cannot read.  The one reading of a mask image, for files, the Python API and the server."""
-    alpha = None
+    key = colour_key_alpha(img)
+    alpha = None if key is None else key.astype(np.float32) / 255.0
     grey = zero_one_levels(img)
     if grey is not None:
         pass
@@ -255,7 +345,7 @@ def mask_image_levels(img: Image.Image, invert: bool = False) -> np.ndarray:
 
 def read_mask_levels(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
     """:func:`mask_image_levels` of a mask file (EXIF orientation applied); ImageError names the file."""
-    img = ImageOps.exif_transpose(_open(path))
+    img = upright(_open(path), path)
     try:
         return mask_image_levels(img, invert)
     except ImageError as exc:

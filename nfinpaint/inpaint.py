@@ -477,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of PatchMatch's random search: of the learned fill's patch blend and of --method "
-                        "patchmatch (default 0; the same seed gives the same picture)")
+                        "patchmatch (default 0; the same seed gives the same picture with the same number of CPU "
+                        "threads: the network's sums add in an order that follows it, and a level may differ)")
     p.add_argument("--half", action="store_true",
                    help="run the generator in half precision (float16 autocast): faster and half the memory "
                         "on a CUDA GPU; GPU only (refused on the CPU)")

@@ -25,6 +25,7 @@ import io
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -32,12 +33,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
-from nfinpaint.images import DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays
+from nfinpaint.images import DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays, upright
 from nfinpaint.masks import HOLE_FAMILIES, box_masks, family_masks
 
 FAMILIES = HOLE_FAMILIES + ("box",)          # what --masks takes with --size
@@ -63,13 +64,26 @@ def parse_families(text: str) -> list[str]:
     return names
 
 
-def _scaled(img: Image.Image, size: int) -> torch.Tensor:
+#: The shorter side, once scaled, that every method and metric of the protocol needs at its defaults:
+#: PatchMatch's 7x7 patch (nfinpaint.patchmatch.inpaint's patch_size); SSIM needs 3 (metrics.win_size_for).
+MIN_SIDE = 7
+
+
+class PictureTooSmall(ImageError):
+    """A picture whose shorter side, scaled to the protocol's size, is too short to evaluate."""
+
+
+def _scaled(img: Image.Image, size: int, min_side: int = 1) -> torch.Tensor:
     """(3, H, W) float picture of ``img``, its EXIF orientation applied (as every reader here does) and
     its longer side scaled to ``size`` (Lanczos): 8-bit pictures in PIL's 8-bit RGB, deeper grey ones
-    (16-bit, float) as floats, so that they are not clipped to 8 bits on the way."""
-    ImageOps.exif_transpose(img, in_place=True)
+    (16-bit, float) as floats, so that they are not clipped to 8 bits on the way.  PictureTooSmall when
+    a side would be shorter than ``min_side`` (checked before the pixels are decoded)."""
+    upright(img, getattr(img, "filename", "") or "a picture", in_place=True)   # a damaged EXIF block: ignored
     scale = size / max(img.size)
     shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if min(shape) < min_side:
+        raise PictureTooSmall(f"{img.height}x{img.width} pixels, {shape[1]}x{shape[0]} with its longer side "
+                              f"scaled to {size}: too thin to evaluate (every side needs {min_side} pixels)")
     if img.mode in DEEP_GREY_MODES:
         grey = Image.fromarray(pil_to_arrays(img)[0][..., 0], "F")
         grey = grey.resize(shape, Image.LANCZOS) if shape != grey.size else grey
@@ -79,31 +93,39 @@ def _scaled(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def load_pictures(data: str | None, size: int, limit: int | None = None) -> tuple[list[tuple[str, torch.Tensor]], str]:
+def load_pictures(data: str | None, size: int, limit: int | None = None,
+                  min_side: int = MIN_SIDE) -> tuple[list[tuple[str, torch.Tensor]], str]:
     """(name, (3, H, W) float picture) pairs, the longer side scaled to ``size`` (Lanczos), from the
-    folder ``data`` (a file that cannot be read is skipped with a warning, as training and the crop
-    protocol do) or, with None, the embedded scikit-image photographs; and a one-line description."""
+    folder ``data`` (a file that cannot be read, or whose shorter side would scale below ``min_side``
+    pixels, is skipped with a warning, as training and the crop protocol do) or, with None, the embedded
+    scikit-image photographs; and a one-line description."""
     from nfinpaint import data as data_module  # noqa: PLC0415
 
-    out = []
+    out, skipped, unreadable = [], [], 0       # skipped: why, for each picture left out
     if data is None:
         for name, array in data_module._embedded_arrays()[:limit]:
-            out.append((name, _scaled(Image.fromarray(np.asarray(array)), size)))
+            try:
+                out.append((name, _scaled(Image.fromarray(np.asarray(array)), size, min_side)))
+            except PictureTooSmall as exc:
+                skipped.append(f"{name}: {exc}")
         where = "the embedded scikit-image photographs"
     else:
-        unreadable = []
         for path in data_module.find_image_files(data)[:limit]:
             try:
                 with Image.open(path) as img:
-                    out.append((path.name, _scaled(img, size)))
+                    out.append((path.name, _scaled(img, size, min_side)))
+            except PictureTooSmall as exc:      # an ImageError: caught first
+                skipped.append(f"{path}: {exc}")
             except (*OPEN_ERRORS, ImageError) as exc:
-                unreadable.append(str(f"{path}: {exc}" if isinstance(exc, ImageError) else open_error(path, exc)))
-        if not out:
-            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise data_module.DataError(f"no image of {data} can be read: {unreadable[0]}{more}")
-        for reason in unreadable:
-            warnings.warn(f"skipping {reason}", data_module.DataWarning, stacklevel=2)
+                unreadable += 1
+                skipped.append(str(f"{path}: {exc}" if isinstance(exc, ImageError) else open_error(path, exc)))
         where = f"folder {data}"
+    if not out and skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        can = "be read" if unreadable == len(skipped) else "be evaluated"
+        raise data_module.DataError(f"no image of {data or where} can {can}: {skipped[0]}{more}")
+    for reason in skipped:
+        warnings.warn(f"skipping {reason}", data_module.DataWarning, stacklevel=2)
     return out, f"{where}, {len(out)} pictures, longer side scaled to {size} px (Lanczos)"
 
 
@@ -141,12 +163,13 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
         seed: int, progress: bool = True, keep_fills: int = 0, repeats: int = 1) -> list[FamilyResult]:
     """Fill every picture with every method for every family, ``repeats`` masks per picture;
     ``keep_fills`` pictures' first fills are kept for figures.  Each method fills the first
-    picture once untimed first (start-up costs)."""
+    picture once untimed first (start-up costs).  A ValueError names the picture it came from."""
     results = []
     bar = tqdm(total=len(families) * len(pictures) * len(methods) * repeats, desc="evaluating", unit="fill",
                disable=not progress, file=sys.stderr)
     for method in methods:
-        method.fill(pictures[0][1], picture_mask(families[0], pictures[0][1], seed, 0), seed)
+        with _naming(pictures[0]):
+            method.fill(pictures[0][1], picture_mask(families[0], pictures[0][1], seed, 0), seed)
     for family in families:
         result = FamilyResult(family)
         jobs = [(index, repeat) for repeat in range(repeats) for index in range(len(pictures))]
@@ -158,13 +181,14 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
                 result.masks.append(mask)
             for method in methods:
                 bar.set_postfix_str(f"{family}, {method.name}")
-                start = time.perf_counter()
-                filled = method.fill(picture, mask, seed + index)
-                if method.device.type == "cuda":
-                    torch.cuda.synchronize(method.device)
-                seconds = time.perf_counter() - start
-                row = metrics.image_metrics(filled, picture, mask)
-                row["texture"] = texture_ratio(filled, picture, mask)
+                with _naming(pictures[index]):
+                    start = time.perf_counter()
+                    filled = method.fill(picture, mask, seed + index)
+                    if method.device.type == "cuda":
+                        torch.cuda.synchronize(method.device)
+                    seconds = time.perf_counter() - start
+                    row = metrics.image_metrics(filled, picture, mask)
+                    row["texture"] = texture_ratio(filled, picture, mask)
                 row["seconds"] = seconds
                 result.rows.setdefault(method.name, []).append(row)
                 if keep:
@@ -173,6 +197,17 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
         results.append(result)
     bar.close()
     return results
+
+
+@contextmanager
+def _naming(picture: tuple[str, torch.Tensor]):
+    """A ValueError filling or measuring ``picture`` says which picture (e.g. a --patch-size larger than a
+    thin one, which load_pictures' default MIN_SIDE does not cover): a run of many stopped naming none."""
+    try:
+        yield
+    except ValueError as exc:
+        name, pixels = picture
+        raise ValueError(f"{name} ({pixels.shape[-2]}x{pixels.shape[-1]} once scaled): {exc}") from exc
 
 
 def _fmt(summary: metrics.Summary, digits: int) -> str:

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from nfinpaint import cli, devices
-from nfinpaint.images import DEEP_GREY_MODES, ImageError, profile_fits, sixteen_bit_levels
+from nfinpaint.images import (DEEP_GREY_MODES, ImageError, exif_orientation, keep_transparent_level, key_as_alpha,
+                              load_pixels, profile_fits, sixteen_bit_levels, upright)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -55,7 +56,6 @@ MAX_DILATION = 200
 _PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}     # what Pillow writes to PNG as it is
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
            "style.css": "text/css; charset=utf-8"}
-_EXIF_ORIENTATION = 0x0112
 
 
 class RequestError(Exception):
@@ -143,13 +143,10 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
 
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """(width, height) as a viewer shows it: EXIF orientations 5-8 swap the sides."""
-    try:
-        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001  (a broken EXIF block: PIL's exif_transpose ignores it too)
-        orientation = 1
+    """(width, height) as a viewer shows it: EXIF orientations 5-8 swap the sides (a damaged EXIF
+    block none: :func:`decode` ignores it too)."""
     w, h = img.size
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image:
@@ -172,10 +169,11 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
 
 
 def decode(img: Image.Image, field: str) -> Image.Image:
-    """The picture decoded and turned upright (EXIF orientation, as the page and viewers show it)."""
+    """The picture decoded and turned upright (EXIF orientation, as the page and viewers show it; a
+    damaged EXIF block is ignored, as by the command)."""
     try:
-        img.load()
-        return ImageOps.exif_transpose(img)
+        load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
+        return upright(img, f"the {field}")
     except (OSError, SyntaxError, ValueError) as exc:
         raise RequestError(400, f"the {field} cannot be decoded ({cli.one_line(exc)})") from None
 
@@ -184,8 +182,13 @@ def fillable(img: Image.Image) -> Image.Image:
     """``img`` in a mode that the fill returns unchanged outside the hole and PNG stores as is.
 
     Palette images become RGB(A) (converting the fill back to a palette would change other
-    pixels), 1-bit becomes L, CMYK and the like RGB; 16-bit grey stays 16-bit.
+    pixels), 1-bit becomes L, CMYK and the like RGB; 16-bit grey stays 16-bit.  Grey and RGB with
+    one transparent colour (PNG tRNS) become LA and RGBA, whose alpha the fill passes through;
+    16-bit grey keeps its transparent level (:func:`keep_transparent_level`).
     """
+    keyed = key_as_alpha(img)
+    if keyed is not None:
+        return keyed
     if img.mode in _PNG_MODES:
         return img
     if img.mode == "F":
@@ -194,9 +197,12 @@ def fillable(img: Image.Image) -> Image.Image:
         # big-endian 16-bit and 32-bit integer grey as little-endian 16-bit, the one deep grey mode
         # Pillow writes to PNG (it has no PNG writer for mode I)
         try:
-            return Image.fromarray(sixteen_bit_levels(img))
+            levels = Image.fromarray(sixteen_bit_levels(img))
         except ImageError as exc:
             raise RequestError(400, f"{exc}; send an 8- or 16-bit image") from None
+        if "transparency" in img.info:
+            levels.info["transparency"] = img.info["transparency"]
+        return levels
     if img.mode == "1":
         return img.convert("L")
     transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
@@ -277,7 +283,7 @@ class FillQueue:
                 filled = self.inpainter(image, mask, dilate=job.dilation, method=job.method)
         except InpaintError as exc:
             raise RequestError(400, str(exc)) from None
-        return png_bytes(filled, icc), time.perf_counter() - start
+        return png_bytes(keep_transparent_level(image, filled), icc), time.perf_counter() - start
 
     def close(self) -> None:
         self.worker.shutdown(wait=False, cancel_futures=True)

@@ -412,3 +412,35 @@ def test_mask_options_that_undo_the_mask_say_so(inpainter):
         inpainter(picture, lines, resize_mask=True)
     with pytest.raises(InpaintError, match="dilating the holes by 60 px covers the whole image"):
         inpainter(picture, _hole(), dilate=60)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+def test_one_transparent_colour_stays_transparent(inpainter, mode):
+    """A grey or RGB PIL picture with one transparent colour (PNG tRNS) came back opaque: 8-bit ones
+    come back as LA / RGBA with alpha 0 there, 16-bit grey keeps its transparent level."""
+    rng = np.random.default_rng()
+    if mode == "I;16":
+        levels = rng.integers(1000, 60000, (H, W)).astype(np.uint16)
+        key, picture = 7, None
+        levels[:4] = key
+        picture = Image.fromarray(levels)
+    else:
+        shape = (H, W) if mode == "L" else (H, W, 3)
+        pixels = rng.integers(20, 230, shape, dtype=np.uint8)
+        key = 5 if mode == "L" else (5, 6, 7)
+        pixels[:4] = key
+        picture = Image.fromarray(pixels, mode)
+    picture.info["transparency"] = key
+    hole = _hole()
+    hole[2:6] = True                   # a hole over transparent pixels too
+    out = inpainter(picture, hole, method="biharmonic")
+    if mode == "I;16":
+        assert out.mode == "I;16" and out.info["transparency"] == key
+        result = np.asarray(out).astype(np.int64)
+        assert (result[:4] == key).all() and not (result[4:] == key).any()
+    else:
+        assert out.mode == ("LA" if mode == "L" else "RGBA")
+        alpha = np.asarray(out)[..., -1]
+        assert (alpha[:4] == 0).all() and (alpha[4:] == 255).all()
+        colour = np.asarray(out)[..., :-1].reshape(H, W, -1)
+        assert np.array_equal(colour[~hole], np.asarray(picture).reshape(H, W, -1)[~hole])

@@ -17,7 +17,7 @@ from PIL import Image
 
 from _crafted import header_only_png
 from _scan_traps import SCAN_TRAPS, run_within, scan_trap
-from nfinpaint import baselines, evaluate, generator_io
+from nfinpaint import baselines, evaluate, generator_io, picture_eval
 from nfinpaint.config import PRESETS
 from nfinpaint.data import DataSplit
 from nfinpaint.files import write_marker
@@ -559,3 +559,76 @@ def test_full_size_evaluation_skips_unreadable_files_with_a_warning(tmp_path):
     (tmp_path / "a.png").unlink()
     with pytest.raises(DataError, match=r"no image of .* can be read: .*b.png: not a readable image .*\(and 1 more\)"):
         picture_eval.load_pictures(str(tmp_path), 30)
+
+
+def _noise(path, height, width):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def test_full_size_evaluation_skips_a_picture_too_thin_once_scaled_with_a_warning(tmp_path, capsys):
+    """A 3x500 picture at --size 64 is 1x64 (no SSIM window), a 24x500 one 3x64 (no 7x7 PatchMatch
+    patch): each is skipped with a warning naming it and its scaled size, as an unreadable file is,
+    instead of stopping the whole run with an error that names no file."""
+    from nfinpaint import picture_eval  # noqa: PLC0415
+    from nfinpaint.data import DataError, DataWarning  # noqa: PLC0415
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _noise(data / "good.png", 150, 200)
+    _noise(data / "hair.png", 3, 500)        # 1x64
+    _noise(data / "strip.png", 24, 500)      # 3x64
+    _noise(data / "tall.png", 500, 52)       # 64x7 (52 * 64 / 500 = 6.66 rounds to 7): kept
+    with pytest.warns(DataWarning) as caught:
+        pictures, where = picture_eval.load_pictures(str(data), 64)
+    said = [str(w.message) for w in caught]
+    assert [name for name, _ in pictures] == ["good.png", "tall.png"] and "2 pictures" in where
+    assert pictures[1][1].shape == (3, 64, 7)
+    assert any("hair.png: 3x500 pixels, 1x64" in line for line in said), said
+    assert any("strip.png: 24x500 pixels, 3x64" in line for line in said), said
+    assert picture_eval.MIN_SIDE >= 3          # SSIM's smallest window (metrics.win_size_for)
+    if not baselines.patchmatch_missing():     # PatchMatch's default patch fits every picture kept
+        import inspect  # noqa: PLC0415
+
+        from nfinpaint import patchmatch  # noqa: PLC0415
+        assert picture_eval.MIN_SIDE >= inspect.signature(patchmatch.inpaint).parameters["patch_size"].default
+
+    methods = ",".join(["biharmonic"] + ([] if baselines.patchmatch_missing() else ["patchmatch"]))
+    with pytest.warns(DataWarning) as caught:
+        _run(["--data", data, "--size", 64, "--methods", methods, "--masks", "medium", "--out", tmp_path / "o",
+              "--no-progress", "--figures", 0])
+    assert sorted(str(w.message).split(": ")[0].rsplit("/", 1)[1] for w in caught) == ["hair.png", "strip.png"]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "results.csv").read_text())))
+    assert {r["n"] for r in rows} == {"2"}
+
+    for name in ("good.png", "tall.png"):      # nothing left to evaluate: the 'no picture' error, naming one
+        (data / name).unlink()
+    with pytest.raises(DataError, match=r"no image of .* can be evaluated: .*hair\.png: 3x500 pixels, 1x64 "
+                                        r".*\(and 1 more\)"):
+        picture_eval.load_pictures(str(data), 64)
+    err = _error(["--data", data, "--size", 64, "--methods", "biharmonic", "--out", tmp_path / "o2",
+                  "--no-progress"], capsys)
+    assert err.startswith("error: ") and "hair.png" in err and "\n" not in err, err
+
+
+def test_a_patch_size_larger_than_a_scaled_picture_skips_it_by_name(tmp_path, capsys):
+    # --patch-size raises the shortest side evaluate keeps: the picture is skipped with a warning naming
+    # it, as one thinner than MIN_SIDE is, not a run stopped halfway
+    if baselines.patchmatch_missing():
+        pytest.skip(baselines.patchmatch_missing())
+    data = tmp_path / "data"
+    data.mkdir()
+    _noise(data / "good.png", 150, 200)
+    _noise(data / "narrow.png", 64, 512)       # 8x64
+    with pytest.warns(UserWarning, match=r"narrow.png: 64x512 pixels, 8x64 .*every side needs 9 pixels"):
+        _run(["--data", data, "--size", 64, "--methods", "patchmatch", "--patch-size", 9, "--masks", "medium",
+              "--out", tmp_path / "o", "--no-progress"])
+    assert "good.png" in (tmp_path / "o" / "per_image.csv").read_text()
+    assert "narrow.png" not in (tmp_path / "o" / "per_image.csv").read_text()
+
+
+def test_a_fill_that_fails_names_its_picture():
+    # any other ValueError while a picture is filled or measured says which picture: a run of many
+    # stopped naming none
+    with pytest.raises(ValueError, match=r"^narrow.png \(8x64 once scaled\): boom$"):
+        with picture_eval._naming(("narrow.png", torch.zeros(3, 8, 64))):
+            raise ValueError("boom")

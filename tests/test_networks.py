@@ -1,4 +1,6 @@
 """Generator / discriminators / patch cropping: shapes, layer widths, errors, channels-last, compile."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -345,6 +347,32 @@ def test_load_errors(tmp_path):
         load_generator(tmp_path)
     with pytest.raises(ValueError, match="meta lacks"):
         save_generator(tmp_path / "x.pt", Generator(8), {"preset": "paper"})
+
+
+@pytest.mark.parametrize("key, value", [("hole_size", "abc"), ("hole_size", "8"), ("hole_size", 8.0),
+                                        ("hole_size", True), ("hole_size", 0), ("hole_size", 25),
+                                        ("image_size", "24"), ("image_size", 24.0), ("image_size", None)])
+def test_a_wrongly_typed_meta_size_is_a_one_line_error_naming_file_key_and_value(tmp_path, key, value):
+    # a hand-edited meta failed later: "invalid literal for int()" (no file named), or "image_size 24 but
+    # the generator takes 24" for the string "24"
+    from nfinpaint.generator_io import TrainedGenerator  # noqa: PLC0415
+
+    path = save_generator(tmp_path / "edited.pt", Generator(24), _META)
+    payload = torch.load(path, weights_only=True)
+    payload["meta"][key] = value
+    torch.save(payload, path)
+    with pytest.raises(GeneratorFileError) as info:
+        load_generator(path)
+    message = str(info.value)
+    assert "\n" not in message and "edited.pt" in message and f"{key} {value!r}" in message, message
+    if key == "hole_size":        # a meta handed to TrainedGenerator without load_generator's check
+        trained = TrainedGenerator(Generator(24), dict(_META, hole_size=value), path, "0" * 64)
+        with pytest.raises(GeneratorFileError, match=r"edited\.pt.*" + re.escape(f"hole_size {value!r}")):
+            trained.hole_size
+    payload["meta"].pop(key)      # absent: allowed (the generator's own size; a third of it as hole)
+    torch.save(payload, path)
+    generator, meta = load_generator(path)
+    assert TrainedGenerator(generator, meta, path, "").hole_size == 8      # the meta's, or a third of 24
 
 
 @pytest.mark.gpu

@@ -1,0 +1,229 @@
+"""Reading pictures and masks (``nfinpaint.images``), through the command and the server too: a
+damaged EXIF block, and PNG single-colour transparency (tRNS) on grey and RGB pictures.
+
+The fills use the border-mean method (no generator): the checks are about which pixels are read
+as what, not about the fill.
+"""
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nfinpaint import inpaint
+from nfinpaint.images import (ImageWarning, header_size, mask_image_levels, pil_to_arrays, read_image_and_alpha,
+                              read_mask_levels)
+
+H, W = 24, 32
+HOLE = (slice(8, 16), slice(10, 22))
+BAND = (slice(None), slice(0, 6))          # the pixels of the transparent colour
+
+
+def _picture(channels=3, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = rng.integers(1, 256, (H, W, channels), dtype=np.uint8)    # never 0: 0 is the transparent colour
+    return out[..., 0] if channels == 1 else out
+
+
+def _hole_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    mask[HOLE] = 255
+    return mask
+
+
+def _save(array_or_image, path, **options):
+    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    img.save(path, **options)
+    return path
+
+
+def _png_bytes(array_or_image, **options) -> bytes:
+    buf = io.BytesIO()
+    _save(array_or_image, buf, format="PNG", **options)
+    return buf.getvalue()
+
+
+def _raw_png(width, height, depth, colour_type, rows, trns: bytes) -> bytes:
+    """A PNG written chunk by chunk, for what PIL does not write (2/4-bit grey, 16-bit RGB) with tRNS."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+            + chunk(b"tRNS", trns) + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows)))
+            + chunk(b"IEND", b""))
+
+
+# --------------------------------------------------------------------------- a damaged EXIF block
+
+BAD_EXIF = b"garbage-not-tiff"
+
+
+def _bad_exif_png(array, path):
+    _save(array, path, exif=BAD_EXIF)       # PIL writes the bytes as the eXIf chunk, unchecked
+    with Image.open(path) as img, pytest.raises(SyntaxError):
+        img.getexif()                       # the file is what the test is about: EXIF that PIL cannot parse
+    return path
+
+
+def test_a_damaged_exif_block_is_ignored_when_reading(tmp_path):
+    image, mask = _picture(), _hole_mask()
+    image_path, mask_path = _bad_exif_png(image, tmp_path / "bad.png"), _bad_exif_png(mask, tmp_path / "badmask.png")
+    with pytest.warns(ImageWarning, match="bad.png: its EXIF block is damaged"):
+        picture = read_image_and_alpha(image_path)
+    assert np.array_equal((picture.image.permute(1, 2, 0).numpy() * 255).round(), image)
+    with pytest.warns(ImageWarning, match="badmask.png: its EXIF block is damaged"):
+        levels = read_mask_levels(mask_path)
+    assert np.array_equal(levels, mask / 255.0)
+    assert header_size(image_path) == (W, H)
+    with pytest.warns(ImageWarning, match="EXIF block is damaged"):
+        rgb, alpha = pil_to_arrays(Image.open(image_path))
+    assert rgb.shape == (H, W, 3) and alpha is None
+
+
+def test_the_command_fills_pictures_and_masks_with_a_damaged_exif_block(tmp_path):
+    image, mask = _picture(), _hole_mask()
+    good, bad = _save(image, tmp_path / "good.png"), _bad_exif_png(image, tmp_path / "bad.png")
+    good_mask, bad_mask = _save(mask, tmp_path / "mask.png"), _bad_exif_png(mask, tmp_path / "badmask.png")
+    for picture, hole in ((bad, good_mask), (good, bad_mask)):
+        out = tmp_path / f"out_{picture.stem}_{hole.stem}.png"
+        with pytest.warns(ImageWarning, match=f"{(bad if picture == bad else bad_mask).name}: its EXIF block"):
+            assert inpaint.main([str(picture), str(hole), "-o", str(out), "--method", "border-mean"]) == 0
+        assert np.array_equal(np.asarray(Image.open(out))[mask == 0], image[mask == 0])
+    for folder in ("imgs", "masks"):
+        (tmp_path / folder).mkdir()
+    _save(image, tmp_path / "imgs" / "a.png")
+    _bad_exif_png(image, tmp_path / "imgs" / "b.png")
+    for name in ("a", "b"):
+        _save(mask, tmp_path / "masks" / f"{name}.png")
+    with pytest.warns(ImageWarning, match="b.png: its EXIF block is damaged"):
+        assert inpaint.main(["--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
+                             "-o", str(tmp_path / "outdir"), "--method", "border-mean"]) == 0
+    assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["a.png", "b.png"]
+
+
+# --------------------------------------------------------------------------- single-colour transparency
+
+
+def _keyed(mode):
+    """A picture of ``mode`` whose BAND is its one transparent colour (tRNS), its PNG's bytes, and
+    the alpha it must read with."""
+    alpha = np.full((H, W), 255, np.uint8)
+    alpha[BAND] = 0
+    if mode == "L":
+        grey = _picture(1)
+        grey[BAND] = 0
+        return grey, _png_bytes(grey, transparency=0), alpha
+    if mode == "RGB":
+        rgb = _picture(3)
+        rgb[BAND] = 0
+        rgb[:, 6:9] = (0, 0, 7)                  # one channel off the key: opaque
+        return rgb, _png_bytes(rgb, transparency=(0, 0, 0)), alpha
+    if mode == "I;16":
+        levels = _picture(1).astype(np.uint16) * 257
+        levels[BAND] = 1000
+        return levels, _png_bytes(Image.fromarray(levels), transparency=1000), alpha
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+def test_single_colour_transparency_is_read_as_alpha(tmp_path, mode):
+    _, data, alpha = _keyed(mode)
+    path = tmp_path / "keyed.png"
+    path.write_bytes(data)
+    assert Image.open(path).mode == mode and "transparency" in Image.open(path).info
+    picture = read_image_and_alpha(path)
+    assert picture.alpha is not None and np.array_equal(picture.alpha.numpy(), alpha)
+
+
+def test_single_colour_transparency_in_the_stored_bits(tmp_path):
+    # 4-bit grey: the key is a 4-bit level, the pixels PIL scales to 8 bits (15 -> 255)
+    path = tmp_path / "grey4.png"
+    path.write_bytes(_raw_png(4, 1, 4, 0, [bytes([0x05, 0xFF])], struct.pack(">H", 15)))
+    assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), [[255, 255, 0, 0]])
+    # 16-bit RGB, which PIL reads at 8 bits: matched on the high bytes it keeps
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(_raw_png(2, 1, 16, 2, [struct.pack(">6H", 0x1234, 0, 0, 0x3400, 0, 0)],
+                              struct.pack(">3H", 0x1234, 0, 0)))
+    with pytest.warns(ImageWarning, match="16 bits"):
+        assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), [[0, 255]])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_the_command_keeps_single_colour_transparency(tmp_path, capsys, mode):
+    picture, data, alpha = _keyed(mode)
+    (tmp_path / "keyed.png").write_bytes(data)
+    _save(_hole_mask(), tmp_path / "mask.png")
+    common = [str(tmp_path / "keyed.png"), str(tmp_path / "mask.png"), "--method", "border-mean"]
+    assert inpaint.main(common + ["-o", str(tmp_path / "out.png")]) == 0
+    out = Image.open(tmp_path / "out.png")
+    assert out.mode == {"L": "LA", "RGB": "RGBA"}[mode]         # grey stays grey
+    assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    outside = _hole_mask() == 0
+    assert np.array_equal(np.asarray(out.convert(mode))[outside], picture[outside])
+    assert "note: the alpha channel is passed through unchanged" in capsys.readouterr().out
+    assert inpaint.main(common + ["-o", str(tmp_path / "out.jpg")]) == 0
+    assert "transparency is dropped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode, key, options", [("L", 255, {}), ("RGB", (255, 255, 255), {}),
+                                                ("L", 0, {"invert": True})])
+def test_a_mask_s_transparent_colour_is_never_a_hole(tmp_path, mode, key, options):
+    hole_level = 0 if options else 255
+    grey = np.full((H, W), 255 - hole_level, np.uint8)
+    grey[HOLE] = hole_level                       # a hole, but of the transparent colour: not one
+    grey[0:4, 0:4] = 200 if not options else 55   # a hole of another level: one
+    array = grey if mode == "L" else np.dstack([grey] * 3)
+    path = _save(array, tmp_path / "mask.png", transparency=key)
+    expected = np.zeros((H, W), bool)
+    expected[0:4, 0:4] = True
+    assert np.array_equal(read_mask_levels(path, **options) > 0.5, expected)
+    assert np.array_equal(mask_image_levels(Image.open(path), **options) > 0.5, expected)
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@pytest.fixture(scope="module")
+def client():
+    for module in ("fastapi", "python_multipart", "httpx2"):     # as tests/test_serve.py
+        if os.environ.get("NFINPAINT_CI") != "1":   # CI installs the serve extra: there a missing one fails
+            pytest.importorskip(module, reason=f"{module} is missing: pip install \".[test,serve]\"")
+    from fastapi.testclient import TestClient
+
+    from nfinpaint import Inpainter
+    from nfinpaint.serve import create_app
+
+    with TestClient(create_app(Inpainter(device="cpu", method="border-mean"))) as c:
+        yield c
+
+
+def _post(client, image: bytes, mask: bytes) -> Image.Image:
+    response = client.post("/api/inpaint", files={"image": ("a.png", image), "mask": ("m.png", mask)})
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_the_server_fills_uploads_with_a_damaged_exif_block(client):
+    image, mask = _picture(), _hole_mask()
+    bad, bad_mask = _png_bytes(image, exif=BAD_EXIF), _png_bytes(mask, exif=BAD_EXIF)
+    outside = mask == 0
+    for image_data, mask_data in ((bad, _png_bytes(mask)), (_png_bytes(image), bad_mask)):
+        out = _post(client, image_data, mask_data)
+        assert np.array_equal(np.asarray(out)[outside], image[outside])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+def test_the_server_keeps_single_colour_transparency(client, mode):
+    picture, data, alpha = _keyed(mode)
+    out = _post(client, data, _png_bytes(_hole_mask()))
+    outside = _hole_mask() == 0
+    if mode == "I;16":     # no 16-bit grey+alpha mode: the 16-bit levels and the transparent level kept
+        assert out.mode == "I;16" and out.info.get("transparency") == 1000
+        levels = np.asarray(out)
+        assert np.array_equal(levels[outside], picture[outside]) and np.array_equal(levels != 1000, alpha > 0)
+        return
+    assert out.mode == {"L": "LA", "RGB": "RGBA"}[mode]
+    assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    assert np.array_equal(np.asarray(out.convert(mode))[outside], picture[outside])
