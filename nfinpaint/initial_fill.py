@@ -233,7 +233,7 @@ def conjugate_gradients_reference(mask: Tensor, x: Tensor, iterations: int,
         pap = _dot(p, ap)
         done = done | (rs <= floor) | (pap <= 0)     # converged (or broken down): x stays where it is
         alpha = torch.where(done, 0.0, rs / pap.clamp_min(1e-30)).to(x.dtype)
-        x = x + alpha * p
+        x = torch.where(done, x, x + alpha * p)     # not x + 0 * p: an overflowed p (inf) would give NaN
         r = r - alpha * ap
         rs_new = _dot(r, r)
         p = r + (rs_new / rs.clamp_min(1e-30)).to(x.dtype) * p

@@ -27,8 +27,12 @@ the paths to carry and the command.
    the step count up front, so the leg first runs ``--calibrate-seconds`` and
    is stopped (SIGTERM: a checkpoint), its steps per second read from its
    metrics, then resumed with the steps that fit before the deadline;
-4. writes into ``$OUT``: gpu-report.md, gpu-report-logs.txt, generator.pt
-   (the leg's EMA generator, ~7 MB), metrics.jsonl, train.log, session.md.
+4. in the last ``--val-seconds``, a first reading: ``evaluate``'s full-size protocol
+   (512 px, 3 masks a family, the learned fill only) on the validation photographs,
+   for the leg's generator and for the shipped one;
+5. writes into ``$OUT``: gpu-report.md, gpu-report-logs.txt, generator.pt
+   (the leg's EMA generator, ~7 MB), metrics.jsonl, train.log, val-leg.md,
+   val-shipped.md, session.md.
 
 What comes back is judged here as every leg is: on the validation photographs
 through ``python -m nfinpaint.evaluate`` (docs/training.md's rule), never on
@@ -193,19 +197,37 @@ def run(args) -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     leg = [sys.executable, "-m", "nfinpaint.train", *LEG, "--data", str(training_folder(scratch)),
            "--device", args.device, *args.leg]
+    leg_deadline = deadline - args.val_seconds       # then both generators on the validation photographs
     with open(scratch / "train.log", "w") as log:
-        calibrate_until = min(time.monotonic() + args.calibrate_seconds, deadline - SAVE_SECONDS)
+        calibrate_until = min(time.monotonic() + args.calibrate_seconds, leg_deadline - SAVE_SECONDS)
         code = run_until([*leg, "--steps", "1000000", "--out", str(run_dir)], env, log, calibrate_until)
         measured = steps_per_second(run_dir / "metrics.jsonl")
         note(f"calibration: exit {code}; (last step, steps/s) = {measured}")
-        if measured is not None and deadline - time.monotonic() > 2 * SAVE_SECONDS:
+        if measured is not None and leg_deadline - time.monotonic() > 2 * SAVE_SECONDS:
             done, rate = measured
-            total = steps_that_fit(done, rate, deadline - SAVE_SECONDS - time.monotonic())
+            total = steps_that_fit(done, rate, leg_deadline - SAVE_SECONDS - time.monotonic())
             note(f"resuming to {total} steps")
             code = run_until([sys.executable, "-m", "nfinpaint.train", "--resume", str(run_dir),
-                              "--steps", str(total), "--device", args.device], env, log, deadline - SAVE_SECONDS)
+                              "--steps", str(total), "--device", args.device], env, log,
+                             leg_deadline - SAVE_SECONDS)
             note(f"leg: exit {code}; last logged (step, steps/s) = "
                  f"{steps_per_second(run_dir / 'metrics.jsonl')}")
+        # a first reading, not the decision: evaluate's full-size protocol on the validation photographs,
+        # the leg's generator and the shipped one (judged again here, on the CPU, before anything ships)
+        for name, checkpoint in (("val-leg.md", run_dir / "generator.pt"), ("val-shipped.md", None)):
+            left = deadline - time.monotonic()
+            if not (run_dir / "generator.pt").exists() or left < 15:
+                break
+            folder = scratch / name.removesuffix(".md")
+            shutil.rmtree(folder, ignore_errors=True)
+            command = [sys.executable, "-m", "nfinpaint.evaluate", "--data", VAL_FOLDER, "--size", "512",
+                       "--repeats", "3", "--methods", "gan", "--device", args.device, "--no-progress",
+                       "--figures", "0", "--out", str(folder)]
+            code = run_until(command + ([] if checkpoint is None else ["--checkpoint", str(checkpoint)]), env, log,
+                             time.monotonic() + (left if checkpoint is None else left / 2))
+            if (folder / "results.md").exists():
+                shutil.copy(folder / "results.md", out / name)
+            note(f"{name}: evaluate exit {code}")
     for name in ("generator.pt", "metrics.jsonl"):
         if (run_dir / name).exists() and (run_dir / name).stat().st_size <= RETURN_LIMIT:
             shutil.copy(run_dir / name, out / name)
@@ -223,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--check-seconds", type=float, default=300, help="gpu_report's budget (default 300)")
     r.add_argument("--calibrate-seconds", type=float, default=90,
                    help="the leg's first part, whose speed sets its step count (default 90)")
+    r.add_argument("--val-seconds", type=float, default=60,
+                   help="kept at the end to evaluate the leg's and the shipped generator on the validation "
+                        "photographs (default 60)")
     r.add_argument("--out", default="device-out", help="where the files go when $OUT is not set")
     r.add_argument("--scratch", default="/tmp/nfinpaint-device", help="working folder (default %(default)s)")
     r.add_argument("--device", default="cuda", help="the leg's device (default cuda; cpu to try the script)")

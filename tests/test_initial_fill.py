@@ -5,6 +5,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from nfinpaint import initial_fill
 from nfinpaint.initial_fill import biharmonic_fill, harmonic_fill, multiscale_biharmonic_fill
 from nfinpaint.masks import make_masks
 from nfinpaint.networks import Generator
@@ -228,6 +229,17 @@ def test_compiled_solver_edge_cases():
     assert torch.equal(out, torch.ops.nfinpaint.biharmonic_cg(window.contiguous(), mask, 8))
     assert not torch.equal(out, window)           # the hole did move
     assert torch.equal(big, before)               # the input is not written to
+
+
+def test_values_beyond_the_solvers_range_keep_their_start():
+    """Squares that overflow float32 (|x| ~ 1e30) are outside the solver's range: the operator kept the
+    start, and the reference turned the whole plane, known pixels too, to NaN (0 * inf)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.rand(1, 2, 9, 10, generator=g) * 1e30
+    mask = (torch.rand(1, 1, 9, 10, generator=g) > 0.5).float()
+    reference = initial_fill.conjugate_gradients_reference(mask, x, 8)
+    assert torch.equal(reference, x)
+    assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(x, mask, 8), x)
 
 
 @pytest.mark.parametrize("bad, message", [
