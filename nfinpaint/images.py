@@ -471,6 +471,11 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
     if alpha is not None:
         pil = pil if pil.mode == "L" else pil.convert("RGB")
         pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
+    if path.suffix.lower() == ".pgm" and pil.mode in ("RGB", "RGBA"):
+        # PIL writes a colour pixmap (P6) whatever the name; a .pgm is a greymap
+        warnings.warn(f"{path}: a .pgm holds grey levels: the colour picture is written in grey (.ppm or .png "
+                      f"keep its colour)", ImageWarning, stacklevel=2)
+        pil = pil.convert("L")
     if fmt == "WEBP" and pil.mode in ("L", "LA"):     # WebP has no grey: PIL would write RGB(A) anyway
         pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))

@@ -10,6 +10,7 @@ import struct
 import zlib
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -227,3 +228,17 @@ def test_the_server_keeps_single_colour_transparency(client, mode):
     assert out.mode == {"L": "LA", "RGB": "RGBA"}[mode]
     assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
     assert np.array_equal(np.asarray(out.convert(mode))[outside], picture[outside])
+
+
+def test_a_colour_picture_saved_as_pgm_is_a_greymap(tmp_path):
+    """PIL wrote a colour pixmap (P6) under a .pgm name, silently."""
+    from nfinpaint.images import ImageWarning, save_image  # noqa: PLC0415
+
+    colour = torch.rand(3, 6, 8)
+    with pytest.warns(ImageWarning, match="a .pgm holds grey levels"):
+        save_image(colour, tmp_path / "out.pgm")
+    assert (tmp_path / "out.pgm").read_bytes()[:2] == b"P5"
+    with Image.open(tmp_path / "out.pgm") as img:
+        assert img.mode == "L" and img.size == (8, 6)
+    save_image(colour[:1], tmp_path / "grey.pgm")          # a grey picture: no warning needed
+    assert (tmp_path / "grey.pgm").read_bytes()[:2] == b"P5"
