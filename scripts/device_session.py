@@ -115,9 +115,9 @@ def steps_that_fit(done: int, rate: float, seconds: float) -> int:
     return done + max(1, int(rate * max(seconds, 0) * 0.9))
 
 
-def run_until(command: list[str], env: dict, log, deadline: float) -> int:
+def run_until(command: list[str], env: dict, log, deadline: float, grace: float | None = None) -> int:
     """Run ``command``; at ``deadline`` ask it to stop (SIGTERM: train saves and exports), and kill it
-    SAVE_SECONDS later.  Returns its exit status."""
+    ``grace`` seconds later (default SAVE_SECONDS).  Returns its exit status."""
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
@@ -125,7 +125,7 @@ def run_until(command: list[str], env: dict, log, deadline: float) -> int:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=SAVE_SECONDS)
+            return proc.wait(timeout=SAVE_SECONDS if grace is None else grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
@@ -224,7 +224,7 @@ def run(args) -> int:
                        "--repeats", "3", "--methods", "gan", "--device", args.device, "--no-progress",
                        "--figures", "0", "--out", str(folder)]
             code = run_until(command + ([] if checkpoint is None else ["--checkpoint", str(checkpoint)]), env, log,
-                             time.monotonic() + (left if checkpoint is None else left / 2))
+                             time.monotonic() + (left if checkpoint is None else left / 2), grace=2)
             if (folder / "results.md").exists():
                 shutil.copy(folder / "results.md", out / name)
             note(f"{name}: evaluate exit {code}")
