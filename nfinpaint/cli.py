@@ -179,7 +179,10 @@ def open_generator_option(checkpoint: str | None, *, wanted: bool, needed_by: st
     names what cannot run without a generator (a :class:`UsageError` when there is none)."""
     from nfinpaint import generator_io  # noqa: PLC0415  (torch models: only when a command asks)
 
-    if checkpoint:
+    if checkpoint is not None:
+        if not str(checkpoint).strip():     # an unset shell variable: not "no --checkpoint"
+            raise UsageError("--checkpoint is empty: give a run directory or generator.pt, or leave the option "
+                             "out to use the shipped default")
         if not Path(checkpoint).exists():
             raise UsageError(f"--checkpoint {checkpoint}: no such file or directory")
         try:

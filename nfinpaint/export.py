@@ -38,6 +38,9 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_OPSET = 18
 
 
+MAX_SIDE_LIMIT = 65_536     # a picture side beyond any camera's
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("python -m nfinpaint.export", __doc__)
     p.add_argument("--format", choices=sorted(SUFFIXES), required=True, help="onnx or torchscript")
@@ -114,8 +117,9 @@ def run(args: argparse.Namespace) -> None:
     output = cli.check_output_file(args.output, "-o", example=f"inpaint{SUFFIXES[args.format]}")
     if output.suffix.lower() != SUFFIXES[args.format]:
         raise UsageError(f"-o {args.output}: a {args.format} file's name ends in {SUFFIXES[args.format]}")
-    if args.max_side < 16:
-        raise UsageError(f"--max-side must be at least 16 pixels, got {args.max_side}")
+    if not 16 <= args.max_side <= MAX_SIDE_LIMIT:
+        # the graph unrolls a level of its base fill per halving of it: 1e30 was still exporting after minutes
+        raise UsageError(f"--max-side must be from 16 to {MAX_SIDE_LIMIT:,} pixels, got {args.max_side}")
     loaded = cli.open_generator_option(args.checkpoint, wanted=True, needed_by="export",
                                        hint="; pass --checkpoint PATH")
     source = generator_io.resolve_generator_path(loaded.path)

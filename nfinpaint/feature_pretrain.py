@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint import cli, data, files
+from nfinpaint.config import seed_problem
 from nfinpaint.crop_store import batch_items
 from nfinpaint.devices import autocast_dtype, resolve_device
 from nfinpaint.feature_net import LAYER_INDEX, ImageNetNormalise, vgg19_layers
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     output = cli.check_output_file(args.output, "-o", example="vgg19_conv3.pt")
+    problem = seed_problem(args.seed, "--seed")
+    if problem:
+        raise cli.UsageError(problem)
     if args.steps < 1 or args.batch_size < 1:
         raise cli.UsageError("--steps and --batch-size must be at least 1")
     if args.crop_size < 16:
@@ -195,6 +199,8 @@ def run(args: argparse.Namespace) -> None:
         if folder and Path(folder).is_dir() and Path(folder).resolve() in output.resolve().parents:
             raise cli.UsageError(f"-o {args.output} is inside {option} {folder}: it would replace or sit among "
                                  f"the photographs; write it outside that folder")
+    if output.suffix.lower() != ".pt":        # a torch archive under another name (.png, say) misleads
+        raise cli.UsageError(f"-o {args.output}: the weights file ends in .pt (e.g. vgg19_conv3.pt)")
     config = PretrainConfig(crop_size=args.crop_size, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     device = resolve_device(args.device)
     train_crops, val_crops = data.build_datasets(args.data, config.crop_size, val_dir=args.val_data,

@@ -93,6 +93,12 @@ def full_disk_reported(path: str | os.PathLike) -> Iterator[None]:
         raise failure from None
 
 
+def _short(name: str) -> str:
+    """At most 64 bytes of ``name``, for a temporary name beside it: a name near the file system's
+    255-byte limit, which the commands accept, made the temporary one too long, after all the work."""
+    return os.fsencode(name)[:64].decode(errors="ignore")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -104,7 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with full_disk_reported(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}",
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short(path.stem)}.", suffix=f"{path.suffix}.tmp{path.suffix}",
                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -143,7 +149,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_short(path.name)}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp's folder is private (0700)
     try:
         yield tmp

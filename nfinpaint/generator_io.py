@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,10 @@ def resolve_generator_path(path: str | os.PathLike) -> Path:
 def _read(file: Path, map_location) -> dict:
     if file.stat().st_size == 0:
         raise GeneratorFileError(f"{str(file)!r} is empty (0 bytes): not a readable nfinpaint generator file")
+    if _is_torchscript(file):       # torch.load would warn and call it corrupt
+        raise GeneratorFileError(f"{str(file)!r} is an exported TorchScript model (python -m nfinpaint.export; load "
+                                 f"it with torch.jit.load), not a generator file: give the run directory or its "
+                                 f"{GENERATOR_FILENAME}")
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -124,6 +129,15 @@ def _read(file: Path, map_location) -> dict:
                                  f"{FORMAT!r}); training checkpoints are in checkpoints/, the exported "
                                  f"generator is {GENERATOR_FILENAME} in the run directory")
     return payload
+
+
+def _is_torchscript(file: Path) -> bool:
+    """Whether ``file`` is a TorchScript archive (a zip with the scripted code's constants.pkl)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _meta_int(meta: dict, key: str, file: Path, most: int | None = None) -> int:

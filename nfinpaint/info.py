@@ -6,14 +6,13 @@ which mode the Triton kernels would run in.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 
 import torch
 
 import nfinpaint
-from nfinpaint import _extension
+from nfinpaint import _extension, cli
 
 
 def triton_mode() -> str:
@@ -42,7 +41,7 @@ def report() -> list[tuple[str, str]]:
         if "cuda_archs" in info:
             rows.append(("CUDA kernels compiled for", info["cuda_archs"] or "torch's default archs"))
     else:
-        rows.append(("nfinpaint._C", f"NOT built ({_extension._load()})"))
+        rows.append(("nfinpaint._C", f"NOT built ({_extension._load()}). {_extension._HINT}"))
     if torch.cuda.is_available():
         gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         rows.append(("GPU visible", gpus))
@@ -53,8 +52,7 @@ def report() -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m nfinpaint.info", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    cli.parser("python -m nfinpaint.info", __doc__).parse_args(argv)     # the docstring as plain text
     rows = report()
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

@@ -21,8 +21,10 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
+from nfinpaint.cli import UsageError, check_output_file
 from nfinpaint.config import PRESETS, ConfigError, changed_from_preset, load_config
-from nfinpaint.generator_io import GeneratorFileError, load_generator, resolve_generator_path, save_generator
+from nfinpaint.errors import NfinpaintError
+from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
@@ -51,6 +53,8 @@ class ShipError(Exception):
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+SHIPPED = REPOSITORY / "nfinpaint" / "weights" / "default_generator.pt"
+MAX_BASE_ITERATIONS = 1000       # conjugate-gradient steps a level: 32 ship; far more only costs time
 
 
 def repository_relative(data: str | None) -> str | None:
@@ -109,7 +113,7 @@ def settings_changed(run: Path, meta: dict) -> dict[str, list] | None:
 def main() -> int:
     try:
         return ship()
-    except (ShipError, GeneratorFileError, OSError, json.JSONDecodeError, KeyError) as exc:
+    except (ShipError, NfinpaintError, UsageError, OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
         return 2
@@ -120,13 +124,22 @@ def ship() -> int:
     parser.add_argument("run", type=Path, help="a finished training run directory (or its generator.pt)")
     parser.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                         help="an evaluation of the shipped weights to record (repeatable)")
-    parser.add_argument("--out", type=Path, default=Path("nfinpaint/weights/default_generator.pt"))
+    parser.add_argument("--out", type=Path, default=SHIPPED,
+                        help="the file to write (default: the package's own shipped generator, wherever this "
+                             "is run from)")
     parser.add_argument("--base-iterations", type=int, default=None, metavar="N",
                         help="full-resolution generators: conjugate-gradient steps per level of the base fill "
                              "at inference (training used the preset's; more is closer to the biharmonic "
                              "solution; choose on the validation split)")
     args = parser.parse_args()
+    check_output_file(args.out, "--out", example="default_generator.pt")       # before any work
+    if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_BASE_ITERATIONS:
+        # 0 or fewer wrote a file that does not load; 1e11 one whose fills never end
+        raise ShipError(f"--base-iterations must be from 1 to {MAX_BASE_ITERATIONS}, got {args.base_iterations}")
     source = resolve_generator_path(args.run)
+    if args.out.resolve() == Path(source).resolve():
+        raise ShipError(f"--out {args.out} is the generator being shipped: it would replace the run's float32 "
+                        f"weights with half precision; write it elsewhere")
     generator, meta = load_generator(source)
     if args.base_iterations is not None:
         if "base_iterations" not in generator.config:
@@ -182,7 +195,6 @@ def ship() -> int:
                   f"{str(start.get('sha256'))[:12]}: the meta's shipped.initialised_from says which)")
     meta["description"] = (f"shipped default: {meta['shipped']['generator']} generator, {steps} on "
                            f"{trained_on(meta.get('data'))}, {features}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(args.out, generator.half(), meta)     # half precision: the package loads it as float32
     size = args.out.stat().st_size
     print(f"wrote {args.out} ({size / 2**20:.1f} MiB): {meta['description']}; "

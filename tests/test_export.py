@@ -219,7 +219,9 @@ def test_onnx_file_runs_in_onnxruntime_and_matches_pytorch(kind, checkpoints, tm
     ("--format onnx -o {tmp}/model.pt --checkpoint {ckpt}", "ends in .onnx"),
     ("--format torchscript -o {tmp} --checkpoint {ckpt}", "is a folder; give a file name such as {tmp}/inpaint.pt"),
     ("--format torchscript -o {tmp}/m.pt --checkpoint {tmp}/nosuch.pt", "no such file"),
-    ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 8", "--max-side must be at least 16"),
+    ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 8", "--max-side must be from 16 to 65,536"),
+    ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 1000000", "--max-side must be from 16"),
+    ("--format torchscript -o {tmp}/m.pt --checkpoint=", "--checkpoint is empty"),
 ])
 def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
     code = export.main(argv.format(tmp=tmp_path, ckpt=checkpoints["fullres"]).split())

@@ -121,6 +121,13 @@ def test_command_refuses_bad_settings(tmp_path, capsys):
     code = feature_pretrain.main(["--data", tmp_path, "--val-data", tmp_path, "-o", tmp_path])
     assert code == 2 and f"is a folder; give a file name such as {tmp_path / 'vgg19_conv3.pt'}" in \
         capsys.readouterr().err
+    # a seed torch cannot take was a raw OverflowError; a torch archive named .png was written
+    for argv, expected in ((["-o", tmp_path / "w.pt", "--seed", str(10 ** 23)], "--seed must be an integer from"),
+                           (["-o", tmp_path / "w.png"], "the weights file ends in .pt")):
+        code = feature_pretrain.main(["--data", tmp_path / "photos", "--val-data", tmp_path / "photos", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
 
 
 def test_shipped_rotation_weights_load_and_say_what_they_are():

@@ -126,3 +126,19 @@ def test_a_folder_that_cannot_be_written_is_one_line_and_never_a_full_disk(tmp_p
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(UsageError, match="^cannot write .*out.txt: " + reason):
         write_text(tmp_path / "out.txt", "x")
+
+
+def test_a_name_at_the_file_systems_limit_is_written(tmp_path):
+    """The temporary name beside it (".STEM.XXXXXXXX.pt.tmp.pt") went past 255 bytes for names the
+    commands accept, and the write failed after all the work."""
+    from nfinpaint.files import atomic_folder  # noqa: PLC0415
+
+    name = "é" * 100 + "n" * 48 + ".pt"             # 251 bytes, a multi-byte character at the cut
+    with atomic_path(tmp_path / name) as tmp:
+        tmp.write_text("done")
+    assert (tmp_path / name).read_text() == "done"
+    folder = "f" * 250
+    with atomic_folder(tmp_path / folder) as tmp:
+        (tmp / "x").write_text("x")
+    assert (tmp_path / folder / "x").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, folder])

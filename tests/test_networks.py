@@ -1,5 +1,6 @@
 """Generator / discriminators / patch cropping: shapes, layer widths, errors, channels-last, compile."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -347,6 +348,12 @@ def test_load_errors(tmp_path):
         load_generator(tmp_path)
     with pytest.raises(ValueError, match="meta lacks"):
         save_generator(tmp_path / "x.pt", Generator(8), {"preset": "paper"})
+    scripted = tmp_path / "exported.pt"          # what python -m nfinpaint.export writes
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # torch.load's "dispatching to torch.jit.load" leaked before
+        with pytest.raises(GeneratorFileError, match="is an exported TorchScript model"):
+            load_generator(scripted)
 
 
 @pytest.mark.parametrize("key, value", [("hole_size", "abc"), ("hole_size", "8"), ("hole_size", 8.0),

@@ -52,6 +52,19 @@ def test_info_command_reports_build(cwd):
     assert "Triton kernels run on" in out
 
 
+def test_info_says_how_to_build_what_is_missing(monkeypatch, capsys):
+    from nfinpaint import info  # noqa: PLC0415
+
+    monkeypatch.setattr(_extension, "is_built", lambda: False)
+    monkeypatch.setattr(_extension, "_load", lambda: "No module named 'nfinpaint._C'")
+    assert info.main([]) == 0
+    out = capsys.readouterr().out
+    assert "NOT built (No module named 'nfinpaint._C')" in out and "`pip install .`" in out
+    with pytest.raises(SystemExit):
+        info.main(["--help"])
+    assert "``" not in capsys.readouterr().out        # the docstring's markup, shown as plain text
+
+
 TRITON_BLOCKED = r"""
 import sys, importlib.abc
 class NoTriton(importlib.abc.MetaPathFinder):      # as on a platform without a Triton wheel

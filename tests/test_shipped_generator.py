@@ -1,4 +1,5 @@
 """The generator that ships inside the package: it is there, says how it was made, and inpaints."""
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,35 @@ def test_the_one_line_description_names_the_feature_weights_once():
     loaded = open_generator(shipped_default())
     line = loaded.describe()
     assert line.count(str(loaded.meta["feature_weights"])) == 1, line
+
+
+def test_ship_refuses_settings_that_write_a_broken_or_misplaced_file(tmp_path):
+    """--base-iterations 0 wrote a file that does not load; --out naming the source replaced its float32
+    weights; a bad --out was a raw traceback; all refused before any file is written, and the default
+    --out is the package's own file wherever the script runs from."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 3, "complete": True}
+    run = tmp_path / "run.pt"
+    save_generator(run, FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    before = run.read_bytes()
+    (tmp_path / "afile").write_text("x")
+    for argv, said in ((["--base-iterations", "0", "--out", tmp_path / "s.pt"], "--base-iterations must be from 1"),
+                       (["--base-iterations", "-3", "--out", tmp_path / "s.pt"], "--base-iterations must be from 1"),
+                       (["--out", run], "is the generator being shipped"),
+                       (["--out", tmp_path], "is a folder"),
+                       (["--out", tmp_path / "afile" / "s.pt"], "is a file, not a folder")):
+        proc = subprocess.run([sys.executable, str(script), str(run), *map(str, argv)], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert proc.returncode == 2 and said in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert run.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run.pt"]
+    spec = importlib.util.spec_from_file_location("ship_generator", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.SHIPPED == Path(__file__).resolve().parents[1] / "nfinpaint" / "weights" / "default_generator.pt"
