@@ -38,8 +38,8 @@ from PIL import Image
 from nfinpaint import devices, mask_options
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import (ImageError, exif_orientation, keep_transparent_level, key_as_alpha, mask_image_levels,
-                              sixteen_bit_levels)
+from nfinpaint.images import (ImageError, exif_orientation, keep_transparent_level, key_as_alpha, load_pixels,
+                              mask_image_levels, sixteen_bit_levels)
 
 # 16-bit grey in each byte order PIL has (the numpy byte order it is written back in), and 32-bit
 # integer grey holding 16-bit levels
@@ -130,10 +130,12 @@ def _palette_as_hwc(image: Image.Image) -> tuple[np.ndarray, Any]:
 
 
 def _decoded(image: Image.Image, what: str) -> Image.Image:
-    """``image`` with its pixels loaded: a lazily opened file that is truncated or corrupt, or a closed
-    image, is an InpaintError here, not a raw OSError (or a mode blamed for it) further on."""
+    """``image`` with its pixels loaded (:func:`nfinpaint.images.load_pixels`, as the command and the
+    server load theirs: a lazily opened 2/4-bit grey picture's transparent colour then matches in its
+    stored bits); a truncated, corrupt or closed image is an InpaintError here, not a raw OSError (or a
+    mode blamed for it) further on."""
     try:
-        image.load()
+        load_pixels(image)
     except (OSError, SyntaxError, ValueError, AttributeError) as exc:   # AttributeError: a closed file
         raise InpaintError(f"the {what} cannot be decoded ({_one_line(exc)}); check the file") from None
     return image

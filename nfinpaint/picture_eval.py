@@ -73,12 +73,12 @@ class PictureTooSmall(ImageError):
     """A picture whose shorter side, scaled to the protocol's size, is too short to evaluate."""
 
 
-def _scaled(img: Image.Image, size: int, min_side: int = 1) -> torch.Tensor:
+def _scaled(img: Image.Image, size: int, min_side: int = 1, name: str = "a picture") -> torch.Tensor:
     """(3, H, W) float picture of ``img``, its EXIF orientation applied (as every reader here does) and
     its longer side scaled to ``size`` (Lanczos): 8-bit pictures in PIL's 8-bit RGB, deeper grey ones
     (16-bit, float) as floats, so that they are not clipped to 8 bits on the way.  PictureTooSmall when
     a side would be shorter than ``min_side`` (checked before the pixels are decoded)."""
-    upright(img, getattr(img, "filename", "") or "a picture", in_place=True)   # a damaged EXIF block: ignored
+    upright(img, name, in_place=True)   # a damaged EXIF block: ignored, with a warning naming the picture
     scale = size / max(img.size)
     shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     if min(shape) < min_side:
@@ -105,7 +105,7 @@ def load_pictures(data: str | None, size: int, limit: int | None = None,
     if data is None:
         for name, array in data_module._embedded_arrays()[:limit]:
             try:
-                out.append((name, _scaled(Image.fromarray(np.asarray(array)), size, min_side)))
+                out.append((name, _scaled(Image.fromarray(np.asarray(array)), size, min_side, name)))
             except PictureTooSmall as exc:
                 skipped.append(f"{name}: {exc}")
         where = "the embedded scikit-image photographs"
@@ -113,7 +113,7 @@ def load_pictures(data: str | None, size: int, limit: int | None = None,
         for path in data_module.find_image_files(data)[:limit]:
             try:
                 with Image.open(path) as img:
-                    out.append((path.name, _scaled(img, size, min_side)))
+                    out.append((path.name, _scaled(img, size, min_side, str(path))))
             except PictureTooSmall as exc:      # an ImageError: caught first
                 skipped.append(f"{path}: {exc}")
             except (*OPEN_ERRORS, ImageError) as exc:

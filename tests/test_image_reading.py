@@ -151,6 +151,21 @@ def test_single_colour_transparency_in_the_stored_bits(tmp_path):
         assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), [[0, 255]])
 
 
+def test_the_api_matches_a_lazily_opened_pictures_transparent_colour_in_its_stored_bits(tmp_path):
+    # the API loaded PIL images with img.load(), which loses the stored depth: a 4-bit key of 15 was
+    # compared with levels PIL had scaled to 255, and the transparent pixels came back opaque
+    from nfinpaint import Inpainter  # noqa: PLC0415
+
+    path = tmp_path / "grey4.png"
+    path.write_bytes(_raw_png(4, 8, 4, 0, [bytes([0x5F, 0xF5]) for _ in range(8)], struct.pack(">H", 15)))
+    hole = np.zeros((8, 4), bool)
+    hole[3:5, 0] = True
+    with Image.open(path) as img:
+        out = Inpainter(device="cpu", method="border-mean")(img, hole)
+    assert out.mode == "LA"
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.tile([255, 0, 0, 255], (8, 1)).astype(np.uint8))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_the_command_keeps_single_colour_transparency(tmp_path, capsys, mode):
     picture, data, alpha = _keyed(mode)
