@@ -163,9 +163,10 @@ def _grad_configs():
 # tl.dot needs every block dimension >= 16; the interpreter runs one program at a time,
 # so small fixed blocks keep CPU tests quick.
 _TILES = LazyKernel(_gram_diff_tiles, _tile_configs, key=["C", "HW"],
-                    interpret_meta={"BLOCK_C": 16, "BLOCK_K": 16})
+                    interpret_meta={"BLOCK_C": 16, "BLOCK_K": 16}, loops_over_arguments=True)
 _GRAD = LazyKernel(_gram_grad, _grad_configs, key=["C", "HW"],
-                   interpret_meta={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16})
+                   interpret_meta={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16},
+                   loops_over_arguments=True)
 
 
 # --------------------------------------------------------------------------- launchers

@@ -8,7 +8,9 @@ setting it after ``import nfinpaint.kernels.gram`` still works.
 Paths, in order:
 
 - ``TRITON_INTERPRET=1``: the interpreter (any device; CPU tensors stay put),
-  one fixed block configuration so CPU tests stay quick;
+  one fixed block configuration so CPU tests stay quick; a kernel that loops over
+  a launch argument first checks that this interpreter can
+  (:func:`interpreter_loop_fault`: Triton 3.6's cannot with numpy 2.4);
 - CUDA tensors: compiled Triton with a small autotuned configuration set;
   the autotuner benchmarks every configuration on the real buffers, so a
   kernel that leaves per-program partial sums must let the caller read only
@@ -28,6 +30,11 @@ from typing import Callable, Sequence
 
 import torch
 
+try:
+    import triton.language as tl
+except ImportError:   # no Triton wheel for this platform
+    tl = None
+
 NO_TRITON_PATH = (
     "the Triton path needs CUDA tensors on a GPU, or TRITON_INTERPRET=1 for the CPU "
     "interpreter (slow, for tests); pass allow_reference_fallback=True to use the PyTorch "
@@ -37,6 +44,36 @@ NO_TRITON_PATH = (
 def interpreter_enabled() -> bool:
     """True when ``TRITON_INTERPRET=1`` is set now (read on every call)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _loop_probe(out_ptr, n):
+    # The smallest kernel that loops over a launch argument, as the Gram kernels do.
+    for i in range(0, n, 1):
+        tl.store(out_ptr + i, i + 1)
+
+
+@functools.cache
+def interpreter_loop_fault() -> str | None:
+    """Why this Triton's CPU interpreter cannot run a loop over a kernel argument, or
+    None when it can.  Triton 3.6's interpreter turns an int argument into a one-element
+    array and calls ``int()`` on it for ``range``; numpy 2.4 refuses that
+    (triton-lang/triton#9171, fixed in later Triton).  Tried once, on a tiny kernel."""
+    from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
+
+    out = torch.zeros(2, dtype=torch.int32)
+    try:
+        InterpretedFunction(_loop_probe)[(1,)](out, 2)
+        if out.tolist() == [1, 2]:
+            return None
+        problem = f"a test loop wrote {out.tolist()} instead of [1, 2]"
+    except Exception as exc:  # noqa: BLE001 - any failure of the interpreter is the answer
+        problem = f"{type(exc).__name__}: {exc}"
+    import numpy  # noqa: PLC0415
+    import triton  # noqa: PLC0415
+
+    return (f"the CPU interpreter of Triton {triton.__version__} cannot run a loop over a kernel "
+            f"argument with numpy {numpy.__version__} ({problem}; triton-lang/triton#9171); "
+            "install numpy<2.4 or a newer Triton, or run the kernel on a GPU")
 
 
 def triton_installed() -> bool:
@@ -113,8 +150,10 @@ class LazyKernel:
     """
 
     def __init__(self, fn: Callable, configs: Callable[[], Sequence], key: Sequence[str],
-                 interpret_meta: dict):
+                 interpret_meta: dict, loops_over_arguments: bool = False):
         self.fn = fn
+        # Such kernels need an interpreter that can run them (interpreter_loop_fault).
+        self.loops_over_arguments = loops_over_arguments
         self.configs = configs
         self.key = list(key)
         self.interpret_meta = dict(interpret_meta)
@@ -143,6 +182,8 @@ class LazyKernel:
         produced the outputs.  ``meta`` forces one configuration (tests run every
         autotune configuration in turn this way)."""
         if interpreter_enabled():
+            if self.loops_over_arguments and (fault := interpreter_loop_fault()):
+                raise RuntimeError(f"{self.fn.__name__.lstrip('_')}: {fault}")
             meta = dict(self.interpret_meta if meta is None else meta)
             self._interpreted[grid](*args, **constexprs, **meta)
             return meta
