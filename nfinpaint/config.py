@@ -168,14 +168,10 @@ class TrainConfig:
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        memory, where = device_memory(self.device)
-        floor = batch_floor_bytes(self.batch_size, self.image_size)
         # an absurd batch is refused here, before the run directory is written, not by running
         # out of memory in the first step
-        need(memory is None or floor <= memory,
-             f"batch_size {self.batch_size} does not fit in memory: one batch of {self.image_size}x"
-             f"{self.image_size} crops needs more than {floor / 2 ** 30:,.1f} GiB (crops, masks and fills "
-             f"alone, float32) and {where} has {(memory or 0) / 2 ** 30:,.1f} GiB; use a smaller batch_size")
+        memory_problem = batch_memory_problem(self.batch_size, self.image_size, self.device)
+        need(memory_problem is None, memory_problem or "")
         need(seed_problem(self.seed) is None, seed_problem(self.seed) or "")
         need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
         for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight", "ssim_weight",
@@ -285,6 +281,22 @@ def batch_floor_bytes(batch_size: int, image_size: int) -> int:
     input and output, in float32 (3 + 1 + 3 + 3 values a pixel); the networks' activations add
     many times more."""
     return batch_size * image_size * image_size * (3 + 1 + 3 + 3) * 4
+
+
+def batch_memory_problem(batch_size: int, image_size: int, device: str, *, name: str = "batch_size",
+                         images_per_item: int = 1, counted: str = "crops, masks and fills alone") -> str | None:
+    """Why a batch of ``batch_size`` items (each ``images_per_item`` crops of ``image_size`` squared)
+    cannot fit in the memory of ``device`` (a one-line message naming the option ``name``), or None
+    when its floor (:func:`batch_floor_bytes`) fits or the memory is unknown.  Training's check
+    (:meth:`TrainConfig.validate`) and ``feature_pretrain``'s: an absurd batch refused up front, not by
+    running out of memory in the first step."""
+    memory, where = device_memory(device)
+    floor = batch_floor_bytes(batch_size * images_per_item, image_size)
+    if memory is None or floor <= memory:
+        return None
+    return (f"{name} {batch_size} does not fit in memory: one batch of {image_size}x{image_size} crops needs more "
+            f"than {floor / 2 ** 30:,.1f} GiB ({counted}, float32) and {where} has {memory / 2 ** 30:,.1f} GiB; "
+            f"use a smaller {name}")
 
 
 def _preset(**changes: Any) -> TrainConfig:

@@ -103,6 +103,18 @@ class DataWarning(UserWarning):
     """A file that was skipped (e.g. not a readable image)."""
 
 
+@dataclass(frozen=True)
+class OptionNames:
+    """What the command that builds the data calls the settings a :class:`DataError` asks to change:
+    by default training's (``python -m nfinpaint.train``: its ``--data`` option, its ``val_data`` and
+    ``image_size`` config keys; evaluate's ``--data`` too); ``feature_pretrain`` passes its own
+    (``--data``, ``--val-data``, ``--crop-size``)."""
+
+    data: str = "--data"            # the training (or test) folder
+    val_data: str = "val_data"      # the separate validation folder
+    image_size: str = "image_size"  # the side of the crops
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -125,7 +137,7 @@ def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
-def find_image_files(data_dir: str | os.PathLike) -> list[Path]:
+def find_image_files(data_dir: str | os.PathLike, option: str = OptionNames.data) -> list[Path]:
     """Image files (by suffix) under ``data_dir``, sorted; hidden files and folders skipped.
 
     Links are followed, but every file is taken once: a folder reached again
@@ -135,13 +147,13 @@ def find_image_files(data_dir: str | os.PathLike) -> list[Path]:
     dropped is said in a :class:`DataWarning`.  Anything that is not a regular
     file (a FIFO, a device: reading one could block forever) and the folders
     the commands write their outputs to (marked with ``files.MARKER``) are
-    skipped with a warning.
+    skipped with a warning.  ``option`` is what the command calls the folder, for the errors.
     """
     root = Path(data_dir)
     if not root.exists():
-        raise DataError(f"{root}: no such folder")
+        raise DataError(f"{root}: no such folder; point {option} at a folder of images")
     if not root.is_dir():
-        raise DataError(f"{root} is not a folder; pass a folder of images")
+        raise DataError(f"{root} is not a folder; point {option} at a folder of images")
     files, seen_files, seen_dirs, dup_dirs, dup_files = [], set(), set(), 0, 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -179,7 +191,7 @@ def find_image_files(data_dir: str | os.PathLike) -> list[Path]:
                       DataWarning, stacklevel=2)
     if not files:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
-                        f"point --data at a folder of images")
+                        f"point {option} at a folder of images")
     return files
 
 
@@ -196,9 +208,12 @@ def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
     return height, width
 
 
-def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool,
-                     skip_small: bool = False) -> list[tuple[Path, int, int]]:
-    files = find_image_files(data_dir)
+def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool, skip_small: bool = False,
+                     option: str = OptionNames.data,
+                     size_option: str = OptionNames.image_size) -> list[tuple[Path, int, int]]:
+    """(path, height, width) of every readable image under ``data_dir``; ``option`` and ``size_option``
+    are what the command calls the folder and the crop side, named in its errors."""
+    files = find_image_files(data_dir, option)
     found = []
     for path in files:
         size = _probe(path, decode)
@@ -210,11 +225,12 @@ def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool,
             continue
         if min(size) < min_side:
             raise DataError(f"{path} is {size[1]}x{size[0]} pixels, smaller than the {min_side}x{min_side} crop; "
-                            f"remove it or use a smaller image size")
+                            f"remove it from {option} {data_dir}, or use a smaller {size_option}")
         found.append((path, *size))
     if not found:
         raise DataError(f"{data_dir}: none of the {len(files)} image files could be read"
-                        + (f" at {min_side}x{min_side} or larger" if skip_small else ""))
+                        + (f" at {min_side}x{min_side} or larger" if skip_small else "")
+                        + f"; fix or replace them, or point {option} at another folder")
     return found
 
 
@@ -364,17 +380,22 @@ def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
 
 
 def _file_split(train_files: list[Path], val_files: list[Path], image_size: int, *, seed: int, augment: bool,
-                max_rotation: float, max_crop_scale: float) -> tuple[Dataset, Dataset]:
-    """Train on every crop of ``train_files``; validate on fixed crops of ``val_files``."""
+                max_rotation: float, max_crop_scale: float, names: OptionNames = OptionNames(),
+                val_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:
+    """Train on every crop of ``train_files``; validate on fixed crops of ``val_files`` (from the separate
+    folder ``val_dir`` when there is one, else held out of the training folder)."""
     images = _load_files(train_files, "training images")
     if not images:
-        raise DataError("none of the training image files could be read")
+        raise DataError(f"none of the {len(train_files)} training image files could be read (e.g. "
+                        f"{train_files[0]}); fix or replace them, or point {names.data} at another folder")
     train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
                             max_crop_scale=max_crop_scale)
     val_images = _load_files(val_files, "validation images")
     if val_files and not val_images:   # training on without the validation that was asked for
+        remedy = (f"fix or replace them, or point {names.val_data} at another folder" if val_dir is not None
+                  else f"fix or replace them (the validation files held out of {names.data})")
         raise DataError(f"none of the {len(val_files)} validation image files could be read (e.g. "
-                        f"{val_files[0]}); fix or replace them, or train without val_data")
+                        f"{val_files[0]}); {remedy}")
     return train, fixed_crops(val_images, image_size, max_crop_scale)
 
 
@@ -393,7 +414,7 @@ def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_cro
 def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = DataSplit.val_fraction,
                    seed: int = DataSplit.seed, augment: bool = True, max_rotation: float = 15.0,
                    max_crop_scale: float = DataSplit.max_crop_scale,
-                   val_dir: str | None = None) -> tuple[Dataset, Dataset]:
+                   val_dir: str | None = None, names: OptionNames = OptionNames()) -> tuple[Dataset, Dataset]:
     """Training crops (:class:`~nfinpaint.crop_store.RandomCrops`, cut in batches) and a
     validation dataset of fixed (3, S, S) float32 crops in [0, 1].
 
@@ -404,7 +425,8 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     otherwise by region (a held-out rectangle per image), or by file for
     folders of ``FILE_SPLIT_MIN`` images or more.  Validation items are never
     augmented.  Raises :class:`DataError` for an empty folder, a folder without
-    readable images or an image smaller than the crop.
+    readable images or an image smaller than the crop, naming the option to change as the
+    calling command calls it (``names``: training's by default).
     """
     if image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
@@ -413,22 +435,25 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     opts = dict(seed=seed, augment=augment, max_rotation=max_rotation, max_crop_scale=max_crop_scale)
     if val_dir is not None:
         if data_dir is None:
-            raise DataError("a separate validation folder needs a training folder (--data) too")
-        train_files = [path for path, _, _ in _readable_images(data_dir, image_size, decode=False)]
-        val_files = [path for path, _, _ in _readable_images(val_dir, image_size, decode=False)]
+            raise DataError(f"a separate validation folder needs a training folder ({names.data}) too")
+        train_files = [path for path, _, _ in _readable_images(data_dir, image_size, decode=False,
+                                                               option=names.data, size_option=names.image_size)]
+        val_files = [path for path, _, _ in _readable_images(val_dir, image_size, decode=False,
+                                                             option=names.val_data, size_option=names.image_size)]
         overlap = {p.resolve() for p in train_files} & {p.resolve() for p in val_files}
         if overlap:
             raise DataError(f"{len(overlap)} file(s) are in both the training and the validation folder, "
                             f"e.g. {sorted(overlap)[0]}; keep the splits apart")
-        return _file_split(train_files, val_files, image_size, **opts)
+        return _file_split(train_files, val_files, image_size, names=names, val_dir=val_dir, **opts)
     if data_dir is None:
         images = [(name, _array_to_tensor(array)) for name, array in _embedded_arrays()]
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
-    found = _readable_images(data_dir, image_size, decode=False)
+    found = _readable_images(data_dir, image_size, decode=False, option=names.data, size_option=names.image_size)
     if len(found) < FILE_SPLIT_MIN:
         images = _load_files([path for path, _, _ in found], "images")
         if not images:
-            raise DataError(f"{data_dir}: none of the image files could be read")
+            raise DataError(f"{data_dir}: none of the image files could be read; fix or replace them, or point "
+                            f"{names.data} at another folder")
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
     files = [path for path, _, _ in found]
     order = np.random.default_rng([seed & 0xFFFFFFFF, 0x6669]).permutation(len(files))
@@ -436,7 +461,7 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     n_val = max(1, int(round(len(files) * val_fraction))) if val_fraction > 0 else 0
     val_files = sorted(files[i] for i in order[:n_val])
     train_files = sorted(files[i] for i in order[n_val:])
-    return _file_split(train_files, val_files, image_size, **opts)
+    return _file_split(train_files, val_files, image_size, names=names, **opts)
 
 
 FOLDER_CROPS = ("center", "grid")

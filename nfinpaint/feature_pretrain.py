@@ -37,12 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint import cli, data, files
-from nfinpaint.config import seed_problem
+from nfinpaint.config import batch_memory_problem, seed_problem
 from nfinpaint.crop_store import batch_items
 from nfinpaint.devices import autocast_dtype, resolve_device
 from nfinpaint.feature_net import LAYER_INDEX, ImageNetNormalise, vgg19_layers
 
 LAYER = "relu3_1"
+# what the data errors name: this command's own options (train's are --data and its config keys)
+OPTION_NAMES = data.OptionNames(data="--data", val_data="--val-data", image_size="--crop-size")
 
 
 @dataclass
@@ -195,6 +197,13 @@ def run(args: argparse.Namespace) -> None:
         raise cli.UsageError("--steps and --batch-size must be at least 1")
     if args.crop_size < 16:
         raise cli.UsageError(f"--crop-size must be at least 16 (relu3_1 is a quarter of it), got {args.crop_size}")
+    # an absurd batch refused before any data is read, not by running out of memory in the first step:
+    # training's check (each crop is shown at 4 rotations)
+    memory_problem = batch_memory_problem(args.batch_size, args.crop_size, args.device, name="--batch-size",
+                                          images_per_item=4,
+                                          counted="a lower bound: each crop at its 4 rotations, ten planes a pixel")
+    if memory_problem:
+        raise cli.UsageError(memory_problem)
     for option, folder in (("--data", args.data), ("--val-data", args.val_data)):
         if folder and Path(folder).is_dir() and Path(folder).resolve() in output.resolve().parents:
             raise cli.UsageError(f"-o {args.output} is inside {option} {folder}: it would replace or sit among "
@@ -205,7 +214,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     train_crops, val_crops = data.build_datasets(args.data, config.crop_size, val_dir=args.val_data,
                                                  seed=config.seed, max_rotation=0.0,
-                                                 max_crop_scale=config.max_crop_scale)
+                                                 max_crop_scale=config.max_crop_scale, names=OPTION_NAMES)
     val = torch.stack([val_crops[i] for i in range(len(val_crops))])
     print(f"rotation pretraining of VGG-19 conv1_1..{LAYER}: {len(train_crops.store)} training photographs, "
           f"{val.shape[0]} validation crops, {config.steps} steps of {config.batch_size}x4 crops on {device}",

@@ -50,7 +50,8 @@ def main() -> None:
                          steps=args.steps, batch_size=BATCH, lr=args.lr, lr_schedule="cosine", ema_decay=args.ema,
                          l2_form=args.l2_form, use_custom_ops=False, data=args.data, val_data=args.val_data)
     objective = Objective.from_config(config)
-    train, val = data.build_datasets(args.data, size, val_dir=args.val_data)
+    train, val = data.build_datasets(args.data, size, val_dir=args.val_data,
+                                     names=data.OptionNames("--data", "--val-data", "--size"))
     images = torch.stack([val[i] for i in range(len(val))])
     holes = torch.cat([masks.make_masks("random", min(BATCH, len(images) - b), size, config.hole_size,
                                         seed=b // BATCH) for b in range(0, len(images), BATCH)])

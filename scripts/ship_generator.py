@@ -31,21 +31,66 @@ COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole
 PICTURE_COLUMNS = COLUMNS + ("texture_mean", "seconds_mean")
 
 
-def read_evaluation(folder: Path) -> dict:
+EVALUATE = "give the --out folder of a finished python -m nfinpaint.evaluate run"
+
+
+def read_evaluation(folder: Path, item: str | None = None) -> dict:
     """An evaluation's numbers: per method (crop protocol), or per hole family and method (full-size
-    protocol, ``evaluate --size``)."""
-    config = json.loads((folder / "config.json").read_text())
+    protocol, ``evaluate --size``).  A folder that is not a whole evaluation (missing, a file, without
+    config.json or results.csv, either empty or unreadable) is one :class:`ShipError` naming the file."""
+    where = f"--eval {item if item is not None else folder}"
+    if not folder.is_dir():
+        state = "is a file" if folder.exists() else "does not exist"
+        raise ShipError(f"{where}: {folder} {state}, not an evaluation folder; {EVALUATE}")
+    for name in ("config.json", "results.csv"):
+        if not (folder / name).is_file():
+            raise ShipError(f"{where}: {folder} is not an evaluation folder (no {name}); {EVALUATE}")
+    config_file, results_file = folder / "config.json", folder / "results.csv"
+
+    def bad(file: Path, what: str) -> ShipError:
+        return ShipError(f"{where}: {file} {what}; expected the {file.name} that python -m nfinpaint.evaluate "
+                         f"writes: run it again into {folder}, or give another folder")
+
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise bad(config_file, f"is not readable JSON ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    resolved = config.get("resolved") if isinstance(config, dict) else None
+    if not (isinstance(resolved, dict) and isinstance(resolved.get("data"), str)):
+        raise bad(config_file, 'is not an evaluation\'s config.json (no "resolved" record with its "data")')
+    full_size = resolved.get("protocol") == "full-size"
     methods: dict = {}
-    with open(folder / "results.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            columns = PICTURE_COLUMNS if "family" in row else COLUMNS
-            values = {k: (int(row[k]) if k == "n" else round(float(row[k]), 4)) for k in columns}
-            if "family" in row:
-                methods.setdefault(row["family"], {})[row["method"]] = values
-            else:
-                methods[row["method"]] = values
-    key = "families" if config["resolved"].get("protocol") == "full-size" else "methods"
-    return {"data": config["resolved"]["data"], "command": config.get("command", ""), key: methods}
+    try:
+        with open(results_file, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if not header:
+                raise bad(results_file, "is empty")
+            if ("family" in header) != full_size:       # a results.csv from another evaluation than config.json's
+                raise bad(results_file, f"is a {'full-size' if 'family' in header else 'crop'}-protocol table but "
+                                        f"{config_file.name} says the {'full-size' if full_size else 'crop'} protocol")
+            columns = PICTURE_COLUMNS if full_size else COLUMNS
+            wanted = ("family", "method", *columns) if full_size else ("method", *columns)
+            missing = [k for k in wanted if k not in header]
+            if missing:
+                raise bad(results_file, f"lacks the column(s) {', '.join(missing)} of a "
+                                        f"{'full-size' if full_size else 'crop'}-protocol results.csv")
+            for row in reader:
+                try:
+                    values = {k: (int(row[k]) if k == "n" else round(float(row[k]), 4)) for k in columns}
+                except (TypeError, ValueError):
+                    raise bad(results_file, f"line {reader.line_num} is not a row of numbers") from None
+                if full_size:
+                    methods.setdefault(row["family"], {})[row["method"]] = values
+                else:
+                    methods[row["method"]] = values
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise bad(results_file, f"is not a readable CSV table ({' '.join(str(exc).split()) or type(exc).__name__})"
+                  ) from None
+    if not methods:
+        raise bad(results_file, "has no results (no method's row)")
+    key = "families" if full_size else "methods"
+    return {"data": resolved["data"], "command": config.get("command", ""), key: methods}
 
 
 class ShipError(Exception):
@@ -136,6 +181,12 @@ def ship() -> int:
     if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_BASE_ITERATIONS:
         # 0 or fewer wrote a file that does not load; 1e11 one whose fills never end
         raise ShipError(f"--base-iterations must be from 1 to {MAX_BASE_ITERATIONS}, got {args.base_iterations}")
+    evaluations = {}
+    for item in args.eval:      # every --eval folder read (and refused when malformed) before the generator
+        name, _, folder = item.partition("=")
+        if not (name and folder):
+            raise ShipError(f"--eval wants NAME=DIR, got {item!r}")
+        evaluations[name] = read_evaluation(Path(folder), item)
     source = resolve_generator_path(args.run)
     if args.out.resolve() == Path(source).resolve():
         raise ShipError(f"--out {args.out} is the generator being shipped: it would replace the run's float32 "
@@ -149,15 +200,6 @@ def ship() -> int:
         generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
     if not meta.get("complete", False):
         raise ShipError(f"{source} is from an interrupted run; ship a finished one")
-    evaluations = {}
-    for item in args.eval:
-        name, _, folder = item.partition("=")
-        if not folder:
-            raise ShipError(f"--eval wants NAME=DIR, got {item!r}")
-        if not (Path(folder) / "results.csv").is_file():
-            raise ShipError(f"--eval {item}: {folder} is not an evaluation folder (no results.csv); give the --out "
-                            f"folder of python -m nfinpaint.evaluate")
-        evaluations[name] = read_evaluation(Path(folder))
     untrained = meta.get("feature_pretrained") is False
     meta = relative_paths({"data": None, "val_data": None, **meta})
     meta["shipped"] = {

@@ -1,5 +1,7 @@
 """Self-supervised feature weights: rotation batches, batch-norm folding, unit scale, a run that learns,
 the file the loss network loads, and the copy that ships."""
+import warnings
+
 import pytest
 import torch
 from PIL import Image
@@ -128,6 +130,77 @@ def test_command_refuses_bad_settings(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and expected in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def _photo(path, height, width):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(torch.randint(0, 256, (height, width, 3), dtype=torch.uint8).numpy()).save(path)
+
+
+BAD_DATA = [  # (arguments, with {tmp} for the test's folder; expected part of the one-line error)
+    # the validation folder at fault was blamed on --data ("point --data at a folder of images")
+    ("--data {tmp}/train --val-data {tmp}/nosuch", "nosuch: no such folder; point --val-data at a folder of images"),
+    ("--data {tmp}/train --val-data {tmp}/empty", "no image files found (looked for"),
+    ("--data {tmp}/train --val-data {tmp}/empty", "; point --val-data at a folder of images"),
+    ("--data {tmp}/train --val-data {tmp}/junk", "none of the 1 image files could be read; fix or replace them, or "
+                                                "point --val-data at another folder"),
+    # header readable, pixels not: it said "or train without val_data", an option this command does not have
+    ("--data {tmp}/train --val-data {tmp}/truncated", "validation image files could be read (e.g. "),
+    ("--data {tmp}/train --val-data {tmp}/truncated", "or point --val-data at another folder"),
+    ("--data {tmp}/empty --val-data {tmp}/val", "point --data at a folder of images"),
+    # a picture smaller than the crop said "use a smaller image size": this command's is --crop-size
+    ("--data {tmp}/train --val-data {tmp}/small", "smaller than the 64x64 crop; remove it from --val-data "),
+    ("--data {tmp}/small --val-data {tmp}/val", "smaller than the 64x64 crop; remove it from --data "),
+    ("--data {tmp}/train --val-data {tmp}/val --crop-size 90", "smaller than the 90x90 crop"),
+    ("--data {tmp}/train --val-data {tmp}/val --crop-size 90", "or use a smaller --crop-size"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_DATA)
+def test_bad_data_is_one_line_naming_the_option_to_change(tmp_path, capsys, argv, expected):
+    _photo(tmp_path / "train" / "0.png", 80, 96)
+    _photo(tmp_path / "val" / "0.png", 80, 96)
+    _photo(tmp_path / "small" / "0.png", 40, 40)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.png").write_text("not a picture")
+    _photo(tmp_path / "truncated" / "0.png", 80, 96)       # its header reads, its pixels do not
+    (tmp_path / "truncated" / "0.png").write_bytes((tmp_path / "truncated" / "0.png").read_bytes()[:200])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = [*argv.format(tmp=tmp_path).split(), "-o", str(tmp_path / "out" / "w.pt"), "--steps", "1",
+            "--batch-size", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # the skipped files' warnings: the error is what is checked
+        code = feature_pretrain.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err and err[-1].startswith("error: ") and expected in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    """--batch-size 10000000 read the photographs, then died allocating 160 GB in the first step (a raw
+    RuntimeError): training's own memory check now refuses it up front, naming --batch-size."""
+    from nfinpaint import config, data  # noqa: PLC0415
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were read before the batch size was checked")
+
+    monkeypatch.setattr(data, "build_datasets", no_data)
+    _photo(tmp_path / "train" / "0.png", 80, 96)
+    _photo(tmp_path / "val" / "0.png", 80, 96)
+    code = feature_pretrain.main(["--data", tmp_path / "train", "--val-data", tmp_path / "val",
+                                  "-o", tmp_path / "out" / "w.pt", "--batch-size", "10000000", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: --batch-size 10000000 does not fit in memory: ") and \
+        "use a smaller --batch-size" in err, err
+    assert not (tmp_path / "out").exists()
+    # training's floor (ten float32 planes a pixel), each 64x64 crop counted at its 4 rotations
+    floor_gib = 10000000 * 4 * 64 * 64 * 10 * 4 / 2 ** 30
+    assert f"more than {floor_gib:,.1f} GiB" in err and floor_gib > 6000, err
+    assert config.batch_memory_problem(16, 64, "cpu", name="--batch-size", images_per_item=4) is None
 
 
 def test_shipped_rotation_weights_load_and_say_what_they_are():

@@ -26,7 +26,7 @@ def _interpreter_runs_loops(request):
     # compile, and the tests that fake the fault need no interpreter.
     if "gpu" in request.keywords or "interpreter_fault" in request.fixturenames:
         return
-    if (fault := launch.interpreter_loop_fault()) is not None:
+    if launch.triton_installed() and (fault := launch.interpreter_loop_fault()) is not None:
         pytest.skip(fault)
 
 

@@ -219,6 +219,82 @@ def test_ship_generator_bad_input_is_one_line_exit_2(tmp_path, argv, expected):
     assert done.stderr.count("\n") == 1 and not (tmp_path / "s.pt").exists()
 
 
+_CROP_HEADER = ("method,label,n,psnr_hole_mean,psnr_hole_ci95,ssim_hole_mean,ssim_hole_ci95,psnr_full_mean,"
+                "psnr_full_ci95,ssim_full_mean,ssim_full_ci95\n")
+_CROP_ROW = "gan,GAN,4,21.5,0.3,0.71,0.02,30.1,0.2,0.95,0.01\n"
+_CONFIG = '{"command": "python -m nfinpaint.evaluate", "resolved": {"data": "the embedded default set"}}'
+
+
+@pytest.mark.parametrize("case, files, said", [
+    ("missing", None, "does not exist, not an evaluation folder"),
+    ("a file", "file", "is a file, not an evaluation folder"),
+    ("no config.json", {"results.csv": _CROP_HEADER + _CROP_ROW}, "(no config.json)"),
+    ("empty config.json", {"config.json": "", "results.csv": _CROP_HEADER + _CROP_ROW},
+     "config.json is not readable JSON"),
+    ("cut-off config.json", {"config.json": '{"resolved": ', "results.csv": _CROP_HEADER + _CROP_ROW},
+     "config.json is not readable JSON"),
+    ("config.json of something else", {"config.json": "[1, 2]", "results.csv": _CROP_HEADER + _CROP_ROW},
+     "config.json is not an evaluation's config.json"),
+    ("config.json without data", {"config.json": '{"resolved": {}}', "results.csv": _CROP_HEADER + _CROP_ROW},
+     "config.json is not an evaluation's config.json"),
+    ("empty results.csv", {"config.json": _CONFIG, "results.csv": ""}, "results.csv is empty"),
+    ("header only", {"config.json": _CONFIG, "results.csv": _CROP_HEADER}, "results.csv has no results"),
+    ("column missing", {"config.json": _CONFIG, "results.csv": "method,n\ngan,4\n"},
+     "results.csv lacks the column(s) psnr_hole_mean"),
+    ("not a number", {"config.json": _CONFIG, "results.csv": _CROP_HEADER + _CROP_ROW.replace("21.5", "abc")},
+     "results.csv line 2 is not a row of numbers"),
+    ("short row", {"config.json": _CONFIG, "results.csv": _CROP_HEADER + "gan,GAN,4,21.5\n"},
+     "results.csv line 2 is not a row of numbers"),
+    ("binary results.csv", {"config.json": _CONFIG, "results.csv": b"\x80\x02PK\x00"},
+     "results.csv is not a readable CSV table"),
+    ("full-size table, crop config", {"config.json": _CONFIG,
+                                      "results.csv": "family," + _CROP_HEADER + "thin," + _CROP_ROW},
+     "results.csv is a full-size-protocol table but config.json says the crop protocol")])
+def test_ship_generator_refuses_a_malformed_eval_folder_in_one_line(tmp_path, case, files, said):
+    """--eval with a folder that is not a whole evaluation was a raw KeyError / JSONDecodeError / TypeError
+    (or, for an empty results.csv, a shipped file recording no numbers): now one line naming the folder or
+    file and what was expected, exit 2, nothing written, before the generator is even loaded."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    folder = tmp_path / "eval"
+    if files == "file":
+        folder.write_text("x")
+    elif files is not None:
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    # the run does not exist: the --eval folder is read (and refused) before any generator is opened
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "no-run"), "--eval", f"test={folder}",
+                           "--out", str(tmp_path / "s.pt")], capture_output=True, text=True)
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, (case, done.stderr)
+    assert done.stderr.startswith(f"error: --eval test={folder}: ") and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_ship_generator_records_a_whole_eval_folder(tmp_path):
+    """The folder evaluate writes (crop protocol) is read into the shipped meta, numbers rounded."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)),
+                   {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+                    "feature_pretrained": False, "step": 3, "complete": True})
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "config.json").write_text(_CONFIG)
+    (tmp_path / "eval" / "results.csv").write_text(_CROP_HEADER + _CROP_ROW)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "run.pt"), "--eval", f"test={tmp_path / 'eval'}",
+                    "--out", str(tmp_path / "s.pt")], check=True, capture_output=True, text=True)
+    recorded = load_generator(tmp_path / "s.pt")[1]["shipped"]["evaluations"]["test"]
+    assert recorded["data"] == "the embedded default set" and recorded["methods"]["gan"]["n"] == 4
+    assert recorded["methods"]["gan"]["psnr_hole_mean"] == 21.5
+
+
 def test_the_one_line_description_names_the_feature_weights_once():
     """The shipped file's description names its feature weights; the line built from it repeated them."""
     loaded = open_generator(shipped_default())

@@ -367,6 +367,10 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--data {tmp}/photos --out {tmp}/photos/run", "overlaps data"),
     ("--data {tmp}/photos --set val_data={tmp}/small --out {tmp}/small/run", "overlaps val_data"),
     ("--data {tmp}/photos --set val_data={tmp}/truncval --out {tmp}/run", "validation image files could be read"),
+    # a validation folder at fault was blamed on --data; a picture smaller than the crop named no setting
+    ("--data {tmp}/photos --set val_data={tmp}/empty --out {tmp}/run", "point val_data at a folder of images"),
+    ("--data {tmp}/photos --set val_data={tmp}/small --out {tmp}/run", "remove it from val_data "),
+    ("--data {tmp}/small --out {tmp}/run", "or use a smaller image_size"),
     ("--feature-weights {tmp}/x.png --out {tmp}/run", "could not read VGG-19 weights"),
     ("--out {tmp}/busy", "in use by another training"),
     ("--data {tmp}/bombonly --out {tmp}/run", "none of the 1 image files could be read"),
