@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from nfinpaint import evaluate, generators, masks, neural_fill, picture_eval
 from nfinpaint.config import ConfigError, load_config
@@ -449,11 +449,37 @@ def test_full_size_protocol_end_to_end(tmp_path):
     text = (out / "results.md").read_text()
     assert "## medium holes" in text and "## large holes" in text and "thin" not in text.split("##")[1]
     assert "Paired, GAN (ours) minus each method" in text and "texture ratio" in text
+    assert "over the 6 fills, and over the 3 pictures" in text and "SSIM hole, by picture" in text
     rows = (out / "per_image.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 3 * 2 * 3      # families x pictures x masks x methods (border-mean added)
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["large.png", "medium.png"]
     assert evaluate.main(["--data", str(data), "--size", "160", "--masks", "random", "--methods", "biharmonic",
                           "--out", str(tmp_path / "e2")]) == 2
+
+
+def test_paired_differences_over_fills_and_over_pictures():
+    """With several masks a picture, the interval over pictures averages each picture's differences
+    first: here every picture's two fills agree, so the 6 fills look like 6 independent values (a
+    narrow interval) where there are 3 (a wide one)."""
+    g = np.random.default_rng(int(torch.randint(0, 2**31, ())))
+    effect = g.normal(0.5, 1.0, size=3)                 # each picture's own difference
+    result = picture_eval.FamilyResult("medium")
+    for repeat in range(2):
+        for picture in range(3):
+            result.pictures.append(picture)
+            other = float(g.uniform(20, 30))
+            noise = float(g.normal(0, 0.01))
+            result.rows.setdefault("gan", []).append({"psnr_hole": other + effect[picture] + noise})
+            result.rows.setdefault("biharmonic", []).append({"psnr_hole": other})
+    diffs = np.array([a["psnr_hole"] - b["psnr_hole"] for a, b in zip(result.rows["gan"], result.rows["biharmonic"])])
+    per_picture = np.array([diffs[[p, p + 3]].mean() for p in range(3)])
+    fills = picture_eval.paired(result, "gan", "biharmonic", "psnr_hole")
+    pictures = picture_eval.paired(result, "gan", "biharmonic", "psnr_hole", by_picture=True)
+    assert fills.n == 6 and pictures.n == 3
+    assert fills.mean == pytest.approx(diffs.mean()) and pictures.mean == pytest.approx(per_picture.mean())
+    assert fills.ci95 == pytest.approx(stats.t.ppf(0.975, 5) * diffs.std(ddof=1) / np.sqrt(6))
+    assert pictures.ci95 == pytest.approx(stats.t.ppf(0.975, 2) * per_picture.std(ddof=1) / np.sqrt(3))
+    assert pictures.ci95 > fills.ci95
 
 
 @pytest.mark.parametrize("scale", [3, 4, 7])
