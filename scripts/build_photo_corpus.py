@@ -23,7 +23,9 @@ never by looking at results):
     OUT/mate/          Debian's mate-backgrounds "nature" photographs: the cross-source test
                        set. NEVER train on it or choose settings with it.
 
-The script is repeatable: the same package versions give the same files.
+The script is repeatable: the same package versions give the same files.  The corpus is built in a
+hidden folder inside OUT and moved into place only when complete: an interrupted or failed run leaves
+OUT as it was.
 """
 from __future__ import annotations
 
@@ -33,12 +35,14 @@ import io
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import urllib.parse
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 from PIL import Image
 
@@ -100,10 +104,25 @@ SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 TEST_FILES, VAL_FILES, SPLIT_SEED = 6, 4, 2026
 
 
+CORPUS = ("photos", "art", "mate", "opencv", "train_all", "MANIFEST.tsv")   # what OUT holds, MANIFEST last
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def run(cmd: list[str], cwd: Path) -> str:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        fail(f"{cmd[0]} not found: the corpus is built from Debian packages, so this needs a Debian or Ubuntu "
+             "system with apt-get and dpkg")
     if done.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed: {done.stderr.strip() or done.stdout.strip()}")
+        lines = (done.stderr.strip() or done.stdout.strip()).splitlines() or [f"exit status {done.returncode}"]
+        said = next((line for line in lines if line.startswith(("E:", "ERROR:", "error:"))), lines[-1])
+        fail(f"{' '.join(cmd)} failed ({said}); check that the package registry can be reached "
+             "(for apt, `apt-get update` first) and run again; the output folder was not changed")
     return done.stdout
 
 
@@ -129,12 +148,12 @@ def deb_files(root: Path, wanted: dict[str, str]) -> list[tuple[Path, str]]:
         elif "." in key:
             match = [p for p in images if p.name == key]
             if not match:
-                sys.exit(f"error: {key} not found in the package (a new version?); update the lists")
+                fail(f"{key} not found in the package (a new version?); update the lists")
             out.append((match[0], licence))
         else:  # KDE wallpaper folder: largest image file
             match = [p for p in images if f"/{key}/" in str(p)]
             if not match:
-                sys.exit(f"error: wallpaper {key} not found in the package; update the lists")
+                fail(f"wallpaper {key} not found in the package; update the lists")
             out.append((max(match, key=lambda p: p.stat().st_size), licence))
     return out
 
@@ -153,12 +172,8 @@ def save_scaled(image: Image.Image, dest: Path, max_side: int) -> tuple[tuple[in
     return original, image.size
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="output folder (created; existing corpus files are replaced)")
-    parser.add_argument("--max-side", type=int, default=1024, help="long side of the written images (default 1024)")
-    args = parser.parse_args()
-    out: Path = args.out
+def build(out: Path, max_side: int) -> list[list[str]]:
+    """Fetch the packages and write the whole corpus into the (new, empty) folder ``out``; returns the rows."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -189,8 +204,6 @@ def main() -> int:
         order = random.Random(SPLIT_SEED).sample(debian, len(debian))
         split = {name: "test" for name in order[:TEST_FILES]}
         split.update({name: "val" for name in order[TEST_FILES:TEST_FILES + VAL_FILES]})
-        for sub in ("photos", "art", "mate", "opencv", "train_all"):
-            shutil.rmtree(out / sub, ignore_errors=True)
         jobs = [(f"photos/{split.get(n, 'train')}", n, pkg, lic, src) for n, pkg, lic, src in photos]
         jobs += [("art", n, pkg, lic, src) for n, pkg, lic, src in art]
         jobs += [("mate", n, pkg, lic, src) for n, pkg, lic, src in mate]
@@ -198,7 +211,7 @@ def main() -> int:
         for i, (folder, name, package, licence, source) in enumerate(jobs, 1):
             image = Image.open(source) if isinstance(source, Path) else source
             dest = out / folder / f"{name}.png"
-            original, size = save_scaled(image, dest, args.max_side)
+            original, size = save_scaled(image, dest, max_side)
             origin = str(source.relative_to(work)) if isinstance(source, Path) else "(bundled)"
             rows.append([folder, dest.name, package, origin, licence, f"{original[0]}x{original[1]}",
                          f"{size[0]}x{size[1]}"])
@@ -210,6 +223,51 @@ def main() -> int:
         writer = csv.writer(fh, delimiter="\t")
         writer.writerow(["split", "file", "source", "original path", "licence", "original size", "size"])
         writer.writerows(rows)
+    return rows
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt   # SIGTERM as Ctrl-C: the temporary folders are removed on the way out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="output folder (created; existing corpus files are replaced)")
+    parser.add_argument("--max-side", type=int, default=1024, help="long side of the written images (default 1024)")
+    args = parser.parse_args()
+    if args.max_side < 1:
+        parser.error(f"--max-side must be at least 1 (got {args.max_side})")
+    out: Path = args.out
+    # checked before anything is fetched: a folder that is not a corpus is never emptied
+    if out.exists() and not out.is_dir():
+        fail(f"{out} is a file; give a folder for the corpus (e.g. data/corpus)")
+    created = not out.exists()
+    try:
+        if not created and not (out / "MANIFEST.tsv").is_file() \
+                and any(not p.name.startswith(".") for p in out.iterdir()):
+            fail(f"{out} holds other files and no corpus (no MANIFEST.tsv), and its {', '.join(CORPUS[:-1])} "
+                 "folders would be replaced; give a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # hidden: training never reads it
+    except OSError as exc:
+        fail(f"cannot write to {out} ({exc.strerror}); give a folder you can write to")
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        rows = build(stage, args.max_side)
+        (stage / "old").mkdir()
+        for name in CORPUS:   # the complete corpus replaces the old one: renames, no copying
+            if name != "MANIFEST.tsv" and ((out / name).exists() or (out / name).is_symlink()):
+                os.replace(out / name, stage / "old" / name)
+            os.replace(stage / name, out / name)
+    except KeyboardInterrupt:
+        fail(f"interrupted; nothing was written to {out}; run the command again")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not (out / "MANIFEST.tsv").exists():
+            try:
+                out.rmdir()   # the folder this run made, empty again
+            except OSError:
+                pass
     counts = {}
     for row in rows:
         counts[row[0]] = counts.get(row[0], 0) + 1
