@@ -31,7 +31,9 @@ what the earlier steps measured:
 A step over its limit (``--timeout-scale`` scales them all) is killed with its
 whole process group and reported as TIMEOUT.  ``--budget SECONDS`` caps the whole run: each
 step's limit is cut to what is left, and a step that would start with less than
-:data:`MIN_STEP_SECONDS` left is reported as "not run (budget)".  ``--only KEYS`` runs a
+:data:`MIN_STEP_SECONDS` left is reported as "not run (budget)"; it counts from the
+process's start (importing torch included).  SIGTERM ends the running step (its process group) with
+this process, and the report says so.  ``--only KEYS`` runs a
 subset, by the keys in :data:`STEP_KEYS` (e.g. ``--only build,agreement,gpu-tests``), in the
 order above.  The header lists the Python packages the package needs that the machine lacks
 (``scripts/device_session.py`` carries them as wheels).  Exit status: 0 when every step
@@ -51,6 +53,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+STARTED = time.monotonic()   # --budget counts from here: importing torch and reading the GPU take time too
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = ("gpu_report: no CUDA GPU is visible (torch.cuda.is_available() is False); "
           "this command checks a GPU machine and has nothing to measure here")
@@ -129,6 +132,12 @@ def run_step(step: Step, env: dict, log: Path | None = None) -> Step:
             step.timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
             step.returncode = proc.wait()
+        except BaseException:
+            # this process stopped (SIGTERM, Ctrl-C): its step, in a session of its own, would outlive it
+            os.killpg(proc.pid, signal.SIGKILL)
+            step.returncode, step.seconds = proc.wait(), time.perf_counter() - start
+            step.output = "[gpu_report] stopped from outside (SIGTERM or Ctrl-C): the step was killed with it\n"
+            raise
         else:
             # A step that passed may leave children in its group: end them too.
             try:
@@ -248,6 +257,10 @@ def measure_agreement() -> tuple[list[Measurement], float]:
     gen = torch.Generator().manual_seed(0)
     found = []
 
+    def started(what):
+        """A line before each op: a step killed in a hang names the op it hung in."""
+        print(f"[agreement] {what} ...", flush=True)
+
     def record(name, kind, dtype, pairs):
         for what, a, b in pairs:
             found.append(Measurement(name, kind, str(dtype)[6:], what, *_max_err(a, b)))
@@ -272,6 +285,7 @@ def measure_agreement() -> tuple[list[Measurement], float]:
         cases = [("composite_l2", lambda x, t, m: ops.composite_l2(x, t, m, "per_sample"), (g, t, m)),
                  ("feature_distance", lambda x, r, w: ops.feature_distance(x, r, w, "per_sample"), (f, r, w))]
         for name, fn, args in cases:
+            started(f"{name} (C++/CUDA), {dtype}")
             (ec, lc, gc), (eg, lg, gg) = both(fn, *args)
             composite = (("composite", eg, ec),) if ec is not None else ()
             record(name, "C++/CUDA", dtype, (*composite, ("loss", lg, lc), ("gradient", gg, gc)))
@@ -279,6 +293,7 @@ def measure_agreement() -> tuple[list[Measurement], float]:
         fr, rr = (torch.randn(64, 256, 6, 6, generator=gen).to(dtype) for _ in range(2))
         for name, fn, ref in (("gram_distance", gram.gram_distance, gram.gram_distance_reference),
                               ("feature_distance", triton_fd.feature_distance, ops.feature_distance_reference)):
+            started(f"{name} (Triton), {dtype}")
             x = fr.cuda().requires_grad_()
             out = fn(x, rr.cuda(), reduction="per_sample")
             (gx,) = torch.autograd.grad(out.sum(), x)
@@ -289,12 +304,14 @@ def measure_agreement() -> tuple[list[Measurement], float]:
     # The base fill's solver: 32 steps on random windows with a ~quarter of the pixels in holes.
     start = torch.rand(8, 3, 96, 128, generator=gen)
     hole = (torch.rand(8, 1, 96, 128, generator=gen) > 0.75).float()
+    started("biharmonic_cg (C++/CUDA)")
     record("biharmonic_cg", "C++/CUDA", torch.float32,
            (("fill", torch.ops.nfinpaint.biharmonic_cg(start.cuda(), hole.cuda(), 32),
              torch.ops.nfinpaint.biharmonic_cg(start, hole, 32)),))
     # PatchMatch: same seed, same field on both backends (shared per-pixel code, counter-based RNG).
     img = torch.rand(3, 256, 256, generator=gen)
     src = torch.rand(3, 256, 256, generator=gen)
+    started("PatchMatch NNF")
     cpu_field, _ = patchmatch.nnf(img, src, seed=3)
     gpu_field, _ = patchmatch.nnf(img.cuda(), src.cuda(), seed=3)
     same = (cpu_field == gpu_field.cpu()).all(-1).float().mean().item()
@@ -334,8 +351,12 @@ def agreement() -> int:
 def header_facts() -> list[tuple[str, str]]:
     import torch  # noqa: PLC0415
 
+    try:
+        gpu = torch.cuda.get_device_name()
+    except Exception as exc:  # noqa: BLE001  (the build needs no GPU: the steps still run and say more)
+        gpu = f"unreadable ({exc!r:.200})"
     facts = [("date", datetime.datetime.now().isoformat(timespec="seconds")),
-             ("GPU", torch.cuda.get_device_name()), ("Python", sys.version.split()[0]),
+             ("GPU", gpu), ("Python", sys.version.split()[0]),
              ("torch", torch.__version__), ("CUDA (torch)", str(torch.version.cuda)),
              ("triton", _version_of("triton"))]
     missing = missing_modules()
@@ -387,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, NFINPAINT_FORCE_CUDA="1", NFI_BENCH_GRAM_SIZES="6,16,64")
     env.pop("TRITON_INTERPRET", None)
     run_dir = fresh_run_dir(args.out.resolve().parent / "gpu-report-runs")
-    deadline = None if args.budget is None else time.monotonic() + args.budget
+    deadline = None if args.budget is None else STARTED + args.budget
     steps = plan(sys.executable, run_dir, build=not args.no_build, timeout_scale=args.timeout_scale,
                  only=args.only)
     header = header_facts() + [("outputs and step logs", str(run_dir))]
@@ -402,12 +423,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             step.timeout = min(step.timeout, left)
         print(f"[gpu_report] {step.name} (limit {step.timeout:.0f} s) ...", flush=True)
-        run_step(step, env, log=run_dir / f"step{i + 1}.log")
-        args.out.write_text(render(steps, header))  # after every step: a later hang keeps this
+        try:
+            run_step(step, env, log=run_dir / f"step{i + 1}.log")
+        finally:
+            args.out.write_text(render(steps, header))  # after every step: a later hang keeps this
     args.out.write_text(render(steps, header))
     print(f"wrote {args.out}")
     return 0 if all(s.returncode == 0 and not s.timed_out and not s.skipped for s in steps) else 1
 
 
 if __name__ == "__main__":
+    # SIGTERM (scripts/device_session.py at its deadline) ends the running step with this process, and
+    # the report says so
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise SystemExit(main())

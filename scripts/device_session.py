@@ -19,20 +19,32 @@ the paths to carry and the command.
 1. installs the carried wheels into a folder on PYTHONPATH;
 2. ``benchmarks/gpu_report.py --only build,agreement,gpu-tests`` within
    ``--check-seconds``: the build against the machine's torch, CUDA against
-   CPU for every op, the GPU tests (correctness before speed);
+   CPU for every op, the GPU tests (correctness before speed).  Where the
+   agreement is not ok, the leg trains with the loss operators' PyTorch
+   references (``use_custom_ops=false``): their gradients would not be trusted;
 3. a training leg on the GPU until the deadline (skipped when the build
    failed): the recipe of the shipped generator's 256-px leg (its lead for
    large holes, docs/training.md) from the shipped generator, on the training
    photographs, validated on the validation ones.  The cosine schedule needs
-   the step count up front, so the leg first runs ``--calibrate-seconds`` and
-   is stopped (SIGTERM: a checkpoint), its steps per second read from its
-   metrics, then resumed with the steps that fit before the deadline;
+   the step count up front, so the leg first runs ``--calibrate-seconds`` (and
+   on until two records of its joint steps: the discriminator-only warm-up is
+   faster) and is stopped (SIGTERM: a checkpoint), its joint steps per second
+   read from its metrics, then resumed with the steps that fit before the deadline;
 4. in the last ``--val-seconds``, a first reading: ``evaluate``'s full-size protocol
    (512 px, 3 masks a family, the learned fill only) on the validation photographs,
    for the leg's generator and for the shipped one;
 5. writes into ``$OUT``: gpu-report.md, gpu-report-logs.txt, generator.pt
    (the leg's EMA generator, ~7 MB), metrics.jsonl, train.log, val-leg.md,
    val-shipped.md, session.md.
+
+Nothing runs past ``--seconds``: gpu_report is stopped (SIGTERM, which ends its
+running step) ``REPORT_MARGIN`` seconds past its budget, and the leg and the
+evaluations at their deadlines.  session.md is written from the start and after
+every step, each line also printed (the command's output comes back even when
+``$OUT`` cannot be written); it says what ran, what failed and why: gpu_report's
+last line when the build is not ok (no CUDA GPU, say), a training folder not
+carried, too little time left for the leg, an error in the leg (its files still
+go back).
 
 What comes back is judged here as every leg is: on the validation photographs
 through ``python -m nfinpaint.evaluate`` (docs/training.md's rule), never on
@@ -59,6 +71,11 @@ CARRY = (".whl", *TRAIN_FOLDERS, VAL_FOLDER)
 CARRY_LIMIT = 64 * 2 ** 20           # what travels: the working tree and the carried paths
 RETURN_LIMIT = 16 * 2 ** 20          # one file back from $OUT
 SAVE_SECONDS = 40                    # a stopped leg's checkpoint and generator export
+REPORT_MARGIN = 30                   # gpu_report past its --budget (start-up, last write) before it is stopped
+EVAL_MIN_SECONDS = 15                # an evaluation is not started with less left
+# gpu_report's rows for the steps the leg depends on (its step names, plan())
+BUILD_OK = "| build (CPU + CUDA operators) | ok |"
+AGREEMENT_OK = "| CUDA vs CPU agreement, copy bandwidth | ok |"
 # The shipped generator's 256-px leg (docs/training.md, "Larger training crops"); the batch is the
 # GPU's: four times the CPU's 8 crops a step.
 LEG = ["--preset", "fullres", "--feature-weights", "rotation", "--init-generator", "shipped",
@@ -70,6 +87,13 @@ LEG = ["--preset", "fullres", "--feature-weights", "rotation", "--init-generator
 
 
 # ----------------------------------------------------------------------------- prepare (here)
+
+def stale_wheels() -> list[Path]:
+    """Wheels in .whl/ that WHEEL_SPECS does not name: all are installed there, and a second version of
+    one stops the whole install (then no tomli-w, and the image's setuptools fails the build)."""
+    wanted = tuple(spec.lower().replace("-", "_").replace("==", "-") + "-" for spec in WHEEL_SPECS)
+    return [w for w in sorted(WHEELS.glob("*.whl")) if not w.name.lower().startswith(wanted)]
+
 
 def prepare() -> int:
     missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not any((ROOT / f).glob("*"))]
@@ -83,8 +107,14 @@ def prepare() -> int:
     if proc.returncode != 0:
         print("error: pip could not download the wheels (no package index here?)", file=sys.stderr)
         return 2
+    if stale_wheels():
+        print(f"error: .whl/ holds wheels that {' '.join(WHEEL_SPECS)} does not name, and every wheel there is "
+              f"installed: remove {', '.join(w.name for w in stale_wheels())}", file=sys.stderr)
+        return 2
     size = sum(p.stat().st_size for c in CARRY for p in (ROOT / c).rglob("*") if p.is_file())
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout
+    # what travels besides the carried paths: tracked files and untracked ones git does not ignore
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True).stdout
     size += sum((ROOT / f).stat().st_size for f in tracked.split("\0") if f and (ROOT / f).is_file())
     if size > CARRY_LIMIT:
         print(f"error: {size / 2**20:.1f} MiB would travel, over the device's {CARRY_LIMIT // 2**20} MiB",
@@ -92,17 +122,26 @@ def prepare() -> int:
         return 2
     print(f"ready: {size / 2**20:.1f} MiB travel. On the device (timeout_s 600):\n"
           f"  command: python3 scripts/device_session.py run\n"
-          f"  carry:   {json.dumps(list(CARRY))}")
+          f"  carry:   {json.dumps(list(CARRY))}\n"
+          f"With less than 600 s of device time left after the machine's start, the command runs under that: "
+          f"pass --seconds 40 s under it.")
     return 0
 
 
 # ----------------------------------------------------------------------------- run (there)
 
-def steps_per_second(metrics: Path) -> tuple[int, float] | None:
+def steps_per_second(metrics: Path, stage: str | None = None) -> tuple[int, float] | None:
     """(last logged step, steps/s between the last two train records) of a run's metrics.jsonl; None
-    before two records.  From the records' own steps and clocks: start-up and validation outside."""
-    records = [json.loads(line) for line in (metrics.read_text().splitlines() if metrics.exists() else [])]
-    train = [r for r in records if r.get("kind") == "train"]
+    before two records.  From the records' own steps and clocks: start-up and validation outside.
+    ``stage``: of that stage's records alone (the leg's discriminator-only warm-up runs several times
+    faster than its joint steps: a rate from it sizes the schedule several times too long)."""
+    records = []
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:      # a line cut short by a kill
+            pass
+    train = [r for r in records if r.get("kind") == "train" and stage in (None, r.get("stage"))]
     if len(train) < 2 or train[-1]["elapsed_s"] <= train[-2]["elapsed_s"]:
         return None
     a, b = train[-2], train[-1]
@@ -115,20 +154,25 @@ def steps_that_fit(done: int, rate: float, seconds: float) -> int:
     return done + max(1, int(rate * max(seconds, 0) * 0.9))
 
 
-def run_until(command: list[str], env: dict, log, deadline: float, grace: float | None = None) -> int:
-    """Run ``command``; at ``deadline`` ask it to stop (SIGTERM: train saves and exports), and kill it
-    ``grace`` seconds later (default SAVE_SECONDS).  Returns its exit status."""
+def run_until(command: list[str], env: dict, log, deadline: float, grace: float | None = None,
+              stop_early=None) -> int:
+    """Run ``command``; at ``deadline``, or before it once ``stop_early()`` (asked every second) is true,
+    ask it to stop (SIGTERM: train saves and exports), and kill it ``grace`` seconds later (default
+    SAVE_SECONDS).  Returns its exit status."""
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
-    try:
-        return proc.wait(timeout=max(deadline - time.monotonic(), 1))
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
+    while True:
         try:
-            return proc.wait(timeout=SAVE_SECONDS if grace is None else grace)
+            return proc.wait(timeout=max(deadline - time.monotonic(), 1) if stop_early is None else 1)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+            if stop_early is None or time.monotonic() >= deadline or stop_early():
+                break
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=SAVE_SECONDS if grace is None else grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def copy_capped(src: Path, dst: Path) -> None:
@@ -160,48 +204,113 @@ def training_folder(scratch: Path) -> Path:
     return folder
 
 
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log (what a failed command said last), at most 300 characters."""
+    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    return lines[-1][-300:] if lines else "(no output)"
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be written into ``folder`` (made if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "session.md").write_text("# device session: starting\n")
+        return True
+    except OSError:
+        return False
+
+
 def run(args) -> int:
     start = time.monotonic()
     deadline = start + args.seconds
-    out = Path(os.environ.get("OUT") or args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = Path(os.environ.get("OUT") or args.out).resolve()
+    fallback = None if writable(out) else out
+    if fallback is not None:     # the steps still run: their notes reach the command's output
+        out = scratch / "out"
+        out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    notes = [f"# device session ({time.strftime('%Y-%m-%d %H:%M:%S')})", "",
-             f"- {install_wheels(env, scratch / 'site')}"]
+    notes = [f"# device session ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
 
     def note(line: str) -> None:
         notes.append(f"- [{time.monotonic() - start:5.0f} s] {line}")
+        print(notes[-1], flush=True)        # the command's output comes back even when no file does
         (out / "session.md").write_text("\n".join(notes) + "\n")
 
-    built = True
+    note(f"run: within {args.seconds:.0f} s; files into {out}")
+    if fallback is not None:
+        note(f"$OUT ({fallback}) cannot be written: nothing comes back but this output")
+    note(install_wheels(env, scratch / "site"))
+
+    built, agreed = True, True
     if not args.no_report:
         report = out / "gpu-report.md"
         budget = min(args.check_seconds, deadline - time.monotonic() - 60)
-        code = subprocess.run([sys.executable, "benchmarks/gpu_report.py", "--out", str(report),
-                               "--only", "build,agreement,gpu-tests", "--budget", f"{budget:.0f}"],
-                              cwd=ROOT, env=env).returncode
+        with open(scratch / "gpu-report-stdout.txt", "w") as log:    # its own lines: why it stopped, if it did
+            code = run_until([sys.executable, "benchmarks/gpu_report.py", "--out", str(report),
+                              "--only", "build,agreement,gpu-tests", "--budget", f"{budget:.0f}"], env, log,
+                             time.monotonic() + max(budget, 0) + REPORT_MARGIN, grace=10)
         logs = sorted((report.parent / "gpu-report-runs").glob("*/step*.log"))
         with open(scratch / "gpu-report-logs.txt", "wb") as merged:
-            for log in logs:
+            for log in [scratch / "gpu-report-stdout.txt", *logs]:
                 merged.write(f"\n===== {log} =====\n".encode() + log.read_bytes())
         copy_capped(scratch / "gpu-report-logs.txt", out / "gpu-report-logs.txt")
         shutil.rmtree(report.parent / "gpu-report-runs", ignore_errors=True)   # 8 files come back, at most
-        built = report.exists() and "| build (CPU + CUDA operators) | ok |" in report.read_text()
-        note(f"gpu_report exit {code}; build {'ok' if built else 'FAILED or not run'}")
+        built = report.exists() and BUILD_OK in report.read_text()
+        agreed = report.exists() and AGREEMENT_OK in report.read_text()
+        note(f"gpu_report exit {code}; build {'ok' if built else 'FAILED or not run'}; "
+             f"CUDA vs CPU agreement {'ok' if agreed else 'FAILED or not run'}")
+        if not built:
+            note(f"gpu_report's last line: {last_line(scratch / 'gpu-report-stdout.txt')}")
+    missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not (ROOT / f).is_dir()]
+    run_dir = scratch / "leg"
+    shutil.rmtree(run_dir, ignore_errors=True)      # an earlier call's, on a machine kept warm
+    (scratch / "train.log").unlink(missing_ok=True)
     if not built:
         note("no training leg: the operators were not built")
         return 1
+    if missing:
+        note(f"no training leg: not carried: {', '.join(missing)}")
+    elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS:
+        note(f"no training leg: {deadline - time.monotonic():.0f} s left")
+    else:
+        if not agreed:      # the custom ops' losses and gradients are not to be trusted on this GPU
+            note("the leg trains with the PyTorch references of the loss operators (use_custom_ops=false)")
+        try:
+            run_leg(args, env, scratch, out, run_dir, deadline, note,
+                    [] if agreed else ["--set", "use_custom_ops=false"])
+        except Exception as exc:    # what the leg left still goes back
+            note(f"the leg stopped on an error: {exc!r}")
+    send_back(run_dir, scratch, out)
+    note(f"returned: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0 if (out / "generator.pt").exists() else 1
 
-    run_dir = scratch / "leg"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    leg = [sys.executable, "-m", "nfinpaint.train", *LEG, "--data", str(training_folder(scratch)),
+
+def send_back(run_dir: Path, scratch: Path, out: Path) -> None:
+    """The leg's files into ``out`` as they are now: a command stopped later still returns them."""
+    for name in ("generator.pt", "metrics.jsonl"):
+        if (run_dir / name).exists() and (run_dir / name).stat().st_size <= RETURN_LIMIT:
+            shutil.copy(run_dir / name, out / name)
+    if (scratch / "train.log").exists():
+        copy_capped(scratch / "train.log", out / "train.log")
+
+
+def run_leg(args, env: dict, scratch: Path, out: Path, run_dir: Path, deadline: float, note,
+            options: list[str]) -> None:
+    """The training leg (LEG, then ``options``, then ``--leg``'s) until ``deadline - args.val_seconds``,
+    then both generators on the validation photographs until ``deadline``."""
+    leg = [sys.executable, "-m", "nfinpaint.train", *LEG, *options, "--data", str(training_folder(scratch)),
            "--device", args.device, *args.leg]
     leg_deadline = deadline - args.val_seconds       # then both generators on the validation photographs
     with open(scratch / "train.log", "w") as log:
-        calibrate_until = min(time.monotonic() + args.calibrate_seconds, leg_deadline - SAVE_SECONDS)
-        code = run_until([*leg, "--steps", "1000000", "--out", str(run_dir)], env, log, calibrate_until)
-        measured = steps_per_second(run_dir / "metrics.jsonl")
+        # past --calibrate-seconds, on until two records of the joint steps give their rate
+        calibrate_until = time.monotonic() + args.calibrate_seconds
+        code = run_until([*leg, "--steps", "1000000", "--out", str(run_dir)], env, log, leg_deadline - SAVE_SECONDS,
+                         stop_early=lambda: time.monotonic() >= calibrate_until
+                         and steps_per_second(run_dir / "metrics.jsonl", "joint") is not None)
+        measured = steps_per_second(run_dir / "metrics.jsonl", "joint")
+        send_back(run_dir, scratch, out)
         note(f"calibration: exit {code}; (last step, steps/s) = {measured}")
         if measured is not None and leg_deadline - time.monotonic() > 2 * SAVE_SECONDS:
             done, rate = measured
@@ -210,13 +319,15 @@ def run(args) -> int:
             code = run_until([sys.executable, "-m", "nfinpaint.train", "--resume", str(run_dir),
                               "--steps", str(total), "--device", args.device], env, log,
                              leg_deadline - SAVE_SECONDS)
+            send_back(run_dir, scratch, out)
             note(f"leg: exit {code}; last logged (step, steps/s) = "
                  f"{steps_per_second(run_dir / 'metrics.jsonl')}")
         # a first reading, not the decision: evaluate's full-size protocol on the validation photographs,
         # the leg's generator and the shipped one (judged again here, on the CPU, before anything ships)
         for name, checkpoint in (("val-leg.md", run_dir / "generator.pt"), ("val-shipped.md", None)):
             left = deadline - time.monotonic()
-            if not (run_dir / "generator.pt").exists() or left < 15:
+            if not (run_dir / "generator.pt").exists() or left < EVAL_MIN_SECONDS:
+                note(f"{name}: not run ({f'{left:.0f} s left' if left < EVAL_MIN_SECONDS else 'no generator.pt'})")
                 break
             folder = scratch / name.removesuffix(".md")
             shutil.rmtree(folder, ignore_errors=True)
@@ -228,12 +339,6 @@ def run(args) -> int:
             if (folder / "results.md").exists():
                 shutil.copy(folder / "results.md", out / name)
             note(f"{name}: evaluate exit {code}")
-    for name in ("generator.pt", "metrics.jsonl"):
-        if (run_dir / name).exists() and (run_dir / name).stat().st_size <= RETURN_LIMIT:
-            shutil.copy(run_dir / name, out / name)
-    copy_capped(scratch / "train.log", out / "train.log")
-    note(f"returned: {', '.join(sorted(p.name for p in out.iterdir()))}")
-    return 0 if (out / "generator.pt").exists() else 1
 
 
 def main(argv: list[str] | None = None) -> int:

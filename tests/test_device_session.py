@@ -7,6 +7,7 @@ made of links to the carried photographs.
 """
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -72,3 +73,236 @@ def test_training_folder_links_the_sources(session, tmp_path, monkeypatch):
 def test_help_says_what_each_part_does():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "prepare" in out and "run" in out and "8 files" in out
+
+
+# ----------------------------------------------------------------------------- a whole run, on fakes
+
+# A repository whose gpu_report, train and evaluate are fakes, each behaving as FAKE_REPORT, FAKE_TRAIN and
+# FAKE_EVAL say: the run's own logic (deadlines, notes, returned files) on the CPU in seconds.
+FAKE_REPORT = '''import os, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+mode = os.environ.get("FAKE_REPORT", "ok")
+print("session.md before the report:", (out.parent / "session.md").exists(), flush=True)
+if mode == "nocuda":
+    print("gpu_report: no CUDA GPU is visible", file=sys.stderr)
+    sys.exit(2)
+runs = out.parent / "gpu-report-runs" / "20260101-000000-x"
+runs.mkdir(parents=True)
+(runs / "step1.log").write_text("compiled\\n")
+agreement = "FAILED (exit 1)" if mode == "disagree" else "ok"
+out.write_text(f"| build (CPU + CUDA operators) | ok | 1.0 |\\n"
+               f"| CUDA vs CPU agreement, copy bandwidth | {agreement} | 1.0 |\\n| pytest tests -m gpu | ok | 1.0 |\\n")
+if mode == "hang":
+    time.sleep(60)
+sys.exit(1)
+'''
+FAKE_TRAIN = '''import json, os, signal, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+opt = lambda name: args[args.index(name) + 1] if name in args else None
+mode = os.environ.get("FAKE_TRAIN", "ok")
+print("train", *args, flush=True)
+if mode == "crash":
+    sys.exit("Traceback: CUDA error: an illegal memory access")
+run = Path(opt("--out") or opt("--resume"))
+run.mkdir(parents=True, exist_ok=True)
+step = int((run / "step").read_text()) if (run / "step").exists() else 0
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+t0 = time.monotonic()
+warmup = int(os.environ.get("FAKE_WARMUP", "50"))   # discriminator-only steps: 100 a second, joint ones 50
+with open(run / "metrics.jsonl", "a") as f:
+    while step < int(opt("--steps")) and not stop:
+        stage = "discriminator" if step < warmup else "joint"
+        time.sleep(0.05 if stage == "discriminator" else 0.1)
+        step += 5
+        f.write(json.dumps({"kind": "train", "step": step, "stage": stage,
+                            "elapsed_s": time.monotonic() - t0}) + "\\n")
+        f.flush()
+    if mode == "torn":
+        f.write('{"kind": "train", "st')
+(run / "step").write_text(str(step))
+(run / "generator.pt").write_bytes(b"weights")
+sys.exit(130 if stop else 0)
+'''
+FAKE_EVALUATE = '''import os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+print("generator.pt back before the evaluation:", (Path(os.environ["OUT"]) / "generator.pt").exists())
+if os.environ.get("FAKE_EVAL") == "slow":
+    time.sleep(60)
+out = Path(args[args.index("--out") + 1])
+out.mkdir(parents=True)
+(out / "results.md").write_text("| gan | 30.0 |\\n")
+'''
+
+
+@pytest.fixture
+def fake_repo(session, tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    for path, text in {"benchmarks/gpu_report.py": FAKE_REPORT, "nfinpaint/__init__.py": "",
+                       "nfinpaint/train.py": FAKE_TRAIN, "nfinpaint/evaluate.py": FAKE_EVALUATE}.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    for folder in (*session.TRAIN_FOLDERS, session.VAL_FOLDER):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "a.png").write_bytes(b"x")
+    monkeypatch.setattr(session, "ROOT", root)
+    monkeypatch.setattr(session, "WHEELS", root / ".whl")           # not carried: none installed
+    for name, seconds in (("SAVE_SECONDS", 1), ("REPORT_MARGIN", 2), ("EVAL_MIN_SECONDS", 1)):
+        monkeypatch.setattr(session, name, seconds)
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    for name in ("FAKE_REPORT", "FAKE_TRAIN", "FAKE_EVAL", "FAKE_WARMUP"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def run_session(session, tmp_path, seconds=10, calibrate=1.5):
+    """``run`` on the fakes within ``seconds``: (exit status, wall seconds, session.md, $OUT's files)."""
+    start = time.monotonic()
+    code = session.main(["run", "--seconds", str(seconds), "--calibrate-seconds", str(calibrate), "--val-seconds", "3",
+                         "--scratch", str(tmp_path / "scratch"), "--device", "cpu"])
+    out = Path(os.environ["OUT"])
+    text = (out / "session.md").read_text() if (out / "session.md").exists() else ""
+    return code, time.monotonic() - start, text, sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+
+
+def test_a_whole_run_returns_at_most_8_small_files(session, fake_repo, tmp_path):
+    code, wall, text, files = run_session(session, tmp_path)     # no .whl/: the scratch folder is made anyway
+    assert code == 0 and wall < 10 + 5, text
+    assert files == sorted(["gpu-report.md", "gpu-report-logs.txt", "session.md", "generator.pt", "metrics.jsonl",
+                            "train.log", "val-leg.md", "val-shipped.md"])
+    assert all((tmp_path / "out" / f).stat().st_size < 16 * 2 ** 20 for f in files)
+    assert "build ok" in text and "resuming to" in text and "val-shipped.md: evaluate exit 0" in text
+    assert "use_custom_ops" not in (tmp_path / "out" / "train.log").read_text()
+    # the leg's files go back as soon as it stops: a command cut short in the evaluations still returns them
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "generator.pt back before the evaluation: True" in log and "False" not in log
+    # session.md was there before gpu_report started: a kill during it still leaves a note
+    assert "session.md before the report: True" in (tmp_path / "out" / "gpu-report-logs.txt").read_text()
+
+
+def test_no_cuda_says_why_and_skips_the_leg(session, fake_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_REPORT", "nocuda")
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 1 and wall < 10
+    assert "no CUDA GPU is visible" in text and "no training leg: the operators were not built" in text
+    assert "no CUDA GPU is visible" in (tmp_path / "out" / "gpu-report-logs.txt").read_text()
+
+
+def test_a_hanging_report_is_stopped_within_the_run(session, fake_repo, tmp_path, monkeypatch):
+    # gpu_report past its budget and margin is stopped; what is left is too short for a leg
+    monkeypatch.setenv("FAKE_REPORT", "hang")
+    code, wall, text, files = run_session(session, tmp_path, seconds=6)
+    assert wall < 6 + 5, text
+    assert "build ok" in text and "no training leg:" in text and "s left" in text
+    assert "gpu-report.md" in files and "gpu-report-runs" not in files
+
+
+def test_a_torn_metrics_line_or_a_crash_still_returns_the_leg(session, fake_repo, tmp_path, monkeypatch):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"kind": "train", "step": 5, "elapsed_s": 1.0}\n{"kind": "train", "step": 15, '
+                       '"elapsed_s": 2.0}\n{"kind": "train", "st')      # a kill in the middle of a write
+    assert session.steps_per_second(metrics) == (15, 10.0)
+    monkeypatch.setenv("FAKE_TRAIN", "torn")
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 0 and wall < 10 + 5 and "generator.pt" in files and "train.log" in files, text
+    monkeypatch.setenv("FAKE_TRAIN", "crash")
+    monkeypatch.setenv("OUT", str(tmp_path / "out2"))                  # the device empties $OUT for each command
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 1 and "calibration: exit 1; (last step, steps/s) = None" in text
+    assert "val-leg.md: not run (no generator.pt)" in text
+    assert "illegal memory access" in (tmp_path / "out2" / "train.log").read_text()
+
+
+def test_an_uncarried_training_folder_skips_the_leg(session, fake_repo, tmp_path):
+    import shutil
+
+    shutil.rmtree(fake_repo / session.TRAIN_FOLDERS[0])
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 1 and f"no training leg: not carried: {session.TRAIN_FOLDERS[0]}" in text
+    assert "no carried wheels" in text
+
+
+def test_out_that_cannot_be_written_still_runs_and_prints(session, fake_repo, tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("OUT", str(tmp_path / "file" / "out"))        # cannot be made
+    code, wall, text, files = run_session(session, tmp_path)
+    printed = capsys.readouterr().out
+    assert code == 0 and "cannot be written" in printed and "resuming to" in printed
+
+
+def test_prepare_refuses_stale_wheels_and_counts_untracked_files(session, tmp_path, monkeypatch):
+    real_run = subprocess.run
+    monkeypatch.setattr(session, "ROOT", tmp_path)
+    monkeypatch.setattr(session, "WHEELS", tmp_path / ".whl")
+    monkeypatch.setattr(session.subprocess, "run", lambda cmd, **kw: real_run(cmd, **kw) if cmd[0] == "git" else
+                        subprocess.CompletedProcess(cmd, 0))            # pip download: the wheels are there
+    for folder in (*session.TRAIN_FOLDERS, session.VAL_FOLDER):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "a.png").write_bytes(b"x")
+    (tmp_path / ".whl").mkdir()
+    for name in ("tomli_w-1.2.0-py3-none-any.whl", "setuptools-80.9.0-py3-none-any.whl"):
+        (tmp_path / ".whl" / name).write_bytes(b"w")
+    real_run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert session.prepare() == 0
+    # an untracked file git does not ignore travels too
+    (tmp_path / "big.bin").write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(session, "CARRY_LIMIT", 4096)
+    assert session.prepare() == 2
+    (tmp_path / "big.bin").unlink()
+    # another setuptools beside the one named: both would be installed, and pip refuses two versions
+    (tmp_path / ".whl" / "setuptools-82.0.0-py3-none-any.whl").write_bytes(b"w")
+    assert session.stale_wheels() == [tmp_path / ".whl" / "setuptools-82.0.0-py3-none-any.whl"]
+    assert session.prepare() == 2
+
+
+def test_calibration_measures_the_joint_steps(session, fake_repo, tmp_path, monkeypatch):
+    # the leg's 100 discriminator-only steps run several times faster than its joint ones: a calibration
+    # that ends among them sized the schedule several times too long (seen on the CPU: 1225 steps planned,
+    # 107 run), so the leg was stopped early in its cosine schedule
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"kind": "train", "step": 50, "stage": "discriminator", "elapsed_s": 1.0},
+        {"kind": "train", "step": 100, "stage": "discriminator", "elapsed_s": 2.0},
+        {"kind": "train", "step": 125, "stage": "joint", "elapsed_s": 4.0})))
+    assert session.steps_per_second(metrics) == (125, 12.5)
+    assert session.steps_per_second(metrics, "joint") is None
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 150, "stage": "joint", "elapsed_s": 6.0}) + "\n")
+    assert session.steps_per_second(metrics, "joint") == (150, 12.5)
+    monkeypatch.setenv("FAKE_WARMUP", "150")        # 1.5 s of warm-up, longer than the calibration's 0.5 s
+    code, wall, text, files = run_session(session, tmp_path, calibrate=0.5)
+    line = next(line for line in text.splitlines() if "calibration:" in line)
+    step, rate = eval(line.split(" = ")[1])
+    assert step > 150 and 30 < rate < 70, line                      # the joint steps' 50 a second
+    assert code == 0 and wall < 10 + 5 and "resuming to" in text
+
+
+def test_a_failed_agreement_trains_on_the_references(session, fake_repo, tmp_path, monkeypatch):
+    # CUDA ops beyond their limits give wrong losses and gradients: a leg trained on them would be wasted
+    monkeypatch.setenv("FAKE_REPORT", "disagree")
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 0 and "CUDA vs CPU agreement FAILED or not run" in text and "use_custom_ops=false" in text
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "--set use_custom_ops=false --data" in log                       # the first run; --resume keeps it
+
+
+def test_the_rows_read_are_gpu_reports(session, monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_report", SCRIPT.parents[1] / "benchmarks" / "gpu_report.py")
+    report = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_report", report)
+    spec.loader.exec_module(report)
+    steps = report.plan("python", tmp_path, build=True, only=("build", "agreement"))
+    for step in steps:
+        step.returncode = 0
+    text = report.render(steps, [])
+    assert session.BUILD_OK in text and session.AGREEMENT_OK in text
+
+
+def test_evaluations_that_overrun_are_stopped_at_the_deadline(session, fake_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_EVAL", "slow")
+    code, wall, text, files = run_session(session, tmp_path, seconds=8)
+    assert wall < 8 + 5 and "val-leg.md: evaluate exit -15" in text and "val-shipped.md: evaluate exit -15" in text
+    assert code == 0 and "generator.pt" in files and "val-leg.md" not in files

@@ -8,6 +8,7 @@ folder on every run.
 """
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -167,3 +168,88 @@ def test_header_names_missing_packages(report, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tomli_w" else real(name, *a))
     assert report.missing_modules() == ["tomli-w"]
+
+
+def test_budget_counts_from_the_process_start(report, monkeypatch, tmp_path):
+    # importing torch and reading the GPU come out of the budget too: device_session stops gpu_report a
+    # margin past it, and a budget counted from later could run the last step into that stop
+    out = tmp_path / "report.md"
+    steps = [report.Step("late", [sys.executable, "-c", "print('ran')"], key="a")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "header_facts", lambda: [("GPU", "Fake")])
+    monkeypatch.setattr(report, "plan", lambda *a, **k: steps)
+    monkeypatch.setattr(report, "MIN_STEP_SECONDS", 2.0)
+    monkeypatch.setattr(report, "STARTED", time.monotonic() - 100)   # 100 s of start-up
+    assert report.main(["--out", str(out), "--no-build", "--budget", "101"]) == 1
+    assert steps[0].skipped and "| late | not run (budget) |" in out.read_text()
+
+
+def test_header_survives_an_unreadable_gpu(report, monkeypatch):
+    # the build needs no GPU: a failing device query must not stop the report before its first step
+    def broken(*a):
+        raise RuntimeError("CUDA error: unknown error")
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", broken)
+    facts = dict(report.header_facts())
+    assert facts["GPU"].startswith("unreadable (RuntimeError('CUDA error: unknown error')")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: the measurement would run for real")
+def test_agreement_names_each_op_before_measuring_it(report, capsys):
+    # the step's output is all a hang leaves: it must name the op it hung in (here the CPU stops at CUDA)
+    with pytest.raises((RuntimeError, AssertionError)):
+        report.measure_agreement()
+    assert capsys.readouterr().out.splitlines()[-1] == "[agreement] composite_l2 (C++/CUDA), torch.float32 ..."
+
+
+HANGING_GPU_TEST = '''import os, subprocess, sys, time
+import pytest
+
+
+@pytest.mark.gpu
+def test_hangs():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    with open(os.environ["HANG_PIDS"], "w") as f:
+        f.write(f"{os.getpid()} {child.pid}")
+    time.sleep(120)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_ends_the_running_step_and_the_report_says_so(tmp_path):
+    # device_session stops gpu_report with SIGTERM at its deadline: the step (pytest, in a session of its
+    # own, with a child) must end too, or it keeps the GPU through the training leg; the report says why
+    root = tmp_path / "repo"
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "benchmarks" / "gpu_report.py").write_text(SCRIPT.read_text())
+    (root / "tests").mkdir()
+    (root / "tests" / "test_hang.py").write_text(HANGING_GPU_TEST)
+    script, out, pids = root / "benchmarks" / "gpu_report.py", tmp_path / "report.md", tmp_path / "pids"
+    # a GPU "visible" whose name cannot be read (this machine's torch has no device to ask)
+    driver = (f"import runpy, sys, torch; torch.cuda.is_available = lambda: True; "
+              f"sys.argv = [{str(script)!r}, '--out', {str(out)!r}, '--no-build', '--only', 'gpu-tests']; "
+              f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", driver], env=dict(os.environ, HANG_PIDS=str(pids)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pids.exists() and pids.read_text()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pids.exists(), proc.stdout.read() if proc.poll() is not None else "the step did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+    step, child = map(int, pids.read_text().split())
+    time.sleep(0.5)
+    assert not _alive(step) and not _alive(child)
+    text = out.read_text()
+    assert "| pytest tests -m gpu | FAILED (exit -9) |" in text and "stopped from outside" in text
+    assert "- **GPU**: unreadable" in text
