@@ -24,11 +24,17 @@ follow :mod:`nfinpaint.mask_options`'s rule; ``invert=True`` for black = hole, `
 grow the holes, ``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
 Every bad input raises :class:`InpaintError` (a ``ValueError``) with a one-line message.
+One Inpainter may be called from several threads at once, each call with its own options: the
+results are those of the same calls one after another.  Its fills with a generator run one at a
+time (reading and preparing the inputs does not wait); PIL pictures are decoded in place, one at
+a time; a generator loaded on first use is loaded once.
 The fill itself is :func:`nfinpaint.inpaint.inpaint_image`'s, as in the command.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -45,6 +51,11 @@ from nfinpaint.images import (ImageError, exif_orientation, keep_transparent_lev
 # integer grey holding 16-bit levels
 _INTEGER_GREY = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": None}
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *_INTEGER_GREY}
+# PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
+# every fill) passed from several threads at once gave spurious "cannot be decoded" errors, bare
+# AssertionErrors and wrong pixels.  Pictures are decoded, and their EXIF read, one at a time.
+_DECODING = threading.Lock()
+_OPENING = threading.Lock()       # a generator loaded lazily is loaded once, not by each thread calling
 
 
 class InpaintError(NfinpaintError, ValueError):
@@ -135,7 +146,13 @@ def _decoded(image: Image.Image, what: str) -> Image.Image:
     stored bits); a truncated, corrupt or closed image is an InpaintError here, not a raw OSError (or a
     mode blamed for it) further on."""
     try:
-        load_pixels(image)
+        with _DECODING:
+            if "nfinpaint_16bit_colour" in image.info:
+                # decoded here before: load_pixels would read its tiles again, which PIL dropped when
+                # it decoded it, and forget that it is 16-bit colour (its transparent colour turned opaque)
+                image.load()
+            else:
+                load_pixels(image)
     except (OSError, SyntaxError, ValueError, AttributeError) as exc:   # AttributeError: a closed file
         raise InpaintError(f"the {what} cannot be decoded ({_one_line(exc)}); check the file") from None
     return image
@@ -243,8 +260,13 @@ def _check_orientations(image: Any, mask: Any) -> None:
     A mask without an orientation is taken as drawn on the stored pixels."""
     if not isinstance(mask, Image.Image):
         return
-    theirs = _orientation(mask)
-    ours = _orientation(image) if isinstance(image, Image.Image) else 1
+    # decoded first: reading a PNG's EXIF decodes it, and load_pixels must see how it is stored
+    if isinstance(image, Image.Image):
+        _decoded(image, "image")
+    _decoded(mask, "mask")
+    with _DECODING:
+        theirs = _orientation(mask)
+        ours = _orientation(image) if isinstance(image, Image.Image) else 1
     if theirs not in (1, ours):
         raise InpaintError(f"the mask has EXIF orientation {theirs} and the image {ours}: their pixels do not line "
                            f"up; pass both through PIL.ImageOps.exif_transpose (as the command reads files)")
@@ -340,6 +362,10 @@ class Inpainter:
         self.method, self.seed, self.half = method, int(seed), bool(half)
         self.dilate, self.invert, self.resize_mask = dilate, bool(invert), bool(resize_mask)
         self._checkpoint, self._opened, self.loaded = checkpoint, False, None
+        # fills with the model run one at a time: the fill puts the model in place on its first
+        # call (device, channels-last weights), which under another thread's fill gave it wrong
+        # pixels (off by up to 186 of 255) or NaN; on the CPU each fill uses every core anyway
+        self._filling = threading.Lock()
         if method == "auto" or METHODS[method].needs_generator:
             self._open_generator()
         if self.loaded is None and method != "auto" and METHODS[method].needs_generator:
@@ -363,12 +389,15 @@ class Inpainter:
         PatchMatch without one, silently)."""
         from nfinpaint import generator_io  # noqa: PLC0415
 
-        if not self._opened:
-            try:
-                self.loaded = generator_io.open_generator(self._checkpoint)
-            except generator_io.GeneratorFileError as exc:
-                raise InpaintError(_one_line(exc)) from None
-            self._opened = True
+        if self._opened:
+            return
+        with _OPENING:      # threads calling at once each loaded it (memory, time), then kept one
+            if not self._opened:
+                try:
+                    self.loaded = generator_io.open_generator(self._checkpoint)
+                except generator_io.GeneratorFileError as exc:
+                    raise InpaintError(_one_line(exc)) from None
+                self._opened = True
 
     def __call__(self, image: Any, mask: Any, *, dilate: int | None = None, invert: bool | None = None,
                  resize_mask: bool | None = None, method: str | None = None) -> Any:
@@ -399,12 +428,14 @@ class Inpainter:
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=self.resize_mask if resize_mask is None else resize_mask)
-            filled, _ = inpaint_image(
-                torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1),
-                torch.from_numpy(hole)[None].float(),
-                generator=None if self.loaded is None else self.loaded.generator,
-                hole_size=None if self.loaded is None else self.loaded.hole_size,
-                method=method, device=self.device, seed=self.seed, log=lambda message: None, half=self.half)
+            loaded = self.loaded
+            with contextlib.nullcontext() if loaded is None else self._filling:
+                filled, _ = inpaint_image(
+                    torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1),
+                    torch.from_numpy(hole)[None].float(),
+                    generator=None if loaded is None else loaded.generator,
+                    hole_size=None if loaded is None else loaded.hole_size,
+                    method=method, device=self.device, seed=self.seed, log=lambda message: None, half=self.half)
         except InpaintError:
             raise
         except ValueError as exc:

@@ -142,9 +142,15 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- pictures
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int]:
+def oriented_size(img: Image.Image) -> tuple[int, int] | None:
     """(width, height) as a viewer shows it: EXIF orientations 5-8 swap the sides (a damaged EXIF
-    block none: :func:`decode` ignores it too)."""
+    block none: :func:`decode` ignores it too); None when only the pixels can tell.  Read from the
+    header only: PIL looks for the EXIF of a PNG that has none before its pixels by decoding it,
+    which the request handler must not do (it runs on the event loop, before the queue: that
+    stalled every other request and held the pixels of requests then refused with 503, and the
+    picture, decoded there, lost the transparent colour that :func:`decode` keeps)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return None
     w, h = img.size
     return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
 
@@ -275,7 +281,7 @@ class FillQueue:
         icc = job.image.info.get("icc_profile")
         image = fillable(decode(job.image, "image"))
         mask = decode(job.mask, "mask")
-        if image.size != mask.size:   # the header check compared the same sizes; kept for a broken EXIF
+        if image.size != mask.size:   # the header's check could not see a PNG's EXIF, nor a broken one
             raise RequestError(400, f"the mask is {mask.width}x{mask.height} but the image is "
                                     f"{image.width}x{image.height}; they must be the same size")
         try:
@@ -425,8 +431,11 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
                                     f"got {text[:20]!r}")
         image = open_picture(fields.get("image"), "image", max_pixels)
         mask = open_picture(fields.get("mask"), "mask", max_pixels)
-        if oriented_size(image) != oriented_size(mask):
-            (iw, ih), (mw, mh) = oriented_size(image), oriented_size(mask)
+        sizes = oriented_size(image), oriented_size(mask)
+        # an orientation known only once decoded (FillQueue.fill checks again): only sides that no
+        # orientation makes match are refused here
+        if (sizes[0] != sizes[1]) if None not in sizes else (sorted(image.size) != sorted(mask.size)):
+            (iw, ih), (mw, mh) = (size or picture.size for size, picture in zip(sizes, (image, mask)))
             raise RequestError(400, f"the mask is {mw}x{mh} but the image is {iw}x{ih}; "
                                     f"they must be the same size")
         png, seconds = await fills.run(FillJob(image, mask, method, int(text)))

@@ -3,6 +3,11 @@
 The generator is a ``fullres`` one made here with small random output weights (an untrained
 one returns its base fill exactly): the tests check types, channels and where pixels go.
 """
+import io
+import struct
+import threading
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -444,3 +449,191 @@ def test_one_transparent_colour_stays_transparent(inpainter, mode):
         assert (alpha[:4] == 0).all() and (alpha[4:] == 255).all()
         colour = np.asarray(out)[..., :-1].reshape(H, W, -1)
         assert np.array_equal(colour[~hole], np.asarray(picture).reshape(H, W, -1)[~hole])
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_calls_from_several_threads_give_the_results_of_the_same_calls_one_after_another(inpainter):
+    """One Inpainter shared by threads: each call keeps its own options (method, dilation, invert)
+    and input kind, and the fill is the same as when the calls run in turn."""
+    rng = np.random.default_rng(11)
+    calls = []
+    for i in range(8):
+        pixels = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        image = [pixels, Image.fromarray(pixels), torch.from_numpy(pixels).permute(2, 0, 1).float() / 255][i % 3]
+        hole = np.roll(_hole(), i, axis=1)
+        options = dict(method=["auto", "patchmatch", "biharmonic", "border-mean"][i % 4], dilate=i % 3)
+        calls.append((image, ~hole, dict(options, invert=True)) if i % 2 else (image, hole, options))
+
+    def array(out):
+        return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    expected = [array(inpainter(image, hole, **options)) for image, hole, options in calls]
+    results, errors = [None] * len(calls), []
+    start = threading.Barrier(4)
+
+    def work(first):
+        start.wait()
+        for i in range(first, len(calls), 4):
+            try:
+                results[i] = array(inpainter(calls[i][0], calls[i][1], **calls[i][2]))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert all(np.array_equal(r, e) for r, e in zip(results, expected))
+    assert (inpainter.method, inpainter.dilate, inpainter.invert) == ("auto", 0, False)
+
+
+def test_a_generator_loaded_on_first_use_is_loaded_once_by_threads_calling_at_once(fullres_checkpoint,
+                                                                                   monkeypatch):
+    """An Inpainter made for a classical fill loads the generator when a call first needs it: two
+    threads making that call at once each loaded it (twice the memory and time)."""
+    from nfinpaint import generator_io  # noqa: PLC0415
+
+    opened, second = [], threading.Event()
+    real = generator_io.open_generator
+
+    def open_generator(path):
+        opened.append(path)
+        if len(opened) == 1:
+            second.wait(1)       # a second thread loading now is loading it again
+        else:
+            second.set()
+        return real(path)
+    monkeypatch.setattr(generator_io, "open_generator", open_generator)
+    inpainter = Inpainter(fullres_checkpoint, device="cpu", method="border-mean")
+    assert inpainter.loaded is None
+    picture = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    errors = []
+
+    def work():
+        try:
+            inpainter(picture, _hole(), method="auto")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(opened) == 1 and inpainter.loaded is not None and errors == []
+
+
+def test_first_fills_of_a_new_inpainter_from_several_threads_are_those_made_in_turn(fullres_checkpoint):
+    """The fill puts the model in place on its first call (channels-last weights, its device), in
+    place: threads making their first calls at once ran the model while another rewrote its
+    weights, and got wrong pixels (the shipped generator: 33 of 60 calls, off by up to 186 of 255)
+    or NaN.  Fills with the model now run one at a time."""
+    rng = np.random.default_rng(8)
+    pictures = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(2)]
+    fresh = Inpainter(fullres_checkpoint, device="cpu")
+    expected = [np.asarray(fresh(picture, _hole())) for picture in pictures]
+    inpainter = Inpainter(fullres_checkpoint, device="cpu")
+    generator = inpainter.loaded.generator
+    forward, inside, most, second, guard = generator.forward, [0], [0], threading.Event(), threading.Lock()
+
+    def counted(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            first, most[0] = most[0] == 0, max(most[0], inside[0])
+        if first:
+            second.wait(1)      # a second thread's fill arriving now runs the model at the same time
+        else:
+            second.set()
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+    generator.forward = counted
+    results, errors = [None, None], []
+
+    def work(i):
+        try:
+            results[i] = np.asarray(inpainter(pictures[i], _hole()))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and most[0] == 1
+    assert all(np.array_equal(r, e) for r, e in zip(results, expected))
+
+
+def test_one_lazily_opened_picture_passed_from_several_threads_is_decoded_by_one_at_a_time(tmp_path):
+    """PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
+    every fill, say) passed from threads at once was decoded by each at the same time, which gave
+    spurious 'cannot be decoded' errors, PIL's bare AssertionError and wrong pixels."""
+    pixels = np.random.default_rng(4).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    path = tmp_path / "picture.png"
+    Image.fromarray(pixels).save(path)
+    inpainter = Inpainter(device="cpu", method="border-mean")
+    expected = np.asarray(inpainter(Image.open(path), _hole()))
+    shared = Image.open(path)
+    decode, inside, most, second, guard = shared.load, [0], [0], threading.Event(), threading.Lock()
+
+    def load():
+        with guard:
+            decoding = bool(shared.tile)        # not decoded yet: this call decodes it
+            if decoding:
+                inside[0] += 1
+                first, most[0] = most[0] == 0, max(most[0], inside[0])
+        if decoding and first:
+            second.wait(1)      # a second thread decoding now decodes the same picture at the same time
+        elif decoding:
+            second.set()
+        try:
+            return decode()
+        finally:
+            if decoding:
+                with guard:
+                    inside[0] -= 1
+    shared.load = load
+    results, errors = [None, None], []
+
+    def work(i):
+        try:
+            results[i] = np.asarray(inpainter(shared, _hole()))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert most[0] == 1 and errors == []
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def _rgb16_png_with_a_transparent_colour(pixels: np.ndarray, key: tuple) -> bytes:
+    """A 16-bit RGB PNG (PIL reads it at 8 bits, and cannot write it) with one transparent colour."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    h, w, _ = pixels.shape
+    rows = zlib.compress(b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">3H", *key)) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_a_lazily_opened_16_bit_colour_png_keeps_its_transparent_colour_on_every_call(inpainter):
+    """Its transparent colour is matched on the high bytes PIL keeps, which only the undecoded file
+    tells: a second call with the same PIL image, or a PIL mask (whose EXIF check decoded the picture
+    first), found no transparent pixel and returned them opaque."""
+    pixels = np.random.default_rng(5).integers(0, 65536, (H, W, 3)).astype(np.uint16)
+    pixels[:4, :6] = (1000, 2000, 3000)
+    data = _rgb16_png_with_a_transparent_colour(pixels, (1000, 2000, 3000))
+    keyed = np.zeros((H, W), bool)
+    keyed[:4, :6] = True
+    picture = Image.open(io.BytesIO(data))
+    for mask in (_hole(), _hole(), Image.fromarray(_hole())):
+        out = inpainter(picture, mask, method="border-mean")
+        assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3] == 0, keyed)
+    out = inpainter(Image.open(io.BytesIO(data)), Image.fromarray(_hole()), method="border-mean")
+    assert np.array_equal(np.asarray(out)[..., 3] == 0, keyed)

@@ -9,11 +9,13 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 
 import numpy as np
 import pytest
@@ -323,6 +325,40 @@ def test_requests_never_touch_the_file_system(client, tmp_path, monkeypatch):
     assert list(spool.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
     response = client.post("/api/inpaint", files={"image": ("/etc/hostname", b""), "mask": ("x", png(hole_mask()))})
     assert_error(response, 400, "image", "missing or empty")
+
+
+def _grey4_png_with_a_transparent_level(levels: np.ndarray, key: int) -> bytes:
+    """A 4-bit grey PNG (PIL cannot write one) whose level ``key`` is transparent (tRNS)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    h, w = levels.shape
+    rows = zlib.compress(b"".join(b"\0" + bytes(row[0::2] << 4 | row[1::2]) for row in levels.astype(np.uint8)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 4, 0, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">H", key)) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_pictures_are_decoded_by_the_fill_worker_only(client, monkeypatch):
+    """The request handler runs on the event loop, before the queue.  Reading a PNG's EXIF there
+    decoded it (PIL looks for an eXIf chunk after the pixels): a large picture stalled every other
+    request (GET /api/info) for as long, requests then refused with 503 were decoded all the same,
+    and a 2/4-bit grey or 16-bit colour PNG lost its transparent colour (known only undecoded)."""
+    from PIL import PngImagePlugin  # noqa: PLC0415
+
+    decoded_on, real = [], PngImagePlugin.PngImageFile.load
+
+    def load(self):
+        decoded_on.append(threading.current_thread().name)
+        return real(self)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    levels = np.random.default_rng(6).integers(0, 15, (H, W))
+    levels[:4] = 15                                          # the transparent level
+    response = post(client, _grey4_png_with_a_transparent_level(levels, 15), png(hole_mask()), method="biharmonic")
+    assert response.status_code == 200 and decoded_on
+    assert all(name.startswith("nfinpaint-fill") for name in decoded_on), decoded_on
+    out = np.asarray(decoded(response))
+    assert out.shape == (H, W, 2) and np.array_equal(out[..., 1] == 0, levels == 15)
+    outside = hole_mask() == 0
+    assert np.array_equal(out[..., 0][outside], (levels * 17)[outside])
 
 
 # --------------------------------------------------------------------------- one fill at a time
