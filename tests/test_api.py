@@ -454,6 +454,28 @@ def test_one_transparent_colour_stays_transparent(inpainter, mode):
 # --------------------------------------------------------------------------- threads
 
 
+def _in_threads(calls, threads: int, timeout: float = 60):
+    """Run the zero-argument ``calls`` on ``threads`` threads started together (thread t takes calls
+    t, t + threads, ...); returns (results in the calls' order, repr of each exception raised)."""
+    results, errors = [None] * len(calls), []
+    start = threading.Barrier(threads)
+
+    def work(first):
+        start.wait()
+        for i in range(first, len(calls), threads):
+            try:
+                results[i] = calls[i]()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in workers), "a call did not return"
+    return results, errors
+
+
 def test_calls_from_several_threads_give_the_results_of_the_same_calls_one_after_another(inpainter):
     """One Inpainter shared by threads: each call keeps its own options (method, dilation, invert)
     and input kind, and the fill is the same as when the calls run in turn."""
@@ -469,22 +491,8 @@ def test_calls_from_several_threads_give_the_results_of_the_same_calls_one_after
     def array(out):
         return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     expected = [array(inpainter(image, hole, **options)) for image, hole, options in calls]
-    results, errors = [None] * len(calls), []
-    start = threading.Barrier(4)
-
-    def work(first):
-        start.wait()
-        for i in range(first, len(calls), 4):
-            try:
-                results[i] = array(inpainter(calls[i][0], calls[i][1], **calls[i][2]))
-            except Exception as exc:  # noqa: BLE001
-                errors.append(repr(exc))
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == [] and not any(t.is_alive() for t in threads)
+    results, errors = _in_threads([lambda c=c: array(inpainter(c[0], c[1], **c[2])) for c in calls], 4, 120)
+    assert errors == []
     assert all(np.array_equal(r, e) for r, e in zip(results, expected))
     assert (inpainter.method, inpainter.dilate, inpainter.invert) == ("auto", 0, False)
 
@@ -509,18 +517,7 @@ def test_a_generator_loaded_on_first_use_is_loaded_once_by_threads_calling_at_on
     inpainter = Inpainter(fullres_checkpoint, device="cpu", method="border-mean")
     assert inpainter.loaded is None
     picture = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    errors = []
-
-    def work():
-        try:
-            inpainter(picture, _hole(), method="auto")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _, errors = _in_threads([lambda: inpainter(picture, _hole(), method="auto")] * 2, 2)
     assert len(opened) == 1 and inpainter.loaded is not None and errors == []
 
 
@@ -551,18 +548,7 @@ def test_first_fills_of_a_new_inpainter_from_several_threads_are_those_made_in_t
             with guard:
                 inside[0] -= 1
     generator.forward = counted
-    results, errors = [None, None], []
-
-    def work(i):
-        try:
-            results[i] = np.asarray(inpainter(pictures[i], _hole()))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results, errors = _in_threads([lambda p=p: np.asarray(inpainter(p, _hole())) for p in pictures], 2)
     assert errors == [] and most[0] == 1
     assert all(np.array_equal(r, e) for r, e in zip(results, expected))
 
@@ -596,18 +582,7 @@ def test_one_lazily_opened_picture_passed_from_several_threads_is_decoded_by_one
                 with guard:
                     inside[0] -= 1
     shared.load = load
-    results, errors = [None, None], []
-
-    def work(i):
-        try:
-            results[i] = np.asarray(inpainter(shared, _hole()))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results, errors = _in_threads([lambda: np.asarray(inpainter(shared, _hole()))] * 2, 2)
     assert most[0] == 1 and errors == []
     assert all(np.array_equal(r, expected) for r in results)
 
