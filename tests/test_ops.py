@@ -148,6 +148,26 @@ def test_composite_l2_gradient_only_from_used_outputs():
     torch.testing.assert_close(x.grad, m * probe)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_composite_l2_gradient_of_the_composite_alone_with_non_finite_values(dtype, bad):
+    """With the loss unused, its gradient (None) counts as 0; the kernel still added 2*0*(g-t), which
+    is NaN where generated or target is inf or NaN (an fp16 generator that overflowed), although the
+    composite's gradient mask*grad is finite there."""
+    seed = int(torch.randint(1 << 30, ()))
+    g, t, m = make_inputs((2, 3, 5, 6), dtype=dtype, mask_channels=1, soft=True, seed=seed)
+    g[0, 1, 2, 3] = bad
+    t[1, 0, 4, 5] = bad
+    probe = torch.rand(g.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    grads = []
+    for fn in (ops.composite_l2, ops.composite_l2_reference):
+        x = g.clone().requires_grad_()
+        (fn(x, t, m)[0] * probe).sum().backward()
+        grads.append(x.grad)
+    assert bool(torch.isfinite(grads[1]).all())
+    assert_close(grads[0], grads[1], dtype)
+
+
 @pytest.mark.parametrize("mask_channels", [1, 3])
 def test_references_keep_float64_as_the_ops_do(mask_channels):
     """In float64 the ops sum in float64 (what gradcheck needs); their references, which define them,

@@ -85,11 +85,14 @@ def test_nnf_leaves_source_patches_that_hold_nan():
     source[:, 0:8, 0:8] = float("nan")
     field, dist = pm.nnf(target, source, patch_size=3, iterations=8, seed=seed % 1000)
     assert bool(torch.isfinite(dist).all())
-    fy, fx = field[..., 0].long(), field[..., 1].long()
+    # a target pixel on the picture's edge compares only the part of its patch inside the picture,
+    # so its match may sit beside the NaN corner (read pixels finite); one inside compares all nine
+    fy, fx = field[1:-1, 1:-1, 0].long(), field[1:-1, 1:-1, 1].long()
     assert not bool(((fy <= 8) & (fx <= 8)).any()), "matched a patch that touches the NaN corner"
-    # the matches are as good as the reference distance of the same field says
-    torch.testing.assert_close(dist.double(), pm.patch_distance_reference(hwc(target), hwc(source), field, 3),
-                               rtol=1e-5, atol=1e-7)
+    # no match reads a NaN pixel, and the matches are as good as the reference distance says
+    reference = pm.patch_distance_reference(hwc(target), hwc(source), field, 3)
+    assert bool(torch.isfinite(reference).all())
+    torch.testing.assert_close(dist.double(), reference, rtol=1e-5, atol=1e-7)
 
 
 def test_nnf_more_iterations_do_not_hurt():
@@ -210,6 +213,75 @@ def test_vote_weights_of_far_matches_keep_the_average():
     sources = [image[field[4 - dy, 4 - dx, 0] + dy, field[4 - dy, 4 - dx, 1] + dx]
                for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     torch.testing.assert_close(voted, torch.stack(sources).mean(0), rtol=1e-6, atol=1e-6)
+
+
+def _vote_numpy(image, field, weight, hole, p):
+    """The vote in float64 numpy: each hole pixel the weighted mean of what the matches of the patches
+    covering it put there (weights <= 0 or NaN give no vote; where +inf weights vote, they outvote every
+    finite one and count alike); pixels without a vote keep their value."""
+    r = p // 2
+    h, w, _ = image.shape
+    img, f, wt = image.double().numpy(), field.numpy(), weight.double().numpy()
+    out = img.copy()
+    for y, x in zip(*np.nonzero(hole.numpy())):
+        votes = []
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                cy, cx = y - dy, x - dx
+                if 0 <= cy < h and 0 <= cx < w and wt[cy, cx] > 0:
+                    votes.append((wt[cy, cx], img[f[cy, cx, 0] + dy, f[cy, cx, 1] + dx]))
+        if any(np.isinf(v) for v, _ in votes):
+            votes = [(1.0, src) for v, src in votes if np.isinf(v)]
+        if votes:
+            out[y, x] = sum(v * src for v, src in votes) / sum(v for v, _ in votes)
+    return out
+
+
+def _vote_problem(seed, h=9, w=10, p=3):
+    g = torch.Generator().manual_seed(seed)
+    r = p // 2
+    image = torch.rand(h, w, 3, generator=g)
+    field = torch.stack([torch.randint(r, h - r, (h, w), generator=g),
+                         torch.randint(r, w - r, (h, w), generator=g)], -1).int()
+    weight = torch.rand(h, w, generator=g) * (torch.rand(h, w, generator=g) > 0.2)
+    hole = torch.rand(h, w, generator=g) > 0.4
+    return image, field, weight, hole, p
+
+
+@pytest.mark.parametrize("scale", [1e-45, 1e-44, 1e-40, 1e-30, 1.0, 1e30, 3e38])
+def test_vote_op_averages_weights_of_any_scale(scale):
+    """Only the weights' ratios matter. The op's float32 sums of weight * pixel lost the average for
+    subnormal weights (0.1 off at 1e-44, 0.4 at 1e-45, where the products round to 0) and overflowed
+    for huge ones (NaN at 3e38)."""
+    image, field, weight, hole, p = _vote_problem(int(torch.randint(1 << 30, ())))
+    weight = (weight.double() * scale).float()      # the weights the op gets, also for the reference
+    out = torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, p)
+    np.testing.assert_allclose(out.double().numpy(), _vote_numpy(image, field, weight, hole, p),
+                               rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[~hole], image[~hole])
+
+
+def test_vote_op_infinite_weights_outvote_finite_ones():
+    """A +inf weight (the limit of a weight growing past every other) gave inf / inf = NaN."""
+    image, field, weight, hole, p = _vote_problem(int(torch.randint(1 << 30, ())))
+    weight[torch.rand(weight.shape, generator=torch.Generator().manual_seed(5)) > 0.8] = float("inf")
+    weight[0, 0] = float("nan")     # no vote, as ever
+    out = torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, p)
+    assert bool(torch.isfinite(out).all())
+    np.testing.assert_allclose(out.double().numpy(), _vote_numpy(image, field, weight, hole, p),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_vote_op_refuses_pictures_beyond_int32_pixel_indices():
+    """The vote indexes pixels in int32, like patchmatch_nnf, which refuses pictures of 2^31 pixels or
+    more; the vote took them, and its pixel index wrapped. Stride-0 inputs: nothing is allocated."""
+    side = 46341                                       # side * side > 2^31
+    image = torch.zeros(1, 1, 1).expand(side, side, 1)
+    field = torch.ones(1, 1, 2, dtype=torch.int32).expand(side, side, 2)
+    weight = torch.ones(1, 1).expand(side, side)
+    hole = torch.ones(1, 1, dtype=torch.bool).expand(side, side)
+    with pytest.raises(RuntimeError, match="image too large"):
+        torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, 1)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -67,10 +67,14 @@ at::Tensor composite_l2_backward_cpu(const c10::optional<at::Tensor>& grad_compo
     dispatch_mask_layout(in.layout, [&](auto layout) {
       constexpr MaskLayout L = decltype(layout)::value;
       if constexpr (L != MaskLayout::kNone) {
-        if (gcp)
-          NFI_CPU_CALL(backward_loop<scalar_t, L, true>(in, gcp, gsp, grad));
+        if (gcp && gsp)
+          NFI_CPU_CALL(backward_loop<scalar_t, L, true, true>(in, gcp, gsp, grad));
+        else if (gcp)
+          NFI_CPU_CALL(backward_loop<scalar_t, L, true, false>(in, gcp, nullptr, grad));
+        else if (gsp)
+          NFI_CPU_CALL(backward_loop<scalar_t, L, false, true>(in, nullptr, gsp, grad));
         else
-          NFI_CPU_CALL(backward_loop<scalar_t, L, false>(in, nullptr, gsp, grad));
+          NFI_CPU_CALL(backward_loop<scalar_t, L, false, false>(in, nullptr, nullptr, grad));
       }
     });
   });

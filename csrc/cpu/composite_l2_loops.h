@@ -51,7 +51,7 @@ void forward_loop(const LossInputs& in, at::Tensor& composite, at::Tensor& sq_er
   }
 }
 
-template <typename scalar_t, MaskLayout L, bool kHasGradComposite>
+template <typename scalar_t, MaskLayout L, bool kHasGradComposite, bool kHasGradSqErr>
 void backward_loop(const LossInputs& in, const scalar_t* gc, const at::opmath_type<scalar_t>* gsq,
                    at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -78,8 +78,10 @@ void backward_loop(const LossInputs& in, const scalar_t* gc, const at::opmath_ty
                             for (int64_t j = 0; j < e - b; ++j) {
                               const acc_t mv = M == kWeightPtr ? static_cast<acc_t>(wp[j]) : mc;
                               const acc_t gcv = kHasGradComposite ? static_cast<acc_t>(gcp[j]) : acc_t(0);
-                              op[j] = static_cast<scalar_t>(composite_l2_grad(
-                                  gcv, gs, static_cast<acc_t>(gp[j]), static_cast<acc_t>(tp[j]), mv));
+                              op[j] = static_cast<scalar_t>(
+                                  kHasGradSqErr ? composite_l2_grad(gcv, gs, static_cast<acc_t>(gp[j]),
+                                                                    static_cast<acc_t>(tp[j]), mv)
+                                                : composite_grad(gcv, mv));
                             }
                           });
     }

@@ -118,6 +118,9 @@ void check_vote(const at::Tensor& image, const at::Tensor& field, const at::Tens
   // over 2^31 wrapped the int32 radius negative (no votes at all, the hole returned as it came)
   TORCH_CHECK(patch_size <= h && patch_size <= w, "patchmatch_vote: patch_size ", patch_size,
               " is larger than the image (", h, "x", w, ")");
+  // pixel indices are int32 in vote_pixel, as in patchmatch_nnf (which refuses the same sizes)
+  TORCH_CHECK(h * w < (int64_t{1} << 31), "patchmatch_vote: image too large (", h, "x", w,
+              " pixels; at most 2^31 - 1)");
   TORCH_CHECK(field.dim() == 3 && field.size(0) == h && field.size(1) == w && field.size(2) == 2,
               "patchmatch_vote: field must have shape (", h, ", ", w, ", 2), got ", field.sizes());
   TORCH_CHECK(field.scalar_type() == at::kInt, "patchmatch_vote: field must be int32, got ", field.scalar_type());

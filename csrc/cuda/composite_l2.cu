@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < VEC; ++e) gcv[e] = acc_t(0);
     }
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) ov[e] = composite_l2_grad(gcv[e], gs, gv[e], tv[e], mv[e]);
+    for (int e = 0; e < VEC; ++e)
+      ov[e] = gsq != nullptr ? composite_l2_grad(gcv[e], gs, gv[e], tv[e], mv[e]) : composite_grad(gcv[e], mv[e]);
     store_vec<VEC>(out + base + j, ov);
   }
 }

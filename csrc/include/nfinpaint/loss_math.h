@@ -32,6 +32,11 @@ NFI_HD T composite_l2_grad(T grad_composite, T grad_sq_err, T g, T t, T m) {
   return m * (grad_composite + T(2) * grad_sq_err * (g - t));
 }
 
+// The same when the loss got no gradient (grad_sq_err missing): m*gc. Not composite_l2_grad with
+// grad_sq_err = 0: its 0*(g-t) is NaN where generated or target is inf or NaN, and m*gc is not.
+template <typename T>
+NFI_HD T composite_grad(T grad_composite, T m) { return m * grad_composite; }
+
 // ---- feature_distance (equation 2 of the paper) ----
 template <typename T>
 NFI_HD T weighted_sq_diff(T f, T r, T w) {

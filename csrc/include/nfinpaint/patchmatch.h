@@ -17,6 +17,8 @@
 // - float sums use a fixed association order and, on the GPU, explicit
 //   round-to-nearest intrinsics so nvcc cannot contract them into FMAs (the
 //   host compiler targets baseline x86-64, which has no FMA).
+#include <math.h>  // frexpf, ldexpf (host and device)
+
 #include <cstdint>
 
 #include "nfinpaint/macros.h"
@@ -231,9 +233,17 @@ NFI_HD float normalised_cost(const Problem& p, int32_t idx, float ssd) {
 
 // Voting (Wexler et al.): hole pixel (y, x) becomes the weighted average, over
 // every target patch centre c covering it, of the pixel its match field[c]
-// puts there, weighted by weight[c] (<= 0: no vote). Other pixels, and hole
+// puts there, weighted by weight[c] (<= 0 or NaN: no vote; +inf weights, where
+// any vote, outvote the finite ones and count alike). Other pixels, and hole
 // pixels that get no vote, keep their value. `image` (H, W, C) is both the
 // current estimate and the source of the votes.
+//
+// Only the weights' ratios matter, so a first pass finds the largest vote weight
+// and the sums take every weight times the power of two 2^-e that brings it to
+// [0.5, 1): exact, so weights in the normal range vote to the same bits as
+// unscaled, while subnormal weights (whose float32 products with the pixels kept
+// a few bits or rounded to 0: 0.4 off at 1e-45) and weights whose sum overflowed
+// (NaN at 3e38) keep the average.
 NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channels, int32_t radius,
                        const int32_t* field, const float* weight, const bool* hole, int32_t idx,
                        float* out) {
@@ -244,20 +254,33 @@ NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channel
   float acc[kMaxChannels] = {0.f, 0.f, 0.f, 0.f};
   float wsum = 0.f;
   if (hole[idx]) {
-    for (int32_t dy = -radius; dy <= radius; ++dy) {
-      const int32_t cy = y - dy;
-      if (cy < 0 || cy >= h) continue;
-      for (int32_t dx = -radius; dx <= radius; ++dx) {
-        const int32_t cx = x - dx;
-        if (cx < 0 || cx >= w) continue;
-        const int32_t c = cy * w + cx;
-        const float wc = weight[c];
-        if (!(wc > 0.f)) continue;
-        const int32_t sy = field[fi(c)] + dy, sx = field[fi(c) + 1] + dx;
-        if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
-        const float* src = image + (static_cast<int64_t>(sy) * w + sx) * channels;
-        for (int32_t ch = 0; ch < channels; ++ch) acc[ch] = add_rn(acc[ch], mul_rn(wc, src[ch]));
-        wsum = add_rn(wsum, wc);
+    float wmax = 0.f;
+    for (int pass = 0; pass < 2; ++pass) {
+      int exponent = 0;  // wmax = m * 2^exponent, m in [0.5, 1)
+      if (pass == 1) {
+        if (!(wmax > 0.f)) break;  // no vote
+        if (wmax != kInf) frexpf(wmax, &exponent);
+      }
+      for (int32_t dy = -radius; dy <= radius; ++dy) {
+        const int32_t cy = y - dy;
+        if (cy < 0 || cy >= h) continue;
+        for (int32_t dx = -radius; dx <= radius; ++dx) {
+          const int32_t cx = x - dx;
+          if (cx < 0 || cx >= w) continue;
+          const int32_t c = cy * w + cx;
+          const float wc = weight[c];
+          if (!(wc > 0.f)) continue;
+          const int32_t sy = field[fi(c)] + dy, sx = field[fi(c) + 1] + dx;
+          if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
+          if (pass == 0) {
+            wmax = wc > wmax ? wc : wmax;
+            continue;
+          }
+          const float ws = wmax == kInf ? (wc == kInf ? 1.f : 0.f) : ldexpf(wc, -exponent);
+          const float* src = image + (static_cast<int64_t>(sy) * w + sx) * channels;
+          for (int32_t ch = 0; ch < channels; ++ch) acc[ch] = add_rn(acc[ch], mul_rn(ws, src[ch]));
+          wsum = add_rn(wsum, ws);
+        }
       }
     }
   }
