@@ -238,12 +238,13 @@ NFI_HD float normalised_cost(const Problem& p, int32_t idx, float ssd) {
 // pixels that get no vote, keep their value. `image` (H, W, C) is both the
 // current estimate and the source of the votes.
 //
-// Only the weights' ratios matter, so a first pass finds the largest vote weight
-// and the sums take every weight times the power of two 2^-e that brings it to
-// [0.5, 1): exact, so weights in the normal range vote to the same bits as
-// unscaled, while subnormal weights (whose float32 products with the pixels kept
-// a few bits or rounded to 0: 0.4 off at 1e-45) and weights whose sum overflowed
-// (NaN at 3e38) keep the average.
+// Only the weights' ratios matter. The sums take the weights as they are while the largest vote
+// weight lies in [2^-64, 2^64] (every case in practice: one pass); otherwise a second pass takes
+// every weight times the power of two that brings the largest to [0.5, 1), applied as two normal
+// factors (one could be subnormal or overflow). Scaling by a power of two is exact, so the two
+// passes agree where both apply; it keeps the average for subnormal weights (whose float32 products
+// with the pixels kept a few bits or rounded to 0: 0.4 off at 1e-45) and for weights whose sum
+// overflowed (NaN at 3e38). A +inf largest weight counts the +inf weights alike and no other.
 NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channels, int32_t radius,
                        const int32_t* field, const float* weight, const bool* hole, int32_t idx,
                        float* out) {
@@ -251,15 +252,25 @@ NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channel
   const float* own = image + static_cast<int64_t>(idx) * channels;
   float* dst = out + static_cast<int64_t>(idx) * channels;
   constexpr int32_t kMaxChannels = 4;
+  constexpr float kTwo64 = 18446744073709551616.f;  // 2^64, exact
   float acc[kMaxChannels] = {0.f, 0.f, 0.f, 0.f};
   float wsum = 0.f;
   if (hole[idx]) {
-    float wmax = 0.f;
+    float wmax = 0.f, scale_a = 1.f, scale_b = 1.f;
+    bool infinite = false;
     for (int pass = 0; pass < 2; ++pass) {
-      int exponent = 0;  // wmax = m * 2^exponent, m in [0.5, 1)
       if (pass == 1) {
-        if (!(wmax > 0.f)) break;  // no vote
-        if (wmax != kInf) frexpf(wmax, &exponent);
+        if (!(wmax > 0.f) || (wmax >= 1.f / kTwo64 && wmax <= kTwo64)) break;  // no vote, or done
+        if (wmax == kInf) {
+          infinite = true;
+        } else {
+          int exponent = 0;  // wmax = m * 2^exponent, m in [0.5, 1); exponent in [-148, 128]
+          frexpf(wmax, &exponent);
+          scale_a = ldexpf(1.f, -exponent / 2);
+          scale_b = ldexpf(1.f, -exponent - (-exponent / 2));
+        }
+        for (int32_t ch = 0; ch < kMaxChannels; ++ch) acc[ch] = 0.f;
+        wsum = 0.f;
       }
       for (int32_t dy = -radius; dy <= radius; ++dy) {
         const int32_t cy = y - dy;
@@ -272,11 +283,12 @@ NFI_HD void vote_pixel(const float* image, int32_t h, int32_t w, int32_t channel
           if (!(wc > 0.f)) continue;
           const int32_t sy = field[fi(c)] + dy, sx = field[fi(c) + 1] + dx;
           if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
+          float ws = wc;
           if (pass == 0) {
             wmax = wc > wmax ? wc : wmax;
-            continue;
+          } else {
+            ws = infinite ? (wc == kInf ? 1.f : 0.f) : wc * scale_a * scale_b;
           }
-          const float ws = wmax == kInf ? (wc == kInf ? 1.f : 0.f) : ldexpf(wc, -exponent);
           const float* src = image + (static_cast<int64_t>(sy) * w + sx) * channels;
           for (int32_t ch = 0; ch < channels; ++ch) acc[ch] = add_rn(acc[ch], mul_rn(ws, src[ch]));
           wsum = add_rn(wsum, ws);
