@@ -55,8 +55,20 @@ class _DropCudaRuntimeNotice(logging.Filter):
         return not str(record.msg).startswith("No CUDA runtime is found")
 
 
+def _names_print() -> None:
+    """A file name that is not valid UTF-8 (Linux names are bytes; Python holds such a byte as a
+    surrogate) prints as ``\\udcff`` instead of ending the command in a UnicodeEncodeError: a terminal
+    in a UTF-8 locale other than C encodes strictly."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def quiet_startup() -> None:
-    """One warning format for every command, and no CUDA-runtime notice on CPU-only machines."""
+    """One warning format for every command, no CUDA-runtime notice on CPU-only machines, and any
+    file name printable (:func:`_names_print`)."""
+    _names_print()
     warnings.formatwarning = _format_warning
     logger = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _DropCudaRuntimeNotice) for f in logger.filters):
@@ -73,9 +85,18 @@ def help_text(doc: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"\1", doc.replace("``", "")).strip()
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An option argparse cannot parse is bad input like any other: one ``error: ...`` line and
+    status 2, saying where the options are explained (not argparse's usage block and its own line)."""
+
+    def error(self, message: str):
+        text = " ".join(str(message).split())
+        self.exit(EXIT_BAD_INPUT, f"error: {text}; see {self.prog} --help\n")
+
+
 def parser(prog: str, doc: str, **kwargs) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=help_text(doc),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return _OneLineParser(prog=prog, description=help_text(doc),
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
 class Terminated(KeyboardInterrupt):

@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- inputs
 
+def _check_data_folder(data: str) -> None:
+    """UsageError unless ``--data`` names a folder (a file given for it is said as such)."""
+    if Path(data).is_dir():
+        return
+    if Path(data).exists():
+        raise UsageError(f"--data {data} is a file, not a folder: point --data at the folder of pictures "
+                         f"that holds it")
+    raise UsageError(f"--data {data}: no such folder")
+
+
 def load_images(data: str | None, image_size: int, limit: int | None, split: DataSplit,
                 crops: str = "center") -> tuple[torch.Tensor, str]:
     """(N, 3, S, S) test images and a one-line description of where they came from."""
@@ -114,8 +124,7 @@ def load_images(data: str | None, image_size: int, limit: int | None, split: Dat
             _, dataset = data_module.build_datasets(None, image_size, augment=False, **split.as_meta())
             where = f"held-out split of the embedded default set ({split.describe()})"
         else:
-            if not Path(data).is_dir():
-                raise UsageError(f"--data {data}: no such folder")
+            _check_data_folder(data)
             dataset = data_module.folder_dataset(data, image_size, crops=crops,
                                                  max_crop_scale=split.max_crop_scale)
             where = f"folder {data} ({crops} crops)"
@@ -406,8 +415,8 @@ def evaluate_pictures(args: argparse.Namespace, argv: Sequence[str] | None = Non
     args.repeats = 1 if args.repeats is None else args.repeats
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.data is not None and not Path(args.data).is_dir():
-        raise UsageError(f"--data {args.data}: no such folder")
+    if args.data is not None:
+        _check_data_folder(args.data)
     try:
         families = picture_eval.parse_families(args.masks or picture_eval.DEFAULT_FAMILIES)
     except ValueError as exc:

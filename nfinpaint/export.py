@@ -21,7 +21,9 @@ onnxruntime).  How to run the files: docs/export.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -77,12 +79,21 @@ def fill_module(generator: torch.nn.Module, max_side: int = MAX_SIDE) -> tuple[t
     return module.eval(), (image, mask), dynamic
 
 
+@contextlib.contextmanager
+def _torchscript_quiet():
+    """torch (2.14) warns that torch.jit.trace, save and load are deprecated on every call: nothing
+    the user of this command can act on (TorchScript is the format asked for), so not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        yield
+
+
 def export_torchscript(module: torch.nn.Module, example: tuple, path: Path) -> None:
     # traced, not scripted: the graph has no branch on the shape (export_graph), and the
     # trace records shape arithmetic, so other sizes run through the same graph
-    with torch.no_grad():
+    with torch.no_grad(), _torchscript_quiet():
         traced = torch.jit.trace(module, example, check_trace=False)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _torchscript_quiet():
         torch.jit.save(traced, str(tmp))
 
 
@@ -103,7 +114,7 @@ def export_onnx(module: torch.nn.Module, example: tuple, path: Path, dynamic: bo
 def run_file(path: Path, fmt: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """The exported file's output for (image, mask), or None when onnxruntime is not installed."""
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), _torchscript_quiet():
             return torch.jit.load(str(path))(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
     if importlib.util.find_spec("onnxruntime") is None:
         return None
@@ -114,6 +125,9 @@ def run_file(path: Path, fmt: str, image: np.ndarray, mask: np.ndarray) -> np.nd
 
 
 def run(args: argparse.Namespace) -> None:
+    if not args.output.strip():
+        # an unset shell variable: not the current folder ("-o . is a folder" said nothing of the cause)
+        raise UsageError(f"-o is empty: give the file to write, such as inpaint{SUFFIXES[args.format]}")
     output = cli.check_output_file(args.output, "-o", example=f"inpaint{SUFFIXES[args.format]}")
     if output.suffix.lower() != SUFFIXES[args.format]:
         raise UsageError(f"-o {args.output}: a {args.format} file's name ends in {SUFFIXES[args.format]}")

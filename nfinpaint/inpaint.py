@@ -668,6 +668,12 @@ def run_folders(args: argparse.Namespace) -> int:
     pairs = folders.pair(images, masks, out_dir)
     if not pairs:
         raise UsageError(f"--images {images} holds no picture (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    for item in pairs:
+        if not item.problem and item.output.exists() and not item.output.is_file():
+            # a folder (or a pipe) of that name: neither an output to keep nor one that can be written
+            what = "a folder" if item.output.is_dir() else "not a regular file"
+            item.problem = (f"{item.output} is {what}: the output cannot be written there; move or rename it, "
+                            f"or choose another -o")
     sources = {p.image.resolve() for p in pairs} | {m.resolve() for p in pairs for m in p.masks}
     clash = [p for p in pairs if p.output.exists() and p.output.resolve() in sources]
     if clash:

@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
-from nfinpaint.images import DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays, upright
+from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, open_error, pil_to_arrays,
+                              upright)
 from nfinpaint.masks import HOLE_FAMILIES, box_masks, family_masks
 
 FAMILIES = HOLE_FAMILIES + ("box",)          # what --masks takes with --size
@@ -81,6 +82,10 @@ def _scaled(img: Image.Image, size: int, min_side: int = 1, name: str = "a pictu
     its longer side scaled to ``size`` (Lanczos): 8-bit pictures in PIL's 8-bit RGB, deeper grey ones
     (16-bit, float) as floats, so that they are not clipped to 8 bits on the way.  PictureTooSmall when
     a side would be shorter than ``min_side`` (checked before the pixels are decoded)."""
+    if exif_orientation(img) is None:
+        # a PNG's EXIF is read by decoding the whole file: a truncated one fails here, which is an
+        # unreadable picture (OSError, caught as such), not a damaged EXIF block
+        img.load()
     upright(img, name, in_place=True)   # a damaged EXIF block: ignored, with a warning naming the picture
     scale = size / max(img.size)
     shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
@@ -113,7 +118,9 @@ def load_pictures(data: str | None, size: int, limit: int | None = None,
                 skipped.append(f"{name}: {exc}")
         where = "the embedded scikit-image photographs"
     else:
-        for path in data_module.find_image_files(data)[:limit]:
+        for path in data_module.find_image_files(data):
+            if limit is not None and len(out) >= limit:    # the first N pictures that can be evaluated
+                break
             try:
                 with Image.open(path) as img:
                     out.append((path.name, _scaled(img, size, min_side, str(path))))

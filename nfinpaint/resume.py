@@ -68,6 +68,10 @@ def find_resume_point(path: str | os.PathLike, option: str = "--resume") -> Resu
     Falls back from a corrupt newest checkpoint to the next older one, with a
     warning; CheckpointError (naming ``option``) when none can be read.
     """
+    if not str(path).strip():
+        # an unset shell variable: not the current folder (from inside a run directory, a resume of it)
+        raise CheckpointError(f"{option} is empty: give the run directory to go on from (or one of its "
+                              f"checkpoints/step_N.pt)")
     run_dir, candidates = _candidates(Path(path).expanduser(), option)
     for i, candidate in enumerate(candidates):
         try:

@@ -196,3 +196,49 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, caps
     assert capsys.readouterr().err.strip() == "aborted"
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL     # restored afterwards
+
+
+@pytest.mark.parametrize("module, argv, expected", [
+    ("inpaint", ["a.png", "m.png", "-o", "f.png", "--dilate", "abc"], "argument --dilate: invalid int value: 'abc'"),
+    ("export", ["-o", "x.pt"], "the following arguments are required: --format"),
+    ("evaluate", ["--crops", "diagonal"], "argument --crops: invalid choice: 'diagonal'"),
+    ("info", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("train", ["--steps", "1.5"], "argument --steps: invalid int value: '1.5'"),
+])
+def test_a_malformed_command_line_is_one_error_line_too(capsys, module, argv, expected):
+    """argparse printed its usage block (up to 9 lines) and 'python -m ...: error:' for an option it
+    could not parse, unlike every other bad input: one 'error:' line, status 2, and where --help is."""
+    import importlib
+
+    main = importlib.import_module(f"nfinpaint.{module}").main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert expected in err and f"python -m nfinpaint.{module} --help" in err, err
+
+
+def test_a_file_name_that_is_not_utf_8_prints_on_a_strict_terminal(monkeypatch):
+    """Linux file names are bytes: one that is not UTF-8 reaches Python as surrogates, which a
+    terminal in a UTF-8 locale (en_US.UTF-8: errors="strict") cannot encode; 'wrote <name>' ended
+    in a UnicodeEncodeError traceback, status 1, after the file was written."""
+    import io  # noqa: PLC0415
+
+    streams = {name: io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict") for name in ("out", "err")}
+    monkeypatch.setattr(sys, "stdout", streams["out"])
+    monkeypatch.setattr(sys, "stderr", streams["err"])
+    name = os.fsdecode(b"photo-\xff.png")
+
+    def run(args):
+        print(f"wrote {name}")
+        cli.warn(f"{name} is odd")
+        raise cli.UsageError(f"{name}: not a readable image")
+
+    assert cli.main(run, [], _parser()) == 2
+    for stream in streams.values():
+        stream.flush()
+    assert streams["out"].buffer.getvalue() == b"wrote photo-\\udcff.png\n"
+    assert streams["err"].buffer.getvalue() == (b"warning: photo-\\udcff.png is odd\n"
+                                                b"error: photo-\\udcff.png: not a readable image\n")

@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -337,6 +338,9 @@ BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_li
     ("--checkpoint {ckpt} --data {data} --out .", "is the current folder or holds it"),
     ("--checkpoint {ckpt} --data {data} --out ..", "is the current folder or holds it"),
     ("--methods biharmonic --data {tmp}/bombs --size 64", "decompression bombs"),
+    # a file given for the folder was "no such folder", in both protocols
+    ("--methods biharmonic --data {tmp}/a_file --size 64", "a_file is a file, not a folder: point --data at"),
+    ("--methods biharmonic --data {tmp}/a_file", "a_file is a file, not a folder: point --data at"),
 ]
 
 
@@ -559,6 +563,38 @@ def test_full_size_evaluation_skips_unreadable_files_with_a_warning(tmp_path):
     (tmp_path / "a.png").unlink()
     with pytest.raises(DataError, match=r"no image of .* can be read: .*b.png: not a readable image .*\(and 1 more\)"):
         picture_eval.load_pictures(str(tmp_path), 30)
+
+
+def test_full_size_a_truncated_png_is_unreadable_not_a_damaged_exif_block(tmp_path):
+    """Reading a truncated PNG's EXIF decodes the whole picture, which fails: the picture was said to
+    have 'its EXIF block damaged: ignored (the picture is read as stored)' and then skipped as
+    truncated in the next warning."""
+    from nfinpaint import picture_eval  # noqa: PLC0415
+
+    _noise(tmp_path / "a.png", 40, 60)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[:len(data) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pictures, _ = picture_eval.load_pictures(str(tmp_path), 64)
+    said = [str(w.message) for w in caught]
+    assert [name for name, _ in pictures] == ["a.png"]
+    assert not [m for m in said if "EXIF" in m], said
+    assert [m for m in said if "b.png: not a readable image" in m], said
+
+
+def test_full_size_limit_counts_the_pictures_that_can_be_read(tmp_path):
+    """--limit 2 evaluated one picture when the folder's first file could not be read; the crop
+    protocol (and --limit's help: 'the first N images') counts the readable ones."""
+    from nfinpaint import picture_eval  # noqa: PLC0415
+
+    (tmp_path / "a.png").write_text("not a picture")
+    for name in ("b.png", "c.png", "d.png"):
+        _noise(tmp_path / name, 20, 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pictures, where = picture_eval.load_pictures(str(tmp_path), 64, limit=2)
+    assert [name for name, _ in pictures] == ["b.png", "c.png"] and "2 pictures" in where
 
 
 def _noise(path, height, width):

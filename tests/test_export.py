@@ -8,6 +8,7 @@ onnxruntime (skipped, with the reason, when it is not installed).
 import importlib.util
 import json
 import subprocess
+import warnings
 import sys
 
 import numpy as np
@@ -222,6 +223,8 @@ def test_onnx_file_runs_in_onnxruntime_and_matches_pytorch(kind, checkpoints, tm
     ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 8", "--max-side must be from 16 to 65,536"),
     ("--format torchscript -o {tmp}/m.pt --checkpoint {ckpt} --max-side 1000000", "--max-side must be from 16"),
     ("--format torchscript -o {tmp}/m.pt --checkpoint=", "--checkpoint is empty"),
+    # -o "" (an unset shell variable) was taken for the current folder: "-o . is a folder"
+    ("--format torchscript -o= --checkpoint {ckpt}", "-o is empty: give the file to write, such as inpaint.pt"),
 ])
 def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
     code = export.main(argv.format(tmp=tmp_path, ckpt=checkpoints["fullres"]).split())
@@ -229,6 +232,18 @@ def test_bad_input_is_one_line(argv, expected, checkpoints, tmp_path, capsys):
     expected = expected.format(tmp=tmp_path)
     assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_torchscript_export_prints_no_deprecation_warning_of_torch_s_own(checkpoints, tmp_path, capsys):
+    """torch 2.14 deprecates torch.jit.trace/save/load: an export that worked printed four
+    'warning: ... Please switch to torch.compile or torch.export' lines the user can do nothing about."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert export.main(["--format", "torchscript", "-o", tmp_path / "m.pt", "--checkpoint",
+                            checkpoints["paper"]]) == 0
+    shown = [str(w.message) for w in caught if "deprecated" in str(w.message)]
+    assert not shown, shown
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_the_output_may_not_be_the_generator_it_exports(checkpoints, tmp_path, capsys):

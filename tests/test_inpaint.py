@@ -929,6 +929,30 @@ def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoin
     assert Image.open(out / "a1.png").size == (40, 30)
 
 
+@pytest.mark.parametrize("flag", [[], ["--skip-existing"], ["--overwrite"]])
+def test_folder_an_output_name_taken_by_a_folder_is_a_bad_pair_not_a_kept_output(tmp_path, checkpoint, capsys,
+                                                                                 flag):
+    """-o DIR holding a folder a1.png/: --skip-existing said "kept 1 already there" and exited 0 with
+    a1 never filled; without a flag the run refused to start, "-o already holds 1 of the outputs"."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.png")
+    hole = np.zeros((30, 40), np.uint8)
+    hole[10:20, 5:15] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    (out / "a1.png").mkdir(parents=True)
+    capsys.readouterr()
+    code = inpaint.main(["--images", images, "--masks", tmp_path / "mask.png", "-o", out, "--checkpoint",
+                         checkpoint, *flag])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "1 of 2 picture(s) not filled" in err and "a1.png: " in err and "is a folder" in err, err
+    assert (out / "a0.png").is_file() and (out / "a1.png").is_dir() and not any((out / "a1.png").iterdir())
+
+
 def test_folder_one_mask_file_inside_the_pictures_folder_is_not_a_picture(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng()
     images = tmp_path / "images"

@@ -385,6 +385,10 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
 ]
 RESUME_INPUTS = [
     ("--resume {tmp}/nope", "does not exist"),
+    # an empty value (an unset shell variable) was the current folder: ". holds no checkpoint", or, run
+    # from inside a run directory, a resume of that run
+    ("--resume=", "--resume is empty: give the run directory"),
+    ("--fine-tune= --out {tmp}/run", "--fine-tune is empty: give the run directory"),
     ("--resume {tmp}/backup.pt", "accepted only inside its run directory's checkpoints/"),
     ("--resume {tmp}/empty", "holds no checkpoint"),
     ("--resume {tmp}/broken", "not a readable training checkpoint"),
