@@ -166,28 +166,9 @@ def test_nnf_op_init_field_and_active():
 
 # ---------------------------------------------------------------- vote
 def test_vote_matches_reference():
-    g = torch.Generator().manual_seed(9)
-    h, w, p = 12, 14, 5
-    r = p // 2
-    image = torch.rand(h, w, 3, generator=g)
-    field = torch.stack([torch.randint(r, h - r, (h, w), generator=g),
-                         torch.randint(r, w - r, (h, w), generator=g)], -1).int()
-    weight = torch.rand(h, w, generator=g) * (torch.rand(h, w, generator=g) > 0.3)
-    hole = torch.rand(h, w, generator=g) > 0.5
+    image, field, weight, hole, p = _vote_problem(9, h=12, w=14, p=5)
     out = torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, p)
-    img, f, wt = image.double().numpy(), field.numpy(), weight.double().numpy()
-    expected = img.copy()
-    for y, x in zip(*np.nonzero(hole.numpy())):
-        acc, wsum = np.zeros(3), 0.0
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                cy, cx = y - dy, x - dx
-                if 0 <= cy < h and 0 <= cx < w and wt[cy, cx] > 0:
-                    acc += wt[cy, cx] * img[f[cy, cx, 0] + dy, f[cy, cx, 1] + dx]
-                    wsum += wt[cy, cx]
-        if wsum > 0:
-            expected[y, x] = acc / wsum
-    np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.double().numpy(), _vote_numpy(image, field, weight, hole, p), rtol=1e-5, atol=1e-6)
     assert torch.equal(out[~hole], image[~hole])
 
 
