@@ -27,7 +27,7 @@ from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoin
 from nfinpaint.cli import warn
 from nfinpaint.config import (FOLDER_KEYS, PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig,
                               absolute_folder, changed_settings, read_toml)
-from nfinpaint.generator_io import GENERATOR_FILENAME, open_generator, resolve_generator_path
+from nfinpaint.generator_io import GENERATOR_FILENAME, GeneratorFileError, open_generator, resolve_generator_path
 from nfinpaint.run_dir import METRICS_FILE
 
 
@@ -153,7 +153,10 @@ def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     of it (``initialised_from``: the file, its SHA-256, its description and step, and how it was trained:
     its preset, data, settings changed from the preset and its own origin, so a chain of runs stays in
     the last file's meta when the files before it are gone)."""
-    trained = open_generator(None if spec == SHIPPED else spec)
+    try:
+        trained = open_generator(None if spec == SHIPPED else spec)
+    except GeneratorFileError as exc:       # its message names the file; this says which option gave it
+        raise GeneratorFileError(f"--init-generator: {exc}") from None
     if trained is None:
         raise ConfigError(f"init_generator = {SHIPPED!r}, but this installation ships no generator; pass a "
                           f"generator file or a run directory")

@@ -75,6 +75,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, option)
         if value is not None:
             overrides[key] = value
+    if args.init_generator is not None and not args.init_generator.strip():
+        # an unset shell variable: without this the run silently started from a fresh generator
+        raise ConfigError("--init-generator is empty: give a generator file, a run directory or 'shipped' "
+                          "(leave the option out to start from a fresh generator)")
     if args.no_compile:
         overrides["compile"] = "never"
     for item in args.set:
