@@ -41,6 +41,7 @@ import sys
 import tempfile
 import urllib.parse
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -230,13 +231,61 @@ def _stop(signum, frame):
     raise KeyboardInterrupt   # SIGTERM as Ctrl-C: the temporary folders are removed on the way out
 
 
+@contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block ends, then raise KeyboardInterrupt: the corpus moves into
+    place in a few renames, and an interrupt between two would leave half of each corpus.  Python-level
+    handlers, not a signal mask: a mask is per thread, and the kernel hands a process's signal to any
+    thread that does not block it."""
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, frame: caught.append(number))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class SwapFailed(Exception):
+    """Moving the built corpus into place failed, and undoing the moves failed too (the message says
+    where the old corpus lies): the staging folder must not be removed."""
+
+
+def swap_in(stage: Path, out: Path) -> None:
+    """Move the complete corpus built in ``stage`` into ``out`` (renames only), its old folders aside into
+    ``stage/old`` (removed with ``stage``), MANIFEST.tsv last.  If a rename fails, or an interrupt comes
+    between them, the renames done are undone in reverse, so ``out`` is as it was, and the exception goes
+    on (:class:`SwapFailed` if undoing failed too)."""
+    old = stage / "old"
+    old.mkdir()
+    undo: list[tuple[Path, Path]] = []     # (from, to) of each rename that would put a done one back
+    try:
+        for name in CORPUS:
+            if name != "MANIFEST.tsv" and ((out / name).exists() or (out / name).is_symlink()):
+                os.replace(out / name, old / name)
+                undo.append((old / name, out / name))
+            os.replace(stage / name, out / name)     # MANIFEST.tsv: replaces the old one in one step
+            undo.append((out / name, stage / name))
+    except BaseException:
+        try:
+            for source, dest in reversed(undo):
+                os.replace(source, dest)
+        except OSError as exc:
+            raise SwapFailed(f"moving the new corpus into {out} failed, and so did putting the old one back "
+                             f"({exc}); the old corpus's folders are in {old}, the new one's in {stage}") from exc
+        raise
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output folder (created; existing corpus files are replaced)")
     parser.add_argument("--max-side", type=int, default=1024, help="long side of the written images (default 1024)")
     args = parser.parse_args()
     if args.max_side < 1:
-        parser.error(f"--max-side must be at least 1 (got {args.max_side})")
+        fail(f"--max-side must be at least 1 (got {args.max_side})")
     out: Path = args.out
     # checked before anything is fetched: a folder that is not a corpus is never emptied
     if out.exists() and not out.is_dir():
@@ -252,17 +301,24 @@ def main() -> int:
     except OSError as exc:
         fail(f"cannot write to {out} ({exc.strerror}); give a folder you can write to")
     signal.signal(signal.SIGTERM, _stop)
+    keep_stage = swapped = False
     try:
         rows = build(stage, args.max_side)
-        (stage / "old").mkdir()
-        for name in CORPUS:   # the complete corpus replaces the old one: renames, no copying
-            if name != "MANIFEST.tsv" and ((out / name).exists() or (out / name).is_symlink()):
-                os.replace(out / name, stage / "old" / name)
-            os.replace(stage / name, out / name)
+        with signals_held():
+            swap_in(stage, out)
+            swapped = True
     except KeyboardInterrupt:
-        fail(f"interrupted; nothing was written to {out}; run the command again")
+        if not swapped:
+            fail(f"interrupted; {out} is as it was; run the command again")
+        print(f"interrupted after the new corpus was complete in {out}", file=sys.stderr)
+    except SwapFailed as exc:
+        keep_stage = True
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot build the corpus in {out} ({exc}); {out} is as it was")
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not keep_stage:
+            shutil.rmtree(stage, ignore_errors=True)
         if created and not (out / "MANIFEST.tsv").exists():
             try:
                 out.rmdir()   # the folder this run made, empty again
