@@ -136,7 +136,9 @@ def run_step(step: Step, env: dict, log: Path | None = None) -> Step:
             # this process stopped (SIGTERM, Ctrl-C): its step, in a session of its own, would outlive it
             os.killpg(proc.pid, signal.SIGKILL)
             step.returncode, step.seconds = proc.wait(), time.perf_counter() - start
-            step.output = "[gpu_report] stopped from outside (SIGTERM or Ctrl-C): the step was killed with it\n"
+            out.seek(0)     # what it printed shows where it was (e.g. the op an agreement check hung on)
+            step.output = out.read() + ("\n[gpu_report] stopped from outside (SIGTERM or Ctrl-C): "
+                                        "the step was killed with it\n")
             raise
         else:
             # A step that passed may leave children in its group: end them too.

@@ -386,8 +386,9 @@ def _file_split(train_files: list[Path], val_files: list[Path], image_size: int,
     folder ``val_dir`` when there is one, else held out of the training folder)."""
     images = _load_files(train_files, "training images")
     if not images:
-        raise DataError(f"none of the {len(train_files)} training image files could be read (e.g. "
-                        f"{train_files[0]}); fix or replace them, or point {names.data} at another folder")
+        example = f" (e.g. {train_files[0]})" if train_files else ""
+        raise DataError(f"none of the {len(train_files)} training image files could be read{example}; fix or "
+                        f"replace them, or point {names.data} at another folder")
     train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
                             max_crop_scale=max_crop_scale)
     val_images = _load_files(val_files, "validation images")
@@ -459,6 +460,9 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     order = np.random.default_rng([seed & 0xFFFFFFFF, 0x6669]).permutation(len(files))
     # at least one file when asked for any: rounded to none, the run trained without validation, silently
     n_val = max(1, int(round(len(files) * val_fraction))) if val_fraction > 0 else 0
+    if n_val >= len(files):
+        raise DataError(f"val_fraction = {val_fraction} holds out all {len(files)} image files of {data_dir} "
+                        f"for validation and leaves none to train on; use a smaller val_fraction")
     val_files = sorted(files[i] for i in order[:n_val])
     train_files = sorted(files[i] for i in order[n_val:])
     return _file_split(train_files, val_files, image_size, names=names, **opts)

@@ -155,8 +155,8 @@ def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     the last file's meta when the files before it are gone)."""
     try:
         trained = open_generator(None if spec == SHIPPED else spec)
-    except GeneratorFileError as exc:       # its message names the file; this says which option gave it
-        raise GeneratorFileError(f"--init-generator: {exc}") from None
+    except GeneratorFileError as exc:       # its message names the file; this says which setting gave it
+        raise GeneratorFileError(f"init_generator: {exc}") from None   # (--init-generator, --set or --config)
     if trained is None:
         raise ConfigError(f"init_generator = {SHIPPED!r}, but this installation ships no generator; pass a "
                           f"generator file or a run directory")

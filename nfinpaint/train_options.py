@@ -85,6 +85,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        if key.strip() == "init_generator" and not value.strip():
+            raise ConfigError("--set init_generator= is empty: give a generator file, a run directory or 'shipped' "
+                              "(leave the setting out to start from a fresh generator)")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
     for key in overrides.keys() & set(FOLDER_KEYS):     # absolute for a new, resumed or fine-tuned run alike
         overrides[key] = absolute_folder(overrides[key])

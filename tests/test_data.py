@@ -154,6 +154,16 @@ def test_a_small_validation_share_of_a_large_folder_holds_out_one_file(tmp_path)
     assert len(train.store) == data.FILE_SPLIT_MIN and len(val) == 0
 
 
+def test_a_validation_share_that_leaves_no_training_file_is_refused(tmp_path):
+    """20 files at val_fraction 0.98 held out all 20: an IndexError while naming the first training file."""
+    for i in range(data.FILE_SPLIT_MIN):
+        Image.fromarray(np.full((20, 24, 3), i * 10, np.uint8)).save(tmp_path / f"{i:02d}.jpg")
+    with pytest.raises(data.DataError, match="val_fraction = 0.98 holds out all 20 image files"):
+        build_datasets(str(tmp_path), 16, val_fraction=0.98, seed=0)
+    train, val = build_datasets(str(tmp_path), 16, val_fraction=0.95, seed=0)   # 19 of 20: one to train on
+    assert len(train.store) == 1 and len(val) == 19
+
+
 def test_a_validation_folder_replaces_the_split(tmp_path):
     for split, colours in (("train", (10, 20, 30)), ("val", (200, 220))):
         (tmp_path / split).mkdir()

@@ -207,7 +207,9 @@ import pytest
 
 
 @pytest.mark.gpu
-def test_hangs():
+def test_hangs(capsys):
+    with capsys.disabled():      # as the agreement step names each op before it measures it
+        print("[hang] about to hang", flush=True)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     with open(os.environ["HANG_PIDS"], "w") as f:
         f.write(f"{os.getpid()} {child.pid}")
@@ -252,4 +254,5 @@ def test_sigterm_ends_the_running_step_and_the_report_says_so(tmp_path):
     assert not _alive(step) and not _alive(child)
     text = out.read_text()
     assert "| pytest tests -m gpu | FAILED (exit -9) |" in text and "stopped from outside" in text
+    assert "[hang] about to hang" in text     # what the step printed before it was stopped is kept
     assert "- **GPU**: unreadable" in text

@@ -378,8 +378,10 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--seed -99999999999999999999999 --out {tmp}/run", "seed must be an integer from -2^63 to 2^64-1"),
     # refused before the run folder is written, not by running out of memory in the first step
     ("--batch-size 100000000000 --out {tmp}/run", "does not fit in memory"),
-    ("--init-generator {tmp}/nope.pt --out {tmp}/run", "--init-generator: generator checkpoint"),
+    ("--init-generator {tmp}/nope.pt --out {tmp}/run", "init_generator: generator checkpoint"),
+    ("--set init_generator={tmp}/nope.pt --out {tmp}/run", "init_generator: generator checkpoint"),
     ("--init-generator= --out {tmp}/run", "--init-generator is empty"),   # it trained from a fresh generator
+    ("--set init_generator= --out {tmp}/run", "--set init_generator= is empty"),
     ("--init-generator {tmp}/c.toml --out {tmp}/run", "not a readable nfinpaint generator file"),
     # the shipped generator is the fullres one: it does not fit the tiny test model
     ("--init-generator shipped --out {tmp}/run", "it is a fullres generator and this run trains"),
