@@ -12,8 +12,8 @@ With the shipped generator (or any full-resolution one, such as the
 ``fullres`` preset trains), every hole is filled by the learned model at the
 picture's own resolution (:mod:`nfinpaint.neural_fill`): a window of context
 around each hole (holes close together share one), and for holes thicker than
-the generator trained on, a coarse pass on a shrunk copy whose upsampled fill
-the full-resolution pass refines.  The command prints each window.
+192 px (``neural_fill.COARSE_THICKNESS``), a coarse pass on a shrunk copy whose
+upsampled fill the full-resolution pass refines.  The command prints each window.
 
 With a fixed-size generator (the ``paper``, ``paper64`` and ``default``
 presets' 24x24 or 64x64 networks) each hole is filled on its own:
@@ -169,7 +169,13 @@ def plan(holes: list[Hole], picture_hw: tuple[int, int], method: str, image_size
             problems.append(f"it spans {longest / side:.0%} of the largest window the picture allows "
                             f"({side}x{side}); the generator is evaluated up to {fraction:.0%}")
         scaled = f"{side}x{side} window" + ("" if side == image_size else f" scaled to {image_size}x{image_size}")
-        if method == "gan":
+        if method == "gan" and longest > side:
+            # the square window cannot hold the hole (a picture narrower than the hole is long): the generator
+            # filled only the part inside it and left the rest as it was (auto sends it to PatchMatch anyway)
+            hole.method, hole.reason = "patchmatch", (
+                f"asked with --method gan, but the hole is longer ({longest} px) than the largest square window "
+                f"the picture allows ({side}x{side}), which a fixed-size generator fills")
+        elif method == "gan":
             hole.method = "gan"
             hole.reason = f"asked with --method gan, on a {scaled}"
             if problems:
@@ -400,14 +406,16 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         missing = patchmatch_missing()
         if missing:
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which cannot run here: {missing}")
-        if not patchmatch.has_source_patch(hole_mask[0], PATCHMATCH_PATCH):
+        # PatchMatch runs after the GAN's holes are filled: they are known pixels by then
+        pm_only = torch.isin(torch.from_numpy(labels), torch.tensor([h.index for h in pm_holes]))
+        if not patchmatch.has_source_patch(pm_only, PATCHMATCH_PATCH):
             # what fills such holes instead: the learned fill, if the loaded generator can
             instead = ("the learned fill (--method auto)" if method == "patchmatch"
                        else "a generator (--checkpoint)" if generator is None
                        else "a full-resolution generator (the shipped default)")
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which copies {PATCHMATCH_PATCH}x"
                              f"{PATCHMATCH_PATCH} patches of known pixels, and this {image.shape[-1]}x"
-                             f"{image.shape[-2]} picture has none outside the holes; use a larger picture, "
+                             f"{image.shape[-2]} picture has none outside those holes; use a larger picture, "
                              f"smaller holes, or {instead}")
 
     current = image.clone()

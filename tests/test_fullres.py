@@ -366,6 +366,35 @@ def test_detail_brings_texture_into_thick_holes_and_leaves_thin_ones_to_the_blen
     assert torch.equal(filled, detailed) and {h.method for h in holes} == {"gan"}
 
 
+def test_detail_keeps_the_blend_in_thin_holes_that_share_a_window_with_a_thick_one():
+    """The detail synthesis was chosen per window: a scratch beside a thick hole was re-synthesised too
+    (on thin strokes that cost 1.9 dB on validation), unlike the same scratch in a window of its own."""
+    from nfinpaint import patchmatch
+
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = _texture(120, 200, g)
+    hole = torch.zeros(1, 120, 200)
+    hole[:, 40:80, 60:100] = 1         # 40 px thick
+    hole[:, 45:48, 110:140] = 1        # a scratch 3 px thick, inside the thick hole's margin: one window
+    windows = neural_fill.plan_windows(*_labels(hole))
+    assert len(windows) == 1 and neural_fill.detail_holes(windows[0]) == [1]
+    seed = int(torch.randint(0, 2**31, (), generator=g))
+    plain = _fill(generator, image, hole, patch_blend=0.0)
+    detailed = _fill(generator, image, hole, seed=seed, detail=True)
+    rows, cols = windows[0].slices()
+    part, todo = plain[:, rows, cols], hole[0, rows, cols] > 0.5
+    patches = patchmatch.resynthesize(part, todo, neural_fill.PATCH_SIZE, neural_fill.PATCH_ITERATIONS, seed)
+    synthesis = neural_fill.add_detail(part, todo, seed)
+    scratch, block = torch.zeros(120, 200, dtype=torch.bool), torch.zeros(120, 200, dtype=torch.bool)
+    scratch[45:48, 110:140], block[40:80, 60:100] = True, True
+    torch.testing.assert_close(detailed[:, rows, cols][:, scratch[rows, cols]],
+                               ((part + patches) / 2)[:, scratch[rows, cols]], rtol=0, atol=1e-6)
+    torch.testing.assert_close(detailed[:, rows, cols][:, block[rows, cols]], synthesis[:, block[rows, cols]],
+                               rtol=0, atol=1e-6)
+    assert torch.equal(detailed[:, hole[0] < 0.5], image[:, hole[0] < 0.5])
+
+
 def test_detail_needs_a_full_resolution_generator():
     from nfinpaint.networks import Generator
 

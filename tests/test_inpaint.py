@@ -89,6 +89,40 @@ def test_forced_methods_and_no_generator():
     assert forced.method == "gan" and "too large" in forced.reason
 
 
+def test_forced_gan_sends_a_hole_longer_than_any_window_to_patchmatch():
+    """--method gan with a fixed-size generator: a hole longer than the picture's short side stuck out of
+    its square window, and the part outside kept the input's pixels (the log said it was filled)."""
+    forced = _plan(_hole(10, 50, 10, 100), picture=(30, 200), method="gan")
+    assert forced.method == "patchmatch" and "longer (100 px) than the largest square window" in forced.reason
+    assert _plan(_hole(10, 50, 10, 30), picture=(30, 200), method="gan").method == "gan"
+
+
+def test_forced_gan_fills_every_pixel_of_a_hole_longer_than_the_picture_is_tall(generator):
+    h, w = 30, 200
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(3)) * 0.5
+    mask = torch.zeros(1, h, w)
+    mask[:, 10:20, 50:150] = 1
+    image[:, mask[0] > 0.5] = 1.0          # the object to remove: white, a colour the rest never has
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, method="gan",
+                                          log=lambda m: None)
+    assert [h.method for h in holes] == ["patchmatch"]
+    assert not (filled[:, mask[0] > 0.5] == 1.0).all(0).any()
+
+
+def test_patchmatch_needs_known_patches_outside_its_own_holes_only(generator):
+    """Specks the GAN fills are known pixels by the time PatchMatch runs: a picture of specks everywhere
+    plus one long scratch for PatchMatch was refused as having no known patch."""
+    h, w = 40, 200
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros(1, h, w)
+    mask[:, ::6, ::6] = 1
+    mask[:, 15:25, 30:180] = 1
+    filled, holes = inpaint.inpaint_image(image, mask, generator=generator, hole_size=HOLE, log=lambda m: None)
+    assert {h.method for h in holes} == {"gan", "patchmatch"}
+    known = mask[0] == 0
+    assert torch.equal(filled[:, known], image[:, known]) and bool(torch.isfinite(filled).all())
+
+
 def test_find_holes_uses_8_connectivity():
     mask = torch.zeros(1, 10, 10)
     mask[0, 1, 1] = mask[0, 2, 2] = 1        # diagonal neighbours: one hole
@@ -329,7 +363,7 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("{img} {mask} -o {tmp}/out.png --checkpoint {tmp}/nosuch.pt", "no such file or directory"),
     ("{img} {mask} -o {tmp}/out.png --max-scale 0.5", "--max-scale must be at least 1"),
     ("{img} {mask} -o {tmp}/out.png --device tpu", "--device"),
-    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside the holes; use a larger "
+    ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png", "has none outside those holes; use a larger "
      "picture, smaller holes, or a generator (--checkpoint)"),
     ("{tmp}/tiny/in.png {tmp}/tiny/mask_L.png -o {tmp}/out.png --method patchmatch",
      "or the learned fill (--method auto)"),
