@@ -152,9 +152,7 @@ class ImageStore:
         dev = self.buffer.device
         image = image.to(dev, torch.int64)
         n = image.shape[0]
-        # the level that brings the crop to 1 .. sqrt(2) times the output size
-        level = torch.floor(2.0 * torch.log2((side / size).clamp_min(1.0)) + 1e-4).to(torch.int64)
-        level = torch.minimum(level, self.level_count[image] - 1)
+        level = pyramid_level(side, size, self.level_count[image])
         row = self.table[image, level]                                           # (N, 3)
         off, lh, lw = row[:, 0], row[:, 1], row[:, 2]
         fy = lh.float() / self.full_size[image, 0]
@@ -189,6 +187,22 @@ class ImageStore:
         return out.clamp_(0.0, 1.0).permute(0, 3, 1, 2)                          # NHWC memory = channels-last
 
 
+def pyramid_level(side: torch.Tensor, size: int, level_count: torch.Tensor) -> torch.Tensor:
+    """The pyramid level a ``side``-pixel crop is cut from at output ``size``: the one that brings the
+    crop to 1 .. sqrt(2) times the output size (at most the image's last level, ``level_count - 1``)."""
+    level = torch.floor(2.0 * torch.log2((side / size).clamp_min(1.0)) + 1e-4).to(torch.int64)
+    return torch.minimum(level, level_count - 1)
+
+
+def holdout_margin(level: torch.Tensor) -> torch.Tensor:
+    """Source pixels beyond a crop's box that its pixels draw on at pyramid ``level``: each level is
+    made from the one before with an antialiased 1/sqrt(2) step (reach: one pixel of the new level,
+    2^(k/2) source pixels at step k, 3.4 x 2^(level/2) summed), and the crop's bilinear taps reach one
+    more level pixel.  A fixed 2 px let held-out pixels into crops of the coarser levels (59 of 20,000
+    crops at max_crop_scale 4 touched a validation box, up to 11% of its value)."""
+    return 5.0 * torch.exp2(level.float() / 2)
+
+
 class RandomCrops(torch.utils.data.Dataset):
     """Random training crops of an :class:`ImageStore`, cut in whole batches.
 
@@ -212,6 +226,7 @@ class RandomCrops(torch.utils.data.Dataset):
         # the draws are made on the CPU (whatever device the store is on): per-image sizes and
         # upper scale limits (the whole short side at most) kept here
         self._sizes = torch.tensor(sizes, dtype=torch.float32)
+        self._level_count = store.level_count.cpu()
         self._limit = torch.tensor(np.minimum(max_crop_scale, sizes.min(axis=1) / S), dtype=torch.float32)
         boxes = [(b.top, b.left, b.height, b.width) if b else (0, 0, 0, 0) for b in self.holdout]
         self._boxes = torch.tensor(boxes, dtype=torch.float32)
@@ -260,6 +275,8 @@ class RandomCrops(torch.utils.data.Dataset):
         angle = torch.where(too_big, torch.zeros_like(angle), angle)
         bbox = torch.where(too_big, side, bbox).clamp(max=torch.minimum(height, width))
         boxes = self._boxes[image]
+        # the validation box is kept this far from the crop's box: what the pyramid's blur brings in
+        pad = holdout_margin(pyramid_level(side, S, self._level_count[image]))
         cy = cx = None
         ok = torch.zeros_like(side, dtype=torch.bool)
         for attempt in range(_RETRIES):
@@ -267,7 +284,7 @@ class RandomCrops(torch.utils.data.Dataset):
             tx = uniforms(seed, items, _POS + 2 * attempt + 1)
             new_cy = bbox / 2 + ty * (height - bbox)
             new_cx = bbox / 2 + tx * (width - bbox)
-            fits = ~_hits(boxes, new_cy - bbox / 2, new_cx - bbox / 2, bbox)
+            fits = ~_hits(boxes, new_cy - bbox / 2 - pad, new_cx - bbox / 2 - pad, bbox + 2 * pad)
             take = fits & ~ok
             cy = torch.where(take, new_cy, cy) if cy is not None else new_cy
             cx = torch.where(take, new_cx, cx) if cx is not None else new_cx

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from nfinpaint.crop_store import ImageStore, RandomCrops, batch_items, uniforms
+from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops, batch_items, uniforms
 
 
 def _store(seed=0, sizes=((60, 80), (90, 70), (48, 48))):
@@ -63,6 +63,23 @@ def test_scales_span_the_configured_range():
     assert float(span.max()) > 64 * 0.85 and float(span.min()) < 16 * 1.15
     logs = torch.log(span / 16) / math.log(4)
     assert 0.35 < float(logs.mean()) < 0.65                                         # log-uniform
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_no_held_out_pixel_reaches_a_training_crop_at_any_scale(augment):
+    """A white validation box in a black picture: crops cut from the coarser pyramid levels, whose pixels
+    were blurred from their neighbours level after level, took up to 18% of its white (417 of 20,000
+    crops at max_crop_scale 8) through a fixed 2 px margin."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    h, w = 400, 400
+    top, left = (int(v) for v in torch.randint(60, 240, (2,), generator=gen))
+    image = torch.zeros(3, h, w)
+    image[:, top:top + 100, left:left + 100] = 1.0
+    crops = RandomCrops(ImageStore([image], 16), 16, seed=int(torch.randint(0, 2**31, (), generator=gen)),
+                        augment=augment, max_rotation=15, max_crop_scale=8,
+                        holdout=[Holdout(top, left, 100, 100)])
+    out = crops.crops(torch.arange(20_000))
+    assert float(out.max()) == 0.0
 
 
 def test_batch_items_are_disjoint_across_steps_and_ranks():
