@@ -108,7 +108,9 @@ class TrainConfig:
     ema_decay: float = 0.995        # > 0: evaluate and export an EMA of the generator's weights (beyond the paper)
     beta1: float = 0.5
     beta2: float = 0.999
-    grad_clip: float = 0.0          # > 0: clip each network's gradient norm to this (beyond the paper)
+    # > 0: clip the gradient norm of each optimiser's parameters to this (beyond the paper): the generator's,
+    # and the two discriminators' together (one optimiser; the shipped generator trained that way)
+    grad_clip: float = 0.0
     # -- loss ---------------------------------------------------------------
     l2_weight: float = 1.0
     adv_global_weight: float = 0.0004

@@ -118,13 +118,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
+        _sync(tmp)          # the data on disk before the name: after a power loss, old file or new, never empty
         os.replace(tmp, path)
+        _sync(path.parent)  # and the rename itself
     except BaseException as exc:
         failure = write_failure(exc, path)
         tmp.unlink(missing_ok=True)
         if failure is not None:
             raise failure from None
         raise
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or folder where the platform allows it (a folder cannot be opened on Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -121,6 +121,15 @@ def fine_tune_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     if config.init_generator != saved.init_generator:
         raise ConfigError("init_generator starts a new run's generator from a generator file; a fine-tune starts "
                           "from its checkpoint's weights: drop it, or start a new run with --init-generator")
+    if not config.val_data:
+        # without a validation folder the split is drawn from seed and val_fraction: another draw holds out
+        # regions or files the checkpoint trained on, and the run (and evaluate, from its meta) validates there
+        for key in ("seed", "val_fraction"):
+            if getattr(config, key) != getattr(saved, key):
+                raise ConfigError(f"cannot change {key} when fine-tuning without a validation folder (the run's is "
+                                  f"{getattr(saved, key)!r}): it draws the validation split, and another draw would "
+                                  f"validate on pictures the checkpoint trained on; keep it, or give "
+                                  f"--set val_data=FOLDER")
     if (config.ema_decay > 0) != (saved.ema_decay > 0):
         raise ConfigError(f"cannot turn the weight average {'on' if config.ema_decay > 0 else 'off'} when "
                           f"fine-tuning (the run's ema_decay is {saved.ema_decay}); change its rate only")

@@ -121,11 +121,12 @@ class RunLock:
             self.fd = None
 
 
-def write_config(run_dir: Path, config: TrainConfig, weights_source: str, pretrained: bool) -> None:
+def write_config(run_dir: Path, config: TrainConfig, weights_source: str, pretrained: bool | None) -> None:
+    """``pretrained``: None when no loss term uses the feature network."""
     header = ("nfinpaint training run: the resolved configuration.\n"
               "Repeat it with: python -m nfinpaint.train --config config.toml --out NEW_DIR\n"
               f"feature network weights: {weights_source}"
-              + ("" if pretrained else "  <-- UNTRAINED: the feature loss is not perceptual"))
+              + ("  <-- UNTRAINED: the feature loss is not perceptual" if pretrained is False else ""))
     write_text(run_dir / "config.toml", to_toml(config, versions(), header))
 
 

@@ -66,10 +66,24 @@ def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscrimina
             LocalDiscriminator(config.local_patch_size))
 
 
+class NoFeatureNet(torch.nn.Module):
+    """Stands in for the VGG-19 when no loss term reads features (``feature_weight`` and
+    ``texture_weight`` both 0): nothing is downloaded or built, and the run records that none was used."""
+
+    weights_source = "none (no loss term uses the feature network: feature_weight = texture_weight = 0)"
+    pretrained = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no loss term uses the feature network (feature_weight = texture_weight = 0)")
+
+
 def build_feature_net(config: TrainConfig):
-    """The frozen VGG-19 of the feature loss (FeatureWeightsError when its weights can't be had)."""
+    """The frozen VGG-19 of the feature loss (FeatureWeightsError when its weights can't be had), or a
+    :class:`NoFeatureNet` when no loss term uses it (``--set feature_weight=0`` needed no ImageNet download)."""
     from nfinpaint.feature_net import VGGFeatures  # noqa: PLC0415
 
+    if config.feature_weight == 0 and config.texture_weight == 0:
+        return NoFeatureNet()
     torch.manual_seed(config.seed)  # "random" weights: the same ones again when a run resumes
     with warnings.catch_warnings():
         # the "random weights" warning is repeated in the run's own log lines, marked there

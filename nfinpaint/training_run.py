@@ -161,13 +161,14 @@ class Run:
             write_config(self.dir, config, feature_net.weights_source, feature_net.pretrained)
             self.metrics = MetricsLog(self.dir, self._kept_metrics, config.tensorboard)
         distributed.barrier(info)
-        untrained = "" if feature_net.pretrained else " (UNTRAINED: random weights, smoke runs only)"
+        untrained = " (UNTRAINED: random weights, smoke runs only)" if feature_net.pretrained is False else ""
         for line in (f"run directory: {self.dir}", f"data: {config.data or 'embedded scikit-image photographs'}: {data}",
                      f"device: {info.device} x {info.world_size} process(es), {threads} CPU thread(s); "
                      f"compiled step={'yes' if compiled else 'no'} "
                      f"(compile={config.compile}), channels_last={config.channels_last}, "
                      f"amp={'bf16' if amp else 'off (fp32)'}, custom ops={config.use_custom_ops}",
-                     f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}",
+                     (f"feature network: VGG-19 {config.feature_layer}, weights {feature_net.weights_source}{untrained}"
+                      if feature_net.pretrained is not None else f"feature network: {feature_net.weights_source}"),
                      f"schedule: {config.schedule()}, to step {config.steps}"
                      + (f"; resuming at step {self.start_step}" if self.point is not None else "")
                      + (f"; fine-tuning {self.origin.checkpoint} from step {self.start_step}"

@@ -190,6 +190,25 @@ def test_init_generator_starts_a_new_run_from_a_trained_generator(tmp_path):
     assert load_generator(again)[1]["initialised_from"]["initialised_from"] == origin
 
 
+def test_a_run_without_feature_terms_needs_no_feature_weights(tmp_path, monkeypatch, capsys):
+    """--set feature_weight=0 (docs/training.md's run without the feature term) still built the VGG-19,
+    downloading the ImageNet weights it never used: offline, the run stopped before its first step."""
+    import nfinpaint.feature_net as feature_net
+
+    def no_vgg(*args, **kwargs):
+        raise AssertionError("the VGG-19 was built though no loss term uses it")
+
+    monkeypatch.setattr(feature_net, "VGGFeatures", no_vgg)
+    args = [a for a in TINY if a not in ("--feature-weights", "random")]       # the default: imagenet
+    assert main(args + ["--set", "feature_weight=0", "--steps", "2", "--out", str(tmp_path / "run")]) == 0
+    meta = load_generator(tmp_path / "run")[1]
+    assert meta["feature_pretrained"] is None and meta["feature_weights"].startswith("none")
+    assert "UNTRAINED" not in (tmp_path / "run" / "config.toml").read_text()
+    with pytest.raises(AssertionError, match="VGG-19 was built"):      # a feature term still needs it
+        main(args + ["--set", "texture_weight=0.1", "--set", "feature_weight=0", "--steps", "1",
+                     "--out", str(tmp_path / "other")])
+
+
 def test_different_seeds_train_differently(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(TINY + ["--steps", "2", "--seed", "1", "--out", str(a)]) == 0
@@ -410,6 +429,9 @@ RESUME_INPUTS = [
     ("--fine-tune {tmp}/ready --preset paper --steps 9 --out {tmp}/run", "drop --preset/--config"),
     ("--fine-tune {tmp}/ready --steps 9 --set ssim_weight=-1 --out {tmp}/run", "ssim_weight must be a finite"),
     ("--fine-tune {tmp}/ready --steps 9 --init-generator shipped --out {tmp}/run", "a fine-tune starts from its"),
+    # another seed drew another validation split, on regions the checkpoint trained on
+    ("--fine-tune {tmp}/ready --steps 9 --seed 7 --out {tmp}/run", "cannot change seed when fine-tuning without"),
+    ("--fine-tune {tmp}/ready --steps 9 --set val_fraction=0.2 --out {tmp}/run", "cannot change val_fraction when"),
 ]
 
 
