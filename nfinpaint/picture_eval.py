@@ -150,15 +150,23 @@ def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int, repe
 
 
 def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> float:
-    """Gradient energy of ``filled`` over the hole divided by the truth's (forward differences,
-    channels pooled, hole pixels and their right/lower neighbours): 1 = as much detail as the original."""
-    def energy(x: torch.Tensor) -> torch.Tensor:
-        gy = F.pad(x[:, 1:, :] - x[:, :-1, :], (0, 0, 0, 1))
-        gx = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 1, 0, 0))
-        return ((gy ** 2 + gx ** 2) * hole).sum()
+    """Gradient energy of ``filled`` inside the hole divided by the truth's: squared forward differences,
+    channels pooled, over the pairs of neighbours that both lie in the hole (1 = as much detail as the
+    original, a flat fill 0).  Pairs that cross the hole's edge are left out: they measure the seam, not
+    the detail (until 2026-12-03 the right and lower edges' pairs counted, so a flat fill of thin strokes
+    scored ~2.5).  The truth's energy is floored at one 8-bit grey level per pair, so a hole over a flat
+    truth (a clear sky) does not divide by ~0."""
+    inside = hole.reshape(hole.shape[-2:]) > 0.5
+    pairs_y = (inside[1:, :] & inside[:-1, :]).float()
+    pairs_x = (inside[:, 1:] & inside[:, :-1]).float()
 
-    hole = (hole > 0.5).float()
-    return float(energy(filled) / energy(truth).clamp_min(1e-12))
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        gy = x[:, 1:, :] - x[:, :-1, :]
+        gx = x[:, :, 1:] - x[:, :, :-1]
+        return (gy ** 2 * pairs_y).sum() + (gx ** 2 * pairs_x).sum()
+
+    floor = float(pairs_y.sum() + pairs_x.sum()) / 255.0 ** 2
+    return float(energy(filled) / energy(truth).clamp_min(max(floor, 1e-12)))
 
 
 @dataclass
@@ -166,7 +174,8 @@ class FamilyResult:
     family: str
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)    # method -> per picture
     fills: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    masks: list[torch.Tensor] = field(default_factory=list)
+    masks: list[torch.Tensor] = field(default_factory=list)     # of the fills kept for figures
+    coverage: list[float] = field(default_factory=list)         # of every mask: its share of the picture
     pictures: list[int] = field(default_factory=list)    # the picture of each row (rows of every method alike)
 
 
@@ -189,6 +198,7 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
             mask = picture_mask(family, picture, seed, index, repeat)
             keep = repeat == 0 and index < keep_fills
             result.pictures.append(index)
+            result.coverage.append(float((mask > 0.5).float().mean()))
             if keep:
                 result.masks.append(mask)
             for method in methods:
@@ -261,7 +271,7 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
     if header.get("skipped"):
         lines += ["- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()), ""]
     for result in results:
-        coverage = np.mean([float((m > 0.5).float().mean()) for m in result.masks]) if result.masks else None
+        coverage = float(np.mean(result.coverage)) if result.coverage else None
         lines += [f"## {result.family} holes" + (f" (mean {coverage * 100:.1f}% of the picture)" if coverage else ""),
                   "", "| Method | " + " | ".join(h for _, h, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
         for name, rows in result.rows.items():

@@ -456,7 +456,23 @@ def test_texture_ratio():
     hole[:, 8:24, 8:24] = 1
     assert picture_eval.texture_ratio(truth, truth, hole) == pytest.approx(1.0)
     flat = torch.where(hole > 0.5, truth.mean(), truth)
-    assert picture_eval.texture_ratio(flat, truth, hole) < 0.2
+    assert picture_eval.texture_ratio(flat, truth, hole) == 0.0
+    # the seam at the hole's edge is not detail: a flat fill of a ramp scored 2.5 (its right and lower edges)
+    ramp = torch.linspace(0, 1, 32).expand(3, 32, 32).clone()
+    thin = torch.zeros(1, 32, 32)
+    thin[:, 10:16, 10:16] = 1
+    flat_ramp = torch.where(thin > 0.5, ramp[:, 10:16, 10:16].mean(), ramp)
+    assert picture_eval.texture_ratio(flat_ramp, ramp, thin) == 0.0
+    # by hand: every pair of neighbours inside the hole, both directions
+    noisy = torch.where(hole > 0.5, torch.rand(3, 32, 32, generator=g), truth)
+    def energy(x):
+        part = x[:, 8:24, 8:24]
+        return float(((part[:, 1:] - part[:, :-1]) ** 2).sum() + ((part[:, :, 1:] - part[:, :, :-1]) ** 2).sum())
+    assert picture_eval.texture_ratio(noisy, truth, hole) == pytest.approx(energy(noisy) / energy(truth), rel=1e-5)
+    # a flat truth (a clear sky): one grey level off is not a ratio of millions
+    sky = torch.ones(3, 32, 32)
+    off = torch.where(hole > 0.5, torch.rand(3, 32, 32, generator=g) / 255, sky)
+    assert picture_eval.texture_ratio(off, sky, hole) < 3.0
 
 
 def test_full_size_protocol_end_to_end(tmp_path):
