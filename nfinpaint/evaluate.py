@@ -247,7 +247,9 @@ def results_markdown(results: Sequence[MethodResult], header: dict) -> str:
         "- Metrics: PSNR and SSIM by scikit-image with data_range=1.0 on float RGB in [0, 1]; "
         "\"hole\" = PSNR over the hole pixels only, and the SSIM map (7x7 uniform window) averaged "
         "over the hole pixels; \"image\" = over the whole image; L1 = mean absolute error. "
-        "Mean ± 95% confidence interval (Student's t) over the images.",
+        "Mean ± 95% confidence interval (Student's t) over the images (crops: with --crops grid or held-out "
+        "crops, several come from one picture and are not independent, so the intervals are narrower than "
+        "the evidence; the full-size protocol, --size, gives intervals over pictures).",
     ]
     if header.get("skipped"):
         parts.append("- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()))
