@@ -70,12 +70,16 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
     target, mask = target.detach(), mask.detach()
     if mask.dtype == torch.bool:     # as composite_l2 takes it
         mask = mask.to(generated.dtype)
-    composite = mask * generated + (1 - mask) * target
+    # the composite in generated's dtype, as the op returns it (not the promoted dtype of the three)
+    narrow = mask.to(generated.dtype)
+    composite = narrow * generated + (1 - narrow) * target.to(generated.dtype)
     diff = _wide(generated) - _wide(target)
     sq_err = (_wide(mask) * diff * diff).flatten(1).sum(1)
     if reduction == "sum":
         return composite, sq_err.sum()
-    count = _wide(mask).flatten(1).sum(1) * (generated.shape[1] // max(mask.shape[1], 1))   # C = 0: no pixel
+    # a mask broadcast over the batch counts once per sample, as its squared errors do
+    per_sample_mask = _wide(mask).expand(generated.shape[0], *mask.shape[1:])
+    count = per_sample_mask.flatten(1).sum(1) * (generated.shape[1] // max(mask.shape[1], 1))   # C = 0: no pixel
     if reduction == "per_sample":
         return composite, _hole_mean(sq_err, count)
     return composite, _hole_mean(sq_err.sum(), count.sum())

@@ -202,6 +202,25 @@ def test_composite_l2_reference_takes_a_bool_mask_like_the_op():
         torch.testing.assert_close(ops.composite_l2(g, t, hole, reduction)[1], rloss, rtol=LOSS_RTOL, atol=0)
 
 
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_composite_l2_reference_returns_the_composite_in_generated_dtype_like_the_op(low):
+    """With a low-precision generation and float32 target and mask, the reference's composite was float32
+    (the promoted dtype) and the op's the generation's: use_custom_ops changed the composite's dtype."""
+    g, t, m = make_inputs((2, 3, 6, 5), seed=int(torch.randint(0, 2**31, ())))
+    comp, _ = ops.composite_l2(g.to(low), t, m)
+    rcomp, _ = ops.composite_l2_reference(g.to(low), t, m)
+    assert comp.dtype == rcomp.dtype == low
+    torch.testing.assert_close(rcomp, comp, rtol=0, atol=0)
+
+
+def test_composite_l2_reference_counts_a_mask_broadcast_over_the_batch_once_per_sample():
+    g, t, m = make_inputs((3, 2, 5, 4), seed=int(torch.randint(0, 2**31, ())))
+    shared = m[:1]                                  # (1, 1, H, W): the same hole for every sample
+    loss = ops.composite_l2_reference(g, t, shared, "mean")[1]
+    loss_expanded = ops.composite_l2_reference(g, t, shared.expand(3, -1, -1, -1).contiguous(), "mean")[1]
+    torch.testing.assert_close(loss, loss_expanded)
+
+
 @pytest.mark.parametrize("op", ["composite_l2", "feature_distance"])
 def test_double_backward_fails_loudly(op):
     """A gradient of the loss's gradient (a gradient penalty through it) has no formula: it must raise,
