@@ -161,7 +161,10 @@ _NAME_MAX = 255     # bytes in one file name on Linux, macOS and Windows file sy
 
 def check_output_file(path: str | os.PathLike, option: str, example: str = "filled.png") -> Path:
     """Fail now, before any work, if the file ``path`` cannot be written (its folder may be missing);
-    ``example``: a file name of the kind the command writes, for the message."""
+    ``example``: a file name of the kind the command writes, for the message.  An empty name (an unset
+    shell variable) is refused as such: as a path it is the current folder, and "is a folder" hid the cause."""
+    if not str(path).strip():
+        raise UsageError(f"{option} is empty: give the file to write, such as {example}")
     path = Path(path)
     if len(os.fsencode(path.name)) > _NAME_MAX:
         raise UsageError(f"{option} {path}: the file name is {len(os.fsencode(path.name))} bytes long; "

@@ -125,9 +125,6 @@ def run_file(path: Path, fmt: str, image: np.ndarray, mask: np.ndarray) -> np.nd
 
 
 def run(args: argparse.Namespace) -> None:
-    if not args.output.strip():
-        # an unset shell variable: not the current folder ("-o . is a folder" said nothing of the cause)
-        raise UsageError(f"-o is empty: give the file to write, such as inpaint{SUFFIXES[args.format]}")
     output = cli.check_output_file(args.output, "-o", example=f"inpaint{SUFFIXES[args.format]}")
     if output.suffix.lower() != SUFFIXES[args.format]:
         raise UsageError(f"-o {args.output}: a {args.format} file's name ends in {SUFFIXES[args.format]}")

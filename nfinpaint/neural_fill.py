@@ -98,9 +98,17 @@ class Window:
     left: int
     height: int
     width: int
-    holes: list[int] = field(default_factory=list)    # 1-based hole labels
-    thickness: float = 0.0                            # of its thickest hole, in pixels
-    hole_thickness: dict[int, float] = field(default_factory=dict)   # of each of its holes
+    hole_thickness: dict[int, float] = field(default_factory=dict)   # 1-based hole label -> thickness (px), by label
+
+    @property
+    def holes(self) -> list[int]:
+        """Its holes' labels, in increasing order (the order :func:`plan_windows` fills the dict in)."""
+        return list(self.hole_thickness)
+
+    @property
+    def thickness(self) -> float:
+        """Of its thickest hole, in pixels."""
+        return max(self.hole_thickness.values(), default=0.0)
 
     @property
     def scale(self) -> int:
@@ -140,7 +148,7 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
             continue
         margin = max(MIN_MARGIN, math.ceil(thickness[index]))
         boxes.append([max(0, sl[0].start - margin), max(0, sl[1].start - margin),
-                      min(h, sl[0].stop + margin), min(w, sl[1].stop + margin), [index], thickness[index]])
+                      min(h, sl[0].stop + margin), min(w, sl[1].stop + margin), [index]])
     merged = True
     while merged:      # merge overlapping boxes until none overlap (few boxes in practice)
         merged = False
@@ -151,14 +159,12 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
                     other[0], other[1] = min(other[0], box[0]), min(other[1], box[1])
                     other[2], other[3] = max(other[2], box[2]), max(other[3], box[3])
                     other[4] += box[4]
-                    other[5] = max(other[5], box[5])
                     merged = True
                     break
             else:
                 out.append(box)
         boxes = out
-    return [Window(t, l, b - t, r - l, sorted(ids), float(thick), {i: float(thickness[i]) for i in sorted(ids)})
-            for t, l, b, r, ids, thick in boxes]
+    return [Window(t, l, b - t, r - l, {i: float(thickness[i]) for i in sorted(ids)}) for t, l, b, r, ids in boxes]
 
 
 def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +225,7 @@ def takes_detail(window: Window) -> bool:
 
 def detail_holes(window: Window) -> list[int]:
     """The labels of the window's holes the detail mode re-synthesises (the rest keep the blend)."""
-    return [i for i in window.holes if window.hole_thickness.get(i, window.thickness) >= DETAIL_MIN_THICKNESS]
+    return [i for i in window.holes if window.hole_thickness[i] >= DETAIL_MIN_THICKNESS]
 
 
 def add_detail(filled: torch.Tensor, hole: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -73,6 +73,11 @@ class Objective:
     def uses_texture(self) -> bool:
         return self.texture > 0
 
+    @property
+    def reads_features(self) -> bool:
+        """Whether a term reads the feature network (the feature or the texture term)."""
+        return self.uses_features or self.uses_texture
+
     # -- the terms ----------------------------------------------------------------------------
 
     def reconstruction(self, generated: Tensor, real: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -266,8 +266,9 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
              "~150 px, at 512x384; nfinpaint.masks.box_masks: box = one rectangle of ~40-160 px, a shape not "
              "trained on).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
-             "as in nfinpaint.metrics; texture ratio = gradient energy in the hole (pairs of neighbours both in it) / the original's (1 = as "
-             "detailed as the original). Mean ± 95% CI over the fills (pictures x masks).", ""]
+             "as in nfinpaint.metrics; texture ratio = gradient energy in the hole (pairs of neighbours both in "
+             "it) / the original's (1 = as detailed as the original). Mean ± 95% CI over the fills "
+             "(pictures x masks).", ""]
     if header.get("skipped"):
         lines += ["- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()), ""]
     for result in results:

@@ -82,7 +82,7 @@ def build_feature_net(config: TrainConfig):
     :class:`NoFeatureNet` when no loss term uses it (``--set feature_weight=0`` needed no ImageNet download)."""
     from nfinpaint.feature_net import VGGFeatures  # noqa: PLC0415
 
-    if config.feature_weight == 0 and config.texture_weight == 0:
+    if not Objective.from_config(config).reads_features:
         return NoFeatureNet()
     torch.manual_seed(config.seed)  # "random" weights: the same ones again when a run resumes
     with warnings.catch_warnings():
@@ -203,7 +203,7 @@ class Trainer:
         if stage == "discriminator":
             return out
         terms = {"l2": l2}
-        if objective.uses_features or objective.uses_texture:
+        if objective.reads_features:
             with self._autocast():
                 feat_fake = self.feature_net(composite)
                 with torch.no_grad():

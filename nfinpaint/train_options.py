@@ -67,6 +67,14 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_empty_init_generator(value: str | None, written: str) -> None:
+    """An empty init_generator (an unset shell variable) is an error: the run silently started from a
+    fresh generator."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{written} is empty: give a generator file, a run directory or 'shipped' "
+                          f"(leave it out to start from a fresh generator)")
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {}
     for option, key in (("data", "data"), ("steps", "steps"), ("batch_size", "batch_size"), ("device", "device"),
@@ -75,19 +83,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, option)
         if value is not None:
             overrides[key] = value
-    if args.init_generator is not None and not args.init_generator.strip():
-        # an unset shell variable: without this the run silently started from a fresh generator
-        raise ConfigError("--init-generator is empty: give a generator file, a run directory or 'shipped' "
-                          "(leave the option out to start from a fresh generator)")
+    _refuse_empty_init_generator(args.init_generator, "--init-generator")
     if args.no_compile:
         overrides["compile"] = "never"
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
-        if key.strip() == "init_generator" and not value.strip():
-            raise ConfigError("--set init_generator= is empty: give a generator file, a run directory or 'shipped' "
-                              "(leave the setting out to start from a fresh generator)")
+        if key.strip() == "init_generator":
+            _refuse_empty_init_generator(value, "--set init_generator=")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
     for key in overrides.keys() & set(FOLDER_KEYS):     # absolute for a new, resumed or fine-tuned run alike
         overrides[key] = absolute_folder(overrides[key])

@@ -125,7 +125,9 @@ def test_command_refuses_bad_settings(tmp_path, capsys):
         capsys.readouterr().err
     # a seed torch cannot take was a raw OverflowError; a torch archive named .png was written
     for argv, expected in ((["-o", tmp_path / "w.pt", "--seed", str(10 ** 23)], "--seed must be an integer from"),
-                           (["-o", tmp_path / "w.png"], "the weights file ends in .pt")):
+                           (["-o", tmp_path / "w.png"], "the weights file ends in .pt"),
+                           # an unset shell variable was the current folder: "-o . is a folder"
+                           (["-o", ""], "-o is empty: give the file to write, such as vgg19_conv3.pt")):
         code = feature_pretrain.main(["--data", tmp_path / "photos", "--val-data", tmp_path / "photos", *argv])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and err.count("\n") == 1, err
