@@ -301,10 +301,14 @@ def _val_crops(box: Holdout, size: int, max_scale: float) -> list[tuple[int, int
 
 
 class FixedCrops(Dataset):
-    """Deterministic (top, left, side) crops of in-memory images, scaled to S; no augmentation."""
+    """Deterministic (k, top, left, side) crops of in-memory named images, scaled to S; no augmentation.
+    ``names[i]``: the name of the image crop ``i`` comes from."""
 
-    def __init__(self, images: list[torch.Tensor], crops: list[tuple[int, int, int, int]], image_size: int):
-        self.images, self.crops, self.image_size = images, crops, image_size
+    def __init__(self, images: list[tuple[str, torch.Tensor]], crops: list[tuple[int, int, int, int]],
+                 image_size: int):
+        self.images = [image for _, image in images]
+        self.crops, self.image_size = crops, image_size
+        self.names = [images[k][0] for k, *_ in crops]
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -319,6 +323,7 @@ class CenterCrops(Dataset):
 
     def __init__(self, files: list[Path], image_size: int, max_side: int | None = None):
         self.files, self.image_size, self.max_side = files, image_size, max_side
+        self.names = [str(path) for path in files]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -351,7 +356,7 @@ def _region_split(images: list[tuple[str, torch.Tensor]], image_size: int, *, va
                         f"and still train; use larger or more images, or val_fraction = 0")
     train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
                             max_crop_scale=max_crop_scale, holdout=holdout)
-    return train, FixedCrops([image for _, image in images], val_crops, image_size)
+    return train, FixedCrops(images, val_crops, image_size)
 
 
 def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
@@ -407,9 +412,7 @@ def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_cro
     for k, (_, image) in enumerate(images):
         height, width = image.shape[-2:]
         crops += [(k, *crop) for crop in _val_crops(Holdout(0, 0, height, width), image_size, max_crop_scale)]
-    dataset = FixedCrops([image for _, image in images], crops, image_size)
-    dataset.names = [images[k][0] for k, *_ in crops]
-    return dataset
+    return FixedCrops(images, crops, image_size)
 
 
 def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = DataSplit.val_fraction,
@@ -487,9 +490,7 @@ def folder_dataset(data_dir: str, image_size: int, crops: str = "center",
     found = _readable_images(data_dir, image_size, decode=True, skip_small=True)
     if crops == "grid":
         return fixed_crops(_load_files([path for path, _, _ in found], "images"), image_size, max_crop_scale)
-    dataset = CenterCrops([path for path, _, _ in found], image_size)
-    dataset.names = [str(path) for path, _, _ in found]
-    return dataset
+    return CenterCrops([path for path, _, _ in found], image_size)
 
 
 def describe(dataset: Dataset) -> str:

@@ -115,8 +115,9 @@ def _check_data_folder(data: str) -> None:
 
 
 def load_images(data: str | None, image_size: int, limit: int | None, split: DataSplit,
-                crops: str = "center") -> tuple[torch.Tensor, str]:
-    """(N, 3, S, S) test images and a one-line description of where they came from."""
+                crops: str = "center") -> tuple[torch.Tensor, list[str], str]:
+    """(N, 3, S, S) test images, the name of the picture each was cut from, and a one-line description
+    of where they came from."""
     from nfinpaint import data as data_module
 
     try:
@@ -142,7 +143,9 @@ def load_images(data: str | None, image_size: int, limit: int | None, split: Dat
     if images.shape[1:] != (3, image_size, image_size):
         raise RuntimeError(f"the dataset gave images of shape {tuple(images.shape[1:])}, "
                            f"expected (3, {image_size}, {image_size})")
-    return images.float().clamp(0, 1), f"{where}, {count} of {len(dataset)} images at {image_size}x{image_size}"
+    pictures = list(dataset.names[:count])
+    return (images.float().clamp(0, 1), pictures,
+            f"{where}, {count} of {len(dataset)} images at {image_size}x{image_size}")
 
 
 def _item_image(item) -> torch.Tensor:
@@ -237,7 +240,7 @@ def timing_table(results: Sequence[MethodResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_markdown(results: Sequence[MethodResult], header: dict) -> str:
+def results_markdown(results: Sequence[MethodResult], header: dict, pictures: Sequence[str]) -> str:
     n = len(results[0].rows) if results else 0
     parts = [
         f"# Inpainting evaluation: {n} images, {header['masks']} masks, seed {header['seed']}\n",
@@ -248,12 +251,12 @@ def results_markdown(results: Sequence[MethodResult], header: dict) -> str:
         "\"hole\" = PSNR over the hole pixels only, and the SSIM map (7x7 uniform window) averaged "
         "over the hole pixels; \"image\" = over the whole image; L1 = mean absolute error. "
         "Mean ± 95% confidence interval (Student's t) over the images (crops: with --crops grid or held-out "
-        "crops, several come from one picture and are not independent, so the intervals are narrower than "
-        "the evidence; the full-size protocol, --size, gives intervals over pictures).",
+        "crops, several come from one picture and are not independent, so these intervals are narrower than "
+        "the evidence; the paired table at the end gives intervals over the pictures).",
     ]
     if header.get("skipped"):
         parts.append("- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()))
-    parts += ["", quality_table(results), "## Time per image", "",
+    parts += ["", quality_table(results) + paired_markdown(results, pictures), "## Time per image", "",
               "Wall-clock time of one fill (one image at a time), after one untimed warm-up fill.", "",
               timing_table(results)]
     return "\n".join(parts)
@@ -272,15 +275,39 @@ def results_csv(results: Sequence[MethodResult]) -> str:
     return buf.getvalue()
 
 
-def per_image_csv(results: Sequence[MethodResult]) -> str:
+def per_image_csv(results: Sequence[MethodResult], pictures: Sequence[str]) -> str:
+    """One row per image and method; ``picture``: the picture the image was cut from."""
     keys = [key for key, _, _ in COLUMNS] + [TIME_KEY]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "method"] + keys)
+    writer.writerow(["image", "picture", "method"] + keys)
     for r in results:
         for i, row in enumerate(r.rows):
-            writer.writerow([i, r.method.name] + [repr(float(row[k])) for k in keys])
+            writer.writerow([i, pictures[i], r.method.name] + [repr(float(row[k])) for k in keys])
     return buf.getvalue()
+
+
+def paired_markdown(results: Sequence[MethodResult], pictures: Sequence[str]) -> str:
+    """The GAN minus each other method on the same images and masks, over the images and, when
+    several come from one picture, over the pictures (each picture's images averaged first: the
+    interval to trust).  Empty without a GAN row or another method."""
+    ours = next((r for r in results if r.method.name == "gan"), None)
+    others = [r for r in results if r is not ours]
+    if ours is None or not others:
+        return ""
+    grouped = len(set(pictures)) < len(pictures)
+    lines = ["", f"## Paired: {ours.method.label} minus each method", "",
+             "Same images and masks; mean ± 95% CI over the images"
+             + (f", and over the {len(set(pictures))} pictures they were cut from" if grouped else "") + ".", "",
+             "| vs | PSNR hole (dB) | SSIM hole |" + (" PSNR hole, by picture | SSIM hole, by picture |"
+                                                    if grouped else ""),
+             "|---|---:|---:|" + ("---:|---:|" if grouped else "")]
+    for other in others:
+        cells = [_fmt(metrics.paired(ours.rows, other.rows, key, pictures if by_picture else None), digits)
+                 for by_picture in ((False, True) if grouped else (False,))
+                 for key, digits in (("psnr_hole", 2), ("ssim_hole", 4))]
+        lines.append(f"| {other.method.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_figures(out: Path, images: torch.Tensor, masks: torch.Tensor,
@@ -498,7 +525,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
 
     patchmatch_options = {} if args.patch_size is None else {"patch_size": args.patch_size}
     split = DataSplit.from_meta(meta, args.split_seed)
-    images, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
+    images, pictures, data_description = load_images(args.data, image_size, args.limit, split, args.crops)
     methods, skipped = _build_methods(names, loaded, device, patchmatch_options)   # notes after the data's errors
     trained_on = meta.get("data")
     if args.data is None and trained_on:
@@ -529,14 +556,14 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
               "mask_description": mask_description,
               "generator": loaded.describe() if loaded else "none (the gan method was not asked for)",
               "skipped": skipped}
-    markdown = results_markdown(results, header)
+    markdown = results_markdown(results, header, pictures)
     resolved = {"image_size": image_size, "hole_size": hole_size, "device": str(device),
                 "methods": [m.name for m in methods], "skipped": skipped,
                 "data": data_description, "masks": mask_description,
                 "patchmatch_options": patchmatch_options, "torch_threads": torch.get_num_threads(),
                 "metrics": {"data_range": metrics.DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP,
                             "ssim_win_size": metrics.win_size_for(image_size, image_size)}}
-    tables = {"results.csv": results_csv(results), "per_image.csv": per_image_csv(results)}
+    tables = {"results.csv": results_csv(results), "per_image.csv": per_image_csv(results, pictures)}
     _write_results(out, markdown, tables, lambda folder: write_figures(folder, images, masks, results, args.figures),
                    args, argv, resolved, loaded)
     return out

@@ -240,16 +240,8 @@ def _fmt(summary: metrics.Summary, digits: int) -> str:
 
 def paired(result: FamilyResult, ours: str, other: str, key: str, by_picture: bool = False) -> metrics.Summary:
     """Mean ± 95% CI of ``ours - other`` in ``key`` over the same pictures and masks: over the fills, or
-    ``by_picture``, over each picture's mean difference.  Fills of one picture are not independent
-    (its content makes one method win on all its masks), so with several masks per picture the
-    pictures are the honest sample: a wider interval on fewer, independent values."""
-    diffs = [a[key] - b[key] for a, b in zip(result.rows[ours], result.rows[other], strict=True)]
-    if not by_picture:
-        return metrics.summarize(diffs)
-    per_picture: dict[int, list[float]] = {}
-    for picture, diff in zip(result.pictures, diffs, strict=True):
-        per_picture.setdefault(picture, []).append(diff)
-    return metrics.summarize(float(np.mean(values)) for values in per_picture.values())
+    ``by_picture``, over each picture's mean difference (:func:`nfinpaint.metrics.paired`)."""
+    return metrics.paired(result.rows[ours], result.rows[other], key, result.pictures if by_picture else None)
 
 
 def _several_masks(result: FamilyResult) -> bool:

@@ -82,6 +82,37 @@ def _without_time(csv_text):
 
 # ---------------------------------------------------------------- reproducibility and outputs
 
+def test_crop_protocol_names_each_crops_picture_and_pairs_over_pictures(tmp_path, checkpoint):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng()
+    for name in ("p.png", "q.png", "r.png"):      # 60x60 at crop 24: 4 crops at scale 1, 1 at scale 2
+        pixels = rng.uniform(0.2, 0.8, 3) * np.ones((60, 60, 3)) + 0.1 * rng.standard_normal((60, 60, 3))
+        Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(folder / name)
+    out = tmp_path / "out"
+    _run(["--checkpoint", checkpoint, "--data", folder, "--crops", "grid", "--methods", "gan,biharmonic",
+          "--out", out, "--no-progress", "--figures", 0])
+    rows = list(csv.DictReader(io.StringIO((out / "per_image.csv").read_text())))
+    gan = [r for r in rows if r["method"] == "gan"]
+    other = [r for r in rows if r["method"] == "biharmonic"]
+    assert [r["picture"] for r in gan] == [str(folder / name) for name in ("p.png", "q.png", "r.png")
+                                           for _ in range(5)]
+    assert [r["picture"] for r in other] == [r["picture"] for r in gan]
+    diffs: dict[str, list[float]] = {}
+    for a, b in zip(gan, other):
+        diffs.setdefault(a["picture"], []).append(float(a["ssim_hole"]) - float(b["ssim_hole"]))
+    per_picture = [np.mean(d) for d in diffs.values()]
+    table = (out / "results.md").read_text().split("## Paired: GAN (ours) minus each method")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| Biharmonic |"))
+    cells = [cell.strip().split(" ± ") for cell in row.strip().strip("|").split("|")][1:]
+    assert len(cells) == 4                            # over the 15 crops, and over the 3 pictures
+    over_crops = [d for ds in diffs.values() for d in ds]
+    assert float(cells[1][0]) == pytest.approx(np.mean(over_crops), abs=6e-5)
+    assert float(cells[3][0]) == pytest.approx(np.mean(per_picture), abs=6e-5)
+    t_975_2 = 4.302652729911275
+    assert float(cells[3][1]) == pytest.approx(t_975_2 * np.std(per_picture, ddof=1) / np.sqrt(3), abs=6e-5)
+
+
 def test_same_inputs_give_the_same_table(tmp_path, checkpoint, data_dir):
     methods = ",".join(_available_methods())
     outs = []

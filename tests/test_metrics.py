@@ -139,6 +139,23 @@ def test_summary_mean_and_confidence_interval_by_hand():
         metrics.summarize([])
 
 
+def test_paired_differences_over_rows_and_over_groups():
+    rng = np.random.default_rng()
+    ours = [{"v": float(x)} for x in rng.normal(1.0, 1.0, 12)]
+    other = [{"v": float(x)} for x in rng.normal(0.0, 1.0, 12)]
+    groups = ["a", "b", "c"] * 4                     # interleaved, as crops of three pictures need not be
+    diffs = np.array([a["v"] - b["v"] for a, b in zip(ours, other)])
+    over_rows = metrics.paired(ours, other, "v")
+    assert over_rows.n == 12 and over_rows.mean == pytest.approx(diffs.mean(), rel=1e-12)
+    by_group = metrics.paired(ours, other, "v", groups)
+    means = np.array([diffs[0::3].mean(), diffs[1::3].mean(), diffs[2::3].mean()])
+    t_975_2 = 4.302652729911275          # Student's t, 97.5% quantile, 2 degrees of freedom
+    assert by_group.n == 3 and by_group.mean == pytest.approx(means.mean(), rel=1e-12)
+    assert by_group.ci95 == pytest.approx(t_975_2 * means.std(ddof=1) / math.sqrt(3), rel=1e-9)
+    with pytest.raises(ValueError):
+        metrics.paired(ours, other[:-1], "v")        # rows that do not pair up
+
+
 def test_batch_psnr_is_the_per_image_psnr():
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     target = torch.rand(5, 3, 12, 10, generator=g)
