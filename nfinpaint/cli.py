@@ -82,7 +82,8 @@ def warn(message: str) -> None:
 
 def help_text(doc: str) -> str:
     """A module docstring as plain ``--help`` text: no reStructuredText/Markdown markup."""
-    return re.sub(r"\*\*(.+?)\*\*", r"\1", doc.replace("``", "")).strip()
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)     # Sphinx roles: :mod:`nfinpaint.folders`
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("``", "")).strip()
 
 
 class _OneLineParser(argparse.ArgumentParser):

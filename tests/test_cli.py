@@ -108,6 +108,8 @@ def test_cuda_runtime_notice_is_dropped_and_other_messages_kept(caplog):
 
 def test_help_text_has_no_markup():
     assert cli.help_text("Use ``--x`` for **bold** things.") == "Use --x for bold things."
+    assert cli.help_text("Pairs: :mod:`nfinpaint.folders`, :func:`~nfinpaint.a.b`.") == \
+        "Pairs: nfinpaint.folders, nfinpaint.a.b."
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is visible")
