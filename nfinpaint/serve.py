@@ -58,6 +58,11 @@ _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript;
            "style.css": "text/css; charset=utf-8"}
 
 
+def _amount(value: float) -> str:
+    """A limit as its user gave it: 50, 0.25, 0.0015 (not 50.0, nor 0 for a fractional limit)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 class RequestError(Exception):
     """A request that cannot be served: its HTTP status and a one-line message."""
 
@@ -77,7 +82,7 @@ async def read_body(request, limit: int) -> bytes:
     huge = declared is not None and len(declared) > 15
     if declared is not None and re.fullmatch(r"[0-9]+", declared) and (huge or int(declared) > limit):
         shown = f"{len(declared)} digits of bytes" if huge else f"{int(declared) / 2**20:.1f} MB"
-        raise RequestError(413, f"the upload is {shown}; the limit is {limit / 2**20:.0f} MB")
+        raise RequestError(413, f"the upload is {shown}; the limit is {_amount(limit / 2**20)} MB")
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 
     chunks, size = [], 0
@@ -85,7 +90,7 @@ async def read_body(request, limit: int) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:     # a chunked upload or a lying Content-Length: stop reading now
-                raise RequestError(413, f"the upload is over the limit of {limit / 2**20:.0f} MB")
+                raise RequestError(413, f"the upload is over the limit of {_amount(limit / 2**20)} MB")
             chunks.append(chunk)
     except ClientDisconnect:    # a closed tab or a dropped connection: nothing to fill, no traceback in the log
         raise RequestError(400, "the client closed the connection before the upload ended") from None
@@ -162,13 +167,13 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise RequestError(413, f"the {field} is larger than the limit of {max_pixels / 1e6:.0f} megapixels") from None
+        raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise RequestError(400, f"the {field} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
     w, h = img.size
     if w * h > max_pixels:
         raise RequestError(413, f"the {field} is {w}x{h} ({w * h / 1e6:.1f} megapixels); "
-                                f"the limit is {max_pixels / 1e6:.0f} megapixels")
+                                f"the limit is {_amount(max_pixels / 1e6)} megapixels")
     if w == 0 or h == 0:
         raise RequestError(400, f"the {field} is empty ({w}x{h})")
     return img

@@ -63,7 +63,7 @@ async function openPicture(blob, name) {
   const limits = state.limits;
   if (limits && bitmap.width * bitmap.height > limits.max_pixels) {
     setStatus(`${name || "that picture"} is ${bitmap.width}x${bitmap.height}; this server fills at most ` +
-              `${(limits.max_pixels / 1e6).toFixed(0)} megapixels`, "error");
+              `${+(limits.max_pixels / 1e6).toPrecision(3)} megapixels`, "error");
     return;
   }
   state.name = (name || "picture").replace(/\.[^.]*$/, "") || "picture";
@@ -273,7 +273,7 @@ async function fill() {
     const limit = state.limits ? state.limits.max_upload_bytes : Infinity;
     if (state.current.blob.size + mask.size > limit) {
       throw new Error(`the picture and mask are ${((state.current.blob.size + mask.size) / 2 ** 20).toFixed(1)} MB; ` +
-                      `this server takes at most ${(limit / 2 ** 20).toFixed(0)} MB`);
+                      `this server takes at most ${+(limit / 2 ** 20).toPrecision(3)} MB`);
     }
     form.append("mask", mask, "mask.png");
     form.append("method", ui.method.value);
