@@ -673,7 +673,11 @@ def run_folders(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file; with --images, -o names the output folder")
     cli.check_output_folder(out_dir, "-o")
-    pairs = folders.pair(images, masks, out_dir)
+    try:
+        pairs = folders.pair(images, masks, out_dir)
+    except OSError as exc:   # e.g. a folder this user may not list
+        raise UsageError(f"cannot read the folder {exc.filename or images}: {exc.strerror or exc}; "
+                         "give folders this user can read") from None
     if not pairs:
         raise UsageError(f"--images {images} holds no picture (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
     for item in pairs:

@@ -940,6 +940,25 @@ def test_folder_fills_the_good_pairs_lists_the_bad_and_exits_1(tmp_path, checkpo
     assert not list(out.glob(".*tmp*"))
 
 
+def test_folder_a_folder_that_cannot_be_listed_is_one_line(tmp_path, checkpoint, capsys, monkeypatch):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (20, 20), 255).save(tmp_path / "mask.png")
+    real_iterdir = Path.iterdir
+
+    def refuse(self):   # what a folder without read permission does (tests may run as root)
+        if self == images:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    capsys.readouterr()
+    assert inpaint.main(["--images", images, "--masks", tmp_path / "mask.png", "-o", tmp_path / "out",
+                         "--checkpoint", checkpoint]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot read the folder") and str(images) in err and "Permission denied" in err
+    assert "\n" not in err and not (tmp_path / "out").exists()
+
+
 def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng()
     images = tmp_path / "images"
