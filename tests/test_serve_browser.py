@@ -170,7 +170,9 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
         _draw(web, STROKE2)
         _fill(web)
         web.find_element(By.ID, "download").click()
-        second = np.asarray(Image.open(wait_for_download(downloads, {first_file.name})).convert("RGB"))
+        second_link = web.execute_script("return document.getElementById('download').href;")
+        second_file = wait_for_download(downloads, {first_file.name})
+        second = np.asarray(Image.open(second_file).convert("RGB"))
         far2 = _distance_to_segment(*STROKE2[:2]) > STROKE2[2] / 2 + 3
         assert np.array_equal(second[far2], first[far2]), "the second fill changed pixels outside its stroke"
         assert np.abs(second[SQUARE].astype(int) - clean[SQUARE]).mean() < 25
@@ -180,6 +182,11 @@ def test_page_fills_a_stroke_and_downloads_the_result(tmp_path):
         web.find_element(By.ID, "undo").click()
         assert _canvas_pixel(web, 175, 151)[:3] == [30, 30, 60]
         assert web.execute_script("return window.nfinpaint.strokes.length;") == 1
+        # and Download offers the fill on show, not the undone one (its link is the shown picture's blob)
+        link = web.execute_script("const a = document.getElementById('download'); return [a.download, a.href];")
+        assert link[0] == first_file.name and link[1] != second_link
+        # a picture cannot be opened while a fill runs (it would take that fill's result)
+        assert web.execute_script("return document.getElementById('file').disabled;") is False
 
 
 def test_docs_page_renders_the_api_without_internet(fullres_checkpoint, tmp_path):

@@ -37,11 +37,20 @@ function setStatus(text, kind = "") {
   ui.status.className = kind;
 }
 
+// Download offers the picture on show, named after how many fills made it (after an Undo too).
+function offerDownload() {
+  if (ui.download.href.startsWith("blob:")) URL.revokeObjectURL(ui.download.href);
+  ui.download.href = URL.createObjectURL(state.current.blob);
+  const fills = state.history.filter((h) => h.kind === "fill").length;
+  ui.download.download = `${state.name}-filled${fills > 1 ? `-${fills}` : ""}.png`;
+}
+
 function refresh() {
   const hasPicture = state.current !== null;
   ui.undo.disabled = state.busy || state.history.length === 0;
   ui.clear.disabled = state.busy || state.strokes.length === 0;
   ui.fill.disabled = state.busy || state.strokes.length === 0;
+  ui.file.disabled = state.busy;   // a picture opened during a fill would take that fill's result
   ui.compare.disabled = state.busy || state.before === null;
   ui.download.classList.toggle("disabled", state.busy || state.before === null);
   ui.canvases.hidden = !hasPicture;
@@ -183,6 +192,7 @@ function undo() {
     state.strokes = last.strokes;
     setComparing(false);
     drawPicture();
+    if (state.before !== null) offerDownload();   // the earlier fill now on show
     setStatus("Fill undone.");
   }
   redrawMask();
@@ -294,9 +304,7 @@ async function fill() {
     state.strokes = [];
     drawPicture();
     redrawMask();
-    ui.download.href = URL.createObjectURL(state.current.blob);
-    const fills = state.history.filter((h) => h.kind === "fill").length;
-    ui.download.download = `${state.name}-filled${fills > 1 ? `-${fills}` : ""}.png`;
+    offerDownload();
     const ms = performance.now() - start;
     const server = Number(xhr.getResponseHeader("X-Fill-Seconds"));
     state.lastFill = {ms, serverSeconds: server, width: bitmap.width, height: bitmap.height};
@@ -323,7 +331,7 @@ ui.download.addEventListener("click", (event) => {
 
 ui.file.addEventListener("change", () => {
   const file = ui.file.files[0];
-  if (file) openPicture(file, file.name);
+  if (file && !state.busy) openPicture(file, file.name);
   ui.file.value = "";   // the same file again is a fresh start
 });
 
