@@ -312,6 +312,10 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                   log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) colour or (1, H, W) grey [0, 1] image given a (1, H, W) mask (1 = hole).
 
+    The mask is read as given: a pixel above 0.5 is a hole.  The soft-edge rule for drawn masks
+    (an antialiased rim joins its stroke; docs/usage.md) is applied by :class:`nfinpaint.Inpainter`
+    and the command before they call this; ``nfinpaint.mask_options.holes_from_values`` gives it here.
+
     Returns the filled image, with the input's channels and float dtype (pixels outside
     the holes are the input's, exactly; the fill itself is computed in float32), and the
     list of holes with the method used for each.  ``generator`` (with its training
