@@ -298,15 +298,9 @@ def paired_markdown(results: Sequence[MethodResult], pictures: Sequence[str]) ->
     grouped = len(set(pictures)) < len(pictures)
     lines = ["", f"## Paired: {ours.method.label} minus each method", "",
              "Same images and masks; mean ± 95% CI over the images"
-             + (f", and over the {len(set(pictures))} pictures they were cut from" if grouped else "") + ".", "",
-             "| vs | PSNR hole (dB) | SSIM hole |" + (" PSNR hole, by picture | SSIM hole, by picture |"
-                                                    if grouped else ""),
-             "|---|---:|---:|" + ("---:|---:|" if grouped else "")]
-    for other in others:
-        cells = [_fmt(metrics.paired(ours.rows, other.rows, key, pictures if by_picture else None), digits)
-                 for by_picture in ((False, True) if grouped else (False,))
-                 for key, digits in (("psnr_hole", 2), ("ssim_hole", 4))]
-        lines.append(f"| {other.method.label} | " + " | ".join(cells) + " |")
+             + (f", and over the {len(set(pictures))} pictures they were cut from" if grouped else "") + ".", ""]
+    lines += picture_eval.paired_table(ours.rows, [(other.method.label, other.rows) for other in others],
+                                       pictures if grouped else None)
     return "\n".join(lines) + "\n"
 
 

@@ -244,6 +244,21 @@ def paired(result: FamilyResult, ours: str, other: str, key: str, by_picture: bo
     return metrics.paired(result.rows[ours], result.rows[other], key, result.pictures if by_picture else None)
 
 
+def paired_table(ours: Sequence[dict[str, float]], others: Sequence[tuple[str, Sequence[dict[str, float]]]],
+                 groups: Sequence | None = None) -> list[str]:
+    """The Markdown rows of ``ours`` minus each of ``others`` (label, rows) in hole PSNR and SSIM, over
+    the rows and, with ``groups`` (each row's picture), over the pictures too."""
+    lines = ["| vs | PSNR hole (dB) | SSIM hole |" + (" PSNR hole, by picture | SSIM hole, by picture |"
+                                                   if groups is not None else ""),
+             "|---|---:|---:|" + ("---:|---:|" if groups is not None else "")]
+    for label, rows in others:
+        cells = [_fmt(metrics.paired(ours, rows, key, by), digits)
+                 for by in ((None, groups) if groups is not None else (None,))
+                 for key, digits in (("psnr_hole", 2), ("ssim_hole", 4))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _several_masks(result: FamilyResult) -> bool:
     return len(set(result.pictures)) < len(result.pictures)
 
@@ -275,16 +290,10 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
             lines += ["", f"Paired, {labels['gan']} minus each method (same pictures and masks)"
                       + (f"; over the {len(result.pictures)} fills, and over the {len(set(result.pictures))} "
                          "pictures (each picture's fills averaged first: the interval to trust, its fills "
-                         "not being independent)" if several else "") + ":", "",
-                      "| vs | PSNR hole (dB) | SSIM hole |" + (" PSNR hole, by picture | SSIM hole, by picture |"
-                                                               if several else ""),
-                      "|---|---:|---:|" + ("---:|---:|" if several else "")]
-            for name in result.rows:
-                if name != "gan":
-                    cells = [_fmt(paired(result, "gan", name, key, by_picture), digits)
-                             for by_picture in ((False, True) if several else (False,))
-                             for key, digits in (("psnr_hole", 2), ("ssim_hole", 4))]
-                    lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+                         "not being independent)" if several else "") + ":", ""]
+            lines += paired_table(result.rows["gan"], [(labels[name], rows) for name, rows in result.rows.items()
+                                                       if name != "gan"],
+                                  result.pictures if several else None)
         lines.append("")
     return "\n".join(lines)
 

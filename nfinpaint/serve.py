@@ -395,8 +395,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         fills.close()
 
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN and is blank offline (its /redoc
-    # too, so it is off); the page
-    # below serves the copy that the swagger-ui-bundle package (the serve extra) holds.  That copy
+    # too, so it is off); the page below serves the copy that the swagger-ui-bundle package (the serve
+    # extra) holds.  That copy
     # (Swagger UI 4) renders OpenAPI 3.0 only, and nothing here needs 3.1: the document says 3.0.3.
     app = FastAPI(title="nfinpaint", version=nfinpaint.__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None,
