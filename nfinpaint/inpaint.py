@@ -4,7 +4,8 @@ IMAGE is any picture PIL reads, of any size (8- or 16-bit, grey, palette,
 CMYK; its EXIF orientation is applied; an alpha channel is passed through to
 the output untouched where the format keeps it; a grey picture is written back
 grey, with 16 bits or float where the format holds them: PNG and TIFF keep
-16-bit grey, TIFF float); MASK is an image of the same
+16-bit grey, TIFF float; a black-and-white picture stored as RGB gets grey
+holes too); MASK is an image of the same
 size in which white marks the holes (any PNG mode: grey, RGB, palette, 16-bit;
 an alpha channel counts as "not a hole" where transparent).
 
@@ -306,6 +307,14 @@ def half_precision(half: bool, device: str | torch.device):
     return torch.autocast("cuda", dtype=torch.float16)
 
 
+def neutral_colours(image: torch.Tensor, hole: torch.Tensor) -> bool:
+    """Whether every known pixel of a (3, H, W) ``image`` (``hole`` (1, H, W) bool) is grey (R = G = B)."""
+    if image.dim() != 3 or image.shape[0] != 3 or hole.shape[-2:] != image.shape[-2:]:
+        return False
+    same = (image[0] == image[1]) & (image[1] == image[2])
+    return bool((same | hole[0].to(same.device)).all())
+
+
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
@@ -337,6 +346,10 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     hole = mask > 0.5
     if grey:
         filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1])
+    elif neutral_colours(image, hole):
+        # a black-and-white photograph stored as RGB: the learned fill tinted its holes by up to
+        # 7-13 levels (the validation photographs, greyed), a colour that is nowhere in the picture
+        filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled)
     if image.dtype != filled.dtype:
         # the fill is computed in float32; a float64 (or float16) picture keeps its own known pixels
         filled = torch.where(hole, filled.to(image.dtype), image.detach().cpu().clamp(0, 1))

@@ -540,10 +540,10 @@ def test_cli_reads_every_image_mode_scaled_to_0_1(tmp_path, checkpoint, capsys, 
 
 
 def test_a_grey_picture_is_filled_grey_with_the_mean_of_the_colour_fill(tmp_path, checkpoint):
-    """The model fills RGB, and may tint a grey picture's holes: the file written for a grey picture
-    is grey, its holes the mean of the colour fill's channels (the reference: the same picture
-    given as RGB with three equal channels, filled, and averaged here), and equal to what the
-    Python API returns for the same picture."""
+    """The model fills RGB, and tints a grey picture's holes: a grey file, and a grey picture stored
+    as RGB (three equal channels), both come back grey, their holes the mean of the colour fill's
+    channels (the reference: the colour fill itself, :func:`inpaint._inpaint_colour`, averaged here),
+    and equal to what the Python API returns for the same picture."""
     from nfinpaint import Inpainter
 
     rng = np.random.default_rng()
@@ -555,18 +555,39 @@ def test_a_grey_picture_is_filled_grey_with_the_mean_of_the_colour_fill(tmp_path
     for name in ("grey", "rgb"):
         assert inpaint.main([str(tmp_path / f"{name}.png"), str(tmp_path / "mask.png"), "-o",
                              str(tmp_path / f"out_{name}.png"), "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
-    colour = np.asarray(Image.open(tmp_path / "out_rgb.png")).astype(np.float64)
+    loaded = generator_io.open_generator(checkpoint)
+    colour, _ = inpaint._inpaint_colour(torch.from_numpy(grey / 255.0).float().expand(3, -1, -1), mask,
+                                        generator=loaded.generator, hole_size=loaded.hole_size, method="gan",
+                                        device="cpu", seed=0, max_scale=inpaint.DEFAULT_MAX_SCALE,
+                                        log=lambda _: None, half=False)
     hole = mask[0].numpy() > 0
-    assert np.ptp(colour[hole], axis=1).max() > 0, "the colour fill is not tinted: the test shows nothing"
+    tinted = colour.numpy().transpose(1, 2, 0)[hole] * 255
+    assert np.ptp(tinted, axis=1).max() > 0.5, "the colour fill is not tinted: the test shows nothing"
     with Image.open(tmp_path / "out_grey.png") as written:
         assert written.mode == "L"
         filled = np.asarray(written).astype(np.float64)
-    # the colour file is rounded per channel before the mean is taken here: within one level
-    assert np.abs(filled[hole] - colour[hole].mean(axis=1)).max() <= 1.0
+    assert np.abs(filled[hole] - tinted.mean(axis=1)).max() <= 0.5 + 1e-3      # rounded once
     assert np.array_equal(filled[~hole], grey[~hole])
+    with Image.open(tmp_path / "out_rgb.png") as written:
+        assert written.mode == "RGB"
+        rgb = np.asarray(written).astype(np.float64)
+    assert np.array_equal(rgb, np.repeat(filled[..., None], 3, 2))
     api = np.asarray(Inpainter(checkpoint=str(checkpoint), method="gan")(Image.open(tmp_path / "grey.png"),
                                                                           Image.open(tmp_path / "mask.png")))
     assert np.abs(api.astype(np.float64) - filled).max() <= 1.0
+
+
+def test_only_a_picture_grey_in_every_known_pixel_is_filled_grey():
+    """The rule of :func:`inpaint.neutral_colours`: what lies under a hole does not count, one coloured
+    known pixel does."""
+    image = torch.rand(1, 20, 30).expand(3, -1, -1).clone()
+    hole = torch.zeros(1, 20, 30, dtype=torch.bool)
+    hole[:, 5:9, 10:14] = True
+    image[:, 6, 11] = torch.tensor([1.0, 0.0, 0.5])         # a painted hole
+    assert inpaint.neutral_colours(image, hole)
+    image[1, 0, 0] += 1 / 255
+    assert not inpaint.neutral_colours(image, hole)
+    assert not inpaint.neutral_colours(image[:1], hole)
 
 
 @pytest.mark.parametrize("method", ["gan", "patchmatch", "biharmonic"])
