@@ -659,7 +659,8 @@ def test_tensor_to_pil_writes_grey_at_the_depth_asked_rounding_to_the_nearest_le
     if top is None:
         assert np.array_equal(written, clipped.astype(np.float32))
     else:
-        assert np.abs(written - clipped * top).max() <= 0.5 + 1e-6
+        # scaled and rounded in float32: a value within float32 rounding of a half level may go either way
+        assert np.abs(written - clipped * top).max() <= 0.5 + top * 2.0 ** -23
     with pytest.raises(ValueError, match="one grey channel"):
         tensor_to_pil(torch.rand(3, 4, 4), 16)
     with pytest.raises(ValueError, match="bits=12"):
