@@ -160,12 +160,54 @@ def oriented_size(img: Image.Image) -> tuple[int, int] | None:
     return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
+class _PilPixelLimit:
+    """PIL's guard against decompression bombs kept at or above the server's pixel limit while the
+    server reads a picture.
+
+    PIL refuses to open or decode a picture of more than twice ``Image.MAX_IMAGE_PIXELS`` (about 179
+    megapixels), before the server's own check of the header can run: ``--max-megapixels 300``
+    stopped there, and the 413 named 300.  The server's limit is its guard, so during its reads PIL's
+    is raised to it (never lowered).  PIL's setting is process-wide (it has no other), so it is
+    changed only while a read needs it and put back when the last one ends."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reads: dict[int, int] = {}      # limit -> reads under way with it
+        self.saved: int | None = None        # PIL's own setting, while reads are under way
+
+    @contextlib.contextmanager
+    def __call__(self, max_pixels: int):
+        with self.lock:
+            if not self.reads:
+                self.saved = Image.MAX_IMAGE_PIXELS
+            self.reads[max_pixels] = self.reads.get(max_pixels, 0) + 1
+            self._set()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.reads[max_pixels] -= 1
+                if not self.reads[max_pixels]:
+                    del self.reads[max_pixels]
+                self._set()
+
+    def _set(self) -> None:
+        # None: PIL's guard is off, and stays off
+        wanted = self.saved if self.saved is None or not self.reads else max(self.saved, *self.reads)
+        if Image.MAX_IMAGE_PIXELS != wanted:    # untouched unless the server's limit is PIL's or above
+            Image.MAX_IMAGE_PIXELS = wanted
+
+
+pil_pixel_limit = _PilPixelLimit()
+
+
 def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image:
     """The uploaded file ``field`` opened (header only: nothing decoded yet), within the pixel limit."""
     if not data:
         raise RequestError(400, f"the field {field!r} is missing or empty: send the {field} as a file")
     try:
-        img = Image.open(io.BytesIO(data))
+        with pil_pixel_limit(max_pixels):
+            img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
@@ -179,12 +221,13 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
     return img
 
 
-def decode(img: Image.Image, field: str) -> Image.Image:
+def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The picture decoded and turned upright (EXIF orientation, as the page and viewers show it; a
     damaged EXIF block is ignored, as by the command)."""
     try:
-        load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
-        return upright(img, f"the {field}")
+        with pil_pixel_limit(max_pixels):     # PIL checks sizes again as it decodes (TIFF tiles, GIF frames)
+            load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
+            return upright(img, f"the {field}")
     except (OSError, SyntaxError, ValueError) as exc:
         raise RequestError(400, f"the {field} cannot be decoded ({cli.one_line(exc)})") from None
 
@@ -258,8 +301,8 @@ class FillQueue:
     threads are the machine's, and two fills would only slow each other down and double the
     memory); at most ``waiting`` more requests wait, further ones are refused with 503."""
 
-    def __init__(self, inpainter, waiting: int):
-        self.inpainter, self.waiting = inpainter, waiting
+    def __init__(self, inpainter, waiting: int, max_pixels: int = MAX_PIXELS):
+        self.inpainter, self.waiting, self.max_pixels = inpainter, waiting, max_pixels
         self.model_lock = model_lock(inpainter)
         self.pending = 0                 # running + waiting, counted until the worker is done with a job
         self.lock = threading.Lock()
@@ -284,8 +327,8 @@ class FillQueue:
 
         start = time.perf_counter()
         icc = job.image.info.get("icc_profile")
-        image = fillable(decode(job.image, "image"))
-        mask = decode(job.mask, "mask")
+        image = fillable(decode(job.image, "image", self.max_pixels))
+        mask = decode(job.mask, "mask", self.max_pixels)
         if image.size != mask.size:   # the header's check could not see a PNG's EXIF, nor a broken one
             raise RequestError(400, f"the mask is {mask.width}x{mask.height} but the image is "
                                     f"{image.width}x{image.height}; they must be the same size")
@@ -384,7 +427,7 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
 
     if inpainter is None:
         inpainter = Inpainter(checkpoint, device=device)
-    fills = FillQueue(inpainter, queue)
+    fills = FillQueue(inpainter, queue, max_pixels)
     choices = methods(inpainter.loaded.generator if inpainter.loaded is not None else None)
     static = _static_files()
     versions = provenance.versions()

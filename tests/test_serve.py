@@ -306,6 +306,25 @@ def test_uploads_over_the_limits_get_413(inpainter):
         assert time.perf_counter() - started < 5
 
 
+# the 60x60 picture is over the server's limit and PIL's warning level: PIL warns, the server refuses
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_the_server_s_pixel_limit_applies_above_pil_s_guard(inpainter, monkeypatch):
+    """PIL refuses to open a picture of more than twice Image.MAX_IMAGE_PIXELS (about 179 megapixels):
+    --max-megapixels 300 stopped there, and the 413 named 300.  PIL's guard is made small here (it
+    refuses over 1,000 pixels) and the server's limit larger."""
+    with monkeypatch.context() as patch, TestClient(create_app(inpainter, max_pixels=3000)) as small:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+        filled = post(small, png(picture()), png(hole_mask()))                     # 56x40 = 2,240 pixels
+        over = post(small, png(Image.new("L", (60, 60))), png(hole_mask()))
+        # over twice the server's limit: PIL's guard refuses it unopened, at the server's limit
+        far_over = post(small, png(Image.new("L", (100, 100))), png(hole_mask()))
+        assert Image.MAX_IMAGE_PIXELS == 500        # PIL's own setting, for the rest of the process
+    out = np.asarray(decoded(filled))                # read here: PIL's small guard would refuse it
+    assert np.array_equal(out[hole_mask() == 0], picture()[hole_mask() == 0])
+    assert_error(over, 413, "60x60", "limit is 0.003 megapixels")
+    assert_error(far_over, 413, "limit of 0.003 megapixels")
+
+
 def test_requests_never_touch_the_file_system(client, tmp_path, monkeypatch):
     """Uploads are parsed in memory (a multipart parser would spool big files to disk), and a
     file name in the request is only a name."""
