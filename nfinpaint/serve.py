@@ -18,7 +18,8 @@ The API (OpenAPI document at ``/openapi.json``, interactive page at ``/docs``):
 
 Every error is a 4xx or 503 with a one-line JSON body ``{"error": "..."}``.  Fills run one at a
 time (one worker thread owns the model); up to ``queue`` more wait, and a request beyond that gets
-503.  Requests never name a file: uploads are parsed in memory and nothing is written to disk.
+503; on Ctrl-C the waiting ones get 503 and the running one finishes.  Requests never name a file:
+uploads are parsed in memory and nothing is written to disk.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request,
@@ -296,27 +297,43 @@ def model_lock(inpainter) -> threading.Lock:
         return _MODEL_LOCKS.setdefault(inpainter, threading.Lock())
 
 
+SHUTTING_DOWN = "the server is shutting down and this fill had not started; send it again once the server is back"
+
+
 class FillQueue:
     """Runs fills one at a time on one worker thread (a model runs one fill at a time: its
     threads are the machine's, and two fills would only slow each other down and double the
-    memory); at most ``waiting`` more requests wait, further ones are refused with 503."""
+    memory); at most ``waiting`` more requests wait, further ones are refused with 503.
+    :meth:`close` answers the waiting ones with 503; the running one finishes."""
 
     def __init__(self, inpainter, waiting: int, max_pixels: int = MAX_PIXELS):
         self.inpainter, self.waiting, self.max_pixels = inpainter, waiting, max_pixels
         self.model_lock = model_lock(inpainter)
         self.pending = 0                 # running + waiting, counted until the worker is done with a job
         self.lock = threading.Lock()
+        self.closed = False
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfinpaint-fill")
 
     async def run(self, job: FillJob) -> tuple[bytes, float]:
         with self.lock:
+            if self.closed:
+                raise RequestError(503, SHUTTING_DOWN)
             if self.pending > self.waiting:
                 raise RequestError(503, f"busy: {self.pending} fills are running or waiting; try again shortly")
             self.pending += 1
-        future = self.worker.submit(self.fill, job)
+            future = self.worker.submit(self.fill, job)   # in the lock: close() comes before or after, not between
         # counted down when the worker finishes or drops it, not when the client goes away
         future.add_done_callback(self._done)
-        return await asyncio.wrap_future(future)
+        wrapped = asyncio.wrap_future(future)
+        try:
+            # shielded: a cancelled request then leaves the future alone, so a cancelled future here is
+            # close()'s doing
+            return await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise RequestError(503, SHUTTING_DOWN) from None
+            wrapped.cancel()       # the request was cancelled: so is its fill, unless it has started
+            raise
 
     def _done(self, future) -> None:
         with self.lock:
@@ -340,6 +357,9 @@ class FillQueue:
         return png_bytes(keep_transparent_level(image, filled), icc), time.perf_counter() - start
 
     def close(self) -> None:
+        """Cancel the fills that wait (their requests get 503) and take no more; the running one finishes."""
+        with self.lock:
+            self.closed = True
         self.worker.shutdown(wait=False, cancel_futures=True)
 
 
@@ -551,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn  # noqa: PLC0415
+        import uvicorn  # noqa: F401, PLC0415
         import fastapi  # noqa: F401, PLC0415
         import python_multipart  # noqa: F401, PLC0415
         import swagger_ui_bundle  # noqa: F401, PLC0415
@@ -586,9 +606,22 @@ def run(args: argparse.Namespace) -> int:
     if host in ("0.0.0.0", "::"):
         cli.warn(f"listening on every network address ({args.host}): anyone who can reach this machine can use it")
     print(f"open {url} in a browser (API documentation: {url}docs); Ctrl-C stops", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    make_server(app).run(sockets=[sock])
     return 0
+
+
+def make_server(app, **config):
+    """uvicorn's server for an app of :func:`create_app` that, as it starts to shut down (Ctrl-C),
+    cancels the fills still waiting: uvicorn waits for every open request before the app's own
+    shutdown (which closes the queue) runs, so Ctrl-C waited for every queued fill to be done."""
+    import uvicorn  # noqa: PLC0415
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            app.state.fills.close()
+            await super().shutdown(sockets=sockets)
+
+    return Server(uvicorn.Config(app, **{"log_level": "warning", **config}))
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -469,6 +469,62 @@ def test_a_full_queue_answers_503(inpainter):
     assert gate.most == 1
 
 
+def test_shutdown_cancels_the_waiting_fills_and_lets_the_running_one_finish(inpainter, monkeypatch):
+    """Ctrl-C waited for every queued fill: uvicorn waits for the open requests before the app's own
+    shutdown closed the queue.  The server as the command runs it (a uvicorn server in a thread
+    here, told to stop as Ctrl-C tells it) cancels the waiting fills as it starts to shut down."""
+    import asyncio
+
+    import httpx2
+
+    from nfinpaint import serve
+
+    started, release, filled = threading.Event(), threading.Event(), []
+
+    def slow_fill(self, job):       # the model's place: holds the worker until released
+        filled.append(job)
+        started.set()
+        assert release.wait(60)
+        return png(picture()), 0.0
+    monkeypatch.setattr(serve.FillQueue, "fill", slow_fill)
+    app = create_app(inpainter, queue=2)
+    sock = serve.listening_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/inpaint"
+    server = serve.make_server(app)
+    running = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    running.start()
+    results = {}
+
+    def request(i):
+        results[i] = httpx2.post(url, files={"image": ("a.png", png(picture())), "mask": ("m.png", png(hole_mask()))},
+                                 timeout=120)
+    clients = [threading.Thread(target=request, args=(i,)) for i in range(3)]
+    try:
+        clients[0].start()
+        assert started.wait(60)
+        for client in clients[1:]:
+            client.start()
+        deadline = time.monotonic() + 60
+        while app.state.fills.pending < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.fills.pending == 3
+        server.should_exit = True           # what uvicorn's SIGINT handler does
+        for client in clients[1:]:          # answered while the running fill is still held
+            client.join(60)
+        for i in (1, 2):
+            assert i in results, "a waiting fill held up the shutdown"
+            assert_error(results[i], 503, "shutting down", "send it again")
+        assert not release.is_set() and len(filled) == 1
+    finally:
+        release.set()
+        clients[0].join(60)
+        running.join(60)
+    assert results[0].status_code == 200       # the running fill finished
+    assert not running.is_alive() and len(filled) == 1
+    with pytest.raises(serve.RequestError, match="shutting down"):    # and no fill is queued after that
+        asyncio.run(app.state.fills.run(None))
+
+
 # --------------------------------------------------------------------------- the command
 
 
