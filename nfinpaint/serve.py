@@ -125,6 +125,9 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
     def on_part_data(data, start, end):
         state["data"].append(data[start:end])
 
+    def on_end():
+        state["ended"] = True
+
     def on_part_end():
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
@@ -134,7 +137,7 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
 
     parser = MultipartParser(boundary, dict(on_part_begin=on_part_begin, on_header_field=on_header_field,
                                             on_header_value=on_header_value, on_header_end=on_header_end,
-                                            on_part_data=on_part_data, on_part_end=on_part_end))
+                                            on_part_data=on_part_data, on_part_end=on_part_end, on_end=on_end))
     try:
         parser.write(body)
         parser.finalize()
@@ -142,6 +145,9 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
         raise
     except Exception as exc:   # python-multipart's own errors: a malformed body
         raise RequestError(400, f"malformed multipart body ({exc})") from None
+    if not state.get("ended"):   # python-multipart's finalize() does not check it: its last fields went missing
+        raise RequestError(400, "the upload is truncated: the multipart body ends before its closing boundary; "
+                                "send the image and the mask again")
     return parts
 
 

@@ -282,6 +282,19 @@ def test_bad_input_is_a_4xx_with_a_one_line_json_error(client):
     assert_error(client.put("/api/inpaint"), 405)
 
 
+def test_a_body_without_its_closing_boundary_is_a_truncated_upload(client):
+    """A multipart body cut short was read as far as it went: "the field 'mask' is missing"."""
+    def field(name, data):
+        return (f'--xyz\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+                f'Content-Type: image/png\r\n\r\n').encode() + data + b"\r\n"
+    whole = field("image", png(picture())) + field("mask", png(hole_mask())) + b"--xyz--\r\n"
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    assert client.post("/api/inpaint", content=whole, headers=headers).status_code == 200
+    for cut in (len(b"--xyz--\r\n"), len(b"\r\n--xyz--\r\n"), 100):   # the closing boundary, and into the mask
+        response = client.post("/api/inpaint", content=whole[:-cut], headers=headers)
+        assert_error(response, 400, "truncated", "closing boundary")
+
+
 def test_uploads_over_the_limits_get_413(inpainter):
     with TestClient(create_app(inpainter, max_upload_bytes=20_000, max_pixels=1500)) as small:
         big = png(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
