@@ -70,6 +70,9 @@ def check_regular_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError(f"{path}: a link to {os.readlink(path)}, which does not exist; "
+                             f"mend or remove the link") from None
         raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
