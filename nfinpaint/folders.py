@@ -29,6 +29,13 @@ class Pair:
     problem: str = ""
 
 
+def shown(name: str | Path) -> str:
+    """``name`` as the list of pictures not filled prints it: as it is when plain, else quoted with
+    escapes (repr), so that a newline in a file name cannot split an entry (nor a quote fake one)."""
+    name = str(name)
+    return name if name.isprintable() and not set(name) & set("'\"\\") else repr(name)
+
+
 def _images_in(folder: Path) -> list[Path]:
     # a subfolder named like a picture (holiday.png/) is not one: subfolders are not read; a link
     # that leads nowhere is listed, so that the run reports it rather than skip it without a word
@@ -59,15 +66,17 @@ def pair(images: Path, masks: Path, output: Path) -> list[Pair]:
     for picture in pictures:
         item = Pair(picture, output=output / f"{picture.stem}.png")
         if stems[picture.stem] > 1:
-            item.problem = f"another picture has the stem {picture.stem!r}: both would write {item.output.name}"
+            item.problem = f"another picture has the stem {picture.stem!r}: both would write {shown(item.output.name)}"
         elif not masks.is_dir():
             item.masks = [masks]
         else:
             own = [m for m in by_stem.get(picture.stem, []) if m.resolve() != picture.resolve()]
             if len(own) > 1:
-                item.problem = f"{len(own)} masks named {picture.stem}.* in {masks}: " + ", ".join(m.name for m in own)
+                item.problem = (f"{len(own)} masks named {shown(picture.stem + '.*')} in {shown(masks)}: "
+                                + ", ".join(shown(m.name) for m in own))
             item.masks = own or lama.get(picture.stem, [])
             if not item.masks and not item.problem:
-                item.problem = f"no mask: neither {picture.stem}.* nor {picture.stem}_mask*.png in {masks}"
+                item.problem = (f"no mask: neither {shown(picture.stem + '.*')} nor "
+                                f"{shown(picture.stem + '_mask*.png')} in {shown(masks)}")
         out.append(item)
     return out

@@ -676,6 +676,16 @@ def _depth_name(bits: int) -> str:
 EXIT_SOME_FAILED = 1
 
 
+def _listed_reason(exc: BaseException, paths: Sequence[Path]) -> str:
+    """The first line of ``exc``'s message, its ``paths`` shown as :func:`folders.shown` shows them
+    (a newline in a file name cut the message there, and a raw one would split its entry)."""
+    text = str(exc)
+    for path in paths:
+        text = text.replace(str(path), folders.shown(path))
+    lines = text.strip().splitlines()      # as cli.one_line
+    return lines[0] if lines else type(exc).__name__
+
+
 def run_folders(args: argparse.Namespace) -> int:
     """``--images DIR --masks DIR|FILE -o DIR``: 0 when every picture was filled (or kept), else 1
     after listing the ones that were not."""
@@ -701,8 +711,8 @@ def run_folders(args: argparse.Namespace) -> int:
         if not item.problem and item.output.exists() and not item.output.is_file():
             # a folder (or a pipe) of that name: neither an output to keep nor one that can be written
             what = "a folder" if item.output.is_dir() else "not a regular file"
-            item.problem = (f"{item.output} is {what}: the output cannot be written there; move or rename it, "
-                            f"or choose another -o")
+            item.problem = (f"{folders.shown(item.output)} is {what}: the output cannot be written there; move or "
+                            f"rename it, or choose another -o")
     sources = {p.image.resolve() for p in pairs} | {m.resolve() for p in pairs for m in p.masks}
     clash = [p for p in pairs if p.output.exists() and p.output.resolve() in sources]
     if clash:
@@ -728,11 +738,11 @@ def run_folders(args: argparse.Namespace) -> int:
                                             lambda message: None)
             filled += 1
             if bits > written:
-                rounded.append(f"{item.image.name} ({_depth_name(bits)} -> {written} bits)")
+                rounded.append(f"{folders.shown(item.image.name)} ({_depth_name(bits)} -> {written} bits)")
         except DiskFullError:
             raise           # every picture after it would fail the same way: stop, one line
         except (UsageError, ImageError) as exc:
-            bad.append((item.image, cli.one_line(exc)))
+            bad.append((item.image, _listed_reason(exc, [item.image, *item.masks])))
     print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))
     if rounded:
         shown = ", ".join(rounded[:5]) + (f" and {len(rounded) - 5} more" if len(rounded) > 5 else "")
@@ -741,7 +751,7 @@ def run_folders(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: {len(bad)} of {len(pairs)} picture(s) not filled:", file=sys.stderr)
         for path, reason in bad:
-            print(f"  {path.name}: {reason}", file=sys.stderr)
+            print(f"  {folders.shown(path.name)}: {reason}", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
 

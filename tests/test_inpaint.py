@@ -981,6 +981,27 @@ def test_folder_a_broken_link_is_listed_and_counted(tmp_path, checkpoint, capsys
     assert f"a link to {tmp_path / 'gone.png'}, which does not exist" in listed[1]
 
 
+def test_folder_names_with_a_newline_keep_one_line_per_picture_not_filled(tmp_path, checkpoint, capsys):
+    """A newline in a file name split its entry of the list in two, and cut an error message that
+    quotes the path at the newline: such names are printed escaped (repr), plain ones as they are."""
+    images, masks, _ = _folder_of_pairs(tmp_path, 2, np.random.default_rng(0))
+    unreadable, maskless = "bad\npicture", "no\nmask"
+    (images / f"{unreadable}.png").write_bytes(b"not a picture")
+    Image.new("L", (40, 30), 255).save(masks / f"{unreadable}.png")
+    Image.new("RGB", (40, 30)).save(images / f"{maskless}.png")
+    (masks / "p01_mask001.png").unlink()
+    code = inpaint.main(["--images", images, "--masks", masks, "-o", tmp_path / "out", "--checkpoint", checkpoint])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    listed = err.split("error: 3 of 4 picture(s) not filled:\n")[1].splitlines()
+    assert len(listed) == 3 and all(line.startswith("  ") for line in listed), err
+    path = str(images / f"{unreadable}.png")
+    assert listed[0].startswith(f"  {unreadable + '.png'!r}: {path!r}: not a readable image"), err
+    assert listed[1] == (f"  {maskless + '.png'!r}: no mask: neither {maskless + '.*'!r} nor "
+                         f"{maskless + '_mask*.png'!r} in {masks}"), err
+    assert listed[2] == f"  p01.png: no mask: neither p01.* nor p01_mask*.png in {masks}", err
+
+
 def test_folder_a_folder_that_cannot_be_listed_is_one_line(tmp_path, checkpoint, capsys, monkeypatch):
     images = tmp_path / "images"
     images.mkdir()
