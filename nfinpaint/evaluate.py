@@ -19,7 +19,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from nfinpaint.files import MARKER, atomic_folder, marker_kind, overlap, write_m
 from nfinpaint.generator_io import DEFAULT_GENERATOR, TrainedGenerator
 from nfinpaint.data import DataSplit
 from nfinpaint.masks import default_hole_size
+from nfinpaint.metrics import format_summary
 from nfinpaint.provenance import versions
 
 DEFAULT_METHODS = ",".join(name for name, method in baselines.METHODS.items() if method.by_default)
@@ -210,12 +210,6 @@ COLUMNS = (  # key, Markdown header, digits
 TIME_KEY = "time_ms"
 
 
-def _fmt(summary: metrics.Summary, digits: int) -> str:
-    if math.isnan(summary.ci95):
-        return f"{summary.mean:.{digits}f}"
-    return f"{summary.mean:.{digits}f} ± {summary.ci95:.{digits}f}"
-
-
 def summaries(results: Sequence[MethodResult]) -> dict[str, dict[str, metrics.Summary]]:
     keys = [key for key, _, _ in COLUMNS] + [TIME_KEY]
     return {r.method.name: metrics.summarize_rows(r.rows, keys) for r in results}
@@ -228,7 +222,7 @@ def quality_table(results: Sequence[MethodResult]) -> str:
              "|---|" + "---:|" * len(COLUMNS)]
     for r in results:
         s = stats[r.method.name]
-        lines.append(f"| {r.method.label} | " + " | ".join(_fmt(s[k], d) for k, _, d in COLUMNS) + " |")
+        lines.append(f"| {r.method.label} | " + " | ".join(format_summary(s[k], d) for k, _, d in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +230,7 @@ def timing_table(results: Sequence[MethodResult]) -> str:
     stats = summaries(results)
     lines = ["| Method | device | time per image (ms) |", "|---|---|---:|"]
     for r in results:
-        lines.append(f"| {r.method.label} | {r.method.device} | {_fmt(stats[r.method.name][TIME_KEY], 2)} |")
+        lines.append(f"| {r.method.label} | {r.method.device} | {format_summary(stats[r.method.name][TIME_KEY], 2)} |")
     return "\n".join(lines) + "\n"
 
 

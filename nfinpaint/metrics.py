@@ -167,6 +167,13 @@ class Summary:
     n: int
 
 
+def format_summary(summary: Summary, digits: int) -> str:
+    """``summary`` as a table cell: "mean ± ci95" with ``digits`` decimals, the mean alone when n < 2."""
+    if math.isnan(summary.ci95):
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} ± {summary.ci95:.{digits}f}"
+
+
 def summarize(values: Iterable[float]) -> Summary:
     """Mean ± 95% CI half-width (Student's t) of ``values``."""
     data = np.asarray(list(values), dtype=np.float64)

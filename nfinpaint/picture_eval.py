@@ -44,6 +44,7 @@ from nfinpaint.baselines import Method
 from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, open_error, pil_to_arrays,
                               upright)
 from nfinpaint.masks import HOLE_FAMILIES, box_masks, family_masks
+from nfinpaint.metrics import format_summary
 
 FAMILIES = HOLE_FAMILIES + ("box",)          # what --masks takes with --size
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
@@ -232,12 +233,6 @@ def _naming(picture: tuple[str, torch.Tensor]):
         raise ValueError(f"{name} ({pixels.shape[-2]}x{pixels.shape[-1]} once scaled): {exc}") from exc
 
 
-def _fmt(summary: metrics.Summary, digits: int) -> str:
-    if np.isnan(summary.ci95):
-        return f"{summary.mean:.{digits}f}"
-    return f"{summary.mean:.{digits}f} ± {summary.ci95:.{digits}f}"
-
-
 def paired(result: FamilyResult, ours: str, other: str, key: str, by_picture: bool = False) -> metrics.Summary:
     """Mean ± 95% CI of ``ours - other`` in ``key`` over the same pictures and masks: over the fills, or
     ``by_picture``, over each picture's mean difference (:func:`nfinpaint.metrics.paired`)."""
@@ -252,7 +247,7 @@ def paired_table(ours: Sequence[dict[str, float]], others: Sequence[tuple[str, S
                                                    if groups is not None else ""),
              "|---|---:|---:|" + ("---:|---:|" if groups is not None else "")]
     for label, rows in others:
-        cells = [_fmt(metrics.paired(ours, rows, key, by), digits)
+        cells = [format_summary(metrics.paired(ours, rows, key, by), digits)
                  for by in ((None, groups) if groups is not None else (None,))
                  for key, digits in (("psnr_hole", 2), ("ssim_hole", 4))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -284,7 +279,7 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
                   "", "| Method | " + " | ".join(h for _, h, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
         for name, rows in result.rows.items():
             stats = metrics.summarize_rows(rows, [k for k, _, _ in KEYS])
-            lines.append(f"| {labels[name]} | " + " | ".join(_fmt(stats[k], d) for k, _, d in KEYS) + " |")
+            lines.append(f"| {labels[name]} | " + " | ".join(format_summary(stats[k], d) for k, _, d in KEYS) + " |")
         if "gan" in result.rows and len(result.rows) > 1:
             several = _several_masks(result)
             lines += ["", f"Paired, {labels['gan']} minus each method (same pictures and masks)"
