@@ -82,12 +82,12 @@ DETAIL_LEVELS = 2
 # Thinner holes keep the patch blend in the detail mode: a smooth fill only shows as a blob across several
 # patches, and on thin strokes (4-9 px) the synthesis cost 1.9 dB and 0.047 hole SSIM on validation
 DETAIL_MIN_THICKNESS = 3 * PATCH_SIZE
-# The network runs on the holes' bounding box only, in tiles of at most this side (plus the generator's
-# halo of context): the holes get one pass's values over the whole window to float rounding
-# (FullResGenerator.refine), in bounded memory.  Measured (benchmarks/bench_fullres.py): a 4032x3024
-# photograph with a ~1,000 px hole, 64 s and 9.1 GB peak in one pass, 37 s and 3.6 GB in tiles of 768
-# (tiles of 1024 were ~10% faster for ~0.7 GB more at 4032x2520); the validation pictures' fills at
-# 512 and 1024 px came out equal bit for bit.
+# The network runs on the holes' bounding box only, in tiles that compute at most this side plus twice the
+# generator's halo of context (fullres_generator.tile_spans: the fewest such tiles): the holes get one
+# pass's values over the whole window to float rounding (FullResGenerator.refine), in bounded memory.
+# Measured (benchmarks/bench_fullres.py): a 4032x3024 photograph with a ~1,000 px hole, 64 s and 9.1 GB
+# peak in one pass, 37 s and 3.6 GB in tiles of 768 (tiles of 1024 were ~10% faster for ~0.7 GB more at
+# 4032x2520); the validation pictures' fills at 512 and 1024 px came out equal bit for bit.
 TILE = 768
 
 

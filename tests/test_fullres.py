@@ -10,7 +10,7 @@ from scipy import ndimage, stats
 
 from nfinpaint import evaluate, generators, masks, neural_fill, picture_eval
 from nfinpaint.config import ConfigError, load_config
-from nfinpaint.fullres_generator import FullResGenerator
+from nfinpaint.fullres_generator import FullResGenerator, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
 from nfinpaint.initial_fill import biharmonic_fill, multiscale_biharmonic_fill
 from nfinpaint.inpaint import inpaint_image
@@ -98,7 +98,7 @@ def test_fullres_generator_uses_a_given_base():
 
 
 @pytest.mark.parametrize("dilations, size, tiles", [((1, 1), (150, 200), (40, 4096)),
-                                                     ((1, 2, 4, 8), (300, 700), (200,))])
+                                                     ((1, 2, 4, 8), (300, 700), (8,))])
 def test_tiled_refinement_gives_the_holes_the_whole_pass_values(dilations, size, tiles):
     """Tiles on the stride-8 grid with the generator's halo of context (64 px and 272 px here, so tiles
     are cut inside the picture) reproduce one pass over the window in its holes (bit for bit on the
@@ -131,12 +131,35 @@ def test_the_learned_fill_is_the_same_with_small_tiles(monkeypatch):
     """neural_fill hands its tile size to the generator: a picture filled with tiny tiles is the same."""
     g = _rng()
     generator = _trained_looking(FullResGenerator(32), g)
-    image = torch.rand(3, 180, 200, generator=g)
-    hole = torch.zeros(1, 180, 200)
-    hole[:, 40:120, 50:160] = 1
+    image = torch.rand(3, 180, 640, generator=g)
+    hole = torch.zeros(1, 180, 640)
+    hole[:, 40:120, 50:600] = 1
     filled = _fill(generator, image, hole, patch_blend=0)      # the blend's matches could flip on a rounding
-    monkeypatch.setattr(neural_fill, "TILE", 48)
+    monkeypatch.setattr(neural_fill, "TILE", 8)
+    pieces = []
+    correction = generator._correction
+    monkeypatch.setattr(generator, "_correction", lambda x: pieces.append(x.shape) or correction(x))
     torch.testing.assert_close(_fill(generator, image, hole, patch_blend=0), filled, atol=1e-5, rtol=0)
+    assert len(pieces) > 2, pieces         # several tiles a pass (8 + 2 * 272 px a side), and the mirror's pass
+
+
+@pytest.mark.parametrize("halo", [0, 64, 272])
+def test_tile_spans_are_the_fewest_tiles_within_the_limit_on_the_stride_grid(halo):
+    g = _rng()
+    for _ in range(200):
+        size = int(torch.randint(1, 3000, (), generator=g))
+        first = int(torch.randint(0, size, (), generator=g))
+        last = int(torch.randint(first, size, (), generator=g))
+        tile = int(torch.randint(8, 1000, (), generator=g))
+        spans = tile_spans(first, last, size, tile, halo)
+        assert spans[0][0] <= first and last < spans[-1][1] <= size
+        assert all(a % 8 == 0 and a < b for a, b in spans)
+        assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))          # contiguous
+        computed = [min(size, b + halo) - max(0, a - halo) for a, b in spans]
+        assert max(computed) <= tile + 2 * halo, (first, last, size, tile, spans)
+        # fewest: no tile but the last could end one grid cell later (a shorter cover needs a longer tile)
+        for a, b in spans[:-1]:
+            assert min(size, b + 8 + halo) - max(0, a - halo) > tile + 2 * halo
 
 
 def test_fullres_generator_refuses_bad_sizes():
