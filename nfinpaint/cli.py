@@ -31,10 +31,15 @@ class UsageError(NfinpaintError, ValueError):
     """Bad input from the user: printed as one ``error: ...`` line, exit status 2."""
 
 
+def first_line(text: str, default: str) -> str:
+    """The first line of ``text`` (``default`` when it is blank)."""
+    lines = text.strip().splitlines()
+    return lines[0] if lines else default
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return first_line(str(exc), type(exc).__name__)
 
 
 def _out_of_memory(exc: BaseException) -> str:

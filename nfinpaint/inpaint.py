@@ -682,8 +682,7 @@ def _listed_reason(exc: BaseException, paths: Sequence[Path]) -> str:
     text = str(exc)
     for path in paths:
         text = text.replace(str(path), folders.shown(path))
-    lines = text.strip().splitlines()      # as cli.one_line
-    return lines[0] if lines else type(exc).__name__
+    return cli.first_line(text, type(exc).__name__)
 
 
 def run_folders(args: argparse.Namespace) -> int:

@@ -233,12 +233,6 @@ def _naming(picture: tuple[str, torch.Tensor]):
         raise ValueError(f"{name} ({pixels.shape[-2]}x{pixels.shape[-1]} once scaled): {exc}") from exc
 
 
-def paired(result: FamilyResult, ours: str, other: str, key: str, by_picture: bool = False) -> metrics.Summary:
-    """Mean ± 95% CI of ``ours - other`` in ``key`` over the same pictures and masks: over the fills, or
-    ``by_picture``, over each picture's mean difference (:func:`nfinpaint.metrics.paired`)."""
-    return metrics.paired(result.rows[ours], result.rows[other], key, result.pictures if by_picture else None)
-
-
 def paired_table(ours: Sequence[dict[str, float]], others: Sequence[tuple[str, Sequence[dict[str, float]]]],
                  groups: Sequence | None = None) -> list[str]:
     """The Markdown rows of ``ours`` minus each of ``others`` (label, rows) in hole PSNR and SSIM, over

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from nfinpaint import evaluate, generators, masks, neural_fill, picture_eval
+from nfinpaint import evaluate, generators, masks, metrics, neural_fill, picture_eval
 from nfinpaint.config import ConfigError, load_config
 from nfinpaint.fullres_generator import FullResGenerator, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
@@ -568,8 +568,8 @@ def test_paired_differences_over_fills_and_over_pictures():
             result.rows.setdefault("biharmonic", []).append({"psnr_hole": other})
     diffs = np.array([a["psnr_hole"] - b["psnr_hole"] for a, b in zip(result.rows["gan"], result.rows["biharmonic"])])
     per_picture = np.array([diffs[[p, p + 3]].mean() for p in range(3)])
-    fills = picture_eval.paired(result, "gan", "biharmonic", "psnr_hole")
-    pictures = picture_eval.paired(result, "gan", "biharmonic", "psnr_hole", by_picture=True)
+    fills = metrics.paired(result.rows["gan"], result.rows["biharmonic"], "psnr_hole")
+    pictures = metrics.paired(result.rows["gan"], result.rows["biharmonic"], "psnr_hole", result.pictures)
     assert fills.n == 6 and pictures.n == 3
     assert fills.mean == pytest.approx(diffs.mean()) and pictures.mean == pytest.approx(per_picture.mean())
     assert fills.ci95 == pytest.approx(stats.t.ppf(0.975, 5) * diffs.std(ddof=1) / np.sqrt(6))
