@@ -51,7 +51,7 @@ import tomli_w
 from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
-from nfinpaint.masks import MASK_KINDS
+from nfinpaint.masks import HOLE_FAMILIES, MASK_KINDS
 
 FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
 
@@ -88,6 +88,9 @@ class TrainConfig:
     hole_size: int = 8              # side of the training hole (random holes: hole_size/2 .. 1.5*hole_size)
     local_patch_size: int = 12      # local discriminator's patch around the hole
     train_masks: str = "random"     # center (the paper) | random (rectangles) | freeform (strokes)
+    # share of training holes (hole families only) placed without the families' inset from the crop's
+    # edge, so that some reach it as inpaint's windows clipped at a picture's edge do
+    flush_holes: float = 0.0
     val_fraction: float = DataSplit.val_fraction    # held-out share of the data (by image region or by file)
     augment: bool = True            # flip, shift (random crop position), rotation
     max_rotation: float = 15.0      # degrees, augmentation
@@ -161,6 +164,10 @@ class TrainConfig:
              f"local_patch_size must be between hole_size ({self.hole_size}) and image_size "
              f"({self.image_size}), got {self.local_patch_size}")
         need(self.train_masks in MASK_KINDS, f"train_masks must be one of {MASK_KINDS}, got {self.train_masks!r}")
+        need(0.0 <= self.flush_holes <= 1.0, f"flush_holes must be in [0, 1], got {self.flush_holes}")
+        need(self.flush_holes == 0.0 or self.train_masks in HOLE_FAMILIES + ("mixed",),
+             f"flush_holes applies to the hole families (train_masks thin, medium, large or mixed), "
+             f"not train_masks={self.train_masks!r}")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         need(0.0 <= self.max_rotation <= 45.0, f"max_rotation must be in [0, 45] degrees, got {self.max_rotation}")
         need(self.max_crop_scale >= 1.0, f"max_crop_scale must be >= 1, got {self.max_crop_scale}")

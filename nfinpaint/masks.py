@@ -227,9 +227,11 @@ _FAMILY_FRACTIONS = {
 FAMILY_SCALES = tuple(_FAMILY_FRACTIONS)
 
 
-def family_stroke_settings(kind: str, height: int, width: int, scale: str = "crop") -> dict:
+def family_stroke_settings(kind: str, height: int, width: int, scale: str = "crop", *,
+                           flush: bool = False) -> dict:
     """:func:`stroke_masks` settings of hole family ``kind`` for a ``height`` x ``width`` crop or
-    picture (``scale``), sizes in proportion to its shorter side."""
+    picture (``scale``), sizes in proportion to its shorter side; ``flush``: strokes start anywhere
+    (no margin), so thick holes often reach the border."""
     if scale not in _FAMILY_FRACTIONS:
         raise ValueError(f"scale must be one of {FAMILY_SCALES}, got {scale!r}")
     if kind not in _FAMILY_FRACTIONS[scale]:
@@ -237,23 +239,41 @@ def family_stroke_settings(kind: str, height: int, width: int, scale: str = "cro
     strokes, vertices, brush, length, margin, coverage = _FAMILY_FRACTIONS[scale][kind]
     r = float(min(height, width))
     return dict(strokes=strokes, vertices=vertices, brush=(max(2.0, brush[0] * r), max(3.0, brush[1] * r)),
-                length=(length[0] * r, length[1] * r), margin=margin * r, max_coverage=coverage)
+                length=(length[0] * r, length[1] * r), margin=0.0 if flush else margin * r, max_coverage=coverage)
 
 
 def family_masks(kind: str, n: int, height: int, width: int | None = None,
                  generator: torch.Generator | None = None, *, seed: int | None = None,
-                 scale: str = "crop") -> Tensor:
+                 scale: str = "crop", flush_share: float = 0.0) -> Tensor:
     """(N,1,H,W) masks of hole family ``kind`` (thin / medium / large, or mixed: one family per
-    mask drawn with :data:`MIXED_WEIGHTS`) for ``height`` x ``width`` pictures."""
+    mask drawn with :data:`MIXED_WEIGHTS`) for ``height`` x ``width`` pictures.
+
+    ``flush_share``: the share of masks drawn without the family's margin, so that thick holes
+    reach the border as often as chance puts them there.  ``inpaint`` clips a window at the
+    picture's edge, so a hole flush with the picture is flush with its window: a generator that
+    only ever saw inset holes reads the zero padding there as known pixels.  At 0 no extra random
+    numbers are drawn: the masks are those of earlier versions, bit for bit.
+    """
+    if not 0.0 <= flush_share <= 1.0:
+        raise ValueError(f"flush_share must be in [0, 1], got {flush_share}")
     width = height if width is None else width
     g = _rng(generator, seed)
-    if kind != "mixed":
-        return stroke_masks(n, height, width, g, **family_stroke_settings(kind, height, width, scale))
-    choice = torch.multinomial(torch.tensor(MIXED_WEIGHTS), n, replacement=True, generator=g)
-    out = torch.zeros(n, 1, height, width)
-    for index, family in enumerate(HOLE_FAMILIES):
-        drawn = stroke_masks(n, height, width, g, **family_stroke_settings(family, height, width, scale))
-        out = torch.where((choice == index).view(-1, 1, 1, 1), drawn, out)
+
+    def draw(flush: bool) -> Tensor:
+        if kind != "mixed":
+            return stroke_masks(n, height, width, g, **family_stroke_settings(kind, height, width, scale, flush=flush))
+        choice = torch.multinomial(torch.tensor(MIXED_WEIGHTS), n, replacement=True, generator=g)
+        out = torch.zeros(n, 1, height, width)
+        for index, family in enumerate(HOLE_FAMILIES):
+            drawn = stroke_masks(n, height, width, g,
+                                 **family_stroke_settings(family, height, width, scale, flush=flush))
+            out = torch.where((choice == index).view(-1, 1, 1, 1), drawn, out)
+        return out
+
+    out = draw(flush=False)
+    if flush_share > 0.0:
+        flush = torch.rand(n, generator=g) < flush_share
+        out = torch.where(flush.view(-1, 1, 1, 1), draw(flush=True), out)
     return out
 
 
@@ -281,6 +301,38 @@ def box_masks(n: int, height: int, width: int, generator: torch.Generator | None
     return _boxes_to_masks(top, left, box_h, box_w, height, width)
 
 
+# Edge holes (the full-size evaluation's "edge" family): a picture family's ~56 or ~150 px object (one or
+# the other, equally often) moved flush with one of the picture's four sides or into one of its four
+# corners (equally often): a date stamp, a watermark, a thumb at the frame's edge.  inpaint's window of such
+# a hole is cut by the picture's edge, so the hole is flush with the window too.
+EDGE_PLACES = ("top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def edge_masks(n: int, height: int, width: int, generator: torch.Generator | None = None, *,
+               seed: int | None = None) -> Tensor:
+    """(N,1,height,width) masks of one medium or large picture-family object each, moved (without
+    changing its shape) so that its bounding box is flush with a side or a corner of the picture."""
+    if n < 0 or height < 1 or width < 1:
+        raise ValueError(f"need n >= 0 and a positive size, got n={n}, {height}x{width}")
+    g = _rng(generator, seed)
+    large = torch.rand(n, generator=g) < 0.5
+    place = torch.randint(len(EDGE_PLACES), (n,), generator=g)
+    drawn = torch.where(large.view(-1, 1, 1, 1), family_masks("large", n, height, width, g, scale="picture"),
+                        family_masks("medium", n, height, width, g, scale="picture"))
+    out = torch.zeros_like(drawn)
+    for i in range(n):
+        rows, cols = torch.nonzero(drawn[i, 0] > 0.5, as_tuple=True)
+        if rows.numel() == 0:       # nothing drawn (a picture too small for a stroke): nothing to move
+            continue
+        top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+        where = EDGE_PLACES[int(place[i])]
+        dy = -top if "top" in where else height - 1 - bottom if "bottom" in where else 0
+        dx = -left if "left" in where else width - 1 - right if "right" in where else 0
+        # the box stays inside the picture, so nothing wraps round
+        out[i] = torch.roll(drawn[i], shifts=(dy, dx), dims=(-2, -1))
+    return out
+
+
 def default_hole_size(image_size: int) -> int:
     """The hole size to assume when none is known: a third of the side (the paper's 8 of 24)."""
     return max(1, round(image_size / 3))
@@ -294,7 +346,8 @@ def random_rect_range(image_size: int, hole_size: int) -> tuple[int, int]:
 
 
 def make_masks(kind: str, n: int, image_size: int, hole_size: int,
-               generator: torch.Generator | None = None, *, seed: int | None = None) -> Tensor:
+               generator: torch.Generator | None = None, *, seed: int | None = None,
+               flush_share: float = 0.0) -> Tensor:
     """Dispatch on ``kind``:
 
     * "center": the training mask, a ``hole_size`` square at the centre;
@@ -302,8 +355,11 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
       [hole_size//2, hole_size*3//2] (clipped to the image) at a random position;
     * "freeform": brush strokes with the default settings of :func:`freeform_masks`;
     * "thin", "medium", "large", "mixed": the hole families of :func:`family_masks`,
-      scaled to the crop (``hole_size`` is not used).
+      scaled to the crop (``hole_size`` is not used); ``flush_share`` of them may reach the crop's
+      edge (:func:`family_masks`), a share only these kinds take.
     """
+    if flush_share and not (kind in HOLE_FAMILIES or kind == "mixed"):
+        raise ValueError(f"flush_share applies to the hole families {HOLE_FAMILIES + ('mixed',)}, not {kind!r}")
     if kind == "center":
         _rng(generator, seed)        # still reject generator+seed together
         return center_masks(n, image_size, hole_size)
@@ -313,5 +369,5 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
     if kind == "freeform":
         return freeform_masks(n, image_size, generator, seed=seed)
     if kind in HOLE_FAMILIES or kind == "mixed":
-        return family_masks(kind, n, image_size, image_size, generator, seed=seed)
+        return family_masks(kind, n, image_size, image_size, generator, seed=seed, flush_share=flush_share)
     raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")

@@ -7,7 +7,9 @@
 - for each hole family (:func:`nfinpaint.masks.family_masks`, ``scale="picture"``:
   scratches 4-9 px wide, an object of ~56 px, an object of ~150 px at 512x384;
   on request ``box``, :func:`nfinpaint.masks.box_masks`: a rectangle of
-  ~40-160 px, the shape the generator was not trained on)
+  ~40-160 px, the shape the generator was not trained on, and ``edge``,
+  :func:`nfinpaint.masks.edge_masks`: a medium or large object flush with a
+  side or in a corner of the picture)
   one mask per picture, drawn from (seed, picture, family), the same for every
   method;
 - every method fills the whole picture through its public code path (the
@@ -43,10 +45,10 @@ from nfinpaint import metrics
 from nfinpaint.baselines import Method
 from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, open_error, pil_to_arrays,
                               upright)
-from nfinpaint.masks import HOLE_FAMILIES, box_masks, family_masks
+from nfinpaint.masks import HOLE_FAMILIES, box_masks, edge_masks, family_masks
 from nfinpaint.metrics import format_summary
 
-FAMILIES = HOLE_FAMILIES + ("box",)          # what --masks takes with --size
+FAMILIES = HOLE_FAMILIES + ("box", "edge")          # what --masks takes with --size
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
 CROP_SIDE = 160          # figure crops around each hole, in pixels of the figure
 KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psnr_full", "PSNR picture (dB)", 2),
@@ -147,6 +149,8 @@ def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int, repe
     family_seed = (seed * 1_000_003 + index * 101 + FAMILIES.index(family) + repeat * 7919) & 0x7FFF_FFFF
     if family == "box":
         return box_masks(1, h, w, seed=family_seed)[0]
+    if family == "edge":
+        return edge_masks(1, h, w, seed=family_seed)[0]
     return family_masks(family, 1, h, w, seed=family_seed, scale="picture")[0]
 
 
@@ -260,7 +264,8 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
              "- Holes: one mask per picture and family, the same for every method (nfinpaint.masks.family_masks, "
              "scale='picture': thin = scratches 4-9 px wide, medium = an object of ~56 px, large = an object of "
              "~150 px, at 512x384; nfinpaint.masks.box_masks: box = one rectangle of ~40-160 px, a shape not "
-             "trained on).",
+             "trained on; nfinpaint.masks.edge_masks: edge = a medium or large object moved flush with a side "
+             "or into a corner).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
              "as in nfinpaint.metrics; texture ratio = gradient energy in the hole (pairs of neighbours both in "
              "it) / the original's (1 = as detailed as the original). Mean ± 95% CI over the fills "

@@ -235,7 +235,7 @@ class Trainer:
         cfg = self.config
         seed = hash((cfg.seed, step, self.info.rank)) & 0x7FFF_FFFF_FFFF
         generator = None if cfg.train_masks == "center" else torch.Generator().manual_seed(seed)
-        m = masks.make_masks(cfg.train_masks, n, cfg.image_size, cfg.hole_size, generator)
+        m = masks.make_masks(cfg.train_masks, n, cfg.image_size, cfg.hole_size, generator, flush_share=cfg.flush_holes)
         return m.to(self.device, memory_format=self.memory_format)
 
     def fill(self, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

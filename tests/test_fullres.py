@@ -224,6 +224,40 @@ def test_family_masks_are_seeded_and_mixed_uses_every_family():
     assert all(0 < float(m.mean()) <= 0.45 for m in a)
 
 
+def _touches_edge(mask: torch.Tensor) -> bool:
+    hole = mask[0] > 0.5
+    return bool(hole[0].any() or hole[-1].any() or hole[:, 0].any() or hole[:, -1].any())
+
+
+@pytest.mark.parametrize("family", ["medium", "large"])
+def test_flush_share_lets_thick_training_holes_reach_the_crop_edge(family):
+    """Inset holes (the default) rarely touch the crop's edge; flush_share=1 places them anywhere, so most
+    medium and large ones do, at the family's sizes; flush_share=0 is the inset draw itself."""
+    seed = int(torch.randint(0, 2**31, ()))
+    inset = masks.family_masks(family, 200, 128, seed=seed)
+    assert torch.equal(inset, masks.family_masks(family, 200, 128, seed=seed, flush_share=0.0))
+    flush = masks.family_masks(family, 200, 128, seed=seed + 1, flush_share=1.0)
+    inset_rate = np.mean([_touches_edge(m) for m in inset])
+    flush_rate = np.mean([_touches_edge(m) for m in flush])
+    assert inset_rate < 0.2 and flush_rate > 0.4, (inset_rate, flush_rate)
+    # the same brushes: the thickest flush holes are as thick as the inset ones (a hole cut by the
+    # edge is thinner, so compare the upper part of the distribution)
+    assert np.percentile([_thickness(m) for m in flush], 90) >= 0.8 * np.percentile([_thickness(m) for m in inset], 90)
+    assert all(0 < float(m.mean()) <= 0.45 for m in flush)
+    half = masks.family_masks(family, 200, 128, seed=seed + 2, flush_share=0.5)
+    assert inset_rate < np.mean([_touches_edge(m) for m in half]) < flush_rate
+
+
+def test_flush_share_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="flush_share"):
+        masks.family_masks("large", 2, 64, flush_share=1.5)
+    with pytest.raises(ValueError, match="hole families"):
+        masks.make_masks("random", 2, 64, 20, seed=0, flush_share=0.3)
+    with pytest.raises(ConfigError, match="flush_holes"):
+        load_config("default", overrides={"flush_holes": 0.3})      # its train_masks: rectangles
+    assert load_config("fullres", overrides={"flush_holes": 0.3}).flush_holes == 0.3
+
+
 def test_box_family_is_one_seeded_rectangle_of_the_sides_it_promises():
     """At 512x384 (shorter side 384): one rectangle, sides 0.1-0.42 of 384 as a geometric mean, at most 1:2,
     inside the picture; the same seed draws the same boxes; placed over the whole picture."""
@@ -245,6 +279,25 @@ def test_box_family_is_one_seeded_rectangle_of_the_sides_it_promises():
         masks.box_masks(1, 0, 10)
 
 
+def test_edge_family_is_a_medium_or_large_object_flush_with_a_side_or_a_corner():
+    """At 512x384: one object of the medium or large family's thickness, its bounding box flush with one side
+    (or two, in a corner), every one of the eight places used; seeded."""
+    seed = int(torch.randint(0, 2**31, ()))
+    drawn = masks.edge_masks(80, 384, 512, seed=seed)
+    assert torch.equal(drawn, masks.edge_masks(80, 384, 512, seed=seed))
+    places, kinds = set(), set()
+    for mask in drawn:
+        hole = mask[0] > 0.5
+        assert ndimage.label(hole.numpy(), structure=np.ones((3, 3)))[1] == 1
+        flush = (bool(hole[0].any()), bool(hole[-1].any()), bool(hole[:, 0].any()), bool(hole[:, -1].any()))
+        assert 1 <= sum(flush) <= 2 and not (flush[0] and flush[1]) and not (flush[2] and flush[3])
+        places.add(flush)
+        thickness = _thickness(mask)     # the edge counts as known here: a hole cut by it would be thinner
+        kinds.add("large" if thickness > 100 else "medium")
+        assert 38 <= thickness <= 175
+    assert len(places) == 8 and kinds == {"medium", "large"}
+
+
 def test_the_evaluation_takes_the_box_family_and_keeps_the_others_masks():
     picture = torch.rand(3, 96, 128)
     assert picture_eval.parse_families("thin, box") == ["thin", "box"]
@@ -255,8 +308,10 @@ def test_the_evaluation_takes_the_box_family_and_keeps_the_others_masks():
         expected = masks.family_masks(family, 1, 96, 128, seed=(3 * 1_000_003 + 2 * 101 + index) & 0x7FFF_FFFF,
                                       scale="picture")[0]
         assert torch.equal(picture_eval.picture_mask(family, picture, 3, 2), expected)
-    with pytest.raises(ValueError, match="thin, medium, large, box"):
+    with pytest.raises(ValueError, match="thin, medium, large, box, edge"):
         picture_eval.parse_families("triangle")
+    edge = picture_eval.picture_mask("edge", picture, 0, 1)
+    assert edge.shape == (1, 96, 128) and bool((edge[0, [0, -1]] > 0.5).any() or (edge[0, :, [0, -1]] > 0.5).any())
 
 
 # ---------------------------------------------------------------- window planning
