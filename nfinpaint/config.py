@@ -51,7 +51,7 @@ import tomli_w
 from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.generators import GENERATORS, spec
-from nfinpaint.masks import HOLE_FAMILIES, MASK_KINDS
+from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
 
 FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
 
@@ -165,7 +165,7 @@ class TrainConfig:
              f"({self.image_size}), got {self.local_patch_size}")
         need(self.train_masks in MASK_KINDS, f"train_masks must be one of {MASK_KINDS}, got {self.train_masks!r}")
         need(0.0 <= self.flush_holes <= 1.0, f"flush_holes must be in [0, 1], got {self.flush_holes}")
-        need(self.flush_holes == 0.0 or self.train_masks in HOLE_FAMILIES + ("mixed",),
+        need(self.flush_holes == 0.0 or self.train_masks in FAMILY_KINDS,
              f"flush_holes applies to the hole families (train_masks thin, medium, large or mixed), "
              f"not train_masks={self.train_masks!r}")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")

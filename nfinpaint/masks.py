@@ -18,6 +18,7 @@ MASK_KINDS = ("center", "random", "freeform", "thin", "medium", "large", "mixed"
 # The hole families of full-size inpainting (in the spirit of LaMa's thin / medium / thick masks):
 # scratches and wires, an object, a large object.  "mixed" draws one family per mask.
 HOLE_FAMILIES = ("thin", "medium", "large")
+FAMILY_KINDS = HOLE_FAMILIES + ("mixed",)    # the mask kinds family_masks draws
 MIXED_WEIGHTS = (0.3, 0.35, 0.35)
 
 
@@ -358,8 +359,8 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
       scaled to the crop (``hole_size`` is not used); ``flush_share`` of them may reach the crop's
       edge (:func:`family_masks`), a share only these kinds take.
     """
-    if flush_share and not (kind in HOLE_FAMILIES or kind == "mixed"):
-        raise ValueError(f"flush_share applies to the hole families {HOLE_FAMILIES + ('mixed',)}, not {kind!r}")
+    if flush_share and kind not in FAMILY_KINDS:
+        raise ValueError(f"flush_share applies to the hole families {FAMILY_KINDS}, not {kind!r}")
     if kind == "center":
         _rng(generator, seed)        # still reject generator+seed together
         return center_masks(n, image_size, hole_size)
@@ -368,6 +369,6 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
         return random_rect_masks(n, image_size, low, high, generator, seed=seed)
     if kind == "freeform":
         return freeform_masks(n, image_size, generator, seed=seed)
-    if kind in HOLE_FAMILIES or kind == "mixed":
+    if kind in FAMILY_KINDS:
         return family_masks(kind, n, image_size, image_size, generator, seed=seed, flush_share=flush_share)
     raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")

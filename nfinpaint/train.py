@@ -250,7 +250,7 @@ class Trainer:
         rectangles and, for runs trained on the hole families, with those (all seeded: the same
         masks every time); and whole-image PSNR."""
         cfg = self.config
-        kinds = ("center", "random") + (("mixed",) if cfg.train_masks in masks.HOLE_FAMILIES + ("mixed",) else ())
+        kinds = ("center", "random") + (("mixed",) if cfg.train_masks in masks.FAMILY_KINDS else ())
         psnr: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds + ("image",)}
         for b, real in enumerate(loader):
             if cfg.val_batches and b >= cfg.val_batches:
