@@ -18,7 +18,12 @@ peak resident memory of a fresh process filling the large picture;
   (``TILE = None``, as before tiles), each in a fresh process: seconds, peak resident memory, and the
   largest difference between the two fills (the tiles reproduce the network's pass to float rounding,
   2.4e-7 without the patch blend; its PatchMatch search can pick other patches from such differences:
-  7e-5 and 1.05e-3 measured with two generators).
+  7e-5 and 1.05e-3 measured with two generators);
+- the same photograph with long scratches (strokes 6-12 px wide across the picture, one window with
+  the holes' box nearly the whole picture), filled with the network's tiles each shrunk to its own
+  scratches' box (``fullres_generator.tile_plan``, the default) and with whole tiles (the plan before
+  2026-12-04, defined here as the reference), each in a fresh process: seconds, peak memory, and the
+  largest difference between the two fills (the same computation for every hole pixel: 0 expected).
 
 Nothing is asserted about time.
 """
@@ -39,7 +44,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from skimage.restoration import inpaint_biharmonic  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
-from nfinpaint import generator_io, generators, masks, neural_fill  # noqa: E402
+from nfinpaint import fullres_generator, generator_io, generators, masks, neural_fill  # noqa: E402
 from nfinpaint.inpaint import inpaint_image  # noqa: E402
 
 SHIPPED = generator_io.open_generator(None)
@@ -157,4 +162,62 @@ def test_large_photograph_in_tiles_against_one_pass():
             rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}", f"{run['before_mib']:.0f}"])
     print_table(f"4032x3024, one large hole ({run['hole'] * 100:.0f}% of the picture), CPU, "
                 f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "MiB before the fill"], rows)
+    print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")
+
+
+SCRATCHED = """
+import json, resource, sys, time, torch
+""" + PEAK_MIB + """
+sys.path.insert(0, {bench!r})
+from bench_fullres import picture, scratches, whole_tile_plan, SHIPPED
+from nfinpaint import fullres_generator
+from nfinpaint.inpaint import inpaint_image
+if {whole!r}:
+    fullres_generator.tile_plan = whole_tile_plan
+image = picture(3024, 4032)
+hole = scratches(3024, 4032)
+before = peak_mib()
+start = time.perf_counter()
+filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
+seconds = time.perf_counter() - start
+torch.save(filled, {out!r})
+print(json.dumps({{"seconds": seconds, "peak_mib": peak_mib(),
+                   "before_mib": before, "hole": float(hole.mean())}}))
+"""
+
+
+def scratches(height: int, width: int) -> torch.Tensor:
+    """(1, H, W) long scratches 6-12 px wide, as on a scanned print: one window, most tiles crossed."""
+    return masks.stroke_masks(1, height, width, seed=11, strokes=(5, 5), vertices=(3, 3), brush=(6, 12),
+                              length=(800, 1400))[0]
+
+
+def whole_tile_plan(mask: torch.Tensor, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """The reference: the holes' box cut by tile_spans into whole tiles, empty ones left out."""
+    stride = fullres_generator.STRIDE
+    holes = mask.amax(dim=(0, 1)) > 0.5
+    h, w = holes.shape
+    rows, cols = torch.nonzero(holes, as_tuple=True)
+    tile -= tile % stride
+    return [(top, bottom, left, right)
+            for top, bottom in fullres_generator.tile_spans(int(rows.min()), int(rows.max()), h + (-h) % stride, tile, halo)
+            for left, right in fullres_generator.tile_spans(int(cols.min()), int(cols.max()), w + (-w) % stride, tile,
+                                                            halo)
+            if bool(holes[top:bottom, left:right].any())]
+
+
+def test_scratches_across_a_large_photograph_in_shrunk_tiles_against_whole_tiles():
+    rows, fills = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, whole in (("tiles shrunk to their scratches (default)", False), ("whole tiles (reference)", True)):
+            out = os.path.join(folder, f"{whole}.pt")
+            script = SCRATCHED.format(bench=os.path.dirname(__file__), whole=whole, out=out)
+            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            run = json.loads(result.stdout.strip().splitlines()[-1])
+            fills.append(torch.load(out))
+            rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}"])
+    rows[0].append(f"{float(rows[1][1]) / float(rows[0][1]):.2f}x")
+    rows[1].append("1.00x")
+    print_table(f"4032x3024, five scratches 6-12 px wide ({run['hole'] * 100:.1f}% of the picture), CPU, "
+                f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "speed-up"], rows)
     print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")

@@ -28,6 +28,8 @@ training crops, which the discriminators and the window planning of
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -117,14 +119,15 @@ class FullResGenerator(nn.Module):
         """The smooth fill the network corrects: the coarse-to-fine biharmonic relaxation of the hole."""
         return multiscale_biharmonic_fill(masked * (1 - mask), mask, self.base_iterations)
 
-    def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None, tile: int | None = None) -> Tensor:
+    def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None, tile: int | None = None,
+                on_tile: Callable[[], None] | None = None) -> Tensor:
         n, c, h, w = masked.shape
         if c != 3 or mask.shape != (n, 1, h, w):
             raise ValueError(f"FullResGenerator expects masked (N,3,H,W) and mask (N,1,H,W); got "
                              f"{tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
         filled = self.base_fill(masked, mask) if base is None else torch.where(mask > 0.5, base, masked)
-        return self.refine(filled.to(masked.dtype), mask, tile=tile)
+        return self.refine(filled.to(masked.dtype), mask, tile=tile, on_tile=on_tile)
 
     @property
     def halo(self) -> int:
@@ -134,17 +137,19 @@ class FullResGenerator(nn.Module):
         tiles with this halo reproduce the whole pass).  A multiple of 8, as tiles must start on that grid."""
         return STRIDE * 2 * sum(self.config["dilations"]) + 32
 
-    def refine(self, filled: Tensor, mask: Tensor, tile: int | None = None) -> Tensor:
+    def refine(self, filled: Tensor, mask: Tensor, tile: int | None = None,
+               on_tile: Callable[[], None] | None = None) -> Tensor:
         """The network's pass: ``filled`` (a base fill in the hole, the known pixels outside) plus the
         correction the network predicts, clamped to [0, 1].  No branch on the shape (the padding to a
         multiple of 8 is always applied, by 0 pixels when none is needed), so the export traces it as is.
 
-        ``tile`` (inference): the correction is computed only over the holes' bounding box, in tiles
-        that each see :attr:`halo` pixels of context around their output and compute at most
-        ``tile + 2 * halo`` pixels a side (:func:`tile_spans`: ``tile`` x ``tile`` output pixels inside
-        the picture, more where the picture's border cuts the halo), so
-        the holes get exactly the whole pass's values (to float rounding) in bounded memory; outside that
-        box the result is ``filled`` itself (inference composites the known pixels back anyway)."""
+        ``tile`` (inference): the correction is computed only around the holes, in tiles that each see
+        :attr:`halo` pixels of context around their output and compute at most ``tile + 2 * halo``
+        pixels a side (:func:`tile_plan`: ``tile`` x ``tile`` output pixels inside the picture, more where
+        the picture's border cuts the halo, each tile shrunk to the box of its own holes), so the holes
+        get exactly the whole pass's values (to float rounding) in bounded memory; outside those boxes
+        the result is ``filled`` itself (inference composites the known pixels back anyway).
+        ``on_tile`` is called after each tile (progress)."""
         h, w = filled.shape[-2], filled.shape[-1]
         # contrast normalisation: the network sees the window in units of its own known pixels'
         # spread and its correction is scaled back by it
@@ -154,7 +159,7 @@ class FullResGenerator(nn.Module):
         if tile is None:
             correction = self._correction(x)[:, :, :h, :w]
         else:
-            correction = self._tiled_correction(x, mask, tile)[:, :, :h, :w]
+            correction = self._tiled_correction(x, mask, tile, on_tile)[:, :, :h, :w]
         return (filled + spread * correction).clamp(0.0, 1.0)
 
     def _correction(self, x: Tensor) -> Tensor:
@@ -167,27 +172,49 @@ class FullResGenerator(nn.Module):
         y = self.up0(torch.cat([_up(y), s0], dim=1))
         return self.to_rgb(y)
 
-    def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int) -> Tensor:
-        """:meth:`_correction` of the padded input ``x`` where ``mask`` has holes, tile by tile.  Every tile
-        starts on the stride-8 grid, so its downsampled grids are the whole pass's, and reaches :attr:`halo`
-        past its output (or to the border, where the whole pass's zero padding is the tile's too)."""
-        if tile < STRIDE:
-            raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
-        tile -= tile % STRIDE
+    def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int, on_tile: Callable[[], None] | None = None
+                          ) -> Tensor:
+        """:meth:`_correction` of the padded input ``x`` where ``mask`` has holes, tile by tile
+        (:func:`tile_plan`).  Every tile starts on the stride-8 grid, so its downsampled grids are the whole
+        pass's, and reaches :attr:`halo` past its output (or to the border, where the whole pass's zero
+        padding is the tile's too)."""
         out = x.new_zeros(x.shape[0], 3, x.shape[-2], x.shape[-1])
-        holes = mask.amax(dim=(0, 1)) > 0.5
-        rows, cols = torch.nonzero(holes, as_tuple=True)
-        if rows.numel() == 0:
-            return out
         halo = self.halo
-        for top, bottom in tile_spans(int(rows.min()), int(rows.max()), x.shape[-2], tile, halo):
-            for left, right in tile_spans(int(cols.min()), int(cols.max()), x.shape[-1], tile, halo):
-                if not bool(holes[top:bottom, left:right].any()):
-                    continue        # scattered holes (scratches) leave tiles of their box empty
-                t, l = max(0, top - halo), max(0, left - halo)
-                part = self._correction(x[:, :, t:min(x.shape[-2], bottom + halo), l:min(x.shape[-1], right + halo)])
-                out[:, :, top:bottom, left:right] = part[:, :, top - t:bottom - t, left - l:right - l]
+        for top, bottom, left, right in tile_plan(mask, tile, halo):
+            t, l = max(0, top - halo), max(0, left - halo)
+            part = self._correction(x[:, :, t:min(x.shape[-2], bottom + halo), l:min(x.shape[-1], right + halo)])
+            out[:, :, top:bottom, left:right] = part[:, :, top - t:bottom - t, left - l:right - l]
+            if on_tile is not None:
+                on_tile()
         return out
+
+
+def tile_plan(mask: Tensor, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """The output boxes (top, bottom, left, right) that :meth:`FullResGenerator.refine` computes, in
+    tiles of at most ``tile`` output pixels a side with ``halo`` pixels of context, for the holes of
+    ``mask`` (N, 1, H, W): the holes' box cut by :func:`tile_spans`, each piece shrunk to the box of
+    its own holes on the stride-8 grid (a scratch across a tile computes a band, not the tile) and
+    left out when it has none.  Every box starts on the stride-8 grid and ends on it or at the border
+    of the input padded to a multiple of 8."""
+    if tile < STRIDE:
+        raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
+    tile -= tile % STRIDE
+    holes = mask.amax(dim=(0, 1)) > 0.5
+    h, w = holes.shape
+    size_h, size_w = h + (-h) % STRIDE, w + (-w) % STRIDE          # the padded input's
+    rows, cols = torch.nonzero(holes, as_tuple=True)
+    if rows.numel() == 0:
+        return []
+    boxes = []
+    for top, bottom in tile_spans(int(rows.min()), int(rows.max()), size_h, tile, halo):
+        for left, right in tile_spans(int(cols.min()), int(cols.max()), size_w, tile, halo):
+            r, c = torch.nonzero(holes[top:bottom, left:right], as_tuple=True)
+            if r.numel() == 0:
+                continue        # scattered holes (scratches) leave tiles of their box empty
+            r0, r1, c0, c1 = int(r.min()) + top, int(r.max()) + top + 1, int(c.min()) + left, int(c.max()) + left + 1
+            boxes.append((r0 - r0 % STRIDE, min(bottom, r1 + (-r1) % STRIDE),
+                          c0 - c0 % STRIDE, min(right, c1 + (-c1) % STRIDE)))
+    return boxes
 
 
 def tile_spans(first: int, last: int, size: int, tile: int, halo: int) -> list[tuple[int, int]]:

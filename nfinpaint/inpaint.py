@@ -92,6 +92,9 @@ from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PA
 from nfinpaint.masks import blank_holes, default_hole_size, mask_plane
 
 DEFAULT_MAX_SCALE = 4.0
+# The learned fill shows a progress bar when its network computes this many pixels or more (halo included):
+# about 4 s on 2 CPU cores (a 12-megapixel photograph with a ~1,000 px hole computes ~30 million)
+PROGRESS_PIXELS = 4_000_000
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
 PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
@@ -318,7 +321,8 @@ def neutral_colours(image: torch.Tensor, hole: torch.Tensor) -> bool:
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
-                  log: Callable[[str], None] = print, half: bool = False) -> tuple[torch.Tensor, list[Hole]]:
+                  log: Callable[[str], None] = print, half: bool = False,
+                  progress: bool = False) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) colour or (1, H, W) grey [0, 1] image given a (1, H, W) mask (1 = hole).
 
     The mask is read as given: a pixel above 0.5 is a hole.  The soft-edge rule for drawn masks
@@ -330,6 +334,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     list of holes with the method used for each.  ``generator`` (with its training
     ``hole_size``) enables the GAN; without it every hole goes to PatchMatch.  ``half``:
     the generator runs in float16 (autocast; a CUDA device only), the composite stays float32.
+    ``progress``: a progress bar on stderr while the learned fill's network runs, when its work is
+    long (:data:`PROGRESS_PIXELS`).
     Raises ValueError for bad input (an integer or non-finite image, a mask of another
     size or with more than one plane).
     """
@@ -342,7 +348,7 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     # get the mean of the fill's colour channels, every other pixel its own grey level
     filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
                                     hole_size=hole_size, method=method, device=device, seed=seed,
-                                    max_scale=max_scale, log=log, half=half)
+                                    max_scale=max_scale, log=log, half=half, progress=progress)
     hole = mask > 0.5
     if grey:
         filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1])
@@ -356,9 +362,30 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     return filled, holes
 
 
+@contextlib.contextmanager
+def _fill_progress(wanted: bool, generator: torch.nn.Module, hole: torch.Tensor, labels: np.ndarray, count: int,
+                   log: Callable[[str], None]):
+    """A progress bar over the learned fill's steps (:func:`neural_fill.planned_steps`; stderr, gone when
+    done) when ``wanted`` and its network computes at least :data:`PROGRESS_PIXELS`.  Yields (the per-step
+    callback or None, ``log`` made to print above the bar)."""
+    steps, pixels = neural_fill.planned_steps(generator, hole, labels, count) if wanted else (0, 0)
+    if not wanted or pixels < PROGRESS_PIXELS:
+        yield None, log
+        return
+    from tqdm import tqdm  # noqa: PLC0415
+
+    def above(message: str) -> None:
+        with tqdm.external_write_mode():      # clears the bar, prints, draws it again
+            log(message)
+
+    with tqdm(total=steps, desc="learned fill", unit="step", leave=False, file=sys.stderr, dynamic_ncols=True) as bar:
+        yield bar.update, above
+
+
 def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None,
                     hole_size: int | None, method: str, device: str | torch.device, seed: int, max_scale: float,
-                    log: Callable[[str], None], half: bool) -> tuple[torch.Tensor, list[Hole]]:
+                    log: Callable[[str], None], half: bool, progress: bool = False
+                    ) -> tuple[torch.Tensor, list[Hole]]:
     """inpaint_image for a (3, H, W) picture."""
     if method not in METHOD_CHOICES:
         raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {method!r}")
@@ -407,14 +434,15 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             hole.method, hole.reason = "gan", "learned fill at full resolution" + (
                 ", texture re-synthesised from the picture" if detail else "")
 
-        def say(window) -> None:
-            names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
-            textured = detail and neural_fill.takes_detail(window)
-            log(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
+        with half_precision(half, device), _fill_progress(progress, generator, hole_mask, labels, len(holes),
+                                                           log) as (step, shown):
+            def say(window) -> None:
+                names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
+                textured = detail and neural_fill.takes_detail(window)
+                shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
-        with half_precision(half, device):
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
-                                              seed=seed, detail=detail)
+                                              seed=seed, detail=detail, on_step=step)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
@@ -599,7 +627,8 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
             image[:1] if grey else image, torch.from_numpy(hole)[None].float(),
             generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
-            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half)
+            method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half,
+            progress=True)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)

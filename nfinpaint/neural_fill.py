@@ -53,6 +53,7 @@ they are filled in does not change the result.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from nfinpaint import inference, patchmatch
+from nfinpaint.fullres_generator import tile_plan
 from nfinpaint.initial_fill import biharmonic_fill, coarse_hole_mask
 from nfinpaint.masks import blank_holes
 
@@ -181,22 +183,22 @@ def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.
 
 
 def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, base: torch.Tensor | None,
-          mirror: bool) -> torch.Tensor:
+          mirror: bool, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
     """One filled window, or with ``mirror`` the mean of it and the fill of the left-right mirror image
     (flipped back; known pixels stay exact, being the mean of two equal values).  Two calls, not one
     batch of two: the peak memory of a large window stays one pass's."""
-    out = inference.fill(generator, window, hole, base=base, tile=TILE)
+    out = inference.fill(generator, window, hole, base=base, tile=TILE, on_tile=on_tile)
     if mirror:
         # each pass computes its own smooth base: one base mirrored for both was worse on the
         # validation photographs (-0.06 dB, -0.003 SSIM on ~56 px holes), for ~15% less time
         flipped = inference.fill(generator, window.flip(-1), hole.flip(-1),
-                                 base=None if base is None else base.flip(-1), tile=TILE)
+                                 base=None if base is None else base.flip(-1), tile=TILE, on_tile=on_tile)
         out = (out + flipped.flip(-1)) / 2
     return out
 
 
 def coarse_base(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int,
-                mirror: bool = MIRROR) -> torch.Tensor:
+                mirror: bool = MIRROR, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
     """The full-resolution pass's base fill of ``hole`` (N,1,h,w) in ``window`` (N,3,h,w): the fill of a
     copy shrunk by ``scale``, upsampled, then relaxed by the generator's full-resolution biharmonic steps,
     as :func:`~nfinpaint.initial_fill.multiscale_biharmonic_fill` relaxes each level's start.
@@ -206,20 +208,21 @@ def coarse_base(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
     the true picture's, 0.76 relaxed; and thin holes sharing the window of a thicker one took the
     coarse fill too, losing 0.8 dB (strokes beside a ~220 px disk at 1024 px), which the relaxation,
     converging on them, gave back (29.04 -> 29.77 dB; 29.80 in a window of their own)."""
-    coarse_fill = _pass(generator, *_shrink(window, hole, scale), None, mirror)
+    coarse_fill = _pass(generator, *_shrink(window, hole, scale), None, mirror, on_tile)
     start = F.interpolate(coarse_fill, size=window.shape[-2:], mode="bilinear", align_corners=False)
     return biharmonic_fill(window * (1 - hole), hole, generator.base_iterations, start=start)
 
 
 @torch.inference_mode()
 def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int = 1,
-                mirror: bool = MIRROR) -> torch.Tensor:
+                mirror: bool = MIRROR, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
     """Fill the ``hole`` (N,1,h,w) of ``window`` (N,3,h,w) with a full-resolution generator; ``scale`` > 1
     fills a copy shrunk by that factor first, whose fill is the base of the full-resolution pass
-    (:func:`coarse_base`); ``mirror`` averages each pass with its mirror image's.
+    (:func:`coarse_base`); ``mirror`` averages each pass with its mirror image's; ``on_tile`` is called
+    after each of the network's tiles.
     Returns the window with its holes filled (known pixels exactly the input's)."""
-    base = coarse_base(generator, window, hole, scale, mirror) if scale > 1 else None
-    return _pass(generator, window, hole, base, mirror)
+    base = coarse_base(generator, window, hole, scale, mirror, on_tile) if scale > 1 else None
+    return _pass(generator, window, hole, base, mirror, on_tile)
 
 
 def blend_patches(filled: torch.Tensor, hole: torch.Tensor, weight: float = PATCH_BLEND, seed: int = 0) -> torch.Tensor:
@@ -253,12 +256,14 @@ def add_detail(filled: torch.Tensor, hole: torch.Tensor, seed: int = 0) -> torch
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
                  count: int, device: torch.device, log=None, mirror: bool = MIRROR, patch_blend: float = PATCH_BLEND,
-                 seed: int = 0, detail: bool = False) -> torch.Tensor:
+                 seed: int = 0, detail: bool = False, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
     ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`), each
     window's fill blended with its patch re-synthesis (``patch_blend``: see :func:`blend_patches`;
     ``seed``: its search's) or, with ``detail``, in holes at least :data:`DETAIL_MIN_THICKNESS` thick,
-    replaced by the texture synthesis of :func:`add_detail`; returns the filled (3, H, W) on the CPU."""
+    replaced by the texture synthesis of :func:`add_detail`; ``on_step`` is called after each of the network's
+    tiles and after each window's blend (progress: :func:`planned_steps` says how many calls there will be);
+    returns the filled (3, H, W) on the CPU."""
     # channels-last weights: oneDNN's convolutions of these windows ran ~25% faster on 2 CPU cores
     # (the windows follow, whatever their own layout); results equal to float rounding
     generator = generator.to(device, memory_format=torch.channels_last).eval()
@@ -270,7 +275,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         part = current[:, rows, cols]
         todo = remaining[:, rows, cols]
         todo_here = todo.to(device)
-        filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror)[0]
+        filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror, on_step)[0]
         # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
         here = labels_t[:, rows, cols]
         thick = detail_holes(window) if detail else []
@@ -287,6 +292,33 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         mine = torch.isin(here, torch.tensor(window.holes))
         current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
         remaining[:, rows, cols] &= ~mine
+        if on_step is not None:
+            on_step()
         if log is not None:
             log(window)
     return current
+
+
+def planned_steps(generator: torch.nn.Module, hole: torch.Tensor, labels: np.ndarray, count: int,
+                  mirror: bool = MIRROR) -> tuple[int, int]:
+    """(steps, pixels) of :func:`fill_picture` filling the ``count`` labelled holes of (1, H, W) bool ``hole``:
+    its calls of ``on_step`` (the network's tiles, and each window's blend), and the pixels the network's
+    tiles compute, halo included (what the time follows)."""
+    halo, tiles, pixels = generator.halo, 0, 0
+
+    def add(mask: torch.Tensor) -> None:
+        nonlocal tiles, pixels
+        h, w = mask.shape[-2] + (-mask.shape[-2]) % 8, mask.shape[-1] + (-mask.shape[-1]) % 8
+        for flipped in (False, True) if mirror else (False,):
+            for top, bottom, left, right in tile_plan(mask.flip(-1) if flipped else mask, TILE, halo):
+                tiles += 1
+                pixels += (min(h, bottom + halo) - max(0, top - halo)) * (min(w, right + halo) - max(0, left - halo))
+
+    windows = plan_windows(labels, count)
+    for window in windows:
+        rows, cols = window.slices()
+        mask = hole[None, :, rows, cols].float()
+        if window.scale > 1:
+            add(_shrink(torch.zeros(1, 3, *mask.shape[-2:]), mask, window.scale)[1])
+        add(mask)
+    return tiles + len(windows), pixels

@@ -10,9 +10,10 @@ from scipy import ndimage, stats
 
 from nfinpaint import evaluate, generators, masks, metrics, neural_fill, picture_eval
 from nfinpaint.config import ConfigError, load_config
-from nfinpaint.fullres_generator import FullResGenerator, tile_spans
+from nfinpaint.fullres_generator import FullResGenerator, tile_plan, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
 from nfinpaint.initial_fill import biharmonic_fill, multiscale_biharmonic_fill
+from nfinpaint import inpaint as inpaint_module
 from nfinpaint.inpaint import inpaint_image
 from test_initial_fill import _biharmonic_solution
 
@@ -162,6 +163,62 @@ def test_tile_spans_are_the_fewest_tiles_within_the_limit_on_the_stride_grid(hal
             assert min(size, b + 8 + halo) - max(0, a - halo) > tile + 2 * halo
 
 
+@pytest.mark.parametrize("halo", [0, 64, 272])
+def test_tile_plan_covers_each_hole_once_in_tight_boxes_on_the_stride_grid(halo):
+    """Scratches across a picture: every hole pixel lies in exactly one box, each box holds a hole, is
+    tight on the stride-8 grid (a side moved in by one cell would leave a hole pixel out) and computes
+    no more than its tile; and the boxes compute less than the tiles they were cut from."""
+    g = _rng()
+    for _ in range(20):
+        h, w = int(torch.randint(1, 600, (), generator=g)), int(torch.randint(1, 900, (), generator=g))
+        mask = masks.stroke_masks(1, h, w, g, strokes=(1, 4), vertices=(1, 4), brush=(2, 9), length=(10, 400),
+                                  max_coverage=1.0)
+        tile = int(torch.randint(8, 400, (), generator=g))
+        boxes = tile_plan(mask, tile, halo)
+        holes = mask[0, 0] > 0.5
+        size_h, size_w = h + (-h) % 8, w + (-w) % 8
+        covered = torch.zeros(size_h, size_w, dtype=torch.int64)
+        for top, bottom, left, right in boxes:
+            assert top % 8 == 0 and left % 8 == 0 and top < bottom <= size_h and left < right <= size_w
+            assert bottom % 8 == 0 or bottom == size_h
+            assert right % 8 == 0 or right == size_w
+            assert min(size_h, bottom + halo) - max(0, top - halo) <= tile - tile % 8 + 2 * halo
+            covered[top:bottom, left:right] += 1
+            inside = holes[top:bottom, left:right]
+            assert inside[:8].any() and inside[-((bottom - top - 1) % 8 + 1):].any()        # tight rows
+            assert inside[:, :8].any() and inside[:, -((right - left - 1) % 8 + 1):].any()  # tight columns
+        assert torch.equal(covered[:h, :w][holes], torch.ones(int(holes.sum()), dtype=torch.int64))
+        assert covered.max() <= 1
+        rows, cols = torch.nonzero(holes, as_tuple=True)
+        if rows.numel():
+            uncut = sum((b - a) * (d - c) for a, b in tile_spans(int(rows.min()), int(rows.max()), size_h, tile, halo)
+                        for c, d in tile_spans(int(cols.min()), int(cols.max()), size_w, tile, halo))
+            assert int(covered.sum()) <= uncut
+        else:
+            assert boxes == []
+
+
+def test_tiles_around_a_scratch_give_its_pixels_the_whole_pass_values():
+    """A diagonal scratch across a wide window, in small tiles each shrunk to its piece of the scratch:
+    its pixels get one whole pass's values (float32 rounding), with fewer pixels computed."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32, dilations=(1, 2)), g)
+    h, w = 200 + int(torch.randint(0, 9, (), generator=g)), 640 + int(torch.randint(0, 9, (), generator=g))
+    image = torch.rand(1, 3, h, w, generator=g)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    slope = float(torch.empty(()).uniform_(0.1, 0.25, generator=g))
+    hole = ((ys - 10 - slope * xs).abs() <= 3).float()[None, None]       # ~6 px wide, corner to corner
+    computed = []
+    correction = generator._correction
+    generator._correction = lambda x: computed.append(x.shape[-2] * x.shape[-1]) or correction(x)
+    with torch.no_grad():
+        whole = generator(image, hole)
+        computed.clear()
+        tiled = generator(image, hole, tile=64)
+    torch.testing.assert_close(torch.where(hole > 0.5, tiled, 0), torch.where(hole > 0.5, whole, 0), atol=1e-5, rtol=0)
+    assert len(computed) > 1
+
+
 def test_fullres_generator_refuses_bad_sizes():
     with pytest.raises(ValueError, match="multiple of 8"):
         FullResGenerator(100)
@@ -239,7 +296,9 @@ def test_flush_share_lets_thick_training_holes_reach_the_crop_edge(family):
     flush = masks.family_masks(family, 200, 128, seed=seed + 1, flush_share=1.0)
     inset_rate = np.mean([_touches_edge(m) for m in inset])
     flush_rate = np.mean([_touches_edge(m) for m in flush])
-    assert inset_rate < 0.2 and flush_rate > 0.4, (inset_rate, flush_rate)
+    # over 300 seeds: inset 0.006 (medium) and 0.146 (large) on average, at most 0.21; flush 0.67 and 0.87,
+    # at least 0.56 (200 masks: the large inset rate's sd is 0.025, so 0.25 is 4 sd from its mean)
+    assert inset_rate < 0.25 and flush_rate > 0.4, (inset_rate, flush_rate)
     # the same brushes: the thickest flush holes are as thick as the inset ones (a hole cut by the
     # edge is thinner, so compare the upper part of the distribution)
     assert np.percentile([_thickness(m) for m in flush], 90) >= 0.8 * np.percentile([_thickness(m) for m in inset], 90)
@@ -369,6 +428,45 @@ def test_learned_fill_fills_every_hole_of_a_picture_and_keeps_the_rest(monkeypat
     assert torch.isfinite(filled).all() and not torch.equal(filled, image)
     scrambled = torch.where(hole > 0.5, torch.rand(image.shape, generator=g), image)
     assert torch.equal(inpaint_image(scrambled, hole, generator=generator, log=lambda s: None)[0], filled)
+
+
+def test_planned_steps_are_the_steps_the_fill_reports(monkeypatch):
+    """What a progress bar is sized by (planned_steps) is what fill_picture calls on_step for: every
+    network tile of every pass (coarse and full, each mirrored) and each window's blend."""
+    monkeypatch.setattr(neural_fill, "COARSE_THICKNESS", 32)
+    monkeypatch.setattr(neural_fill, "TILE", 8 * int(torch.randint(1, 6, ())))
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32, dilations=(1, 2)), g)
+    image = torch.rand(3, 170, 330, generator=g)
+    hole = torch.zeros(1, 170, 330)
+    hole[:, 8:12, 10:150] = 1                       # a scratch
+    hole[:, 50:130, 40:120] = 1                     # thick: a coarse pass first
+    hole[:, 140:150, 280:300] = 1                   # a window of its own
+    labels, count = _labels(hole)
+    windows = neural_fill.plan_windows(labels, count)
+    assert len(windows) == 2 and max(w.scale for w in windows) > 1
+    for mirror in (True, False):
+        steps, pixels = neural_fill.planned_steps(generator, hole > 0.5, labels, count, mirror=mirror)
+        calls = []
+        _fill(generator, image, hole, mirror=mirror, on_step=lambda: calls.append(1))
+        assert len(calls) == steps > 2 * len(windows)
+        assert pixels >= int((hole > 0.5).sum())
+
+
+def test_the_command_shows_progress_on_long_fills_and_keeps_its_lines(monkeypatch, capsys):
+    monkeypatch.setattr(inpaint_module, "PROGRESS_PIXELS", 0)        # every fill counts as long
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 96, 128, generator=g)
+    hole = torch.zeros(1, 96, 128)
+    hole[:, 30:60, 40:80] = 1
+    filled, _ = inpaint_image(image, hole, generator=generator, log=print, progress=True)
+    out, err = capsys.readouterr()
+    assert "learned fill" in err and "step" in err
+    assert out.startswith("hole(s) 1: learned fill on a ") and out.count("\n") == 1
+    quiet, _ = inpaint_image(image, hole, generator=generator, log=print)
+    assert torch.equal(quiet, filled)
+    assert "learned fill:" not in capsys.readouterr().err
 
 
 def _fill(generator, image, hole, **options):
