@@ -130,16 +130,14 @@ def test_learned_fill_against_biharmonic(monkeypatch):
           f"({peak['before_mib']:.0f} MiB after imports and the picture)")
 
 
-TILED = """
+FRESH_FILL = """
 import json, resource, sys, time, torch
 """ + PEAK_MIB + """
 sys.path.insert(0, {bench!r})
 from bench_fullres import picture, SHIPPED
-from nfinpaint import masks, neural_fill
 from nfinpaint.inpaint import inpaint_image
-neural_fill.TILE = {tile!r}
 image = picture(3024, 4032)
-hole = masks.family_masks("large", 1, 3024, 4032, seed=3, scale="picture")[0]
+{setup}
 before = peak_mib()
 start = time.perf_counter()
 filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
@@ -148,42 +146,28 @@ torch.save(filled, {out!r})
 print(json.dumps({{"seconds": seconds, "peak_mib": peak_mib(),
                    "before_mib": before, "hole": float(hole.mean())}}))
 """
+
+
+def fill_in_fresh_process(setup: str) -> tuple[dict, torch.Tensor]:
+    """Fill a 4032x3024 picture with the ``hole`` that ``setup`` (Python lines) makes, in a fresh process
+    (its peak memory is the fill's): its seconds, peak and hole share, and the fill."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "fill.pt")
+        script = FRESH_FILL.format(bench=os.path.dirname(__file__), setup=setup, out=out)
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        return json.loads(result.stdout.strip().splitlines()[-1]), torch.load(out)
 
 
 def test_large_photograph_in_tiles_against_one_pass():
     rows, fills = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        for label, tile in ((f"tiles of {neural_fill.TILE} px (default)", neural_fill.TILE), ("one pass", None)):
-            out = os.path.join(folder, f"{tile}.pt")
-            script = TILED.format(bench=os.path.dirname(__file__), tile=tile, out=out)
-            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-            run = json.loads(result.stdout.strip().splitlines()[-1])
-            fills.append(torch.load(out))
-            rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}", f"{run['before_mib']:.0f}"])
+    for label, tile in ((f"tiles of {neural_fill.TILE} px (default)", neural_fill.TILE), ("one pass", None)):
+        run, fill = fill_in_fresh_process(f"from nfinpaint import masks, neural_fill\nneural_fill.TILE = {tile!r}\n"
+                                          "hole = masks.family_masks('large', 1, 3024, 4032, seed=3, scale='picture')[0]")
+        fills.append(fill)
+        rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}", f"{run['before_mib']:.0f}"])
     print_table(f"4032x3024, one large hole ({run['hole'] * 100:.0f}% of the picture), CPU, "
                 f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "MiB before the fill"], rows)
     print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")
-
-
-SCRATCHED = """
-import json, resource, sys, time, torch
-""" + PEAK_MIB + """
-sys.path.insert(0, {bench!r})
-from bench_fullres import picture, scratches, whole_tile_plan, SHIPPED
-from nfinpaint import fullres_generator
-from nfinpaint.inpaint import inpaint_image
-if {whole!r}:
-    fullres_generator.tile_plan = whole_tile_plan
-image = picture(3024, 4032)
-hole = scratches(3024, 4032)
-before = peak_mib()
-start = time.perf_counter()
-filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
-seconds = time.perf_counter() - start
-torch.save(filled, {out!r})
-print(json.dumps({{"seconds": seconds, "peak_mib": peak_mib(),
-                   "before_mib": before, "hole": float(hole.mean())}}))
-"""
 
 
 def scratches(height: int, width: int) -> torch.Tensor:
@@ -208,14 +192,13 @@ def whole_tile_plan(mask: torch.Tensor, tile: int, halo: int) -> list[tuple[int,
 
 def test_scratches_across_a_large_photograph_in_shrunk_tiles_against_whole_tiles():
     rows, fills = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        for label, whole in (("tiles shrunk to their scratches (default)", False), ("whole tiles (reference)", True)):
-            out = os.path.join(folder, f"{whole}.pt")
-            script = SCRATCHED.format(bench=os.path.dirname(__file__), whole=whole, out=out)
-            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-            run = json.loads(result.stdout.strip().splitlines()[-1])
-            fills.append(torch.load(out))
-            rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}"])
+    for label, whole in (("tiles shrunk to their scratches (default)", False), ("whole tiles (reference)", True)):
+        run, fill = fill_in_fresh_process("from bench_fullres import scratches, whole_tile_plan\n"
+                                          "from nfinpaint import fullres_generator\n"
+                                          f"if {whole!r}:\n    fullres_generator.tile_plan = whole_tile_plan\n"
+                                          "hole = scratches(3024, 4032)")
+        fills.append(fill)
+        rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}"])
     rows[0].append(f"{float(rows[1][1]) / float(rows[0][1]):.2f}x")
     rows[1].append("1.00x")
     print_table(f"4032x3024, five scratches 6-12 px wide ({run['hole'] * 100:.1f}% of the picture), CPU, "
