@@ -13,7 +13,8 @@ window blended with its patch re-synthesis), by the same without the patch blend
 peak resident memory of a fresh process filling the large picture;
 
 - a 4032x3024 photograph (a phone's 12 megapixels) with one hole of the large family at that scale
-  (~1,000 px thick: a coarse pass, then the full-resolution pass), filled by ``inpaint_image`` with
+  (~1,000 px thick: filled on a copy shrunk sixfold, then upsampled and relaxed; until 2026-12-04 a
+  full-resolution pass followed, which the tiles were made for), filled by ``inpaint_image`` with
   the network run in tiles (``neural_fill.TILE``, the default) and in one pass over the window
   (``TILE = None``, as before tiles), each in a fresh process: seconds, peak resident memory, and the
   largest difference between the two fills (the tiles reproduce the network's pass to float rounding,

@@ -26,7 +26,7 @@ def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
     output (clamped to [0, 1]) in the holes and ``image``'s own pixels, exactly,
     everywhere else.  ``autocast_dtype`` runs the generator under autocast
     (training's bf16); ``base`` is a full-resolution generator's starting fill
-    of the holes (the upsampled coarse pass), ``tile`` the largest side of its
+    of the holes in place of its own smooth one, ``tile`` the largest side of its
     network's tiles (bounded memory, the same result: ``FullResGenerator.refine``), ``on_tile`` called
     after each tile.
     The result is float32.

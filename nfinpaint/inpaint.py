@@ -13,8 +13,9 @@ With the shipped generator (or any full-resolution one, such as the
 ``fullres`` preset trains), every hole is filled by the learned model at the
 picture's own resolution (:mod:`nfinpaint.neural_fill`): a window of context
 around each hole (holes close together share one), and for holes thicker than
-192 px (``neural_fill.COARSE_THICKNESS``), a coarse pass on a shrunk copy whose
-upsampled fill the full-resolution pass refines.  The command prints each window.
+192 px (``neural_fill.COARSE_THICKNESS``), the fill of a shrunk copy, upsampled and
+relaxed to meet the known pixels.  The command prints each window, and a progress
+bar when the fill is long.
 
 With a fixed-size generator (the ``paper``, ``paper64`` and ``default``
 presets' 24x24 or 64x64 networks) each hole is filled on its own:
