@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from nfinpaint import evaluate, generators, masks, metrics, neural_fill, picture_eval
+from nfinpaint import evaluate, generators, masks, metrics, neural_fill, patchmatch, picture_eval
 from nfinpaint.config import ConfigError, load_config
 from nfinpaint.fullres_generator import FullResGenerator, tile_plan, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
@@ -640,11 +640,12 @@ def test_coarse_to_fine_fill_meets_the_known_pixels_without_a_step():
     assert coarse_to_fine < 1.5 * one_pass, (coarse_to_fine, one_pass)
 
 
-@pytest.mark.parametrize("scale", [2, 3])
-def test_a_coarse_to_fine_fill_is_the_relaxed_fill_of_the_shrunk_copy(scale):
+@pytest.mark.parametrize("scale, blend", [(2, 0.0), (3, 0.0), (2, 0.5)])
+def test_a_coarse_to_fine_fill_is_the_relaxed_fill_of_the_shrunk_copy(scale, blend):
     """Past the coarse threshold the network sees only the copy shrunk by ``scale`` (no full-resolution
-    pass corrects it since 2026-12-04): the window's fill is that copy's fill, upsampled and relaxed by
-    the biharmonic steps, in [0, 1], with the known pixels exact."""
+    pass corrects it since 2026-12-04): the window's fill is that copy's fill, blended with its patch
+    re-synthesis at that scale, upsampled and relaxed by the biharmonic steps, in [0, 1], with the known
+    pixels exact."""
     g = _rng()
     generator = _trained_looking(FullResGenerator(32), g)
     window = torch.rand(1, 3, 96, 120, generator=g)
@@ -653,12 +654,17 @@ def test_a_coarse_to_fine_fill_is_the_relaxed_fill_of_the_shrunk_copy(scale):
     seen = []
     correction = generator._correction
     generator._correction = lambda x: seen.append(tuple(x.shape[-2:])) or correction(x)
-    filled = neural_fill.fill_window(generator, window, hole, scale=scale, mirror=False)
+    seed = int(torch.randint(0, 1000, (), generator=g))
+    filled = neural_fill.fill_window(generator, window, hole, scale=scale, mirror=False, coarse_blend=blend, seed=seed)
     coarse = (math.ceil(96 / scale), math.ceil(120 / scale))
     assert seen == [tuple(n + (-n) % 8 for n in coarse)]
     shrunk, shrunk_hole = neural_fill._shrink(window, hole, scale)
-    start = F.interpolate(neural_fill.inference.fill(generator, shrunk, shrunk_hole, tile=neural_fill.TILE),
-                          size=(96, 120), mode="bilinear", align_corners=False)
+    small = neural_fill.inference.fill(generator, shrunk, shrunk_hole, tile=neural_fill.TILE)
+    if blend:
+        patches = patchmatch.resynthesize(small[0], shrunk_hole[0, 0] > 0.5, neural_fill.PATCH_SIZE,
+                                          neural_fill.PATCH_ITERATIONS, seed)
+        small = torch.where(shrunk_hole[0] > 0.5, (small[0] + patches) / 2, small[0])[None]
+    start = F.interpolate(small, size=(96, 120), mode="bilinear", align_corners=False)
     expected = biharmonic_fill(window * (1 - hole), hole, generator.base_iterations, start=start).clamp(0, 1)
     torch.testing.assert_close(filled, torch.where(hole > 0.5, expected, window), rtol=0, atol=1e-6)
     assert torch.equal(filled[(hole == 0).expand_as(filled)], window[(hole == 0).expand_as(window)])
