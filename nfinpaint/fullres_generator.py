@@ -180,9 +180,10 @@ class FullResGenerator(nn.Module):
         padding is the tile's too)."""
         out = x.new_zeros(x.shape[0], 3, x.shape[-2], x.shape[-1])
         halo = self.halo
-        for top, bottom, left, right in tile_plan(mask, tile, halo):
-            t, l = max(0, top - halo), max(0, left - halo)
-            part = self._correction(x[:, :, t:min(x.shape[-2], bottom + halo), l:min(x.shape[-1], right + halo)])
+        for box in tile_plan(mask, tile, halo):
+            top, bottom, left, right = box
+            t, b, l, r = tile_input(box, halo, x.shape[-2], x.shape[-1])
+            part = self._correction(x[:, :, t:b, l:r])
             out[:, :, top:bottom, left:right] = part[:, :, top - t:bottom - t, left - l:right - l]
             if on_tile is not None:
                 on_tile()
@@ -200,8 +201,7 @@ def tile_plan(mask: Tensor, tile: int, halo: int) -> list[tuple[int, int, int, i
         raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
     tile -= tile % STRIDE
     holes = mask.amax(dim=(0, 1)) > 0.5
-    h, w = holes.shape
-    size_h, size_w = h + (-h) % STRIDE, w + (-w) % STRIDE          # the padded input's
+    size_h, size_w = padded(holes.shape[0]), padded(holes.shape[1])
     rows, cols = torch.nonzero(holes, as_tuple=True)
     if rows.numel() == 0:
         return []
@@ -215,6 +215,18 @@ def tile_plan(mask: Tensor, tile: int, halo: int) -> list[tuple[int, int, int, i
             boxes.append((r0 - r0 % STRIDE, min(bottom, r1 + (-r1) % STRIDE),
                           c0 - c0 % STRIDE, min(right, c1 + (-c1) % STRIDE)))
     return boxes
+
+
+def padded(size: int) -> int:
+    """``size`` rounded up to the stride-8 grid: the side of the input the network's pass sees."""
+    return size + (-size) % STRIDE
+
+
+def tile_input(box: tuple[int, int, int, int], halo: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The input rows and columns (top, bottom, left, right) that the tile of output ``box`` computes in a
+    padded input of ``height`` x ``width``: the box grown by ``halo``, cut at the border."""
+    top, bottom, left, right = box
+    return max(0, top - halo), min(height, bottom + halo), max(0, left - halo), min(width, right + halo)
 
 
 def tile_spans(first: int, last: int, size: int, tile: int, halo: int) -> list[tuple[int, int]]:

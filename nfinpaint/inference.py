@@ -4,6 +4,7 @@ picture's own resolution or scaled to a fixed-size generator), the API and the e
 fill through :func:`fill`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -19,7 +20,7 @@ class NonFiniteOutput(NfinpaintError, ValueError):
 @torch.inference_mode()
 def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
          autocast_dtype: torch.dtype | None = None, base: torch.Tensor | None = None,
-         tile: int | None = None, on_tile=None) -> torch.Tensor:
+         tile: int | None = None, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
     """Fill the holes of (N, 3, H, W) ``image`` given (N, 1, H, W) ``mask`` (1 = hole), in eval mode.
 
     The generator sees the image with its holes blanked; the result is its

@@ -364,12 +364,12 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
 
 
 @contextlib.contextmanager
-def _fill_progress(wanted: bool, generator: torch.nn.Module, hole: torch.Tensor, labels: np.ndarray, count: int,
+def _fill_progress(wanted: bool, generator: torch.nn.Module, hole: torch.Tensor, windows: list[neural_fill.Window],
                    log: Callable[[str], None]):
     """A progress bar over the learned fill's steps (:func:`neural_fill.planned_steps`; stderr, gone when
     done) when ``wanted`` and its network computes at least :data:`PROGRESS_PIXELS`.  Yields (the per-step
     callback or None, ``log`` made to print above the bar)."""
-    steps, pixels = neural_fill.planned_steps(generator, hole, labels, count) if wanted else (0, 0)
+    steps, pixels = neural_fill.planned_steps(generator, hole, windows) if wanted else (0, 0)
     if not wanted or pixels < PROGRESS_PIXELS:
         yield None, log
         return
@@ -435,15 +435,15 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             hole.method, hole.reason = "gan", "learned fill at full resolution" + (
                 ", texture re-synthesised from the picture" if detail else "")
 
-        with half_precision(half, device), _fill_progress(progress, generator, hole_mask, labels, len(holes),
-                                                           log) as (step, shown):
+        windows = neural_fill.plan_windows(labels, len(holes))      # once: the bar is sized by them
+        with half_precision(half, device), _fill_progress(progress, generator, hole_mask, windows, log) as (step, shown):
             def say(window) -> None:
                 names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
                 textured = detail and neural_fill.takes_detail(window)
                 shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
-                                              seed=seed, detail=detail, on_step=step)
+                                              seed=seed, detail=detail, on_step=step, windows=windows)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 

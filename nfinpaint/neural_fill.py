@@ -23,7 +23,8 @@ picture's own resolution (the picture is never shrunk):
    family of the validation photographs (+0.1 dB on thin strokes, +0.25 dB
    on ~56 px objects, +0.06 dB on ~150 px ones, hole SSIM up too) for twice
    the generator's time.  ``mirror=False`` makes one pass.
-4. **Patch blend.**  The window's fill is averaged, in its holes, with its
+4. **Patch blend.**  The window's fill (a coarse-to-fine window's: its coarse
+   fill, before upsampling) is averaged, in its holes, with its
    re-synthesis from the window's own known patches
    (:func:`nfinpaint.patchmatch.resynthesize`: every 7x7 patch touching a hole
    matched to its nearest known patch, starting from the learned fill, and
@@ -63,7 +64,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from nfinpaint import inference, patchmatch
-from nfinpaint.fullres_generator import tile_plan
+from nfinpaint.fullres_generator import padded, tile_input, tile_plan
 from nfinpaint.initial_fill import biharmonic_fill, coarse_hole_mask
 from nfinpaint.masks import blank_holes
 
@@ -73,7 +74,8 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # PSNR with a threshold of 64 px), so the coarse pass is kept for holes beyond the sizes measured.  At
 # 1024 px (~300 px objects) 128, 256 px and no coarse pass each traded PSNR against SSIM on validation
 # (docs/evaluation.md); none was better in both, so 192 stays.  (Both measured with a full-resolution pass
-# after the coarse one, as until 2026-12-04; without it, a lower threshold is untried.)
+# after the coarse one, as until 2026-12-04; without it, 128 and 96 px gave ~150 px holes +0.3-0.4 dB on
+# validation, measured without a rule written first: a lead, docs/evaluation.md.)
 COARSE_THICKNESS = 192
 MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
 PATCH_BLEND = 0.5        # weight of the patch re-synthesis in the fill (see the module's docstring)
@@ -273,21 +275,23 @@ def add_detail(filled: torch.Tensor, hole: torch.Tensor, seed: int = 0) -> torch
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
                  count: int, device: torch.device, log=None, mirror: bool = MIRROR, patch_blend: float = PATCH_BLEND,
-                 seed: int = 0, detail: bool = False, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+                 seed: int = 0, detail: bool = False, on_step: Callable[[], None] | None = None,
+                 windows: list[Window] | None = None) -> torch.Tensor:
     """Fill every labelled hole of (3, H, W) ``image`` (CPU float32, holes ``hole`` (1, H, W) bool) with
     ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`), each
     window's fill blended with its patch re-synthesis (``patch_blend``: see :func:`blend_patches`;
     ``seed``: its search's) or, with ``detail``, in holes at least :data:`DETAIL_MIN_THICKNESS` thick,
     replaced by the texture synthesis of :func:`add_detail`; ``on_step`` is called after each of the network's
     tiles and after each window's blend (progress: :func:`planned_steps` says how many calls there will be);
-    returns the filled (3, H, W) on the CPU."""
+    ``windows``: :func:`plan_windows`'s, when the caller has them already.  Returns the filled (3, H, W) on
+    the CPU."""
     # channels-last weights: oneDNN's convolutions of these windows ran ~25% faster on 2 CPU cores
     # (the windows follow, whatever their own layout); results equal to float rounding
     generator = generator.to(device, memory_format=torch.channels_last).eval()
     current = image.clone()
     remaining = hole.clone()
     labels_t = torch.from_numpy(labels)[None]
-    for number, window in enumerate(plan_windows(labels, count)):
+    for number, window in enumerate(plan_windows(labels, count) if windows is None else windows):
         rows, cols = window.slices()
         part = current[:, rows, cols]
         todo = remaining[:, rows, cols]
@@ -319,22 +323,22 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
     return current
 
 
-def planned_steps(generator: torch.nn.Module, hole: torch.Tensor, labels: np.ndarray, count: int,
+def planned_steps(generator: torch.nn.Module, hole: torch.Tensor, windows: list[Window],
                   mirror: bool = MIRROR) -> tuple[int, int]:
-    """(steps, pixels) of :func:`fill_picture` filling the ``count`` labelled holes of (1, H, W) bool ``hole``:
-    its calls of ``on_step`` (the network's tiles, and each window's blend), and the pixels the network's
-    tiles compute, halo included (what the time follows)."""
+    """(steps, pixels) of :func:`fill_picture` filling the holes of (1, H, W) bool ``hole`` on ``windows``
+    (:func:`plan_windows`): its calls of ``on_step`` (the network's tiles, and each window's blend), and the
+    pixels the network's tiles compute, halo included (what the time follows)."""
     halo, tiles, pixels = generator.halo, 0, 0
 
     def add(mask: torch.Tensor) -> None:
         nonlocal tiles, pixels
-        h, w = mask.shape[-2] + (-mask.shape[-2]) % 8, mask.shape[-1] + (-mask.shape[-1]) % 8
+        h, w = padded(mask.shape[-2]), padded(mask.shape[-1])
         for flipped in (False, True) if mirror else (False,):
-            for top, bottom, left, right in tile_plan(mask.flip(-1) if flipped else mask, TILE, halo):
+            for box in tile_plan(mask.flip(-1) if flipped else mask, TILE, halo):
+                t, b, l, r = tile_input(box, halo, h, w)
                 tiles += 1
-                pixels += (min(h, bottom + halo) - max(0, top - halo)) * (min(w, right + halo) - max(0, left - halo))
+                pixels += (b - t) * (r - l)
 
-    windows = plan_windows(labels, count)
     for window in windows:
         rows, cols = window.slices()
         mask = hole[None, :, rows, cols].float()

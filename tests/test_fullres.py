@@ -446,7 +446,7 @@ def test_planned_steps_are_the_steps_the_fill_reports(monkeypatch):
     windows = neural_fill.plan_windows(labels, count)
     assert len(windows) == 2 and max(w.scale for w in windows) > 1
     for mirror in (True, False):
-        steps, pixels = neural_fill.planned_steps(generator, hole > 0.5, labels, count, mirror=mirror)
+        steps, pixels = neural_fill.planned_steps(generator, hole > 0.5, windows, mirror=mirror)
         calls = []
         _fill(generator, image, hole, mirror=mirror, on_step=lambda: calls.append(1))
         assert len(calls) == steps >= 2 * len(windows)       # a tile and a blend a window at least
