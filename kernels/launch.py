@@ -19,6 +19,13 @@ Paths, in order:
 - otherwise there is no Triton path: :func:`require_triton_path` raises, and
   the public wrappers fall back to the PyTorch reference only when the caller
   passed ``allow_reference_fallback=True``.
+
+Our kernels are wrapped per call, but Triton's own library (``tl.sum``,
+``tl.cdiv``...) is built for one mode when ``triton.language`` is first
+imported, and one process cannot switch: an interpreted kernel calling a compiled
+``tl.sum`` fails, and so does compiling after an interpreted import (Triton's
+own assertion, deep in its compiler; seen on an H200).  :func:`mode_fault` names
+the mismatch and the path counts as unavailable (:class:`TritonModeError`).
 """
 from __future__ import annotations
 
@@ -86,18 +93,47 @@ NO_TRITON = ("Triton is not installed (it ships wheels for Linux only, and nfinp
              "to use the PyTorch reference instead")
 
 
+class TritonModeError(RuntimeError):
+    """The Triton path needs the mode (interpreter or compiler) that this process's
+    ``triton.language`` was not built for (:func:`mode_fault`)."""
+
+
+def library_interpreted() -> bool:
+    """Whether ``triton.language``'s own jitted functions were built for the interpreter
+    (``TRITON_INTERPRET=1`` when this process first imported it)."""
+    from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
+
+    return isinstance(tl.standard.sum, InterpretedFunction)
+
+
+def mode_fault(interpret: bool) -> str | None:
+    """Why Triton cannot run in the interpreter (``interpret``) or compiled in this
+    process, or None when it can."""
+    if tl is None or library_interpreted() == interpret:
+        return None
+    built = "the CPU interpreter (TRITON_INTERPRET=1 then)" if not interpret else "the compiler"
+    fix = ("set TRITON_INTERPRET=1 before anything imports triton" if interpret
+           else "start the process without TRITON_INTERPRET=1")
+    return (f"Triton built its language library (tl.sum, tl.cdiv) for {built} when this process first "
+            f"imported it, and a process cannot switch modes: {fix}")
+
+
 def triton_path_available(tensor: torch.Tensor) -> bool:
     """Whether a Triton kernel can run on ``tensor`` right now."""
-    return triton_installed() and (interpreter_enabled() or tensor.is_cuda)
+    return (triton_installed() and (interpreter_enabled() or tensor.is_cuda)
+            and mode_fault(interpreter_enabled()) is None)
 
 
 def require_triton_path(tensor: torch.Tensor, op_name: str) -> None:
-    """Raise a clear RuntimeError when no Triton path exists for ``tensor``."""
+    """Raise a clear RuntimeError when no Triton path exists for ``tensor``
+    (:class:`TritonModeError` when only the process's Triton mode is in the way)."""
     if not triton_installed():
         raise RuntimeError(f"{op_name}: {NO_TRITON}")
-    if not triton_path_available(tensor):
+    if not (interpreter_enabled() or tensor.is_cuda):
         raise RuntimeError(f"{op_name}: {NO_TRITON_PATH} (got a {tensor.device.type} tensor, "
                            f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', 'unset')})")
+    if (fault := mode_fault(interpreter_enabled())) is not None:
+        raise TritonModeError(f"{op_name}: {fault}")
 
 
 def device_guard(tensor: torch.Tensor):
@@ -181,6 +217,8 @@ class LazyKernel:
         """Run the kernel; return the meta-parameters (block sizes) of the launch that
         produced the outputs.  ``meta`` forces one configuration (tests run every
         autotune configuration in turn this way)."""
+        if (fault := mode_fault(interpreter_enabled())) is not None:
+            raise TritonModeError(f"{self.fn.__name__.lstrip('_')}: {fault}")
         if interpreter_enabled():
             if self.loops_over_arguments and (fault := interpreter_loop_fault()):
                 raise RuntimeError(f"{self.fn.__name__.lstrip('_')}: {fault}")

@@ -19,7 +19,9 @@ the paths to carry and the command.
 1. installs the carried wheels into a folder on PYTHONPATH;
 2. ``benchmarks/gpu_report.py --only build,agreement,gpu-tests`` within
    ``--check-seconds``: the build against the machine's torch, CUDA against
-   CPU for every op, the GPU tests (correctness before speed).  Where the
+   CPU for every op, the GPU tests (correctness before speed); ``--report-steps``
+   names others (``benchmarks`` adds the speed rows; ``PYTEST_ADDOPTS`` with
+   ``--ignore=`` keeps the CPU-only benchmark files out of a short lease).  Where the
    agreement is not ok, the leg trains with the loss operators' PyTorch
    references (``use_custom_ops=false``): their gradients would not be trusted;
 3. a training leg on the GPU until the deadline (skipped when the build
@@ -249,7 +251,7 @@ def run(args) -> int:
         budget = min(args.check_seconds, deadline - time.monotonic() - 60)
         with open(scratch / "gpu-report-stdout.txt", "w") as log:    # its own lines: why it stopped, if it did
             code = run_until([sys.executable, "benchmarks/gpu_report.py", "--out", str(report),
-                              "--only", "build,agreement,gpu-tests", "--budget", f"{budget:.0f}"], env, log,
+                              "--only", args.report_steps, "--budget", f"{budget:.0f}"], env, log,
                              time.monotonic() + max(budget, 0) + REPORT_MARGIN, grace=10)
         logs = sorted((report.parent / "gpu-report-runs").glob("*/step*.log"))
         with open(scratch / "gpu-report-logs.txt", "wb") as merged:
@@ -348,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="on the GPU machine: checks, then a training leg, all within --seconds")
     r.add_argument("--seconds", type=float, default=560, help="the whole run (default 560: a 600 s command)")
     r.add_argument("--check-seconds", type=float, default=300, help="gpu_report's budget (default 300)")
+    r.add_argument("--report-steps", default="build,agreement,gpu-tests",
+                   help="gpu_report's --only: its steps, in its order (default %(default)s; the build must be "
+                        "among them for the leg to run)")
     r.add_argument("--calibrate-seconds", type=float, default=90,
                    help="the leg's first part, whose speed sets its step count (default 90)")
     r.add_argument("--val-seconds", type=float, default=60,

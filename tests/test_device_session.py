@@ -84,6 +84,7 @@ from pathlib import Path
 out = Path(sys.argv[sys.argv.index("--out") + 1])
 mode = os.environ.get("FAKE_REPORT", "ok")
 print("session.md before the report:", (out.parent / "session.md").exists(), flush=True)
+print("only:", sys.argv[sys.argv.index("--only") + 1], flush=True)
 if mode == "nocuda":
     print("gpu_report: no CUDA GPU is visible", file=sys.stderr)
     sys.exit(2)
@@ -158,11 +159,11 @@ def fake_repo(session, tmp_path, monkeypatch):
     return root
 
 
-def run_session(session, tmp_path, seconds=10, calibrate=1.5):
+def run_session(session, tmp_path, seconds=10, calibrate=1.5, extra=()):
     """``run`` on the fakes within ``seconds``: (exit status, wall seconds, session.md, $OUT's files)."""
     start = time.monotonic()
     code = session.main(["run", "--seconds", str(seconds), "--calibrate-seconds", str(calibrate), "--val-seconds", "3",
-                         "--scratch", str(tmp_path / "scratch"), "--device", "cpu"])
+                         "--scratch", str(tmp_path / "scratch"), "--device", "cpu", *extra])
     out = Path(os.environ["OUT"])
     text = (out / "session.md").read_text() if (out / "session.md").exists() else ""
     return code, time.monotonic() - start, text, sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -181,6 +182,13 @@ def test_a_whole_run_returns_at_most_8_small_files(session, fake_repo, tmp_path)
     assert "generator.pt back before the evaluation: True" in log and "False" not in log
     # session.md was there before gpu_report started: a kill during it still leaves a note
     assert "session.md before the report: True" in (tmp_path / "out" / "gpu-report-logs.txt").read_text()
+    assert "only: build,agreement,gpu-tests\n" in (tmp_path / "out" / "gpu-report-logs.txt").read_text()
+
+
+def test_report_steps_reach_gpu_report(session, fake_repo, tmp_path):
+    code, _, text, _ = run_session(session, tmp_path, extra=["--report-steps", "build,gpu-tests,benchmarks"])
+    assert code == 0, text
+    assert "only: build,gpu-tests,benchmarks\n" in (tmp_path / "out" / "gpu-report-logs.txt").read_text()
 
 
 def test_no_cuda_says_why_and_skips_the_leg(session, fake_repo, tmp_path, monkeypatch):

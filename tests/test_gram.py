@@ -196,6 +196,52 @@ def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
     _close(gram_distance(fake, real), gram_distance_reference(fake, real), 1e-5)
 
 
+MODE_SWITCH = """
+import os, sys, torch
+os.environ["TRITON_INTERPRET"] = sys.argv[1]
+import triton.language  # takes its mode now
+os.environ["TRITON_INTERPRET"] = "1"  # then the interpreter is asked for
+from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
+from nfinpaint.kernels.launch import TritonModeError
+fake, real = torch.randn(2, 20, 3, 3, generator=torch.Generator().manual_seed(int(sys.argv[2]))).unbind(0)
+fake, real = fake[None], real[None]
+try:
+    gram_distance(fake, real)
+    print("ran")
+except TritonModeError as exc:
+    print("refused:", exc)
+out = gram_distance(fake, real, allow_reference_fallback=True)
+reference = gram_distance_reference(fake, real)
+print("relative error:", float((out - reference).abs() / reference))
+"""
+
+
+@pytest.mark.parametrize("first_import", ["0", "1"])
+def test_the_interpreter_in_a_process_that_imported_triton_for_the_compiler(first_import):
+    # Triton builds tl.sum & co. for one mode at its first import: asked to interpret after a
+    # compiler import (a GPU machine's test run), the op refuses in one line that says what to
+    # do, and the opt-in fallback computes the reference; after an interpreter import it runs.
+    import subprocess
+    import sys
+
+    if first_import == "1" and (fault := launch.interpreter_loop_fault()):
+        pytest.skip(fault)
+    seed = int(torch.randint(0, 2**31, ()))
+    proc = subprocess.run([sys.executable, "-c", MODE_SWITCH, first_import, str(seed)], capture_output=True,
+                          text=True, timeout=300, env={k: v for k, v in __import__("os").environ.items()
+                                                       if k != "TRITON_INTERPRET"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    error = float(lines[1].split(": ")[1])
+    if first_import == "0":
+        assert lines[0].startswith("refused: gram_distance: Triton built its language library")
+        assert "set TRITON_INTERPRET=1 before anything imports triton" in lines[0]
+        assert error == 0.0          # the fallback is the reference itself
+    else:
+        assert lines[0] == "ran"
+        assert error < 1e-5
+
+
 def test_a_faulty_interpreter_is_named(interpreter_fault, monkeypatch):
     # The probe reports what went wrong, never raises...
     def broken(out_ptr, n):
