@@ -13,7 +13,7 @@ With the shipped generator (or any full-resolution one, such as the
 ``fullres`` preset trains), every hole is filled by the learned model at the
 picture's own resolution (:mod:`nfinpaint.neural_fill`): a window of context
 around each hole (holes close together share one), and for holes thicker than
-192 px (``neural_fill.COARSE_THICKNESS``), the fill of a shrunk copy, upsampled and
+128 px (``neural_fill.COARSE_THICKNESS``), the fill of a shrunk copy, upsampled and
 relaxed to meet the known pixels.  The command prints each window, and a progress
 bar when the fill is long.
 

@@ -73,10 +73,11 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # objects at 512x384 the single full-resolution pass beat a coarse pass first (20.54 vs 20.42 dB hole
 # PSNR with a threshold of 64 px), so the coarse pass is kept for holes beyond the sizes measured.  At
 # 1024 px (~300 px objects) 128, 256 px and no coarse pass each traded PSNR against SSIM on validation
-# (docs/evaluation.md); none was better in both, so 192 stays.  (Both measured with a full-resolution pass
-# after the coarse one, as until 2026-12-04; without it, 128 and 96 px gave ~150 px holes +0.3-0.4 dB on
-# validation, measured without a rule written first: a lead, docs/evaluation.md.)
-COARSE_THICKNESS = 192
+# (docs/evaluation.md); none was better in both, so 192 stayed.  Both measured with a full-resolution pass
+# after the coarse one, as until 2026-12-04.  With the coarse fill alone, 128 px was chosen by a rule
+# written first, on fresh validation masks: ~150 px objects at 512 px +0.34 dB, boxes and edge holes not
+# lower; 96 px lost on ~112 px objects at 1024 px, which 128 leaves at full resolution (docs/evaluation.md).
+COARSE_THICKNESS = 128
 MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
 PATCH_BLEND = 0.5        # weight of the patch re-synthesis in the fill (see the module's docstring)
 PATCH_SIZE = 7           # its patches (PatchMatch's default) and search rounds, as chosen on val

@@ -216,7 +216,9 @@ def ship() -> int:
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window")
                      + (f", then {neural_fill.PATCH_BLEND:g} of the way to its patch re-synthesis"
-                        if neural_fill.PATCH_BLEND else ""),
+                        if neural_fill.PATCH_BLEND else "")
+                     + f"; a window with a hole thicker than {neural_fill.COARSE_THICKNESS} px filled on a shrunk copy, "
+                       "upsampled and relaxed",
         "loss_weights": meta.get("loss_weights"),
         "settings_changed_from_preset": settings_changed(args.run, meta),
         "evaluations": evaluations,
