@@ -20,8 +20,8 @@ the paths to carry and the command.
 2. ``benchmarks/gpu_report.py --only build,agreement,gpu-tests`` within
    ``--check-seconds``: the build against the machine's torch, CUDA against
    CPU for every op, the GPU tests (correctness before speed); ``--report-steps``
-   names others (``benchmarks`` adds the speed rows; ``PYTEST_ADDOPTS`` with
-   ``--ignore=`` keeps the CPU-only benchmark files out of a short lease).  Where the
+   names others (``benchmarks`` adds the speed rows: about 4 minutes on an H200, the
+   compiled training step's benchmark not finished in them).  Where the
    agreement is not ok, the leg trains with the loss operators' PyTorch
    references (``use_custom_ops=false``): their gradients would not be trusted;
 3. a training leg on the GPU until the deadline (skipped when the build

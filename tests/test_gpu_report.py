@@ -46,6 +46,10 @@ def test_plan_covers_every_step(report, tmp_path):
     assert any(c.endswith("pytest tests -q") for c in names)
     assert any("pytest tests -m gpu" in c for c in names)
     assert any("pytest benchmarks -s" in c for c in names)
+    # the CPU-only benchmarks stay out of the GPU's report, by names that exist
+    bench = next(s.command for s in report.plan("python", tmp_path, build=True) if "benchmarks" in s.command)
+    ignored = [a.split("=", 1)[1] for a in bench if a.startswith("--ignore=")]
+    assert ignored and all((SCRIPT.parents[1] / path).is_file() for path in ignored)
     assert any("nfinpaint.train" in c and "--device cuda" in c for c in names)
     assert any(c.endswith("--agreement") for c in names)
     assert not any("pip install" in " ".join(s.command) for s in report.plan("python", tmp_path, build=False))
