@@ -287,9 +287,14 @@ def _setup_context(ctx, inputs, output):
     fake, real, reduction, _ = inputs
     ctx.save_for_backward(output[1], fake, real)
     ctx.reduction = reduction
+    # D is an output only to be saved: materialised, its unused gradient was an (N, C, C) zeros
+    # every backward (64x256x256: 16 MB written, 3.4 ms of a CPU step's 3.6 with the kernels skipped).
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, _grad_diff):
+    if grad_loss is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None
     diff, fake, real = ctx.saved_tensors
     grad_fake = _gram_distance_backward_op(grad_loss, diff, fake, real, ctx.reduction)
     return grad_fake, None, None, None
