@@ -215,7 +215,6 @@ def test_backward_makes_no_gradient_for_the_saved_diff():
 
     n, c = 2, 20
     fake, real = _pair((n, c, 3, 3), torch.float32)
-    fake.requires_grad_(True)
     loss = gram_distance(fake, real)
     with Shapes() as shapes:
         (grad,) = torch.autograd.grad(loss, fake)
@@ -230,8 +229,7 @@ import triton.language  # takes its mode now
 os.environ["TRITON_INTERPRET"] = "1"  # then the interpreter is asked for
 from nfinpaint.kernels.gram import gram_distance, gram_distance_reference
 from nfinpaint.kernels.launch import TritonModeError
-fake, real = torch.randn(2, 20, 3, 3, generator=torch.Generator().manual_seed(int(sys.argv[2]))).unbind(0)
-fake, real = fake[None], real[None]
+fake, real = torch.randn(2, 1, 20, 3, 3, generator=torch.Generator().manual_seed(int(sys.argv[2])))
 try:
     gram_distance(fake, real)
     print("ran")
@@ -248,6 +246,7 @@ def test_the_interpreter_in_a_process_that_imported_triton_for_the_compiler(firs
     # Triton builds tl.sum & co. for one mode at its first import: asked to interpret after a
     # compiler import (a GPU machine's test run), the op refuses in one line that says what to
     # do, and the opt-in fallback computes the reference; after an interpreter import it runs.
+    import os
     import subprocess
     import sys
 
@@ -255,8 +254,8 @@ def test_the_interpreter_in_a_process_that_imported_triton_for_the_compiler(firs
         pytest.skip(fault)
     seed = int(torch.randint(0, 2**31, ()))
     proc = subprocess.run([sys.executable, "-c", MODE_SWITCH, first_import, str(seed)], capture_output=True,
-                          text=True, timeout=300, env={k: v for k, v in __import__("os").environ.items()
-                                                       if k != "TRITON_INTERPRET"})
+                          text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     error = float(lines[1].split(": ")[1])
