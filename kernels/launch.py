@@ -98,6 +98,7 @@ class TritonModeError(RuntimeError):
     ``triton.language`` was not built for (:func:`mode_fault`)."""
 
 
+@functools.cache       # fixed when this module imported triton.language
 def library_interpreted() -> bool:
     """Whether ``triton.language``'s own jitted functions were built for the interpreter
     (``TRITON_INTERPRET=1`` when this process first imported it)."""

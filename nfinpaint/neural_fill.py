@@ -175,15 +175,20 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
     return [Window(t, l, b - t, r - l, {i: float(thickness[i]) for i in sorted(ids)}) for t, l, b, r, ids in boxes]
 
 
+def _shrunk_hole(hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,1,h,w) ``hole`` shrunk by ``scale``: (the coarse hole, each coarse pixel's known fraction).  A
+    coarse pixel is a hole when any of its pixels is, unless that leaves nothing known
+    (:func:`coarse_hole_mask`)."""
+    size = (max(1, math.ceil(hole.shape[-2] / scale)), max(1, math.ceil(hole.shape[-1] / scale)))
+    weight = F.adaptive_avg_pool2d(1 - hole, size)
+    return coarse_hole_mask((weight < 1 - 1e-6).float(), weight), weight    # thin known bands kept
+
+
 def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,3,h,w) image and (N,1,h,w) hole shrunk by ``scale``: a coarse pixel is a hole when any of
-    its pixels is (unless that leaves nothing known: :func:`coarse_hole_mask`), else the mean of its
-    known pixels (nothing under a hole leaks into it)."""
-    known = 1 - hole
-    size = (max(1, math.ceil(image.shape[-2] / scale)), max(1, math.ceil(image.shape[-1] / scale)))
-    weight = F.adaptive_avg_pool2d(known, size)
-    coarse_hole = coarse_hole_mask((weight < 1 - 1e-6).float(), weight)    # thin known bands kept
-    coarse = F.adaptive_avg_pool2d(image * known, size) / weight.clamp_min(1e-6)
+    """(N,3,h,w) image and (N,1,h,w) hole shrunk by ``scale`` (:func:`_shrunk_hole`): a coarse known pixel
+    is the mean of its known pixels (nothing under a hole leaks into it)."""
+    coarse_hole, weight = _shrunk_hole(hole, scale)
+    coarse = F.adaptive_avg_pool2d(image * (1 - hole), weight.shape[-2:]) / weight.clamp_min(1e-6)
     return blank_holes(coarse, coarse_hole), coarse_hole
 
 
@@ -343,5 +348,5 @@ def planned_steps(generator: torch.nn.Module, hole: torch.Tensor, windows: list[
     for window in windows:
         rows, cols = window.slices()
         mask = hole[None, :, rows, cols].float()
-        add(mask if window.scale == 1 else _shrink(torch.zeros(1, 3, *mask.shape[-2:]), mask, window.scale)[1])
+        add(mask if window.scale == 1 else _shrunk_hole(mask, window.scale)[0])
     return tiles + len(windows), pixels
