@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"protocol (--size): a comma-separated list of hole families among "
                         f"{', '.join(picture_eval.FAMILIES)} (default {picture_eval.DEFAULT_FAMILIES}; box: one "
                         f"rectangle of ~40-160 px at 512x384, a shape not trained on; edge: a ~56 or ~150 px object flush "
-                        f"with a side or in a corner)")
+                        f"with a side or in a corner; lama-thin, lama-medium, lama-thick: LaMa's evaluation masks, "
+                        f"strokes or boxes over up to half the picture)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated methods among {', '.join(baselines.METHODS)} "
                         f"(default: {DEFAULT_METHODS}; the optional ones, "

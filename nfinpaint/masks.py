@@ -191,13 +191,8 @@ def stroke_masks(n: int, height: int, width: int, generator: torch.Generator | N
         aa, bb = a.reshape(n, k, 2), b.reshape(n, k, 2)
         rr, on = radius.reshape(n, k), active.reshape(n, k)
         for j in range(k):       # one segment at a time: memory n*H*W, whatever the picture size
-            ab = bb[:, j] - aa[:, j]                                        # (N,2)
-            dy = ys.view(1, -1, 1) - aa[:, j, 0].view(-1, 1, 1)           # (N,H,1)
-            dx = xs.view(1, 1, -1) - aa[:, j, 1].view(-1, 1, 1)           # (N,1,W)
-            denom = (ab * ab).sum(-1).clamp_min(1e-12).view(-1, 1, 1)
-            t = ((dy * ab[:, 0].view(-1, 1, 1) + dx * ab[:, 1].view(-1, 1, 1)) / denom).clamp(0, 1)
-            ey, ex = dy - t * ab[:, 0].view(-1, 1, 1), dx - t * ab[:, 1].view(-1, 1, 1)
-            hit = ey * ey + ex * ex <= (rr[:, j] ** 2).view(-1, 1, 1)
+            hit = _segment_hits(ys.view(1, -1, 1), xs.view(1, 1, -1), aa[:, j].view(-1, 1, 1, 2),
+                                bb[:, j].view(-1, 1, 1, 2), rr[:, j].view(-1, 1, 1))       # (N,H,W)
             out |= hit & on[:, j].view(-1, 1, 1)
         return out[:, None].to(torch.float32)
 
@@ -372,3 +367,102 @@ def make_masks(kind: str, n: int, image_size: int, hole_size: int,
     if kind in FAMILY_KINDS:
         return family_masks(kind, n, image_size, image_size, generator, seed=seed, flush_share=flush_share)
     raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+
+
+# LaMa's evaluation masks (Suvorov et al. 2022; its configs/data_gen/random_{thin,medium,thick}_512.yaml),
+# redrawn with this module's random numbers: the protocol people compare inpainting methods on, with far
+# more of the picture missing than the picture families above (a quarter to a half).  Each mask is one of
+# two kinds, chosen with the weights LaMa normalises (irregular 1 : box ``box_weight``): irregular strokes
+# (``times`` strokes of 1-5 segments, each 10 + [0, max_len) px long at an angle of 0.01 + an integer
+# 0-3 radians, mirrored for every other stroke, as LaMa draws them, with a round brush 5 + [0, max_width)
+# px wide) or ``box_times`` rectangles with sides in [box_min, box_max) px, ``box_margin`` px inside the
+# picture.  Pixel sizes are LaMa's at a 512 px picture and scale with the longer side; a mask covering more
+# than LaMa's max_tamper_area (half the picture) is drawn again.
+LAMA_SETTINGS = {
+    "lama-thin": dict(times=(4, 70), max_width=20, max_len=100, box_weight=0.0),
+    "lama-medium": dict(times=(4, 10), max_width=100, max_len=200, box_weight=0.3,
+                        box_times=(1, 5), box_min=30, box_max=150, box_margin=0),
+    "lama-thick": dict(times=(1, 5), max_width=250, max_len=450, box_weight=0.3,
+                       box_times=(1, 4), box_min=30, box_max=300, box_margin=10),
+}
+LAMA_KINDS = tuple(LAMA_SETTINGS)
+LAMA_REFERENCE = 512      # the picture side LaMa's pixel sizes are for
+LAMA_MAX_AREA = 0.5
+LAMA_TRIES = 100          # draws before the smallest one is kept (a picture too small for LaMa's brushes)
+
+
+def _segment_hits(ys: Tensor, xs: Tensor, a: Tensor, b: Tensor, radius: Tensor) -> Tensor:
+    """Whether each pixel centre (``ys`` and ``xs``, broadcast against each other) lies within ``radius``
+    of the segment from ``a`` to ``b`` ((y, x) in their last dimension, broadcast likewise): a round brush."""
+    ab = b - a
+    dy, dx = ys - a[..., 0], xs - a[..., 1]
+    t = ((dy * ab[..., 0] + dx * ab[..., 1]) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    ey, ex = dy - t * ab[..., 0], dx - t * ab[..., 1]
+    return ey * ey + ex * ex <= radius ** 2
+
+
+def _lama_draw(kind: str, height: int, width: int, g: torch.Generator | None) -> Tensor:
+    """One (height, width) bool mask of LaMa kind ``kind`` (:data:`LAMA_SETTINGS`), not yet area-checked."""
+    s = LAMA_SETTINGS[kind]
+    scale = max(height, width) / LAMA_REFERENCE
+    out = torch.zeros(height, width, dtype=torch.bool)
+
+    def below(high: float) -> int:      # LaMa's randint(high): an integer in [0, high)
+        return int(torch.randint(max(1, int(high)), (1,), generator=g))
+
+    boxes = s["box_weight"] > 0 and float(torch.rand(1, generator=g)) < s["box_weight"] / (1 + s["box_weight"])
+    if boxes:
+        margin = min(round(s["box_margin"] * scale), (min(height, width) - 1) // 2)   # a box always fits
+        low = max(1, round(s["box_min"] * scale))
+        high = max(low + 1, min(round(s["box_max"] * scale), height - 2 * margin, width - 2 * margin))
+        for _ in range(s["box_times"][0] + below(s["box_times"][1] - s["box_times"][0] + 1)):
+            bw, bh = low + below(high - low), low + below(high - low)
+            bw, bh = min(bw, width - 2 * margin), min(bh, height - 2 * margin)
+            x = margin + below(width - 2 * margin - bw + 1)
+            y = margin + below(height - 2 * margin - bh + 1)
+            out[y:y + bh, x:x + bw] = True
+        return out
+    for stroke in range(s["times"][0] + below(s["times"][1] - s["times"][0] + 1)):
+        y, x = float(below(height)), float(below(width))
+        for _ in range(1 + below(5)):
+            angle = 0.01 + below(4)
+            if stroke % 2 == 0:
+                angle = 2 * math.pi - angle
+            length = (10 + below(s["max_len"])) * scale
+            radius = (5 + below(s["max_width"])) * scale / 2
+            ey = min(max(y + length * math.cos(angle), 0.0), float(height))
+            ex = min(max(x + length * math.sin(angle), 0.0), float(width))
+            # paint the segment's box only: up to 350 segments a mask
+            top, bottom = max(0, int(min(y, ey) - radius)), min(height, int(max(y, ey) + radius) + 2)
+            left, right = max(0, int(min(x, ex) - radius)), min(width, int(max(x, ex) + radius) + 2)
+            ys = torch.arange(top, bottom, dtype=torch.float32).view(-1, 1) + 0.5
+            xs = torch.arange(left, right, dtype=torch.float32).view(1, -1) + 0.5
+            a, b = torch.tensor([y + 0.5, x + 0.5]), torch.tensor([ey + 0.5, ex + 0.5])
+            out[top:bottom, left:right] |= _segment_hits(ys, xs, a, b, torch.tensor(radius))
+            y, x = ey, ex
+    return out
+
+
+def lama_masks(kind: str, n: int, height: int, width: int, generator: torch.Generator | None = None, *,
+               seed: int | None = None) -> Tensor:
+    """(N,1,height,width) masks of LaMa's evaluation kind ``kind`` (lama-thin / lama-medium / lama-thick:
+    :data:`LAMA_SETTINGS`), each covering more than nothing and at most half of the picture (redrawn
+    until it does; after :data:`LAMA_TRIES` draws the smallest is kept)."""
+    if kind not in LAMA_SETTINGS:
+        raise ValueError(f"LaMa mask kind must be one of {', '.join(LAMA_KINDS)}, got {kind!r}")
+    if n < 0 or height < 1 or width < 1:
+        raise ValueError(f"need n >= 0 and a positive size, got n={n}, {width}x{height}")
+    g = _rng(generator, seed)
+    out = torch.zeros(n, 1, height, width)
+    for i in range(n):
+        best = None
+        for _ in range(LAMA_TRIES):
+            drawn = _lama_draw(kind, height, width, g)
+            area = float(drawn.float().mean())
+            if 0 < area <= LAMA_MAX_AREA:
+                best = drawn
+                break
+            if area > 0 and (best is None or area < float(best.float().mean())):
+                best = drawn
+        out[i, 0] = (best if best is not None else drawn).float()
+    return out

@@ -9,7 +9,9 @@
   on request ``box``, :func:`nfinpaint.masks.box_masks`: a rectangle of
   ~40-160 px, the shape the generator was not trained on, and ``edge``,
   :func:`nfinpaint.masks.edge_masks`: a medium or large object flush with a
-  side or in a corner of the picture)
+  side or in a corner of the picture; and ``lama-thin``, ``lama-medium``,
+  ``lama-thick``, :func:`nfinpaint.masks.lama_masks`: LaMa's evaluation masks,
+  strokes or boxes over up to half the picture)
   one mask per picture, drawn from (seed, picture, family), the same for every
   method;
 - every method fills the whole picture through its public code path (the
@@ -45,10 +47,11 @@ from nfinpaint import metrics
 from nfinpaint.baselines import Method
 from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, open_error, pil_to_arrays,
                               upright)
-from nfinpaint.masks import HOLE_FAMILIES, box_masks, edge_masks, family_masks
+from nfinpaint.masks import HOLE_FAMILIES, LAMA_KINDS, box_masks, edge_masks, family_masks, lama_masks
 from nfinpaint.metrics import format_summary
 
-FAMILIES = HOLE_FAMILIES + ("box", "edge")          # what --masks takes with --size
+# what --masks takes with --size (new ones at the end: a family's index is in its masks' seed)
+FAMILIES = HOLE_FAMILIES + ("box", "edge") + LAMA_KINDS
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
 CROP_SIDE = 160          # figure crops around each hole, in pixels of the figure
 KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psnr_full", "PSNR picture (dB)", 2),
@@ -151,6 +154,8 @@ def picture_mask(family: str, picture: torch.Tensor, seed: int, index: int, repe
         return box_masks(1, h, w, seed=family_seed)[0]
     if family == "edge":
         return edge_masks(1, h, w, seed=family_seed)[0]
+    if family in LAMA_KINDS:
+        return lama_masks(family, 1, h, w, seed=family_seed)[0]
     return family_masks(family, 1, h, w, seed=family_seed, scale="picture")[0]
 
 
@@ -265,7 +270,8 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
              "scale='picture': thin = scratches 4-9 px wide, medium = an object of ~56 px, large = an object of "
              "~150 px, at 512x384; nfinpaint.masks.box_masks: box = one rectangle of ~40-160 px, a shape not "
              "trained on; nfinpaint.masks.edge_masks: edge = a medium or large object moved flush with a side "
-             "or into a corner).",
+             "or into a corner; nfinpaint.masks.lama_masks: lama-thin / lama-medium / lama-thick = LaMa's "
+             "evaluation masks, strokes or boxes over up to half the picture).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
              "as in nfinpaint.metrics; texture ratio = gradient energy in the hole (pairs of neighbours both in "
              "it) / the original's (1 = as detailed as the original). Mean ± 95% CI over the fills "

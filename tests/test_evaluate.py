@@ -677,6 +677,25 @@ def test_full_size_evaluation_skips_a_picture_too_thin_once_scaled_with_a_warnin
     assert err.startswith("error: ") and "hair.png" in err and "\n" not in err, err
 
 
+
+def test_lamas_masks_through_the_command_down_to_the_thinnest_picture_kept(tmp_path):
+    """--masks lama-*: one table per kind over every picture, each hole covering something and at most half,
+    also on a strip as thin as evaluate keeps (LaMa's box margin must not leave it without a hole)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _noise(data / "good.png", 150, 200)
+    _noise(data / "strip.png", picture_eval.MIN_SIDE * 8, 512)       # 7x64 once scaled
+    _run(["--data", data, "--size", 64, "--methods", "biharmonic", "--masks", "lama-thin,lama-thick", "--repeats", 3,
+          "--out", tmp_path / "o", "--no-progress", "--figures", 0])
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "results.csv").read_text())))
+    assert {(r["family"], r["n"]) for r in rows} == {("lama-thin", "6"), ("lama-thick", "6")}
+    for kind in ("lama-thin", "lama-thick"):
+        for index, picture in enumerate((torch.zeros(3, 48, 64), torch.zeros(3, 7, 64))):
+            for repeat in range(3):
+                area = float(picture_eval.picture_mask(kind, picture, 0, index, repeat).mean())
+                assert 0 < area <= 0.5, (kind, index, repeat, area)
+
+
 def test_a_patch_size_larger_than_a_scaled_picture_skips_it_by_name(tmp_path, capsys):
     # --patch-size raises the shortest side evaluate keeps: the picture is skipped with a warning naming
     # it, as one thinner than MIN_SIDE is, not a run stopped halfway

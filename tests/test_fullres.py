@@ -373,6 +373,76 @@ def test_the_evaluation_takes_the_box_family_and_keeps_the_others_masks():
     assert edge.shape == (1, 96, 128) and bool((edge[0, [0, -1]] > 0.5).any() or (edge[0, :, [0, -1]] > 0.5).any())
 
 
+
+def _all_rectangles(mask: torch.Tensor) -> bool:
+    """Every connected hole of ``mask`` fills its bounding box (a box mask whose boxes do not overlap)."""
+    labels, _ = ndimage.label(mask[0].numpy() > 0.5)
+    return all((labels[box] == index).all() for index, box in enumerate(ndimage.find_objects(labels), start=1))
+
+
+def _median_width(mask: torch.Tensor) -> float:
+    """Twice the median depth of a hole pixel: the typical brush width of a stroke mask."""
+    hole = mask[0].numpy() > 0.5
+    return float(np.median(2 * ndimage.distance_transform_edt(np.pad(hole, 1))[1:-1, 1:-1][hole]))
+
+
+def test_lama_masks_follow_lamas_evaluation_protocol():
+    """At 512x384 (LaMa's pixel sizes): seeded; every mask covers something and at most half the picture;
+    thin masks are strokes of brushes 5-24 px, never boxes; medium and thick masks are boxes about
+    0.3 / 1.3 of the time (less where boxes overlap), and thick brushes reach past 100 px."""
+    seed = int(torch.randint(0, 2**31, ()))
+    drawn = {kind: masks.lama_masks(kind, 60, 384, 512, seed=seed) for kind in masks.LAMA_KINDS}
+    assert torch.equal(drawn["lama-thin"], masks.lama_masks("lama-thin", 60, 384, 512, seed=seed))
+    for kind, batch in drawn.items():
+        area = batch.mean(dim=(1, 2, 3))
+        assert bool((area > 0).all() and (area <= masks.LAMA_MAX_AREA).all()), kind
+        assert set(batch.unique().tolist()) <= {0.0, 1.0}
+    thin = drawn["lama-thin"]
+    assert not any(_all_rectangles(m) for m in thin)
+    assert all(_median_width(m) <= 25 for m in thin)
+    thick = [m for kind in ("lama-medium", "lama-thick") for m in drawn[kind]]
+    # over seeds 0-2 (100 masks each): 0.09-0.21; 120 masks: sd ~0.035
+    assert 0.03 <= np.mean([_all_rectangles(m) for m in thick]) <= 0.4
+    assert max(_thickness(m) for m in drawn["lama-thick"] if not _all_rectangles(m)) > 100
+    # mean coverage: a quarter to a third (LaMa's masks, rejected above half the picture)
+    assert 0.15 < float(torch.cat(list(drawn.values())).mean()) < 0.45
+    with pytest.raises(ValueError, match="lama-thin, lama-medium, lama-thick"):
+        masks.lama_masks("lama-huge", 1, 64, 64)
+
+
+def test_lama_strokes_are_round_brushes_of_their_width():
+    """One painted segment against the area of a round brush dragged along it: length x width plus a disc."""
+    length, width = 150.0, 20.0
+    for angle in torch.rand(4) * math.pi:
+        a = torch.tensor([200.0, 200.0])        # the brush stays inside the 400x400 grid
+        b = a + length * torch.stack([torch.cos(angle), torch.sin(angle)])
+        ys = torch.arange(400, dtype=torch.float32).view(-1, 1) + 0.5
+        xs = torch.arange(400, dtype=torch.float32).view(1, -1) + 0.5
+        hit = masks._segment_hits(ys, xs, a, b, torch.tensor(width / 2))
+        expected = length * width + math.pi * (width / 2) ** 2
+        assert abs(float(hit.sum()) - expected) < 0.02 * expected
+
+
+def test_lama_masks_scale_with_the_picture():
+    """LaMa's sizes are for 512 px: at 1024x768 the brushes are about twice as wide."""
+    seed = int(torch.randint(0, 2**31, ()))
+    small = np.median([_median_width(m) for m in masks.lama_masks("lama-thin", 16, 384, 512, seed=seed)])
+    large = np.median([_median_width(m) for m in masks.lama_masks("lama-thin", 16, 768, 1024, seed=seed)])
+    assert 1.5 < large / small < 2.6, (small, large)
+
+
+def test_the_evaluation_takes_lamas_masks_and_keeps_the_others_seeds():
+    picture = torch.rand(3, 96, 128)
+    assert picture_eval.parse_families("lama-thin,thin") == ["lama-thin", "thin"]
+    for index, kind in enumerate(masks.LAMA_KINDS):
+        family_seed = (3 * 1_000_003 + 2 * 101 + 5 + index) & 0x7FFF_FFFF
+        expected = masks.lama_masks(kind, 1, 96, 128, seed=family_seed)[0]
+        assert torch.equal(picture_eval.picture_mask(kind, picture, 3, 2), expected)
+    # box and edge keep their seeds (indices 3 and 4, as before the LaMa kinds were added)
+    assert torch.equal(picture_eval.picture_mask("box", picture, 3, 2),
+                       masks.box_masks(1, 96, 128, seed=(3 * 1_000_003 + 2 * 101 + 3) & 0x7FFF_FFFF)[0])
+
+
 # ---------------------------------------------------------------- window planning
 
 def _labels(hole: torch.Tensor):
