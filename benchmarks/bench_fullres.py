@@ -24,7 +24,11 @@ peak resident memory of a fresh process filling the large picture;
   the holes' box nearly the whole picture), filled with the network's tiles each shrunk to its own
   scratches' box (``fullres_generator.tile_plan``, the default) and with whole tiles (the plan before
   2026-12-04, defined here as the reference), each in a fresh process: seconds, peak memory, and the
-  largest difference between the two fills (the same computation for every hole pixel: 0 expected).
+  largest difference between the two fills (the same computation for every hole pixel: 0 expected);
+- on a CPU that computes bfloat16 natively (AMX or AVX512-BF16; skipped elsewhere), ``inpaint --half``
+  (the network in bfloat16 autocast) against float32: the 512x384 picture with one ~56 px hole, and the
+  12-megapixel photograph with its large hole and with its scratches, each in a fresh process: seconds,
+  speed-up, peak memory and the largest difference between the two fills, in grey levels.
 
 Nothing is asserted about time.
 """
@@ -45,7 +49,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from skimage.restoration import inpaint_biharmonic  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
-from nfinpaint import fullres_generator, generator_io, generators, masks, neural_fill  # noqa: E402
+from nfinpaint import devices, fullres_generator, generator_io, generators, masks, neural_fill  # noqa: E402
 from nfinpaint.inpaint import inpaint_image  # noqa: E402
 
 SHIPPED = generator_io.open_generator(None)
@@ -141,7 +145,7 @@ image = picture(3024, 4032)
 {setup}
 before = peak_mib()
 start = time.perf_counter()
-filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None)
+filled, _ = inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None, half={half!r})
 seconds = time.perf_counter() - start
 torch.save(filled, {out!r})
 print(json.dumps({{"seconds": seconds, "peak_mib": peak_mib(),
@@ -149,12 +153,13 @@ print(json.dumps({{"seconds": seconds, "peak_mib": peak_mib(),
 """
 
 
-def fill_in_fresh_process(setup: str) -> tuple[dict, torch.Tensor]:
+def fill_in_fresh_process(setup: str, half: bool = False) -> tuple[dict, torch.Tensor]:
     """Fill a 4032x3024 picture with the ``hole`` that ``setup`` (Python lines) makes, in a fresh process
-    (its peak memory is the fill's): its seconds, peak and hole share, and the fill."""
+    (its peak memory is the fill's), the network in bfloat16 with ``half``: its seconds, peak and hole
+    share, and the fill."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "fill.pt")
-        script = FRESH_FILL.format(bench=os.path.dirname(__file__), setup=setup, out=out)
+        script = FRESH_FILL.format(bench=os.path.dirname(__file__), setup=setup, out=out, half=half)
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         return json.loads(result.stdout.strip().splitlines()[-1]), torch.load(out)
 
@@ -205,3 +210,28 @@ def test_scratches_across_a_large_photograph_in_shrunk_tiles_against_whole_tiles
     print_table(f"4032x3024, five scratches 6-12 px wide ({run['hole'] * 100:.1f}% of the picture), CPU, "
                 f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "speed-up"], rows)
     print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")
+
+
+@pytest.mark.skipif(not devices.cpu_has_bf16(), reason="inpaint --half runs on a CPU only where it computes "
+                                                       "bfloat16 natively (AMX or AVX512-BF16); this one does not")
+def test_half_precision_on_a_cpu_with_native_bfloat16():
+    image, hole = picture(384, 512), medium_holes(384, 512, 1)
+    small = [measure(lambda: inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None, half=half),
+                     warmup=1, reps=5) for half in (False, True)]
+    fills = [inpaint_image(image, hole, generator=SHIPPED.generator, log=lambda s: None, half=half)[0]
+             for half in (False, True)]
+    rows = [["512x384, one ~56 px hole", f"{small[0].median_ms / 1000:.3f}", f"{small[1].median_ms / 1000:.3f}",
+             f"{small[0].median_ms / small[1].median_ms:.2f}x", "", f"{float((fills[0] - fills[1]).abs().max()) * 255:.1f}"]]
+    for label, setup in (("4032x3024, one large hole",
+                          "from nfinpaint import masks\n"
+                          "hole = masks.family_masks('large', 1, 3024, 4032, seed=3, scale='picture')[0]"),
+                         ("4032x3024, five scratches 6-12 px wide",
+                          "from bench_fullres import scratches\nhole = scratches(3024, 4032)")):
+        (full, full_fill), (half, half_fill) = (fill_in_fresh_process(setup, half=h) for h in (False, True))
+        rows.append([label, f"{full['seconds']:.1f}", f"{half['seconds']:.1f}", f"{full['seconds'] / half['seconds']:.2f}x",
+                     f"{full['peak_mib']:.0f} / {half['peak_mib']:.0f}",
+                     f"{float((full_fill - half_fill).abs().max()) * 255:.1f}"])
+    print_table(f"inpaint --half (bfloat16) against float32, CPU, {torch.get_num_threads()} threads (seconds; "
+                f"the small picture's are medians of 5)",
+                ["picture", "float32", "bfloat16", "speed-up", "peak MiB (fp32 / bf16)", "largest difference (grey levels)"],
+                rows)

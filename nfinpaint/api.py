@@ -354,9 +354,10 @@ class Inpainter:
             self.device = devices.resolve_device(str(device))      # the command's --device rule
         except UsageError as exc:
             raise InpaintError(str(exc).replace("--device ", "device=")) from None
-        if half and self.device.type != "cuda":
-            raise InpaintError(f"half=True (float16) runs on a CUDA GPU only, and the device is {self.device}; "
-                               f"drop half=True, or use device='cuda'")
+        problem = devices.half_problem(self.device) if half else None
+        if problem:
+            raise InpaintError(f"half=True {problem}; drop half=True"
+                               + (", or use device='cuda'" if torch.cuda.is_available() else ""))
         if not _is_whole_number(seed):
             raise InpaintError(f"seed must be an integer, got {seed!r}")
         self.method, self.seed, self.half = method, int(seed), bool(half)

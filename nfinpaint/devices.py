@@ -18,6 +18,18 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def half_problem(device: str | torch.device) -> str | None:
+    """Why half precision cannot run on ``device`` (a sentence to finish), or None where it can: a CUDA GPU
+    (float16), or a CPU that computes bfloat16 natively (AMX or AVX512-BF16: there oneDNN's bfloat16
+    convolutions run about twice as fast as float32's; elsewhere they are emulated, and slower)."""
+    device = torch.device(device)
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return None
+    return (f"runs on a CUDA GPU (float16) or on a CPU that computes bfloat16 natively (AMX or AVX512-BF16), "
+            f"and the device is {device}" + (", which does not (there it would be slower, not faster)"
+                                             if device.type == "cpu" else ""))
+
+
 def set_cpu_threads(requested: int, device: torch.device) -> tuple[int, str | None]:
     """Set torch's intra-op CPU threads: ``requested``, or with 0 ("auto") one per core that
     is not already busy (the 1-minute load average), at least one.  Returns the count and

@@ -96,6 +96,8 @@ DEFAULT_MAX_SCALE = 4.0
 # The learned fill shows a progress bar when its network computes this many pixels or more (halo included):
 # about 4 s on 2 CPU cores (a 12-megapixel photograph with a ~1,000 px hole computes ~30 million)
 PROGRESS_PIXELS = 4_000_000
+# What a long fill on a CPU with native bfloat16 says about --half (benchmarks/bench_fullres.py measures it)
+HALF_HINT = "--half runs the network in it, about twice as fast on a fill this long (docs/usage.md)"
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
 PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
@@ -296,19 +298,23 @@ def gan_rounds(windows: Sequence[GanWindow]) -> list[list[GanWindow]]:
 
 
 def check_half(half: bool, device: str | torch.device) -> None:
-    """ValueError unless half precision can run on ``device``: a CUDA GPU only (on the CPU float16
-    convolutions are slow and bfloat16 too coarse for a fill whose known pixels are exact)."""
-    if half and torch.device(device).type != "cuda":
-        raise ValueError(f"half precision (--half) runs on a CUDA GPU only, and the device is "
-                         f"{torch.device(device)}; drop --half, or use --device cuda")
+    """ValueError unless half precision can run on ``device`` (:func:`nfinpaint.devices.half_problem`)."""
+    problem = devices.half_problem(device) if half else None
+    if problem:
+        raise ValueError(f"half precision (--half) {problem}; drop --half"
+                         + (", or use --device cuda" if torch.cuda.is_available() else ""))
 
 
 def half_precision(half: bool, device: str | torch.device):
-    """The context the generator runs in: float16 autocast on a CUDA GPU with ``half``, else nothing."""
+    """The context the generator runs in: with ``half``, float16 autocast on a CUDA GPU and bfloat16 autocast
+    on a CPU that computes it natively; else nothing.  Only the network's convolutions change precision:
+    the base fill, the patch blend and the composite stay float32, and the known pixels stay exact."""
     if not half:
         return contextlib.nullcontext()
     check_half(half, device)
-    return torch.autocast("cuda", dtype=torch.float16)
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 def neutral_colours(image: torch.Tensor, hole: torch.Tensor) -> bool:
@@ -442,6 +448,8 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
                 textured = detail and neural_fill.takes_detail(window)
                 shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
+            if step is not None and not half and torch.device(device).type == "cpu" and devices.cpu_has_bf16():
+                shown(f"note: this CPU computes bfloat16 natively: {HALF_HINT}")
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
                                               seed=seed, detail=detail, on_step=step, windows=windows)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
@@ -534,8 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "patchmatch (default 0; the same seed gives the same picture with the same number of CPU "
                         "threads: the network's sums add in an order that follows it, and a level may differ)")
     p.add_argument("--half", action="store_true",
-                   help="run the generator in half precision (float16 autocast): faster and half the memory "
-                        "on a CUDA GPU; GPU only (refused on the CPU)")
+                   help="run the generator's network in half precision: float16 autocast on a CUDA GPU (faster, "
+                        "half the memory), bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16: "
+                        "about twice as fast where the network is most of the time); refused on other CPUs, where "
+                        "it would be slower. Hole PSNR within 0.01 dB of float32's on validation (docs/usage.md)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
                         f"(default {DEFAULT_MAX_SCALE:g})")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import nfinpaint
-from nfinpaint import Inpainter, InpaintError, fill_holes
+from nfinpaint import Inpainter, InpaintError, devices, fill_holes
 from nfinpaint.inpaint import inpaint_image
 
 H, W = 36, 44
@@ -297,11 +297,13 @@ def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expe
     ({"method": "best"}, "method must be"), ({"dilate": -1}, "dilate must be"), ({"dilate": 2.5}, "dilate must be"),
     ({"dilate": "3"}, "dilate must be"), ({"device": "tpu9"}, "not a device"),
     ({"checkpoint": "/no/such/generator.pt"}, "does not exist"),
-    ({"half": True, "device": "cpu"}, r"half=True \(float16\) runs on a CUDA GPU only"),
+    ({"half": True, "device": "cpu"}, r"half=True runs on a CUDA GPU \(float16\) or on a CPU that computes "
+                                      r"bfloat16 natively .* which does not"),
     ({"device": "mps"}, "only cpu and cuda devices"), ({"device": "meta"}, "only cpu and cuda devices"),
     ({"device": None}, "device must be"), ({"checkpoint": 123}, "checkpoint must be a path"),
     ({"seed": "abc"}, "seed must be an integer"), ({"seed": 1.5}, "seed must be an integer")])
-def test_bad_options_are_the_same_error(options, expected):
+def test_bad_options_are_the_same_error(options, expected, monkeypatch):
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)      # half=True refused on any CPU here
     with pytest.raises(InpaintError, match=expected):
         Inpainter(**options)
 
@@ -324,6 +326,31 @@ def test_a_mask_of_another_size_is_resized_when_asked(inpainter):
     out = inpainter(picture, small, resize_mask=True)
     big = np.kron(small, np.ones((2, 2), bool))           # nearest, exactly 2x
     assert np.array_equal(out[~big], picture[~big]) and not np.array_equal(out[big], picture[big])
+
+
+def test_half_precision_on_a_cpu_with_bfloat16_runs_the_network_in_it(monkeypatch):
+    """half=True on a CPU that computes bfloat16 natively (faked: bfloat16 runs on any CPU, emulated where
+    it is not native): the network's convolutions run in bfloat16, the base fill and the composite in
+    float32, so the known pixels stay exact and the holes come out within a few grey levels of float32's
+    (bfloat16 keeps 8 bits; fed those differences, the patch blend may pick another patch here and there)."""
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    rng = np.random.default_rng()
+    y, x = np.mgrid[0:96, 0:128]
+    picture = (np.stack([1.5 * x, 1.5 * y + 30, 100 + 0 * x], axis=-1) + rng.integers(0, 40, (96, 128, 3))).astype(np.uint8)
+    hole = np.zeros((96, 128), bool)
+    hole[30:60, 40:80] = True
+    full = Inpainter(device="cpu")(picture, hole)
+    inpainter = Inpainter(device="cpu", half=True)
+    seen = []
+    first = inpainter(picture, hole)             # loads the generator
+    conv = next(m for m in inpainter.loaded.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    half = inpainter(picture, hole)
+    assert seen and set(seen) == {torch.bfloat16} and np.array_equal(half, first)
+    assert np.array_equal(half[~hole], picture[~hole])
+    diff = np.abs(half.astype(int) - full.astype(int))[hole]
+    assert diff.mean() < 1.0 and diff.max() <= 24, (diff.mean(), diff.max())
+    assert diff.max() > 0          # it did run in another precision
 
 
 @pytest.mark.gpu

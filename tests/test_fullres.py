@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from nfinpaint import evaluate, generators, masks, metrics, neural_fill, patchmatch, picture_eval
+from nfinpaint import devices, evaluate, generators, masks, metrics, neural_fill, patchmatch, picture_eval
 from nfinpaint.config import ConfigError, load_config
 from nfinpaint.fullres_generator import FullResGenerator, tile_plan, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
@@ -525,6 +525,7 @@ def test_planned_steps_are_the_steps_the_fill_reports(monkeypatch):
 
 def test_the_command_shows_progress_on_long_fills_and_keeps_its_lines(monkeypatch, capsys):
     monkeypatch.setattr(inpaint_module, "PROGRESS_PIXELS", 0)        # every fill counts as long
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)      # no --half note (the test below)
     g = _rng()
     generator = _trained_looking(FullResGenerator(32), g)
     image = torch.rand(3, 96, 128, generator=g)
@@ -537,6 +538,21 @@ def test_the_command_shows_progress_on_long_fills_and_keeps_its_lines(monkeypatc
     quiet, _ = inpaint_image(image, hole, generator=generator, log=print)
     assert torch.equal(quiet, filled)
     assert "learned fill:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native, half, noted", [(True, False, True), (True, True, False), (False, False, False)])
+def test_a_long_fill_on_a_cpu_with_native_bfloat16_mentions_half(monkeypatch, capsys, native, half, noted):
+    """Where --half would run the network about twice as fast, a long fill without it says so, once; with
+    it, or on a CPU without native bfloat16 (faked either way), or on a short fill, nothing."""
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
+    generator = _trained_looking(FullResGenerator(32), _rng())
+    image, hole = torch.rand(3, 96, 128), torch.zeros(1, 96, 128)
+    hole[:, 30:60, 40:80] = 1
+    for threshold, long_fill in ((0, True), (10 ** 9, False)):
+        monkeypatch.setattr(inpaint_module, "PROGRESS_PIXELS", threshold)
+        inpaint_image(image, hole, generator=generator, log=print, progress=True, half=half)
+        out = capsys.readouterr().out
+        assert out.count(inpaint_module.HALF_HINT) == (noted and long_fill), out
 
 
 def _fill(generator, image, hole, **options):

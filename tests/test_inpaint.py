@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from _crafted import header_only_png
-from nfinpaint import baselines, generator_io, inpaint
+from nfinpaint import baselines, devices, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
 from nfinpaint.images import ImageWarning, read_image_and_alpha, tensor_to_pil
 from nfinpaint.networks import Generator
@@ -402,8 +402,11 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     # would fail as truncated, after allocating it)
     ("{tmp}/huge.png {mask} -o {tmp}/out.png", "huge.png is 12000x10000 (width x height"),
     ("{img} {tmp}/huge.png -o {tmp}/out.png", "huge.png is 12000x10000 but"),
-    ("{img} {mask} -o {tmp}/out.png --half --device cpu", "half precision (--half) runs on a CUDA GPU only"),
-    ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --half --device cpu", "runs on a CUDA GPU only"),
+    # (on a CPU without native bfloat16: the test fakes one)
+    ("{img} {mask} -o {tmp}/out.png --half --device cpu", "half precision (--half) runs on a CUDA GPU (float16) or on "
+                                                          "a CPU that computes bfloat16 natively"),
+    ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --half --device cpu", "which does not (there it would be "
+                                                                               "slower, not faster)"),
     # -o "" (spelled -o= here: the table is split on spaces): no output named, in either mode
     ("{img} {mask} -o=", "-o is empty: give an output file"),
     ("{img} {mask} --output=", "-o is empty: give an output file"),
@@ -415,6 +418,7 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
 @pytest.mark.parametrize("argv, expected", BAD_INPUTS)
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, checkpoint, capsys, monkeypatch, argv, expected):
     monkeypatch.setattr(generator_io, "shipped_default", lambda: None)   # as if none were installed
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)          # --half refused on any CPU
     names = _bad_inputs(tmp_path, checkpoint)
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")      # an output in the current folder counts as written too
