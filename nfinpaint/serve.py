@@ -519,7 +519,7 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
 
     @app.get("/api/info", summary="The model, the device, the limits and the versions")
     async def api_info():
-        return {"model": _model_info(inpainter), "device": str(inpainter.device),
+        return {"model": _model_info(inpainter), "device": str(inpainter.device), "half": inpainter.half,
                 "method": inpainter.method, "methods": list(choices),
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
                            "queue": queue, "max_dilation": MAX_DILATION},
@@ -566,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="generator file or training run directory "
                                              "(default: the generator shipped in the package)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda or cuda:N")
+    parser.add_argument("--half", action="store_true",
+                        help="run the generator's network in half precision, as inpaint --half does: float16 on a "
+                             "CUDA GPU, bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16); refused "
+                             "elsewhere")
     parser.add_argument("--queue", type=int, default=QUEUE,
                         help=f"fills that may wait behind the running one before 503 (default {QUEUE})")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
@@ -594,10 +598,13 @@ def run(args: argparse.Namespace) -> int:
         # argparse's float() takes nan and inf, which pass a `<= 0` test and then break int()
         if not (math.isfinite(value) and value > 0):
             raise cli.UsageError(f"{option} must be a finite number more than 0, got {value}")
-    devices.resolve_device(args.device)              # --device's own message, as every command says it
+    device = devices.resolve_device(args.device)     # --device's own message, as every command says it
+    problem = devices.half_problem(device) if args.half else None
+    if problem:
+        raise cli.UsageError(f"--half {problem}; drop --half")
     sock = listening_socket(args.host, args.port)   # before the model loads: a taken port fails fast
     try:
-        inpainter = Inpainter(args.checkpoint, device=args.device)
+        inpainter = Inpainter(args.checkpoint, device=args.device, half=args.half)
     except InpaintError as exc:
         sock.close()
         raise cli.UsageError(str(exc)) from None
@@ -608,7 +615,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
     url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
-    print(f"model: {model}\ndevice: {inpainter.device}", flush=True)
+    precision = (" (float16)" if inpainter.device.type == "cuda" else " (bfloat16)") if inpainter.half else ""
+    print(f"model: {model}\ndevice: {inpainter.device}{precision}", flush=True)
     if host in ("0.0.0.0", "::"):
         cli.warn(f"listening on every network address ({args.host}): anyone who can reach this machine can use it")
     print(f"open {url} in a browser (API documentation: {url}docs); Ctrl-C stops", flush=True)

@@ -29,7 +29,7 @@ for _module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle", "
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from nfinpaint import Inpainter  # noqa: E402
+from nfinpaint import Inpainter, devices  # noqa: E402
 from nfinpaint.serve import create_app, main, methods  # noqa: E402
 
 H, W = 40, 56
@@ -95,7 +95,7 @@ def test_info_names_model_device_limits_and_versions(client, inpainter):
     info = client.get("/api/info").json()
     assert info["model"]["file"] == "generator.pt" and info["model"]["preset"] == "fullres"
     assert info["model"]["sha256"] == inpainter.loaded.sha256
-    assert info["device"] == "cpu"
+    assert info["device"] == "cpu" and info["half"] is False
     assert info["versions"]["torch"] == torch.__version__
     assert info["limits"]["max_upload_bytes"] == 50 * 2**20 and info["limits"]["max_pixels"] == 40_000_000
 
@@ -668,3 +668,13 @@ def test_content_length_is_read_as_ascii_digits(declared):
         assert info.value.status == 413
     else:                           # not a length, or a small one: the body is read as it comes
         assert asyncio.run(read_body(Upload(), 1 << 20)) == b"x" * 12
+
+
+def test_half_is_refused_in_one_line_where_the_cpu_has_no_native_bfloat16(capsys, monkeypatch):
+    """--half, as inpaint's: refused before the port is taken or the model loads on a CPU without native
+    bfloat16 (faked here), in the command's words."""
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert main(["--port", "0", "--device", "cpu", "--half"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --half runs on a CUDA GPU (float16) or on a CPU that computes bfloat16 natively")
+    assert "which does not" in err and err.count("\n") == 1, err
