@@ -98,6 +98,7 @@ DEFAULT_MAX_SCALE = 4.0
 PROGRESS_PIXELS = 4_000_000
 # What a long fill on a CPU with native bfloat16 says about --half (benchmarks/bench_fullres.py measures it)
 HALF_HINT = "--half runs the network in it, about twice as fast on a fill this long (docs/usage.md)"
+HALF_HINT_FOLDER = "--half runs the network in it, up to 1.8x as fast a picture (docs/usage.md)"
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
 PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
@@ -764,6 +765,10 @@ def run_folders(args: argparse.Namespace) -> int:
     device = _device(args)
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
+    if (loaded is not None and is_full_resolution(loaded.generator) and args.method in ("auto", "gan", "gan-detail")
+            and not args.half and device.type == "cpu" and devices.cpu_has_bf16()):
+        # a folder's fills add up (each picture's own note is not shown in this mode)
+        print(f"note: this CPU computes bfloat16 natively: {HALF_HINT_FOLDER}")
     skipped = len(pairs) - len(todo)
     bad: list[tuple[Path, str]] = []
     rounded: list[str] = []         # pictures whose depth the PNG output does not hold

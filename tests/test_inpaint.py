@@ -1066,6 +1066,26 @@ def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoin
     assert Image.open(out / "a1.png").size == (40, 30)
 
 
+
+@pytest.mark.parametrize("native, options, noted", [(True, [], True), (True, ["--half"], False), (False, [], False),
+                                                     (True, ["--method", "biharmonic"], False)])
+def test_folder_mode_mentions_half_once_where_it_would_help(tmp_path, fullres_checkpoint, capsys, monkeypatch,
+                                                             native, options, noted):
+    """A folder on a CPU with native bfloat16 (faked either way), filled by the learned model without --half:
+    one note before the pictures; none with --half, on another CPU or with a classical method."""
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
+    rng = np.random.default_rng()
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.png")
+    hole = np.zeros((30, 40), np.uint8)
+    hole[10:20, 5:15] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    assert inpaint.main(["--images", str(images), "--masks", str(tmp_path / "mask.png"), "-o", str(tmp_path / "out"),
+                         "--checkpoint", str(fullres_checkpoint), "--device", "cpu", *options]) == 0
+    assert capsys.readouterr().out.count(inpaint.HALF_HINT_FOLDER) == int(noted)
+
 @pytest.mark.parametrize("flag", [[], ["--skip-existing"], ["--overwrite"]])
 def test_folder_an_output_name_taken_by_a_folder_is_a_bad_pair_not_a_kept_output(tmp_path, checkpoint, capsys,
                                                                                  flag):
