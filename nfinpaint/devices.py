@@ -30,6 +30,18 @@ def half_problem(device: str | torch.device) -> str | None:
                                              if device.type == "cpu" else ""))
 
 
+def half_dtype(device: str | torch.device) -> torch.dtype:
+    """The half precision that runs on ``device`` (where :func:`half_problem` has none): float16 on a CUDA
+    GPU, bfloat16 on a CPU."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def half_would_help(half: bool, device: str | torch.device) -> bool:
+    """Whether a fill without ``half`` on ``device`` is one that ``--half`` would make faster: on a CPU that
+    computes bfloat16 natively (on a GPU the choice is the user's: memory as much as time)."""
+    return not half and torch.device(device).type == "cpu" and cpu_has_bf16()
+
+
 def set_cpu_threads(requested: int, device: torch.device) -> tuple[int, str | None]:
     """Set torch's intra-op CPU threads: ``requested``, or with 0 ("auto") one per core that
     is not already busy (the 1-minute load average), at least one.  Returns the count and

@@ -313,9 +313,7 @@ def half_precision(half: bool, device: str | torch.device):
     if not half:
         return contextlib.nullcontext()
     check_half(half, device)
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=devices.half_dtype(device))
 
 
 def neutral_colours(image: torch.Tensor, hole: torch.Tensor) -> bool:
@@ -449,7 +447,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
                 textured = detail and neural_fill.takes_detail(window)
                 shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
 
-            if step is not None and not half and torch.device(device).type == "cpu" and devices.cpu_has_bf16():
+            if step is not None and devices.half_would_help(half, device):
                 shown(f"note: this CPU computes bfloat16 natively: {HALF_HINT}")
             filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
                                               seed=seed, detail=detail, on_step=step, windows=windows)
@@ -766,7 +764,7 @@ def run_folders(args: argparse.Namespace) -> int:
     loaded = _open_generator(args)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     if (loaded is not None and is_full_resolution(loaded.generator) and args.method in ("auto", "gan", "gan-detail")
-            and not args.half and device.type == "cpu" and devices.cpu_has_bf16()):
+            and devices.half_would_help(args.half, device)):
         # a folder's fills add up (each picture's own note is not shown in this mode)
         print(f"note: this CPU computes bfloat16 natively: {HALF_HINT_FOLDER}")
     skipped = len(pairs) - len(todo)

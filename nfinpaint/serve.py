@@ -615,7 +615,7 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
     url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
-    precision = (" (float16)" if inpainter.device.type == "cuda" else " (bfloat16)") if inpainter.half else ""
+    precision = f" ({str(devices.half_dtype(inpainter.device)).removeprefix('torch.')})" if inpainter.half else ""
     print(f"model: {model}\ndevice: {inpainter.device}{precision}", flush=True)
     if host in ("0.0.0.0", "::"):
         cli.warn(f"listening on every network address ({args.host}): anyone who can reach this machine can use it")

@@ -1067,6 +1067,18 @@ def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoin
 
 
 
+def _two_pictures_and_a_mask(tmp_path, rng):
+    """tmp_path/images/a0.png, a1.png (30x40 noise) and tmp_path/mask.png (one 10x10 hole); the folder."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.png")
+    hole = np.zeros((30, 40), np.uint8)
+    hole[10:20, 5:15] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    return images
+
+
 @pytest.mark.parametrize("native, options, noted", [(True, [], True), (True, ["--half"], False), (False, [], False),
                                                      (True, ["--method", "biharmonic"], False)])
 def test_folder_mode_mentions_half_once_where_it_would_help(tmp_path, fullres_checkpoint, capsys, monkeypatch,
@@ -1074,31 +1086,18 @@ def test_folder_mode_mentions_half_once_where_it_would_help(tmp_path, fullres_ch
     """A folder on a CPU with native bfloat16 (faked either way), filled by the learned model without --half:
     one note before the pictures; none with --half, on another CPU or with a classical method."""
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
-    rng = np.random.default_rng()
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.png")
-    hole = np.zeros((30, 40), np.uint8)
-    hole[10:20, 5:15] = 255
-    Image.fromarray(hole).save(tmp_path / "mask.png")
+    images = _two_pictures_and_a_mask(tmp_path, np.random.default_rng())
     assert inpaint.main(["--images", str(images), "--masks", str(tmp_path / "mask.png"), "-o", str(tmp_path / "out"),
                          "--checkpoint", str(fullres_checkpoint), "--device", "cpu", *options]) == 0
     assert capsys.readouterr().out.count(inpaint.HALF_HINT_FOLDER) == int(noted)
+
 
 @pytest.mark.parametrize("flag", [[], ["--skip-existing"], ["--overwrite"]])
 def test_folder_an_output_name_taken_by_a_folder_is_a_bad_pair_not_a_kept_output(tmp_path, checkpoint, capsys,
                                                                                  flag):
     """-o DIR holding a folder a1.png/: --skip-existing said "kept 1 already there" and exited 0 with
     a1 never filled; without a flag the run refused to start, "-o already holds 1 of the outputs"."""
-    rng = np.random.default_rng(0)
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / f"a{i}.png")
-    hole = np.zeros((30, 40), np.uint8)
-    hole[10:20, 5:15] = 255
-    Image.fromarray(hole).save(tmp_path / "mask.png")
+    images = _two_pictures_and_a_mask(tmp_path, np.random.default_rng(0))
     out = tmp_path / "out"
     (out / "a1.png").mkdir(parents=True)
     capsys.readouterr()
