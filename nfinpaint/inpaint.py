@@ -15,7 +15,7 @@ picture's own resolution (:mod:`nfinpaint.neural_fill`): a window of context
 around each hole (holes close together share one), and for holes thicker than
 128 px (``neural_fill.COARSE_THICKNESS``), the fill of a shrunk copy, upsampled and
 relaxed to meet the known pixels.  The command prints each window, and a progress
-bar when the fill is long.
+bar when the fill is long (``--no-progress``: none, for logs and scripts).
 
 With a fixed-size generator (the ``paper``, ``paper64`` and ``default``
 presets' 24x24 or 64x64 networks) each hole is filled on its own:
@@ -550,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_SCALE:g})")
     p.add_argument("--overwrite", action="store_true",
                    help="allow OUT to be IMAGE or MASK itself; with --images, replace outputs already in -o DIR")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (a long fill's, or the folder's with --images) and no note about --half "
+                        "on a long fill: for logs and scripts, where the bar's redrawn lines pile up")
     return p
 
 
@@ -638,7 +641,7 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
             generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
             method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half,
-            progress=True)
+            progress=not args.no_progress)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)
@@ -771,7 +774,7 @@ def run_folders(args: argparse.Namespace) -> int:
     bad: list[tuple[Path, str]] = []
     rounded: list[str] = []         # pictures whose depth the PNG output does not hold
     filled = 0
-    for item in tqdm(todo, desc="inpaint", unit="picture", file=sys.stderr, dynamic_ncols=True):
+    for item in tqdm(todo, desc="inpaint", unit="picture", file=sys.stderr, dynamic_ncols=True, disable=args.no_progress):
         if item.problem:
             bad.append((item.image, item.problem))
             continue
