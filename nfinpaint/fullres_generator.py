@@ -40,6 +40,10 @@ from nfinpaint.networks import known_stats
 WIDTHS = (32, 64, 96, 128)       # full, 1/2, 1/4, 1/8 resolution
 DILATIONS = (1, 2, 4, 8)         # one residual block (two convs) each, at 1/8 resolution
 STRIDE = 8                       # three stride-2 stages
+# Context the decoder needs around the pixels it is asked for (full-resolution pixels, on the stride
+# grid): its three 3x3 convolutions each read one pixel around their output, at 1/4, 1/2 and 1/1, so
+# 1 pixel at 1/8 (8 here) is the least that gives exact values; 16 leaves room.
+DECODER_MARGIN = 16
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -146,8 +150,9 @@ class FullResGenerator(nn.Module):
         ``tile`` (inference): the correction is computed only around the holes, in tiles that each see
         :attr:`halo` pixels of context around their output and compute at most ``tile + 2 * halo``
         pixels a side (:func:`tile_plan`: ``tile`` x ``tile`` output pixels inside the picture, more where
-        the picture's border cuts the halo, each tile shrunk to the box of its own holes), so the holes
-        get exactly the whole pass's values (to float rounding) in bounded memory; outside those boxes
+        the picture's border cuts the halo, each tile shrunk to the box of its own holes; the decoder runs
+        on that box alone, :meth:`_correction`), so the holes get exactly the whole pass's values (to
+        float rounding) in bounded memory; outside those boxes
         the result is ``filled`` itself (inference composites the known pixels back anyway).
         ``on_tile`` is called after each tile (progress)."""
         h, w = filled.shape[-2], filled.shape[-1]
@@ -162,15 +167,27 @@ class FullResGenerator(nn.Module):
             correction = self._tiled_correction(x, mask, tile, on_tile)[:, :, :h, :w]
         return (filled + spread * correction).clamp(0.0, 1.0)
 
-    def _correction(self, x: Tensor) -> Tensor:
+    def _correction(self, x: Tensor, box: tuple[int, int, int, int] | None = None) -> Tensor:
+        """The network's output for the padded input ``x``; only on ``box`` (top, bottom, left, right on the
+        stride-8 grid of ``x``) when given.  The encoder must see all of ``x`` (the dilated blocks reach
+        ~270 px), but the decoder, over half the network's work per pixel, is local: it runs on the box
+        grown by :data:`DECODER_MARGIN`, which gives the box the whole pass's values.  A hole's box is
+        a ninth of a window grown by the hole's thickness, and a scratch's tile a fraction of its halo."""
         s0 = self.stem(x)
         s1 = self.down1(s0)
         s2 = self.down2(s1)
         y = self.middle(self.down3(s2))
+        if box is not None:
+            top, bottom, left, right = box
+            t, b = max(0, top - DECODER_MARGIN), min(x.shape[-2], bottom + DECODER_MARGIN)
+            l, r = max(0, left - DECODER_MARGIN), min(x.shape[-1], right + DECODER_MARGIN)
+            y, s2, s1, s0 = (f[:, :, t // k:b // k, l // k:r // k]
+                             for f, k in ((y, 8), (s2, 4), (s1, 2), (s0, 1)))
         y = self.up2(torch.cat([_up(y), s2], dim=1))
         y = self.up1(torch.cat([_up(y), s1], dim=1))
         y = self.up0(torch.cat([_up(y), s0], dim=1))
-        return self.to_rgb(y)
+        out = self.to_rgb(y)
+        return out if box is None else out[:, :, top - t:bottom - t, left - l:right - l]
 
     def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int, on_tile: Callable[[], None] | None = None
                           ) -> Tensor:
@@ -183,8 +200,8 @@ class FullResGenerator(nn.Module):
         for box in tile_plan(mask, tile, halo):
             top, bottom, left, right = box
             t, b, l, r = tile_input(box, halo, x.shape[-2], x.shape[-1])
-            part = self._correction(x[:, :, t:b, l:r])
-            out[:, :, top:bottom, left:right] = part[:, :, top - t:bottom - t, left - l:right - l]
+            out[:, :, top:bottom, left:right] = self._correction(x[:, :, t:b, l:r],
+                                                                 (top - t, bottom - t, left - l, right - l))
             if on_tile is not None:
                 on_tile()
         return out

@@ -128,6 +128,26 @@ def test_tiled_refinement_gives_the_holes_the_whole_pass_values(dilations, size,
             generator(image, hole, tile=4)
 
 
+def test_the_decoder_on_a_box_gives_the_whole_pass_values_there():
+    """_correction(x, box): the encoder over all of x, the decoder on the box and its margin only; the
+    box's values are the whole pass's, for boxes anywhere on the stride grid, at the border too."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    for layer in (generator.up2[0], generator.up1[0], generator.up0[0]):      # a decoder that matters
+        with torch.no_grad():
+            layer.weight.normal_(0, 0.1, generator=g)
+    for _ in range(6):
+        h, w = (8 * int(torch.randint(4, 30, (), generator=g)) for _ in range(2))
+        x = torch.randn(1, 4, h, w, generator=g)
+        top, bottom = sorted(8 * int(v) for v in torch.randperm(h // 8 + 1, generator=g)[:2])
+        left, right = sorted(8 * int(v) for v in torch.randperm(w // 8 + 1, generator=g)[:2])
+        with torch.no_grad():
+            whole = generator._correction(x)[:, :, top:bottom, left:right]
+            boxed = generator._correction(x, (top, bottom, left, right))
+        # float32 rounding: convolutions of another size may sum in another order
+        torch.testing.assert_close(boxed, whole, atol=1e-6 * float(whole.abs().max()), rtol=0)
+
+
 def test_the_learned_fill_is_the_same_with_small_tiles(monkeypatch):
     """neural_fill hands its tile size to the generator: a picture filled with tiny tiles is the same."""
     g = _rng()
@@ -139,7 +159,7 @@ def test_the_learned_fill_is_the_same_with_small_tiles(monkeypatch):
     monkeypatch.setattr(neural_fill, "TILE", 8)
     pieces = []
     correction = generator._correction
-    monkeypatch.setattr(generator, "_correction", lambda x: pieces.append(x.shape) or correction(x))
+    monkeypatch.setattr(generator, "_correction", lambda x, box: pieces.append(x.shape) or correction(x, box))
     torch.testing.assert_close(_fill(generator, image, hole, patch_blend=0), filled, atol=1e-5, rtol=0)
     assert len(pieces) > 2, pieces         # several tiles a pass (8 + 2 * 272 px a side), and the mirror's pass
 
@@ -210,7 +230,7 @@ def test_tiles_around_a_scratch_give_its_pixels_the_whole_pass_values():
     hole = ((ys - 10 - slope * xs).abs() <= 3).float()[None, None]       # ~6 px wide, corner to corner
     computed = []
     correction = generator._correction
-    generator._correction = lambda x: computed.append(x.shape[-2] * x.shape[-1]) or correction(x)
+    generator._correction = lambda x, box=None: computed.append(x.shape[-2] * x.shape[-1]) or correction(x, box)
     with torch.no_grad():
         whole = generator(image, hole)
         computed.clear()
@@ -768,7 +788,7 @@ def test_a_coarse_to_fine_fill_is_the_relaxed_fill_of_the_shrunk_copy(scale, ble
     hole[..., 20:80, 30:100] = 1
     seen = []
     correction = generator._correction
-    generator._correction = lambda x: seen.append(tuple(x.shape[-2:])) or correction(x)
+    generator._correction = lambda x, box=None: seen.append(tuple(x.shape[-2:])) or correction(x, box)
     seed = int(torch.randint(0, 1000, (), generator=g))
     filled = neural_fill.fill_window(generator, window, hole, scale=scale, mirror=False, coarse_blend=blend, seed=seed)
     coarse = (math.ceil(96 / scale), math.ceil(120 / scale))
