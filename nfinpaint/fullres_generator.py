@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint.initial_fill import LEVEL_ITERATIONS, multiscale_biharmonic_fill
-from nfinpaint.networks import known_stats
+from nfinpaint.networks import known_channel_stats, known_stats
 
 WIDTHS = (32, 64, 96, 128)       # full, 1/2, 1/4, 1/8 resolution
 DILATIONS = (1, 2, 4, 8)         # one residual block (two convs) each, at 1/8 resolution
@@ -44,6 +44,10 @@ STRIDE = 8                       # three stride-2 stages
 # grid): its three 3x3 convolutions each read one pixel around their output, at 1/4, 1/2 and 1/1, so
 # 1 pixel at 1/8 (8 here) is the least that gives exact values; 16 leaves room.
 DECODER_MARGIN = 16
+# The window's contrast normalisation: "pooled", the mean and deviation of the known pixels over all
+# three channels (what every generator so far trained with); "channel", each channel's own mean and the
+# deviation around it (a flat colour is then a flat zero input, filled exactly, whatever its hue).
+STATS = {"pooled": known_stats, "channel": known_channel_stats}
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -77,7 +81,7 @@ class FullResGenerator(nn.Module):
 
     def __init__(self, image_size: int = 128, *, widths: tuple[int, ...] | list[int] = WIDTHS,
                  dilations: tuple[int, ...] | list[int] = DILATIONS, base_iterations: int = LEVEL_ITERATIONS,
-                 variant: str = "fullres"):
+                 stats: str = "pooled", variant: str = "fullres"):
         super().__init__()
         if variant != self.variant:
             raise ValueError(f"FullResGenerator is variant {self.variant!r}, got {variant!r}")
@@ -89,12 +93,16 @@ class FullResGenerator(nn.Module):
             raise ValueError(f"widths must give 4 numbers (full, 1/2, 1/4, 1/8 resolution), got {widths}")
         if not isinstance(base_iterations, int) or base_iterations < 1:
             raise ValueError(f"base_iterations must be a positive integer, got {base_iterations!r}")
+        if stats not in STATS:
+            raise ValueError(f"stats must be one of {', '.join(STATS)}, got {stats!r}")
         self.config = dict(image_size=image_size, widths=widths, dilations=dilations,
-                           base_iterations=base_iterations, variant=variant)
+                           base_iterations=base_iterations, stats=stats, variant=variant)
         self.image_size = image_size
         # conjugate-gradient steps per pyramid level of the base fill: cheap in training (8); a
         # generator file may ask for more at inference (the shipped one runs 32, chosen on validation)
         self.base_iterations = base_iterations
+        # how the window is normalised (STATS); a file without the key trained, and runs, pooled
+        self.stats = stats
         w0, w1, w2, w3 = widths
         self.stem = nn.Sequential(_conv(4, w0), _act(), _conv(w0, w0), _act())
         self.down1 = nn.Sequential(_conv(w0, w1, stride=2), _act(), _conv(w1, w1), _act())
@@ -158,7 +166,7 @@ class FullResGenerator(nn.Module):
         h, w = filled.shape[-2], filled.shape[-1]
         # contrast normalisation: the network sees the window in units of its own known pixels'
         # spread and its correction is scaled back by it
-        centre, spread = known_stats(filled, mask)
+        centre, spread = STATS[self.stats](filled, mask)
         x = torch.cat([(filled - centre) / spread, mask], dim=1)
         x = F.pad(x, (0, (STRIDE - w % STRIDE) % STRIDE, 0, (STRIDE - h % STRIDE) % STRIDE), mode="replicate")
         if tile is None:

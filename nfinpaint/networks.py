@@ -280,6 +280,17 @@ def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[
     return mean, var.sqrt().clamp_min(floor)
 
 
+def known_channel_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
+    """Each channel's mean of the known pixels, (N,C,1,1), and their deviation from it pooled over the
+    channels (the root of the channels' mean variance), floored at one 8-bit level, (N,1,1,1).  Unlike
+    :func:`known_stats`, a flat colour has the floor for its deviation, whatever its hue."""
+    known = (1 - mask).expand_as(image)
+    count = known.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    mean = (image * known).sum(dim=(2, 3), keepdim=True) / count
+    var = (((image - mean) * known) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    return mean, var.mean(dim=1, keepdim=True).sqrt().clamp_min(floor)
+
+
 def discriminator_halvings(size: int, max_layers: int) -> int:
     """Stride-2 layers a discriminator uses for a ``size`` input: while the map stays >= 2."""
     count = 0

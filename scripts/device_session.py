@@ -50,7 +50,11 @@ go back).
 
 What comes back is judged here as every leg is: on the validation photographs
 through ``python -m nfinpaint.evaluate`` (docs/training.md's rule), never on
-the test or mate photographs, which are not sent.
+the test or mate photographs, which are not sent.  val-leg.md reads the leg's
+file as it trained (the preset's base-fill steps, pooled window statistics);
+the shipped file runs 32 steps and each channel's own statistics, so the two
+readings differ by those settings too: judge the leg after
+``scripts/ship_generator.py RUN --base-iterations 32 --stats channel``.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from nfinpaint import neural_fill
 from nfinpaint.cli import UsageError, check_output_file
 from nfinpaint.config import PRESETS, ConfigError, changed_from_preset, load_config
 from nfinpaint.errors import NfinpaintError
+from nfinpaint.fullres_generator import STATS
 from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
@@ -176,6 +177,11 @@ def ship() -> int:
                         help="full-resolution generators: conjugate-gradient steps per level of the base fill "
                              "at inference (training used the preset's; more is closer to the biharmonic "
                              "solution; choose on the validation split)")
+    parser.add_argument("--stats", choices=sorted(STATS), default=None,
+                        help="full-resolution generators: how the network normalises its window at inference: "
+                             "pooled (one mean and deviation over the three channels, what training used) or "
+                             "channel (each channel's own mean; flat colours exact); choose on the validation "
+                             "split")
     args = parser.parse_args()
     check_output_file(args.out, "--out", example="default_generator.pt")       # before any work
     if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_BASE_ITERATIONS:
@@ -198,6 +204,11 @@ def ship() -> int:
         # a shipped file shipped again keeps the count its run trained with, not the one it shipped with
         meta.setdefault("trained_base_iterations", generator.config["base_iterations"])
         generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
+    if args.stats is not None:
+        if "base_iterations" not in generator.config:
+            raise ShipError(f"{source} is not a full-resolution generator: it has no window normalisation to change")
+        meta.setdefault("trained_stats", generator.config.get("stats", "pooled"))
+        generator.config["stats"] = generator.stats = args.stats
     if not meta.get("complete", False):
         raise ShipError(f"{source} is from an interrupted run; ship a finished one")
     untrained = meta.get("feature_pretrained") is False
@@ -212,6 +223,8 @@ def ship() -> int:
         "precision": "float16 weights, run in float32",
         "base_iterations": generator.config.get("base_iterations"),
         "trained_base_iterations": meta.get("trained_base_iterations", generator.config.get("base_iterations")),
+        "stats": generator.config.get("stats"),
+        "trained_stats": meta.get("trained_stats", generator.config.get("stats")),
         # the evaluations ran through inpaint's fill: say which, so the numbers can be reproduced
         "inference": ("full resolution, each pass the mean of the fill and of its mirror image's"
                       if neural_fill.MIRROR else "full resolution, one pass per window")

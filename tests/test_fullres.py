@@ -239,6 +239,56 @@ def test_tiles_around_a_scratch_give_its_pixels_the_whole_pass_values():
     assert len(computed) > 1
 
 
+def test_channel_statistics_are_each_channel_s_mean_and_the_pooled_deviation_around_them():
+    from nfinpaint.networks import known_channel_stats
+
+    g = _rng()
+    image = torch.rand(3, 3, 20, 30, generator=g) * torch.rand(3, 3, 1, 1, generator=g)
+    mask = (torch.rand(3, 1, 20, 30, generator=g) < 0.4).float()
+    centre, spread = known_channel_stats(image, mask)
+    for n in range(3):
+        known = image[n][:, mask[n, 0] < 0.5].double()                     # (3, K)
+        expected = known.mean(dim=1)
+        torch.testing.assert_close(centre[n, :, 0, 0].double(), expected, rtol=1e-5, atol=1e-6)
+        deviation = ((known - expected[:, None]) ** 2).mean().sqrt().clamp_min(1 / 255)
+        torch.testing.assert_close(spread[n, 0, 0, 0].double(), deviation, rtol=1e-5, atol=1e-6)
+
+
+def test_with_channel_statistics_a_flat_colour_of_any_hue_is_filled_as_it_is():
+    """With pooled statistics a saturated flat colour's deviation is the spread between its channels,
+    and the network's correction is scaled up by it; with each channel's own, it is one 8-bit level."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    colour = torch.rand(3, 1, 1, generator=g)
+    colour[int(torch.randint(0, 3, (), generator=g))] = 0.9                # saturated: channels far apart
+    colour[int(torch.randint(0, 3, (), generator=g))] = 0.05
+    image = colour.expand(3, 64, 80)[None].clone()
+    hole = torch.zeros(1, 1, 64, 80)
+    hole[..., 16:48, 20:60] = 1
+    with torch.no_grad():
+        zero_input = torch.cat([torch.zeros(1, 3, 64, 80), hole], dim=1)
+        bound = float(generator._correction(zero_input).abs().max()) / 255 + 1e-5
+        errors = {}
+        for stats in ("pooled", "channel"):
+            generator.stats = stats
+            errors[stats] = float((generator(image, hole) - image).abs().max())
+    assert errors["channel"] <= bound, (errors, bound)
+    assert errors["pooled"] > 5 * bound, (errors, bound)
+
+
+def test_the_statistics_setting_round_trips_and_old_files_stay_pooled(tmp_path):
+    generator = FullResGenerator(32, widths=(8, 8, 8, 8), stats="channel")
+    loaded, _ = load_generator(save_generator(tmp_path / "g.pt", generator,
+                                              dict(preset="test", image_size=32, hole_size=12, feature_weights="random",
+                                                   feature_pretrained=False)))
+    assert loaded.stats == "channel"
+    config = dict(generator.config)
+    del config["stats"]                                   # a file written before the setting existed
+    assert generators.generator_from_config(config).stats == "pooled"
+    with pytest.raises(ValueError, match="stats must be one of"):
+        FullResGenerator(32, stats="per-pixel")
+
+
 def test_fullres_generator_refuses_bad_sizes():
     with pytest.raises(ValueError, match="multiple of 8"):
         FullResGenerator(100)

@@ -61,6 +61,24 @@ def test_the_shipped_generator_fills_unseen_pictures_better_than_the_mean_colour
         assert sum(g > 0 for g in gains) >= wins * len(gains), (family, seed, gains)
 
 
+def test_the_shipped_generator_gives_a_flat_colour_of_any_hue_back_as_it_was():
+    """Its window statistics are each channel's own (stats = "channel"): with pooled ones a flat dark
+    green came back up to 13 levels off (docs/model.md)."""
+    from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415
+
+    _, loaded = _shipped()
+    assert loaded.generator.stats == "channel"
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    for _ in range(3):
+        colour = torch.randint(0, 256, (3, 1, 1), generator=g).float() / 255
+        colour[int(torch.randint(0, 3, (), generator=g))] = 0.1                 # saturated
+        picture = colour.expand(3, 120, 160).clone()
+        hole = torch.zeros(1, 120, 160)
+        hole[:, 30:90, 40:130] = 1
+        filled, _ = inpaint_image(picture, hole, generator=loaded.generator, log=lambda line: None)
+        assert float((filled - picture).abs().max()) * 255 < 0.5, colour.flatten().tolist()
+
+
 def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_with(tmp_path):
     """scripts/ship_generator.py with --base-iterations on a run, then on its own output (how a new
     inference setting of the shipped file is tried): the meta keeps the run's training count."""
@@ -84,6 +102,30 @@ def test_shipping_a_shipped_file_again_keeps_the_base_fill_count_it_was_trained_
     assert shipped.base_iterations == 40 and shipped.config["base_iterations"] == 40
     assert meta["trained_base_iterations"] == trained
     assert meta["shipped"]["trained_base_iterations"] == trained and meta["shipped"]["base_iterations"] == 40
+
+
+def test_shipping_with_channel_statistics_records_what_training_used(tmp_path):
+    """--stats channel: the file runs with each channel's own statistics, and its meta (shipped again
+    too) says the run trained with pooled ones."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from nfinpaint.fullres_generator import FullResGenerator  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 3, "complete": True}
+    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    for source, out, extra in ((tmp_path / "run.pt", first, ["--stats", "channel"]), (first, second, [])):
+        subprocess.run([sys.executable, str(script), str(source), "--out", str(out), *extra],
+                       check=True, capture_output=True, text=True)
+    for path in (first, second):
+        shipped, meta = load_generator(path)
+        assert shipped.stats == shipped.config["stats"] == "channel"
+        assert meta["trained_stats"] == meta["shipped"]["trained_stats"] == "pooled"
+        assert meta["shipped"]["stats"] == "channel"
 
 
 @pytest.mark.parametrize("data, said", [
