@@ -50,6 +50,7 @@ import tomli_w
 
 from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
+from nfinpaint.fullres_generator import STATS
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
 
@@ -98,6 +99,9 @@ class TrainConfig:
     val_data: str = ""              # folder of validation images ("" = hold out part of the training data)
     # -- model ----------------------------------------------------------------
     generator: str = "residual_unet"  # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
+    # fullres generator: how each window is normalised, pooled (one mean and deviation over the three
+    # channels: what the shipped weights trained with) | channel (each channel's own: what they run with)
+    window_stats: str = "pooled"
     # a new run's generator (and weight average) starts from this generator file's weights: a run's
     # generator.pt, an exported file, or "shipped" (the package's default); "" = the seeded init
     init_generator: str = ""
@@ -173,6 +177,9 @@ class TrainConfig:
         need(self.max_crop_scale >= 1.0, f"max_crop_scale must be >= 1, got {self.max_crop_scale}")
         need(self.generator in GENERATORS,
              f"generator must be one of {tuple(GENERATORS)}, got {self.generator!r}")
+        need(self.window_stats in STATS, f"window_stats must be one of {tuple(STATS)}, got {self.window_stats!r}")
+        need(self.window_stats == "pooled" or GENERATORS[self.generator].full_resolution,
+             f"window_stats applies to a full-resolution generator (fullres), not generator={self.generator!r}")
         need(not self.val_data or bool(self.data), "val_data (a validation folder) needs data (a training folder)")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")

@@ -55,9 +55,10 @@ def spec(name: str) -> GeneratorSpec:
     return GENERATORS[name]
 
 
-def build_generator(name: str, image_size: int) -> nn.Module:
-    """A new (untrained) generator ``name`` for ``image_size`` training crops."""
-    return spec(name).build(image_size)
+def build_generator(name: str, image_size: int, **config) -> nn.Module:
+    """A new (untrained) generator ``name`` for ``image_size`` training crops; ``config``: settings of
+    its own (a full-resolution generator's ``stats``)."""
+    return spec(name).build(image_size, **config)
 
 
 def generator_from_config(config: dict) -> nn.Module:

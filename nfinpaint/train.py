@@ -36,7 +36,7 @@ from nfinpaint.config import PRESETS, ConfigError, TrainConfig, to_toml
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import build_datasets, describe
 from nfinpaint.devices import autocast_dtype, compiles
-from nfinpaint.generators import build_generator
+from nfinpaint.generators import build_generator, spec
 from nfinpaint.masks import blank_holes
 from nfinpaint.metrics import batch_psnr
 from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
@@ -62,7 +62,8 @@ def build_data(config: TrainConfig):
 def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscriminator, LocalDiscriminator]:
     """The generator and the two discriminators, initialised from the seed (the same on every rank)."""
     torch.manual_seed(config.seed)
-    return (build_generator(config.generator, config.image_size), GlobalDiscriminator(config.image_size),
+    own = {"stats": config.window_stats} if spec(config.generator).full_resolution else {}
+    return (build_generator(config.generator, config.image_size, **own), GlobalDiscriminator(config.image_size),
             LocalDiscriminator(config.local_patch_size))
 
 

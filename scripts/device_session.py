@@ -54,7 +54,8 @@ the test or mate photographs, which are not sent.  val-leg.md reads the leg's
 file as it trained (the preset's base-fill steps, pooled window statistics);
 the shipped file runs 32 steps and each channel's own statistics, so the two
 readings differ by those settings too: judge the leg after
-``scripts/ship_generator.py RUN --base-iterations 32 --stats channel``.
+``scripts/ship_generator.py RUN --base-iterations 32 --stats channel`` (or train
+it with ``--set window_stats=channel``, as the file runs).
 """
 from __future__ import annotations
 

@@ -92,6 +92,17 @@ def test_the_ssim_term_trains_and_is_recorded(tmp_path):
     assert load_generator(run)[1]["loss_weights"]["ssim"] == 2.5
 
 
+def test_a_fullres_run_trains_with_the_window_statistics_it_is_given(tmp_path):
+    """window_stats = "channel": the run's generator normalises windows as the shipped file runs (a leg
+    from it can train as it is used), and its exported file says so; other generators refuse it."""
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "3", "--out", str(run), "--set", "generator=fullres",
+                        "--set", "train_masks=mixed", "--set", "window_stats=channel"]) == 0
+    generator, _ = load_generator(run)
+    assert generator.stats == generator.config["stats"] == "channel"
+    assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "other"), "--set", "window_stats=channel"]) == 2
+
+
 def test_the_texture_term_trains_and_is_recorded(tmp_path):
     run = tmp_path / "run"
     assert main(TINY + ["--steps", "4", "--out", str(run), "--set", "texture_weight=0.3",
