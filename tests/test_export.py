@@ -111,12 +111,12 @@ def test_graph_base_fill_is_the_recursive_one_on_a_band_across_an_elongated_pict
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("base_iterations", [8, 32])
-def test_graph_whole_fill_is_the_generator_s_own(base_iterations, graph_operators):
-    """The graph runs the generator's base fill with the generator's own step count (the shipped
-    generator runs more steps than it trained with)."""
+@pytest.mark.parametrize("base_iterations, stats", [(8, "pooled"), (32, "pooled"), (32, "channel")])
+def test_graph_whole_fill_is_the_generator_s_own(base_iterations, stats, graph_operators):
+    """The graph runs the generator's base fill with the generator's own step count and window
+    statistics (the shipped generator runs more steps than it trained with, and each channel's own)."""
     torch.manual_seed(int(torch.randint(0, 2**31, ())))
-    generator = FullResGenerator(32, base_iterations=base_iterations).eval()
+    generator = FullResGenerator(32, base_iterations=base_iterations, stats=stats).eval()
     with torch.no_grad():
         generator.to_rgb.weight.normal_(0, 0.05)
     (image, mask), = _inputs([(40, 56)], seed=base_iterations)
