@@ -270,13 +270,18 @@ def _registered_generator_class(name: str) -> type[Generator]:
     return cls
 
 
+def _known_moments(image: Tensor, mask: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Mean and variance of the known pixels of ``image`` over ``dims`` (kept as size 1)."""
+    known = (1 - mask).expand_as(image)
+    count = known.sum(dim=dims, keepdim=True).clamp_min(1)
+    mean = (image * known).sum(dim=dims, keepdim=True) / count
+    return mean, (((image - mean) * known) ** 2).sum(dim=dims, keepdim=True) / count
+
+
 def known_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -> tuple[Tensor, Tensor]:
     """Per-image mean and standard deviation (over channels and pixels) of the known pixels,
     the deviation floored at one 8-bit level; shapes (N,1,1,1)."""
-    known = (1 - mask).expand_as(image)
-    count = known.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
-    mean = (image * known).sum(dim=(1, 2, 3), keepdim=True) / count
-    var = (((image - mean) * known) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count
+    mean, var = _known_moments(image, mask, (1, 2, 3))
     return mean, var.sqrt().clamp_min(floor)
 
 
@@ -284,10 +289,7 @@ def known_channel_stats(image: Tensor, mask: Tensor, floor: float = 1.0 / 255) -
     """Each channel's mean of the known pixels, (N,C,1,1), and their deviation from it pooled over the
     channels (the root of the channels' mean variance), floored at one 8-bit level, (N,1,1,1).  Unlike
     :func:`known_stats`, a flat colour has the floor for its deviation, whatever its hue."""
-    known = (1 - mask).expand_as(image)
-    count = known.sum(dim=(2, 3), keepdim=True).clamp_min(1)
-    mean = (image * known).sum(dim=(2, 3), keepdim=True) / count
-    var = (((image - mean) * known) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    mean, var = _known_moments(image, mask, (2, 3))
     return mean, var.mean(dim=1, keepdim=True).sqrt().clamp_min(floor)
 
 

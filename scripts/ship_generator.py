@@ -26,6 +26,7 @@ from nfinpaint.config import PRESETS, ConfigError, changed_from_preset, load_con
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
 from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
+from nfinpaint.generators import is_full_resolution
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
@@ -198,16 +199,17 @@ def ship() -> int:
         raise ShipError(f"--out {args.out} is the generator being shipped: it would replace the run's float32 "
                         f"weights with half precision; write it elsewhere")
     generator, meta = load_generator(source)
+    asked = [name for name, value in (("--base-iterations", args.base_iterations), ("--stats", args.stats))
+             if value is not None]
+    if asked and not is_full_resolution(generator):
+        raise ShipError(f"{source} is not a full-resolution generator: {' and '.join(asked)} set the base fill "
+                        f"and window statistics only those have; ship it without them")
     if args.base_iterations is not None:
-        if "base_iterations" not in generator.config:
-            raise ShipError(f"{source} is not a full-resolution generator: it has no base fill to change")
         # a shipped file shipped again keeps the count its run trained with, not the one it shipped with
         meta.setdefault("trained_base_iterations", generator.config["base_iterations"])
         generator.config["base_iterations"] = generator.base_iterations = args.base_iterations
     if args.stats is not None:
-        if "base_iterations" not in generator.config:
-            raise ShipError(f"{source} is not a full-resolution generator: it has no window normalisation to change")
-        meta.setdefault("trained_stats", generator.config.get("stats", "pooled"))
+        meta.setdefault("trained_stats", generator.config["stats"])
         generator.config["stats"] = generator.stats = args.stats
     if not meta.get("complete", False):
         raise ShipError(f"{source} is from an interrupted run; ship a finished one")

@@ -611,15 +611,13 @@ def test_the_command_shows_progress_on_long_fills_and_keeps_its_lines(monkeypatc
 
 
 @pytest.mark.parametrize("folder", [False, True])
-def test_the_command_draws_no_bar_with_no_progress_and_fills_the_same(tmp_path, monkeypatch, capsys, folder):
+def test_the_command_draws_no_bar_with_no_progress_and_fills_the_same(tmp_path, monkeypatch, capsys, folder,
+                                                                     fullres_checkpoint):
     """--no-progress (logs, scripts): no bar on stderr, for one picture or a folder, and the same pixels."""
     from PIL import Image
 
     monkeypatch.setattr(inpaint_module, "PROGRESS_PIXELS", 0)        # every fill counts as long
     g = _rng()
-    checkpoint = save_generator(tmp_path / "g.pt", _trained_looking(FullResGenerator(32), g),
-                                dict(preset="test", image_size=32, hole_size=12, feature_weights="random",
-                                     feature_pretrained=False))
     pictures, holes = tmp_path / "pictures", tmp_path / "holes"
     pictures.mkdir(), holes.mkdir()
     Image.fromarray((torch.rand(96, 128, 3, generator=g) * 255).byte().numpy()).save(pictures / "p.png")
@@ -631,7 +629,7 @@ def test_the_command_draws_no_bar_with_no_progress_and_fills_the_same(tmp_path, 
         out = tmp_path / f"out{quiet}"
         where = ["--images", str(pictures), "--masks", str(holes), "-o", str(out)] if folder else \
             [str(pictures / "p.png"), str(holes / "p.png"), "-o", str(out / "p.png")]
-        assert inpaint_module.main([*where, "--checkpoint", str(checkpoint)] + ["--no-progress"] * quiet) == 0
+        assert inpaint_module.main([*where, "--checkpoint", str(fullres_checkpoint)] + ["--no-progress"] * quiet) == 0
         err = capsys.readouterr().err
         bar = "inpaint:" if folder else "learned fill:"
         assert (bar in err) != quiet, err
