@@ -51,6 +51,7 @@ import tomli_w
 from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
+from nfinpaint.initial_fill import LEVEL_ITERATIONS
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
 
@@ -102,6 +103,9 @@ class TrainConfig:
     # fullres generator: how each window is normalised, pooled (one mean and deviation over the three
     # channels: what the shipped weights trained with) | channel (each channel's own: what they run with)
     window_stats: str = "pooled"
+    # fullres generator: conjugate-gradient steps a pyramid level of the base fill the network corrects;
+    # cheap in training (8); the shipped file runs 32 (chosen on validation), which a leg can train with
+    base_iterations: int = LEVEL_ITERATIONS
     # a new run's generator (and weight average) starts from this generator file's weights: a run's
     # generator.pt, an exported file, or "shipped" (the package's default); "" = the seeded init
     init_generator: str = ""
@@ -180,6 +184,10 @@ class TrainConfig:
         need(self.window_stats in STATS, f"window_stats must be one of {tuple(STATS)}, got {self.window_stats!r}")
         need(self.window_stats == "pooled" or GENERATORS[self.generator].full_resolution,
              f"window_stats applies to a full-resolution generator (fullres), not generator={self.generator!r}")
+        need(isinstance(self.base_iterations, int) and 1 <= self.base_iterations <= 1024,
+             f"base_iterations must be an integer from 1 to 1024, got {self.base_iterations!r}")
+        need(self.base_iterations == LEVEL_ITERATIONS or GENERATORS[self.generator].full_resolution,
+             f"base_iterations applies to a full-resolution generator (fullres), not generator={self.generator!r}")
         need(not self.val_data or bool(self.data), "val_data (a validation folder) needs data (a training folder)")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")

@@ -62,7 +62,8 @@ def build_data(config: TrainConfig):
 def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscriminator, LocalDiscriminator]:
     """The generator and the two discriminators, initialised from the seed (the same on every rank)."""
     torch.manual_seed(config.seed)
-    own = {"stats": config.window_stats} if spec(config.generator).full_resolution else {}
+    own = ({"stats": config.window_stats, "base_iterations": config.base_iterations}
+           if spec(config.generator).full_resolution else {})
     return (build_generator(config.generator, config.image_size, **own), GlobalDiscriminator(config.image_size),
             LocalDiscriminator(config.local_patch_size))
 

@@ -92,15 +92,22 @@ def test_the_ssim_term_trains_and_is_recorded(tmp_path):
     assert load_generator(run)[1]["loss_weights"]["ssim"] == 2.5
 
 
-def test_a_fullres_run_trains_with_the_window_statistics_it_is_given(tmp_path):
-    """window_stats = "channel": the run's generator normalises windows as the shipped file runs (a leg
-    from it can train as it is used), and its exported file says so; other generators refuse it."""
+def test_a_fullres_run_trains_with_the_window_statistics_and_base_fill_it_is_given(tmp_path):
+    """window_stats = "channel" and base_iterations = 32: the run's generator normalises windows and fills
+    its base as the shipped file runs (a leg from it can train as it is used), and its exported file says
+    so; other generators refuse both."""
     run = tmp_path / "run"
     assert main(TINY + ["--steps", "3", "--out", str(run), "--set", "generator=fullres",
-                        "--set", "train_masks=mixed", "--set", "window_stats=channel"]) == 0
+                        "--set", "train_masks=mixed", "--set", "window_stats=channel",
+                        "--set", "base_iterations=32"]) == 0
     generator, _ = load_generator(run)
     assert generator.stats == generator.config["stats"] == "channel"
-    assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "other"), "--set", "window_stats=channel"]) == 2
+    assert generator.base_iterations == generator.config["base_iterations"] == 32
+    for setting in ("window_stats=channel", "base_iterations=32"):
+        assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "other"), "--set", setting]) == 2
+    assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "other"), "--set", "generator=fullres",
+                        "--set", "base_iterations=0"]) == 2
+    assert not (tmp_path / "other").exists()
 
 
 def test_the_texture_term_trains_and_is_recorded(tmp_path):
