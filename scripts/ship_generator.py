@@ -180,9 +180,9 @@ def ship() -> int:
                              "solution; choose on the validation split)")
     parser.add_argument("--stats", choices=sorted(STATS), default=None,
                         help="full-resolution generators: how the network normalises its window at inference: "
-                             "pooled (one mean and deviation over the three channels, what training used) or "
-                             "channel (each channel's own mean; flat colours exact); choose on the validation "
-                             "split")
+                             "pooled (one mean and deviation over the three channels; how a run trains unless "
+                             "given --set window_stats=channel) or channel (each channel's own mean; flat colours "
+                             "exact); choose on the validation split")
     args = parser.parse_args()
     check_output_file(args.out, "--out", example="default_generator.pt")       # before any work
     if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_BASE_ITERATIONS:
