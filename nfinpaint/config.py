@@ -51,8 +51,8 @@ import tomli_w
 from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
-from nfinpaint.initial_fill import LEVEL_ITERATIONS
 from nfinpaint.generators import GENERATORS, spec
+from nfinpaint.initial_fill import LEVEL_ITERATIONS
 from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
 
 FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
@@ -101,7 +101,8 @@ class TrainConfig:
     # -- model ----------------------------------------------------------------
     generator: str = "residual_unet"  # a name in nfinpaint.generators.GENERATORS: paper (Tables 1-2) | residual | residual_unet | fullres
     # fullres generator: how each window is normalised, pooled (one mean and deviation over the three
-    # channels: what the shipped weights trained with) | channel (each channel's own: what they run with)
+    # channels; what a generator file without the setting means) | channel (each channel's own: what the
+    # shipped file runs, and its last leg trained, with)
     window_stats: str = "pooled"
     # fullres generator: conjugate-gradient steps a pyramid level of the base fill the network corrects;
     # cheap in training (8); the shipped file runs 32 (chosen on validation), which a leg can train with
