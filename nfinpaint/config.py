@@ -52,7 +52,7 @@ from nfinpaint.data import DataSplit
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
 from nfinpaint.generators import GENERATORS, spec
-from nfinpaint.initial_fill import LEVEL_ITERATIONS
+from nfinpaint.initial_fill import LEVEL_ITERATIONS, MAX_LEVEL_ITERATIONS
 from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
 
 FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
@@ -183,12 +183,14 @@ class TrainConfig:
         need(self.generator in GENERATORS,
              f"generator must be one of {tuple(GENERATORS)}, got {self.generator!r}")
         need(self.window_stats in STATS, f"window_stats must be one of {tuple(STATS)}, got {self.window_stats!r}")
-        need(self.window_stats == "pooled" or GENERATORS[self.generator].full_resolution,
-             f"window_stats applies to a full-resolution generator (fullres), not generator={self.generator!r}")
-        need(isinstance(self.base_iterations, int) and 1 <= self.base_iterations <= 1024,
-             f"base_iterations must be an integer from 1 to 1024, got {self.base_iterations!r}")
-        need(self.base_iterations == LEVEL_ITERATIONS or GENERATORS[self.generator].full_resolution,
-             f"base_iterations applies to a full-resolution generator (fullres), not generator={self.generator!r}")
+        need(isinstance(self.base_iterations, int) and 1 <= self.base_iterations <= MAX_LEVEL_ITERATIONS,
+             f"base_iterations must be an integer from 1 to {MAX_LEVEL_ITERATIONS}, got {self.base_iterations!r}")
+        # settings only a full-resolution generator has, given away from their defaults
+        own = [key for key, default in (("window_stats", "pooled"), ("base_iterations", LEVEL_ITERATIONS))
+               if getattr(self, key) != default]
+        need(not own or GENERATORS[self.generator].full_resolution,
+             f"only a full-resolution generator (fullres) has {' and '.join(own)}; generator="
+             f"{self.generator!r} does not: leave {'them' if len(own) > 1 else 'it'} out")
         need(not self.val_data or bool(self.data), "val_data (a validation folder) needs data (a training folder)")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")

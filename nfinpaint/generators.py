@@ -57,7 +57,7 @@ def spec(name: str) -> GeneratorSpec:
 
 def build_generator(name: str, image_size: int, **config) -> nn.Module:
     """A new (untrained) generator ``name`` for ``image_size`` training crops; ``config``: settings of
-    its own (a full-resolution generator's ``stats``)."""
+    its own (a full-resolution generator's ``stats`` and ``base_iterations``)."""
     return spec(name).build(image_size, **config)
 
 

@@ -262,6 +262,9 @@ _register_fake()
 # photographs (docs/model.md), at a cost that follows the window, which is what the generator needs.
 COARSEST_ITERATIONS = 32
 LEVEL_ITERATIONS = 8
+# The most steps a level a generator may be set to run (training or shipping): 32 ship; far more only
+# costs time (0 or fewer wrote a file that does not load, 1e11 one whose fills never end)
+MAX_LEVEL_ITERATIONS = 1000
 MULTISCALE_MIN_SIDE = 8
 
 

@@ -55,7 +55,7 @@ file as it trained (the preset's base-fill steps, pooled window statistics);
 the shipped file runs 32 steps and each channel's own statistics, so the two
 readings differ by those settings too: judge the leg after
 ``scripts/ship_generator.py RUN --base-iterations 32 --stats channel`` (or train
-it with ``--set window_stats=channel``, as the file runs).
+it with ``--set window_stats=channel --set base_iterations=32``, as the file runs).
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
 from nfinpaint.generator_io import load_generator, resolve_generator_path, save_generator
 from nfinpaint.generators import is_full_resolution
+from nfinpaint.initial_fill import MAX_LEVEL_ITERATIONS
 
 COLUMNS = ("n", "psnr_hole_mean", "psnr_hole_ci95", "ssim_hole_mean", "ssim_hole_ci95", "psnr_full_mean",
            "ssim_full_mean")
@@ -101,7 +102,6 @@ class ShipError(Exception):
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHIPPED = REPOSITORY / "nfinpaint" / "weights" / "default_generator.pt"
-MAX_BASE_ITERATIONS = 1000       # conjugate-gradient steps a level: 32 ship; far more only costs time
 
 
 def repository_relative(data: str | None) -> str | None:
@@ -185,9 +185,8 @@ def ship() -> int:
                              "exact); choose on the validation split")
     args = parser.parse_args()
     check_output_file(args.out, "--out", example="default_generator.pt")       # before any work
-    if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_BASE_ITERATIONS:
-        # 0 or fewer wrote a file that does not load; 1e11 one whose fills never end
-        raise ShipError(f"--base-iterations must be from 1 to {MAX_BASE_ITERATIONS}, got {args.base_iterations}")
+    if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_LEVEL_ITERATIONS:
+        raise ShipError(f"--base-iterations must be from 1 to {MAX_LEVEL_ITERATIONS}, got {args.base_iterations}")
     evaluations = {}
     for item in args.eval:      # every --eval folder read (and refused when malformed) before the generator
         name, _, folder = item.partition("=")
