@@ -185,6 +185,10 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
     return generator, meta
 
 
+# What a file made from a generator file records of it beyond the file itself (TrainedGenerator.record)
+HISTORY = ("preset", "data", "settings_changed_from_preset", "initialised_from", "fine_tuned_from", "averaged_from")
+
+
 @dataclass
 class TrainedGenerator:
     """A loaded generator with its meta, where it came from, and the file's SHA-256."""
@@ -204,6 +208,16 @@ class TrainedGenerator:
         if self.meta.get("hole_size") is None:
             return default_hole_size(self.image_size)
         return _meta_int(self.meta, "hole_size", self.path, self.image_size)
+
+    def record(self) -> dict:
+        """What a file made from this one records of it (a run's ``initialised_from``, a weight average's
+        ``averaged_from``): the file, its SHA-256, its description and step, and how it was trained (its
+        preset, data, settings changed from the preset and its own origin), so a chain of files stays in
+        the last one's meta when the files before it are gone."""
+        record = {"file": str(resolve_generator_path(self.path).resolve()), "sha256": self.sha256,
+                  "description": self.meta.get("description", ""), "step": self.meta.get("step")}
+        record.update({key: self.meta[key] for key in HISTORY if key in self.meta})
+        return record
 
     def describe(self) -> str:
         """One line: where it is, what it is."""

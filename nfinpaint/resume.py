@@ -27,7 +27,7 @@ from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoin
 from nfinpaint.cli import warn
 from nfinpaint.config import (FOLDER_KEYS, PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig,
                               absolute_folder, changed_settings, read_toml)
-from nfinpaint.generator_io import GENERATOR_FILENAME, GeneratorFileError, open_generator, resolve_generator_path
+from nfinpaint.generator_io import GENERATOR_FILENAME, GeneratorFileError, open_generator
 from nfinpaint.run_dir import METRICS_FILE
 
 
@@ -153,10 +153,6 @@ def fine_tune_origin(point: ResumePoint, config: TrainConfig) -> dict:
 SHIPPED = "shipped"      # init_generator's name for the generator that ships in the package
 
 
-# What a run records of the generator it starts from, beyond the file itself (see open_initial_generator).
-START_HISTORY = ("preset", "data", "settings_changed_from_preset", "initialised_from", "fine_tuned_from")
-
-
 def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     """The generator file ``spec`` names (:data:`SHIPPED`: the package's default) and what a run records
     of it (``initialised_from``: the file, its SHA-256, its description and step, and how it was trained:
@@ -169,11 +165,7 @@ def open_initial_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     if trained is None:
         raise ConfigError(f"init_generator = {SHIPPED!r}, but this installation ships no generator; pass a "
                           f"generator file or a run directory")
-    file = resolve_generator_path(trained.path)
-    record = {"file": str(file.resolve()), "sha256": trained.sha256,
-              "description": trained.meta.get("description", ""), "step": trained.meta.get("step")}
-    record.update({key: trained.meta[key] for key in START_HISTORY if key in trained.meta})
-    return trained.generator, record
+    return trained.generator, trained.record()
 
 
 def _as_set(value) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -117,17 +118,37 @@ def repository_relative(data: str | None) -> str | None:
 # Keys that name this machine's folders, in a generator's meta and in each origin record down its chain;
 # and the keys that hold those records (train's initialised_from / fine_tuned_from, nested one per run).
 PATH_KEYS = ("file", "checkpoint", "data", "val_data")
-ORIGINS = ("initialised_from", "fine_tuned_from", "from")
+# (averaged_from, of scripts/average_generators.py, holds a list of them).
+ORIGINS = ("initialised_from", "fine_tuned_from", "from", "averaged_from")
 
 
 def relative_paths(record):
-    """A meta or origin record with its paths made repository-relative, all the way down its chain of
-    origins: the shipped file names no folder of the machine that trained it."""
+    """A meta or origin record with its paths made repository-relative (in its description too: train's
+    names the run's data), all the way down its chain of origins: the shipped file names no folder of
+    the machine that trained it."""
+    if isinstance(record, list):
+        return [relative_paths(item) for item in record]
     if not isinstance(record, dict):
         return record
     return {key: repository_relative(value) if key in PATH_KEYS and isinstance(value, str)
+            else value.replace(f"{REPOSITORY}{os.sep}", "") if key == "description" and isinstance(value, str)
             else relative_paths(value) if key in ORIGINS else value
             for key, value in record.items()}
+
+
+def averaged_steps(meta: dict) -> str:
+    """How a weight average (scripts/average_generators.py) was trained, in words, for the description."""
+    runs = meta["averaged_from"]
+    steps = sorted({run.get("step") for run in runs}, key=str)
+    starts = {str(run.get("initialised_from", {}).get("sha256"))[:12] for run in runs if run.get("initialised_from")}
+    text = (f"the mean of the weights of {len(runs)} runs of {' or '.join(map(str, steps))} steps of the "
+            f"{meta.get('preset')} preset")
+    which = "the meta's shipped.averaged_from says which"
+    if len(starts) == 1 and all(run.get("initialised_from") for run in runs):
+        return text + f", each starting from the same trained generator (sha256 {starts.pop()}: {which})"
+    if starts:
+        return text + f", starting from trained generators (sha256 {', '.join(sorted(starts))}: {which})"
+    return text + f" ({which})"
 
 
 def trained_on(data: str | None) -> str:
@@ -246,6 +267,9 @@ def ship() -> int:
                             if key != "steps")
         steps = (f"{origin['step']} steps of the {meta.get('preset')} preset, then fine-tuned to step "
                  f"{meta.get('step')} ({changed or 'same settings'})")
+    if meta.get("averaged_from"):     # scripts/average_generators.py: each run's record says how it trained
+        meta["shipped"]["averaged_from"] = meta["averaged_from"]
+        steps = averaged_steps(meta)
     start = meta.get("initialised_from")
     if start:       # train --init-generator: its steps went on from another generator's weights
         meta["shipped"]["initialised_from"] = start
