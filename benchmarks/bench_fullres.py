@@ -21,10 +21,13 @@ peak resident memory of a fresh process filling the large picture;
   2.4e-7 without the patch blend; its PatchMatch search can pick other patches from such differences:
   7e-5 and 1.05e-3 measured with two generators);
 - the same photograph with long scratches (strokes 6-12 px wide across the picture, one window with
-  the holes' box nearly the whole picture), filled with the network's tiles each shrunk to its own
-  scratches' box (``fullres_generator.tile_plan``, the default) and with whole tiles (the plan before
-  2026-12-04, defined here as the reference), each in a fresh process: seconds, peak memory, and the
-  largest difference between the two fills (the same computation for every hole pixel: 0 expected);
+  the holes' box nearly the whole picture), filled three ways, each in a fresh process: with the short
+  tiles of a window of thin holes (``neural_fill.THIN_TILING``, the default since 2026-12-05), with the
+  exact pass (``THIN_TILING = None``: tiles of ``TILE`` with the network's whole halo, each shrunk to
+  its own scratches' box by ``fullres_generator.tile_plan``) and with whole tiles (the plan before
+  2026-12-04, defined here as the reference): seconds, peak memory, and the largest difference from
+  the reference (the exact pass is the same computation for every hole pixel: 0 expected; the short
+  tiles give each pixel less context, so their fill differs a little);
 - on a CPU that computes bfloat16 natively (AMX or AVX512-BF16; skipped elsewhere), ``inpaint --half``
   (the network in bfloat16 autocast) against float32: the 512x384 picture with one ~56 px hole, and the
   12-megapixel photograph with its large hole and with its scratches, each in a fresh process: seconds,
@@ -196,20 +199,24 @@ def whole_tile_plan(mask: torch.Tensor, tile: int, halo: int) -> list[tuple[int,
             if bool(holes[top:bottom, left:right].any())]
 
 
-def test_scratches_across_a_large_photograph_in_shrunk_tiles_against_whole_tiles():
+def test_scratches_across_a_large_photograph_in_short_and_shrunk_tiles_against_whole_tiles():
     rows, fills = [], []
-    for label, whole in (("tiles shrunk to their scratches (default)", False), ("whole tiles (reference)", True)):
+    for label, setup in (("short tiles of a thin window (default)", ""),
+                         ("exact pass, tiles shrunk to their scratches", "neural_fill.THIN_TILING = None\n"),
+                         ("exact pass, whole tiles (reference)", "neural_fill.THIN_TILING = None\n"
+                                                                "fullres_generator.tile_plan = whole_tile_plan\n")):
         run, fill = fill_in_fresh_process("from bench_fullres import scratches, whole_tile_plan\n"
-                                          "from nfinpaint import fullres_generator\n"
-                                          f"if {whole!r}:\n    fullres_generator.tile_plan = whole_tile_plan\n"
+                                          "from nfinpaint import fullres_generator, neural_fill\n" + setup +
                                           "hole = scratches(3024, 4032)")
         fills.append(fill)
         rows.append([label, f"{run['seconds']:.1f}", f"{run['peak_mib']:.0f}"])
-    rows[0].append(f"{float(rows[1][1]) / float(rows[0][1]):.2f}x")
-    rows[1].append("1.00x")
+    for row in rows:
+        row.append(f"{float(rows[-1][1]) / float(row[1]):.2f}x")
+    for row, fill in zip(rows, fills):
+        row.append(f"{float((fill - fills[-1]).abs().max()) * 255:.2f}")
     print_table(f"4032x3024, five scratches 6-12 px wide ({run['hole'] * 100:.1f}% of the picture), CPU, "
-                f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "speed-up"], rows)
-    print(f"largest difference between the two fills: {float((fills[0] - fills[1]).abs().max()):.2e}")
+                f"{torch.get_num_threads()} threads", ["network", "seconds", "peak MiB", "speed-up",
+                                                      "largest difference from the reference (grey levels)"], rows)
 
 
 @pytest.mark.skipif(not devices.cpu_has_bf16(), reason="inpaint --half runs on a CPU only where it computes "

@@ -132,14 +132,14 @@ class FullResGenerator(nn.Module):
         return multiscale_biharmonic_fill(masked * (1 - mask), mask, self.base_iterations)
 
     def forward(self, masked: Tensor, mask: Tensor, base: Tensor | None = None, tile: int | None = None,
-                on_tile: Callable[[], None] | None = None) -> Tensor:
+                on_tile: Callable[[], None] | None = None, halo: int | None = None) -> Tensor:
         n, c, h, w = masked.shape
         if c != 3 or mask.shape != (n, 1, h, w):
             raise ValueError(f"FullResGenerator expects masked (N,3,H,W) and mask (N,1,H,W); got "
                              f"{tuple(masked.shape)} and {tuple(mask.shape)}")
         mask = mask.to(masked.dtype)
         filled = self.base_fill(masked, mask) if base is None else torch.where(mask > 0.5, base, masked)
-        return self.refine(filled.to(masked.dtype), mask, tile=tile, on_tile=on_tile)
+        return self.refine(filled.to(masked.dtype), mask, tile=tile, on_tile=on_tile, halo=halo)
 
     @property
     def halo(self) -> int:
@@ -150,7 +150,7 @@ class FullResGenerator(nn.Module):
         return STRIDE * 2 * sum(self.config["dilations"]) + 32
 
     def refine(self, filled: Tensor, mask: Tensor, tile: int | None = None,
-               on_tile: Callable[[], None] | None = None) -> Tensor:
+               on_tile: Callable[[], None] | None = None, halo: int | None = None) -> Tensor:
         """The network's pass: ``filled`` (a base fill in the hole, the known pixels outside) plus the
         correction the network predicts, clamped to [0, 1].  No branch on the shape (the padding to a
         multiple of 8 is always applied, by 0 pixels when none is needed), so the export traces it as is.
@@ -162,7 +162,11 @@ class FullResGenerator(nn.Module):
         on that box alone, :meth:`_correction`), so the holes get exactly the whole pass's values (to
         float rounding) in bounded memory; outside those boxes
         the result is ``filled`` itself (inference composites the known pixels back anyway).
-        ``on_tile`` is called after each tile (progress)."""
+        ``on_tile`` is called after each tile (progress).  ``halo`` (with ``tile``): less context than
+        :attr:`halo` around each tile, a multiple of 8; the holes' values are then the network's on
+        that much context, no longer the whole pass's (inference's windows of thin holes)."""
+        if halo is not None and (tile is None or halo < 0 or halo % STRIDE):
+            raise ValueError(f"halo must be a non-negative multiple of {STRIDE}, given with tile; got {halo!r}")
         h, w = filled.shape[-2], filled.shape[-1]
         # contrast normalisation: the network sees the window in units of its own known pixels'
         # spread and its correction is scaled back by it
@@ -172,7 +176,7 @@ class FullResGenerator(nn.Module):
         if tile is None:
             correction = self._correction(x)[:, :, :h, :w]
         else:
-            correction = self._tiled_correction(x, mask, tile, on_tile)[:, :, :h, :w]
+            correction = self._tiled_correction(x, mask, tile, on_tile, halo)[:, :, :h, :w]
         return (filled + spread * correction).clamp(0.0, 1.0)
 
     def _correction(self, x: Tensor, box: tuple[int, int, int, int] | None = None) -> Tensor:
@@ -197,14 +201,14 @@ class FullResGenerator(nn.Module):
         out = self.to_rgb(y)
         return out if box is None else out[:, :, top - t:bottom - t, left - l:right - l]
 
-    def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int, on_tile: Callable[[], None] | None = None
-                          ) -> Tensor:
+    def _tiled_correction(self, x: Tensor, mask: Tensor, tile: int, on_tile: Callable[[], None] | None = None,
+                          halo: int | None = None) -> Tensor:
         """:meth:`_correction` of the padded input ``x`` where ``mask`` has holes, tile by tile
         (:func:`tile_plan`).  Every tile starts on the stride-8 grid, so its downsampled grids are the whole
         pass's, and reaches :attr:`halo` past its output (or to the border, where the whole pass's zero
         padding is the tile's too)."""
         out = x.new_zeros(x.shape[0], 3, x.shape[-2], x.shape[-1])
-        halo = self.halo
+        halo = self.halo if halo is None else halo
         for box in tile_plan(mask, tile, halo):
             top, bottom, left, right = box
             t, b, l, r = tile_input(box, halo, x.shape[-2], x.shape[-1])

@@ -20,7 +20,8 @@ class NonFiniteOutput(NfinpaintError, ValueError):
 @torch.inference_mode()
 def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
          autocast_dtype: torch.dtype | None = None, base: torch.Tensor | None = None,
-         tile: int | None = None, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
+         tile: int | None = None, on_tile: Callable[[], None] | None = None,
+         halo: int | None = None) -> torch.Tensor:
     """Fill the holes of (N, 3, H, W) ``image`` given (N, 1, H, W) ``mask`` (1 = hole), in eval mode.
 
     The generator sees the image with its holes blanked; the result is its
@@ -29,7 +30,7 @@ def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
     (training's bf16); ``base`` is a full-resolution generator's starting fill
     of the holes in place of its own smooth one, ``tile`` the largest side of its
     network's tiles (bounded memory, the same result: ``FullResGenerator.refine``), ``on_tile`` called
-    after each tile.
+    after each tile, ``halo`` the context around each tile when less than the network's (``refine``).
     The result is float32.
     """
     was_training = generator.training
@@ -37,8 +38,8 @@ def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
         generator.eval()
     try:
         context = nullcontext() if autocast_dtype is None else torch.autocast(image.device.type, autocast_dtype)
-        extra = {name: value for name, value in (("base", base), ("tile", tile), ("on_tile", on_tile))
-                 if value is not None}
+        extra = {name: value for name, value in (("base", base), ("tile", tile), ("on_tile", on_tile),
+                                                 ("halo", halo)) if value is not None}
         with context:
             generated = generator(blank_holes(image, mask), mask.to(image.dtype), **extra)
         if not bool(torch.isfinite(generated).all()):

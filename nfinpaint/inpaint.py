@@ -97,7 +97,8 @@ DEFAULT_MAX_SCALE = 4.0
 # about 4 s on 2 CPU cores (a 12-megapixel photograph with a ~1,000 px hole computes ~30 million)
 PROGRESS_PIXELS = 4_000_000
 # What a long fill on a CPU with native bfloat16 says about --half (benchmarks/bench_fullres.py measures it)
-HALF_HINT = "--half runs the network in it, about twice as fast on a fill this long (docs/usage.md)"
+HALF_HINT = ("--half runs the network in it, up to twice as fast where the network is most of the fill's time "
+             "(docs/usage.md)")
 HALF_HINT_FOLDER = "--half runs the network in it, up to 1.8x as fast a picture (docs/usage.md)"
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.

@@ -9,6 +9,12 @@ picture's own resolution (the picture is never shrunk):
    a window looks like the training crops (a hole of up to ~40% of the crop).
    Boxes that overlap are merged into one window, so many small holes close
    together (a scratched photograph) cost one generator call, not one each.
+   The network runs only around the holes, in tiles (:data:`TILE`) with its
+   whole receptive field of context, which gives them the values of one pass
+   over the window; a window of thin holes only (at most
+   :data:`THIN_THICKNESS` px) takes small tiles with a short halo instead
+   (:data:`THIN_TILING`) where that computes much less, so a long scratch
+   across a large picture computes a band, not its box.
 2. **Coarse to fine for very thick holes.**  A window whose thickest hole is
    thicker than :data:`COARSE_THICKNESS` pixels is filled on a copy shrunk by
    an integer factor that brings the hole to that size; the coarse fill,
@@ -96,6 +102,18 @@ DETAIL_MIN_THICKNESS = 3 * PATCH_SIZE
 # peak in one pass, 37 s and 3.6 GB in tiles of 768 (tiles of 1024 were ~10% faster for ~0.7 GB more at
 # 4032x2520); the validation pictures' fills at 512 and 1024 px came out equal bit for bit.
 TILE = 768
+# A window whose holes are all thin (at most this thick) may run the network in small tiles with a short
+# halo of context instead: a scratch across a large picture then computes a band around it, not its box
+# grown by the ~270 px halo.  A thin hole alone gets a window of MIN_MARGIN pixels of context anyway, and
+# the halo gives each of its pixels more.  Chosen by a rule written first (docs/evaluation.md): on the
+# validation photographs at 1024 px, thin strokes -0.008 +- 0.009 dB hole PSNR, hole SSIM level, against
+# the exact pass ((256, 64): +0.001 dB).  Many small tiles cost more per pixel than a few large ones, so
+# a window takes them only where they compute at most THIN_MAX_SHARE of the exact pass's pixels: the
+# benchmark's 12-megapixel scratches (a fifth), not the strokes of a 512 or 1024 px picture (two thirds
+# or more, where the exact pass was as fast).  None: every window gets the exact pass.
+THIN_THICKNESS = MIN_MARGIN
+THIN_TILING: tuple[int, int] | None = (128, 32)        # (tile, halo)
+THIN_MAX_SHARE = 0.5
 
 
 @dataclass
@@ -192,16 +210,38 @@ def _shrink(image: torch.Tensor, hole: torch.Tensor, scale: int) -> tuple[torch.
     return blank_holes(coarse, coarse_hole), coarse_hole
 
 
+def _tile_inputs(mask: torch.Tensor, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """The input boxes the network's tiles compute for the holes of ``mask`` (N, 1, h, w), halo included."""
+    h, w = padded(mask.shape[-2]), padded(mask.shape[-1])
+    return [tile_input(box, halo, h, w) for box in tile_plan(mask, tile, halo)]
+
+
+def _pixels(boxes: list[tuple[int, int, int, int]]) -> int:
+    return sum((bottom - top) * (right - left) for top, bottom, left, right in boxes)
+
+
+def tiling(window: Window, hole: torch.Tensor, halo: int) -> tuple[int, int | None]:
+    """(tile, halo) of the network's tiles on ``window``, whose holes are ``hole`` (N, 1, h, w), for a
+    generator of ``halo``: :data:`THIN_TILING` for a full-resolution window of thin holes where its tiles
+    compute at most :data:`THIN_MAX_SHARE` of the exact pass's pixels, else :data:`TILE` with the
+    generator's own halo (None: the whole pass's values)."""
+    if THIN_TILING is None or window.scale > 1 or window.thickness > THIN_THICKNESS:
+        return TILE, None
+    short = _pixels(_tile_inputs(hole, *THIN_TILING))
+    return THIN_TILING if short <= THIN_MAX_SHARE * _pixels(_tile_inputs(hole, TILE, halo)) else (TILE, None)
+
+
 def _pass(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, mirror: bool,
-          on_tile: Callable[[], None] | None = None) -> torch.Tensor:
+          on_tile: Callable[[], None] | None = None, tiles: tuple[int, int | None] = (TILE, None)) -> torch.Tensor:
     """One filled window, or with ``mirror`` the mean of it and the fill of the left-right mirror image
     (flipped back; known pixels stay exact, being the mean of two equal values).  Two calls, not one
     batch of two: the peak memory of a large window stays one pass's."""
-    out = inference.fill(generator, window, hole, tile=TILE, on_tile=on_tile)
+    tile, halo = tiles
+    out = inference.fill(generator, window, hole, tile=tile, on_tile=on_tile, halo=halo)
     if mirror:
         # each pass computes its own smooth base: one base mirrored for both was worse on the
         # validation photographs (-0.06 dB, -0.003 SSIM on ~56 px holes), for ~15% less time
-        flipped = inference.fill(generator, window.flip(-1), hole.flip(-1), tile=TILE, on_tile=on_tile)
+        flipped = inference.fill(generator, window.flip(-1), hole.flip(-1), tile=tile, on_tile=on_tile, halo=halo)
         out = (out + flipped.flip(-1)) / 2
     return out
 
@@ -239,15 +279,16 @@ def coarse_fill(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Te
 @torch.inference_mode()
 def fill_window(generator: torch.nn.Module, window: torch.Tensor, hole: torch.Tensor, scale: int = 1,
                 mirror: bool = MIRROR, on_tile: Callable[[], None] | None = None, coarse_blend: float = 0.0,
-                seed: int = 0) -> torch.Tensor:
+                seed: int = 0, tiles: tuple[int, int | None] = (TILE, None)) -> torch.Tensor:
     """Fill the ``hole`` (N,1,h,w) of ``window`` (N,3,h,w) with a full-resolution generator at the window's
     resolution, or with ``scale`` > 1 coarse to fine (:func:`coarse_fill`, its coarse fill blended with its
     patch re-synthesis by ``coarse_blend``, ``seed``); ``mirror`` averages each pass with its mirror image's;
-    ``on_tile`` is called after each of the network's tiles.
+    ``on_tile`` is called after each of the network's tiles, ``tiles`` (full resolution): their (tile, halo),
+    :func:`tiling`.
     Returns the window with its holes filled (known pixels exactly the input's)."""
     if scale > 1:
         return coarse_fill(generator, window, hole, scale, mirror, on_tile, coarse_blend, seed)
-    return _pass(generator, window, hole, mirror, on_tile)
+    return _pass(generator, window, hole, mirror, on_tile, tiles)
 
 
 def blend_patches(filled: torch.Tensor, hole: torch.Tensor, weight: float = PATCH_BLEND, seed: int = 0) -> torch.Tensor:
@@ -303,8 +344,9 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         todo = remaining[:, rows, cols]
         todo_here = todo.to(device)
         # a coarse-to-fine window gets its patch blend at the coarse scale, inside fill_window
+        tiles = tiling(window, todo[None].float(), generator.halo)
         filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror, on_step,
-                             patch_blend, seed + number)[0]
+                             patch_blend, seed + number, tiles)[0]
         # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
         here = labels_t[:, rows, cols]
         thick = detail_holes(window) if detail else []
@@ -334,19 +376,13 @@ def planned_steps(generator: torch.nn.Module, hole: torch.Tensor, windows: list[
     """(steps, pixels) of :func:`fill_picture` filling the holes of (1, H, W) bool ``hole`` on ``windows``
     (:func:`plan_windows`): its calls of ``on_step`` (the network's tiles, and each window's blend), and the
     pixels the network's tiles compute, halo included (what the time follows)."""
-    halo, tiles, pixels = generator.halo, 0, 0
-
-    def add(mask: torch.Tensor) -> None:
-        nonlocal tiles, pixels
-        h, w = padded(mask.shape[-2]), padded(mask.shape[-1])
-        for flipped in (False, True) if mirror else (False,):
-            for box in tile_plan(mask.flip(-1) if flipped else mask, TILE, halo):
-                t, b, l, r = tile_input(box, halo, h, w)
-                tiles += 1
-                pixels += (b - t) * (r - l)
-
+    tiles, pixels = 0, 0
     for window in windows:
         rows, cols = window.slices()
         mask = hole[None, :, rows, cols].float()
-        add(mask if window.scale == 1 else _shrunk_hole(mask, window.scale)[0])
+        tile, halo = tiling(window, mask, generator.halo)
+        mask = mask if window.scale == 1 else _shrunk_hole(mask, window.scale)[0]
+        for flipped in (False, True) if mirror else (False,):
+            boxes = _tile_inputs(mask.flip(-1) if flipped else mask, tile, generator.halo if halo is None else halo)
+            tiles, pixels = tiles + len(boxes), pixels + _pixels(boxes)
     return tiles + len(windows), pixels

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from nfinpaint import devices, evaluate, generators, masks, metrics, neural_fill, patchmatch, picture_eval
+from nfinpaint import devices, evaluate, generators, inference, masks, metrics, neural_fill, patchmatch, picture_eval
 from nfinpaint.config import ConfigError, load_config
 from nfinpaint.fullres_generator import FullResGenerator, tile_plan, tile_spans
 from nfinpaint.generator_io import load_generator, save_generator
@@ -958,3 +958,70 @@ def test_the_coarse_pass_keeps_a_known_band_thinner_than_its_pixels(scale):
     hole[..., :, : 2 * scale] = 0                         # two whole coarse columns known
     _, coarse_hole = neural_fill._shrink(image, hole, scale)
     assert coarse_hole[..., :, :2].eq(0).all() and coarse_hole[..., :, 2:].eq(1).all()
+
+
+def test_a_halo_that_reaches_the_window_border_is_the_whole_pass():
+    """refine's ``halo``: tiles whose context reaches the window's border on every side give the holes
+    what one pass does; a shorter one gives them other values, and the fill keeps the known pixels
+    exactly; a halo off the stride grid, or without tiles, is refused."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    h, w = 8 * int(torch.randint(6, 12, (), generator=g)), 8 * int(torch.randint(6, 12, (), generator=g))
+    image = torch.rand(1, 3, h, w, generator=g)
+    hole = torch.zeros(1, 1, h, w)
+    hole[..., h // 2 - 3:h // 2 + 3, 5:w - 5] = 1              # a scratch across the window
+    with torch.no_grad():
+        whole = generator(image, hole)
+        reaching = generator(image, hole, tile=w, halo=8 * ((max(h, w) + 7) // 8))
+        short = generator(image, hole, tile=16, halo=8)
+    torch.testing.assert_close(torch.where(hole > 0.5, reaching, 0), torch.where(hole > 0.5, whole, 0), atol=1e-5,
+                               rtol=0)
+    assert not torch.allclose(torch.where(hole > 0.5, short, 0), torch.where(hole > 0.5, whole, 0), atol=1e-4)
+    filled = inference.fill(generator, image, hole, tile=16, halo=8)      # as inpaint composites it
+    assert torch.equal(filled[(hole < 0.5).expand_as(image)], image[(hole < 0.5).expand_as(image)])
+    torch.testing.assert_close(filled[(hole > 0.5).expand_as(image)], short[(hole > 0.5).expand_as(image)])
+    for bad in (4, -8):
+        with pytest.raises(ValueError, match="multiple of 8"):
+            generator(image, hole, tile=16, halo=bad)
+    with pytest.raises(ValueError, match="given with tile"):
+        generator(image, hole, halo=8)
+
+
+def test_windows_of_thin_holes_take_the_short_tiles_where_they_compute_much_less(monkeypatch):
+    """neural_fill.tiling: THIN_TILING for a full-resolution window whose holes are all thin, where its
+    tiles compute at most THIN_MAX_SHARE of the exact pass's pixels; the exact pass for a window with a
+    thicker hole, for a coarse pass, and where the short tiles would save too little.  Each call of the
+    network gets the window's tiling, and planned_steps counts what the fill does."""
+    monkeypatch.setattr(neural_fill, "THIN_TILING", (16, 8))
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    halo = generator.halo
+    image = torch.rand(3, 200, 700, generator=g)
+    hole = torch.zeros(1, 200, 700)
+    for i in range(180):                             # a diagonal scratch: a window of thin holes, whose
+        hole[:, 10 + i, 10 + 2 * i:14 + 2 * i] = 1   # short tiles compute a band of its box
+    hole[:, 120:170, 600:660] = 1                    # an object ~50 px thick: a window of its own
+    labels, count = _labels(hole)
+    windows = neural_fill.plan_windows(labels, count)
+
+    def chosen(window):
+        rows, cols = window.slices()
+        return neural_fill.tiling(window, hole[None, :, rows, cols], halo)
+
+    assert [chosen(window) for window in windows] == [(16, 8), (neural_fill.TILE, None)]
+    coarse = neural_fill.Window(0, 0, 300, 300, {1: 2.0 * neural_fill.COARSE_THICKNESS})
+    assert coarse.scale > 1 and neural_fill.tiling(coarse, torch.ones(1, 1, 300, 300), halo) == (neural_fill.TILE, None)
+    # a diagonal of short strokes filling its window: tiles of 16 + 2 * 8 px overlap and compute more
+    diagonal = torch.zeros(1, 1, 64, 64)
+    for i in range(0, 64, 2):
+        diagonal[..., i:i + 3, i:i + 3] = 1
+    assert neural_fill.tiling(neural_fill.Window(0, 0, 64, 64, {1: 3.0}), diagonal, halo) == (neural_fill.TILE, None)
+    seen = []
+    fill = inference.fill
+    monkeypatch.setattr(inference, "fill", lambda *a, **k: seen.append((k["tile"], k["halo"])) or fill(*a, **k))
+    calls = []
+    _fill(generator, image, hole, patch_blend=0, on_step=lambda: calls.append(1))
+    assert sorted(set(seen), key=str) == sorted({(16, 8), (neural_fill.TILE, None)}, key=str)
+    assert len(calls) == neural_fill.planned_steps(generator, hole > 0.5, windows)[0]
+    monkeypatch.setattr(neural_fill, "THIN_TILING", None)
+    assert {chosen(window) for window in windows} == {(neural_fill.TILE, None)}
