@@ -34,6 +34,9 @@ from nfinpaint.initial_fill import MAX_LEVEL_ITERATIONS
 # fill's step count, which is an inference setting (each run's is recorded; --base-iterations picks one).
 SHARED_META = ("preset", "image_size", "hole_size", "data", "feature_weights", "feature_pretrained")
 INFERENCE_CONFIG = ("base_iterations",)
+# Training settings the average's meta states when every run had the same (validation data, masks, split,
+# loss weights); runs may differ in them, as in any other setting, and each run's record keeps its own.
+SAID_WHEN_SHARED = ("val_data", "train_masks", "split", "loss_weights")
 
 
 class AverageError(Exception):
@@ -98,8 +101,10 @@ def average(paths: list[Path], base_iterations: int | None = None) -> tuple[torc
         generator.config["base_iterations"] = generator.base_iterations = base_iterations
 
     records = [trained.record() for trained in loaded]
+    # what the runs share is said of the average; where they differ, each run's record says it
     meta = {key: loaded[0].meta[key] for key in loaded[0].meta
-            if key in SHARED_META or key in ("val_data", "train_masks", "split", "loss_weights")}
+            if key in SHARED_META or (key in SAID_WHEN_SHARED
+                                      and all(trained.meta.get(key) == loaded[0].meta[key] for trained in loaded))}
     steps = {trained.meta.get("step") for trained in loaded}
     meta.update({
         "complete": True,

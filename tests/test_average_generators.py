@@ -36,7 +36,8 @@ def _run(path: Path, *, seed: int, widths=(8, 8, 8, 8), base_iterations: int = 8
         parameter.data.normal_(0, 0.1)
     meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
             "feature_pretrained": False, "step": 30, "complete": True, "data": "/somewhere/photos",
-            "initialised_from": START, "settings_changed_from_preset": {"lr": [2e-4, 1e-4]}, **meta}
+            "initialised_from": START, "settings_changed_from_preset": {"lr": [2e-4, 1e-4]},
+            "loss_weights": {"l2": 1.0, "feature": 0.1}, **meta}
     path.mkdir()
     save_generator(path / "generator.pt", generator, meta)
     return path
@@ -59,6 +60,16 @@ def test_the_average_is_the_mean_of_the_weights_and_fills_like_it(tmp_path):
     assert reloaded_meta["averaged_from"][0]["initialised_from"] == START
     assert reloaded_meta["step"] == 30 and reloaded_meta["trained_base_iterations"] == 8
     assert reloaded_meta["settings_changed_from_preset"] == {"lr": [2e-4, 1e-4]}
+    assert reloaded_meta["loss_weights"] == {"l2": 1.0, "feature": 0.1}
+
+
+def test_a_setting_the_runs_differ_in_is_left_to_each_runs_record(tmp_path):
+    a = _run(tmp_path / "a", seed=1, loss_weights={"l2": 1.0, "feature": 0.1})
+    b = _run(tmp_path / "b", seed=2, loss_weights={"l2": 1.0, "feature": 0.2},
+             settings_changed_from_preset={"lr": [2e-4, 1e-4], "feature_weight": [0.1, 0.2]})
+    meta = average_generators.average([a, b])[1]
+    assert "loss_weights" not in meta and meta["settings_changed_from_preset"] == {"lr": [2e-4, 1e-4]}
+    assert meta["averaged_from"][1]["settings_changed_from_preset"]["feature_weight"] == [0.1, 0.2]
 
 
 def test_runs_trained_with_different_base_fills_need_the_count_the_average_runs_with(tmp_path):
