@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from nfinpaint.cli import UsageError, check_output_file
+from nfinpaint.cli import UsageError, check_output_file, one_line
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.generator_io import open_generator, save_generator
+from nfinpaint.generator_io import open_generator, resolve_generator_path, save_generator
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.initial_fill import MAX_LEVEL_ITERATIONS
 
@@ -49,6 +49,12 @@ def _differs(what: str, values: dict[str, object]) -> AverageError:
                         f"can be averaged")
 
 
+def _one_value(what: str, values: dict[str, object]) -> None:
+    """AverageError unless every generator has the same value (by name) of ``what``."""
+    if len({repr(value) for value in values.values()}) > 1:
+        raise _differs(what, values)
+
+
 def common_settings(records: list[dict]) -> dict:
     """The settings every run changed from its preset the same way (``settings_changed_from_preset``)."""
     changed = [record.get("settings_changed_from_preset") or {} for record in records]
@@ -69,13 +75,9 @@ def average(paths: list[Path], base_iterations: int | None = None) -> tuple[torc
         raise AverageError(f"{unfinished[0]} is from an interrupted run; average finished ones")
     configs = [dict(trained.generator.config) for trained in loaded]
     for key in sorted(set().union(*configs) - set(INFERENCE_CONFIG)):
-        values = {name: config.get(key) for name, config in zip(names, configs)}
-        if len({repr(value) for value in values.values()}) > 1:
-            raise _differs(f"the network's {key}", values)
+        _one_value(f"the network's {key}", {name: config.get(key) for name, config in zip(names, configs)})
     for key in SHARED_META:
-        values = {name: trained.meta.get(key) for name, trained in zip(names, loaded)}
-        if len({repr(value) for value in values.values()}) > 1:
-            raise _differs(key, values)
+        _one_value(key, {name: trained.meta.get(key) for name, trained in zip(names, loaded)})
     trained_counts = [config.get("base_iterations") for config in configs]
     if base_iterations is not None and not (is_full_resolution(loaded[0].generator)
                                             and 1 <= base_iterations <= MAX_LEVEL_ITERATIONS):
@@ -129,13 +131,12 @@ def main() -> int:
     args = parser.parse_args()
     try:
         check_output_file(args.out, "--out", example="soup.pt")        # before any work
-        generator, meta = average(args.runs, args.base_iterations)
-        if any(args.out.resolve() == Path(record["file"]) for record in meta["averaged_from"]):
+        if any(args.out.resolve() == resolve_generator_path(run).resolve() for run in args.runs):
             raise AverageError(f"--out {args.out} is one of the generators being averaged; write it elsewhere")
+        generator, meta = average(args.runs, args.base_iterations)
         save_generator(args.out, generator, meta)
     except (AverageError, NfinpaintError, UsageError, OSError) as exc:
-        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-              file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: the mean of {len(args.runs)} generators' weights "
           f"({', '.join(str(path) for path in args.runs)})")

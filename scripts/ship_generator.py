@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from nfinpaint import neural_fill
-from nfinpaint.cli import UsageError, check_output_file
+from nfinpaint.cli import UsageError, check_output_file, one_line
 from nfinpaint.config import PRESETS, ConfigError, changed_from_preset, load_config
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.fullres_generator import STATS
@@ -182,8 +182,7 @@ def main() -> int:
     try:
         return ship()
     except (ShipError, NfinpaintError, UsageError, OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
-        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-              file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 
