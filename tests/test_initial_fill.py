@@ -213,6 +213,62 @@ def test_compiled_solver_equals_the_tensor_steps(shape, soft):
     assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(start, mask, 0), start)
 
 
+def _sparse_holes(g: torch.Generator, n: int, h: int, w: int) -> torch.Tensor:
+    """(n, 1, h, w) masks of a few small holes each, where the solver visits a band, not the plane: thin
+    lines (one across the whole plane), holes touching each side and corner, two holes far apart in one row,
+    a lone pixel, soft weights in one of them."""
+    mask = torch.zeros(n, 1, h, w)
+    for i in range(n):
+        r = lambda hi: int(torch.randint(0, hi, (1,), generator=g))     # noqa: E731
+        row, col = r(h - 4), r(w - 4)
+        mask[i, 0, row:row + 3, :] = 1                                # a scratch across the plane
+        mask[i, 0, r(h - 3):, r(w)] = 1                               # a line down to the bottom edge
+        mask[i, 0, : 1 + r(3), : 1 + r(3)] = 1                        # top-left corner
+        mask[i, 0, h - 1 - r(3):, w - 1 - r(3):] = 1                  # bottom-right corner
+        far = r(h)
+        mask[i, 0, far, 1 + r(4)] = 1                                 # two holes far apart in one row
+        mask[i, 0, far, w - 2 - r(4)] = 1
+        mask[i, 0, r(h), r(w)] = 1                                    # a lone pixel
+        mask[i, 0, r(h - 6):, r(w - 6):][:5, :5] = torch.rand(5, 5, generator=g) if i % 2 else 1
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 40, 57), (2, 1, 97, 64)])
+def test_compiled_solver_on_sparse_holes_equals_the_tensor_steps(shape):
+    """The operator visits only the band within two pixels of the holes (a scratch across a large picture
+    costs its band): on planes of scattered small holes, touching every side, it still gives the tensor steps
+    over the whole plane, and the known pixels stay exactly the input's."""
+    from nfinpaint.initial_fill import conjugate_gradients_reference
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    n, c, h, w = shape
+    mask = _sparse_holes(g, n, h, w)
+    start = torch.where(mask > 0, torch.rand(n, c, h, w, generator=g), torch.rand(n, c, h, w, generator=g))
+    for iterations in (1, 8, 32):
+        got = torch.ops.nfinpaint.biharmonic_cg(start, mask, iterations)
+        torch.testing.assert_close(got, conjugate_gradients_reference(mask, start, iterations), atol=2e-5, rtol=1e-5)
+        known = (mask == 0).expand_as(start)
+        assert torch.equal(got[known], start[known])
+        assert not torch.equal(got, start)
+
+
+def test_compiled_solver_gives_each_image_of_a_batch_its_alone_bits():
+    """One thread solves the planes of several images in turn, each on its own hole's band: an image after one
+    with a larger hole must not see what that solve left in the scratch (bit for bit the image alone)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    big = (torch.rand(1, 1, 33, 41, generator=g) > 0.3).float()           # most of the plane
+    mask = torch.cat([big, _sparse_holes(g, 2, 33, 41), big])
+    start = torch.rand(4, 3, 33, 41, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        batch = torch.ops.nfinpaint.biharmonic_cg(start, mask, 32)
+        alone = [torch.ops.nfinpaint.biharmonic_cg(start[i:i + 1], mask[i:i + 1], 32) for i in range(4)]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(batch, torch.cat(alone))
+
+
 def test_compiled_solver_edge_cases():
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     image = torch.rand(2, 3, 9, 10, generator=g)
