@@ -34,12 +34,9 @@ inline void for_band(const Band& band, Body body) {
   }
 }
 
-// The float64 sum of term(i) over the band's ranges (term may also write element i): eight partial sums, so
-// the loop vectorises (one chain of additions would not), term(i) in lane i % kLanes up to the last multiple
-// of kLanes in the plane and in lane 0 after it, as a pass over the whole plane of n pixels would add it;
-// the reference too multiplies in float32 and adds in float64.
-// lane[k] += term(i) for i in [begin, stop) in steps of kLanes, i = begin + k mod kLanes (begin a multiple
-// of kLanes), on a local copy of the lanes that the compiler keeps in vector registers.
+// lane[k] += term(i) for the i in [begin, stop) of whole blocks of kLanes, i = begin + k mod kLanes (begin a
+// multiple of kLanes), on a local copy of the lanes that the compiler keeps in vector registers; returns
+// where the blocks end.
 template <typename Term>
 inline int64_t add_lanes(double* lane, int64_t begin, int64_t stop, Term term) {
   double acc[kLanes];
@@ -54,6 +51,10 @@ inline int64_t add_lanes(double* lane, int64_t begin, int64_t stop, Term term) {
   return begin + blocks * kLanes;
 }
 
+// The float64 sum of term(i) over the band's ranges (term may also write element i): eight partial sums, so
+// the loop vectorises (one chain of additions would not), term(i) in lane i % kLanes up to the last multiple
+// of kLanes in the plane and in lane 0 after it, as a pass over the whole plane of n pixels would add it;
+// the reference too multiplies in float32 and adds in float64.
 template <typename Term>
 inline double band_sum(const Band& band, int64_t n, Term term) {
   double lane[kLanes] = {};
