@@ -42,6 +42,7 @@ from nfinpaint.metrics import batch_psnr
 from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
 from nfinpaint.objective import Objective
 from nfinpaint.resume import ResumePoint, open_initial_generator
+from nfinpaint.run_dir import say
 from nfinpaint.stop import StopRequest
 from nfinpaint.train_options import build_parser, config_from_args
 from nfinpaint.training_run import Run
@@ -154,6 +155,19 @@ class Trainer:
                               f"with (its meta says which)") from None
         if self.average is not None:
             self.average.model.load_state_dict(state)
+
+    def runs_unlike(self, generator: torch.nn.Module) -> str:
+        """How ``generator`` (a full-resolution init_generator) runs that this run does not train it to run:
+        its window statistics and base-fill steps, as ``--set`` options ("" when alike).  Its weights learned
+        to correct its own base and input, so training them on another changes what they see (the legs
+        trained as the shipped file runs were the first from a shipped generator to gain on every hole
+        family, docs/training.md), yet the run's settings win: a run may mean to change them."""
+        mine = {"window_stats": self.config.window_stats, "base_iterations": self.config.base_iterations}
+        theirs = {"window_stats": getattr(generator, "stats", None),
+                  "base_iterations": getattr(generator, "base_iterations", None)}
+        if theirs["window_stats"] is None or not spec(self.config.generator).full_resolution:
+            return ""
+        return " ".join(f"--set {key}={theirs[key]}" for key in mine if theirs[key] != mine[key])
 
     @property
     def inference_generator(self) -> torch.nn.Module:
@@ -316,6 +330,11 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
     if config.init_generator and run.point is None and run.origin is None:    # a new run, from a trained generator
         generator, run.initialised_from = open_initial_generator(config.init_generator)
         trainer.start_generator_from(generator)
+        unlike = trainer.runs_unlike(generator)
+        if unlike:
+            say(info.is_main, f"note: the initial generator runs otherwise than this run trains it "
+                              f"(window_stats={config.window_stats}, base_iterations={config.base_iterations}); "
+                              f"{unlike} trains it as it runs")
     # -- nothing was written before this point --------------------------------------------
     try:
         # Ctrl-C and SIGTERM are caught from the first write on: one before the first step still ends

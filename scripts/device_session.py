@@ -50,12 +50,10 @@ go back).
 
 What comes back is judged here as every leg is: on the validation photographs
 through ``python -m nfinpaint.evaluate`` (docs/training.md's rule), never on
-the test or mate photographs, which are not sent.  val-leg.md reads the leg's
-file as it trained (the preset's base-fill steps, pooled window statistics);
-the shipped file runs 32 steps and each channel's own statistics, so the two
-readings differ by those settings too: judge the leg after
-``scripts/ship_generator.py RUN --base-iterations 32 --stats channel`` (or train
-it with ``--set window_stats=channel --set base_iterations=32``, as the file runs).
+the test or mate photographs, which are not sent.  The leg trains as the shipped
+file runs (each channel's own window statistics, 32 base-fill steps a level: the
+legs trained so were the first from a shipped generator to gain on every hole
+family, docs/training.md), so val-leg.md reads its file as it would ship.
 """
 from __future__ import annotations
 
@@ -83,12 +81,14 @@ EVAL_MIN_SECONDS = 15                # an evaluation is not started with less le
 # gpu_report's rows for the steps the leg depends on (its step names, plan())
 BUILD_OK = "| build (CPU + CUDA operators) | ok |"
 AGREEMENT_OK = "| CUDA vs CPU agreement, copy bandwidth | ok |"
-# The shipped generator's 256-px leg (docs/training.md, "Larger training crops"); the batch is the
-# GPU's: four times the CPU's 8 crops a step.
+# The shipped generator's 256-px leg (docs/training.md, "Larger training crops"), trained as the shipped
+# file runs (window statistics, base-fill steps; until 2026-12-05 it trained pooled on 8 steps, unlike the
+# file it started from); the batch is the GPU's: four times the CPU's 8 crops a step.
 LEG = ["--preset", "fullres", "--feature-weights", "rotation", "--init-generator", "shipped",
        "--no-compile", "--batch-size", "32",
        "--set", "lr=1e-4", "--set", "g_warmup_steps=0", "--set", "d_warmup_steps=100",
        "--set", "image_size=256", "--set", "hole_size=96", "--set", "local_patch_size=128",
+       "--set", "window_stats=channel", "--set", "base_iterations=32",
        "--set", "checkpoint_every=100000", "--set", "val_every=1000", "--set", "sample_every=100000",
        "--set", f"val_data={VAL_FOLDER}"]
 

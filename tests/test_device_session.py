@@ -314,3 +314,18 @@ def test_evaluations_that_overrun_are_stopped_at_the_deadline(session, fake_repo
     code, wall, text, files = run_session(session, tmp_path, seconds=8)
     assert wall < 8 + 5 and "val-leg.md: evaluate exit -15" in text and "val-shipped.md: evaluate exit -15" in text
     assert code == 0 and "generator.pt" in files and "val-leg.md" not in files
+
+
+def test_the_leg_trains_the_shipped_generator_as_it_runs(session):
+    """The leg starts from the shipped generator: its window statistics and base-fill steps must be the
+    file's (a leg trained otherwise learns to correct inputs the file never gives it), so shipping a
+    generator that runs otherwise fails here until the leg follows."""
+    from nfinpaint import generator_io
+
+    shipped = generator_io.open_generator(None)
+    if shipped is None:
+        pytest.skip("this installation ships no generator")
+    settings = dict(session.LEG[i + 1].split("=", 1) for i, a in enumerate(session.LEG) if a == "--set")
+    assert session.LEG[session.LEG.index("--init-generator") + 1] == "shipped"
+    assert settings["window_stats"] == shipped.generator.stats
+    assert int(settings["base_iterations"]) == shipped.generator.base_iterations

@@ -110,6 +110,31 @@ def test_a_fullres_run_trains_with_the_window_statistics_and_base_fill_it_is_giv
     assert not (tmp_path / "other").exists()
 
 
+def test_a_run_from_a_generator_that_runs_otherwise_says_how_to_train_it_as_it_runs(tmp_path, capsys):
+    """The shipped generator runs each channel's window statistics and 32 base-fill steps; a leg from it with
+    the preset's settings (pooled, 8) trains its weights on inputs unlike the ones it corrects when used.  The
+    run may mean that, so it trains as set, and one line says which --set trains it as it runs."""
+    from nfinpaint.initial_fill import LEVEL_ITERATIONS
+
+    fullres = TINY + ["--set", "generator=fullres", "--set", "train_masks=mixed"]
+    trained = tmp_path / "trained"
+    assert main(fullres + ["--steps", "2", "--out", str(trained), "--set", "window_stats=channel",
+                           "--set", "base_iterations=32"]) == 0
+    capsys.readouterr()
+    assert main(fullres + ["--steps", "1", "--init-generator", str(trained), "--out", str(tmp_path / "pooled")]) == 0
+    err = capsys.readouterr().err
+    assert (f"runs otherwise than this run trains it (window_stats=pooled, base_iterations={LEVEL_ITERATIONS}); "
+            "--set window_stats=channel --set base_iterations=32 trains it as it runs") in err
+    generator, _ = load_generator(tmp_path / "pooled")
+    assert generator.stats == "pooled" and generator.base_iterations == LEVEL_ITERATIONS     # the run's settings
+    assert main(fullres + ["--steps", "1", "--init-generator", str(trained), "--out", str(tmp_path / "alike"),
+                           "--set", "window_stats=channel", "--set", "base_iterations=32"]) == 0
+    assert "runs otherwise" not in capsys.readouterr().err
+    assert main(fullres + ["--steps", "1", "--init-generator", str(trained), "--out", str(tmp_path / "half"),
+                           "--set", "base_iterations=32"]) == 0
+    assert "window_stats=pooled, base_iterations=32); --set window_stats=channel trains" in capsys.readouterr().err
+
+
 def test_the_texture_term_trains_and_is_recorded(tmp_path):
     run = tmp_path / "run"
     assert main(TINY + ["--steps", "4", "--out", str(run), "--set", "texture_weight=0.3",
