@@ -8,6 +8,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -84,11 +86,16 @@ at::Tensor biharmonic_cg_cpu(const at::Tensor& x, const at::Tensor& mask, int64_
     for (int64_t image = begin; image < end; ++image) bands[image] = hole_band(mp + image * hw, h, w);
   });
   at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> work(static_cast<size_t>(4 * hw));    // zero outside the band of the plane's image
+    // zero outside the band of the plane's image. calloc, not a vector: a large block comes as fresh zero
+    // pages that stay unmapped until written, so a scratch's solve holds its band in memory, not four planes
+    const std::unique_ptr<float, decltype(&std::free)> scratch(
+        static_cast<float*>(std::calloc(static_cast<size_t>(4 * hw), sizeof(float))), &std::free);
+    TORCH_CHECK(scratch != nullptr, kOp, ": out of memory for the solver's scratch (", 4 * hw, " floats)");
+    float* work = scratch.get();
     for (int64_t plane = begin; plane < end; ++plane) {
-      if (plane > begin && plane % c == 0) NFI_CPU_CALL(clear_band(work.data(), hw, bands[plane / c - 1]));
+      if (plane > begin && plane % c == 0) NFI_CPU_CALL(clear_band(work, hw, bands[plane / c - 1]));
       NFI_CPU_CALL(solve_plane(xp + plane * hw, mp + (plane / c) * hw, h, w, iterations, bands[plane / c],
-                               work.data()));
+                               work));
     }
   });
   return out;
