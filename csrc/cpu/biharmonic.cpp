@@ -38,7 +38,7 @@ struct Band {
 
 inline Band hole_band(const float* m, int64_t h, int64_t w) {
   std::vector<int64_t> first(static_cast<size_t>(h), w), last(static_cast<size_t>(h), -1);
-  for (int64_t i = 0; i < h; ++i) {     // branch-free, so the loops vectorise whatever the hole's pattern
+  for (int64_t i = 0; i < h; ++i) {     // each row's first and last hole pixel
     const float* row = m + i * w;
     int64_t a = w, b = -1;
     for (int64_t j = 0; j < w; ++j) a = std::min(a, row[j] != 0.0f ? j : w);
