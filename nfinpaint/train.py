@@ -165,7 +165,7 @@ class Trainer:
         mine = {"window_stats": self.config.window_stats, "base_iterations": self.config.base_iterations}
         theirs = {"window_stats": getattr(generator, "stats", None),
                   "base_iterations": getattr(generator, "base_iterations", None)}
-        if theirs["window_stats"] is None or not spec(self.config.generator).full_resolution:
+        if theirs["window_stats"] is None:        # a fixed-size generator: no window statistics, no base fill
             return ""
         return " ".join(f"--set {key}={theirs[key]}" for key in mine if theirs[key] != mine[key])
 

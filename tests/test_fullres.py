@@ -1044,7 +1044,7 @@ def test_a_windows_tiling_is_planned_once_for_the_progress_bar_and_the_fill(monk
     planned = []
     plan = neural_fill._tile_inputs
     monkeypatch.setattr(neural_fill, "_tile_inputs", lambda *a: planned.append(1) or plan(*a))
-    once = neural_fill.fill_picture(generator, image, hole > 0.5, labels, count, torch.device("cpu"), windows=windows)
+    once = _fill(generator, image, hole, windows=windows)
     assert planned == []
-    assert torch.equal(once, neural_fill.fill_picture(generator, image, hole > 0.5, labels, count, torch.device("cpu")))
+    assert torch.equal(once, _fill(generator, image, hole))
     assert planned                                   # fresh windows plan their tiles again
