@@ -44,12 +44,11 @@ from PIL import Image
 from nfinpaint import devices, mask_options
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import (ImageError, exif_orientation, keep_transparent_level, key_as_alpha, load_pixels,
-                              mask_image_levels, sixteen_bit_levels)
+from nfinpaint.images import (ImageError, exif_orientation, integer_grey_image, keep_transparent_level, key_as_alpha,
+                              load_pixels, mask_image_levels, sixteen_bit_levels)
 
-# 16-bit grey in each byte order PIL has (the numpy byte order it is written back in), and 32-bit
-# integer grey holding 16-bit levels
-_INTEGER_GREY = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": None}
+# 16-bit grey in each byte order PIL has, and 32-bit integer grey holding 16-bit levels
+_INTEGER_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *_INTEGER_GREY}
 # PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
 # every fill) passed from several threads at once gave spurious "cannot be decoded" errors, bare
@@ -195,11 +194,8 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
 
         def back(out: np.ndarray) -> Image.Image:
             out = out[..., 0] if out.shape[2] == 1 else out
-            if inner == "I":
-                result = Image.fromarray(out.astype(np.int32), "I")
-            elif inner in _INTEGER_GREY:      # in its own byte order
-                result = keep_transparent_level(given, Image.frombytes(
-                    inner, (out.shape[1], out.shape[0]), out.astype(_INTEGER_GREY[inner]).tobytes()))
+            if inner in _INTEGER_GREY:      # in its own byte order, with its transparent level
+                result = keep_transparent_level(given, integer_grey_image(out, inner))
             else:
                 result = Image.fromarray(out, inner)
             if result.mode == mode:
@@ -211,20 +207,20 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             return kept
         return (array[..., None] if array.ndim == 2 else array), back
     if isinstance(image, torch.Tensor):
-        if image.device.type == "meta":
-            raise InpaintError("the image tensor is on the meta device, which holds no values")
+        _check_tensor(image, "image")
         if image.dim() != 3 or image.shape[0] not in (1, 2, 3, 4):
             raise InpaintError(f"image tensors must be (C, H, W) with C in 1-4, got shape {tuple(image.shape)}")
         if image.dtype != torch.uint8 and not image.is_floating_point():
             raise InpaintError(f"image tensors must be uint8 or float, got {image.dtype}")
         dtype, device = image.dtype, image.device
-        array = image.detach().cpu()
+        array = _cpu_values(image)
         array = (array.float() if dtype in (torch.bfloat16, torch.float16) else array).permute(1, 2, 0).numpy()
 
         def back(out: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(device=device, dtype=dtype)
         return array, back
     if isinstance(image, np.ndarray):
+        image = np.asarray(image)     # a subclass (np.matrix) indexes unlike an array: numpy's own
         if image.ndim == 2:
             return image[..., None], lambda out: out[..., 0]
         if image.ndim == 3 and image.shape[2] in (1, 2, 3, 4):
@@ -272,12 +268,29 @@ def _check_orientations(image: Any, mask: Any) -> None:
                            f"up; pass both through PIL.ImageOps.exif_transpose (as the command reads files)")
 
 
+def _check_tensor(tensor: torch.Tensor, what: str) -> None:
+    """InpaintError for a tensor whose values cannot be read as a dense array."""
+    if tensor.device.type == "meta":
+        raise InpaintError(f"the {what} tensor is on the meta device, which holds no values")
+    if tensor.layout != torch.strided:
+        raise InpaintError(f"the {what} tensor is {str(tensor.layout).replace('torch.', '')}; pass a dense one "
+                           f"(.to_dense())")
+
+
+def _cpu_values(tensor: torch.Tensor) -> torch.Tensor:
+    """A checked tensor's values on the CPU, its lazy negation or conjugation (views numpy cannot
+    read) applied."""
+    return tensor.detach().cpu().resolve_neg().resolve_conj()
+
+
 def _array_mask_levels(mask: Any, size: tuple[int, int] | None) -> np.ndarray:
     if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu()
+        _check_tensor(mask, "mask")
+        mask = _cpu_values(mask)
         mask = mask.float().numpy() if mask.dtype in (torch.bfloat16, torch.float16) else mask.numpy()
     if not isinstance(mask, np.ndarray):
         raise InpaintError(f"the mask must be a PIL image, a numpy array or a torch tensor, got {type(mask).__name__}")
+    mask = np.asarray(mask)     # a subclass (np.matrix) indexes unlike an array
     if mask.ndim == 3 and 1 in (mask.shape[0], mask.shape[2]):
         # (1, W, 1) is (1, H, W) with W = 1 or (H, W, 1) with H = 1: the picture's size decides
         channels_last = mask.shape[2] == 1 and (mask.shape[0] != 1 or size is None or mask.shape[:2] == size)
@@ -286,9 +299,9 @@ def _array_mask_levels(mask: Any, size: tuple[int, int] | None) -> np.ndarray:
         raise InpaintError(f"the mask must be (H, W) (or (1, H, W), (H, W, 1)), got shape {mask.shape}")
     if mask.dtype == bool:
         return mask.astype(np.float32)
-    if np.issubdtype(mask.dtype, np.integer):
+    if mask.dtype.kind in "iu":        # not timedelta64, which numpy counts as an integer type
         return _integer_mask_levels(mask)
-    if np.issubdtype(mask.dtype, np.floating):
+    if mask.dtype.kind == "f":
         return _to_float(mask, "mask")
     raise InpaintError(f"mask arrays must be bool, integer or float, got {mask.dtype}")
 
@@ -324,6 +337,13 @@ def _is_whole_number(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _checked_flag(name: str, value: Any) -> bool:
+    """A yes/no option: True or False (NumPy's too), never a truthy string ("False" is true to Python)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InpaintError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _checked_dilate(dilate: Any) -> int:
     if not _is_whole_number(dilate) or dilate < 0:
         raise InpaintError(f"dilate must be a whole number of pixels, 0 or more, got {dilate!r}")
@@ -357,14 +377,16 @@ class Inpainter:
             self.device = devices.resolve_device(str(device))      # the command's --device rule
         except UsageError as exc:
             raise InpaintError(str(exc).replace("--device ", "device=")) from None
+        half, invert, resize_mask = (_checked_flag("half", half), _checked_flag("invert", invert),
+                                     _checked_flag("resize_mask", resize_mask))
         problem = devices.half_problem(self.device) if half else None
         if problem:
             raise InpaintError(f"half=True {problem}; drop half=True"
                                + (", or use device='cuda'" if torch.cuda.is_available() else ""))
         if not _is_whole_number(seed):
             raise InpaintError(f"seed must be an integer, got {seed!r}")
-        self.method, self.seed, self.half = method, int(seed), bool(half)
-        self.dilate, self.invert, self.resize_mask = dilate, bool(invert), bool(resize_mask)
+        self.method, self.seed, self.half = method, int(seed), half
+        self.dilate, self.invert, self.resize_mask = dilate, invert, resize_mask
         self._checkpoint, self._opened, self.loaded = checkpoint, False, None
         # fills with the model run one at a time: the fill puts the model in place on its first
         # call (device, channels-last weights), which under another thread's fill gave it wrong
@@ -413,6 +435,8 @@ class Inpainter:
         # per-call options: the constructor's checks
         method = self.method if method is None else _checked_method(method)
         dilate = self.dilate if dilate is None else _checked_dilate(dilate)
+        invert = self.invert if invert is None else _checked_flag("invert", invert)
+        resize_mask = self.resize_mask if resize_mask is None else _checked_flag("resize_mask", resize_mask)
         if method == "auto" or METHODS[method].needs_generator:
             self._open_generator()
         if method != "auto" and METHODS[method].needs_generator and self.loaded is None:
@@ -428,10 +452,10 @@ class Inpainter:
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else values[..., :1]     # grey comes back grey
         hole = mask_options.holes_from_values(
-            mask_levels(mask, values.shape[:2], self.invert if invert is None else invert))
+            mask_levels(mask, values.shape[:2], invert))
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
-                                        resize=self.resize_mask if resize_mask is None else resize_mask)
+                                        resize=resize_mask)
             loaded = self.loaded
             with contextlib.nullcontext() if loaded is None else self._filling:
                 filled, _ = inpaint_image(

@@ -181,18 +181,31 @@ def key_as_alpha(img: Image.Image) -> Image.Image | None:
     return with_alpha
 
 
+# numpy's dtype for each 16-bit grey mode's bytes; mode I (32-bit integers holding 16-bit levels) is int32
+_INTEGER_GREY_DTYPES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4"}
+
+
+def integer_grey_image(levels: np.ndarray, mode: str) -> Image.Image:
+    """(H, W) 16-bit levels as a PIL image of 16-bit grey ``mode`` (any byte order) or of mode I."""
+    if mode == "I":
+        return Image.fromarray(levels.astype(np.int32), "I")
+    return Image.frombytes(mode, (levels.shape[1], levels.shape[0]),
+                           levels.astype(_INTEGER_GREY_DTYPES[mode]).tobytes())
+
+
 def keep_transparent_level(image: Image.Image, filled: Image.Image) -> Image.Image:
-    """``filled`` with the transparent level of 16-bit grey ``image`` (PNG tRNS; Pillow has no 16-bit
-    grey+alpha mode to fill it as), treated as alpha is: a pixel that had it keeps it, a filled pixel
-    that lands on it moves one level off, and the PNG is written with it."""
+    """``filled`` with the transparent level of 16-bit grey ``image`` (PNG tRNS, in any byte order or
+    mode I; Pillow has no 16-bit grey+alpha mode to fill it as), treated as alpha is: a pixel that had
+    it keeps it, a filled pixel that lands on it moves one level off, and the PNG is written with it."""
     key = image.info.get("transparency")
-    if image.mode != "I;16" or filled.mode != "I;16" or not isinstance(key, int) or not 0 <= key <= 65535:
+    if image.mode not in _INTEGER_GREY_DTYPES or filled.mode != image.mode or not isinstance(key, int) \
+            or not 0 <= key <= 65535:
         return filled
     before, after = sixteen_bit_levels(image), sixteen_bit_levels(filled)
     was = before == key
     after[(after == key) & ~was] = key + 1 if key < 65535 else key - 1
     after[was] = key
-    result = Image.fromarray(after)
+    result = integer_grey_image(after, image.mode)
     result.info["transparency"] = key
     return result
 
@@ -297,7 +310,7 @@ def read_image_and_alpha(path: str | os.PathLike) -> Picture:
                    None if alpha is None else torch.from_numpy(alpha), bits, img.mode in _GREY_MODES)
 
 
-_INTEGER_GREY_MODES = ("L", "I;16", "I;16L", "I;16B", "I")
+_INTEGER_GREY_MODES = ("L", "I", *sorted(_SIXTEEN_BIT_MODES))
 
 
 def zero_one_levels(img: Image.Image) -> np.ndarray | None:

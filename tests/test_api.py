@@ -198,6 +198,17 @@ def test_a_big_endian_16_bit_mask_is_read_by_its_full_range(inpainter):
     assert np.array_equal(inpainter(picture, (hole * 65535).astype(">u2")), reference)
 
 
+@pytest.mark.parametrize("mode", ["L", "I", "I;16", "I;16B", "I;16L", "I;16N"])
+def test_a_grey_pil_mask_of_0_and_1_is_1_for_hole_in_every_integer_mode(inpainter, mode):
+    """As an integer mask array is; I;16N was read by its full range instead: "no hole"."""
+    from nfinpaint.images import integer_grey_image
+
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    hole = _hole()
+    mask = Image.fromarray(hole.astype(np.uint8)) if mode == "L" else integer_grey_image(hole.astype(np.uint16), mode)
+    assert np.array_equal(inpainter(picture, mask), inpainter(picture, hole))
+
+
 @pytest.mark.parametrize("image_orientation, mask_orientation, refused", [
     (None, 3, True), (6, 3, True), (3, 3, False), (3, None, False)])
 def test_a_pil_mask_turned_otherwise_than_its_image_is_refused(inpainter, image_orientation, mask_orientation,
@@ -282,12 +293,23 @@ BAD = [  # (image, mask, options, expected part of the message)
     (np.zeros((H, W, 3), np.uint8), "hole", {"dilate": 2.5}, "dilate must be a whole number"),
     (np.zeros((H, W, 3), np.uint8), "hole", {"dilate": -1}, "dilate must be a whole number"),
     (np.zeros((H, W, 3), np.uint8), "hole", {"method": "best"}, "method must be one of auto"),
+    # yes/no options take True or False only: "False" is true to Python, and inverted the mask
+    (np.zeros((H, W, 3), np.uint8), "hole", {"invert": "False"}, "invert must be True or False"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"invert": 0.5}, "invert must be True or False"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"invert": np.array([True, False])}, "invert must be True or False"),
+    (np.zeros((H, W, 3), np.uint8), "hole", {"resize_mask": "no"}, "resize_mask must be True or False"),
+    # tensors and arrays numpy cannot read as they are
+    (np.zeros((H, W, 3), np.uint8), torch.zeros(H, W, device="meta"), {}, "the mask tensor is on the meta device"),
+    (np.zeros((H, W, 3), np.uint8), "sparse", {}, "the mask tensor is sparse_coo; pass a dense one"),
+    (torch.zeros(3, H, W).to_sparse(), "hole", {}, "the image tensor is sparse_coo; pass a dense one"),
+    (np.zeros((H, W, 3), np.uint8), np.zeros((H, W), "m8[s]"), {}, "mask arrays must be bool, integer or float"),
 ]
 
 
 @pytest.mark.parametrize("image, mask, options, expected", BAD)
 def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expected):
-    mask = _hole() if isinstance(mask, str) else mask
+    mask = {"hole": _hole, "sparse": lambda: torch.from_numpy(_hole()).to_sparse()}[mask]() \
+        if isinstance(mask, str) else mask
     with pytest.raises(InpaintError) as info:
         inpainter(image, mask, **options)
     assert expected in str(info.value) and "\n" not in str(info.value)
@@ -301,7 +323,9 @@ def test_bad_input_is_one_documented_error(inpainter, image, mask, options, expe
                                       r"bfloat16 natively .* which does not"),
     ({"device": "mps"}, "only cpu and cuda devices"), ({"device": "meta"}, "only cpu and cuda devices"),
     ({"device": None}, "device must be"), ({"checkpoint": 123}, "checkpoint must be a path"),
-    ({"seed": "abc"}, "seed must be an integer"), ({"seed": 1.5}, "seed must be an integer")])
+    ({"seed": "abc"}, "seed must be an integer"), ({"seed": 1.5}, "seed must be an integer"),
+    ({"invert": "False"}, "invert must be True or False"), ({"resize_mask": 1}, "resize_mask must be True or False"),
+    ({"half": "no"}, "half must be True or False")])
 def test_bad_options_are_the_same_error(options, expected, monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)      # half=True refused on any CPU here
     with pytest.raises(InpaintError, match=expected):
@@ -317,6 +341,19 @@ def test_a_per_call_method_that_needs_the_generator_loads_it(fullres_checkpoint)
     auto = Inpainter(fullres_checkpoint, device="cpu")(picture, _hole())
     assert np.array_equal(classical(picture, _hole(), method="auto"), auto)
     assert not np.array_equal(auto, Inpainter(device="cpu", method="patchmatch")(picture, _hole()))
+
+
+def test_views_numpy_cannot_read_directly_fill_as_their_values(inpainter):
+    """A lazily negated tensor (torch._neg_view) and an np.matrix (which indexes unlike an array, and
+    once crashed the process) fill as the plain arrays of their values."""
+    rng = np.random.default_rng()
+    picture = rng.random((H, W)).astype(np.float32)
+    reference = inpainter(picture, _hole())
+    negated = torch._neg_view(torch.from_numpy(-picture)[None])
+    assert torch.equal(inpainter(negated, _hole())[0], torch.from_numpy(reference))
+    assert np.array_equal(inpainter(np.asmatrix(picture), _hole()), reference)
+    assert np.array_equal(inpainter(picture, torch._neg_view(-torch.from_numpy(_hole()).float())), reference)
+    assert np.array_equal(inpainter(picture, np.asmatrix(_hole())), reference)
 
 
 def test_a_mask_of_another_size_is_resized_when_asked(inpainter):
@@ -446,16 +483,20 @@ def test_mask_options_that_undo_the_mask_say_so(inpainter):
         inpainter(picture, _hole(), dilate=60)
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16", "I;16B", "I;16L", "I;16N", "I"])
 def test_one_transparent_colour_stays_transparent(inpainter, mode):
     """A grey or RGB PIL picture with one transparent colour (PNG tRNS) came back opaque: 8-bit ones
-    come back as LA / RGBA with alpha 0 there, 16-bit grey keeps its transparent level."""
+    come back as LA / RGBA with alpha 0 there, 16-bit grey (any byte order, or mode I, which
+    ``convert("I")`` gives with the level kept) keeps its transparent level."""
+    from nfinpaint.images import integer_grey_image
+
     rng = np.random.default_rng()
-    if mode == "I;16":
+    sixteen = mode.startswith("I")
+    if sixteen:
         levels = rng.integers(1000, 60000, (H, W)).astype(np.uint16)
-        key, picture = 7, None
+        key = 7
         levels[:4] = key
-        picture = Image.fromarray(levels)
+        picture = integer_grey_image(levels, mode)
     else:
         shape = (H, W) if mode == "L" else (H, W, 3)
         pixels = rng.integers(20, 230, shape, dtype=np.uint8)
@@ -466,8 +507,8 @@ def test_one_transparent_colour_stays_transparent(inpainter, mode):
     hole = _hole()
     hole[2:6] = True                   # a hole over transparent pixels too
     out = inpainter(picture, hole, method="biharmonic")
-    if mode == "I;16":
-        assert out.mode == "I;16" and out.info["transparency"] == key
+    if sixteen:
+        assert out.mode == mode and out.info["transparency"] == key
         result = np.asarray(out).astype(np.int64)
         assert (result[:4] == key).all() and not (result[4:] == key).any()
     else:
