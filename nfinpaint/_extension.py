@@ -48,3 +48,16 @@ def build_info() -> dict[str, str]:
 
 def has_cuda_kernels() -> bool:
     return is_built() and "CUDA" in build_info()["backends"].split(",")
+
+
+_ATEN_DTYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                     torch.bfloat16: "BFloat16", torch.bool: "Bool", torch.int32: "Int", torch.int64: "Long",
+                     torch.uint8: "Byte"}
+
+
+def aten_words(value) -> str:
+    """A dtype or a shape as the C++ operators' checks print it (``Float``, ``[8, 9, 3]``): the fake
+    kernels refuse a call in the same words as the kernel would."""
+    if isinstance(value, torch.dtype):
+        return _ATEN_DTYPE_NAMES.get(value, str(value))
+    return str(list(value))

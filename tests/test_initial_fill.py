@@ -269,6 +269,59 @@ def test_compiled_solver_gives_each_image_of_a_batch_its_alone_bits():
     assert torch.equal(batch, torch.cat(alone))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_compiled_solver_keeps_a_non_finite_plane_to_itself(bad):
+    """A NaN or inf in one channel's hole spoils that plane only: one thread solving the next channel
+    (and the next image) on scratch the spoiled solve left once read NaN * 0 in the band's padding."""
+    from nfinpaint.initial_fill import conjugate_gradients_reference
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    mask = _sparse_holes(g, 2, 21, 19)
+    start = torch.rand(2, 3, 21, 19, generator=g)
+    hole = mask[0, 0].nonzero()[0]
+    start[0, 0, hole[0], hole[1]] = bad
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        got = torch.ops.nfinpaint.biharmonic_cg(start, mask, 8)
+    finally:
+        torch.set_num_threads(threads)
+    assert not got[0, 0].isfinite().all()
+    clean = torch.ones(2, 3, dtype=torch.bool)
+    clean[0, 0] = False
+    torch.testing.assert_close(got[clean], conjugate_gradients_reference(mask, start, 8)[clean], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, mask_shape, dtype, iterations", [
+    ((2, 3, 4), (2, 1, 4), torch.float32, 3), ((2, 3, 4, 4), (5, 1, 9, 9), torch.float32, 3),
+    ((2, 3, 4, 4), (2, 3, 4, 4), torch.float32, 3), ((2, 3, 4, 4), (2, 1, 4, 4), torch.float64, 3),
+    ((2, 3, 4, 4), (2, 1, 4, 4), torch.float32, -1)])
+def test_compiled_solver_fake_refuses_what_the_kernel_refuses(x_shape, mask_shape, dtype, iterations):
+    """Tracing (meta / fake tensors, torch.compile) fails where the call would, in the kernel's words."""
+    def call(device):
+        return torch.ops.nfinpaint.biharmonic_cg(torch.zeros(x_shape, dtype=dtype, device=device),
+                                                 torch.zeros(mask_shape, dtype=dtype, device=device), iterations)
+
+    with pytest.raises(RuntimeError) as cpu:
+        call("cpu")
+    with pytest.raises(RuntimeError) as meta:
+        call("meta")
+    assert str(meta.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
+def test_compiled_solver_refuses_a_meta_input_beside_a_cpu_one():
+    """One input on "meta" sends the call to the fake kernel, which returned an uninitialised CPU tensor."""
+    from nfinpaint.initial_fill import conjugate_gradients
+
+    x, mask = torch.rand(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    with pytest.raises(RuntimeError, match="expected x and mask on one device, got cpu and meta"):
+        torch.ops.nfinpaint.biharmonic_cg(x, mask.to("meta"), 3)
+    with pytest.raises(RuntimeError, match="expected x and mask on one device, got meta and cpu"):
+        torch.ops.nfinpaint.biharmonic_cg(x.to("meta"), mask, 3)
+    with pytest.raises(RuntimeError, match="on one device"):
+        conjugate_gradients(mask.to("meta"), x, 3)
+
+
 def test_compiled_solver_edge_cases():
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     image = torch.rand(2, 3, 9, 10, generator=g)

@@ -542,6 +542,62 @@ def test_ops_refuse_a_meta_input_beside_cpu_ones(op, meta_arg):
         getattr(torch.ops.nfinpaint, f"patchmatch_{op}")(*args)
 
 
+def _bad_patchmatch_calls():
+    """(name, call(device)) pairs that the CPU kernels refuse for their shapes, dtypes or parameters."""
+    def image(h=8, w=9, c=3, **kw):
+        return torch.rand(h, w, c, **kw)
+
+    def plane(h=8, w=9, **kw):
+        return torch.ones(h, w, dtype=torch.bool, **kw)
+
+    def nnf(**change):
+        def call(d):
+            args = dict(target=image(device=d), source=image(device=d), source_allowed=plane(device=d),
+                        active=plane(device=d), init_field=None, patch_size=3, iterations=1, seed=0)
+            args.update({k: v(d) if callable(v) else v for k, v in change.items()})
+            return torch.ops.nfinpaint.patchmatch_nnf(*args.values())
+        return call
+
+    def vote(**change):
+        def call(d):
+            args = dict(image=image(device=d), field=torch.zeros(8, 9, 2, dtype=torch.int32, device=d),
+                        weight=torch.ones(8, 9, device=d), hole=plane(device=d), patch_size=3)
+            args.update({k: v(d) if callable(v) else v for k, v in change.items()})
+            return torch.ops.nfinpaint.patchmatch_vote(*args.values())
+        return call
+
+    return [
+        ("nnf channels", nnf(source=lambda d: image(c=5, device=d))),
+        ("nnf float64 target", nnf(target=lambda d: image(device=d).double())),
+        ("nnf empty target", nnf(target=lambda d: image(h=0, device=d))),
+        ("nnf even patch", nnf(patch_size=4)),
+        ("nnf patch over the source", nnf(patch_size=11)),
+        ("nnf negative iterations", nnf(iterations=-1)),
+        ("nnf source_allowed shape", nnf(source_allowed=lambda d: plane(3, 3, device=d))),
+        ("nnf active dtype", nnf(active=lambda d: plane(device=d).float())),
+        ("nnf init_field shape", nnf(init_field=lambda d: torch.zeros(8, 9, 3, dtype=torch.int32, device=d))),
+        ("nnf init_field dtype", nnf(init_field=lambda d: torch.zeros(8, 9, 2, dtype=torch.int64, device=d))),
+        ("vote five channels", vote(image=lambda d: image(c=5, device=d))),
+        ("vote zero patch", vote(patch_size=0)),
+        ("vote patch over the image", vote(patch_size=9 + 2)),
+        ("vote field dtype", vote(field=lambda d: torch.zeros(8, 9, 2, dtype=torch.int64, device=d))),
+        ("vote field shape", vote(field=lambda d: torch.zeros(9, 8, 2, dtype=torch.int32, device=d))),
+        ("vote weight shape", vote(weight=lambda d: torch.ones(2, 2, device=d))),
+        ("vote hole dtype", vote(hole=lambda d: torch.ones(8, 9, device=d))),
+    ]
+
+
+@pytest.mark.parametrize("name, call", _bad_patchmatch_calls(), ids=[n for n, _ in _bad_patchmatch_calls()])
+def test_fake_kernels_refuse_what_the_cpu_kernels_refuse(name, call):
+    """Tracing (meta / fake tensors, torch.compile) fails where the call would, with the kernel's words;
+    the fakes once checked devices only and built graphs for calls that could only fail."""
+    with pytest.raises(RuntimeError) as cpu:
+        call("cpu")
+    with pytest.raises(RuntimeError) as meta:
+        call("meta")
+    assert str(meta.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
 # ---------------------------------------------------------------- opcheck
 def test_opcheck_nnf():
     g = torch.Generator().manual_seed(0)

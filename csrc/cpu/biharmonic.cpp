@@ -93,7 +93,9 @@ at::Tensor biharmonic_cg_cpu(const at::Tensor& x, const at::Tensor& mask, int64_
     TORCH_CHECK(scratch != nullptr, kOp, ": out of memory for the solver's scratch (", 4 * hw, " floats)");
     float* work = scratch.get();
     for (int64_t plane = begin; plane < end; ++plane) {
-      if (plane > begin && plane % c == 0) NFI_CPU_CALL(clear_band(work, hw, bands[plane / c - 1]));
+      // every plane starts from zeroed scratch, not only each image: a solve that met a NaN or inf leaves
+      // it in the band's padding, where the next solve reads it as NaN * 0 (it once poisoned the next channel)
+      if (plane > begin) NFI_CPU_CALL(clear_band(work, hw, bands[(plane - 1) / c]));
       NFI_CPU_CALL(solve_plane(xp + plane * hw, mp + (plane / c) * hw, h, w, iterations, bands[plane / c],
                                work));
     }

@@ -69,7 +69,7 @@ inline double band_sum(const Band& band, int64_t n, Term term) {
 
 // `iterations` conjugate-gradient steps on P L L P for one (h, w) plane: x in/out (the start in the hole, the
 // known pixels elsewhere), m the hole's weights, `band` = hole_band(m), work 4 * h * w floats of scratch, zero
-// outside the band on entry (fresh, or left by a solve with the same band: clear_band between images).
+// outside the band on entry (fresh, or cleared by clear_band after the solve before).
 // Outside the band r, p and ap stay zero (they are zero outside the hole), and t = L(ap) is zero more than
 // a pixel from it, so nothing there is written.
 inline void solve_plane(float* x, const float* m, int64_t h, int64_t w, int64_t iterations, const Band& band,
