@@ -255,7 +255,8 @@ def feature_distance(fake: Tensor, real: Tensor, weight: Tensor | None = None,
     _check_inputs(fake, real, weight, reduction)
     if allow_reference_fallback and not triton_path_available(fake):
         return feature_distance_reference(fake, real, weight, reduction)
-    if weight is not None:
-        # a bool mask is 1 in the hole and 0 outside, as the compiled op converts it
-        weight = weight.detach().to(fake.dtype) if weight.dtype == torch.bool else weight.detach()
+    # real and weight in fake's dtype (a bool weight: 1 in the hole), as the compiled op takes them: one
+    # contract and one reference for both (a float32 weight beside float16 features once differed by 1e-4)
+    real = real.to(fake.dtype)
+    weight = None if weight is None else weight.detach().to(fake.dtype)
     return _feature_distance_op(fake, real, weight, reduction)

@@ -191,7 +191,8 @@ def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int) -> Tensor:
     runs the reference."""
     if _takes_operator(mask, x):
         _extension.require()
-        return torch.ops.nfinpaint.biharmonic_cg(x, mask, iterations)
+        # a mask shared by the batch, (1, 1, H, W), as the reference broadcasts it
+        return torch.ops.nfinpaint.biharmonic_cg(x, mask.expand(x.shape[0], *mask.shape[1:]), iterations)
     return conjugate_gradients_reference(mask, x, iterations)
 
 
@@ -216,6 +217,8 @@ def conjugate_gradients_reference(mask: Tensor, x: Tensor, iterations: int,
     export graph (nfinpaint.export_graph), which passes :func:`neighbour_sum_conv`.  The system is
     ill-conditioned: the two neighbour sums, equal to 1e-7, give fills up to ~5e-4 apart after 32
     steps on a small converged hole (~1e-6 on a hole in its window)."""
+    if x.numel() == 0:       # nothing to solve, as the operator returns it (the padding below needs pixels)
+        return x.clone()
     hole = mask.expand_as(x)
 
     def laplacian(v: Tensor) -> Tensor:

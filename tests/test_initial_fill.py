@@ -322,6 +322,23 @@ def test_compiled_solver_refuses_a_meta_input_beside_a_cpu_one():
         conjugate_gradients(mask.to("meta"), x, 3)
 
 
+def test_both_paths_of_conjugate_gradients_take_the_same_problems():
+    """The operator (float32) and the reference (float64, graphs) accept the same inputs: a mask shared by
+    the batch, which the operator refused, and planes without pixels, on which the reference failed."""
+    from nfinpaint.initial_fill import conjugate_gradients
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.rand(3, 2, 15, 17, generator=g, dtype=torch.float64)
+    shared = (torch.rand(1, 1, 15, 17, generator=g, dtype=torch.float64) > 0.6).double()
+    wide = conjugate_gradients(shared, x, 8)
+    torch.testing.assert_close(conjugate_gradients(shared.float(), x.float(), 8), wide.float(), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(wide, conjugate_gradients(shared.expand(3, 1, 15, 17), x, 8))
+    for shape in ((2, 0, 8, 8), (2, 3, 0, 8), (2, 3, 8, 0)):
+        for dtype in (torch.float32, torch.float64):
+            empty = torch.rand(shape, dtype=dtype)
+            assert conjugate_gradients(torch.ones(2, 1, *shape[2:], dtype=dtype), empty, 3).shape == shape
+
+
 def test_compiled_solver_edge_cases():
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     image = torch.rand(2, 3, 9, 10, generator=g)

@@ -88,6 +88,26 @@ def test_composite_l2_mixed_layouts_and_dtypes():
     torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
 
 
+@pytest.mark.parametrize("low, other", [(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                                        (torch.float32, torch.float64), (torch.bfloat16, torch.float64)])
+@pytest.mark.parametrize("reduction", ops.REDUCTIONS)
+def test_ops_and_references_take_the_other_inputs_in_the_first_one_s_dtype(low, other, reduction):
+    """Given the same mixed-dtype arguments, op and reference agree: both take target/mask (real/weight)
+    in the first argument's dtype. The references once computed the loss from the unrounded ones
+    (2e-4 apart with bfloat16 images) and returned float64 beside a float64 mask."""
+    seed = torch.seed() % 2**31
+    g, t, m = make_inputs((3, 4, 9, 7), other, 1, soft=True, seed=seed)
+    g = g.to(low)
+    _, loss = ops.composite_l2(g, t, m, reduction)
+    _, rloss = ops.composite_l2_reference(g, t, m, reduction)
+    assert loss.dtype == rloss.dtype == torch.float32
+    torch.testing.assert_close(loss, rloss, rtol=LOSS_RTOL, atol=0)
+    dist = ops.feature_distance(g, t, m, reduction)
+    rdist = ops.feature_distance_reference(g, t, m, reduction)
+    assert dist.dtype == rdist.dtype == torch.float32
+    torch.testing.assert_close(dist, rdist, rtol=LOSS_RTOL, atol=0)
+
+
 @pytest.mark.parametrize("reduction", ops.REDUCTIONS)
 def test_composite_l2_empty_and_full_masks(reduction):
     g, t, _ = make_inputs((2, 3, 4, 5), seed=3)
