@@ -42,6 +42,10 @@ TORCH_LIBRARY(nfinpaint, m) {
         "int patch_size, int iterations, int seed) -> (Tensor field, Tensor dist)");
   // Hole pixels := weighted average of the overlapping matched patches' pixels.
   m.def("patchmatch_vote(Tensor image, Tensor field, Tensor weight, Tensor hole, int patch_size) -> Tensor");
+  // Their input rules alone, for the fake kernels (csrc/input_checks.cpp): raise what the ops would raise.
+  m.def("_check_patchmatch_nnf_inputs(Tensor target, Tensor source, Tensor source_allowed, Tensor active, "
+        "Tensor? init_field, int patch_size, int iterations) -> ()");
+  m.def("_check_patchmatch_vote_inputs(Tensor image, Tensor field, Tensor weight, Tensor hole, int patch_size) -> ()");
 
   // ---- smooth fills (nfinpaint/initial_fill.py; kernel csrc/cpu/biharmonic.cpp) ----
   // `iterations` conjugate-gradient steps on P L L P (L: 5-point Laplacian, borders replicated;
@@ -49,6 +53,8 @@ TORCH_LIBRARY(nfinpaint, m) {
   // pixels elsewhere; mask (N, 1, H, W) float32. Every plane (n, c) its own system, with float64
   // dot products. Returns the new x (contiguous). Not differentiable.
   m.def("biharmonic_cg(Tensor x, Tensor mask, int iterations) -> Tensor");
+  // Its input rules alone, for the fake kernel (csrc/input_checks.cpp).
+  m.def("_check_biharmonic_inputs(Tensor x, Tensor mask, int iterations) -> ()");
 
   // ---- build facts for `python -m nfinpaint.info` ----
   m.def("build_info() -> str", &build_info);

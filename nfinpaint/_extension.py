@@ -50,14 +50,14 @@ def has_cuda_kernels() -> bool:
     return is_built() and "CUDA" in build_info()["backends"].split(",")
 
 
-_ATEN_DTYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-                     torch.bfloat16: "BFloat16", torch.bool: "Bool", torch.int32: "Int", torch.int64: "Long",
-                     torch.uint8: "Byte"}
-
-
-def aten_words(value) -> str:
-    """A dtype or a shape as the C++ operators' checks print it (``Float``, ``[8, 9, 3]``): the fake
-    kernels refuse a call in the same words as the kernel would."""
-    if isinstance(value, torch.dtype):
-        return _ATEN_DTYPE_NAMES.get(value, str(value))
-    return str(list(value))
+def check_on_meta(check, *args) -> None:
+    """Run ``check`` (an input-rules op of the extension: ``nfinpaint::_check_*_inputs``) on meta copies
+    of the tensors in ``args``: a fake kernel so refuses what its kernel would, in the kernel's words.
+    Symbolic sizes are left to the kernel's check at run time (a meta copy needs concrete ones); devices
+    are the caller's to check first (the copies all share one)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if any(isinstance(d, torch.SymInt) for x in tensors for d in (*x.shape, *x.stride())):
+        return
+    with torch._subclasses.fake_tensor.unset_fake_temporarily():
+        check(*(torch.empty_strided(tuple(a.shape), tuple(a.stride()), dtype=a.dtype, device="meta")
+                if isinstance(a, torch.Tensor) else a for a in args))

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import _extension
-from nfinpaint._extension import aten_words
 
 DEFAULT_ITERATIONS = 24
 # Conjugate-gradient steps of the biharmonic fill: converged to 0.01 dB on 24x24 crops with holes up to 12x12.
@@ -249,22 +248,14 @@ def _register_fake() -> None:
     if not _extension.is_built():
         return
 
-    # refuses what csrc/include/nfinpaint/biharmonic_inputs.h refuses, in its words, so that tracing fails
-    # where the call would; a call mixing devices reaches it when one input is on "meta" (it returned garbage)
     @torch.library.register_fake("nfinpaint::biharmonic_cg")
     def _(x, mask, iterations):
-        op = "nfinpaint::biharmonic_cg"
-        torch._check(x.dim() == 4, lambda: f"{op}: expected x of shape (N, C, H, W), got {aten_words(x.shape)}")
-        n, _, h, w = x.shape
-        torch._check(mask.dim() == 4 and tuple(mask.shape) == (n, 1, h, w),
-                     lambda: f"{op}: expected mask of shape (N, 1, H, W) = ({n}, 1, {h}, {w}) to match x "
-                             f"{aten_words(x.shape)}, got {aten_words(mask.shape)}")
-        torch._check(x.dtype == torch.float32 and mask.dtype == torch.float32,
-                     lambda: f"{op}: expected float32 x and mask, got {aten_words(x.dtype)} and "
-                             f"{aten_words(mask.dtype)}")
-        torch._check(x.device == mask.device,
-                     lambda: f"{op}: expected x and mask on one device, got {x.device} and {mask.device}")
-        torch._check(iterations >= 0, lambda: f"{op}: iterations must be >= 0, got {iterations}")
+        # devices first (a call mixing devices reaches this fake when one input is on "meta", and returned
+        # an uninitialised tensor), then the kernel's own rules on meta copies, in its words
+        if x.device != mask.device:
+            raise RuntimeError(f"nfinpaint::biharmonic_cg: expected x and mask on one device, got {x.device} and "
+                               f"{mask.device}")
+        _extension.check_on_meta(torch.ops.nfinpaint._check_biharmonic_inputs, x, mask, iterations)
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 

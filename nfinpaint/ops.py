@@ -160,20 +160,13 @@ def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: 
     ``nfinpaint::_check_loss_inputs``) to meta copies of the fake kernel's inputs, so the
     fake kernels raise what the real ones would.  Symbolic shapes are left to the real
     kernel's check at run time (a meta copy needs concrete sizes)."""
-    tensors = [a, b] + ([] if w is None else [w])
     # Devices first, on the inputs themselves (the meta copies below all share one): a call
     # mixing devices reaches this fake kernel when one input is on "meta", and would
     # otherwise return uninitialised tensors on a's device.
     for name, x in ((b_name, b), (w_name, w)):
         if x is not None and x.device != a.device:
             raise RuntimeError(f"{op}: expected {name} on {a.device} like {a_name}, got {x.device}")
-    if any(isinstance(d, torch.SymInt) for x in tensors for d in (*x.shape, *x.stride())):
-        return
-    with torch._subclasses.fake_tensor.unset_fake_temporarily():
-        meta = [torch.empty_strided(tuple(x.shape), tuple(x.stride()), dtype=x.dtype, device="meta")
-                for x in tensors]
-        torch.ops.nfinpaint._check_loss_inputs(op, a_name, b_name, w_name, meta[0], meta[1],
-                                               meta[2] if w is not None else None)
+    _extension.check_on_meta(torch.ops.nfinpaint._check_loss_inputs, op, a_name, b_name, w_name, a, b, w)
 
 
 def _check_grad_devices(op: str, a: Tensor, **grads: Tensor | None) -> None:

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfinpaint import _extension
-from nfinpaint._extension import aten_words
 from nfinpaint.masks import mask_plane
 
 __all__ = ["nnf", "inpaint", "resynthesize", "has_source_patch", "patch_distance_reference"]
@@ -70,33 +69,6 @@ def _same_device(op: str, **tensors: Tensor | None) -> None:
             raise RuntimeError(f"{op}: expected {name} on {x0.device} like {first}, got {x.device}")
 
 
-# The fake kernels refuse what csrc/cpu/patchmatch.cpp's checks refuse (shapes, dtypes, parameters; not
-# what depends on values), in its words, so that tracing fails where the call would.
-def _fake_check_image(t: Tensor, name: str) -> None:
-    torch._check(t.dim() == 3 and t.shape[0] > 0 and t.shape[1] > 0 and t.shape[2] > 0,
-                 lambda: f"patchmatch: {name} must be a non-empty (H, W, C) tensor, got shape {aten_words(t.shape)}")
-    torch._check(t.dtype == torch.float32, lambda: f"patchmatch: {name} must be float32, got {aten_words(t.dtype)}")
-
-
-def _fake_check_plane(t: Tensor, name: str, h: int, w: int, dtype: torch.dtype) -> None:
-    torch._check(t.dim() == 2 and tuple(t.shape) == (h, w),
-                 lambda: f"patchmatch: {name} must have shape ({h}, {w}), got {aten_words(t.shape)}")
-    torch._check(t.dtype == dtype, lambda: f"patchmatch: {name} must be {aten_words(dtype)}, got {aten_words(t.dtype)}")
-
-
-def _fake_check_patch_size(op: str, patch_size: int, h: int, w: int, what: str) -> None:
-    torch._check(patch_size >= 1 and patch_size % 2 == 1,
-                 lambda: f"patchmatch: patch_size must be a positive odd number, got {patch_size}")
-    torch._check(patch_size <= h and patch_size <= w,
-                 lambda: f"{op}: patch_size {patch_size} is larger than the {what} ({h}x{w})")
-
-
-def _fake_check_field(op: str, field: Tensor, name: str, h: int, w: int) -> None:
-    torch._check(field.dim() == 3 and tuple(field.shape) == (h, w, 2),
-                 lambda: f"{op}: {name} must have shape ({h}, {w}, 2), got {aten_words(field.shape)}")
-    torch._check(field.dtype == torch.int32, lambda: f"{op}: {name} must be int32, got {aten_words(field.dtype)}")
-
-
 def _register_fakes() -> None:
     if not _extension.is_built():
         return
@@ -105,30 +77,17 @@ def _register_fakes() -> None:
     def _(target, source, source_allowed, active, init_field, patch_size, iterations, seed):
         _same_device("nfinpaint::patchmatch_nnf", target=target, source=source, source_allowed=source_allowed,
                      active=active, init_field=init_field)
-        _fake_check_image(target, "target")
-        _fake_check_image(source, "source")
-        torch._check(target.shape[2] == source.shape[2],
-                     lambda: f"patchmatch: target and source must have the same channel count, got "
-                             f"{target.shape[2]} and {source.shape[2]}")
+        # the kernels' own rules on meta copies, in their words (csrc/input_checks.cpp)
+        _extension.check_on_meta(torch.ops.nfinpaint._check_patchmatch_nnf_inputs, target, source, source_allowed,
+                                  active, init_field, patch_size, iterations)
         h, w = target.shape[0], target.shape[1]
-        _fake_check_patch_size("patchmatch", patch_size, source.shape[0], source.shape[1], "source image")
-        torch._check(iterations >= 0, lambda: f"patchmatch: iterations must be >= 0, got {iterations}")
-        _fake_check_plane(source_allowed, "source_allowed", source.shape[0], source.shape[1], torch.bool)
-        _fake_check_plane(active, "active", h, w, torch.bool)
-        if init_field is not None:
-            _fake_check_field("patchmatch", init_field, "init_field", h, w)
         return target.new_empty((h, w, 2), dtype=torch.int32), target.new_empty((h, w), dtype=torch.float32)
 
     @torch.library.register_fake("nfinpaint::patchmatch_vote")
     def _(image, field, weight, hole, patch_size):
         _same_device("nfinpaint::patchmatch_vote", image=image, field=field, weight=weight, hole=hole)
-        _fake_check_image(image, "image")
-        torch._check(image.shape[2] <= 4, lambda: f"patchmatch_vote: at most 4 channels, got {image.shape[2]}")
-        h, w = image.shape[0], image.shape[1]
-        _fake_check_patch_size("patchmatch_vote", patch_size, h, w, "image")
-        _fake_check_field("patchmatch_vote", field, "field", h, w)
-        _fake_check_plane(weight, "weight", h, w, torch.float32)
-        _fake_check_plane(hole, "hole", h, w, torch.bool)
+        _extension.check_on_meta(torch.ops.nfinpaint._check_patchmatch_vote_inputs, image, field, weight, hole,
+                                  patch_size)
         return torch.empty_like(image, memory_format=torch.contiguous_format)
 
 

@@ -36,9 +36,9 @@ void check_patch_size(int64_t patch_size) {
 }
 }  // namespace
 
-Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const at::Tensor& source_allowed,
-                     const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
-                     int64_t iterations, int64_t seed) {
+void check_nnf(const at::Tensor& target, const at::Tensor& source, const at::Tensor& source_allowed,
+               const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
+               int64_t iterations) {
   check_image(target, "target");
   check_image(source, "source");
   TORCH_CHECK(target.size(2) == source.size(2), "patchmatch: target and source must have the same channel count, got ",
@@ -54,6 +54,20 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
   TORCH_CHECK(ht * wt < (int64_t{1} << 31) && hs * ws < (int64_t{1} << 31), "patchmatch: image too large");
   check_plane(source_allowed, "source_allowed", hs, ws, at::kBool);
   check_plane(active, "active", ht, wt, at::kBool);
+  if (init_field.has_value() && init_field->defined()) {
+    const at::Tensor& init = *init_field;
+    TORCH_CHECK(init.dim() == 3 && init.size(0) == ht && init.size(1) == wt && init.size(2) == 2,
+                "patchmatch: init_field must have shape (", ht, ", ", wt, ", 2), got ", init.sizes());
+    TORCH_CHECK(init.scalar_type() == at::kInt, "patchmatch: init_field must be int32, got ", init.scalar_type());
+    TORCH_CHECK(init.device() == target.device(), "patchmatch: init_field must be on the target's device");
+  }
+}
+
+Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const at::Tensor& source_allowed,
+                     const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
+                     int64_t iterations, int64_t seed) {
+  check_nnf(target, source, source_allowed, active, init_field, patch_size, iterations);
+  const int64_t ht = target.size(0), wt = target.size(1), hs = source.size(0), ws = source.size(1);
 
   Prepared out;
   out.target = target.contiguous();
@@ -73,14 +87,7 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
     out.active_extent = std::max(rows.max().item<int64_t>() - rows.min().item<int64_t>(),
                                  cols.max().item<int64_t>() - cols.min().item<int64_t>()) + 1;
   }
-  if (init_field.has_value() && init_field->defined()) {
-    const at::Tensor& init = *init_field;
-    TORCH_CHECK(init.dim() == 3 && init.size(0) == ht && init.size(1) == wt && init.size(2) == 2,
-                "patchmatch: init_field must have shape (", ht, ", ", wt, ", 2), got ", init.sizes());
-    TORCH_CHECK(init.scalar_type() == at::kInt, "patchmatch: init_field must be int32, got ", init.scalar_type());
-    TORCH_CHECK(init.device() == target.device(), "patchmatch: init_field must be on the target's device");
-    out.init = init.contiguous();
-  }
+  if (init_field.has_value() && init_field->defined()) out.init = init_field->contiguous();
   Problem& p = out.problem;
   p.target = out.target.data_ptr<float>();
   p.source = out.source.data_ptr<float>();

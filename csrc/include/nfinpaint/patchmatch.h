@@ -320,8 +320,14 @@ struct Prepared {
   Problem problem;
 };
 
-// Validates the op's inputs (same checks on every backend) and builds the
-// usable/active lists; the Problem's pointers refer to Prepared's tensors.
+// The op's input rules (shapes, dtypes, devices, parameters; every backend, and the fake kernel through
+// nfinpaint::_check_patchmatch_nnf_inputs on meta copies). Nothing here reads values.
+void check_nnf(const at::Tensor& target, const at::Tensor& source, const at::Tensor& source_allowed,
+               const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
+               int64_t iterations);
+
+// check_nnf, then the usable/active lists (which do read values); the Problem's pointers refer to
+// Prepared's tensors.
 Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const at::Tensor& source_allowed,
                      const at::Tensor& active, const std::optional<at::Tensor>& init_field, int64_t patch_size,
                      int64_t iterations, int64_t seed);
@@ -330,6 +336,7 @@ Prepared prepare_nnf(const at::Tensor& target, const at::Tensor& source, const a
 // active pixels' bounding box; from_scratch = no initial field was given.
 std::vector<int32_t> jump_steps(int64_t iteration, int64_t extent, bool from_scratch);
 
+// patchmatch_vote's input rules (every backend, and the fake kernel on meta copies)
 void check_vote(const at::Tensor& image, const at::Tensor& field, const at::Tensor& weight, const at::Tensor& hole,
                 int64_t patch_size);
 
