@@ -237,7 +237,7 @@ def _readable_images(data_dir: str | os.PathLike, min_side: int, decode: bool, s
 def _load_file(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
-            return pil_to_tensor(img)
+            return pil_to_tensor(img, path)
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
 

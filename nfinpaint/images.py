@@ -129,7 +129,11 @@ def exif_orientation(img: Image.Image) -> int | None:
 def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place: bool = False) -> Image.Image | None:
     """``ImageOps.exif_transpose(img, in_place=...)``, except that a damaged EXIF block (which PIL
     decodes around, but exif_transpose raises on) is ignored with an :class:`ImageWarning`: the
-    picture is left as stored, as one without EXIF is (and as :func:`header_size` sizes it)."""
+    picture is left as stored, as one without EXIF is (and as :func:`header_size` sizes it).  The pixels
+    are decoded first, so that a picture that does not decode raises (OSError, ...) here: reading a PNG's
+    EXIF decodes the whole file, and a decoding error met there (caught as a damaged EXIF block) left
+    PIL holding the part-decoded pixels as loaded, read on as a mostly black picture."""
+    img.load()
     if exif_orientation(img) is None:
         warnings.warn(f"{name}: its EXIF block is damaged: ignored (the picture is read as stored, unturned)",
                       ImageWarning, stacklevel=2)
@@ -242,8 +246,13 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
             with Image.open(path) as img:
                 width, height = img.size
                 turned = exif_orientation(img) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
+                # Pillow gives a turned TIFF its upright size when it opens it (and turns the pixels when
+                # it decodes them): turned once more here, its mask was refused whichever way it was drawn
+                stored = (img.tag_v2.get(256), img.tag_v2.get(257)) if img.format == "TIFF" else None
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
+    if turned and stored == (height, width):
+        return width, height
     return (height, width) if turned else (width, height)
 
 
@@ -276,9 +285,10 @@ def pil_to_arrays(img: Image.Image, name: str | os.PathLike = "the picture") -> 
     return _unit_floats(np.asarray(rgb)), colour_key_alpha(img)
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL image (any mode) -> (3, H, W) float32 RGB in [0, 1] (alpha, if any, dropped)."""
-    rgb, _ = pil_to_arrays(img)
+def pil_to_tensor(img: Image.Image, name: str | os.PathLike = "the picture") -> torch.Tensor:
+    """PIL image (any mode) -> (3, H, W) float32 RGB in [0, 1] (alpha, if any, dropped); ``name`` is the
+    picture's in a warning."""
+    rgb, _ = pil_to_arrays(img, name)
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from nfinpaint import metrics
 from nfinpaint.baselines import Method
-from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, open_error, pil_to_arrays,
+from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, open_error, pil_to_arrays,
                               upright)
 from nfinpaint.masks import HOLE_FAMILIES, LAMA_KINDS, box_masks, edge_masks, family_masks, lama_masks
 from nfinpaint.metrics import format_summary
@@ -88,11 +88,9 @@ def _scaled(img: Image.Image, size: int, min_side: int = 1, name: str = "a pictu
     its longer side scaled to ``size`` (Lanczos): 8-bit pictures in PIL's 8-bit RGB, deeper grey ones
     (16-bit, float) as floats, so that they are not clipped to 8 bits on the way.  PictureTooSmall when
     a side would be shorter than ``min_side`` (checked before the pixels are decoded)."""
-    if exif_orientation(img) is None:
-        # a PNG's EXIF is read by decoding the whole file: a truncated one fails here, which is an
-        # unreadable picture (OSError, caught as such), not a damaged EXIF block
-        img.load()
-    upright(img, name, in_place=True)   # a damaged EXIF block: ignored, with a warning naming the picture
+    # decodes first (an unreadable picture raises OSError, caught as such); a damaged EXIF block is
+    # ignored, with a warning naming the picture
+    upright(img, name, in_place=True)
     scale = size / max(img.size)
     shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     if min(shape) < min_side:

@@ -83,6 +83,57 @@ def test_a_damaged_exif_block_is_ignored_when_reading(tmp_path):
     assert rgb.shape == (H, W, 3) and alpha is None
 
 
+def _corrupt_png(path, truncate=False):
+    """A PNG whose compressed pixels are damaged (bit rot: 64 bytes of the stream zeroed) or cut short."""
+    data = bytearray(_png_bytes(np.random.default_rng().integers(0, 256, (96, 128, 3), dtype=np.uint8)))
+    at = data.find(b"IDAT")
+    length = int.from_bytes(data[at - 4:at], "big")
+    if truncate:
+        data = data[:at + 4 + length // 2]
+    else:
+        data[at + 4 + length // 4:at + 4 + length // 4 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with Image.open(path) as img, pytest.raises(OSError):
+        img.load()                          # the file is what the test is about: pixels PIL cannot decode
+    return path
+
+
+@pytest.mark.parametrize("truncate", [False, True], ids=["damaged", "truncated"])
+def test_a_png_whose_pixels_do_not_decode_is_skipped_by_training_and_evaluation(tmp_path, truncate):
+    """Reading a PNG's EXIF decodes the file: the error, met there and taken for a damaged EXIF block, left
+    PIL holding the part-decoded pixels as loaded, and training and `evaluate --size` read on a mostly
+    black picture (with a false EXIF warning naming no file)."""
+    import warnings as warnings_module
+
+    from nfinpaint import data, picture_eval
+    from nfinpaint.images import ImageError
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    _save(np.random.default_rng().integers(0, 256, (96, 128, 3), dtype=np.uint8), folder / "good.png")
+    bad = _corrupt_png(folder / "bad.png", truncate)
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("error", ImageWarning)          # no EXIF warning on the way
+        with pytest.raises(ImageError, match="bad.png: not a readable image"):
+            data._load_file(bad)
+        with pytest.warns(UserWarning, match="skipping .*bad.png: not a readable image"):
+            pictures, _ = picture_eval.load_pictures(str(folder), 64)
+    assert [os.path.basename(name) for name, _ in pictures] == ["good.png"]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("orientation", [1, 3, 5, 6, 8])
+def test_the_header_size_is_the_size_read_whatever_the_orientation(tmp_path, suffix, orientation):
+    """Pillow turns a TIFF itself (its size upright when opened): header_size turned it a second time,
+    and the command refused its mask however it was drawn."""
+    picture = Image.fromarray(np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8))
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    path = _save(picture, tmp_path / f"turned{suffix}", exif=exif.tobytes())
+    image = read_image_and_alpha(path).image
+    assert header_size(path) == (image.shape[2], image.shape[1]) == ((H, W) if orientation >= 5 else (W, H))
+
+
 def test_the_command_fills_pictures_and_masks_with_a_damaged_exif_block(tmp_path):
     image, mask = _picture(), _hole_mask()
     good, bad = _save(image, tmp_path / "good.png"), _bad_exif_png(image, tmp_path / "bad.png")
