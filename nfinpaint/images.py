@@ -482,6 +482,22 @@ def _grey_depth(bits: int, fmt: str) -> int:
     return bits if (bits == 16 and fmt in ("PNG", "TIFF")) or (bits == 32 and fmt == "TIFF") else 8
 
 
+# The largest side each format holds (libwebp; libjpeg's JPEG_MAX_DIMENSION; GIF's 16-bit fields);
+# the others hold more than a picture that fits in memory.
+_MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535}
+
+
+def check_format_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """ImageError when a ``width`` x ``height`` picture is larger than the format of ``path`` (from its
+    suffix) holds: found before a fill, not as a traceback from the encoder after it."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise ImageError(f"{path}: a {path.suffix.lower()} file holds at most {limit:,} pixels a side, and the "
+                         f"picture is {width}x{height}; write .png or .tif instead")
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
                info: dict | None = None, bits: int = 8) -> int:
     """Write a (C, H, W) [0, 1] tensor (C = 3: RGB, C = 1: grey) atomically (format from the suffix),
@@ -491,6 +507,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
     hold it, and its colour profile only when it fits the written pixels (:func:`profile_fits`;
     dropped with an :class:`ImageWarning`)."""
     path = Path(path)
+    check_format_size(path, image.shape[-1], image.shape[-2])
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     depth = _grey_depth(bits, fmt) if image.shape[0] == 1 and alpha is None else 8
     pil = tensor_to_pil(image, depth)

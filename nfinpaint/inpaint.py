@@ -88,8 +88,8 @@ from nfinpaint.files import DiskFullError
 from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
-                              check_regular_file, header_size, read_image_and_alpha, read_image_info,
-                              save_image)
+                              check_format_size, check_regular_file, header_size, read_image_and_alpha,
+                              read_image_info, save_image)
 from nfinpaint.masks import blank_holes, default_hole_size, mask_plane
 
 DEFAULT_MAX_SCALE = 4.0
@@ -608,10 +608,11 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
     Returns (holes, the alpha channel or None, the input's bits per channel, the output's)."""
     shown = ", ".join(str(m) for m in masks)
     try:
+        # from the headers, before any pixel is decoded: a picture the output's format cannot hold, or a
+        # mask of another size, is refused at once, not after a large picture has filled the memory
+        width, height = header_size(image_path)
+        check_format_size(output, width, height)
         if not args.resize_mask:
-            # from the headers, before any pixel is decoded: a mask of another size is refused at
-            # once, not after a large picture has filled the memory
-            width, height = header_size(image_path)
             for path in masks:
                 mask_width, mask_height = header_size(path)
                 if (mask_width, mask_height) != (width, height):

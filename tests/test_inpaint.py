@@ -316,6 +316,35 @@ def _cli_error(argv, capsys):
     return err
 
 
+@pytest.mark.parametrize("suffix, limit", [(".webp", 16383), (".jpg", 65500), (".gif", 65535)])
+def test_cli_refuses_a_picture_wider_than_the_output_format_holds_before_filling(tmp_path, monkeypatch, capsys,
+                                                                                 suffix, limit):
+    """The fill ran to the end, then the encoder's traceback; the picture at the limit is written."""
+    def picture(width):
+        pixels = np.random.default_rng().integers(0, 256, (3, width, 3), dtype=np.uint8).transpose(1, 0, 2)
+        mask = np.zeros((width, 3), np.uint8)
+        mask[1, 1] = 255
+        return _save_pair(tmp_path, f"w{width}", np.ascontiguousarray(pixels), mask)
+
+    with pytest.raises(OSError if suffix == ".jpg" else (ValueError, OverflowError)):
+        Image.new("RGB", (limit + 1, 3)).save(tmp_path / f"pil{suffix}")     # the encoder's own limit
+    fills = []
+    monkeypatch.setattr(inpaint, "inpaint_image", lambda *a, **k: fills.append(1))
+    err = _cli_error([*picture(limit + 1), "-o", tmp_path / f"wide{suffix}"], capsys)
+    assert f"holds at most {limit:,} pixels a side, and the picture is 3x{limit + 1}; write .png" in err
+    assert not fills and not (tmp_path / f"wide{suffix}").exists()
+    monkeypatch.undo()
+    assert inpaint.main([*map(str, picture(limit)), "-o", str(tmp_path / f"ok{suffix}"), "--method",
+                         "border-mean", "--no-progress"]) == 0
+    assert Image.open(tmp_path / f"ok{suffix}").size == (3, limit)
+
+
+def _save_pair(folder, name, pixels, mask):
+    Image.fromarray(pixels).save(folder / f"{name}.png")
+    Image.fromarray(mask).save(folder / f"{name}_mask.png")
+    return folder / f"{name}.png", folder / f"{name}_mask.png"
+
+
 def test_cli_reports_when_patchmatch_cannot_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inpaint, "patchmatch_missing", lambda: "not built (test)")
     monkeypatch.setattr(generator_io, "shipped_default", lambda: None)
