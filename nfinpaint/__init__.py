@@ -24,6 +24,21 @@ def _run_as_command() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv else "").startswith("nfinpaint-")
 
 
+def _abort_at_startup(signum, frame) -> None:
+    """A command's Ctrl-C before its ``cli.main`` runs: while it imports torch, scipy, ... (a second
+    or more), nothing is written yet, so it ends there, saying "aborted" as it does later.  Raised as
+    KeyboardInterrupt inside an import, it gave a traceback, or left numpy half-imported and ended in
+    a RecursionError."""
+    print("\naborted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+if _run_as_command():
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # cli.main puts it back
+        signal.signal(signal.SIGINT, _abort_at_startup)
+
 try:
     # importing torch takes seconds: a command's Ctrl-C then says "aborted" as it does later
     # (cli.main), not a traceback through torch's import; a program's import keeps the exception

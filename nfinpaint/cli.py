@@ -70,6 +70,58 @@ def _names_print() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class _ReaderMayLeave:
+    """``sys.stdout`` that goes on when its reader has gone (``| head -1``): what is written after is
+    dropped, and the work goes on to write its files (a BrokenPipeError from a progress line once ended
+    a fill in a traceback, its output unwritten)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # the buffered text goes to /dev/null instead, as does everything after (and Python's own flush at exit)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_reader_may_leave():
+    before = sys.stdout
+    sys.stdout = _ReaderMayLeave(before)
+    try:
+        yield
+    finally:
+        sys.stdout = before
+
+
+def _interrupt_as_usual() -> None:
+    """Ctrl-C raises KeyboardInterrupt again, handled below, once the command's imports are done (during
+    them it ends the process at once: nfinpaint._abort_at_startup)."""
+    import nfinpaint  # noqa: PLC0415
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is getattr(nfinpaint, "_abort_at_startup", None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def quiet_startup() -> None:
     """One warning format for every command, no CUDA-runtime notice on CPU-only machines, and any
     file name printable (:func:`_names_print`)."""
@@ -132,9 +184,10 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
     """Parse ``argv``, call ``run(args)``; returns the exit status: ``run``'s (0 for None), 2 after
     one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C (143 for SIGTERM)."""
     quiet_startup()
+    _interrupt_as_usual()
     args = arg_parser.parse_args(None if argv is None else [str(a) for a in argv])
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), _stdout_reader_may_leave():
             code = run(args)
     except NfinpaintError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)

@@ -181,6 +181,69 @@ def test_ctrl_c_while_a_command_imports_torch_says_aborted(tmp_path, how):
     assert result.stderr.strip() == "aborted"
 
 
+# Ctrl-C as the signal itself, delivered while a command imports its own modules (after the package,
+# before cli.main): a KeyboardInterrupt there gave a traceback or a half-imported numpy
+_SIGINT_IN_COMMAND_IMPORT = """
+import signal
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "nfinpaint.cli":
+            signal.raise_signal(signal.SIGINT)
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize("command", ["inpaint", "evaluate", "train"])
+def test_ctrl_c_while_a_command_imports_its_modules_says_aborted(tmp_path, command):
+    (tmp_path / "sitecustomize.py").write_text(_SIGINT_IN_COMMAND_IMPORT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-m", f"nfinpaint.{command}", "--help"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == cli.EXIT_INTERRUPTED, result.stderr
+    assert result.stderr.strip() == "aborted" and "usage" not in result.stdout
+
+
+def test_ctrl_c_after_the_imports_is_a_keyboard_interrupt_again(capsys):
+    """cli.main hands Ctrl-C back to Python's handler (which the package replaced for a command's imports)."""
+    import nfinpaint
+
+    before = signal.signal(signal.SIGINT, nfinpaint._abort_at_startup)
+    try:
+        def run(args):
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            signal.raise_signal(signal.SIGINT)
+        assert cli.main(run, [], _parser()) == cli.EXIT_INTERRUPTED
+        assert capsys.readouterr().err.strip() == "aborted"
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_command_whose_reader_has_gone_still_writes_its_file(tmp_path):
+    """`inpaint ... | head -1`: a progress line to a closed pipe (BrokenPipeError) ended the fill in a
+    traceback, its output unwritten. The reader here is gone before the first line."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:20, 15:30] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "nfinpaint.inpaint", str(tmp_path / "p.png"),
+                                 str(tmp_path / "m.png"), "-o", str(tmp_path / "out.png"), "--method", "biharmonic"],
+                                stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert Image.open(tmp_path / "out.png").size == (56, 40)
+
+
 def test_ctrl_c_while_a_program_imports_nfinpaint_stays_its_own(tmp_path):
     result = _python(tmp_path, argv0="my_program.py")
     assert "Traceback" in result.stderr and "KeyboardInterrupt" in result.stderr
