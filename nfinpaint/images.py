@@ -48,8 +48,9 @@ class ImageWarning(UserWarning):
 
 
 # What PIL raises for a file it cannot read; DecompressionBombError (a header declaring more pixels
-# than Image.MAX_IMAGE_PIXELS allows, twice over) is none of the others.
-OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# than Image.MAX_IMAGE_PIXELS allows, twice over) is none of the others, and the AVIF and BLP decoders
+# raise RuntimeError and NotImplementedError (one of them) for a damaged file.
+OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
 
 
 def open_error(path: str | os.PathLike, exc: BaseException) -> "ImageError":
@@ -95,13 +96,26 @@ def _open(path: str | os.PathLike) -> Image.Image:
         warnings.warn(f"{path} has {frames} frames or pages: only the first is read", ImageWarning, stacklevel=3)
     # PIL decodes 16-bit colour (RGB/RGBA) PNGs to 8 bits per channel; say so, and count them as 16-bit
     if img.info["nfinpaint_16bit_colour"]:
-        grey = any("LA;16" in raw for raw in raw_modes)
-        if grey:      # 16-bit grey+alpha, which PIL decodes as 8-bit RGBA: grey it stays
-            info = img.info
-            img = img.convert("LA")
-            img.info.update(info)
+        grey = is_grey_alpha_16(raw_modes)
+        img = grey_again(img, raw_modes)
         warnings.warn(f"{path} has 16 bits per {'grey and alpha' if grey else 'colour'} channel: it is read "
                       f"at 8 bits per channel", ImageWarning, stacklevel=3)
+    return img
+
+
+def is_grey_alpha_16(raw_modes: list[str]) -> bool:
+    """Whether a picture that :func:`load_pixels` decoded (``raw_modes``, its return) is 16-bit grey+alpha."""
+    return any("LA;16" in raw for raw in raw_modes)
+
+
+def grey_again(img: Image.Image, raw_modes: list[str]) -> Image.Image:
+    """A 16-bit grey+alpha picture, which PIL decodes as 8-bit RGBA, as LA with its info (its colour
+    profile, for grey, still fits); any other picture as it is."""
+    if not is_grey_alpha_16(raw_modes):
+        return img
+    info = img.info
+    img = img.convert("LA")
+    img.info.update(info)
     return img
 
 

@@ -18,7 +18,8 @@ The API (OpenAPI document at ``/openapi.json``, interactive page at ``/docs``):
 
 Every error is a 4xx or 503 with a one-line JSON body ``{"error": "..."}``.  Fills run one at a
 time (one worker thread owns the model); up to ``queue`` more wait, and a request beyond that gets
-503; on Ctrl-C the waiting ones get 503 and the running one finishes.  Requests never name a file:
+503, as does an upload beyond ``queue`` + 2 being received at once; an upload of which nothing
+arrives for 30 s gets 408.  On Ctrl-C the waiting ones get 503 and the running one finishes.  Requests never name a file:
 uploads are parsed in memory and nothing is written to disk.
 """
 
@@ -41,11 +42,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nfinpaint import cli, devices
-from nfinpaint.images import (DEEP_GREY_MODES, ImageError, exif_orientation, keep_transparent_level, key_as_alpha,
-                              load_pixels, profile_fits, sixteen_bit_levels, upright)
+from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, grey_again,
+                              keep_transparent_level, key_as_alpha, load_pixels, profile_fits, sixteen_bit_levels,
+                              upright)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -53,6 +55,8 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024     # the whole request body
 MAX_PIXELS = 40_000_000                 # per picture (width x height), checked before decoding
 QUEUE = 4                               # fills that may wait behind the running one
 MAX_DILATION = 200
+MAX_FIELDS = 16                         # multipart parts in one request: the API has four
+UPLOAD_STALL_SECONDS = 30.0             # an upload of which nothing arrives this long is dropped
 # modes a PNG holds and the Inpainter fills and returns in the same mode, pixel for pixel
 _PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}     # what Pillow writes to PNG as it is
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -75,8 +79,10 @@ class RequestError(Exception):
 # --------------------------------------------------------------------------- request body
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+async def read_body(request, limit: int, stall: float = UPLOAD_STALL_SECONDS) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes, and with
+    408 when nothing of it arrives for ``stall`` seconds (a suspended or vanished client held its
+    memory for ever, and Ctrl-C waited for it for ever)."""
     declared = request.headers.get("content-length")
     # ASCII digits only (str.isdigit() takes '²', which int() refuses); a length of more digits than any
     # limit has is over it, and int() of over 4,300 digits would raise
@@ -87,8 +93,15 @@ async def read_body(request, limit: int) -> bytes:
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 
     chunks, size = [], 0
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), stall)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise RequestError(408, f"the upload stalled: nothing of it arrived for {_amount(stall)} s") from None
             size += len(chunk)
             if size > limit:     # a chunked upload or a lying Content-Length: stop reading now
                 raise RequestError(413, f"the upload is over the limit of {_amount(limit / 2**20)} MB")
@@ -110,6 +123,10 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
     state: dict[str, Any] = {}
 
     def on_part_begin():
+        state["parts"] = state.get("parts", 0) + 1
+        if state["parts"] > MAX_FIELDS:     # each part costs the event loop: 800,000 tiny ones held it for seconds
+            raise RequestError(400, f"the upload has more than {MAX_FIELDS} fields; send image, mask, and "
+                                    f"optionally method and dilation")
         state.update(headers={}, field=b"", value=b"", data=[])
 
     def on_header_field(data, start, end):
@@ -217,7 +234,7 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except OPEN_ERRORS:     # a damaged AVIF's RuntimeError among them: a 500 once
         raise RequestError(400, f"the {field} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
     w, h = img.size
     if w * h > max_pixels:
@@ -233,9 +250,12 @@ def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.
     damaged EXIF block is ignored, as by the command)."""
     try:
         with pil_pixel_limit(max_pixels):     # PIL checks sizes again as it decodes (TIFF tiles, GIF frames)
-            load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
-            return upright(img, f"the {field}")
-    except (OSError, SyntaxError, ValueError) as exc:
+            raw_modes = load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
+            # 16-bit grey+alpha comes back grey, with its profile, as the command writes it (RGBA once)
+            return upright(grey_again(img, raw_modes), f"the {field}")
+    except Image.DecompressionBombError:
+        raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
+    except OPEN_ERRORS as exc:
         raise RequestError(400, f"the {field} cannot be decoded ({cli.one_line(exc)})") from None
 
 
@@ -454,6 +474,9 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     if inpainter is None:
         inpainter = Inpainter(checkpoint, device=device)
     fills = FillQueue(inpainter, queue, max_pixels)
+    # uploads read at once, each up to max_upload_bytes in memory: as many as the fills they feed, a few
+    # more beyond them answered 503 at once (eight stalled 45 MB uploads once held 360 MB until the end)
+    uploads = asyncio.Semaphore(queue + 2)
     choices = methods(inpainter.loaded.generator if inpainter.loaded is not None else None)
     static = _static_files()
     versions = provenance.versions()
@@ -483,7 +506,9 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc: HTTPException):   # 404, 405, ...: the same one-line form
-        return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "request refused")
+        response = error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "request refused")
+        response.headers.update(exc.headers or {})      # a 405's Allow, which a 405 must carry
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
@@ -492,11 +517,14 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
     @app.post("/api/inpaint", summary="Fill the hole of a picture",
               response_class=Response, openapi_extra={"requestBody": _inpaint_body(choices)},
               responses={200: {"content": {"image/png": {}}, "description": "the filled picture (PNG)"},
-                         **_error_doc(400, 413, 503)})
+                         **_error_doc(400, 408, 413, 503)})
     async def inpaint(request: Request):
-        body = await read_body(request, max_upload_bytes)
-        fields = parse_multipart(request.headers.get("content-type"), body)
-        del body
+        if uploads.locked():
+            raise RequestError(503, f"{queue + 2} uploads are being received already; try again in a moment")
+        async with uploads:
+            body = await read_body(request, max_upload_bytes)
+            fields = parse_multipart(request.headers.get("content-type"), body)
+            del body
         method = fields.get("method", b"auto").decode("utf-8", "replace").strip() or "auto"
         if method not in choices:
             raise RequestError(400, f"method must be one of {', '.join(choices)}, got {method!r}")
@@ -517,7 +545,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         png, seconds = await fills.run(FillJob(image, mask, method, int(text)))
         return Response(png, media_type="image/png", headers={"X-Fill-Seconds": f"{seconds:.3f}"})
 
-    @app.get("/api/info", summary="The model, the device, the limits and the versions")
+    # GET routes answer HEAD too (curl -I, "is it up?"), as HTTP asks of them
+    @app.api_route("/api/info", methods=["GET", "HEAD"], summary="The model, the device, the limits and the versions")
     async def api_info():
         return {"model": _model_info(inpainter), "device": str(inpainter.device), "half": inpainter.half,
                 "method": inpainter.method, "methods": list(choices),
@@ -530,9 +559,9 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
             return Response(static[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
         return serve_file
 
-    app.get("/", include_in_schema=False)(page("index.html"))
+    app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)(page("index.html"))
     for name in ("app.js", "style.css"):
-        app.get(f"/{name}", include_in_schema=False)(page(name))
+        app.api_route(f"/{name}", methods=["GET", "HEAD"], include_in_schema=False)(page(name))
     _add_docs_page(app)
     return app
 
@@ -546,7 +575,7 @@ def _add_docs_page(app) -> None:
 
     app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
     async def docs_page():
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="nfinpaint API",
                                    swagger_js_url="/docs-static/swagger-ui-bundle.js",

@@ -280,6 +280,73 @@ def test_bad_input_is_a_4xx_with_a_one_line_json_error(client):
         assert_error(post(client, good_image, good_mask, dilation=dilation), 400, "dilation")
     assert_error(client.get("/api/nothing"), 404)
     assert_error(client.put("/api/inpaint"), 405)
+    assert client.get("/api/inpaint").headers["allow"] == "POST"        # a 405 must say what is allowed
+
+
+def test_the_page_and_info_answer_head_as_get(client):
+    """`curl -I`, an "is it up?" check, got 405 for the page: GET routes answer HEAD, without a body."""
+    for path in ("/", "/app.js", "/api/info", "/docs"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+
+
+def test_many_fields_are_refused_before_they_are_parsed():
+    """800,000 tiny fields (44 MB, under the upload limit) held the event loop for seconds."""
+    from nfinpaint.serve import MAX_FIELDS, RequestError, parse_multipart
+
+    part = b'--xyz\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n'
+    body = b"".join(part % i for i in range(MAX_FIELDS + 1)) + b"--xyz--\r\n"
+    with pytest.raises(RequestError, match=f"more than {MAX_FIELDS} fields") as info:
+        parse_multipart("multipart/form-data; boundary=xyz", body)
+    assert info.value.status == 400
+    fine = b"".join(part % i for i in range(MAX_FIELDS)) + b"--xyz--\r\n"
+    assert len(parse_multipart("multipart/form-data; boundary=xyz", fine)) == MAX_FIELDS
+
+
+def test_a_damaged_avif_is_a_400_not_a_500(client):
+    """Pillow's AVIF decoder raises RuntimeError for a damaged file (a 500 once); here, a file whose
+    image item is gone."""
+    avif = png(picture(), format="AVIF")
+    damaged = avif.replace(b"iloc", b"iXoc", 1)
+    with pytest.raises(RuntimeError):
+        Image.open(io.BytesIO(damaged)).load()          # the file is what the test is about
+    assert_error(post(client, damaged, png(hole_mask())), 400, "image")
+    assert_error(post(client, png(picture()), damaged), 400, "mask")
+
+
+def test_16_bit_grey_and_alpha_comes_back_grey_with_its_profile(client):
+    """Pillow decodes 16-bit grey+alpha as 8-bit RGBA: it came back RGBA, its grey profile dropped."""
+    levels = picture(3, channels=1)[..., 0].astype(np.uint16) * 257
+    raw = np.stack([levels, np.full((H, W), 65535, np.uint16)], -1).astype(">u2")
+    out = decoded(post(client, _la16_png(raw, _grey_profile()), png(hole_mask())))
+    assert out.mode == "LA" and out.info.get("icc_profile") == _grey_profile()
+    known = hole_mask() == 0
+    assert np.array_equal(np.asarray(out)[..., 0][known], (levels >> 8).astype(np.uint8)[known])
+
+
+def _grey_profile() -> bytes:
+    from nfinpaint.images import icc_colour_space
+    from PIL import ImageCms
+
+    data = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    # a GRAY profile: the header's colour space field says 'GRAY' (what profile_fits reads)
+    data = data[:16] + b"GRAY" + data[20:]
+    assert icc_colour_space(data) == "GRAY"
+    return data
+
+
+def _la16_png(raw: np.ndarray, icc: bytes) -> bytes:
+    """A 16-bit grey+alpha PNG (colour type 4), which Pillow does not write, with an iCCP chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + row.tobytes() for row in raw)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16, 4, 0, 0, 0))
+            + chunk(b"iCCP", b"grey\0\0" + zlib.compress(icc)) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
 
 
 def test_a_body_without_its_closing_boundary_is_a_truncated_upload(client):
@@ -647,6 +714,54 @@ def test_a_client_that_hangs_up_mid_upload_is_a_request_error_not_a_traceback():
     with pytest.raises(RequestError, match="closed the connection") as info:
         asyncio.run(read_body(HangsUp(), 1 << 20))
     assert info.value.status == 400
+
+
+def test_an_upload_that_stalls_is_dropped_with_408():
+    """A suspended or vanished client's upload was kept for ever: its memory held, and Ctrl-C waited."""
+    import asyncio
+
+    from nfinpaint.serve import RequestError, read_body
+
+    class Stalls:
+        headers = {}
+
+        async def stream(self):
+            yield b"--boundary\r\n"
+            await asyncio.sleep(30)
+            yield b"never"
+
+    with pytest.raises(RequestError, match="stalled: nothing of it arrived for 0.2 s") as info:
+        asyncio.run(read_body(Stalls(), 1 << 20, stall=0.2))
+    assert info.value.status == 408
+
+
+def test_uploads_beyond_the_queue_and_two_get_503_at_once(inpainter):
+    """Each upload is held in memory: eight stalled 45 MB uploads held 360 MB until the end."""
+    import asyncio
+
+    from nfinpaint import serve
+
+    release = asyncio.Event()
+
+    async def held(request, limit, stall=serve.UPLOAD_STALL_SECONDS):
+        await release.wait()
+        raise serve.RequestError(400, "released")
+
+    async def scenario():
+        import httpx2
+
+        app = create_app(inpainter, queue=1)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as c:
+            sends = [asyncio.create_task(c.post("/api/inpaint", content=b"x")) for _ in range(4)]
+            await asyncio.sleep(0.5)
+            release.set()
+            return [r.status_code for r in await asyncio.gather(*sends)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serve, "read_body", held)
+        codes = asyncio.run(scenario())
+    assert sorted(codes) == [400, 400, 400, 503]
 
 
 @pytest.mark.parametrize("declared", ["9" * 5000, "²", "12"])
