@@ -200,8 +200,11 @@ sys.meta_path.insert(0, CtrlC())
 def test_ctrl_c_while_a_command_imports_its_modules_says_aborted(tmp_path, command):
     (tmp_path / "sitecustomize.py").write_text(_SIGINT_IN_COMMAND_IMPORT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    # Ctrl-C as a terminal delivers it: a shell starts a background job (`bash .ci/run &`) with SIGINT
+    # ignored, which its children inherit, and an ignored SIGINT is not the command's to handle
     result = subprocess.run([sys.executable, "-m", f"nfinpaint.{command}", "--help"], capture_output=True,
-                            text=True, env=env, timeout=300)
+                            text=True, env=env, timeout=300,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert result.returncode == cli.EXIT_INTERRUPTED, result.stderr
     assert result.stderr.strip() == "aborted" and "usage" not in result.stdout
 

@@ -377,15 +377,19 @@ def test_resynthesize_votes_the_nearest_known_patches():
 
 
 def test_resynthesize_pulls_a_noisy_guess_back_to_the_texture():
+    """The search is random: one draw in ~30 converges short of the texture (400 draws: median error
+    1.4% of the guess's, 99th percentile 39%, worst 43%), so the claim is about the typical draw, over
+    seven, and no draw may end near the guess (one draw against before / 4 failed CI)."""
     tex = torch.from_numpy(periodic_texture(48, 56)).permute(2, 0, 1)
     hole = torch.zeros(48, 56, dtype=torch.bool)
     hole[16:32, 18:40] = True
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    guess = torch.where(hole, tex + 0.08 * torch.randn(tex.shape, generator=g), tex)
-    out = pm.resynthesize(guess, hole, 5, seed=int(torch.randint(0, 2**31, (), generator=g)))
-    before = (guess - tex)[:, hole].abs().mean()
-    after = (out - tex)[:, hole].abs().mean()
-    assert after < before / 4, (float(before), float(after))
+    ratios = []
+    for _ in range(7):
+        guess = torch.where(hole, tex + 0.08 * torch.randn(tex.shape, generator=g), tex)
+        out = pm.resynthesize(guess, hole, 5, seed=int(torch.randint(0, 2**31, (), generator=g)))
+        ratios.append(float((out - tex)[:, hole].abs().mean() / (guess - tex)[:, hole].abs().mean()))
+    assert sorted(ratios)[3] < 1 / 4 and max(ratios) < 3 / 4, ratios
 
 
 def test_resynthesize_needs_a_known_patch():
