@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import os
 import stat
@@ -135,6 +136,24 @@ def _embedded_arrays() -> tuple[tuple[str, np.ndarray], ...]:
 
 def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def files_digest(*folders: str | None) -> str | None:
+    """A digest of the image files under ``folders`` (each file's path within its folder and its size):
+    what a resumed run checks it trains on the files its checkpoint trained on (the crops, and the split
+    by file, follow the files found).  None for the embedded pictures (no folder)."""
+    if not any(folders):
+        return None
+    digest = hashlib.sha256()
+    for folder in folders:
+        if folder:
+            with warnings.catch_warnings():     # what it skips is said when the data is read
+                warnings.simplefilter("ignore", DataWarning)
+                files = find_image_files(folder)
+            for path in files:
+                digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\n".encode("utf-8", "surrogateescape"))
+        digest.update(b"\x1e")         # the training folder's files, then the validation folder's
+    return digest.hexdigest()
 
 
 def find_image_files(data_dir: str | os.PathLike, option: str = OptionNames.data) -> list[Path]:

@@ -11,14 +11,18 @@ no longer the same numbers).
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE, coarse_hole_mask, conjugate_gradients_reference,
-                                    level_mean_fill, neighbour_sum_conv, relax_harmonic)
+                                    MULTISCALE_MIN_SIDE, NEIGHBOUR_CROSS, coarse_hole_mask,
+                                    conjugate_gradients_reference, level_mean_fill, neighbour_sum_conv,
+                                    relax_harmonic)
 from nfinpaint.neural_fill import MIRROR
 
 MAX_SIDE = 8192
@@ -72,21 +76,27 @@ def push_pull(values: Tensor, weight: Tensor, levels: int) -> Tensor:
     return out
 
 
-def harmonic_fill(image: Tensor, mask: Tensor, levels: int) -> Tensor:
+NeighbourSum = Callable[[Tensor], Tensor]
+
+
+def harmonic_fill(image: Tensor, mask: Tensor, levels: int, neighbour_sum: NeighbourSum = neighbour_sum_conv) -> Tensor:
     known3 = (1 - mask).expand_as(image).contiguous()
     x = push_pull(image * (1 - mask), known3, levels)
-    return relax_harmonic(image, mask, torch.where(known3 > 0, image, x), DEFAULT_ITERATIONS, neighbour_sum_conv)
+    return relax_harmonic(image, mask, torch.where(known3 > 0, image, x), DEFAULT_ITERATIONS, neighbour_sum)
 
 
-def _biharmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int) -> Tensor:
+def _biharmonic(image: Tensor, mask: Tensor, start: Tensor, iterations: int, neighbour_sum: NeighbourSum) -> Tensor:
     return conjugate_gradients_reference(mask, torch.where(mask.expand_as(image) > 0.5, start, image), iterations,
-                                         neighbour_sum_conv)
+                                         neighbour_sum)
 
 
 def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_SIDE,
-                               iterations: int = LEVEL_ITERATIONS) -> Tensor:
+                               iterations: int = LEVEL_ITERATIONS,
+                               neighbour_sum: NeighbourSum = neighbour_sum_conv) -> Tensor:
     """:func:`nfinpaint.initial_fill.multiscale_biharmonic_fill` as a fixed graph, the same numbers for
-    pictures whose shorter side is at most ``max_side`` (see the module doc)."""
+    pictures whose shorter side is at most ``max_side`` (see the module doc).  ``neighbour_sum``:
+    :func:`~nfinpaint.initial_fill.neighbour_sum_conv`, with a module's kernel in a module
+    (:class:`FullResFill`)."""
     levels = _levels(max_side, 2 * MULTISCALE_MIN_SIDE)          # down to a side below 16
     # push-pull depth at level i: down to a side of 1 from that level's largest side
     pp = [_levels(-(-max_side // 2 ** i), 2) for i in range(levels + 1)]
@@ -99,11 +109,12 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
         coarse_image = _halve_mean(img * known) / coarse_known.clamp_min(1e-6)
         pyramid.append((coarse_image * (1 - coarse_mask), coarse_mask))
     img, m = pyramid[-1]
-    out = _biharmonic(img, m, harmonic_fill(img, m, pp[levels]), COARSEST_ITERATIONS)
+    out = _biharmonic(img, m, harmonic_fill(img, m, pp[levels], neighbour_sum), COARSEST_ITERATIONS, neighbour_sum)
     for i in range(levels - 1, -1, -1):
         img, m = pyramid[i]
-        terminal = _biharmonic(img, m, harmonic_fill(img, m, pp[i]), COARSEST_ITERATIONS)
-        refined = _biharmonic(img, m, _up(out, img), iterations)
+        terminal = _biharmonic(img, m, harmonic_fill(img, m, pp[i], neighbour_sum), COARSEST_ITERATIONS,
+                               neighbour_sum)
+        refined = _biharmonic(img, m, _up(out, img), iterations, neighbour_sum)
         out = torch.where(_min_side(img) < 2 * MULTISCALE_MIN_SIDE, terminal, refined)
     return out
 
@@ -119,10 +130,15 @@ class FullResFill(nn.Module):
         self.max_side = int(max_side)
         self.mirror = bool(mirror)
         self.generator = generator
+        # the base fill's kernel as a buffer: it moves with .cuda() (a constant made in the graph was
+        # pinned to the CPU by the TorchScript trace)
+        self.register_buffer("neighbour_cross", torch.tensor(NEIGHBOUR_CROSS), persistent=False)
 
     def _fill(self, image: Tensor, mask: Tensor) -> Tensor:
         # the generator's own base fill, as a fixed graph, with the generator's step count
-        filled = multiscale_biharmonic_fill(image * (1 - mask), mask, self.max_side, self.generator.base_iterations)
+        neighbour_sum = functools.partial(neighbour_sum_conv, cross=self.neighbour_cross)
+        filled = multiscale_biharmonic_fill(image * (1 - mask), mask, self.max_side, self.generator.base_iterations,
+                                            neighbour_sum)
         return torch.where(mask > 0.5, self.generator.refine(filled, mask), image)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:

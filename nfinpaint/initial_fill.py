@@ -81,11 +81,17 @@ def _neighbour_sum(x: Tensor) -> Tensor:
     return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
 
 
-def neighbour_sum_conv(x: Tensor) -> Tensor:
+NEIGHBOUR_CROSS = ((0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0))    # the four neighbours' 3x3 kernel
+
+
+def neighbour_sum_conv(x: Tensor, cross: Tensor | None = None) -> Tensor:
     """:func:`_neighbour_sum` as one depthwise convolution, for the export graph: one operator a
-    step keeps an ONNX file small and its export quick (slices made the export several times slower)."""
+    step keeps an ONNX file small and its export quick (slices made the export several times slower).
+    ``cross``: :data:`NEIGHBOUR_CROSS` as a (3, 3) tensor; the export graph passes its module's buffer,
+    which moves with the module (one made here is a constant that a TorchScript trace pins to the
+    device it was traced on: the file then convolved a GPU picture with a CPU kernel)."""
     c = x.shape[1]
-    kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]).expand(c, 1, 3, 3)
+    kernel = (x.new_tensor(NEIGHBOUR_CROSS) if cross is None else cross).expand(c, 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
 
 

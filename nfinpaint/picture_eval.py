@@ -127,7 +127,8 @@ def load_pictures(data: str | None, size: int, limit: int | None = None,
                 break
             try:
                 with Image.open(path) as img:
-                    out.append((path.name, _scaled(img, size, min_side, str(path))))
+                    # the path within --data (searched recursively: a/x.png and b/x.png were both "x.png")
+                    out.append((path.relative_to(data).as_posix(), _scaled(img, size, min_side, str(path))))
             except PictureTooSmall as exc:      # an ImageError: caught first
                 skipped.append(f"{path}: {exc}")
             except (*OPEN_ERRORS, ImageError) as exc:

@@ -100,7 +100,8 @@ def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
             continue        # the same folder, written another way
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
-                              f"only {', '.join(sorted(RESUMABLE_KEYS))} may change")
+                              f"only {', '.join(sorted(RESUMABLE_KEYS))} may change; to go on under another "
+                              f"{key}, start a new run from this one: --fine-tune {point.run_dir} --out NEW_RUN")
     return dataclasses.replace(saved, **overrides).validate()
 
 

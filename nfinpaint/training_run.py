@@ -31,6 +31,7 @@ import torch
 from nfinpaint import _extension, distributed, generator_io
 from nfinpaint.checkpoint import CHECKPOINT_DIR, list_checkpoints, rng_state, save_checkpoint, set_rng_state
 from nfinpaint.config import ConfigError, TrainConfig, changed_from_preset
+from nfinpaint.data import files_digest
 from nfinpaint.devices import set_cpu_threads
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.figures import save_comparison_grid
@@ -60,6 +61,26 @@ def training_meta(config: TrainConfig, *, step: int, complete: bool, **extra) ->
             "complete": complete, "description": description, **extra}
 
 
+def check_same_files(point: ResumePoint, config: TrainConfig) -> None:
+    """ConfigError when the data folders no longer hold the files the run's checkpoint trained on: the
+    crops (and a split by file) follow the files found, so a resume went on with other data, silently,
+    and could validate on pictures it had trained on."""
+    folders = " and ".join(repr(str(f)) for f in (config.data, config.val_data) if f)
+    for folder in (config.data, config.val_data):
+        if folder and not Path(folder).is_dir():
+            # not "point --data at a folder": a resume keeps its folders (a moved one is refused)
+            raise ConfigError(f"the run's data folder {str(folder)!r} is gone: put it back (or a link to where it "
+                              f"is now), or train on the moved folder as a new run from this one with "
+                              f"--fine-tune {point.run_dir} --data NEW_PLACE --out NEW_RUN")
+    recorded = point.payload.get("data_files")
+    if recorded is None or recorded == files_digest(config.data, config.val_data):
+        return      # checkpoints written before the digest was recorded: nothing to compare
+    raise ConfigError(f"the files in {folders} changed since {point.checkpoint.name} (added, removed or replaced): "
+                      f"a resumed run would train on other crops than it did, and could validate on pictures it "
+                      f"trained on; put the files back, or train on these as a new run from this one with "
+                      f"--fine-tune {point.run_dir} --out NEW_RUN")
+
+
 class Run:
     """One run directory (new or resumed) and the process's part in writing it."""
 
@@ -80,6 +101,7 @@ class Run:
         self.provenance: dict = {}
         self.initialised_from: dict | None = None   # the generator file a new run's generator starts from
         self.threads = 0
+        self.files: str | None = None       # data.files_digest of the folders it trains on
 
     # -- before anything is written ----------------------------------------------------------
 
@@ -99,6 +121,7 @@ class Run:
             if point.payload.get("world_size", 1) != info.world_size:
                 say(info.is_main, f"note: the run used {point.payload.get('world_size', 1)} processes, now "
                                   f"{info.world_size}: it continues, but not bit for bit")
+            check_same_files(point, config)
             if info.is_main:
                 check_not_in_use(run_dir)
                 check_config_file(point, config)
@@ -120,6 +143,11 @@ class Run:
                                             info.device)
         if note:
             say(info.is_main, note)
+        was = point.payload.get("threads") if point is not None else None
+        if was and run.threads and was != run.threads:      # --threads may change on resume, at this price
+            say(info.is_main, f"note: the run used {was} threads, now {run.threads}: it continues, but not bit "
+                              f"for bit (float sums are split by thread)")
+        run.files = files_digest(config.data, config.val_data)
         return run
 
     def restore(self, trainer) -> int:
@@ -137,7 +165,8 @@ class Run:
         """Take the run directory (created, locked: a second training into it fails here with one
         line), write config.toml and the first record, and say what the run is (``data``: its sets)."""
         info, config, threads = self.info, self.config, self.threads
-        self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained}
+        self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained,
+                           "data_files": self.files}
         if self.origin is not None:
             self.provenance["fine_tuned_from"] = fine_tune_origin(self.origin, config)
         elif self.point is not None and self.point.payload.get("fine_tuned_from"):

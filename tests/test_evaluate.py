@@ -596,6 +596,18 @@ def test_full_size_evaluation_skips_unreadable_files_with_a_warning(tmp_path):
         picture_eval.load_pictures(str(tmp_path), 30)
 
 
+def test_full_size_pictures_are_named_by_their_path_within_the_folder(tmp_path):
+    """--data is searched recursively: a/x.png and b/x.png were two rows named x.png in per_image.csv."""
+    from nfinpaint import picture_eval
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.random.default_rng().integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / sub / "x.png")
+    Image.fromarray(np.random.default_rng().integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "top.png")
+    pictures, _ = picture_eval.load_pictures(str(tmp_path), 30)
+    assert [name for name, _ in pictures] == ["top.png", "a/x.png", "b/x.png"]
+
+
 def test_full_size_a_truncated_png_is_unreadable_not_a_damaged_exif_block(tmp_path):
     """Reading a truncated PNG's EXIF decodes the whole picture, which fails: the picture was said to
     have 'its EXIF block damaged: ignored (the picture is read as stored)' and then skipped as

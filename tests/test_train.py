@@ -534,6 +534,40 @@ def test_resume_refuses_to_change_the_run(tmp_path, capsys):
     assert "already at step 1" in _bad(["--resume", str(run), "--steps", "0"], capsys)
 
 
+def test_resume_refuses_a_data_folder_whose_files_changed(tmp_path, capsys):
+    """Its crops (and a split by file) follow the files found: with one picture replaced the resume went
+    on with other data, silently, and with one added a trained picture could move into validation."""
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng()
+    data, run = tmp_path / "imgs", tmp_path / "run"
+    data.mkdir()
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"{k}.png")
+    assert main(TINY + ["--data", str(data), "--steps", "1", "--out", str(run)]) == 0
+    assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0           # the same files: it goes on
+    Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(data / "1.png")      # replaced
+    err = _bad(["--resume", str(run), "--steps", "3"], capsys)
+    assert f"the files in {str(data)!r} changed since step_0000002.pt" in err and f"--fine-tune {run}" in err
+    (data / "1.png").unlink()
+    assert "changed since" in _bad(["--resume", str(run), "--steps", "3"], capsys)              # removed
+    data.rename(tmp_path / "moved")
+    err = _bad(["--resume", str(run), "--steps", "3"], capsys)
+    assert f"the run's data folder {str(data)!r} is gone: put it back" in err and "--data NEW_PLACE" in err
+    assert main(["--fine-tune", str(run), "--data", str(tmp_path / "moved"), "--steps", "3", "--quiet",
+                 "--out", str(tmp_path / "ft")]) == 0                                           # the way on
+
+
+def test_resume_with_another_thread_count_says_it_is_not_bit_for_bit(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "1", "--threads", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "2", "--threads", "2"]) == 0
+    assert "note: the run used 1 threads, now 2: it continues, but not bit for bit" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--steps", "3"]) == 0      # its own count again, from the checkpoint
+    assert "not bit for bit" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", SCAN_TRAPS)
 def test_a_data_folder_with_a_link_loop_or_a_fifo_trains_on_each_picture_once(tmp_path, case):
     """Not errors: the run trains on each picture once, the warning says what was left out.  In a
