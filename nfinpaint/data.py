@@ -141,15 +141,19 @@ def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
 def files_digest(*folders: str | None) -> str | None:
     """A digest of the image files under ``folders`` (each file's path within its folder and its size):
     what a resumed run checks it trains on the files its checkpoint trained on (the crops, and the split
-    by file, follow the files found).  None for the embedded pictures (no folder)."""
+    by file, follow the files found).  None for the embedded pictures (no folder), and for a folder
+    without image files (reading the data says so, naming the option)."""
     if not any(folders):
         return None
     digest = hashlib.sha256()
     for folder in folders:
         if folder:
-            with warnings.catch_warnings():     # what it skips is said when the data is read
-                warnings.simplefilter("ignore", DataWarning)
-                files = find_image_files(folder)
+            try:
+                with warnings.catch_warnings():     # what it skips is said when the data is read
+                    warnings.simplefilter("ignore", DataWarning)
+                    files = find_image_files(folder)
+            except DataError:
+                return None
             for path in files:
                 digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\n".encode("utf-8", "surrogateescape"))
         digest.update(b"\x1e")         # the training folder's files, then the validation folder's
