@@ -18,14 +18,26 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def grey_alpha_16_png(path: Path, grey: "np.ndarray", alpha: "np.ndarray") -> Path:
+def grey_alpha_16_png(path: Path, grey: "np.ndarray", alpha: "np.ndarray", icc: bytes | None = None) -> Path:
     """A PNG of 16-bit grey and 16-bit alpha (colour type 4, bit depth 16) from two (H, W) uint16
-    arrays: PIL reads such files but cannot write them."""
+    arrays: PIL reads such files but cannot write them; ``icc``: a colour profile (iCCP chunk)."""
     import numpy as np  # noqa: PLC0415
 
     h, w = grey.shape
     pixels = np.stack([grey, alpha], axis=-1).astype(">u2")          # (H, W, 2), big-endian as PNG stores it
     rows = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in pixels))   # filter 0 on every row
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b""))
+    profile = b"" if icc is None else _chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + profile + _chunk(b"IDAT", rows)
+                     + _chunk(b"IEND", b""))
     return path
+
+
+def profile_of_space(space: bytes) -> bytes:
+    """A colour profile declaring ``space`` (b"GRAY", b"CMYK", ...) as its data colour space: the sRGB
+    one with header bytes 16-19, the ICC data colour space field, changed (ImageCms reads it so)."""
+    from PIL import ImageCms  # noqa: PLC0415
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = space
+    return bytes(icc)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _crafted import header_only_png
+from _crafted import header_only_png, profile_of_space
 from nfinpaint import baselines, devices, generator_io, inpaint
 from nfinpaint.generator_io import save_generator
 from nfinpaint.images import ImageWarning, read_image_and_alpha, tensor_to_pil
@@ -823,16 +823,6 @@ def test_a_tiff_of_any_layout_is_written_back_as_a_valid_tiff(tmp_path, checkpoi
         assert np.array_equal(np.asarray(result)[known], want[known])
 
 
-def _profile_of_space(space: bytes) -> bytes:
-    """A profile declaring ``space`` (b"GRAY", b"CMYK", ...) as its data colour space: the sRGB one
-    with header bytes 16-19, the ICC data colour space field, changed (ImageCms reads it so)."""
-    from PIL import ImageCms
-
-    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    icc[16:20] = space
-    return bytes(icc)
-
-
 @pytest.mark.parametrize("mode, suffix, space, out_suffix, out_mode",
                          [("L", ".png", b"GRAY", ".png", "L"), ("L", ".png", b"GRAY", ".webp", "RGB"),
                           ("L", ".png", b"RGB ", ".png", "L"), ("CMYK", ".jpg", b"CMYK", ".png", "RGB"),
@@ -846,7 +836,7 @@ def test_cli_keeps_a_colour_profile_only_where_it_fits_the_output(tmp_path, chec
 
     image, mask = _picture_and_mask(seed=10)
     img_path, mask_path = _write(tmp_path, image, mask)
-    icc = _profile_of_space(space) if space else b"not an ICC profile"
+    icc = profile_of_space(space) if space else b"not an ICC profile"
     exif = Image.Exif()
     exif[0x010F] = "TestCamera"
     picture = Image.open(img_path).convert(mode)
@@ -881,7 +871,7 @@ def test_save_image_keeps_a_profile_only_on_pixels_of_its_colour_space(tmp_path,
 
     from nfinpaint.images import icc_colour_space, save_image
 
-    icc = _profile_of_space(space)
+    icc = profile_of_space(space)
     assert icc_colour_space(icc) == space.decode().strip()
     out = tmp_path / "o.png"
     with warnings.catch_warnings(record=True) as caught:

@@ -22,6 +22,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from _crafted import grey_alpha_16_png, profile_of_space
+
 IN_CI = os.environ.get("NFINPAINT_CI") == "1"
 for _module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle", "httpx2"):
     if not IN_CI:   # CI installs the serve extra: there a missing one fails instead
@@ -152,12 +154,9 @@ def test_fill_changes_only_the_hole(client, inpainter):
 
 @pytest.mark.parametrize("space, kept", [(b"RGB ", True), (b"CMYK", False), (b"GRAY", False)])
 def test_the_colour_profile_comes_back_only_where_it_fits_the_pixels(client, space, kept):
-    from PIL import ImageCms  # noqa: PLC0415
-
-    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    icc[16:20] = space          # the header's data colour space
-    out = decoded(post(client, png(picture(), icc_profile=bytes(icc)), png(hole_mask())))
-    assert out.mode == "RGB" and (out.info.get("icc_profile") == bytes(icc)) is kept
+    icc = profile_of_space(space)
+    out = decoded(post(client, png(picture(), icc_profile=icc), png(hole_mask())))
+    assert out.mode == "RGB" and (out.info.get("icc_profile") == icc) is kept
     assert kept or "icc_profile" not in out.info
 
 
@@ -315,38 +314,18 @@ def test_a_damaged_avif_is_a_400_not_a_500(client):
     assert_error(post(client, png(picture()), damaged), 400, "mask")
 
 
-def test_16_bit_grey_and_alpha_comes_back_grey_with_its_profile(client):
+def test_16_bit_grey_and_alpha_comes_back_grey_with_its_profile(client, tmp_path):
     """Pillow decodes 16-bit grey+alpha as 8-bit RGBA: it came back RGBA, its grey profile dropped."""
     levels = picture(3, channels=1)[..., 0].astype(np.uint16) * 257
-    raw = np.stack([levels, np.full((H, W), 65535, np.uint16)], -1).astype(">u2")
-    out = decoded(post(client, _la16_png(raw, _grey_profile()), png(hole_mask())))
-    assert out.mode == "LA" and out.info.get("icc_profile") == _grey_profile()
+    from nfinpaint.images import icc_colour_space
+
+    grey = profile_of_space(b"GRAY")
+    assert icc_colour_space(grey) == "GRAY"        # what profile_fits reads
+    upload = grey_alpha_16_png(tmp_path / "la16.png", levels, np.full((H, W), 65535, np.uint16), icc=grey)
+    out = decoded(post(client, upload.read_bytes(), png(hole_mask())))
+    assert out.mode == "LA" and out.info.get("icc_profile") == grey
     known = hole_mask() == 0
     assert np.array_equal(np.asarray(out)[..., 0][known], (levels >> 8).astype(np.uint8)[known])
-
-
-def _grey_profile() -> bytes:
-    from nfinpaint.images import icc_colour_space
-    from PIL import ImageCms
-
-    data = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    # a GRAY profile: the header's colour space field says 'GRAY' (what profile_fits reads)
-    data = data[:16] + b"GRAY" + data[20:]
-    assert icc_colour_space(data) == "GRAY"
-    return data
-
-
-def _la16_png(raw: np.ndarray, icc: bytes) -> bytes:
-    """A 16-bit grey+alpha PNG (colour type 4), which Pillow does not write, with an iCCP chunk."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\0" + row.tobytes() for row in raw)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16, 4, 0, 0, 0))
-            + chunk(b"iCCP", b"grey\0\0" + zlib.compress(icc)) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
 
 
 def test_a_body_without_its_closing_boundary_is_a_truncated_upload(client):
