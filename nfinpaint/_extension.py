@@ -50,6 +50,16 @@ def has_cuda_kernels() -> bool:
     return is_built() and "CUDA" in build_info()["backends"].split(",")
 
 
+def same_device(op: str, **tensors: torch.Tensor | None) -> None:
+    """RuntimeError unless the tensors given (None: absent) are on the first one's device.  A fake kernel
+    checks this first: a call mixing devices reaches it when one input is on "meta", and it would return
+    uninitialised tensors on the first input's device (the real kernels check too)."""
+    (first, x0), *rest = tensors.items()
+    for name, x in rest:
+        if x is not None and x.device != x0.device:
+            raise RuntimeError(f"{op}: expected {name} on {x0.device} like {first}, got {x.device}")
+
+
 def check_on_meta(check, *args) -> None:
     """Run ``check`` (an input-rules op of the extension: ``nfinpaint::_check_*_inputs``) on meta copies
     of the tensors in ``args``: a fake kernel so refuses what its kernel would, in the kernel's words.

@@ -44,12 +44,10 @@ from PIL import Image
 from nfinpaint import devices, mask_options
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import (ImageError, exif_orientation, integer_grey_image, keep_transparent_level, key_as_alpha,
-                              load_pixels, mask_image_levels, sixteen_bit_levels)
+from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, exif_orientation, integer_grey_image,
+                              keep_transparent_level, key_as_alpha, load_pixels, mask_image_levels, sixteen_bit_levels)
 
-# 16-bit grey in each byte order PIL has, and 32-bit integer grey holding 16-bit levels
-_INTEGER_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-_PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *_INTEGER_GREY}
+_PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *INTEGER_GREY_MODES}
 # PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
 # every fill) passed from several threads at once gave spurious "cannot be decoded" errors, bare
 # AssertionErrors and wrong pixels.  Pictures are decoded, and their EXIF read, one at a time.
@@ -184,7 +182,7 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
                 raise InpaintError(f"the image: PIL cannot convert mode {mode} to {inner} ({_one_line(exc)}); "
                                    f"convert it to RGB first") from None
         inner = image.mode
-        if inner in _INTEGER_GREY:          # 16-bit grey of any byte order, or 32-bit holding 16-bit levels
+        if inner in INTEGER_GREY_MODES:     # 16-bit grey of any byte order, or 32-bit holding 16-bit levels
             try:
                 array = sixteen_bit_levels(image)
             except ImageError as exc:
@@ -194,7 +192,7 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
 
         def back(out: np.ndarray) -> Image.Image:
             out = out[..., 0] if out.shape[2] == 1 else out
-            if inner in _INTEGER_GREY:      # in its own byte order, with its transparent level
+            if inner in INTEGER_GREY_MODES:     # in its own byte order, with its transparent level
                 result = keep_transparent_level(given, integer_grey_image(out, inner))
             else:
                 result = Image.fromarray(out, inner)

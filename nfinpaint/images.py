@@ -33,8 +33,11 @@ PALETTE_SUFFIXES = {".gif"}                       # at most 256 colours
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+# One grey channel of integer levels up to 16 bits: 16-bit grey in any byte order, and mode I (32-bit
+# integers, PIL's mode for 16-bit PNGs of some encoders) holding 16-bit levels.
+INTEGER_GREY_MODES = frozenset({"I", *_SIXTEEN_BIT_MODES})
 # One grey channel deeper than 8 bits: read (and resized, by picture_eval) as floats, never through 8 bits.
-DEEP_GREY_MODES = frozenset({"I", "F", *_SIXTEEN_BIT_MODES})
+DEEP_GREY_MODES = frozenset({"F", *INTEGER_GREY_MODES})
 # Modes of one grey channel (with alpha or not): such a picture is filled and written back grey.
 _GREY_MODES = {"1", "L", "LA", "La", *DEEP_GREY_MODES}
 
@@ -155,7 +158,7 @@ def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place:
     return ImageOps.exif_transpose(img, in_place=in_place)
 
 
-_KEYED_MODES = {"1", "L", "RGB", "I", *_SIXTEEN_BIT_MODES}
+_KEYED_MODES = {"1", "L", "RGB", *INTEGER_GREY_MODES}
 
 
 def colour_key_alpha(img: Image.Image) -> np.ndarray | None:
@@ -199,7 +202,7 @@ def key_as_alpha(img: Image.Image) -> Image.Image | None:
     return with_alpha
 
 
-# numpy's dtype for each 16-bit grey mode's bytes; mode I (32-bit integers holding 16-bit levels) is int32
+# numpy's dtype for the bytes of each of INTEGER_GREY_MODES
 _INTEGER_GREY_DTYPES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4"}
 
 
@@ -216,7 +219,7 @@ def keep_transparent_level(image: Image.Image, filled: Image.Image) -> Image.Ima
     mode I; Pillow has no 16-bit grey+alpha mode to fill it as), treated as alpha is: a pixel that had
     it keeps it, a filled pixel that lands on it moves one level off, and the PNG is written with it."""
     key = image.info.get("transparency")
-    if image.mode not in _INTEGER_GREY_DTYPES or filled.mode != image.mode or not isinstance(key, int) \
+    if image.mode not in INTEGER_GREY_MODES or filled.mode != image.mode or not isinstance(key, int) \
             or not 0 <= key <= 65535:
         return filled
     before, after = sixteen_bit_levels(image), sixteen_bit_levels(filled)
@@ -326,7 +329,7 @@ def read_image_and_alpha(path: str | os.PathLike) -> Picture:
         raise ImageError(f"{path}: {exc}") from None
     if img.mode == "F":
         bits = 32
-    elif img.mode in _SIXTEEN_BIT_MODES or img.mode == "I" or img.info.get("nfinpaint_16bit_colour"):
+    elif img.mode in INTEGER_GREY_MODES or img.info.get("nfinpaint_16bit_colour"):
         bits = 16
     else:
         bits = 8
@@ -334,7 +337,7 @@ def read_image_and_alpha(path: str | os.PathLike) -> Picture:
                    None if alpha is None else torch.from_numpy(alpha), bits, img.mode in _GREY_MODES)
 
 
-_INTEGER_GREY_MODES = ("L", "I", *sorted(_SIXTEEN_BIT_MODES))
+_ZERO_ONE_MODES = frozenset({"L", *INTEGER_GREY_MODES})      # grey integer masks that may hold 0/1 levels
 
 
 def zero_one_levels(img: Image.Image) -> np.ndarray | None:
@@ -342,7 +345,7 @@ def zero_one_levels(img: Image.Image) -> np.ndarray | None:
     ``(m > 0).astype(np.uint8)`` gives), as (H, W) float32 levels 0/1: 1 = hole, as for an integer
     mask array.  None for any other image.  Read as grey levels such a mask could only be refused,
     since none of its pixels reaches 50% grey."""
-    if img.mode not in _INTEGER_GREY_MODES:
+    if img.mode not in _ZERO_ONE_MODES:
         return None
     levels = np.asarray(img)
     if levels.size == 0 or levels.max() != 1 or levels.min() < 0:

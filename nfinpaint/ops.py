@@ -160,12 +160,8 @@ def _check_inputs(op: str, a_name: str, b_name: str, w_name: str, a: Tensor, b: 
     ``nfinpaint::_check_loss_inputs``) to meta copies of the fake kernel's inputs, so the
     fake kernels raise what the real ones would.  Symbolic shapes are left to the real
     kernel's check at run time (a meta copy needs concrete sizes)."""
-    # Devices first, on the inputs themselves (the meta copies below all share one): a call
-    # mixing devices reaches this fake kernel when one input is on "meta", and would
-    # otherwise return uninitialised tensors on a's device.
-    for name, x in ((b_name, b), (w_name, w)):
-        if x is not None and x.device != a.device:
-            raise RuntimeError(f"{op}: expected {name} on {a.device} like {a_name}, got {x.device}")
+    # devices first, on the inputs themselves (the meta copies below all share one)
+    _extension.same_device(op, **{a_name: a, b_name: b, w_name: w})
     _extension.check_on_meta(torch.ops.nfinpaint._check_loss_inputs, op, a_name, b_name, w_name, a, b, w)
 
 

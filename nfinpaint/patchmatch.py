@@ -60,23 +60,14 @@ def _vote_op(image: Tensor, field: Tensor, weight: Tensor, hole: Tensor, patch_s
     return torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)
 
 
-def _same_device(op: str, **tensors: Tensor | None) -> None:
-    """A call mixing devices reaches the fake kernel when one input is on "meta"; without this check
-    it would return uninitialised tensors on the first input's device (the real kernels check too)."""
-    (first, x0), *rest = tensors.items()
-    for name, x in rest:
-        if x is not None and x.device != x0.device:
-            raise RuntimeError(f"{op}: expected {name} on {x0.device} like {first}, got {x.device}")
-
-
 def _register_fakes() -> None:
     if not _extension.is_built():
         return
 
     @torch.library.register_fake("nfinpaint::patchmatch_nnf")
     def _(target, source, source_allowed, active, init_field, patch_size, iterations, seed):
-        _same_device("nfinpaint::patchmatch_nnf", target=target, source=source, source_allowed=source_allowed,
-                     active=active, init_field=init_field)
+        _extension.same_device("nfinpaint::patchmatch_nnf", target=target, source=source,
+                               source_allowed=source_allowed, active=active, init_field=init_field)
         # the kernels' own rules on meta copies, in their words (csrc/input_checks.cpp)
         _extension.check_on_meta(torch.ops.nfinpaint._check_patchmatch_nnf_inputs, target, source, source_allowed,
                                   active, init_field, patch_size, iterations)
@@ -85,7 +76,7 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("nfinpaint::patchmatch_vote")
     def _(image, field, weight, hole, patch_size):
-        _same_device("nfinpaint::patchmatch_vote", image=image, field=field, weight=weight, hole=hole)
+        _extension.same_device("nfinpaint::patchmatch_vote", image=image, field=field, weight=weight, hole=hole)
         _extension.check_on_meta(torch.ops.nfinpaint._check_patchmatch_vote_inputs, image, field, weight, hole,
                                   patch_size)
         return torch.empty_like(image, memory_format=torch.contiguous_format)

@@ -225,6 +225,11 @@ class _PilPixelLimit:
 pil_pixel_limit = _PilPixelLimit()
 
 
+def _over_the_pixel_limit(field: str, max_pixels: int) -> RequestError:
+    """413 for a picture PIL's guard refused (its header, or its frames or tiles as it decodes)."""
+    return RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels")
+
+
 def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image:
     """The uploaded file ``field`` opened (header only: nothing decoded yet), within the pixel limit."""
     if not data:
@@ -233,7 +238,7 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
         with pil_pixel_limit(max_pixels):
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
+        raise _over_the_pixel_limit(field, max_pixels) from None
     except OPEN_ERRORS:     # a damaged AVIF's RuntimeError among them: a 500 once
         raise RequestError(400, f"the {field} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
     w, h = img.size
@@ -254,7 +259,7 @@ def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.
             # 16-bit grey+alpha comes back grey, with its profile, as the command writes it (RGBA once)
             return upright(grey_again(img, raw_modes), f"the {field}")
     except Image.DecompressionBombError:
-        raise RequestError(413, f"the {field} is larger than the limit of {_amount(max_pixels / 1e6)} megapixels") from None
+        raise _over_the_pixel_limit(field, max_pixels) from None
     except OPEN_ERRORS as exc:
         raise RequestError(400, f"the {field} cannot be decoded ({cli.one_line(exc)})") from None
 

@@ -61,10 +61,11 @@ def training_meta(config: TrainConfig, *, step: int, complete: bool, **extra) ->
             "complete": complete, "description": description, **extra}
 
 
-def check_same_files(point: ResumePoint, config: TrainConfig) -> None:
-    """ConfigError when the data folders no longer hold the files the run's checkpoint trained on: the
-    crops (and a split by file) follow the files found, so a resume went on with other data, silently,
-    and could validate on pictures it had trained on."""
+def check_same_files(point: ResumePoint, config: TrainConfig, files: str | None) -> None:
+    """ConfigError when the data folders no longer hold the files the run's checkpoint trained on
+    (``files``: their :func:`~nfinpaint.data.files_digest` now): the crops (and a split by file) follow
+    the files found, so a resume went on with other data, silently, and could validate on pictures it
+    had trained on."""
     folders = " and ".join(repr(str(f)) for f in (config.data, config.val_data) if f)
     for folder in (config.data, config.val_data):
         if folder and not Path(folder).is_dir():
@@ -73,7 +74,7 @@ def check_same_files(point: ResumePoint, config: TrainConfig) -> None:
                               f"is now), or train on the moved folder as a new run from this one with "
                               f"--fine-tune {point.run_dir} --data NEW_PLACE --out NEW_RUN")
     recorded = point.payload.get("data_files")
-    if recorded is None or recorded == files_digest(config.data, config.val_data):
+    if recorded is None or recorded == files:
         return      # checkpoints written before the digest was recorded: nothing to compare
     raise ConfigError(f"the files in {folders} changed since {point.checkpoint.name} (added, removed or replaced): "
                       f"a resumed run would train on other crops than it did, and could validate on pictures it "
@@ -111,6 +112,7 @@ class Run:
         """The run directory ``out`` (a new run, or a fine-tune of ``fine_tune``'s checkpoint) or the run at
         ``resume``, checked; nothing is written."""
         point = find_resume_point(resume) if isinstance(resume, (str, os.PathLike)) else resume
+        files = files_digest(config.data, config.val_data)      # recorded in its checkpoints
         if point is not None and fine_tune is not None:
             raise ConfigError("a run either resumes or fine-tunes, not both")
         if point is not None:
@@ -121,7 +123,7 @@ class Run:
             if point.payload.get("world_size", 1) != info.world_size:
                 say(info.is_main, f"note: the run used {point.payload.get('world_size', 1)} processes, now "
                                   f"{info.world_size}: it continues, but not bit for bit")
-            check_same_files(point, config)
+            check_same_files(point, config, files)
             if info.is_main:
                 check_not_in_use(run_dir)
                 check_config_file(point, config)
@@ -147,7 +149,7 @@ class Run:
         if was and run.threads and was != run.threads:      # --threads may change on resume, at this price
             say(info.is_main, f"note: the run used {was} threads, now {run.threads}: it continues, but not bit "
                               f"for bit (float sums are split by thread)")
-        run.files = files_digest(config.data, config.val_data)
+        run.files = files
         return run
 
     def restore(self, trainer) -> int:
