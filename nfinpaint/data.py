@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from nfinpaint.crop_store import Holdout, ImageStore, RandomCrops
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import marker_kind
-from nfinpaint.images import IMAGE_SUFFIXES, OPEN_ERRORS, ImageError, open_error, pil_to_tensor
+from nfinpaint.images import IMAGE_SUFFIXES, OPEN_ERRORS, ImageError, load_pixels, open_error, pil_to_tensor
 
 # skimage.data's colour photographs that load offline.  ("retina" also does, but is mostly
 # flat orange and would dominate by area; "cat" is "chelsea" again.)
@@ -223,7 +223,7 @@ def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
     try:
         with Image.open(path) as img:
             if decode:
-                img.load()
+                load_pixels(img)      # (a TIFF's size as every reader here turns it)
             width, height = img.size
     except OPEN_ERRORS as exc:
         warnings.warn(f"skipping {open_error(path, exc)}", DataWarning, stacklevel=3)

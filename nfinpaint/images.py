@@ -127,7 +127,7 @@ def load_pixels(img: Image.Image) -> list[str]:
     in: 16-bit colour read at 8 bits (``nfinpaint_16bit_colour``), 2- or 4-bit grey scaled to 8
     (``nfinpaint_grey_bits``).  Returns the tiles' raw modes (gone after load())."""
     raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]
-    img.load()
+    _load(img)
     img.info["nfinpaint_16bit_colour"] = img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in raw_modes)
     low = re.fullmatch(r"L;([24])", raw_modes[0]) if img.mode == "L" and len(raw_modes) == 1 else None
     if low:
@@ -136,11 +136,43 @@ def load_pixels(img: Image.Image) -> list[str]:
 
 
 def exif_orientation(img: Image.Image) -> int | None:
-    """The EXIF orientation (1-8; 1 when there is none), or None when the EXIF block cannot be read."""
+    """The EXIF orientation (1-8; 1 when there is none), or None when the EXIF block cannot be read.
+
+    Only the EXIF tag counts: PIL's ``getexif()`` takes ``tiff:Orientation`` from the XMP packet of a
+    picture whose EXIF has none, which browsers (the server's page among them) and most viewers ignore:
+    such a picture was turned here but shown unturned, and its mask, drawn as shown, filled in the wrong
+    place.  That tag is taken out of the EXIF PIL keeps for ``img``, so that ``exif_transpose``
+    (:func:`upright`), and PIL's TIFF reader as it decodes, turn by the EXIF tag alone."""
     try:
-        return int(img.getexif().get(0x0112, 1) or 1)
+        exif = img.getexif()
+        if 0x0112 in exif and any(key in img.info for key in ("xmp", "XML:com.adobe.xmp")) \
+                and _stored_orientation(img) is None:
+            del exif[0x0112]
+        return int(exif.get(0x0112, 1) or 1)
     except Exception:  # noqa: BLE001  (PIL's EXIF parser raises SyntaxError, struct.error, ... on bad data)
         return None
+
+
+def _stored_orientation(img: Image.Image) -> int | None:
+    """The orientation tag of the EXIF block as stored (where ``getexif()`` reads it), XMP aside."""
+    raw = img.info.get("exif")
+    if raw is None and "Raw profile type exif" in img.info:     # PNG's older way to carry EXIF
+        raw = bytes.fromhex("".join(img.info["Raw profile type exif"].split("\n")[3:]))
+    if raw is not None:
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(0x0112)
+    tags = getattr(img, "tag_v2", None)     # a TIFF: its first directory is its EXIF
+    return None if tags is None else tags.get(0x0112)
+
+
+def _load(img: Image.Image) -> None:
+    """``img.load()``.  PIL's TIFF reader turns the pixels as it decodes them, by the orientation
+    ``getexif()`` finds, XMP's among them: the EXIF is read first, as :func:`exif_orientation` reads
+    it, and PIL keeps that."""
+    if img.format == "TIFF":
+        exif_orientation(img)
+    img.load()
 
 
 def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place: bool = False) -> Image.Image | None:
@@ -150,7 +182,7 @@ def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place:
     are decoded first, so that a picture that does not decode raises (OSError, ...) here: reading a PNG's
     EXIF decodes the whole file, and a decoding error met there (caught as a damaged EXIF block) left
     PIL holding the part-decoded pixels as loaded, read on as a mostly black picture."""
-    img.load()
+    _load(img)
     if exif_orientation(img) is None:
         warnings.warn(f"{name}: its EXIF block is damaged: ignored (the picture is read as stored, unturned)",
                       ImageWarning, stacklevel=2)

@@ -8,11 +8,12 @@ import io
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from nfinpaint import inpaint
 from nfinpaint.images import (ImageWarning, header_size, mask_image_levels, pil_to_arrays, read_image_and_alpha,
@@ -153,6 +154,70 @@ def test_the_command_fills_pictures_and_masks_with_a_damaged_exif_block(tmp_path
         assert inpaint.main(["--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
                              "-o", str(tmp_path / "outdir"), "--method", "border-mean"]) == 0
     assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["a.png", "b.png"]
+
+
+# --------------------------------------------------------------------------- an orientation in XMP only
+
+
+def _xmp(orientation: int, element: bool = False) -> str:
+    """An XMP packet that gives tiff:Orientation, as an attribute or as an element (PIL reads both)."""
+    tag = (f"><tiff:Orientation>{orientation}</tiff:Orientation></rdf:Description>" if element
+           else f' tiff:Orientation="{orientation}"/>')
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"{tag}</rdf:RDF></x:xmpmeta>')
+
+
+def _save_with_xmp(image: np.ndarray, path, orientation: int, exif_orientation: int | None = None):
+    """``image`` saved lossless where the format allows, with an XMP packet that says ``orientation``
+    and, when given, an EXIF orientation tag."""
+    exif = Image.Exif()
+    if exif_orientation is not None:
+        exif[0x0112] = exif_orientation
+    picture, suffix = Image.fromarray(image), Path(path).suffix
+    if suffix == ".png":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", _xmp(orientation, element=True))
+        return _save(picture, path, pnginfo=info, exif=exif.tobytes())
+    if suffix == ".tif":
+        tags = {700: _xmp(orientation).encode()}
+        if exif_orientation is not None:
+            tags[0x0112] = exif_orientation
+        return _save(picture, path, tiffinfo=tags)
+    options = {"lossless": True} if suffix == ".webp" else {"quality": 100}
+    return _save(picture, path, xmp=_xmp(orientation).encode(), exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_an_orientation_given_only_in_xmp_is_not_applied(tmp_path, suffix):
+    """PIL takes tiff:Orientation from XMP when EXIF has none; browsers (the server's page) and most
+    viewers do not: the picture was turned on reading and its mask, drawn on it as shown, refused or
+    filled in the wrong place.  An EXIF orientation beside it is applied as ever."""
+    image = _picture()
+    path = _save_with_xmp(image, tmp_path / f"xmp{suffix}", 6)
+    with Image.open(path) as img:
+        assert img.getexif().get(0x0112) == 6           # the file is what the test is about: PIL sees it
+    read = read_image_and_alpha(path).image
+    assert header_size(path) == (W, H) and tuple(read.shape) == (3, H, W)
+    if suffix in (".png", ".webp", ".tif"):             # lossless: the stored pixels exactly
+        assert np.array_equal((read.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), image)
+    both = _save_with_xmp(image, tmp_path / f"both{suffix}", 6, exif_orientation=6)
+    assert header_size(both) == (H, W) and tuple(read_image_and_alpha(both).image.shape) == (3, W, H)
+
+
+def test_the_command_and_the_server_fill_a_picture_turned_only_in_xmp_where_its_mask_says(tmp_path, client):
+    """Half turned (orientation 3 in XMP alone), a square picture read turned would fill the hole's mirror
+    image: every check on the sides passes."""
+    image = np.random.default_rng().integers(1, 256, (W, W, 3), dtype=np.uint8)
+    mask = np.zeros((W, W), np.uint8)
+    mask[2:9, 3:12] = 255
+    outside = mask == 0
+    path = _save_with_xmp(image, tmp_path / "xmp.png", 3)
+    _save(mask, tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert inpaint.main([str(path), str(tmp_path / "mask.png"), "-o", str(out), "--method", "border-mean"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out))[outside], image[outside])
+    served = _post(client, path.read_bytes(), _png_bytes(mask))
+    assert np.array_equal(np.asarray(served)[outside], image[outside])
 
 
 # --------------------------------------------------------------------------- single-colour transparency
