@@ -117,6 +117,10 @@ def _image_to_chw(image, name: str) -> tuple[Tensor, bool]:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
             raise ValueError(f"{name}: a numpy image must be (H, W, 3), got shape {image.shape}")
+        if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+            # written back as it came: other integer types would be truncated, or taken for 0..255
+            raise ValueError(f"{name}: a numpy image must be uint8 (0..255) or float (0..1), got {image.dtype}; "
+                             f"convert it first")
         arr = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1), True
     if not isinstance(image, Tensor):
@@ -334,7 +338,8 @@ def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: i
     iterations = _check_count(iterations, "iterations", 0)
     voted, _ = _search_and_vote(_to_hwc(image.float()), ~forbidden, forbidden, hole, None, patch_size, iterations,
                                 _seed64(seed))
-    return voted.permute(2, 0, 1).to(image.dtype)
+    # the vote runs in float32: the known pixels are taken from the input, not back from float32
+    return torch.where(hole, voted.permute(2, 0, 1).to(image.dtype), image)
 
 
 def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0, device=None, em_steps: int = 3,

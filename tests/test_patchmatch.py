@@ -375,6 +375,8 @@ def test_resynthesize_votes_the_nearest_known_patches():
     np.testing.assert_allclose(out.double().permute(1, 2, 0).numpy(), _vote_reference(guess, hole, field, p),
                                rtol=1e-5, atol=1e-6)
     assert torch.equal(out[:, ~hole], guess[:, ~hole])
+    precise = pm.resynthesize(guess.double() + 1e-12, hole, p, iterations=3, seed=seed)   # not float32 values
+    assert precise.dtype == torch.float64 and torch.equal(precise[:, ~hole], guess.double()[:, ~hole] + 1e-12)
 
 
 def test_resynthesize_pulls_a_noisy_guess_back_to_the_texture():
@@ -478,6 +480,7 @@ def test_inpaint_numpy_uint8_roundtrip_and_seed():
     ("even_patch", "odd"),
     ("big_patch", "larger than the image"),
     ("bad_image", "(3, H, W)"),
+    ("uint16_image", "uint8 .0..255. or float .0..1., got uint16"),
     ("list_mask", "got shape (2, 3)"),
 ])
 def test_inpaint_bad_input(case, message):
@@ -500,6 +503,8 @@ def test_inpaint_bad_input(case, message):
         kwargs["patch_size"] = 21
     elif case == "bad_image":
         image = torch.rand(20, 24)
+    elif case == "uint16_image":        # filled on its raw values and truncated back: refused
+        image = (image.permute(1, 2, 0).numpy() * 65535).astype(np.uint16)
     elif case == "list_mask":
         mask = [[0, 1, 0], [1, 0, 0]]
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
