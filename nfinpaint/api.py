@@ -212,7 +212,7 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
             raise InpaintError(f"image tensors must be uint8 or float, got {image.dtype}")
         dtype, device = image.dtype, image.device
         array = _cpu_values(image)
-        array = (array.float() if dtype in (torch.bfloat16, torch.float16) else array).permute(1, 2, 0).numpy()
+        array = _numpy_readable(array).permute(1, 2, 0).numpy()
 
         def back(out: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(device=device, dtype=dtype)
@@ -275,6 +275,13 @@ def _check_tensor(tensor: torch.Tensor, what: str) -> None:
                            f"(.to_dense())")
 
 
+def _numpy_readable(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor numpy can read: float types of under 32 bits (numpy has none for bfloat16 and the
+    float8s) as float32, which holds each of their values exactly."""
+    small = tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64)
+    return tensor.float() if small else tensor
+
+
 def _cpu_values(tensor: torch.Tensor) -> torch.Tensor:
     """A checked tensor's values on the CPU, its lazy negation or conjugation (views numpy cannot
     read) applied."""
@@ -285,7 +292,7 @@ def _array_mask_levels(mask: Any, size: tuple[int, int] | None) -> np.ndarray:
     if isinstance(mask, torch.Tensor):
         _check_tensor(mask, "mask")
         mask = _cpu_values(mask)
-        mask = mask.float().numpy() if mask.dtype in (torch.bfloat16, torch.float16) else mask.numpy()
+        mask = _numpy_readable(mask).numpy()
     if not isinstance(mask, np.ndarray):
         raise InpaintError(f"the mask must be a PIL image, a numpy array or a torch tensor, got {type(mask).__name__}")
     mask = np.asarray(mask)     # a subclass (np.matrix) indexes unlike an array

@@ -231,7 +231,7 @@ def border_mean_fill(image: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> 
         ring = torch.from_numpy(ndimage.binary_dilation(component, structure=ring_shape)) & known[rows, cols]
         colour = image[:, rows, cols][:, ring].mean(dim=1) if bool(ring.any()) else None
         if colour is None:
-            colour = image[:, known].mean(dim=1) if bool(known.any()) else torch.full((3,), 0.5)
+            colour = image[:, known].mean(dim=1) if bool(known.any()) else torch.full((3,), 0.5, dtype=image.dtype)
         region = out[:, rows, cols]
         region[:, torch.from_numpy(component)] = colour[:, None].to(out.dtype)
     return out
@@ -262,7 +262,13 @@ class _OpenCVFill(Method):
 
         rgb = (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
         hole = (mask[0].numpy() > 0.5).astype(np.uint8) * 255
+        # cv2.inpaint fills a one-row (or one-column) picture differently from call to call (up to 57
+        # levels, OpenCV 4.x): it gets the row twice more around it, and the middle one is kept
+        pad = [(int(side == 1),) * 2 for side in hole.shape]
+        if any(p for p, _ in pad):
+            rgb, hole = np.pad(rgb, pad + [(0, 0)], mode="edge"), np.pad(hole, pad, mode="edge")
         out = cv2.inpaint(np.ascontiguousarray(rgb[..., ::-1]), hole, OPENCV_RADIUS, getattr(cv2, self.flag))
+        out = out[pad[0][0]:out.shape[0] - pad[0][0], pad[1][0]:out.shape[1] - pad[1][0]]
         return torch.from_numpy(np.ascontiguousarray(out[..., ::-1])).permute(2, 0, 1).float() / 255.0
 
 

@@ -307,6 +307,17 @@ def check_half(half: bool, device: str | torch.device) -> None:
                          + (", or use --device cuda" if torch.cuda.is_available() else ""))
 
 
+def _float32_unless_half(device: str | torch.device) -> contextlib.ExitStack:
+    """The caller's autocast switched off for the fill: inside one, the same picture came back other
+    (PatchMatch's search in bfloat16: up to 20 levels), and on a CPU without native bfloat16 on the
+    emulated path that ``half`` refuses there.  ``half`` (:func:`half_precision`) turns it on again
+    for the network alone."""
+    stack = contextlib.ExitStack()
+    for kind in dict.fromkeys(("cpu", torch.device(device).type)):
+        stack.enter_context(torch.autocast(kind, enabled=False))
+    return stack
+
+
 def half_precision(half: bool, device: str | torch.device):
     """The context the generator runs in: with ``half``, float16 autocast on a CUDA GPU and bfloat16 autocast
     on a CPU that computes it natively; else nothing.  Only the network's convolutions change precision:
@@ -353,9 +364,10 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     grey = image.dim() == 3 and image.shape[0] == 1
     # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
     # get the mean of the fill's colour channels, every other pixel its own grey level
-    filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
-                                    hole_size=hole_size, method=method, device=device, seed=seed,
-                                    max_scale=max_scale, log=log, half=half, progress=progress)
+    with _float32_unless_half(device):
+        filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
+                                        hole_size=hole_size, method=method, device=device, seed=seed,
+                                        max_scale=max_scale, log=log, half=half, progress=progress)
     hole = mask > 0.5
     if grey:
         filled = torch.where(hole, filled.mean(dim=0, keepdim=True), filled[:1])

@@ -272,7 +272,7 @@ def _fill_from_border(image: Tensor, hole: Tensor) -> Tensor:
     """Initial guess: fill the hole inwards, each ring the mean of its known 3x3 neighbours."""
     known = (~hole).float()[None, None]
     est = image[None] * known
-    ones = torch.ones(1, 1, 3, 3, device=image.device)
+    ones = torch.ones(1, 1, 3, 3, device=image.device, dtype=image.dtype)
     channels = image.shape[0]
     while bool((known == 0).any()):
         s = F.conv2d(est, ones.expand(channels, 1, 3, 3), padding=1, groups=channels)

@@ -680,3 +680,55 @@ def test_a_lazily_opened_16_bit_colour_png_keeps_its_transparent_colour_on_every
         assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3] == 0, keyed)
     out = inpainter(Image.open(io.BytesIO(data)), Image.fromarray(_hole()), method="border-mean")
     assert np.array_equal(np.asarray(out)[..., 3] == 0, keyed)
+
+
+@pytest.mark.parametrize("method", ["auto", "patchmatch", "border-mean"])
+def test_the_fill_is_the_same_whatever_the_callers_default_dtype(fullres_checkpoint, method):
+    """After torch.set_default_dtype(torch.float64) a new Inpainter's generator was built in float64
+    and met float32 inputs, and PatchMatch's first guess made a float64 kernel: raw RuntimeErrors."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    before = Inpainter(fullres_checkpoint, device="cpu", method=method)(picture, _hole())
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        after = Inpainter(fullres_checkpoint, device="cpu", method=method)(picture, _hole())
+    finally:
+        torch.set_default_dtype(default)
+    assert np.array_equal(after, before)
+
+
+@pytest.mark.parametrize("method", ["auto", "patchmatch"])
+def test_a_callers_autocast_does_not_change_the_fill(inpainter, method):
+    """Inside the caller's bfloat16 autocast the fills came back other (PatchMatch's search in
+    bfloat16: up to 20 levels): without ``half`` the fill is float32's."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    plain = inpainter(picture, _hole(), method=method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        assert np.array_equal(inpainter(picture, _hole(), method=method), plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_tensors_are_filled_as_their_float32_values(inpainter, dtype):
+    """numpy has no float8: they ended in a raw TypeError; float32 holds each of their values."""
+    picture = torch.rand(3, H, W).to(dtype)
+    hole = torch.from_numpy(_hole()).to(dtype)
+    out = inpainter(picture, hole)
+    assert out.dtype == dtype
+    assert torch.equal(out, inpainter(picture.float(), hole.float()).to(dtype))
+    assert torch.equal(out.float()[:, ~torch.from_numpy(_hole())], picture.float()[:, ~torch.from_numpy(_hole())])
+
+
+@pytest.mark.parametrize("method", ["opencv-telea", "opencv-ns"])
+@pytest.mark.parametrize("shape", [(1, 50), (50, 1)])
+def test_opencv_fills_a_one_row_picture_the_same_every_time(method, shape):
+    """cv2.inpaint fills a one-row picture differently from call to call (up to 57 levels)."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed: pip install \".[opencv]\"")
+    rng = np.random.default_rng()
+    picture = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    hole = np.zeros(shape, bool)
+    hole.flat[10:20] = True
+    fill = Inpainter(device="cpu", method=method)
+    first = fill(picture, hole)
+    assert np.array_equal(first[~hole], picture[~hole])
+    assert all(np.array_equal(fill(picture, hole), first) for _ in range(8))
