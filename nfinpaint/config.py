@@ -486,19 +486,29 @@ def load_config(preset: str | None = None, toml_path: str | os.PathLike | None =
     for key, value in (overrides or {}).items():
         values[key] = coerce(key, value, "overrides")
     values["preset"] = name
-    for key in FOLDER_KEYS:
-        values[key] = absolute_folder(values[key])
+    for key in PATH_KEYS:
+        values[key] = absolute_path(key, values[key])
     return TrainConfig(**values).validate()
 
 
-# Picture folders are recorded absolute: a run resumed from another working folder reads the same
-# pictures (a relative path silently named whatever folder of that name was there).
-FOLDER_KEYS = ("data", "val_data")
+# Paths are recorded absolute: a run resumed (or a config.toml rerun) from another working folder reads
+# the same pictures and weights (a relative path silently named whatever file of that name was there).
+# Each key's values that are names, not paths ("": the embedded set, no file).
+PATH_KEYS = {"data": ("",), "val_data": ("",), "feature_weights": ("imagenet", "random", "rotation"),
+             "init_generator": ("", "shipped")}
 
 
-def absolute_folder(value: str) -> str:
-    """A config folder key's value as an absolute path ("" stays "": the embedded set)."""
-    return str(Path(value).expanduser().absolute()) if value else value
+def absolute_path(key: str, value: str) -> str:
+    """A :data:`PATH_KEYS` key's value as an absolute path (its names as they are)."""
+    return value if value in PATH_KEYS[key] else str(Path(value).expanduser().absolute())
+
+
+def same_path(key: str, a: str, b: str) -> bool:
+    """Whether two values of a :data:`PATH_KEYS` key name the same file or folder (``..`` and links
+    resolved: the same folder written another way)."""
+    if a in PATH_KEYS[key] or b in PATH_KEYS[key]:
+        return a == b
+    return os.path.realpath(absolute_path(key, a)) == os.path.realpath(absolute_path(key, b))
 
 
 def _comment_safe(text: str) -> str:

@@ -25,8 +25,8 @@ import torch
 
 from nfinpaint.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint
 from nfinpaint.cli import warn
-from nfinpaint.config import (FOLDER_KEYS, PAPER_METHOD, RESUMABLE_KEYS, ConfigError, TrainConfig,
-                              absolute_folder, changed_settings, read_toml)
+from nfinpaint.config import (PAPER_METHOD, PATH_KEYS, RESUMABLE_KEYS, ConfigError, TrainConfig, changed_settings,
+                              read_toml, same_path)
 from nfinpaint.generator_io import GENERATOR_FILENAME, GeneratorFileError, open_generator
 from nfinpaint.run_dir import METRICS_FILE
 
@@ -96,8 +96,8 @@ def resume_config(point: ResumePoint, overrides: dict) -> TrainConfig:
     """The run's own config with ``overrides`` of the keys a resumed run may change."""
     saved = saved_config(point)
     for key, value in overrides.items():
-        if key in FOLDER_KEYS and value == absolute_folder(getattr(saved, key)):
-            continue        # the same folder, written another way
+        if key in PATH_KEYS and same_path(key, value, getattr(saved, key)):
+            continue        # the same file or folder, written another way
         if key not in RESUMABLE_KEYS and value != getattr(saved, key):
             raise ConfigError(f"cannot change {key} when resuming (the run's value is {getattr(saved, key)!r}); "
                               f"only {', '.join(sorted(RESUMABLE_KEYS))} may change; to go on under another "

@@ -306,6 +306,11 @@ class Trainer:
         for group, parts in self._state_parts().items():
             for name, part in parts.items():
                 part.load_state_dict(state[group][name])
+        # an optimiser's state brings back the saved run's hyperparameters: a fine-tune's new betas
+        # were recorded but never used (the learning rate escaped: it is set every step)
+        for optimiser in (self.opt_g, self.opt_d):
+            for group in optimiser.param_groups:
+                group["betas"] = (self.config.beta1, self.config.beta2)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from nfinpaint import cli
-from nfinpaint.config import FOLDER_KEYS, PRESETS, ConfigError, TrainConfig, absolute_folder, coerce, load_config
+from nfinpaint.config import PATH_KEYS, PRESETS, ConfigError, TrainConfig, absolute_path, coerce, load_config
 from nfinpaint.resume import ResumePoint, fine_tune_config, find_resume_point, resume_config
 
 
@@ -93,8 +93,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         if key.strip() == "init_generator":
             _refuse_empty_init_generator(value, "--set init_generator=")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
-    for key in overrides.keys() & set(FOLDER_KEYS):     # absolute for a new, resumed or fine-tuned run alike
-        overrides[key] = absolute_folder(overrides[key])
+    for key in overrides.keys() & PATH_KEYS.keys():     # absolute for a new, resumed or fine-tuned run alike
+        overrides[key] = absolute_path(key, overrides[key])
     return overrides
 
 

@@ -82,6 +82,19 @@ def check_same_files(point: ResumePoint, config: TrainConfig, files: str | None)
                       f"--fine-tune {point.run_dir} --out NEW_RUN")
 
 
+def check_same_feature_weights(point: ResumePoint, source: str) -> None:
+    """ConfigError when a resume would load other feature weights than the run trained with (a run
+    that recorded a relative path, resumed from another working folder, silently loaded whatever
+    file of that name was there)."""
+    recorded = point.payload.get("feature_weights")
+    if recorded is None or recorded == source:
+        return
+    raise ConfigError(f"the run trained its feature loss with {recorded}; resumed from here it would load "
+                      f"{source}: resume from the folder the run was started in (or put the file back), or go "
+                      f"on with these weights as a new run from this one with --fine-tune {point.run_dir} "
+                      f"--feature-weights PATH --out NEW_RUN")
+
+
 class Run:
     """One run directory (new or resumed) and the process's part in writing it."""
 
@@ -167,6 +180,8 @@ class Run:
         """Take the run directory (created, locked: a second training into it fails here with one
         line), write config.toml and the first record, and say what the run is (``data``: its sets)."""
         info, config, threads = self.info, self.config, self.threads
+        if self.point is not None:
+            check_same_feature_weights(self.point, feature_net.weights_source)
         self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained,
                            "data_files": self.files}
         if self.origin is not None:

@@ -201,6 +201,13 @@ def test_fine_tune_goes_on_from_the_checkpoint_under_new_settings(tmp_path):
     # resuming the fine-tuned run keeps the record; fine-tuning it again chains it
     assert main(["--resume", str(changed), "--steps", str(k + 3), "--quiet"]) == 0
     assert load_generator(changed)[1]["fine_tuned_from"] == origin
+    # an optimiser setting: used, not only recorded (the checkpoint's optimiser state brought its own)
+    betas = tmp_path / "betas"
+    assert main(["--fine-tune", str(base), "--steps", str(k + 1), "--set", "beta1=0.8", "--set", "beta2=0.95",
+                 "--out", str(betas), "--quiet"]) == 0
+    saved = torch.load(betas / "checkpoints" / f"step_{k + 1:07d}.pt", weights_only=True)
+    assert [tuple(group["betas"]) for optimiser in saved["optimizers"].values()
+            for group in optimiser["param_groups"]] == [(0.8, 0.95)] * 2
     again = tmp_path / "again"
     assert main(["--fine-tune", str(changed), "--steps", str(k + 4), "--out", str(again), "--quiet"]) == 0
     assert load_generator(again)[1]["fine_tuned_from"]["from"] == origin
@@ -285,9 +292,46 @@ def test_a_run_resumed_from_another_folder_reads_the_same_pictures(tmp_path, mon
     assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0
     assert load_generator(run)[1]["data"] == str(tmp_path / "a" / "imgs")
     assert main(["--resume", str(run), "--steps", "3", "--quiet", "--data", str(tmp_path / "a" / "imgs")]) == 0
+    # the same folder written another way (.., a link) is no change of data
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "imgs")
+    for same in (tmp_path / "a" / "imgs" / ".." / "imgs", tmp_path / "link"):
+        assert main(["--resume", str(run), "--steps", "3", "--quiet", "--data", str(same)]) == 0
     # a fine-tune given a relative --data records it absolute too
     assert main(["--fine-tune", str(run), "--steps", "4", "--quiet", "--data", "imgs", "--out", str(tmp_path / "ft")]) == 0
     assert load_generator(tmp_path / "ft")[1]["data"] == str(tmp_path / "b" / "imgs")
+
+
+def test_a_run_resumed_from_another_folder_loads_the_same_feature_weights(tmp_path, monkeypatch, capsys):
+    """--feature-weights given relative was recorded as typed: resumed from another working folder,
+    the run's feature loss silently used whatever file of that name was there."""
+    import shutil  # noqa: PLC0415
+
+    from nfinpaint.feature_net import ROTATION_FILE  # noqa: PLC0415
+
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        shutil.copy(ROTATION_FILE, tmp_path / where / "vgg.pt")
+    options = [option for option in TINY if option != "random"]     # TINY's --feature-weights takes ours
+    run, old = tmp_path / "run", tmp_path / "old"
+    monkeypatch.chdir(tmp_path / "a")
+    for out in (run, old):
+        assert main(options[:1] + ["vgg.pt"] + options[1:] + ["--steps", "1", "--out", str(out)]) == 0
+    assert tomllib.loads((run / "config.toml").read_text())["feature_weights"] == str(tmp_path / "a" / "vgg.pt")
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["--resume", str(run), "--steps", "2", "--quiet"]) == 0
+    assert _records(run, "resume")[0]["feature_weights"] == f"file:{tmp_path / 'a' / 'vgg.pt'}"
+    # a run recorded before the paths were made absolute: the resume names the weights it would change
+    checkpoint = old / "checkpoints" / "step_0000001.pt"
+    payload = torch.load(checkpoint, weights_only=False)
+    payload["config"]["feature_weights"] = "vgg.pt"
+    torch.save(payload, checkpoint)
+    config = old / "config.toml"
+    config.write_text(config.read_text().replace(str(tmp_path / "a" / "vgg.pt"), "vgg.pt"))
+    capsys.readouterr()
+    assert main(["--resume", str(old), "--steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"trained its feature loss with file:{tmp_path / 'a' / 'vgg.pt'}" in err and "--fine-tune" in err
+    assert [record["kind"] for record in _records(old)].count("resume") == 0     # nothing written
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
