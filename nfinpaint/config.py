@@ -195,6 +195,10 @@ class TrainConfig:
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.g_warmup_steps >= 0 and self.d_warmup_steps >= 0, "warm-up step counts must be >= 0")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        least = GENERATORS[self.generator].min_batch
+        need(self.batch_size >= least,
+             f"generator={self.generator!r} normalises its fully connected layer over the batch (BatchNorm): "
+             f"batch_size must be at least {least} (per process), got {self.batch_size}")
         # an absurd batch is refused here, before the run directory is written, not by running
         # out of memory in the first step
         memory_problem = batch_memory_problem(self.batch_size, self.image_size, self.device)

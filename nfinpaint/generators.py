@@ -3,8 +3,8 @@ inpainting and the probe script.  A new generator is one class and one entry her
 
 Each entry names the generator's class (whose ``variant`` class attribute is the registry name, stored
 in the ``config`` dict of its file; ``cls(image_size, **config)`` builds it), which crop sizes it
-takes, and whether it fills windows of any size at a picture's own resolution (``full_resolution``)
-or only its fixed ``image_size``.
+takes, whether it fills windows of any size at a picture's own resolution (``full_resolution``)
+or only its fixed ``image_size``, and the smallest batch it trains on (``min_batch``).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class GeneratorSpec:
     summary: str
     check_size: Callable[[int], object]      # raises ValueError for crop sizes it cannot take
     full_resolution: bool
+    min_batch: int = 1                       # items per process a training step needs (BatchNorm1d: 2)
 
     @property
     def name(self) -> str:
@@ -40,10 +41,11 @@ def _fullres_size(image_size: int) -> None:
 
 
 GENERATORS: dict[str, GeneratorSpec] = {entry.name: entry for entry in (
-    GeneratorSpec(PaperGenerator, "the paper's encoder-decoder (Tables 1-2), fixed size", generator_stages, False),
+    # the fixed-size ones normalise their fully connected layers over the batch: one item has no spread
+    GeneratorSpec(PaperGenerator, "the paper's encoder-decoder (Tables 1-2), fixed size", generator_stages, False, 2),
     GeneratorSpec(ResidualGenerator, "the paper's network correcting a biharmonic fill, fixed size",
-                  generator_stages, False),
-    GeneratorSpec(ResidualUNetGenerator, "residual, with U-Net skips, fixed size", generator_stages, False),
+                  generator_stages, False, 2),
+    GeneratorSpec(ResidualUNetGenerator, "residual, with U-Net skips, fixed size", generator_stages, False, 2),
     GeneratorSpec(FullResGenerator, "fully convolutional residual U-Net over a multiscale biharmonic fill, any size",
                   _fullres_size, True),
 )}

@@ -316,6 +316,19 @@ class Trainer:
 # --------------------------------------------------------------------------- the loop
 
 
+def spread_indices(length: int, count: int) -> list[int]:
+    """``count`` item numbers (all ``length`` when ``count`` is 0 or more), evenly spread over them."""
+    if not count or count >= length:
+        return list(range(length))
+    return np.linspace(0, length - 1, count).round().astype(int).tolist()
+
+
+def spread(dataset: torch.utils.data.Dataset, count: int) -> torch.utils.data.Dataset:
+    """``count`` items of ``dataset`` spread over it, in order (the whole of it for 0 or more)."""
+    picks = spread_indices(len(dataset), count)
+    return dataset if len(picks) == len(dataset) else torch.utils.data.Subset(dataset, picks)
+
+
 def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
           resume: ResumePoint | str | os.PathLike | None = None, fine_tune: ResumePoint | None = None,
           info: distributed.DistInfo | None = None, progress: bool = True) -> dict:
@@ -349,9 +362,12 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                       trainer.compiled)
             # crops are cut a batch at a time where the model trains (crop_store): no loader workers
             train_ds.store.to(info.device)
-            val_loader = torch.utils.data.DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=0)
-            # samples spread over the validation split (its items are grouped by source image)
-            picks = np.linspace(0, len(val_ds) - 1, min(N_SAMPLES, len(val_ds))).round().astype(int).tolist()
+            # the validation crops and the samples spread over the validation split (its items are grouped
+            # by source image): the first val_batches batches were the first pictures only (fullres: two of
+            # the corpus's four)
+            val_loader = torch.utils.data.DataLoader(spread(val_ds, config.val_batches * config.batch_size),
+                                                     batch_size=config.batch_size, shuffle=False, num_workers=0)
+            picks = spread_indices(len(val_ds), N_SAMPLES)
             sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
 
             def validate(step: int) -> None:

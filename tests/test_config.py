@@ -154,6 +154,31 @@ def test_values_the_models_cannot_take_are_config_errors(changes, message):
         load_config("default", None, changes)
 
 
+@pytest.mark.parametrize("name", sorted(config.PRESETS))
+def test_a_batch_too_small_for_the_generator_is_refused_before_the_run(name):
+    """batch_size = 1 passed the check, then the first step of a BatchNorm1d generator raised, its run
+    folder written without a checkpoint.  The registry's min_batch is held to what a step takes."""
+    import torch  # noqa: PLC0415
+
+    from nfinpaint.train import build_models  # noqa: PLC0415
+
+    preset = dataclasses.replace(config.PRESETS[name], feature_weights="random")
+    generator = build_models(dataclasses.replace(preset, batch_size=2).validate())[0].train()
+    size = preset.image_size
+    try:
+        generator(torch.rand(1, 3, size, size), torch.zeros(1, 1, size, size))
+        trains_on_one = True
+    except ValueError as exc:
+        assert "more than 1 value per channel" in str(exc)
+        trains_on_one = False
+    one = dataclasses.replace(preset, batch_size=1)
+    if trains_on_one:
+        one.validate()
+    else:
+        with pytest.raises(ConfigError, match=f"generator={preset.generator!r} .* batch_size must be at least 2"):
+            one.validate()
+
+
 @pytest.mark.parametrize("steps, g, d, text", [
     (800, 300, 40, "300 generator-only, 40 discriminator-only, 460 joint steps"),
     (20, 300, 40, "20 generator-only, 0 discriminator-only, 0 joint steps (the 300 + 40-step warm-up"),

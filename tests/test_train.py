@@ -832,3 +832,27 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monke
         in message, message
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
     assert not list_checkpoints(run)
+
+
+def test_validation_crops_come_from_every_validation_picture(tmp_path, monkeypatch):
+    """val_batches batches were the split's first crops, grouped by picture: the fullres preset
+    validated on two of the corpus's four validation photographs."""
+    from nfinpaint import train as train_module  # noqa: PLC0415
+
+    colours = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (250, 250, 10)]
+    for folder, pictures in (("train", [(128, 128, 128)] * 2), ("val", colours)):
+        (tmp_path / folder).mkdir()
+        for k, colour in enumerate(pictures):
+            Image.fromarray(np.full((48, 48, 3), colour, np.uint8)).save(tmp_path / folder / f"{k}.png")
+    seen = []
+    validate = train_module.Trainer.validate
+
+    def recording(self, loader):        # the crops of the batches validate reads (val_batches = 1)
+        seen.append([tuple(int(v) for v in (crop[:, 0, 0] * 255).round()) for crop in next(iter(loader))])
+        return validate(self, loader)
+
+    monkeypatch.setattr(train_module.Trainer, "validate", recording)
+    assert main(TINY + ["--data", str(tmp_path / "train"), "--set", f"val_data={tmp_path / 'val'}", "--steps", "1",
+                        "--set", "val_batches=1", "--out", str(tmp_path / "run")]) == 0
+    assert len(seen) == 2 and seen[0] == seen[1]     # at steps 0 and 1, the same crops
+    assert sorted(seen[0]) == sorted(colours)       # one batch of 4: a crop of each picture
