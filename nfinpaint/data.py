@@ -382,9 +382,9 @@ def _region_split(images: list[tuple[str, torch.Tensor]], image_size: int, *, va
     return train, FixedCrops(images, val_crops, image_size)
 
 
-def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
+def _load_files(paths: list[Path], what: str, progress: bool = True) -> list[tuple[str, torch.Tensor]]:
     """Decode every file once (threads: PIL releases the GIL while decoding); unreadable files
-    are reported with a :class:`DataWarning` and skipped."""
+    are reported with a :class:`DataWarning` and skipped.  ``progress``: a bar for 20 files or more."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     from tqdm import tqdm  # noqa: PLC0415
@@ -398,7 +398,7 @@ def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
     images = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = pool.map(load, paths)
-        for result in tqdm(results, total=len(paths), desc=f"decoding {what}", disable=len(paths) < 20,
+        for result in tqdm(results, total=len(paths), desc=f"decoding {what}", disable=not progress or len(paths) < 20,
                            leave=False, dynamic_ncols=True):
             if isinstance(result, ImageError):
                 warnings.warn(f"skipping {result}", DataWarning, stacklevel=3)
@@ -409,17 +409,17 @@ def _load_files(paths: list[Path], what: str) -> list[tuple[str, torch.Tensor]]:
 
 def _file_split(train_files: list[Path], val_files: list[Path], image_size: int, *, seed: int, augment: bool,
                 max_rotation: float, max_crop_scale: float, names: OptionNames = OptionNames(),
-                val_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:
+                val_dir: str | os.PathLike | None = None, progress: bool = True) -> tuple[Dataset, Dataset]:
     """Train on every crop of ``train_files``; validate on fixed crops of ``val_files`` (from the separate
     folder ``val_dir`` when there is one, else held out of the training folder)."""
-    images = _load_files(train_files, "training images")
+    images = _load_files(train_files, "training images", progress)
     if not images:
         example = f" (e.g. {train_files[0]})" if train_files else ""
         raise DataError(f"none of the {len(train_files)} training image files could be read{example}; fix or "
                         f"replace them, or point {names.data} at another folder")
     train = _training_crops(images, image_size, seed=seed, augment=augment, max_rotation=max_rotation,
                             max_crop_scale=max_crop_scale)
-    val_images = _load_files(val_files, "validation images")
+    val_images = _load_files(val_files, "validation images", progress)
     if val_files and not val_images:   # training on without the validation that was asked for
         remedy = (f"fix or replace them, or point {names.val_data} at another folder" if val_dir is not None
                   else f"fix or replace them (the validation files held out of {names.data})")
@@ -441,7 +441,8 @@ def fixed_crops(images: list[tuple[str, torch.Tensor]], image_size: int, max_cro
 def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float = DataSplit.val_fraction,
                    seed: int = DataSplit.seed, augment: bool = True, max_rotation: float = 15.0,
                    max_crop_scale: float = DataSplit.max_crop_scale,
-                   val_dir: str | None = None, names: OptionNames = OptionNames()) -> tuple[Dataset, Dataset]:
+                   val_dir: str | None = None, names: OptionNames = OptionNames(),
+                   progress: bool = True) -> tuple[Dataset, Dataset]:
     """Training crops (:class:`~nfinpaint.crop_store.RandomCrops`, cut in batches) and a
     validation dataset of fixed (3, S, S) float32 crops in [0, 1].
 
@@ -453,7 +454,8 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
     folders of ``FILE_SPLIT_MIN`` images or more.  Validation items are never
     augmented.  Raises :class:`DataError` for an empty folder, a folder without
     readable images or an image smaller than the crop, naming the option to change as the
-    calling command calls it (``names``: training's by default).
+    calling command calls it (``names``: training's by default).  ``progress``: a bar while a folder
+    of 20 files or more is decoded.
     """
     if image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
@@ -471,13 +473,13 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
         if overlap:
             raise DataError(f"{len(overlap)} file(s) are in both the training and the validation folder, "
                             f"e.g. {sorted(overlap)[0]}; keep the splits apart")
-        return _file_split(train_files, val_files, image_size, names=names, val_dir=val_dir, **opts)
+        return _file_split(train_files, val_files, image_size, names=names, val_dir=val_dir, progress=progress, **opts)
     if data_dir is None:
         images = [(name, _array_to_tensor(array)) for name, array in _embedded_arrays()]
         return _region_split(images, image_size, val_fraction=val_fraction, **opts)
     found = _readable_images(data_dir, image_size, decode=False, option=names.data, size_option=names.image_size)
     if len(found) < FILE_SPLIT_MIN:
-        images = _load_files([path for path, _, _ in found], "images")
+        images = _load_files([path for path, _, _ in found], "images", progress)
         if not images:
             raise DataError(f"{data_dir}: none of the image files could be read; fix or replace them, or point "
                             f"{names.data} at another folder")
@@ -491,7 +493,7 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
                         f"for validation and leaves none to train on; use a smaller val_fraction")
     val_files = sorted(files[i] for i in order[:n_val])
     train_files = sorted(files[i] for i in order[n_val:])
-    return _file_split(train_files, val_files, image_size, names=names, **opts)
+    return _file_split(train_files, val_files, image_size, names=names, progress=progress, **opts)
 
 
 FOLDER_CROPS = ("center", "grid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sys
 from datetime import datetime, timezone
@@ -152,6 +153,18 @@ def metrics_to_keep(run_dir: Path, resume_step: int) -> list[str]:
     return kept
 
 
+def _json_numbers(value):
+    """``value`` with every NaN or infinite float as None (JSON's null): Python's bare NaN is no JSON,
+    and strict readers (jq, JavaScript's JSON.parse) refused a diverged run's record."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(item) for item in value]
+    return value
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per line, flushed) and TensorBoard when installed."""
 
@@ -172,7 +185,7 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with full_disk_reported(self.path):
-            self.file.write(json.dumps(record) + "\n")
+            self.file.write(json.dumps(_json_numbers(record), allow_nan=False) + "\n")
             self.file.flush()
         if self.tb is not None and "step" in record:
             for key, value in record.items():

@@ -54,10 +54,12 @@ N_SAMPLES = 8
 # --------------------------------------------------------------------------- data and models
 
 
-def build_data(config: TrainConfig):
-    """The training and validation datasets of (3, S, S) crops (nfinpaint.data)."""
+def build_data(config: TrainConfig, progress: bool = True):
+    """The training and validation datasets of (3, S, S) crops (nfinpaint.data); ``progress``: a bar
+    while a large folder is decoded."""
     return build_datasets(config.data or None, config.image_size, **config.split().as_meta(),
-                          augment=config.augment, max_rotation=config.max_rotation, val_dir=config.val_data or None)
+                          augment=config.augment, max_rotation=config.max_rotation, val_dir=config.val_data or None,
+                          progress=progress)
 
 
 def build_models(config: TrainConfig) -> tuple[torch.nn.Module, GlobalDiscriminator, LocalDiscriminator]:
@@ -341,7 +343,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
     """
     info = info or distributed.setup(config.device)
     run = Run.prepare(config, out, resume, info, fine_tune=fine_tune)   # checks; sets the CPU threads
-    train_ds, val_ds = build_data(config)
+    train_ds, val_ds = build_data(config, progress and info.is_main)
     feature_net = build_feature_net(config)
     trainer = Trainer(config, feature_net, info)
     start = run.restore(trainer)

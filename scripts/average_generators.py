@@ -96,6 +96,10 @@ def average(paths: list[Path], base_iterations: int | None = None) -> tuple[torc
             averaged[key] = torch.stack([state[key].double() for state in states]).mean(0).to(value.dtype)
         elif all(torch.equal(state[key], value) for state in states[1:]):
             averaged[key] = value
+        elif key.endswith("num_batches_tracked"):
+            # BatchNorm's count of the batches a run trained on (runs of N and M steps differ): it
+            # changes no output here (a momentum is set); the most of them is kept
+            averaged[key] = torch.stack([state[key] for state in states]).max()
         else:
             raise _differs(f"the integer buffer {key}", dict(zip(names, (state[key] for state in states))))
     generator.load_state_dict(averaged)

@@ -135,3 +135,33 @@ def test_a_shipped_average_says_how_it_was_made_and_names_no_folder_of_the_repos
     assert ship_generator.relative_paths({"averaged_from": [record]}) == \
         {"averaged_from": [{"file": "runs/a/generator.pt", "description": "step 3, trained on data/x",
                             "initialised_from": {"file": "x.pt"}}]}
+
+
+def test_batchnorm_generators_of_runs_of_different_lengths_average(tmp_path):
+    """BatchNorm counts the batches a run trained on: runs of N and M steps were refused as "not one
+    network trained one way" for a counter that changes no output."""
+    from nfinpaint.generators import build_generator
+
+    runs = []
+    for name, steps in (("a", 3), ("b", 4)):
+        torch.manual_seed(steps)
+        generator = build_generator("residual_unet", 24)
+        for key, value in generator.state_dict().items():
+            if key.endswith("num_batches_tracked"):
+                value.fill_(steps)
+            elif value.is_floating_point():
+                value.normal_(0, 0.1) if not key.endswith("running_var") else value.uniform_(0.5, 2)
+        (tmp_path / name).mkdir()
+        save_generator(tmp_path / name / "generator.pt", generator,
+                       {"preset": "default", "image_size": 24, "hole_size": 10, "feature_weights": "random",
+                        "feature_pretrained": False, "step": steps, "complete": True})
+        runs.append(tmp_path / name)
+    generator, meta = average_generators.average(runs)
+    states = [load_generator(run)[0].state_dict() for run in runs]
+    for key, value in generator.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            assert int(value) == 4
+        elif value.is_floating_point():
+            torch.testing.assert_close(value.double(), (states[0][key].double() + states[1][key].double()) / 2,
+                                       rtol=0, atol=1e-7)
+    assert meta["step"] is None and [record["step"] for record in meta["averaged_from"]] == [3, 4]

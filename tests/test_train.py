@@ -40,6 +40,15 @@ def _records(run, kind="train"):
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
+def _flat(value):
+    """The leaves of a JSON value."""
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flat(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _flat(item)]
+    return [value]
+
+
 def _losses(run):
     return {r["step"]: {k: v for k, v in r.items() if k.startswith(("loss", "l2", "adv", "feature"))}
             for r in _records(run)}
@@ -719,6 +728,9 @@ def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tmp_path, capsy
     diverged, = _records(run, "diverged")
     steps = [s for s, _ in list_checkpoints(run)]
     assert steps and max(steps) < diverged["step"]          # only checkpoints from before it
+    # strict JSON (jq, JSON.parse): the losses that are not finite are null, not Python's bare NaN
+    strict = [json.loads(line, parse_constant=pytest.fail) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert None in [value for record in strict if record["kind"] == "diverged" for value in _flat(record)]
     assert f"step_{max(steps):07d}.pt" in message
     assert not (run / "generator.pt").exists()
     for _, path in list_checkpoints(run):
@@ -856,3 +868,15 @@ def test_validation_crops_come_from_every_validation_picture(tmp_path, monkeypat
                         "--set", "val_batches=1", "--out", str(tmp_path / "run")]) == 0
     assert len(seen) == 2 and seen[0] == seen[1]     # at steps 0 and 1, the same crops
     assert sorted(seen[0]) == sorted(colours)       # one batch of 4: a crop of each picture
+
+
+def test_quiet_draws_no_bar_while_a_large_folder_is_decoded(tmp_path, capsys):
+    """--quiet still drew the "decoding training images" bar for folders of 20 files or more."""
+    rng = np.random.default_rng()
+    (tmp_path / "imgs").mkdir()
+    for k in range(30):        # 20 or more train files, after the split by file holds some out
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{k}.png")
+    for quiet, out in ((False, "loud"), (True, "quiet")):
+        options = [option for option in TINY if option != "--quiet" or quiet]
+        assert main(options + ["--data", str(tmp_path / "imgs"), "--steps", "1", "--out", str(tmp_path / out)]) == 0
+        assert ("decoding" in capsys.readouterr().err) is not quiet
