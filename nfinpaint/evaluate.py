@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop protocol, with --data: one centre square per image scaled to the generator's size "
                         "(default), or "
                         "grid: crops spread over each whole image at 1x, 2x and 4x the generator's size, up to 8 "
-                        "per scale (the crops validation uses; what the README's tables report)")
+                        "per scale (the crops validation uses; the 24x24 generator's tables in docs/evaluation.md)")
     p.add_argument("--size", type=int, metavar="PX",
                    help="the full-size protocol: whole pictures with their longer side scaled to PX (512: "
                         "512x384 for a 4:3 photograph), holes of the families in --masks, every method "
