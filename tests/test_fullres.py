@@ -1048,3 +1048,53 @@ def test_a_windows_tiling_is_planned_once_for_the_progress_bar_and_the_fill(monk
     assert planned == []
     assert torch.equal(once, _fill(generator, image, hole))
     assert planned                                   # fresh windows plan their tiles again
+
+
+def _sparse_masks(shape, g):
+    """Known pixels that are sparse: 85% salt noise, and a lattice of every 3rd pixel."""
+    salt = (torch.rand(shape, generator=g) < 0.85).float()
+    lattice = torch.ones(shape)
+    lattice[::3, ::3] = 0
+    return {"salt": salt, "lattice": lattice}
+
+
+def test_where_known_pixels_are_sparse_the_fill_is_the_converged_base_fill():
+    """Dense salt noise or a lattice of known pixels: the network, trained on holes in mostly known
+    crops, corrected the smooth fill by the wrong colour (2.5-8.8 dB below biharmonic on the
+    validation photographs); there the fill is the base fill, relaxed to convergence."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    y, x = torch.meshgrid(torch.linspace(0, 1, 90), torch.linspace(0, 1, 120), indexing="ij")
+    image = torch.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y * x, 0.8 - 0.5 * y]) + 0.02 * torch.rand(3, 90, 120, generator=g)
+    for name, hole in _sparse_masks((90, 120), g).items():
+        filled, _ = inpaint_image(image, hole[None], generator=generator, log=lambda s: None)
+        base = multiscale_biharmonic_fill(image[None] * (1 - hole), hole[None, None], neural_fill.SPARSE_ITERATIONS)[0]
+        inside = hole > 0.5
+        torch.testing.assert_close(filled[:, inside], base.clamp(0, 1)[:, inside], rtol=0, atol=1e-6, msg=name)
+        assert torch.equal(filled[:, ~inside], image[:, ~inside])
+    # a solid hole keeps the network's correction (the same generator changes its base fill)
+    solid = torch.zeros(1, 90, 120)
+    solid[:, 30:60, 40:80] = 1
+    filled, _ = inpaint_image(image, solid, generator=generator, log=lambda s: None)
+    base = multiscale_biharmonic_fill(image[None] * (1 - solid), solid[None], generator.base_iterations)[0]
+    assert (filled - base)[:, solid[0] > 0.5].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["thin", "medium", "large"])
+def test_the_hole_families_never_reach_the_sparse_rule(family):
+    """The evaluation's holes (and the pictures' tables) are filled as before: none is sparse.  (At
+    the training crops' scale, where thin strokes crowd a 256 px crop, a few hundred pixels where
+    several cross can be.)"""
+    for seed in range(6):
+        mask = masks.family_masks(family, 1, 384, 512, seed=seed, scale="picture")[0, 0] > 0.5
+        labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
+        for window in neural_fill.plan_windows(labels, count):
+            rows, cols = window.slices()
+            assert neural_fill.sparse_weight(mask.numpy()[rows, cols]) is None, (family, seed)
+    # and a sparse region beside a solid hole is found, the solid hole's rim left to the network
+    hole = np.zeros((120, 200), bool)
+    hole[30:90, 20:80] = True
+    hole[:, 120:] = np.random.default_rng().random((120, 80)) < 0.85
+    weight = neural_fill.sparse_weight(hole)
+    assert weight[:, :100].max() == 0
+    assert weight[:, 140:][hole[:, 140:]].min() == 1
