@@ -380,7 +380,8 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
     ``generator`` on the windows of :func:`plan_windows` (``mirror``: see :func:`fill_window`), each
     window's fill blended with its patch re-synthesis (``patch_blend``: see :func:`blend_patches`;
     ``seed``: its search's) or, with ``detail``, in holes at least :data:`DETAIL_MIN_THICKNESS` thick,
-    replaced by the texture synthesis of :func:`add_detail`; ``on_step`` is called after each of the network's
+    replaced by the texture synthesis of :func:`add_detail`, and where the known pixels are sparse
+    (:func:`sparse_weight`) moved to the converged base fill; ``on_step`` is called after each of the network's
     tiles and after each window's blend (progress: :func:`planned_steps` says how many calls there will be);
     ``windows``: :func:`plan_windows`'s, when the caller has them already.  Returns the filled (3, H, W) on
     the CPU."""
