@@ -51,8 +51,18 @@ from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_ori
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024     # the whole request body
 MAX_PIXELS = 40_000_000                 # per picture (width x height), checked before decoding
+
+
+def upload_limit(max_pixels: int) -> int:
+    """The largest request body by default: room for the PNG the server returns for a picture of
+    ``max_pixels`` (at most 4 bytes a pixel, RGBA: the page's next fill sends that result back, and
+    a 40-megapixel photograph's came to 53 MB, over the 50 MB this was), a mask of a byte a pixel, and
+    1 MiB for the rest of the form."""
+    return 5 * max_pixels + 2**20
+
+
+MAX_UPLOAD_BYTES = upload_limit(MAX_PIXELS)     # the whole request body (191.7 MiB)
 QUEUE = 4                               # fills that may wait behind the running one
 MAX_DILATION = 200
 MAX_FIELDS = 16                         # multipart parts in one request: the API has four
@@ -171,17 +181,25 @@ def parse_multipart(content_type: str | None, body: bytes) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- pictures
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int] | None:
-    """(width, height) as a viewer shows it: EXIF orientations 5-8 swap the sides (a damaged EXIF
-    block none: :func:`decode` ignores it too); None when only the pixels can tell.  Read from the
-    header only: PIL looks for the EXIF of a PNG that has none before its pixels by decoding it,
-    which the request handler must not do (it runs on the event loop, before the queue: that
-    stalled every other request and held the pixels of requests then refused with 503, and the
-    picture, decoded there, lost the transparent colour that :func:`decode` keeps)."""
-    if img.format == "PNG" and "exif" not in img.info:
-        return None
+def shown_turned(img: Image.Image) -> bool:
+    """Whether the page shows ``img`` (opened, not yet decoded) turned by its EXIF orientation, as
+    Chromium does: a JPEG's or an AVIF's, a PNG's whose eXIf chunk comes before its pixels; not a
+    WebP's, nor a PNG's after its pixels (checked in Chromium 156, 2026-12-05: turned here but shown
+    as stored, such a picture's fill landed where the mask was not drawn, or its mask was refused).
+    The server turns a picture as the page shows it."""
+    if img.format == "WEBP":
+        return False
+    return img.format != "PNG" or "exif" in img.info     # (PIL finds a later eXIf only by decoding)
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as the page shows it (:func:`shown_turned`): EXIF orientations 5-8 swap the
+    sides (a damaged EXIF block none: :func:`decode` ignores it too).  Read from the header only: the
+    request handler must not decode (it runs on the event loop, before the queue: that stalled every
+    other request and held the pixels of requests then refused with 503, and the picture, decoded
+    there, lost the transparent colour that :func:`decode` keeps)."""
     w, h = img.size
-    return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
+    return (h, w) if shown_turned(img) and exif_orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 class _PilPixelLimit:
@@ -251,13 +269,16 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
 
 
 def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The picture decoded and turned upright (EXIF orientation, as the page and viewers show it; a
-    damaged EXIF block is ignored, as by the command)."""
+    """The picture decoded and turned as the page shows it (:func:`shown_turned`: its EXIF orientation,
+    but for a WebP and a PNG whose EXIF follows its pixels; a damaged EXIF block is ignored, as by the
+    command)."""
+    turned = shown_turned(img)        # before decoding: PIL reads a PNG's later eXIf then
     try:
         with pil_pixel_limit(max_pixels):     # PIL checks sizes again as it decodes (TIFF tiles, GIF frames)
             raw_modes = load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
             # 16-bit grey+alpha comes back grey, with its profile, as the command writes it (RGBA once)
-            return upright(grey_again(img, raw_modes), f"the {field}")
+            img = grey_again(img, raw_modes)
+            return upright(img, f"the {field}") if turned else img
     except Image.DecompressionBombError:
         raise _over_the_pixel_limit(field, max_pixels) from None
     except OPEN_ERRORS as exc:
@@ -461,11 +482,12 @@ def _error_doc(*codes: int) -> dict:
 
 
 def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "auto",
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS, queue: int = QUEUE):
+               max_upload_bytes: int | None = None, max_pixels: int = MAX_PIXELS, queue: int = QUEUE):
     """The FastAPI app: the page, ``POST /api/inpaint`` and ``GET /api/info``.
 
     ``inpainter``: an :class:`nfinpaint.Inpainter` to fill with (tests pass a small one); by
     default one is loaded from ``checkpoint`` (the shipped generator when None) on ``device``.
+    ``max_upload_bytes``: by default :func:`upload_limit` of ``max_pixels``.
     """
     from fastapi import FastAPI, Request  # noqa: PLC0415  (the serve extra: only when serving)
     from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
@@ -478,6 +500,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
 
     if inpainter is None:
         inpainter = Inpainter(checkpoint, device=device)
+    if max_upload_bytes is None:
+        max_upload_bytes = upload_limit(max_pixels)
     fills = FillQueue(inpainter, queue, max_pixels)
     # uploads read at once, each up to max_upload_bytes in memory: as many as the fills they feed, a few
     # more beyond them answered 503 at once (eight stalled 45 MB uploads once held 360 MB until the end)
@@ -540,11 +564,8 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
                                     f"got {text[:20]!r}")
         image = open_picture(fields.get("image"), "image", max_pixels)
         mask = open_picture(fields.get("mask"), "mask", max_pixels)
-        sizes = oriented_size(image), oriented_size(mask)
-        # an orientation known only once decoded (FillQueue.fill checks again): only sides that no
-        # orientation makes match are refused here
-        if (sizes[0] != sizes[1]) if None not in sizes else (sorted(image.size) != sorted(mask.size)):
-            (iw, ih), (mw, mh) = (size or picture.size for size, picture in zip(sizes, (image, mask)))
+        (iw, ih), (mw, mh) = oriented_size(image), oriented_size(mask)
+        if (iw, ih) != (mw, mh):     # (FillQueue.fill checks the decoded pictures again)
             raise RequestError(400, f"the mask is {mw}x{mh} but the image is {iw}x{ih}; "
                                     f"they must be the same size")
         png, seconds = await fills.run(FillJob(image, mask, method, int(text)))
@@ -606,8 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "elsewhere")
     parser.add_argument("--queue", type=int, default=QUEUE,
                         help=f"fills that may wait behind the running one before 503 (default {QUEUE})")
-    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
-                        help="largest request body in MB (default 50)")
+    parser.add_argument("--max-upload-mb", type=float, default=None,
+                        help="largest request body in MB (default: room for the filled PNG of the largest "
+                             "picture sent back with a mask, 5 bytes a pixel: 192 MB at 40 megapixels)")
     parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
                         help="largest picture in megapixels (default 40)")
     return parser
@@ -629,6 +651,8 @@ def run(args: argparse.Namespace) -> int:
     if args.queue < 0:
         raise cli.UsageError(f"--queue must be 0 or more, got {args.queue}")
     for option, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+        if value is None:
+            continue
         # argparse's float() takes nan and inf, which pass a `<= 0` test and then break int()
         if not (math.isfinite(value) and value > 0):
             raise cli.UsageError(f"{option} must be a finite number more than 0, got {value}")
@@ -643,8 +667,8 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise cli.UsageError(str(exc)) from None
     warm_up(inpainter)
-    app = create_app(inpainter, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                     max_pixels=int(args.max_megapixels * 1e6), queue=args.queue)
+    upload = None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)
+    app = create_app(inpainter, max_upload_bytes=upload, max_pixels=int(args.max_megapixels * 1e6), queue=args.queue)
     model = "PatchMatch only (no generator installed)" if inpainter.loaded is None else inpainter.loaded.describe()
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host

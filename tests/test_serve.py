@@ -99,7 +99,24 @@ def test_info_names_model_device_limits_and_versions(client, inpainter):
     assert info["model"]["sha256"] == inpainter.loaded.sha256
     assert info["device"] == "cpu" and info["half"] is False
     assert info["versions"]["torch"] == torch.__version__
-    assert info["limits"]["max_upload_bytes"] == 50 * 2**20 and info["limits"]["max_pixels"] == 40_000_000
+    assert info["limits"]["max_upload_bytes"] == 5 * 40_000_000 + 2**20 and info["limits"]["max_pixels"] == 40_000_000
+
+
+def test_a_fill_of_the_largest_picture_can_be_sent_back_for_the_next_fill(inpainter):
+    """The page's second fill sends the first one's PNG: a 40-megapixel photograph's came to 53 MB, over
+    the 50 MB the server took, and the page refused to fill it again.  The worst case, a picture of
+    noise with alpha at the pixel limit, fits the default limit as the result of its fill."""
+    side = 1000
+    noise = np.random.default_rng().integers(0, 256, (side, side, 4), dtype=np.uint8)
+    hole = np.zeros((side, side), np.uint8)
+    hole[100:140, 200:260] = 255
+    with TestClient(create_app(inpainter, max_pixels=side * side)) as small:
+        limit = small.get("/api/info").json()["limits"]["max_upload_bytes"]
+        first = post(small, png(noise, "RGBA"), png(hole), method="border-mean")
+        assert first.status_code == 200, first.text
+        assert len(first.content) > 3.9 * side * side and len(first.content) + len(png(hole)) < limit   # ~4 B a pixel
+        again = post(small, first.content, png(hole[::-1].copy()), method="border-mean")
+        assert again.status_code == 200, again.text
 
 
 def test_page_is_served_and_needs_no_network(client):
@@ -255,6 +272,38 @@ def test_exif_orientation_is_applied_as_viewers_show_it(client):
     out = np.asarray(decoded(post(client, data, png(mask))))
     assert np.array_equal(out[mask == 0], upright[mask == 0])
     assert_error(post(client, data, png(np.zeros((40, 48), np.uint8) + 255)), 400, "40x48", "same size")
+
+
+def _trailing_exif_png(raw: np.ndarray, orientation: int) -> bytes:
+    """A PNG whose eXIf chunk follows its pixels (PIL writes it before them)."""
+    data, exif = png(raw), Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()[6:]                       # without the "Exif\0\0" of a JPEG's APP1
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]
+
+
+@pytest.mark.parametrize("kind", ["webp", "png-exif-after-pixels"])
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_picture_the_page_shows_unturned_is_filled_unturned(client, kind, orientation):
+    """Chromium ignores the EXIF orientation of a WebP and of a PNG whose eXIf follows its pixels; the
+    server turned them, so the fill landed where the mask was not drawn (3: the opposite corner) or
+    the mask, drawn on the page, was refused (6)."""
+    raw = picture(5)
+    if kind == "webp":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = png(Image.fromarray(raw), format="WEBP", lossless=True, exif=exif.tobytes())
+    else:
+        data = _trailing_exif_png(raw, orientation)
+    with Image.open(io.BytesIO(data)) as stored:
+        stored.load()
+        assert stored.getexif().get(0x0112) == orientation      # the file is what the test is about
+    out = np.asarray(decoded(post(client, data, png(hole_mask()), method="biharmonic")))
+    known = hole_mask() == 0
+    assert out.shape == raw.shape and np.array_equal(out[known], raw[known])
+    assert not np.array_equal(out[HOLE], raw[HOLE])                  # the hole, where it was drawn, filled
 
 
 # --------------------------------------------------------------------------- bad input

@@ -25,6 +25,8 @@ const state = {
   drawing: null,
   comparing: false,
   busy: false,
+  opening: 0,        // pictures being decoded; the newest one opened wins (openPicture)
+  opened: 0,         // how many were asked to open
   lastFill: null,    // {ms, serverSeconds, width, height}: shown, and read by the browser test
   limits: null,      // the server's (GET /api/info): said here rather than as a failed upload
 };
@@ -49,7 +51,8 @@ function refresh() {
   const hasPicture = state.current !== null;
   ui.undo.disabled = state.busy || state.history.length === 0;
   ui.clear.disabled = state.busy || state.strokes.length === 0;
-  ui.fill.disabled = state.busy || state.strokes.length === 0;
+  // a fill started while a newer picture decodes would be drawn onto that picture
+  ui.fill.disabled = state.busy || state.opening > 0 || state.strokes.length === 0;
   ui.file.disabled = state.busy;   // a picture opened during a fill would take that fill's result
   ui.compare.disabled = state.busy || state.before === null;
   ui.download.classList.toggle("disabled", state.busy || state.before === null);
@@ -61,11 +64,27 @@ function refresh() {
 
 // ------------------------------------------------------------------ pictures
 
+// The widest or tallest canvas Chromium draws: a picture past it opened blank and failed at Fill.
+const MAX_CANVAS_SIDE = 65535;
+
 async function openPicture(blob, name) {
+  const ticket = ++state.opened;
+  state.opening += 1;
+  refresh();
   let bitmap;
   try {
-    bitmap = await createImageBitmap(blob);   // applies the EXIF orientation, as the server does
+    // turned by its EXIF orientation where Chromium does (a JPEG, an AVIF, a PNG whose EXIF comes
+    // before its pixels; not a WebP), as the server turns it (serve.shown_turned)
+    bitmap = await createImageBitmap(blob);
   } catch (err) {
+    bitmap = null;
+  } finally {
+    state.opening -= 1;
+    refresh();
+  }
+  // a picture opened after this one, and decoded first, stays: the last one chosen is shown
+  if (ticket !== state.opened) return;
+  if (bitmap === null) {
     setStatus(`${name || "that file"} is not a picture this browser can open`, "error");
     return;
   }
@@ -73,6 +92,11 @@ async function openPicture(blob, name) {
   if (limits && bitmap.width * bitmap.height > limits.max_pixels) {
     setStatus(`${name || "that picture"} is ${bitmap.width}x${bitmap.height}; this server fills at most ` +
               `${+(limits.max_pixels / 1e6).toPrecision(3)} megapixels`, "error");
+    return;
+  }
+  if (Math.max(bitmap.width, bitmap.height) > MAX_CANVAS_SIDE) {
+    setStatus(`${name || "that picture"} is ${bitmap.width}x${bitmap.height}; the page draws pictures of at ` +
+              `most ${MAX_CANVAS_SIDE} px a side (the API takes it: see /docs)`, "error");
     return;
   }
   state.name = (name || "picture").replace(/\.[^.]*$/, "") || "picture";
@@ -265,7 +289,7 @@ async function errorText(xhr) {
 }
 
 async function fill() {
-  if (state.busy || !state.current || state.strokes.length === 0) return;
+  if (state.busy || state.opening > 0 || !state.current || state.strokes.length === 0) return;
   const start = performance.now();
   state.busy = true;
   setComparing(false);
