@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
@@ -461,6 +461,31 @@ _LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279,
                 529, 530, 531, 532, 34675)
 
 
+# How a PNG says its pixels are shown when it has no ICC profile (gAMA, cHRM, sRGB): PIL reads them into
+# ``info`` and writes none back, and a browser shows a file without them otherwise (a gamma of 1.0
+# dropped: every pixel 69 levels off on average, as shown)
+PNG_COLOUR_KEYS = ("gamma", "chromaticity", "srgb")
+
+
+def png_colour_info(info: dict) -> dict:
+    """The PNG colour chunks' values of a picture's ``info`` (:data:`PNG_COLOUR_KEYS`)."""
+    return {key: info[key] for key in PNG_COLOUR_KEYS if info.get(key) is not None}
+
+
+def png_colour_chunks(colour: dict) -> PngImagePlugin.PngInfo | None:
+    """``png_colour_info``'s values as the chunks PIL's PNG writer adds (``pnginfo=``); None for none."""
+    if not colour:
+        return None
+    chunks = PngImagePlugin.PngInfo()
+    if "gamma" in colour:
+        chunks.add(b"gAMA", round(colour["gamma"] * 100_000).to_bytes(4, "big"))
+    if "chromaticity" in colour:
+        chunks.add(b"cHRM", b"".join(round(v * 100_000).to_bytes(4, "big") for v in colour["chromaticity"]))
+    if "srgb" in colour:
+        chunks.add(b"sRGB", int(colour["srgb"]).to_bytes(1, "big"))
+    return chunks
+
+
 def read_image_info(path: str | os.PathLike) -> dict:
     """What of an image file besides its pixels is written back with them: the ICC colour
     profile (without it wide-gamut photos change colour; :func:`save_image` writes it only where
@@ -472,6 +497,7 @@ def read_image_info(path: str | os.PathLike) -> dict:
             info["icc_profile"] = img.info["icc_profile"]
         if img.info.get("dpi"):
             info["dpi"] = tuple(float(v) for v in img.info["dpi"])
+        info.update(png_colour_info(img.info) if img.format == "PNG" else {})
         try:
             exif = img.getexif()
             for tag in (0x0112, *_LAYOUT_TAGS):
@@ -572,6 +598,12 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
         pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
+    colour = png_colour_info(info or {})
+    if colour and fmt == "PNG":
+        options["pnginfo"] = png_colour_chunks(colour)
+    elif colour:
+        warnings.warn(f"{path}: the input PNG's {'/'.join(colour)} (how its pixels are shown) has no place in "
+                      f"{fmt}: written without it (a .png output keeps it)", ImageWarning, stacklevel=2)
     icc = options.get("icc_profile")
     if icc and not profile_fits(icc, pil.mode):
         # a CMYK picture is filled and written as RGB (a grey one too, where the format has no grey):

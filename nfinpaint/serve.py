@@ -46,8 +46,8 @@ from PIL import Image
 
 from nfinpaint import cli, devices
 from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, grey_again,
-                              keep_transparent_level, key_as_alpha, load_pixels, profile_fits, sixteen_bit_levels,
-                              upright)
+                              keep_transparent_level, key_as_alpha, load_pixels, png_colour_chunks, png_colour_info,
+                              profile_fits, sixteen_bit_levels, upright)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -316,15 +316,19 @@ def fillable(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if transparent else "RGB")
 
 
-def png_bytes(img: Image.Image, icc_profile: bytes | None) -> bytes:
+def png_bytes(img: Image.Image, icc_profile: bytes | None, colour: dict | None = None) -> bytes:
     """The PNG of ``img``, tagged with the upload's colour profile when it describes these pixels
-    (a CMYK or GRAY profile on RGB pixels would be invalid and misrender)."""
+    (a CMYK or GRAY profile on RGB pixels would be invalid and misrender), and with an uploaded PNG's
+    gAMA, cHRM and sRGB chunks (``colour``: :func:`~nfinpaint.images.png_colour_info`)."""
     if icc_profile and not profile_fits(icc_profile, img.mode):
         icc_profile = None
+    options = {"icc_profile": icc_profile} if icc_profile else {}
+    if colour:
+        options["pnginfo"] = png_colour_chunks(colour)
     buf = io.BytesIO()
     # lossless either way; level 1 is several times faster to write than the default 6 and the
     # file goes over the loopback, so speed wins over size
-    img.save(buf, "PNG", compress_level=1, **({"icc_profile": icc_profile} if icc_profile else {}))
+    img.save(buf, "PNG", compress_level=1, **options)
     return buf.getvalue()
 
 
@@ -396,6 +400,7 @@ class FillQueue:
 
         start = time.perf_counter()
         icc = job.image.info.get("icc_profile")
+        colour = png_colour_info(job.image.info)        # gAMA, cHRM, sRGB: how a PNG's pixels are shown
         image = fillable(decode(job.image, "image", self.max_pixels))
         mask = decode(job.mask, "mask", self.max_pixels)
         if image.size != mask.size:   # the header's check could not see a PNG's EXIF, nor a broken one
@@ -406,7 +411,7 @@ class FillQueue:
                 filled = self.inpainter(image, mask, dilate=job.dilation, method=job.method)
         except InpaintError as exc:
             raise RequestError(400, str(exc)) from None
-        return png_bytes(keep_transparent_level(image, filled), icc), time.perf_counter() - start
+        return png_bytes(keep_transparent_level(image, filled), icc, colour), time.perf_counter() - start
 
     def close(self) -> None:
         """Cancel the fills that wait (their requests get 503) and take no more; the running one finishes."""
