@@ -458,7 +458,10 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             def say(window) -> None:
                 names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
                 textured = detail and neural_fill.takes_detail(window)
-                shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}")
+                sparse = (f"; where the known pixels are sparse ({window.sparse:.0%} of the hole), the smooth base "
+                          f"fill" if window.sparse else "")
+                shown(f"hole(s) {names}: learned fill{' with detail' if textured else ''} on a {window.describe()}"
+                      f"{sparse}")
 
             if step is not None and devices.half_would_help(half, device):
                 shown(f"note: this CPU computes bfloat16 natively: {HALF_HINT}")

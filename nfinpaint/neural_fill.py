@@ -149,6 +149,8 @@ class Window:
     # tiling()'s answers, by what they depend on besides the window's holes: planned_steps (the progress
     # bar) and fill_picture both ask, and planning a 12-megapixel window's short tiles took 0.28 s
     _tilings: dict = field(default_factory=dict, repr=False, compare=False)
+    # the share of its hole pixels that fill_picture gave the base fill (sparse_weight's mean), once filled
+    sparse: float = field(default=0.0, compare=False)
 
     @property
     def holes(self) -> list[int]:
@@ -420,6 +422,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
             base = multiscale_biharmonic_fill(part[None].to(device) * (1 - hole_here), hole_here,
                                               max(generator.base_iterations, SPARSE_ITERATIONS))[0]
             filled = torch.lerp(filled.float(), base.float(), torch.from_numpy(weight).to(device))
+            window.sparse = float(weight[todo[0].numpy()].mean())
         mine = torch.isin(here, torch.tensor(window.holes))
         current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
         remaining[:, rows, cols] &= ~mine

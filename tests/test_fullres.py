@@ -1067,7 +1067,9 @@ def test_where_known_pixels_are_sparse_the_fill_is_the_converged_base_fill():
     y, x = torch.meshgrid(torch.linspace(0, 1, 90), torch.linspace(0, 1, 120), indexing="ij")
     image = torch.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y * x, 0.8 - 0.5 * y]) + 0.02 * torch.rand(3, 90, 120, generator=g)
     for name, hole in _sparse_masks((90, 120), g).items():
-        filled, _ = inpaint_image(image, hole[None], generator=generator, log=lambda s: None)
+        lines = []
+        filled, _ = inpaint_image(image, hole[None], generator=generator, log=lines.append)
+        assert any("where the known pixels are sparse (100% of the hole)" in line for line in lines), lines
         base = multiscale_biharmonic_fill(image[None] * (1 - hole), hole[None, None], neural_fill.SPARSE_ITERATIONS)[0]
         inside = hole > 0.5
         torch.testing.assert_close(filled[:, inside], base.clamp(0, 1)[:, inside], rtol=0, atol=1e-6, msg=name)
