@@ -273,6 +273,10 @@ def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.
     but for a WebP and a PNG whose EXIF follows its pixels; a damaged EXIF block is ignored, as by the
     command)."""
     turned = shown_turned(img)        # before decoding: PIL reads a PNG's later eXIf then
+    if getattr(img, "default_image", False) and getattr(img, "n_frames", 1) > 1:
+        # an animated PNG whose default image is no frame of its animation: PIL's first frame is that
+        # image, the page shows the animation's first frame (and was filled on the other picture)
+        img.seek(1)
     try:
         with pil_pixel_limit(max_pixels):     # PIL checks sizes again as it decodes (TIFF tiles, GIF frames)
             raw_modes = load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)

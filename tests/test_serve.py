@@ -306,6 +306,19 @@ def test_a_picture_the_page_shows_unturned_is_filled_unturned(client, kind, orie
     assert not np.array_equal(out[HOLE], raw[HOLE])                  # the hole, where it was drawn, filled
 
 
+def test_an_animated_png_is_filled_on_the_frame_the_page_shows(client):
+    """An APNG's default image may be no frame of its animation: PIL's first frame is that image, the
+    page shows the animation's first frame, and the other picture was filled."""
+    hidden, first, second = picture(6), picture(7), picture(8)
+    data = png(Image.fromarray(hidden), save_all=True, default_image=True,
+               append_images=[Image.fromarray(first), Image.fromarray(second)])
+    with Image.open(io.BytesIO(data)) as stored:
+        assert stored.default_image and stored.n_frames == 3     # the file is what the test is about
+    out = np.asarray(decoded(post(client, data, png(hole_mask()), method="biharmonic")))
+    known = hole_mask() == 0
+    assert np.array_equal(out[known], first[known])
+
+
 # --------------------------------------------------------------------------- bad input
 
 
