@@ -467,9 +467,12 @@ _LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279,
 PNG_COLOUR_KEYS = ("gamma", "chromaticity", "srgb")
 
 
-def png_colour_info(info: dict) -> dict:
-    """The PNG colour chunks' values of a picture's ``info`` (:data:`PNG_COLOUR_KEYS`)."""
-    return {key: info[key] for key in PNG_COLOUR_KEYS if info.get(key) is not None}
+def png_colour_info(img: Image.Image) -> dict:
+    """A PNG's colour chunks' values (:data:`PNG_COLOUR_KEYS`); {} for another format (PIL's DDS reader
+    sets a "gamma" of its own)."""
+    if img.format != "PNG":
+        return {}
+    return {key: img.info[key] for key in PNG_COLOUR_KEYS if img.info.get(key) is not None}
 
 
 def png_colour_chunks(colour: dict) -> PngImagePlugin.PngInfo | None:
@@ -497,7 +500,7 @@ def read_image_info(path: str | os.PathLike) -> dict:
             info["icc_profile"] = img.info["icc_profile"]
         if img.info.get("dpi"):
             info["dpi"] = tuple(float(v) for v in img.info["dpi"])
-        info.update(png_colour_info(img.info) if img.format == "PNG" else {})
+        info.update(png_colour_info(img))
         try:
             exif = img.getexif()
             for tag in (0x0112, *_LAYOUT_TAGS):
@@ -598,7 +601,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
         pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
-    colour = png_colour_info(info or {})
+    colour = {key: value for key, value in (info or {}).items() if key in PNG_COLOUR_KEYS}
     if colour and fmt == "PNG":
         options["pnginfo"] = png_colour_chunks(colour)
     elif colour:

@@ -404,7 +404,7 @@ class FillQueue:
 
         start = time.perf_counter()
         icc = job.image.info.get("icc_profile")
-        colour = png_colour_info(job.image.info)        # gAMA, cHRM, sRGB: how a PNG's pixels are shown
+        colour = png_colour_info(job.image)        # gAMA, cHRM, sRGB: how a PNG's pixels are shown
         image = fillable(decode(job.image, "image", self.max_pixels))
         mask = decode(job.mask, "mask", self.max_pixels)
         if image.size != mask.size:   # the header's check could not see a PNG's EXIF, nor a broken one

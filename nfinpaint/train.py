@@ -266,13 +266,12 @@ class Trainer:
     def validate(self, loader) -> dict[str, float]:
         """Mean hole PSNR on the validation split with the training's centre holes, with random
         rectangles and, for runs trained on the hole families, with those (all seeded: the same
-        masks every time); and whole-image PSNR."""
+        masks every time); and whole-image PSNR.  ``loader``: the crops to validate on, all of them
+        (:func:`train` gives it val_batches batches spread over the split)."""
         cfg = self.config
         kinds = ("center", "random") + (("mixed",) if cfg.train_masks in masks.FAMILY_KINDS else ())
         psnr: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds + ("image",)}
         for b, real in enumerate(loader):
-            if cfg.val_batches and b >= cfg.val_batches:
-                break
             real = real.to(self.device)
             for kind in kinds:
                 seed = None if kind == "center" else cfg.seed * 7919 + b
@@ -319,14 +318,15 @@ class Trainer:
 
 
 def spread_indices(length: int, count: int) -> list[int]:
-    """``count`` item numbers (all ``length`` when ``count`` is 0 or more), evenly spread over them."""
+    """``count`` of ``length`` item numbers, evenly spread over them (all of them when ``count`` is 0 or
+    at least ``length``)."""
     if not count or count >= length:
         return list(range(length))
     return np.linspace(0, length - 1, count).round().astype(int).tolist()
 
 
 def spread(dataset: torch.utils.data.Dataset, count: int) -> torch.utils.data.Dataset:
-    """``count`` items of ``dataset`` spread over it, in order (the whole of it for 0 or more)."""
+    """``count`` items of ``dataset`` spread over it, in order (the whole of it, as :func:`spread_indices`)."""
     picks = spread_indices(len(dataset), count)
     return dataset if len(picks) == len(dataset) else torch.utils.data.Subset(dataset, picks)
 
