@@ -15,13 +15,23 @@ import sys
 __path__ = pkgutil.extend_path(__path__, __name__)
 
 
+# the console scripts of pyproject.toml's [project.scripts]
+_COMMANDS = ("nfinpaint-train", "nfinpaint-evaluate", "nfinpaint-inpaint", "nfinpaint-serve")
+
+
 def _run_as_command() -> bool:
     """Whether this process is an nfinpaint command (``python -m nfinpaint.X`` or an ``nfinpaint-X``
-    script) rather than a program that imports the package."""
-    argv = getattr(sys, "orig_argv", sys.argv)
-    if any(flag == "-m" and name.startswith("nfinpaint.") for flag, name in zip(argv, argv[1:])):
-        return True
-    return os.path.basename(sys.argv[0] if sys.argv else "").startswith("nfinpaint-")
+    script) rather than a program that imports the package.  Only the interpreter's own ``-m`` counts
+    (a program's arguments may hold ``-m nfinpaint.pt``): while ``-m``'s module is being found, which
+    is when this package is imported, ``sys.argv`` is ``["-m", *its arguments]``, so the module's name
+    is the word of ``sys.orig_argv`` just before them."""
+    argv = sys.argv or [""]
+    if argv[0] == "-m":
+        orig = getattr(sys, "orig_argv", [])
+        at = len(orig) - len(argv)
+        return 0 < at < len(orig) and orig[at - 1] == "-m" and orig[at].startswith("nfinpaint.")
+    name = os.path.basename(argv[0])
+    return name in _COMMANDS or name.removesuffix(".exe") in _COMMANDS or name.removesuffix("-script.py") in _COMMANDS
 
 
 def _abort_at_startup(signum, frame) -> None:

@@ -247,8 +247,14 @@ def test_a_command_whose_reader_has_gone_still_writes_its_file(tmp_path):
     assert Image.open(tmp_path / "out.png").size == (56, 40)
 
 
-def test_ctrl_c_while_a_program_imports_nfinpaint_stays_its_own(tmp_path):
-    result = _python(tmp_path, argv0="my_program.py")
+@pytest.mark.parametrize("program", ["my_program.py", "nfinpaint-tool.py", "arguments -m nfinpaint.pt"])
+def test_ctrl_c_while_a_program_imports_nfinpaint_stays_its_own(tmp_path, program):
+    """A program's Ctrl-C is its own (its except and finally blocks run), whatever its name or arguments:
+    the handler for commands was installed for a program named nfinpaint-*, or given `-m nfinpaint.X`."""
+    if program.startswith("arguments"):
+        result = _python(tmp_path, "-c", "import nfinpaint", "-m", "nfinpaint.pt")
+    else:
+        result = _python(tmp_path, argv0=program)
     assert "Traceback" in result.stderr and "KeyboardInterrupt" in result.stderr
     assert result.returncode != 0 and "aborted" not in result.stderr
 
@@ -310,3 +316,13 @@ def test_a_file_name_that_is_not_utf_8_prints_on_a_strict_terminal(monkeypatch):
     assert streams["out"].buffer.getvalue() == b"wrote photo-\\udcff.png\n"
     assert streams["err"].buffer.getvalue() == (b"warning: photo-\\udcff.png is odd\n"
                                                 b"error: photo-\\udcff.png: not a readable image\n")
+
+
+def test_the_commands_that_abort_at_startup_are_pyproject_s_console_scripts():
+    import tomllib
+    from pathlib import Path
+
+    import nfinpaint
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert set(nfinpaint._COMMANDS) == set(pyproject["project"]["scripts"])
