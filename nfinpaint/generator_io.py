@@ -160,8 +160,11 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
     file = resolve_generator_path(path)
     payload = _read(file, map_location)
     try:
-        # float32 whatever the caller's torch.set_default_dtype (float64 parameters met float32 inputs)
-        generator = generator_from_config(payload["config"]).float()
+        # float32 whatever the caller's torch.set_default_dtype (float64 parameters met float32 inputs);
+        # the layers' random initialisation, which the file's weights replace, drew from the caller's
+        # seeded random stream
+        with torch.random.fork_rng(devices=[]):
+            generator = generator_from_config(payload["config"]).float()
         # half-precision files (the shipped default) load as float32: the model runs in float32
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         generator.load_state_dict(state)

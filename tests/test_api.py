@@ -732,3 +732,16 @@ def test_opencv_fills_a_one_row_picture_the_same_every_time(method, shape):
     first = fill(picture, hole)
     assert np.array_equal(first[~hole], picture[~hole])
     assert all(np.array_equal(fill(picture, hole), first) for _ in range(8))
+
+
+def test_a_one_off_fill_leaves_the_callers_random_streams_as_they_were(fullres_checkpoint):
+    """Building the generator ran its layers' random initialisation (then replaced by the file's weights)
+    on torch's global stream: a caller's seeded draws after a fill_holes call came out otherwise."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    seed = int(np.random.default_rng().integers(1 << 31))
+    torch.manual_seed(seed)
+    expected = torch.rand(8)
+    torch.manual_seed(seed)
+    fill_holes(picture, _hole(), checkpoint=fullres_checkpoint, device="cpu")
+    Inpainter(fullres_checkpoint, device="cpu")
+    assert torch.equal(torch.rand(8), expected)
