@@ -476,7 +476,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         if missing:
             raise ValueError(f"{len(pm_holes)} hole(s) need PatchMatch, which cannot run here: {missing}")
         # PatchMatch runs after the GAN's holes are filled: they are known pixels by then
-        pm_only = torch.isin(torch.from_numpy(labels), torch.tensor([h.index for h in pm_holes]))
+        pm_only = torch.isin(torch.from_numpy(labels), torch.tensor([h.index for h in pm_holes], device="cpu"))
         if not patchmatch.has_source_patch(pm_only, PATCHMATCH_PATCH):
             # what fills such holes instead: the learned fill, if the loaded generator can
             instead = ("the learned fill (--method auto)" if method == "patchmatch"
@@ -506,7 +506,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
                                      [remaining[window_of(w)].float() for w in round_], device)
         for window, filled in zip(round_, fills):
             win = window_of(window)
-            mine = torch.isin(labels_t[win], torch.tensor([h.index for h in window.holes]))
+            mine = torch.isin(labels_t[win], torch.tensor([h.index for h in window.holes], device=labels_t.device))
             current[win] = torch.where(mine, filled, current[win])
             remaining[win] &= ~mine
     for hole in holes:

@@ -413,7 +413,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
             # hole keep the blend, as in a window of their own (the synthesis cost them 1.9 dB on validation)
             detailed = add_detail(filled.float(), todo_here[0], seed + number)
             filled = detailed if len(thick) == len(window.holes) else torch.where(
-                torch.isin(here, torch.tensor(thick)).to(device), detailed, blended)
+                torch.isin(here, torch.tensor(thick, device=here.device)).to(device), detailed, blended)
         else:
             filled = blended
         weight = sparse_weight(todo[0].numpy())
@@ -423,7 +423,7 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
                                               max(generator.base_iterations, SPARSE_ITERATIONS))[0]
             filled = torch.lerp(filled.float(), base.float(), torch.from_numpy(weight).to(device))
             window.sparse = float(weight[todo[0].numpy()].mean())
-        mine = torch.isin(here, torch.tensor(window.holes))
+        mine = torch.isin(here, torch.tensor(window.holes, device=here.device))
         current[:, rows, cols] = torch.where(mine, filled.cpu(), part)
         remaining[:, rows, cols] &= ~mine
         if on_step is not None:

@@ -745,3 +745,20 @@ def test_a_one_off_fill_leaves_the_callers_random_streams_as_they_were(fullres_c
     fill_holes(picture, _hole(), checkpoint=fullres_checkpoint, device="cpu")
     Inpainter(fullres_checkpoint, device="cpu")
     assert torch.equal(torch.rand(8), expected)
+
+
+@pytest.mark.parametrize("method", ["auto", "gan-detail", "patchmatch"])
+def test_the_fill_is_the_same_whatever_the_callers_default_device(inpainter, method):
+    """Index tensors made without device= landed on the caller's torch.set_default_device: "meta" stands
+    in for "cuda" here (no GPU), where the fill changed without an error."""
+    picture = np.random.default_rng().integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    hole = np.zeros((96, 128), bool)
+    hole[30:62, 40:76] = True       # thick enough for gan-detail's synthesis
+    hole[80, 100] = True
+    before = inpainter(picture, hole, method=method)
+    torch.set_default_device("meta")
+    try:
+        after = inpainter(picture, hole, method=method)
+    finally:
+        torch.set_default_device(None)
+    assert np.array_equal(after, before)
