@@ -418,7 +418,7 @@ class Inpainter:
         """Load the generator once, when a method first needs it: an Inpainter made for biharmonic
         fills loads none, and a later call with method='auto' then loads it (it once went to
         PatchMatch without one, silently)."""
-        from nfinpaint import generator_io  # noqa: PLC0415
+        from nfinpaint import generator_io, neural_fill  # noqa: PLC0415
 
         if self._opened:
             return
@@ -428,6 +428,8 @@ class Inpainter:
                     self.loaded = generator_io.open_generator(self._checkpoint)
                 except generator_io.GeneratorFileError as exc:
                     raise InpaintError(_one_line(exc)) from None
+                if self.loaded is not None:     # once, not on every call
+                    neural_fill.ready_to_fill(self.loaded.generator, self.device)
                 self._opened = True
 
     def __call__(self, image: Any, mask: Any, *, dilate: int | None = None, invert: bool | None = None,

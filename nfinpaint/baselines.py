@@ -157,7 +157,9 @@ class LearnedFill(Method):
         super().__init__(**kwargs)
         if self.generator is None:
             raise ValueError("the gan method needs a trained generator (--checkpoint PATH)")
-        self.generator = self.generator.to(self.device).eval()
+        from nfinpaint.neural_fill import ready_to_fill  # noqa: PLC0415  (as inpaint_image below)
+
+        self.generator = ready_to_fill(self.generator, self.device)
 
     def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
         from nfinpaint.inpaint import inpaint_image  # noqa: PLC0415  (inpaint imports this module)

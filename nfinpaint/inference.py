@@ -4,8 +4,8 @@ picture's own resolution or scaled to a fixed-size generator), the API and the e
 fill through :func:`fill`."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -15,6 +15,32 @@ from nfinpaint.masks import blank_holes
 
 class NonFiniteOutput(NfinpaintError, ValueError):
     """The generator produced NaN or infinite values: filling with them would paint garbage."""
+
+
+@contextmanager
+def left_as_it_was(module: torch.nn.Module | None) -> Iterator[None]:
+    """Put ``module`` back as it was on leaving (each submodule's train/eval mode, and its parameters'
+    and buffers' tensors: their device, dtype and layout), whatever a fill did to run it.  A fill takes a
+    caller's generator and runs it in eval mode on the fill's device; a training loop that passed its own
+    got it back in eval mode (BatchNorm's statistics frozen) and moved.  The tensors kept are the
+    originals, so putting them back copies nothing."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    params = [(m._parameters, k, p, p.data) for m in module.modules() for k, p in m._parameters.items()
+              if p is not None]
+    buffers = [(m._buffers, k, b) for m in module.modules() for k, b in m._buffers.items() if b is not None]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for table, key, param, data in params:
+            param.data = data
+            table[key] = param
+        for table, key, buffer in buffers:
+            table[key] = buffer
 
 
 @torch.inference_mode()

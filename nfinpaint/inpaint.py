@@ -364,7 +364,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     grey = image.dim() == 3 and image.shape[0] == 1
     # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
     # get the mean of the fill's colour channels, every other pixel its own grey level
-    with _float32_unless_half(device):
+    # a caller's generator (a training loop's, in train mode) comes back as it was given
+    with _float32_unless_half(device), inference.left_as_it_was(generator):
         filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
                                         hole_size=hole_size, method=method, device=device, seed=seed,
                                         max_scale=max_scale, log=log, half=half, progress=progress)
@@ -445,7 +446,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         return torch.where(hole_mask, filled, image), holes
     image_size = None if generator is None else int(generator.image_size)
     if generator is not None:
-        generator = generator.to(device).eval()
+        generator = neural_fill.ready_to_fill(generator, device)
         hole_size = int(hole_size) if hole_size else default_hole_size(image_size)
     if generator is not None and method != "patchmatch" and is_full_resolution(generator):
         # a fully convolutional generator fills every hole at the picture's own resolution
@@ -676,7 +677,9 @@ def _device(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def _open_generator(args: argparse.Namespace):
+def _open_generator(args: argparse.Namespace, device: torch.device):
+    """The generator of --checkpoint (or the shipped one), ready to fill on ``device``; None where none
+    is wanted or installed."""
     needs_generator = args.method != "auto" and METHODS[args.method].needs_generator
     loaded = cli.open_generator_option(args.checkpoint, wanted=args.method == "auto" or needs_generator,
                                        needed_by=f"--method {args.method}" if needs_generator else None,
@@ -684,6 +687,8 @@ def _open_generator(args: argparse.Namespace):
     if loaded is None and args.method == "auto":
         print(f"note: no --checkpoint given and no shipped default generator is installed "
               f"(nfinpaint/{DEFAULT_GENERATOR}): every hole is filled with PatchMatch")
+    if loaded is not None:
+        neural_fill.ready_to_fill(loaded.generator, device)
     return loaded
 
 
@@ -698,7 +703,7 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
             check_regular_file(Path(given))
         except ImageError as exc:
             raise UsageError(str(exc)) from None
-    loaded = _open_generator(args)
+    loaded = _open_generator(args, device)
     suffix = output.suffix.lower()
     holes, alpha, bits, written = _fill_one(Path(args.image), [Path(args.mask)], output, args, loaded, device,
                                             print)
@@ -781,7 +786,7 @@ def run_folders(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
     device = _device(args)
-    loaded = _open_generator(args)
+    loaded = _open_generator(args, device)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]
     if (loaded is not None and is_full_resolution(loaded.generator) and args.method in ("auto", "gan", "gan-detail")
             and devices.half_would_help(args.half, device)):

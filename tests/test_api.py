@@ -762,3 +762,24 @@ def test_the_fill_is_the_same_whatever_the_callers_default_device(inpainter, met
     finally:
         torch.set_default_device(None)
     assert np.array_equal(after, before)
+
+
+def test_inpaint_image_gives_a_callers_generator_back_as_it_was(fullres_checkpoint):
+    """inpaint_image ran the caller's generator as a fill does (eval mode, channels-last weights) and left
+    it so: a training loop that filled a picture with its own generator trained on in eval mode."""
+    from nfinpaint import generator_io
+
+    generator, _ = generator_io.load_generator(fullres_checkpoint)
+    generator.train()
+    next(generator.children()).eval()      # a mix of modes comes back as it was, too
+    modes = [m.training for m in generator.modules()]
+    tensors = {k: (v.data_ptr(), v.stride()) for k, v in generator.state_dict(keep_vars=True).items()}
+    picture = torch.rand(3, H, W, generator=torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 30))))
+    filled, _ = inpaint_image(picture, torch.from_numpy(_hole())[None].float(), generator=generator,
+                              log=lambda line: None)
+    assert [m.training for m in generator.modules()] == modes
+    assert {k: (v.data_ptr(), v.stride()) for k, v in generator.state_dict(keep_vars=True).items()} == tensors
+    # and the fill is the one of a generator made ready once (the Inpainter's)
+    assert torch.equal(filled, inpaint_image(picture, torch.from_numpy(_hole())[None].float(),
+                                             generator=generator_io.load_generator(fullres_checkpoint)[0],
+                                             log=lambda line: None)[0])
