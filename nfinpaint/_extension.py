@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 
 import torch
 
@@ -28,15 +29,64 @@ def _load() -> str | None:
     return None
 
 
+# torch from pip brings no nvcc: `pip install .` then builds the CPU operators only, and on a GPU the
+# dispatcher's "Could not run 'nfinpaint::...' with arguments from the 'CUDA' backend" said nothing useful
+_CUDA_HINT = (
+    "nfinpaint's operators (nfinpaint._C) were built without CUDA kernels (no CUDA toolkit was found when "
+    "the package was installed): to run on the GPU, reinstall it with the toolkit, "
+    "`CUDA_HOME=/path/to/cuda NFINPAINT_FORCE_CUDA=1 pip install .` (the folder with bin/nvcc and lib64/libcudart.so)"
+)
+
+
 def is_built() -> bool:
     return _load() is None
 
 
-def require() -> None:
-    """Raise a clear error if the extension is not importable."""
+def require(device: str | torch.device | None = None) -> None:
+    """Raise a clear error if the extension is not importable, or, for a CUDA ``device``, if it was built
+    without CUDA kernels."""
     error = _load()
     if error is not None:
         raise RuntimeError(f"{_HINT}\n(import error: {error})")
+    if device is not None and torch.device(device).type == "cuda" and not has_cuda_kernels():
+        raise RuntimeError(_CUDA_HINT)
+
+
+def runs_on(archs: str, capability: tuple[int, int]) -> bool:
+    """Whether CUDA kernels built for ``archs`` (a ``TORCH_CUDA_ARCH_LIST``: "8.0;9.0+PTX") run on a GPU of
+    compute ``capability``: machine code of its major version and a minor one at most its own, or PTX
+    (which the driver compiles) of a version at most its own.  An empty or unreadable list (torch's
+    default: the arch of the GPU the build saw) counts as running."""
+    items = [item for item in re.split(r"[;,\s]+", archs.strip()) if item]
+    versions = [re.fullmatch(r"(\d+)\.(\d+)[a-z]?(\+PTX)?", item) for item in items]
+    if not items or not all(versions):
+        return True
+    for match in versions:
+        built = (int(match[1]), int(match[2]))
+        if (match[3] and built <= capability) or (built[0] == capability[0] and built[1] <= capability[1]):
+            return True
+    return False
+
+
+def cuda_kernels_missing(device: str | torch.device | None = None) -> str | None:
+    """Why the built operators cannot run on a CUDA GPU (``device``'s, when given), or None: they can, or
+    the extension is not built at all (:func:`require` says that where the operators are needed).  A
+    build without CUDA kernels, or one for other archs (the default without a visible GPU is Ampere and
+    Hopper: a T4 or V100 then met "no kernel image is available" at the first launch)."""
+    if not is_built():
+        return None
+    if not has_cuda_kernels():
+        return _CUDA_HINT
+    if device is None:
+        return None
+    archs = build_info().get("cuda_archs", "")
+    capability = torch.cuda.get_device_capability(device)
+    if runs_on(archs, capability):
+        return None
+    wanted = f"{capability[0]}.{capability[1]}"
+    return (f"nfinpaint's CUDA kernels were built for compute capabilities {archs}, which this GPU "
+            f"({torch.cuda.get_device_name(device)}, {wanted}) cannot run: reinstall it for this GPU, "
+            f"`TORCH_CUDA_ARCH_LIST={wanted} CUDA_HOME=/path/to/cuda pip install .`")
 
 
 def build_info() -> dict[str, str]:

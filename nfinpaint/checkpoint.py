@@ -54,7 +54,10 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU visible when it was saved (8 under torchrun on an 8-GPU node): a resume that
+        # sees fewer (CUDA_VISIBLE_DEVICES=0, a 1-GPU workstation) restores those it has
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:

@@ -3,9 +3,11 @@ threads to use on a shared machine."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
+from nfinpaint import _extension
 from nfinpaint.cli import UsageError
 
 
@@ -70,10 +72,16 @@ def set_cpu_threads(requested: int, device: torch.device) -> tuple[int, str | No
                      f"work holds the rest (--threads N to override)")
 
 
+class CpuOnlyBuildWarning(UserWarning):
+    """``auto`` passed over a visible GPU: the compiled operators have no CUDA kernels."""
+
+
 def resolve_device(text: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when one is visible, else the CPU; UsageError for a
-    device that is not one or is not here."""
-    if text == "auto":
+    """``auto`` -> this process's GPU when one is visible and the compiled operators can run there, else
+    the CPU (with a warning that says why, where a GPU was passed over); UsageError for a device that is
+    not one, is not here, or that the operators cannot run on."""
+    auto = text == "auto"
+    if auto:
         text = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(text)
@@ -84,8 +92,19 @@ def resolve_device(text: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"--device {text}: no CUDA GPU is visible; use --device cpu")
+        count = torch.cuda.device_count()
         if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            device = torch.device("cuda", local_rank % count)
+        elif device.index >= count:     # else torch's "invalid device ordinal" after the loading
+            raise UsageError(f"--device {text}: this machine has {count} CUDA GPU(s), "
+                             f"{'cuda:0' if count == 1 else f'cuda:0 to cuda:{count - 1}'}")
+        missing = _extension.cuda_kernels_missing(device)
+        if missing and auto:
+            warnings.warn(f"running on the CPU although a CUDA GPU is visible: {missing}",
+                          CpuOnlyBuildWarning, stacklevel=2)
+            return torch.device("cpu")
+        if missing:
+            raise UsageError(f"--device {text}: {missing}; or use --device cpu")
     return device
 
 

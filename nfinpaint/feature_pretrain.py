@@ -102,7 +102,7 @@ class RotationNet(nn.Module):
 def rotations(crops: Tensor) -> tuple[Tensor, Tensor]:
     """Each crop at 0, 90, 180, 270 degrees (the batch four times over) and the labels 0..3."""
     turned = torch.cat([torch.rot90(crops, k, dims=(2, 3)) for k in range(4)])
-    labels = torch.arange(4).repeat_interleave(crops.shape[0])
+    labels = torch.arange(4, device=crops.device).repeat_interleave(crops.shape[0])
     return turned, labels
 
 
@@ -147,7 +147,7 @@ def pretrain(config: PretrainConfig, train_crops, val_crops: Tensor, *, device: 
         turned, labels = rotations(crops)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(turned.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(logits.float(), labels.to(device))
+        loss = F.cross_entropy(logits.float(), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

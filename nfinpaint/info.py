@@ -45,6 +45,9 @@ def report() -> list[tuple[str, str]]:
     if torch.cuda.is_available():
         gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         rows.append(("GPU visible", gpus))
+        cannot = [f"cuda:{i}: {why}" for i in range(torch.cuda.device_count())
+                  if (why := _extension.cuda_kernels_missing(torch.device("cuda", i)))]
+        rows.append(("operators run on the GPU", "; ".join(cannot) if cannot else "yes"))
     else:
         rows.append(("GPU visible", "no"))
     rows.append(("Triton kernels run on", triton_mode()))

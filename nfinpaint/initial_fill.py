@@ -195,7 +195,7 @@ def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int) -> Tensor:
     Everything else (float64, a graph being made, CUDA planes larger than :data:`CUDA_PLANE_LIMIT`)
     runs the reference."""
     if _takes_operator(mask, x):
-        _extension.require()
+        _extension.require(x.device)
         # a mask shared by the batch, (1, 1, H, W), as the reference broadcasts it
         return torch.ops.nfinpaint.biharmonic_cg(x, mask.expand(x.shape[0], *mask.shape[1:]), iterations)
     return conjugate_gradients_reference(mask, x, iterations)

@@ -50,13 +50,13 @@ __all__ = ["nnf", "inpaint", "resynthesize", "has_source_patch", "patch_distance
 # ---------------------------------------------------------------- operators
 def _nnf_op(target: Tensor, source: Tensor, source_allowed: Tensor, active: Tensor, init_field: Tensor | None,
             patch_size: int, iterations: int, seed: int) -> tuple[Tensor, Tensor]:
-    _extension.require()
+    _extension.require(target.device)
     return torch.ops.nfinpaint.patchmatch_nnf(target, source, source_allowed, active, init_field, patch_size,
                                               iterations, seed)
 
 
 def _vote_op(image: Tensor, field: Tensor, weight: Tensor, hole: Tensor, patch_size: int) -> Tensor:
-    _extension.require()
+    _extension.require(image.device)
     return torch.ops.nfinpaint.patchmatch_vote(image, field, weight, hole, patch_size)
 
 
@@ -372,7 +372,7 @@ def inpaint(image, mask, patch_size: int = 7, iterations: int = 2, seed: int = 0
     if _usable_sources(hole, r) < 1:
         raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from; "
                          "use a smaller hole or a smaller patch_size")
-    _extension.require()
+    _extension.require(dev)
     # what lies under the hole is unknown and never read, but NaN there (a common "missing" marker)
     # would survive the border fill's multiply-by-zero and spread through every convolution
     work = torch.where(hole, 0.0, img.to(dev))

@@ -326,3 +326,61 @@ def test_the_commands_that_abort_at_startup_are_pyproject_s_console_scripts():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert set(nfinpaint._COMMANDS) == set(pyproject["project"]["scripts"])
+
+
+def _one_gpu(monkeypatch, cuda_kernels_missing=None):
+    """A machine with one CUDA GPU, as resolve_device sees it (none is here)."""
+    from nfinpaint import _extension
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(_extension, "cuda_kernels_missing", lambda device=None: cuda_kernels_missing)
+
+
+@pytest.mark.parametrize("text", ["cuda:1", "cuda:7"])
+def test_a_gpu_index_past_the_machines_gpus_is_refused(monkeypatch, text):
+    """It was accepted, and the command failed after loading in torch's "invalid device ordinal"."""
+    _one_gpu(monkeypatch)
+    assert devices.resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(cli.UsageError, match="this machine has 1 CUDA GPU"):
+        devices.resolve_device(text)
+
+
+def test_a_build_without_cuda_kernels_runs_auto_on_the_cpu_and_refuses_cuda(monkeypatch):
+    """torch from pip brings no nvcc, so `pip install .` may build the CPU operators only: on a GPU the
+    README's first command then failed in the dispatcher's "Could not run ... 'CUDA' backend"."""
+    from nfinpaint import _extension
+
+    _one_gpu(monkeypatch, cuda_kernels_missing=_extension._CUDA_HINT)
+    with pytest.warns(devices.CpuOnlyBuildWarning, match="running on the CPU although a CUDA GPU is visible"):
+        assert devices.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(cli.UsageError, match="built without CUDA kernels.*NFINPAINT_FORCE_CUDA=1.*--device cpu"):
+        devices.resolve_device("cuda")
+
+
+def test_an_operator_asked_for_on_a_gpu_by_a_build_without_cuda_kernels_says_why(monkeypatch):
+    from nfinpaint import _extension
+
+    if not _extension.is_built():
+        pytest.fail("the compiled extension (nfinpaint._C) is not built")
+    monkeypatch.setattr(_extension, "has_cuda_kernels", lambda: False)
+    _extension.require("cpu")
+    assert _extension.cuda_kernels_missing() == _extension._CUDA_HINT
+    with pytest.raises(RuntimeError, match="built without CUDA kernels"):
+        _extension.require(torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("archs, capability, runs", [
+    ("8.0;9.0+PTX", (8, 0), True), ("8.0;9.0+PTX", (8, 6), True), ("8.0;9.0+PTX", (8, 9), True),
+    ("8.0;9.0+PTX", (9, 0), True), ("8.0;9.0+PTX", (10, 0), True), ("8.0;9.0+PTX", (12, 0), True),
+    ("8.0;9.0+PTX", (7, 5), False), ("8.0;9.0+PTX", (7, 0), False), ("8.6", (8, 0), False),
+    ("8.0;9.0", (10, 0), False), ("7.5 8.0", (7, 5), True), ("9.0a", (9, 0), True), ("", (7, 5), True),
+    ("Ampere", (7, 5), True),
+])
+def test_which_gpus_a_builds_archs_run_on(archs, capability, runs):
+    """The default build without a visible GPU (8.0;9.0+PTX) has no kernels a T4 (7.5) or V100 (7.0) can
+    run: "no kernel image is available" at the first launch. Machine code runs on its major version
+    at the same or a higher minor one; PTX on any GPU at least its version."""
+    from nfinpaint import _extension
+
+    assert _extension.runs_on(archs, capability) is runs

@@ -23,6 +23,13 @@ def test_rotations_are_the_four_quarter_turns_in_label_order():
         torch.testing.assert_close(turned[i], expected, rtol=0, atol=0)
 
 
+def test_rotation_labels_are_on_the_crops_device():
+    """The labels were made on the CPU: accuracy() compared them with a GPU model's predictions, and
+    `feature_pretrain --device cuda` failed at its first validation ("meta" stands in for the GPU)."""
+    turned, labels = feature_pretrain.rotations(torch.empty(2, 3, 8, 8, device="meta"))
+    assert turned.device == labels.device == torch.device("meta")
+
+
 def _with_trained_statistics(seed: int) -> RotationNet:
     torch.manual_seed(seed)
     model = RotationNet()

@@ -880,3 +880,18 @@ def test_quiet_draws_no_bar_while_a_large_folder_is_decoded(tmp_path, capsys):
         options = [option for option in TINY if option != "--quiet" or quiet]
         assert main(options + ["--data", str(tmp_path / "imgs"), "--steps", "1", "--out", str(tmp_path / out)]) == 0
         assert ("decoding" in capsys.readouterr().err) is not quiet
+
+
+def test_a_resume_that_sees_fewer_gpus_restores_the_random_states_it_has(monkeypatch):
+    """One CUDA random state is saved per visible GPU; set_rng_state_all indexed GPUs that a resume with
+    CUDA_VISIBLE_DEVICES=0 (or on a 1-GPU machine) does not see: IndexError."""
+    from nfinpaint import checkpoint
+
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.__setitem__(device, s))
+    checkpoint.set_rng_state(state)
+    assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
