@@ -628,17 +628,64 @@ def test_a_grey_picture_is_filled_grey_with_the_mean_of_the_colour_fill(tmp_path
     assert np.abs(api.astype(np.float64) - filled).max() <= 1.0
 
 
-def test_only_a_picture_grey_in_every_known_pixel_is_filled_grey():
-    """The rule of :func:`inpaint.neutral_colours`: what lies under a hole does not count, one coloured
-    known pixel does."""
-    image = torch.rand(1, 20, 30).expand(3, -1, -1).clone()
-    hole = torch.zeros(1, 20, 30, dtype=torch.bool)
+def test_the_one_hue_rule_takes_grey_and_toned_pictures_with_noise_and_no_colour_picture():
+    """The rule of :func:`inpaint.one_hue`: what lies under a hole does not count; a level of noise in a
+    channel, or a few odd pixels in ten thousand, leaves a picture one hue; two in a thousand, or a
+    colour picture, do not."""
+    rng = np.random.default_rng()
+    grey = torch.from_numpy(rng.integers(0, 256, (200, 300)) / 255).float().expand(3, -1, -1).clone()
+    hole = torch.zeros(1, 200, 300, dtype=torch.bool)
     hole[:, 5:9, 10:14] = True
-    image[:, 6, 11] = torch.tensor([1.0, 0.0, 0.5])         # a painted hole
-    assert inpaint.neutral_colours(image, hole)
-    image[1, 0, 0] += 1 / 255
-    assert not inpaint.neutral_colours(image, hole)
-    assert not inpaint.neutral_colours(image[:1], hole)
+    grey[:, 6, 11] = torch.tensor([1.0, 0.0, 0.5])         # a painted hole
+    hue = inpaint.one_hue(grey, hole)
+    assert hue is not None and np.all(hue.tints == 0)
+    noisy = (grey + torch.from_numpy(rng.integers(-1, 2, grey.shape)) / 255).clamp(0, 1)
+    assert inpaint.one_hue(noisy, hole) is not None
+    coloured = grey.clone()
+    reds = torch.stack([torch.linspace(0.1, 1, 120), torch.zeros(120), torch.zeros(120)])
+    coloured[:, 100, 100:130] = reds[:, ::4]    # 30 pixels in 59,984, of 30 brightnesses
+    assert inpaint.one_hue(coloured, hole) is not None
+    coloured[:, 101, 100:220] = reds            # 150
+    assert inpaint.one_hue(coloured, hole) is None
+    assert inpaint.one_hue(torch.rand(3, 200, 300), hole) is None
+    assert inpaint.one_hue(grey[:1], hole) is None
+    sepia = (grey * torch.tensor([1.0, 0.89, 0.73])[:, None, None] * 255).round() / 255
+    hue = inpaint.one_hue(sepia, hole)
+    assert hue is not None
+    # its tint at each brightness is the tone's: the colour less its brightness
+    tone = np.array([1.0, 0.89, 0.73])
+    expected = hue.levels[:, None] / 255 * (tone / tone.mean() - 1)
+    assert np.abs(hue.tints - expected).max() <= 1 / 255
+
+
+def test_a_toned_picture_with_noise_is_filled_in_its_own_hue(checkpoint, monkeypatch):
+    """A sepia print with a level of noise: the learned fill, which fills RGB, put colours in its holes
+    that the picture does not have (bluish whites, up to 25-30 levels off its hue on a photograph);
+    every hole pixel now takes the picture's colour at its brightness, within the picture's range."""
+    from nfinpaint import generator_io
+
+    rng = np.random.default_rng()
+    image, mask = _picture_and_mask(seed=int(rng.integers(1 << 30)))
+    tone = torch.tensor([1.0, 0.89, 0.73])[:, None, None]
+    noise = torch.from_numpy(rng.integers(-1, 2, image.shape)).float() / 255
+    sepia = ((image.mean(dim=0) * 0.8 * tone + noise).clamp(0, 1) * 255).round() / 255
+    generator = generator_io.load_generator(checkpoint)[0]
+    hole = mask > 0.5
+
+    def off_hue(filled):
+        """Each hole pixel's distance from the tone's colour at its brightness, in levels."""
+        x = filled[:, hole[0]]
+        return ((x - x.mean(dim=0) * tone[:, :, 0] / tone.mean()).abs().amax(dim=0) * 255)
+
+    filled, _ = inpaint.inpaint_image(sepia, mask, generator=generator, method="gan", log=lambda _: None)
+    assert torch.equal(filled[:, ~hole[0]], sepia[:, ~hole[0]])
+    assert off_hue(filled).max() <= 1.5          # the picture's own noise and rounding
+    known = sepia[:, ~hole[0]].mean(dim=0)
+    brightness = filled[:, hole[0]].mean(dim=0)
+    assert brightness.min() >= known.min() - 1e-6 and brightness.max() <= known.max() + 1e-6
+    monkeypatch.setattr(inpaint, "one_hue", lambda image, hole: None)
+    untouched, _ = inpaint.inpaint_image(sepia, mask, generator=generator, method="gan", log=lambda _: None)
+    assert off_hue(untouched).max() > 4, "the fill without the rule is in the hue already: the test shows nothing"
 
 
 @pytest.mark.parametrize("method", ["gan", "patchmatch", "biharmonic"])

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The one-hue rule of ``nfinpaint.inpaint.one_hue`` (a grey photograph with noise, a toned print:
+the fill keeps the picture's hue), checked two ways.
+
+    python scripts/one_hue_check.py data/corpus/photos/val data/corpus/photos/test ...
+    python scripts/one_hue_check.py --fills data/corpus/photos/val
+
+Without ``--fills``: for each folder's pictures (their longer side scaled to ``--size``), the share of
+pixels within ``ONE_HUE_LEVELS`` of their brightness's mean colour, and whether the rule takes the picture
+(a colour photograph must be far from it: the share it needs is 99.9%).  With ``--fills``: each picture
+made one-hue four ways (grey; grey with a level of noise in each channel; sepia; cyanotype) and filled
+through ``Inpainter`` (``inpaint``'s path) with and without the rule in a disc of radius ``--radius`` at
+the centre: hole PSNR (dB) and the fill's distance from the picture's hue (levels, mean and max).
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nfinpaint import Inpainter, inpaint, metrics, picture_eval
+
+TONES = {"grey": (1.0, 1.0, 1.0), "sepia": (1.0, 0.89, 0.73), "cyanotype": (0.55, 0.75, 1.0)}
+
+
+def pictures(folder: str, size: int) -> list[tuple[str, np.ndarray]]:
+    """The evaluation's pictures (``picture_eval.load_pictures``: "skimage" for the embedded photographs)
+    as uint8 (H, W, 3) arrays."""
+    loaded, _ = picture_eval.load_pictures(None if folder == "skimage" else folder, size)
+    return [(name, np.rint(x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for name, x in loaded]
+
+
+def on_hue_share(picture: np.ndarray) -> float:
+    """Share of the pixels within ONE_HUE_LEVELS of the mean colour of the pixels as bright as they are."""
+    x = picture.reshape(-1, 3).astype(np.float64) / 255
+    brightness = x.mean(axis=1)
+    levels = np.clip(np.rint(brightness * 255), 0, 255).astype(np.int64)
+    count = np.maximum(np.bincount(levels, minlength=256), 1)
+    colours = np.stack([np.bincount(levels, x[:, c] - brightness, minlength=256) for c in range(3)], 1) / count[:, None]
+    return float(np.mean(np.abs(x - brightness[:, None] - colours[levels]).max(axis=1) <= inpaint.ONE_HUE_LEVELS))
+
+
+def toned(picture: np.ndarray, tone: str, noise: bool, rng: np.random.Generator) -> np.ndarray:
+    grey = picture.astype(np.float64).mean(axis=2, keepdims=True)
+    out = grey * np.array(TONES[tone])
+    if noise:
+        out = out + rng.integers(-1, 2, out.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def hue_distance(out: np.ndarray, reference: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Each hole pixel's distance (levels, largest channel) from the colour ``reference``'s known pixels
+    have at its brightness."""
+    hue = inpaint.one_hue(torch.from_numpy(reference).permute(2, 0, 1).double() / 255,
+                          torch.from_numpy(hole)[None])
+    x = out[hole].astype(np.float64) / 255
+    brightness = x.mean(axis=1)
+    tint = np.stack([np.interp(brightness * 255, hue.levels, hue.tints[:, c]) for c in range(3)], 1)
+    return np.abs(x - brightness[:, None] - tint).max(axis=1) * 255
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="picture folders; skimage: the embedded photographs")
+    parser.add_argument("--size", type=int, default=512, help="the pictures' longer side (default 512)")
+    parser.add_argument("--fills", action="store_true", help="fill one-hue versions of the pictures")
+    parser.add_argument("--radius", type=int, default=40, help="--fills' disc radius (default 40)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.fills:
+        for folder in args.folders:
+            shares = [(on_hue_share(p), name) for name, p in pictures(folder, args.size)]
+            taken = [name for share, name in shares if share >= 1 - inpaint.ONE_HUE_OFF]
+            closest = max(shares)
+            print(f"{folder}: {len(shares)} pictures, the closest to one hue {closest[1]} ({closest[0]:.1%} of "
+                  f"its pixels within {inpaint.ONE_HUE_LEVELS * 255:.0f} levels); taken by the rule: "
+                  f"{', '.join(taken) or 'none'}")
+        return 0
+    rng = np.random.default_rng(args.seed)
+    inpainter = Inpainter()
+    real = inpaint.one_hue
+    for tone, noise in (("grey", False), ("grey", True), ("sepia", False), ("cyanotype", False)):
+        rows = {"with": [], "without": []}
+        for folder in args.folders:
+            for _, picture in pictures(folder, args.size):
+                picture = toned(picture, tone, noise, rng)
+                h, w = picture.shape[:2]
+                yy, xx = np.mgrid[:h, :w]
+                hole = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < args.radius ** 2
+                for rule in rows:
+                    inpaint.one_hue = real if rule == "with" else (lambda image, hole: None)
+                    try:
+                        out = inpainter(picture, hole)
+                    finally:
+                        inpaint.one_hue = real
+                    psnr = metrics.psnr(out / 255.0, picture / 255.0, hole)
+                    d = hue_distance(out, picture, hole)
+                    rows[rule].append((psnr, d.mean(), d.max()))
+        for rule, values in rows.items():
+            v = np.array(values)
+            print(f"{tone}{' +-1' if noise else ''}, {rule} the rule: hole PSNR {v[:, 0].mean():.2f} dB, off the "
+                  f"picture's hue {v[:, 1].mean():.2f} levels on average, {v[:, 2].max():.1f} at most "
+                  f"({len(v)} pictures)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
