@@ -331,9 +331,9 @@ def half_precision(half: bool, device: str | torch.device):
 # A picture of one hue: all but this share of its known pixels lie within ONE_HUE_LEVELS (each channel) of
 # the mean colour of the known pixels as bright as they are.  A grey photograph (with a scanner's or a
 # camera's noise of a level or two), a sepia or cyanotype print.  Set before measuring; no picture of the
-# evaluations is taken (validation, test, OpenCV's, scikit-image's, mate's: the closest has 95.4% of its
-# pixels within 4 levels; of the 19 training photographs a grey and a blue-toned one are:
-# scripts/one_hue_check.py)
+# evaluations is taken, whole or with any evaluation hole, at 256, 512 or 1024 px (validation, test,
+# OpenCV's, scikit-image's, mate's: the closest has 95.5% of its pixels within 4 levels; of the 19
+# training photographs a grey and a blue-toned one are: scripts/one_hue_check.py)
 ONE_HUE_LEVELS = 4 / 255
 ONE_HUE_OFF = 0.001
 # known pixels, evenly spread, a picture is judged on: a colour picture is told from the first few, and

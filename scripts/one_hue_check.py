@@ -7,7 +7,8 @@ the fill keeps the picture's hue), checked two ways.
 
 Without ``--fills``: for each folder's pictures (their longer side scaled to ``--size``), the share of
 pixels within ``ONE_HUE_LEVELS`` of their brightness's mean colour, and whether the rule takes the picture
-(a colour photograph must be far from it: the share it needs is 99.9%).  With ``--fills``: each picture
+(a colour photograph must be far from it: the share it needs is 99.9%), also with the evaluation's
+holes (``evaluate --size``'s families, seed 0, three repeats), which might take away a picture's colour.  With ``--fills``: each picture
 made one-hue four ways (grey; grey with a level of noise in each channel; sepia; cyanotype) and filled
 through ``Inpainter`` (``inpaint``'s path) with and without the rule in a disc of radius ``--radius`` at
 the centre: hole PSNR (dB) and the fill's distance from the picture's hue (levels, mean and max).
@@ -71,12 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.fills:
         for folder in args.folders:
-            shares = [(on_hue_share(p), name) for name, p in pictures(folder, args.size)]
+            loaded = pictures(folder, args.size)
+            shares = [(on_hue_share(p), name) for name, p in loaded]
             taken = [name for share, name in shares if share >= 1 - inpaint.ONE_HUE_OFF]
+            # with the evaluation's holes (seed 0, three repeats of each family), where a hole might take
+            # away what colour a picture has
+            masked = sorted({f"{name} ({family} {repeat})" for index, (name, p) in enumerate(loaded)
+                             for family in picture_eval.FAMILIES for repeat in range(3)
+                             if inpaint.one_hue(torch.from_numpy(p).permute(2, 0, 1).float() / 255,
+                                                picture_eval.picture_mask(family, torch.from_numpy(p).permute(2, 0, 1),
+                                                                          0, index, repeat) > 0.5) is not None})
             closest = max(shares)
             print(f"{folder}: {len(shares)} pictures, the closest to one hue {closest[1]} ({closest[0]:.1%} of "
                   f"its pixels within {inpaint.ONE_HUE_LEVELS * 255:.0f} levels); taken by the rule: "
-                  f"{', '.join(taken) or 'none'}")
+                  f"{', '.join(taken) or 'none'}; with an evaluation's holes: {', '.join(masked) or 'none'}")
         return 0
     rng = np.random.default_rng(args.seed)
     inpainter = Inpainter()
