@@ -215,7 +215,9 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
         array = _numpy_readable(array).permute(1, 2, 0).numpy()
 
         def back(out: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(device=device, dtype=dtype)
+            # contiguous, as a (C, H, W) tensor is expected to be (a permuted view refused .view())
+            return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(device=device, dtype=dtype) \
+                .contiguous()
         return array, back
     if isinstance(image, np.ndarray):
         image = np.asarray(image)     # a subclass (np.matrix) indexes unlike an array: numpy's own

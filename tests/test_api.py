@@ -93,6 +93,7 @@ def test_same_kind_out_and_only_the_holes_change(inpainter, kind):
         assert (out.mode, out.size, out.getpalette()) == (picture.mode, picture.size, picture.getpalette())
     else:
         assert out.dtype == picture.dtype and tuple(out.shape) == tuple(picture.shape)
+        assert out.flags.c_contiguous if isinstance(out, np.ndarray) else out.is_contiguous()
     before, after = _as_array(picture), _as_array(out)
     assert np.array_equal(after[~hole], before[~hole])                  # known pixels: exactly
     colour = 1 if before.shape[2] in (1, 2) else 3
