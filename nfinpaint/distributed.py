@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nfinpaint.cli import UsageError
 from nfinpaint.devices import resolve_device  # noqa: F401  (also this module's: benchmarks use it)
 
 
@@ -39,6 +40,10 @@ def setup(device_name: str = "auto") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and device_name.strip().lower().startswith("cuda:"):
+        # every process would take that one GPU, and NCCL then fails in its own words
+        raise UsageError(f"--device {device_name}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                         f"use --device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs")
     device = resolve_device(device_name, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

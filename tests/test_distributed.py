@@ -1,9 +1,12 @@
 """DDP training: two CPU processes on gloo keep identical parameters; the sampler shards the data."""
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
+from nfinpaint import distributed
+from nfinpaint.cli import UsageError
 from nfinpaint.config import load_config
 from nfinpaint.crop_store import batch_items
 
@@ -70,3 +73,13 @@ def test_batch_items_shard_and_resume():
     flat = torch.cat([t for per_step in steps for t in per_step])
     assert torch.equal(flat.sort().values, torch.arange(4 * world * batch))   # every item once, across ranks
     assert torch.equal(batch_items(3, batch, 1, world), steps[3][1])          # position from the step alone
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "CUDA:1"])
+def test_a_gpu_of_ones_own_under_torchrun_is_refused(monkeypatch, device):
+    """Every process took the GPU named, and NCCL then failed in its own words."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(UsageError, match="each process takes the GPU of its LOCAL_RANK"):
+        distributed.setup(device)
