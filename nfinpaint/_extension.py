@@ -12,6 +12,14 @@ import re
 
 import torch
 
+from nfinpaint.errors import NfinpaintError
+
+
+class ExtensionMissing(NfinpaintError, RuntimeError):
+    """The compiled operators are not built, or have no kernels for the device asked for: a command says
+    so in one line (it was a traceback from the first fill), and so does the API."""
+
+
 _HINT = (
     "nfinpaint's C++/CUDA operators (nfinpaint._C) are not built. Install the package with "
     "`pip install .` from the repository root (it compiles csrc/), and run Python from outside "
@@ -47,9 +55,9 @@ def require(device: str | torch.device | None = None) -> None:
     without CUDA kernels."""
     error = _load()
     if error is not None:
-        raise RuntimeError(f"{_HINT}\n(import error: {error})")
+        raise ExtensionMissing(f"{_HINT} (import error: {error})")
     if device is not None and torch.device(device).type == "cuda" and not has_cuda_kernels():
-        raise RuntimeError(_CUDA_HINT)
+        raise ExtensionMissing(_CUDA_HINT)
 
 
 def runs_on(archs: str, capability: tuple[int, int]) -> bool:

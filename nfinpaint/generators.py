@@ -24,6 +24,7 @@ class GeneratorSpec:
     check_size: Callable[[int], object]      # raises ValueError for crop sizes it cannot take
     full_resolution: bool
     min_batch: int = 1                       # items per process a training step needs (BatchNorm1d: 2)
+    needs_operators: bool = True             # its base fill runs the compiled solver (nfinpaint::biharmonic_cg)
 
     @property
     def name(self) -> str:
@@ -42,7 +43,8 @@ def _fullres_size(image_size: int) -> None:
 
 GENERATORS: dict[str, GeneratorSpec] = {entry.name: entry for entry in (
     # the fixed-size ones normalise their fully connected layers over the batch: one item has no spread
-    GeneratorSpec(PaperGenerator, "the paper's encoder-decoder (Tables 1-2), fixed size", generator_stages, False, 2),
+    GeneratorSpec(PaperGenerator, "the paper's encoder-decoder (Tables 1-2), fixed size", generator_stages, False, 2,
+                  needs_operators=False),
     GeneratorSpec(ResidualGenerator, "the paper's network correcting a biharmonic fill, fixed size",
                   generator_stages, False, 2),
     GeneratorSpec(ResidualUNetGenerator, "residual, with U-Net skips, fixed size", generator_stages, False, 2),
@@ -71,6 +73,16 @@ def generator_from_config(config: dict) -> nn.Module:
     return spec(name).build(image_size, **config)
 
 
+def _spec_of(generator: nn.Module) -> GeneratorSpec:
+    return spec(getattr(generator, "config", {}).get("variant", "paper"))
+
+
 def is_full_resolution(generator: nn.Module) -> bool:
     """Whether ``generator`` fills windows of any size at their own resolution."""
-    return spec(getattr(generator, "config", {}).get("variant", "paper")).full_resolution
+    return _spec_of(generator).full_resolution
+
+
+def needs_operators(generator: nn.Module) -> bool:
+    """Whether ``generator`` runs the compiled operators (its base fill's solver): it cannot run without
+    the extension."""
+    return _spec_of(generator).needs_operators

@@ -69,9 +69,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import inference, patchmatch
+from nfinpaint import _extension, inference, patchmatch
 from nfinpaint.fullres_generator import padded, tile_input, tile_plan
-from nfinpaint.generators import is_full_resolution
+from nfinpaint.generators import is_full_resolution, needs_operators
 from nfinpaint.initial_fill import biharmonic_fill, coarse_hole_mask, multiscale_biharmonic_fill
 from nfinpaint.masks import blank_holes
 
@@ -380,7 +380,11 @@ def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> tor
     one with channels-last weights (oneDNN's convolutions of the windows ran ~25% faster on 2 CPU cores;
     the windows follow, whatever their own layout; results equal to float rounding).  Whoever loads a
     generator for many fills calls this once: a fill that must change the layout changes it back after
-    (:func:`nfinpaint.inference.left_as_it_was`), ~80 ms a call for the shipped generator."""
+    (:func:`nfinpaint.inference.left_as_it_was`), ~80 ms a call for the shipped generator.  A generator
+    whose base fill runs the compiled solver is refused here, where the extension cannot run it on
+    ``device`` (:class:`nfinpaint._extension.ExtensionMissing`: one line, before any fill)."""
+    if needs_operators(generator):
+        _extension.require(device)
     layout = torch.channels_last if is_full_resolution(generator) else torch.preserve_format
     return generator.to(device, memory_format=layout).eval()
 

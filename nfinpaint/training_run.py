@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from nfinpaint import _extension, distributed, generator_io
+from nfinpaint import _extension, distributed, generator_io, generators
 from nfinpaint.checkpoint import CHECKPOINT_DIR, list_checkpoints, rng_state, save_checkpoint, set_rng_state
 from nfinpaint.config import ConfigError, TrainConfig, changed_from_preset
 from nfinpaint.data import files_digest
@@ -147,6 +147,10 @@ class Run:
             if info.is_main:
                 check_new_run_dir(run_dir)
         check_outside_data(run_dir, config)
+        if not _extension.is_built() and generators.spec(config.generator).needs_operators:
+            # use_custom_ops=false does not help here: the base fill's solver is the extension's
+            raise ConfigError(f"the {config.generator} generator's base fill needs the compiled operators "
+                              f"(nfinpaint._C), which are not built: install with `pip install .`")
         if config.use_custom_ops and not _extension.is_built():
             raise ConfigError("use_custom_ops = true needs the compiled operators (nfinpaint._C), which are not "
                               "built: install with `pip install .`, or pass --set use_custom_ops=false")

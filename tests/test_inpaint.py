@@ -1409,3 +1409,25 @@ def test_memory_per_pixel_of_a_large_picture_with_a_small_hole(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     per_pixel = float(result.stdout.strip().splitlines()[-1])
     assert per_pixel < 45, f"{per_pixel:.1f} bytes a pixel"   # 59 before, 30 measured after
+
+
+def test_without_the_extension_a_learned_fill_is_refused_in_one_line_before_any_work(fullres_checkpoint, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """The default fill needs the base fill's compiled solver: without the extension it ended in a long
+    traceback from inside the first window (evaluate: after its other methods had run; serve: at start)."""
+    from nfinpaint import Inpainter, _extension
+
+    rng = np.random.default_rng()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    hole = np.zeros((40, 56), np.uint8)
+    hole[10:20, 15:30] = 255
+    Image.fromarray(hole).save(tmp_path / "m.png")
+    monkeypatch.setattr(_extension, "_load", lambda: "No module named 'nfinpaint._C' (test)")
+    capsys.readouterr()
+    assert inpaint.main([str(tmp_path / "p.png"), str(tmp_path / "m.png"), "-o", str(tmp_path / "out.png"),
+                         "--checkpoint", str(fullres_checkpoint), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "are not built" in err, err
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(_extension.ExtensionMissing, match="are not built"):
+        Inpainter(str(fullres_checkpoint), device="cpu")

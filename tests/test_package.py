@@ -1,6 +1,7 @@
 """The installed package: extension built, info command, package layout."""
 import importlib.metadata
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -74,6 +75,7 @@ class NoTriton(importlib.abc.MetaPathFinder):      # as on a platform without a 
         return None
 sys.meta_path.insert(0, NoTriton())
 import importlib.util
+import os
 import re
 importlib.util.find_spec = (lambda real: lambda name, *a: None if name.split(".")[0] == "triton" else real(name, *a))(importlib.util.find_spec)
 import torch
@@ -120,3 +122,29 @@ def test_every_imported_package_is_declared():
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "nfinpaint"}
     assert third_party - provided == set()
+
+
+def test_the_source_archive_holds_every_file_the_build_and_the_tests_need(tmp_path):
+    """Without MANIFEST.in the sdist held the extension's listed sources only: no header (csrc/include,
+    csrc/cpu/*_loops.h), and the .cu files only where a toolkit was found, so nothing built from it."""
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("needs the repository's git checkout (its tracked files are the reference)")
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    wanted = {"csrc", "kernels", "nfinpaint", "tests", "scripts", "benchmarks", "docs"}
+    files = [f for f in tracked if f.split("/")[0] in wanted or "/" not in f]
+    source = tmp_path / "source"
+    for name in files:        # a copy: the build writes its egg-info beside setup.py
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes((root / name).read_bytes())
+    env = dict(os.environ, NFINPAINT_FORCE_CPU="1")       # the archive must not depend on the toolkit
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=source, env=env,
+                   check=True, capture_output=True, timeout=600)
+    archive, = (tmp_path / "dist").glob("nfinpaint-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = {f for f in files if not f.startswith(".") and f.split("/")[0] in wanted | {"LICENSE", "MANIFEST.in"}}
+    needed |= {"README.md", "LICENSE", "pyproject.toml", "setup.py"}
+    assert not needed - names, f"missing from the source archive: {sorted(needed - names)}"

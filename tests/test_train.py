@@ -895,3 +895,16 @@ def test_a_resume_that_sees_fewer_gpus_restores_the_random_states_it_has(monkeyp
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.__setitem__(device, s))
     checkpoint.set_rng_state(state)
     assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
+
+
+@pytest.mark.parametrize("generator", ["residual", "fullres"])
+def test_a_generator_whose_base_fill_needs_the_extension_is_refused_without_it(tmp_path, capsys, monkeypatch,
+                                                                               generator):
+    """The hint `--set use_custom_ops=false` let such a run start, write its folder, and end in a traceback at
+    its first validation: the base fill's solver is the extension's whatever that setting says."""
+    from nfinpaint import _extension
+
+    monkeypatch.setattr(_extension, "_load", lambda: "No module named 'nfinpaint._C' (test)")
+    message = _bad(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"generator={generator}"], capsys)
+    assert f"the {generator} generator's base fill needs the compiled operators" in message
+    assert "use_custom_ops" not in message and not (tmp_path / "run").exists()
