@@ -638,7 +638,7 @@ def test_the_one_hue_rule_takes_grey_and_toned_pictures_with_noise_and_no_colour
     hole[:, 5:9, 10:14] = True
     grey[:, 6, 11] = torch.tensor([1.0, 0.0, 0.5])         # a painted hole
     hue = inpaint.one_hue(grey, hole)
-    assert hue is not None and np.all(hue.tints == 0)
+    assert hue is not None and np.all(hue.offset == 0) and np.all(hue.slope == 0)
     noisy = (grey + torch.from_numpy(rng.integers(-1, 2, grey.shape)) / 255).clamp(0, 1)
     assert inpaint.one_hue(noisy, hole) is not None
     coloured = grey.clone()
@@ -652,10 +652,35 @@ def test_the_one_hue_rule_takes_grey_and_toned_pictures_with_noise_and_no_colour
     sepia = (grey * torch.tensor([1.0, 0.89, 0.73])[:, None, None] * 255).round() / 255
     hue = inpaint.one_hue(sepia, hole)
     assert hue is not None
-    # its tint at each brightness is the tone's: the colour less its brightness
+    # the colour at brightness b is the tone's, b * tone / mean(tone): a line through black
     tone = np.array([1.0, 0.89, 0.73])
-    expected = hue.levels[:, None] / 255 * (tone / tone.mean() - 1)
-    assert np.abs(hue.tints - expected).max() <= 1 / 255
+    assert np.abs(hue.slope - (tone / tone.mean() - 1)).max() <= 0.01 and np.abs(hue.offset).max() <= 1 / 255
+    # two colours: their blends are the line between them, taken where it is gentle (red on white), not
+    # where two colours of about one brightness would turn an error in brightness into one in colour
+    for first, second, taken in (((1.0, 0.0, 0.0), (1.0, 1.0, 1.0), True), ((1.0, 0.0, 0.0), (0.0, 0.0, 0.0), True),
+                                 ((0.0, 0.47, 0.84), (1.0, 0.55, 0.0), False)):     # blue and orange
+        share = torch.from_numpy(rng.random((1, 200, 300))).float()
+        blend = share * torch.tensor(first)[:, None, None] + (1 - share) * torch.tensor(second)[:, None, None]
+        assert (inpaint.one_hue(blend, hole) is not None) is taken
+
+
+def test_a_black_and_white_page_with_a_small_coloured_icon_fills_a_letter_grey(checkpoint):
+    """The one-hue rule once took the mean colour of each brightness: a small cyan icon made mid-grey cyan,
+    and a hole over a letter's antialiased edge came back cyan. The icon is now an outlier of the line."""
+    from nfinpaint import generator_io
+
+    rng = np.random.default_rng()
+    page = np.full((120, 160), 1.0)
+    page[20:100, 30:34] = 0.0                                   # a letter's stroke
+    page[20:100, 29] = page[20:100, 34] = 0.5                   # its antialiased edges
+    page = torch.from_numpy(page).float().expand(3, -1, -1).clone()
+    page[:, 10:14, 140:144] = torch.tensor([0.0, 0.6, 0.6])[:, None, None] * rng.uniform(0.8, 1.2)   # the icon
+    mask = torch.zeros(1, 120, 160)
+    mask[:, 50:62, 26:38] = 1
+    filled, _ = inpaint.inpaint_image(page, mask, generator=generator_io.load_generator(checkpoint)[0],
+                                      method="gan", log=lambda _: None)
+    hole = mask[0] > 0.5
+    assert (filled[:, hole].amax(dim=0) - filled[:, hole].amin(dim=0)).max() <= 1 / 255 + 1e-6
 
 
 def test_a_toned_picture_with_noise_is_filled_in_its_own_hue(checkpoint, monkeypatch):
@@ -1431,3 +1456,33 @@ def test_without_the_extension_a_learned_fill_is_refused_in_one_line_before_any_
     assert not (tmp_path / "out.png").exists()
     with pytest.raises(_extension.ExtensionMissing, match="are not built"):
         Inpainter(str(fullres_checkpoint), device="cpu")
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_a_hole_whose_ring_is_one_colour_comes_back_that_colour(checkpoint, monkeypatch, grey):
+    """A logo removed from a flat banner beside its title came back up to 29 levels off the banner's colour
+    (the base fill's coarse levels see the title); a hole whose two-pixel ring of known pixels is one
+    colour now is that colour, as the biharmonic fill is. A hole whose ring is not one colour keeps its fill."""
+    from nfinpaint import generator_io
+
+    rng = np.random.default_rng()
+    colour = torch.from_numpy(rng.uniform(0.1, 0.9, 1 if grey else 3)).float()[:, None, None]
+    picture = colour.expand(-1, 96, 128).clone()
+    picture[:, 10:30, 20:100] = torch.from_numpy(rng.random((picture.shape[0], 20, 80))).float()   # a title
+    mask = torch.zeros(1, 96, 128)
+    mask[:, 33:63, 40:70] = 1            # 3 px below the title: its ring is the banner's colour
+    mask[:, 70:80, 5:15] = 1
+    picture[:, 74:76, 3:17] = 1.0        # a line through the second hole's ring
+    generator = generator_io.load_generator(checkpoint)[0]
+
+    def fill():
+        return inpaint.inpaint_image(picture, mask, generator=generator, method="gan", log=lambda _: None)[0]
+
+    filled = fill()
+    first, second = mask[0].bool().clone(), mask[0].bool().clone()
+    first[70:], second[:70] = False, False
+    assert torch.equal(filled[:, first], colour[:, :, 0].expand(-1, int(first.sum())))
+    monkeypatch.setattr(inpaint, "flat_ring_colours", lambda image, hole: None)
+    raw = fill()
+    assert (raw[:, first] - colour[:, :, 0]).abs().max() > 2 / 255, "the fill is flat already: the test shows nothing"
+    assert torch.equal(filled[:, second], raw[:, second])

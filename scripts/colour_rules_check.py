@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""The one-hue rule of ``nfinpaint.inpaint.one_hue`` (a grey photograph with noise, a toned print:
-the fill keeps the picture's hue), checked two ways.
+"""The colour rules ``nfinpaint.inpaint.inpaint_image`` applies after every fill, checked: the one-hue rule
+(``one_hue``: a grey photograph with noise, a toned print; the fill keeps the picture's hue), and the
+flat-ring rule (``flat_ring_colours``: a hole whose ring of known pixels is one colour is that colour).
 
-    python scripts/one_hue_check.py data/corpus/photos/val data/corpus/photos/test ...
-    python scripts/one_hue_check.py --fills data/corpus/photos/val
+    python scripts/colour_rules_check.py data/corpus/photos/val data/corpus/photos/test ...
+    python scripts/colour_rules_check.py --fills data/corpus/photos/val
 
 Without ``--fills``: for each folder's pictures (their longer side scaled to ``--size``), the share of
-pixels within ``ONE_HUE_LEVELS`` of their brightness's mean colour, and whether the rule takes the picture
-(a colour photograph must be far from it: the share it needs is 99.9%), also with the evaluation's
-holes (``evaluate --size``'s families, seed 0, three repeats), which might take away a picture's colour.  With ``--fills``: each picture
-made one-hue four ways (grey; grey with a level of noise in each channel; sepia; cyanotype) and filled
-through ``Inpainter`` (``inpaint``'s path) with and without the rule in a disc of radius ``--radius`` at
-the centre: hole PSNR (dB) and the fill's distance from the picture's hue (levels, mean and max).
+pixels within ``ONE_HUE_LEVELS`` of the picture's hue (each channel less the brightness fitted by a
+straight line in the brightness), and whether the rule takes the picture (a colour photograph must be
+far from it: the share it needs is 99.9%), also with the evaluation's holes (``evaluate --size``'s
+families, seed 0, three repeats), which might take away a picture's colour; and the evaluation's holes
+that the flat-ring rule takes (where it takes none, the tables of docs/results.md stand).  With
+``--fills``: each
+picture made one-hue four ways (grey; grey with a level of noise in each channel; sepia; cyanotype) and
+filled through ``Inpainter`` (``inpaint``'s path) with and without the rule in a disc of radius
+``--radius`` at the centre: hole PSNR (dB) and the fill's distance from the picture's hue (levels, mean
+and max).
 """
 from __future__ import annotations
 
@@ -34,13 +39,13 @@ def pictures(folder: str, size: int) -> list[tuple[str, np.ndarray]]:
 
 
 def on_hue_share(picture: np.ndarray) -> float:
-    """Share of the pixels within ONE_HUE_LEVELS of the mean colour of the pixels as bright as they are."""
+    """Share of the pixels within ONE_HUE_LEVELS of the picture's hue: the straight line in brightness that
+    each channel less the brightness is fitted to (least squares)."""
     x = picture.reshape(-1, 3).astype(np.float64) / 255
     brightness = x.mean(axis=1)
-    levels = np.clip(np.rint(brightness * 255), 0, 255).astype(np.int64)
-    count = np.maximum(np.bincount(levels, minlength=256), 1)
-    colours = np.stack([np.bincount(levels, x[:, c] - brightness, minlength=256) for c in range(3)], 1) / count[:, None]
-    return float(np.mean(np.abs(x - brightness[:, None] - colours[levels]).max(axis=1) <= inpaint.ONE_HUE_LEVELS))
+    line = np.stack([np.ones_like(brightness), brightness], axis=1)
+    fit, *_ = np.linalg.lstsq(line, x - brightness[:, None], rcond=None)
+    return float(np.mean(np.abs(x - brightness[:, None] - line @ fit).max(axis=1) <= inpaint.ONE_HUE_LEVELS))
 
 
 def toned(picture: np.ndarray, tone: str, noise: bool, rng: np.random.Generator) -> np.ndarray:
@@ -53,13 +58,13 @@ def toned(picture: np.ndarray, tone: str, noise: bool, rng: np.random.Generator)
 
 def hue_distance(out: np.ndarray, reference: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Each hole pixel's distance (levels, largest channel) from the colour ``reference``'s known pixels
-    have at its brightness."""
+    have at its brightness (:func:`nfinpaint.inpaint.one_hue`)."""
     hue = inpaint.one_hue(torch.from_numpy(reference).permute(2, 0, 1).double() / 255,
                           torch.from_numpy(hole)[None])
     x = out[hole].astype(np.float64) / 255
     brightness = x.mean(axis=1)
-    tint = np.stack([np.interp(brightness * 255, hue.levels, hue.tints[:, c]) for c in range(3)], 1)
-    return np.abs(x - brightness[:, None] - tint).max(axis=1) * 255
+    colour = brightness[:, None] + hue.offset + hue.slope * brightness[:, None]
+    return np.abs(x - colour).max(axis=1) * 255
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,16 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             shares = [(on_hue_share(p), name) for name, p in loaded]
             taken = [name for share, name in shares if share >= 1 - inpaint.ONE_HUE_OFF]
             # with the evaluation's holes (seed 0, three repeats of each family), where a hole might take
-            # away what colour a picture has
-            masked = sorted({f"{name} ({family} {repeat})" for index, (name, p) in enumerate(loaded)
+            # away what colour a picture has (of those not taken whole)
+            masked = sorted({f"{name} ({family} {repeat})" for index, (name, p) in enumerate(loaded) if name not in taken
                              for family in picture_eval.FAMILIES for repeat in range(3)
                              if inpaint.one_hue(torch.from_numpy(p).permute(2, 0, 1).float() / 255,
                                                 picture_eval.picture_mask(family, torch.from_numpy(p).permute(2, 0, 1),
                                                                           0, index, repeat) > 0.5) is not None})
+            flat = sorted({f"{name} ({family} {repeat})" for index, (name, p) in enumerate(loaded)
+                           for family in picture_eval.FAMILIES for repeat in range(3)
+                           if inpaint.flat_ring_colours(torch.from_numpy(p).permute(2, 0, 1).float() / 255,
+                                                        picture_eval.picture_mask(family, torch.from_numpy(p).permute(2, 0, 1),
+                                                                                  0, index, repeat) > 0.5) is not None})
             closest = max(shares)
             print(f"{folder}: {len(shares)} pictures, the closest to one hue {closest[1]} ({closest[0]:.1%} of "
                   f"its pixels within {inpaint.ONE_HUE_LEVELS * 255:.0f} levels); taken by the rule: "
-                  f"{', '.join(taken) or 'none'}; with an evaluation's holes: {', '.join(masked) or 'none'}")
+                  f"{', '.join(taken) or 'none'}; with an evaluation's holes: {', '.join(masked) or 'none'}; "
+                  f"evaluation holes of one ring colour: {', '.join(flat) or 'none'}")
         return 0
     rng = np.random.default_rng(args.seed)
     inpainter = Inpainter()
