@@ -76,6 +76,7 @@ CARRY = (".whl", *TRAIN_FOLDERS, VAL_FOLDER)
 CARRY_LIMIT = 64 * 2 ** 20           # what travels: the working tree and the carried paths
 RETURN_LIMIT = 16 * 2 ** 20          # one file back from $OUT
 SAVE_SECONDS = 40                    # a stopped leg's checkpoint and generator export
+STOP_GRACE = 8                       # the same, when this script is stopped: the kill may follow soon
 REPORT_MARGIN = 30                   # gpu_report past its --budget (start-up, last write) before it is stopped
 EVAL_MIN_SECONDS = 15                # an evaluation is not started with less left
 # gpu_report's rows for the steps the leg depends on (its step names, plan())
@@ -161,19 +162,37 @@ def steps_that_fit(done: int, rate: float, seconds: float) -> int:
     return done + max(1, int(rate * max(seconds, 0) * 0.9))
 
 
+class Stopped(BaseException):      # through the leg's `except Exception`
+    """SIGTERM reached this script: the command's time limit, which may come before ``--seconds`` (a
+    slow or failed start of the machine leaves the command less than its 600 s)."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped
+
+
 def run_until(command: list[str], env: dict, log, deadline: float, grace: float | None = None,
               stop_early=None) -> int:
     """Run ``command``; at ``deadline``, or before it once ``stop_early()`` (asked every second) is true,
     ask it to stop (SIGTERM: train saves and exports), and kill it ``grace`` seconds later (default
-    SAVE_SECONDS).  Returns its exit status."""
+    SAVE_SECONDS).  Returns its exit status.  Stopped itself (:class:`Stopped`), it gives the command
+    STOP_GRACE seconds to save first."""
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
-    while True:
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=max(deadline - time.monotonic(), 1) if stop_early is None else 1)
+            except subprocess.TimeoutExpired:
+                if stop_early is None or time.monotonic() >= deadline or stop_early():
+                    break
+    except Stopped:
+        proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=max(deadline - time.monotonic(), 1) if stop_early is None else 1)
+            proc.wait(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
-            if stop_early is None or time.monotonic() >= deadline or stop_early():
-                break
+            proc.kill()
+        raise
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout=SAVE_SECONDS if grace is None else grace)
@@ -250,48 +269,57 @@ def run(args) -> int:
         note(f"$OUT ({fallback}) cannot be written: nothing comes back but this output")
     note(install_wheels(env, scratch / "site"))
 
-    built, agreed = True, True
-    if not args.no_report:
-        report = out / "gpu-report.md"
-        budget = min(args.check_seconds, deadline - time.monotonic() - 60)
-        with open(scratch / "gpu-report-stdout.txt", "w") as log:    # its own lines: why it stopped, if it did
-            code = run_until([sys.executable, "benchmarks/gpu_report.py", "--out", str(report),
-                              "--only", args.report_steps, "--budget", f"{budget:.0f}"], env, log,
-                             time.monotonic() + max(budget, 0) + REPORT_MARGIN, grace=10)
-        logs = sorted((report.parent / "gpu-report-runs").glob("*/step*.log"))
-        with open(scratch / "gpu-report-logs.txt", "wb") as merged:
-            for log in [scratch / "gpu-report-stdout.txt", *logs]:
-                merged.write(f"\n===== {log} =====\n".encode() + log.read_bytes())
-        copy_capped(scratch / "gpu-report-logs.txt", out / "gpu-report-logs.txt")
-        shutil.rmtree(report.parent / "gpu-report-runs", ignore_errors=True)   # 8 files come back, at most
-        built = report.exists() and BUILD_OK in report.read_text()
-        agreed = report.exists() and AGREEMENT_OK in report.read_text()
-        note(f"gpu_report exit {code}; build {'ok' if built else 'FAILED or not run'}; "
-             f"CUDA vs CPU agreement {'ok' if agreed else 'FAILED or not run'}")
-        if not built:
-            note(f"gpu_report's last line: {last_line(scratch / 'gpu-report-stdout.txt')}")
-    missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not (ROOT / f).is_dir()]
+    signal.signal(signal.SIGTERM, _stopped)     # the command's limit: what the leg left still goes back
     run_dir = scratch / "leg"
-    shutil.rmtree(run_dir, ignore_errors=True)      # an earlier call's, on a machine kept warm
-    (scratch / "train.log").unlink(missing_ok=True)
-    if not built:
-        note("no training leg: the operators were not built")
-        return 1
-    if missing:
-        note(f"no training leg: not carried: {', '.join(missing)}")
-    elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS:
-        note(f"no training leg: {deadline - time.monotonic():.0f} s left")
-    else:
-        if not agreed:      # the custom ops' losses and gradients are not to be trusted on this GPU
-            note("the leg trains with the PyTorch references of the loss operators (use_custom_ops=false)")
-        try:
-            run_leg(args, env, scratch, out, run_dir, deadline, note,
-                    [] if agreed else ["--set", "use_custom_ops=false"])
-        except Exception as exc:    # what the leg left still goes back
-            note(f"the leg stopped on an error: {exc!r}")
-    send_back(run_dir, scratch, out)
-    note(f"returned: {', '.join(sorted(p.name for p in out.iterdir()))}")
-    return 0 if (out / "generator.pt").exists() else 1
+    try:
+        built, agreed = True, True
+        if not args.no_report:
+            report = out / "gpu-report.md"
+            budget = min(args.check_seconds, deadline - time.monotonic() - 60)
+            with open(scratch / "gpu-report-stdout.txt", "w") as log:    # its own lines: why it stopped, if it did
+                code = run_until([sys.executable, "benchmarks/gpu_report.py", "--out", str(report),
+                                  "--only", args.report_steps, "--budget", f"{budget:.0f}"], env, log,
+                                 time.monotonic() + max(budget, 0) + REPORT_MARGIN, grace=10)
+            logs = sorted((report.parent / "gpu-report-runs").glob("*/step*.log"))
+            with open(scratch / "gpu-report-logs.txt", "wb") as merged:
+                for log in [scratch / "gpu-report-stdout.txt", *logs]:
+                    merged.write(f"\n===== {log} =====\n".encode() + log.read_bytes())
+            copy_capped(scratch / "gpu-report-logs.txt", out / "gpu-report-logs.txt")
+            # the first step is the build: its log's end says why it failed (gpu_report's own ends "wrote ...")
+            first_step = last_line(logs[0]) if logs else last_line(scratch / "gpu-report-stdout.txt")
+            shutil.rmtree(report.parent / "gpu-report-runs", ignore_errors=True)   # 8 files come back, at most
+            built = report.exists() and BUILD_OK in report.read_text()
+            agreed = report.exists() and AGREEMENT_OK in report.read_text()
+            note(f"gpu_report exit {code}; build {'ok' if built else 'FAILED or not run'}; "
+                 f"CUDA vs CPU agreement {'ok' if agreed else 'FAILED or not run'}")
+            if not built:
+                note(f"the build's last line: {first_step} (all of it: gpu-report-logs.txt)")
+        missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not (ROOT / f).is_dir()]
+        shutil.rmtree(run_dir, ignore_errors=True)      # an earlier call's, on a machine kept warm
+        (scratch / "train.log").unlink(missing_ok=True)
+        if not built:
+            note("no training leg: the operators were not built")
+            return 1
+        if missing:
+            note(f"no training leg: not carried: {', '.join(missing)}")
+        elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS:
+            note(f"no training leg: {deadline - time.monotonic():.0f} s left")
+        else:
+            if not agreed:      # the custom ops' losses and gradients are not to be trusted on this GPU
+                note("the leg trains with the PyTorch references of the loss operators (use_custom_ops=false)")
+            try:
+                run_leg(args, env, scratch, out, run_dir, deadline, note,
+                        [] if agreed else ["--set", "use_custom_ops=false"])
+            except Exception as exc:    # what the leg left still goes back
+                note(f"the leg stopped on an error: {exc!r}")
+        send_back(run_dir, scratch, out)
+        note(f"returned: {', '.join(sorted(p.name for p in out.iterdir()))}")
+        return 0 if (out / "generator.pt").exists() else 1
+    except Stopped:
+        note("stopped by SIGTERM (the command's time limit, before --seconds): returning what the leg left")
+        send_back(run_dir, scratch, out)
+        note(f"returned: {', '.join(sorted(p.name for p in out.iterdir()))}")
+        return 124
 
 
 def send_back(run_dir: Path, scratch: Path, out: Path) -> None:
@@ -329,6 +357,9 @@ def run_leg(args, env: dict, scratch: Path, out: Path, run_dir: Path, deadline: 
             send_back(run_dir, scratch, out)
             note(f"leg: exit {code}; last logged (step, steps/s) = "
                  f"{steps_per_second(run_dir / 'metrics.jsonl')}")
+        else:       # what comes back is calibration's generator: a constant rate, never annealed
+            note(f"no resume: {'no rate measured' if measured is None else 'too little time left'} "
+                 f"({leg_deadline - time.monotonic():.0f} s to the leg's end)")
         # a first reading, not the decision: evaluate's full-size protocol on the validation photographs,
         # the leg's generator and the shipped one (judged again here, on the CPU, before anything ships)
         for name, checkpoint in (("val-leg.md", run_dir / "generator.pt"), ("val-shipped.md", None)):

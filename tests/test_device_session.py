@@ -6,6 +6,7 @@ train saves) and killed only when it does not, and the training folder is
 made of links to the carried photographs.
 """
 import importlib.util
+import signal
 import json
 import os
 import subprocess
@@ -329,3 +330,27 @@ def test_the_leg_trains_the_shipped_generator_as_it_runs(session):
     assert session.LEG[session.LEG.index("--init-generator") + 1] == "shipped"
     assert settings["window_stats"] == shipped.generator.stats
     assert int(settings["base_iterations"]) == shipped.generator.base_iterations
+
+
+def test_a_run_stopped_by_its_commands_limit_returns_what_the_leg_left(session, fake_repo, tmp_path):
+    """SIGTERM (the command's limit, which a slow start of the machine brings before --seconds) ended the
+    script at once: the resumed leg's generator stayed in the scratch folder, $OUT kept calibration's,
+    and session.md did not say why."""
+    import threading
+
+    def unhandled(signum, frame):        # a run without its own handler fails here, not the whole pytest
+        raise AssertionError("the run installed no SIGTERM handler")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        code, wall, text, files = run_session(session, tmp_path, seconds=40)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, before)
+    assert code == 124 and wall < 6 + session.STOP_GRACE + 5, text
+    assert "resuming to" in text and "stopped by SIGTERM" in text and "generator.pt" in files, text
+    calibrated = int(text.split("(last step, steps/s) = (")[1].split(",")[0])
+    records = [json.loads(line) for line in (Path(os.environ["OUT"]) / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] > calibrated       # the resumed leg's, sent back after the stop
