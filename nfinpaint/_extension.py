@@ -69,9 +69,12 @@ def runs_on(archs: str, capability: tuple[int, int]) -> bool:
     versions = [re.fullmatch(r"(\d+)\.(\d+)[a-z]?(\+PTX)?", item) for item in items]
     if not items or not all(versions):
         return True
-    for match in versions:
+    for match, item in zip(versions, items):
         built = (int(match[1]), int(match[2]))
-        if (match[3] and built <= capability) or (built[0] == capability[0] and built[1] <= capability[1]):
+        if item.removesuffix("+PTX")[-1].isalpha():      # "9.0a": that arch's own features, that GPU alone
+            if built == capability:
+                return True
+        elif (match[3] and built <= capability) or (built[0] == capability[0] and built[1] <= capability[1]):
             return True
     return False
 

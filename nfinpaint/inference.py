@@ -28,16 +28,20 @@ def left_as_it_was(module: torch.nn.Module | None) -> Iterator[None]:
         yield
         return
     modes = [(m, m.training) for m in module.modules()]
-    params = [(m._parameters, k, p, p.data) for m in module.modules() for k, p in m._parameters.items()
-              if p is not None]
+    # with its gradient, which Module.to moves too (in place: the same tensor, other data)
+    params = [(m._parameters, k, p, p.data, p.grad, None if p.grad is None else p.grad.data)
+              for m in module.modules() for k, p in m._parameters.items() if p is not None]
     buffers = [(m._buffers, k, b) for m in module.modules() for k, b in m._buffers.items() if b is not None]
     try:
         yield
     finally:
         for m, training in modes:
             m.training = training
-        for table, key, param, data in params:
+        for table, key, param, data, grad, grad_data in params:
             param.data = data
+            if grad is not None:
+                grad.data = grad_data
+            param.grad = grad
             table[key] = param
         for table, key, buffer in buffers:
             table[key] = buffer

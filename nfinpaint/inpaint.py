@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, devices, folders, inference, mask_options, neural_fill, patchmatch
+from nfinpaint import cli, colour_rules, devices, folders, inference, mask_options, neural_fill, patchmatch
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.files import DiskFullError
@@ -328,126 +328,6 @@ def half_precision(half: bool, device: str | torch.device):
     return torch.autocast(torch.device(device).type, dtype=devices.half_dtype(device))
 
 
-# A picture of one hue: each channel less the brightness (the mean of the channels) is a straight line in
-# the brightness, within ONE_HUE_LEVELS, for all but ONE_HUE_OFF of the known pixels.  A grey photograph
-# (with a scanner's or a camera's noise of a level or two), a sepia or cyanotype print (a tone times the
-# grey: a line through black), a two-colour graphic (its blends are a line from one colour to the
-# other); a few coloured pixels in a thousand are outliers, not part of the line.  A line, not the
-# mean colour at each brightness: on a black-and-white page with a small cyan icon that mean was cyan
-# at mid-grey, and a hole over a letter came back cyan.  Set before measuring; no picture of the
-# evaluations is taken, whole or with any evaluation hole, at 256, 512 or 1024 px (validation, test,
-# OpenCV's, scikit-image's, mate's: the closest has 94.9% of its pixels within 4 levels; of the 19
-# training photographs a grey and a blue-toned one are: scripts/colour_rules_check.py)
-ONE_HUE_LEVELS = 4 / 255
-ONE_HUE_OFF = 0.001
-# ... and whose line rises or falls by at most this much per unit of brightness: a line through black or
-# white (a toned print: 0.3 at most, a cyanotype's; any colour on black or on white) by 2 at most (a
-# primary on black), a blend of two colours of about one brightness (a blue banner's orange title) by
-# 11, where the fill's error of a few levels in brightness became one of tens of levels in colour.  A
-# quarter over 2, for noise
-ONE_HUE_SLOPE = 2.5
-# known pixels, evenly spread, a picture is judged on: a colour picture is told from the first few, and
-# the rest bound the cost (a 12-megapixel picture's every pixel took 3 s)
-_ONE_HUE_SAMPLES = (1 << 12, 1 << 18)
-
-
-@dataclass(frozen=True)
-class Hue:
-    """The colours of a one-hue picture (:func:`one_hue`): at brightness b (the mean of the channels, in
-    [0, 1]) the colour ``b + offset + slope * b`` (each (3,); zero for grey); ``lowest``..``highest``, its
-    known pixels' brightness."""
-    offset: np.ndarray
-    slope: np.ndarray
-    lowest: float
-    highest: float
-
-    def on(self, filled: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) ``filled`` with its ``hole`` ((1, H, W) bool) pixels in this hue: each keeps its
-        brightness, within the picture's range (outside it no colour of the hue may exist: a sepia print's
-        white is R = 255), and takes the picture's colour there."""
-        where = hole[0].to(filled.device)
-        brightness = filled[:, where].mean(dim=0).double().cpu().numpy().clip(self.lowest, self.highest)
-        colour = brightness + self.offset[:, None] + self.slope[:, None] * brightness
-        out = filled.clone()
-        out[:, where] = torch.from_numpy(colour).clamp(0, 1).to(filled.device, filled.dtype)
-        return out
-
-
-def one_hue(image: torch.Tensor, hole: torch.Tensor) -> Hue | None:
-    """The hue of a (3, H, W) [0, 1] ``image`` whose known pixels (``hole`` (1, H, W) bool) are of one hue
-    (see :data:`ONE_HUE_LEVELS`); None for a colour picture."""
-    if image.dim() != 3 or image.shape[0] != 3 or hole.shape[-2:] != image.shape[-2:]:
-        return None
-    flat = image.detach().reshape(3, -1)
-    known = ~hole[0].reshape(-1).to(flat.device)
-    for samples in _ONE_HUE_SAMPLES:
-        where = torch.arange(0, known.numel(), max(1, known.numel() // samples), device=flat.device)
-        where = where[known[where]]
-        if len(where) == 0:
-            return None
-        pixels = flat[:, where].T.double().cpu().numpy()
-        brightness = pixels.mean(axis=1)
-        line = np.stack([np.ones_like(brightness), brightness], axis=1)
-        (offset, slope), *_ = np.linalg.lstsq(line, pixels - brightness[:, None], rcond=None)
-        off = np.abs(pixels - brightness[:, None] - line @ np.stack([offset, slope])).max(axis=1) > ONE_HUE_LEVELS
-        if off.mean() > ONE_HUE_OFF * (10 if samples < _ONE_HUE_SAMPLES[-1] else 1):
-            return None
-    if off.any():       # the line of the others: a small coloured icon had pulled it a few levels its way
-        (offset, slope), *_ = np.linalg.lstsq(line[~off], (pixels - brightness[:, None])[~off], rcond=None)
-    if np.abs(slope).max() > ONE_HUE_SLOPE:
-        return None
-    return Hue(offset, slope, float(brightness.min()), float(brightness.max()))
-
-
-# A hole whose ring of known pixels FLAT_RING wide is one colour (each channel within FLAT_LEVELS) is that
-# colour: the biharmonic fill's boundary is those two pixels, so its solution is flat.  The multiscale base
-# fill, 32 steps a level, saw an edge a few pixels beyond the ring at its coarse levels, and the network
-# did not undo it: a logo removed from a flat banner came back up to 29 levels off, a disc of mid-grey
-# beside a red block a cyan blotch 37 off (biharmonic and PatchMatch: exact).  Flat graphics and
-# screenshots meet it; photographs barely (none of the evaluations' holes: scripts/colour_rules_check.py)
-FLAT_RING = 2
-FLAT_LEVELS = 2 / 255
-
-
-def flat_ring_colours(image: torch.Tensor, hole: torch.Tensor) -> tuple[np.ndarray, torch.Tensor] | None:
-    """For the 8-connected holes of (1, H, W) bool ``hole`` in (C, H, W) ``image`` whose ring of known pixels
-    (:data:`FLAT_RING` wide) is one colour (:data:`FLAT_LEVELS`): ((H, W) bool, those holes' pixels; (C, N)
-    float64, the mean colour of each one's ring, for those N pixels in order); None where there is none."""
-    full = hole[0].cpu().numpy()
-    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
-    if len(rows) == 0:
-        return None
-    # the holes' bounding box and their rings: the filters below cost ~60 ms over a 3-megapixel picture
-    box = (slice(max(rows[0] - FLAT_RING, 0), rows[-1] + FLAT_RING + 1),
-           slice(max(cols[0] - FLAT_RING, 0), cols[-1] + FLAT_RING + 1))
-    h = full[box]
-    image = image[:, box[0], box[1]]
-    labels, count = ndimage.label(h, structure=np.ones((3, 3), dtype=bool))
-    # each ring pixel's hole: the largest label within reach (two holes that close share a ring)
-    near = ndimage.maximum_filter(labels, size=2 * FLAT_RING + 1)
-    ring = np.flatnonzero((near > 0) & ~h)
-    if len(ring) == 0:
-        return None
-    owner = near.reshape(-1)[ring]
-    order = np.argsort(owner, kind="stable")
-    owner, ring = owner[order], ring[order]
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    # float64: the mean of a ring of one float32 colour is that colour exactly
-    values = image.detach().reshape(image.shape[0], -1)[:, torch.from_numpy(ring)].double().cpu().numpy()
-    spread = np.maximum.reduceat(values, starts, axis=1) - np.minimum.reduceat(values, starts, axis=1)
-    flat = (spread <= FLAT_LEVELS + 1e-6).all(axis=0)
-    if not flat.any():
-        return None
-    colour = np.zeros((image.shape[0], count + 1))
-    colour[:, owner[starts[flat]]] = (np.add.reduceat(values, starts, axis=1)
-                                      / np.diff(np.r_[starts, len(owner)]))[:, flat]
-    takes = np.zeros(count + 1, dtype=bool)
-    takes[owner[starts[flat]]] = True
-    where = np.zeros_like(full)
-    where[box] = takes[labels]
-    return where, torch.from_numpy(colour[:, labels[takes[labels]]])
-
-
 def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.nn.Module | None = None,
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
@@ -474,30 +354,18 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                          f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
     mask = mask_plane(mask).cpu()      # once: _inpaint_colour's own call is then free
     grey = image.dim() == 3 and image.shape[0] == 1
-    # grey in, grey out: every method fills RGB and may tint a grey picture slightly, so the holes
-    # get the mean of the fill's colour channels, every other pixel its own grey level
     # a caller's generator (a training loop's, in train mode) comes back as it was given
     with _float32_unless_half(device), inference.left_as_it_was(generator):
         filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
                                         hole_size=hole_size, method=method, device=device, seed=seed,
                                         max_scale=max_scale, log=log, half=half, progress=progress)
     hole = mask > 0.5
-    recolour = hole            # the holes the colour rules below apply to
-    flat = flat_ring_colours(image, hole)
-    if flat is not None:       # the holes whose ring is one colour: that colour (grey: in each channel)
-        where, colours = flat
-        filled = filled.clone()
-        filled[:, torch.from_numpy(where)] = colours.to(filled.dtype).expand(3, -1)
-        recolour = hole & ~torch.from_numpy(where)
-    if grey:      # of one hue, grey: the holes' brightness, as a grey picture stored as RGB gets it
-        hue = one_hue(image.expand(3, -1, -1), hole)     # None only where no pixel is known
-        filled = torch.where(recolour, filled.mean(dim=0, keepdim=True) if hue is None else
-                             hue.on(filled, recolour)[:1], filled[:1])
-    elif (hue := one_hue(image, hole)) is not None:
-        # a black-and-white photograph stored as RGB, or a toned print: the learned fill tinted its holes
-        # by up to 7-13 levels (the validation photographs, greyed; a sepia one 25-30), a colour that is
-        # nowhere in the picture
-        filled = hue.on(filled, recolour)
+    # a hole in a flat ring kept within its colours, a picture of one hue filled in it (nfinpaint.colour_rules)
+    filled = colour_rules.apply(image, hole, filled)
+    if grey:    # every method fills RGB and may tint a grey picture: its holes get the channels' mean,
+        # as the first plus the others' differences from it: exact where the three are equal (a flat ring's)
+        mean = filled[:1] + ((filled[1:2] - filled[:1]) + (filled[2:3] - filled[:1])) / 3
+        filled = torch.where(hole, mean, filled[:1])
     if image.dtype != filled.dtype:
         # the fill is computed in float32; a float64 (or float16) picture keeps its own known pixels
         filled = torch.where(hole, filled.to(image.dtype), image.detach().cpu().clamp(0, 1))

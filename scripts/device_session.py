@@ -187,6 +187,7 @@ def run_until(command: list[str], env: dict, log, deadline: float, grace: float 
                 if stop_early is None or time.monotonic() >= deadline or stop_early():
                     break
     except Stopped:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # a second one would leave the command running
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_GRACE)

@@ -774,12 +774,16 @@ def test_inpaint_image_gives_a_callers_generator_back_as_it_was(fullres_checkpoi
     generator.train()
     next(generator.children()).eval()      # a mix of modes comes back as it was, too
     modes = [m.training for m in generator.modules()]
+    for p in generator.parameters():      # a training loop's gradients, which Module.to moves too
+        p.grad = torch.zeros_like(p)
+    grads = [(p.grad, p.grad.data_ptr(), p.grad.stride()) for p in generator.parameters()]
     tensors = {k: (v.data_ptr(), v.stride()) for k, v in generator.state_dict(keep_vars=True).items()}
     picture = torch.rand(3, H, W, generator=torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 30))))
     filled, _ = inpaint_image(picture, torch.from_numpy(_hole())[None].float(), generator=generator,
                               log=lambda line: None)
     assert [m.training for m in generator.modules()] == modes
     assert {k: (v.data_ptr(), v.stride()) for k, v in generator.state_dict(keep_vars=True).items()} == tensors
+    assert [(p.grad, p.grad.data_ptr(), p.grad.stride()) for p in generator.parameters()] == grads
     # and the fill is the one of a generator made ready once (the Inpainter's)
     assert torch.equal(filled, inpaint_image(picture, torch.from_numpy(_hole())[None].float(),
                                              generator=generator_io.load_generator(fullres_checkpoint)[0],

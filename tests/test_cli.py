@@ -374,7 +374,8 @@ def test_an_operator_asked_for_on_a_gpu_by_a_build_without_cuda_kernels_says_why
     ("8.0;9.0+PTX", (8, 0), True), ("8.0;9.0+PTX", (8, 6), True), ("8.0;9.0+PTX", (8, 9), True),
     ("8.0;9.0+PTX", (9, 0), True), ("8.0;9.0+PTX", (10, 0), True), ("8.0;9.0+PTX", (12, 0), True),
     ("8.0;9.0+PTX", (7, 5), False), ("8.0;9.0+PTX", (7, 0), False), ("8.6", (8, 0), False),
-    ("8.0;9.0", (10, 0), False), ("7.5 8.0", (7, 5), True), ("9.0a", (9, 0), True), ("", (7, 5), True),
+    ("8.0;9.0", (10, 0), False), ("7.5 8.0", (7, 5), True), ("9.0a", (9, 0), True), ("9.0a", (10, 0), False),
+    ("10.0a", (10, 3), False), ("", (7, 5), True),
     ("Ampere", (7, 5), True),
 ])
 def test_which_gpus_a_builds_archs_run_on(archs, capability, runs):
