@@ -77,14 +77,21 @@ class Hue:
         return torch.from_numpy(colour).clamp(0, 1).to(pixels.device, pixels.dtype)
 
 
-def _all_grey(flat: torch.Tensor, known: torch.Tensor, chunk: int = 1 << 20) -> bool:
-    """Whether every known pixel of (3, N) ``flat`` is grey (R = G = B); a chunk at a time, the picture's
-    memory being the fill's (a whole picture's comparisons cost 4 bytes a pixel)."""
-    for start in range(0, flat.shape[1], chunk):
-        part, mask = flat[:, start:start + chunk], known[start:start + chunk]
+def _all_grey(image: torch.Tensor, known: torch.Tensor, rows: int = 256) -> bool:
+    """Whether every known pixel (``known`` (H, W) bool) of (3, H, W) ``image`` is grey (R = G = B); a band
+    of rows at a time, the picture's memory being the fill's (a whole picture's comparisons cost 4 bytes
+    a pixel)."""
+    for top in range(0, image.shape[1], rows):
+        part, mask = image[:, top:top + rows], known[top:top + rows]
         if bool((((part[0] != part[1]) | (part[1] != part[2])) & mask).any()):
             return False
     return True
+
+
+def _at(image: torch.Tensor, flat: torch.Tensor, width: int) -> torch.Tensor:
+    """(C, N): ``image``'s (C, H, W) pixels at the flat indices ``flat`` into rows of ``width`` (no copy of
+    the picture, whatever its strides: a caller's tensor may be a view of an (H, W, C) array)."""
+    return image[:, flat // width, flat % width]
 
 
 def _known_sample(known: torch.Tensor, size: int) -> torch.Tensor:
@@ -105,15 +112,17 @@ def one_hue(image: torch.Tensor, hole: torch.Tensor) -> Hue | None:
     brightness left as it is: the holes of a grey picture get the mean of the fill's channels."""
     if image.dim() != 3 or image.shape[0] != 3 or hole.shape[-2:] != image.shape[-2:]:
         return None
-    flat = image.detach().reshape(3, -1)
-    known = ~hole[0].reshape(-1).to(flat.device)
-    first = flat[:, _known_sample(known, _ONE_HUE_SAMPLES[0])]
-    if bool((first[0] == first[1]).all() and (first[1] == first[2]).all()) and _all_grey(flat, known):
+    image = image.detach()
+    width = image.shape[-1]
+    known_plane = ~hole[0].to(image.device)
+    known = known_plane.reshape(-1)
+    first = _at(image, _known_sample(known, _ONE_HUE_SAMPLES[0]), width)
+    if bool((first[0] == first[1]).all() and (first[1] == first[2]).all()) and _all_grey(image, known_plane):
         return Hue(np.zeros(3), np.zeros(3), 0.0, 1.0)
     if int(known.sum()) < ONE_HUE_MIN_KNOWN:
         return None
     for size in _ONE_HUE_SAMPLES:
-        pixels = flat[:, _known_sample(known, size)].T.double().cpu().numpy().clip(0, 1)    # as the fill read it
+        pixels = _at(image, _known_sample(known, size), width).T.double().cpu().numpy().clip(0, 1)  # as the fill read it
         brightness = pixels.mean(axis=1)
         line = np.stack([np.ones_like(brightness), brightness], axis=1)
         (offset, slope), *_ = np.linalg.lstsq(line, pixels - brightness[:, None], rcond=None)
@@ -141,8 +150,8 @@ class Rings:
     def values(self, image: torch.Tensor) -> np.ndarray:
         """(C, M) float64: ``image``'s (C, H, W) values at the rings' pixels, in order, clamped to [0, 1] as
         the fill read them."""
-        box = image[:, self.box[0], self.box[1]].reshape(image.shape[0], -1)
-        return box[:, torch.from_numpy(self.pixels).to(box.device)].double().cpu().numpy().clip(0, 1)
+        box = image[:, self.box[0], self.box[1]]
+        return _at(box, torch.from_numpy(self.pixels).to(box.device), box.shape[-1]).double().cpu().numpy().clip(0, 1)
 
     def holes(self, taken: np.ndarray) -> np.ndarray:
         """(h, w) bool in the box: the pixels of the holes whose run of ``owners`` is True in ``taken``."""
