@@ -226,7 +226,11 @@ def training_folder(scratch: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for source in TRAIN_FOLDERS:
         link = folder / Path(source).name
-        if not link.exists():
+        # a link left by another copy of the repository (the scratch folder is shared) trained on its
+        # photographs, or, dangling, stopped the leg: each link points at this copy's
+        if link.is_symlink() and Path(os.readlink(link)) != ROOT / source:
+            link.unlink()
+        if not link.is_symlink():
             link.symlink_to(ROOT / source, target_is_directory=True)
     return folder
 

@@ -69,6 +69,17 @@ def test_training_folder_links_the_sources(session, tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == sorted(Path(s).name for s in session.TRAIN_FOLDERS)
     assert all((folder / Path(s).name / "a.png").is_file() for s in session.TRAIN_FOLDERS)
     assert session.training_folder(tmp_path / "scratch") == folder     # a second call finds them made
+    # links another copy of the repository left, live or dangling, are made this copy's
+    other = tmp_path / "other"
+    for source, dangling in zip(session.TRAIN_FOLDERS, (False, True)):
+        link = folder / Path(source).name
+        link.unlink()
+        (other / source).mkdir(parents=True, exist_ok=True)
+        link.symlink_to(other / source, target_is_directory=True)
+        if dangling:
+            (other / source).rmdir()
+    session.training_folder(tmp_path / "scratch")
+    assert all((folder / Path(s).name).resolve() == (tmp_path / s).resolve() for s in session.TRAIN_FOLDERS)
 
 
 def test_help_says_what_each_part_does():
