@@ -15,6 +15,7 @@ Environment switches:
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -119,6 +120,16 @@ def configure_cuda() -> bool:
     return True
 
 
+def sources_digest() -> str:
+    """nfinpaint/sources_digest.py's digest of csrc/, the file loaded by its path (importing the package
+    here would run its __init__ before it is built)."""
+    spec = importlib.util.spec_from_file_location("nfinpaint_sources_digest",
+                                                  os.path.join(ROOT, "nfinpaint", "sources_digest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.digest(os.path.join(ROOT, "csrc"))
+
+
 def extensions():
     with_cuda = configure_cuda()
     # Imported after configure_cuda(): cpp_extension reads CUDA_HOME at import time.
@@ -131,6 +142,7 @@ def extensions():
     # copies of the CPU loops), which rounds once where CUDA (--fmad=false) rounds twice.
     cxx = [*opt, "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     macros = [("NFINPAINT_ARCHS", f'"{os.environ.get("TORCH_CUDA_ARCH_LIST", "")}"')] if with_cuda else []
+    macros.append(("NFINPAINT_SOURCES", f'"{sources_digest()}"'))     # a stale build says so (nfinpaint._extension)
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc", "include")], extra_link_args=["-fopenmp"])
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))

@@ -7,11 +7,15 @@
 #include <string>
 
 namespace {
-// "backends=CPU[,CUDA][\ncuda_archs=...]": one key=value a line, parsed by nfinpaint/_extension.py
+// "backends=CPU[,CUDA][\ncuda_archs=...][\nsources=...]": one key=value a line, parsed by
+// nfinpaint/_extension.py (sources: the digest of csrc/ it was built from, nfinpaint/sources_digest.py)
 std::string build_info() {
   std::string info = "backends=CPU";
 #ifdef NFINPAINT_WITH_CUDA
   info += ",CUDA\ncuda_archs=" NFINPAINT_ARCHS;
+#endif
+#ifdef NFINPAINT_SOURCES
+  info += "\nsources=" NFINPAINT_SOURCES;
 #endif
   return info;
 }

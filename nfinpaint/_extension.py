@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import warnings
 
 import torch
 
@@ -27,6 +28,10 @@ _HINT = (
 )
 
 
+class StaleExtensionWarning(UserWarning):
+    """The compiled operators were built from other sources than the source tree's ``csrc/``."""
+
+
 @functools.lru_cache(maxsize=None)
 def _load() -> str | None:
     """Import ``nfinpaint._C``; return the import error's text, or None on success."""
@@ -34,7 +39,26 @@ def _load() -> str | None:
         importlib.import_module("nfinpaint._C")
     except ImportError as exc:
         return str(exc)
+    check_sources()
     return None
+
+
+def check_sources() -> None:
+    """Where the package runs from a source tree (``csrc/`` beside it: the README's commands from the
+    repository root, an editable install), warn when the built operators' sources differ from it: after a
+    ``git pull`` without ``pip install .`` they ran the old kernels without a word."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from nfinpaint.sources_digest import digest  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[1]
+    built = _fields().get("sources")      # None: built before the digest was recorded
+    if built is None or not (root / "csrc").is_dir() or not (root / "setup.py").is_file():
+        return
+    if digest(root / "csrc") != built:
+        warnings.warn(f"nfinpaint's compiled operators were built from other sources than {root / 'csrc'}: "
+                      f"reinstall with `pip install .` from {root} to run the kernels there",
+                      StaleExtensionWarning, stacklevel=2)
 
 
 # torch from pip brings no nvcc: `pip install .` then builds the CPU operators only, and on a GPU the
@@ -101,10 +125,14 @@ def cuda_kernels_missing(device: str | torch.device | None = None) -> str | None
 
 
 def build_info() -> dict[str, str]:
-    """What the extension was compiled with: backends, CUDA archs."""
+    """What the extension was compiled with: backends, CUDA archs, the digest of its sources."""
     require()
-    fields = dict(item.split("=", 1) for item in torch.ops.nfinpaint.build_info().splitlines())
-    return fields
+    return _fields()
+
+
+def _fields() -> dict[str, str]:
+    """The loaded extension's ``build_info`` as a dict (:func:`build_info` without the check)."""
+    return dict(item.split("=", 1) for item in torch.ops.nfinpaint.build_info().splitlines())
 
 
 def has_cuda_kernels() -> bool:

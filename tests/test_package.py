@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,33 @@ def test_the_source_archive_holds_every_file_the_build_and_the_tests_need(tmp_pa
     needed = {f for f in files if not f.startswith(".") and f.split("/")[0] in wanted | {"LICENSE", "MANIFEST.in"}}
     needed |= {"README.md", "LICENSE", "pyproject.toml", "setup.py"}
     assert not needed - names, f"missing from the source archive: {sorted(needed - names)}"
+
+
+def test_the_extension_records_the_sources_it_was_built_from():
+    from nfinpaint.sources_digest import digest
+
+    recorded = _extension.build_info().get("sources")
+    if recorded is None:
+        pytest.skip("this nfinpaint._C was built before the sources' digest was recorded: reinstall it")
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    if not csrc.is_dir():
+        pytest.skip("needs the source tree's csrc/")
+    assert recorded == digest(csrc)
+
+
+def test_a_build_older_than_its_sources_says_so(monkeypatch, tmp_path):
+    """After a `git pull` that changed csrc/ without `pip install .`, the commands run from the repository
+    root took the old kernels without a word."""
+    info = dict(_extension.build_info(), sources="0" * 16)
+    monkeypatch.setattr(_extension, "_fields", lambda: info)
+    root = Path(_extension.__file__).resolve().parents[1]
+    if not (root / "csrc").is_dir():
+        pytest.skip("runs from the installed package: no csrc/ beside it to compare with")
+    with pytest.warns(_extension.StaleExtensionWarning, match="reinstall with `pip install .`"):
+        _extension.check_sources()
+    from nfinpaint.sources_digest import digest
+
+    info["sources"] = digest(root / "csrc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _extension.check_sources()
