@@ -43,15 +43,16 @@ def _load() -> str | None:
     return None
 
 
-def check_sources() -> None:
-    """Where the package runs from a source tree (``csrc/`` beside it: the README's commands from the
-    repository root, an editable install), warn when the built operators' sources differ from it: after a
-    ``git pull`` without ``pip install .`` they ran the old kernels without a word."""
+def check_sources(root=None) -> None:
+    """Where the package runs from a source tree (``root``, by default the folder above the package, holds
+    ``csrc/`` and ``setup.py``: the README's commands from the repository root, an editable install),
+    warn when the built operators' sources differ from it: after a ``git pull`` without ``pip install .``
+    they ran the old kernels without a word."""
     from pathlib import Path  # noqa: PLC0415
 
     from nfinpaint.sources_digest import digest  # noqa: PLC0415
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
     built = _fields().get("sources")      # None: built before the digest was recorded
     if built is None or not (root / "csrc").is_dir() or not (root / "setup.py").is_file():
         return
