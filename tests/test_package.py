@@ -76,7 +76,6 @@ class NoTriton(importlib.abc.MetaPathFinder):      # as on a platform without a 
         return None
 sys.meta_path.insert(0, NoTriton())
 import importlib.util
-import os
 import re
 importlib.util.find_spec = (lambda real: lambda name, *a: None if name.split(".")[0] == "triton" else real(name, *a))(importlib.util.find_spec)
 import torch
