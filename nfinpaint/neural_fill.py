@@ -385,8 +385,16 @@ def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> tor
     ``device`` (:class:`nfinpaint._extension.ExtensionMissing`: one line, before any fill)."""
     if needs_operators(generator):
         _extension.require(device)
-    layout = torch.channels_last if is_full_resolution(generator) else torch.preserve_format
-    return generator.to(device, memory_format=layout).eval()
+    channels_last = is_full_resolution(generator)
+    device = torch.device(device)
+    # ready already (the Inpainter's, on every call): Module.to and eval walked it again, ~1 ms a call
+    here = all(t.device.type == device.type and device.index in (None, t.device.index)
+               for t in (*generator.parameters(), *generator.buffers()))
+    laid_out = not channels_last or all(p.dim() != 4 or p.is_contiguous(memory_format=torch.channels_last)
+                                        for p in generator.parameters())
+    if here and laid_out and not any(m.training for m in generator.modules()):
+        return generator
+    return generator.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
 
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,
