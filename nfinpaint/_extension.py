@@ -10,6 +10,7 @@ import functools
 import importlib
 import re
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -48,15 +49,13 @@ def check_sources(root=None) -> None:
     ``csrc/`` and ``setup.py``: the README's commands from the repository root, an editable install),
     warn when the built operators' sources differ from it: after a ``git pull`` without ``pip install .``
     they ran the old kernels without a word."""
-    from pathlib import Path  # noqa: PLC0415
-
     from nfinpaint.sources_digest import digest  # noqa: PLC0415
 
     root = Path(__file__).resolve().parents[1] if root is None else Path(root)
-    built = _fields().get("sources")      # None: built before the digest was recorded
-    if built is None or not (root / "csrc").is_dir() or not (root / "setup.py").is_file():
+    if not (root / "csrc").is_dir() or not (root / "setup.py").is_file():     # an installed package
         return
-    if digest(root / "csrc") != built:
+    built = _fields().get("sources")      # None: built before the digest was recorded
+    if built is not None and digest(root / "csrc") != built:
         warnings.warn(f"nfinpaint's compiled operators were built from other sources than {root / 'csrc'}: "
                       f"reinstall with `pip install .` from {root} to run the kernels there",
                       StaleExtensionWarning, stacklevel=2)

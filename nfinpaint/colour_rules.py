@@ -144,6 +144,7 @@ class Rings:
     pixels, ``pixels[starts[k]:starts[k + 1]]`` (flat indices into the box) for ``label = owners[k]``."""
     box: tuple[slice, slice]
     labels: np.ndarray
+    count: int
     owners: np.ndarray
     starts: np.ndarray
     pixels: np.ndarray
@@ -156,7 +157,7 @@ class Rings:
 
     def holes(self, taken: np.ndarray) -> np.ndarray:
         """(h, w) bool in the box: the pixels of the holes whose run of ``owners`` is True in ``taken``."""
-        chosen = np.zeros(self.labels.max() + 1, dtype=bool)
+        chosen = np.zeros(self.count + 1, dtype=bool)
         chosen[self.owners[taken]] = True
         return chosen[self.labels]
 
@@ -186,7 +187,7 @@ def rings(hole: np.ndarray) -> Rings | None:
     order = np.argsort(owner, kind="stable")
     owner, pixels = owner[order], pixels[order]
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    return Rings(box, labels, owner[starts], np.r_[starts, len(owner)], pixels)
+    return Rings(box, labels, count, owner[starts], np.r_[starts, len(owner)], pixels)
 
 
 def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
@@ -204,7 +205,7 @@ def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torc
     if flat.any():
         where = found.holes(flat)
         ids = found.labels[where]
-        lookup_low = np.zeros((known.shape[0], found.labels.max() + 1))
+        lookup_low = np.zeros((known.shape[0], found.count + 1))
         lookup_high = np.ones_like(lookup_low)
         lookup_low[:, found.owners[flat]], lookup_high[:, found.owners[flat]] = low[:, flat], high[:, flat]
         part = filled[:, found.box[0], found.box[1]]
