@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nfinpaint import devices, mask_options
+from nfinpaint import devices, mask_options, transparency
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, exif_orientation, integer_grey_image,
@@ -460,6 +460,8 @@ class Inpainter:
         values = _to_float(array, "image")
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else values[..., :1]     # grey comes back grey
+        # colours under alpha 0 are not read as context (nfinpaint.transparency)
+        hidden = transparency.hidden_pixels(values[..., -1]) if channels in (2, 4) else None
         hole = mask_options.holes_from_values(
             mask_levels(mask, values.shape[:2], invert))
         try:
@@ -472,7 +474,8 @@ class Inpainter:
                     torch.from_numpy(hole)[None].float(),
                     generator=None if loaded is None else loaded.generator,
                     hole_size=None if loaded is None else loaded.hole_size,
-                    method=method, device=self.device, seed=self.seed, log=lambda message: None, half=self.half)
+                    method=method, device=self.device, seed=self.seed, log=lambda message: None, half=self.half,
+                    hidden=hidden)
         except InpaintError:
             raise
         except ValueError as exc:

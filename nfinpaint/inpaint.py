@@ -81,7 +81,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import cli, colour_rules, devices, folders, inference, mask_options, neural_fill, patchmatch
+from nfinpaint import (cli, colour_rules, devices, folders, inference, mask_options, neural_fill, patchmatch,
+                       transparency)
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.files import DiskFullError
@@ -332,7 +333,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                   hole_size: int | None = None, method: str = "auto", device: str | torch.device = "cpu",
                   seed: int = 0, max_scale: float = DEFAULT_MAX_SCALE,
                   log: Callable[[str], None] = print, half: bool = False,
-                  progress: bool = False) -> tuple[torch.Tensor, list[Hole]]:
+                  progress: bool = False, hidden: np.ndarray | torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, list[Hole]]:
     """Fill the holes of a (3, H, W) colour or (1, H, W) grey [0, 1] image given a (1, H, W) mask (1 = hole).
 
     The mask is read as given: a pixel above 0.5 is a hole.  The soft-edge rule for drawn masks
@@ -345,7 +347,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     ``hole_size``) enables the GAN; without it every hole goes to PatchMatch.  ``half``:
     the generator runs in float16 (autocast; a CUDA device only), the composite stays float32.
     ``progress``: a progress bar on stderr while the learned fill's network runs, when its work is
-    long (:data:`PROGRESS_PIXELS`).
+    long (:data:`PROGRESS_PIXELS`).  ``hidden``: (H, W) bool, the pixels nobody sees (alpha 0), whose
+    colours the fill reads as their nearest visible known pixel's (:mod:`nfinpaint.transparency`).
     Raises ValueError for bad input (an integer or non-finite image, a mask of another
     size or with more than one plane).
     """
@@ -354,6 +357,9 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                          f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
     mask = mask_plane(mask).cpu()      # once: _inpaint_colour's own call is then free
     grey = image.dim() == 3 and image.shape[0] == 1
+    given, replaced = image, None
+    if hidden is not None and image.dim() == 3 and mask.shape[-2:] == image.shape[-2:]:
+        image, replaced = transparency.seen_context(image, mask[0] > 0.5, hidden)
     # a caller's generator (a training loop's, in train mode) comes back as it was given
     with _float32_unless_half(device), inference.left_as_it_was(generator):
         filled, holes = _inpaint_colour(image.expand(3, -1, -1) if grey else image, mask, generator=generator,
@@ -369,6 +375,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     if image.dtype != filled.dtype:
         # the fill is computed in float32; a float64 (or float16) picture keeps its own known pixels
         filled = torch.where(hole, filled.to(image.dtype), image.detach().cpu().clamp(0, 1))
+    if replaced is not None:      # the hidden pixels come back as they were given
+        filled = torch.where(replaced, given.detach().cpu().clamp(0, 1).to(filled.dtype), filled)
     return filled, holes
 
 
@@ -643,17 +651,19 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
     if not hole.any():
         colour = "black (darker" if args.invert else "white (brighter"
         raise UsageError(f"{shown} has no hole: {colour} than 50% grey) marks the pixels to fill")
+    keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     try:
         filled, holes = inpaint_image(
             image[:1] if grey else image, torch.from_numpy(hole)[None].float(),
             generator=None if loaded is None else loaded.generator,
             hole_size=None if loaded is None else loaded.hole_size,
             method=args.method, device=device, seed=args.seed, max_scale=args.max_scale, log=log, half=args.half,
-            progress=not args.no_progress)
+            progress=not args.no_progress,
+            # colours under alpha 0 are not read as context, unless the output shows them (no alpha kept)
+            hidden=transparency.hidden_pixels(alpha) if keep_alpha else None)
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)
-    keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     written = save_image(filled, output, alpha if keep_alpha else None, info=kept, bits=bits if grey else 8)
     return holes, alpha, bits, written
 
