@@ -7,6 +7,7 @@ need them say so when called.
 """
 import os
 import pkgutil
+import re
 import sys
 
 # `python -m nfinpaint.train` in the repository root imports this source folder,
@@ -19,6 +20,10 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 _COMMANDS = ("nfinpaint-train", "nfinpaint-evaluate", "nfinpaint-inpaint", "nfinpaint-serve")
 
 
+# the interpreter's flags that take no value, then its -m
+_M_FLAGS = r"-[bBdEiIOPqsSuv]*m"
+
+
 def _run_as_command() -> bool:
     """Whether this process is an nfinpaint command (``python -m nfinpaint.X`` or an ``nfinpaint-X``
     script) rather than a program that imports the package.  Only the interpreter's own ``-m`` counts
@@ -29,7 +34,11 @@ def _run_as_command() -> bool:
     if argv[0] == "-m":
         orig = getattr(sys, "orig_argv", [])
         at = len(orig) - len(argv)
-        return 0 < at < len(orig) and orig[at - 1] == "-m" and orig[at].startswith("nfinpaint.")
+        if not 0 < at < len(orig):
+            return False
+        # -m and the name as two words, or as one (-mnfinpaint.X), after flags that take no value (-Bm)
+        return bool(re.fullmatch(_M_FLAGS, orig[at - 1]) and orig[at].startswith("nfinpaint.")
+                    or re.fullmatch(_M_FLAGS + r"nfinpaint\..+", orig[at]))
     name = os.path.basename(argv[0])
     return name in _COMMANDS or name.removesuffix(".exe") in _COMMANDS or name.removesuffix("-script.py") in _COMMANDS
 

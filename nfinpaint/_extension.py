@@ -84,11 +84,20 @@ def require(device: str | torch.device | None = None) -> None:
         raise ExtensionMissing(_CUDA_HINT)
 
 
+# TORCH_CUDA_ARCH_LIST's names, as torch.utils.cpp_extension expands them (in this order, by replacing text)
+_NAMED_ARCHS = (("Kepler+Tesla", "3.7"), ("Kepler", "3.5+PTX"), ("Maxwell+Tegra", "5.3"), ("Maxwell", "5.0;5.2+PTX"),
+                ("Pascal", "6.0;6.1+PTX"), ("Volta+Tegra", "7.2"), ("Volta", "7.0+PTX"), ("Turing", "7.5+PTX"),
+                ("Ampere+Tegra", "8.7"), ("Ampere", "8.0;8.6+PTX"), ("Ada", "8.9+PTX"), ("Hopper", "9.0+PTX"),
+                ("Blackwell+Tegra", "11.0"), ("Blackwell", "10.0;10.3;12.0;12.1+PTX"), ("Rubin", "10.7+PTX"))
+
+
 def runs_on(archs: str, capability: tuple[int, int]) -> bool:
-    """Whether CUDA kernels built for ``archs`` (a ``TORCH_CUDA_ARCH_LIST``: "8.0;9.0+PTX") run on a GPU of
-    compute ``capability``: machine code of its major version and a minor one at most its own, or PTX
-    (which the driver compiles) of a version at most its own.  An empty or unreadable list (torch's
-    default: the arch of the GPU the build saw) counts as running."""
+    """Whether CUDA kernels built for ``archs`` (a ``TORCH_CUDA_ARCH_LIST``: "8.0;9.0+PTX", or names such
+    as "Ampere") run on a GPU of compute ``capability``: machine code of its major version and a minor one
+    at most its own, or PTX (which the driver compiles) of a version at most its own.  An empty or
+    unreadable list (torch's default: the arch of the GPU the build saw) counts as running."""
+    for name, versions in _NAMED_ARCHS:
+        archs = archs.replace(name, versions)
     items = [item for item in re.split(r"[;,\s]+", archs.strip()) if item]
     versions = [re.fullmatch(r"(\d+)\.(\d+)[a-z]?(\+PTX)?", item) for item in items]
     if not items or not all(versions):

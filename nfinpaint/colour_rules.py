@@ -24,6 +24,7 @@ crop protocol's, one crop of mate's 288 and one of scikit-image's 117 have a fla
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,7 @@ ONE_HUE_MIN_KNOWN = 1 << 15
 # colour picture is told from the first few, and the rest bound the cost on large pictures
 _ONE_HUE_SAMPLES = (1 << 12, 1 << 18)
 RING_OFF = 0.05            # a hole's ring on the line: all but this share of its pixels
+COLOUR_RUN = 3             # ... and where the rest holds a run of colour, the hole's part nearest it is left
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,24 @@ def one_hue(image: torch.Tensor, hole: torch.Tensor) -> Hue | None:
         (offset, slope), *_ = np.linalg.lstsq(line[~off], (pixels - brightness[:, None])[~off], rcond=None)
     if np.abs(slope).max() > ONE_HUE_SLOPE:
         return None
-    return Hue(offset, slope, float(brightness[~off].min()), float(brightness[~off].max()))
+    return Hue(offset, slope, *_range_on_line(image, known_plane, Hue(offset, slope, 0.0, 1.0)))
+
+
+def _range_on_line(image: torch.Tensor, known: torch.Tensor, hue: Hue, rows: int = 256) -> tuple[float, float]:
+    """The least and the greatest brightness of the known pixels (``known`` (H, W) bool) of (3, H, W)
+    ``image`` that lie on ``hue``'s line: over all of them, a band of rows at a time, not over the sample
+    the line was fitted on (a small lamp the sample missed was darkened to the sample's brightest)."""
+    offset = torch.from_numpy(hue.offset)[:, None, None]
+    slope = torch.from_numpy(hue.slope)[:, None, None]
+    lowest, highest = math.inf, -math.inf
+    for top in range(0, image.shape[1], rows):
+        part = image[:, top:top + rows].double().cpu().clamp(0, 1)
+        brightness = part.mean(dim=0)
+        on = ((part - brightness - offset - slope * brightness).abs().amax(dim=0) <= ONE_HUE_LEVELS)
+        values = brightness[on & known[top:top + rows].cpu()]
+        if values.numel():
+            lowest, highest = min(lowest, float(values.min())), max(highest, float(values.max()))
+    return (lowest, highest) if lowest <= highest else (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -216,10 +235,33 @@ def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torc
     if hue is not None:
         # the holes whose rings lie on the line (and are not flat: those are done): a noisy pixel or two in
         # a ring is let through, a good part of one over a coloured icon is not
-        off = np.add.reduceat(hue.off_line(values.T).astype(np.float64), found.starts[:-1]) / np.diff(found.starts)
+        off_pixels = hue.off_line(values.T)
+        off = np.add.reduceat(off_pixels.astype(np.float64), found.starts[:-1]) / np.diff(found.starts)
         on_line = (off <= RING_OFF) & ~flat
         if on_line.any():
             part = filled[:, found.box[0], found.box[1]]
-            inside = torch.from_numpy(found.holes(on_line))
+            where = found.holes(on_line) & ~_near_colour(found, on_line, off_pixels)
+            inside = torch.from_numpy(where)
             part[:, inside] = hue.on(part[:, inside])
     return filled
+
+
+def _near_colour(found: Rings, taken: np.ndarray, off_pixels: np.ndarray) -> np.ndarray:
+    """(h, w) bool in ``found``'s box: the pixels whose nearest ring pixel, among the rings of the holes
+    ``taken`` (per run of owners), is in a run of colour off the line (:data:`COLOUR_RUN` such pixels
+    within its 5x5 square; a lone noisy pixel is not).  A long scratch across a page crosses a small red
+    stamp on under 5% of its ring: the whole hole took the page's grey, and the stamp a grey gap."""
+    shape = found.labels.shape
+    mine = np.repeat(taken, np.diff(found.starts))
+    ring = np.zeros(shape, dtype=bool)
+    ring.reshape(-1)[found.pixels[mine]] = True
+    coloured = np.zeros(shape, dtype=bool)
+    coloured.reshape(-1)[found.pixels[mine & off_pixels]] = True
+    if not coloured.any():
+        return coloured
+    coloured &= ndimage.uniform_filter(coloured.astype(np.float32), size=5) * 25 >= COLOUR_RUN - 0.5
+    if not coloured.any():
+        return coloured
+    # the nearest ring pixel of every pixel of the box (int32 indices; no distances)
+    nearest = ndimage.distance_transform_edt(~ring, return_distances=False, return_indices=True)
+    return coloured[nearest[0], nearest[1]]

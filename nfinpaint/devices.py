@@ -76,10 +76,11 @@ class CpuOnlyBuildWarning(UserWarning):
     """``auto`` passed over a visible GPU: the compiled operators have no CUDA kernels."""
 
 
-def resolve_device(text: str, local_rank: int = 0) -> torch.device:
+def resolve_device(text: str, local_rank: int = 0, operators: bool = True) -> torch.device:
     """``auto`` -> this process's GPU when one is visible and the compiled operators can run there, else
     the CPU (with a warning that says why, where a GPU was passed over); UsageError for a device that is
-    not one, is not here, or that the operators cannot run on."""
+    not one, is not here, or that the operators cannot run on.  ``operators=False``: work that runs no
+    compiled operator (feature pretraining) takes a visible GPU whatever the build."""
     auto = text == "auto"
     if auto:
         text = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,7 +99,7 @@ def resolve_device(text: str, local_rank: int = 0) -> torch.device:
         elif device.index >= count:     # else torch's "invalid device ordinal" after the loading
             raise UsageError(f"--device {text}: this machine has {count} CUDA GPU(s), "
                              f"{'cuda:0' if count == 1 else f'cuda:0 to cuda:{count - 1}'}")
-        missing = _extension.cuda_kernels_missing(device)
+        missing = _extension.cuda_kernels_missing(device) if operators else None
         if missing and auto:
             warnings.warn(f"running on the CPU although a CUDA GPU is visible: {missing}",
                           CpuOnlyBuildWarning, stacklevel=2)

@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> None:
     if output.suffix.lower() != ".pt":        # a torch archive under another name (.png, say) misleads
         raise cli.UsageError(f"-o {args.output}: the weights file ends in .pt (e.g. vgg19_conv3.pt)")
     config = PretrainConfig(crop_size=args.crop_size, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, operators=False)      # VGG and torch's own ops only
     train_crops, val_crops = data.build_datasets(args.data, config.crop_size, val_dir=args.val_data,
                                                  seed=config.seed, max_rotation=0.0,
                                                  max_crop_scale=config.max_crop_scale, names=OPTION_NAMES)

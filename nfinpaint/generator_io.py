@@ -162,8 +162,9 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[Generat
     try:
         # float32 whatever the caller's torch.set_default_dtype (float64 parameters met float32 inputs);
         # the layers' random initialisation, which the file's weights replace, drew from the caller's
-        # seeded random stream
-        with torch.random.fork_rng(devices=[]):
+        # seeded random stream; built on the CPU whatever the caller's torch.set_default_device (its CUDA
+        # stream, which fork_rng(devices=[]) does not keep; "meta", which cannot hold the weights)
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
             generator = generator_from_config(payload["config"]).float()
         # half-precision files (the shipped default) load as float32: the model runs in float32
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}

@@ -387,6 +387,8 @@ def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> tor
         _extension.require(device)
     channels_last = is_full_resolution(generator)
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:     # "cuda" is the current GPU, not any GPU
+        device = torch.device("cuda", torch.cuda.current_device())
     # ready already (the Inpainter's, on every call): Module.to and eval walked it again, ~1 ms a call
     here = all(t.device.type == device.type and device.index in (None, t.device.index)
                for t in (*generator.parameters(), *generator.buffers()))

@@ -765,6 +765,21 @@ def test_the_fill_is_the_same_whatever_the_callers_default_device(inpainter, met
     assert np.array_equal(after, before)
 
 
+def test_a_generator_loads_on_the_cpu_whatever_the_callers_default_device(fullres_checkpoint):
+    """It was built (and randomly initialised, on a random stream fork_rng does not keep) on the caller's
+    torch.set_default_device: under "meta", standing in for "cuda", loading failed in Tensor.item()."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    before = Inpainter(fullres_checkpoint, device="cpu")(picture, _hole())
+    torch.set_default_device("meta")
+    try:
+        inpainter = Inpainter(fullres_checkpoint, device="cpu")
+        after = inpainter(picture, _hole())
+    finally:
+        torch.set_default_device(None)
+    assert {t.device.type for t in inpainter.loaded.generator.parameters()} == {"cpu"}
+    assert np.array_equal(after, before)
+
+
 def test_inpaint_image_gives_a_callers_generator_back_as_it_was(fullres_checkpoint):
     """inpaint_image ran the caller's generator as a fill does (eval mode, channels-last weights) and left
     it so: a training loop that filled a picture with its own generator trained on in eval mode."""
@@ -788,3 +803,16 @@ def test_inpaint_image_gives_a_callers_generator_back_as_it_was(fullres_checkpoi
     assert torch.equal(filled, inpaint_image(picture, torch.from_numpy(_hole())[None].float(),
                                              generator=generator_io.load_generator(fullres_checkpoint)[0],
                                              log=lambda line: None)[0])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_a_generator_on_another_gpu_is_moved_to_the_one_asked_for(fullres_checkpoint):
+    """ready_to_fill took a generator on cuda:1 as ready for "cuda" (the current GPU, cuda:0), whose
+    windows then met weights on another device."""
+    from nfinpaint import generator_io
+    from nfinpaint.neural_fill import ready_to_fill
+
+    generator, _ = generator_io.load_generator(fullres_checkpoint)
+    generator.to("cuda:1")
+    ready = ready_to_fill(generator, "cuda")
+    assert {t.device for t in ready.parameters()} == {torch.device("cuda", torch.cuda.current_device())}

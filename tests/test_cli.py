@@ -171,10 +171,14 @@ def _python(tmp_path, *args, argv0=None):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("how", ["python -m", "console script"])
+@pytest.mark.parametrize("how", ["python -m", "python -mNAME", "python -Bm", "console script"])
 def test_ctrl_c_while_a_command_imports_torch_says_aborted(tmp_path, how):
     if how == "python -m":
         result = _python(tmp_path, "-m", "nfinpaint.inpaint", "--help")
+    elif how == "python -mNAME":
+        result = _python(tmp_path, "-mnfinpaint.inpaint", "--help")
+    elif how == "python -Bm":
+        result = _python(tmp_path, "-Bm", "nfinpaint.inpaint", "--help")
     else:
         result = _python(tmp_path, argv0=os.path.join("venv", "bin", "nfinpaint-inpaint"))
     assert result.returncode == cli.EXIT_INTERRUPTED, result.stderr
@@ -358,6 +362,17 @@ def test_a_build_without_cuda_kernels_runs_auto_on_the_cpu_and_refuses_cuda(monk
         devices.resolve_device("cuda")
 
 
+def test_work_without_compiled_operators_takes_the_gpu_whatever_the_build(monkeypatch):
+    """Feature pretraining runs VGG and torch's own ops: a CPU-only build refused it the GPU."""
+    from nfinpaint import _extension
+
+    _one_gpu(monkeypatch, cuda_kernels_missing=_extension._CUDA_HINT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert devices.resolve_device("auto", operators=False) == torch.device("cuda", 0)
+        assert devices.resolve_device("cuda", operators=False) == torch.device("cuda", 0)
+
+
 def test_an_operator_asked_for_on_a_gpu_by_a_build_without_cuda_kernels_says_why(monkeypatch):
     from nfinpaint import _extension
 
@@ -376,7 +391,9 @@ def test_an_operator_asked_for_on_a_gpu_by_a_build_without_cuda_kernels_says_why
     ("8.0;9.0+PTX", (7, 5), False), ("8.0;9.0+PTX", (7, 0), False), ("8.6", (8, 0), False),
     ("8.0;9.0", (10, 0), False), ("7.5 8.0", (7, 5), True), ("9.0a", (9, 0), True), ("9.0a", (10, 0), False),
     ("10.0a", (10, 3), False), ("", (7, 5), True),
-    ("Ampere", (7, 5), True),
+    # torch's names: Ampere is 8.0;8.6+PTX (it counted as running anywhere), Volta+Tegra 7.2 alone
+    ("Ampere", (7, 5), False), ("Ampere", (8, 9), True), ("Turing;Hopper", (7, 5), True),
+    ("Volta+Tegra", (7, 0), False), ("Volta+Tegra", (7, 2), True), ("sm_90", (7, 5), True),
 ])
 def test_which_gpus_a_builds_archs_run_on(archs, capability, runs):
     """The default build without a visible GPU (8.0;9.0+PTX) has no kernels a T4 (7.5) or V100 (7.0) can

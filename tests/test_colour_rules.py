@@ -132,3 +132,53 @@ def test_one_hue_sees_columns_a_stride_would_skip(width):
     grey = torch.rand(1, 256, width).expand(3, -1, -1).clone()
     grey[:, :, 2::64] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
     assert colour_rules.one_hue(grey, torch.zeros(1, 256, width, dtype=torch.bool)) is None
+
+
+def _toned_page(rng, height, width):
+    """A sepia-toned picture with a level of noise in each channel, (3, H, W) float32 on 8-bit levels."""
+    grey = rng.random((height, width)) * 0.6 + 0.2
+    tone = np.array([1.0, 0.89, 0.73]) / np.mean([1.0, 0.89, 0.73])
+    picture = grey[None] * tone[:, None, None] + rng.integers(-1, 2, (3, height, width)) / 255
+    return torch.from_numpy((np.clip(picture, 0, 1) * 255).round() / 255).float()
+
+
+def test_one_hue_range_is_every_known_pixel_s_not_the_sample_s(seed):
+    """Its brightest known pixel, a lamp of one pixel, is the range's top: a sample of 2^18 of the 2
+    million known pixels misses it nine times in ten, and a fill beside the lamp was darkened to the
+    sample's brightest."""
+    rng = np.random.default_rng(seed)
+    picture = _toned_page(rng, 1000, 2000)
+    y, x = int(rng.integers(10, 990)), int(rng.integers(10, 1990))
+    picture[:, y, x] = torch.tensor([1.0, 0.89, 0.73]) / float(np.mean([1.0, 0.89, 0.73])) * 0.85   # page: 0.2-0.8
+    hole = torch.zeros(1, 1000, 2000, dtype=torch.bool)
+    hole[:, y - 5:y - 1, x - 3:x + 3] = True
+    hue = colour_rules.one_hue(picture, hole)
+    assert hue is not None, seed
+    brightness = picture.double().mean(0)
+    assert hue.highest == pytest.approx(float(brightness[y, x]), abs=1e-9), seed
+    assert hue.lowest == pytest.approx(float(brightness[~hole[0]].min()), abs=1e-9), seed
+
+
+def test_one_hue_leaves_the_part_of_a_hole_nearest_a_run_of_colour(seed):
+    """A long scratch across a toned page crosses a small red stamp on under 5% of its ring: the part of
+    the hole nearest the stamp keeps its fill, the rest of the hole takes the page's hue; a lone noisy
+    ring pixel off the line carves nothing out."""
+    rng = np.random.default_rng(seed)
+    picture = _toned_page(rng, 400, 600)
+    picture[:, 195:207, 300:320] = torch.tensor([0.85, 0.1, 0.1])[:, None, None]        # the stamp
+    hole = torch.zeros(1, 400, 600, dtype=torch.bool)
+    hole[:, 199:203, 20:580] = True
+    odd = (197, int(rng.integers(40, 280)))                 # one ring pixel off the line, away from the stamp
+    picture[:, odd[0], odd[1]] = torch.tensor([0.2, 0.9, 0.2])
+    filled = picture.clone()
+    filled[:, hole[0]] = torch.rand(3, int(hole.sum()))     # a fill in colours the page does not have
+    given = filled.clone()
+    out = colour_rules.apply(picture, hole, filled)
+    hue = colour_rules.one_hue(picture, hole)
+    stamp_part = torch.zeros(400, 600, dtype=torch.bool)
+    stamp_part[199:203, 300:320] = True
+    # the pixels whose nearest ring pixel is the stamp's: those under it (its rows reach 2 px past the hole)
+    assert torch.equal(out[:, stamp_part], given[:, stamp_part]), seed
+    elsewhere = hole[0] & ~stamp_part
+    elsewhere[:, 296:324] = False                           # where the nearest ring pixel may be either
+    assert not hue.off_line(out[:, elsewhere].T.double().numpy()).any(), seed
