@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import atomic_path
+from nfinpaint.files import atomic_path, save_torch
 
 FORMAT = "nfinpaint-train-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -76,7 +76,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, payload: dict, keep: 
     """Write ``payload`` as the step-``step`` checkpoint (temp file + rename); keep the newest ``keep``."""
     path = checkpoint_path(run_dir, step)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "step": step, **payload}, tmp)
+        save_torch({"format": FORMAT, "step": step, **payload}, tmp)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -101,7 +101,7 @@ def _checked(path: Path, payload: dict) -> dict:
     """``payload`` with its config in today's keys (retired ones dropped), or CheckpointError naming
     what is missing or mistyped: resuming reads all of it, so a damaged entry fails here, in one line,
     not in the middle of loading the models."""
-    from nfinpaint.config import RETIRED_KEYS, ConfigError, TrainConfig, coerce  # noqa: PLC0415
+    from nfinpaint.config import PAPER_METHOD, RETIRED_KEYS, ConfigError, TrainConfig, coerce  # noqa: PLC0415
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path} is not a usable training checkpoint: {what}")
@@ -122,7 +122,9 @@ def _checked(path: Path, payload: dict) -> dict:
     config = {key: value for key, value in payload["config"].items() if key not in RETIRED_KEYS}
     try:
         config = {key: coerce(key, value, "its config") for key, value in config.items()}
-        resolved = TrainConfig(**config).validate()
+        # keys it lacks were added after it was written: they take what training did before, as a resume
+        # reads them (resume.saved_config); TrainConfig's defaults asked an older checkpoint for an EMA
+        resolved = TrainConfig(**{**PAPER_METHOD, **config}).validate()
     except ConfigError as exc:
         raise bad(str(exc)) from None
     if resolved.ema_decay > 0 and "generator_ema" not in payload["models"]:

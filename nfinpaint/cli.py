@@ -46,7 +46,8 @@ def _out_of_memory(exc: BaseException) -> str:
     where = "the GPU" if type(exc).__name__ == "OutOfMemoryError" else "the machine"
     detail = one_line(exc) if str(exc).strip() else ""
     return (f"out of memory on {where}{': ' + detail if detail else ''}; use a smaller --batch-size "
-            f"(train), smaller or fewer pictures, or another --device")
+            f"(train: a new run, or --fine-tune RUN, since --resume keeps it), smaller or fewer pictures, "
+            f"or another --device")
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

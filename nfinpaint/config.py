@@ -380,7 +380,8 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 # Keys of older config files that are read and ignored (num_workers: crops are now cut in batches).
 RETIRED_KEYS = frozenset({"num_workers"})
 # Keys a resumed run may change: the others would make it another run (--fine-tune starts one).  All but
-# device and threads keep its bit-for-bit continuation; a changed thread count is said in a note.
+# device, threads and compile keep its bit-for-bit continuation; a changed thread count, or a step
+# compiled where it was not (or the reverse), is said in a note.
 RESUMABLE_KEYS = frozenset({"steps", "device", "threads", "log_every", "sample_every", "val_every",
                             "val_batches", "checkpoint_every", "tensorboard", "compile"})
 

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> None:
             "conv3_1_rescale": report["conv3_1_rescale"], "seconds": report["seconds"],
             "history": report["history"], "torch": str(torch.__version__)}
     with files.atomic_path(output) as tmp:
-        torch.save(weights_file(features, meta), tmp)
+        files.save_torch(weights_file(features, meta), tmp)
     print(f"wrote {output}: validation rotation accuracy {report['val_accuracy']:.1%} "
           f"(training crops {report['train_accuracy']:.1%}, chance 25%)")
 

@@ -79,6 +79,29 @@ def write_failure(exc: BaseException, path: Path) -> UsageError | None:
     return None
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)``, whose failed write raises the system's error.  torch's zip writer drops
+    it ("unexpected pos ..."): over a disk quota, on a file system far from full, that was no "disk
+    full" but a traceback.  After such a failure the file is written again through Python's own file,
+    which raises the OSError with its errno (the object is then in memory once, on that path only; a
+    failure that is not the write's raises again from torch.save)."""
+    import io  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415  (the commands that write no tensors do not import it here)
+
+    try:
+        torch.save(obj, path)
+    except RuntimeError:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        _write_bytes(Path(path), buffer.getbuffer())
+
+
+def _write_bytes(path: Path, data) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+
+
 @contextlib.contextmanager
 def full_disk_reported(path: str | os.PathLike) -> Iterator[None]:
     """Turn an OSError raised inside the block into :class:`DiskFullError` when the device is full,

@@ -31,7 +31,7 @@ import torch
 
 import nfinpaint
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import atomic_path
+from nfinpaint.files import atomic_path, save_torch
 from nfinpaint.masks import default_hole_size
 from nfinpaint.generators import generator_from_config
 from nfinpaint.networks import Generator
@@ -78,7 +78,7 @@ def save_generator(path: str | os.PathLike, generator: Generator, meta: dict) ->
     payload = {"format": FORMAT, "config": _plain(generator.config), "state_dict": state, "meta": _plain(meta)}
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        save_torch(payload, tmp)
     return path
 
 

@@ -28,7 +28,7 @@ from nfinpaint.cli import warn
 from nfinpaint.config import (PAPER_METHOD, PATH_KEYS, RESUMABLE_KEYS, ConfigError, TrainConfig, changed_settings,
                               read_toml, same_path)
 from nfinpaint.generator_io import GENERATOR_FILENAME, GeneratorFileError, open_generator
-from nfinpaint.run_dir import METRICS_FILE
+from nfinpaint.run_dir import METRICS_FILE, stopped_before_a_checkpoint
 
 
 @dataclass
@@ -56,6 +56,10 @@ def _candidates(path: Path, option: str = "--resume") -> tuple[Path, list[Path]]
                                   f"directory is unambiguous; copy it there, or pass the run directory")
         return path.parent.parent, [path]
     found = [p for _, p in reversed(list_checkpoints(path))]
+    if not found and stopped_before_a_checkpoint(path):
+        raise CheckpointError(f"{path} holds no checkpoint: its run stopped before its first one (every "
+                              f"checkpoint_every steps), so there is nothing to resume; start it again with "
+                              f"--out {path}, which replaces it")
     if not found:
         raise CheckpointError(f"{path} holds no checkpoint ({CHECKPOINT_DIR}/step_*.pt); pass a run directory "
                               f"that has trained for at least one checkpoint")

@@ -11,13 +11,14 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from nfinpaint.cli import warn
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
-from nfinpaint.files import MARKER, full_disk_reported, overlap, write_text
+from nfinpaint.files import MARKER, full_disk_reported, marker_kind, overlap, write_text
 from nfinpaint.provenance import versions
 
 METRICS_FILE = "metrics.jsonl"
@@ -36,13 +37,32 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.preset}-{stamp}"
 
 
+# what a run writes before its first checkpoint (the rest: checkpoints/step_N.pt, generator.pt, abandoned/)
+_FIRST_FILES = frozenset({MARKER, "config.toml", METRICS_FILE, "samples", "checkpoints", "tensorboard"})
+
+
+def stopped_before_a_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a run directory whose run stopped before its first checkpoint (killed, out of
+    memory, a full disk in its first steps): it holds only what a run writes first, and nothing to resume.
+    A new run may replace it; that was refused (\"not empty\"), and so was --resume (\"no checkpoint\")."""
+    from nfinpaint.checkpoint import list_checkpoints  # noqa: PLC0415  (checkpoint imports this module's users)
+
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return False
+    return (marker_kind(path) == RUN_KIND and names <= _FIRST_FILES and names != {MARKER}
+            and not list_checkpoints(path))
+
+
 def check_new_run_dir(path: Path) -> None:
     """ConfigError unless ``path`` can become a new run directory (missing, or an empty folder:
-    one that holds only a run's marker, left by a run that stopped before writing, counts)."""
+    one that holds only a run's marker, left by a run that stopped before writing, counts; so does a run
+    that stopped before its first checkpoint, which the new run replaces)."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder; choose another --out for the run directory")
     check_not_in_use(path)
-    if path.is_dir() and any(p.name != MARKER for p in path.iterdir()):
+    if path.is_dir() and any(p.name != MARKER for p in path.iterdir()) and not stopped_before_a_checkpoint(path):
         raise ConfigError(f"run directory {path} already exists and is not empty; continue it with "
                           f"--resume {path}, or choose another --out")
     for parent in path.parents:
@@ -109,9 +129,15 @@ class RunLock:
             os.close(self.fd)
             raise _busy(path) from None
         if new and any(p.name != MARKER for p in path.iterdir()):
-            self.release()
-            raise ConfigError(f"run directory {path} was written by another run since this one started; "
-                              f"choose another --out")
+            if not stopped_before_a_checkpoint(path):
+                self.release()
+                raise ConfigError(f"run directory {path} was written by another run since this one started; "
+                                  f"choose another --out")
+            # locked: no other run writes here now
+            for entry in path.iterdir():
+                if entry.name != MARKER:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            say(True, f"note: replacing {path}, a run that stopped before its first checkpoint (nothing to resume)")
         text = f"nfinpaint {RUN_KIND}\n".encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, text, 0)

@@ -33,8 +33,8 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
                         help="run directory to create (must not exist or be empty); default runs/PRESET-TIMESTAMP")
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the run in DIR from its newest checkpoint, bit for bit (same losses as an "
-                             "uninterrupted run); only --steps, --device, --no-compile and logging "
-                             "cadences may change")
+                             "uninterrupted run); only --steps, --device, --threads, --no-compile and logging "
+                             "cadences may change (a changed device, thread count or compiling: not bit for bit)")
     parser.add_argument("--fine-tune", metavar="RUN",
                         help="start a new run (--out) from the newest checkpoint of RUN (or RUN/checkpoints/"
                              "step_N.pt): its weights, optimiser states, step and config, with any setting "

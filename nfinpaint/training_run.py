@@ -20,6 +20,7 @@ whether they are pretrained.  Only the main process writes (torchrun).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -111,11 +112,18 @@ class Run:
         self.bar = None
         self.val: dict[str, float] = {}     # the newest validation's results
         self.val_step: int | None = None   # and its step
+        self.compiled: bool | None = None  # whether the step is compiled (start)
         self.metrics: MetricsLog | None = None
         self.provenance: dict = {}
         self.initialised_from: dict | None = None   # the generator file a new run's generator starts from
         self.threads = 0
         self.files: str | None = None       # data.files_digest of the folders it trains on
+        if point is not None:      # the checkpoint's step was validated before it was saved: not again at the end
+            for line in kept_metrics or []:
+                record = json.loads(line)
+                if record.get("kind") == "val" and record.get("step") == point.step:
+                    self.val = {k: v for k, v in record.items() if k not in ("kind", "step")}
+                    self.val_step = point.step
 
     # -- before anything is written ----------------------------------------------------------
 
@@ -224,6 +232,12 @@ class Run:
                      + (f"; fine-tuning {self.origin.checkpoint} from step {self.start_step}"
                         if self.origin is not None else "")):
             say(self.is_main, line)
+        was = self.point.payload.get("compiled") if self.point is not None else None
+        if was is not None and was != compiled:   # --no-compile / --set compile may change on resume, at this price
+            say(self.is_main, f"note: the run's step was {'' if was else 'not '}compiled, now it is"
+                              f"{'' if compiled else ' not'}: it continues, but not bit for bit (the compiled "
+                              f"and the eager step round differently)")
+        self.compiled = compiled
         self.log({"kind": "start" if self.point is None else "resume", "step": self.start_step,
                   "preset": config.preset, **self.provenance, "world_size": info.world_size,
                   "device": str(info.device), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -280,7 +294,8 @@ class Run:
             return None
         return save_checkpoint(self.dir, step, {"config": dataclasses.asdict(self.config), **trainer.state_dict(),
                                                 "rng": rng_state(), "world_size": self.info.world_size,
-                                                "threads": self.threads, "versions": versions(), **self.provenance})
+                                                "threads": self.threads, "compiled": self.compiled,
+                                                "versions": versions(), **self.provenance})
 
     def export(self, step: int, complete: bool, generator: torch.nn.Module, loss_weights: dict) -> None:
         """generator.pt: the generator to evaluate and use, with its meta (nfinpaint.generator_io)."""

@@ -142,3 +142,30 @@ def test_a_name_at_the_file_systems_limit_is_written(tmp_path):
         (tmp / "x").write_text("x")
     assert (tmp_path / folder / "x").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, folder])
+
+
+def test_a_failed_torch_save_raises_the_systems_error(tmp_path):
+    """torch.save's zip writer drops the errno of a failed write ("unexpected pos ..."): under a file
+    size limit (as under a disk quota, whose file system is far from full) save_torch's second write,
+    through Python's own file, raises it, so that the commands can name the cause."""
+    import subprocess
+    import sys
+
+    code = (
+        "import errno, resource, signal, sys, torch\n"
+        "from nfinpaint.files import save_torch\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        "    torch.save({'w': torch.zeros(4096)}, sys.argv[1] + '.plain')\n"
+        "except OSError:\n"
+        "    print('plain: OSError')\n"
+        "except RuntimeError:\n"
+        "    print('plain: RuntimeError')\n"
+        "try:\n"
+        "    save_torch({'w': torch.zeros(4096)}, sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print('save_torch:', errno.errorcode[exc.errno])\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.pt")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split("\n")[:2] == ["plain: RuntimeError", "save_torch: EFBIG"], result.stderr

@@ -796,8 +796,8 @@ def test_a_run_directory_is_taken_by_one_process(tmp_path):
         RunLock(tmp_path / "run", new=False)
     first.release()
     RunLock(tmp_path / "run", new=False).release()      # free again once the first let go
-    (tmp_path / "run" / "metrics.jsonl").write_text("")
-    with pytest.raises(ConfigError, match="written by another run"):
+    (tmp_path / "run" / "generator.pt").write_text("")  # (config.toml, metrics.jsonl, samples/ alone: a run
+    with pytest.raises(ConfigError, match="written by another run"):   # stopped before its first checkpoint)
         RunLock(tmp_path / "run", new=True)
 
 
@@ -816,11 +816,87 @@ def test_a_checkpoint_with_a_retired_key_resumes(tmp_path, capsys):
     assert "num_workers" not in (run / "config.toml").read_text()
 
 
-@pytest.mark.parametrize("kind", ["oserror", "torch"])
+def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced_not_a_dead_end(tmp_path, capsys):
+    """kill -9, out of memory or a full disk before the first checkpoint (every 200 steps by default) left
+    config.toml, metrics.jsonl and samples/: --out refused the folder as not empty ("continue it with
+    --resume"), and --resume refused it as holding no checkpoint."""
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    shutil.rmtree(run / "checkpoints")                  # what such a stop leaves: no checkpoint, no export
+    (run / "generator.pt").unlink()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / ".step_0000002.x1y2.pt.tmp.pt").write_bytes(b"PK")     # a write it killed
+    capsys.readouterr()
+    message = _bad(["--resume", str(run)], capsys)
+    assert "stopped before its first one" in message and f"--out {run}" in message, message
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    assert "note: replacing" in capsys.readouterr().err
+    assert [r["kind"] for r in _records(run, "start")] == ["start"] and list_checkpoints(run)
+    assert not (run / "checkpoints" / ".step_0000002.x1y2.pt.tmp.pt").exists()
+    # a folder that holds anything else, or a checkpoint, is still not replaced
+    (run / "generator.pt").unlink()
+    shutil.rmtree(run / "checkpoints")
+    (run / "notes.txt").write_text("mine")
+    assert "already exists and is not empty" in _bad(TINY + ["--steps", "2", "--out", str(run)], capsys)
+    assert (run / "notes.txt").exists()
+
+
+def test_a_resume_at_its_checkpoints_step_does_not_validate_it_again(tmp_path, capsys):
+    """A finished run resumed with no steps left (or one whose export failed after its last checkpoint)
+    validated that step again: two val records of one step in metrics.jsonl."""
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    first = _records(run, "val")
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--quiet"]) == 0
+    assert _records(run, "val") == first and [r["step"] for r in first] == [0, 2]
+    assert f"val_psnr_hole {first[-1]['val_psnr_hole']:.2f}" in capsys.readouterr().err
+    assert _records(run, "end")[-1]["val_psnr_hole"] == first[-1]["val_psnr_hole"]
+
+
+def test_a_resume_that_compiles_where_the_run_did_not_says_it_is_not_bit_for_bit(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    (_, path), = list_checkpoints(run)
+    payload = torch.load(path, weights_only=True)
+    assert payload["compiled"] is False
+    payload["compiled"] = True          # as a run on a GPU, or with compile=always, saved it
+    torch.save(payload, path)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--quiet"]) == 0
+    assert "note: the run's step was compiled, now it is not: it continues, but not bit for bit" in \
+        capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_weight_average_resumes(tmp_path, capsys):
+    """A checkpoint written before ema_decay, generator, l2_form and lr_schedule existed (a paper-era
+    run: no generator_ema) was refused for lacking the EMA that TrainConfig's default asks for; a resume
+    reads such keys as training did before them (config.PAPER_METHOD)."""
+    from nfinpaint.config import PAPER_METHOD
+
+    run = tmp_path / "run"
+    assert main(TINY + ["--preset", "paper", "--steps", "2", "--out", str(run)]) == 0
+    (_, path), = list_checkpoints(run)
+    payload = torch.load(path, weights_only=True)
+    assert "generator_ema" not in payload["models"]
+    for key in PAPER_METHOD:
+        payload["config"].pop(key)
+    torch.save(payload, path)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--quiet"]) == 0, capsys.readouterr().err
+    assert [r["step"] for r in _records(run, "resume")] == [2]
+
+
+@pytest.mark.parametrize("kind", ["oserror", "torch", "torch, quota"])
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monkeypatch, kind):
     """No space left while a checkpoint is written: one line that says so, no half-written file.
-    torch.save's zip writer reports ENOSPC as a RuntimeError that has lost the errno ("torch")."""
+    torch.save's zip writer reports ENOSPC as a RuntimeError that has lost the errno ("torch"); the file
+    is then written again through Python's own file, which raises it (files.save_torch): over a disk
+    quota the file system is far from full, and the run ended in a traceback ("torch, quota")."""
     import errno
+    import io
     import shutil
 
     from nfinpaint import checkpoint, files
@@ -828,12 +904,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monke
     real_save = torch.save
 
     def full_disk_save(obj, path, *args, **kwargs):
+        if isinstance(path, io.BytesIO):
+            return real_save(obj, path, *args, **kwargs)
         Path(path).write_bytes(b"partial")
         if kind == "oserror":
             raise OSError(errno.ENOSPC, "No space left on device")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 109568 vs 109464")
 
+    def no_space_write(path, data):
+        path.write_bytes(b"partial")
+        raise OSError(errno.EDQUOT if kind == "torch, quota" else errno.ENOSPC, "no space")
+
     monkeypatch.setattr(checkpoint.torch, "save", full_disk_save)
+    monkeypatch.setattr(files, "_write_bytes", no_space_write)
     if kind == "torch":
         usage = shutil.disk_usage(tmp_path)
         monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=0))
