@@ -190,6 +190,22 @@ def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place:
     return ImageOps.exif_transpose(img, in_place=in_place)
 
 
+# EXIF orientation -> the numpy turn that shows stored (H, W, ...) pixels upright (as exif_transpose), and back
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+            6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+_STORED = {**_UPRIGHT, 6: _UPRIGHT[8], 8: _UPRIGHT[6]}
+
+
+def turned_upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, ...) ``array`` of pixels as stored, turned as EXIF ``orientation`` shows them (a view)."""
+    return _UPRIGHT.get(orientation, lambda a: a)(array)
+
+
+def turned_back(array: np.ndarray, orientation: int) -> np.ndarray:
+    """The inverse of :func:`turned_upright` (a view)."""
+    return _STORED.get(orientation, lambda a: a)(array)
+
+
 _KEYED_MODES = {"1", "L", "RGB", *INTEGER_GREY_MODES}
 
 

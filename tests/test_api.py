@@ -11,10 +11,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import nfinpaint
 from nfinpaint import Inpainter, InpaintError, devices, fill_holes
+from nfinpaint.images import turned_back, turned_upright
 from nfinpaint.inpaint import inpaint_image
 
 H, W = 36, 44
@@ -227,8 +228,28 @@ def test_a_pil_mask_turned_otherwise_than_its_image_is_refused(inpainter, image_
     if refused:
         with pytest.raises(InpaintError, match=f"the mask has EXIF orientation {mask_orientation}"):
             inpainter(image, mask)
-    else:       # the same stored layout: pixels line up, and the stored grid is what is filled
-        assert np.array_equal(np.asarray(inpainter(image, mask)), inpainter(picture, hole))
+    else:       # the same stored layout: pixels line up (the fill itself runs upright: the test below)
+        turn = image_orientation or 1
+        upright = inpainter(np.ascontiguousarray(turned_upright(picture, turn)),
+                            np.ascontiguousarray(turned_upright(hole, turn)))
+        assert np.array_equal(np.asarray(inpainter(image, mask)), turned_back(upright, turn))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_pil_picture_is_filled_upright_and_returned_as_stored(inpainter, orientation):
+    """The model learned upright photographs: a phone picture stored sideways with its EXIF orientation
+    was filled sideways (~60 px holes lost 1.0 dB over 46 fills).  It is filled as it is shown, as the
+    command fills its files, and comes back in its stored layout."""
+    picture = np.random.default_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)
+    tagged = Image.fromarray(picture)
+    tagged.getexif()[0x0112] = orientation
+    shown = ImageOps.exif_transpose(tagged)
+    assert np.array_equal(turned_upright(picture, orientation), np.asarray(shown))      # PIL's own turn
+    hole = _hole()
+    out = inpainter(tagged, hole)
+    assert out.size == tagged.size and np.array_equal(np.asarray(out)[~hole], picture[~hole])
+    upright_fill = inpainter(np.asarray(shown), np.ascontiguousarray(turned_upright(hole, orientation)))
+    assert np.array_equal(turned_upright(np.asarray(out), orientation), upright_fill)
 
 
 def test_a_pil_mask_is_read_as_its_file_is(inpainter, tmp_path):
