@@ -8,8 +8,9 @@ time per image, in the style of the paper's Table 5.  The floor,
 every table: a method that does not beat it has learnt nothing.
 
 Outputs in ``--out``: ``results.md`` and ``results.csv`` (the table),
-``per_image.csv`` (every image's metrics), ``figures/grid_NNN.png``
-(original | masked | each method) and ``config.json`` (arguments, data,
+``per_image.csv`` (every image's metrics), figures of original | masked | each method
+(``figures/FAMILY.png`` with ``--size``: ``thin.png``, ``lama-thick.png``, ...; ``figures/grid_NNN.png``
+with ``--crops``) and ``config.json`` (arguments, data,
 checkpoint, versions).  Same inputs and seed give identical numbers except the
 timing columns.  See ``nfinpaint.metrics`` for the exact metric definitions.
 """

@@ -63,8 +63,11 @@ def check_new_run_dir(path: Path) -> None:
         raise ConfigError(f"--out {path} is a file, not a folder; choose another --out for the run directory")
     check_not_in_use(path)
     if path.is_dir() and any(p.name != MARKER for p in path.iterdir()) and not stopped_before_a_checkpoint(path):
-        raise ConfigError(f"run directory {path} already exists and is not empty; continue it with "
-                          f"--resume {path}, or choose another --out")
+        if marker_kind(path) == RUN_KIND:
+            raise ConfigError(f"run directory {path} already exists and is not empty; continue it with "
+                              f"--resume {path}, or choose another --out")
+        raise ConfigError(f"--out {path} already exists and is not empty, and it is no training run's folder; "
+                          f"choose another --out (a new or empty folder)")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

@@ -580,14 +580,17 @@ def create_app(inpainter=None, *, checkpoint: str | None = None, device: str = "
         png, seconds = await fills.run(FillJob(image, mask, method, int(text)))
         return Response(png, media_type="image/png", headers={"X-Fill-Seconds": f"{seconds:.3f}"})
 
-    # GET routes answer HEAD too (curl -I, "is it up?"), as HTTP asks of them
-    @app.api_route("/api/info", methods=["GET", "HEAD"], summary="The model, the device, the limits and the versions")
     async def api_info():
         return {"model": _model_info(inpainter), "device": str(inpainter.device), "half": inpainter.half,
                 "method": inpainter.method, "methods": list(choices),
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
                            "queue": queue, "max_dilation": MAX_DILATION},
                 "versions": versions}
+
+    # GET routes answer HEAD too (curl -I, "is it up?"), as HTTP asks of them; HEAD out of the OpenAPI
+    # document, where one function on two methods gave two operations one operationId (the spec forbids it)
+    app.get("/api/info", summary="The model, the device, the limits and the versions")(api_info)
+    app.head("/api/info", include_in_schema=False)(api_info)
 
     def page(name: str):
         async def serve_file():
@@ -687,7 +690,11 @@ def run(args: argparse.Namespace) -> int:
     if host in ("0.0.0.0", "::"):
         cli.warn(f"listening on every network address ({args.host}): anyone who can reach this machine can use it")
     print(f"open {url} in a browser (API documentation: {url}docs); Ctrl-C stops", flush=True)
-    make_server(app).run(sockets=[sock])
+    try:
+        make_server(app).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down on Ctrl-C, then raises the signal again: the server's normal stop, not an abort
+        print("stopped", flush=True)
     return 0
 
 

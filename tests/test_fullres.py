@@ -639,7 +639,7 @@ def test_the_command_draws_no_bar_with_no_progress_and_fills_the_same(tmp_path, 
 
 @pytest.mark.parametrize("native, half, noted", [(True, False, True), (True, True, False), (False, False, False)])
 def test_a_long_fill_on_a_cpu_with_native_bfloat16_mentions_half(monkeypatch, capsys, native, half, noted):
-    """Where --half would run the network about twice as fast, a long fill without it says so, once; with
+    """Where --half would run the network faster, a long fill without it says so, once; with
     it, or on a CPU without native bfloat16 (faked either way), or on a short fill, nothing."""
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
     generator = _trained_looking(FullResGenerator(32), _rng())

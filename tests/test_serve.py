@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -141,6 +142,9 @@ def test_api_is_documented(client):
     assert set(body["required"]) == {"image", "mask"}
     assert {"400", "413", "503"} <= set(spec["paths"]["/api/inpaint"]["post"]["responses"])
     assert "get" in spec["paths"]["/api/info"]
+    # each operation's operationId is its own (OpenAPI asks it; client generators drop or refuse duplicates)
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values() if "operationId" in op]
+    assert len(ids) == len(set(ids)), ids
 
 
 def test_docs_page_works_offline(client):
@@ -668,9 +672,15 @@ def test_command_binds_loopback_and_says_where_to_open(tmp_path):
         with urllib.request.urlopen(f"{match.group(1)}api/info", timeout=30) as response:
             info = json.load(response)
         assert info["device"] == "cpu" and info["model"]["file"] == "default_generator.pt"
+        # Ctrl-C, the server's normal stop: uvicorn shuts down, then raises the signal again, which ended
+        # in "aborted" and status 130
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and rest.strip().endswith("stopped") and "aborted" not in rest, rest
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
 
 
 def test_command_errors_are_one_line(capsys):

@@ -841,6 +841,12 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced_not_a_dead_e
     (run / "notes.txt").write_text("mine")
     assert "already exists and is not empty" in _bad(TINY + ["--steps", "2", "--out", str(run)], capsys)
     assert (run / "notes.txt").exists()
+    # a folder no run wrote is not offered to --resume, which would only refuse it next
+    holiday = tmp_path / "holiday"
+    holiday.mkdir()
+    (holiday / "beach.jpg").write_bytes(b"x")
+    message = _bad(TINY + ["--steps", "2", "--out", str(holiday)], capsys)
+    assert "no training run's folder" in message and "--resume" not in message, message
 
 
 def test_a_resume_at_its_checkpoints_step_does_not_validate_it_again(tmp_path, capsys):
