@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -71,10 +72,17 @@ def _names_print() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+def _gone(exc: OSError) -> bool:
+    """Whether writing a stream failed because nobody reads it: a pipe whose reader has gone, or a
+    descriptor that was closed (``2>&-``)."""
+    return isinstance(exc, BrokenPipeError) or exc.errno == errno.EBADF
+
+
 class _ReaderMayLeave:
-    """``sys.stdout`` that goes on when its reader has gone (``| head -1``): what is written after is
-    dropped, and the work goes on to write its files (a BrokenPipeError from a progress line once ended
-    a fill in a traceback, its output unwritten)."""
+    """``sys.stdout`` or ``sys.stderr`` that goes on when its reader has gone (``| head -1``,
+    ``2>&1 | head -1``, ``2>&-``): what is written after is dropped, and the work goes on to write its
+    files (a BrokenPipeError from a progress line, or a progress bar's on stderr, once ended a fill in a
+    traceback, its output unwritten)."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -82,14 +90,18 @@ class _ReaderMayLeave:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as exc:
+            if not _gone(exc):
+                raise
             self._reader_gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as exc:
+            if not _gone(exc):
+                raise
             self._reader_gone()
 
     def _reader_gone(self) -> None:
@@ -103,14 +115,35 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
+def _closed_streams_to_devnull() -> None:
+    """A standard stream whose descriptor was closed before the command started (``2>&-``): Python then
+    has no ``sys.stderr``, and the descriptor is free for the next file opened, where a library's own
+    writes to it would land.  It is given /dev/null."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            with contextlib.suppress(OSError):
+                setattr(sys, name, open(fd, "w", closefd=False))
+
+
 @contextlib.contextmanager
-def _stdout_reader_may_leave():
-    before = sys.stdout
-    sys.stdout = _ReaderMayLeave(before)
+def _readers_may_leave():
+    _closed_streams_to_devnull()
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (None if stream is None else _ReaderMayLeave(stream) for stream in before)
     try:
         yield
     finally:
-        sys.stdout = before
+        sys.stdout, sys.stderr = before
 
 
 def _interrupt_as_usual() -> None:
@@ -186,23 +219,24 @@ def main(run: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | 
     one ``error:`` line for bad input, 130 after ``aborted`` for an unhandled Ctrl-C (143 for SIGTERM)."""
     quiet_startup()
     _interrupt_as_usual()
-    args = arg_parser.parse_args(None if argv is None else [str(a) for a in argv])
-    try:
-        with sigterm_as_interrupt(), _stdout_reader_may_leave():
-            code = run(args)
-    except NfinpaintError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except (MemoryError, RuntimeError) as exc:
-        # the machine's or a GPU's memory (torch.OutOfMemoryError is a RuntimeError, matched by name so
-        # this module need not import torch): not a bug, and nothing the user can read in a traceback
-        if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
-            raise
-        print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt as exc:
-        print("\naborted", file=sys.stderr, flush=True)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    with _readers_may_leave():      # the error lines below too: a reader gone is no reason for a traceback
+        args = arg_parser.parse_args(None if argv is None else [str(a) for a in argv])
+        try:
+            with sigterm_as_interrupt():
+                code = run(args)
+        except NfinpaintError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
+        except (MemoryError, RuntimeError) as exc:
+            # the machine's or a GPU's memory (torch.OutOfMemoryError is a RuntimeError, matched by name so
+            # this module need not import torch): not a bug, and nothing the user can read in a traceback
+            if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
+                raise
+            print(f"error: {_out_of_memory(exc)}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt as exc:
+            print("\naborted", file=sys.stderr, flush=True)
+            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return 0 if code is None else code
 
 

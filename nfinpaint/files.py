@@ -17,6 +17,11 @@ from nfinpaint.cli import UsageError
 _NEARLY_FULL = 1 << 20
 
 
+class FolderUnwritableError(UsageError):
+    """A folder that takes no file (read-only, no permission, not a folder): every file after the one
+    that failed would fail the same way (a folder run stops at it, as at a full disk)."""
+
+
 class DiskFullError(UsageError):
     """No space left on the device (or over the quota) while writing a file: one ``error:`` line;
     the half-written file is removed."""
@@ -33,6 +38,7 @@ def _free_bytes(folder: Path) -> int | None:
 # where the folder shows no free space (/proc, a full read-only image)
 _NOT_SPACE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
               errno.ENAMETOOLONG}
+_FOLDER_WIDE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
 
 
 def _os_errors(exc: BaseException) -> Iterator[OSError]:
@@ -74,8 +80,10 @@ def write_failure(exc: BaseException, path: Path) -> UsageError | None:
         return full
     for error in _os_errors(exc):
         if error.errno in _NOT_SPACE:
-            return UsageError(f"cannot write {path}: {os.strerror(error.errno).lower()} "
-                              f"(in {path.parent}); choose another folder")
+            # the folder's own state (read-only, no permission, gone) fails every file after; a name does not
+            kind = FolderUnwritableError if error.errno in _FOLDER_WIDE else UsageError
+            return kind(f"cannot write {path}: {os.strerror(error.errno).lower()} "
+                        f"(in {path.parent}); choose another folder")
     return None
 
 

@@ -85,7 +85,7 @@ from nfinpaint import (cli, colour_rules, devices, folders, inference, mask_opti
                        transparency)
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
-from nfinpaint.files import DiskFullError
+from nfinpaint.files import DiskFullError, FolderUnwritableError
 from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of PatchMatch's random search: of the learned fill's patch blend and of --method "
                         "patchmatch (default 0; the same seed gives the same picture with the same number of CPU "
-                        "threads: the network's sums add in an order that follows it, and a level may differ)")
+                        "threads: the network's sums add in an order that follows it, and a level may differ; with "
+                        "gan-detail the synthesis may then copy other patches, up to ~10 levels on a few pixels)")
     p.add_argument("--half", action="store_true",
                    help="run the generator's network in half precision: float16 autocast on a CUDA GPU (faster, "
                         "half the memory), bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16: "
@@ -764,6 +765,12 @@ def run_folders(args: argparse.Namespace) -> int:
         raise UsageError(f"--masks {masks}: no such file or folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file; with --images, -o names the output folder")
+    for option, folder in (("--images", images), ("--masks", masks)):
+        if out_dir.is_dir() and folder.is_dir() and out_dir.resolve() == folder.resolve():
+            # its outputs would be read as pictures (or masks) by the next run: --skip-existing could not
+            # resume an interrupted one ("would replace an input picture")
+            raise UsageError(f"-o {out_dir} is the {option} folder: the filled pictures would be read as inputs "
+                             f"by the next run; choose another output folder (a subfolder is fine)")
     cli.check_output_folder(out_dir, "-o")
     try:
         pairs = folders.pair(images, masks, out_dir)
@@ -808,7 +815,7 @@ def run_folders(args: argparse.Namespace) -> int:
             filled += 1
             if bits > written:
                 rounded.append(f"{folders.shown(item.image.name)} ({_depth_name(bits)} -> {written} bits)")
-        except DiskFullError:
+        except (DiskFullError, FolderUnwritableError):
             raise           # every picture after it would fail the same way: stop, one line
         except (UsageError, ImageError) as exc:
             bad.append((item.image, _listed_reason(exc, [item.image, *item.masks])))

@@ -251,6 +251,37 @@ def test_a_command_whose_reader_has_gone_still_writes_its_file(tmp_path):
     assert Image.open(tmp_path / "out.png").size == (56, 40)
 
 
+@pytest.mark.parametrize("stderr", ["the same pipe", "closed"])
+def test_a_folder_run_whose_stderr_has_no_reader_still_writes_its_files(tmp_path, stderr):
+    """`inpaint --images ... 2>&1 | head -1` and `2>&-`: the folder's progress bar on stderr ended the run
+    in a BrokenPipeError (or EBADF) before its first picture, nothing written."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    for folder in ("img", "mask"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "img" / f"p{i}.png")
+        mask = np.zeros((40, 56), np.uint8)
+        mask[10:20, 15:30] = 255
+        Image.fromarray(mask).save(tmp_path / "mask" / f"p{i}.png")
+    read, write = os.pipe()
+    os.close(read)
+    command = [sys.executable, "-m", "nfinpaint.inpaint", "--images", str(tmp_path / "img"), "--masks",
+               str(tmp_path / "mask"), "-o", str(tmp_path / "out"), "--method", "biharmonic"]
+    try:
+        if stderr == "closed":
+            result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
+                                    preexec_fn=lambda: os.close(2))
+        else:
+            result = subprocess.run(command, stdout=write, stderr=write, timeout=300)
+    finally:
+        os.close(write)
+    assert result.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
 @pytest.mark.parametrize("program", ["my_program.py", "nfinpaint-tool.py", "arguments -m nfinpaint.pt"])
 def test_ctrl_c_while_a_program_imports_nfinpaint_stays_its_own(tmp_path, program):
     """A program's Ctrl-C is its own (its except and finally blocks run), whatever its name or arguments:

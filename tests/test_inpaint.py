@@ -4,6 +4,7 @@ The generator is untrained (made in tmp_path): the tests check where pixels
 go, not how good they look.
 """
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -441,7 +442,10 @@ BAD_INPUTS = [  # (argv with {names} from _bad_inputs, expected part of the one-
     ("--images {tmp}/tiny --masks {tmp}/nosuch -o {tmp}/outdir", ": no such file or folder"),
     ("--images {tmp}/tiny --masks {mask} -o {img}", "is a file; with --images"),
     ("--images {tmp}/tiny --masks {mask} -o {tmp}/outdir --skip-existing --overwrite", "pass one"),
-    ("--images {tmp}/tiny --masks {tmp}/tiny -o {tmp}/tiny", "would replace an input"),
+    ("--images {tmp}/tiny --masks {tmp}/tiny -o {tmp}/tiny", "is the --images folder: the filled pictures would"),
+    # (with JPEG pictures nothing clashes on the first run, and an interrupted one could never be resumed)
+    ("--images {tmp}/tiny --masks {mask} -o {tmp}/tiny", "is the --images folder"),
+    ("--images {tmp}/tiny --masks {tmp} -o {tmp}/", "is the --masks folder"),
     ("{tmp}/bomb.png {mask} -o {tmp}/out.png", "guard against decompression bombs"),
     ("{img} {tmp}/bomb.png -o {tmp}/out.png", "guard against decompression bombs"),
     ("{tmp}/bomb.png {mask} -o {tmp}/out.png --resize-mask", "guard against decompression bombs"),
@@ -1318,6 +1322,43 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, checkpoint, c
     assert err[-1].startswith("error: disk full: no space left on the device writing "), err
     assert "Traceback" not in "".join(err) and (folder_mode or len(err) == 1), err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("code", ["EROFS", "EACCES"])
+def test_a_folder_run_stops_when_its_output_folder_stops_taking_files(tmp_path, checkpoint, capsys, monkeypatch,
+                                                                       code):
+    """A file system remounted read-only, or permissions changed, mid-run: every later picture failed the
+    same way after its whole fill (12 computed, 9 listed as not written).  It stops at the first, as at
+    a full disk; a picture whose own name fails (too long) is still one bad pair among the rest."""
+    import errno
+    import tempfile
+
+    from nfinpaint import files
+
+    image, mask = _picture_and_mask(seed=8)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    for folder in ("img", "masks", "out"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        shutil.copy(img_path, tmp_path / "img" / f"p{i}.png")
+        shutil.copy(mask_path, tmp_path / "masks" / f"p{i}.png")
+    real = tempfile.mkstemp
+
+    def unwritable_after_one(*args, **kwargs):
+        if str(kwargs.get("dir", "")).startswith(str(tmp_path / "out")) and list((tmp_path / "out").iterdir()):
+            raise OSError(getattr(errno, code), "no", str(kwargs["dir"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", unwritable_after_one)
+    filled = []
+    fill = inpaint.inpaint_image
+    monkeypatch.setattr(inpaint, "inpaint_image", lambda *a, **k: filled.append(1) or fill(*a, **k))
+    capsys.readouterr()
+    assert inpaint.main(["--images", str(tmp_path / "img"), "--masks", str(tmp_path / "masks"),
+                         "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot write ") and "choose another folder" in err[-1], err
+    assert len(filled) == 2 and len(list((tmp_path / "out").iterdir())) == 1
 
 
 def _one_window_at_a_time(generator, image, mask):
