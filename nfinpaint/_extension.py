@@ -57,7 +57,8 @@ def check_sources(root=None) -> None:
     built = _fields().get("sources")      # None: built before the digest was recorded
     if built is not None and digest(root / "csrc") != built:
         warnings.warn(f"nfinpaint's compiled operators were built from other sources than {root / 'csrc'}: "
-                      f"reinstall with `pip install .` from {root} to run the kernels there",
+                      f"reinstall with `pip install .` from {root} (`pip install -e .` for an editable "
+                      f"install) to run the kernels there",
                       StaleExtensionWarning, stacklevel=2)
 
 
