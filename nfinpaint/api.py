@@ -17,9 +17,10 @@ outside the holes are returned unchanged, exactly.
 hole: a bool array or tensor (True = hole); an integer one (any integer dtype) holding only 0
 and 1 (1 = hole), else grey levels 0..255 (uint16: 0..65535); a float one in [0, 1]; a PIL
 image by its grey levels, as its file would be read (a grey one holding only 0 and 1 too means
-1 = hole).  PIL images are filled as their pixels are stored: EXIF orientation is not applied
-(the result keeps the image's size; ``ImageOps.exif_transpose`` both to fill as the command
-does), and a PIL mask whose EXIF orientation differs from the image's is refused.  Soft edges
+1 = hole).  A PIL image comes back in its stored layout and size, its mask read on the stored
+pixels; the fill itself runs on the picture turned as its EXIF orientation shows it, as the
+command's does (the model learned upright photographs).  A PIL mask whose EXIF orientation differs
+from the image's is refused.  Soft edges
 follow :mod:`nfinpaint.mask_options`'s rule; ``invert=True`` for black = hole, ``dilate=PX`` to
 grow the holes, ``resize_mask=True`` to take a mask of another size (nearest neighbour).
 
@@ -251,7 +252,7 @@ def _orientation(img: Image.Image) -> int:
 def _check_orientations(image: Any, mask: Any) -> None:
     """InpaintError when a PIL mask carries an EXIF orientation other than the image's.
 
-    The API fills pixels as they are stored (the result keeps the image's size and layout; the
+    The API reads a mask on the stored pixels (the result keeps the image's size and layout; the
     command applies EXIF to its files instead): a mask stored turned otherwise than its picture
     lines up with it on the screen but not in its pixels, and would be filled in the wrong place.
     A mask without an orientation is taken as drawn on the stored pixels."""
@@ -461,8 +462,12 @@ class Inpainter:
         values = _to_float(array, "image")
         channels = values.shape[2]
         colour = values[..., :3] if channels >= 3 else values[..., :1]     # grey comes back grey
-        # colours under alpha 0 are not read as context (nfinpaint.transparency)
+        # colours under alpha 0 are not read as context (nfinpaint.transparency); 16-bit grey keeps its
+        # transparent level (PNG tRNS) as it is, one channel: that level is its alpha 0
         hidden = transparency.hidden_pixels(values[..., -1]) if channels in (2, 4) else None
+        if isinstance(image, Image.Image) and image.mode in INTEGER_GREY_MODES \
+                and isinstance(image.info.get("transparency"), int):
+            hidden = array[..., 0] == image.info["transparency"]
         hole = mask_options.holes_from_values(
             mask_levels(mask, values.shape[:2], invert))
         try:

@@ -39,6 +39,7 @@ def _free_bytes(folder: Path) -> int | None:
 _NOT_SPACE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
               errno.ENAMETOOLONG}
 _FOLDER_WIDE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+_FILE_SYSTEM_WIDE = {errno.ENOENT, errno.EROFS, errno.ENOTDIR}
 
 
 def _os_errors(exc: BaseException) -> Iterator[OSError]:
@@ -71,17 +72,21 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
                          f"of that file was kept: free some space (or choose another folder) and run again")
 
 
-def write_failure(exc: BaseException, path: Path) -> UsageError | None:
+def write_failure(exc: BaseException, path: Path, creating: bool = False) -> UsageError | None:
     """The one-line error for an exception raised writing ``path``: :class:`DiskFullError` when the
     device is full (:func:`disk_full`), a :class:`UsageError` with the system's reason when the folder
-    cannot be written (it does not exist as one, no permission, read-only), else None."""
+    cannot be written (it does not exist as one, no permission, read-only), else None.  A
+    :class:`FolderUnwritableError` where every file after would fail too: a read-only file system, a
+    folder gone, or (``creating``: a new file in the folder failed) no permission in it; not a
+    permission on one file (replacing one that another user owns, or that a viewer holds open)."""
     full = disk_full(exc, path)
     if full is not None or isinstance(exc, UsageError) or not isinstance(exc, Exception):
         return full
     for error in _os_errors(exc):
         if error.errno in _NOT_SPACE:
             # the folder's own state (read-only, no permission, gone) fails every file after; a name does not
-            kind = FolderUnwritableError if error.errno in _FOLDER_WIDE else UsageError
+            wide = _FOLDER_WIDE if creating else _FILE_SYSTEM_WIDE
+            kind = FolderUnwritableError if error.errno in wide else UsageError
             return kind(f"cannot write {path}: {os.strerror(error.errno).lower()} "
                         f"(in {path.parent}); choose another folder")
     return None
@@ -111,14 +116,14 @@ def _write_bytes(path: Path, data) -> None:
 
 
 @contextlib.contextmanager
-def full_disk_reported(path: str | os.PathLike) -> Iterator[None]:
+def full_disk_reported(path: str | os.PathLike, creating: bool = False) -> Iterator[None]:
     """Turn an OSError raised inside the block into :class:`DiskFullError` when the device is full,
     or a :class:`UsageError` when the folder cannot be written (:func:`write_failure`), with ``path``
     named as the file being written; other errors pass."""
     try:
         yield
     except OSError as exc:
-        failure = write_failure(exc, Path(path))
+        failure = write_failure(exc, Path(path), creating)
         if failure is None:
             raise
         raise failure from None
@@ -139,7 +144,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name (PIL, torch.save) work.  On any error the temporary file is removed.
     """
     path = Path(path)
-    with full_disk_reported(path):
+    with full_disk_reported(path, creating=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{_short(path.stem)}.", suffix=f"{path.suffix}.tmp{path.suffix}",
                                    dir=path.parent)

@@ -106,6 +106,8 @@ HALF_HINT_FOLDER = "--half runs the network in it, ~1.4x as fast a picture with 
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
 PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
+_NOT_FINITE = ("the image has NaN or infinite values; give finite values in [0, 1] "
+               "(what lies under a hole may be anything finite)")
 METHOD_CHOICES = ("auto", *METHODS)
 PATCHMATCH_PATCH = 7    # PatchMatch's patch side: the picture needs known patches this big to copy from
 
@@ -361,6 +363,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
     grey = image.dim() == 3 and image.shape[0] == 1
     given, replaced = image, None
     if hidden is not None and image.dim() == 3 and mask.shape[-2:] == image.shape[-2:]:
+        if not bool(torch.isfinite(image).all()):     # checked below too, but on the replaced picture
+            raise ValueError(_NOT_FINITE)
         image, replaced = transparency.seen_context(image, mask[0] > 0.5, hidden)
     # a caller's generator (a training loop's, in train mode) comes back as it was given
     with _float32_unless_half(device), inference.left_as_it_was(generator):
@@ -433,8 +437,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
     image = image.detach().float().cpu()
     if not bool(torch.isfinite(image).all()):
         # NaN passes the clamp below and would end as NaN fills (or a generator blamed for them)
-        raise ValueError("the image has NaN or infinite values; give finite values in [0, 1] "
-                         "(what lies under a hole may be anything finite)")
+        raise ValueError(_NOT_FINITE)
     if image.numel() and (bool(image.min() < 0) or bool(image.max() > 1)):   # a copy only when needed
         image = image.clamp(0, 1)
     labels, holes = find_holes(mask)

@@ -11,6 +11,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -37,8 +38,12 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.preset}-{stamp}"
 
 
-# what a run writes before its first checkpoint (the rest: checkpoints/step_N.pt, generator.pt, abandoned/)
-_FIRST_FILES = frozenset({MARKER, "config.toml", METRICS_FILE, "samples", "checkpoints", "tensorboard"})
+# what a run writes before its first checkpoint (the rest: checkpoints/step_N.pt, generator.pt, abandoned/):
+# files at the top, and in each folder the names it writes there (a write killed midway: atomic_path's)
+_FIRST_FILES = frozenset({MARKER, "config.toml", METRICS_FILE})
+_FIRST_FOLDERS = {"samples": re.compile(r"^step_\d+\.png$"), "checkpoints": re.compile(r"^$"),
+                  "tensorboard": re.compile(r"^events\.out\.tfevents\.[^/]+$")}
+_TEMPORARY = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")      # files.atomic_path's names
 
 
 def stopped_before_a_checkpoint(path: Path) -> bool:
@@ -47,12 +52,21 @@ def stopped_before_a_checkpoint(path: Path) -> bool:
     A new run may replace it; that was refused (\"not empty\"), and so was --resume (\"no checkpoint\")."""
     from nfinpaint.checkpoint import list_checkpoints  # noqa: PLC0415  (checkpoint imports this module's users)
 
+    if marker_kind(path) != RUN_KIND:
+        return False
     try:
-        names = {p.name for p in path.iterdir()}
+        entries = list(path.iterdir())
+        for entry in entries:
+            if entry.name in _FIRST_FOLDERS and entry.is_dir() and not entry.is_symlink():
+                written = _FIRST_FOLDERS[entry.name]
+                if not all((written.match(p.name) or _TEMPORARY.match(p.name)) and p.is_file() and not p.is_symlink()
+                           for p in entry.iterdir()):
+                    return False           # anything else in it (a copied checkpoint, notes): not replaced
+            elif entry.name not in _FIRST_FILES or not entry.is_file():
+                return False
     except OSError:
         return False
-    return (marker_kind(path) == RUN_KIND and names <= _FIRST_FILES and names != {MARKER}
-            and not list_checkpoints(path))
+    return any(entry.name != MARKER for entry in entries) and not list_checkpoints(path)
 
 
 def check_new_run_dir(path: Path) -> None:

@@ -282,7 +282,15 @@ def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.
             raw_modes = load_pixels(img)      # keeps what a tRNS colour needs (colour_key_alpha)
             # 16-bit grey+alpha comes back grey, with its profile, as the command writes it (RGBA once)
             img = grey_again(img, raw_modes)
-            return upright(img, f"the {field}") if turned else img
+            if turned:
+                return upright(img, f"the {field}")
+            # shown as stored: its orientation tag goes, else the Inpainter would fill it turned (it fills a
+            # PIL picture as its orientation shows it), which is not how the page shows it
+            exif = img.getexif()
+            if exif_orientation(img) not in (None, 1):
+                del exif[0x0112]
+                img.info["exif"] = exif.tobytes()
+            return img
     except Image.DecompressionBombError:
         raise _over_the_pixel_limit(field, max_pixels) from None
     except OPEN_ERRORS as exc:

@@ -1361,6 +1361,35 @@ def test_a_folder_run_stops_when_its_output_folder_stops_taking_files(tmp_path, 
     assert len(filled) == 2 and len(list((tmp_path / "out").iterdir())) == 1
 
 
+def test_a_folder_run_goes_on_past_one_file_it_may_not_replace(tmp_path, checkpoint, capsys, monkeypatch):
+    """Permission refused on one output's own name (a file another user owns in a sticky folder, one a
+    viewer holds open) fails that picture only: the folder still takes the others."""
+    import errno
+
+    from nfinpaint import files
+
+    image, mask = _picture_and_mask(seed=8)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    for folder in ("img", "masks"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        shutil.copy(img_path, tmp_path / "img" / f"p{i}.png")
+        shutil.copy(mask_path, tmp_path / "masks" / f"p{i}.png")
+    real = files.os.replace
+
+    def refused_for_p1(source, target):
+        if Path(target).name == "p1.png":
+            raise PermissionError(errno.EACCES, "Permission denied", str(target))
+        return real(source, target)
+
+    monkeypatch.setattr(files.os, "replace", refused_for_p1)
+    capsys.readouterr()
+    assert inpaint.main(["--images", str(tmp_path / "img"), "--masks", str(tmp_path / "masks"),
+                         "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)]) == inpaint.EXIT_SOME_FAILED
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p2.png"]
+    assert "p1.png: cannot write" in capsys.readouterr().err
+
+
 def _one_window_at_a_time(generator, image, mask):
     """The GAN fill as it was: one generator call per hole, in scan order, each seeing the fills before it."""
     labels, holes = inpaint.find_holes(mask)

@@ -290,10 +290,12 @@ def _trailing_exif_png(raw: np.ndarray, orientation: int) -> bytes:
 
 @pytest.mark.parametrize("kind", ["webp", "png-exif-after-pixels"])
 @pytest.mark.parametrize("orientation", [3, 6])
-def test_a_picture_the_page_shows_unturned_is_filled_unturned(client, kind, orientation):
+def test_a_picture_the_page_shows_unturned_is_filled_unturned(client, inpainter, kind, orientation):
     """Chromium ignores the EXIF orientation of a WebP and of a PNG whose eXIf follows its pixels; the
     server turned them, so the fill landed where the mask was not drawn (3: the opposite corner) or
-    the mask, drawn on the page, was refused (6)."""
+    the mask, drawn on the page, was refused (6).  Its fill is the fill of the picture as shown: with
+    the orientation tag left on it, the Inpainter (which fills a PIL picture as its tag shows it) filled
+    it turned."""
     raw = picture(5)
     if kind == "webp":
         exif = Image.Exif()
@@ -308,6 +310,9 @@ def test_a_picture_the_page_shows_unturned_is_filled_unturned(client, kind, orie
     known = hole_mask() == 0
     assert out.shape == raw.shape and np.array_equal(out[known], raw[known])
     assert not np.array_equal(out[HOLE], raw[HOLE])                  # the hole, where it was drawn, filled
+    # (the learned fill: biharmonic's is the same whichever way the picture is turned)
+    out = np.asarray(decoded(post(client, data, png(hole_mask()), method="gan")))
+    assert np.array_equal(out, inpainter(raw, hole_mask(), method="gan"))
 
 
 def test_an_animated_png_is_filled_on_the_frame_the_page_shows(client):

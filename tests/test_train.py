@@ -835,12 +835,15 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced_not_a_dead_e
     assert "note: replacing" in capsys.readouterr().err
     assert [r["kind"] for r in _records(run, "start")] == ["start"] and list_checkpoints(run)
     assert not (run / "checkpoints" / ".step_0000002.x1y2.pt.tmp.pt").exists()
-    # a folder that holds anything else, or a checkpoint, is still not replaced
+    # a folder that holds anything else, at its top or in its folders, or a checkpoint, is not replaced
     (run / "generator.pt").unlink()
     shutil.rmtree(run / "checkpoints")
-    (run / "notes.txt").write_text("mine")
-    assert "already exists and is not empty" in _bad(TINY + ["--steps", "2", "--out", str(run)], capsys)
-    assert (run / "notes.txt").exists()
+    for mine in (run / "notes.txt", run / "samples" / "notes.txt", run / "checkpoints" / "best.pt"):
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text("mine")
+        assert "already exists and is not empty" in _bad(TINY + ["--steps", "2", "--out", str(run)], capsys)
+        assert mine.exists()
+        mine.unlink()
     # a folder no run wrote is not offered to --resume, which would only refuse it next
     holiday = tmp_path / "holiday"
     holiday.mkdir()

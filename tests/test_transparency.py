@@ -114,3 +114,35 @@ def test_command_keeps_hidden_colours_out_unless_the_output_shows_them(tmp_path,
             outputs[name, suffix] = np.asarray(Image.open(out).convert("RGB"))[hole]
     assert np.array_equal(outputs["black", ".png"], outputs["white", ".png"])
     assert not np.array_equal(outputs["black", ".bmp"], outputs["white", ".bmp"])
+
+
+def test_sixteen_bit_grey_with_a_transparent_level(inpainter):
+    """16-bit grey keeps its transparent level (PNG tRNS) as one channel, not as alpha: that level was
+    read as context by the API (and so by the web page), though the command took it as alpha 0."""
+    from nfinpaint.images import integer_grey_image
+
+    rng = np.random.default_rng()
+    rgba, hole = _cut_out(rng, (0, 0, 0))
+    visible = rgba[..., 3] > 0
+    fills = []
+    for key in (0, 65535):
+        levels = (rgba[..., 0].astype(np.uint16) * 257)
+        levels[~visible] = key
+        picture = integer_grey_image(levels, "I;16")
+        picture.info["transparency"] = key
+        fills.append(np.asarray(inpainter(picture, hole)).astype(np.int64)[hole & visible])
+    assert np.abs(fills[0] - fills[1]).max() <= 1
+
+
+def test_non_finite_values_under_alpha_zero_are_refused_as_anywhere():
+    """They were replaced for the fill, passed its check, and came back (NaN) in the result."""
+    from nfinpaint.inpaint import inpaint_image
+
+    image = torch.rand(3, 24, 24)
+    image[:, :, 20:] = float("nan")
+    hidden = np.zeros((24, 24), bool)
+    hidden[:, 20:] = True
+    mask = torch.zeros(1, 24, 24)
+    mask[:, 8:14, 8:14] = 1
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        inpaint_image(image, mask, method="biharmonic", hidden=hidden, log=lambda line: None)
