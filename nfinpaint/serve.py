@@ -701,8 +701,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:
-        # uvicorn shuts down on Ctrl-C, then raises the signal again: the server's normal stop, not an abort
-        print("stopped", flush=True)
+        # uvicorn shuts down on Ctrl-C, then (some of its versions) raises the signal again: the server's
+        # normal stop, not an abort
+        pass
+    print("stopped", flush=True)
     return 0
 
 

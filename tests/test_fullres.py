@@ -1099,4 +1099,7 @@ def test_the_hole_families_never_reach_the_sparse_rule(family):
     hole[:, 120:] = np.random.default_rng().random((120, 80)) < 0.85
     weight = neural_fill.sparse_weight(hole)
     assert weight[:, :100].max() == 0
-    assert weight[:, 140:][hole[:, 140:]].min() == 1
+    # judged away from the picture's edges: a corner's few salt pixels, all holes (a few fresh draws in a
+    # thousand), are "deep" there, and the rule rightly leaves the square around them to the network
+    inner = (slice(30, 90), slice(140, 170))
+    assert weight[inner][hole[inner]].min() == 1
