@@ -368,7 +368,7 @@ class Inpainter:
     ``nfinpaint.baselines.METHODS``, as the command's ``--method``.  ``dilate``, ``invert``, ``resize_mask``:
     the mask options, defaults for every call.  ``seed``: PatchMatch's random search.  ``half``: the
     generator's network in float16 on a CUDA GPU, in bfloat16 on a CPU that computes it natively (AMX or
-    AVX512-BF16: ~1.4x as fast on holes of ~56 px, hole PSNR within 0.01 dB of float32's); refused elsewhere
+    AVX512-BF16: 1.2-1.4x as fast on holes of ~56 px, hole PSNR within 0.01 dB of float32's); refused elsewhere
     (:func:`nfinpaint.devices.half_problem`).
     """
 

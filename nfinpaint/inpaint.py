@@ -100,9 +100,9 @@ PROGRESS_PIXELS = 4_000_000
 # What a long fill on a CPU with native bfloat16 says about --half (benchmarks/bench_fullres.py measures it)
 # (since the decoder runs around the holes and the base fill on a band around scratches, the network is a
 # smaller share of a long fill's time: 1.1x on 12-megapixel scratches, 1.4x on a 512x384 picture's holes)
-HALF_HINT = ("--half runs the network in it: ~1.4x as fast on holes of ~56 px, ~1.1x on long scratches "
+HALF_HINT = ("--half runs the network in it: 1.2-1.4x as fast on holes of ~56 px, ~1.1x on long scratches "
              "(docs/usage.md)")
-HALF_HINT_FOLDER = "--half runs the network in it, ~1.4x as fast a picture with holes of ~56 px (docs/usage.md)"
+HALF_HINT_FOLDER = "--half runs the network in it, 1.2-1.4x as fast a picture with holes of ~56 px (docs/usage.md)"
 # The methods whose holes are planned here one by one (windows, a fixed-size generator's reach); every
 # other method of the registry (baselines.METHODS) fills the whole picture through its Method class.
 PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true",
                    help="run the generator's network in half precision: float16 autocast on a CUDA GPU (faster, "
                         "half the memory), bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16: "
-                        "~1.4x as fast on holes of ~56 px, ~1.1x on long scratches); refused on other CPUs, where "
+                        "1.2-1.4x as fast on holes of ~56 px, ~1.1x on long scratches); refused on other CPUs, where "
                         "it would be slower. Hole PSNR within 0.01 dB of float32's on validation (docs/usage.md)")
     p.add_argument("--max-scale", type=float, default=DEFAULT_MAX_SCALE, metavar="F",
                    help=f"fixed-size generators only: largest window / generator size ratio the GAN is used at "
