@@ -361,6 +361,8 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
                          f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
     mask = mask_plane(mask).cpu()      # once: _inpaint_colour's own call is then free
     grey = image.dim() == 3 and image.shape[0] == 1
+    if isinstance(generator, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        generator = generator.module   # a training loop's wrapped generator: the fill runs the one inside
     given, replaced = image, None
     if hidden is not None and image.dim() == 3 and mask.shape[-2:] == image.shape[-2:]:
         if not bool(torch.isfinite(image).all()):     # checked below too, but on the replaced picture

@@ -391,12 +391,15 @@ def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> tor
         device = torch.device("cuda", torch.cuda.current_device())
     # ready already (the Inpainter's, on every call): Module.to and eval walked it again, ~1 ms a call
     here = all(t.device.type == device.type and device.index in (None, t.device.index)
+               and (t.dtype == torch.float32 or not t.is_floating_point())
                for t in (*generator.parameters(), *generator.buffers()))
     laid_out = not channels_last or all(p.dim() != 4 or p.is_contiguous(memory_format=torch.channels_last)
                                         for p in generator.parameters())
     if here and laid_out and not any(m.training for m in generator.modules()):
         return generator
-    return generator.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+    # float32 whatever the caller's generator holds (a float64 one met float32 windows; --half autocasts)
+    return generator.to(device, torch.float32,
+                        memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
 
 
 def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Tensor, labels: np.ndarray,

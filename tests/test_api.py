@@ -837,3 +837,21 @@ def test_a_generator_on_another_gpu_is_moved_to_the_one_asked_for(fullres_checkp
     generator.to("cuda:1")
     ready = ready_to_fill(generator, "cuda")
     assert {t.device for t in ready.parameters()} == {torch.device("cuda", torch.cuda.current_device())}
+
+
+@pytest.mark.parametrize("kind", ["float64", "DataParallel"])
+def test_a_callers_generator_of_another_dtype_or_wrapped_fills_as_the_plain_one(fullres_checkpoint, kind):
+    """A float64 generator ended in "Input type (float) and bias type (double)", a DataParallel-wrapped
+    one (a training loop's) in an AttributeError; both fill as the float32 generator inside, and come
+    back as they were."""
+    from nfinpaint import generator_io
+
+    generator, _ = generator_io.load_generator(fullres_checkpoint)
+    picture = torch.rand(3, H, W, generator=torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 30))))
+    hole = torch.from_numpy(_hole())[None].float()
+    expected, _ = inpaint_image(picture, hole, generator=generator, log=lambda line: None)
+    given = generator.double() if kind == "float64" else torch.nn.DataParallel(generator)
+    filled, _ = inpaint_image(picture, hole, generator=given, log=lambda line: None)
+    torch.testing.assert_close(filled, expected, rtol=0, atol=1e-6)
+    if kind == "float64":
+        assert {p.dtype for p in given.parameters()} == {torch.float64}
