@@ -46,8 +46,8 @@ from nfinpaint import devices, mask_options, transparency
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, exif_orientation, integer_grey_image,
-                              keep_transparent_level, key_as_alpha, load_pixels, mask_image_levels, sixteen_bit_levels,
-                              turned_back, turned_upright)
+                              keep_transparent_level, key_as_alpha, load_pixels, mask_image_levels, profile_fits,
+                              sixteen_bit_levels, turned_back, turned_upright)
 
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *INTEGER_GREY_MODES}
 # PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
@@ -198,6 +198,11 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
                 result = keep_transparent_level(given, integer_grey_image(out, inner))
             else:
                 result = Image.fromarray(out, inner)
+            # the picture's colour profile, EXIF (its orientation: the result is in the stored layout) and
+            # resolution, as the command writes them back: a result saved as PNG kept none of them
+            for key in ("icc_profile", "exif", "dpi"):
+                if key in given.info and (key != "icc_profile" or profile_fits(given.info[key], result.mode)):
+                    result.info.setdefault(key, given.info[key])     # (a profile only of these pixels' space)
             if result.mode == mode:
                 return result
             # RGB -> CMYK (...) is no exact round trip: only the pixels the fill changed are converted back

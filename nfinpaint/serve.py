@@ -334,7 +334,11 @@ def png_bytes(img: Image.Image, icc_profile: bytes | None, colour: dict | None =
     gAMA, cHRM and sRGB chunks (``colour``: :func:`~nfinpaint.images.png_colour_info`)."""
     if icc_profile and not profile_fits(icc_profile, img.mode):
         icc_profile = None
+    # PIL writes the image's own profile when none is given: only the one that fits, or none
     options = {"icc_profile": icc_profile} if icc_profile else {}
+    if not icc_profile and "icc_profile" in img.info:
+        img = img.copy()
+        del img.info["icc_profile"]
     if colour:
         options["pnginfo"] = png_colour_chunks(colour)
     buf = io.BytesIO()

@@ -855,3 +855,31 @@ def test_a_callers_generator_of_another_dtype_or_wrapped_fills_as_the_plain_one(
     torch.testing.assert_close(filled, expected, rtol=0, atol=1e-6)
     if kind == "float64":
         assert {p.dtype for p in given.parameters()} == {torch.float64}
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16"])
+def test_a_pil_result_keeps_the_pictures_profile_exif_and_resolution(inpainter, mode):
+    """The result came back from Image.fromarray with none of them: saved as PNG, a wide-gamut photograph
+    lost its profile (shown in the wrong colours) and a phone picture its orientation (shown sideways).
+    (A profile of another colour space than the pixels' is not passed on: PNG would write it, invalid.)"""
+    from _crafted import profile_of_space
+
+    from nfinpaint.images import integer_grey_image
+
+    rng = np.random.default_rng()
+    if mode == "I;16":
+        picture = integer_grey_image(rng.integers(0, 65536, (H, W)).astype(np.uint16), mode)
+    else:
+        picture = Image.fromarray(rng.integers(0, 256, (H, W, len(mode)), dtype=np.uint8).squeeze(), mode)
+    profile = profile_of_space(b"RGB " if mode.startswith("RGB") else b"GRAY")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    picture.info.update(icc_profile=profile, exif=exif.tobytes(), dpi=(300, 300))
+    out = inpainter(picture, _hole())
+    assert out.info.get("icc_profile") == profile and out.info.get("dpi") == (300, 300)
+    assert out.getexif().get(0x0112) == 6
+    saved = io.BytesIO()
+    out.save(saved, "PNG")
+    assert Image.open(saved).info.get("icc_profile") == profile
+    picture.info["icc_profile"] = profile_of_space(b"CMYK")
+    assert "icc_profile" not in inpainter(picture, _hole()).info
