@@ -45,9 +45,9 @@ from PIL import Image
 from nfinpaint import devices, mask_options, transparency
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, exif_orientation, integer_grey_image,
-                              keep_transparent_level, key_as_alpha, load_pixels, mask_image_levels, profile_fits,
-                              sixteen_bit_levels, turned_back, turned_upright)
+from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, colour_key_alpha, exif_orientation,
+                              integer_grey_image, keep_transparent_level, key_as_alpha, load_pixels,
+                              mask_image_levels, profile_fits, sixteen_bit_levels, turned_back, turned_upright)
 
 _PIL_ARRAY_MODES = {"L", "LA", "RGB", "RGBA", "F", *INTEGER_GREY_MODES}
 # PIL decodes a lazily opened picture in place, and not thread-safely: one picture (a mask for
@@ -470,9 +470,9 @@ class Inpainter:
         # colours under alpha 0 are not read as context (nfinpaint.transparency); 16-bit grey keeps its
         # transparent level (PNG tRNS) as it is, one channel: that level is its alpha 0
         hidden = transparency.hidden_pixels(values[..., -1]) if channels in (2, 4) else None
-        if isinstance(image, Image.Image) and image.mode in INTEGER_GREY_MODES \
-                and isinstance(image.info.get("transparency"), int):
-            hidden = array[..., 0] == image.info["transparency"]
+        keyed = colour_key_alpha(image) if hidden is None and isinstance(image, Image.Image) else None
+        if keyed is not None:
+            hidden = transparency.hidden_pixels(keyed)
         hole = mask_options.holes_from_values(
             mask_levels(mask, values.shape[:2], invert))
         try:

@@ -254,6 +254,11 @@ def overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")   # atomic_path's names
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file named ``name`` is one of :func:`atomic_path`'s temporary files."""
+    return bool(_TEMP_NAME.match(name))
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files :func:`atomic_path` left in ``folder`` (not its subfolders) when
     its process was killed (kill -9, power loss).  Only for a folder no other process writes
@@ -263,7 +268,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
-        if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+        if is_temporary(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

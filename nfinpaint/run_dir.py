@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nfinpaint.cli import warn
 from nfinpaint.config import ConfigError, TrainConfig, to_toml
-from nfinpaint.files import MARKER, full_disk_reported, marker_kind, overlap, write_text
+from nfinpaint.files import MARKER, full_disk_reported, is_temporary, marker_kind, overlap, write_text
 from nfinpaint.provenance import versions
 
 METRICS_FILE = "metrics.jsonl"
@@ -43,7 +43,6 @@ def default_run_dir(config: TrainConfig) -> Path:
 _FIRST_FILES = frozenset({MARKER, "config.toml", METRICS_FILE})
 _FIRST_FOLDERS = {"samples": re.compile(r"^step_\d+\.png$"), "checkpoints": re.compile(r"^$"),
                   "tensorboard": re.compile(r"^events\.out\.tfevents\.[^/]+$")}
-_TEMPORARY = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")      # files.atomic_path's names
 
 
 def stopped_before_a_checkpoint(path: Path) -> bool:
@@ -59,7 +58,7 @@ def stopped_before_a_checkpoint(path: Path) -> bool:
         for entry in entries:
             if entry.name in _FIRST_FOLDERS and entry.is_dir() and not entry.is_symlink():
                 written = _FIRST_FOLDERS[entry.name]
-                if not all((written.match(p.name) or _TEMPORARY.match(p.name)) and p.is_file() and not p.is_symlink()
+                if not all((written.match(p.name) or is_temporary(p.name)) and p.is_file() and not p.is_symlink()
                            for p in entry.iterdir()):
                     return False           # anything else in it (a copied checkpoint, notes): not replaced
             elif entry.name not in _FIRST_FILES or not entry.is_file():

@@ -286,8 +286,8 @@ def decode(img: Image.Image, field: str, max_pixels: int = MAX_PIXELS) -> Image.
                 return upright(img, f"the {field}")
             # shown as stored: its orientation tag goes, else the Inpainter would fill it turned (it fills a
             # PIL picture as its orientation shows it), which is not how the page shows it
-            exif = img.getexif()
             if exif_orientation(img) not in (None, 1):
+                exif = img.getexif()
                 del exif[0x0112]
                 img.info["exif"] = exif.tobytes()
             return img
