@@ -383,6 +383,10 @@ def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> tor
     (:func:`nfinpaint.inference.left_as_it_was`), ~80 ms a call for the shipped generator.  A generator
     whose base fill runs the compiled solver is refused here, where the extension cannot run it on
     ``device`` (:class:`nfinpaint._extension.ExtensionMissing`: one line, before any fill)."""
+    if any(t.is_meta for t in (*generator.parameters(), *generator.buffers())):
+        # Module.to cannot copy out of "meta": say what to do instead of torch's traceback from inside .to
+        raise ValueError("the generator's weights are on the meta device (they hold no values): load them "
+                         "first, e.g. generator.to_empty(device='cpu') then load_state_dict")
     if needs_operators(generator):
         _extension.require(device)
     channels_last = is_full_resolution(generator)

@@ -857,6 +857,18 @@ def test_a_callers_generator_of_another_dtype_or_wrapped_fills_as_the_plain_one(
         assert {p.dtype for p in given.parameters()} == {torch.float64}
 
 
+def test_a_generator_on_the_meta_device_is_refused_in_one_line(fullres_checkpoint):
+    """A generator built under torch.device("meta") (weights not loaded yet) ended in torch's traceback
+    from inside Module.to; it is refused with what to do, before any fill."""
+    from nfinpaint import generator_io
+
+    generator, _ = generator_io.load_generator(fullres_checkpoint)
+    generator.to("meta")
+    picture = torch.rand(3, H, W)
+    with pytest.raises(ValueError, match="meta device.*to_empty"):
+        inpaint_image(picture, torch.from_numpy(_hole())[None].float(), generator=generator, log=lambda line: None)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16"])
 def test_a_pil_result_keeps_the_pictures_profile_exif_and_resolution(inpainter, mode):
     """The result came back from Image.fromarray with none of them: saved as PNG, a wide-gamut photograph
