@@ -7,8 +7,9 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from nfinpaint.cli import UsageError
 
@@ -257,6 +258,34 @@ _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")   # atomic_path's names
 def is_temporary(name: str) -> bool:
     """Whether a file named ``name`` is one of :func:`atomic_path`'s temporary files."""
     return bool(_TEMP_NAME.match(name))
+
+
+def remove_stale_temps_of(paths: Iterable[str | os.PathLike], older_than: float = 600.0) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left beside ``paths`` when its process was killed
+    (kill -9, power loss): those of exactly these files' names, unchanged for ``older_than`` seconds.
+    For a folder other processes may write too (a folder run's output): a live write's temporary file
+    is seconds old, and a temporary file of another name is never touched.  Returns what was removed."""
+    wanted: dict[Path, list[tuple[str, str]]] = {}
+    for path in map(Path, paths):
+        wanted.setdefault(path.parent, []).append((f".{_short(path.stem)}.", f"{path.suffix}.tmp{path.suffix}"))
+    removed = []
+    now = time.time()
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not is_temporary(entry.name) or not any(entry.name.startswith(head) and entry.name.endswith(tail)
+                                                        for head, tail in names):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                pass        # gone meanwhile, or not ours to remove: it stays, as before
+    return removed
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:

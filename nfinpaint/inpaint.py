@@ -85,7 +85,7 @@ from nfinpaint import (cli, colour_rules, devices, folders, inference, mask_opti
                        transparency)
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
-from nfinpaint.files import DiskFullError, FolderUnwritableError
+from nfinpaint.files import DiskFullError, FolderUnwritableError, remove_stale_temps_of
 from nfinpaint.generator_io import DEFAULT_GENERATOR
 from nfinpaint.generators import is_full_resolution
 from nfinpaint.images import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, PALETTE_SUFFIXES, ImageError,
@@ -799,6 +799,10 @@ def run_folders(args: argparse.Namespace) -> int:
     if existing and not (args.skip_existing or args.overwrite):
         raise UsageError(f"-o {out_dir} already holds {len(existing)} of the outputs (e.g. {existing[0].output.name}); "
                          f"pass --skip-existing to keep them or --overwrite to replace them")
+    # an earlier run killed mid-write (kill -9, power loss) left hidden temporary files beside its outputs
+    stale = remove_stale_temps_of(p.output for p in pairs)
+    if stale:
+        print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out_dir}")
     device = _device(args)
     loaded = _open_generator(args, device)
     todo = [p for p in pairs if not (args.skip_existing and not p.problem and p.output.exists())]

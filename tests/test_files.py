@@ -3,6 +3,7 @@ import errno
 import os
 import stat
 import tempfile
+import time
 
 import pytest
 
@@ -69,6 +70,28 @@ def test_stale_temporary_files_are_found_by_name(tmp_path):
     (tmp_path / stale).write_text("half")      # the same name, as a writer killed by kill -9 leaves it
     assert [p.name for p in remove_stale_temps(tmp_path)] == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["generator.pt"])
+
+
+def test_stale_temporary_files_of_given_names_are_removed_only_when_old(tmp_path):
+    """A folder run's output folder is not locked: only the temporary files of its own outputs' names go,
+    and only those no live write could own (unchanged for older_than seconds)."""
+    from nfinpaint.files import atomic_path, is_temporary, remove_stale_temps_of
+
+    def left_by_a_killed_write(target):
+        with atomic_path(target) as tmp:
+            name = tmp.name
+            tmp.write_text("done")
+        (tmp_path / name).write_text("half")
+        return tmp_path / name
+
+    old_ours, fresh_ours, old_other = (left_by_a_killed_write(tmp_path / n) for n in ("a.png", "b.png", "c.png"))
+    hour_ago = time.time() - 3600
+    for path in (old_ours, old_other):
+        os.utime(path, (hour_ago, hour_ago))
+    assert [p.name for p in remove_stale_temps_of([tmp_path / "a.png", tmp_path / "b.png"], older_than=600)] \
+        == [old_ours.name]
+    assert fresh_ours.exists() and old_other.exists() and not old_ours.exists()
+    assert sum(is_temporary(p.name) for p in tmp_path.iterdir()) == 2
 
 
 class _FullFile:

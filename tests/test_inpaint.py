@@ -5,6 +5,7 @@ go, not how good they look.
 """
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -1146,6 +1147,21 @@ def test_folder_one_mask_for_all_skip_existing_and_overwrite(tmp_path, checkpoin
     assert Image.open(out / "a1.png").size == (40, 30)
 
 
+
+def test_a_folder_run_removes_the_temporary_files_an_interrupted_run_left(tmp_path, checkpoint, capsys):
+    """A run killed mid-write (kill -9) left a hidden temporary file beside its output; the next run over
+    that folder removes it (and leaves a file that is not one of its outputs' temporary files)."""
+    images = _two_pictures_and_a_mask(tmp_path, np.random.default_rng())
+    out = tmp_path / "out"
+    out.mkdir()
+    left, other = out / ".a0.k3j_x9.png.tmp.png", out / ".notes.k3j_x9.txt.tmp.txt"
+    for path in (left, other):
+        path.write_bytes(b"half")
+        os.utime(path, (time.time() - 3600,) * 2)
+    argv = ["--images", images, "--masks", tmp_path / "mask.png", "-o", out, "--checkpoint", checkpoint]
+    assert inpaint.main(argv) == 0
+    assert "removed 1 temporary file(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a0.png", "a1.png", other.name])
 
 def _two_pictures_and_a_mask(tmp_path, rng):
     """tmp_path/images/a0.png, a1.png (30x40 noise) and tmp_path/mask.png (one 10x10 hole); the folder."""
