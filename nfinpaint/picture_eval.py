@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 import time
 import warnings
@@ -163,8 +164,9 @@ def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor)
     channels pooled, over the pairs of neighbours that both lie in the hole (1 = as much detail as the
     original, a flat fill 0).  Pairs that cross the hole's edge are left out: they measure the seam, not
     the detail (until 2026-12-03 the right and lower edges' pairs counted, so a flat fill of thin strokes
-    scored ~2.5).  The truth's energy is floored at one 8-bit grey level per pair, so a hole over a flat
-    truth (a clear sky) does not divide by ~0."""
+    scored ~2.5).  The truth's energy is floored at one 8-bit level in one channel per pair, so a hole
+    over a flat truth (a clear sky) does not divide by ~0.  NaN for a hole with no such pair (it was 0,
+    a flat fill's score, whatever the fill)."""
     inside = hole.reshape(hole.shape[-2:]) > 0.5
     pairs_y = (inside[1:, :] & inside[:-1, :]).float()
     pairs_x = (inside[:, 1:] & inside[:, :-1]).float()
@@ -174,8 +176,10 @@ def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor)
         gx = x[:, :, 1:] - x[:, :, :-1]
         return (gy ** 2 * pairs_y).sum() + (gx ** 2 * pairs_x).sum()
 
-    floor = float(pairs_y.sum() + pairs_x.sum()) / 255.0 ** 2
-    return float(energy(filled) / energy(truth).clamp_min(max(floor, 1e-12)))
+    count = float(pairs_y.sum() + pairs_x.sum())
+    if count == 0:      # a hole of single pixels (a 1 px diagonal): no detail inside it to measure
+        return math.nan
+    return float(energy(filled) / energy(truth).clamp_min(count / 255.0 ** 2))
 
 
 @dataclass
@@ -218,6 +222,7 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
                     if method.device.type == "cuda":
                         torch.cuda.synchronize(method.device)
                     seconds = time.perf_counter() - start
+                    filled = metrics.as_saved(filled, picture)     # what the user's file holds
                     row = metrics.image_metrics(filled, picture, mask)
                     row["texture"] = texture_ratio(filled, picture, mask)
                 row["seconds"] = seconds
