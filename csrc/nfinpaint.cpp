@@ -65,13 +65,17 @@ TORCH_LIBRARY(nfinpaint, m) {
 }
 
 
-// The backward ops (and the smooth fill's solver) have no derivative of their own. Without an Autograd kernel PyTorch's fallback only
+// The backward ops (and the smooth fill's solver and PatchMatch) have no derivative of their own. Without an Autograd kernel PyTorch's fallback only
 // warns and a second backward through them (a gradient penalty through the loss) silently gets no
 // gradient; with this one it fails with "derivative for nfinpaint::..._backward is not implemented".
 TORCH_LIBRARY_IMPL(nfinpaint, Autograd, m) {
   m.impl("composite_l2_backward", torch::autograd::autogradNotImplementedFallback());
   m.impl("feature_distance_backward", torch::autograd::autogradNotImplementedFallback());
   m.impl("biharmonic_cg", torch::autograd::autogradNotImplementedFallback());
+  // PatchMatch is a search, not a function with a derivative: an image that requires grad got a
+  // result whose backward gave no gradient through the vote, with only a warning
+  m.impl("patchmatch_nnf", torch::autograd::autogradNotImplementedFallback());
+  m.impl("patchmatch_vote", torch::autograd::autogradNotImplementedFallback());
 }
 
 // Importing nfinpaint._C loads this library and so runs the registrations

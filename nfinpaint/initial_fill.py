@@ -240,7 +240,8 @@ def conjugate_gradients_reference(mask: Tensor, x: Tensor, iterations: int,
     for _ in range(iterations):
         ap = apply(p)
         pap = _dot(p, ap)
-        done = done | (rs <= floor) | (pap <= 0)     # converged (or broken down): x stays where it is
+        # converged, or broken down (p.Ap <= 0, or not finite: float32's p * Ap overflowed): x stays
+        done = done | (rs <= floor) | ~((pap > 0) & torch.isfinite(pap))
         alpha = torch.where(done, 0.0, rs / pap.clamp_min(1e-30)).to(x.dtype)
         x = torch.where(done, x, x + alpha * p)     # not x + 0 * p: an overflowed p (inf) would give NaN
         r = r - alpha * ap

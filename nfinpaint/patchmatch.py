@@ -325,11 +325,18 @@ def resynthesize(image: Tensor, hole: Tensor, patch_size: int = 7, iterations: i
     matched to its nearest patch of known pixels (PatchMatch from scratch, ``iterations`` rounds), and
     each hole pixel becomes the weighted vote of those matches (what one EM step of :func:`inpaint` does
     at its finest scale).  ``image`` (3, H, W) float tensor whose hole pixels hold the guess; ``hole``
-    (H, W) bool on its device.  Returns a new (3, H, W); pixels outside the hole are the input's.
-    ValueError when no whole patch of known pixels exists (see :func:`has_source_patch`)."""
+    (H, W) on its device, bool or 0/1 (above 0.5 is a hole, as :func:`inpaint`'s mask).  Returns a new
+    (3, H, W); pixels outside the hole are the input's.  Not differentiable (a backward through it
+    raises).  ValueError when no whole patch of known pixels exists (see :func:`has_source_patch`), or
+    for a NaN or infinite value (the guess's came back unchanged: no patch over it matches)."""
     if image.dim() != 3 or hole.shape != image.shape[-2:]:
         raise ValueError(f"resynthesize takes a (C, H, W) image and its (H, W) hole; got shapes "
                          f"{tuple(image.shape)} and {tuple(hole.shape)}")
+    if hole.dtype != torch.bool:     # a 0/1 float hole ran the whole search, then the vote refused it
+        hole = _plane_to_bool(hole, "hole", *hole.shape, hole.device)
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError("image has NaN or infinite values: resynthesize needs a finite guess in the hole and "
+                         "finite known pixels")
     patch_size = _check_patch_size(patch_size, *hole.shape, "image")
     if not has_source_patch(hole, patch_size):
         raise ValueError(f"the hole leaves no {patch_size}x{patch_size} patch fully outside it to copy from")

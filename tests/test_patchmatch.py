@@ -395,6 +395,32 @@ def test_resynthesize_pulls_a_noisy_guess_back_to_the_texture():
     assert sorted(ratios)[3] < 1 / 4 and max(ratios) < 3 / 4, ratios
 
 
+def test_resynthesize_takes_a_float_hole_and_refuses_a_guess_that_is_not_finite():
+    """A 0/1 float hole (inpaint's mask format) ran the whole search, then the vote refused it ("hole
+    must be Bool"); a NaN or inf guess came back unchanged (no patch over it matches)."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    image = torch.rand(3, 20, 24, generator=g)
+    hole = torch.zeros(20, 24, dtype=torch.bool)
+    hole[6:12, 8:15] = True
+    expected = pm.resynthesize(image, hole, 5, seed=3)
+    assert torch.equal(pm.resynthesize(image, hole.float(), 5, seed=3), expected)
+    for bad in (float("nan"), float("inf")):
+        guess = image.clone()
+        guess[1, 8, 10] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            pm.resynthesize(guess, hole, 5)
+
+
+def test_resynthesize_fails_loudly_under_autograd():
+    """Not differentiable: an image that required grad got a result whose backward gave no gradient
+    through the vote, with only a warning (inpaint detaches its input)."""
+    image = torch.rand(3, 20, 24, requires_grad=True)
+    hole = torch.zeros(20, 24, dtype=torch.bool)
+    hole[6:12, 8:15] = True
+    with pytest.raises(RuntimeError, match="derivative for nfinpaint::patchmatch_.* is not implemented"):
+        pm.resynthesize(image, hole, 5).sum().backward()
+
+
 def test_resynthesize_needs_a_known_patch():
     image = torch.rand(3, 12, 12)
     hole = torch.ones(12, 12, dtype=torch.bool)

@@ -30,8 +30,10 @@ NFI_HD float step_ratio(double numerator, double denominator) {
 // and threw small systems to 1e34 or NaN. Python's CG_CONVERGED is the same number.
 constexpr double kConverged = 1e-12;
 
+// It also stops when p.Ap is not finite: values of ~1e17-1e18 keep r.r finite while float32's p*Ap
+// overflows, and the steps after (alpha 0, beta 1, p doubling to inf) ended in NaN over known pixels too.
 NFI_HD bool converged(double rs, double rs_first, double pap) {
-  return rs <= rs_first * kConverged || pap <= 0.0;
+  return rs <= rs_first * kConverged || !(pap > 0.0 && pap <= 1.7976931348623157e308);
 }
 
 // The index of the neighbour `offset` (-1 or +1) away along a side of `size` pixels, replicated at the border.
