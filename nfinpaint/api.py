@@ -475,6 +475,10 @@ class Inpainter:
             hidden = transparency.hidden_pixels(keyed)
         hole = mask_options.holes_from_values(
             mask_levels(mask, values.shape[:2], invert))
+        if not hole.any():      # said here, where the polarity is known (inpaint_image's words are white's)
+            colour = "black (darker" if invert else "white (brighter"
+            raise InpaintError(f"the mask has no hole: {colour} than 50% grey) marks the pixels to fill"
+                               + (" with invert=True" if invert else ""))
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
                                         resize=resize_mask)

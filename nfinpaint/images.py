@@ -172,6 +172,16 @@ def _load(img: Image.Image) -> None:
     it, and PIL keeps that."""
     if img.format == "TIFF":
         exif_orientation(img)
+        if getattr(img, "_tile_size", img.size) != img.size and getattr(img, "filename", ""):
+            # Pillow 13 maps an uncompressed grey strip of a file opened by name at the picture's upright
+            # size, not its stored one, when its orientation turns it (5-8): the pixels came out scrambled.
+            # Without a name it reads them through the file object, and turns them right.
+            name, img.filename = img.filename, ""
+            try:
+                img.load()
+            finally:
+                img.filename = name
+            return
     img.load()
 
 
@@ -270,13 +280,18 @@ def keep_transparent_level(image: Image.Image, filled: Image.Image) -> Image.Ima
     if image.mode not in INTEGER_GREY_MODES or filled.mode != image.mode or not isinstance(key, int) \
             or not 0 <= key <= 65535:
         return filled
-    before, after = sixteen_bit_levels(image), sixteen_bit_levels(filled)
-    was = before == key
-    after[(after == key) & ~was] = key + 1 if key < 65535 else key - 1
-    after[was] = key
-    result = integer_grey_image(after, image.mode)
+    result = integer_grey_image(with_transparent_level(sixteen_bit_levels(filled), sixteen_bit_levels(image) == key,
+                                                       key), image.mode)
     result.info["transparency"] = key
     return result
+
+
+def with_transparent_level(levels: np.ndarray, was: np.ndarray, key: int) -> np.ndarray:
+    """(H, W) 16-bit grey ``levels``, changed in place, with the transparent level ``key``: the pixels
+    that had it (``was``) keep it, and a filled pixel that lands on it moves one level off."""
+    levels[(levels == key) & ~was] = key + 1 if key < 65535 else key - 1
+    levels[was] = key
+    return levels
 
 
 def sixteen_bit_levels(img: Image.Image) -> np.ndarray:
@@ -309,16 +324,22 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
             # the warning for a large picture belongs to decoding it, if it comes to that
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                width, height = img.size
-                turned = exif_orientation(img) in (5, 6, 7, 8)   # transposed or turned by 90 degrees
-                # Pillow gives a turned TIFF its upright size when it opens it (and turns the pixels when
-                # it decodes them): turned once more here, its mask was refused whichever way it was drawn
-                stored = (img.tag_v2.get(256), img.tag_v2.get(257)) if img.format == "TIFF" else None
+                return upright_size(img)
     except OPEN_ERRORS as exc:
         raise open_error(path, exc) from None
-    if turned and stored == (height, width):
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened, not yet decoded ``img`` turned by its EXIF orientation (none for
+    a damaged EXIF block, as :func:`upright` reads it)."""
+    width, height = img.size
+    if exif_orientation(img) not in (5, 6, 7, 8):     # transposed or turned by 90 degrees
         return width, height
-    return (height, width) if turned else (width, height)
+    # Pillow gives a turned TIFF its upright size when it opens it (and turns the pixels when it
+    # decodes them): turned once more, its mask was refused whichever way it was drawn
+    if img.format == "TIFF" and (img.tag_v2.get(256), img.tag_v2.get(257)) == (height, width):
+        return width, height
+    return height, width
 
 
 def _unit_floats(rgb8: np.ndarray) -> np.ndarray:
@@ -364,6 +385,7 @@ class Picture(NamedTuple):
     alpha: torch.Tensor | None        # (H, W) uint8, or None
     bits: int                         # per channel in the file: 8, 16, or 32 (float)
     grey: bool                        # one grey channel (with or without alpha)
+    level: int | None = None          # 16-bit grey's transparent level (PNG tRNS), which alpha was read from
 
 
 def read_image_and_alpha(path: str | os.PathLike) -> Picture:
@@ -381,8 +403,10 @@ def read_image_and_alpha(path: str | os.PathLike) -> Picture:
         bits = 16
     else:
         bits = 8
+    key = img.info.get("transparency")
+    level = key if alpha is not None and img.mode in INTEGER_GREY_MODES and isinstance(key, int) else None
     return Picture(torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
-                   None if alpha is None else torch.from_numpy(alpha), bits, img.mode in _GREY_MODES)
+                   None if alpha is None else torch.from_numpy(alpha), bits, img.mode in _GREY_MODES, level)
 
 
 _ZERO_ONE_MODES = frozenset({"L", *INTEGER_GREY_MODES})      # grey integer masks that may hold 0/1 levels
@@ -593,19 +617,27 @@ def check_format_size(path: str | os.PathLike, width: int, height: int) -> None:
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor | None = None,
-               info: dict | None = None, bits: int = 8) -> int:
+               info: dict | None = None, bits: int = 8, transparent_level: int | None = None) -> int:
     """Write a (C, H, W) [0, 1] tensor (C = 3: RGB, C = 1: grey) atomically (format from the suffix),
     and return the bits per channel written: 8, or ``bits`` (16, 32) for one grey channel without
     alpha where the format holds that depth; an (H, W) uint8 ``alpha`` is written as the image's
     alpha channel, unchanged; ``info`` (:func:`read_image_info`) is kept as far as the format can
     hold it, and its colour profile only when it fits the written pixels (:func:`profile_fits`;
-    dropped with an :class:`ImageWarning`)."""
+    dropped with an :class:`ImageWarning`).  ``transparent_level``: the 16-bit grey level that
+    ``alpha`` came from (a PNG's tRNS, :attr:`Picture.level`): a PNG is written as 16-bit grey with
+    that level transparent again (PIL has no 16-bit grey+alpha: it was written 8-bit LA), other
+    formats with the alpha channel at 8 bits."""
     path = Path(path)
     check_format_size(path, image.shape[-1], image.shape[-2])
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    depth = _grey_depth(bits, fmt) if image.shape[0] == 1 and alpha is None else 8
+    keyed = (transparent_level is not None and alpha is not None and image.shape[0] == 1 and bits == 16
+             and fmt == "PNG")
+    depth = _grey_depth(bits, fmt) if image.shape[0] == 1 and (alpha is None or keyed) else 8
     pil = tensor_to_pil(image, depth)
-    if alpha is not None:
+    if keyed:
+        levels = with_transparent_level(np.array(pil, dtype=np.uint16), alpha.cpu().numpy() == 0, transparent_level)
+        pil = integer_grey_image(levels, "I;16")
+    elif alpha is not None:
         pil = pil if pil.mode == "L" else pil.convert("RGB")
         pil.putalpha(Image.fromarray(alpha.cpu().numpy().astype(np.uint8)))
     if path.suffix.lower() == ".pgm" and pil.mode in ("RGB", "RGBA"):
@@ -617,6 +649,8 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
         pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
+    if keyed:
+        options["transparency"] = transparent_level
     colour = {key: value for key, value in (info or {}).items() if key in PNG_COLOUR_KEYS}
     if colour and fmt == "PNG":
         options["pnginfo"] = png_colour_chunks(colour)

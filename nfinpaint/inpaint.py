@@ -360,6 +360,9 @@ def inpaint_image(image: torch.Tensor, mask: torch.Tensor, *, generator: torch.n
         raise ValueError(f"expected a float image with values in [0, 1], got {image.dtype}: divide a uint8 "
                          f"picture by 255 (nfinpaint.Inpainter takes uint8 arrays as they are)")
     mask = mask_plane(mask).cpu()      # once: _inpaint_colour's own call is then free
+    # one layout whatever the caller's: oneDNN's convolutions round a channels-last or permuted view
+    # differently (up to 6e-4), so the API's and the server's (H, W, 3) views came back a level off the command's
+    image = image.contiguous()
     grey = image.dim() == 3 and image.shape[0] == 1
     if isinstance(generator, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         generator = generator.module   # a training loop's wrapped generator: the fill runs the one inside
@@ -641,7 +644,7 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
                     raise UsageError(f"{path} is {mask_width}x{mask_height} but {image_path} is {width}x{height} "
                                      f"(width x height, after EXIF orientation); they must be the same size, or "
                                      f"pass --resize-mask")
-        image, alpha, bits, grey = read_image_and_alpha(image_path)
+        image, alpha, bits, grey, level = read_image_and_alpha(image_path)
         kept = read_image_info(image_path)     # colour profile, EXIF, dpi: written back unchanged
         hole = _read_holes(masks, args.invert)
     except ImageError as exc:
@@ -672,7 +675,8 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
     except ValueError as exc:
         raise UsageError(cli.one_line(exc)) from None
     del image          # the picture's float copy: not needed to write the result (memory per pixel)
-    written = save_image(filled, output, alpha if keep_alpha else None, info=kept, bits=bits if grey else 8)
+    written = save_image(filled, output, alpha if keep_alpha else None, info=kept, bits=bits if grey else 8,
+                         transparent_level=level)
     return holes, alpha, bits, written
 
 
@@ -738,7 +742,8 @@ def run(args: argparse.Namespace) -> list[Hole] | int:
 
 
 # where a grey picture's depth survives, said when it does not
-_KEEPS_DEPTH = "a grey picture keeps 16 bits in .png or .tif, and float in .tif"
+_KEEPS_DEPTH = ("a grey picture keeps 16 bits in .png or .tif (with a transparent level in .png only, with "
+               "alpha in neither), and float in .tif")
 
 
 def _depth_name(bits: int) -> str:

@@ -47,7 +47,7 @@ from PIL import Image
 from nfinpaint import cli, devices
 from nfinpaint.images import (DEEP_GREY_MODES, OPEN_ERRORS, ImageError, exif_orientation, grey_again,
                               keep_transparent_level, key_as_alpha, load_pixels, png_colour_chunks, png_colour_info,
-                              profile_fits, sixteen_bit_levels, upright)
+                              profile_fits, sixteen_bit_levels, upright, upright_size)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -198,8 +198,7 @@ def oriented_size(img: Image.Image) -> tuple[int, int]:
     request handler must not decode (it runs on the event loop, before the queue: that stalled every
     other request and held the pixels of requests then refused with 503, and the picture, decoded
     there, lost the transparent colour that :func:`decode` keeps)."""
-    w, h = img.size
-    return (h, w) if shown_turned(img) and exif_orientation(img) in (5, 6, 7, 8) else (w, h)
+    return upright_size(img) if shown_turned(img) else img.size
 
 
 class _PilPixelLimit:

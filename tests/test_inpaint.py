@@ -746,6 +746,34 @@ def test_a_16_bit_grey_picture_keeps_16_bits_where_the_format_holds_them(tmp_pat
             assert np.array_equal(pixels[..., 0][known], (grey16[known] / 257.0 + 0.5).astype(np.uint8))
 
 
+def test_a_16_bit_grey_png_with_a_transparent_level_keeps_its_depth_and_level(tmp_path, checkpoint, capsys):
+    """Its tRNS level, read as alpha, was written as 8-bit LA: every known pixel rounded to 8 bits (up to
+    128 of 65535 off), where the API and the server return 16-bit grey with the level."""
+    from nfinpaint import Inpainter
+
+    rng = np.random.default_rng()
+    grey16 = rng.integers(0, 65536, (50, 70), dtype=np.uint16)
+    key = int(rng.integers(1, 65535))
+    grey16[grey16 == key] = key + 1
+    grey16[:6, :8] = key                                   # transparent, beside the hole
+    _, mask = _picture_and_mask()
+    Image.fromarray(grey16).save(tmp_path / "in.png", transparency=key)
+    Image.fromarray((mask[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert inpaint.main([str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "-o", str(out),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    assert "rounded" not in capsys.readouterr().out
+    with Image.open(out) as result:
+        assert result.mode == "I;16" and result.info.get("transparency") == key
+        pixels = np.asarray(result).astype(np.uint16)
+    hole = mask[0].numpy() > 0.5
+    # a filled pixel never lands on the level (a transparent one in the hole stays transparent)
+    assert np.array_equal(pixels[~hole], grey16[~hole]) and not (pixels[hole & (grey16 != key)] == key).any()
+    api = Inpainter(checkpoint=str(checkpoint), device="cpu", method="gan")(Image.open(tmp_path / "in.png"),
+                                                                           Image.open(tmp_path / "mask.png"))
+    assert np.array_equal(np.asarray(api).astype(np.uint16), pixels)
+
+
 def test_a_float_grey_tiff_is_written_back_as_float(tmp_path, checkpoint, capsys):
     values = np.random.default_rng().random((50, 70), dtype=np.float32)
     _, mask = _picture_and_mask()
