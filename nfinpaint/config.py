@@ -365,7 +365,7 @@ PRESETS: dict[str, TrainConfig] = {
     "photos": _preset(preset="photos", ema_decay=0.999, steps=12_000, val_every=500, sample_every=1_000, checkpoint_every=1_000,
                       log_every=50),
     # Full-size inpainting: the fully convolutional generator on 128x128 crops with thin / medium /
-    # large holes (up to ~40% of the crop), crops of 1-2.5x as many source pixels; the paper's objective
+    # large holes (up to 45% of the crop), crops of 1-2.5x as many source pixels; the paper's objective
     # (both discriminators, the feature term in log form so it keeps its share with any feature net).
     # Without normalisation layers the log-L2's large gradients on near-perfect holes can blow the
     # generator up (seen at lr 5e-4): gradients are clipped.

@@ -21,7 +21,7 @@ layer:
 * the last convolution starts at zero, so an untrained generator *is* the
   base fill, and training learns the correction.
 
-Any height and width work (the input is padded by reflection to a multiple
+Any height and width work (the input is padded by replicating its edge to a multiple
 of 8 and the output cropped back).  ``image_size`` is the side of the
 training crops, which the discriminators and the window planning of
 ``inpaint`` read.

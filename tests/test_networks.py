@@ -245,6 +245,29 @@ def test_patch_origin_random_boxes_against_loop():
     assert local_patch_origin(m, p).tolist() == expected
 
 
+def test_patch_origin_always_sees_the_hole():
+    """Strokes around an empty middle: the box-centred patch held no hole pixel, so the local
+    discriminator got the same pixels as real and as fake.  Such a patch moves to the hole pixel
+    nearest the box's centre; every other patch stays box-centred (a rectangle's, a blob's)."""
+    m = torch.zeros(2, 1, 40, 40)
+    m[0, :, 2:4, 2:38] = 1            # two strokes, top and bottom: the box's middle rows are empty
+    m[0, :, 36:38, 2:38] = 1
+    m[1, :, 10:30, 12:28] = 1         # a box: unchanged
+    origins = local_patch_origin(m, 12)
+    assert origins[1].tolist() == [14, 14]
+    oy, ox = origins[0].tolist()
+    assert m[0, 0, oy:oy + 12, ox:ox + 12].any()
+    assert ox in (13, 14) and oy in (0, 28)     # on a stroke, at the box's centre column
+    # random masks of the training families: a hole pixel in every patch
+    from nfinpaint.masks import family_masks
+
+    for family in ("thin", "medium", "large"):
+        masks = family_masks(family, 64, 128, 128, seed=int(torch.randint(1 << 30, ())))
+        origins = local_patch_origin(masks, 64)
+        for mask, (y, x) in zip(masks, origins.tolist()):
+            assert mask[0, y:y + 64, x:x + 64].gt(0.5).any()
+
+
 def test_crop_patches_values_and_gradient():
     images = torch.rand(3, 2, 10, 10, requires_grad=True)
     origins = torch.tensor([[0, 0], [3, 5], [6, 6]])
