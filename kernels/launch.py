@@ -48,9 +48,15 @@ NO_TRITON_PATH = (
     "reference instead")
 
 
+# Triton's own reading of a boolean variable (triton.knobs' env_bool): "true", "on", "yes"... also
+# put it in interpreter mode, where "1" alone counted here and its kernels refused to run
+_TRUE = frozenset({"1", "true", "on", "yes", "y"})
+
+
 def interpreter_enabled() -> bool:
-    """True when ``TRITON_INTERPRET=1`` is set now (read on every call)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """True when ``TRITON_INTERPRET`` is set now to a value Triton reads as true (``1``, ``true``,
+    ``on``, ``yes``, ``y``, any case; read on every call)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in _TRUE
 
 
 def _loop_probe(out_ptr, n):

@@ -161,9 +161,15 @@ def test_without_gpu_or_interpreter_raises_unless_fallback(monkeypatch):
         feature_distance(fake, real, weight)
     out = feature_distance(fake, real, weight, allow_reference_fallback=True)
     _close(out, feature_distance_reference(fake, real, weight), 1e-6)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    _close(feature_distance(fake, real, weight), feature_distance_reference(fake, real, weight),
-           1e-5)
+    # any value Triton itself reads as true ("true" ran Triton's interpreter, but these kernels refused)
+    for value in ("1", "true", "ON", "yes"):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        _close(feature_distance(fake, real, weight), feature_distance_reference(fake, real, weight),
+               1e-5)
+    for value in ("false", "off", "2"):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        with pytest.raises(RuntimeError, match="needs CUDA tensors on a GPU"):
+            feature_distance(fake, real, weight)
 
 
 def test_bad_inputs_say_what_is_wrong():
