@@ -57,7 +57,7 @@ def _feature_dist_partials(f_ptr, r_ptr, w_ptr, partial_ptr, C, HW, partial_stri
     if HAS_WEIGHT:
         w = tl.load(w_ptr + n * sw_n + offs_c[:, None] * sw_c + offs_k[None, :] * sw_k,
                     mask=mask, other=0.0).to(tl.float32)
-        sq = tl.where(w == 0.0, 0.0, sq * w)      # a weight of 0 leaves the element out (0 * inf is NaN)
+        sq = sq * w
     total = tl.sum(tl.sum(sq, axis=1), axis=0)
     tl.store(partial_ptr + n * partial_stride + tile, total)
 
@@ -82,7 +82,7 @@ def _feature_dist_grad(f_ptr, r_ptr, w_ptr, dloss_ptr, dloss_stride, scale, g_pt
     if HAS_WEIGHT:
         w = tl.load(w_ptr + n * sw_n + offs_c[:, None] * sw_c + offs_k[None, :] * sw_k,
                     mask=mask, other=0.0).to(tl.float32)
-        g = tl.where(w == 0.0, 0.0, g * w)
+        g = g * w
     tl.store(g_ptr + n * sg_n + offs_c[:, None] * sg_c + offs_k[None, :] * sg_k,
              g.to(g_ptr.dtype.element_ty), mask=mask)
 

@@ -71,11 +71,9 @@ def composite_l2_reference(generated: Tensor, target: Tensor, mask: Tensor,
     # from unrounded ones differed from the op's by 2e-4 with bfloat16 generated, float32 target)
     target, mask = target.detach().to(generated.dtype), mask.detach().to(generated.dtype)
     # the composite in generated's dtype, as the op returns it (not the promoted dtype of the three)
-    # where the mask is 0, exactly the target and no error, whatever generated holds (0 * inf is NaN)
-    outside = mask == 0
-    composite = torch.where(outside, target, mask * generated + (1 - mask) * target)
-    diff = torch.where(outside, 0.0, _wide(generated) - _wide(target))    # masked before the product: its
-    sq_err = (_wide(mask) * diff * diff).flatten(1).sum(1)                   # gradient is 0 there too, not NaN
+    composite = mask * generated + (1 - mask) * target
+    diff = _wide(generated) - _wide(target)
+    sq_err = (_wide(mask) * diff * diff).flatten(1).sum(1)
     if reduction == "sum":
         return composite, sq_err.sum()
     # a mask broadcast over the batch counts once per sample, as its squared errors do
@@ -91,12 +89,7 @@ def feature_distance_reference(fake: Tensor, real: Tensor, weight: Tensor | None
     check_reduction(reduction)
     # real and weight in fake's dtype, as the op takes them; weight: no gradient
     diff = _wide(fake) - _wide(real.to(fake.dtype))
-    if weight is None:
-        sq = diff * diff
-    else:       # a weight of 0 leaves the element out, whatever its features hold (0 * inf is NaN)
-        w = _wide(weight.detach().to(fake.dtype))
-        diff = torch.where(w == 0, 0.0, diff)         # masked before the product: a gradient of 0 there too
-        sq = w * diff * diff
+    sq = diff * diff if weight is None else _wide(weight.detach().to(fake.dtype)) * diff * diff
     per_sample = sq.flatten(1).sum(1)
     if reduction == "per_sample":
         return per_sample

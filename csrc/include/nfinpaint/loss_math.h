@@ -14,23 +14,22 @@ namespace nfinpaint {
 
 // ---- composite_l2 ----
 // composite = m*g + (1-m)*t; this form (not t + m*(g-t)) gives exactly g where
-// m == 1, and where m == 0 exactly t, whatever g holds (an fp16 generator's overflow:
-// 0*inf is NaN, so a weight of 0 selects instead of multiplying, here and below).
+// m == 1 and exactly t where m == 0.
 template <typename T>
-NFI_HD T composite_value(T g, T t, T m) { return m == T(0) ? t : m * g + (T(1) - m) * t; }
+NFI_HD T composite_value(T g, T t, T m) { return m * g + (T(1) - m) * t; }
 
-// Squared error of one element inside the (soft) hole: m*(g-t)^2 (0 outside it).
+// Squared error of one element inside the (soft) hole: m*(g-t)^2.
 template <typename T>
 NFI_HD T masked_sq_err(T g, T t, T m) {
   const T d = g - t;
-  return m == T(0) ? T(0) : m * d * d;
+  return m * d * d;
 }
 
 // d/dg of (composite, sq_err[n]) contracted with (grad_composite, grad_sq_err[n]):
 // m*gc + gs*2*m*(g-t) = m*(gc + 2*gs*(g-t)).
 template <typename T>
 NFI_HD T composite_l2_grad(T grad_composite, T grad_sq_err, T g, T t, T m) {
-  return m == T(0) ? T(0) : m * (grad_composite + T(2) * grad_sq_err * (g - t));
+  return m * (grad_composite + T(2) * grad_sq_err * (g - t));
 }
 
 // The same when the loss got no gradient (grad_sq_err missing): m*gc. Not composite_l2_grad with
@@ -39,18 +38,17 @@ template <typename T>
 NFI_HD T composite_grad(T grad_composite, T m) { return m * grad_composite; }
 
 // ---- feature_distance (equation 2 of the paper) ----
-// A weight of 0 leaves the element out, whatever its features hold (0*inf is NaN).
 template <typename T>
 NFI_HD T weighted_sq_diff(T f, T r, T w) {
   const T d = f - r;
-  return w == T(0) ? T(0) : w * d * d;
+  return w * d * d;
 }
 
 // d/dfake of grad_dist[n] * w*(f-r)^2. d/dreal is its negation, taken in the
 // autograd wrapper (nfinpaint/ops.py), so no kernel computes it twice.
 template <typename T>
 NFI_HD T feature_distance_grad(T grad_dist, T f, T r, T w) {
-  return w == T(0) ? T(0) : T(2) * grad_dist * w * (f - r);
+  return T(2) * grad_dist * w * (f - r);
 }
 
 // ---- layouts ----
