@@ -476,8 +476,7 @@ class Inpainter:
         hole = mask_options.holes_from_values(
             mask_levels(mask, values.shape[:2], invert))
         if not hole.any():      # said here, where the polarity is known (inpaint_image's words are white's)
-            colour = "black (darker" if invert else "white (brighter"
-            raise InpaintError(f"the mask has no hole: {colour} than 50% grey) marks the pixels to fill"
+            raise InpaintError(f"the mask has no hole: {mask_options.no_hole_reason(invert)}"
                                + (" with invert=True" if invert else ""))
         try:
             hole = mask_options.prepare(hole, values.shape[:2], dilate_px=dilate,
@@ -488,7 +487,8 @@ class Inpainter:
             loaded = self.loaded
             with contextlib.nullcontext() if loaded is None else self._filling:
                 filled, _ = inpaint_image(
-                    torch.from_numpy(np.ascontiguousarray(turned_upright(colour, turn))).permute(2, 0, 1),
+                    # (C, H, W) contiguous: one copy (inpaint_image makes a view contiguous, a second one)
+                    torch.from_numpy(np.ascontiguousarray(turned_upright(colour, turn).transpose(2, 0, 1))),
                     torch.from_numpy(np.ascontiguousarray(turned_upright(hole, turn)))[None].float(),
                     generator=None if loaded is None else loaded.generator,
                     hole_size=None if loaded is None else loaded.hole_size,

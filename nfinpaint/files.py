@@ -136,6 +136,12 @@ def _short(name: str) -> str:
     return os.fsencode(name)[:64].decode(errors="ignore")
 
 
+def _temp_affixes(path: Path) -> tuple[str, str]:
+    """What :func:`atomic_path`'s temporary file for ``path`` is named with, before and after mkstemp's
+    8 random characters."""
+    return f".{_short(path.stem)}.", f"{path.suffix}.tmp{path.suffix}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -145,10 +151,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name (PIL, torch.save) work.  On any error the temporary file is removed.
     """
     path = Path(path)
+    prefix, suffix = _temp_affixes(path)
     with full_disk_reported(path, creating=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{_short(path.stem)}.", suffix=f"{path.suffix}.tmp{path.suffix}",
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -253,6 +259,7 @@ def overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 # --------------------------------------------------------------------------- temporary files
 
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")   # atomic_path's names
+_RANDOM_PART = re.compile(r"[a-z0-9_]{8}")                 # mkstemp's, in atomic_path's names
 
 
 def is_temporary(name: str) -> bool:
@@ -262,22 +269,25 @@ def is_temporary(name: str) -> bool:
 
 def remove_stale_temps_of(paths: Iterable[str | os.PathLike], older_than: float = 600.0) -> list[Path]:
     """Remove the temporary files :func:`atomic_path` left beside ``paths`` when its process was killed
-    (kill -9, power loss): those of exactly these files' names, unchanged for ``older_than`` seconds.
-    For a folder other processes may write too (a folder run's output): a live write's temporary file
-    is seconds old, and a temporary file of another name is never touched.  Returns what was removed."""
-    wanted: dict[Path, list[tuple[str, str]]] = {}
+    (kill -9, power loss): those of these files' names (mkstemp's random part between the name's first
+    64 bytes and its suffix: ``a.png``'s, not ``a.b.png``'s), unchanged for ``older_than`` seconds.  For
+    a folder other processes may write too (a folder run's output): a live write's temporary file is
+    seconds old.  Returns what was removed."""
+    wanted: dict[Path, dict[str, set[str]]] = {}        # folder -> suffix -> prefixes
     for path in map(Path, paths):
-        wanted.setdefault(path.parent, []).append((f".{_short(path.stem)}.", f"{path.suffix}.tmp{path.suffix}"))
+        prefix, suffix = _temp_affixes(path)
+        wanted.setdefault(path.parent, {}).setdefault(suffix, set()).add(prefix)
     removed = []
     now = time.time()
-    for folder, names in wanted.items():
+    for folder, by_suffix in wanted.items():
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
         for entry in entries:
-            if not is_temporary(entry.name) or not any(entry.name.startswith(head) and entry.name.endswith(tail)
-                                                        for head, tail in names):
+            if not any(_RANDOM_PART.fullmatch(entry.name[-len(suffix) - 8:-len(suffix)])
+                       and entry.name[:-len(suffix) - 8] in prefixes
+                       for suffix, prefixes in by_suffix.items() if entry.name.endswith(suffix)):
                 continue
             try:
                 if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > older_than:

@@ -173,9 +173,10 @@ def _load(img: Image.Image) -> None:
     if img.format == "TIFF":
         exif_orientation(img)
         if getattr(img, "_tile_size", img.size) != img.size and getattr(img, "filename", ""):
-            # Pillow 13 maps an uncompressed grey strip of a file opened by name at the picture's upright
-            # size, not its stored one, when its orientation turns it (5-8): the pixels came out scrambled.
-            # Without a name it reads them through the file object, and turns them right.
+            # Pillow 13 maps an uncompressed single strip (grey, palette, RGBA) of a file opened by name
+            # at the picture's upright size, not its stored one, when its orientation turns it (5-8):
+            # the pixels came out scrambled. Without a name it reads them through the file object, and
+            # turns them right.
             name, img.filename = img.filename, ""
             try:
                 img.load()

@@ -20,8 +20,11 @@ def triton_mode() -> str:
         import triton
     except ImportError:
         return "unavailable (triton is not installed)"
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return f"interpreter on the CPU (TRITON_INTERPRET=1), triton {triton.__version__}"
+    from nfinpaint.kernels.launch import interpreter_enabled  # noqa: PLC0415  (as the kernels read it)
+
+    if interpreter_enabled():
+        return (f"interpreter on the CPU (TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}), "
+                f"triton {triton.__version__}")
     if torch.cuda.is_available():
         return f"GPU, triton {triton.__version__}"
     return (f"none: no GPU visible; set TRITON_INTERPRET=1 to run the kernels in the CPU "

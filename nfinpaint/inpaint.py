@@ -435,7 +435,7 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
         raise ValueError(f"--method {asked} {refusal}")
     hole_mask = mask > 0.5
     if not bool(hole_mask.any()):
-        raise ValueError("the mask has no hole: white (brighter than 50% grey) marks the pixels to fill")
+        raise ValueError(f"the mask has no hole: {mask_options.no_hole_reason()}")
     if bool(hole_mask.all()):
         raise ValueError("the mask covers the whole image: nothing is left to fill the holes from")
     device = torch.device(device)
@@ -660,8 +660,7 @@ def _fill_one(image_path: Path, masks: list[Path], output: Path, args: argparse.
     except ValueError as exc:
         raise UsageError(f"{shown}: {cli.one_line(exc).replace('dilate less', 'use a smaller --dilate')}") from None
     if not hole.any():
-        colour = "black (darker" if args.invert else "white (brighter"
-        raise UsageError(f"{shown} has no hole: {colour} than 50% grey) marks the pixels to fill")
+        raise UsageError(f"{shown} has no hole: {mask_options.no_hole_reason(args.invert)}")
     keep_alpha = alpha is not None and output.suffix.lower() in ALPHA_SUFFIXES
     try:
         filled, holes = inpaint_image(

@@ -37,6 +37,12 @@ def holes_from_levels(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep[keep > 0])
 
 
+def no_hole_reason(invert: bool = False) -> str:
+    """What a mask without a hole is told, in the polarity it was read with (the command, the API and
+    the fill say the same)."""
+    return f"{'black (darker' if invert else 'white (brighter'} than 50% grey) marks the pixels to fill"
+
+
 def holes_from_values(value: np.ndarray, invert: bool = False) -> np.ndarray:
     """The hole (H, W) bool of grey levels ``value`` (H, W) in [0, 1] (see the module doc)."""
     if invert:

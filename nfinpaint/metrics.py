@@ -25,7 +25,9 @@ three channels pooled):
 - **Fills as saved**: a fill of an 8-bit picture is measured rounded to 8 bits
   (:func:`as_saved`), as the PNG a user gets from ``inpaint`` holds it (a float
   fill scored 0.01-0.09 dB and ~0.0005 SSIM above its file, an 8-bit method's
-  none: until 2026-12-05 OpenCV's fills alone paid for the rounding).
+  none: until 2026-12-05 OpenCV's fills alone paid for the rounding).  The crop
+  protocol's crops are resized as floats, not 8-bit pictures: their fills are
+  measured as they are (OpenCV's still rounded by OpenCV itself).
 - **PSNR of a perfect fill** (MSE = 0) is reported as :data:`PSNR_CAP` dB
   rather than infinity, so that means and confidence intervals stay finite.
 

@@ -287,7 +287,7 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
         lines += [f"## {result.family} holes" + (f" (mean {coverage * 100:.1f}% of the picture)" if coverage else ""),
                   "", "| Method | " + " | ".join(h for _, h, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
         for name, rows in result.rows.items():
-            stats = metrics.summarize_rows(rows, [k for k, _, _ in KEYS])
+            stats = _summaries(rows, [k for k, _, _ in KEYS])
             lines.append(f"| {labels[name]} | " + " | ".join(format_summary(stats[k], d) for k, _, d in KEYS) + " |")
         if "gan" in result.rows and len(result.rows) > 1:
             several = _several_masks(result)
@@ -302,6 +302,16 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
     return "\n".join(lines)
 
 
+def _summaries(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, metrics.Summary]:
+    """:func:`metrics.summarize_rows`, the texture ratio over the fills that have one (a hole of single
+    pixels has none, NaN: it made the whole column "nan"); NaN when none has."""
+    stats = metrics.summarize_rows(rows, [k for k in keys if k != "texture"])
+    if "texture" in keys:
+        measured = [row["texture"] for row in rows if not math.isnan(row["texture"])]
+        stats["texture"] = metrics.summarize(measured) if measured else metrics.Summary(math.nan, math.nan, 0)
+    return stats
+
+
 def results_csv(results: Sequence[FamilyResult]) -> str:
     keys = [k for k, _, _ in KEYS]
     buf = io.StringIO()
@@ -309,7 +319,7 @@ def results_csv(results: Sequence[FamilyResult]) -> str:
     writer.writerow(["family", "method", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")])
     for result in results:
         for name, rows in result.rows.items():
-            stats = metrics.summarize_rows(rows, keys)
+            stats = _summaries(rows, keys)
             writer.writerow([result.family, name, len(rows)]
                             + [repr(float(v)) for k in keys for v in (stats[k].mean, stats[k].ci95)])
     return buf.getvalue()

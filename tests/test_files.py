@@ -84,14 +84,16 @@ def test_stale_temporary_files_of_given_names_are_removed_only_when_old(tmp_path
         (tmp_path / name).write_text("half")
         return tmp_path / name
 
-    old_ours, fresh_ours, old_other = (left_by_a_killed_write(tmp_path / n) for n in ("a.png", "b.png", "c.png"))
+    old_ours, fresh_ours, old_other, old_longer = (left_by_a_killed_write(tmp_path / n)
+                                                   for n in ("a.png", "b.png", "c.png", "a.b.png"))
     hour_ago = time.time() - 3600
-    for path in (old_ours, old_other):
+    for path in (old_ours, old_other, old_longer):
         os.utime(path, (hour_ago, hour_ago))
     assert [p.name for p in remove_stale_temps_of([tmp_path / "a.png", tmp_path / "b.png"], older_than=600)] \
         == [old_ours.name]
-    assert fresh_ours.exists() and old_other.exists() and not old_ours.exists()
-    assert sum(is_temporary(p.name) for p in tmp_path.iterdir()) == 2
+    # a.b.png's temporary file starts and ends as a.png's would: it is not a.png's
+    assert fresh_ours.exists() and old_other.exists() and old_longer.exists() and not old_ours.exists()
+    assert sum(is_temporary(p.name) for p in tmp_path.iterdir()) == 3
 
 
 class _FullFile:

@@ -894,6 +894,15 @@ def test_texture_ratio():
     assert math.isnan(picture_eval.texture_ratio(torch.rand(3, 32, 32, generator=g), truth, diagonal))
 
 
+def test_a_fill_without_a_texture_ratio_leaves_the_column_to_the_others():
+    """A NaN texture ratio (a hole of single pixels) made the table's whole column "nan"."""
+    rows = [{"psnr_hole": 20.0 + i, "texture": t} for i, t in enumerate([0.2, math.nan, 0.4])]
+    stats = picture_eval._summaries(rows, ["psnr_hole", "texture"])
+    assert stats["texture"].n == 2 and stats["texture"].mean == pytest.approx(0.3)
+    assert stats["psnr_hole"].n == 3
+    assert math.isnan(picture_eval._summaries(rows[1:2], ["texture"])["texture"].mean)
+
+
 def test_fills_of_8_bit_pictures_are_measured_as_their_files_hold_them():
     """A float fill scored 0.01-0.09 dB above the PNG a user gets (OpenCV's 8-bit fills paid for the
     rounding alone); a deeper picture's fill is measured as it is."""

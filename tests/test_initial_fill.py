@@ -365,8 +365,13 @@ def test_values_beyond_the_solvers_range_keep_their_start(scale):
     mask = torch.zeros(1, 1, 12, 12)
     mask[..., 4:8, 4:8] = 1
     reference = initial_fill.conjugate_gradients_reference(mask, x, 32)
-    assert torch.equal(reference, x)
-    assert torch.equal(torch.ops.nfinpaint.biharmonic_cg(x, mask, 32), x)
+    operator = torch.ops.nfinpaint.biharmonic_cg(x, mask, 32)
+    if scale >= 1e18:       # p.Ap overflows at the first step: every plane keeps its start
+        assert torch.equal(reference, x) and torch.equal(operator, x)
+    else:                   # some planes solve (about a third at 3e17), none turns NaN, known pixels stay
+        known = (mask == 0).expand_as(x)
+        for out in (reference, operator):
+            assert bool(torch.isfinite(out).all()) and torch.equal(out[known], x[known])
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -1182,7 +1182,7 @@ def test_a_folder_run_removes_the_temporary_files_an_interrupted_run_left(tmp_pa
     images = _two_pictures_and_a_mask(tmp_path, np.random.default_rng())
     out = tmp_path / "out"
     out.mkdir()
-    left, other = out / ".a0.k3j_x9.png.tmp.png", out / ".notes.k3j_x9.txt.tmp.txt"
+    left, other = out / ".a0.k3j_x9qz.png.tmp.png", out / ".notes.k3j_x9qz.txt.tmp.txt"
     for path in (left, other):
         path.write_bytes(b"half")
         os.utime(path, (time.time() - 3600,) * 2)

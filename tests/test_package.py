@@ -67,6 +67,18 @@ def test_info_says_how_to_build_what_is_missing(monkeypatch, capsys):
     assert "``" not in capsys.readouterr().out        # the docstring's markup, shown as plain text
 
 
+@pytest.mark.parametrize("value, interpreter", [("1", True), ("true", True), ("ON", True), ("0", False),
+                                                ("no", False)])
+def test_info_reads_triton_interpret_as_the_kernels_do(monkeypatch, value, interpreter):
+    """It said "none: ... set TRITON_INTERPRET=1" for TRITON_INTERPRET=true, where Triton and the
+    kernels run the interpreter."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    from nfinpaint import info  # noqa: PLC0415
+
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert info.triton_mode().startswith("interpreter on the CPU") == interpreter
+
+
 TRITON_BLOCKED = r"""
 import sys, importlib.abc
 class NoTriton(importlib.abc.MetaPathFinder):      # as on a platform without a Triton wheel
