@@ -81,8 +81,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nfinpaint import (cli, colour_rules, devices, folders, inference, known_specks, mask_options, neural_fill,
-                       patchmatch, transparency)
+from nfinpaint import (cli, colour_rules, devices, folders, inference, mask_options, neural_fill, patchmatch,
+                       transparency)
 from nfinpaint.baselines import METHODS, build_method, patchmatch_missing
 from nfinpaint.cli import UsageError
 from nfinpaint.files import DiskFullError, FolderUnwritableError, remove_stale_temps_of
@@ -109,8 +109,6 @@ PLANNED_METHODS = ("gan", "gan-detail", "patchmatch")
 _NOT_FINITE = ("the image has NaN or infinite values; give finite values in [0, 1] "
                "(what lies under a hole may be anything finite)")
 METHOD_CHOICES = ("auto", *METHODS)
-# Known specks inside a hole are filled over and met (nfinpaint.known_specks); False: left as context.
-SPECKS = True
 PATCHMATCH_PATCH = 7    # PatchMatch's patch side: the picture needs known patches this big to copy from
 
 
@@ -464,14 +462,8 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
             hole.method, hole.reason = "gan", "learned fill at full resolution" + (
                 ", texture re-synthesised from the picture" if detail else "")
 
-        # known specks the holes enclose are filled over, then met (nfinpaint.known_specks)
-        specks = known_specks.find(labels > 0, neural_fill.sparse_weight) if SPECKS else None
-        filled_over = hole_mask
-        if specks is not None:
-            labels = known_specks.absorb(labels, specks)
-            filled_over = hole_mask | torch.from_numpy(specks)[None]
         windows = neural_fill.plan_windows(labels, len(holes))      # once: the bar is sized by them
-        with half_precision(half, device), _fill_progress(progress, generator, filled_over, windows, log) as (step, shown):
+        with half_precision(half, device), _fill_progress(progress, generator, hole_mask, windows, log) as (step, shown):
             def say(window) -> None:
                 names = ", ".join(str(i) for i in window.holes[:8]) + (", ..." if len(window.holes) > 8 else "")
                 textured = detail and neural_fill.takes_detail(window)
@@ -482,10 +474,8 @@ def _inpaint_colour(image: torch.Tensor, mask: torch.Tensor, *, generator: torch
 
             if step is not None and devices.half_would_help(half, device):
                 shown(f"note: this CPU computes bfloat16 natively: {HALF_HINT}")
-            filled = neural_fill.fill_picture(generator, image, filled_over, labels, len(holes), device, say,
+            filled = neural_fill.fill_picture(generator, image, hole_mask, labels, len(holes), device, say,
                                               seed=seed, detail=detail, on_step=step, windows=windows)
-        if specks is not None:
-            filled = known_specks.meet(filled, image, filled_over, specks)
         return torch.where(hole_mask, filled, image, out=filled), holes      # in place: memory per pixel
     plan(holes, tuple(image.shape[-2:]), method, image_size, hole_size, max_scale)
 
