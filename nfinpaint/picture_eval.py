@@ -288,7 +288,7 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
                   "", "| Method | " + " | ".join(h for _, h, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
         for name, rows in result.rows.items():
             stats = _summaries(rows, [k for k, _, _ in KEYS])
-            lines.append(f"| {labels[name]} | " + " | ".join(format_summary(stats[k], d) for k, _, d in KEYS) + " |")
+            lines.append(f"| {labels[name]} | " + " | ".join(_cell(stats[k], d, len(rows)) for k, _, d in KEYS) + " |")
         if "gan" in result.rows and len(result.rows) > 1:
             several = _several_masks(result)
             lines += ["", f"Paired, {labels['gan']} minus each method (same pictures and masks)"
@@ -300,6 +300,13 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
                                   result.pictures if several else None)
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(summary: metrics.Summary, digits: int, fills: int) -> str:
+    """A table cell: the summary, and its n where it is over fewer than the row's ``fills`` (the texture
+    ratio of holes with no two neighbouring pixels is not measured)."""
+    text = format_summary(summary, digits)
+    return text if summary.n == fills else f"{text} (n={summary.n})"
 
 
 def _summaries(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, metrics.Summary]:
@@ -316,12 +323,15 @@ def results_csv(results: Sequence[FamilyResult]) -> str:
     keys = [k for k, _, _ in KEYS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["family", "method", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")])
+    # texture_n: the fills the texture ratio is over (n less those with no two neighbouring hole pixels)
+    writer.writerow(["family", "method", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")]
+                    + ["texture_n"])
     for result in results:
         for name, rows in result.rows.items():
             stats = _summaries(rows, keys)
             writer.writerow([result.family, name, len(rows)]
-                            + [repr(float(v)) for k in keys for v in (stats[k].mean, stats[k].ci95)])
+                            + [repr(float(v)) for k in keys for v in (stats[k].mean, stats[k].ci95)]
+                            + [stats["texture"].n])
     return buf.getvalue()
 
 

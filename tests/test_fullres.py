@@ -1,6 +1,9 @@
 """Full-size inpainting: the fully convolutional generator, its base fill, the hole families,
 the window planning of the learned fill, the generator registry and the full-size evaluation."""
+import csv
+import io
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -901,6 +904,26 @@ def test_a_fill_without_a_texture_ratio_leaves_the_column_to_the_others():
     assert stats["texture"].n == 2 and stats["texture"].mean == pytest.approx(0.3)
     assert stats["psnr_hole"].n == 3
     assert math.isnan(picture_eval._summaries(rows[1:2], ["texture"])["texture"].mean)
+
+
+def test_the_texture_column_says_how_many_fills_it_is_over(tmp_path):
+    """Its mean left out the fills with no ratio: the table and the CSV say over how many."""
+    g = _rng()
+    textures = [float(t) for t in torch.rand(4, generator=g)]
+    textures[int(torch.randint(0, 4, (), generator=g))] = math.nan
+    rows = [{k: float(torch.rand((), generator=g)) for k, _, _ in picture_eval.KEYS} | {"texture": t} for t in textures]
+    whole = [dict(row, texture=0.5) for row in rows]
+    result = picture_eval.FamilyResult("thin", rows={"gan": rows, "biharmonic": whole}, pictures=["a", "b", "c", "d"])
+    header = {"pictures": 4, "size": 512, "seed": 0, "data": "d", "generator": "g"}
+    methods = [SimpleNamespace(name="gan", label="ours"), SimpleNamespace(name="biharmonic", label="biharmonic")]
+    table = picture_eval.markdown([result], methods, header)
+    ours = next(line for line in table.splitlines() if line.startswith("| ours |"))
+    theirs = next(line for line in table.splitlines() if line.startswith("| biharmonic |"))
+    assert ours.count("(n=3)") == 1 and "(n=" not in theirs
+    records = list(csv.DictReader(io.StringIO(picture_eval.results_csv([result]))))
+    assert [(r["method"], r["n"], r["texture_n"]) for r in records] == [("gan", "4", "3"), ("biharmonic", "4", "4")]
+    measured = [t for t in textures if not math.isnan(t)]
+    assert float(records[0]["texture_mean"]) == pytest.approx(sum(measured) / 3)
 
 
 def test_fills_of_8_bit_pictures_are_measured_as_their_files_hold_them():
