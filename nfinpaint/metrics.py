@@ -1,7 +1,8 @@
 """Image-quality metrics for inpainting: PSNR, SSIM and L1, over the hole and the whole image.
 
 Definitions (all on float images in [0, 1], ``data_range = 1.0``, RGB, the
-three channels pooled):
+three channels pooled; uint8 and uint16 images, as ``Inpainter`` returns them,
+are read on their full scale, other integer types refused):
 
 - **PSNR, whole image**: scikit-image's ``peak_signal_noise_ratio`` on the
   full (H, W, 3) arrays, i.e. ``10 * log10(1 / MSE)`` with the MSE over every
@@ -25,9 +26,11 @@ three channels pooled):
 - **Fills as saved**: a fill of an 8-bit picture is measured rounded to 8 bits
   (:func:`as_saved`), as the PNG a user gets from ``inpaint`` holds it (a float
   fill scored 0.01-0.09 dB and ~0.0005 SSIM above its file, an 8-bit method's
-  none: until 2026-12-05 OpenCV's fills alone paid for the rounding).  The crop
-  protocol's crops are resized as floats, not 8-bit pictures: their fills are
-  measured as they are (OpenCV's still rounded by OpenCV itself).
+  none: until 2026-12-05 OpenCV's fills alone paid for the rounding).  In the crop
+  protocol the rule is the same per crop: a crop cut at its picture's own scale
+  holds 8-bit levels and its fills are rounded; a crop resized as floats is not
+  an 8-bit picture, and its fills are measured as they are (OpenCV's still
+  rounded by OpenCV itself).
 - **PSNR of a perfect fill** (MSE = 0) is reported as :data:`PSNR_CAP` dB
   rather than infinity, so that means and confidence intervals stay finite.
 
@@ -53,13 +56,31 @@ DEFAULT_WIN_SIZE = 7
 QUALITY_METRICS = ("psnr_hole", "ssim_hole", "psnr_full", "ssim_full", "l1_hole", "l1_full")
 
 
+# Integer pictures are read on their full scale (what Inpainter returns for them); other integer types
+# have no scale to read them on.
+_INTEGER_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _to_float64(array: np.ndarray) -> np.ndarray:
+    """``array`` as float64 in [0, 1]: uint8 and uint16 divided by their largest value (scored as
+    floats they came out ~-15 dB), floats as they are."""
+    if array.dtype.kind in "biu":
+        scale = _INTEGER_SCALES.get(array.dtype)
+        if scale is None:
+            raise ValueError(f"cannot score a {array.dtype} image: give floats in [0, 1], or uint8 or uint16")
+        return array.astype(np.float64) / scale
+    return array.astype(np.float64, copy=False)
+
+
 def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(3, H, W) tensor or (H, W, 3) array -> (H, W, 3) float64 array."""
+    """(3, H, W) tensor or (H, W, 3) array -> (H, W, 3) float64 array in [0, 1] (see :func:`_to_float64`)."""
     if isinstance(image, torch.Tensor):
         if image.dim() != 3:
             raise ValueError(f"expected a (C, H, W) image tensor, got shape {tuple(image.shape)}")
-        return image.detach().cpu().double().permute(1, 2, 0).numpy()
-    array = np.asarray(image, dtype=np.float64)
+        values = image.detach().cpu()
+        values = values.double() if values.is_floating_point() else values     # bfloat16 has no numpy type
+        return _to_float64(values.permute(1, 2, 0).numpy())
+    array = _to_float64(np.asarray(image))
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:

@@ -95,6 +95,25 @@ def test_tensor_and_array_inputs_agree():
         metrics.image_metrics(hwc(pred), hwc(target), mask[0].numpy()))
 
 
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_integer_pictures_are_scored_on_their_full_scale(dtype, top):
+    """What Inpainter returns for a uint8 picture scored as floats 0-255 came out ~-15 dB, silently."""
+    g = np.random.default_rng()
+    truth = g.integers(0, top + 1, (9, 11, 3)).astype(dtype)
+    filled = np.clip(truth.astype(np.int64) + g.integers(-top // 20, top // 20 + 1, truth.shape), 0, top).astype(dtype)
+    hole = np.zeros((9, 11), bool)
+    hole[2:7, 3:9] = True
+    as_floats = metrics.image_metrics(filled / top, truth / top, hole)
+    assert metrics.image_metrics(filled, truth, hole) == pytest.approx(as_floats, rel=1e-12)
+    # a tensor too, against a float picture
+    tensor = torch.from_numpy(filled).permute(2, 0, 1)
+    assert metrics.psnr(tensor, truth / top, hole) == pytest.approx(as_floats["psnr_hole"], rel=1e-12)
+    with pytest.raises(ValueError, match="int32 image"):
+        metrics.psnr(truth.astype(np.int32), truth / top, hole)
+    with pytest.raises(ValueError, match="bool image"):
+        metrics.ssim(truth > top // 2, truth / top)
+
+
 def test_l1_by_hand():
     pred, target, mask = _pair(seed=6)
     hole = mask[0] > 0
