@@ -360,31 +360,27 @@ def local_patch_origin(mask: Tensor, patch_size: int) -> Tensor:
     if not 1 <= patch_size <= min(h, w):
         raise ValueError(f"patch_size must be in [1, {min(h, w)}] for {h}x{w} masks, got {patch_size}")
     hole = mask[:, 0] > 0.5
-
-    def axis_origin(occupied: Tensor, length: int) -> Tensor:
-        idx = torch.arange(length, device=mask.device)
-        first = torch.where(occupied, idx, length).amin(dim=1)
-        last = torch.where(occupied, idx, -1).amax(dim=1)
-        empty = ~occupied.any(dim=1)
-        twice_centre = torch.where(empty, torch.full_like(first, length), first + last + 1)
-        return torch.div(twice_centre - patch_size, 2, rounding_mode="floor").clamp(0, length - patch_size)
-
-    boxed = torch.stack([axis_origin(hole.any(dim=2), h), axis_origin(hole.any(dim=1), w)], dim=1)
-    # twice the box's centre, in pixel-centre units (2y + 1), and each hole pixel's squared distance to it
     ys = torch.arange(h, device=mask.device)
     xs = torch.arange(w, device=mask.device)
 
     def twice_centre(occupied: Tensor, idx: Tensor) -> Tensor:
-        first = torch.where(occupied, idx, idx.numel()).amin(dim=1)
+        """Twice the centre of each sample's occupied span, in pixel-centre units (2i + 1); the side's
+        centre where none is occupied."""
+        length = idx.numel()
+        first = torch.where(occupied, idx, length).amin(dim=1)
         last = torch.where(occupied, idx, -1).amax(dim=1)
-        return first + last + 1
+        return torch.where(occupied.any(dim=1), first + last + 1, length)
+
+    def origin(twice: Tensor, length: int) -> Tensor:
+        """The first index of a patch centred on ``twice`` / 2, clamped inside the side."""
+        return torch.div(twice - patch_size, 2, rounding_mode="floor").clamp(0, length - patch_size)
 
     cy, cx = twice_centre(hole.any(dim=2), ys), twice_centre(hole.any(dim=1), xs)
+    boxed = torch.stack([origin(cy, h), origin(cx, w)], dim=1)
+    # each hole pixel's squared distance to the box's centre (twice it, in the same units)
     far = (2 * ys[None, :, None] + 1 - cy[:, None, None]) ** 2 + (2 * xs[None, None, :] + 1 - cx[:, None, None]) ** 2
     nearest = torch.where(hole, far, torch.iinfo(far.dtype).max).flatten(1).argmin(dim=1)
-    centred = torch.stack([nearest // w, nearest % w], dim=1)
-    centred = torch.div(2 * centred + 1 - patch_size, 2, rounding_mode="floor")
-    centred = torch.minimum(centred.clamp_min(0), torch.tensor([h - patch_size, w - patch_size], device=mask.device))
+    centred = torch.stack([origin(2 * (nearest // w) + 1, h), origin(2 * (nearest % w) + 1, w)], dim=1)
     sees_hole = crop_patches(hole[:, None].to(torch.uint8), boxed, patch_size).flatten(1).amax(dim=1) > 0
     return torch.where(sees_hole[:, None] | ~hole.flatten(1).any(dim=1, keepdim=True), boxed, centred)
 

@@ -362,21 +362,23 @@ def sparse_weight(hole: np.ndarray) -> np.ndarray | None:
     """The weight (h, w) float32 in [0, 1] of the base fill in the fill of (h, w) bool ``hole``: 1 where
     the known pixels around a hole pixel are sparse (see :data:`SPARSE_KNOWN`) at any of
     :data:`SPARSE_SCALES`, feathered; None where there is no such pixel."""
-    weights = [w for reach, box in SPARSE_SCALES if (w := _sparse_at(hole, reach, box)) is not None]
+    # known ground (a pixel with no hole pixel within SPARSE_OPEN, itself included): between strokes, not
+    # among specks; the same at every scale
+    open_ground = ~ndimage.maximum_filter(hole, size=2 * SPARSE_OPEN + 1, mode="constant", cval=False)
+    weights = [w for reach, box in SPARSE_SCALES if (w := _sparse_at(hole, open_ground, reach, box)) is not None]
     if not weights:
         return None
     return np.maximum.reduce(weights) if len(weights) > 1 else weights[0]
 
 
-def _sparse_at(hole: np.ndarray, reach: int, box: int) -> np.ndarray | None:
+def _sparse_at(hole: np.ndarray, open_ground: np.ndarray, reach: int, box: int) -> np.ndarray | None:
     """:func:`sparse_weight` at one scale: "deep" is farther than ``reach`` px from every known pixel, and
-    the square around a hole pixel is ``box`` px."""
+    the square around a hole pixel is ``box`` px; ``open_ground``: the known pixels with no hole pixel
+    within :data:`SPARSE_OPEN`."""
     known = ~hole
     near_known = ndimage.maximum_filter(known, size=2 * reach + 1, mode="constant", cval=False)
     near_deep = ndimage.maximum_filter(hole & ~near_known, size=box, mode="constant", cval=False)
-    # known ground (a known pixel with no hole pixel within SPARSE_OPEN): between strokes, not among specks
-    near_hole = ndimage.maximum_filter(hole, size=2 * SPARSE_OPEN + 1, mode="constant", cval=False)
-    near_open = ndimage.maximum_filter(known & ~near_hole, size=box, mode="constant", cval=False)
+    near_open = ndimage.maximum_filter(open_ground, size=box, mode="constant", cval=False)
     near_deep |= near_open
     candidates = hole & ~near_deep
     if not candidates.any():
