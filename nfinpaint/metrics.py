@@ -139,12 +139,16 @@ def psnr(pred, target, mask=None) -> float:
 def batch_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`psnr` of every image of an (N, C, H, W) batch at once, on the batch's device
     (training's validation): over the hole pixels (all channels) of each (N, 1, H, W)
-    ``mask``, or the whole images; capped at :data:`PSNR_CAP` like :func:`psnr`."""
+    ``mask``, or the whole images; capped at :data:`PSNR_CAP` like :func:`psnr`.  An image whose
+    mask has no hole pixel gets NaN (:func:`psnr` refuses it): its hole PSNR is undefined, and the
+    cap it got before read as a perfect fill."""
     err = (pred.float() - target.float()) ** 2
     hole = torch.ones_like(err) if mask is None else (mask > 0.5).expand_as(err).float()
-    mse = (hole * err).flatten(1).sum(1) / hole.flatten(1).sum(1).clamp_min(1)
+    count = hole.flatten(1).sum(1)
+    mse = (hole * err).flatten(1).sum(1) / count.clamp_min(1)
     floor = DATA_RANGE ** 2 * 10 ** (-PSNR_CAP / 10)
-    return 10 * torch.log10(DATA_RANGE ** 2 / mse.clamp_min(floor))
+    value = 10 * torch.log10(DATA_RANGE ** 2 / mse.clamp_min(floor))
+    return torch.where(count > 0, value, torch.full_like(value, math.nan))
 
 
 def ssim_map(pred, target) -> tuple[float, np.ndarray]:

@@ -188,3 +188,18 @@ def test_batch_psnr_is_the_per_image_psnr():
         assert float(hole[i]) == pytest.approx(metrics.psnr(pred[i], target[i], mask[i]), abs=1e-3)
         assert float(whole[i]) == pytest.approx(metrics.psnr(pred[i], target[i]), abs=1e-3)
     assert float(hole[3]) == pytest.approx(metrics.PSNR_CAP)
+
+
+def test_batch_psnr_of_an_image_without_hole_is_nan():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    target = torch.rand(3, 3, 9, 11, generator=g)
+    pred = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    mask = (torch.rand(3, 1, 9, 11, generator=g) > 0.5).float()
+    mask[:, :, 0, 0] = 1
+    mask[1] = 0                                               # no hole pixel: undefined, not a perfect fill
+    hole = metrics.batch_psnr(pred, target, mask)
+    assert math.isnan(float(hole[1]))
+    for i in (0, 2):
+        assert float(hole[i]) == pytest.approx(metrics.psnr(pred[i], target[i], mask[i]), abs=1e-3)
+    with pytest.raises(ValueError, match="no hole"):
+        metrics.psnr(pred[1], target[1], mask[1])
