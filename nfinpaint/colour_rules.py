@@ -183,8 +183,7 @@ class Rings:
 
 def rings(hole: np.ndarray) -> Rings | None:
     """The :data:`RING`-pixel rings of the 8-connected holes of (H, W) bool ``hole``; None without a hole or
-    a known pixel near one.  A known pixel within reach of two holes is in both rings (of three or more:
-    in those of the lowest and the highest label)."""
+    a known pixel near one.  A known pixel within reach of several holes is in each of their rings."""
     rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
     if len(rows) == 0:
         return None
@@ -200,13 +199,38 @@ def rings(hole: np.ndarray) -> Rings | None:
     if len(pixels) == 0:
         return None
     high, low = highest.reshape(-1)[pixels], lowest.reshape(-1)[pixels]
-    second = low != high
-    owner = np.concatenate([high, low[second]])
-    pixels = np.concatenate([pixels, pixels[second]])
+    shared = low != high
+    # a pixel in reach of one hole is in its ring; one in reach of several is in each of theirs: not only
+    # the lowest's and the highest's (a hole between two others lost the pixels it shared with both, and
+    # a dark line through three 1 px holes made the middle one's ring look flat)
+    near_owner, near_pixels = _owners_near(labels, pixels[shared])
+    owner = np.concatenate([high[~shared], near_owner])
+    pixels = np.concatenate([pixels[~shared], near_pixels])
     order = np.argsort(owner, kind="stable")
     owner, pixels = owner[order], pixels[order]
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     return Rings(box, labels, count, owner[starts], np.r_[starts, len(owner)], pixels)
+
+
+def _owners_near(labels: np.ndarray, pixels: np.ndarray, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """(hole label, pixel) for every distinct hole within :data:`RING` px of each of ``pixels`` (flat indices
+    into ``labels``), a chunk of pixels at a time (the window's labels take 25 of each)."""
+    padded = np.pad(labels, RING)
+    width = padded.shape[1]
+    steps = np.arange(-RING, RING + 1)
+    offsets = (steps[:, None] * width + steps[None, :]).reshape(-1)
+    owners, where = [], []
+    for start in range(0, len(pixels), chunk):
+        part = pixels[start:start + chunk]
+        centre = (part // labels.shape[1] + RING) * width + part % labels.shape[1] + RING
+        near = np.sort(padded.reshape(-1)[centre[:, None] + offsets], axis=1)
+        first = near > 0
+        first[:, 1:] &= near[:, 1:] != near[:, :-1]
+        owners.append(near[first])
+        where.append(np.repeat(part, first.sum(axis=1)))
+    if not owners:
+        return np.zeros(0, dtype=labels.dtype), np.zeros(0, dtype=pixels.dtype)
+    return np.concatenate(owners), np.concatenate(where)
 
 
 def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,39 @@ def test_each_holes_ring_is_its_dilation_even_where_rings_overlap(seed):
     assert sorted(found.owners) == list(range(1, count + 1))
 
 
+
+def test_every_ring_is_its_dilation_where_many_holes_are_near(seed):
+    """Scattered small holes, several within reach of one known pixel: that pixel is in each of their
+    rings (it was in the lowest and the highest label's only)."""
+    rng = np.random.default_rng(seed)
+    hole = rng.random((int(rng.integers(8, 40)), int(rng.integers(8, 40)))) < rng.uniform(0.05, 0.35)
+    hole[rng.integers(hole.shape[0]), rng.integers(hole.shape[1])] = True
+    found = colour_rules.rings(hole)
+    if found is None:                    # every pixel a hole or none known near one: nothing to check
+        assert not (ndimage.binary_dilation(hole, np.ones((5, 5), dtype=bool)) & ~hole).any()
+        return
+    labels = found.labels
+    for k, label in enumerate(found.owners):
+        got = np.zeros(labels.shape, dtype=bool)
+        got.reshape(-1)[found.pixels[found.starts[k]:found.starts[k + 1]]] = True
+        assert np.array_equal(got, _ring_of(labels == label, hole[found.box])), (seed, label)
+    assert sorted(found.owners) == list(range(1, found.count + 1))
+
+
+def test_a_line_through_three_near_holes_keeps_the_middle_ones_fill(seed):
+    """A dark 1 px line on grey through the middle of three 1 px holes 2 px apart: every ring holds line
+    pixels, so no hole is flat and every fill is left as it is (the middle one was clamped to the grey).
+    A one-channel picture: the one-hue rule, which would make an RGB grey picture's fill grey, is off."""
+    rng = np.random.default_rng(seed)
+    grey, line = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.3)
+    image = torch.full((1, 24, 30), grey)
+    column = int(rng.integers(6, 24))
+    image[:, :, column] = line
+    hole = torch.zeros(1, 24, 30, dtype=torch.bool)
+    hole[0, 10, [column - 2, column, column + 2]] = True
+    fill = torch.from_numpy(rng.random((3, 24, 30))).float()
+    assert torch.equal(colour_rules.apply(image, hole, fill.clone()), fill), seed
+
 def test_a_flat_ring_keeps_its_holes_fill_within_its_range_and_no_other(seed):
     """Two holes 3 px apart on red with a blue strip between: each ring has blue in it, so neither is flat
     (the strip was once counted in one ring only, and the other hole painted red up to it)."""
