@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from nfinpaint.errors import NfinpaintError
+from nfinpaint.files import damaged_entry
 
 DEFAULT_LAYER = "relu3_1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,6 +83,10 @@ def _file_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} {what}; " + _IMAGENET_HINT)
+    damaged = damaged_entry(path)
+    if damaged is not None:
+        raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} is damaged: its entry {damaged!r} fails its "
+                                  f"checksum (a bad copy or download, or a failing disk); download or copy it again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

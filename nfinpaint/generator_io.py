@@ -31,6 +31,7 @@ import torch
 
 import nfinpaint
 from nfinpaint.errors import NfinpaintError
+from nfinpaint.files import damaged_entry
 from nfinpaint.files import atomic_path, save_torch
 from nfinpaint.masks import default_hole_size
 from nfinpaint.generators import generator_from_config
@@ -117,6 +118,10 @@ def _read(file: Path, map_location) -> dict:
         raise GeneratorFileError(f"{str(file)!r} is an exported TorchScript model (python -m nfinpaint.export; load "
                                  f"it with torch.jit.load), not a generator file: give the run directory or its "
                                  f"{GENERATOR_FILENAME}")
+    damaged = damaged_entry(file)
+    if damaged is not None:
+        raise GeneratorFileError(f"{str(file)!r} is damaged: its entry {damaged!r} fails its checksum (a bad copy or "
+                                 f"download, or a failing disk); copy or export the generator again")
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:

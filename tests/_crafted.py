@@ -1,4 +1,5 @@
-"""Files a user may have without meaning harm: a PNG whose header declares a huge picture."""
+"""Files a user may have without meaning harm: a PNG whose header declares a huge picture, a saved
+tensor file with a flipped bit."""
 import struct
 import zlib
 from pathlib import Path
@@ -41,3 +42,19 @@ def profile_of_space(space: bytes) -> bytes:
     icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     icc[16:20] = space
     return bytes(icc)
+
+
+def flip_a_bit_in_the_largest_entry(path: Path, rng) -> str:
+    """Flip one random bit inside the data of ``path``'s largest zip entry (a ``torch.save`` file: its
+    largest tensor), as a bad copy or a failing disk does; the file stays a readable zip. Returns the
+    entry's name within the archive's folder."""
+    import zipfile  # noqa: PLC0415
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26:entry.header_offset + 30])
+    start = entry.header_offset + 30 + name_length + extra_length      # the local header, then the data
+    data[start + int(rng.integers(entry.file_size))] ^= 1 << int(rng.integers(8))
+    path.write_bytes(bytes(data))
+    return entry.filename.split("/", 1)[-1]

@@ -346,6 +346,19 @@ def test_half_precision_file_loads_as_float32(tmp_path):
     assert loaded(x, m).dtype == torch.float32
 
 
+def test_a_generator_file_with_a_flipped_bit_is_refused_not_loaded(tmp_path):
+    """torch.load does not check the zip's checksums: a flipped bit in a weight loaded (as 3.5e36, say)."""
+    from _crafted import flip_a_bit_in_the_largest_entry  # noqa: PLC0415
+
+    path = tmp_path / "generator.pt"
+    save_generator(path, Generator(8), dict(_META, image_size=8))
+    load_generator(path)
+    entry = flip_a_bit_in_the_largest_entry(path, np.random.default_rng())
+    with pytest.raises(GeneratorFileError, match="is damaged") as info:
+        load_generator(path)
+    assert repr(entry) in str(info.value)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(GeneratorFileError, match="does not exist"):
         load_generator(tmp_path / "missing.pt")

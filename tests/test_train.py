@@ -560,6 +560,20 @@ def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, capsys):
     assert sorted(r["step"] for r in _records(run)) == [1, 2, 3, 4]
 
 
+def test_resume_falls_back_from_a_newest_checkpoint_with_a_flipped_bit(tmp_path, capsys):
+    """A readable zip whose data fails its checksum is damaged too (torch.load would take it)."""
+    from _crafted import flip_a_bit_in_the_largest_entry  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "3", "--out", str(run), "--set", "checkpoint_every=2"]) == 0
+    flip_a_bit_in_the_largest_entry(run / "checkpoints" / "step_0000003.pt", np.random.default_rng())
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "older checkpoint step_0000002.pt" in err, err
+    assert [r["step"] for r in _records(run, "resume")] == [2]
+
+
 def test_resume_drops_damaged_metrics_lines_with_a_warning(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
