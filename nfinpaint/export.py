@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -97,8 +98,13 @@ def export_torchscript(module: torch.nn.Module, example: tuple, path: Path) -> N
     # trace records shape arithmetic, so other sizes run through the same graph
     with torch.no_grad(), _torchscript_quiet():
         traced = torch.jit.trace(module, example, check_trace=False)
-    with atomic_path(path) as tmp, _torchscript_quiet():
-        torch.jit.save(traced, str(tmp))
+    # into memory first: torch's zip writer, failing to write a file (a full disk), throws from a C++
+    # destructor and the process aborts, the temporary file left behind; Python's own write raises
+    buffer = io.BytesIO()
+    with _torchscript_quiet():
+        torch.jit.save(traced, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def export_onnx(module: torch.nn.Module, example: tuple, path: Path, dynamic: bool) -> None:
@@ -145,10 +151,6 @@ def run(args: argparse.Namespace) -> None:
     size = (f"any height and width; PyTorch's numbers up to a shorter side of {args.max_side} px, beyond it "
             f"drifting from them (docs/export.md)" if dynamic else "fixed size")
     print(f"exporting {loaded.describe()} as {args.format} ({size})")
-    if args.format == "onnx":
-        export_onnx(module, example, output, dynamic)
-    else:
-        export_torchscript(module, example, output)
     # a fresh picture of another size than the example when the size is free, within --max-side, and
     # with a block hole besides scattered pixels: single-pixel holes barely reach the multiscale base
     # fill, so a check on them alone passed files whose base fill was off by levels
@@ -156,12 +158,19 @@ def run(args: argparse.Namespace) -> None:
     g = torch.Generator().manual_seed(1)
     image, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.8).float()
     mask[..., h // 3:2 * h // 3, w // 3:2 * w // 3] = 1
-    if needs_operators(loaded.generator) and not _extension.is_built():
-        # the file needs no extension (its base fill is tensor steps); PyTorch's fill to check it by does
+    # the file needs no extension (its base fill is tensor steps); PyTorch's fill to check it by does
+    checkable = not needs_operators(loaded.generator) or _extension.is_built()
+    # PyTorch's own fill, before anything is written: a generator whose fills are not finite is refused
+    # with no file left
+    expected = reference_fill(loaded.generator, image, mask).numpy() if checkable else None
+    if args.format == "onnx":
+        export_onnx(module, example, output, dynamic)
+    else:
+        export_torchscript(module, example, output)
+    if expected is None:
         print(f"wrote {output} (not checked: PyTorch's fill to check it against needs the compiled operators, "
               f"which are not built: `pip install .`)")
         return
-    expected = reference_fill(loaded.generator, image, mask).numpy()     # PyTorch's own fill
     got = run_file(output, args.format, image.numpy(), mask.numpy())
     if got is None:
         print(f"wrote {output} (not checked: onnxruntime is not installed)")

@@ -74,7 +74,7 @@ def fill(generator: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
             generated = generator(blank_holes(image, mask), mask.to(image.dtype), **extra)
         if not bool(torch.isfinite(generated).all()):
             raise NonFiniteOutput("the generator's output is not finite (NaN or infinite) for this input; "
-                                  "its weights are broken: use another --checkpoint")
+                                  "its weights are broken: use another generator file")
         return torch.where(mask > 0.5, generated.float().clamp(0, 1), image.float())
     finally:
         if was_training:

@@ -323,3 +323,49 @@ def test_the_command_s_check_covers_a_block_hole_and_warns_past_a_level(checkpoi
     assert h <= 24 and mask[h // 3:2 * h // 3, w // 3:2 * w // 3].all()       # a block, inside --max-side
     assert "shorter side of 24 px" in captured.out and "with a block hole" in captured.out
     assert "warning: that is more than a level of 255" in captured.err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file(checkpoints, tmp_path, capsys, monkeypatch):
+    """torch's zip writer, failing to write a file, throws from a C++ destructor: the process aborted
+    (exit 134) and left its temporary file.  The file is written by Python from memory instead."""
+    import errno  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    real_save, real_write = torch.jit.save, Path.write_bytes
+
+    def failing_save(module, target, *args, **kwargs):      # what torch does on a full disk, short of aborting
+        if isinstance(target, io.BytesIO):
+            return real_save(module, target, *args, **kwargs)
+        real_write(Path(target), b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 109568 vs 109464")
+
+    def full_disk_write(path, data):
+        if ".tmp" in path.name:
+            real_write(path, b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(torch.jit, "save", failing_save)
+    monkeypatch.setattr(Path, "write_bytes", full_disk_write)
+    code = export.main(["--format", "torchscript", "-o", str(tmp_path / "m.pt"), "--checkpoint", str(checkpoints["paper"])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: disk full") and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_generator_whose_fill_is_not_finite_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Finite weights that overflow: the check ran after the file was written, and the file stayed."""
+    torch.manual_seed(0)
+    generator = Generator(24, variant="residual").eval()
+    with torch.no_grad():
+        for p in generator.parameters():
+            if p.dim() > 1:
+                p.mul_(1e12)            # each layer's output 1e12 times larger: inf, then inf - inf
+    checkpoint = save_generator(tmp_path / "huge.pt", generator, _meta(24))
+    out = tmp_path / "out"
+    out.mkdir()
+    code = export.main(["--format", "torchscript", "-o", str(out / "m.pt"), "--checkpoint", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not finite" in err and "use another generator file" in err and err.count("\n") == 1, err
+    assert not list(out.iterdir())
