@@ -475,6 +475,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Pat
 
     ``argv`` (the command-line words) is only recorded in ``config.json``.
     """
+    if args.masks is not None and not args.masks.strip():     # an unset shell variable: the defaults ran
+        raise UsageError(f"--masks is empty: give the masks to evaluate, such as "
+                         f"{picture_eval.DEFAULT_FAMILIES if args.size is not None else 'random'} (or leave it out)")
     # an option of the other protocol is refused, not silently ignored
     if args.size is not None:
         crop_only = [option for option, value in (("--crops", args.crops), ("--image-size", args.image_size),

@@ -67,12 +67,18 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _refuse_empty_init_generator(value: str | None, written: str) -> None:
-    """An empty init_generator (an unset shell variable) is an error: the run silently started from a
-    fresh generator."""
+# What leaving each path key out does, for the error on an empty one (an unset shell variable): the run
+# went on silently as if the key were left out (a fresh generator, the embedded photographs).
+_EMPTY_MEANS = {"init_generator": ("a generator file, a run directory or 'shipped'", "start from a fresh generator"),
+                "data": ("a folder of pictures", "train on the embedded scikit-image photographs"),
+                "val_data": ("a folder of validation pictures", "hold out part of the training data")}
+
+
+def _refuse_empty(key: str, value: str | None, written: str) -> None:
+    """An empty value of ``key`` given explicitly is an error, not the default it would silently be."""
     if value is not None and not value.strip():
-        raise ConfigError(f"{written} is empty: give a generator file, a run directory or 'shipped' "
-                          f"(leave it out to start from a fresh generator)")
+        give, default = _EMPTY_MEANS[key]
+        raise ConfigError(f"{written} is empty: give {give} (leave it out to {default})")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
@@ -83,15 +89,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, option)
         if value is not None:
             overrides[key] = value
-    _refuse_empty_init_generator(args.init_generator, "--init-generator")
+    _refuse_empty("init_generator", args.init_generator, "--init-generator")
+    _refuse_empty("data", args.data, "--data")
     if args.no_compile:
         overrides["compile"] = "never"
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
-        if key.strip() == "init_generator":
-            _refuse_empty_init_generator(value, "--set init_generator=")
+        if key.strip() in _EMPTY_MEANS:
+            _refuse_empty(key.strip(), value, f"--set {key.strip()}=")
         overrides[key.strip()] = coerce(key.strip(), value, "--set")
     for key in overrides.keys() & PATH_KEYS.keys():     # absolute for a new, resumed or fine-tuned run alike
         overrides[key] = absolute_path(key, overrides[key])

@@ -380,6 +380,9 @@ BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_li
     # an earlier evaluation's folder that now holds test images: replacing it would delete them
     ("--checkpoint {ckpt} --data {tmp}/oldeval/inner --out {tmp}/oldeval", "overlaps --data"),
     ("--checkpoint {ckpt} --data {data} --out ''", "--out is empty"),
+    # an unset shell variable: the default masks were evaluated, silently
+    ("--methods biharmonic --data {data} --size 64 --masks ''", "--masks is empty: give the masks to evaluate, such as thin"),
+    ("--methods biharmonic --data {data} --masks ''", "--masks is empty: give the masks to evaluate, such as random"),
     ("--checkpoint {ckpt} --data {data} --masks center --hole-size 24", "cover the whole 24x24 image"),
     ("--checkpoint {tmp}/nan.pt --data {data}", "are not finite"),
     # an option of the other protocol is refused, not silently ignored

@@ -497,6 +497,10 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--set init_generator={tmp}/nope.pt --out {tmp}/run", "init_generator: generator checkpoint"),
     ("--init-generator= --out {tmp}/run", "--init-generator is empty"),   # it trained from a fresh generator
     ("--set init_generator= --out {tmp}/run", "--set init_generator= is empty"),
+    # the embedded photographs, or a split of the training folder, silently
+    ("--data= --out {tmp}/run", "--data is empty: give a folder of pictures (leave it out to train on the embedded"),
+    ("--set data= --out {tmp}/run", "--set data= is empty"),
+    ("--data {tmp}/photos --set val_data= --out {tmp}/run", "--set val_data= is empty: give a folder of validation"),
     ("--init-generator {tmp}/c.toml --out {tmp}/run", "not a readable nfinpaint generator file"),
     # the shipped generator is the fullres one: it does not fit the tiny test model
     ("--init-generator shipped --out {tmp}/run", "it is a fullres generator and this run trains"),
