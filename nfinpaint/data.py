@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import numbers
 import os
 import stat
 import warnings
@@ -82,11 +83,19 @@ class DataSplit:
         it lacks has this class's default.  ``seed`` overrides the recorded seed."""
         if isinstance(meta.get("split"), dict):
             sources = [meta["split"]]
+        elif meta.get("split") is not None:
+            # a damaged meta: the defaults would hold out other crops than training did, silently
+            raise DataError(f"the generator file's meta has split {meta['split']!r}, not a table of "
+                            f"{', '.join(f.name for f in dataclasses.fields(cls))}: export the generator again")
         else:
             sources = [meta, meta.get("config") if isinstance(meta.get("config"), dict) else {}]
         values = {}
         for f in dataclasses.fields(cls):
             found = next((source[f.name] for source in sources if source.get(f.name) is not None), f.default)
+            kinds = (numbers.Integral,) if isinstance(f.default, int) else (numbers.Real,)
+            if isinstance(found, bool) or not isinstance(found, kinds) or not math.isfinite(found):
+                raise DataError(f"the generator file's meta has split {f.name} {found!r}, not a "
+                                f"{'whole ' if kinds[0] is numbers.Integral else ''}number: export the generator again")
             values[f.name] = type(f.default)(found)
         if seed is not None:
             values["seed"] = seed

@@ -385,6 +385,9 @@ BAD_COMMAND_LINES = [  # (arguments, with {ckpt} {data} {tmp} as _bad_command_li
     ("--methods biharmonic --data {data} --masks ''", "--masks is empty: give the masks to evaluate, such as random"),
     ("--checkpoint {ckpt} --data {data} --masks center --hole-size 24", "cover the whole 24x24 image"),
     ("--checkpoint {tmp}/nan.pt --data {data}", "are not finite"),
+    ("--checkpoint {tmp}/badseed.pt --data {data}", "meta has split seed 'x', not a whole number"),
+    ("--checkpoint {tmp}/nansplit.pt --data {data}", "meta has split max_crop_scale nan, not a number"),
+    ("--checkpoint {tmp}/splitstr.pt --data {data}", "meta has split 'garbage', not a table"),
     # an option of the other protocol is refused, not silently ignored
     ("--methods biharmonic --size 64 --data {data} --crops grid", "--crops: crop protocol only"),
     ("--methods biharmonic --size 64 --data {data} --hole-size 8 --split-seed 1",
@@ -422,6 +425,11 @@ def _bad_command_line_files(tmp_path, data_dir):
     with torch.no_grad():
         next(broken.parameters()).fill_(float("nan"))      # what a diverged training exports
     save_generator(tmp_path / "nan.pt", broken, _meta())
+    # a hand-edited or damaged meta: int("x") was a traceback, a split that is no table held out the
+    # default crops, silently
+    save_generator(tmp_path / "badseed.pt", Generator(SIZE), _meta(split={"val_fraction": 0.1, "seed": "x"}))
+    save_generator(tmp_path / "nansplit.pt", Generator(SIZE), _meta(split={"max_crop_scale": float("nan")}))
+    save_generator(tmp_path / "splitstr.pt", Generator(SIZE), _meta(split="garbage"))
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "photos").mkdir()
