@@ -31,8 +31,7 @@ import torch
 
 import nfinpaint
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import damaged_entry
-from nfinpaint.files import atomic_path, save_torch
+from nfinpaint.files import atomic_path, damaged_entry, save_torch
 from nfinpaint.masks import default_hole_size
 from nfinpaint.generators import generator_from_config
 from nfinpaint.networks import Generator
@@ -106,7 +105,9 @@ def resolve_generator_path(path: str | os.PathLike) -> Path:
                                      f"directory that finished training, or the exported generator file")
         return candidate
     if not path.is_file():
-        raise GeneratorFileError(f"generator checkpoint {str(path)!r} does not exist; pass a run directory "
+        # a pipe or a device exists: "does not exist" sent the user looking for a typo
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise GeneratorFileError(f"generator checkpoint {str(path)!r} {what}; pass a run directory "
                                  f"(with {GENERATOR_FILENAME}) or the exported generator file")
     return path
 

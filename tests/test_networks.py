@@ -1,4 +1,5 @@
 """Generator / discriminators / patch cropping: shapes, layer widths, errors, channels-last, compile."""
+import os
 import re
 import warnings
 
@@ -364,6 +365,11 @@ def test_load_errors(tmp_path):
         load_generator(tmp_path / "missing.pt")
     with pytest.raises(GeneratorFileError, match="without generator.pt"):
         load_generator(tmp_path)
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(GeneratorFileError, match="is not a regular file"):
+        load_generator(fifo)
+    fifo.unlink()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
     with pytest.raises(GeneratorFileError, match="not a readable") as info:
