@@ -179,6 +179,9 @@ def metrics_to_keep(run_dir: Path, resume_step: int) -> list[str]:
     path = run_dir / METRICS_FILE
     if not path.exists():
         return []
+    if not path.is_file():      # reading it was an IsADirectoryError traceback
+        raise ConfigError(f"{path} is not a file: the run's log of records must be one; move it away to "
+                          f"resume with a fresh log")
     kept, damaged = [], 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():

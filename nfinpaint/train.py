@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from nfinpaint import cli, distributed, inference, masks
+from nfinpaint.checkpoint import list_checkpoints
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, to_toml
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import build_datasets, describe
 from nfinpaint.devices import autocast_dtype, compiles
+from nfinpaint.files import DiskFullError
 from nfinpaint.generators import build_generator, spec
 from nfinpaint.masks import blank_holes
 from nfinpaint.metrics import batch_psnr
@@ -414,6 +416,12 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                 run.export(step, not interrupted, trainer.inference_generator, trainer.objective.loss_weights())
         run.finish(step, interrupted, path)
         return {"run_dir": run.dir, "step": step, "interrupted": interrupted, "val": run.val, "trainer": trainer}
+    except DiskFullError as exc:
+        kept = list_checkpoints(run.dir)
+        if not kept:        # nothing to resume from: running the command again is the way
+            raise
+        # "run again" started a new run beside this one, or was refused: this run goes on from its checkpoint
+        raise DiskFullError(f"{exc} with --resume {run.dir} (from its checkpoint of step {kept[-1][0]})") from None
     finally:
         run.release()
 

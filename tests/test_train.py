@@ -589,6 +589,15 @@ def test_resume_drops_damaged_metrics_lines_with_a_warning(tmp_path, capsys):
     assert [r["step"] for r in _records(run)] == [1, 2, 3]
 
 
+def test_resume_with_a_folder_for_its_metrics_log_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "1", "--out", str(run)]) == 0
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    message = _bad(["--resume", str(run), "--steps", "2", "--quiet"], capsys)
+    assert "metrics.jsonl is not a file" in message, message
+
+
 def test_schedule_line_says_what_this_run_does(tmp_path, capsys):
     assert main(TINY + ["--steps", "2", "--set", "g_warmup_steps=300", "--set", "d_warmup_steps=40",
                         "--out", str(tmp_path / "run")]) == 0
@@ -954,6 +963,33 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monke
         in message, message
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
     assert not list_checkpoints(run)
+
+
+def test_a_full_disk_after_a_checkpoint_says_to_resume(tmp_path, capsys, monkeypatch):
+    """A later checkpoint meets the full disk: the line says how this run goes on (--resume), and the
+    earlier checkpoint it names resumes."""
+    import errno  # noqa: PLC0415
+
+    from nfinpaint import checkpoint  # noqa: PLC0415
+
+    real_save, saved = checkpoint.save_torch, []
+
+    def full_on_the_second(obj, path):
+        saved.append(path)
+        if len(saved) >= 2:
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_torch", full_on_the_second)
+    run = tmp_path / "run"
+    message = _bad(TINY + ["--steps", "3", "--out", str(run), "--set", "checkpoint_every=1"], capsys)
+    assert message.startswith("error: disk full") and f"run again with --resume {run}" in message, message
+    assert "(from its checkpoint of step 1)" in message, message
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    monkeypatch.undo()
+    assert main(["--resume", str(run), "--quiet"]) == 0
+    assert [r["step"] for r in _records(run, "resume")] == [1]
 
 
 def test_validation_crops_come_from_every_validation_picture(tmp_path, monkeypatch):
