@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import atomic_path, damaged_entry, save_torch
+from nfinpaint.files import atomic_path, load_torch, save_torch
 
 FORMAT = "nfinpaint-train-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -86,16 +86,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a readable training checkpoint")
-    damaged = damaged_entry(path)
-    if damaged is not None:
-        raise CheckpointError(f"{path} is damaged: its entry {damaged!r} fails its checksum (a bad copy or a failing "
-                              f"disk), not a usable training checkpoint")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated, foreign
-        # torch's own message may advise weights_only=False: never for a file of unknown origin
-        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt, truncated or not "
-                              f"written by torch.save; {type(exc).__name__})") from None
+    # no advice: find_resume_point goes on to an older checkpoint and says so
+    payload = load_torch(path, CheckpointError, "training checkpoint", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nfinpaint training checkpoint (expected format {FORMAT!r})")
     return _checked(path, payload)

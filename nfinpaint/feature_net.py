@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import damaged_entry
+from nfinpaint.files import load_torch
 
 DEFAULT_LAYER = "relu3_1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -83,17 +83,8 @@ def _file_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} {what}; " + _IMAGENET_HINT)
-    damaged = damaged_entry(path)
-    if damaged is not None:
-        raise FeatureWeightsError(f"VGG-19 weights file {str(path)!r} is damaged: its entry {damaged!r} fails its "
-                                  f"checksum (a bad copy or download, or a failing disk); download or copy it again")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        # not torch's own message: it may advise weights_only=False, never safe for a file of unknown origin
-        raise FeatureWeightsError(f"could not read VGG-19 weights from {str(path)!r} (corrupt, or not written "
-                                  f"by torch.save; {type(exc).__name__}); expected a torchvision vgg19 "
-                                  f"state_dict saved with torch.save") from None
+    state = load_torch(path, FeatureWeightsError, "VGG-19 weights file",
+                       "give a torchvision vgg19 state_dict saved with torch.save, or download or copy it again")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -25,7 +25,19 @@ class FolderUnwritableError(UsageError):
 
 class DiskFullError(UsageError):
     """No space left on the device (or over the quota) while writing a file: one ``error:`` line;
-    the half-written file is removed."""
+    the half-written file is removed.  ``then`` is what the user does once space is free; a caller
+    that knows better (a run that can resume) says so with :meth:`then_instead`."""
+
+    def __init__(self, path: str | os.PathLike, then: str = "run again"):
+        self.path, self.then = Path(path), then
+        super().__init__(f"disk full: no space left on the device writing {self.path} (or over the quota); "
+                         f"nothing of that file was kept: free some space (or choose another folder) and {then}")
+
+    def then_instead(self, then: str) -> "DiskFullError":
+        return DiskFullError(self.path, then)
+
+    def __reduce__(self):        # its arguments are not its message: pickled (a worker's error) by parts
+        return DiskFullError, (self.path, self.then)
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -69,8 +81,7 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
     free = _free_bytes(path.parent)
     if not full and (isinstance(exc, UsageError) or free is None or free >= _NEARLY_FULL):
         return None
-    return DiskFullError(f"disk full: no space left on the device writing {path} (or over the quota); nothing "
-                         f"of that file was kept: free some space (or choose another folder) and run again")
+    return DiskFullError(path)
 
 
 def write_failure(exc: BaseException, path: Path, creating: bool = False) -> UsageError | None:
@@ -124,6 +135,26 @@ def damaged_entry(path: str | os.PathLike) -> str | None:
         return None
     # torch names the archive's folder after the file it first wrote (a temporary name): the entry within it
     return None if bad is None else bad.split("/", 1)[-1]
+
+
+def load_torch(path: str | os.PathLike, error: type[Exception], what: str, again: str = "",
+               map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` of a file a user gave as a ``what`` (a training checkpoint,
+    a generator file, ...): a damaged entry (:func:`damaged_entry`) or a file torch cannot read raises
+    ``error`` in one line, ending with ``again`` (what to do) where the caller does not say it itself.
+    Not torch's own message: it may advise ``weights_only=False``, never safe for a file of unknown origin."""
+    import torch  # noqa: PLC0415
+
+    then = f"; {again}" if again else ""
+    damaged = damaged_entry(path)
+    if damaged is not None:
+        raise error(f"{str(path)!r} is damaged: its entry {damaged!r} fails its checksum (a bad copy or download, "
+                    f"or a failing disk), not a usable {what}{then}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise error(f"{str(path)!r} is not a readable {what} (corrupt, truncated or not written by torch.save; "
+                    f"{type(exc).__name__}){then}") from None
 
 
 def _write_bytes(path: Path, data) -> None:

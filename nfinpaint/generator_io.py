@@ -31,7 +31,7 @@ import torch
 
 import nfinpaint
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.files import atomic_path, damaged_entry, save_torch
+from nfinpaint.files import atomic_path, load_torch, save_torch
 from nfinpaint.masks import default_hole_size
 from nfinpaint.generators import generator_from_config
 from nfinpaint.networks import Generator
@@ -119,16 +119,9 @@ def _read(file: Path, map_location) -> dict:
         raise GeneratorFileError(f"{str(file)!r} is an exported TorchScript model (python -m nfinpaint.export; load "
                                  f"it with torch.jit.load), not a generator file: give the run directory or its "
                                  f"{GENERATOR_FILENAME}")
-    damaged = damaged_entry(file)
-    if damaged is not None:
-        raise GeneratorFileError(f"{str(file)!r} is damaged: its entry {damaged!r} fails its checksum (a bad copy or "
-                                 f"download, or a failing disk); copy or export the generator again")
-    try:
-        payload = torch.load(file, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        # torch's own message may advise weights_only=False: never for a file of unknown origin
-        raise GeneratorFileError(f"{str(file)!r} is not a readable nfinpaint generator file (corrupt, truncated "
-                                 f"or not written by torch.save; {type(exc).__name__})") from None
+    payload = load_torch(file, GeneratorFileError, "nfinpaint generator file",
+                         "copy it again, or give another generator file",
+                         map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise GeneratorFileError(f"{str(file)!r} is not an nfinpaint generator (format {found!r}, expected "

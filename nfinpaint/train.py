@@ -421,7 +421,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
         if not kept:        # nothing to resume from: running the command again is the way
             raise
         # "run again" started a new run beside this one, or was refused: this run goes on from its checkpoint
-        raise DiskFullError(f"{exc} with --resume {run.dir} (from its checkpoint of step {kept[-1][0]})") from None
+        raise exc.then_instead(f"run again with --resume {run.dir} (from its checkpoint of step {kept[-1][0]})") \
+            from None
     finally:
         run.release()
 

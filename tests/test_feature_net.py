@@ -96,7 +96,7 @@ def test_bad_files(tmp_path):
         VGGFeatures(weights=str(wrong))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(FeatureWeightsError, match="could not read"):
+    with pytest.raises(FeatureWeightsError, match="not a readable VGG-19 weights file"):
         VGGFeatures(weights=str(garbage))
 
 

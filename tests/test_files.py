@@ -126,6 +126,17 @@ def test_a_full_disk_creating_the_temporary_file_is_one_line(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_error_says_what_to_do_next_and_a_caller_can_say_it_better(tmp_path):
+    import pickle  # noqa: PLC0415
+
+    error = DiskFullError(tmp_path / "out.txt")
+    assert str(error).endswith("free some space (or choose another folder) and run again"), error
+    resumable = error.then_instead("run again with --resume RUN")
+    assert str(resumable).endswith("and run again with --resume RUN") and str(tmp_path / "out.txt") in str(resumable)
+    assert str(resumable).count("run again") == 1 and isinstance(resumable, DiskFullError)
+    assert str(pickle.loads(pickle.dumps(resumable))) == str(resumable)   # as a worker process hands it back
+
+
 @pytest.mark.parametrize("error", [ValueError("not a disk error"), OSError(errno.EIO, "Input/output error")])
 def test_other_errors_pass_through_unchanged(tmp_path, error):
     with pytest.raises(type(error)) as raised, full_disk_reported(tmp_path / "out.txt"):

@@ -486,7 +486,7 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--data {tmp}/photos --set val_data={tmp}/empty --out {tmp}/run", "point val_data at a folder of images"),
     ("--data {tmp}/photos --set val_data={tmp}/small --out {tmp}/run", "remove it from val_data "),
     ("--data {tmp}/small --out {tmp}/run", "or use a smaller image_size"),
-    ("--feature-weights {tmp}/x.png --out {tmp}/run", "could not read VGG-19 weights"),
+    ("--feature-weights {tmp}/x.png --out {tmp}/run", "not a readable VGG-19 weights file"),
     ("--out {tmp}/busy", "in use by another training"),
     ("--data {tmp}/bombonly --out {tmp}/run", "none of the 1 image files could be read"),
     ("--seed 99999999999999999999999 --out {tmp}/run", "seed must be an integer from -2^63 to 2^64-1"),
