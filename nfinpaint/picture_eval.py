@@ -18,7 +18,9 @@
   ``gan`` method is ``nfinpaint.inpaint.inpaint_image`` itself);
 - per family and method: hole PSNR, hole SSIM, whole-picture PSNR and SSIM,
   the texture ratio (gradient energy in the hole relative to the truth's:
-  1 = as much detail as the original, a smooth blob is near 0) and seconds
+  1 = as much detail as the original, a smooth blob is near 0), the detail
+  in place (the share of the truth's fine detail the fill holds where the
+  truth holds it: texture in the wrong place scores near 0) and seconds
   per picture; then the paired difference of the ``gan`` method against every
   other method on the same pictures and masks, mean ± 95% confidence interval
   over the fills and, with several masks a picture (``--repeats``), over the
@@ -56,7 +58,9 @@ FAMILIES = HOLE_FAMILIES + ("box", "edge") + LAMA_KINDS
 DEFAULT_FAMILIES = ",".join(HOLE_FAMILIES)
 CROP_SIDE = 160          # figure crops around each hole, in pixels of the figure
 KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psnr_full", "PSNR picture (dB)", 2),
-        ("ssim_full", "SSIM picture", 4), ("texture", "texture ratio", 3), ("seconds", "s / picture", 3))
+        ("ssim_full", "SSIM picture", 4), ("texture", "texture ratio", 3), ("placed", "detail in place", 3),
+        ("seconds", "s / picture", 3))
+DETAIL_SIGMA = 2.0       # fine detail: the picture less its Gaussian blur of this many pixels
 
 
 def parse_families(text: str) -> list[str]:
@@ -182,6 +186,34 @@ def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor)
     return float(energy(filled) / energy(truth).clamp_min(count / 255.0 ** 2))
 
 
+def fine_detail(image: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
+    """(C, H, W) ``image`` less its Gaussian blur of ``sigma`` px (separable, reflected at the border; a
+    side of more than 3 sigma px)."""
+    r = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-r, r + 1, dtype=image.dtype, device=image.device)
+    k = torch.exp(-t ** 2 / (2 * sigma * sigma))
+    c = image.shape[0]
+    k = (k / k.sum()).view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    x = F.conv2d(F.pad(image[None], (r, r, 0, 0), mode="reflect"), k, groups=c)
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=c)
+    return image - x[0]
+
+
+def detail_in_place(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> float:
+    """The share of the truth's fine detail (:func:`fine_detail`) that ``filled`` holds where the truth
+    holds it: the projection of the fill's detail onto the truth's over the hole's pixels, channels
+    pooled.  1 = the truth's own detail, 0 = none of it, whether the fill is a smooth blob or carries
+    texture somewhere else (misplaced detail costs hole SSIM, docs/evaluation.md); the texture ratio
+    beside it says which.  The truth's energy is floored at one 8-bit level a channel a pixel, so a hole
+    over a flat truth does not divide by ~0."""
+    inside = hole.reshape(hole.shape[-2:]) > 0.5
+    if not inside.any():
+        return math.nan
+    ours, theirs = fine_detail(filled)[:, inside].double(), fine_detail(truth)[:, inside].double()
+    floor = theirs.numel() / 255.0 ** 2
+    return float((ours * theirs).sum() / (theirs * theirs).sum().clamp_min(floor))
+
+
 @dataclass
 class FamilyResult:
     family: str
@@ -225,6 +257,7 @@ def run(pictures: list[tuple[str, torch.Tensor]], families: Sequence[str], metho
                     filled = metrics.as_saved(filled, picture)     # what the user's file holds
                     row = metrics.image_metrics(filled, picture, mask)
                     row["texture"] = texture_ratio(filled, picture, mask)
+                    row["placed"] = detail_in_place(filled, picture, mask)
                 row["seconds"] = seconds
                 result.rows.setdefault(method.name, []).append(row)
                 if keep:
@@ -278,8 +311,10 @@ def markdown(results: Sequence[FamilyResult], methods: Sequence[Method], header:
              "evaluation masks, strokes or boxes over up to half the picture).",
              "- Every method fills the whole picture; gan is `python -m nfinpaint.inpaint`'s code path. PSNR/SSIM "
              "as in nfinpaint.metrics; texture ratio = gradient energy in the hole (pairs of neighbours both in "
-             "it) / the original's (1 = as detailed as the original). Mean ± 95% CI over the fills "
-             "(pictures x masks).", ""]
+             "it) / the original's (1 = as detailed as the original); detail in place = the share of the "
+             "original's fine detail (the picture less its Gaussian blur, sigma 2 px) the fill holds where the "
+             "original holds it (1 = the original's, 0 = none: a smooth blob, or texture in other places). "
+             "Mean ± 95% CI over the fills (pictures x masks).", ""]
     if header.get("skipped"):
         lines += ["- Skipped: " + "; ".join(f"{k} ({v})" for k, v in header["skipped"].items()), ""]
     for result in results:

@@ -9,7 +9,7 @@ full-size protocol draws them with ``--seed``): the shipped learned fill through
 (``gan``, inpaint's path), biharmonic, and the learned fill plus the truth's own fine detail (the picture
 less its Gaussian blur of ``--sigma`` px): in its place, and moved by ``--shift`` px (a random direction,
 at most the larger, at least the smaller) at full, half and quarter strength.  Prints hole PSNR (dB) /
-hole SSIM / texture ratio (mean and median) per family and fill, and the difference from biharmonic.
+hole SSIM / texture ratio (mean and median) / detail in place per family and fill, and the difference from biharmonic.
 An analysis, not a method: the oracle rows use the truth.  Never run it on test or reserved photographs
 to choose anything.
 """
@@ -21,21 +21,9 @@ import random
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from nfinpaint import baselines, metrics, picture_eval
 from nfinpaint.generator_io import open_generator
-
-
-def blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(3, H, W) ``image`` blurred by a separable Gaussian, reflected at the border."""
-    r = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-r, r + 1, dtype=image.dtype)
-    k = torch.exp(-t ** 2 / (2 * sigma * sigma))
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(3, 1, 1, -1)
-    x = F.conv2d(F.pad(image[None], (r, r, 0, 0), mode="reflect"), k, groups=3)
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=3)
-    return x[0]
 
 
 def main() -> None:
@@ -60,7 +48,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 mask = picture_eval.picture_mask(family, truth, args.seed, index, repeat)
                 ours, theirs = learned.fill(truth, mask, 0), biharmonic.fill(truth, mask, 0)
-                detail = truth - blur(truth, args.sigma)
+                detail = picture_eval.fine_detail(truth, args.sigma)
                 angle, radius = rng.uniform(0, 2 * math.pi), rng.uniform(*args.shift)
                 moved = torch.roll(detail, (round(radius * math.sin(angle)), round(radius * math.cos(angle))), (1, 2))
                 fills = {"learned": ours, "biharmonic": theirs, "+ detail in place": ours + detail,
@@ -70,14 +58,15 @@ def main() -> None:
                     fill = metrics.as_saved(torch.where(mask > 0.5, fill.clamp(0, 1), truth), truth)
                     row = metrics.image_metrics(fill, truth, mask)
                     rows.setdefault((family, name), []).append(
-                        (row["psnr_hole"], row["ssim_hole"], picture_eval.texture_ratio(fill, truth, mask)))
+                        (row["psnr_hole"], row["ssim_hole"], picture_eval.texture_ratio(fill, truth, mask),
+                         picture_eval.detail_in_place(fill, truth, mask)))
     print(f"{len(pictures)} pictures x {args.repeats} masks, sigma {args.sigma}, shift {args.shift[0]:g}-{args.shift[1]:g} px")
     for (family, name), values in rows.items():
         t = torch.tensor(values, dtype=torch.float64)
         texture = t[:, 2][~t[:, 2].isnan()]
         diff = t[:, :2] - torch.tensor(rows[(family, "biharmonic")], dtype=torch.float64)[:, :2]
         print(f"{family:7s} {name:18s} {t[:, 0].mean():6.2f} / {t[:, 1].mean():.4f} / texture {texture.mean():.3f} "
-              f"(median {texture.median():.3f})   against biharmonic {diff[:, 0].mean():+.2f} dB / {diff[:, 1].mean():+.4f}")
+              f"(median {texture.median():.3f}) / in place {t[:, 3].mean():+.3f}   against biharmonic {diff[:, 0].mean():+.2f} dB / {diff[:, 1].mean():+.4f}")
 
 
 if __name__ == "__main__":

@@ -897,6 +897,33 @@ def test_texture_ratio():
     assert math.isnan(picture_eval.texture_ratio(torch.rand(3, 32, 32, generator=g), truth, diagonal))
 
 
+def test_detail_in_place_against_scipy_and_where_the_detail_goes():
+    g = _rng()
+    h, w = 40, 52
+    truth = torch.rand(3, h, w, generator=g, dtype=torch.float64)
+    fill = torch.rand(3, h, w, generator=g, dtype=torch.float64)
+    hole = torch.zeros(1, h, w)
+    top, left = int(torch.randint(0, 12, (), generator=g)), int(torch.randint(0, 20, (), generator=g))
+    hole[:, top:top + 25, left:left + 30] = 1
+
+    def detail(x):  # scipy's "mirror" is torch's "reflect"; truncate 3 sigma: a radius of 6 px at sigma 2
+        return x - np.stack([ndimage.gaussian_filter(c, 2.0, mode="mirror", truncate=3.0) for c in x.numpy()])
+    inside = hole[0].numpy() > 0.5
+    ours, theirs = detail(fill)[:, inside], detail(truth)[:, inside]
+    expected = float((ours * theirs).sum() / (theirs * theirs).sum())
+    assert picture_eval.detail_in_place(fill, truth, hole) == pytest.approx(expected, rel=1e-9)
+    assert picture_eval.detail_in_place(truth, truth, hole) == pytest.approx(1.0)
+    # texture as strong as the truth's, moved away, holds none of it; a smooth fill none either
+    moved = torch.roll(truth, (0, 13), (1, 2))
+    assert abs(picture_eval.detail_in_place(torch.where(hole > 0.5, moved, truth), truth, hole)) < 0.15
+    smooth = truth.mean((1, 2), keepdim=True).expand_as(truth)
+    assert abs(picture_eval.detail_in_place(torch.where(hole > 0.5, smooth, truth), truth, hole)) < 0.15
+    # a flat truth (a clear sky) is no division by ~0; an empty hole has nothing to measure
+    sky = torch.ones(3, h, w, dtype=torch.float64)
+    assert abs(picture_eval.detail_in_place(fill, sky, hole)) < 1e-6
+    assert math.isnan(picture_eval.detail_in_place(fill, truth, torch.zeros(1, h, w)))
+
+
 def test_a_fill_without_a_texture_ratio_leaves_the_column_to_the_others():
     """A NaN texture ratio (a hole of single pixels) made the table's whole column "nan"."""
     rows = [{"psnr_hole": 20.0 + i, "texture": t} for i, t in enumerate([0.2, math.nan, 0.4])]
