@@ -163,10 +163,18 @@ class VGGFeatures(nn.Module):
         if missing:
             raise FeatureWeightsError(f"{source} is not a torchvision vgg19 state_dict: missing {missing[:4]}"
                                       f"{' ...' if len(missing) > 4 else ''}")
+        foreign = [f"features.{k} is a {type(picked[k]).__name__}" for k in own if not isinstance(picked[k], Tensor)]
+        if foreign:
+            raise FeatureWeightsError(f"{source} is not a torchvision vgg19 state_dict: {foreign[:3]}, not a tensor")
         wrong = [f"features.{k}: {tuple(picked[k].shape)} != {tuple(own[k].shape)}"
                  for k in own if tuple(picked[k].shape) != tuple(own[k].shape)]
         if wrong:
             raise FeatureWeightsError(f"{source} does not fit VGG-19: {wrong[:3]}")
+        # a NaN here made the feature term NaN at step 1, and training then blamed its learning rate
+        broken = [f"features.{k}" for k in own if not bool(picked[k].float().isfinite().all())]
+        if broken:
+            raise FeatureWeightsError(f"{source} holds values that are not finite (NaN or inf) in {broken[:3]}: "
+                                      f"a damaged file or a bad conversion; download or copy it again")
         self.features.load_state_dict(picked)
 
     def train(self, mode: bool = True) -> "VGGFeatures":

@@ -1,6 +1,7 @@
 """VGG-19 feature network: weight sources, frozen, eval mode, normalisation, gradient to the input."""
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -98,6 +99,24 @@ def test_bad_files(tmp_path):
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(FeatureWeightsError, match="not a readable VGG-19 weights file"):
         VGGFeatures(weights=str(garbage))
+
+
+def test_entries_that_are_not_tensors_or_not_finite_are_refused_in_one_line(tmp_path, vgg_state_file):
+    """A list in place of a tensor was an AttributeError traceback; a NaN loaded silently, and training
+    then stopped at step 1 blaming its learning rate."""
+    _, state = vgg_state_file
+    keys = [k for k in state if k.startswith("features.") and int(k.split(".")[1]) <= 11]
+    key = keys[np.random.randint(len(keys))]
+    listed = dict(state, **{key: state[key].tolist()})
+    torch.save(listed, tmp_path / "lists.pth")
+    with pytest.raises(FeatureWeightsError, match=rf"{key} is a list.*not a tensor"):
+        VGGFeatures(weights=str(tmp_path / "lists.pth"))
+    for bad in (float("nan"), float("inf")):
+        spoiled = {k: v.clone() for k, v in state.items()}
+        spoiled[key].view(-1)[np.random.randint(spoiled[key].numel())] = bad
+        torch.save(spoiled, tmp_path / "spoiled.pth")
+        with pytest.raises(FeatureWeightsError, match=rf"not finite \(NaN or inf\) in \['{key}'\]"):
+            VGGFeatures(weights=str(tmp_path / "spoiled.pth"))
 
 
 def test_wrong_shapes(tmp_path, vgg_state_file):
