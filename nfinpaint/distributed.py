@@ -79,6 +79,17 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(value.item() > 0)
 
 
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of (detached) ``value`` over every process: with the step's batch split into equal
+    shares, the whole batch's mean of a per-share mean.  ``value`` itself in one process.  Every
+    process calls it at the same point of the step."""
+    if not info.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -16,12 +16,27 @@ generator's meta.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import Tensor
 
 from nfinpaint import losses
 
 TERMS = losses.TERMS
+WholeMean = Callable[[Tensor], Tensor]   # a detached per-process mean -> the whole step's batch's
+
+
+def log_of_mean(term: Tensor, whole_mean: WholeMean | None = None) -> Tensor:
+    """The log of a batch-mean term.  ``whole_mean``: where the step's batch is split over processes
+    (torchrun), the mean of a value over all of them.  Each process's loss is then log(M) + (term -
+    term.detach()) / M, M the whole batch's mean: its value is the whole batch's log, and DDP's mean of
+    the processes' gradients is the gradient of log(M).  The log of each process's own share, averaged,
+    was another objective, which changed with the number of processes."""
+    term = term.clamp_min(1e-12)
+    if whole_mean is None:
+        return term.log()
+    mean = whole_mean(term.detach())
+    return mean.log() + (term - term.detach()) / mean
 
 
 @dataclass(frozen=True)
@@ -86,21 +101,23 @@ class Objective:
         return losses.composite_and_l2(generated.float(), real, mask, self.use_custom_ops,
                                        reduction=self.reduction, form=self.l2_form)
 
-    def feature_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor | None = None) -> Tensor:
+    def feature_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor | None = None,
+                     whole_mean: WholeMean | None = None) -> Tensor:
         """Ln between the feature maps of the composite and of the real image (``mask``: the hole mask,
-        used when ``feature_region`` is "hole")."""
+        used when ``feature_region`` is "hole"; ``whole_mean``: :func:`log_of_mean`'s, for the log form)."""
         weight = None
         if self.feature_region == "hole":
             weight = losses.mask_to_feature_weight(mask, tuple(feat_fake.shape[-2:]))
         term = losses.feature_loss(feat_fake.float(), feat_real.float(), kind=self.feature_kind, weight=weight,
                                    use_custom_ops=self.use_custom_ops, reduction=self.reduction)
-        return term.clamp_min(1e-12).log() if self.feature_form == "log" else term
+        return log_of_mean(term, whole_mean) if self.feature_form == "log" else term
 
-    def texture_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor) -> Tensor:
+    def texture_term(self, feat_fake: Tensor, feat_real: Tensor, mask: Tensor,
+                     whole_mean: WholeMean | None = None) -> Tensor:
         """The log of the hole Gram distance between the composite's and the real image's features
         (log form: scale-free, as the feature term's, so its weight is a share of the gradient)."""
         term = losses.hole_texture_loss(feat_fake, feat_real, mask, use_custom_ops=self.use_custom_ops)
-        return term.clamp_min(1e-12).log()
+        return log_of_mean(term, whole_mean)
 
     @staticmethod
     def ssim_term(composite: Tensor, real: Tensor, mask: Tensor) -> Tensor:

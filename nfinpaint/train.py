@@ -27,6 +27,7 @@ import argparse
 import os
 import warnings
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -228,10 +229,12 @@ class Trainer:
                 feat_fake = self.feature_net(composite)
                 with torch.no_grad():
                     feat_real = self.feature_net(real)
+            # under torchrun the log forms take the whole step's batch (every process's share)
+            whole_mean = partial(distributed.mean_over_ranks, info=self.info) if self.info.enabled else None
             if objective.uses_features:
-                terms["feature"] = objective.feature_term(feat_fake, feat_real, mask)
+                terms["feature"] = objective.feature_term(feat_fake, feat_real, mask, whole_mean)
             if objective.uses_texture:
-                terms["texture"] = objective.texture_term(feat_fake, feat_real, mask)
+                terms["texture"] = objective.texture_term(feat_fake, feat_real, mask, whole_mean)
         if objective.uses_ssim:
             terms["ssim"] = objective.ssim_term(composite, real, mask)
         if stage == "joint":
@@ -273,15 +276,16 @@ class Trainer:
         cfg = self.config
         kinds = ("center", "random") + (("mixed",) if cfg.train_masks in masks.FAMILY_KINDS else ())
         psnr: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds + ("image",)}
-        for b, real in enumerate(loader):
+        first = 0
+        for real in loader:
             real = real.to(self.device)
             for kind in kinds:
-                seed = None if kind == "center" else cfg.seed * 7919 + b
-                holes = masks.make_masks(kind, real.shape[0], cfg.image_size, cfg.hole_size, seed=seed).to(self.device)
+                holes = self._val_masks(kind, first, real.shape[0]).to(self.device)
                 filled = self.fill(real, holes)
                 psnr[kind].append(batch_psnr(filled, real, holes).cpu())
                 if kind == "center":
                     psnr["image"].append(batch_psnr(filled, real).cpu())
+            first += real.shape[0]
         if not psnr["center"]:
             return {}
         out = {"val_psnr_hole": float(torch.cat(psnr["center"]).mean()),
@@ -291,6 +295,16 @@ class Trainer:
         if "mixed" in psnr:
             out["val_psnr_hole_mixed"] = float(torch.cat(psnr["mixed"]).mean())
         return out
+
+    def _val_masks(self, kind: str, first: int, n: int) -> torch.Tensor:
+        """The ``kind`` masks of validation items ``first`` .. ``first + n - 1``, each seeded by its item's
+        place in the validation set: the same masks whatever the batch size (seeded by the batch, they
+        were not, and a run under torchrun, a smaller batch a process, reported other numbers)."""
+        cfg = self.config
+        if kind == "center":
+            return masks.make_masks(kind, n, cfg.image_size, cfg.hole_size)
+        return torch.cat([masks.make_masks(kind, 1, cfg.image_size, cfg.hole_size, seed=cfg.seed * 7919 + first + i)
+                          for i in range(n)])
 
     @property
     def models(self) -> dict[str, torch.nn.Module]:
@@ -401,6 +415,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                     trainer.average.update(trainer.generator)
                 run.check_finite(step + 1, stage, out, trainer.models.values())
                 step += 1
+                if info.enabled and run.logs_at(step):    # the whole step's batch, not rank 0's share
+                    out = dict(zip(out, distributed.mean_over_ranks(torch.stack(list(out.values())), info)))
                 run.stepped(step, stage, out, real.shape[0] * info.world_size)
                 if step % config.val_every == 0 or step == config.steps:
                     validate(step)

@@ -258,11 +258,15 @@ class Run:
         self.t0 = self._window_start = time.perf_counter()
         self._window_images = 0
 
+    def logs_at(self, step: int) -> bool:
+        """Whether step ``step`` (1-based) writes a train record: every ``log_every`` steps and the last."""
+        return step % self.config.log_every == 0 or step == self.config.steps
+
     def stepped(self, step: int, stage: str, out: dict[str, torch.Tensor], images: int) -> None:
         """After step ``step`` (1-based) of ``stage`` on ``images`` images (all processes): every
         ``log_every`` steps and at the last, a train record (losses, images per second)."""
         self._window_images += images
-        if self.is_main and (step % self.config.log_every == 0 or step == self.config.steps):
+        if self.is_main and self.logs_at(step):
             values = {k: float(v) for k, v in out.items()}
             now = time.perf_counter()
             self.log({"kind": "train", "step": step, "stage": stage, **values,

@@ -1,4 +1,5 @@
 """DDP training: two CPU processes on gloo keep identical parameters; the sampler shards the data."""
+import json
 import socket
 
 import pytest
@@ -33,9 +34,20 @@ def _worker(rank: int, world_size: int, port: int, out: str, result_dir: str) ->
     from nfinpaint import distributed
     from nfinpaint.train import train
 
+    from nfinpaint import train as train_module
+
     info = distributed.setup("cpu")
     config = load_config("default", None, {**TINY, "seed": 0})
+    outs, step = [], train_module.Trainer.train_step
+
+    def recording(self, *args):        # this rank's own losses, each step
+        out = step(self, *args)
+        outs.append({k: float(v) for k, v in out.items()})
+        return out
+
+    train_module.Trainer.train_step = recording
     result = train(config, out, info=info, progress=False)
+    torch.save(outs, f"{result_dir}/losses{rank}.pt")
     trainer = result["trainer"]
     params = {f"{name}.{k}": v.detach().clone() for name, module in
               (("generator", trainer.generator), ("global_d", trainer.global_d), ("local_d", trainer.local_d),
@@ -65,6 +77,49 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     assert torch.equal(generator.state_dict()["to_rgb.weight"], p0["exported.to_rgb.weight"])
     # rank 0 alone wrote the run directory
     assert (out / "metrics.jsonl").exists() and len(list((out / "checkpoints").iterdir())) == 1
+    # its train records hold the step's whole batch: the mean of the two ranks' losses (they held rank 0's)
+    ranks = [torch.load(tmp_path / f"losses{rank}.pt") for rank in (0, 1)]
+    logged = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert len(logged) == 4 and any(a != b for a, b in zip(*ranks))
+    for record, mine, theirs in zip(logged, *ranks):
+        assert mine.keys() == theirs.keys() and mine.keys() <= record.keys()
+        for name in mine:
+            assert record[name] == pytest.approx((mine[name] + theirs[name]) / 2, rel=1e-6, abs=1e-7), name
+
+
+def _log_worker(rank: int, world_size: int, port: int, shares: list, result_dir: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from functools import partial
+    from nfinpaint.objective import log_of_mean
+
+    info = distributed.setup("cpu")
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64, requires_grad=True)
+    value = log_of_mean((shares[rank] * x).pow(2).mean(), partial(distributed.mean_over_ranks, info=info))
+    value.backward()
+    grad = distributed.mean_over_ranks(x.grad, info)          # what DDP does with the ranks' gradients
+    torch.save({"value": value.detach(), "grad": grad}, f"{result_dir}/log{rank}.pt")
+    distributed.teardown(info)
+
+
+def test_a_log_form_term_under_two_processes_is_the_log_of_the_whole_batch():
+    """feature_form=log took each process's own log and DDP averaged their gradients: another objective,
+    which moved with the number of processes (1.7e-4 off a one-process run after one step)."""
+    import tempfile
+
+    shares = [torch.rand(5, dtype=torch.float64) + 0.1, torch.rand(5, dtype=torch.float64) * 3 + 0.1]
+    with tempfile.TemporaryDirectory() as folder:
+        mp.spawn(_log_worker, args=(2, _free_port(), shares, folder), nprocs=2, join=True)
+        got = [torch.load(f"{folder}/log{rank}.pt") for rank in (0, 1)]
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64, requires_grad=True)
+    whole = torch.stack([(share * x).pow(2).mean() for share in shares]).mean().log()   # one process, both shares
+    whole.backward()
+    for rank in (0, 1):
+        torch.testing.assert_close(got[rank]["value"], whole.detach())
+        torch.testing.assert_close(got[rank]["grad"], x.grad)
 
 
 def test_batch_items_shard_and_resume():
