@@ -79,6 +79,7 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(value.item() > 0)
 
 
+@torch.compiler.disable     # called inside the compiled step: an eager collective, not a traced one
 def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The mean of (detached) ``value`` over every process: with the step's batch split into equal
     shares, the whole batch's mean of a per-share mean.  ``value`` itself in one process.  Every
