@@ -151,7 +151,7 @@ class TrainConfig:
     log_every: int = 20             # metrics.jsonl / progress-bar cadence
     sample_every: int = 100         # sample grid PNG cadence
     val_every: int = 200            # validation PSNR cadence
-    val_batches: int = 0            # batches of the validation split per evaluation (0 = all)
+    val_batches: int = 0            # validation crops per evaluation, in whole steps' batches (0 = all)
     checkpoint_every: int = 200     # checkpoint cadence (also at the end and on Ctrl-C)
     tensorboard: bool = True        # log to TensorBoard too when it is installed
 

@@ -9,6 +9,7 @@ gives the same masks on every machine, since all draws happen on the CPU.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -339,6 +340,15 @@ def random_rect_range(image_size: int, hole_size: int) -> tuple[int, int]:
     low = max(1, hole_size // 2)
     high = min(image_size, hole_size + hole_size // 2)
     return min(low, high), high
+
+
+def validation_masks(kind: str, items: Sequence[int], image_size: int, hole_size: int, seed: int) -> Tensor:
+    """The ``kind`` masks (:func:`make_masks`) of validation crops ``items`` (their indices in the
+    validation set), each seeded by (``seed``, its item): a crop's holes, and so a run's validation
+    numbers, do not depend on the batches it is validated in (the batch size, the number of processes)."""
+    if kind == "center":
+        return make_masks(kind, len(items), image_size, hole_size)
+    return torch.cat([make_masks(kind, 1, image_size, hole_size, seed=seed * 7919 + item) for item in items])
 
 
 def make_masks(kind: str, n: int, image_size: int, hole_size: int,

@@ -268,24 +268,23 @@ class Trainer:
         return inference.fill(self.inference_generator, real, mask, self.amp_dtype)
 
     @torch.no_grad()
-    def validate(self, loader) -> dict[str, float]:
+    def validate(self, batches) -> dict[str, float]:
         """Mean hole PSNR on the validation split with the training's centre holes, with random
-        rectangles and, for runs trained on the hole families, with those (all seeded: the same
-        masks every time); and whole-image PSNR.  ``loader``: the crops to validate on, all of them
-        (:func:`train` gives it val_batches batches spread over the split)."""
+        rectangles and, for runs trained on the hole families, with those (each crop's seeded by its
+        index: the same masks every time, :func:`masks.validation_masks`); and whole-image PSNR.
+        ``batches``: (indices in the validation set, crops) pairs, all of them (:func:`train` gives it
+        :class:`ValidationBatches`)."""
         cfg = self.config
         kinds = ("center", "random") + (("mixed",) if cfg.train_masks in masks.FAMILY_KINDS else ())
         psnr: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds + ("image",)}
-        first = 0
-        for real in loader:
+        for items, real in batches:
             real = real.to(self.device)
             for kind in kinds:
-                holes = self._val_masks(kind, first, real.shape[0]).to(self.device)
+                holes = masks.validation_masks(kind, items, cfg.image_size, cfg.hole_size, cfg.seed).to(self.device)
                 filled = self.fill(real, holes)
                 psnr[kind].append(batch_psnr(filled, real, holes).cpu())
                 if kind == "center":
                     psnr["image"].append(batch_psnr(filled, real).cpu())
-            first += real.shape[0]
         if not psnr["center"]:
             return {}
         out = {"val_psnr_hole": float(torch.cat(psnr["center"]).mean()),
@@ -295,16 +294,6 @@ class Trainer:
         if "mixed" in psnr:
             out["val_psnr_hole_mixed"] = float(torch.cat(psnr["mixed"]).mean())
         return out
-
-    def _val_masks(self, kind: str, first: int, n: int) -> torch.Tensor:
-        """The ``kind`` masks of validation items ``first`` .. ``first + n - 1``, each seeded by its item's
-        place in the validation set: the same masks whatever the batch size (seeded by the batch, they
-        were not, and a run under torchrun, a smaller batch a process, reported other numbers)."""
-        cfg = self.config
-        if kind == "center":
-            return masks.make_masks(kind, n, cfg.image_size, cfg.hole_size)
-        return torch.cat([masks.make_masks(kind, 1, cfg.image_size, cfg.hole_size, seed=cfg.seed * 7919 + first + i)
-                          for i in range(n)])
 
     @property
     def models(self) -> dict[str, torch.nn.Module]:
@@ -341,10 +330,18 @@ def spread_indices(length: int, count: int) -> list[int]:
     return np.linspace(0, length - 1, count).round().astype(int).tolist()
 
 
-def spread(dataset: torch.utils.data.Dataset, count: int) -> torch.utils.data.Dataset:
-    """``count`` items of ``dataset`` spread over it, in order (the whole of it, as :func:`spread_indices`)."""
-    picks = spread_indices(len(dataset), count)
-    return dataset if len(picks) == len(dataset) else torch.utils.data.Subset(dataset, picks)
+class ValidationBatches:
+    """``count`` crops of ``dataset`` spread over it (all of them when 0, :func:`spread_indices`), as
+    (their indices, the crops) pairs of ``batch_size``; iterable again at every validation."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, count: int, batch_size: int):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.items = spread_indices(len(dataset), count)
+
+    def __iter__(self):
+        for start in range(0, len(self.items), self.batch_size):
+            items = self.items[start:start + self.batch_size]
+            yield items, torch.stack([self.dataset[i] for i in items])
 
 
 def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
@@ -382,15 +379,16 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
             train_ds.store.to(info.device)
             # the validation crops and the samples spread over the validation split (its items are grouped
             # by source image): the first val_batches batches were the first pictures only (fullres: two of
-            # the corpus's four)
-            val_loader = torch.utils.data.DataLoader(spread(val_ds, config.val_batches * config.batch_size),
-                                                     batch_size=config.batch_size, shuffle=False, num_workers=0)
+            # the corpus's four).  val_batches counts the step's whole batch (every process's share), so
+            # w processes of B validate on the crops one process of w*B does (rank 0 alone validates)
+            val_batches = ValidationBatches(val_ds, config.val_batches * config.batch_size * info.world_size,
+                                            config.batch_size)
             picks = spread_indices(len(val_ds), N_SAMPLES)
             sample_batch = torch.stack([val_ds[i] for i in picks]) if len(val_ds) else None
 
             def validate(step: int) -> None:
                 if info.is_main and len(val_ds):
-                    run.validated(step, trainer.validate(val_loader))
+                    run.validated(step, trainer.validate(val_batches))
 
             def samples(step: int) -> None:
                 if info.is_main and sample_batch is not None:

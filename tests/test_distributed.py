@@ -14,7 +14,8 @@ from nfinpaint.crop_store import batch_items
 TINY = dict(image_size=16, hole_size=6, local_patch_size=8, batch_size=3, steps=4, g_warmup_steps=1,
             d_warmup_steps=1, compile="never", use_custom_ops=False, feature_weights="random", val_batches=1,
             log_every=1, val_every=1000, sample_every=1000, checkpoint_every=1000, tensorboard=False,
-            device="cpu", threads=1, amp="none")
+            device="cpu", threads=1, amp="none",
+            feature_form="log", texture_weight=0.1)     # the log forms: the whole batch's, on every rank
 
 
 def _free_port() -> int:
@@ -77,10 +78,24 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     assert torch.equal(generator.state_dict()["to_rgb.weight"], p0["exported.to_rgb.weight"])
     # rank 0 alone wrote the run directory
     assert (out / "metrics.jsonl").exists() and len(list((out / "checkpoints").iterdir())) == 1
+    # it validated the initial generator on the crops and holes one process of twice the batch does
+    # (val_batches counts whole steps' batches; the holes are seeded by crop): it took half the crops
+    from nfinpaint.train import train
+    one = train(load_config("default", None, {**TINY, "seed": 0, "batch_size": 2 * TINY["batch_size"]}),
+                tmp_path / "one", info=distributed.DistInfo(), progress=False)
+    first = [next(r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "val")
+             for run in (out, one["run_dir"])]
+    assert first[0]["step"] == first[1]["step"] == 0 and first[0]["val_images"] == 2 * TINY["batch_size"]
+    assert {k: v for k, v in first[0].items() if k != "elapsed_s"} == {k: v for k, v in first[1].items()
+                                                                       if k != "elapsed_s"}
     # its train records hold the step's whole batch: the mean of the two ranks' losses (they held rank 0's)
     ranks = [torch.load(tmp_path / f"losses{rank}.pt") for rank in (0, 1)]
     logged = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert len(logged) == 4 and any(a != b for a, b in zip(*ranks))
+    # each rank's share differs, but the log-form terms are the log of the whole batch's mean on both
+    steps = [(mine, theirs) for mine, theirs in zip(*ranks) if "feature" in mine]
+    assert steps and all(mine["l2"] != theirs["l2"] for mine, theirs in steps)
+    assert all(mine[name] == theirs[name] for mine, theirs in steps for name in ("feature", "texture"))
     for record, mine, theirs in zip(logged, *ranks):
         assert mine.keys() == theirs.keys() and mine.keys() <= record.keys()
         for name in mine:

@@ -1005,9 +1005,9 @@ def test_validation_crops_come_from_every_validation_picture(tmp_path, monkeypat
     seen = []
     validate = train_module.Trainer.validate
 
-    def recording(self, loader):        # the crops of the batches validate reads (val_batches = 1)
-        seen.append([tuple(int(v) for v in (crop[:, 0, 0] * 255).round()) for crop in next(iter(loader))])
-        return validate(self, loader)
+    def recording(self, batches):        # the crops of the batches validate reads (val_batches = 1)
+        seen.append([tuple(int(v) for v in (crop[:, 0, 0] * 255).round()) for crop in next(iter(batches))[1]])
+        return validate(self, batches)
 
     monkeypatch.setattr(train_module.Trainer, "validate", recording)
     assert main(TINY + ["--data", str(tmp_path / "train"), "--set", f"val_data={tmp_path / 'val'}", "--steps", "1",
@@ -1024,16 +1024,18 @@ def test_validation_numbers_do_not_depend_on_the_batch_size(preset):
     from nfinpaint.config import load_config  # noqa: PLC0415
     from nfinpaint.train import Trainer, build_feature_net  # noqa: PLC0415
 
-    size = 16 if preset == "default" else 32
+    size, seed = (16 if preset == "default" else 32), int(np.random.randint(99))
     config = load_config(preset, None, {"image_size": size, "hole_size": 6, "local_patch_size": 8,
                                         "feature_weights": "random", "compile": "never", "amp": "none",
-                                        "use_custom_ops": False, "device": "cpu", "seed": int(np.random.randint(99))})
+                                        "use_custom_ops": False, "device": "cpu", "seed": seed})
     trainer = Trainer(config, build_feature_net(config), distributed.DistInfo())
     crops = torch.rand(8, 3, size, size)
-    whole = trainer.validate([crops])
-    assert whole["val_images"] == 8 and {"val_psnr_hole_random"} <= set(whole)
+    items = [int(i) for i in torch.randperm(50)[:8]]       # the crops' indices in a validation set
+    whole = trainer.validate([(items, crops)])
+    assert whole["val_images"] == 8 and {"val_psnr_hole_random"} <= set(whole), seed
     for size_of_batch in (2, 3):
-        assert trainer.validate(list(crops.split(size_of_batch))) == whole
+        batches = [(items[i:i + size_of_batch], crops[i:i + size_of_batch]) for i in range(0, 8, size_of_batch)]
+        assert trainer.validate(batches) == whole, (seed, size_of_batch)
 
 
 def test_quiet_draws_no_bar_while_a_large_folder_is_decoded(tmp_path, capsys):
