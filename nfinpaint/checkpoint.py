@@ -86,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a readable training checkpoint")
-    # no advice: find_resume_point goes on to an older checkpoint and says so
+    # no advice here: find_resume_point goes on to an older checkpoint, or says what to do when none is left
     payload = load_torch(path, CheckpointError, "training checkpoint", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nfinpaint training checkpoint (expected format {FORMAT!r})")

@@ -85,7 +85,7 @@ def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     shares, the whole batch's mean of a per-share mean.  ``value`` itself in one process.  Every
     process calls it at the same point of the step."""
     if not info.enabled:
-        return value
+        return value.detach()
     total = value.detach().clone()
     dist.all_reduce(total)
     return total / info.world_size

@@ -153,25 +153,26 @@ class VGGFeatures(nn.Module):
 
     def _load_features(self, state: dict, source: str) -> None:
         own = self.features.state_dict()
-        picked = {}
+        picked, named = {}, {}          # named: each entry's key as the file has it
         for key in own:
             for candidate in (f"features.{key}", key):
                 if candidate in state:
-                    picked[key] = state[candidate]
+                    picked[key], named[key] = state[candidate], candidate
                     break
         missing = [f"features.{k}" for k in own if k not in picked]
         if missing:
             raise FeatureWeightsError(f"{source} is not a torchvision vgg19 state_dict: missing {missing[:4]}"
                                       f"{' ...' if len(missing) > 4 else ''}")
-        foreign = [f"features.{k} is a {type(picked[k]).__name__}" for k in own if not isinstance(picked[k], Tensor)]
+        foreign = [f"{named[k]} is a {type(picked[k]).__name__}, not a tensor" for k in own
+                   if not isinstance(picked[k], Tensor)]
         if foreign:
-            raise FeatureWeightsError(f"{source} is not a torchvision vgg19 state_dict: {foreign[:3]}, not a tensor")
+            raise FeatureWeightsError(f"{source} is not a torchvision vgg19 state_dict: {'; '.join(foreign[:3])}")
         wrong = [f"features.{k}: {tuple(picked[k].shape)} != {tuple(own[k].shape)}"
                  for k in own if tuple(picked[k].shape) != tuple(own[k].shape)]
         if wrong:
             raise FeatureWeightsError(f"{source} does not fit VGG-19: {wrong[:3]}")
         # a NaN here made the feature term NaN at step 1, and training then blamed its learning rate
-        broken = [f"features.{k}" for k in own if not bool(picked[k].float().isfinite().all())]
+        broken = [named[k] for k in own if not bool(picked[k].float().isfinite().all())]
         if broken:
             raise FeatureWeightsError(f"{source} holds values that are not finite (NaN or inf) in {broken[:3]}: "
                                       f"a damaged file or a bad conversion; download or copy it again")

@@ -34,10 +34,10 @@ class DiskFullError(UsageError):
                          f"nothing of that file was kept: free some space (or choose another folder) and {then}")
 
     def then_instead(self, then: str) -> "DiskFullError":
-        return DiskFullError(self.path, then)
+        return type(self)(self.path, then)
 
     def __reduce__(self):        # its arguments are not its message: pickled (a worker's error) by parts
-        return DiskFullError, (self.path, self.then)
+        return type(self), (self.path, self.then)
 
 
 def _free_bytes(folder: Path) -> int | None:

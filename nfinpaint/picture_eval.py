@@ -61,6 +61,7 @@ KEYS = (("psnr_hole", "PSNR hole (dB)", 2), ("ssim_hole", "SSIM hole", 4), ("psn
         ("ssim_full", "SSIM picture", 4), ("texture", "texture ratio", 3), ("placed", "detail in place", 3),
         ("seconds", "s / picture", 3))
 DETAIL_SIGMA = 2.0       # fine detail: the picture less its Gaussian blur of this many pixels
+SOMETIMES_MEASURED = ("texture", "placed")    # NaN where a hole has nothing to measure: left out of the mean
 
 
 def parse_families(text: str) -> list[str]:
@@ -186,8 +187,8 @@ def texture_ratio(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor)
     return float(energy(filled) / energy(truth).clamp_min(count / 255.0 ** 2))
 
 
-def fine_detail(image: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
-    """(C, H, W) ``image`` less its Gaussian blur of ``sigma`` px (separable, reflected at the border; a
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) ``image`` blurred by a separable Gaussian of ``sigma`` px, reflected at the border (a
     side of more than 3 sigma px)."""
     r = max(1, int(3 * sigma + 0.5))
     t = torch.arange(-r, r + 1, dtype=image.dtype, device=image.device)
@@ -195,21 +196,34 @@ def fine_detail(image: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tenso
     c = image.shape[0]
     k = (k / k.sum()).view(1, 1, 1, -1).expand(c, 1, 1, -1)
     x = F.conv2d(F.pad(image[None], (r, r, 0, 0), mode="reflect"), k, groups=c)
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=c)
-    return image - x[0]
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=c)[0]
+
+
+def fine_detail(image: torch.Tensor, sigma: float = DETAIL_SIGMA, within: torch.Tensor | None = None) -> torch.Tensor:
+    """(C, H, W) ``image`` less its Gaussian blur of ``sigma`` px.  ``within``: an (H, W) region whose
+    pixels alone are averaged (a normalised convolution; 0 outside it): the detail inside a hole, its
+    known surroundings left out, so a flat fill has none, whatever is around it."""
+    if within is None:
+        return image - _gaussian_blur(image, sigma)
+    weight = within.to(image.dtype)[None]
+    local = _gaussian_blur(image * weight, sigma) / _gaussian_blur(weight, sigma).clamp_min(1e-12)
+    return (image - local) * weight
 
 
 def detail_in_place(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> float:
-    """The share of the truth's fine detail (:func:`fine_detail`) that ``filled`` holds where the truth
-    holds it: the projection of the fill's detail onto the truth's over the hole's pixels, channels
-    pooled.  1 = the truth's own detail, 0 = none of it, whether the fill is a smooth blob or carries
-    texture somewhere else (misplaced detail costs hole SSIM, docs/evaluation.md); the texture ratio
-    beside it says which.  The truth's energy is floored at one 8-bit level a channel a pixel, so a hole
-    over a flat truth does not divide by ~0."""
+    """How much of the truth's fine detail ``filled`` holds where the truth holds it: the projection
+    coefficient of the fill's detail onto the truth's over the hole, channels pooled, the detail of
+    each taken within the hole alone (:func:`fine_detail`).  1 = the truth's own detail, 0 = a flat
+    fill, about 0 for texture in other places (misplaced detail costs hole SSIM, docs/evaluation.md;
+    the texture ratio beside it tells a blob from misplaced texture).  Not a share bounded by [0, 1]:
+    detail against the truth's is negative, and a blur's soft high-pass overlaps the truth's (the truth
+    blurred by sigma 2 px scores about 0.2).  The truth's energy is floored at one 8-bit level a
+    channel a pixel, so a hole over a flat truth does not divide by ~0."""
     inside = hole.reshape(hole.shape[-2:]) > 0.5
     if not inside.any():
         return math.nan
-    ours, theirs = fine_detail(filled)[:, inside].double(), fine_detail(truth)[:, inside].double()
+    ours = fine_detail(filled, within=inside)[:, inside].double()
+    theirs = fine_detail(truth, within=inside)[:, inside].double()
     floor = theirs.numel() / 255.0 ** 2
     return float((ours * theirs).sum() / (theirs * theirs).sum().clamp_min(floor))
 
@@ -347,10 +361,11 @@ def _cell(summary: metrics.Summary, digits: int, fills: int) -> str:
 def _summaries(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, metrics.Summary]:
     """:func:`metrics.summarize_rows`, the texture ratio over the fills that have one (a hole of single
     pixels has none, NaN: it made the whole column "nan"); NaN when none has."""
-    stats = metrics.summarize_rows(rows, [k for k in keys if k != "texture"])
-    if "texture" in keys:
-        measured = [row["texture"] for row in rows if not math.isnan(row["texture"])]
-        stats["texture"] = metrics.summarize(measured) if measured else metrics.Summary(math.nan, math.nan, 0)
+    stats = metrics.summarize_rows(rows, [k for k in keys if k not in SOMETIMES_MEASURED])
+    for key in SOMETIMES_MEASURED:
+        if key in keys:
+            measured = [row[key] for row in rows if not math.isnan(row[key])]
+            stats[key] = metrics.Summary(math.nan, math.nan, 0) if not measured else metrics.summarize(measured)
     return stats
 
 

@@ -82,10 +82,12 @@ def find_resume_point(path: str | os.PathLike, option: str = "--resume") -> Resu
             return ResumePoint(run_dir, candidate, load_checkpoint(candidate, map_location="cpu"))
         except CheckpointError as exc:
             if i + 1 == len(candidates):
+                instead = (f"start a new run (--out), from this run's generator if it has one "
+                           f"(--init-generator {run_dir})")
                 if i > 0:
                     raise CheckpointError(f"none of the {len(candidates)} checkpoints in {run_dir / CHECKPOINT_DIR} "
-                                          f"can be read (the oldest: {exc})") from None
-                raise
+                                          f"can be read (the oldest: {exc}); {instead}") from None
+                raise CheckpointError(f"{exc}; {instead}") from None
             warn(f"{exc}; resuming from the older checkpoint {candidates[i + 1].name} instead")
     raise AssertionError("unreachable")
 

@@ -906,18 +906,25 @@ def test_detail_in_place_against_scipy_and_where_the_detail_goes():
     top, left = int(torch.randint(0, 12, (), generator=g)), int(torch.randint(0, 20, (), generator=g))
     hole[:, top:top + 25, left:left + 30] = 1
 
-    def detail(x):  # scipy's "mirror" is torch's "reflect"; truncate 3 sigma: a radius of 6 px at sigma 2
-        return x - np.stack([ndimage.gaussian_filter(c, 2.0, mode="mirror", truncate=3.0) for c in x.numpy()])
     inside = hole[0].numpy() > 0.5
+
+    def blur(x):    # scipy's "mirror" is torch's "reflect"; truncate 3 sigma: a radius of 6 px at sigma 2
+        return ndimage.gaussian_filter(x, 2.0, mode="mirror", truncate=3.0)
+
+    def detail(x):  # the blur of the hole's pixels alone: a normalised convolution
+        return np.stack([(c - blur(c * inside) / blur(inside.astype(float))) for c in x.numpy()])
     ours, theirs = detail(fill)[:, inside], detail(truth)[:, inside]
     expected = float((ours * theirs).sum() / (theirs * theirs).sum())
     assert picture_eval.detail_in_place(fill, truth, hole) == pytest.approx(expected, rel=1e-9)
     assert picture_eval.detail_in_place(truth, truth, hole) == pytest.approx(1.0)
-    # texture as strong as the truth's, moved away, holds none of it; a smooth fill none either
+    # the known pixels around the hole do not enter: a fill that differs only outside it scores the same
+    elsewhere = torch.where(hole > 0.5, fill, torch.rand(3, h, w, generator=g, dtype=torch.float64))
+    assert picture_eval.detail_in_place(elsewhere, truth, hole) == pytest.approx(expected, rel=1e-9)
+    # a flat fill holds none of the detail, whatever is around it; texture moved away about none
+    flat = torch.where(hole > 0.5, truth.mean((1, 2), keepdim=True), truth)
+    assert abs(picture_eval.detail_in_place(flat, truth, hole)) < 1e-9
     moved = torch.roll(truth, (0, 13), (1, 2))
     assert abs(picture_eval.detail_in_place(torch.where(hole > 0.5, moved, truth), truth, hole)) < 0.15
-    smooth = truth.mean((1, 2), keepdim=True).expand_as(truth)
-    assert abs(picture_eval.detail_in_place(torch.where(hole > 0.5, smooth, truth), truth, hole)) < 0.15
     # a flat truth (a clear sky) is no division by ~0; an empty hole has nothing to measure
     sky = torch.ones(3, h, w, dtype=torch.float64)
     assert abs(picture_eval.detail_in_place(fill, sky, hole)) < 1e-6

@@ -514,6 +514,7 @@ RESUME_INPUTS = [
     ("--resume {tmp}/backup.pt", "accepted only inside its run directory's checkpoints/"),
     ("--resume {tmp}/empty", "holds no checkpoint"),
     ("--resume {tmp}/broken", "not a readable training checkpoint"),
+    ("--resume {tmp}/broken", "; start a new run (--out), from this run's generator if it has one (--init-generator"),
     ("--resume {tmp}/edited", "config.toml was edited (lr"),
     ("--resume {tmp}/busyrun", "in use by another training"),
     ("--resume {tmp}/mistyped", "config key 'lr' in its config needs a number, got 'fast'"),
