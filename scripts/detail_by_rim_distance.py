@@ -25,10 +25,10 @@ for family in ["medium", "large"]:
         mask = picture_eval.picture_mask(family, truth, 11, i, 0)
         inside = mask.reshape(mask.shape[-2:]) > 0.5
         dist = torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
-        dt = picture_eval.fine_detail(truth).double()
+        dt = picture_eval.fine_detail(truth, within=inside).double()     # the hole's own detail, as evaluate's
         for name, m in methods.items():
             f = metrics.as_saved(m.fill(truth, mask, 0), truth)
-            df = picture_eval.fine_detail(f).double()
+            df = picture_eval.fine_detail(f, within=inside).double()
             for b, (lo, hi) in enumerate(bands):
                 sel = inside & (dist > lo) & (dist <= hi)
                 acc[name][b, 0] += (df[:, sel] * dt[:, sel]).sum()
