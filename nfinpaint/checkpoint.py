@@ -84,8 +84,6 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, payload: dict, keep: 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes), not a readable training checkpoint")
     # no advice here: find_resume_point goes on to an older checkpoint, or says what to do when none is left
     payload = load_torch(path, CheckpointError, "training checkpoint", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

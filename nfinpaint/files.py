@@ -140,12 +140,15 @@ def damaged_entry(path: str | os.PathLike) -> str | None:
 def load_torch(path: str | os.PathLike, error: type[Exception], what: str, again: str = "",
                map_location="cpu"):
     """``torch.load(path, weights_only=True)`` of a file a user gave as a ``what`` (a training checkpoint,
-    a generator file, ...): a damaged entry (:func:`damaged_entry`) or a file torch cannot read raises
-    ``error`` in one line, ending with ``again`` (what to do) where the caller does not say it itself.
-    Not torch's own message: it may advise ``weights_only=False``, never safe for a file of unknown origin."""
+    a generator file, ...): an empty file, a damaged entry (:func:`damaged_entry`) or a file torch cannot
+    read raises ``error`` in one line, ending with ``again`` (what to do) where the caller does not say it
+    itself.  Not torch's own message: it may advise ``weights_only=False``, never safe for a file of
+    unknown origin."""
     import torch  # noqa: PLC0415
 
     then = f"; {again}" if again else ""
+    if os.stat(path).st_size == 0:
+        raise error(f"{str(path)!r} is empty (0 bytes), not a readable {what}{then}")
     damaged = damaged_entry(path)
     if damaged is not None:
         raise error(f"{str(path)!r} is damaged: its entry {damaged!r} fails its checksum (a bad copy or download, "

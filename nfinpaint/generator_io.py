@@ -113,8 +113,6 @@ def resolve_generator_path(path: str | os.PathLike) -> Path:
 
 
 def _read(file: Path, map_location) -> dict:
-    if file.stat().st_size == 0:
-        raise GeneratorFileError(f"{str(file)!r} is empty (0 bytes): not a readable nfinpaint generator file")
     if _is_torchscript(file):       # torch.load would warn and call it corrupt
         raise GeneratorFileError(f"{str(file)!r} is an exported TorchScript model (python -m nfinpaint.export; load "
                                  f"it with torch.jit.load), not a generator file: give the run directory or its "
