@@ -123,6 +123,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, feature_net: torch.nn.Module, info: distributed.DistInfo):
         self.config, self.info, self.device = config, info, info.device
+        # under torchrun the log-form terms take the whole step's batch (every process's share)
+        self.whole_mean = partial(distributed.mean_over_ranks, info=info) if info.enabled else None
         self.memory_format = fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         self.generator, self.global_d, self.local_d = (m.to(self.device, memory_format=fmt)
                                                        for m in build_models(config))
@@ -229,12 +231,10 @@ class Trainer:
                 feat_fake = self.feature_net(composite)
                 with torch.no_grad():
                     feat_real = self.feature_net(real)
-            # under torchrun the log forms take the whole step's batch (every process's share)
-            whole_mean = partial(distributed.mean_over_ranks, info=self.info) if self.info.enabled else None
             if objective.uses_features:
-                terms["feature"] = objective.feature_term(feat_fake, feat_real, mask, whole_mean)
+                terms["feature"] = objective.feature_term(feat_fake, feat_real, mask, self.whole_mean)
             if objective.uses_texture:
-                terms["texture"] = objective.texture_term(feat_fake, feat_real, mask, whole_mean)
+                terms["texture"] = objective.texture_term(feat_fake, feat_real, mask, self.whole_mean)
         if objective.uses_ssim:
             terms["ssim"] = objective.ssim_term(composite, real, mask)
         if stage == "joint":
