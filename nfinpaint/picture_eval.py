@@ -19,9 +19,9 @@
 - per family and method: hole PSNR, hole SSIM, whole-picture PSNR and SSIM,
   the texture ratio (gradient energy in the hole relative to the truth's:
   1 = as much detail as the original, a smooth blob is near 0), the detail
-  in place (the share of the truth's fine detail the fill holds where the
-  truth holds it: texture in the wrong place scores near 0) and seconds
-  per picture; then the paired difference of the ``gan`` method against every
+  in place (how much of the truth's fine detail the fill holds where the
+  truth holds it, a projection coefficient: texture in the wrong place
+  scores near 0) and seconds per picture; then the paired difference of the ``gan`` method against every
   other method on the same pictures and masks, mean ± 95% confidence interval
   over the fills and, with several masks a picture (``--repeats``), over the
   pictures (each one's fills averaged first: fills of one picture are not
@@ -217,8 +217,9 @@ def detail_in_place(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tenso
     fill, about 0 for texture in other places (misplaced detail costs hole SSIM, docs/evaluation.md;
     the texture ratio beside it tells a blob from misplaced texture).  Not a share bounded by [0, 1]:
     detail against the truth's is negative, and a blur's soft high-pass overlaps the truth's (the truth
-    blurred by sigma 1, 2 and 4 px scores about 0.4, 0.15 and 0.04 on the validation photographs).  The truth's energy is floored at one 8-bit level a
-    channel a pixel, so a hole over a flat truth does not divide by ~0."""
+    blurred by sigma 1, 2 and 4 px scores about 0.4, 0.15 and 0.04 on the validation photographs).
+    The truth's energy is floored at one 8-bit level a channel a pixel, so a hole over a flat truth
+    does not divide by ~0."""
     inside = hole.reshape(hole.shape[-2:]) > 0.5
     if not inside.any():
         return math.nan
