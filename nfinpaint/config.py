@@ -66,6 +66,10 @@ FEATURE_KINDS = ("feature", "gram")
 AMP_MODES = ("auto", "bf16", "none")
 COMPILE_MODES = ("auto", "always", "never")
 LR_SCHEDULES = ("constant", "cosine")
+# How a discriminator's map of logits meets its loss: "mean", one logit a picture (the map's mean, as the
+# paper's fully connected layer gives one); "cells", one a map cell, a fill's cells labelled fake by their
+# share of hole pixels (the others left out) and every cell of a photograph real (beyond the paper).
+ADV_FORMS = ("mean", "cells")
 L2_FORMS = ("mse", "log")
 # The feature term as equation 2 ("plain"), or its logarithm ("log": scale-free, so the term keeps its
 # share of the gradient whatever the feature network's scale, untrained features included).
@@ -118,6 +122,9 @@ class TrainConfig:
     lr: float = 2e-4                # Adam, DCGAN settings
     lr_schedule: str = "cosine"     # constant (DCGAN) | cosine (decays to 0 at `steps`; beyond the paper)
     ema_decay: float = 0.995        # > 0: evaluate and export an EMA of the generator's weights (beyond the paper)
+    # > 0: the discriminators' learning rate (peak; the schedule scales it as it scales lr), else lr's
+    # (beyond the paper: a discriminator that learns faster than the generator)
+    d_lr: float = 0.0
     beta1: float = 0.5
     beta2: float = 0.999
     # > 0: clip the gradient norm of each optimiser's parameters to this (beyond the paper): the generator's,
@@ -130,6 +137,7 @@ class TrainConfig:
     feature_weight: float = 0.05
     ssim_weight: float = 0.0        # > 0: add ssim_weight * (1 - hole SSIM) to the generator loss (beyond the paper)
     texture_weight: float = 0.0     # > 0: add texture_weight * log(hole Gram distance of the features) (beyond the paper)
+    adv_form: str = "mean"          # mean (one logit a picture) | cells (one a map cell, the hole's fake; beyond the paper)
     l2_form: str = "log"            # mse (the paper's L2) | log (mean per-image log hole MSE = hole PSNR; beyond the paper)
     loss_reduction: str = "mean"    # mean (per element) | image_sum (per image sums: equation 2 literally)
     feature_kind: str = "feature"   # feature (equation 2) | gram (style distance)
@@ -205,6 +213,8 @@ class TrainConfig:
         need(memory_problem is None, memory_problem or "")
         need(seed_problem(self.seed) is None, seed_problem(self.seed) or "")
         need(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr must be > 0, betas in [0, 1)")
+        need(self.d_lr >= 0, f"d_lr must be >= 0 (0: the discriminators take lr), got {self.d_lr}")
+        need(self.adv_form in ADV_FORMS, f"adv_form must be one of {ADV_FORMS}, got {self.adv_form!r}")
         for name in ("l2_weight", "adv_global_weight", "adv_local_weight", "feature_weight", "ssim_weight",
                      "texture_weight"):
             need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
@@ -263,6 +273,10 @@ class TrainConfig:
         if self.lr_schedule == "cosine" and self.steps > 0:
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
         return self.lr
+
+    def d_lr_at(self, step: int) -> float:
+        """The discriminators' learning rate at step ``step``: :meth:`lr_at`'s, scaled by d_lr / lr."""
+        return self.lr_at(step) * (self.d_lr / self.lr if self.d_lr > 0 else 1.0)
 
     def stage(self, step: int) -> str:
         """Which stage step ``step`` (0-based) is in: "generator", "discriminator" or "joint"."""

@@ -115,19 +115,40 @@ def ssim_hole_loss(composite: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- adversarial
 
-def adversarial_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+def _weighted_bce(logits: Tensor, target: float, weight: Tensor | None) -> Tensor:
+    """The mean of BCE(logits, target) over every element, or its ``weight``-weighted mean (0 where the
+    weights sum to 0: nothing to judge)."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target),
+                                             reduction="mean" if weight is None else "none")
+    if weight is None:
+        return bce
+    weight = weight.float().expand_as(bce)
+    return (weight * bce).sum() / weight.sum().clamp_min(1e-12)
+
+
+def adversarial_d_loss(real_logits: Tensor, fake_logits: Tensor, fake_weight: Tensor | None = None) -> Tensor:
     """Discriminator side of equation 1 (to minimise): BCE(real, 1) + BCE(fake, 0), batch means.
 
-    Logit form (``binary_cross_entropy_with_logits``): no sigmoid-then-log overflow.
+    Logit form (``binary_cross_entropy_with_logits``): no sigmoid-then-log overflow.  ``fake_weight``
+    (cell logits, ``adv_form = "cells"``): how much each fake cell counts, its hole share
+    (:func:`hole_cell_weight`); every real cell counts once.
     """
-    real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float32))
-    fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
-    return real + fake
+    return _weighted_bce(real_logits, 1.0, None) + _weighted_bce(fake_logits, 0.0, fake_weight)
 
 
-def adversarial_g_loss(fake_logits: Tensor) -> Tensor:
-    """Generator side, non-saturating form: BCE(fake, 1) = -log sigmoid(fake), batch mean."""
-    return F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+def adversarial_g_loss(fake_logits: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Generator side, non-saturating form: BCE(fake, 1) = -log sigmoid(fake), batch mean (``weight``:
+    each cell's, as ``fake_weight`` of :func:`adversarial_d_loss`)."""
+    return _weighted_bce(fake_logits, 1.0, weight)
+
+
+def hole_cell_weight(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Hole mask (N,1,H,W) -> (N,1,h,w): each cell of a discriminator's h x w map weighted by the share
+    of hole pixels under it, so a fill's cells count as fake by how much of the fill they see (a
+    stroke 4 px wide still counts where a cell holds some of it).  The area average, as the feature
+    term's :func:`mask_to_feature_weight`."""
+    return F.adaptive_avg_pool2d((mask > 0.5).float(), size)
 
 
 # ----------------------------------------------------------------------------- neural features

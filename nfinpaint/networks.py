@@ -320,11 +320,13 @@ class _Discriminator(nn.Module):
         self.stride2_layers = n
         self.final_size = (size >> n) - 1
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, cells: bool = False) -> Tensor:
+        """Logits (N,): the mean of the map; with ``cells``, the map itself, (N,1,f,f) (f = final_size)."""
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != self.size or images.shape[3] != self.size:
             raise ValueError(f"{type(self).__name__} expects (N,3,{self.size},{self.size}) images, "
                              f"got {tuple(images.shape)}")
-        return self.net(images).mean(dim=(1, 2, 3))
+        logits = self.net(images)
+        return logits if cells else logits.mean(dim=(1, 2, 3))
 
 
 class GlobalDiscriminator(_Discriminator):

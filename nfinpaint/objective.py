@@ -3,7 +3,8 @@
     generator:      L = l2 * L2 + adv_global * Ladv_global + adv_local * Ladv_local + feature * Ln
                         + ssim * (1 - hole SSIM) + texture * log(hole Gram distance)
                                                           (the last two beyond the paper; 0 in its presets)
-    discriminators: BCE(real, 1) + BCE(fake, 0), global + local (equation 1)
+    discriminators: BCE(real, 1) + BCE(fake, 0), global + local (equation 1); with adv_form "cells"
+                    per cell of each discriminator's map, a fake cell weighted by its hole share
 
 :class:`Objective` is built from a :class:`nfinpaint.config.TrainConfig`
 (``Objective.from_config``): the config's fields and presets are the only
@@ -21,6 +22,7 @@ from typing import Callable
 from torch import Tensor
 
 from nfinpaint import losses
+from nfinpaint.config import ADV_FORMS
 
 TERMS = losses.TERMS
 WholeMean = Callable[[Tensor], Tensor]   # a detached per-process mean -> the whole step's batch's
@@ -56,9 +58,12 @@ class Objective:
     use_custom_ops: bool = False
     ssim: float = 0.0               # weight of 1 - hole SSIM (losses.ssim_hole_loss)
     texture: float = 0.0            # weight of the log hole Gram distance (losses.hole_texture_loss)
+    adv_form: str = "mean"          # mean | cells (nfinpaint.config.ADV_FORMS)
 
     def __post_init__(self):
         losses.check_reduction(self.reduction)
+        if self.adv_form not in ADV_FORMS:
+            raise ValueError(f"adv_form must be one of {ADV_FORMS}, got {self.adv_form!r}")
 
     @classmethod
     def from_config(cls, config) -> "Objective":
@@ -67,13 +72,15 @@ class Objective:
                    reduction=config.loss_reduction, l2_form=config.l2_form, feature_kind=config.feature_kind,
                    feature_form=config.feature_form, feature_region=config.feature_region,
                    use_custom_ops=config.use_custom_ops, ssim=config.ssim_weight,
-                   texture=config.texture_weight)
+                   texture=config.texture_weight, adv_form=config.adv_form)
 
     def loss_weights(self) -> dict:
         """The weights and reduction as a run records them (``loss_weights`` in the generator's meta)."""
         weights = {"l2": self.l2, "adv_global": self.adv_global, "adv_local": self.adv_local,
                    "feature": self.feature, "reduction": self.reduction}
         extra = {name: getattr(self, name) for name in ("ssim", "texture") if getattr(self, name)}
+        if self.adv_cells:
+            extra["adv_form"] = self.adv_form
         return {**weights, **extra}
 
     @property
@@ -124,17 +131,32 @@ class Objective:
         """1 - the composite's hole SSIM against the real image (batch mean)."""
         return losses.ssim_hole_loss(composite, real, mask)
 
-    @staticmethod
-    def adversarial_term(fake_logits: Tensor) -> Tensor:
-        """The generator's side of equation 1 for one discriminator's logits on the composite."""
-        return losses.adversarial_g_loss(fake_logits)
+    @property
+    def adv_cells(self) -> bool:
+        """Whether the discriminators are judged a map cell at a time (``adv_form = "cells"``)."""
+        return self.adv_form == "cells"
 
-    @staticmethod
-    def discriminator_loss(global_logits: Tensor, local_logits: Tensor) -> Tensor:
-        """Both discriminators' loss; each logits tensor holds the real images' first, then the fakes'."""
-        n = global_logits.shape[0] // 2
-        return (losses.adversarial_d_loss(global_logits[:n], global_logits[n:])
-                + losses.adversarial_d_loss(local_logits[:n], local_logits[n:]))
+    def cell_weight(self, logits: Tensor, mask: Tensor) -> Tensor | None:
+        """The weights of the cells of ``logits``, a discriminator's map of fills whose holes ``mask``
+        gives (what that discriminator saw of them), or None when a logit is a picture's."""
+        if not self.adv_cells:
+            return None
+        return losses.hole_cell_weight(mask, tuple(logits.shape[-2:]))
+
+    def adversarial_term(self, fake_logits: Tensor, mask: Tensor) -> Tensor:
+        """The generator's side of equation 1 for one discriminator's logits on the composite (``mask``:
+        the hole mask of what that discriminator saw)."""
+        return losses.adversarial_g_loss(fake_logits, self.cell_weight(fake_logits, mask))
+
+    def discriminator_loss(self, global_logits: Tensor, local_logits: Tensor, global_mask: Tensor,
+                           local_mask: Tensor) -> Tensor:
+        """Both discriminators' loss; each logits tensor holds the real images' first, then the fakes';
+        the masks are the holes of the fakes each discriminator saw."""
+        total = 0
+        for logits, mask in ((global_logits, global_mask), (local_logits, local_mask)):
+            n = logits.shape[0] // 2
+            total = total + losses.adversarial_d_loss(logits[:n], logits[n:], self.cell_weight(logits[n:], mask))
+        return total
 
     def generator_loss(self, terms: dict[str, Tensor]) -> Tensor:
         """The weighted sum of the terms given (any subset of :data:`TERMS`: e.g. l2 and feature only

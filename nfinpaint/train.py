@@ -137,7 +137,7 @@ class Trainer:
         # fused Adam: one kernel per update on CPU and GPU, so nothing is left for the compiler to fuse
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas, fused=True)
         self.d_params = list(self.global_d.parameters()) + list(self.local_d.parameters())
-        self.opt_d = torch.optim.Adam(self.d_params, lr=config.lr, betas=betas, fused=True)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=config.d_lr_at(0), betas=betas, fused=True)
         self.objective = Objective.from_config(config)
         self.amp_dtype = autocast_dtype(config.amp, self.device)
         self.compiled = compiles(config.compile, self.device)
@@ -181,9 +181,10 @@ class Trainer:
         """The generator to validate, sample and export: the weight average when there is one."""
         return self.average.model if self.average is not None else self.generator
 
-    def set_lr(self, lr: float) -> None:
-        """The step's learning rate (config.lr_at); the optimisers run outside the compiled step."""
-        for optimizer in (self.opt_g, self.opt_d):
+    def set_lr(self, step: int) -> None:
+        """The step's learning rates (config.lr_at, config.d_lr_at); the optimisers run outside the
+        compiled step."""
+        for optimizer, lr in ((self.opt_g, self.config.lr_at(step)), (self.opt_d, self.config.d_lr_at(step))):
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
@@ -213,12 +214,15 @@ class Trainer:
             # generator's own backward needs them.
             torch._dynamo.graph_break()
         if stage != "generator":
+            # the local discriminator's patches, and the holes in them (adv_form "cells" weighs its cells by those)
+            origins, cells = local_patch_origin(mask, p), objective.adv_cells
+            local_mask = crop_patches(mask, origins, p)
             # real and fake share one forward of each discriminator (no BatchNorm in them)
-            origins = local_patch_origin(mask, p)
             both = torch.cat([real, composite.detach()])
             with self._autocast():
-                logits = self.global_d_ddp(both), self.local_d_ddp(crop_patches(both, torch.cat([origins, origins]), p))
-            d_loss = objective.discriminator_loss(*logits)
+                logits = (self.global_d_ddp(both, cells=cells),
+                          self.local_d_ddp(crop_patches(both, torch.cat([origins, origins]), p), cells=cells))
+            d_loss = objective.discriminator_loss(*logits, mask, local_mask)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             _optimizer_step(self.opt_d, self.config.grad_clip)
@@ -243,8 +247,10 @@ class Trainer:
             # plain modules keeps DDP from all-reducing gradients nobody uses.
             _set_requires_grad(self.d_params, False)
             with self._autocast():
-                logits = self.global_d(composite), self.local_d(crop_patches(composite, local_patch_origin(mask, p), p))
-            terms["adv_global"], terms["adv_local"] = map(objective.adversarial_term, logits)
+                logits = (self.global_d(composite, cells=cells),
+                          self.local_d(crop_patches(composite, origins, p), cells=cells))
+            terms["adv_global"] = objective.adversarial_term(logits[0], mask)
+            terms["adv_local"] = objective.adversarial_term(logits[1], local_mask)
         loss_g = objective.generator_loss(terms)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -407,7 +413,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
                 real = train_ds.crops(batch_items(step, config.batch_size, info.rank, info.world_size))
                 real = real.to(memory_format=trainer.memory_format)
                 stage = config.stage(step)
-                trainer.set_lr(config.lr_at(step))
+                trainer.set_lr(step)
                 out = trainer.step_fn(real, trainer.train_masks(step, real.shape[0]), stage)
                 if stage != "discriminator" and trainer.average is not None:
                     trainer.average.update(trainer.generator)

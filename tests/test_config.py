@@ -3,6 +3,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,6 +149,8 @@ def test_the_training_step_compiles_on_gpus_only_unless_told():
     ({"feature_region": "border"}, "feature_region must be one of"),
     ({"feature_region": "hole", "feature_kind": "gram"}, "the Gram distance compares whole maps"),
     ({"ssim_weight": "-1"}, "ssim_weight must be a finite number >= 0"),
+    ({"d_lr": "-1e-4"}, "d_lr must be >= 0"),
+    ({"adv_form": "pixels"}, "adv_form must be one of"),
 ])
 def test_values_the_models_cannot_take_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -203,6 +206,16 @@ def test_cosine_learning_rate_is_a_function_of_the_step():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     constant = load_config("paper", None, {"steps": 100})
     assert {constant.lr_at(step) for step in (0, 50, 99)} == {constant.lr}
+
+
+def test_the_discriminators_learning_rate_follows_the_generators_schedule():
+    lr, d_lr = 1e-3 * (1 + np.random.rand()), 4e-3 * (1 + np.random.rand())
+    same = load_config("default", None, {"steps": 100, "lr": lr})
+    assert [same.d_lr_at(step) for step in range(101)] == [same.lr_at(step) for step in range(101)]
+    faster = load_config("default", None, {"steps": 100, "lr": lr, "d_lr": d_lr})
+    for step in range(101):
+        assert faster.d_lr_at(step) == pytest.approx(faster.lr_at(step) * d_lr / lr, abs=1e-15)
+    assert faster.d_lr_at(0) == pytest.approx(d_lr)
 
 
 def test_a_checkpoint_without_the_newer_keys_resumes_as_it_trained():

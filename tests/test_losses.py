@@ -10,7 +10,7 @@ from nfinpaint.feature_net import VGGFeatures
 from nfinpaint.config import PRESETS
 from nfinpaint import metrics
 from nfinpaint.losses import (adversarial_d_loss, adversarial_g_loss, composite_and_l2, feature_loss,
-                              hole_texture_loss, mask_to_feature_weight, ssim_hole_loss, ssim_map)
+                              hole_cell_weight, hole_texture_loss, mask_to_feature_weight, ssim_hole_loss, ssim_map)
 from nfinpaint.objective import Objective
 from nfinpaint.kernels.gram import gram_distance_reference
 from nfinpaint.networks import GlobalDiscriminator, Generator, LocalDiscriminator, crop_patches, local_patch_origin
@@ -56,6 +56,65 @@ def test_adversarial_by_hand_and_stable():
     assert math.isclose(float(adversarial_d_loss(big, -big)), 2000.0, rel_tol=1e-6)   # both wrong
     assert float(adversarial_d_loss(-big, big)) == 0.0                                  # both right
     assert adversarial_g_loss(torch.zeros(2, dtype=torch.bfloat16)).dtype == torch.float32
+
+
+def test_adversarial_cells_weigh_each_fake_cell_by_its_hole_share():
+    """adv_form "cells": every real cell counts once, a fake cell by its weight; against the formula
+    written out (softplus), on fresh random maps and weights."""
+    real, fake = torch.randn(3, 1, 5, 5) * 3, torch.randn(3, 1, 5, 5) * 3
+    weight = torch.rand(3, 1, 5, 5) * (torch.rand(3, 1, 5, 5) > 0.4)
+    softplus = torch.nn.functional.softplus           # BCE(x, 1) = softplus(-x), BCE(x, 0) = softplus(x)
+    want_d = softplus(-real).mean() + (weight * softplus(fake)).sum() / weight.sum()
+    want_g = (weight * softplus(-fake)).sum() / weight.sum()
+    assert torch.allclose(adversarial_d_loss(real, fake, weight), want_d, rtol=1e-5)
+    assert torch.allclose(adversarial_g_loss(fake, weight), want_g, rtol=1e-5)
+    # a cell of weight 0 gets no gradient, whatever its logit
+    fake.requires_grad_(True)
+    adversarial_g_loss(fake, weight).backward()
+    assert torch.all(fake.grad[weight == 0] == 0) and torch.all(fake.grad[weight > 0] != 0)
+    # uniform weights are the plain mean; no hole anywhere: nothing to judge, 0 and no NaN
+    assert torch.allclose(adversarial_g_loss(fake, torch.full_like(fake, 0.3)), adversarial_g_loss(fake.flatten()))
+    assert float(adversarial_g_loss(fake.detach(), torch.zeros_like(fake))) == 0.0
+
+
+def test_objective_cells_judges_each_discriminator_on_its_own_holes():
+    """Objective(adv_form="cells") against the terms written out: block means of each mask as the
+    fake cells' weights (the global map over the picture, the local one over its patch)."""
+    n, size, patch = 3, 12, 8
+    mask = (torch.rand(n, 1, size, size) > 0.6).float()
+    local_mask = mask[..., 2:2 + patch, 1:1 + patch]
+    glob, loc = torch.randn(2 * n, 1, 3, 3), torch.randn(2 * n, 1, 4, 4)
+    softplus = torch.nn.functional.softplus
+
+    def blocks(m, cells):
+        k = m.shape[-1] // cells
+        return m.reshape(n, 1, cells, k, cells, k).mean(dim=(3, 5))
+
+    def d_term(logits, w):
+        return softplus(-logits[:n]).mean() + (w * softplus(logits[n:])).sum() / w.sum()
+
+    cells = dataclasses.replace(PAPER, adv_form="cells")
+    want = d_term(glob, blocks(mask, 3)) + d_term(loc, blocks(local_mask, 4))
+    assert torch.allclose(cells.discriminator_loss(glob, loc, mask, local_mask), want, rtol=1e-5)
+    w = blocks(local_mask, 4)
+    assert torch.allclose(cells.adversarial_term(loc[n:], local_mask), (w * softplus(-loc[n:])).sum() / w.sum())
+    # the paper's form ignores the masks: one logit a picture, the map's mean
+    assert torch.allclose(PAPER.discriminator_loss(glob.mean((1, 2, 3)), loc.mean((1, 2, 3)), mask, local_mask),
+                          adversarial_d_loss(glob.mean((1, 2, 3))[:n], glob.mean((1, 2, 3))[n:])
+                          + adversarial_d_loss(loc.mean((1, 2, 3))[:n], loc.mean((1, 2, 3))[n:]))
+    assert cells.loss_weights()["adv_form"] == "cells" and "adv_form" not in PAPER.loss_weights()
+    with pytest.raises(ValueError, match="adv_form must be one of"):
+        dataclasses.replace(PAPER, adv_form="pixels")
+
+
+def test_hole_cell_weight_is_the_hole_share_under_each_cell():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, :4, :4] = 1                      # the first cell of a 2x2 map, all of it
+    mask[1, :, 0, :] = 1                        # a stroke along the top: an eighth of the top cells
+    mask[1, :, 7, 7] = 0.4                      # soft values below 0.5 are not hole
+    weight = hole_cell_weight(mask, (2, 2))
+    assert torch.equal(weight[0, 0], torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    assert torch.equal(weight[1, 0], torch.tensor([[0.25, 0.25], [0.0, 0.0]]))
 
 
 @pytest.mark.parametrize("use_custom_ops", [False, True])

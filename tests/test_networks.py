@@ -38,6 +38,11 @@ def test_presets_shapes_and_range(preset):
     assert gd(y).shape == (2,)
     origins = local_patch_origin(m, p.local_patch_size)
     assert ld(crop_patches(y, origins, p.local_patch_size)).shape == (2,)
+    # adv_form "cells": the map whose mean the logit is
+    for d, images in ((gd, y), (ld, crop_patches(y, origins, p.local_patch_size))):
+        cells = d(images, cells=True)
+        assert cells.shape == (2, 1, d.final_size, d.final_size)
+        assert torch.allclose(cells.mean(dim=(1, 2, 3)), d(images))
 
 
 def test_paper64_layer_widths_match_tables():

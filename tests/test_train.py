@@ -1077,3 +1077,28 @@ def test_a_generator_whose_base_fill_needs_the_extension_is_refused_without_it(t
     message = _bad(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"generator={generator}"], capsys)
     assert f"the {generator} generator's base fill needs the compiled operators" in message
     assert "use_custom_ops" not in message and not (tmp_path / "run").exists()
+
+
+def test_a_joint_step_with_cell_logits_and_a_faster_discriminator():
+    """adv_form = "cells" and d_lr: each optimiser takes its own learning rate, both discriminators'
+    weights move in the discriminator update and the generator's in its own, every loss finite."""
+    from nfinpaint import distributed  # noqa: PLC0415
+    from nfinpaint.config import load_config  # noqa: PLC0415
+    from nfinpaint.train import Trainer, build_feature_net  # noqa: PLC0415
+
+    config = load_config("fullres", None, {"image_size": 64, "hole_size": 20, "local_patch_size": 32,
+                                           "feature_weights": "random", "compile": "never", "amp": "none",
+                                           "use_custom_ops": False, "device": "cpu", "batch_size": 2,
+                                           "adv_form": "cells", "lr": 1e-4, "d_lr": 3e-4, "steps": 10})
+    trainer = Trainer(config, build_feature_net(config), distributed.DistInfo())
+    trainer.set_lr(5)
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(config.lr_at(5))
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(3 * config.lr_at(5))
+    models = {name: trainer.models[name] for name in ("generator", "global_d", "local_d")}   # not the average
+    before = {name: [p.detach().clone() for p in model.parameters()] for name, model in models.items()}
+    real = torch.rand(2, 3, 64, 64)
+    out = trainer.train_step(real, trainer.train_masks(0, 2), "joint")
+    assert {"loss_d", "adv_global", "adv_local", "l2"} <= set(out)
+    assert all(bool(torch.isfinite(v)) for v in out.values()), out
+    for name, model in models.items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], model.parameters())), name
