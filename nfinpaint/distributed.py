@@ -8,6 +8,7 @@ runs in one process and the helpers here are no-ops.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nfinpaint.cli import UsageError
+from nfinpaint.errors import NfinpaintError
 from nfinpaint.devices import resolve_device  # noqa: F401  (also this module's: benchmarks use it)
 
 
@@ -51,6 +53,28 @@ def setup(device_name: str = "auto") -> DistInfo:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                 rank=rank, world_size=world_size)
     return DistInfo(rank, world_size, local_rank, device)
+
+
+class PeerStopped(NfinpaintError):
+    """Another process of this run stopped first, and this one's collective failed with it."""
+
+
+# What gloo raises in a process whose peer is gone; NCCL's aborts and the store's timeouts are
+# torch.distributed.DistError.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+
+
+def peer_stopped(exc: BaseException, info: DistInfo) -> PeerStopped | None:
+    """A :class:`PeerStopped` that says what ``exc`` means, when it is this process's side of another
+    process of the run stopping (its own error, printed by that process, says why); None otherwise.
+    The peer's error is the one to read: this one's is gloo's or NCCL's traceback of a lost connection."""
+    if not info.enabled or not (isinstance(exc, dist.DistError) or any(text in str(exc) for text in _PEER_GONE)):
+        return None
+    lines = str(exc).strip().splitlines()
+    # gloo's first line: "[.../pair.cc:561] Connection closed by peer [ADDRESS]:PORT. This is typically ..."
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]).split(". ")[0] if lines else type(exc).__name__
+    return PeerStopped(f"process {info.rank} of {info.world_size} stopped because another process of this run "
+                       f"stopped first: that process's own error says why (here: {detail[:160]})")
 
 
 def teardown(info: DistInfo) -> None:

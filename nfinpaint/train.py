@@ -458,6 +458,12 @@ def run(args: argparse.Namespace) -> int:
     info = distributed.setup(config.device)
     try:
         result = train(config, args.out, resume=point, fine_tune=origin, info=info, progress=not args.quiet)
+    except RuntimeError as exc:
+        # under torchrun one process's error ends the others in a lost connection: one line, not gloo's traceback
+        lost = distributed.peer_stopped(exc, info)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         distributed.teardown(info)
     return cli.EXIT_INTERRUPTED if result["interrupted"] else 0
