@@ -155,50 +155,35 @@ def test_a_gpu_of_ones_own_under_torchrun_is_refused(monkeypatch, device):
         distributed.setup(device)
 
 
-def _failing_worker(rank: int, world_size: int, port: int, out: str, result_dir: str) -> None:
-    """Runs the training command; rank 1 fails in its second step, as a process out of memory would."""
-    import contextlib
-    import io
-    import os
-    import warnings
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
+GLOO_PEER_GONE = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                  "[127.0.0.1]:3295. This is typically caused by a remote worker crashing. Check the logs of the "
+                  "remote worker before reporting an error. GLHF!")
+
+
+@pytest.mark.parametrize("raised, ours", [(GLOO_PEER_GONE, True), ("CUDA error: an illegal memory access", False)])
+def test_a_process_whose_peer_failed_says_so_in_one_line(monkeypatch, capsys, tmp_path, raised, ours):
+    """Under torchrun the process whose peer failed ended in gloo's traceback of a lost connection (what
+    two gloo processes printed, rank 1 failing in its second step, is ``GLOO_PEER_GONE``), beside the
+    peer's own error.  Its own errors keep their traceback.  (The command is run in one process here:
+    under load gloo sometimes aborts such a process in C++ instead, which no Python code sees.)"""
     from nfinpaint import train as train_module
 
-    step, calls = train_module.Trainer.train_step, []
+    def lost_connection(*args, **kwargs):
+        raise RuntimeError(raised)
 
-    def failing(self, *args):
-        calls.append(1)
-        if rank == 1 and len(calls) == 2:
-            raise RuntimeError("simulated failure in rank 1")
-        return step(self, *args)
-
-    train_module.Trainer.train_step = failing
-    options = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={str(value).lower()}")]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = train_module.main(options + ["--quiet", "--out", out])
-        except RuntimeError as exc:       # rank 1's own error, as its traceback would show it
-            code, err = "raised", io.StringIO(str(exc))
-    with open(f"{result_dir}/failing{rank}.json", "w") as f:
-        json.dump({"code": code, "stderr": err.getvalue()}, f)
-
-
-def test_a_process_whose_peer_failed_says_so_in_one_line(tmp_path):
-    """Under torchrun the process whose peer failed ended in gloo's traceback of a lost connection
-    ("Connection closed by peer ... GLHF"), beside the peer's own error."""
-    mp.spawn(_failing_worker, args=(2, _free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
-    peer, failed = (json.loads((tmp_path / f"failing{rank}.json").read_text()) for rank in (0, 1))
-    assert failed == {"code": "raised", "stderr": "simulated failure in rank 1"}
-    errors = [line for line in peer["stderr"].splitlines() if line.startswith("error:")]
-    assert peer["code"] == 2 and len(errors) == 1 and peer["stderr"].strip().endswith(errors[0]), peer
-    assert errors[0].startswith("error: process 0 of 2 stopped because another process of this run stopped first")
-    assert "Connection closed by peer" in errors[0] and "Traceback" not in peer["stderr"]
-
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.DistInfo(rank=0, world_size=2))
+    monkeypatch.setattr(distributed, "teardown", lambda info: None)
+    monkeypatch.setattr(train_module, "train", lost_connection)
+    argv = ["--feature-weights", "random", "--quiet", "--out", str(tmp_path / "run")]
+    if not ours:
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            train_module.main(argv)
+        return
+    assert train_module.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: process 0 of 2 stopped because another process of this run stopped first: that "
+                   "process's own error says why (here: Connection closed by peer [127.0.0.1]:3295)"]
 
 def test_an_error_of_ones_own_is_not_taken_for_a_peers():
     two = distributed.DistInfo(rank=1, world_size=2)
