@@ -147,8 +147,8 @@ def hole_cell_weight(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Hole mask (N,1,H,W) -> (N,1,h,w): each cell of a discriminator's h x w map weighted by the share
     of hole pixels under it, so a fill's cells count as fake by how much of the fill they see (a
     stroke 4 px wide still counts where a cell holds some of it).  The area average, as the feature
-    term's :func:`mask_to_feature_weight`."""
-    return F.adaptive_avg_pool2d((mask > 0.5).float(), size)
+    term's :func:`mask_to_feature_weight`, of the mask's hole pixels."""
+    return mask_to_feature_weight(mask > 0.5, size)
 
 
 # ----------------------------------------------------------------------------- neural features

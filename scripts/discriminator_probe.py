@@ -35,6 +35,7 @@ from nfinpaint import inference, masks
 from nfinpaint.config import ADV_FORMS, PRESETS
 from nfinpaint.crop_store import batch_items
 from nfinpaint.devices import autocast_dtype
+from nfinpaint.losses import hole_cell_weight
 from nfinpaint.networks import GlobalDiscriminator, LocalDiscriminator, crop_patches, local_patch_origin
 from nfinpaint.objective import Objective
 from nfinpaint.resume import open_initial_generator
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {}
         for name, d, (real, fake, hole) in zip(("global", "local"), ds, views(val_real, val_fake, val_mask)):
             m_real, m_fake = maps(d, real), maps(d, fake)
-            over = torch.nn.functional.adaptive_avg_pool2d(hole, m_real.shape[-2:]) >= 0.5
+            over = hole_cell_weight(hole, tuple(m_real.shape[-2:])) >= 0.5
             out[f"{name}_sample"] = auc(m_real.mean((1, 2, 3)), m_fake.mean((1, 2, 3)))
             out[f"{name}_cells"] = auc(m_real[over], m_fake[over]) if over.any() else float("nan")
         return out
