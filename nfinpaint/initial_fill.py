@@ -281,14 +281,27 @@ MAX_LEVEL_ITERATIONS = 1000
 MULTISCALE_MIN_SIDE = 8
 
 
-def coarse_hole_mask(any_hole: Tensor, known_fraction: Tensor) -> Tensor:
+def whole_bins(image: Tensor) -> Tensor:
+    """(1, 1, ceil(h/2), ceil(w/2)) bool: the pixels of ``image`` (..., h, w) halved with ``ceil_mode``
+    whose 2x2 blocks lie wholly inside it (all but an odd side's last row or column).  From tensors,
+    not Python ints, so an exported graph keeps its sizes free."""
+    ones = torch.ones_like(image[:1, :1])
+    return F.avg_pool2d(F.pad(ones, (0, 1, 0, 1)), 2) > 0.75
+
+
+def coarse_hole_mask(any_hole: Tensor, known_fraction: Tensor, whole: Tensor | None = None) -> Tensor:
     """The holes of a coarser copy: a coarse pixel is a hole when any of its pixels is (``any_hole``,
     so known coarse pixels are averages of known pixels only), except in a sample where that rule
     leaves nothing known: there a coarse pixel is a hole only when none of its pixels is known
     (``known_fraction`` == 0).  Without the exception a known band narrower than the coarse pixels (a
     strip along an edge, a frame round a large hole) vanished, and the fill started from mid-grey.
+    ``whole`` (:func:`whole_bins`): the coarse pixels the exception is decided on.  An odd side's last
+    row or column of coarse pixels is made of one fine row or column, so a thin known line there
+    counted as known and every other thin known pixel vanished: a 1 px known frame round a 301x407
+    hole of a colour ramp was filled from that side alone, 46 grey levels off on average, 7 with it.
     The same select in every sample, so it compiles and exports without a data-dependent branch."""
-    erased = any_hole.flatten(1).amin(dim=1) > 0.5                # every coarse pixel a hole
+    deciding = any_hole if whole is None else torch.where(whole, any_hole, torch.ones_like(any_hole))
+    erased = deciding.flatten(1).amin(dim=1) > 0.5                # every (whole) coarse pixel a hole
     return torch.where(erased.view(-1, 1, 1, 1), (known_fraction <= 0).to(any_hole.dtype), any_hole)
 
 
@@ -316,7 +329,7 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LE
     with torch.autocast(image.device.type, enabled=False):
         known = 1 - mask
         coarse_known = F.avg_pool2d(known, 2, ceil_mode=True)
-        coarse_mask = coarse_hole_mask(F.max_pool2d(mask, 2, ceil_mode=True), coarse_known)
+        coarse_mask = coarse_hole_mask(F.max_pool2d(mask, 2, ceil_mode=True), coarse_known, whole_bins(mask))
         coarse_image = F.avg_pool2d(image * known, 2, ceil_mode=True) / coarse_known.clamp_min(1e-6)
         coarse = multiscale_biharmonic_fill(coarse_image * (1 - coarse_mask), coarse_mask, iterations,
                                             coarsest_iterations)

@@ -81,11 +81,12 @@ def test_graph_base_fill_is_the_recursive_one(side, graph_operators):
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("known", [2, 5])
-def test_graph_base_fill_is_the_recursive_one_with_a_thin_known_frame(known, graph_operators):
-    """Known pixels only in a frame narrower than the coarse pixels: both fills keep it at every level."""
-    image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(known))
-    mask = torch.ones(1, 1, 70, 90)
+@pytest.mark.parametrize("known, shape", [(2, (70, 90)), (5, (70, 90)), (1, (71, 93)), (1, (64, 81))])
+def test_graph_base_fill_is_the_recursive_one_with_a_thin_known_frame(known, shape, graph_operators):
+    """Known pixels only in a frame narrower than the coarse pixels: both fills keep it at every level
+    (with odd sides too, whose last row or column of coarse pixels is made of one fine one)."""
+    image = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(known))
+    mask = torch.ones(1, 1, *shape)
     mask[..., :known, :] = mask[..., -known:, :] = mask[..., :, :known] = mask[..., :, -known:] = 0
     masked = image * (1 - mask)
     expected = multiscale_biharmonic_fill(masked, mask)
