@@ -127,12 +127,38 @@ def load_pixels(img: Image.Image) -> list[str]:
     in: 16-bit colour read at 8 bits (``nfinpaint_16bit_colour``), 2- or 4-bit grey scaled to 8
     (``nfinpaint_grey_bits``).  Returns the tiles' raw modes (gone after load())."""
     raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]
+    low = _low_bytes_of_keyed_rgb16(img, raw_modes)
     _load(img)
     img.info["nfinpaint_16bit_colour"] = img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in raw_modes)
+    if low is not None:
+        img.info["nfinpaint_16bit_key_bytes"] = (np.array(img), low)
     low = re.fullmatch(r"L;([24])", raw_modes[0]) if img.mode == "L" and len(raw_modes) == 1 else None
     if low:
         img.info["nfinpaint_grey_bits"] = int(low.group(1))
     return raw_modes
+
+
+def _low_bytes_of_keyed_rgb16(img: Image.Image, raw_modes: list[str]) -> np.ndarray | None:
+    """(H, W, 3) uint8: each sample's low byte, for a 16-bit RGB PNG with one transparent colour (tRNS)
+    not yet decoded; None for any other picture.  PIL keeps the high bytes only, but the PNG rule makes
+    a pixel transparent when all 16 bits of its samples are the key's: matched on the high bytes, a dark
+    opaque pixel near a black key read as transparent, outside the hole too.  The file is decoded a
+    second time with the little-endian raw mode, whose "high" byte is the low byte stored."""
+    key = img.info.get("transparency")
+    fp = getattr(img, "fp", None)
+    if (img.format != "PNG" or img.mode != "RGB" or raw_modes != ["RGB;16B"] or fp is None
+            or getattr(img, "n_frames", 1) != 1 or not (isinstance(key, tuple) and len(key) == 3)):
+        return None
+    at = fp.tell()
+    try:
+        fp.seek(0)
+        data = fp.read()
+    finally:
+        fp.seek(at)
+    with Image.open(io.BytesIO(data)) as again:
+        again.tile = [tile._replace(args="RGB;16L") for tile in again.tile]
+        again.load()
+        return np.array(again)
 
 
 def exif_orientation(img: Image.Image) -> int | None:
@@ -194,11 +220,17 @@ def upright(img: Image.Image, name: str | os.PathLike = "the picture", in_place:
     EXIF decodes the whole file, and a decoding error met there (caught as a damaged EXIF block) left
     PIL holding the part-decoded pixels as loaded, read on as a mostly black picture."""
     _load(img)
-    if exif_orientation(img) is None:
+    orientation = exif_orientation(img)
+    if orientation is None:
         warnings.warn(f"{name}: its EXIF block is damaged: ignored (the picture is read as stored, unturned)",
                       ImageWarning, stacklevel=2)
         return None if in_place else img
-    return ImageOps.exif_transpose(img, in_place=in_place)
+    key_bytes = img.info.get("nfinpaint_16bit_key_bytes")
+    out = ImageOps.exif_transpose(img, in_place=in_place)
+    if key_bytes is not None and orientation in _UPRIGHT:      # turned with the pixels they belong to
+        (img if in_place else out).info["nfinpaint_16bit_key_bytes"] = tuple(
+            np.ascontiguousarray(turned_upright(a, orientation)) for a in key_bytes)
+    return out
 
 
 # EXIF orientation -> the numpy turn that shows stored (H, W, ...) pixels upright (as exif_transpose), and back
@@ -230,10 +262,21 @@ def colour_key_alpha(img: Image.Image) -> np.ndarray | None:
     if img.mode == "RGB":
         if not (isinstance(key, tuple) and len(key) == 3):
             return None
+        pixels = np.asarray(img)
         if img.info.get("nfinpaint_16bit_colour"):
-            # PIL keeps each 16-bit channel's high byte: the key is matched there (its low byte is gone)
-            key = tuple(int(v) >> 8 for v in key)
-        hit = (np.asarray(img) == np.asarray(key, np.int64)).all(axis=2)
+            # PIL keeps each 16-bit channel's high byte; the low ones load_pixels kept, while the pixels
+            # are still the ones it read them with (not turned, cropped or edited since)
+            key16 = np.asarray(key, np.int64)
+            hit = (pixels == key16 >> 8).all(axis=2)
+            high, low = img.info.get("nfinpaint_16bit_key_bytes", (None, None))
+            if high is not None and high.shape == pixels.shape and np.array_equal(high, pixels):
+                hit &= (low == key16 & 0xFF).all(axis=2)
+            else:
+                warnings.warn("a 16-bit colour picture with one transparent colour, read at 8 bits: pixels "
+                              "within 1/256 of that colour are read as transparent too", ImageWarning,
+                              stacklevel=2)
+        else:
+            hit = (pixels == np.asarray(key, np.int64)).all(axis=2)
     else:
         if not isinstance(key, int):
             return None
@@ -257,6 +300,7 @@ def key_as_alpha(img: Image.Image) -> Image.Image | None:
         return None
     with_alpha = img.convert("L" if img.mode in ("1", "L") else "RGB")
     with_alpha.info.pop("transparency", None)
+    with_alpha.info.pop("nfinpaint_16bit_key_bytes", None)     # read into the alpha: not carried on
     with_alpha.putalpha(Image.fromarray(alpha))
     return with_alpha
 

@@ -48,13 +48,14 @@ def _png_bytes(array_or_image, **options) -> bytes:
     return buf.getvalue()
 
 
-def _raw_png(width, height, depth, colour_type, rows, trns: bytes) -> bytes:
-    """A PNG written chunk by chunk, for what PIL does not write (2/4-bit grey, 16-bit RGB) with tRNS."""
+def _raw_png(width, height, depth, colour_type, rows, trns: bytes, exif: bytes | None = None) -> bytes:
+    """A PNG written chunk by chunk, for what PIL does not write (2/4-bit grey, 16-bit RGB) with tRNS
+    (and an eXIf chunk when ``exif`` is given)."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
-            + chunk(b"tRNS", trns) + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows)))
-            + chunk(b"IEND", b""))
+            + chunk(b"tRNS", trns) + (b"" if exif is None else chunk(b"eXIf", exif))
+            + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows))) + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------------------- a damaged EXIF block
@@ -335,6 +336,66 @@ def test_single_colour_transparency_in_the_stored_bits(tmp_path):
         assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), [[0, 255]])
 
 
+def _rgb16_keyed(rng, height=5, width=7):
+    """Random 16-bit RGB samples holding a random transparent colour and pixels that differ from it only
+    in one channel's low byte: (samples (H, W, 3) uint16, key, the alpha PNG's rule gives)."""
+    samples = rng.integers(0, 65536, (height, width, 3)).astype(np.uint16)
+    key = rng.integers(0, 65536, 3).astype(np.uint16)
+    spots = rng.permutation(height * width)[:12].reshape(2, 6)
+    samples.reshape(-1, 3)[spots[0]] = key
+    for spot in spots[1]:
+        near = key.copy()
+        channel = rng.integers(0, 3)
+        near[channel] = (near[channel] & 0xFF00) | ((int(near[channel]) + int(rng.integers(1, 256))) & 0xFF)
+        samples.reshape(-1, 3)[spot] = near
+    alpha = np.where((samples == key).all(axis=2), 0, 255).astype(np.uint8)      # all 16 bits of each sample
+    return samples, tuple(int(v) for v in key), alpha
+
+
+def _rgb16_png(samples, key, exif=None) -> bytes:
+    return _raw_png(samples.shape[1], samples.shape[0], 16, 2, [row.astype(">u2").tobytes() for row in samples],
+                    struct.pack(">3H", *key), exif)
+
+
+def test_a_16_bit_colour_pictures_transparent_colour_is_matched_on_all_16_bits(tmp_path):
+    """PNG's rule: a pixel is transparent when all 16 bits of its samples are the key's.  PIL keeps each
+    sample's high byte only, and matched there, a dark opaque pixel beside a black key came back
+    transparent, outside the hole too: through the command's reader, the API and the server."""
+    from nfinpaint import Inpainter  # noqa: PLC0415
+
+    samples, key, alpha = _rgb16_keyed(np.random.default_rng())
+    assert (alpha == 0).sum() == 6 and (alpha == 255).sum() == samples.shape[0] * samples.shape[1] - 6
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(_rgb16_png(samples, key))
+    with pytest.warns(ImageWarning, match="16 bits"):
+        assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), alpha)
+    hole = np.zeros(alpha.shape, bool)
+    hole[2, 3] = True
+    with Image.open(path) as img:
+        out = Inpainter(device="cpu", method="border-mean")(img, hole)
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    # turned by its EXIF orientation, the low bytes with the pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.write_bytes(_rgb16_png(samples, key, exif.tobytes()))
+    with pytest.warns(ImageWarning, match="16 bits"):
+        assert np.array_equal(read_image_and_alpha(path).alpha.numpy(), np.rot90(alpha, -1))
+
+
+def test_a_16_bit_colour_key_on_pixels_decoded_elsewhere_is_matched_on_high_bytes_with_a_warning():
+    """Once PIL has decoded the picture (here without nfinpaint), its low bytes are gone: the key is then
+    matched on the high bytes, and the reader says so rather than being silently approximate."""
+    from nfinpaint.images import colour_key_alpha  # noqa: PLC0415
+
+    samples, key, alpha = _rgb16_keyed(np.random.default_rng())
+    img = Image.open(io.BytesIO(_rgb16_png(samples, key)))
+    img.load()
+    img.info["nfinpaint_16bit_colour"] = True
+    with pytest.warns(ImageWarning, match="within 1/256 of that colour"):
+        approx = colour_key_alpha(img)
+    assert np.array_equal(approx, np.where(((samples >> 8) == np.asarray(key) >> 8).all(axis=2), 0, 255))
+
+
 def test_the_api_matches_a_lazily_opened_pictures_transparent_colour_in_its_stored_bits(tmp_path):
     # the API loaded PIL images with img.load(), which loses the stored depth: a 4-bit key of 15 was
     # compared with levels PIL had scaled to 255, and the transparent pixels came back opaque
@@ -403,6 +464,12 @@ def _post(client, image: bytes, mask: bytes) -> Image.Image:
     response = client.post("/api/inpaint", files={"image": ("a.png", image), "mask": ("m.png", mask)})
     assert response.status_code == 200, response.text
     return Image.open(io.BytesIO(response.content))
+
+
+def test_the_server_matches_a_16_bit_colour_key_on_all_16_bits(client):
+    samples, key, alpha = _rgb16_keyed(np.random.default_rng(), H, W)
+    out = _post(client, _rgb16_png(samples, key), _png_bytes(_hole_mask()))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
 
 
 def test_the_server_fills_uploads_with_a_damaged_exif_block(client):
