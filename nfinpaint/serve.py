@@ -98,7 +98,7 @@ async def read_body(request, limit: int, stall: float = UPLOAD_STALL_SECONDS) ->
     # limit has is over it, and int() of over 4,300 digits would raise
     huge = declared is not None and len(declared) > 15
     if declared is not None and re.fullmatch(r"[0-9]+", declared) and (huge or int(declared) > limit):
-        shown = f"{len(declared)} digits of bytes" if huge else f"{int(declared) / 2**20:.1f} MB"
+        shown = f"{len(declared)} digits of bytes" if huge else f"{_amount(int(declared) / 2**20)} MB"
         raise RequestError(413, f"the upload is {shown}; the limit is {_amount(limit / 2**20)} MB")
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 

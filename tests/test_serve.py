@@ -416,8 +416,11 @@ def test_uploads_over_the_limits_get_413(inpainter):
     with TestClient(create_app(inpainter, max_upload_bytes=20_000, max_pixels=1500)) as small:
         big = png(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
         assert len(big) > 20_000
-        # the limits as given, not rounded to "0" (20,000 bytes, 1,500 pixels)
-        assert_error(post(small, big, png(hole_mask())), 413, "limit is 0.0191 MB")
+        # the limits as given, not rounded to "0" (20,000 bytes, 1,500 pixels), and the upload's size too
+        response = post(small, big, png(hole_mask()))
+        assert_error(response, 413, "limit is 0.0191 MB")
+        # over 20,000 bytes with the form around it: 0.019... to 0.05 MB; it read "0.0 MB"
+        assert re.search(r"the upload is 0\.0[1-4][0-9]* MB", response.json()["error"]), response.json()["error"]
 
         def chunks():   # no Content-Length: the server counts what arrives
             for start in range(0, len(big), 4096):
