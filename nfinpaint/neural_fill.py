@@ -8,7 +8,10 @@ picture's own resolution (the picture is never shrunk):
    largest distance to a known pixel), at least :data:`MIN_MARGIN` pixels, so
    a window looks like the training crops (a hole of up to ~40% of the crop).
    Boxes that overlap are merged into one window, so many small holes close
-   together (a scratched photograph) cost one generator call, not one each.
+   together (a scratched photograph) cost one generator call, not one each;
+   but a small hole (at most :data:`APART_THICKNESS`) whose box does not reach
+   a hole of step 2's thickness keeps a window of its own, filled first,
+   instead of sharing that hole's wide window and coarse pass.
    The network runs only around the holes, in tiles (:data:`TILE`) with its
    whole receptive field of context, which gives them the values of one pass
    over the window; a window of thin holes only (at most
@@ -85,6 +88,10 @@ MIN_MARGIN = 24          # pixels of context around the thinnest hole
 # written first, on fresh validation masks: ~150 px objects at 512 px +0.34 dB, boxes and edge holes not
 # lower; 96 px lost on ~112 px objects at 1024 px, which 128 leaves at full resolution (docs/evaluation.md).
 COARSE_THICKNESS = 128
+# The thickest hole planned apart from a thicker hole's coarse window when its own box holds none of that
+# hole (plan_windows): 20-40 px blobs gained 1.2 dB filled alone, but holes of 78 and 114 px lost up to
+# 0.9 dB (LaMa's thick strokes at 512 px), doing better in the coarse pass; chosen on validation
+APART_THICKNESS = COARSE_THICKNESS // 2
 MIRROR = True            # average each pass with its mirror image's (see the module's docstring)
 PATCH_BLEND = 0.5        # weight of the patch re-synthesis in the fill (see the module's docstring)
 PATCH_SIZE = 7           # its patches (PatchMatch's default) and search rounds, as chosen on val
@@ -197,19 +204,10 @@ def hole_thickness(labels: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
-    """The windows that fill the ``count`` labelled holes of ``labels`` (H, W), in scan order."""
-    h, w = labels.shape
-    thickness = hole_thickness(labels, count)
-    boxes = []
-    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        margin = max(MIN_MARGIN, math.ceil(thickness[index]))
-        boxes.append([max(0, sl[0].start - margin), max(0, sl[1].start - margin),
-                      min(h, sl[0].stop + margin), min(w, sl[1].stop + margin), [index]])
+def _merged(boxes: list[list]) -> list[list]:
+    """``boxes`` ([top, left, bottom, right, [labels]]) merged until none overlap (few boxes in practice)."""
     merged = True
-    while merged:      # merge overlapping boxes until none overlap (few boxes in practice)
+    while merged:
         merged = False
         out: list[list] = []
         for box in boxes:
@@ -223,7 +221,40 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
             else:
                 out.append(box)
         boxes = out
-    return [Window(t, l, b - t, r - l, {i: float(thickness[i]) for i in sorted(ids)}) for t, l, b, r, ids in boxes]
+    return boxes
+
+
+def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
+    """The windows that fill the ``count`` labelled holes of ``labels`` (H, W), in the order to fill them.
+
+    Holes whose boxes overlap share a window, except that a hole at most :data:`APART_THICKNESS` thick
+    whose own box holds no pixel of a hole thicker than :data:`COARSE_THICKNESS` is not drawn into that
+    hole's coarse window (whose margin, as wide as the hole is thick, reaches far): such holes get
+    full-resolution windows of their own, planned among themselves and filled first, and the coarse
+    windows then see their fills as known.  Sharing the coarse pass, six 20-40 px blobs 190-330 px from
+    a ~280 px object at 1024 px were 1.2 dB below their fill alone (docs/evaluation.md)."""
+    h, w = labels.shape
+    thickness = hole_thickness(labels, count)
+    boxes = {}
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            margin = max(MIN_MARGIN, math.ceil(thickness[index]))
+            boxes[index] = [max(0, sl[0].start - margin), max(0, sl[1].start - margin),
+                            min(h, sl[0].stop + margin), min(w, sl[1].stop + margin), [index]]
+    apart: list[list] = []
+    thick = [index for index in boxes if thickness[index] > COARSE_THICKNESS]
+    if thick:
+        in_thick = np.isin(labels, thick)
+
+        def clear(box: list) -> bool:       # no pixel of a thick hole in the box
+            return not in_thick[box[0]:box[2], box[1]:box[3]].any()
+
+        apart = [box for box in _merged([list(boxes[i]) for i in boxes if thickness[i] <= APART_THICKNESS
+                                         and clear(boxes[i])]) if clear(box)]
+    alone = {index for box in apart for index in box[4]}
+    rest = _merged([list(boxes[i]) for i in boxes if i not in alone])
+    return [Window(t, l, b - t, r - l, {i: float(thickness[i]) for i in sorted(ids)})
+            for t, l, b, r, ids in apart + rest]
 
 
 def _shrunk_hole(hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,7 +480,8 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         tiles = tiling(window, todo[None].float(), generator.halo)
         filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror, on_step,
                              patch_blend, seed + number, tiles)[0]
-        # a window's area holds only its own holes (overlapping boxes were merged), so todo is all of them
+        # a window's area holds only its own holes (overlapping boxes were merged; a coarse window's may hold
+        # the small holes planned apart from it, filled before it), so todo is all of them
         here = labels_t[:, rows, cols]
         thick = detail_holes(window) if detail else []
         if len(thick) < len(window.holes):
