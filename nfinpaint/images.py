@@ -127,11 +127,11 @@ def load_pixels(img: Image.Image) -> list[str]:
     in: 16-bit colour read at 8 bits (``nfinpaint_16bit_colour``), 2- or 4-bit grey scaled to 8
     (``nfinpaint_grey_bits``).  Returns the tiles' raw modes (gone after load())."""
     raw_modes = [str(tile.args) for tile in getattr(img, "tile", []) or []]
-    low = _low_bytes_of_keyed_rgb16(img, raw_modes)
+    low_bytes = _low_bytes_of_keyed_rgb16(img, raw_modes)
     _load(img)
     img.info["nfinpaint_16bit_colour"] = img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in raw_modes)
-    if low is not None:
-        img.info["nfinpaint_16bit_key_bytes"] = (np.array(img), low)
+    if low_bytes is not None:
+        img.info["nfinpaint_16bit_key_bytes"] = (np.array(img), low_bytes)
     low = re.fullmatch(r"L;([24])", raw_modes[0]) if img.mode == "L" and len(raw_modes) == 1 else None
     if low:
         img.info["nfinpaint_grey_bits"] = int(low.group(1))

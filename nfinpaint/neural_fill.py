@@ -480,8 +480,9 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         tiles = tiling(window, todo[None].float(), generator.halo)
         filled = fill_window(generator, part[None].to(device), todo_here[None].float(), window.scale, mirror, on_step,
                              patch_blend, seed + number, tiles)[0]
-        # a window's area holds only its own holes (overlapping boxes were merged; a coarse window's may hold
-        # the small holes planned apart from it, filled before it), so todo is all of them
+        # todo: the window's own holes (overlapping boxes were merged, and the small holes planned apart from a
+        # coarse window are filled before it), and in such a small hole's window perhaps some of a coarse
+        # window's, left unknown there and not written back (only the window's own holes are)
         here = labels_t[:, rows, cols]
         thick = detail_holes(window) if detail else []
         if len(thick) < len(window.holes):
