@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from nfinpaint.fullres_generator import FullResGenerator
 from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEVEL_ITERATIONS,
-                                    MULTISCALE_MIN_SIDE, NEIGHBOUR_CROSS, coarse_hole_mask,
+                                    MULTISCALE_MIN_SIDE, NEIGHBOUR_CROSS, base_fill_hole_mask,
                                     conjugate_gradients_reference, level_mean_fill, neighbour_sum_conv,
-                                    relax_harmonic, whole_bins)
+                                    relax_harmonic)
 from nfinpaint.neural_fill import MIRROR
 
 MAX_SIDE = 8192
@@ -105,7 +105,7 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, max_side: int = MAX_
         img, m = pyramid[-1]
         known = 1 - m
         coarse_known = _halve_mean(known)
-        coarse_mask = coarse_hole_mask(_halve_max(m), coarse_known, whole_bins(m))
+        coarse_mask = base_fill_hole_mask(_halve_max(m), coarse_known)
         coarse_image = _halve_mean(img * known) / coarse_known.clamp_min(1e-6)
         pyramid.append((coarse_image * (1 - coarse_mask), coarse_mask))
     img, m = pyramid[-1]

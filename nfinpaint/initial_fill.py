@@ -281,28 +281,35 @@ MAX_LEVEL_ITERATIONS = 1000
 MULTISCALE_MIN_SIDE = 8
 
 
-def whole_bins(image: Tensor) -> Tensor:
-    """(1, 1, ceil(h/2), ceil(w/2)) bool: the pixels of ``image`` (..., h, w) halved with ``ceil_mode``
-    whose 2x2 blocks lie wholly inside it (all but an odd side's last row or column).  From tensors,
-    not Python ints, so an exported graph keeps its sizes free."""
-    ones = torch.ones_like(image[:1, :1])
-    return F.avg_pool2d(F.pad(ones, (0, 1, 0, 1)), 2) > 0.75
-
-
-def coarse_hole_mask(any_hole: Tensor, known_fraction: Tensor, whole: Tensor | None = None) -> Tensor:
+def coarse_hole_mask(any_hole: Tensor, known_fraction: Tensor) -> Tensor:
     """The holes of a coarser copy: a coarse pixel is a hole when any of its pixels is (``any_hole``,
     so known coarse pixels are averages of known pixels only), except in a sample where that rule
     leaves nothing known: there a coarse pixel is a hole only when none of its pixels is known
     (``known_fraction`` == 0).  Without the exception a known band narrower than the coarse pixels (a
     strip along an edge, a frame round a large hole) vanished, and the fill started from mid-grey.
-    ``whole`` (:func:`whole_bins`): the coarse pixels the exception is decided on.  An odd side's last
-    row or column of coarse pixels is made of one fine row or column, so a thin known line there
-    counted as known and every other thin known pixel vanished: a 1 px known frame round a 301x407
-    hole of a colour ramp was filled from that side alone, 46 grey levels off on average, 7 with it.
-    The same select in every sample, so it compiles and exports without a data-dependent branch."""
-    deciding = any_hole if whole is None else torch.where(whole, any_hole, torch.ones_like(any_hole))
-    erased = deciding.flatten(1).amin(dim=1) > 0.5                # every (whole) coarse pixel a hole
+    The same select in every sample, so it compiles and exports without a data-dependent branch.
+    The coarse pass's rule (:mod:`nfinpaint.neural_fill`); the base fill decides per pixel,
+    :func:`base_fill_hole_mask`."""
+    erased = any_hole.flatten(1).amin(dim=1) > 0.5                # every coarse pixel a hole
     return torch.where(erased.view(-1, 1, 1, 1), (known_fraction <= 0).to(any_hole.dtype), any_hole)
+
+
+def base_fill_hole_mask(any_hole: Tensor, known_fraction: Tensor) -> Tensor:
+    """The holes of the base fill's coarser copy: a coarse pixel is a hole when any of its pixels is
+    (``any_hole``, so known coarse pixels are averages of known pixels only), unless none of its 3x3
+    neighbours is wholly known: then it is a hole only when none of its pixels is known
+    (``known_fraction`` == 0), and otherwise the mean of its known ones.
+    Why per pixel: a known band narrower than the coarse pixels (a frame round a large hole, a strip
+    along an edge, a lattice of samples) vanished under the first rule and the fill came from elsewhere.
+    Deciding that once per picture (:func:`coarse_hole_mask`) kept a frame whose every side was thin,
+    but a 2 px frame lying on the 2x2 bins on one side and across them on another lost the other sides:
+    a colour ramp round a 300x400 hole came out 25-66 grey levels off, 7 when every side is kept.
+    Beside a wholly known coarse pixel a partly known one stays a hole, as before: a known region's
+    edge keeps its place.  An odd side's last row of coarse pixels, made of one fine row, counts as
+    wholly known only for its neighbours.  No data-dependent branch: it compiles and exports."""
+    wholly_known = (any_hole < 0.5).to(any_hole.dtype)
+    beside_known = F.max_pool2d(wholly_known, 3, stride=1, padding=1) > 0.5
+    return torch.where(beside_known, any_hole, (known_fraction <= 0).to(any_hole.dtype))
 
 
 @torch.no_grad()
@@ -314,7 +321,7 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LE
     grow, and a fill that starts from the harmonic one stays flat in a large
     hole.  Here the problem is first relaxed on a half-resolution copy (a
     coarse pixel is a hole when any of its four pixels is, else their mean;
-    unless that leaves nothing known, :func:`coarse_hole_mask`),
+    unless nothing beside it is wholly known, :func:`base_fill_hole_mask`),
     recursively down to :data:`MULTISCALE_MIN_SIDE` (``coarsest_iterations``
     steps there); the coarse result, upsampled, starts ``iterations`` steps at
     the next finer level.  With enough steps it converges to the biharmonic
@@ -329,7 +336,7 @@ def multiscale_biharmonic_fill(image: Tensor, mask: Tensor, iterations: int = LE
     with torch.autocast(image.device.type, enabled=False):
         known = 1 - mask
         coarse_known = F.avg_pool2d(known, 2, ceil_mode=True)
-        coarse_mask = coarse_hole_mask(F.max_pool2d(mask, 2, ceil_mode=True), coarse_known, whole_bins(mask))
+        coarse_mask = base_fill_hole_mask(F.max_pool2d(mask, 2, ceil_mode=True), coarse_known)
         coarse_image = F.avg_pool2d(image * known, 2, ceil_mode=True) / coarse_known.clamp_min(1e-6)
         coarse = multiscale_biharmonic_fill(coarse_image * (1 - coarse_mask), coarse_mask, iterations,
                                             coarsest_iterations)

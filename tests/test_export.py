@@ -149,11 +149,12 @@ def _expected(kind, checkpoints, image, mask):
         return export.reference_fill(generator, image, mask).numpy()
 
 
-@pytest.mark.parametrize("size, tolerance", [((128, 128), 1e-5), ((40, 56), 2e-3)])
+@pytest.mark.parametrize("size, tolerance", [((128, 128), 5e-5), ((40, 56), 2e-3)])
 def test_graph_fill_is_the_eager_fill_to_its_rounding(size, tolerance):
     """Eager mode's slices and the graph's convolution agree to 1e-7 a step; the biharmonic steps are
-    ill-conditioned, and a small hole solved to rounding amplifies that (measured: 1e-6 on a hole in a
-    128 px window, 5e-4 on this small picture's)."""
+    ill-conditioned, and a small hole solved to rounding amplifies that (measured: 1.5e-5 on the 128 px
+    window's salt holes, 1e-6 before the base fill kept partly known coarse pixels, 2026-12-06; 5e-4 on
+    the small picture's).  With the graph's operators the eager fill is the graph's to the bit."""
     torch.manual_seed(int(torch.randint(0, 2**31, ())))
     generator = FullResGenerator(32, base_iterations=32).eval()
     (image, mask), = _inputs([size], seed=size[0])

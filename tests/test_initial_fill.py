@@ -116,19 +116,51 @@ def test_a_thin_band_of_known_pixels_sets_the_fill(shape, known):
 
 
 @pytest.mark.parametrize("shape", [(64, 96), (300, 400), (301, 407), (97, 131), (33, 33)])
-def test_a_one_pixel_known_frame_sets_the_fill_whatever_the_parity_of_the_sides(shape):
-    """Known pixels only on a 1 px frame round a colour ramp (which is its own biharmonic fill).  An odd
-    side's last row or column of coarse pixels is made of one fine row or column, which counted as known
-    and kept the coarse copies from keeping the rest of the frame: the fill came from that side alone,
-    30-56 grey levels off on average here (4-6 now, as on 64x96, where no side is ever odd)."""
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize("offset", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_a_thin_known_frame_sets_the_fill_whatever_its_place_on_the_coarse_pixels(shape, width, offset):
+    """Known pixels only on a frame ``width`` px wide round a colour ramp (which is its own biharmonic
+    fill), ``offset`` px in from the top and left edges (holes outside it).  An odd side's last row of
+    coarse pixels, made of one fine row, counted as known and kept the coarse copies from keeping the
+    rest of a 1 px frame (30-56 grey levels off on average); a 2 px frame lying on the 2x2 bins on one
+    side and across them on another lost the other sides (25-66 levels off at 300x400).  4-8 now, as
+    on 64x96 with the frame on the bins."""
     h, w = shape
     y, x = torch.linspace(0, 1, h)[:, None].expand(h, w), torch.linspace(0, 1, w)[None].expand(h, w)
     a, b = 0.3 + 0.1 * torch.rand(2, 3, 1, 1)
     ramp = (0.1 + a * y + b * x)[None]                   # a random ramp per channel, within [0.1, 0.9]
+    top, left = offset
     mask = torch.ones(1, 1, h, w)
-    mask[..., :1, :] = mask[..., -1:, :] = mask[..., :, :1] = mask[..., :, -1:] = 0
+    mask[..., top:, left:] = 0
+    mask[..., top + width:h - width, left + width:w - width] = 1
     filled = multiscale_biharmonic_fill(ramp * (1 - mask), mask)
     assert (filled - ramp).abs()[mask.expand_as(ramp) > 0].mean() < 10 / 255
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 6), (17, 13)])
+def test_a_coarse_pixel_is_known_where_nothing_beside_it_is_wholly_known(shape):
+    """base_fill_hole_mask against a loop over the coarse pixels: a hole where none of its pixels is
+    known; a wholly known pixel known; a partly known one a hole beside a wholly known one (its 3x3
+    neighbours within the picture), else known."""
+    g = torch.Generator().manual_seed(sum(shape))
+    for density in (0.2, 0.6, 0.95):
+        fine = (torch.rand(3, 1, 2 * shape[0], 2 * shape[1], generator=g) < density).float()   # 1 = hole
+        any_hole = F.max_pool2d(fine, 2)
+        known = F.avg_pool2d(1 - fine, 2)
+        got = initial_fill.base_fill_hole_mask(any_hole, known)
+        expected = torch.empty_like(got)
+        for n in range(fine.shape[0]):
+            for i in range(shape[0]):
+                for j in range(shape[1]):
+                    rows, cols = slice(max(i - 1, 0), i + 2), slice(max(j - 1, 0), j + 2)
+                    beside_whole = bool((known[n, 0, rows, cols] == 1).any())
+                    if known[n, 0, i, j] == 0:
+                        expected[n, 0, i, j] = 1
+                    elif known[n, 0, i, j] == 1 or not beside_whole:
+                        expected[n, 0, i, j] = 0
+                    else:
+                        expected[n, 0, i, j] = 1
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("side", [320, 321, 161])
