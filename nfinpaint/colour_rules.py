@@ -11,6 +11,7 @@ biharmonic fill of the hole is solved from).
   came back up to 29 levels off its colour, a disc of mid-grey beside a red block a cyan blotch 37 off
   (biharmonic and PatchMatch: exact).  Flat graphics and screenshots meet it.  Kept within the range,
   not replaced by the ring's mean, so that a gradient a hole's ring barely spans (a 16-bit ramp) stays.
+  In a picture of one hue such a hole takes the line's colour first (below), then the range.
 * **A picture of one hue** (:func:`one_hue`): a grey photograph stored as RGB with a scanner's noise, a
   sepia or cyanotype print, a colour on black or on white.  Each hole whose ring lies on the picture's
   line of colour against brightness takes, in each pixel, the line's colour at the fill's brightness:
@@ -245,7 +246,22 @@ def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torc
     low = np.minimum.reduceat(values, found.starts[:-1], axis=1)
     high = np.maximum.reduceat(values, found.starts[:-1], axis=1)
     flat = (high - low <= FLAT_LEVELS + 1e-6).all(axis=0)
+    hue = one_hue(known, hole) if known.shape[0] == 3 else None
+    if hue is not None:
+        # the holes whose rings lie on the line: a noisy pixel or two in a ring is let through, a good
+        # part of one over a coloured icon is not.  Flat rings too, before their clamp: clamped alone,
+        # channel by channel, a grey picture's fill came back 1 level off grey
+        off_pixels = hue.off_line(values.T)
+        off = np.add.reduceat(off_pixels.astype(np.float64), found.starts[:-1]) / np.diff(found.starts)
+        on_line = off <= RING_OFF
+        if on_line.any():
+            part = filled[:, found.box[0], found.box[1]]
+            where = found.holes(on_line) & ~_near_colour(found, on_line, off_pixels)
+            inside = torch.from_numpy(where)
+            part[:, inside] = hue.on(part[:, inside])
     if flat.any():
+        # within the flat ring's range, channel by channel (a grey ring's range is one for all three,
+        # so a fill the line made grey stays grey)
         where = found.holes(flat)
         ids = found.labels[where]
         lookup_low = np.zeros((known.shape[0], found.count + 1))
@@ -255,18 +271,6 @@ def apply(image: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor) -> torc
         inside = torch.from_numpy(where)
         part[:, inside] = torch.maximum(torch.minimum(part[:, inside].double(), torch.from_numpy(lookup_high[:, ids])),
                                         torch.from_numpy(lookup_low[:, ids])).to(filled.dtype)
-    hue = one_hue(known, hole) if known.shape[0] == 3 else None
-    if hue is not None:
-        # the holes whose rings lie on the line (and are not flat: those are done): a noisy pixel or two in
-        # a ring is let through, a good part of one over a coloured icon is not
-        off_pixels = hue.off_line(values.T)
-        off = np.add.reduceat(off_pixels.astype(np.float64), found.starts[:-1]) / np.diff(found.starts)
-        on_line = (off <= RING_OFF) & ~flat
-        if on_line.any():
-            part = filled[:, found.box[0], found.box[1]]
-            where = found.holes(on_line) & ~_near_colour(found, on_line, off_pixels)
-            inside = torch.from_numpy(where)
-            part[:, inside] = hue.on(part[:, inside])
     return filled
 
 

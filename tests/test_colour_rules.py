@@ -109,6 +109,25 @@ def test_a_gradient_within_a_flat_ring_stays(seed):
     assert ((out[:, hole[0]] >= low[:, None]) & (out[:, hole[0]] <= high[:, None])).all()
 
 
+def test_a_flat_ring_in_a_grey_picture_stored_as_rgb_comes_back_grey(seed):
+    """Holes in a patch of one grey within 2 levels: their fill is kept within the ring's range and is
+    grey (it was clamped channel by channel alone, and came back up to 1 level off grey)."""
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 256, (200, 300))
+    levels[50:150, 100:250] = rng.integers(0, 3, (100, 150)) + int(rng.integers(0, 254))   # the patch
+    grey = torch.from_numpy(levels / 255).float().expand(3, -1, -1).clone()
+    hole = torch.from_numpy(rng.random((1, 200, 300)) < 0.02)
+    hole[:, :60] = hole[:, 140:] = False
+    hole[:, :, :110] = hole[:, :, 240:] = False            # holes only where their rings are the patch's
+    filled = grey.clone()
+    filled[:, hole[0]] = torch.rand(3, int(hole.sum()))    # a fill in colours the picture does not have
+    out = colour_rules.apply(grey, hole, filled)
+    inside = out[:, hole[0]]
+    assert torch.equal(inside[0], inside[1]) and torch.equal(inside[1], inside[2]), seed
+    low, high = grey[0, 50:150, 100:250].min(), grey[0, 50:150, 100:250].max()
+    assert bool(((inside >= low) & (inside <= high)).all()), seed
+
+
 def test_the_rules_read_the_picture_as_the_fill_does_clamped():
     image = torch.full((3, 30, 40), 1.5)
     hole = torch.zeros(1, 30, 40, dtype=torch.bool)
