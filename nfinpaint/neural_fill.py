@@ -260,7 +260,8 @@ def plan_windows(labels: np.ndarray, count: int) -> list[Window]:
 def _shrunk_hole(hole: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,1,h,w) ``hole`` shrunk by ``scale``: (the coarse hole, each coarse pixel's known fraction).  A
     coarse pixel is a hole when any of its pixels is, unless that leaves nothing known
-    (:func:`coarse_hole_mask`)."""
+    (:func:`coarse_hole_mask`).  Not the base fill's per-pixel rule: there one known fine pixel of nine
+    became a known coarse pixel, which the network carried across the hole (docs/evaluation.md)."""
     size = (max(1, math.ceil(hole.shape[-2] / scale)), max(1, math.ceil(hole.shape[-1] / scale)))
     weight = F.adaptive_avg_pool2d(1 - hole, size)
     return coarse_hole_mask((weight < 1 - 1e-6).float(), weight), weight    # thin known bands kept
