@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -280,13 +279,20 @@ def check_output_folder(path: str | os.PathLike, option: str, *, of: Path | None
         raise UsageError(f"{option} {shown}: no permission to write in {existing}")
     # access() answers for the mode bits; a file system that takes no new files whatever they say
     # (/sys or /proc as root, a read-only mount) only shows it when one is made, so make one
+    from nfinpaint.files import create_new, temp_names  # noqa: PLC0415  (files imports this module)
+
+    probe = None
     try:
-        fd, probe = tempfile.mkstemp(prefix=".nfinpaint-probe-", dir=existing)
+        # named before it is made, so a Ctrl-C at any point leaves no probe behind
+        for probe in temp_names(existing, ".nfinpaint-probe-", ""):
+            if create_new(probe):
+                break
     except OSError as exc:
         raise UsageError(f"{option} {shown}: cannot create a file in {existing} "
                          f"({exc.strerror or type(exc).__name__})") from None
-    os.close(fd)
-    os.unlink(probe)
+    finally:
+        if probe is not None:
+            probe.unlink(missing_ok=True)
     return path
 
 

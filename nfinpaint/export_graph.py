@@ -23,6 +23,7 @@ from nfinpaint.initial_fill import (COARSEST_ITERATIONS, DEFAULT_ITERATIONS, LEV
                                     MULTISCALE_MIN_SIDE, NEIGHBOUR_CROSS, base_fill_hole_mask,
                                     conjugate_gradients_reference, level_mean_fill, neighbour_sum_conv,
                                     relax_harmonic)
+from nfinpaint.masks import blank_holes
 from nfinpaint.neural_fill import MIRROR
 
 MAX_SIDE = 8192
@@ -137,12 +138,14 @@ class FullResFill(nn.Module):
     def _fill(self, image: Tensor, mask: Tensor) -> Tensor:
         # the generator's own base fill, as a fixed graph, with the generator's step count
         neighbour_sum = functools.partial(neighbour_sum_conv, cross=self.neighbour_cross)
-        filled = multiscale_biharmonic_fill(image * (1 - mask), mask, self.max_side, self.generator.base_iterations,
-                                            neighbour_sum)
+        filled = multiscale_biharmonic_fill(image, mask, self.max_side, self.generator.base_iterations, neighbour_sum)
         return torch.where(mask > 0.5, self.generator.refine(filled, mask), image)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        # blanked by a select, as every fill of the package is: multiplied by 0, a NaN or inf stored
+        # under a hole (no-data pixels) made the whole hole NaN
         image, mask = image.float(), (mask > 0.5).float()
+        image = blank_holes(image, mask)
         if not self.mirror:
             return self._fill(image, mask)
         # one batch, not two calls: the graph holds the base fill once (its steps are per sample)
@@ -160,5 +163,5 @@ class FixedFill(nn.Module):
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         image, mask = image.float(), (mask > 0.5).float()
-        out = self.generator(image * (1 - mask), mask).float().clamp(0.0, 1.0)
+        out = self.generator(blank_holes(image, mask), mask).float().clamp(0.0, 1.0)
         return torch.where(mask > 0.5, out, image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -201,24 +202,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     prefix, suffix = _temp_affixes(path)
-    with full_disk_reported(path, creating=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = None
     try:
+        with full_disk_reported(path, creating=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # named here before it is made, so that the except below removes it whenever an exception
+            # lands: a Ctrl-C inside tempfile.mkstemp, after its file was made and before its name came
+            # back, left an empty temporary file behind (13 of 600 interrupted folder runs)
+            for tmp in temp_names(path.parent, prefix, suffix):
+                if create_new(tmp):
+                    break
         yield tmp
         _sync(tmp)          # the data on disk before the name: after a power loss, old file or new, never empty
         os.replace(tmp, path)
         _sync(path.parent)  # and the rename itself
     except BaseException as exc:
         failure = write_failure(exc, path)
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if failure is not None:
             raise failure from None
         raise
+
+
+_RANDOM_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"     # mkstemp's
+
+
+def temp_names(folder: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """Endless names in ``folder``: ``prefix``, 8 random characters (as mkstemp's), ``suffix``."""
+    chooser = random.SystemRandom()
+    while True:
+        yield folder / f"{prefix}{''.join(chooser.choices(_RANDOM_CHARS, k=8))}{suffix}"
+
+
+def create_new(path: Path) -> bool:
+    """Make ``path`` a new empty file with the mode a plain open() gives (mkstemp's is private, 0600);
+    False when it exists already."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _sync(path: Path) -> None:

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import stat
+import struct
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -52,8 +53,11 @@ class ImageWarning(UserWarning):
 
 # What PIL raises for a file it cannot read; DecompressionBombError (a header declaring more pixels
 # than Image.MAX_IMAGE_PIXELS allows, twice over) is none of the others, and the AVIF and BLP decoders
-# raise RuntimeError and NotImplementedError (one of them) for a damaged file.
-OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
+# raise RuntimeError and NotImplementedError (one of them) for a damaged file.  Counting the frames of a
+# damaged multi-page TIFF or a cut-off animated GIF raised TypeError, KeyError and IndexError, which
+# stopped a whole folder run with a traceback; struct.error and EOFError come from its frame readers too.
+OPEN_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError,
+               TypeError, KeyError, IndexError, struct.error, EOFError)
 
 
 def open_error(path: str | os.PathLike, exc: BaseException) -> "ImageError":

@@ -828,8 +828,12 @@ def run_folders(args: argparse.Namespace) -> int:
             filled += 1
             if bits > written:
                 rounded.append(f"{folders.shown(item.image.name)} ({_depth_name(bits)} -> {written} bits)")
-        except (DiskFullError, FolderUnwritableError):
-            raise           # every picture after it would fail the same way: stop, one line
+        except (DiskFullError, FolderUnwritableError) as exc:
+            # every picture after it would fail the same way: stop, after listing those found bad so far
+            _list_bad(bad, len(pairs))
+            if isinstance(exc, DiskFullError):      # as it stands, running again is refused: outputs exist
+                raise exc.then_instead("run again with --skip-existing") from None
+            raise
         except (UsageError, ImageError) as exc:
             bad.append((item.image, _listed_reason(exc, [item.image, *item.masks])))
     print(f"filled {filled} picture(s) into {out_dir}" + (f", kept {skipped} already there" if skipped else ""))
@@ -838,11 +842,17 @@ def run_folders(args: argparse.Namespace) -> int:
         print(f"note: {len(rounded)} picture(s) have more bits per channel than their PNG holds, so pixels outside "
               f"the holes are rounded: {shown} ({_KEEPS_DEPTH}: fill a float one with -o NAME.tif)")
     if bad:
-        print(f"error: {len(bad)} of {len(pairs)} picture(s) not filled:", file=sys.stderr)
-        for path, reason in bad:
-            print(f"  {folders.shown(path.name)}: {reason}", file=sys.stderr)
+        _list_bad(bad, len(pairs))
         return EXIT_SOME_FAILED
     return 0
+
+
+def _list_bad(bad: list[tuple[Path, str]], count: int) -> None:
+    """On stderr: the pictures of a folder run that were not filled, each with its reason."""
+    if bad:
+        print(f"error: {len(bad)} of {count} picture(s) not filled:", file=sys.stderr)
+        for path, reason in bad:
+            print(f"  {folders.shown(path.name)}: {reason}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,8 +36,9 @@ def mask_plane(mask, name: str = "mask") -> Tensor:
 
 def blank_holes(image: Tensor, mask: Tensor) -> Tensor:
     """``image`` with 0 wherever ``mask`` marks a hole (> 0.5): what every fill method gets to see,
-    so that none can use what was under the hole."""
-    return torch.where(mask > 0.5, torch.zeros((), dtype=image.dtype, device=image.device), image)
+    so that none can use what was under the hole (a NaN or inf too: multiplied by 0 it stays one).  A
+    fill with a Python scalar, so a traced graph (export) holds no constant tensor pinned to a device."""
+    return image.masked_fill(mask > 0.5, 0.0)
 
 
 def _rng(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:

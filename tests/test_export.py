@@ -54,6 +54,11 @@ def _inputs(sizes, seed):
         image = torch.rand(2, 3, h, w, generator=g)
         mask = (torch.rand(2, 1, h, w, generator=g) > 0.85).float()
         mask[..., h // 3: h // 2, w // 4: w // 2] = 1
+        # what lies under a hole is never read: no-data pixels stored as NaN or inf made the file's
+        # whole hole NaN while it blanked holes by multiplying
+        under = mask.expand_as(image) > 0.5
+        image[under & (torch.rand(image.shape, generator=g) < 0.3)] = float("nan")
+        image[under & (torch.rand(image.shape, generator=g) < 0.1)] = float("inf")
         out.append((image, mask))
     return out
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from nfinpaint import inpaint
-from nfinpaint.images import (ImageWarning, header_size, mask_image_levels, pil_to_arrays, read_image_and_alpha,
-                              read_mask_levels)
+from nfinpaint.images import (ImageError, ImageWarning, header_size, mask_image_levels, pil_to_arrays,
+                              read_image_and_alpha, read_mask_levels)
 
 H, W = 24, 32
 HOLE = (slice(8, 16), slice(10, 22))
@@ -190,6 +190,54 @@ def test_the_command_fills_pictures_and_masks_with_a_damaged_exif_block(tmp_path
         assert inpaint.main(["--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
                              "-o", str(tmp_path / "outdir"), "--method", "border-mean"]) == 0
     assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["a.png", "b.png"]
+
+
+def _tiff_with_an_empty_second_page(image: np.ndarray, path: Path) -> Path:
+    """A TIFF whose first page points to a second page entry with no size tags (a bad copy of a scan)."""
+    _save(image, path)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\0"
+    first = struct.unpack_from("<I", data, 4)[0]
+    entries = struct.unpack_from("<H", data, first)[0]
+    struct.pack_into("<I", data, first + 2 + 12 * entries, len(data))
+    path.write_bytes(bytes(data + struct.pack("<HI", 0, 0)))
+    return path
+
+
+def _cut_animated_gif(image: np.ndarray, path: Path) -> Path:
+    """An animated GIF cut short (a partial download) where counting its frames raises IndexError."""
+    frames = [Image.fromarray(np.roll(image, 7 * k, axis=1)).convert("P") for k in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    whole = buf.getvalue()
+    for size in range(len(whole) - 1, 0, -1):
+        try:
+            Image.open(io.BytesIO(whole[:size])).n_frames
+        except IndexError:
+            path.write_bytes(whole[:size])
+            return path
+        except Exception:       # other cuts fail otherwise (or not at all): not the one wanted
+            continue
+    pytest.skip("this PIL raises no IndexError for any cut of an animated GIF")
+
+
+@pytest.mark.parametrize("damage", [_tiff_with_an_empty_second_page, _cut_animated_gif], ids=["tiff", "gif"])
+def test_a_picture_whose_pages_cannot_be_counted_is_one_bad_pair_of_a_folder(tmp_path, damage):
+    """Counting the pages of a damaged multi-page TIFF (TypeError) or a cut animated GIF (IndexError)
+    stopped the whole folder run with a traceback; it is listed as not readable and the rest are filled."""
+    image, mask = _picture(seed=int(np.random.default_rng().integers(1 << 30))), _hole_mask()
+    for folder in ("imgs", "masks"):
+        (tmp_path / folder).mkdir()
+    suffix = ".tif" if damage is _tiff_with_an_empty_second_page else ".gif"
+    bad = damage(image, tmp_path / "imgs" / f"b{suffix}")
+    _save(image, tmp_path / "imgs" / "a.png")
+    for name in ("a", "b"):
+        _save(mask, tmp_path / "masks" / f"{name}.png")
+    with pytest.raises(ImageError, match=f"{bad.name}: not a readable image"):
+        read_image_and_alpha(bad)
+    assert inpaint.main(["--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
+                         "-o", str(tmp_path / "out"), "--method", "border-mean", "--no-progress"]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
 
 
 # --------------------------------------------------------------------------- an orientation in XMP only

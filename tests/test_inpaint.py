@@ -1365,6 +1365,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, checkpoint, c
     err = capsys.readouterr().err.strip().splitlines()      # folder mode: the progress bar, then the line
     assert err[-1].startswith("error: disk full: no space left on the device writing "), err
     assert "Traceback" not in "".join(err) and (folder_mode or len(err) == 1), err
+    # a folder run again as it was is refused (its outputs exist): the line says how to go on
+    assert err[-1].endswith("run again with --skip-existing" if folder_mode else "and run again"), err
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -1375,7 +1377,6 @@ def test_a_folder_run_stops_when_its_output_folder_stops_taking_files(tmp_path, 
     same way after its whole fill (12 computed, 9 listed as not written).  It stops at the first, as at
     a full disk; a picture whose own name fails (too long) is still one bad pair among the rest."""
     import errno
-    import tempfile
 
     from nfinpaint import files
 
@@ -1386,14 +1387,14 @@ def test_a_folder_run_stops_when_its_output_folder_stops_taking_files(tmp_path, 
     for i in range(3):
         shutil.copy(img_path, tmp_path / "img" / f"p{i}.png")
         shutil.copy(mask_path, tmp_path / "masks" / f"p{i}.png")
-    real = tempfile.mkstemp
+    real = files.create_new
 
-    def unwritable_after_one(*args, **kwargs):
-        if str(kwargs.get("dir", "")).startswith(str(tmp_path / "out")) and list((tmp_path / "out").iterdir()):
-            raise OSError(getattr(errno, code), "no", str(kwargs["dir"]))
-        return real(*args, **kwargs)
+    def unwritable_after_one(path):
+        if path.parent == tmp_path / "out" and list((tmp_path / "out").iterdir()):
+            raise OSError(getattr(errno, code), "no", str(path.parent))
+        return real(path)
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", unwritable_after_one)
+    monkeypatch.setattr(files, "create_new", unwritable_after_one)
     filled = []
     fill = inpaint.inpaint_image
     monkeypatch.setattr(inpaint, "inpaint_image", lambda *a, **k: filled.append(1) or fill(*a, **k))
