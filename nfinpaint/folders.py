@@ -38,10 +38,10 @@ def shown(name: str | Path) -> str:
 
 def _images_in(folder: Path) -> list[Path]:
     # a subfolder named like a picture (holiday.png/) is not one: subfolders are not read; a link
-    # that leads nowhere is listed, so that the run reports it rather than skip it without a word
+    # that leads nowhere, or a pipe or device named like a picture, is listed, so that the run
+    # reports it (reading refuses it with its reason) rather than skip it without a word
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                  and (p.is_file() or (p.is_symlink() and not p.exists())))
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and not p.is_dir())
 
 
 def pair(images: Path, masks: Path, output: Path) -> list[Pair]:

@@ -1093,23 +1093,27 @@ def test_folder_fills_the_good_pairs_lists_the_bad_and_exits_1(tmp_path, checkpo
     assert not list(out.glob(".*tmp*"))
 
 
-def test_folder_a_broken_link_is_listed_and_counted(tmp_path, checkpoint, capsys):
-    """A picture that is a link to nothing was left out without a word (neither filled, nor listed, nor
-    counted), and a mask that is one made its picture's reason "no mask"."""
+def test_folder_a_broken_link_or_a_pipe_is_listed_and_counted(tmp_path, checkpoint, capsys):
+    """A picture that is a link to nothing, or a pipe named like a picture, was left out without a word
+    (neither filled, nor listed, nor counted), and a mask that is a broken link made its picture's
+    reason "no mask"."""
     images, masks, holes = _folder_of_pairs(tmp_path, 3, np.random.default_rng(0))
     (images / "p03.png").symlink_to(tmp_path / "gone.png")
-    Image.new("L", (40, 30), 255).save(masks / "p03.png")
+    os.mkfifo(images / "p04.png")
+    for stem in ("p03", "p04"):
+        Image.new("L", (40, 30), 255).save(masks / f"{stem}.png")
     (masks / "p01_mask001.png").unlink()
     (masks / "p01_mask001.png").symlink_to(tmp_path / "gone-mask.png")
     code = inpaint.main(["--images", images, "--masks", masks, "-o", tmp_path / "out", "--checkpoint", checkpoint])
     err = capsys.readouterr().err
     assert code == 1, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p00.png", "p02.png"]
-    assert "2 of 4 picture(s) not filled" in err, err
+    assert "3 of 5 picture(s) not filled" in err, err
     listed = [line.strip() for line in err.splitlines() if line.startswith("  ")]
-    assert [line.split(":")[0] for line in listed] == ["p01.png", "p03.png"], err
+    assert [line.split(":")[0] for line in listed] == ["p01.png", "p03.png", "p04.png"], err
     assert f"a link to {tmp_path / 'gone-mask.png'}, which does not exist" in listed[0]
     assert f"a link to {tmp_path / 'gone.png'}, which does not exist" in listed[1]
+    assert "is not a regular file" in listed[2], err
 
 
 def test_folder_names_with_a_newline_keep_one_line_per_picture_not_filled(tmp_path, checkpoint, capsys):
