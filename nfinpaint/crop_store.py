@@ -105,15 +105,16 @@ class ImageStore:
             levels = _levels(height, width, min_side)
             self.level_counts.append(len(levels))
             rows = []
-            previous = image[None].float()
+            source = image[None].float()
             for h, w in levels:
                 if (h, w) == (height, width):
                     level = image
                 else:
-                    # each level from the one before: a 1/sqrt(2) step, cheap and alias-free
-                    previous = F.interpolate(previous, size=(h, w), mode="bilinear", align_corners=False,
-                                             antialias=True)
-                    level = previous[0].round().clamp_(0, 255).to(torch.uint8)
+                    # each level from the picture itself, as validation and `evaluate` resize their
+                    # crops: made from the one before, the blur of each 1/sqrt(2) step added up, and a
+                    # crop at scale 4 held 0.78 of the detail of the same region cut for validation
+                    level = F.interpolate(source, size=(h, w), mode="bilinear", align_corners=False,
+                                          antialias=True)[0].round().clamp_(0, 255).to(torch.uint8)
                 rgbx = torch.cat([level, torch.zeros_like(level[:1])]).permute(1, 2, 0).contiguous()
                 chunks.append(rgbx.view(torch.int32).reshape(-1))
                 rows.append((offset, h, w))
@@ -196,10 +197,11 @@ def pyramid_level(side: torch.Tensor, size: int, level_count: torch.Tensor) -> t
 
 def holdout_margin(level: torch.Tensor) -> torch.Tensor:
     """Source pixels beyond a crop's box that its pixels draw on at pyramid ``level``: each level is
-    made from the one before with an antialiased 1/sqrt(2) step (reach: one pixel of the new level,
-    2^(k/2) source pixels at step k, 3.4 x 2^(level/2) summed), and the crop's bilinear taps reach one
-    more level pixel.  A fixed 2 px let held-out pixels into crops of the coarser levels (59 of 20,000
-    crops at max_crop_scale 4 touched a validation box, up to 11% of its value)."""
+    made from the picture with one antialiased resize (reach: one pixel of the level, 2^(level/2)
+    source pixels), and the crop's bilinear taps reach one more level pixel; the margin, set when the
+    levels were made one from the next (3.4 x 2^(level/2) summed), is kept: it is the wider.  A fixed
+    2 px let held-out pixels into crops of the coarser levels (59 of 20,000 crops at max_crop_scale 4
+    touched a validation box, up to 11% of its value)."""
     return 5.0 * torch.exp2(level.float() / 2)
 
 

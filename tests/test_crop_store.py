@@ -65,6 +65,24 @@ def test_scales_span_the_configured_range():
     assert 0.35 < float(logs.mean()) < 0.65                                         # log-uniform
 
 
+def test_each_pyramid_level_is_one_antialiased_resize_of_the_image():
+    """Against PIL's bilinear resize (a triangle filter widened by the scale, as validation's crops are
+    made): levels made one from the one before blurred more at each step (a crop at scale 4 held 0.78
+    of the detail of the same region cut for validation)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    picture = rng.integers(0, 256, (3, 97, 131), dtype=np.uint8)
+    store = ImageStore([torch.from_numpy(picture)], 16)
+    assert store.level_counts[0] >= 5
+    for level in range(store.level_counts[0]):
+        offset, h, w = (int(v) for v in store.table[0, level])
+        got = store.buffer[offset:offset + h * w].view(torch.uint8).reshape(h, w, 4)[..., :3].numpy()
+        expected = np.asarray(Image.fromarray(picture.transpose(1, 2, 0)).resize((w, h), Image.BILINEAR))
+        assert np.abs(got.astype(int) - expected).max() <= 1, level
+
+
 @pytest.mark.parametrize("augment", [True, False])
 def test_no_held_out_pixel_reaches_a_training_crop_at_any_scale(augment):
     """A white validation box in a black picture: crops cut from the coarser pyramid levels, whose pixels
