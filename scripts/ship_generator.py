@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
+
+import torch
 
 from nfinpaint import neural_fill
 from nfinpaint.cli import UsageError, check_output_file, one_line
@@ -93,8 +96,40 @@ def read_evaluation(folder: Path, item: str | None = None) -> dict:
                   ) from None
     if not methods:
         raise bad(results_file, "has no results (no method's row)")
+    if not any("gan" in row for row in (methods.values() if full_size else [methods])):
+        raise ShipError(f"{where}: {results_file} has no gan row: that evaluation ran no generator; evaluate the "
+                        f"shipped file with --methods including gan")
     key = "families" if full_size else "methods"
-    return {"data": resolved["data"], "command": config.get("command", ""), key: methods}
+    evaluated = config.get("checkpoint")
+    return {"data": resolved["data"], "command": config.get("command", ""), key: methods,
+            "evaluated": evaluated if isinstance(evaluated, dict) else None}
+
+
+def check_evaluated(item: str, evaluated: dict | None, generator) -> None:
+    """ShipError unless the generator an evaluation ran (its config.json's checkpoint: path and sha256) is
+    still that file and holds the weights (at half precision) and settings about to be shipped: any
+    evaluation folder was recorded as the shipped weights' own numbers, another run's or another
+    --stats's among them."""
+    then = "evaluate the file this writes (ship once without --eval, evaluate it, ship again with --eval)"
+    if not (evaluated and isinstance(evaluated.get("path"), str) and isinstance(evaluated.get("sha256"), str)):
+        raise ShipError(f"--eval {item}: its config.json does not say which generator file it evaluated; {then}")
+    path = Path(evaluated["path"])
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != evaluated["sha256"]:
+        raise ShipError(f"--eval {item}: the generator file it evaluated, {path}, is gone or has changed since; "
+                        f"{then}")
+    theirs, _ = load_generator(path)
+
+    def weights(module):
+        return {k: v.detach().half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+    mine, other = weights(generator), weights(theirs)
+    same = mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine)
+    if not same or theirs.config != generator.config:
+        what = "weights" if not same else "settings (" + ", ".join(
+            f"{k} {theirs.config.get(k)!r} there, {generator.config.get(k)!r} here"
+            for k in sorted(set(theirs.config) | set(generator.config))
+            if theirs.config.get(k) != generator.config.get(k)) + ")"
+        raise ShipError(f"--eval {item}: it evaluated {path}, whose {what} are not those being shipped; {then}")
 
 
 class ShipError(Exception):
@@ -207,12 +242,14 @@ def ship() -> int:
     check_output_file(args.out, "--out", example="default_generator.pt")       # before any work
     if args.base_iterations is not None and not 1 <= args.base_iterations <= MAX_LEVEL_ITERATIONS:
         raise ShipError(f"--base-iterations must be from 1 to {MAX_LEVEL_ITERATIONS}, got {args.base_iterations}")
-    evaluations = {}
+    evaluations, items = {}, {}
     for item in args.eval:      # every --eval folder read (and refused when malformed) before the generator
         name, _, folder = item.partition("=")
         if not (name and folder):
             raise ShipError(f"--eval wants NAME=DIR, got {item!r}")
-        evaluations[name] = read_evaluation(Path(folder), item)
+        if name in evaluations:
+            raise ShipError(f"--eval {item}: the name {name!r} is given twice; name each evaluation once")
+        evaluations[name], items[name] = read_evaluation(Path(folder), item), item
     source = resolve_generator_path(args.run)
     if args.out.resolve() == Path(source).resolve():
         raise ShipError(f"--out {args.out} is the generator being shipped: it would replace the run's float32 "
@@ -232,6 +269,8 @@ def ship() -> int:
         generator.config["stats"] = generator.stats = args.stats
     if not meta.get("complete", False):
         raise ShipError(f"{source} is from an interrupted run; ship a finished one")
+    for name, record in evaluations.items():
+        check_evaluated(items[name], record.pop("evaluated"), generator)
     untrained = meta.get("feature_pretrained") is False
     meta = relative_paths({"data": None, "val_data": None, **meta})
     meta["shipped"] = {

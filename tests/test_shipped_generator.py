@@ -291,7 +291,9 @@ _CONFIG = '{"command": "python -m nfinpaint.evaluate", "resolved": {"data": "the
      "results.csv is not a readable CSV table"),
     ("full-size table, crop config", {"config.json": _CONFIG,
                                       "results.csv": "family," + _CROP_HEADER + "thin," + _CROP_ROW},
-     "results.csv is a full-size-protocol table but config.json says the crop protocol")])
+     "results.csv is a full-size-protocol table but config.json says the crop protocol"),
+    ("no gan row", {"config.json": _CONFIG, "results.csv": _CROP_HEADER + _CROP_ROW.replace("gan,GAN", "biharmonic,B")},
+     "has no gan row: that evaluation ran no generator")])
 def test_ship_generator_refuses_a_malformed_eval_folder_in_one_line(tmp_path, case, files, said):
     """--eval with a folder that is not a whole evaluation was a raw KeyError / JSONDecodeError / TypeError
     (or, for an empty results.csv, a shipped file recording no numbers): now one line naming the folder or
@@ -315,8 +317,12 @@ def test_ship_generator_refuses_a_malformed_eval_folder_in_one_line(tmp_path, ca
     assert not (tmp_path / "s.pt").exists()
 
 
-def test_ship_generator_records_a_whole_eval_folder(tmp_path):
-    """The folder evaluate writes (crop protocol) is read into the shipped meta, numbers rounded."""
+def test_ship_generator_records_a_whole_eval_folder_of_the_weights_it_ships(tmp_path):
+    """The folder evaluate writes (crop protocol) is read into the shipped meta, numbers rounded, when it
+    evaluated the weights and settings being shipped: any folder was recorded as theirs (another run's,
+    another --stats's, one of no generator at all)."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
@@ -324,17 +330,37 @@ def test_ship_generator_records_a_whole_eval_folder(tmp_path):
     from nfinpaint.generator_io import load_generator, save_generator  # noqa: PLC0415
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "ship_generator.py"
-    save_generator(tmp_path / "run.pt", FullResGenerator(32, widths=(8, 8, 8, 8)),
-                   {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
-                    "feature_pretrained": False, "step": 3, "complete": True})
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "config.json").write_text(_CONFIG)
-    (tmp_path / "eval" / "results.csv").write_text(_CROP_HEADER + _CROP_ROW)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "run.pt"), "--eval", f"test={tmp_path / 'eval'}",
-                    "--out", str(tmp_path / "s.pt")], check=True, capture_output=True, text=True)
+    meta = {"preset": "fullres", "image_size": 32, "hole_size": 16, "feature_weights": "random",
+            "feature_pretrained": False, "step": 3, "complete": True}
+    for name in ("run", "other"):
+        save_generator(tmp_path / f"{name}.pt", FullResGenerator(32, widths=(8, 8, 8, 8)), meta)
+
+    def ship(*extra):
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "run.pt"), *extra,
+                               "--out", str(tmp_path / "s.pt")], capture_output=True, text=True)
+
+    def evaluation_of(file):
+        folder = tmp_path / f"eval-{file.stem}"
+        folder.mkdir(exist_ok=True)
+        config = json.loads(_CONFIG)
+        config["checkpoint"] = {"path": str(file), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "results.csv").write_text(_CROP_HEADER + _CROP_ROW)
+        return folder
+
+    assert ship().returncode == 0                        # shipped once, then evaluated, then shipped again
+    own, other = evaluation_of(tmp_path / "s.pt"), evaluation_of(tmp_path / "other.pt")
+    for extra, said in ((["--eval", f"test={other}"], "whose weights are not those being shipped"),
+                        (["--eval", f"test={own}", "--stats", "channel"], "whose settings (stats 'pooled' there")):
+        done = ship(*extra)
+        assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    done = ship("--eval", f"test={own}")
+    assert done.returncode == 0, done.stderr
     recorded = load_generator(tmp_path / "s.pt")[1]["shipped"]["evaluations"]["test"]
     assert recorded["data"] == "the embedded default set" and recorded["methods"]["gan"]["n"] == 4
-    assert recorded["methods"]["gan"]["psnr_hole_mean"] == 21.5
+    assert recorded["methods"]["gan"]["psnr_hole_mean"] == 21.5 and "evaluated" not in recorded
+    done = ship("--eval", f"test={own}")                  # s.pt has changed since it was evaluated
+    assert done.returncode == 2 and "is gone or has changed since" in done.stderr, done.stderr
 
 
 def test_the_one_line_description_names_the_feature_weights_once():
