@@ -419,8 +419,8 @@ def _write_results(out: Path, text: str, tables: dict[str, str], write_figures_i
         write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         write_marker(folder, EVALUATION)
     print(text)
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {len(figures)} figure(s) in "
-          f"{out / 'figures'}, {out / 'config.json'}")
+    shown = f"{len(figures)} figure(s) in {out / 'figures'}, " if figures else ""      # none: no folder either
+    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {shown}{out / 'config.json'}")
 
 
 MIN_SIZE, MAX_SIZE = 64, 8192     # full-size protocol: a 4:3 picture at 8192 px has 50 megapixels

@@ -260,7 +260,7 @@ def open_picture(data: bytes | None, field: str, max_pixels: int) -> Image.Image
         raise RequestError(400, f"the {field} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise RequestError(413, f"the {field} is {w}x{h} ({w * h / 1e6:.1f} megapixels); "
+        raise RequestError(413, f"the {field} is {w}x{h} ({_amount(w * h / 1e6)} megapixels); "
                                 f"the limit is {_amount(max_pixels / 1e6)} megapixels")
     if w == 0 or h == 0:
         raise RequestError(400, f"the {field} is empty ({w}x{h})")
