@@ -54,6 +54,7 @@ from nfinpaint.fullres_generator import STATS
 from nfinpaint.generators import GENERATORS, spec
 from nfinpaint.initial_fill import LEVEL_ITERATIONS, MAX_LEVEL_ITERATIONS
 from nfinpaint.masks import FAMILY_KINDS, MASK_KINDS
+from nfinpaint.networks import MIN_SIZE as LOCAL_PATCH_MIN
 
 FLOAT32_MAX = 3.4028234663852886e38   # the training tensors' dtype bounds every float setting
 
@@ -177,9 +178,10 @@ class TrainConfig:
         need(self.image_size >= 8, f"image_size must be at least 8, got {self.image_size}")
         need(0 < self.hole_size < self.image_size,
              f"hole_size must be between 1 and image_size-1 ({self.image_size - 1}), got {self.hole_size}")
-        need(self.hole_size <= self.local_patch_size <= self.image_size,
-             f"local_patch_size must be between hole_size ({self.hole_size}) and image_size "
-             f"({self.image_size}), got {self.local_patch_size}")
+        need(max(self.hole_size, LOCAL_PATCH_MIN) <= self.local_patch_size <= self.image_size,
+             f"local_patch_size must be between {max(self.hole_size, LOCAL_PATCH_MIN)} (hole_size {self.hole_size}, "
+             f"and the local discriminator's least {LOCAL_PATCH_MIN}) and image_size ({self.image_size}), "
+             f"got {self.local_patch_size}")
         need(self.train_masks in MASK_KINDS, f"train_masks must be one of {MASK_KINDS}, got {self.train_masks!r}")
         need(0.0 <= self.flush_holes <= 1.0, f"flush_holes must be in [0, 1], got {self.flush_holes}")
         need(self.flush_holes == 0.0 or self.train_masks in FAMILY_KINDS,
@@ -222,7 +224,7 @@ class TrainConfig:
         need(self.loss_reduction in RUN_LOSS_REDUCTIONS,
              f"loss_reduction must be one of {RUN_LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         need(self.feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
-        need(self.feature_weights != "", "feature_weights must be 'imagenet', 'rotation', 'random' or a file path")
+        need(self.feature_weights.strip() != "", "feature_weights must be 'imagenet', 'rotation', 'random' or a file path")
         need(self.feature_form in FEATURE_FORMS,
              f"feature_form must be one of {FEATURE_FORMS}, got {self.feature_form!r}")
         need(self.feature_region in FEATURE_REGIONS,
@@ -518,8 +520,9 @@ PATH_KEYS = {"data": ("",), "val_data": ("",), "feature_weights": ("imagenet", "
 
 
 def absolute_path(key: str, value: str) -> str:
-    """A :data:`PATH_KEYS` key's value as an absolute path (its names as they are)."""
-    return value if value in PATH_KEYS[key] else str(Path(value).expanduser().absolute())
+    """A :data:`PATH_KEYS` key's value as an absolute path (its names as they are; an empty one stays empty,
+    for the check that refuses it: made absolute it named the working folder)."""
+    return value if value in PATH_KEYS[key] or not value.strip() else str(Path(value).expanduser().absolute())
 
 
 def same_path(key: str, a: str, b: str) -> bool:

@@ -71,7 +71,9 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
 # went on silently as if the key were left out (a fresh generator, the embedded photographs).
 _EMPTY_MEANS = {"init_generator": ("a generator file, a run directory or 'shipped'", "start from a fresh generator"),
                 "data": ("a folder of pictures", "train on the embedded scikit-image photographs"),
-                "val_data": ("a folder of validation pictures", "hold out part of the training data")}
+                "val_data": ("a folder of validation pictures", "hold out part of the training data"),
+                "feature_weights": ("'imagenet', 'rotation', 'random' or a VGG-19 weights file",
+                                    "use the preset's")}
 
 
 def _refuse_empty(key: str, value: str | None, written: str) -> None:
@@ -91,6 +93,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             overrides[key] = value
     _refuse_empty("init_generator", args.init_generator, "--init-generator")
     _refuse_empty("data", args.data, "--data")
+    _refuse_empty("feature_weights", args.feature_weights, "--feature-weights")
     if args.no_compile:
         overrides["compile"] = "never"
     for item in args.set:

@@ -145,6 +145,10 @@ def test_the_training_step_compiles_on_gpus_only_unless_told():
 
 @pytest.mark.parametrize("changes, message", [
     ({"image_size": 25, "hole_size": 8, "local_patch_size": 12}, "cannot take image_size=25"),
+    # the local discriminator's traceback at the first step, after its run folder was written
+    ({"image_size": 8, "hole_size": 4, "local_patch_size": 4}, "local_patch_size must be between 8"),
+    ({"image_size": 24, "hole_size": 4, "local_patch_size": 6}, "local_patch_size must be between 8"),
+    ({"feature_weights": ""}, "feature_weights must be 'imagenet', 'rotation', 'random' or a file path"),
     ({"feature_layer": "conv9"}, "feature_layer must be one of"),
     ({"feature_region": "border"}, "feature_region must be one of"),
     ({"feature_region": "hole", "feature_kind": "gram"}, "the Gram distance compares whole maps"),

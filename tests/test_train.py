@@ -501,6 +501,9 @@ BAD_INPUTS = [  # (arguments, with {tmp} for the test's folder; expected part of
     ("--data= --out {tmp}/run", "--data is empty: give a folder of pictures (leave it out to train on the embedded"),
     ("--set data= --out {tmp}/run", "--set data= is empty"),
     ("--data {tmp}/photos --set val_data= --out {tmp}/run", "--set val_data= is empty: give a folder of validation"),
+    # made absolute, it named the working folder ("VGG-19 weights file '/work' is a folder")
+    ("--feature-weights= --out {tmp}/run", "--feature-weights is empty: give 'imagenet', 'rotation', 'random'"),
+    ("--set feature_weights= --out {tmp}/run", "--set feature_weights= is empty"),
     ("--init-generator {tmp}/c.toml --out {tmp}/run", "not a readable nfinpaint generator file"),
     # the shipped generator is the fullres one: it does not fit the tiny test model
     ("--init-generator shipped --out {tmp}/run", "it is a fullres generator and this run trains"),
