@@ -194,8 +194,11 @@ class Run:
         info, config, threads = self.info, self.config, self.threads
         if self.point is not None:
             check_same_feature_weights(self.point, feature_net.weights_source)
+        # the precision "auto" chose on this machine (bf16 where the CPU computes it natively): recorded in the
+        # start record, checkpoints and generator.pt, where config.toml says only "auto"
+        precision = "bf16" if amp == torch.bfloat16 else "fp32"
         self.provenance = {"feature_weights": feature_net.weights_source, "feature_pretrained": feature_net.pretrained,
-                           "data_files": self.files}
+                           "data_files": self.files, "precision": precision}
         if self.origin is not None:
             self.provenance["fine_tuned_from"] = fine_tune_origin(self.origin, config)
         elif self.point is not None and self.point.payload.get("fine_tuned_from"):
@@ -238,6 +241,10 @@ class Run:
                               f"{'' if compiled else ' not'}: it continues, but not bit for bit (the compiled "
                               f"and the eager step round differently)")
         self.compiled = compiled
+        was = self.point.payload.get("precision") if self.point is not None else None
+        if was is not None and was != precision:     # amp = "auto" on another machine, or --set amp changed
+            say(self.is_main, f"note: the run trained in {was}, now in {precision} (amp={config.amp} on this "
+                              f"machine): it continues, but not bit for bit")
         self.log({"kind": "start" if self.point is None else "resume", "step": self.start_step,
                   "preset": config.preset, **self.provenance, "world_size": info.world_size,
                   "device": str(info.device), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -21,7 +21,7 @@ from _scan_traps import SCAN_TRAPS, run_within, scan_trap
 from nfinpaint import _extension, ops
 from nfinpaint.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nfinpaint.checkpoint import list_checkpoints, rng_state
-from nfinpaint.config import ConfigError, TrainConfig, to_toml
+from nfinpaint.config import ConfigError, TrainConfig, load_config, to_toml
 from nfinpaint.files import MARKER
 from nfinpaint.generator_io import load_generator
 from nfinpaint.train import main
@@ -910,6 +910,26 @@ def test_a_resume_that_compiles_where_the_run_did_not_says_it_is_not_bit_for_bit
         capsys.readouterr().err
 
 
+def test_the_precision_that_ran_is_recorded_and_a_resume_in_another_says_so(tmp_path, capsys):
+    """amp = "auto" chooses bf16 or fp32 by the machine, and only the console said which: config.toml
+    says "auto", and a resume on a machine that chose the other went on in it without a word."""
+    from nfinpaint.devices import autocast_dtype  # noqa: PLC0415
+    from nfinpaint.generator_io import load_generator  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    assert main(TINY + ["--steps", "2", "--out", str(run)]) == 0
+    ran = "bf16" if autocast_dtype(load_config(None, run / "config.toml").amp, torch.device("cpu")) else "fp32"
+    (_, path), = list_checkpoints(run)
+    payload = torch.load(path, weights_only=True)
+    assert payload["precision"] == ran == _records(run, "start")[0]["precision"]
+    assert load_generator(run / "generator.pt")[1]["precision"] == ran
+    payload["precision"] = other = {"bf16": "fp32", "fp32": "bf16"}[ran]     # as another machine saved it
+    torch.save(payload, path)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--steps", "3", "--quiet"]) == 0
+    assert f"note: the run trained in {other}, now in {ran}" in capsys.readouterr().err
+
+
 def test_a_checkpoint_from_before_the_weight_average_resumes(tmp_path, capsys):
     """A checkpoint written before ema_decay, generator, l2_form and lr_schedule existed (a paper-era
     run: no generator_ema) was refused for lacking the EMA that TrainConfig's default asks for; a resume
@@ -1025,7 +1045,6 @@ def test_validation_numbers_do_not_depend_on_the_batch_size(preset):
     """Random and family holes were seeded by the batch's index: the same generator on the same crops
     reported 0.5-1.9 dB apart at another batch size (a run under torchrun has a smaller one a process)."""
     from nfinpaint import distributed  # noqa: PLC0415
-    from nfinpaint.config import load_config  # noqa: PLC0415
     from nfinpaint.train import Trainer, build_feature_net  # noqa: PLC0415
 
     size, seed = (16 if preset == "default" else 32), int(np.random.randint(99))
