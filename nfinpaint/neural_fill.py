@@ -418,13 +418,20 @@ def _sparse_at(hole: np.ndarray, open_ground: np.ndarray, reach: int, box: int) 
     candidates = hole & ~near_deep
     if not candidates.any():
         return None
-    # the share of the square's pixels inside the picture (mirrored, a stroke along the edge counted twice)
-    inside = ndimage.uniform_filter(np.ones(hole.shape, np.float32), size=box, mode="constant")
-    share = ndimage.uniform_filter(known.astype(np.float32), size=box, mode="constant") / inside
-    sparse = ~near_deep & (share < SPARSE_KNOWN)        # the known pixels among them too: a full weight
-    if not (sparse & hole).any():                       # between them, feathered at the region's edge
+    # the share of the square's pixels inside the picture, compared as whole counts: a float32 share
+    # put a square exactly SPARSE_KNOWN known (where the window's edge cuts it) a hair below the limit
+    inside, known_count = (_box_count(a, box) for a in (np.ones(hole.shape, bool), known))
+    sparse = ~near_deep & (known_count < SPARSE_KNOWN * inside)     # the known pixels among them too: a full
+    if not (sparse & hole).any():                       # weight between them, feathered at the region's edge
         return None
     return ndimage.uniform_filter(sparse.astype(np.float32), size=SPARSE_FEATHER, mode="nearest") * hole
+
+
+def _box_count(pixels: np.ndarray, box: int) -> np.ndarray:
+    """The number of true pixels of bool ``pixels`` in the ``box`` x ``box`` square around each pixel
+    (outside the array counts as false), exact: the box mean in float64, rounded back to a count."""
+    mean = ndimage.uniform_filter(pixels.astype(np.float64), size=box, mode="constant")
+    return np.rint(mean * (box * box)).astype(np.int64)
 
 
 def ready_to_fill(generator: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:

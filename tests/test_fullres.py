@@ -1250,3 +1250,17 @@ def test_the_hole_families_never_reach_the_sparse_rule(family):
     # thousand), are "deep" there, and the rule rightly leaves the square around them to the network
     inner = (slice(30, 90), slice(140, 170))
     assert weight[inner][hole[inner]].min() == 1
+
+
+def test_sparse_rule_counts_a_square_exactly_at_the_limit_as_not_sparse():
+    """"Sparse" is fewer than SPARSE_KNOWN known: a 10x10 window whose every square (all cut by its
+    edge, so all the whole window) is exactly 40% known has no sparse pixel, and one known pixel fewer
+    makes every hole pixel sparse.  (A float32 share made 40/100 a hair below 0.4.)"""
+    assert neural_fill.SPARSE_KNOWN == 0.4 and all(box > 20 for _, box in neural_fill.SPARSE_SCALES)
+    y, x = np.mgrid[:10, :10]
+    hole = ~np.isin((y * 10 + x) % 5, [0, 2])               # 40 known pixels, none farther than 2 px from one
+    assert neural_fill.sparse_weight(hole) is None
+    fewer = hole.copy()
+    fewer[np.random.default_rng().integers(10), 0] = True   # 39 known (column 0 is all known)
+    weight = neural_fill.sparse_weight(fewer)
+    assert weight is not None and weight[fewer].min() > 0
