@@ -7,7 +7,8 @@ Layout (see docs/model.md for the reasoning):
   first ``stages`` of them), fc 1024 (+BN+ReLU), "defc" 256*s*s (+BN+ReLU) reshaped
   to 256 channels at s x s, ``stages`` x [upsample x2 (nearest), conv3x3 + BN + ReLU]
   with the *last* ``stages`` of the widths 64, 64, 32, 32 (Table 2), conv3x3 to RGB.
-  ``PaperGenerator`` (registry name ``paper``) ends in a sigmoid: Tables 1-2 exactly.
+  ``PaperGenerator`` (registry name ``paper``) ends in a sigmoid: Tables 1-2 plus the conv to
+  RGB and the sigmoid that Table 2 leaves out.
   Beyond the paper (measured against it in docs/training.md): ``ResidualGenerator``
   (``residual``) predicts a correction to a biharmonic fill of the hole
   (initial_fill), in units of the crop's own contrast (input normalised by, output
@@ -195,7 +196,7 @@ class Generator(nn.Module):
 
 
 class PaperGenerator(Generator):
-    """Tables 1-2 exactly: the hole is filled with ``hole_fill`` (default 0; a number, or 3
+    """Tables 1-2, plus the conv to RGB and the sigmoid they leave out: the hole is filled with ``hole_fill`` (default 0; a number, or 3
     numbers such as the training set's mean colour), the output is a sigmoid."""
 
     variant = "paper"
