@@ -16,6 +16,29 @@ import sys
 __path__ = pkgutil.extend_path(__path__, __name__)
 
 
+def _tree_kernels() -> None:
+    """In a source tree (kernels/ and setup.py beside this folder), ``nfinpaint.kernels`` is the tree's
+    kernels/, not the installed copy that the line above finds: an edit there, or a pull that changed it,
+    ran the installed kernels without a word until the next ``pip install .``.  (Its ``__init__`` imports
+    nothing: this costs no import of triton.)"""
+    import importlib.util
+
+    tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    init = os.path.join(tree, "kernels", "__init__.py")
+    if f"{__name__}.kernels" in sys.modules or not (os.path.isfile(init)
+                                                    and os.path.isfile(os.path.join(tree, "setup.py"))):
+        return
+    spec = importlib.util.spec_from_file_location(f"{__name__}.kernels", init,
+                                                  submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    globals()["kernels"] = module       # what the import system binds after a submodule's import
+
+
+_tree_kernels()
+
+
 # the console scripts of pyproject.toml's [project.scripts]
 _COMMANDS = ("nfinpaint-train", "nfinpaint-evaluate", "nfinpaint-inpaint", "nfinpaint-serve")
 

@@ -44,6 +44,22 @@ def test_kernels_install_inside_package_only():
     assert not [f for f in files if str(f).split("/")[0] == "kernels"]
 
 
+def test_the_source_tree_runs_its_own_kernels(tmp_path):
+    """Run from the source tree (PYTHONPATH, or `python -m` in its root), nfinpaint.kernels is the tree's
+    kernels/ as nfinpaint is its nfinpaint/: the installed copy that fills in the compiled _C ran an edited
+    kernels/ without a word until the next install.  From elsewhere, the installed copy."""
+    probe = "import nfinpaint, nfinpaint.kernels.gram as g; print(nfinpaint.__file__); print(g.__file__)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    package, gram = (Path(line).resolve() for line in done.stdout.split())
+    assert package == REPO / "nfinpaint" / "__init__.py" and gram == REPO / "kernels" / "gram.py", done.stderr
+    env.pop("PYTHONPATH")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    package, gram = (Path(line).resolve() for line in done.stdout.split())
+    if package.parent != REPO / "nfinpaint":        # installed, not as an editable link to this tree
+        assert gram == package.parent / "kernels" / "gram.py", done.stderr
+
+
 @pytest.mark.parametrize("cwd", ["/", str(Path(__file__).resolve().parents[1])], ids=["elsewhere", "source-tree"])
 def test_info_command_reports_build(cwd):
     # From the repository root `python -m` imports the source folder first; the
