@@ -45,7 +45,7 @@ from PIL import Image
 from nfinpaint import devices, mask_options, transparency
 from nfinpaint.cli import UsageError
 from nfinpaint.errors import NfinpaintError
-from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, colour_key_alpha, exif_orientation,
+from nfinpaint.images import (INTEGER_GREY_MODES, ImageError, carried_exif, colour_key_alpha, exif_orientation,
                               integer_grey_image, keep_transparent_level, key_as_alpha, load_pixels,
                               mask_image_levels, profile_fits, sixteen_bit_levels, turned_back, turned_upright)
 
@@ -157,6 +157,17 @@ def _decoded(image: Image.Image, what: str) -> Image.Image:
     return image
 
 
+def _carried_exif(given: Image.Image) -> bytes | None:
+    """:func:`nfinpaint.images.carried_exif` of ``given``'s EXIF block, read afresh (the caller's picture
+    keeps its own), in the stored layout; None for a block PIL cannot read."""
+    try:
+        exif = Image.Exif()
+        exif.load(given.info["exif"])
+        return carried_exif(exif, turned=False)
+    except Exception:  # noqa: BLE001  (PIL's EXIF parser raises SyntaxError, struct.error, ... on bad data)
+        return None
+
+
 def _cli_words(message: str) -> str:
     """A message of the command's, in this API's words: its options are keyword arguments here."""
     return message.replace("--checkpoint PATH", "checkpoint=PATH").replace("--checkpoint", "checkpoint=") \
@@ -200,9 +211,15 @@ def _as_hwc(image: Any) -> tuple[np.ndarray, Any]:
                 result = Image.fromarray(out, inner)
             # the picture's colour profile, EXIF (its orientation: the result is in the stored layout) and
             # resolution, as the command writes them back: a result saved as PNG kept none of them
-            for key in ("icc_profile", "exif", "dpi"):
+            for key in ("icc_profile", "dpi"):
                 if key in given.info and (key != "icc_profile" or profile_fits(given.info[key], result.mode)):
                     result.info.setdefault(key, given.info[key])     # (a profile only of these pixels' space)
+            if "exif" in given.info and "exif" not in result.info:
+                # as the command writes it (no thumbnail of the original, no maker note, no XMP), the
+                # orientation kept: the result is in the stored layout
+                exif = _carried_exif(given)
+                if exif is not None:
+                    result.info["exif"] = exif
             if result.mode == mode:
                 return result
             # RGB -> CMYK (...) is no exact round trip: only the pixels the fill changed are converted back

@@ -540,14 +540,41 @@ def tensor_to_pil(image: torch.Tensor, bits: int = 8) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
-# TIFF tags that describe how a file's pixels are stored, never carried from input to output: size,
-# bits and samples per pixel, compression, photometric interpretation (RGB, CMYK, YCbCr, palette),
-# strips and tiles, planar layout, predictor, colour map, extra samples, sample format, the JPEG and
-# YCbCr tables, and the ICC profile tag (the profile travels as ``icc_profile``, checked against the
-# output's pixels).
-_LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291,
-                292, 293, 317, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522),
-                529, 530, 531, 532, 34675)
+# The tags of an input's first EXIF directory written back with the filled picture: what it shows and who
+# made it (document and page name, description, make, model, software, date, artist, host, rating,
+# copyright, Windows' title/comment/author/keywords/subject) and the pointers to the Exif and GPS
+# directories.  Not the rest: a TIFF's getexif() is its whole first directory, whose layout tags (size,
+# compression, photometric, strips...) PIL's TIFF writer would let override the output's own (CMYK in the
+# header over RGB data: an unreadable file), and whose XMP, IPTC and Photoshop resources and layers hold
+# another orientation (a picture turned upright here was turned again by a reader of XMP's) or the
+# original picture itself (Photoshop opened the output from its layers, the removed object back); the
+# resolution travels as ``dpi``, turned with the pixels.
+_KEPT_TAGS = frozenset({269, 270, 271, 272, 285, 305, 306, 315, 316, 18246, 18249, 33432, 34665, 34853,
+                        *range(40091, 40096)})
+# In the Exif directory: the stored pixel size (the output's may be turned) and the maker note (a camera's
+# private data, often a preview of the original picture).  The thumbnail directory (IFD1) is never written.
+_EXIF_DROPPED = (0xA002, 0xA003, 0x927C)
+
+
+def carried_exif(exif: Image.Exif, turned: bool) -> bytes | None:
+    """The EXIF block written with a filled picture, from its input's ``exif`` (changed in place):
+    :data:`_KEPT_TAGS` of its first directory, the Exif directory without :data:`_EXIF_DROPPED`, the GPS
+    directory, and no thumbnail; the orientation kept unless the pixels were ``turned`` upright.  None
+    when nothing is left."""
+    orientation = exif.get(0x0112)
+    exif_ifd = dict(exif.get_ifd(0x8769)) if 0x8769 in exif else None
+    gps_ifd = dict(exif.get_ifd(0x8825)) if 0x8825 in exif else None
+    for tag in list(exif):
+        if tag not in _KEPT_TAGS:
+            del exif[tag]
+    if orientation is not None and not turned:
+        exif[0x0112] = orientation
+    for pointer, directory in ((0x8769, exif_ifd), (0x8825, gps_ifd)):
+        if directory is not None:
+            kept = exif.get_ifd(pointer)
+            kept.clear()
+            kept.update({tag: value for tag, value in directory.items() if tag not in _EXIF_DROPPED})
+    return exif.tobytes() if len(exif) else None
 
 
 # How a PNG says its pixels are shown when it has no ICC profile (gAMA, cHRM, sRGB): PIL reads them into
@@ -587,18 +614,17 @@ def read_image_info(path: str | os.PathLike) -> dict:
         info = {}
         if img.info.get("icc_profile"):
             info["icc_profile"] = img.info["icc_profile"]
-        if img.info.get("dpi"):
-            info["dpi"] = tuple(float(v) for v in img.info["dpi"])
+        # PIL says 1 dpi for a TIFF without a resolution (most writers leave it out): print programs then
+        # sized the output at 1 pixel an inch
+        if img.info.get("dpi") and (img.format != "TIFF" or 282 in getattr(img, "tag_v2", {})):
+            dpi = tuple(float(v) for v in img.info["dpi"])
+            # the pixels were read turned upright: a quarter turn swaps the two directions
+            info["dpi"] = dpi[::-1] if (exif_orientation(img) or 1) >= 5 and len(dpi) == 2 else dpi
         info.update(png_colour_info(img))
         try:
-            exif = img.getexif()
-            for tag in (0x0112, *_LAYOUT_TAGS):
-                # orientation: applied to the pixels when they were read; layout: describes the input's
-                # pixels (a TIFF's getexif() is its whole first directory), and PIL's TIFF writer would
-                # let it override the output's own (CMYK in the header over RGB data: an unreadable file)
-                exif.pop(tag, None)
-            if len(exif):
-                info["exif"] = exif.tobytes()
+            exif = carried_exif(img.getexif(), turned=True)     # orientation: applied when read
+            if exif is not None:
+                info["exif"] = exif
         except Exception:  # noqa: BLE001  (damaged EXIF: the pixels are still good; write without it)
             info.pop("exif", None)
     return info
@@ -698,6 +724,9 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor
         pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
     keys, options = _SAVE_OPTIONS.get(fmt, (set(), {}))
     options = {**options, **{k: v for k, v in (info or {}).items() if k in keys}}
+    if (info or {}).get("icc_profile") and "icc_profile" not in keys:
+        warnings.warn(f"{path}: the input's colour profile has no place in {fmt}: written without it (colours "
+                      f"show as untagged sRGB; .png, .jpg, .tif or .webp keep it)", ImageWarning, stacklevel=2)
     if keyed:
         options["transparency"] = transparent_level
     colour = {key: value for key, value in (info or {}).items() if key in PNG_COLOUR_KEYS}

@@ -922,3 +922,37 @@ def test_a_pil_result_keeps_the_pictures_profile_exif_and_resolution(inpainter, 
     assert Image.open(saved).info.get("icc_profile") == profile
     picture.info["icc_profile"] = profile_of_space(b"CMYK")
     assert "icc_profile" not in inpainter(picture, _hole()).info
+
+
+def test_a_pil_results_exif_holds_no_thumbnail_of_the_original(inpainter):
+    """The result's EXIF was the input's block byte for byte, its thumbnail (IFD1) too: saved with it, as
+    one keeps EXIF, a file browser showed the removed object.  As the command writes it: no thumbnail, the
+    camera tag kept, and (the result being in the stored layout) the orientation."""
+    import struct
+
+    from PIL import ExifTags
+
+    def ifd(entries, following):
+        return (struct.pack(">H", len(entries)) + b"".join(struct.pack(">HHI", t, k, n) + v for t, k, n, v in entries)
+                + struct.pack(">I", following))
+
+    thumb = io.BytesIO()
+    Image.new("RGB", (8, 6), (255, 0, 0)).save(thumb, "JPEG")
+    thumb = thumb.getvalue()
+    first = [(271, 2, 4, b"Cam\0"), (274, 3, 1, struct.pack(">HH", 6, 0))]
+    second_at = 8 + 2 + 12 * len(first) + 4
+    data_at = second_at + 2 + 36 + 4
+    raw = b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd(first, second_at) + ifd(
+        [(259, 3, 1, struct.pack(">HH", 6, 0)), (513, 4, 1, struct.pack(">I", data_at)),
+         (514, 4, 1, struct.pack(">I", len(thumb)))], 0) + thumb
+    rng = np.random.default_rng()
+    picture = Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    picture.info["exif"] = raw
+    saved = io.BytesIO()
+    picture.save(saved, "JPEG", exif=raw)
+    assert Image.open(saved).getexif().get_ifd(ExifTags.IFD.IFD1)                 # the block holds one
+    out = inpainter(picture, _hole())
+    exif = Image.Exif()
+    exif.load(out.info["exif"])
+    assert exif.get(271) == "Cam" and exif.get(274) == 6 and not exif.get_ifd(ExifTags.IFD.IFD1)
+    assert picture.info["exif"] == raw                              # the caller's picture is left as it was

@@ -1591,3 +1591,85 @@ def test_a_hole_whose_ring_is_one_colour_comes_back_that_colour(checkpoint, monk
     raw = fill()
     assert (raw[:, first] - colour[:, :, 0]).abs().max() > 2 / 255, "the fill is flat already: the test shows nothing"
     assert torch.equal(filled[:, second], raw[:, second])
+
+
+def _tiff_tags(**tags):
+    """A TIFF directory of ``tags`` (number -> (type, value)) for ``tiffinfo=``."""
+    from PIL import TiffImagePlugin
+
+    out = TiffImagePlugin.ImageFileDirectory_v2()
+    for number, (kind, value) in tags.items():
+        out[int(number.lstrip("t"))] = value
+        out.tagtype[int(number.lstrip("t"))] = kind
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg"])
+def test_only_descriptive_metadata_travels_and_the_resolution_turns_with_the_pixels(tmp_path, checkpoint, suffix):
+    """A TIFF's EXIF is its whole first directory: its XMP (with the orientation again: a picture turned
+    upright here was turned again by a reader of XMP's), IPTC and Photoshop's resources and layers (the
+    original, removed object and all) went into the output.  Only what the picture shows and who made it
+    travels; its resolution (300 x 150 dpi as stored, turned a quarter) turns with it."""
+    from PIL import ExifTags
+
+    rng = np.random.default_rng()
+    shown = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    stored = np.rot90(shown, k=1)                                  # orientation 6 shows it turned clockwise
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    tags = _tiff_tags(t274=(3, 6), t271=(2, "TestCamera"), t700=(1, xmp), t33723=(7, b"iptc"),
+                      t34377=(7, b"8BIM resources"), t37724=(7, b"Adobe Photoshop Document Data Block\0layers"),
+                      t282=(5, 300.0), t283=(5, 150.0), t296=(3, 2))
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "in.tif", tiffinfo=tags)
+    hole = np.zeros((30, 50), np.uint8)
+    hole[10:16, 20:30] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    out = tmp_path / f"out{suffix}"
+    assert inpaint.main([str(tmp_path / "in.tif"), str(tmp_path / "mask.png"), "-o", str(out),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    with Image.open(out) as result:
+        result.load()                                              # PIL's TIFF reader turns by XMP too
+        assert result.size == (50, 30)
+        exif = result.getexif()
+        assert exif.get(271) == "TestCamera" and 274 not in exif
+        assert not {700, 33723, 34377, 37724} & set(getattr(result, "tag_v2", exif)), sorted(exif)
+        assert "xmp" not in result.info
+        assert tuple(round(float(v)) for v in result.info["dpi"]) == (150, 300)
+        assert not exif.get_ifd(ExifTags.IFD.Exif)
+
+
+def test_a_tiff_without_a_resolution_gets_none_and_a_profile_bmp_cannot_hold_is_said(tmp_path, checkpoint):
+    """PIL says 1 dpi for a TIFF without one: it was written into the output, which print programs then
+    sized at 1 pixel an inch.  A colour profile the output format has no place for was dropped silently."""
+    image, mask = _picture_and_mask(seed=int(np.random.default_rng().integers(1 << 20)))
+    img_path, mask_path = _write(tmp_path, image, mask)
+    tif = img_path.with_suffix(".tif")
+    Image.open(img_path).save(tif, icc_profile=profile_of_space(b"RGB "))
+    assert inpaint.main([str(tif), str(mask_path), "-o", str(tmp_path / "o.png"), "--checkpoint", str(checkpoint),
+                         "--method", "gan"]) == 0
+    with Image.open(tmp_path / "o.png") as result:
+        assert "dpi" not in result.info and result.info.get("icc_profile") == profile_of_space(b"RGB ")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert inpaint.main([str(tif), str(mask_path), "-o", str(tmp_path / "o.bmp"), "--checkpoint",
+                             str(checkpoint), "--method", "gan"]) == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+    assert len(said) == 1 and "colour profile has no place in BMP" in said[0]
+
+
+def test_the_exif_directories_keep_gps_and_camera_data_but_not_the_maker_note_or_stored_size(tmp_path, checkpoint):
+    from PIL import ExifTags
+
+    image, mask = _picture_and_mask(seed=11)
+    img_path, mask_path = _write(tmp_path, image, mask)
+    exif = Image.Exif()
+    exif[271] = "TestCamera"
+    inner = exif.get_ifd(ExifTags.IFD.Exif)
+    inner.update({0x829A: 0.01, 0x927C: b"maker's own preview", 0xA002: 70, 0xA003: 50})
+    exif.get_ifd(ExifTags.IFD.GPSInfo).update({1: "N", 2: (47.0, 30.0, 0.0)})
+    Image.open(img_path).save(img_path.with_suffix(".jpg"), exif=exif, quality=95)
+    assert inpaint.main([str(img_path.with_suffix(".jpg")), str(mask_path), "-o", str(tmp_path / "o.jpg"),
+                         "--checkpoint", str(checkpoint), "--method", "gan"]) == 0
+    with Image.open(tmp_path / "o.jpg") as result:
+        out = result.getexif()
+        assert out.get(271) == "TestCamera" and out.get_ifd(ExifTags.IFD.GPSInfo).get(1) == "N"
+        assert set(out.get_ifd(ExifTags.IFD.Exif)) == {0x829A}
