@@ -1589,7 +1589,9 @@ def test_a_hole_whose_ring_is_one_colour_comes_back_that_colour(checkpoint, monk
     assert torch.equal(filled[:, first], colour[:, :, 0].expand(-1, int(first.sum()))), seed
     monkeypatch.setattr(colour_rules, "apply", lambda image, hole, filled: filled)
     raw = fill()
-    assert (raw[:, first] - colour[:, :, 0]).abs().max() > 2 / 255, "the fill is flat already: the test shows nothing"
+    # without the rule, some pixel would be saved another level (a draw where the fill came within 2 levels
+    # of the colour everywhere failed a stricter guard, 0.0072 < 2/255, the rule still exact)
+    assert (raw[:, first] - colour[:, :, 0]).abs().max() > 0.5 / 255, "the fill is flat already: the test shows nothing"
     assert torch.equal(filled[:, second], raw[:, second])
 
 
