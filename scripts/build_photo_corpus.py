@@ -10,8 +10,8 @@ Every picture is scaled (Lanczos, antialiased) so its long side is at most
 ``--max-side`` pixels (1024) and written as PNG, with ``MANIFEST.tsv`` naming
 source package, version, original file, licence and size.
 
-Layout (the splits are fixed lists below, chosen once by a seeded shuffle,
-never by looking at results):
+Layout (the test and validation photographs are fixed lists below, TEST and VAL, chosen once by a
+seeded shuffle, never by looking at results; any photograph added to the tables trains):
 
     OUT/photos/train/  photographs to train on
     OUT/photos/val/    photographs held out for choosing settings (--set val_data=...)
@@ -33,7 +33,6 @@ import argparse
 import csv
 import io
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -102,7 +101,12 @@ MATE = {"mate-backgrounds": {"nature/*": "GPL-2+ (see the package's copyright fi
 SKLEARN = {"china.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)",
            "flower.jpg": "CC-BY 2.0 (see sklearn/datasets/images/README.txt)"}
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-TEST_FILES, VAL_FILES, SPLIT_SEED = 6, 4, 2026
+# The held-out photographs, by name: the first 6 and the next 4 of random.Random(2026).sample of the 27
+# Debian photographs' sorted names (2026-11-25). Pinned: recomputed, one photograph added to the tables
+# reshuffled them, and pictures the shipped generator trained on moved into test without a word.
+TEST = frozenset({"ColorfulCups", "Kite", "Wine_by_Jakkub_Mede", "friends_by_Aitzol_Berasategi",
+                  "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi"})
+VAL = frozenset({"FallenLeaf", "Path", "aitzgorri_by_Aitzol_Berasategi", "free_by_Peter_Nerlich"})
 
 
 CORPUS = ("photos", "art", "mate", "opencv", "train_all", "MANIFEST.tsv")   # what OUT holds, MANIFEST last
@@ -159,6 +163,26 @@ def deb_files(root: Path, wanted: dict[str, str]) -> list[tuple[Path, str]]:
     return out
 
 
+def picture_name(path: Path) -> str:
+    """The corpus's name of a package's file: a KDE wallpaper's folder (the one above ``contents/``, whose
+    light and dark images are both called by their size), else the file's name without its suffix."""
+    parts = path.parts
+    return parts[parts.index("contents") - 1] if "contents" in parts[1:] else path.stem
+
+
+def check_names(photos: list, *others: list) -> None:
+    """Fail unless every held-out photograph is among ``photos`` and no name is given twice within a
+    folder (one file would overwrite the other, and the split would see one name)."""
+    names = {entry[0] for entry in photos}
+    if missing := sorted((TEST | VAL) - names):
+        fail(f"held-out photograph(s) {', '.join(missing)} not in the packages (a new version?): the test or "
+             f"validation set would change; update TEST and VAL knowingly")
+    for bucket in (photos, *others):
+        seen = [entry[0] for entry in bucket]
+        if twice := sorted({name for name in seen if seen.count(name) > 1}):
+            fail(f"two pictures named {', '.join(twice)}: one would overwrite the other; update picture_name")
+
+
 def save_scaled(image: Image.Image, dest: Path, max_side: int) -> tuple[tuple[int, int], tuple[int, int]]:
     original = image.size
     image = image.convert("RGB")
@@ -187,8 +211,7 @@ def build(out: Path, max_side: int) -> list[list[str]]:
                     print(f"fetching {package} ...", flush=True)
                     versions[package] = unpack_deb(package, work)[1]
                 for path, licence in deb_files(work / package, wanted):
-                    label = path.parent.parent.parent.name if "/contents/images/" in str(path) else path.stem
-                    label = f"opencv_{label}" if bucket is opencv else label
+                    label = f"opencv_{picture_name(path)}" if bucket is opencv else picture_name(path)
                     bucket.append((label, f"{package} {versions[package]}", licence, path))
         print("fetching the scikit-learn wheel ...", flush=True)
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(work / "wheel"),
@@ -200,11 +223,8 @@ def build(out: Path, max_side: int) -> list[list[str]]:
                 photos.append((f"sklearn_{Path(name).stem}", wheel.name.split("-")[0] + " " + wheel.name.split("-")[1],
                                licence, Image.open(io.BytesIO(data))))
 
-        # fixed split: a seeded shuffle of the sorted Debian photographs (the sklearn ones train)
-        debian = sorted(p[0] for p in photos if not p[0].startswith("sklearn_"))
-        order = random.Random(SPLIT_SEED).sample(debian, len(debian))
-        split = {name: "test" for name in order[:TEST_FILES]}
-        split.update({name: "val" for name in order[TEST_FILES:TEST_FILES + VAL_FILES]})
+        check_names(photos, art, mate, opencv)
+        split = {**{name: "test" for name in TEST}, **{name: "val" for name in VAL}}
         jobs = [(f"photos/{split.get(n, 'train')}", n, pkg, lic, src) for n, pkg, lic, src in photos]
         jobs += [("art", n, pkg, lic, src) for n, pkg, lic, src in art]
         jobs += [("mate", n, pkg, lic, src) for n, pkg, lic, src in mate]

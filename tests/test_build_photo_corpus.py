@@ -310,3 +310,34 @@ def test_bad_arguments_are_refused_before_anything_is_fetched(corpus, tmp_path, 
     assert stop.value.code == 2
     assert ("--max-side must be at least 1" if case == "max-side" else "give") in _error_line(capsys)
     assert corpus.calls == [] and _tree(tmp_path) == before
+
+
+def test_the_held_out_photographs_are_pinned_and_a_new_photograph_trains(corpus, tmp_path, monkeypatch):
+    """The split was a seeded shuffle recomputed on every build: one photograph added to the tables
+    reshuffled it, moving pictures the shipped generator trained on into test.  Now the held-out names
+    are fixed lists, a new photograph trains, and a held-out one missing from the packages stops the build."""
+    monkeypatch.setitem(corpus.PHOTOS, "lomiri-wallpapers-20.04",
+                        {**corpus.PHOTOS["lomiri-wallpapers-20.04"], "Zebra_by_Someone.jpg": "CC-BY-SA-3.0"})
+    out = tmp_path / "corpus"
+    assert corpus.run_main(out) == 0
+    held = {split: {p.stem for p in (out / "photos" / split).iterdir()} for split in ("test", "val")}
+    assert held == {"test": set(corpus.TEST), "val": set(corpus.VAL)}
+    assert (out / "photos" / "train" / "Zebra_by_Someone.png").is_file()
+    gone = next(iter(corpus.TEST))
+    monkeypatch.setitem(corpus.PHOTOS, "lomiri-wallpapers-16.04",
+                        {k: v for k, v in corpus.PHOTOS["lomiri-wallpapers-16.04"].items() if not k.startswith(gone)})
+    monkeypatch.setitem(corpus.PHOTOS, "plasma-workspace-wallpapers",
+                        {k: v for k, v in corpus.PHOTOS["plasma-workspace-wallpapers"].items() if k != gone})
+    before = _tree(out)
+    assert _exit_status(corpus.run_main, out) != 0
+    assert _tree(out) == before
+
+
+def test_a_kde_wallpaper_is_named_by_its_folder_and_two_pictures_of_one_name_stop_the_build(corpus):
+    assert corpus.picture_name(Path("usr/share/wallpapers/Kite/contents/images_dark/5120x2880.png")) == "Kite"
+    assert corpus.picture_name(Path("usr/share/wallpapers/Kite/contents/images/640x480.png")) == "Kite"
+    assert corpus.picture_name(Path("usr/share/backgrounds/ukui/one.jpg")) == "one"
+    photos = [(name, "pkg", "lic", None) for name in sorted(corpus.TEST | corpus.VAL)]
+    corpus.check_names(photos, [("a", 0, 0, 0)], [("a", 0, 0, 0)])      # one name in two folders is fine
+    with pytest.raises(SystemExit):
+        corpus.check_names(photos + [("x", 0, 0, 0), ("x", 0, 0, 0)])
