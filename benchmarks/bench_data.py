@@ -29,6 +29,7 @@ from nfinpaint import distributed
 from nfinpaint.config import PRESETS
 from nfinpaint.crop_store import batch_items
 from nfinpaint.data import _load_file, build_datasets, crop_resize
+from nfinpaint.images import IMAGE_SUFFIXES
 from nfinpaint.train import Trainer, build_feature_net
 
 
@@ -64,7 +65,9 @@ def test_input_pipeline(tmp_path):
     side = int(os.environ.get("NFINPAINT_BENCH_SIDE", "1024"))
     steps = int(os.environ.get("NFINPAINT_BENCH_STEPS", "30"))
     rounds = int(os.environ.get("NFINPAINT_BENCH_ROUNDS", "3"))
-    folder = Path(os.environ.get("NFINPAINT_BENCH_DATA") or _photo_folder(tmp_path / "photos", count, side))
+    real = os.environ.get("NFINPAINT_BENCH_DATA")
+    folder = Path(real or _photo_folder(tmp_path / "photos", count, side))
+    described = f"folder {real}" if real else f"folder ({count} x {side} px PNG)"
     base = dataclasses.replace(PRESETS["default"], feature_weights="random", compile="never", device="cpu")
     S, batch = base.image_size, base.batch_size
 
@@ -84,7 +87,8 @@ def test_input_pipeline(tmp_path):
 
         t = measure(cut, reps=20)
         rows.append([f"batched sampler, batch {n}", t.median_ms, n * 1e3 / t.median_ms])
-    files = sorted(folder.glob("*.png"))[:8]
+    # the folder's pictures as build_datasets finds them (a real folder may hold JPEGs and no PNG)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))[:8]
     k = iter(range(10**9))
 
     def per_item():  # the old path: decode the file for every crop
@@ -104,10 +108,10 @@ def test_input_pipeline(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = Trainer(base, build_feature_net(base), distributed.DistInfo(device=torch.device("cpu")))
-    results = {"embedded (7 photos, in memory)": [], f"folder ({count} x {side} px PNG)": []}
+    results = {"embedded (7 photos, in memory)": [], described: []}
     for _ in range(rounds):
         results["embedded (7 photos, in memory)"].append(_steps_per_second(trainer, embedded_train, steps, batch))
-        results[f"folder ({count} x {side} px PNG)"].append(_steps_per_second(trainer, folder_train, steps, batch))
+        results[described].append(_steps_per_second(trainer, folder_train, steps, batch))
     reference = statistics.median(results["embedded (7 photos, in memory)"])
     rows = [[name, statistics.median(v), statistics.median(v) / reference] for name, v in results.items()]
     print_table(f"training steps/s (default preset, eager, joint stage, batch {batch}, CPU), medians of {rounds} "

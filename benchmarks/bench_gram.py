@@ -54,6 +54,13 @@ def _matmul_peak_tflops(dtype: torch.dtype) -> float:
 FLOP_UNIT, FLOP_SCALE = ("TFLOP/s", 1e12) if ON_GPU else ("GFLOP/s", 1e9)
 
 
+def _compiled_afresh(fn):
+    """``torch.compile(fn)`` with dynamo's caches cleared: its cache is the function's code, so a second
+    size (or dtype) ran a graph of symbolic sizes, not the static one each row claims to measure."""
+    torch._dynamo.reset()
+    return torch.compile(fn)
+
+
 def _rate(flops: float, ms: float) -> str:
     return f"{flops / (ms * 1e-3) / FLOP_SCALE:.2f}"
 
@@ -62,10 +69,10 @@ def _rate(flops: float, ms: float) -> str:
                          ids=lambda d: str(d).removeprefix("torch."))
 def test_gram_forward_backward(dtype):
     torch.manual_seed(0)
-    compiled_ref = torch.compile(gram_distance_reference)
     peak = _matmul_peak_tflops(dtype) if ON_GPU else None
     rows = []
     for size in SIZES:
+        compiled_ref = _compiled_afresh(gram_distance_reference)
         hw = size * size
         fake = torch.randn(N, C, size, size, device=DEVICE, dtype=dtype, requires_grad=True)
         real = torch.randn(N, C, size, size, device=DEVICE, dtype=dtype)
@@ -105,9 +112,9 @@ def _cpp_feature_distance_usable(fake, real, weight) -> bool:
 
 def test_feature_distance_forward_backward():
     torch.manual_seed(0)
-    compiled_ref = torch.compile(feature_distance_reference)
     rows = []
     for size in SIZES:
+        compiled_ref = _compiled_afresh(feature_distance_reference)
         fake = torch.randn(N, C, size, size, device=DEVICE, requires_grad=True)
         real = torch.randn(N, C, size, size, device=DEVICE)
         weight = torch.rand(N, 1, size, size, device=DEVICE)

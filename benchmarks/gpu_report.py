@@ -1,6 +1,6 @@
 """One command that checks a CUDA GPU machine end to end and writes one Markdown report.
 
-    python benchmarks/gpu_report.py --out gpu-report.md        # from the repository root
+    python benchmarks/gpu_report.py        # from the repository root: $OUT/gpu-report.md where $OUT is set
 
 Steps, most telling first (time on a GPU machine may be short): each timed, with
 its own time limit, and its exit status and output go into the report, which is
@@ -392,9 +392,13 @@ def _version_of(module: str) -> str:
         return "not installed"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "gpu-report.md", help="Markdown report to write")
+    # on a lent machine, what is written under $OUT comes back: there by default, else the repository root
+    default_out = Path(os.environ["OUT"]) / "gpu-report.md" if os.environ.get("OUT") else ROOT / "gpu-report.md"
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help="Markdown report to write (default: $OUT/gpu-report.md where $OUT is set, as on a "
+                             "lent GPU machine, whose $OUT comes back; else gpu-report.md in the repository root)")
     parser.add_argument("--no-build", action="store_true", help="skip `pip install .`")
     parser.add_argument("--timeout-scale", type=float, default=1.0,
                         help="multiply every step's time limit by this (default 1)")
@@ -404,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=parse_only, default=STEP_KEYS, metavar="KEYS",
                         help=f"comma-separated steps to run, among {','.join(STEP_KEYS)} (default: all)")
     parser.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)  # step 2, in its own process
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import torch  # noqa: PLC0415
 
     if not torch.cuda.is_available():

@@ -39,6 +39,16 @@ def test_refuses_without_gpu_and_writes_nothing(tmp_path):
     assert not out.exists() and not (tmp_path / "gpu-report-runs").exists()
 
 
+def test_the_report_goes_where_a_lent_machine_sends_files_back(report, monkeypatch, tmp_path):
+    """On a lent GPU machine only what is written under $OUT comes back: the report went to the
+    repository root by default, and a direct run brought nothing back."""
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert report.build_parser().parse_args([]).out == tmp_path / "gpu-report.md"
+    monkeypatch.delenv("OUT")
+    assert report.build_parser().parse_args([]).out == report.ROOT / "gpu-report.md"
+    assert report.build_parser().parse_args(["--out", "x.md"]).out == Path("x.md")
+
+
 def test_plan_covers_every_step(report, tmp_path):
     names = [" ".join(s.command) for s in report.plan("python", tmp_path, build=True)]
     # --no-deps: a GPU machine brings its own torch and has no index to fetch pyproject's pin from
