@@ -87,8 +87,9 @@ __device__ __forceinline__ A block_sum(A x) {
 // partial of the row in double, then block_sum's fixed tree adds the threads'
 // sums: deterministic, and nchunk / kThreads dependent adds a thread instead of
 // nchunk (one thread a row took 259,200 for a 4K input). The row's sum goes to
-// out_a[r] for r < split, else out_b[r - split]. The CPU adds the same partials
-// in chunk order (sum_chunk_partials): the two agree to double rounding.
+// out_a[r] for r < split, else out_b[r - split]. The CPU adds its partials in
+// chunk order (sum_chunk_partials), but of kChunk-element chunks, not
+// kCudaChunk: the partials differ, and the two agree to float32 rounding.
 template <typename A>
 __global__ void sum_chunks_kernel(const A* __restrict__ part, int64_t nchunk, int64_t split,
                                   A* __restrict__ out_a, A* __restrict__ out_b) {
