@@ -196,8 +196,9 @@ class Generator(nn.Module):
 
 
 class PaperGenerator(Generator):
-    """Tables 1-2, plus the conv to RGB and the sigmoid they leave out: the hole is filled with ``hole_fill`` (default 0; a number, or 3
-    numbers such as the training set's mean colour), the output is a sigmoid."""
+    """Tables 1-2, plus the conv to RGB and the sigmoid they leave out: the hole is filled with
+    ``hole_fill`` (default 0; a number, or 3 numbers such as the training set's mean colour), the output
+    is a sigmoid."""
 
     variant = "paper"
 
