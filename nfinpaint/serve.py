@@ -78,6 +78,15 @@ def _amount(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _over_limit(size: int, limit: int) -> str:
+    """An upload of ``size`` bytes over the ``limit``, in MB, or in bytes where the two round alike
+    ("the upload is 8.66 MB; the limit is 8.66 MB")."""
+    shown, cap = _amount(size / 2**20), _amount(limit / 2**20)
+    if shown == cap:
+        return f"the upload is {size:,} bytes; the limit is {limit:,} bytes ({cap} MB)"
+    return f"the upload is {shown} MB; the limit is {cap} MB"
+
+
 class RequestError(Exception):
     """A request that cannot be served: its HTTP status and a one-line message."""
 
@@ -98,8 +107,10 @@ async def read_body(request, limit: int, stall: float = UPLOAD_STALL_SECONDS) ->
     # limit has is over it, and int() of over 4,300 digits would raise
     huge = declared is not None and len(declared) > 15
     if declared is not None and re.fullmatch(r"[0-9]+", declared) and (huge or int(declared) > limit):
-        shown = f"{len(declared)} digits of bytes" if huge else f"{_amount(int(declared) / 2**20)} MB"
-        raise RequestError(413, f"the upload is {shown}; the limit is {_amount(limit / 2**20)} MB")
+        if huge:
+            raise RequestError(413, f"the upload is {len(declared)} digits of bytes; the limit is "
+                                    f"{_amount(limit / 2**20)} MB")
+        raise RequestError(413, _over_limit(int(declared), limit))
     from starlette.requests import ClientDisconnect  # noqa: PLC0415
 
     chunks, size = [], 0

@@ -421,6 +421,11 @@ def test_uploads_over_the_limits_get_413(inpainter):
         assert_error(response, 413, "limit is 0.0191 MB")
         # over 20,000 bytes with the form around it: 0.019... to 0.05 MB; it read "0.0 MB"
         assert re.search(r"the upload is 0\.0[1-4][0-9]* MB", response.json()["error"]), response.json()["error"]
+        # a few bytes over: in MB the two amounts read alike ("0.0191 MB; the limit is 0.0191 MB"), so in bytes
+        over = int(np.random.default_rng().integers(1, 20))
+        response = small.post("/api/inpaint", content=b"x" * (20_000 + over),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(response, 413, f"the upload is {20_000 + over:,} bytes; the limit is 20,000 bytes (0.0191 MB)")
 
         def chunks():   # no Content-Length: the server counts what arrives
             for start in range(0, len(big), 4096):

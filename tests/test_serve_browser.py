@@ -205,3 +205,81 @@ def test_docs_page_renders_the_api_without_internet(fullres_checkpoint, tmp_path
             lambda w: [e.get_attribute("data-path") for e in w.find_elements(By.CSS_SELECTOR, "[data-path]")]
             or None)
         assert {"/api/inpaint", "/api/info"} <= set(paths)
+
+
+def _sent_mask(web) -> np.ndarray:
+    """The mask the page would send now (its own maskBlob), as (H, W) levels of its alpha-weighted grey."""
+    import base64
+    import io
+
+    url = web.execute_async_script("const done = arguments[0]; maskBlob().then(b => { const f = new FileReader();"
+                                   " f.onload = () => done(f.result); f.readAsDataURL(b); });")
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("LA")).astype(float)
+    return mask[..., 0] * mask[..., 1] / 255
+
+
+def test_a_dot_survives_a_repaint_and_a_second_finger_does_not_draw(tmp_path):
+    """Two wrong masks of the brush: a tap whose pen sent a move without moving (a stroke of equal points)
+    was painted live but vanished at the next repaint (an Undo of a later stroke), Fill still enabled; and
+    a second finger's points joined the first's stroke, a band across the picture, Undo out of step."""
+    browser, driver = _browser_and_serve_extra()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from nfinpaint import Inpainter
+    from nfinpaint.serve import create_app
+
+    w, h = 300, 200
+    source = tmp_path / "dots.png"
+    Image.fromarray(np.random.default_rng().integers(0, 256, (h, w, 3), dtype=np.uint8)).save(source)
+    with running_server(create_app(Inpainter(device="cpu", method="biharmonic"))) as url, \
+            chromium(browser, driver, tmp_path) as web:
+        web.get(url)
+        web.find_element(By.ID, "file").send_keys(str(source))
+        WebDriverWait(web, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                     == "ready")
+        web.execute_script("const b = document.getElementById('brush'); b.value = 20;"
+                           "b.dispatchEvent(new Event('input'));")
+        left, top, width = web.execute_script("const r = document.getElementById('mask').getBoundingClientRect();"
+                                              "return [r.left, r.top, r.width];")
+        scale = width / w
+
+        def at(x, y):       # viewport CSS pixels of picture pixel (x, y)
+            return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+
+        def mouse(kind, x, y, buttons=1):
+            web.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": kind, "x": at(x, y)[0], "y": at(x, y)[1],
+                                                             "button": "left" if buttons else "none",
+                                                             "buttons": buttons, "clickCount": int(kind != "mouseMoved")})
+
+        mouse("mouseMoved", 60, 60, buttons=0)
+        mouse("mousePressed", 60, 60)
+        mouse("mouseMoved", 60, 60)                 # a move that does not move
+        mouse("mouseReleased", 60, 60)
+        assert _sent_mask(web)[60, 60] > 127
+        mouse("mouseMoved", 200, 100, buttons=0)    # a second stroke, undone
+        mouse("mousePressed", 200, 100)
+        mouse("mouseMoved", 240, 100)
+        mouse("mouseReleased", 240, 100)
+        web.find_element(By.ID, "undo").click()
+        sent = _sent_mask(web)
+        assert sent[60, 60] > 127 and sent[100, 220] == 0, "the dot vanished from the mask at the repaint"
+
+        web.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+
+        def touch(kind, *points):
+            web.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+                {"x": at(x, y)[0], "y": at(x, y)[1], "id": i} for i, (x, y) in points]})
+
+        touch("touchStart", (0, (40, 150)))
+        touch("touchStart", (0, (40, 150)), (1, (260, 30)))        # a second finger comes down
+        for step in range(1, 5):
+            touch("touchMove", (0, (40 + 10 * step, 150)), (1, (260 - 10 * step, 30)))
+        touch("touchEnd", (1, (220, 30)))
+        touch("touchEnd")
+        strokes = web.execute_script("return window.nfinpaint.strokes.map(s => s.points.map(p => p.map(Math.round)));")
+        history = web.execute_script("return window.nfinpaint.history.length;")
+        assert len(strokes) == history == 2, (strokes, history)
+        assert all(y > 140 for _, y in strokes[1]), strokes[1]      # the first finger's points only
+        sent = _sent_mask(web)
+        assert sent[:100, 150:].max() == 0, "the second finger drew"

@@ -6,6 +6,9 @@
 "use strict";
 
 const OVERLAY = "rgb(255, 30, 90)";   // stroke colour on screen; the mask sent is white where painted
+// what the multipart form adds to the two files (boundaries, each part's headers, the method and the
+// dilation: ~500 bytes), counted against the server's upload limit with room to spare
+const FORM_BYTES = 1024;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -144,12 +147,14 @@ function paintStroke(ctx, stroke, from = 0) {
   ctx.lineWidth = stroke.size;
   ctx.lineCap = ctx.lineJoin = "round";
   const pts = stroke.points;
-  if (pts.length === 1) {
+  if (from === 0) {
+    // a dot: a path of points all at one place has no length, and the canvas draws nothing for it (a tap
+    // whose pen sent a move without moving vanished from the mask at the next repaint)
     ctx.beginPath();
     ctx.arc(pts[0][0], pts[0][1], stroke.size / 2, 0, 2 * Math.PI);
     ctx.fill();
-    return;
   }
+  if (pts.length === 1) return;
   ctx.beginPath();
   ctx.moveTo(...pts[Math.max(0, from - 1)]);
   for (let i = Math.max(1, from); i < pts.length; i++) ctx.lineTo(...pts[i]);
@@ -172,10 +177,15 @@ function moveCursor(event) {
   ui.cursor.hidden = false;
 }
 
+// One pointer draws at a time: a second finger (a pinch, a palm) added its points to the first's
+// stroke, a band across the picture, and history fell out of step with the strokes.
+let drawingPointer = null;
+
 ui.mask.addEventListener("pointerdown", (event) => {
-  if (state.busy || state.comparing || !state.current || event.button !== 0) return;
+  if (state.busy || state.comparing || !state.current || event.button !== 0 || state.drawing) return;
   event.preventDefault();
   ui.mask.setPointerCapture(event.pointerId);
+  drawingPointer = event.pointerId;
   state.drawing = {size: Number(ui.brush.value), points: [toPicture(event)]};
   state.strokes.push(state.drawing);
   paintStroke(ui.mask.getContext("2d"), state.drawing);
@@ -183,16 +193,17 @@ ui.mask.addEventListener("pointerdown", (event) => {
 
 ui.mask.addEventListener("pointermove", (event) => {
   moveCursor(event);
-  if (!state.drawing) return;
+  if (!state.drawing || event.pointerId !== drawingPointer) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
   const start = state.drawing.points.length;
   for (const e of events.length ? events : [event]) state.drawing.points.push(toPicture(e));
   paintStroke(ui.mask.getContext("2d"), state.drawing, start);
 });
 
-function endStroke() {
-  if (!state.drawing) return;
+function endStroke(event) {
+  if (!state.drawing || event.pointerId !== drawingPointer) return;
   state.drawing = null;
+  drawingPointer = null;
   state.history.push({kind: "stroke"});
   refresh();
 }
@@ -305,7 +316,8 @@ async function fill() {
     form.append("image", state.current.blob, `${state.name}.png`);
     const mask = await maskBlob();
     const limit = state.limits ? state.limits.max_upload_bytes : Infinity;
-    if (state.current.blob.size + mask.size > limit) {
+    // the form around the two files (boundaries, field names, the method and dilation) counts too
+    if (state.current.blob.size + mask.size + FORM_BYTES > limit) {
       throw new Error(`the picture and mask are ${((state.current.blob.size + mask.size) / 2 ** 20).toFixed(1)} MB; ` +
                       `this server takes at most ${+(limit / 2 ** 20).toPrecision(3)} MB`);
     }
