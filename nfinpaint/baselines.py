@@ -23,6 +23,8 @@ Registry (``METHODS``, one :class:`Method` subclass per entry, read by ``evaluat
   (``pip install opencv-python-headless``); without it these methods are
   unavailable (:class:`MethodUnavailable`).  OpenCV inpaints 8-bit images, so
   its input is rounded to 8 bits; the known pixels are still the float input.
+  Each hole gets ``border-mean``'s fill under it first: both methods read the
+  pixels under a hole that touches the picture's edge.
 """
 from __future__ import annotations
 
@@ -262,6 +264,10 @@ class _OpenCVFill(Method):
     def raw_fill(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
         import cv2  # noqa: PLC0415
 
+        # cv2.inpaint reads the pixels under a hole that touches the picture's edge (Telea by up to 5 levels):
+        # the blanked 0s pulled such fills toward black (-0.10 dB on the validation photographs' edge holes);
+        # each hole's ring mean instead, from known pixels only
+        image = border_mean_fill(image, mask)
         rgb = (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
         hole = (mask[0].numpy() > 0.5).astype(np.uint8) * 255
         # cv2.inpaint fills a one-row (or one-column) picture differently from call to call (up to 57

@@ -783,6 +783,27 @@ def test_opencv_fills_a_one_row_picture_the_same_every_time(method, shape):
     assert all(np.array_equal(fill(picture, hole), first) for _ in range(8))
 
 
+@pytest.mark.parametrize("method", ["opencv-telea", "opencv-ns"])
+def test_an_opencv_fill_does_not_read_what_lies_under_a_hole_at_the_edge(method):
+    """cv2.inpaint reads the pixels under a hole that touches the picture's edge: the blanked 0s pulled
+    Telea's fills of corner holes toward black (a baseline handicapped in the tables, and a user's
+    --method opencv-telea too).  Whatever lies under the hole, the fill is the same."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed: pip install \".[opencv]\"")
+    from nfinpaint.baselines import build_method
+
+    rng = np.random.default_rng()
+    level = rng.uniform(0.3, 0.7)
+    picture = (level + 0.05 * torch.rand(3, 40, 60)).clamp(0, 1)
+    hole = torch.zeros(1, 40, 60)
+    hole[:, :12, :15] = 1                   # a corner
+    hole[:, 25:, 40:52] = 1                 # a side
+    fill = build_method(method)
+    fills = [fill.raw_fill(torch.where(hole > 0.5, under, picture), hole, 0)
+             for under in (torch.zeros(()), torch.ones(()), torch.rand(3, 40, 60))]
+    assert all(torch.equal(other, fills[0]) for other in fills[1:])
+    assert (fills[0][:, hole[0] > 0.5] - level).abs().max() < 0.1      # the ring's colour, not black
+
+
 def test_a_one_off_fill_leaves_the_callers_random_streams_as_they_were(fullres_checkpoint):
     """Building the generator ran its layers' random initialisation (then replaced by the file's weights)
     on torch's global stream: a caller's seeded draws after a fill_holes call came out otherwise."""
