@@ -172,22 +172,34 @@ def files_digest(*folders: str | None) -> str | None:
 def find_image_files(data_dir: str | os.PathLike, option: str = OptionNames.data) -> list[Path]:
     """Image files (by suffix) under ``data_dir``, sorted; hidden files and folders skipped.
 
-    Links are followed, but every file is taken once: a folder reached again
+    Links are followed, but every image is taken once: a folder reached again
     (a link loop such as ``sub/loop -> ..``) is not walked twice, and a file
-    reached by several paths counts once (the first path in sorted order), so
-    the split cannot put copies of one image on both sides; how many were
-    dropped is said in a :class:`DataWarning`.  Anything that is not a regular
-    file (a FIFO, a device: reading one could block forever) and the folders
-    the commands write their outputs to (marked with ``files.MARKER``) are
-    skipped with a warning.  ``option`` is what the command calls the folder, for the errors.
+    reached by several paths (links, hard links) or held twice (a byte-for-byte
+    copy) counts once (the first path in sorted order), so the split cannot put
+    copies of one image on both sides; how many were dropped is said in a
+    :class:`DataWarning`.  Anything that is not a regular file (a FIFO, a
+    device: reading one could block forever), a subfolder that cannot be listed
+    and the folders the commands write their outputs to (marked with
+    ``files.MARKER``) are skipped with a warning.  ``option`` is what the command
+    calls the folder, for the errors.
     """
     root = Path(data_dir)
     if not root.exists():
         raise DataError(f"{root}: no such folder; point {option} at a folder of images")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; point {option} at a folder of images")
+    try:
+        os.scandir(root).close()
+    except OSError as exc:          # os.walk would say nothing, and no image would be found
+        raise DataError(f"{root}: the folder cannot be listed ({exc.strerror or exc}); point {option} at a "
+                        f"folder of images you can read") from None
+
+    def unlisted(exc: OSError) -> None:     # a subfolder left out without a word, its images untrained
+        warnings.warn(f"skipping {exc.filename}: the folder cannot be listed ({exc.strerror or exc})",
+                      DataWarning, stacklevel=3)
+
     files, seen_files, seen_dirs, dup_dirs, dup_files = [], set(), set(), 0, 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unlisted):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:          # reached again through a link (a loop, a mirror): walked already
             dup_dirs += 1
@@ -221,10 +233,43 @@ def find_image_files(data_dir: str | os.PathLike, option: str = OptionNames.data
         warnings.warn(f"{root}: dropped {dup_dirs + dup_files} duplicate path(s) reached again through links "
                       f"({dup_dirs} folder(s), {dup_files} file(s)): each image is taken once",
                       DataWarning, stacklevel=2)
+    copies = dict(identical_files(files))
+    if copies:
+        first = next(iter(copies.items()))
+        warnings.warn(f"{root}: dropped {len(copies)} file(s) identical to another one (hard links or byte-for-byte "
+                      f"copies, e.g. {first[0]} = {first[1]}): each image is taken once", DataWarning, stacklevel=2)
+        files = [path for path in files if path not in copies]
     if not files:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
                         f"point {option} at a folder of images")
     return files
+
+
+def identical_files(files: list[Path], others: list[Path] | None = None) -> list[tuple[Path, Path]]:
+    """(file, the one it is identical to): hard links of one file and byte-for-byte copies.  Without
+    ``others``, each file of ``files`` identical to an earlier one; with them, each file of ``files``
+    identical to one of ``others``.  Only files of one size are read (a hash of their bytes)."""
+    def size(path: Path) -> int:
+        return path.stat().st_size
+
+    sizes = {size(path) for path in (others if others is not None else files)}
+    if others is None:      # sizes seen twice or more
+        counts: dict[int, int] = {}
+        for path in files:
+            counts[size(path)] = counts.get(size(path), 0) + 1
+        sizes = {s for s, n in counts.items() if n > 1}
+    digest = functools.cache(lambda path: hashlib.sha256(path.read_bytes()).digest())
+    seen = {} if others is None else {digest(path): path for path in others if size(path) in sizes}
+    out = []
+    for path in files:
+        if size(path) not in sizes:
+            continue
+        key = digest(path)
+        if key in seen:
+            out.append((path, seen[key]))
+        elif others is None:
+            seen[key] = path
+    return out
 
 
 def _probe(path: Path, decode: bool) -> tuple[int, int] | None:
@@ -478,10 +523,12 @@ def build_datasets(data_dir: str | None, image_size: int, *, val_fraction: float
                                                                option=names.data, size_option=names.image_size)]
         val_files = [path for path, _, _ in _readable_images(val_dir, image_size, decode=False,
                                                              option=names.val_data, size_option=names.image_size)]
-        overlap = {p.resolve() for p in train_files} & {p.resolve() for p in val_files}
+        # the same file (a link, a hard link) or a byte-for-byte copy: validated on what it trains on
+        overlap = identical_files(val_files, train_files)
         if overlap:
-            raise DataError(f"{len(overlap)} file(s) are in both the training and the validation folder, "
-                            f"e.g. {sorted(overlap)[0]}; keep the splits apart")
+            raise DataError(f"{len(overlap)} file(s) of the validation folder are also in the training folder "
+                            f"(the same file, or a byte-for-byte copy), e.g. {overlap[0][0]} = {overlap[0][1]}; "
+                            f"keep the splits apart")
         return _file_split(train_files, val_files, image_size, names=names, val_dir=val_dir, progress=progress, **opts)
     if data_dir is None:
         images = [(name, _array_to_tensor(array)) for name, array in _embedded_arrays()]

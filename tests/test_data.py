@@ -173,8 +173,64 @@ def test_a_validation_folder_replaces_the_split(tmp_path):
     assert len(train.store) == 3
     assert {int(round(float(v.mean()) * 255)) for v in val} == {200, 220}
     assert {int(round(float(t.mean()) * 255)) for t in train.crops(torch.arange(100))} == {10, 20, 30}
-    with pytest.raises(DataError, match="both the training and the validation folder"):
+    with pytest.raises(DataError, match="also in the training folder"):
         build_datasets(str(tmp_path / "train"), 16, val_dir=str(tmp_path / "train"))
+
+
+@pytest.mark.parametrize("how", ["copy", "hard link"])
+def test_a_validation_folder_holding_a_training_image_is_refused(tmp_path, how):
+    """Only the same path was refused: a validation folder made by copying the training folder, or of
+    hard links to its files, validated on what it trained on, without a word."""
+    import shutil
+
+    rng = np.random.default_rng()
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "train" / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "val" / "own.png")
+    shared = tmp_path / "train" / f"{rng.integers(4)}.png"
+    (shutil.copyfile if how == "copy" else os.link)(shared, tmp_path / "val" / "renamed.png")
+    with pytest.raises(DataError, match=r"1 file\(s\) of the validation folder are also in the training folder"):
+        build_datasets(str(tmp_path / "train"), 16, val_dir=str(tmp_path / "val"))
+    (tmp_path / "val" / "renamed.png").unlink()
+    build_datasets(str(tmp_path / "train"), 16, val_dir=str(tmp_path / "val"))
+
+
+def test_copies_in_one_folder_are_taken_once_so_the_split_cannot_straddle_them(tmp_path):
+    import shutil
+
+    rng = np.random.default_rng()
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    for i in range(0, 24, 2):           # every other picture twice more: a copy and a hard link
+        shutil.copyfile(tmp_path / f"{i:02d}.png", tmp_path / f"copy_{i:02d}.png")
+        os.link(tmp_path / f"{i:02d}.png", tmp_path / f"link_{i:02d}.png")
+    with pytest.warns(DataWarning, match="dropped 24 file\\(s\\) identical to another one"):
+        files = data.find_image_files(tmp_path)
+    assert sorted(p.name for p in files) == [f"{i:02d}.png" for i in range(24)]
+
+
+def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch):
+    """os.walk skipped an unreadable subfolder without a word, and an unreadable folder itself read as
+    'no image files found'."""
+    for folder in ("open", "locked"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / folder / "a.png")
+    real = os.scandir
+    locked = {str(tmp_path / "locked")}
+
+    def scandir(path="."):
+        if str(path) in locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(DataWarning, match=r"skipping .*locked: the folder cannot be listed \(Permission denied\)"):
+        assert [p.parent.name for p in data.find_image_files(tmp_path)] == ["open"]
+    locked.add(str(tmp_path))
+    with pytest.raises(DataError, match="the folder cannot be listed"):
+        data.find_image_files(tmp_path)
 
 
 def test_folder_dataset_centre_crops_every_readable_image(tmp_path):
