@@ -32,12 +32,16 @@ the paths to carry and the command.
    on until two records of its joint steps: the discriminator-only warm-up is
    faster) and is stopped (SIGTERM: a checkpoint), its joint steps per second
    read from its metrics, then resumed with the steps that fit before the deadline;
-4. in the last ``--val-seconds``, a first reading: ``evaluate``'s full-size protocol
-   (512 px, 3 masks a family, the learned fill only) on the validation photographs,
-   for the leg's generator and for the shipped one;
+4. with ``--val-seconds`` (default 0: none), in the last of them a first reading:
+   ``evaluate``'s full-size protocol (512 px, 3 masks a family, the learned fill
+   only) on the validation photographs, for the leg's generator and for the
+   shipped one (the same evaluation takes ~13 s a generator on one CPU core here,
+   and only its results.md would come back: the leg's steps are worth more);
 5. writes into ``$OUT``: gpu-report.md, gpu-report-logs.txt, generator.pt
-   (the leg's EMA generator, ~7 MB), metrics.jsonl, train.log, val-leg.md,
-   val-shipped.md, session.md.
+   (the leg's EMA generator, ~7 MB), metrics.jsonl, train.log (both also every
+   ``SEND_EVERY`` seconds while the leg trains: a command killed outright still
+   returns why it stopped), val-leg.md and val-shipped.md (with --val-seconds),
+   session.md.
 
 Nothing runs past ``--seconds``: gpu_report is stopped (SIGTERM, which ends its
 running step) ``REPORT_MARGIN`` seconds past its budget, and the leg and the
@@ -76,6 +80,13 @@ CARRY = (".whl", *TRAIN_FOLDERS, VAL_FOLDER)
 CARRY_LIMIT = 64 * 2 ** 20           # what travels: the working tree and the carried paths
 RETURN_LIMIT = 16 * 2 ** 20          # one file back from $OUT
 SAVE_SECONDS = 40                    # a stopped leg's checkpoint and generator export
+LEG_END_MARGIN = 15                  # the resumed leg's schedule ends this long before the deadline
+SEND_EVERY = 30                      # the leg's metrics and log copied into $OUT while it trains
+# --leg's options that the script sets itself (or that would end the leg at once)
+LEG_OWN_OPTIONS = ("--steps", "--out", "--resume", "--print-config", "--fine-tune")
+# run's own options: after --leg, which takes everything after it, they went to training
+RUN_OPTIONS = ("--seconds", "--check-seconds", "--report-steps", "--calibrate-seconds", "--val-seconds",
+               "--scratch", "--device", "--no-report")
 STOP_GRACE = 8                       # the same, when this script is stopped: the kill may follow soon
 REPORT_MARGIN = 30                   # gpu_report past its --budget (start-up, last write) before it is stopped
 EVAL_MIN_SECONDS = 15                # an evaluation is not started with less left
@@ -172,19 +183,22 @@ def _stopped(signum, frame) -> None:
 
 
 def run_until(command: list[str], env: dict, log, deadline: float, grace: float | None = None,
-              stop_early=None) -> int:
+              stop_early=None, tick=None) -> int:
     """Run ``command``; at ``deadline``, or before it once ``stop_early()`` (asked every second) is true,
     ask it to stop (SIGTERM: train saves and exports), and kill it ``grace`` seconds later (default
-    SAVE_SECONDS).  Returns its exit status.  Stopped itself (:class:`Stopped`), it gives the command
-    STOP_GRACE seconds to save first."""
+    SAVE_SECONDS); ``tick()`` is called every second meanwhile.  Returns its exit status.  Stopped
+    itself (:class:`Stopped`), it gives the command STOP_GRACE seconds to save first."""
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
+    polled = stop_early is not None or tick is not None
     try:
         while True:
             try:
-                return proc.wait(timeout=max(deadline - time.monotonic(), 1) if stop_early is None else 1)
+                return proc.wait(timeout=1 if polled else max(deadline - time.monotonic(), 1))
             except subprocess.TimeoutExpired:
-                if stop_early is None or time.monotonic() >= deadline or stop_early():
+                if tick is not None:
+                    tick()
+                if time.monotonic() >= deadline or (stop_early is not None and stop_early()):
                     break
     except Stopped:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)     # a second one would leave the command running
@@ -251,6 +265,28 @@ def writable(folder: Path) -> bool:
         return False
 
 
+def leg_problem(options: list[str]) -> str | None:
+    """Why ``--leg``'s options cannot run, found here in seconds rather than on the GPU machine after its
+    checks: an option the script sets itself, one of ``run``'s own swallowed by ``--leg`` (it takes
+    everything after it), or what ``nfinpaint.train --print-config`` refuses.  None when they are fine."""
+    own = [o for o in options if o.split("=")[0] in LEG_OWN_OPTIONS]
+    if own:
+        return f"--leg {' '.join(own)}: the script sets {', '.join(LEG_OWN_OPTIONS)} itself"
+    swallowed = [o for o in options if o.split("=")[0] in RUN_OPTIONS]
+    if swallowed:
+        return f"--leg takes every option after it: put {' '.join(swallowed)} before --leg"
+    if not options:
+        return None
+    proc = subprocess.run([sys.executable, "-m", "nfinpaint.train", *LEG, "--data", TRAIN_FOLDERS[0], *options,
+                           "--print-config"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return None if proc.returncode == 0 else f"--leg {' '.join(options)}: {last_line_of(proc.stderr)}"
+
+
+def last_line_of(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][-300:] if lines else "(no output)"
+
+
 def run(args) -> int:
     start = time.monotonic()
     deadline = start + args.seconds
@@ -272,6 +308,10 @@ def run(args) -> int:
     note(f"run: within {args.seconds:.0f} s; files into {out}")
     if fallback is not None:
         note(f"$OUT ({fallback}) cannot be written: nothing comes back but this output")
+    problem = leg_problem(args.leg)
+    if problem is not None:
+        note(f"stopped before the checks: {problem}")
+        return 2
     note(install_wheels(env, scratch / "site"))
 
     signal.signal(signal.SIGTERM, _stopped)     # the command's limit: what the leg left still goes back
@@ -307,7 +347,7 @@ def run(args) -> int:
             return 1
         if missing:
             note(f"no training leg: not carried: {', '.join(missing)}")
-        elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS:
+        elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS + LEG_END_MARGIN:
             note(f"no training leg: {deadline - time.monotonic():.0f} s left")
         else:
             if not agreed:      # the custom ops' losses and gradients are not to be trusted on this GPU
@@ -327,9 +367,10 @@ def run(args) -> int:
         return 124
 
 
-def send_back(run_dir: Path, scratch: Path, out: Path) -> None:
-    """The leg's files into ``out`` as they are now: a command stopped later still returns them."""
-    for name in ("generator.pt", "metrics.jsonl"):
+def send_back(run_dir: Path, scratch: Path, out: Path, generator: bool = True) -> None:
+    """The leg's files into ``out`` as they are now: a command stopped later still returns them
+    (``generator``: generator.pt too; while the leg trains it is calibration's, sent already)."""
+    for name in ("generator.pt", "metrics.jsonl") if generator else ("metrics.jsonl",):
         if (run_dir / name).exists() and (run_dir / name).stat().st_size <= RETURN_LIMIT:
             shutil.copy(run_dir / name, out / name)
     if (scratch / "train.log").exists():
@@ -339,26 +380,37 @@ def send_back(run_dir: Path, scratch: Path, out: Path) -> None:
 def run_leg(args, env: dict, scratch: Path, out: Path, run_dir: Path, deadline: float, note,
             options: list[str]) -> None:
     """The training leg (LEG, then ``options``, then ``--leg``'s) until ``deadline - args.val_seconds``,
-    then both generators on the validation photographs until ``deadline``."""
+    then, with ``--val-seconds``, both generators on the validation photographs until ``deadline``."""
     leg = [sys.executable, "-m", "nfinpaint.train", *LEG, *options, "--data", str(training_folder(scratch)),
            "--device", args.device, *args.leg]
-    leg_deadline = deadline - args.val_seconds       # then both generators on the validation photographs
+    leg_deadline = deadline - args.val_seconds       # then, with --val-seconds, the evaluations
+    sent = [time.monotonic()]
+
+    def send_now_and_then() -> None:    # the log and metrics back while it trains: a hard kill keeps them
+        if time.monotonic() - sent[0] >= SEND_EVERY:
+            sent[0] = time.monotonic()
+            log.flush()
+            send_back(run_dir, scratch, out, generator=False)
+
     with open(scratch / "train.log", "w") as log:
         # past --calibrate-seconds, on until two records of the joint steps give their rate
         calibrate_until = time.monotonic() + args.calibrate_seconds
         code = run_until([*leg, "--steps", "1000000", "--out", str(run_dir)], env, log, leg_deadline - SAVE_SECONDS,
                          stop_early=lambda: time.monotonic() >= calibrate_until
-                         and steps_per_second(run_dir / "metrics.jsonl", "joint") is not None)
+                         and steps_per_second(run_dir / "metrics.jsonl", "joint") is not None, tick=send_now_and_then)
         measured = steps_per_second(run_dir / "metrics.jsonl", "joint")
         send_back(run_dir, scratch, out)
         note(f"calibration: exit {code}; (last step, steps/s) = {measured}")
-        if measured is not None and leg_deadline - time.monotonic() > 2 * SAVE_SECONDS:
+        if measured is not None and leg_deadline - time.monotonic() > 2 * SAVE_SECONDS + LEG_END_MARGIN:
             done, rate = measured
-            total = steps_that_fit(done, rate, leg_deadline - SAVE_SECONDS - time.monotonic())
+            # the schedule ends LEG_END_MARGIN before the deadline; a leg slower than measured is asked to stop
+            # at the deadline and given SAVE_SECONDS - STOP_GRACE to save: inside the 40 s between --seconds'
+            # 560 and the command's 600 (the evaluations, when asked for, wait no longer for it)
+            total = steps_that_fit(done, rate, leg_deadline - LEG_END_MARGIN - time.monotonic())
             note(f"resuming to {total} steps")
             code = run_until([sys.executable, "-m", "nfinpaint.train", "--resume", str(run_dir),
                               "--steps", str(total), "--device", args.device], env, log,
-                             leg_deadline - SAVE_SECONDS)
+                             leg_deadline, grace=max(1, SAVE_SECONDS - STOP_GRACE), tick=send_now_and_then)
             send_back(run_dir, scratch, out)
             note(f"leg: exit {code}; last logged (step, steps/s) = "
                  f"{steps_per_second(run_dir / 'metrics.jsonl')}")
@@ -367,7 +419,11 @@ def run_leg(args, env: dict, scratch: Path, out: Path, run_dir: Path, deadline: 
                  f"({leg_deadline - time.monotonic():.0f} s to the leg's end)")
         # a first reading, not the decision: evaluate's full-size protocol on the validation photographs,
         # the leg's generator and the shipped one (judged again here, on the CPU, before anything ships)
+        if args.val_seconds <= 0:
+            note("no evaluation there (--val-seconds 0): evaluate generator.pt here, on the validation photographs")
         for name, checkpoint in (("val-leg.md", run_dir / "generator.pt"), ("val-shipped.md", None)):
+            if args.val_seconds <= 0:
+                break
             left = deadline - time.monotonic()
             if not (run_dir / "generator.pt").exists() or left < EVAL_MIN_SECONDS:
                 note(f"{name}: not run ({f'{left:.0f} s left' if left < EVAL_MIN_SECONDS else 'no generator.pt'})")
@@ -390,21 +446,26 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("prepare", help="here: download the wheels, check the photographs, print the call")
     r = sub.add_parser("run", help="on the GPU machine: checks, then a training leg, all within --seconds")
     r.add_argument("--seconds", type=float, default=560, help="the whole run (default 560: a 600 s command)")
-    r.add_argument("--check-seconds", type=float, default=300, help="gpu_report's budget (default 300)")
+    r.add_argument("--check-seconds", type=float, default=180,
+                   help="gpu_report's budget (default 180: build, agreement and GPU tests took 93 s on an H200; "
+                        "a hang there costs the leg no more)")
     r.add_argument("--report-steps", default="build,agreement,gpu-tests",
                    help="gpu_report's --only: its steps, in its order (default %(default)s; the build must be "
                         "among them for the leg to run)")
     r.add_argument("--calibrate-seconds", type=float, default=90,
                    help="the leg's first part, whose speed sets its step count (default 90)")
-    r.add_argument("--val-seconds", type=float, default=60,
+    r.add_argument("--val-seconds", type=float, default=0,
                    help="kept at the end to evaluate the leg's and the shipped generator on the validation "
-                        "photographs (default 60)")
+                        "photographs (default 0: none; the evaluation is run here afterwards, ~13 s a generator "
+                        "on one CPU core, and the leg gets the time)")
     r.add_argument("--out", default="device-out", help="where the files go when $OUT is not set")
     r.add_argument("--scratch", default="/tmp/nfinpaint-device", help="working folder (default %(default)s)")
     r.add_argument("--device", default="cuda", help="the leg's device (default cuda; cpu to try the script)")
     r.add_argument("--no-report", action="store_true", help="skip gpu_report (to try the leg on a CPU)")
     r.add_argument("--leg", nargs=argparse.REMAINDER, default=[],
-                   help="more train options for the leg, after everything else (e.g. --leg --set lr=5e-5)")
+                   help="more train options for the leg, after everything else (e.g. --leg --set lr=5e-5); it "
+                        "takes every option after it, so it comes last; checked with train's --print-config "
+                        "before anything else runs")
     args = parser.parse_args(argv)
     return prepare() if args.command == "prepare" else run(args)
 

@@ -163,7 +163,8 @@ def fake_repo(session, tmp_path, monkeypatch):
         (root / folder / "a.png").write_bytes(b"x")
     monkeypatch.setattr(session, "ROOT", root)
     monkeypatch.setattr(session, "WHEELS", root / ".whl")           # not carried: none installed
-    for name, seconds in (("SAVE_SECONDS", 1), ("REPORT_MARGIN", 2), ("EVAL_MIN_SECONDS", 1)):
+    for name, seconds in (("SAVE_SECONDS", 1), ("REPORT_MARGIN", 2), ("EVAL_MIN_SECONDS", 1), ("LEG_END_MARGIN", 1),
+                          ("SEND_EVERY", 1)):
         monkeypatch.setattr(session, name, seconds)
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
     for name in ("FAKE_REPORT", "FAKE_TRAIN", "FAKE_EVAL", "FAKE_WARMUP"):
@@ -365,3 +366,35 @@ def test_a_run_stopped_by_its_commands_limit_returns_what_the_leg_left(session, 
     calibrated = int(text.split("(last step, steps/s) = (")[1].split(",")[0])
     records = [json.loads(line) for line in (Path(os.environ["OUT"]) / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] > calibrated       # the resumed leg's, sent back after the stop
+
+
+def test_by_default_the_leg_gets_the_evaluations_time(session, fake_repo, tmp_path):
+    """The two evaluations took ~95 s of a 560 s command on the GPU machine, and only their results.md came
+    back (what ship_generator --eval cannot use): by default the leg trains until the deadline."""
+    start = time.monotonic()
+    code = session.main(["run", "--seconds", "10", "--calibrate-seconds", "1.5", "--scratch", str(tmp_path / "scratch"),
+                         "--device", "cpu"])
+    out = Path(os.environ["OUT"])
+    text = (out / "session.md").read_text()
+    assert code == 0 and time.monotonic() - start < 10 + 5, text
+    assert "no evaluation there (--val-seconds 0)" in text and not list(out.glob("val-*.md"))
+    assert {"generator.pt", "metrics.jsonl", "train.log"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("leg, said", [(["--set", "lr=5e-5", "--seconds", "300"], "put --seconds before --leg"),
+                                       (["--steps", "5"], "the script sets --steps"),
+                                       (["--out=x"], "the script sets --steps, --out")])
+def test_leg_options_are_checked_before_anything_runs(session, fake_repo, tmp_path, leg, said):
+    """--leg takes every option after it: `run --leg --set lr=5e-5 --seconds 300` handed --seconds to
+    training, which refused it after the GPU checks had used ~100 s; --steps and --out were overridden."""
+    code = session.main(["run", "--seconds", "10", "--scratch", str(tmp_path / "scratch"), "--device", "cpu",
+                         "--leg", *leg])
+    text = (Path(os.environ["OUT"]) / "session.md").read_text()
+    assert code == 2 and f"stopped before the checks: " in text and said in text, text
+    assert "gpu_report" not in text
+
+
+def test_a_leg_option_training_refuses_is_found_in_seconds(session):
+    problem = session.leg_problem(["--set", "no_such_setting=1"])
+    assert problem is not None and "no_such_setting" in problem
+    assert session.leg_problem(["--set", "lr=5e-5"]) is None
