@@ -258,7 +258,13 @@ def identical_files(files: list[Path], others: list[Path] | None = None) -> list
         for path in files:
             counts[size(path)] = counts.get(size(path), 0) + 1
         sizes = {s for s, n in counts.items() if n > 1}
-    digest = functools.cache(lambda path: hashlib.sha256(path.read_bytes()).digest())
+    @functools.cache
+    def digest(path: Path) -> bytes | Path:
+        try:
+            return hashlib.sha256(path.read_bytes()).digest()
+        except OSError:     # unreadable: like no other file (reading it says why, in its own warning)
+            return path
+
     seen = {} if others is None else {digest(path): path for path in others if size(path) in sizes}
     out = []
     for path in files:

@@ -386,3 +386,22 @@ def test_the_held_out_box_always_leaves_room_for_a_training_crop(height, width):
             continue
         free = max(box.top, height - box.height - box.top, box.left, width - box.width - box.left)
         assert free >= size, (seed, box)
+
+
+def test_an_unreadable_file_of_another_files_size_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """Comparing files of one size reads them: one that cannot be read is no copy of anything, and is
+    skipped later with the reason, not a traceback."""
+    rng = np.random.default_rng()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes()[:(tmp_path / "a.png").stat().st_size]
+                                     .ljust((tmp_path / "a.png").stat().st_size, b"\0"))
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "b.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert [p.name for p in data.find_image_files(tmp_path)] == ["a.png", "b.png"]
