@@ -28,8 +28,9 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from nfinpaint.errors import NfinpaintError
 from nfinpaint.files import atomic_path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-LOSSY_SUFFIXES = {".jpg", ".jpeg"}                # change pixels when saving (WebP is written lossless)
+# .jfif and .jpe: JPEG, as browsers on Windows save pictures from the web (they were left out without a word)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe"}   # change pixels when saving (WebP is written lossless)
 PALETTE_SUFFIXES = {".gif"}                       # at most 256 colours
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}

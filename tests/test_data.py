@@ -405,3 +405,11 @@ def test_an_unreadable_file_of_another_files_size_is_skipped_with_its_reason(tmp
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     assert [p.name for p in data.find_image_files(tmp_path)] == ["a.png", "b.png"]
+
+
+def test_jpegs_saved_as_jfif_are_pictures(tmp_path):
+    """Browsers on Windows save web pictures as .jfif: a folder of them read as holding no image."""
+    rng = np.random.default_rng()
+    for name in ("a.jfif", "b.JPE"):
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(tmp_path / name, format="JPEG")
+    assert [p.name for p in data.find_image_files(tmp_path)] == ["a.jfif", "b.JPE"]
