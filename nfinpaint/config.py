@@ -146,7 +146,7 @@ class TrainConfig:
     feature_region: str = "image"   # image (equation 2) | hole (each feature cell weighted by its share of hole pixels)
     feature_layer: str = "relu3_1"
     feature_weights: str = "imagenet"  # imagenet | rotation (shipped, self-supervised) | PATH to a VGG-19 state dict | random (untrained, tests only)
-    use_custom_ops: bool = True     # fused C++/CUDA loss operators (False: PyTorch references)
+    use_custom_ops: bool = True     # fused C++/CUDA loss operators and base-fill solver (False: PyTorch references)
     # -- speed --------------------------------------------------------------
     # torch.compile the training step: auto (on GPUs; on CPUs it measured no faster than the eager
     # channels-last step and took 1-3 minutes to compile, docs/training.md) | always | never

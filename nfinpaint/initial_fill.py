@@ -14,7 +14,9 @@ and on CUDA (:func:`conjugate_gradients`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -192,13 +194,29 @@ def conjugate_gradients(mask: Tensor, x: Tensor, iterations: int) -> Tensor:
     CPU equal to the last bit on the validation windows, and 7-14x faster: benchmarks/bench_base_fill.py;
     the tensor steps are ~25 operator calls each, a pass over memory apiece, and were a third of a
     learned fill's time; on a GPU they are as many kernel launches).
-    Everything else (float64, a graph being made, CUDA planes larger than :data:`CUDA_PLANE_LIMIT`)
-    runs the reference."""
+    Everything else (float64, a graph being made, CUDA planes larger than :data:`CUDA_PLANE_LIMIT`,
+    and any call inside :func:`reference_solver`) runs the reference."""
     if _takes_operator(mask, x):
         _extension.require(x.device)
         # a mask shared by the batch, (1, 1, H, W), as the reference broadcasts it
         return torch.ops.nfinpaint.biharmonic_cg(x, mask.expand(x.shape[0], *mask.shape[1:]), iterations)
     return conjugate_gradients_reference(mask, x, iterations)
+
+
+# Set by reference_solver(): training with use_custom_ops = false (a machine whose build failed, a GPU whose
+# CUDA agreement failed) solves with the tensor steps, which need no compiled operator
+_REFERENCE_SOLVER = contextvars.ContextVar("nfinpaint_reference_solver", default=False)
+
+
+@contextlib.contextmanager
+def reference_solver(enabled: bool = True) -> Iterator[None]:
+    """Within the block (this thread, this context), :func:`conjugate_gradients` runs
+    :func:`conjugate_gradients_reference` whatever its tensors: an explicit choice, never a fallback."""
+    token = _REFERENCE_SOLVER.set(enabled)
+    try:
+        yield
+    finally:
+        _REFERENCE_SOLVER.reset(token)
 
 
 # The CUDA kernel solves each plane in one block (one SM): past about this many pixels a plane's passes
@@ -209,6 +227,8 @@ CUDA_PLANE_LIMIT = 1 << 16
 
 def _takes_operator(mask: Tensor, x: Tensor) -> bool:
     """Whether :func:`conjugate_gradients` calls the compiled operator for these tensors."""
+    if _REFERENCE_SOLVER.get():
+        return False
     if x.dtype != torch.float32 or mask.dtype != torch.float32 or x.dim() != 4 or mask.shape[1] != 1:
         return False
     if _capturing_graph() or (torch.is_grad_enabled() and (x.requires_grad or mask.requires_grad)):

@@ -32,7 +32,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from nfinpaint import cli, distributed, inference, masks
+from nfinpaint import cli, distributed, inference, initial_fill, masks
 from nfinpaint.checkpoint import list_checkpoints
 from nfinpaint.config import PRESETS, ConfigError, TrainConfig, to_toml
 from nfinpaint.crop_store import batch_items
@@ -378,7 +378,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *,
     try:
         # Ctrl-C and SIGTERM are caught from the first write on: one before the first step still ends
         # with a checkpoint to resume from, not a run directory that can be neither resumed nor reused
-        with StopRequest() as stop:
+        # use_custom_ops = false: the base fill's solver too runs its PyTorch reference (no compiled operator)
+        with StopRequest() as stop, initial_fill.reference_solver(not config.use_custom_ops):
             run.start(feature_net, f"train {describe(train_ds)}, validation {describe(val_ds)}", trainer.amp_dtype,
                       trainer.compiled)
             # crops are cut a batch at a time where the model trains (crop_store): no loader workers

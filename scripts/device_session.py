@@ -21,11 +21,11 @@ the paths to carry and the command.
    ``--check-seconds``: the build against the machine's torch, CUDA against
    CPU for every op, the GPU tests (correctness before speed); ``--report-steps``
    names others (``benchmarks`` adds the speed rows: about 4 minutes on an H200, the
-   compiled training step's benchmark not finished in them).  Where the
-   agreement is not ok, the leg trains with the loss operators' PyTorch
-   references (``use_custom_ops=false``): their gradients would not be trusted;
-3. a training leg on the GPU until the deadline (skipped when the build
-   failed): the recipe of the shipped generator's 256-px leg (its lead for
+   compiled training step's benchmark not finished in them).  Where the build
+   failed, or the agreement is not ok, the leg trains with the PyTorch references
+   of the loss operators and of the base fill's solver (``use_custom_ops=false``);
+3. a training leg on the GPU until the deadline (skipped when no CUDA GPU is
+   visible): the recipe of the shipped generator's 256-px leg (its lead for
    large holes, docs/training.md) from the shipped generator, on the training
    photographs, validated on the validation ones.  The cosine schedule needs
    the step count up front, so the leg first runs ``--calibrate-seconds`` (and
@@ -342,19 +342,25 @@ def run(args) -> int:
         missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not (ROOT / f).is_dir()]
         shutil.rmtree(run_dir, ignore_errors=True)      # an earlier call's, on a machine kept warm
         (scratch / "train.log").unlink(missing_ok=True)
-        if not built:
-            note("no training leg: the operators were not built")
+        no_gpu = "no CUDA GPU is visible" in (scratch / "gpu-report-stdout.txt").read_text(errors="replace") \
+            if (scratch / "gpu-report-stdout.txt").exists() else False
+        if not built and no_gpu:
+            note("no training leg: the operators were not built (no CUDA GPU is visible)")
             return 1
         if missing:
             note(f"no training leg: not carried: {', '.join(missing)}")
         elif deadline - args.val_seconds - time.monotonic() < 2 * SAVE_SECONDS + LEG_END_MARGIN:
             note(f"no training leg: {deadline - time.monotonic():.0f} s left")
         else:
-            if not agreed:      # the custom ops' losses and gradients are not to be trusted on this GPU
-                note("the leg trains with the PyTorch references of the loss operators (use_custom_ops=false)")
+            # a failed build (the image's torch, its compiler), or operators not to be trusted on this GPU: the
+            # leg trains on the PyTorch references of the losses and of the base fill's solver
+            references = not built or not agreed
+            if references:
+                note("the leg trains with the PyTorch references of the loss operators and of the base fill's "
+                     f"solver (use_custom_ops=false): the operators {'were not built' if not built else 'disagree'}")
             try:
                 run_leg(args, env, scratch, out, run_dir, deadline, note,
-                        [] if agreed else ["--set", "use_custom_ops=false"])
+                        ["--set", "use_custom_ops=false"] if references else [])
             except Exception as exc:    # what the leg left still goes back
                 note(f"the leg stopped on an error: {exc!r}")
         send_back(run_dir, scratch, out)

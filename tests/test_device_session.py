@@ -103,8 +103,9 @@ if mode == "nocuda":
 runs = out.parent / "gpu-report-runs" / "20260101-000000-x"
 runs.mkdir(parents=True)
 (runs / "step1.log").write_text("compiled\\n")
-agreement = "FAILED (exit 1)" if mode == "disagree" else "ok"
-out.write_text(f"| build (CPU + CUDA operators) | ok | 1.0 |\\n"
+agreement = "FAILED (exit 1)" if mode in ("disagree", "nobuild") else "ok"
+build = "FAILED (exit 1)" if mode == "nobuild" else "ok"
+out.write_text(f"| build (CPU + CUDA operators) | {build} | 1.0 |\\n"
                f"| CUDA vs CPU agreement, copy bandwidth | {agreement} | 1.0 |\\n| pytest tests -m gpu | ok | 1.0 |\\n")
 if mode == "hang":
     time.sleep(60)
@@ -299,6 +300,16 @@ def test_calibration_measures_the_joint_steps(session, fake_repo, tmp_path, monk
     step, rate = eval(line.split(" = ")[1])
     assert step > 150 and 30 < rate < 70, line                      # the joint steps' 50 a second
     assert code == 0 and wall < 10 + 5 and "resuming to" in text
+
+
+def test_a_failed_build_trains_on_the_references(session, fake_repo, tmp_path, monkeypatch):
+    """A build that failed on the machine (its own torch, its compiler) trained nothing: the fullres base fill
+    needed the compiled solver.  use_custom_ops=false now covers the solver too, and the lease still trains."""
+    monkeypatch.setenv("FAKE_REPORT", "nobuild")
+    code, wall, text, files = run_session(session, tmp_path)
+    assert code == 0 and "build FAILED or not run" in text and "the operators were not built" in text, text
+    assert "--set use_custom_ops=false --data" in (tmp_path / "out" / "train.log").read_text()
+    assert "generator.pt" in files
 
 
 def test_a_failed_agreement_trains_on_the_references(session, fake_repo, tmp_path, monkeypatch):

@@ -1089,16 +1089,45 @@ def test_a_resume_that_sees_fewer_gpus_restores_the_random_states_it_has(monkeyp
 
 
 @pytest.mark.parametrize("generator", ["residual", "fullres"])
-def test_a_generator_whose_base_fill_needs_the_extension_is_refused_without_it(tmp_path, capsys, monkeypatch,
-                                                                               generator):
-    """The hint `--set use_custom_ops=false` let such a run start, write its folder, and end in a traceback at
-    its first validation: the base fill's solver is the extension's whatever that setting says."""
-    from nfinpaint import _extension
+def test_a_generator_whose_base_fill_needs_the_extension_trains_without_it_only_on_the_references(
+        tmp_path, capsys, monkeypatch, generator):
+    """Without the extension such a run is refused before its folder is written, and `--set use_custom_ops=false`
+    trains it: the base fill's solver then runs its PyTorch reference too (it was the extension's whatever that
+    setting said, and the hint ended in a traceback at the first validation; a GPU machine whose build failed
+    trained nothing)."""
+    from nfinpaint import _extension, initial_fill
 
     monkeypatch.setattr(_extension, "_load", lambda: "No module named 'nfinpaint._C' (test)")
-    message = _bad(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"generator={generator}"], capsys)
+    message = _bad(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"generator={generator}",
+                           "--set", "use_custom_ops=true"], capsys)
     assert f"the {generator} generator's base fill needs the compiled operators" in message
-    assert "use_custom_ops" not in message and not (tmp_path / "run").exists()
+    assert "--set use_custom_ops=false" in message and not (tmp_path / "run").exists()
+    calls = []
+    monkeypatch.setattr(initial_fill, "conjugate_gradients_reference",
+                        (lambda real: lambda *a, **k: calls.append(1) or real(*a, **k))(
+                            initial_fill.conjugate_gradients_reference))
+    assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "run"), "--set", f"generator={generator}",
+                              "--set", "use_custom_ops=false"]) == 0
+    assert calls and (tmp_path / "run" / "generator.pt").exists()
+
+
+def test_the_reference_solver_is_the_operators_steps(monkeypatch):
+    """Inside reference_solver() the compiled operator is never called, and the fill is the tensor steps'."""
+    from nfinpaint import _extension, initial_fill
+
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    image = torch.rand(2, 3, 70, 90, generator=g)
+    mask = (torch.rand(2, 1, 70, 90, generator=g) < 0.3).float()
+
+    def no_operator(device=None):
+        raise AssertionError("the compiled operator was asked for")
+
+    monkeypatch.setattr(_extension, "require", no_operator)
+    with initial_fill.reference_solver():
+        reference = initial_fill.multiscale_biharmonic_fill(image * (1 - mask), mask)
+    monkeypatch.undo()
+    compiled = initial_fill.multiscale_biharmonic_fill(image * (1 - mask), mask)
+    torch.testing.assert_close(reference, compiled, atol=1e-4, rtol=0)
 
 
 def test_a_joint_step_with_cell_logits_and_a_faster_discriminator():
