@@ -249,10 +249,15 @@ def training_folder(scratch: Path) -> Path:
     return folder
 
 
-def last_line(path: Path) -> str:
+def last_line(text: str) -> str:
     """The last non-empty line of a log (what a failed command said last), at most 300 characters."""
-    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    lines = text.strip().splitlines()
     return lines[-1][-300:] if lines else "(no output)"
+
+
+def read_log(path: Path) -> str:
+    """A log's text; empty when it was never written."""
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def writable(folder: Path) -> bool:
@@ -279,12 +284,7 @@ def leg_problem(options: list[str]) -> str | None:
         return None
     proc = subprocess.run([sys.executable, "-m", "nfinpaint.train", *LEG, "--data", TRAIN_FOLDERS[0], *options,
                            "--print-config"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    return None if proc.returncode == 0 else f"--leg {' '.join(options)}: {last_line_of(proc.stderr)}"
-
-
-def last_line_of(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1][-300:] if lines else "(no output)"
+    return None if proc.returncode == 0 else f"--leg {' '.join(options)}: {last_line(proc.stderr)}"
 
 
 def run(args) -> int:
@@ -331,7 +331,7 @@ def run(args) -> int:
                     merged.write(f"\n===== {log} =====\n".encode() + log.read_bytes())
             copy_capped(scratch / "gpu-report-logs.txt", out / "gpu-report-logs.txt")
             # the first step is the build: its log's end says why it failed (gpu_report's own ends "wrote ...")
-            first_step = last_line(logs[0]) if logs else last_line(scratch / "gpu-report-stdout.txt")
+            first_step = last_line(read_log(logs[0] if logs else scratch / "gpu-report-stdout.txt"))
             shutil.rmtree(report.parent / "gpu-report-runs", ignore_errors=True)   # 8 files come back, at most
             built = report.exists() and BUILD_OK in report.read_text()
             agreed = report.exists() and AGREEMENT_OK in report.read_text()
@@ -342,9 +342,7 @@ def run(args) -> int:
         missing = [f for f in (*TRAIN_FOLDERS, VAL_FOLDER) if not (ROOT / f).is_dir()]
         shutil.rmtree(run_dir, ignore_errors=True)      # an earlier call's, on a machine kept warm
         (scratch / "train.log").unlink(missing_ok=True)
-        no_gpu = "no CUDA GPU is visible" in (scratch / "gpu-report-stdout.txt").read_text(errors="replace") \
-            if (scratch / "gpu-report-stdout.txt").exists() else False
-        if not built and no_gpu:
+        if not built and "no CUDA GPU is visible" in read_log(scratch / "gpu-report-stdout.txt"):
             note("no training leg: the operators were not built (no CUDA GPU is visible)")
             return 1
         if missing:
@@ -427,9 +425,8 @@ def run_leg(args, env: dict, scratch: Path, out: Path, run_dir: Path, deadline: 
         # the leg's generator and the shipped one (judged again here, on the CPU, before anything ships)
         if args.val_seconds <= 0:
             note("no evaluation there (--val-seconds 0): evaluate generator.pt here, on the validation photographs")
+            return
         for name, checkpoint in (("val-leg.md", run_dir / "generator.pt"), ("val-shipped.md", None)):
-            if args.val_seconds <= 0:
-                break
             left = deadline - time.monotonic()
             if not (run_dir / "generator.pt").exists() or left < EVAL_MIN_SECONDS:
                 note(f"{name}: not run ({f'{left:.0f} s left' if left < EVAL_MIN_SECONDS else 'no generator.pt'})")
@@ -456,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="gpu_report's budget (default 180: build, agreement and GPU tests took 93 s on an H200; "
                         "a hang there costs the leg no more)")
     r.add_argument("--report-steps", default="build,agreement,gpu-tests",
-                   help="gpu_report's --only: its steps, in its order (default %(default)s; the build must be "
-                        "among them for the leg to run)")
+                   help="gpu_report's --only: its steps, in its order (default %(default)s; without the build "
+                        "the leg trains on the PyTorch references, use_custom_ops=false)")
     r.add_argument("--calibrate-seconds", type=float, default=90,
                    help="the leg's first part, whose speed sets its step count (default 90)")
     r.add_argument("--val-seconds", type=float, default=0,
