@@ -27,6 +27,7 @@ Validation items are fixed crops, never augmented.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -249,15 +250,12 @@ def identical_files(files: list[Path], others: list[Path] | None = None) -> list
     """(file, the one it is identical to): hard links of one file and byte-for-byte copies.  Without
     ``others``, each file of ``files`` identical to an earlier one; with them, each file of ``files``
     identical to one of ``others``.  Only files of one size are read (a hash of their bytes)."""
-    def size(path: Path) -> int:
-        return path.stat().st_size
-
-    sizes = {size(path) for path in (others if others is not None else files)}
+    size = {path: path.stat().st_size for path in (*files, *(others or ()))}     # one stat a file
     if others is None:      # sizes seen twice or more
-        counts: dict[int, int] = {}
-        for path in files:
-            counts[size(path)] = counts.get(size(path), 0) + 1
-        sizes = {s for s, n in counts.items() if n > 1}
+        sizes = {s for s, n in collections.Counter(size[path] for path in files).items() if n > 1}
+    else:
+        sizes = {size[path] for path in others}
+
     @functools.cache
     def digest(path: Path) -> bytes | Path:
         try:
@@ -265,10 +263,10 @@ def identical_files(files: list[Path], others: list[Path] | None = None) -> list
         except OSError:     # unreadable: like no other file (reading it says why, in its own warning)
             return path
 
-    seen = {} if others is None else {digest(path): path for path in others if size(path) in sizes}
+    seen = {} if others is None else {digest(path): path for path in others if size[path] in sizes}
     out = []
     for path in files:
-        if size(path) not in sizes:
+        if size[path] not in sizes:
             continue
         key = digest(path)
         if key in seen:
