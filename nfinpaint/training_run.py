@@ -155,12 +155,12 @@ class Run:
             if info.is_main:
                 check_new_run_dir(run_dir)
         check_outside_data(run_dir, config)
-        if config.use_custom_ops and not _extension.is_built() and generators.spec(config.generator).needs_operators:
-            raise ConfigError(f"the {config.generator} generator's base fill needs the compiled operators "
-                              f"(nfinpaint._C), which are not built: install with `pip install .`, or pass "
-                              f"--set use_custom_ops=false (the PyTorch references of the losses and of the base "
-                              f"fill's solver: slower)")
         if config.use_custom_ops and not _extension.is_built():
+            if generators.spec(config.generator).needs_operators:
+                raise ConfigError(f"the {config.generator} generator's base fill needs the compiled operators "
+                                  f"(nfinpaint._C), which are not built: install with `pip install .`, or pass "
+                                  f"--set use_custom_ops=false (the PyTorch references of the losses and of the "
+                                  f"base fill's solver: slower)")
             raise ConfigError("use_custom_ops = true needs the compiled operators (nfinpaint._C), which are not "
                               "built: install with `pip install .`, or pass --set use_custom_ops=false")
         kept = metrics_to_keep(run_dir, point.step) if point is not None and info.is_main else None
