@@ -28,8 +28,7 @@ from timing import measure, print_table
 from nfinpaint import distributed
 from nfinpaint.config import PRESETS
 from nfinpaint.crop_store import batch_items
-from nfinpaint.data import _load_file, build_datasets, crop_resize
-from nfinpaint.images import IMAGE_SUFFIXES
+from nfinpaint.data import _load_file, build_datasets, crop_resize, find_image_files
 from nfinpaint.train import Trainer, build_feature_net
 
 
@@ -87,8 +86,7 @@ def test_input_pipeline(tmp_path):
 
         t = measure(cut, reps=20)
         rows.append([f"batched sampler, batch {n}", t.median_ms, n * 1e3 / t.median_ms])
-    # the folder's pictures as build_datasets finds them (a real folder may hold JPEGs and no PNG)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))[:8]
+    files = find_image_files(folder)[:8]        # as build_datasets finds them (a real folder: JPEGs, say)
     k = iter(range(10**9))
 
     def per_item():  # the old path: decode the file for every crop
