@@ -509,8 +509,10 @@ def fill_picture(generator: torch.nn.Module, image: torch.Tensor, hole: torch.Te
         weight = sparse_weight(todo[0].numpy())
         if weight is not None:
             hole_here = todo_here[None].float()
+            # converged, the biharmonic fill overshoots between noisy samples (beyond [0, 1]): clipped as the
+            # network's fill is
             base = multiscale_biharmonic_fill(part[None].to(device) * (1 - hole_here), hole_here,
-                                              max(generator.base_iterations, SPARSE_ITERATIONS))[0]
+                                              max(generator.base_iterations, SPARSE_ITERATIONS))[0].clamp(0, 1)
             filled = torch.lerp(filled.float(), base.float(), torch.from_numpy(weight).to(device))
             window.sparse = float(weight[todo[0].numpy()].mean())
         mine = torch.isin(here, torch.tensor(window.holes, device=here.device))

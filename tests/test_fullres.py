@@ -1240,6 +1240,22 @@ def test_where_known_pixels_are_sparse_the_fill_is_the_converged_base_fill():
     assert (filled - base)[:, solid[0] > 0.5].abs().max() > 1e-3
 
 
+def test_the_sparse_rule_keeps_the_fill_within_0_and_1():
+    """The converged biharmonic fill overshoots between noisy samples (-0.6 to 1.5 on uniform noise with
+    85% salt holes): a float picture's fill came back out of [0, 1] until 2026-12-06 (a fuzz of
+    ``Inpainter``; uint8 and the files written were clipped on the way out)."""
+    g = _rng()
+    generator = _trained_looking(FullResGenerator(32), g)
+    image = torch.rand(3, 70, 90, generator=g)
+    hole = (torch.rand(70, 90, generator=g) < 0.85).float()
+    filled, _ = inpaint_image(image, hole[None], generator=generator, log=lambda s: None)
+    base = multiscale_biharmonic_fill(image[None] * (1 - hole), hole[None, None], neural_fill.SPARSE_ITERATIONS)[0]
+    inside = hole > 0.5
+    assert base[:, inside].min() < -0.05 and base[:, inside].max() > 1.05      # the overshoot is there to clip
+    assert filled.min() >= 0 and filled.max() <= 1
+    torch.testing.assert_close(filled[:, inside], base.clamp(0, 1)[:, inside], rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("family", ["thin", "medium", "large"])
 def test_the_hole_families_never_reach_the_sparse_rule(family):
     """The evaluation's holes (and the pictures' tables) are filled as before: none is sparse.  (At
