@@ -16,7 +16,7 @@ options.  It checks what docs/usage.md promises:
 - bad input is one ``InpaintError``; any other exception is a failure.
 
 Refusals the docs describe (no hole, a mask over the whole picture, PatchMatch with no whole known
-patch to copy) are counted, not failures.  Prints each failure as it is found, and a summary; exits 1
+patch to copy, ``gan-detail`` with a fixed-size generator) are counted, not failures.  Prints each failure as it is found, and a summary; exits 1
 if any.  In 2026-12-06's first run it found float fills of dense salt holes out of [0, 1]
 (tests/test_api.py keeps that case).  CPU only; one thread, so it can run beside other work.
 """
@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from nfinpaint import Inpainter, InpaintError
 
-REFUSALS = ("no hole", "covers the whole", "patches of known")
+REFUSALS = ("no hole", "covers the whole", "patches of known", "needs a full-resolution generator")
 METHODS = ("auto", "auto", "auto", "gan-detail", "patchmatch", "biharmonic", "border-mean")
 PIL_MODES = ("RGB", "RGBA", "L", "LA", "P", "I;16", "I", "F", "1", "CMYK")
 ARRAY_KINDS = ("uint8", "uint16", "float32", "float64", "grey", "rgba", "torch")
