@@ -9,13 +9,13 @@ full-size protocol draws them with ``--seed``): the shipped generator through ``
 path) once, and ring by ring: fill the hole, count its pixels within B px of the known ones (Euclidean
 distance) as known, fill what is left again, until no hole pixel is further than B px in.  Prints per
 family and fill the mean hole PSNR (dB), hole SSIM, texture ratio, detail in place, seconds and passes,
-and each ring fill's paired difference from one pass (mean ± 95% interval).  An analysis, not a method:
+and each ring fill's paired difference from one pass (mean ± 95% interval, Student's t:
+``metrics.paired``).  An analysis, not a method:
 run it on validation photographs only.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
 import warnings
 
@@ -50,18 +50,19 @@ def main() -> None:
     warnings.simplefilter("ignore")
     pictures, _ = picture_eval.load_pictures(args.data, args.size)
     inpainter = Inpainter(device="cpu")
-    fills = ["one pass", *(f"rings of {b} px" for b in map(int, args.bands.split(",")))]
+    # each fill's label and its ring width (None: one pass)
+    fills = {"one pass": None, **{f"rings of {b} px": b for b in map(int, args.bands.split(","))}}
     rows: dict[tuple[str, str], list[dict[str, float]]] = {}
     for family in picture_eval.parse_families(args.families):
         for repeat in range(args.repeats):
             for index, (_, truth) in enumerate(pictures):
                 mask = picture_eval.picture_mask(family, truth, args.seed, index, repeat)
-                for name in fills:
+                for name, band in fills.items():
                     start = time.perf_counter()
-                    if name == "one pass":
+                    if band is None:
                         filled, passes = inpainter(truth, mask), 1
                     else:
-                        filled, passes = ring_fill(inpainter, truth, mask, int(name.split()[2]))
+                        filled, passes = ring_fill(inpainter, truth, mask, band)
                     seconds = time.perf_counter() - start
                     filled = metrics.as_saved(filled, truth)
                     row = metrics.image_metrics(filled, truth, mask)
@@ -74,10 +75,9 @@ def main() -> None:
             line = f"{family:7s} {name:15s}" + "".join(
                 f" {key} {np.nanmean([r[key] for r in got]):.4f}"
                 for key in ("psnr_hole", "ssim_hole", "texture", "placed", "seconds", "passes"))
-            if name != "one pass":
+            if fills[name] is not None:
                 for key in ("psnr_hole", "ssim_hole", "placed"):
-                    d = np.array([r[key] - b[key] for r, b in zip(got, base)])
-                    line += f" | d{key} {d.mean():+.4f} ± {1.96 * d.std(ddof=1) / math.sqrt(len(d)):.4f}"
+                    line += f" | d{key} {metrics.format_summary(metrics.paired(got, base, key), 4)}"
             print(line, flush=True)
 
 
